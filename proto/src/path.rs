@@ -1,0 +1,123 @@
+//! Znode path validation, as ZooKeeper's `PathUtils.validatePath` does it, shared by the client
+//! (fail fast, before a round trip) and the server (never trust the client).
+
+/// Why a path is not a valid znode path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPath {
+    pub path: String,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for InvalidPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid path {:?}: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidPath {}
+
+/// ZooKeeper forbids these UTF-16 units; a character beyond the BMP is a surrogate pair there,
+/// so it is forbidden too.
+fn forbidden(c: char) -> bool {
+    matches!(c, '\u{1}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}')
+        || c >= '\u{fff0}'
+}
+
+/// Validates a path; `sequential` allows a trailing `/` (the server appends the counter).
+pub fn validate_path(path: &str, sequential: bool) -> Result<(), InvalidPath> {
+    let err = |reason| {
+        Err(InvalidPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
+    if path.is_empty() {
+        return err("path length must be > 0");
+    }
+    if !path.starts_with('/') {
+        return err("path must start with / character");
+    }
+    if path.len() == 1 {
+        return if sequential {
+            err("path must not end with / character")
+        } else {
+            Ok(())
+        };
+    }
+    if path.ends_with('/') && !sequential {
+        return err("path must not end with / character");
+    }
+    let body = if sequential && path.ends_with('/') {
+        &path[..path.len() - 1]
+    } else {
+        path
+    };
+    for component in body[1..].split('/') {
+        if component.is_empty() {
+            return err("empty node name specified");
+        }
+        if component == "." || component == ".." {
+            return err("relative paths not allowed");
+        }
+        if component.contains('\0') {
+            return err("null character not allowed");
+        }
+        if component.chars().any(forbidden) {
+            return err("invalid character");
+        }
+    }
+    Ok(())
+}
+
+/// The parent of a valid path other than `/`.
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// The last component of a valid path (`""` for `/`).
+pub fn basename(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_and_invalid_paths() {
+        for ok in ["/", "/a", "/a/b", "/a.b", "/..a", "/zookeeper/quota", "/é"] {
+            assert!(validate_path(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "/a/",
+            "//",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/a\0",
+            "/a\u{1}b",
+            "/\u{fff5}",
+        ] {
+            assert!(validate_path(bad, false).is_err(), "{bad:?}");
+        }
+        assert!(validate_path("/a/", true).is_ok());
+        assert!(validate_path("/", true).is_err());
+        assert!(validate_path("/a//", true).is_err());
+    }
+
+    #[test]
+    fn parent_and_basename() {
+        assert_eq!(parent("/a/b"), "/a");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(basename("/a/bc"), "bc");
+        assert_eq!(basename("/"), "");
+    }
+}
