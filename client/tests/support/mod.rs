@@ -1,0 +1,4 @@
+//! Shared helpers for the client's integration tests; include with `mod support;`.
+#![allow(dead_code)]
+
+pub mod ensemble;
