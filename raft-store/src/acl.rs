@@ -1,0 +1,147 @@
+//! ACL checks and fix-up, as ZooKeeper's `PrepRequestProcessor.checkACL` / `fixupACL` do them.
+//! The caller's identities are stamped into each write entry by the proposing server (they are
+//! connection state), so these checks are deterministic on every replica.
+
+use synod_proto::{Acl, Id};
+
+/// Whether `auth` (the caller's identities) grants `perm` on a node with `acl`.
+/// An empty ACL grants everything, as in ZooKeeper; `super` identities pass every check.
+pub fn check(acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
+    if acl.is_empty() || auth.iter().any(|id| id.scheme == "super") {
+        return true;
+    }
+    acl.iter().filter(|a| a.perms & perm != 0).any(|a| {
+        (a.id.scheme == "world" && a.id.id == "anyone")
+            || auth
+                .iter()
+                .any(|id| id.scheme == a.id.scheme && matches(&a.id.scheme, &id.id, &a.id.id))
+    })
+}
+
+fn matches(scheme: &str, have: &str, want: &str) -> bool {
+    match scheme {
+        "ip" => ip_matches(have, want),
+        _ => have == want,
+    }
+}
+
+fn parse_ip(s: &str) -> Option<Vec<u8>> {
+    s.parse::<std::net::IpAddr>().ok().map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    })
+}
+
+/// `want` is `addr` or `addr/bits`, as ZooKeeper's IPAuthenticationProvider accepts.
+fn ip_matches(have: &str, want: &str) -> bool {
+    let (addr, bits) = match want.split_once('/') {
+        Some((a, b)) => (a, b.parse::<usize>().ok()),
+        None => (want, None),
+    };
+    let (Some(h), Some(w)) = (parse_ip(have), parse_ip(addr)) else {
+        return false;
+    };
+    if h.len() != w.len() {
+        return false;
+    }
+    let bits = bits.unwrap_or(w.len() * 8).min(w.len() * 8);
+    (0..bits).all(|i| (h[i / 8] >> (7 - i % 8)) & 1 == (w[i / 8] >> (7 - i % 8)) & 1)
+}
+
+fn valid_id(id: &Id) -> bool {
+    match id.scheme.as_str() {
+        "world" => id.id == "anyone",
+        "digest" => id.id.split(':').count() == 2,
+        "ip" => {
+            let (addr, bits) = match id.id.split_once('/') {
+                Some((a, b)) => (a, b.parse::<usize>().ok()),
+                None => (id.id.as_str(), Some(0)),
+            };
+            parse_ip(addr).is_some() && bits.is_some()
+        }
+        "super" | "sasl" | "x509" => true,
+        _ => false,
+    }
+}
+
+/// Expands `auth` entries to the caller's authenticated identities and validates the rest;
+/// `None` means ZooKeeper's `InvalidACL` (empty list, unknown scheme, bad id, or `auth` with no
+/// authenticated identity). `ip` identities are not "authenticated" for this purpose.
+pub fn fixup(acl: &[Acl], auth: &[Id]) -> Option<Vec<Acl>> {
+    if acl.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(acl.len());
+    for a in acl {
+        if a.id.scheme == "auth" {
+            let mut any = false;
+            for id in auth
+                .iter()
+                .filter(|id| id.scheme != "ip" && id.scheme != "world")
+            {
+                any = true;
+                let e = Acl {
+                    perms: a.perms,
+                    id: id.clone(),
+                };
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+            if !any {
+                return None;
+            }
+        } else if valid_id(&a.id) {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::mode::perms;
+
+    fn id(s: &str, i: &str) -> Id {
+        Id {
+            scheme: s.into(),
+            id: i.into(),
+        }
+    }
+
+    #[test]
+    fn world_digest_and_ip_checks() {
+        let open = Acl::open_unsafe();
+        assert!(check(&open, perms::WRITE, &[]));
+        let ro = Acl::read_unsafe();
+        assert!(check(&ro, perms::READ, &[]));
+        assert!(!check(&ro, perms::WRITE, &[]));
+        let d = vec![Acl::new(perms::ALL, "digest", "alice:hash")];
+        assert!(!check(&d, perms::READ, &[id("ip", "127.0.0.1")]));
+        assert!(check(&d, perms::READ, &[id("digest", "alice:hash")]));
+        let ip = vec![Acl::new(perms::READ, "ip", "10.1.0.0/16")];
+        assert!(check(&ip, perms::READ, &[id("ip", "10.1.200.3")]));
+        assert!(!check(&ip, perms::READ, &[id("ip", "10.2.0.1")]));
+        assert!(check(&[], perms::ADMIN, &[]));
+    }
+
+    #[test]
+    fn fixup_expands_auth_and_rejects_bad_ids() {
+        let auth = [id("ip", "127.0.0.1"), id("digest", "bob:h")];
+        assert_eq!(
+            fixup(&Acl::creator_all(), &auth),
+            Some(vec![Acl::new(perms::ALL, "digest", "bob:h")])
+        );
+        assert_eq!(fixup(&Acl::creator_all(), &auth[..1]), None);
+        assert_eq!(fixup(&[], &auth), None);
+        assert_eq!(fixup(&[Acl::new(1, "world", "someone")], &auth), None);
+        assert_eq!(fixup(&[Acl::new(1, "nope", "x")], &auth), None);
+        assert_eq!(fixup(&[Acl::new(1, "ip", "not-an-ip")], &auth), None);
+        assert!(fixup(&[Acl::new(1, "ip", "10.0.0.0/8")], &auth).is_some());
+    }
+}

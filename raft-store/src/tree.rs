@@ -1,0 +1,1081 @@
+//! The DataTree: the znode tree and the replicated session table. It applies write transactions
+//! deterministically — the zxid (the entry's log index), the time (stamped by the proposer) and the
+//! caller's session and identities are passed in — and returns the reply and the watch events the
+//! change caused. No async, no I/O, no clock: every replica that applies the same entries holds the
+//! same tree.
+//!
+//! Persistent maps (`imbl`) make a clone O(1): snapshots copy the tree without stopping apply, and a
+//! failing `multi` restores the state it started from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use synod_proto::mode::perms;
+use synod_proto::path::{basename, parent, validate_path};
+use synod_proto::records::*;
+use synod_proto::{
+    Acl, CreateMode, ErrorCode, EventType, Id, MultiOp, MultiResult, OpCode, Request, Response,
+    Stat,
+};
+
+use crate::acl;
+
+/// A path or child name, shared between the map key, the parent's child set and session sets.
+pub type Name = Arc<str>;
+
+/// The largest TTL ZooKeeper accepts (40 bits of milliseconds).
+pub const MAX_TTL_MS: i64 = 0x00ff_ffff_ffff;
+
+/// How a node ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Persistent,
+    /// Deleted with its owning session.
+    Ephemeral(i64),
+    /// Deleted by the leader once it has had children and has none.
+    Container,
+    /// Deleted by the leader once childless and unmodified for this many milliseconds.
+    Ttl(i64),
+}
+
+/// One znode. Clones are cheap: data is `Bytes`, the ACL is shared, children are a persistent set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub czxid: i64,
+    pub mzxid: i64,
+    /// zxid of the last change to the set of children.
+    pub pzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    /// Bumped on every child create and delete; the sequential suffix of a new child.
+    pub cversion: i32,
+    pub aversion: i32,
+    pub kind: NodeKind,
+    pub data: Bytes,
+    pub acl: Arc<[Acl]>,
+    /// Child names (not paths).
+    pub children: imbl::OrdSet<Name>,
+}
+
+impl Node {
+    /// The Stat clients see (container and TTL markers are not shown in ephemeralOwner).
+    pub fn stat(&self) -> Stat {
+        Stat {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.cversion,
+            aversion: self.aversion,
+            ephemeral_owner: match self.kind {
+                NodeKind::Ephemeral(owner) => owner,
+                _ => 0,
+            },
+            data_length: self.data.len() as i32,
+            num_children: self.children.len() as i32,
+            pzxid: self.pzxid,
+        }
+    }
+}
+
+/// A session in the replicated table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub timeout_ms: i32,
+    pub passwd: Bytes,
+    /// Paths of the ephemerals this session owns; deleted with it.
+    pub ephemerals: imbl::OrdSet<Name>,
+}
+
+/// Who is asking: the session and the identities its connection authenticated (stamped into the
+/// entry by the proposer; `ip:<addr>` is always among them for a client connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub session_id: i64,
+    pub auth: &'a [Id],
+}
+
+/// Everything a transaction is applied with.
+#[derive(Debug, Clone, Copy)]
+pub struct Txn<'a> {
+    /// The log index of the entry: the zxid of every change it makes.
+    pub zxid: i64,
+    /// Milliseconds since the epoch, as stamped by the proposer.
+    pub time: i64,
+    pub caller: Caller<'a>,
+}
+
+/// A change a watch may be waiting for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_type: EventType,
+    pub path: Name,
+}
+
+/// The outcome of applying one write: the reply's error code and body, and the events caused
+/// (none when the write failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub err: ErrorCode,
+    pub response: Response,
+    pub events: Vec<Event>,
+}
+
+impl Applied {
+    fn ok(response: Response, events: Vec<Event>) -> Self {
+        Applied {
+            err: ErrorCode::Ok,
+            response,
+            events,
+        }
+    }
+
+    pub fn error(err: ErrorCode) -> Self {
+        Applied {
+            err,
+            response: Response::Empty,
+            events: Vec::new(),
+        }
+    }
+}
+
+type OpResult<T> = Result<T, ErrorCode>;
+
+/// The znode tree and session table.
+#[derive(Debug, Clone)]
+pub struct DataTree {
+    /// Every node by full path.
+    nodes: imbl::HashMap<Name, Node>,
+    /// Live sessions by id.
+    sessions: imbl::HashMap<i64, Session>,
+    /// Paths of container and TTL nodes: the candidates for reaping.
+    reapable: imbl::OrdSet<Name>,
+    /// Total bytes of node data (for status and metrics).
+    data_bytes: u64,
+    /// The open ACL, shared by every node that uses it.
+    open_acl: Arc<[Acl]>,
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn version_matches(expected: i32, actual: i32) -> OpResult<()> {
+    if expected == -1 || expected == actual {
+        Ok(())
+    } else {
+        Err(ErrorCode::BadVersion)
+    }
+}
+
+fn ev(event_type: EventType, path: &Name) -> Event {
+    Event {
+        event_type,
+        path: path.clone(),
+    }
+}
+
+impl DataTree {
+    /// An empty tree: `/` and ZooKeeper's system nodes `/zookeeper`, `/zookeeper/quota` and
+    /// `/zookeeper/config`, all at zxid 0.
+    pub fn new() -> Self {
+        let open_acl: Arc<[Acl]> = Acl::open_unsafe().into();
+        let mut t = DataTree {
+            nodes: imbl::HashMap::new(),
+            sessions: imbl::HashMap::new(),
+            reapable: imbl::OrdSet::new(),
+            data_bytes: 0,
+            open_acl: open_acl.clone(),
+        };
+        let mk = |children: &[&str]| Node {
+            czxid: 0,
+            mzxid: 0,
+            pzxid: 0,
+            ctime: 0,
+            mtime: 0,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            kind: NodeKind::Persistent,
+            data: Bytes::new(),
+            acl: open_acl.clone(),
+            children: children.iter().map(|c| Name::from(*c)).collect(),
+        };
+        t.nodes.insert("/".into(), mk(&["zookeeper"]));
+        t.nodes
+            .insert("/zookeeper".into(), mk(&["quota", "config"]));
+        t.nodes.insert("/zookeeper/quota".into(), mk(&[]));
+        let mut config = mk(&[]);
+        config.acl = Acl::read_unsafe().into();
+        t.nodes.insert("/zookeeper/config".into(), config);
+        t
+    }
+
+    pub fn node(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    pub fn session(&self, id: i64) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = (i64, &Session)> {
+        self.sessions.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Every node, in no particular order (snapshots, digests).
+    pub fn nodes(&self) -> impl Iterator<Item = (&Name, &Node)> {
+        self.nodes.iter()
+    }
+
+    fn acl_arc(&self, acl: Vec<Acl>) -> Arc<[Acl]> {
+        if *acl == *self.open_acl {
+            self.open_acl.clone()
+        } else {
+            acl.into()
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Reads (served locally once the read is known to be up to date)
+    // ------------------------------------------------------------------------------------------
+
+    pub fn stat(&self, path: &str) -> Option<Stat> {
+        self.nodes.get(path).map(Node::stat)
+    }
+
+    pub fn get_data(&self, path: &str, auth: &[Id]) -> OpResult<(Bytes, Stat)> {
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::READ, auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        Ok((n.data.clone(), n.stat()))
+    }
+
+    pub fn get_children(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<String>, Stat)> {
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::READ, auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        Ok((n.children.iter().map(|c| c.to_string()).collect(), n.stat()))
+    }
+
+    pub fn get_acl(&self, path: &str) -> OpResult<(Vec<Acl>, Stat)> {
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        Ok((n.acl.to_vec(), n.stat()))
+    }
+
+    /// The number of descendants of `path`.
+    pub fn all_children_number(&self, path: &str, auth: &[Id]) -> OpResult<i32> {
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::READ, auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        let mut count = 0i32;
+        let mut stack: Vec<String> = vec![path.to_string()];
+        while let Some(p) = stack.pop() {
+            if let Some(n) = self.nodes.get(p.as_str()) {
+                for c in &n.children {
+                    count += 1;
+                    stack.push(child_path(&p, c));
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// The session's ephemerals whose path starts with `prefix` (`/` for all).
+    pub fn ephemerals(&self, session_id: i64, prefix: &str) -> Vec<String> {
+        self.sessions
+            .get(&session_id)
+            .map(|s| {
+                s.ephemerals
+                    .iter()
+                    .filter(|p| prefix == "/" || p.starts_with(prefix))
+                    .map(|p| p.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Sessions
+    // ------------------------------------------------------------------------------------------
+
+    pub fn create_session(&mut self, id: i64, timeout_ms: i32, passwd: Bytes) {
+        self.sessions.insert(
+            id,
+            Session {
+                timeout_ms,
+                passwd,
+                ephemerals: imbl::OrdSet::new(),
+            },
+        );
+    }
+
+    /// Ends a session and deletes its ephemerals, all at `zxid`. Unknown sessions are a no-op.
+    pub fn close_session(&mut self, zxid: i64, id: i64) -> Vec<Event> {
+        let Some(session) = self.sessions.remove(&id) else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for path in session.ephemerals.iter() {
+            self.remove_node(zxid, path, &mut events);
+        }
+        events
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Writes
+    // ------------------------------------------------------------------------------------------
+
+    /// Applies a client write. Non-write requests are `BadArguments`. A write from a session the
+    /// table does not hold (expired or closed) fails with `SessionExpired`.
+    pub fn apply(&mut self, txn: Txn<'_>, request: &Request) -> Applied {
+        if txn.caller.session_id != 0 && !self.sessions.contains_key(&txn.caller.session_id) {
+            return Applied::error(ErrorCode::SessionExpired);
+        }
+        let mut events = Vec::new();
+        let result = match request {
+            Request::Create(r) => self
+                .create(txn, OpCode::Create, with_ttl(r), &mut events)
+                .map(|(p, _)| Response::Create(CreateResponse { path: p })),
+            Request::Create2(r) | Request::CreateContainer(r) => {
+                let op = if matches!(request, Request::Create2(_)) {
+                    OpCode::Create2
+                } else {
+                    OpCode::CreateContainer
+                };
+                self.create(txn, op, with_ttl(r), &mut events)
+                    .map(|(path, stat)| Response::Create2(Create2Response { path, stat }))
+            }
+            Request::CreateTtl(r) => self
+                .create(txn, OpCode::CreateTtl, r.clone(), &mut events)
+                .map(|(path, stat)| Response::Create2(Create2Response { path, stat })),
+            Request::Delete(r) => self
+                .delete(txn, &r.path, r.version, &mut events)
+                .map(|_| Response::Empty),
+            Request::SetData(r) => self.set_data(txn, r, &mut events).map(Response::Stat),
+            Request::SetAcl(r) => self.set_acl(txn, r).map(Response::Stat),
+            Request::Check(r) => self.check(txn, r).map(|_| Response::Empty),
+            Request::Multi(ops) => return self.multi(txn, ops),
+            _ => Err(ErrorCode::BadArguments),
+        };
+        match result {
+            Ok(response) => Applied::ok(response, events),
+            Err(code) => Applied::error(code),
+        }
+    }
+
+    fn create(
+        &mut self,
+        txn: Txn<'_>,
+        op: OpCode,
+        r: CreateTtlRequest,
+        events: &mut Vec<Event>,
+    ) -> OpResult<(String, Stat)> {
+        let mode = CreateMode::from_flags(r.flags).ok_or(ErrorCode::BadArguments)?;
+        if mode.is_container() != (op == OpCode::CreateContainer)
+            || mode.is_ttl() != (op == OpCode::CreateTtl)
+        {
+            return Err(ErrorCode::BadArguments);
+        }
+        if mode.is_ttl() && !(r.ttl > 0 && r.ttl <= MAX_TTL_MS) {
+            return Err(ErrorCode::BadArguments);
+        }
+        if mode.is_ephemeral() && txn.caller.session_id == 0 {
+            return Err(ErrorCode::BadArguments);
+        }
+        validate_path(&r.path, mode.is_sequential()).map_err(|_| ErrorCode::BadArguments)?;
+        let acl = acl::fixup(&r.acl, txn.caller.auth).ok_or(ErrorCode::InvalidAcl)?;
+        if r.path == "/" {
+            return Err(ErrorCode::NodeExists);
+        }
+        let parent_path = parent(&r.path);
+        let p = self.nodes.get(parent_path).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&p.acl, perms::CREATE, txn.caller.auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        let path: Name = if mode.is_sequential() {
+            format!("{}{:010}", r.path, p.cversion).into()
+        } else {
+            r.path.as_str().into()
+        };
+        validate_path(&path, false).map_err(|_| ErrorCode::BadArguments)?;
+        if self.nodes.contains_key(&path) {
+            return Err(ErrorCode::NodeExists);
+        }
+        if matches!(p.kind, NodeKind::Ephemeral(_)) {
+            return Err(ErrorCode::NoChildrenForEphemerals);
+        }
+        let kind = match mode {
+            _ if mode.is_ephemeral() => NodeKind::Ephemeral(txn.caller.session_id),
+            _ if mode.is_container() => NodeKind::Container,
+            _ if mode.is_ttl() => NodeKind::Ttl(r.ttl),
+            _ => NodeKind::Persistent,
+        };
+        let node = Node {
+            czxid: txn.zxid,
+            mzxid: txn.zxid,
+            pzxid: txn.zxid,
+            ctime: txn.time,
+            mtime: txn.time,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            kind,
+            data: r.data,
+            acl: self.acl_arc(acl),
+            children: imbl::OrdSet::new(),
+        };
+        let stat = node.stat();
+        self.data_bytes += node.data.len() as u64;
+        let parent_name: Name = parent_path.into();
+        if let Some(p) = self.nodes.get_mut(parent_path) {
+            p.children.insert(basename(&path).into());
+            p.cversion += 1;
+            p.pzxid = txn.zxid;
+        }
+        match kind {
+            NodeKind::Ephemeral(owner) => {
+                if let Some(s) = self.sessions.get_mut(&owner) {
+                    s.ephemerals.insert(path.clone());
+                }
+            }
+            NodeKind::Container | NodeKind::Ttl(_) => {
+                self.reapable.insert(path.clone());
+            }
+            NodeKind::Persistent => {}
+        }
+        self.nodes.insert(path.clone(), node);
+        events.push(ev(EventType::NodeCreated, &path));
+        events.push(ev(EventType::NodeChildrenChanged, &parent_name));
+        Ok((path.to_string(), stat))
+    }
+
+    fn delete(
+        &mut self,
+        txn: Txn<'_>,
+        path: &str,
+        version: i32,
+        events: &mut Vec<Event>,
+    ) -> OpResult<()> {
+        validate_path(path, false).map_err(|_| ErrorCode::BadArguments)?;
+        if path == "/" {
+            return Err(ErrorCode::BadArguments);
+        }
+        let p = self.nodes.get(parent(path)).ok_or(ErrorCode::NoNode)?;
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&p.acl, perms::DELETE, txn.caller.auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        version_matches(version, n.version)?;
+        if !n.children.is_empty() {
+            return Err(ErrorCode::NotEmpty);
+        }
+        self.remove_node(txn.zxid, path, events);
+        Ok(())
+    }
+
+    /// Removes a childless node and updates its parent, owner and the reap set.
+    fn remove_node(&mut self, zxid: i64, path: &str, events: &mut Vec<Event>) {
+        let Some((name, node)) = self.nodes.remove_with_key(path) else {
+            return;
+        };
+        debug_assert!(node.children.is_empty(), "removing {path} with children");
+        self.data_bytes -= node.data.len() as u64;
+        let parent_path = parent(path);
+        if let Some(p) = self.nodes.get_mut(parent_path) {
+            p.children.remove(basename(path));
+            p.cversion += 1;
+            p.pzxid = zxid;
+        }
+        match node.kind {
+            NodeKind::Ephemeral(owner) => {
+                if let Some(s) = self.sessions.get_mut(&owner) {
+                    s.ephemerals.remove(path);
+                }
+            }
+            NodeKind::Container | NodeKind::Ttl(_) => {
+                self.reapable.remove(path);
+            }
+            NodeKind::Persistent => {}
+        }
+        events.push(ev(EventType::NodeDeleted, &name));
+        events.push(Event {
+            event_type: EventType::NodeChildrenChanged,
+            path: parent_path.into(),
+        });
+    }
+
+    fn set_data(
+        &mut self,
+        txn: Txn<'_>,
+        r: &SetDataRequest,
+        events: &mut Vec<Event>,
+    ) -> OpResult<Stat> {
+        validate_path(&r.path, false).map_err(|_| ErrorCode::BadArguments)?;
+        let n = self.nodes.get(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::WRITE, txn.caller.auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        version_matches(r.version, n.version)?;
+        let old_len = n.data.len() as u64;
+        let n = self
+            .nodes
+            .get_mut(r.path.as_str())
+            .ok_or(ErrorCode::NoNode)?;
+        n.version += 1;
+        n.mzxid = txn.zxid;
+        n.mtime = txn.time;
+        n.data = r.data.clone();
+        let stat = n.stat();
+        self.data_bytes = self.data_bytes - old_len + r.data.len() as u64;
+        events.push(Event {
+            event_type: EventType::NodeDataChanged,
+            path: r.path.as_str().into(),
+        });
+        Ok(stat)
+    }
+
+    fn set_acl(&mut self, txn: Txn<'_>, r: &SetAclRequest) -> OpResult<Stat> {
+        validate_path(&r.path, false).map_err(|_| ErrorCode::BadArguments)?;
+        let acl = acl::fixup(&r.acl, txn.caller.auth).ok_or(ErrorCode::InvalidAcl)?;
+        let n = self.nodes.get(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::ADMIN, txn.caller.auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        version_matches(r.version, n.aversion)?;
+        let acl = self.acl_arc(acl);
+        let n = self
+            .nodes
+            .get_mut(r.path.as_str())
+            .ok_or(ErrorCode::NoNode)?;
+        n.aversion += 1;
+        n.acl = acl;
+        Ok(n.stat())
+    }
+
+    fn check(&self, txn: Txn<'_>, r: &CheckVersionRequest) -> OpResult<()> {
+        validate_path(&r.path, false).map_err(|_| ErrorCode::BadArguments)?;
+        let n = self.nodes.get(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::READ, txn.caller.auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        version_matches(r.version, n.version)
+    }
+
+    /// All or nothing: on the first failing op the tree is restored and every op reports, as in
+    /// ZooKeeper, `Ok` before the failure, the failure's code, `RuntimeInconsistency` after it.
+    fn multi(&mut self, txn: Txn<'_>, ops: &[MultiOp]) -> Applied {
+        let saved = self.clone();
+        let mut events = Vec::new();
+        let mut results = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let r = match op {
+                MultiOp::Create(r) => self
+                    .create(txn, OpCode::Create, with_ttl(r), &mut events)
+                    .map(|(path, _)| MultiResult::Create { path, stat: None }),
+                MultiOp::Create2(r) => self
+                    .create(txn, OpCode::Create2, with_ttl(r), &mut events)
+                    .map(|(path, stat)| MultiResult::Create {
+                        path,
+                        stat: Some(stat),
+                    }),
+                MultiOp::CreateContainer(r) => self
+                    .create(txn, OpCode::CreateContainer, with_ttl(r), &mut events)
+                    .map(|(path, stat)| MultiResult::Create {
+                        path,
+                        stat: Some(stat),
+                    }),
+                MultiOp::CreateTtl(r) => self
+                    .create(txn, OpCode::CreateTtl, r.clone(), &mut events)
+                    .map(|(path, stat)| MultiResult::Create {
+                        path,
+                        stat: Some(stat),
+                    }),
+                MultiOp::Delete(r) => self
+                    .delete(txn, &r.path, r.version, &mut events)
+                    .map(|_| MultiResult::Delete),
+                MultiOp::SetData(r) => self
+                    .set_data(txn, r, &mut events)
+                    .map(|stat| MultiResult::SetData { stat }),
+                MultiOp::Check(r) => self.check(txn, r).map(|_| MultiResult::Check),
+                MultiOp::GetData(_) | MultiOp::GetChildren(_) => Err(ErrorCode::BadArguments),
+            };
+            match r {
+                Ok(res) => results.push(res),
+                Err(code) => {
+                    *self = saved;
+                    let results = (0..ops.len())
+                        .map(|j| {
+                            MultiResult::Error(match j.cmp(&i) {
+                                std::cmp::Ordering::Less => ErrorCode::Ok,
+                                std::cmp::Ordering::Equal => code,
+                                std::cmp::Ordering::Greater => ErrorCode::RuntimeInconsistency,
+                            })
+                        })
+                        .collect();
+                    return Applied::ok(Response::Multi(results), Vec::new());
+                }
+            }
+        }
+        Applied::ok(Response::Multi(results), events)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Reaping of container and TTL nodes (the leader proposes, apply re-checks)
+    // ------------------------------------------------------------------------------------------
+
+    fn reap_due(node: &Node, now: i64) -> bool {
+        node.children.is_empty()
+            && match node.kind {
+                NodeKind::Container => node.cversion > 0,
+                NodeKind::Ttl(ttl) => now - node.mtime > ttl,
+                _ => false,
+            }
+    }
+
+    /// Container and TTL nodes that are due for deletion at `now` (at most `limit`).
+    pub fn reap_candidates(&self, now: i64, limit: usize) -> Vec<String> {
+        self.reapable
+            .iter()
+            .filter(|p| self.nodes.get(&**p).is_some_and(|n| Self::reap_due(n, now)))
+            .take(limit)
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    /// Deletes `path` if it is still due at `time` (it may have gained a child or data since it
+    /// was proposed); returns the events, empty if nothing was deleted.
+    pub fn reap(&mut self, zxid: i64, time: i64, path: &str) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self
+            .nodes
+            .get(path)
+            .is_some_and(|n| Self::reap_due(n, time))
+        {
+            self.remove_node(zxid, path, &mut events);
+        }
+        events
+    }
+
+    /// Rebuilds a tree from its nodes and sessions (snapshot loading); derived sets are recomputed.
+    pub fn from_parts(nodes: Vec<(String, Node)>, sessions: Vec<(i64, Session)>) -> Self {
+        let mut t = DataTree::new();
+        t.nodes = imbl::HashMap::new();
+        t.data_bytes = 0;
+        for (path, mut node) in nodes {
+            if *node.acl == *t.open_acl {
+                node.acl = t.open_acl.clone();
+            }
+            t.data_bytes += node.data.len() as u64;
+            let name: Name = path.into();
+            if matches!(node.kind, NodeKind::Container | NodeKind::Ttl(_)) {
+                t.reapable.insert(name.clone());
+            }
+            t.nodes.insert(name, node);
+        }
+        t.sessions = sessions.into_iter().collect();
+        t
+    }
+}
+
+/// `parent/child` for a parent path and a child name.
+pub fn child_path(parent: &str, child: &str) -> String {
+    if parent == "/" {
+        format!("/{child}")
+    } else {
+        format!("{parent}/{child}")
+    }
+}
+
+/// A plain create as a TTL create with no TTL, so one code path serves every create opcode.
+fn with_ttl(r: &CreateRequest) -> CreateTtlRequest {
+    CreateTtlRequest {
+        path: r.path.clone(),
+        data: r.data.clone(),
+        acl: r.acl.clone(),
+        flags: r.flags,
+        ttl: -1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 0x100;
+
+    fn tree() -> DataTree {
+        let mut t = DataTree::new();
+        t.create_session(S, 10_000, Bytes::from_static(&[7; 16]));
+        t
+    }
+
+    fn txn(zxid: i64, auth: &[Id]) -> Txn<'_> {
+        Txn {
+            zxid,
+            time: 1000 + zxid,
+            caller: Caller {
+                session_id: S,
+                auth,
+            },
+        }
+    }
+
+    fn create(path: &str, mode: CreateMode) -> Request {
+        Request::Create2(CreateRequest {
+            path: path.into(),
+            data: Bytes::from_static(b"d"),
+            acl: Acl::open_unsafe(),
+            flags: mode.flags(),
+        })
+    }
+
+    fn created(a: &Applied) -> (String, Stat) {
+        match &a.response {
+            Response::Create2(r) => (r.path.clone(), r.stat),
+            other => panic!("not a create2 reply: {other:?} ({:?})", a.err),
+        }
+    }
+
+    #[test]
+    fn create_sets_stat_and_parent() {
+        let mut t = tree();
+        let a = t.apply(txn(5, &[]), &create("/a", CreateMode::Persistent));
+        let (path, stat) = created(&a);
+        assert_eq!(path, "/a");
+        assert_eq!(
+            (
+                stat.czxid,
+                stat.mzxid,
+                stat.pzxid,
+                stat.ctime,
+                stat.data_length
+            ),
+            (5, 5, 5, 1005, 1)
+        );
+        let root = t.stat("/").unwrap();
+        assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 5, 2));
+        assert_eq!(
+            a.events,
+            vec![
+                ev(EventType::NodeCreated, &"/a".into()),
+                ev(EventType::NodeChildrenChanged, &"/".into())
+            ]
+        );
+        assert_eq!(
+            t.apply(txn(6, &[]), &create("/a", CreateMode::Persistent))
+                .err,
+            ErrorCode::NodeExists
+        );
+        assert_eq!(
+            t.apply(txn(7, &[]), &create("/x/y", CreateMode::Persistent))
+                .err,
+            ErrorCode::NoNode
+        );
+        assert_eq!(
+            t.apply(txn(8, &[]), &create("bad", CreateMode::Persistent))
+                .err,
+            ErrorCode::BadArguments
+        );
+    }
+
+    #[test]
+    fn sequential_names_follow_parent_cversion_including_deletes() {
+        let mut t = tree();
+        t.apply(txn(1, &[]), &create("/p", CreateMode::Persistent));
+        let n0 = created(&t.apply(
+            txn(2, &[]),
+            &create("/p/n-", CreateMode::PersistentSequential),
+        ))
+        .0;
+        t.apply(txn(3, &[]), &create("/p/x", CreateMode::Persistent));
+        t.apply(
+            txn(4, &[]),
+            &Request::Delete(DeleteRequest {
+                path: "/p/x".into(),
+                version: -1,
+            }),
+        );
+        let n3 = created(&t.apply(
+            txn(5, &[]),
+            &create("/p/n-", CreateMode::EphemeralSequential),
+        ))
+        .0;
+        assert_eq!(
+            (n0.as_str(), n3.as_str()),
+            ("/p/n-0000000000", "/p/n-0000000003")
+        );
+    }
+
+    #[test]
+    fn ephemerals_go_with_their_session_and_refuse_children() {
+        let mut t = tree();
+        let (p, st) = created(&t.apply(txn(1, &[]), &create("/e", CreateMode::Ephemeral)));
+        assert_eq!(st.ephemeral_owner, S);
+        assert_eq!(t.ephemerals(S, "/"), vec![p.clone()]);
+        assert_eq!(
+            t.apply(txn(2, &[]), &create("/e/c", CreateMode::Persistent))
+                .err,
+            ErrorCode::NoChildrenForEphemerals
+        );
+        let events = t.close_session(3, S);
+        assert!(t.stat("/e").is_none());
+        assert_eq!(events[0], ev(EventType::NodeDeleted, &"/e".into()));
+        assert_eq!(t.stat("/").unwrap().pzxid, 3);
+        assert_eq!(
+            t.apply(txn(4, &[]), &create("/f", CreateMode::Persistent))
+                .err,
+            ErrorCode::SessionExpired
+        );
+    }
+
+    #[test]
+    fn set_data_delete_and_versions() {
+        let mut t = tree();
+        t.apply(txn(1, &[]), &create("/a", CreateMode::Persistent));
+        let set = |v| {
+            Request::SetData(SetDataRequest {
+                path: "/a".into(),
+                data: Bytes::from_static(b"xyz"),
+                version: v,
+            })
+        };
+        assert_eq!(t.apply(txn(2, &[]), &set(3)).err, ErrorCode::BadVersion);
+        let Response::Stat(st) = t.apply(txn(3, &[]), &set(0)).response else {
+            panic!()
+        };
+        assert_eq!(
+            (st.version, st.mzxid, st.czxid, st.data_length, st.mtime),
+            (1, 3, 1, 3, 1003)
+        );
+        assert_eq!(t.data_bytes(), 3);
+        t.apply(txn(4, &[]), &create("/a/b", CreateMode::Persistent));
+        let del = |p: &str, v| {
+            Request::Delete(DeleteRequest {
+                path: p.into(),
+                version: v,
+            })
+        };
+        assert_eq!(
+            t.apply(txn(5, &[]), &del("/a", -1)).err,
+            ErrorCode::NotEmpty
+        );
+        assert_eq!(
+            t.apply(txn(6, &[]), &del("/a/b", 4)).err,
+            ErrorCode::BadVersion
+        );
+        assert_eq!(t.apply(txn(7, &[]), &del("/a/b", 0)).err, ErrorCode::Ok);
+        assert_eq!(
+            t.apply(txn(8, &[]), &del("/", -1)).err,
+            ErrorCode::BadArguments
+        );
+        assert_eq!(
+            t.apply(txn(9, &[]), &del("/nope", -1)).err,
+            ErrorCode::NoNode
+        );
+    }
+
+    #[test]
+    fn failed_multi_changes_nothing_and_reports_like_zookeeper() {
+        let mut t = tree();
+        t.apply(txn(1, &[]), &create("/a", CreateMode::Persistent));
+        let before = t.clone();
+        let ops = vec![
+            MultiOp::Create(CreateRequest {
+                path: "/b".into(),
+                data: Bytes::new(),
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            }),
+            MultiOp::Create(CreateRequest {
+                path: "/a".into(),
+                data: Bytes::new(),
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            }),
+            MultiOp::Delete(DeleteRequest {
+                path: "/a".into(),
+                version: -1,
+            }),
+        ];
+        let a = t.apply(txn(2, &[]), &Request::Multi(ops));
+        assert_eq!(a.err, ErrorCode::Ok);
+        assert!(a.events.is_empty());
+        assert_eq!(
+            a.response,
+            Response::Multi(vec![
+                MultiResult::Error(ErrorCode::Ok),
+                MultiResult::Error(ErrorCode::NodeExists),
+                MultiResult::Error(ErrorCode::RuntimeInconsistency)
+            ])
+        );
+        assert!(t.stat("/b").is_none());
+        assert_eq!(t.stat("/"), before.stat("/"));
+    }
+
+    #[test]
+    fn successful_multi_applies_in_order_at_one_zxid() {
+        let mut t = tree();
+        let ops = vec![
+            MultiOp::Create(CreateRequest {
+                path: "/s-".into(),
+                data: Bytes::new(),
+                acl: Acl::open_unsafe(),
+                flags: 2,
+            }),
+            MultiOp::Create(CreateRequest {
+                path: "/s-".into(),
+                data: Bytes::new(),
+                acl: Acl::open_unsafe(),
+                flags: 2,
+            }),
+            MultiOp::SetData(SetDataRequest {
+                path: "/s-0000000001".into(),
+                data: Bytes::new(),
+                version: 0,
+            }),
+        ];
+        let a = t.apply(txn(9, &[]), &Request::Multi(ops));
+        let Response::Multi(r) = a.response else {
+            panic!()
+        };
+        assert_eq!(
+            r[0],
+            MultiResult::Create {
+                path: "/s-0000000000".into(),
+                stat: None
+            }
+        );
+        assert_eq!(
+            r[1],
+            MultiResult::Create {
+                path: "/s-0000000001".into(),
+                stat: None
+            }
+        );
+        assert!(
+            matches!(r[2], MultiResult::SetData { stat } if stat.version == 1 && stat.mzxid == 9)
+        );
+        assert_eq!(a.events.len(), 5);
+    }
+
+    #[test]
+    fn acls_are_enforced_with_the_stamped_identities() {
+        let mut t = tree();
+        let alice = [Id {
+            scheme: "digest".into(),
+            id: "alice:h".into(),
+        }];
+        let req = Request::Create2(CreateRequest {
+            path: "/s".into(),
+            data: Bytes::new(),
+            acl: Acl::creator_all(),
+            flags: 0,
+        });
+        assert_eq!(t.apply(txn(1, &[]), &req).err, ErrorCode::InvalidAcl);
+        assert_eq!(t.apply(txn(2, &alice), &req).err, ErrorCode::Ok);
+        assert_eq!(t.get_data("/s", &[]), Err(ErrorCode::NoAuth));
+        assert!(t.get_data("/s", &alice).is_ok());
+        let set = Request::SetData(SetDataRequest {
+            path: "/s".into(),
+            data: Bytes::new(),
+            version: -1,
+        });
+        assert_eq!(t.apply(txn(3, &[]), &set).err, ErrorCode::NoAuth);
+        let setacl = Request::SetAcl(SetAclRequest {
+            path: "/s".into(),
+            acl: Acl::open_unsafe(),
+            version: 0,
+        });
+        assert_eq!(t.apply(txn(4, &[]), &setacl).err, ErrorCode::NoAuth);
+        let Response::Stat(st) = t.apply(txn(5, &alice), &setacl).response else {
+            panic!()
+        };
+        assert_eq!(st.aversion, 1);
+        assert!(t.get_data("/s", &[]).is_ok());
+    }
+
+    #[test]
+    fn containers_and_ttl_nodes_are_reaped_only_when_due() {
+        let mut t = tree();
+        let c = Request::CreateContainer(CreateRequest {
+            path: "/c".into(),
+            data: Bytes::new(),
+            acl: Acl::open_unsafe(),
+            flags: 4,
+        });
+        assert_eq!(t.apply(txn(1, &[]), &c).err, ErrorCode::Ok);
+        assert_eq!(
+            t.apply(txn(2, &[]), &create("/c2", CreateMode::Container))
+                .err,
+            ErrorCode::BadArguments
+        );
+        let ttl = Request::CreateTtl(CreateTtlRequest {
+            path: "/t".into(),
+            data: Bytes::new(),
+            acl: Acl::open_unsafe(),
+            flags: 5,
+            ttl: 100,
+        });
+        assert_eq!(t.apply(txn(3, &[]), &ttl).err, ErrorCode::Ok);
+        assert!(
+            t.reap_candidates(1010, 10).is_empty(),
+            "fresh container and young TTL node are not due"
+        );
+        t.apply(txn(4, &[]), &create("/c/x", CreateMode::Persistent));
+        t.apply(
+            txn(5, &[]),
+            &Request::Delete(DeleteRequest {
+                path: "/c/x".into(),
+                version: -1,
+            }),
+        );
+        assert_eq!(
+            t.reap_candidates(5000, 10),
+            vec!["/c".to_string(), "/t".to_string()]
+        );
+        assert_eq!(t.reap(6, 5000, "/c").len(), 2);
+        assert!(
+            t.reap(7, 1050, "/t").is_empty(),
+            "not due at the entry's time"
+        );
+        assert_eq!(t.reap(8, 5000, "/t").len(), 2);
+        assert_eq!(t.node_count(), 4);
+    }
+
+    #[test]
+    fn clones_are_independent_snapshots() {
+        let mut t = tree();
+        t.apply(txn(1, &[]), &create("/a", CreateMode::Persistent));
+        let snap = t.clone();
+        t.apply(txn(2, &[]), &create("/b", CreateMode::Persistent));
+        assert!(snap.stat("/b").is_none());
+        assert_eq!(snap.stat("/").unwrap().num_children, 2);
+        let rebuilt = DataTree::from_parts(
+            t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect(),
+            t.sessions().map(|(id, s)| (id, s.clone())).collect(),
+        );
+        assert_eq!(rebuilt.stat("/b"), t.stat("/b"));
+        assert_eq!(rebuilt.data_bytes(), t.data_bytes());
+        assert_eq!(t.all_children_number("/", &[]), Ok(5));
+    }
+}

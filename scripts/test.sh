@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# test.sh — the project's test command (README "Test"; CI runs it through .ci/run).
+#
+# Installs what the tests need on a fresh Debian machine (Apache ZooKeeper 3.8 from Debian, the
+# behavioural oracle the conformance suite runs against), then checks formatting and lints and runs
+# every test of the workspace. Safe to run again: nothing is installed twice.
+#
+# Environment:
+#   CARGO_TARGET_DIR  where cargo builds (default: $HOME/.cache/synod/target, outside the clone,
+#                     so fresh clones reuse earlier builds; a machine without it builds from scratch)
+#   SYNOD_TEST_SERVERS  run the conformance suite against this server list instead of starting a
+#                     ZooKeeper ensemble (e.g. a synod cluster)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/synod/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+need_pkgs=()
+[ -f /usr/share/java/zookeeper.jar ] || need_pkgs+=(zookeeper)
+command -v java >/dev/null 2>&1 || need_pkgs+=(default-jre-headless)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "== installing ${need_pkgs[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test (unit, property, doc, conformance against a real ZooKeeper 3.8 ensemble)"
+cargo test --workspace --locked
