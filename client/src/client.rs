@@ -11,13 +11,16 @@ use rand::seq::SliceRandom;
 use synod_proto::path::validate_path;
 use synod_proto::records::*;
 use synod_proto::{
-    Acl, AddWatchMode, CreateMode, ErrorCode, MultiOp, MultiResult, Request, Response, Stat, WatcherType,
+    Acl, AddWatchMode, CreateMode, ErrorCode, MultiOp, MultiResult, Request, Response, Stat,
+    WatcherType,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connect_string::ConnectString;
 use crate::error::{Error, Result};
-use crate::session::{self, lock, Command, Config, Reply, SessionState, SessionTask, Shared, WatchReq};
+use crate::session::{
+    self, lock, Command, Config, Reply, SessionState, SessionTask, Shared, WatchReq,
+};
 use crate::watch::{OneshotWatch, PersistentWatch, WatchRegistration};
 
 /// Options for [`Client::connect`].
@@ -72,27 +75,63 @@ impl ConnectOptions {
 /// One operation of a [`Client::multi`] (writes) or [`Client::multi_read`] (reads).
 #[derive(Debug, Clone)]
 pub enum Op {
-    Create { path: String, data: Bytes, acl: Vec<Acl>, mode: CreateMode, ttl: Option<Duration> },
-    Delete { path: String, version: Option<i32> },
-    SetData { path: String, data: Bytes, version: Option<i32> },
-    Check { path: String, version: i32 },
-    GetData { path: String },
-    GetChildren { path: String },
+    Create {
+        path: String,
+        data: Bytes,
+        acl: Vec<Acl>,
+        mode: CreateMode,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        path: String,
+        version: Option<i32>,
+    },
+    SetData {
+        path: String,
+        data: Bytes,
+        version: Option<i32>,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
+    GetData {
+        path: String,
+    },
+    GetChildren {
+        path: String,
+    },
 }
 
 impl Op {
     /// A create with the open ACL.
     pub fn create(path: &str, data: impl Into<Bytes>, mode: CreateMode) -> Op {
-        Op::Create { path: path.into(), data: data.into(), acl: Acl::open_unsafe(), mode, ttl: None }
+        Op::Create {
+            path: path.into(),
+            data: data.into(),
+            acl: Acl::open_unsafe(),
+            mode,
+            ttl: None,
+        }
     }
     pub fn delete(path: &str, version: Option<i32>) -> Op {
-        Op::Delete { path: path.into(), version }
+        Op::Delete {
+            path: path.into(),
+            version,
+        }
     }
     pub fn set_data(path: &str, data: impl Into<Bytes>, version: Option<i32>) -> Op {
-        Op::SetData { path: path.into(), data: data.into(), version }
+        Op::SetData {
+            path: path.into(),
+            data: data.into(),
+            version,
+        }
     }
     pub fn check(path: &str, version: i32) -> Op {
-        Op::Check { path: path.into(), version }
+        Op::Check {
+            path: path.into(),
+            version,
+        }
     }
     pub fn get_data(path: &str) -> Op {
         Op::GetData { path: path.into() }
@@ -182,7 +221,13 @@ impl Client {
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(SessionTask::new(cfg, shared.clone()).run(rx, ready_tx));
         ready_rx.await.map_err(|_| Error::Closed)??;
-        Ok(Client { inner: Arc::new(Inner { tx, shared, chroot: cs.chroot }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                chroot: cs.chroot,
+            }),
+        })
     }
 
     /// The session id (0 before the first session).
@@ -240,7 +285,14 @@ impl Client {
 
     async fn call(&self, request: Request, watch: Option<WatchReq>) -> Result<Reply> {
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.send(Command::Call { request, watch, reply }).map_err(|_| Error::Closed)?;
+        self.inner
+            .tx
+            .send(Command::Call {
+                request,
+                watch,
+                reply,
+            })
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -251,7 +303,10 @@ impl Client {
     /// Creates a znode with the open ACL; returns its path (with the sequence suffix for
     /// sequential modes). TTL modes need [`Client::create_full`].
     pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
-        Ok(self.create_full(path, data, &Acl::open_unsafe(), mode, None).await?.0)
+        Ok(self
+            .create_full(path, data, &Acl::open_unsafe(), mode, None)
+            .await?
+            .0)
     }
 
     /// Creates a znode with every option; returns its path and Stat. `ttl` is required for (and
@@ -264,7 +319,13 @@ impl Client {
         mode: CreateMode,
         ttl: Option<Duration>,
     ) -> Result<(String, Stat)> {
-        let request = create_request(self.server_path(path, mode.is_sequential())?, data, acl, mode, ttl)?;
+        let request = create_request(
+            self.server_path(path, mode.is_sequential())?,
+            data,
+            acl,
+            mode,
+            ttl,
+        )?;
         let request = match request {
             MultiOp::Create(r) => Request::Create2(r),
             MultiOp::CreateContainer(r) => Request::CreateContainer(r),
@@ -280,14 +341,21 @@ impl Client {
     /// Deletes a znode; `version` `None` matches any version.
     pub async fn delete(&self, path: &str, version: Option<i32>) -> Result<()> {
         let path = self.server_path(path, false)?;
-        self.response(Request::Delete(DeleteRequest { path, version: self::version(version) })).await?;
+        self.response(Request::Delete(DeleteRequest {
+            path,
+            version: self::version(version),
+        }))
+        .await?;
         Ok(())
     }
 
     /// The znode's Stat, or `None` if it does not exist.
     pub async fn exists(&self, path: &str) -> Result<Option<Stat>> {
         let path = self.server_path(path, false)?;
-        match self.response(Request::Exists(ExistsRequest { path, watch: false })).await {
+        match self
+            .response(Request::Exists(ExistsRequest { path, watch: false }))
+            .await
+        {
             Ok(Response::Stat(s)) => Ok(Some(s)),
             Ok(other) => Err(unexpected(other)),
             Err(Error::NoNode) => Ok(None),
@@ -301,8 +369,20 @@ impl Client {
         let sp = self.server_path(path, false)?;
         let (tx, watch) = OneshotWatch::new();
         let reg = (sp.clone(), path.to_string(), WatchRegistration::Exists(tx));
-        match self.call(Request::Exists(ExistsRequest { path: sp, watch: true }), Some(reg)).await {
-            Ok(Reply { response: Response::Stat(s), .. }) => Ok((Some(s), watch)),
+        match self
+            .call(
+                Request::Exists(ExistsRequest {
+                    path: sp,
+                    watch: true,
+                }),
+                Some(reg),
+            )
+            .await
+        {
+            Ok(Reply {
+                response: Response::Stat(s),
+                ..
+            }) => Ok((Some(s), watch)),
             Ok(r) => Err(unexpected(r.response)),
             Err(Error::NoNode) => Ok((None, watch)),
             Err(e) => Err(e),
@@ -312,7 +392,10 @@ impl Client {
     /// The znode's data and Stat.
     pub async fn get_data(&self, path: &str) -> Result<(Bytes, Stat)> {
         let path = self.server_path(path, false)?;
-        match self.response(Request::GetData(GetDataRequest { path, watch: false })).await? {
+        match self
+            .response(Request::GetData(GetDataRequest { path, watch: false }))
+            .await?
+        {
             Response::GetData(r) => Ok((r.data, r.stat)),
             other => Err(unexpected(other)),
         }
@@ -324,7 +407,17 @@ impl Client {
         let sp = self.server_path(path, false)?;
         let (tx, watch) = OneshotWatch::new();
         let reg = (sp.clone(), path.to_string(), WatchRegistration::Data(tx));
-        match self.call(Request::GetData(GetDataRequest { path: sp, watch: true }), Some(reg)).await?.response {
+        match self
+            .call(
+                Request::GetData(GetDataRequest {
+                    path: sp,
+                    watch: true,
+                }),
+                Some(reg),
+            )
+            .await?
+            .response
+        {
             Response::GetData(r) => Ok((r.data, r.stat, watch)),
             other => Err(unexpected(other)),
         }
@@ -333,7 +426,11 @@ impl Client {
     /// Replaces the znode's data if its version matches (`None`: any); returns the new Stat.
     pub async fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat> {
         let path = self.server_path(path, false)?;
-        let req = SetDataRequest { path, data: Bytes::copy_from_slice(data), version: self::version(version) };
+        let req = SetDataRequest {
+            path,
+            data: Bytes::copy_from_slice(data),
+            version: self::version(version),
+        };
         match self.response(Request::SetData(req)).await? {
             Response::Stat(s) => Ok(s),
             other => Err(unexpected(other)),
@@ -343,7 +440,10 @@ impl Client {
     /// The znode's ACL and Stat.
     pub async fn get_acl(&self, path: &str) -> Result<(Vec<Acl>, Stat)> {
         let path = self.server_path(path, false)?;
-        match self.response(Request::GetAcl(GetAclRequest { path })).await? {
+        match self
+            .response(Request::GetAcl(GetAclRequest { path }))
+            .await?
+        {
             Response::GetAcl(r) => Ok((r.acl, r.stat)),
             other => Err(unexpected(other)),
         }
@@ -352,7 +452,11 @@ impl Client {
     /// Replaces the znode's ACL if its ACL version matches (`None`: any).
     pub async fn set_acl(&self, path: &str, acl: &[Acl], version: Option<i32>) -> Result<Stat> {
         let path = self.server_path(path, false)?;
-        let req = SetAclRequest { path, acl: acl.to_vec(), version: self::version(version) };
+        let req = SetAclRequest {
+            path,
+            acl: acl.to_vec(),
+            version: self::version(version),
+        };
         match self.response(Request::SetAcl(req)).await? {
             Response::Stat(s) => Ok(s),
             other => Err(unexpected(other)),
@@ -362,7 +466,13 @@ impl Client {
     /// The names of the znode's children (unordered, as the server lists them).
     pub async fn get_children(&self, path: &str) -> Result<Vec<String>> {
         let path = self.server_path(path, false)?;
-        match self.response(Request::GetChildren(GetChildrenRequest { path, watch: false })).await? {
+        match self
+            .response(Request::GetChildren(GetChildrenRequest {
+                path,
+                watch: false,
+            }))
+            .await?
+        {
             Response::GetChildren(r) => Ok(r.children),
             other => Err(unexpected(other)),
         }
@@ -371,7 +481,13 @@ impl Client {
     /// The children's names and the znode's Stat.
     pub async fn get_children2(&self, path: &str) -> Result<(Vec<String>, Stat)> {
         let path = self.server_path(path, false)?;
-        match self.response(Request::GetChildren2(GetChildren2Request { path, watch: false })).await? {
+        match self
+            .response(Request::GetChildren2(GetChildren2Request {
+                path,
+                watch: false,
+            }))
+            .await?
+        {
             Response::GetChildren2(r) => Ok((r.children, r.stat)),
             other => Err(unexpected(other)),
         }
@@ -379,11 +495,17 @@ impl Client {
 
     /// Like [`Client::get_children2`], and leaves a watch that fires when a child is added or
     /// removed, or the node is deleted.
-    pub async fn get_children_watch(&self, path: &str) -> Result<(Vec<String>, Stat, OneshotWatch)> {
+    pub async fn get_children_watch(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<String>, Stat, OneshotWatch)> {
         let sp = self.server_path(path, false)?;
         let (tx, watch) = OneshotWatch::new();
         let reg = (sp.clone(), path.to_string(), WatchRegistration::Child(tx));
-        let req = Request::GetChildren2(GetChildren2Request { path: sp, watch: true });
+        let req = Request::GetChildren2(GetChildren2Request {
+            path: sp,
+            watch: true,
+        });
         match self.call(req, Some(reg)).await?.response {
             Response::GetChildren2(r) => Ok((r.children, r.stat, watch)),
             other => Err(unexpected(other)),
@@ -393,7 +515,12 @@ impl Client {
     /// The number of all descendants of the znode.
     pub async fn get_all_children_number(&self, path: &str) -> Result<i32> {
         let path = self.server_path(path, false)?;
-        match self.response(Request::GetAllChildrenNumber(GetAllChildrenNumberRequest { path })).await? {
+        match self
+            .response(Request::GetAllChildrenNumber(GetAllChildrenNumberRequest {
+                path,
+            }))
+            .await?
+        {
             Response::GetAllChildrenNumber(r) => Ok(r.total_number),
             other => Err(unexpected(other)),
         }
@@ -402,8 +529,15 @@ impl Client {
     /// The paths of this session's ephemeral znodes under `prefix` (`/` for all).
     pub async fn get_ephemerals(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix_path = self.server_path(prefix, false)?;
-        match self.response(Request::GetEphemerals(GetEphemeralsRequest { prefix_path })).await? {
-            Response::GetEphemerals(r) => Ok(r.ephemerals.into_iter().map(|p| self.client_path(p)).collect()),
+        match self
+            .response(Request::GetEphemerals(GetEphemeralsRequest { prefix_path }))
+            .await?
+        {
+            Response::GetEphemerals(r) => Ok(r
+                .ephemerals
+                .into_iter()
+                .map(|p| self.client_path(p))
+                .collect()),
             other => Err(unexpected(other)),
         }
     }
@@ -427,28 +561,44 @@ impl Client {
 
     fn multi_op(&self, op: Op) -> Result<MultiOp> {
         Ok(match op {
-            Op::Create { path, data, acl, mode, ttl } => {
+            Op::Create {
+                path,
+                data,
+                acl,
+                mode,
+                ttl,
+            } => {
                 let sp = self.server_path(&path, mode.is_sequential())?;
                 match create_request(sp, &data, &acl, mode, ttl)? {
                     MultiOp::Create(r) if mode.is_container() => MultiOp::CreateContainer(r),
                     other => other,
                 }
             }
-            Op::Delete { path, version } => {
-                MultiOp::Delete(DeleteRequest { path: self.server_path(&path, false)?, version: self::version(version) })
-            }
-            Op::SetData { path, data, version } => MultiOp::SetData(SetDataRequest {
+            Op::Delete { path, version } => MultiOp::Delete(DeleteRequest {
+                path: self.server_path(&path, false)?,
+                version: self::version(version),
+            }),
+            Op::SetData {
+                path,
+                data,
+                version,
+            } => MultiOp::SetData(SetDataRequest {
                 path: self.server_path(&path, false)?,
                 data,
                 version: self::version(version),
             }),
-            Op::Check { path, version } => {
-                MultiOp::Check(CheckVersionRequest { path: self.server_path(&path, false)?, version })
-            }
-            Op::GetData { path } => MultiOp::GetData(GetDataRequest { path: self.server_path(&path, false)?, watch: false }),
-            Op::GetChildren { path } => {
-                MultiOp::GetChildren(GetChildrenRequest { path: self.server_path(&path, false)?, watch: false })
-            }
+            Op::Check { path, version } => MultiOp::Check(CheckVersionRequest {
+                path: self.server_path(&path, false)?,
+                version,
+            }),
+            Op::GetData { path } => MultiOp::GetData(GetDataRequest {
+                path: self.server_path(&path, false)?,
+                watch: false,
+            }),
+            Op::GetChildren { path } => MultiOp::GetChildren(GetChildrenRequest {
+                path: self.server_path(&path, false)?,
+                watch: false,
+            }),
         })
     }
 
@@ -456,7 +606,10 @@ impl Client {
         results
             .into_iter()
             .map(|r| match r {
-                MultiResult::Create { path, stat } => MultiResult::Create { path: self.client_path(path), stat },
+                MultiResult::Create { path, stat } => MultiResult::Create {
+                    path: self.client_path(path),
+                    stat,
+                },
                 other => other,
             })
             .collect()
@@ -465,7 +618,10 @@ impl Client {
     /// Applies every write op atomically, or none. On failure returns [`Error::Multi`] with the
     /// failing op's index and code and every op's result.
     pub async fn multi(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        let ops = ops.into_iter().map(|op| self.multi_op(op)).collect::<Result<Vec<_>>>()?;
+        let ops = ops
+            .into_iter()
+            .map(|op| self.multi_op(op))
+            .collect::<Result<Vec<_>>>()?;
         if ops.iter().any(MultiOp::is_read) {
             return Err(Error::BadArguments);
         }
@@ -474,18 +630,29 @@ impl Client {
             other => return Err(unexpected(other)),
         };
         let failed = results.iter().enumerate().find_map(|(i, r)| match r {
-            MultiResult::Error(c) if *c != ErrorCode::Ok && *c != ErrorCode::RuntimeInconsistency => Some((i, *c)),
+            MultiResult::Error(c)
+                if *c != ErrorCode::Ok && *c != ErrorCode::RuntimeInconsistency =>
+            {
+                Some((i, *c))
+            }
             _ => None,
         });
         match failed {
-            Some((index, code)) => Err(Error::Multi { index, code, results }),
+            Some((index, code)) => Err(Error::Multi {
+                index,
+                code,
+                results,
+            }),
             None => Ok(results),
         }
     }
 
     /// Reads several znodes at one point in time; each op's result (or error) is reported.
     pub async fn multi_read(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        let ops = ops.into_iter().map(|op| self.multi_op(op)).collect::<Result<Vec<_>>>()?;
+        let ops = ops
+            .into_iter()
+            .map(|op| self.multi_op(op))
+            .collect::<Result<Vec<_>>>()?;
         if !ops.iter().all(MultiOp::is_read) {
             return Err(Error::BadArguments);
         }
@@ -499,7 +666,11 @@ impl Client {
     /// every reconnect. A rejected credential ends the session with `AuthFailed`.
     pub async fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Auth { scheme: scheme.into(), auth: Bytes::copy_from_slice(auth), reply };
+        let cmd = Command::Auth {
+            scheme: scheme.into(),
+            auth: Bytes::copy_from_slice(auth),
+            reply,
+        };
         self.inner.tx.send(cmd).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
@@ -518,8 +689,19 @@ impl Client {
         let sp = self.server_path(path, false)?;
         let (tx, stream) = PersistentWatch::new();
         let recursive = mode == AddWatchMode::PersistentRecursive;
-        let reg = (sp.clone(), path.to_string(), WatchRegistration::Persistent { recursive, tx });
-        self.call(Request::AddWatch(AddWatchRequest { path: sp, mode: mode.as_i32() }), Some(reg)).await?;
+        let reg = (
+            sp.clone(),
+            path.to_string(),
+            WatchRegistration::Persistent { recursive, tx },
+        );
+        self.call(
+            Request::AddWatch(AddWatchRequest {
+                path: sp,
+                mode: mode.as_i32(),
+            }),
+            Some(reg),
+        )
+        .await?;
         Ok(stream)
     }
 
@@ -527,8 +709,15 @@ impl Client {
     /// watcher receives a `*WatchRemoved` event). `NoWatcher` if there were none.
     pub async fn remove_watches(&self, path: &str, kind: WatcherType) -> Result<()> {
         let sp = self.server_path(path, false)?;
-        let reg = (sp.clone(), path.to_string(), WatchRegistration::Remove(kind));
-        let req = RemoveWatchesRequest { path: sp, watcher_type: kind.as_i32() };
+        let reg = (
+            sp.clone(),
+            path.to_string(),
+            WatchRegistration::Remove(kind),
+        );
+        let req = RemoveWatchesRequest {
+            path: sp,
+            watcher_type: kind.as_i32(),
+        };
         self.call(Request::RemoveWatches(req), Some(reg)).await?;
         Ok(())
     }
@@ -556,11 +745,25 @@ fn create_request(
     let acl = acl.to_vec();
     let flags = mode.flags();
     Ok(match (mode.is_ttl(), ttl) {
-        (true, Some(ttl)) => {
-            MultiOp::CreateTtl(CreateTtlRequest { path, data, acl, flags, ttl: ttl.as_millis() as i64 })
-        }
-        (false, None) if mode.is_container() => MultiOp::CreateContainer(CreateRequest { path, data, acl, flags }),
-        (false, None) => MultiOp::Create(CreateRequest { path, data, acl, flags }),
+        (true, Some(ttl)) => MultiOp::CreateTtl(CreateTtlRequest {
+            path,
+            data,
+            acl,
+            flags,
+            ttl: ttl.as_millis() as i64,
+        }),
+        (false, None) if mode.is_container() => MultiOp::CreateContainer(CreateRequest {
+            path,
+            data,
+            acl,
+            flags,
+        }),
+        (false, None) => MultiOp::Create(CreateRequest {
+            path,
+            data,
+            acl,
+            flags,
+        }),
         _ => return Err(Error::BadArguments),
     })
 }

@@ -29,7 +29,11 @@ impl ConnectString {
             }
         };
         let mut hosts = Vec::new();
-        for h in hosts_part.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        for h in hosts_part
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        {
             let (host, port) = if let Some(rest) = h.strip_prefix('[') {
                 // [v6]:port
                 let end = rest.find(']').ok_or_else(|| bad("unclosed ["))?;
@@ -64,7 +68,10 @@ mod tests {
     #[test]
     fn parses_hosts_ports_and_chroot() {
         let c = ConnectString::parse("a:1, b ,[::1]:3/app/x").unwrap();
-        assert_eq!(c.hosts, vec![("a".into(), 1), ("b".into(), 2181), ("::1".into(), 3)]);
+        assert_eq!(
+            c.hosts,
+            vec![("a".into(), 1), ("b".into(), 2181), ("::1".into(), 3)]
+        );
         assert_eq!(c.chroot.as_deref(), Some("/app/x"));
         assert_eq!(ConnectString::parse("a:1/").unwrap().chroot, None);
         assert!(ConnectString::parse("").is_err());

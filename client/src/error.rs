@@ -123,6 +123,9 @@ mod tests {
             assert_eq!(Error::from_code(c).code(), Some(c), "{c}");
         }
         assert_eq!(Error::from_code(ErrorCode::NoNode).name(), "NoNode");
-        assert_eq!(Error::from_code(ErrorCode::Other(-999)), Error::Unknown(-999));
+        assert_eq!(
+            Error::from_code(ErrorCode::Other(-999)),
+            Error::Unknown(-999)
+        );
     }
 }

@@ -30,5 +30,8 @@ pub use client::{Client, ConnectOptions, Op, OpResult, StateStream};
 pub use error::{Error, Result};
 pub use session::SessionState;
 pub use synod_proto::records::ClientInfo;
-pub use synod_proto::{mode::perms, Acl, AddWatchMode, CreateMode, ErrorCode, EventType, Id, KeeperState, MultiResult, Stat, WatcherType};
+pub use synod_proto::{
+    mode::perms, Acl, AddWatchMode, CreateMode, ErrorCode, EventType, Id, KeeperState, MultiResult,
+    Stat, WatcherType,
+};
 pub use watch::{OneshotWatch, PersistentWatch, WatchedEvent};

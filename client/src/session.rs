@@ -13,8 +13,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use synod_proto::frame::encode_frame;
 use synod_proto::jute::{Decode, Reader};
-use synod_proto::records::{AuthPacket, ConnectRequest, ConnectRequestBase, ConnectResponse, ReplyHeader, WatcherEvent};
-use synod_proto::{xid, ErrorCode, EventType, FrameCodec, KeeperState, OpCode, Request, RequestPacket, Response};
+use synod_proto::records::{
+    AuthPacket, ConnectRequest, ConnectRequestBase, ConnectResponse, ReplyHeader, WatcherEvent,
+};
+use synod_proto::{
+    xid, ErrorCode, EventType, FrameCodec, KeeperState, OpCode, Request, RequestPacket, Response,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -44,7 +48,10 @@ pub enum SessionState {
 
 impl SessionState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, SessionState::Expired | SessionState::AuthFailed | SessionState::Closed)
+        matches!(
+            self,
+            SessionState::Expired | SessionState::AuthFailed | SessionState::Closed
+        )
     }
 }
 
@@ -76,9 +83,19 @@ pub(crate) type WatchReq = (String, String, WatchRegistration);
 
 /// What a [`crate::Client`] handle asks of its session task.
 pub(crate) enum Command {
-    Call { request: Request, watch: Option<WatchReq>, reply: oneshot::Sender<Result<Reply>> },
-    Auth { scheme: String, auth: Bytes, reply: oneshot::Sender<Result<()>> },
-    Close { reply: oneshot::Sender<Result<()>> },
+    Call {
+        request: Request,
+        watch: Option<WatchReq>,
+        reply: oneshot::Sender<Result<Reply>>,
+    },
+    Auth {
+        scheme: String,
+        auth: Bytes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 impl Command {
@@ -127,8 +144,16 @@ pub(crate) fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, SharedState> {
 
 /// A request sent and not yet answered.
 enum Pending {
-    Call { xid: i32, op: OpCode, watch: Option<WatchReq>, reply: oneshot::Sender<Result<Reply>> },
-    Close { xid: i32, reply: Option<oneshot::Sender<Result<()>>> },
+    Call {
+        xid: i32,
+        op: OpCode,
+        watch: Option<WatchReq>,
+        reply: oneshot::Sender<Result<Reply>>,
+    },
+    Close {
+        xid: i32,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
 }
 
 /// Per-connection bookkeeping; dropped with the connection.
@@ -148,7 +173,11 @@ enum Ended {
 }
 
 enum Round {
-    Connected(FramedRead<OwnedReadHalf, FrameCodec>, OwnedWriteHalf, SocketAddr),
+    Connected(
+        FramedRead<OwnedReadHalf, FrameCodec>,
+        OwnedWriteHalf,
+        SocketAddr,
+    ),
     Expired,
     Closed,
     Failed(String),
@@ -175,11 +204,16 @@ pub(crate) struct SessionTask {
     auths: Vec<(String, Bytes)>,
     /// Commands that arrived while no connection was up.
     held: VecDeque<Command>,
+    /// Until the first session is established: when `connect` gives up. Bounds every attempt.
+    connect_deadline: Option<Instant>,
 }
 
 impl SessionTask {
     pub fn new(cfg: Config, shared: Shared) -> Self {
-        let (session_id, passwd) = cfg.session.clone().unwrap_or((0, Bytes::from(vec![0u8; 16])));
+        let (session_id, passwd) = cfg
+            .session
+            .clone()
+            .unwrap_or((0, Bytes::from(vec![0u8; 16])));
         let timeout = cfg.session_timeout;
         SessionTask {
             cfg,
@@ -193,6 +227,7 @@ impl SessionTask {
             watches: WatchRegistry::default(),
             auths: Vec::new(),
             held: VecDeque::new(),
+            connect_deadline: None,
         }
     }
 
@@ -209,23 +244,44 @@ impl SessionTask {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, ready: oneshot::Sender<Result<()>>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        ready: oneshot::Sender<Result<()>>,
+    ) {
         let mut ready = Some(ready);
-        let started = Instant::now();
+        self.connect_deadline = Some(Instant::now() + self.cfg.connect_timeout);
         let mut backoff = Duration::from_millis(20);
         loop {
             match self.connect_round(&mut rx).await {
                 Round::Connected(frames, wr, addr) => {
                     backoff = Duration::from_millis(20);
+                    self.connect_deadline = None;
                     // Published before `connect` returns, so the session id is readable at once.
                     self.set_state(SessionState::Connected, Some(addr));
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     }
                     match self.serve(frames, wr, addr, &mut rx).await {
-                        Ended::Closed => return self.finish(SessionState::Closed, KeeperState::Closed, Error::Closed, rx).await,
+                        Ended::Closed => {
+                            return self
+                                .finish(
+                                    SessionState::Closed,
+                                    KeeperState::Closed,
+                                    Error::Closed,
+                                    rx,
+                                )
+                                .await
+                        }
                         Ended::AuthFailed => {
-                            return self.finish(SessionState::AuthFailed, KeeperState::AuthFailed, Error::AuthFailed, rx).await
+                            return self
+                                .finish(
+                                    SessionState::AuthFailed,
+                                    KeeperState::AuthFailed,
+                                    Error::AuthFailed,
+                                    rx,
+                                )
+                                .await
                         }
                         Ended::Lost(why) => {
                             tracing::debug!(server = %addr, %why, "connection lost");
@@ -237,15 +293,27 @@ impl SessionTask {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err(Error::SessionExpired));
                     }
-                    return self.finish(SessionState::Expired, KeeperState::Expired, Error::SessionExpired, rx).await;
+                    return self
+                        .finish(
+                            SessionState::Expired,
+                            KeeperState::Expired,
+                            Error::SessionExpired,
+                            rx,
+                        )
+                        .await;
                 }
-                Round::Closed => return self.finish(SessionState::Closed, KeeperState::Closed, Error::Closed, rx).await,
+                Round::Closed => {
+                    return self
+                        .finish(SessionState::Closed, KeeperState::Closed, Error::Closed, rx)
+                        .await
+                }
                 Round::Failed(why) => {
                     tracing::debug!(%why, "no server reachable");
                     for c in self.held.drain(..) {
                         c.fail(Error::ConnectionLoss);
                     }
-                    if ready.is_some() && started.elapsed() >= self.cfg.connect_timeout {
+                    if ready.is_some() && self.connect_deadline.is_some_and(|d| Instant::now() >= d)
+                    {
                         if let Some(r) = ready.take() {
                             let _ = r.send(Err(Error::ConnectTimeout(why)));
                         }
@@ -272,7 +340,13 @@ impl SessionTask {
     }
 
     /// Ends the session for good: every watch and every queued or later request learns why.
-    async fn finish(mut self, state: SessionState, ks: KeeperState, err: Error, mut rx: mpsc::UnboundedReceiver<Command>) {
+    async fn finish(
+        mut self,
+        state: SessionState,
+        ks: KeeperState,
+        err: Error,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+    ) {
         self.set_state(state, None);
         self.watches.end_all(ks);
         for c in self.held.drain(..) {
@@ -287,7 +361,8 @@ impl SessionTask {
     /// Tries every host once, holding commands that arrive meanwhile.
     async fn connect_round(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) -> Round {
         let n = self.cfg.hosts.len();
-        let per_host = (self.timeout / n as u32).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let per_host =
+            (self.timeout / n as u32).clamp(Duration::from_millis(500), Duration::from_secs(5));
         let mut last_err = String::new();
         for _ in 0..n {
             let (host, port) = self.cfg.hosts[self.next_host % n].clone();
@@ -302,7 +377,10 @@ impl SessionTask {
                 },
                 read_only: false,
             };
-            let attempt = tokio::time::timeout(per_host, handshake(host.clone(), port, req, self.cfg.max_frame));
+            let attempt = tokio::time::timeout(
+                per_host,
+                handshake(host.clone(), port, req, self.cfg.max_frame),
+            );
             tokio::pin!(attempt);
             let res = loop {
                 tokio::select! {
@@ -328,7 +406,9 @@ impl SessionTask {
                     return Round::Connected(frames, wr, addr);
                 }
                 Ok(Err(e)) => last_err = format!("{host}:{port}: {e}"),
-                Err(_) => last_err = format!("{host}:{port}: handshake timed out after {per_host:?}"),
+                Err(_) => {
+                    last_err = format!("{host}:{port}: handshake timed out after {per_host:?}")
+                }
             }
         }
         Round::Failed(last_err)
@@ -342,15 +422,38 @@ impl SessionTask {
 
     fn submit(&mut self, cmd: Command, conn: &mut Conn) {
         match cmd {
-            Command::Call { request, watch, reply } => {
+            Command::Call {
+                request,
+                watch,
+                reply,
+            } => {
                 let xid = self.take_xid();
                 let op = request.opcode();
                 encode_frame(&RequestPacket { xid, request }, &mut conn.out);
-                conn.pending.push_back(Pending::Call { xid, op, watch, reply });
+                conn.pending.push_back(Pending::Call {
+                    xid,
+                    op,
+                    watch,
+                    reply,
+                });
             }
-            Command::Auth { scheme, auth, reply } => {
-                let packet = AuthPacket { auth_type: 0, scheme: scheme.clone(), auth: auth.clone() };
-                encode_frame(&RequestPacket { xid: xid::AUTH, request: Request::Auth(packet) }, &mut conn.out);
+            Command::Auth {
+                scheme,
+                auth,
+                reply,
+            } => {
+                let packet = AuthPacket {
+                    auth_type: 0,
+                    scheme: scheme.clone(),
+                    auth: auth.clone(),
+                };
+                encode_frame(
+                    &RequestPacket {
+                        xid: xid::AUTH,
+                        request: Request::Auth(packet),
+                    },
+                    &mut conn.out,
+                );
                 self.auths.push((scheme, auth));
                 conn.auth_waiters.push_back(Some(reply));
             }
@@ -360,7 +463,13 @@ impl SessionTask {
 
     fn submit_close(&mut self, reply: Option<oneshot::Sender<Result<()>>>, conn: &mut Conn) {
         let xid = self.take_xid();
-        encode_frame(&RequestPacket { xid, request: Request::CloseSession }, &mut conn.out);
+        encode_frame(
+            &RequestPacket {
+                xid,
+                request: Request::CloseSession,
+            },
+            &mut conn.out,
+        );
         conn.pending.push_back(Pending::Close { xid, reply });
     }
 
@@ -374,17 +483,37 @@ impl SessionTask {
         tracing::debug!(server = %addr, session = format_args!("{:#x}", self.session_id), "connected");
         let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
         let mut writer = tokio::spawn(write_loop(wr, wrx));
-        let mut conn = Conn { pending: VecDeque::new(), auth_waiters: VecDeque::new(), out: BytesMut::new() };
+        let mut conn = Conn {
+            pending: VecDeque::new(),
+            auth_waiters: VecDeque::new(),
+            out: BytesMut::new(),
+        };
 
         // Credentials first, then the watches (so missed events precede any new reply), then
         // whatever queued up while disconnected.
         for (scheme, auth) in self.auths.clone() {
-            let packet = AuthPacket { auth_type: 0, scheme, auth };
-            encode_frame(&RequestPacket { xid: xid::AUTH, request: Request::Auth(packet) }, &mut conn.out);
+            let packet = AuthPacket {
+                auth_type: 0,
+                scheme,
+                auth,
+            };
+            encode_frame(
+                &RequestPacket {
+                    xid: xid::AUTH,
+                    request: Request::Auth(packet),
+                },
+                &mut conn.out,
+            );
             conn.auth_waiters.push_back(None);
         }
         for sw in self.watches.set_watches(self.last_zxid, 128 * 1024) {
-            encode_frame(&RequestPacket { xid: xid::SET_WATCHES, request: Request::SetWatches2(sw) }, &mut conn.out);
+            encode_frame(
+                &RequestPacket {
+                    xid: xid::SET_WATCHES,
+                    request: Request::SetWatches2(sw),
+                },
+                &mut conn.out,
+            );
         }
         while let Some(c) = self.held.pop_front() {
             self.submit(c, &mut conn);
@@ -528,19 +657,31 @@ impl SessionTask {
                         }
                         Some(Ended::Closed)
                     }
-                    Pending::Call { xid, op, watch, reply } => {
+                    Pending::Call {
+                        xid,
+                        op,
+                        watch,
+                        reply,
+                    } => {
                         if xid != got {
                             let _ = reply.send(Err(Error::ConnectionLoss));
                             return Some(Ended::Lost(format!("reply xid {got}, expected {xid}")));
                         }
                         let code = ErrorCode::from_i32(h.err);
                         let result = if code == ErrorCode::Ok {
-                            Response::decode_body(op, &mut r).map_err(|e| Error::Protocol(e.to_string()))
+                            Response::decode_body(op, &mut r)
+                                .map_err(|e| Error::Protocol(e.to_string()))
                         } else {
                             Err(Error::from_code(code))
                         };
                         if let Some((sp, cp, reg)) = watch {
-                            self.watches.register(&sp, &cp, reg, result.is_ok(), code == ErrorCode::NoNode);
+                            self.watches.register(
+                                &sp,
+                                &cp,
+                                reg,
+                                result.is_ok(),
+                                code == ErrorCode::NoNode,
+                            );
                         }
                         let bad = matches!(result, Err(Error::Protocol(_)));
                         let _ = reply.send(result.map(|response| Reply { response }));
@@ -556,14 +697,28 @@ impl SessionTask {
 pub(crate) fn strip_chroot<'a>(chroot: Option<&str>, path: &'a str) -> &'a str {
     match chroot {
         Some(c) if path == c => "/",
-        Some(c) if path.len() > c.len() && path.starts_with(c) && path.as_bytes()[c.len()] == b'/' => &path[c.len()..],
+        Some(c)
+            if path.len() > c.len() && path.starts_with(c) && path.as_bytes()[c.len()] == b'/' =>
+        {
+            &path[c.len()..]
+        }
         _ => path,
     }
 }
 
-type Handshake = (FramedRead<OwnedReadHalf, FrameCodec>, OwnedWriteHalf, SocketAddr, ConnectResponse);
+type Handshake = (
+    FramedRead<OwnedReadHalf, FrameCodec>,
+    OwnedWriteHalf,
+    SocketAddr,
+    ConnectResponse,
+);
 
-async fn handshake(host: String, port: u16, req: ConnectRequest, max_frame: usize) -> std::io::Result<Handshake> {
+async fn handshake(
+    host: String,
+    port: u16,
+    req: ConnectRequest,
+    max_frame: usize,
+) -> std::io::Result<Handshake> {
     let stream = TcpStream::connect((host.as_str(), port)).await?;
     stream.set_nodelay(true)?;
     let addr = stream.peer_addr()?;
@@ -574,8 +729,18 @@ async fn handshake(host: String, port: u16, req: ConnectRequest, max_frame: usiz
     let mut frames = FramedRead::new(rd, FrameCodec::new(max_frame));
     let frame = match frames.next().await {
         Some(Ok(f)) => f,
-        Some(Err(e)) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
-        None => return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "server closed the connection during the handshake")),
+        Some(Err(e)) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        }
+        None => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "server closed the connection during the handshake",
+            ))
+        }
     };
     let resp = ConnectResponse::decode(&mut Reader::new(frame))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;

@@ -24,7 +24,11 @@ pub struct WatchedEvent {
 
 impl WatchedEvent {
     pub(crate) fn session(state: KeeperState) -> Self {
-        WatchedEvent { event_type: EventType::None, state, path: String::new() }
+        WatchedEvent {
+            event_type: EventType::None,
+            state,
+            path: String::new(),
+        }
     }
 }
 
@@ -92,7 +96,10 @@ pub(crate) enum WatchRegistration {
     /// getChildren with watch.
     Child(oneshot::Sender<WatchedEvent>),
     /// addWatch.
-    Persistent { recursive: bool, tx: mpsc::UnboundedSender<WatchedEvent> },
+    Persistent {
+        recursive: bool,
+        tx: mpsc::UnboundedSender<WatchedEvent>,
+    },
     /// removeWatches: drop the local watchers of this type once the server agreed.
     Remove(WatcherType),
 }
@@ -130,7 +137,11 @@ fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
     let mut next = Some(path);
     std::iter::from_fn(move || {
         let cur = next?;
-        next = if cur == "/" { None } else { Some(synod_proto::path::parent(cur)) };
+        next = if cur == "/" {
+            None
+        } else {
+            Some(synod_proto::path::parent(cur))
+        };
         Some(cur)
     })
 }
@@ -161,10 +172,16 @@ impl WatchRegistry {
             WatchRegistration::Exists(tx) if no_node => self.exist.entry(key).or_default().push(tx),
             WatchRegistration::Child(tx) if ok => self.child.entry(key).or_default().push(tx),
             WatchRegistration::Persistent { recursive, tx } if ok => {
-                let map = if recursive { &mut self.recursive } else { &mut self.persistent };
+                let map = if recursive {
+                    &mut self.recursive
+                } else {
+                    &mut self.persistent
+                };
                 map.entry(key).or_default().push(tx);
             }
-            WatchRegistration::Remove(kind) if ok => self.remove_local(server_path, client_path, kind),
+            WatchRegistration::Remove(kind) if ok => {
+                self.remove_local(server_path, client_path, kind)
+            }
             _ => {}
         }
     }
@@ -260,24 +277,35 @@ impl WatchRegistry {
                 !v.is_empty()
             });
         }
-        let mut out = Vec::new();
-        let mut cur = SetWatches2 { relative_zxid, ..Default::default() };
-        let mut size = 0;
-        let lists: [(&dyn Fn(&mut SetWatches2) -> &mut Vec<String>, Vec<&String>); 5] = [
-            (&|s| &mut s.data_watches, self.data.keys().collect()),
-            (&|s| &mut s.exist_watches, self.exist.keys().collect()),
-            (&|s| &mut s.child_watches, self.child.keys().collect()),
-            (&|s| &mut s.persistent_watches, self.persistent.keys().collect()),
-            (&|s| &mut s.persistent_recursive_watches, self.recursive.keys().collect()),
+        let lists = [
+            self.data.keys().cloned().collect::<Vec<_>>(),
+            self.exist.keys().cloned().collect(),
+            self.child.keys().cloned().collect(),
+            self.persistent.keys().cloned().collect(),
+            self.recursive.keys().cloned().collect(),
         ];
-        for (field, paths) in lists {
+        let fresh = || SetWatches2 {
+            relative_zxid,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut cur = fresh();
+        let mut size = 0;
+        for (kind, paths) in lists.into_iter().enumerate() {
             for p in paths {
                 if size > 0 && size + p.len() + 4 > max_bytes {
-                    out.push(std::mem::replace(&mut cur, SetWatches2 { relative_zxid, ..Default::default() }));
+                    out.push(std::mem::replace(&mut cur, fresh()));
                     size = 0;
                 }
                 size += p.len() + 4;
-                field(&mut cur).push(p.clone());
+                let field = match kind {
+                    0 => &mut cur.data_watches,
+                    1 => &mut cur.exist_watches,
+                    2 => &mut cur.child_watches,
+                    3 => &mut cur.persistent_watches,
+                    _ => &mut cur.persistent_recursive_watches,
+                };
+                field.push(p);
             }
         }
         if size > 0 {
@@ -299,15 +327,39 @@ mod tests {
         let (r, mut rw) = PersistentWatch::new();
         reg.register("/a/b", "/a/b", WatchRegistration::Data(d), true, false);
         reg.register("/a/b", "/a/b", WatchRegistration::Child(c), true, false);
-        reg.register("/a", "/a", WatchRegistration::Persistent { recursive: true, tx: r }, true, false);
+        reg.register(
+            "/a",
+            "/a",
+            WatchRegistration::Persistent {
+                recursive: true,
+                tx: r,
+            },
+            true,
+            false,
+        );
         reg.dispatch(EventType::NodeDataChanged, "/a/b", "/a/b");
-        assert_eq!(dw.rx.try_recv().unwrap().event_type, EventType::NodeDataChanged);
-        assert!(cw.rx.try_recv().is_err(), "child watch must not fire on data change");
+        assert_eq!(
+            dw.rx.try_recv().unwrap().event_type,
+            EventType::NodeDataChanged
+        );
+        assert!(
+            cw.rx.try_recv().is_err(),
+            "child watch must not fire on data change"
+        );
         assert_eq!(rw.rx.try_recv().unwrap().path, "/a/b");
         reg.dispatch(EventType::NodeChildrenChanged, "/a/b", "/a/b");
-        assert!(rw.rx.try_recv().is_err(), "recursive watches get no child events");
-        assert_eq!(cw.rx.try_recv().unwrap().event_type, EventType::NodeChildrenChanged);
-        assert_eq!(reg.set_watches(5, 1 << 20)[0].persistent_recursive_watches, vec!["/a"]);
+        assert!(
+            rw.rx.try_recv().is_err(),
+            "recursive watches get no child events"
+        );
+        assert_eq!(
+            cw.rx.try_recv().unwrap().event_type,
+            EventType::NodeChildrenChanged
+        );
+        assert_eq!(
+            reg.set_watches(5, 1 << 20)[0].persistent_recursive_watches,
+            vec!["/a"]
+        );
     }
 
     #[test]

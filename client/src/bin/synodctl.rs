@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
-use synod_client::{AddWatchMode, Client, ConnectOptions, CreateMode, Error, EventType, KeeperState, Stat};
+use synod_client::{
+    AddWatchMode, Client, ConnectOptions, CreateMode, Error, EventType, KeeperState, Stat,
+};
 
 /// Exit code for an error the ZooKeeper server answered with.
 const EXIT_ZK: u8 = 1;
@@ -27,6 +29,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// How many requests `rmr` keeps in flight at once.
 const RMR_CONCURRENCY: usize = 128;
 
+/// Extra `--help` text: exit codes, session and ephemeral semantics, logging.
 const AFTER_HELP: &str = "\
 Exit status: 0 on success; 1 when the server answered with a ZooKeeper error (the code is printed as
 `Error: <Name>: <path>`, e.g. `Error: NoNode: /a`; with --json also as {\"error\":...,\"path\":...} on
@@ -44,7 +47,12 @@ Set RUST_LOG (e.g. RUST_LOG=synod_client=debug) to see the client's connection l
 struct Cli {
     /// Connect string: comma-separated host:port list with an optional /chroot suffix that every
     /// path is relative to, e.g. `10.0.0.1:2181,10.0.0.2:2181/app`.
-    #[arg(long, env = "SYNOD_SERVERS", default_value = "127.0.0.1:2181", global = true)]
+    #[arg(
+        long,
+        env = "SYNOD_SERVERS",
+        default_value = "127.0.0.1:2181",
+        global = true
+    )]
     servers: String,
 
     /// Print results (and errors) as JSON objects on stdout instead of text.
@@ -56,10 +64,12 @@ struct Cli {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     timeout_ms: u64,
 
+    /// What to do.
     #[command(subcommand)]
     command: Command,
 }
 
+/// The commands (see each one's `--help`).
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the children of a znode, sorted, one per line.
@@ -166,6 +176,7 @@ struct Failure {
     path: Option<String>,
     /// Extra explanation for errors whose name alone says too little.
     detail: Option<String>,
+    /// The process exit code.
     exit: u8,
 }
 
@@ -196,12 +207,22 @@ impl Failure {
             | Error::Closed => Some(err.to_string()),
             _ => None,
         };
-        Failure { name: err.name(), path: Some(path.to_string()), detail, exit }
+        Failure {
+            name: err.name(),
+            path: Some(path.to_string()),
+            detail,
+            exit,
+        }
     }
 
     /// An error found before anything was sent.
     fn usage(path: Option<&str>, msg: impl Into<String>) -> Self {
-        Failure { name: "BadArguments".into(), path: path.map(str::to_string), detail: Some(msg.into()), exit: EXIT_USAGE }
+        Failure {
+            name: "BadArguments".into(),
+            path: path.map(str::to_string),
+            detail: Some(msg.into()),
+            exit: EXIT_USAGE,
+        }
     }
 
     /// No reply within `--timeout-ms`.
@@ -214,8 +235,14 @@ impl Failure {
         }
     }
 
+    /// Ctrl-C or SIGTERM before the command finished.
     fn interrupted() -> Self {
-        Failure { name: "Interrupted".into(), path: None, detail: None, exit: EXIT_INTERRUPTED }
+        Failure {
+            name: "Interrupted".into(),
+            path: None,
+            detail: None,
+            exit: EXIT_INTERRUPTED,
+        }
     }
 
     /// Prints the error on stderr, and as JSON on stdout with `--json`.
@@ -240,28 +267,40 @@ impl Failure {
     }
 }
 
+/// The result of a command step.
 type CmdResult<T = ()> = Result<T, Failure>;
 
 /// A znode's Stat as `--json` prints it (field names as zkCli prints them).
 #[derive(Debug, Serialize)]
 struct StatJson {
+    /// Zxid of the change that created the znode.
     #[serde(rename = "cZxid")]
     czxid: i64,
+    /// Creation time, ms since the epoch.
     ctime: i64,
+    /// Zxid of the last change to the data.
     #[serde(rename = "mZxid")]
     mzxid: i64,
+    /// Time of the last data change, ms since the epoch.
     mtime: i64,
+    /// Zxid of the last change to the children.
     #[serde(rename = "pZxid")]
     pzxid: i64,
+    /// Number of changes to the children.
     cversion: i32,
+    /// Number of changes to the data.
     #[serde(rename = "dataVersion")]
     data_version: i32,
+    /// Number of changes to the ACL.
     #[serde(rename = "aclVersion")]
     acl_version: i32,
+    /// Session id owning the znode if it is ephemeral, else 0.
     #[serde(rename = "ephemeralOwner")]
     ephemeral_owner: i64,
+    /// Length of the data in bytes.
     #[serde(rename = "dataLength")]
     data_length: i32,
+    /// Number of children.
     #[serde(rename = "numChildren")]
     num_children: i32,
 }
@@ -284,6 +323,7 @@ impl From<&Stat> for StatJson {
     }
 }
 
+/// The Stat as a JSON object (see [`StatJson`]).
 fn stat_json(s: &Stat) -> Value {
     serde_json::to_value(StatJson::from(s)).unwrap_or(Value::Null)
 }
@@ -311,7 +351,9 @@ fn stat_text(s: &Stat) -> String {
 /// `Thu Jan 01 00:00:00 UTC 1970`.
 fn java_date(ms: i64) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
@@ -343,7 +385,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -362,10 +408,16 @@ fn write_stdout(bytes: &[u8]) -> CmdResult {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure { name: "IoError".into(), path: None, detail: Some(format!("writing to stdout: {e}")), exit: EXIT_USAGE }),
+        Err(e) => Err(Failure {
+            name: "IoError".into(),
+            path: None,
+            detail: Some(format!("writing to stdout: {e}")),
+            exit: EXIT_USAGE,
+        }),
     }
 }
 
+/// Prints one JSON value and a newline on stdout.
 fn print_json(v: &Value) -> CmdResult {
     write_stdout(format!("{v}\n").as_bytes())
 }
@@ -401,14 +453,64 @@ fn join(parent: &str, child: &str) -> String {
 /// A command with its arguments checked and its data read, ready to run against a session.
 #[derive(Debug)]
 enum Job {
-    Ls { path: String, stat: bool },
-    Get { path: String },
-    Stat { path: String },
-    Create { path: String, data: Vec<u8>, mode: CreateMode },
-    Set { path: String, data: Vec<u8>, version: Option<i32>, stat: bool },
-    Delete { path: String, version: Option<i32> },
-    Rmr { path: String },
-    Watch { path: String, recursive: bool, count: Option<u64> },
+    /// `ls`.
+    Ls {
+        /// The znode whose children to list.
+        path: String,
+        /// Also print the Stat.
+        stat: bool,
+    },
+    /// `get`.
+    Get {
+        /// The znode to read.
+        path: String,
+    },
+    /// `stat`.
+    Stat {
+        /// The znode to describe.
+        path: String,
+    },
+    /// `create`.
+    Create {
+        /// The znode to create.
+        path: String,
+        /// Its data.
+        data: Vec<u8>,
+        /// Persistent, ephemeral, sequential or container.
+        mode: CreateMode,
+    },
+    /// `set`.
+    Set {
+        /// The znode to update.
+        path: String,
+        /// The new data.
+        data: Vec<u8>,
+        /// The expected data version; `None` for any.
+        version: Option<i32>,
+        /// Print the new Stat.
+        stat: bool,
+    },
+    /// `delete`.
+    Delete {
+        /// The znode to delete.
+        path: String,
+        /// The expected data version; `None` for any.
+        version: Option<i32>,
+    },
+    /// `rmr`.
+    Rmr {
+        /// The root of the subtree to delete.
+        path: String,
+    },
+    /// `watch`.
+    Watch {
+        /// The znode to watch.
+        path: String,
+        /// Watch the subtree too.
+        recursive: bool,
+        /// Exit after this many events.
+        count: Option<u64>,
+    },
 }
 
 impl Job {
@@ -418,29 +520,80 @@ impl Job {
             Command::Ls { path, stat } => Job::Ls { path, stat },
             Command::Get { path } => Job::Get { path },
             Command::Stat { path } => Job::Stat { path },
-            Command::Create { ephemeral, sequential, container, path, data } => {
+            Command::Create {
+                ephemeral,
+                sequential,
+                container,
+                path,
+                data,
+            } => {
                 let mode = match (ephemeral, sequential, container) {
                     (false, false, false) => CreateMode::Persistent,
                     (true, false, false) => CreateMode::Ephemeral,
                     (false, true, false) => CreateMode::PersistentSequential,
                     (true, true, false) => CreateMode::EphemeralSequential,
                     (false, false, true) => CreateMode::Container,
-                    _ => return Err(Failure::usage(Some(&path), "-c cannot be combined with -e or -s")),
+                    _ => {
+                        return Err(Failure::usage(
+                            Some(&path),
+                            "-c cannot be combined with -e or -s",
+                        ))
+                    }
                 };
-                Job::Create { data: read_data(data)?, path, mode }
+                Job::Create {
+                    data: read_data(data)?,
+                    path,
+                    mode,
+                }
             }
-            Command::Set { version, stat, path, data } => Job::Set { data: read_data(data)?, path, version, stat },
+            Command::Set {
+                version,
+                stat,
+                path,
+                data,
+            } => Job::Set {
+                data: read_data(data)?,
+                path,
+                version,
+                stat,
+            },
             Command::Delete { version, path } => Job::Delete { path, version },
             Command::Rmr { path } => {
                 if path == "/" {
-                    return Err(Failure::usage(Some("/"), "refusing to delete the root znode"));
+                    return Err(Failure::usage(
+                        Some("/"),
+                        "refusing to delete the root znode",
+                    ));
                 }
                 Job::Rmr { path }
             }
-            Command::Watch { path, recursive, count } => Job::Watch { path, recursive, count },
+            Command::Watch {
+                path,
+                recursive,
+                count,
+            } => Job::Watch {
+                path,
+                recursive,
+                count,
+            },
         })
     }
 
+    /// The path the command is about.
+    fn path(&self) -> &str {
+        match self {
+            Job::Ls { path, .. }
+            | Job::Get { path }
+            | Job::Stat { path }
+            | Job::Create { path, .. }
+            | Job::Set { path, .. }
+            | Job::Delete { path, .. }
+            | Job::Rmr { path }
+            | Job::Watch { path, .. } => path,
+        }
+    }
+
+    /// Whether Ctrl-C is the normal way to end the command.
     fn is_watch(&self) -> bool {
         matches!(self, Job::Watch { .. })
     }
@@ -448,14 +601,21 @@ impl Job {
 
 /// A connected session plus the output settings.
 struct Ctx {
+    /// The session.
     zk: Client,
+    /// Print JSON instead of text.
     json: bool,
+    /// The per-request timeout (`--timeout-ms`).
     timeout: Duration,
 }
 
 impl Ctx {
     /// Awaits one request with the per-request timeout, mapping its error to a [`Failure`].
-    async fn req<T>(&self, path: &str, fut: impl std::future::Future<Output = Result<T, Error>>) -> CmdResult<T> {
+    async fn req<T>(
+        &self,
+        path: &str,
+        fut: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> CmdResult<T> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Failure::zk(e, path)),
@@ -463,19 +623,30 @@ impl Ctx {
         }
     }
 
+    /// Runs one command.
     async fn run(&self, job: Job) -> CmdResult {
         match job {
             Job::Ls { path, stat } => self.ls(&path, stat).await,
             Job::Get { path } => self.get(&path).await,
             Job::Stat { path } => self.stat(&path).await,
             Job::Create { path, data, mode } => self.create(&path, &data, mode).await,
-            Job::Set { path, data, version, stat } => self.set(&path, &data, version, stat).await,
+            Job::Set {
+                path,
+                data,
+                version,
+                stat,
+            } => self.set(&path, &data, version, stat).await,
             Job::Delete { path, version } => self.delete(&path, version).await,
             Job::Rmr { path } => self.rmr(&path).await,
-            Job::Watch { path, recursive, count } => self.watch(&path, recursive, count).await,
+            Job::Watch {
+                path,
+                recursive,
+                count,
+            } => self.watch(&path, recursive, count).await,
         }
     }
 
+    /// `ls [-s] PATH`: sorted children, optionally followed by the Stat.
     async fn ls(&self, path: &str, with_stat: bool) -> CmdResult {
         let (mut children, stat) = if with_stat {
             let (c, s) = self.req(path, self.zk.get_children2(path)).await?;
@@ -502,6 +673,7 @@ impl Ctx {
         write_stdout(out.as_bytes())
     }
 
+    /// `get PATH`: the raw data, or a JSON object with the data as UTF-8 or base64.
     async fn get(&self, path: &str) -> CmdResult {
         let (data, stat) = self.req(path, self.zk.get_data(path)).await?;
         if !self.json {
@@ -511,11 +683,17 @@ impl Ctx {
             Ok(s) => (s.to_string(), "utf-8"),
             Err(_) => (base64(&data), "base64"),
         };
-        print_json(&json!({ "path": path, "data": data, "encoding": encoding, "stat": stat_json(&stat) }))
+        print_json(
+            &json!({ "path": path, "data": data, "encoding": encoding, "stat": stat_json(&stat) }),
+        )
     }
 
+    /// `stat PATH`: the Stat, zkCli style.
     async fn stat(&self, path: &str) -> CmdResult {
-        let stat = self.req(path, self.zk.exists(path)).await?.ok_or_else(|| Failure::zk(Error::NoNode, path))?;
+        let stat = self
+            .req(path, self.zk.exists(path))
+            .await?
+            .ok_or_else(|| Failure::zk(Error::NoNode, path))?;
         if self.json {
             let mut obj = stat_json(&stat);
             obj["path"] = json!(path);
@@ -524,17 +702,29 @@ impl Ctx {
         write_stdout(stat_text(&stat).as_bytes())
     }
 
+    /// `create [-e] [-s] [-c] PATH [DATA]`: prints the created path.
     async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> CmdResult {
         let acl = synod_client::Acl::open_unsafe();
-        let (created, stat) = self.req(path, self.zk.create_full(path, data, &acl, mode, None)).await?;
+        let (created, stat) = self
+            .req(path, self.zk.create_full(path, data, &acl, mode, None))
+            .await?;
         if self.json {
             return print_json(&json!({ "path": created, "stat": stat_json(&stat) }));
         }
         write_stdout(format!("{created}\n").as_bytes())
     }
 
-    async fn set(&self, path: &str, data: &[u8], version: Option<i32>, with_stat: bool) -> CmdResult {
-        let stat = self.req(path, self.zk.set_data(path, data, version)).await?;
+    /// `set [-v VERSION] [-s] PATH [DATA]`.
+    async fn set(
+        &self,
+        path: &str,
+        data: &[u8],
+        version: Option<i32>,
+        with_stat: bool,
+    ) -> CmdResult {
+        let stat = self
+            .req(path, self.zk.set_data(path, data, version))
+            .await?;
         if self.json {
             return print_json(&json!({ "path": path, "stat": stat_json(&stat) }));
         }
@@ -544,6 +734,7 @@ impl Ctx {
         Ok(())
     }
 
+    /// `delete [-v VERSION] PATH`.
     async fn delete(&self, path: &str, version: Option<i32>) -> CmdResult {
         self.req(path, self.zk.delete(path, version)).await?;
         if self.json {
@@ -552,6 +743,7 @@ impl Ctx {
         Ok(())
     }
 
+    /// `rmr PATH`: the subtree, deepest znodes first.
     async fn rmr(&self, path: &str) -> CmdResult {
         // A child created under a node while the subtree is being removed makes its delete fail
         // with NotEmpty; list again and retry a few times before giving up.
@@ -578,16 +770,16 @@ impl Ctx {
     /// flight at a time. Returns how many znodes it deleted (also on failure, with the failure).
     async fn rmr_once(&self, root: &str) -> Result<usize, (usize, Failure)> {
         let mut levels: Vec<Vec<String>> = vec![vec![root.to_string()]];
-        loop {
-            let Some(last) = levels.last() else { break };
-            let listed: Vec<(String, Result<Vec<String>, Failure>)> = stream::iter(last.iter().cloned())
-                .map(|p| async move {
-                    let r = self.req(&p, self.zk.get_children(&p)).await;
-                    (p, r)
-                })
-                .buffer_unordered(RMR_CONCURRENCY)
-                .collect()
-                .await;
+        while let Some(last) = levels.last() {
+            let listed: Vec<(String, Result<Vec<String>, Failure>)> =
+                stream::iter(last.iter().cloned())
+                    .map(|p| async move {
+                        let r = self.req(&p, self.zk.get_children(&p)).await;
+                        (p, r)
+                    })
+                    .buffer_unordered(RMR_CONCURRENCY)
+                    .collect()
+                    .await;
             let mut next = Vec::new();
             for (p, r) in listed {
                 match r {
@@ -626,10 +818,18 @@ impl Ctx {
         Ok(deleted)
     }
 
+    /// `watch PATH [-r] [--count N]`: one line per event until Ctrl-C, `--count` events or the end of the session.
     async fn watch(&self, path: &str, recursive: bool, count: Option<u64>) -> CmdResult {
-        let mode = if recursive { AddWatchMode::PersistentRecursive } else { AddWatchMode::Persistent };
+        let mode = if recursive {
+            AddWatchMode::PersistentRecursive
+        } else {
+            AddWatchMode::Persistent
+        };
         let mut events = self.req(path, self.zk.add_watch(path, mode)).await?;
-        eprintln!("watching {path}{}", if recursive { " (recursive)" } else { "" });
+        eprintln!(
+            "watching {path}{}",
+            if recursive { " (recursive)" } else { "" }
+        );
         let mut seen = 0u64;
         if count == Some(0) {
             return Ok(());
@@ -687,6 +887,7 @@ async fn interrupted() {
     }
 }
 
+/// Checks the command, connects, runs the command and closes the session.
 async fn run(cli: Cli) -> CmdResult {
     let timeout = Duration::from_millis(cli.timeout_ms);
     let job = Job::prepare(cli.command)?;
@@ -697,20 +898,27 @@ async fn run(cli: Cli) -> CmdResult {
         r = tokio::time::timeout(timeout + Duration::from_secs(1), connect) => match r {
             Ok(Ok(zk)) => zk,
             Ok(Err(e)) => {
-                let mut f = Failure::zk(e, &cli.servers);
+                let mut f = Failure::zk(e, job.path());
                 f.exit = EXIT_USAGE;
+                if f.detail.is_none() {
+                    f.detail = Some(format!("connecting to {}", cli.servers));
+                }
                 return Err(f);
             }
             Err(_) => return Err(Failure {
                 name: "ConnectionLoss".into(),
-                path: Some(cli.servers.clone()),
-                detail: Some(format!("no session established within {} ms", timeout.as_millis())),
+                path: Some(job.path().to_string()),
+                detail: Some(format!("no session established with {} within {} ms", cli.servers, timeout.as_millis())),
                 exit: EXIT_USAGE,
             }),
         },
         _ = interrupted() => return Err(Failure::interrupted()),
     };
-    let ctx = Ctx { zk, json: cli.json, timeout };
+    let ctx = Ctx {
+        zk,
+        json: cli.json,
+        timeout,
+    };
     let result = tokio::select! {
         r = ctx.run(job) => r,
         _ = interrupted() => if is_watch { Ok(()) } else { Err(Failure::interrupted()) },
@@ -729,9 +937,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let json = cli.json;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -770,8 +985,24 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        let cli = Cli::try_parse_from(["synodctl", "--servers", "a:1/x", "set", "-v", "-1", "/p", "d"]).expect("parse");
-        assert!(matches!(cli.command, Command::Set { version: Some(-1), .. }));
+        let cli = Cli::try_parse_from([
+            "synodctl",
+            "--servers",
+            "a:1/x",
+            "set",
+            "-v",
+            "-1",
+            "/p",
+            "d",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Set {
+                version: Some(-1),
+                ..
+            }
+        ));
         assert!(Cli::try_parse_from(["synodctl", "create", "-c", "-e", "/p"]).is_err());
         use clap::CommandFactory;
         Cli::command().debug_assert();
