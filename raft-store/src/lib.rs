@@ -1,7 +1,11 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
-//! deterministically from log entries. No sockets and no clock: time, zxid and caller are inputs.
+//! deterministically from log entries; the openraft type configuration ([`types`]); the RocksDB
+//! log store ([`log_store`]) and the state machine with its snapshots ([`state_machine`]).
+//! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
 pub mod tree;
+pub mod types;
 
 pub use tree::{Applied, Caller, DataTree, Event, Node, NodeKind, Session, Txn};
+pub use types::{Command, CommandResult, NodeId, Origin, TypeConfig};

@@ -1,0 +1,100 @@
+//! The openraft type configuration and the log entry payload. An entry carries everything `apply`
+//! needs to decide the outcome on every replica alike: the proposer stamps the wall-clock time,
+//! the caller's session and identities, and the request itself (as its jute bytes); the state
+//! decides the rest.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A node's id in the cluster (1-based, from the configuration).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// synod's openraft types: the log entries carry [`Command`]s; `apply` answers each with a
+    /// [`CommandResult`]; nodes are reached at their peer address ([`openraft::BasicNode::addr`]).
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The proposing node and its request number: `apply` on that node hands the outcome to the
+/// waiting client connection. Deterministic data, ignored by the other replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: NodeId,
+    pub request: u64,
+}
+
+/// A replicated command (the payload of a normal log entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Open a session; its id is the entry's log index (unique, never reused).
+    CreateSession {
+        origin: Origin,
+        timeout_ms: i32,
+        passwd: Bytes,
+    },
+    /// End a session and delete its ephemerals (client close or leader-detected expiry).
+    CloseSession {
+        origin: Option<Origin>,
+        session_id: i64,
+    },
+    /// A client write: the request's opcode and jute body, as the client sent them.
+    Write {
+        origin: Origin,
+        session_id: i64,
+        /// Milliseconds since the epoch at the proposer: ctime/mtime of what the write changes.
+        time_ms: i64,
+        /// The caller's identities (scheme, id), for ACL checks in `apply`.
+        auth: Vec<(String, String)>,
+        opcode: i32,
+        body: Bytes,
+    },
+    /// Delete container / TTL nodes that the leader found due at `time_ms`; `apply` re-checks.
+    Reap { time_ms: i64, paths: Vec<String> },
+}
+
+/// What applying a command produced, as returned to openraft (the connection that waits for it is
+/// completed through the apply observer, see `state_machine`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Blank, membership and reap entries.
+    #[default]
+    None,
+    /// A session was opened with this id.
+    Session { session_id: i64 },
+    /// A client write's ZooKeeper error code (0 for success).
+    Write { err: i32 },
+}
+
+/// The bincode configuration of everything synod stores or sends (entries, votes, snapshots,
+/// peer messages).
+pub fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a serde value with [`bincode_config`].
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, bincode_config())
+}
+
+/// Decodes a serde value that must fill `bytes` exactly; a short or trailing input is an error.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, bincode::error::DecodeError> {
+    let (v, used) = bincode::serde::decode_from_slice(bytes, bincode_config())?;
+    if used != bytes.len() {
+        return Err(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        )));
+    }
+    Ok(v)
+}
