@@ -1,0 +1,2 @@
+//! The `synod` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Peer RPC (being written).

@@ -1,0 +1,235 @@
+//! The WatchManager: which connections watch which paths, node-local and never replicated. Apply
+//! hands it each change; it answers which connections must be told, consuming one-shot watches and
+//! keeping persistent ones, as ZooKeeper's server does (exist watches live in the data table; a
+//! recursive watch sees every change below it except child-list changes).
+
+use std::collections::{HashMap, HashSet};
+
+use synod_proto::{EventType, WatcherType};
+use synod_raft_store::tree::Name;
+
+/// Identifies a client connection on this node.
+pub type ConnId = u64;
+
+/// The tables a watch can live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WatchKind {
+    /// One-shot data watch (getData, or exists on an existing or missing node).
+    Data,
+    /// One-shot child watch (getChildren).
+    Child,
+    /// addWatch PERSISTENT: data, child and existence events of one node.
+    Persistent,
+    /// addWatch PERSISTENT_RECURSIVE: data and existence events of a subtree.
+    Recursive,
+}
+
+type Table = HashMap<Name, HashSet<ConnId>>;
+
+/// Every watch on this node.
+#[derive(Debug, Default)]
+pub struct WatchManager {
+    data: Table,
+    child: Table,
+    persistent: Table,
+    recursive: Table,
+    /// The reverse index, so that a closing connection drops its watches without a scan.
+    by_conn: HashMap<ConnId, HashSet<(WatchKind, Name)>>,
+}
+
+fn table_remove(t: &mut Table, path: &str, conn: ConnId) -> bool {
+    let Some(set) = t.get_mut(path) else { return false };
+    let removed = set.remove(&conn);
+    if set.is_empty() {
+        t.remove(path);
+    }
+    removed
+}
+
+fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = if cur == "/" { None } else { Some(synod_proto::path::parent(cur)) };
+        Some(cur)
+    })
+}
+
+impl WatchManager {
+    fn table(&mut self, kind: WatchKind) -> &mut Table {
+        match kind {
+            WatchKind::Data => &mut self.data,
+            WatchKind::Child => &mut self.child,
+            WatchKind::Persistent => &mut self.persistent,
+            WatchKind::Recursive => &mut self.recursive,
+        }
+    }
+
+    pub fn add(&mut self, conn: ConnId, kind: WatchKind, path: &str) {
+        let name: Name = path.into();
+        self.table(kind).entry(name.clone()).or_default().insert(conn);
+        self.by_conn.entry(conn).or_default().insert((kind, name));
+    }
+
+    fn remove_one(&mut self, conn: ConnId, kind: WatchKind, path: &str) -> bool {
+        let removed = table_remove(self.table(kind), path, conn);
+        if removed {
+            if let Some(set) = self.by_conn.get_mut(&conn) {
+                set.remove(&(kind, Name::from(path)));
+                if set.is_empty() {
+                    self.by_conn.remove(&conn);
+                }
+            }
+        }
+        removed
+    }
+
+    /// removeWatches: drops `conn`'s watches of `kind` on `path`; false if it had none.
+    /// `Any` removes every kind, persistent ones included.
+    pub fn remove(&mut self, conn: ConnId, path: &str, kind: WatcherType) -> bool {
+        let kinds: &[WatchKind] = match kind {
+            WatcherType::Data => &[WatchKind::Data],
+            WatcherType::Children => &[WatchKind::Child],
+            WatcherType::Persistent => &[WatchKind::Persistent],
+            WatcherType::PersistentRecursive => &[WatchKind::Recursive],
+            WatcherType::Any => &[WatchKind::Data, WatchKind::Child, WatchKind::Persistent, WatchKind::Recursive],
+        };
+        let mut any = false;
+        for &k in kinds {
+            any |= self.remove_one(conn, k, path);
+        }
+        any
+    }
+
+    /// checkWatches: whether `conn` holds a watch of `kind` on `path`.
+    pub fn has(&self, conn: ConnId, path: &str, kind: WatcherType) -> bool {
+        let holds = |t: &Table| t.get(path).is_some_and(|s| s.contains(&conn));
+        match kind {
+            WatcherType::Data => holds(&self.data),
+            WatcherType::Children => holds(&self.child),
+            WatcherType::Persistent => holds(&self.persistent),
+            WatcherType::PersistentRecursive => holds(&self.recursive),
+            WatcherType::Any => {
+                holds(&self.data) || holds(&self.child) || holds(&self.persistent) || holds(&self.recursive)
+            }
+        }
+    }
+
+    /// Drops every watch of a closed connection.
+    pub fn remove_conn(&mut self, conn: ConnId) {
+        for (kind, path) in self.by_conn.remove(&conn).into_iter().flatten() {
+            table_remove(self.table(kind), &path, conn);
+        }
+    }
+
+    /// The connections to notify of `event_type` on `path` (each once), consuming one-shot watches.
+    pub fn trigger(&mut self, event_type: EventType, path: &str, out: &mut Vec<ConnId>) {
+        let start = out.len();
+        let mut fire = |this: &mut Self, kind: WatchKind| {
+            if let Some(conns) = this.table(kind).remove(path) {
+                for c in conns {
+                    if let Some(set) = this.by_conn.get_mut(&c) {
+                        set.remove(&(kind, Name::from(path)));
+                    }
+                    out.push(c);
+                }
+            }
+        };
+        match event_type {
+            EventType::NodeCreated | EventType::NodeDataChanged => fire(self, WatchKind::Data),
+            EventType::NodeChildrenChanged => fire(self, WatchKind::Child),
+            EventType::NodeDeleted => {
+                fire(self, WatchKind::Data);
+                fire(self, WatchKind::Child);
+            }
+            _ => return,
+        }
+        if let Some(conns) = self.persistent.get(path) {
+            out.extend(conns.iter().copied());
+        }
+        if event_type != EventType::NodeChildrenChanged {
+            for p in ancestors_or_self(path) {
+                if let Some(conns) = self.recursive.get(p) {
+                    out.extend(conns.iter().copied());
+                }
+            }
+        }
+        let mut fired = out.split_off(start);
+        fired.sort_unstable();
+        fired.dedup();
+        out.extend(fired);
+        self.by_conn.retain(|_, s| !s.is_empty());
+    }
+
+    /// Number of (connection, path, kind) watches.
+    pub fn count(&self) -> usize {
+        self.by_conn.values().map(HashSet::len).sum()
+    }
+
+    /// Watched paths with the connections watching each (`wchp`), sorted by path.
+    pub fn by_path(&self) -> Vec<(String, Vec<ConnId>)> {
+        let mut m: std::collections::BTreeMap<String, Vec<ConnId>> = Default::default();
+        for t in [&self.data, &self.child, &self.persistent, &self.recursive] {
+            for (p, conns) in t {
+                m.entry(p.to_string()).or_default().extend(conns.iter().copied());
+            }
+        }
+        m.into_iter()
+            .map(|(p, mut c)| {
+                c.sort_unstable();
+                c.dedup();
+                (p, c)
+            })
+            .collect()
+    }
+
+    /// The paths `conn` watches (`wchc`), sorted.
+    pub fn paths_of(&self, conn: ConnId) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.by_conn.get(&conn).into_iter().flatten().map(|(_, p)| p.to_string()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fired(w: &mut WatchManager, t: EventType, p: &str) -> Vec<ConnId> {
+        let mut out = Vec::new();
+        w.trigger(t, p, &mut out);
+        out
+    }
+
+    #[test]
+    fn one_shot_watches_fire_once() {
+        let mut w = WatchManager::default();
+        w.add(1, WatchKind::Data, "/a");
+        w.add(2, WatchKind::Data, "/a");
+        w.add(1, WatchKind::Child, "/a");
+        assert_eq!(fired(&mut w, EventType::NodeDataChanged, "/a"), vec![1, 2]);
+        assert!(fired(&mut w, EventType::NodeDataChanged, "/a").is_empty());
+        assert_eq!(fired(&mut w, EventType::NodeDeleted, "/a"), vec![1]);
+        assert_eq!(w.count(), 0);
+    }
+
+    #[test]
+    fn persistent_and_recursive_watches_stay_and_dedupe() {
+        let mut w = WatchManager::default();
+        w.add(1, WatchKind::Persistent, "/a");
+        w.add(1, WatchKind::Recursive, "/");
+        w.add(1, WatchKind::Data, "/a");
+        w.add(2, WatchKind::Recursive, "/a");
+        assert_eq!(fired(&mut w, EventType::NodeDataChanged, "/a"), vec![1, 2]);
+        assert_eq!(fired(&mut w, EventType::NodeChildrenChanged, "/a"), vec![1]);
+        assert_eq!(fired(&mut w, EventType::NodeCreated, "/a/b/c"), vec![1, 2]);
+        assert_eq!(w.count(), 3);
+        assert!(w.remove(1, "/a", WatcherType::Any));
+        assert!(!w.remove(1, "/a", WatcherType::Any));
+        w.remove_conn(2);
+        assert_eq!(w.by_path(), vec![("/".to_string(), vec![1])]);
+        assert_eq!(w.paths_of(1), vec!["/".to_string()]);
+    }
+}
