@@ -652,6 +652,8 @@ impl SessionTask {
                         if xid != got {
                             return Some(Ended::Lost(format!("reply xid {got}, expected {xid}")));
                         }
+                        // Closed before `close()` returns, so callers never see a stale state.
+                        self.set_state(SessionState::Closed, None);
                         if let Some(r) = reply {
                             let _ = r.send(Ok(()));
                         }

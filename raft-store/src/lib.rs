@@ -4,6 +4,9 @@
 //! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
+pub mod error;
+pub mod log_store;
+pub mod state_machine;
 pub mod tree;
 pub mod types;
 

@@ -676,23 +676,53 @@ impl DataTree {
         events
     }
 
-    /// Rebuilds a tree from its nodes and sessions (snapshot loading); derived sets are recomputed.
-    pub fn from_parts(nodes: Vec<(String, Node)>, sessions: Vec<(i64, Session)>) -> Self {
+    /// Rebuilds a tree from its nodes and sessions (snapshot loading). Children sets, the reap set,
+    /// the data size and the sessions' ephemeral sets are derived here, so a snapshot stores each
+    /// fact once.
+    pub fn from_parts(nodes: Vec<(String, Node)>, sessions: Vec<(i64, i32, Bytes)>) -> Self {
         let mut t = DataTree::new();
         t.nodes = imbl::HashMap::new();
         t.data_bytes = 0;
+        t.sessions = sessions
+            .into_iter()
+            .map(|(id, timeout_ms, passwd)| {
+                (
+                    id,
+                    Session {
+                        timeout_ms,
+                        passwd,
+                        ephemerals: imbl::OrdSet::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut names = Vec::with_capacity(nodes.len());
         for (path, mut node) in nodes {
             if *node.acl == *t.open_acl {
                 node.acl = t.open_acl.clone();
             }
+            node.children = imbl::OrdSet::new();
             t.data_bytes += node.data.len() as u64;
             let name: Name = path.into();
-            if matches!(node.kind, NodeKind::Container | NodeKind::Ttl(_)) {
-                t.reapable.insert(name.clone());
+            match node.kind {
+                NodeKind::Container | NodeKind::Ttl(_) => {
+                    t.reapable.insert(name.clone());
+                }
+                NodeKind::Ephemeral(owner) => {
+                    if let Some(s) = t.sessions.get_mut(&owner) {
+                        s.ephemerals.insert(name.clone());
+                    }
+                }
+                NodeKind::Persistent => {}
             }
+            names.push(name.clone());
             t.nodes.insert(name, node);
         }
-        t.sessions = sessions.into_iter().collect();
+        for name in names.iter().filter(|n| &***n != "/") {
+            if let Some(p) = t.nodes.get_mut(parent(name)) {
+                p.children.insert(basename(name).into());
+            }
+        }
         t
     }
 }
@@ -1072,8 +1102,15 @@ mod tests {
         assert_eq!(snap.stat("/").unwrap().num_children, 2);
         let rebuilt = DataTree::from_parts(
             t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect(),
-            t.sessions().map(|(id, s)| (id, s.clone())).collect(),
+            t.sessions()
+                .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone()))
+                .collect(),
         );
+        assert_eq!(
+            rebuilt.stat("/").map(|s| s.num_children),
+            t.stat("/").map(|s| s.num_children)
+        );
+        assert_eq!(rebuilt.session(S), t.session(S));
         assert_eq!(rebuilt.stat("/b"), t.stat("/b"));
         assert_eq!(rebuilt.data_bytes(), t.data_bytes());
         assert_eq!(t.all_children_number("/", &[]), Ok(5));

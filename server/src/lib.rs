@@ -1,4 +1,15 @@
-//! The synod server: a node of a Raft-replicated ZooKeeper-protocol coordination service.
+//! The synod server: a node of a Raft-replicated coordination service speaking the ZooKeeper
+//! client protocol. `node` wires storage, Raft and the background duties; `connection` serves
+//! clients; `peer` carries Raft and node-to-node requests; `local` and `watches` hold the
+//! node-local state that apply updates; `admin` serves HTTP; `server` runs the listeners.
 
+pub mod admin;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod fourletter;
+pub mod local;
+pub mod node;
 pub mod peer;
+pub mod server;
 pub mod watches;

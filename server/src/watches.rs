@@ -38,7 +38,9 @@ pub struct WatchManager {
 }
 
 fn table_remove(t: &mut Table, path: &str, conn: ConnId) -> bool {
-    let Some(set) = t.get_mut(path) else { return false };
+    let Some(set) = t.get_mut(path) else {
+        return false;
+    };
     let removed = set.remove(&conn);
     if set.is_empty() {
         t.remove(path);
@@ -50,7 +52,11 @@ fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
     let mut next = Some(path);
     std::iter::from_fn(move || {
         let cur = next?;
-        next = if cur == "/" { None } else { Some(synod_proto::path::parent(cur)) };
+        next = if cur == "/" {
+            None
+        } else {
+            Some(synod_proto::path::parent(cur))
+        };
         Some(cur)
     })
 }
@@ -67,7 +73,10 @@ impl WatchManager {
 
     pub fn add(&mut self, conn: ConnId, kind: WatchKind, path: &str) {
         let name: Name = path.into();
-        self.table(kind).entry(name.clone()).or_default().insert(conn);
+        self.table(kind)
+            .entry(name.clone())
+            .or_default()
+            .insert(conn);
         self.by_conn.entry(conn).or_default().insert((kind, name));
     }
 
@@ -92,7 +101,12 @@ impl WatchManager {
             WatcherType::Children => &[WatchKind::Child],
             WatcherType::Persistent => &[WatchKind::Persistent],
             WatcherType::PersistentRecursive => &[WatchKind::Recursive],
-            WatcherType::Any => &[WatchKind::Data, WatchKind::Child, WatchKind::Persistent, WatchKind::Recursive],
+            WatcherType::Any => &[
+                WatchKind::Data,
+                WatchKind::Child,
+                WatchKind::Persistent,
+                WatchKind::Recursive,
+            ],
         };
         let mut any = false;
         for &k in kinds {
@@ -110,7 +124,10 @@ impl WatchManager {
             WatcherType::Persistent => holds(&self.persistent),
             WatcherType::PersistentRecursive => holds(&self.recursive),
             WatcherType::Any => {
-                holds(&self.data) || holds(&self.child) || holds(&self.persistent) || holds(&self.recursive)
+                holds(&self.data)
+                    || holds(&self.child)
+                    || holds(&self.persistent)
+                    || holds(&self.recursive)
             }
         }
     }
@@ -171,7 +188,9 @@ impl WatchManager {
         let mut m: std::collections::BTreeMap<String, Vec<ConnId>> = Default::default();
         for t in [&self.data, &self.child, &self.persistent, &self.recursive] {
             for (p, conns) in t {
-                m.entry(p.to_string()).or_default().extend(conns.iter().copied());
+                m.entry(p.to_string())
+                    .or_default()
+                    .extend(conns.iter().copied());
             }
         }
         m.into_iter()
@@ -185,8 +204,13 @@ impl WatchManager {
 
     /// The paths `conn` watches (`wchc`), sorted.
     pub fn paths_of(&self, conn: ConnId) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.by_conn.get(&conn).into_iter().flatten().map(|(_, p)| p.to_string()).collect();
+        let mut v: Vec<String> = self
+            .by_conn
+            .get(&conn)
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p.to_string())
+            .collect();
         v.sort();
         v.dedup();
         v

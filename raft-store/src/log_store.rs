@@ -1,0 +1,1020 @@
+//! The durable Raft log: owns the RocksDB database that holds the log entries, the vote, the
+//! committed hint and the purge point, and implements openraft's [`RaftLogStorage`] on it.
+//!
+//! # Layout
+//!
+//! One RocksDB database per node (its own directory, separate from the state machine's), with two
+//! column families that share one write-ahead log:
+//!
+//! - `logs`: key = the entry's index as a big-endian `u64` (so RocksDB's byte order is log
+//!   order), value = the bincode [`Entry<TypeConfig>`] ([`crate::types::encode`]).
+//! - `meta`: `vote` → [`Vote`], `committed` → [`LogId`], `last_purged` → [`LogId`].
+//!
+//! # The durability contract (DESIGN.md §5)
+//!
+//! - [`append`](RaftLogStorage::append) writes all its entries in **one** `WriteBatch` with
+//!   `sync = true` and tells openraft the entries are durable (`log_io_completed(Ok)`) only after
+//!   that write returned; on failure it reports the error to the callback *and* returns it.
+//! - [`save_vote`](RaftLogStorage::save_vote) returns only after its write is synced.
+//! - [`truncate`](RaftLogStorage::truncate) and [`purge`](RaftLogStorage::purge) are each one
+//!   synced `WriteBatch`; `purge` moves `last_purged` and deletes the entries atomically.
+//! - [`save_committed`](RaftLogStorage::save_committed) is written without sync: it is a hint
+//!   (see there why a stale value is safe).
+//! - A stored value that fails to decode is a storage error, never "absent".
+//!
+//! "Synced" means the WAL was written and `fdatasync`ed (`use_fsync = false`: the WAL's data and
+//! size are what recovery needs, not its timestamps). Recovery replays the WAL in
+//! point-in-time mode, so what survives a crash is always a prefix of the writes: if a later
+//! write survived, every earlier one did too.
+//!
+//! All calls do their RocksDB work synchronously on the calling task and never hold an iterator
+//! or a write option across an `.await` (openraft 0.9 awaits each storage call before the next,
+//! which also serialises every write as openraft requires). Synced writes run under
+//! `block_in_place` on a multi-threaded runtime, so a slow fdatasync stalls only the Raft core,
+//! not the other tasks of its worker thread.
+
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError,
+    Vote,
+};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::types::{decode, encode, NodeId, TypeConfig};
+
+/// Column family of the log entries (big-endian index → bincode entry).
+const CF_LOGS: &str = "logs";
+/// Column family of the log's metadata (vote, committed, last purged).
+const CF_META: &str = "meta";
+/// `meta` key of the last saved [`Vote`].
+const KEY_VOTE: &[u8] = b"vote";
+/// `meta` key of the last saved committed [`LogId`] (absent = none saved).
+const KEY_COMMITTED: &[u8] = b"committed";
+/// `meta` key of the [`LogId`] of the last purged entry (absent = nothing purged yet).
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// The `logs` key of the entry at `index`: big-endian, so that key order is index order.
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The index a `logs` key stands for; a key that is not 8 bytes long means a corrupt store.
+fn key_index(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("log key of {} bytes, not 8", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Runs `f`, which blocks on the disk (an fdatasync: from ~50 µs on an idle disk to milliseconds
+/// on a busy one). On a multi-threaded tokio runtime it runs under
+/// [`tokio::task::block_in_place`], so that the worker's other tasks (peer and client I/O) move
+/// to another thread instead of waiting behind the sync; the caller still waits for `f`, in
+/// order. Elsewhere (current-thread runtime, no runtime) `f` just runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The durable Raft log store of one node (see the [module docs](self) for its layout and
+/// durability contract).
+///
+/// Cloning is cheap (two `Arc`s) and every clone sees the same database: openraft's log readers
+/// ([`RaftLogStorage::LogReader`]) are clones.
+#[derive(Clone)]
+pub struct LogStore {
+    /// The database with the `logs` and `meta` column families, shared by every clone.
+    db: Arc<DB>,
+    /// Write counters for metrics, shared by every clone so that all report the same numbers.
+    counters: Arc<Counters>,
+}
+
+/// Live counters behind [`LogStore::stats`]; relaxed atomics, since each is read on its own.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Number of `append` calls that wrote at least one entry (one synced batch each).
+    appends: AtomicU64,
+    /// Number of entries written by `append`; with `appends`, the mean batch size.
+    entries_appended: AtomicU64,
+    /// Bytes of encoded entries written by `append` (the log's write volume).
+    bytes_appended: AtomicU64,
+    /// Number of synced writes of any kind (append, vote, truncate, purge).
+    synced_writes: AtomicU64,
+    /// Sum of the durations of those writes in µs; with `synced_writes`, the mean latency.
+    synced_write_micros_total: AtomicU64,
+    /// Duration of the most recent synced write in µs (a gauge of the disk right now).
+    synced_write_micros_last: AtomicU64,
+}
+
+/// A snapshot of the log store's write counters, for the server's metrics endpoint. Counters
+/// only grow (from zero at [`LogStore::open`]); `synced_write_micros_last` is a gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Number of `append` calls that wrote entries; each is one synced write.
+    pub appends: u64,
+    /// Number of entries appended; `entries_appended / appends` is the mean group-commit size.
+    pub entries_appended: u64,
+    /// Bytes of encoded entries appended: the log's write volume.
+    pub bytes_appended: u64,
+    /// Number of synced (fdatasync'd) writes of any kind: appends, votes, truncates, purges.
+    pub synced_writes: u64,
+    /// Total time spent in synced writes, in microseconds; divide by `synced_writes` for the
+    /// mean latency of a durable write.
+    pub synced_write_micros_total: u64,
+    /// Duration of the most recent synced write, in microseconds.
+    pub synced_write_micros_last: u64,
+}
+
+impl LogStore {
+    /// Opens the log store in `dir` (the RocksDB directory itself), creating the directory, the
+    /// database and its column families if missing. Fails if another process holds the
+    /// database, or if RocksDB finds it corrupt.
+    pub fn open(dir: &Path) -> Result<LogStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        // fdatasync, not fsync: the WAL's contents and length matter, its mtime does not.
+        db_opts.set_use_fsync(false);
+        // After a crash, replay the WAL up to the first torn or missing record and stop: a
+        // prefix of the writes, never a write without the ones before it. (Synced writes are
+        // never in the torn tail.) This is RocksDB's default; spelled out because we rely on it.
+        db_opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        // `meta` is written rarely and in tiny amounts, so its memtable would pin old WAL files
+        // forever; bounding the WAL makes RocksDB flush it and recycle the files.
+        db_opts.set_max_total_wal_size(128 << 20);
+        // 2-core machine: one flush and one compaction at a time are plenty for a log.
+        db_opts.set_max_background_jobs(2);
+        // RocksDB's own info log: keep a little history, not an unbounded pile.
+        db_opts.set_keep_log_file_num(4);
+        db_opts.set_max_log_file_size(8 << 20);
+
+        let mut logs_opts = Options::default();
+        // Entries are appended, read back soon (replication, apply) and deleted by purge: a
+        // large memtable serves most reads and absorbs purges before anything reaches disk.
+        logs_opts.set_write_buffer_size(64 << 20);
+        logs_opts.set_max_write_buffer_number(3);
+        // Entries are mostly client payloads that compress poorly, and CPU is scarce.
+        logs_opts.set_compression_type(DBCompressionType::None);
+
+        let mut meta_opts = Options::default();
+        meta_opts.set_write_buffer_size(1 << 20);
+        meta_opts.set_compression_type(DBCompressionType::None);
+
+        let db = DB::open_cf_descriptors(
+            &db_opts,
+            dir,
+            [
+                ColumnFamilyDescriptor::new(CF_LOGS, logs_opts),
+                ColumnFamilyDescriptor::new(CF_META, meta_opts),
+            ],
+        )?;
+        let store = LogStore {
+            db: Arc::new(db),
+            counters: Arc::new(Counters::default()),
+        };
+        // Fail at open, not at the first call, if the layout is not ours.
+        store.cf(CF_LOGS)?;
+        store.cf(CF_META)?;
+        Ok(store)
+    }
+
+    /// The current write counters (appends, entries, bytes, synced-write latency), for metrics.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.counters;
+        LogStats {
+            appends: c.appends.load(Relaxed),
+            entries_appended: c.entries_appended.load(Relaxed),
+            bytes_appended: c.bytes_appended.load(Relaxed),
+            synced_writes: c.synced_writes.load(Relaxed),
+            synced_write_micros_total: c.synced_write_micros_total.load(Relaxed),
+            synced_write_micros_last: c.synced_write_micros_last.load(Relaxed),
+        }
+    }
+
+    /// The handle of column family `name`; its absence means the store is not ours.
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
+    }
+
+    /// Writes `batch` atomically and returns only after the WAL is fdatasync'd; records the
+    /// latency. `WriteOptions` is made per call: it is not `Sync`, so it cannot live in `self`.
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        let started = Instant::now();
+        blocking(|| self.db.write_opt(batch, &opts))?;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let c = &self.counters;
+        c.synced_writes.fetch_add(1, Relaxed);
+        c.synced_write_micros_total.fetch_add(micros, Relaxed);
+        c.synced_write_micros_last.store(micros, Relaxed);
+        Ok(())
+    }
+
+    /// Reads and decodes `meta/key`; `None` only if the key is absent.
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_META)?, key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds to `batch` the deletion of every entry with index in `[from, to]`.
+    fn delete_entries(&self, batch: &mut WriteBatch, from: u64, to: u64) -> Result<(), StoreError> {
+        let cf = self.cf(CF_LOGS)?;
+        if from > to {
+            return Ok(());
+        }
+        // `delete_range` excludes its end; the key u64::MAX has no exclusive end, so it is
+        // deleted on its own.
+        if to == u64::MAX {
+            batch.delete_range_cf(cf, log_key(from), log_key(u64::MAX));
+            batch.delete_cf(cf, log_key(u64::MAX));
+        } else {
+            batch.delete_range_cf(cf, log_key(from), log_key(to + 1));
+        }
+        Ok(())
+    }
+
+    /// Decodes a `logs` record and checks that the entry is stored under its own index.
+    fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry<TypeConfig>, StoreError> {
+        let index = key_index(key)?;
+        let entry: Entry<TypeConfig> = decode(value)?;
+        if entry.log_id.index != index {
+            return Err(StoreError::Corrupt(format!(
+                "entry {} stored under index {index}",
+                entry.log_id
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// The entries whose index is in `range`, in order, skipping indexes that have none.
+    /// Collected before returning: no iterator outlives this call.
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
+        range: &RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => match s.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        // Exclusive end, if it fits in a u64 (it does not for `..=u64::MAX`).
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => None,
+        };
+        let mut read_opts = ReadOptions::default();
+        let mut out = Vec::new();
+        if let Some(end) = end {
+            if end <= start {
+                return Ok(out);
+            }
+            // Let RocksDB stop at the end of the range too, instead of reading one entry more.
+            read_opts.set_iterate_upper_bound(log_key(end));
+            out.reserve(usize::try_from(end - start).unwrap_or(usize::MAX).min(1024));
+        }
+        let iter = self.db.iterator_cf_opt(
+            self.cf(CF_LOGS)?,
+            read_opts,
+            IteratorMode::From(&log_key(start), Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            if !range.contains(&key_index(&key)?) {
+                break;
+            }
+            out.push(Self::decode_entry(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The log id of the entry with the greatest index, if any.
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_LOGS)?, IteratorMode::End);
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some(Self::decode_entry(&key, &value)?.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes every entry in one batch, synced; returns after the WAL is on disk.
+    fn write_entries<I: IntoIterator<Item = Entry<TypeConfig>>>(
+        &self,
+        entries: I,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_LOGS)?;
+        let mut batch = WriteBatch::default();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for entry in entries {
+            let value = encode(&entry)?;
+            bytes += value.len() as u64;
+            count += 1;
+            batch.put_cf(cf, log_key(entry.log_id.index), value);
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        self.write_synced(batch)?;
+        let c = &self.counters;
+        c.appends.fetch_add(1, Relaxed);
+        c.entries_appended.fetch_add(count, Relaxed);
+        c.bytes_appended.fetch_add(bytes, Relaxed);
+        Ok(())
+    }
+
+    /// Puts one encoded `meta` value in its own synced batch.
+    fn put_meta_synced<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, key, encode(value)?);
+        self.write_synced(batch)
+    }
+
+    /// Writes (or, for `None`, deletes) `meta/committed` without sync.
+    fn put_committed(&self, committed: Option<LogId<NodeId>>) -> Result<(), StoreError> {
+        let cf = self.cf(CF_META)?;
+        let opts = WriteOptions::default();
+        match committed {
+            Some(log_id) => self
+                .db
+                .put_cf_opt(cf, KEY_COMMITTED, encode(&log_id)?, &opts)?,
+            None => self.db.delete_cf_opt(cf, KEY_COMMITTED, &opts)?,
+        }
+        Ok(())
+    }
+
+    /// Deletes the entries from `log_id.index` on, in one synced batch.
+    fn truncate_from(&self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.delete_entries(&mut batch, log_id.index, u64::MAX)?;
+        self.write_synced(batch)
+    }
+
+    /// Records `log_id` as purged and deletes the entries up to it, in one synced batch.
+    fn purge_upto(&self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, KEY_LAST_PURGED, encode(&log_id)?);
+        self.delete_entries(&mut batch, 0, log_id.index)?;
+        self.write_synced(batch)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    /// Returns the entries that exist with an index in `range`, in index order, stopping at the
+    /// end of the range; missing indexes (purged, truncated, never written) are skipped, not an
+    /// error. An entry that fails to decode is an error (`ErrorSubject::Logs`, read).
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.read_entries(&range)
+            .map_err(|e| e.to_storage(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    /// A clone of the store: reads go straight to the shared database.
+    type LogReader = LogStore;
+
+    /// `last_log_id` is the id of the entry with the greatest index, or `last_purged` when no
+    /// entry is left. Reads only; an undecodable entry or purge point is an error.
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let read = || -> Result<LogState<TypeConfig>, StoreError> {
+            let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(KEY_LAST_PURGED)?;
+            let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id,
+            })
+        };
+        read().map_err(|e| e.to_storage(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+
+    /// A clone of this store (cheap: it shares the database).
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    /// **Durable on return:** the vote is written in its own batch with `sync = true`, so it is
+    /// in the fdatasync'd WAL before openraft acts on it (a vote that could be forgotten would
+    /// let this node vote twice in one term).
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.put_meta_synced(KEY_VOTE, vote)
+            .map_err(|e| e.to_storage(ErrorSubject::Vote, ErrorVerb::Write))
+    }
+
+    /// The last saved vote; `None` only if none was ever saved. A stored vote that does not
+    /// decode is an error (`ErrorSubject::Vote`, read), never `None`.
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.get_meta(KEY_VOTE)
+            .map_err(|e| e.to_storage(ErrorSubject::Vote, ErrorVerb::Read))
+    }
+
+    /// **Persisted, not synced.** The committed log id is a hint: openraft reads it only at
+    /// startup, to re-apply `(last_applied, committed]` before the leader repeats it. A stale
+    /// value is safe: it only re-applies less at startup, and the rest is applied when the
+    /// leader's next heartbeat brings the commit index again. It is never ahead of the log it
+    /// refers to: it is written after the entries it covers were appended with sync, and WAL
+    /// recovery keeps a prefix of the writes, so if it survives a crash so do they (and the next
+    /// synced write syncs it along). Syncing it would add an fdatasync per commit advance for
+    /// nothing. `None` deletes the key.
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.put_committed(committed)
+            .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Write))
+    }
+
+    /// The last saved committed log id (possibly stale, see `save_committed`); an undecodable
+    /// value is an error.
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.get_meta(KEY_COMMITTED)
+            .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))
+    }
+
+    /// **Durable before the callback:** all `entries` go into one `WriteBatch` (atomic: all or
+    /// none survive a crash) written with `sync = true`; `callback.log_io_completed(Ok(()))` is
+    /// called only after that write returned, i.e. after the WAL was fdatasync'd. The entries
+    /// are readable when this returns. On failure the callback gets the error and it is also
+    /// returned (`ErrorSubject::Logs`, write), which stops the node.
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        match self.write_entries(entries) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = e.to_storage(ErrorSubject::Logs, ErrorVerb::Write);
+                callback.log_io_completed(Err(io::Error::other(e)));
+                Err(err)
+            }
+        }
+    }
+
+    /// **Durable on return:** deletes every entry from `log_id.index` on (inclusive) in one
+    /// batch written with `sync = true`, so a conflicting suffix cannot reappear after a crash.
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.truncate_from(log_id)
+            .map_err(|e| e.to_storage(ErrorSubject::Logs, ErrorVerb::Delete))
+    }
+
+    /// **Durable and atomic on return:** one batch, written with `sync = true`, both records
+    /// `last_purged = log_id` and deletes every entry up to `log_id.index` (inclusive), so the
+    /// log never shows a gap that `last_purged` does not explain. Purging past the last entry is
+    /// allowed (after a snapshot install); `last_purged` is recorded even if nothing is deleted.
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.purge_upto(log_id)
+            .map_err(|e| e.to_storage(ErrorSubject::Logs, ErrorVerb::Delete))
+    }
+}
+
+#[cfg(test)]
+// The tests speak openraft's `StorageError` (large, but it is what the traits return) so that `?`
+// works on every call.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::io::Cursor;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+    use openraft::testing::{log_id, StoreBuilder, Suite};
+    use openraft::{
+        BasicNode, EntryPayload, Membership, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+        StorageIOError, StoredMembership,
+    };
+
+    use super::*;
+    use crate::types::{Command, CommandResult, Origin};
+
+    type SErr = StorageError<NodeId>;
+
+    // ---- a minimal in-memory state machine, to run the Suite on the log store alone ----
+
+    /// What the test state machine knows: the Suite only applies blank and membership entries.
+    #[derive(Default)]
+    struct MemInner {
+        /// Last applied log id.
+        applied: Option<LogId<NodeId>>,
+        /// Last applied membership.
+        membership: StoredMembership<NodeId, BasicNode>,
+        /// The current snapshot (meta and bytes).
+        current: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+        /// Makes snapshot ids unique.
+        seq: u64,
+    }
+
+    /// A state machine kept in memory, only good enough for the Suite.
+    #[derive(Clone, Default)]
+    struct MemStateMachine {
+        /// Shared with the snapshot builder (a clone).
+        inner: Arc<Mutex<MemInner>>,
+    }
+
+    fn poisoned<T>(_: T) -> SErr {
+        StorageIOError::read_state_machine(openraft::AnyError::error("poisoned lock")).into()
+    }
+
+    impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
+        async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+            let mut g = self.inner.lock().map_err(poisoned)?;
+            let bytes = encode(&(g.applied, &g.membership))
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            g.seq += 1;
+            let meta = SnapshotMeta {
+                last_log_id: g.applied,
+                last_membership: g.membership.clone(),
+                snapshot_id: format!("{:?}-{}", g.applied, g.seq),
+            };
+            g.current = Some((meta.clone(), bytes.clone()));
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            })
+        }
+    }
+
+    impl RaftStateMachine<TypeConfig> for MemStateMachine {
+        type SnapshotBuilder = Self;
+
+        async fn applied_state(
+            &mut self,
+        ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
+            let g = self.inner.lock().map_err(poisoned)?;
+            Ok((g.applied, g.membership.clone()))
+        }
+
+        async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, SErr>
+        where
+            I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+            I::IntoIter: OptionalSend,
+        {
+            let mut g = self.inner.lock().map_err(poisoned)?;
+            let mut out = Vec::new();
+            for entry in entries {
+                g.applied = Some(entry.log_id);
+                if let EntryPayload::Membership(m) = entry.payload {
+                    g.membership = StoredMembership::new(Some(entry.log_id), m);
+                }
+                out.push(CommandResult::None);
+            }
+            Ok(out)
+        }
+
+        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+            self.clone()
+        }
+
+        async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+            Ok(Box::new(Cursor::new(Vec::new())))
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            meta: &SnapshotMeta<NodeId, BasicNode>,
+            snapshot: Box<Cursor<Vec<u8>>>,
+        ) -> Result<(), SErr> {
+            let mut g = self.inner.lock().map_err(poisoned)?;
+            g.applied = meta.last_log_id;
+            g.membership = meta.last_membership.clone();
+            g.current = Some((meta.clone(), snapshot.into_inner()));
+            Ok(())
+        }
+
+        async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+            let g = self.inner.lock().map_err(poisoned)?;
+            Ok(g.current.as_ref().map(|(meta, bytes)| Snapshot {
+                meta: meta.clone(),
+                snapshot: Box::new(Cursor::new(bytes.clone())),
+            }))
+        }
+    }
+
+    /// Builds a fresh RocksDB log store (own temp dir) and an in-memory state machine.
+    struct MemSmBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for MemSmBuilder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, MemStateMachine), SErr> {
+            let dir = tempfile::TempDir::new()
+                .map_err(|e| StoreError::Io(e).to_storage(ErrorSubject::Store, ErrorVerb::Write))?;
+            let store = LogStore::open(dir.path())
+                .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))?;
+            Ok((dir, store, MemStateMachine::default()))
+        }
+    }
+
+    /// openraft's storage conformance suite, on this log store with the in-memory state machine.
+    #[test]
+    fn suite_with_memory_state_machine() -> Result<(), SErr> {
+        Suite::test_all(MemSmBuilder)
+    }
+
+    // ---- helpers ----
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    }
+
+    /// A client write of `body_len` bytes at `index`, like the ones the server proposes.
+    fn write_entry(term: u64, index: u64, body_len: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Normal(Command::Write {
+                origin: Origin {
+                    node: 1,
+                    request: index,
+                },
+                session_id: 0x1000 + index as i64,
+                time_ms: 1_700_000_000_000,
+                auth: vec![("digest".into(), "alice:x".into())],
+                opcode: 5,
+                body: Bytes::from(vec![index as u8; body_len]),
+            }),
+        }
+    }
+
+    /// Entries 1..=n: a membership entry, a blank one, then client writes.
+    fn sample_entries(n: u64) -> Vec<Entry<TypeConfig>> {
+        (1..=n)
+            .map(|i| match i {
+                1 => Entry {
+                    log_id: log_id(1, 1, 1),
+                    payload: EntryPayload::Membership(Membership::new(
+                        vec![BTreeSet::from([1, 2, 3])],
+                        None,
+                    )),
+                },
+                2 => Entry {
+                    log_id: log_id(1, 1, 2),
+                    payload: EntryPayload::Blank,
+                },
+                i => write_entry(1, i, 100),
+            })
+            .collect()
+    }
+
+    fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    // ---- durability ----
+
+    /// Writes a known state: entries 1..=10, vote, committed 7, purge up to 3.
+    async fn write_known_state(store: &mut LogStore) -> Result<(), SErr> {
+        store.blocking_append(sample_entries(10)).await?;
+        store.save_vote(&Vote::new_committed(4, 2)).await?;
+        store.save_committed(Some(log_id(1, 1, 7))).await?;
+        store.purge(log_id(1, 1, 3)).await?;
+        Ok(())
+    }
+
+    /// Checks the state `write_known_state` wrote, in a freshly opened store.
+    async fn check_known_state(store: &mut LogStore) -> Result<(), SErr> {
+        let expected = sample_entries(10).split_off(3); // 4..=10
+        assert_eq!(store.try_get_log_entries(0..100).await?, expected);
+        assert_eq!(store.read_vote().await?, Some(Vote::new_committed(4, 2)));
+        assert_eq!(store.read_committed().await?, Some(log_id(1, 1, 7)));
+        let state = store.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 3)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 10)));
+        Ok(())
+    }
+
+    /// Drop the store without any shutdown step (there is none: the DB is not flushed, only
+    /// closed), reopen, and everything is there: recovery is WAL replay.
+    #[test]
+    fn reopen_after_drop_keeps_everything() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        runtime().block_on(async {
+            let mut store = LogStore::open(dir.path()).expect("open");
+            write_known_state(&mut store).await?;
+            drop(store);
+
+            let mut store = LogStore::open(dir.path()).expect("reopen");
+            check_known_state(&mut store).await?;
+            // And the log goes on from there.
+            store.blocking_append([write_entry(2, 11, 10)]).await?;
+            assert_eq!(
+                store.get_log_state().await?.last_log_id,
+                Some(log_id(2, 1, 11))
+            );
+            Ok(())
+        })
+    }
+
+    /// Set in the child process of `survives_process_abort`: the directory to write into.
+    const CRASH_DIR_ENV: &str = "SYNOD_LOG_STORE_CRASH_DIR";
+    /// Printed by the child after its writes returned, just before it aborts.
+    const CRASH_MARKER: &str = "crash-child: writes returned, aborting";
+
+    /// The child half of `survives_process_abort`; a no-op unless `CRASH_DIR_ENV` is set.
+    #[test]
+    fn crash_child_writer() {
+        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+            return;
+        };
+        let mut store = LogStore::open(Path::new(&dir)).expect("open");
+        runtime()
+            .block_on(write_known_state(&mut store))
+            .expect("write");
+        println!("{CRASH_MARKER}");
+        // No destructor, no close, no flush: the process dies holding the DB open.
+        std::process::abort();
+    }
+
+    /// A process that dies (SIGABRT) right after its calls returned loses nothing.
+    #[test]
+    fn survives_process_abort() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "log_store::tests::crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_DIR_ENV, dir.path())
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(CRASH_MARKER),
+            "child did not finish its writes: {out:?}"
+        );
+        assert!(!out.status.success(), "child was meant to abort: {out:?}");
+
+        runtime().block_on(async {
+            let mut store = LogStore::open(dir.path()).expect("reopen after abort");
+            check_known_state(&mut store).await
+        })
+    }
+
+    // ---- corruption is an error, never "absent" ----
+
+    fn assert_read_error<T: std::fmt::Debug>(r: Result<T, SErr>, subject: &str) {
+        match r {
+            Err(StorageError::IO { source }) => {
+                let text = source.to_string();
+                assert!(text.contains(subject) && text.contains("Read"), "{text}");
+                assert!(
+                    text.contains("decode") || text.contains("corrupt"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a storage read error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_vote_is_an_error() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        let db = Arc::clone(&store.db); // write behind the store's back
+        let meta = db.cf_handle(CF_META).expect("meta");
+
+        db.put_cf(meta, KEY_VOTE, [0xff, 0xfe, 0x00, 0x13, 0x37])
+            .expect("put");
+        assert_read_error(store.read_vote().await, "Vote");
+
+        // A valid vote followed by trailing garbage is corrupt too.
+        let mut bytes = encode(&Vote::new(3, 1)).expect("encode");
+        bytes.push(0);
+        db.put_cf(meta, KEY_VOTE, &bytes).expect("put");
+        assert_read_error(store.read_vote().await, "Vote");
+
+        // And it stays an error after a reopen.
+        drop(store);
+        drop(db);
+        let mut store = LogStore::open(dir.path()).expect("reopen");
+        assert_read_error(store.read_vote().await, "Vote");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn corrupt_meta_and_entries_are_errors() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        store.blocking_append(sample_entries(5)).await?;
+        let db = Arc::clone(&store.db); // write behind the store's back
+        let meta = db.cf_handle(CF_META).expect("meta");
+        let logs = db.cf_handle(CF_LOGS).expect("logs");
+
+        db.put_cf(meta, KEY_COMMITTED, [0xff]).expect("put");
+        assert_read_error(store.read_committed().await, "Store");
+        db.put_cf(meta, KEY_LAST_PURGED, [0xff]).expect("put");
+        assert_read_error(store.get_log_state().await, "Logs");
+        db.delete_cf(meta, KEY_LAST_PURGED).expect("delete");
+
+        // Garbage as the last entry: both the range read and the log state fail.
+        db.put_cf(logs, log_key(5), [1, 2, 3]).expect("put");
+        assert_read_error(store.try_get_log_entries(4..6).await, "Logs");
+        assert_read_error(store.get_log_state().await, "Logs");
+        // An entry stored under another index than its own.
+        let moved = encode(&write_entry(1, 9, 1)).expect("encode");
+        db.put_cf(logs, log_key(5), moved).expect("put");
+        assert_read_error(store.try_get_log_entries(5..=5).await, "Logs");
+        // A key that is not a u64.
+        db.put_cf(logs, [0u8; 3], [0u8]).expect("put");
+        assert_read_error(store.try_get_log_entries(..).await, "Logs");
+        Ok(())
+    }
+
+    // ---- semantics beyond the Suite ----
+
+    #[tokio::test]
+    async fn range_reads_return_existing_entries_in_order() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        // Entries 5..=9 and u64::MAX - 1 ..= u64::MAX (to exercise the end of the key space).
+        store
+            .blocking_append((5..=9).map(|i| write_entry(1, i, 8)))
+            .await?;
+        store
+            .blocking_append([write_entry(1, u64::MAX - 1, 1), write_entry(1, u64::MAX, 1)])
+            .await?;
+
+        assert_eq!(indexes(&store.try_get_log_entries(0..7).await?), [5, 6]);
+        assert_eq!(indexes(&store.try_get_log_entries(6..=8).await?), [6, 7, 8]);
+        let r = (Bound::Excluded(6), Bound::Included(9));
+        assert_eq!(indexes(&store.try_get_log_entries(r).await?), [7, 8, 9]);
+        assert!(store.try_get_log_entries(10..100).await?.is_empty());
+        assert!(store.try_get_log_entries(8..8).await?.is_empty());
+        assert_eq!(
+            indexes(&store.try_get_log_entries(9..).await?),
+            [9, u64::MAX - 1, u64::MAX]
+        );
+        assert_eq!(
+            indexes(&store.try_get_log_entries(u64::MAX..=u64::MAX).await?),
+            [u64::MAX]
+        );
+        let r = (Bound::Excluded(u64::MAX), Bound::Unbounded);
+        assert!(store.try_get_log_entries(r).await?.is_empty());
+
+        // Truncating at u64::MAX - 1 removes both ends of the key space, nothing else.
+        store.truncate(log_id(1, 1, u64::MAX - 1)).await?;
+        assert_eq!(
+            indexes(&store.try_get_log_entries(..).await?),
+            [5, 6, 7, 8, 9]
+        );
+        store.truncate(log_id(1, 1, 8)).await?;
+        assert_eq!(indexes(&store.try_get_log_entries(..).await?), [5, 6, 7]);
+        store.purge(log_id(1, 1, 6)).await?;
+        assert_eq!(indexes(&store.try_get_log_entries(..).await?), [7]);
+        let state = store.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 6)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 7)));
+
+        // committed can be cleared again.
+        store.save_committed(Some(log_id(1, 1, 7))).await?;
+        store.save_committed(None).await?;
+        assert_eq!(store.read_committed().await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn stats_count_appends_and_synced_writes() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        let reader = store.get_log_reader().await;
+        assert_eq!(store.stats(), LogStats::default());
+        store.blocking_append(sample_entries(4)).await?;
+        store.blocking_append([write_entry(1, 5, 10)]).await?;
+        store.blocking_append([]).await?; // nothing to write: no write at all
+        store.save_vote(&Vote::new(1, 1)).await?;
+        store.save_committed(Some(log_id(1, 1, 5))).await?; // unsynced: not counted
+        let stats = reader.stats(); // clones share the counters
+        assert_eq!(stats.appends, 2);
+        assert_eq!(stats.entries_appended, 5);
+        assert!(stats.bytes_appended > 100);
+        assert_eq!(stats.synced_writes, 3);
+        assert!(stats.synced_write_micros_total >= stats.synced_write_micros_last);
+        Ok(())
+    }
+
+    // ---- measurement (printed, not asserted) ----
+
+    fn median(mut samples: Vec<Duration>) -> Duration {
+        samples.sort();
+        samples[samples.len() / 2]
+    }
+
+    /// Median latency of a synced append of 1 and of 64 entries (256-byte client writes) on a
+    /// current-thread runtime (the write runs inline) and on a multi-threaded one (the write runs
+    /// under `block_in_place`, as in the server), next to a raw 256-byte write + fdatasync on the
+    /// same file system. Run alone for clean numbers:
+    /// `cargo test -p synod-raft-store append_latency -- --nocapture`.
+    #[test]
+    fn append_latency() -> Result<(), SErr> {
+        const ROUNDS: usize = 200;
+
+        /// Medians of ROUNDS synced appends of `batch` entries each, for each batch size.
+        async fn medians(dir: &Path, batches: &[u64]) -> Result<Vec<Duration>, SErr> {
+            let mut store = LogStore::open(dir).expect("open");
+            let mut next = 1u64;
+            let mut entries = |batch: u64| {
+                let v: Vec<_> = (next..next + batch)
+                    .map(|i| write_entry(1, i, 256))
+                    .collect();
+                next += batch;
+                v
+            };
+            for _ in 0..20 {
+                store.blocking_append(entries(1)).await?; // warm up
+            }
+            let mut out = Vec::new();
+            for &batch in batches {
+                let mut samples = Vec::with_capacity(ROUNDS);
+                for _ in 0..ROUNDS {
+                    let e = entries(batch);
+                    let t = Instant::now();
+                    store.blocking_append(e).await?;
+                    samples.push(t.elapsed());
+                }
+                out.push(median(samples));
+            }
+            Ok(out)
+        }
+
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let inline = runtime().block_on(medians(&dir.path().join("inline"), &[1, 64]))?;
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let in_place = multi.block_on(async {
+            let path = dir.path().join("in-place");
+            // On a worker thread, as the Raft core is.
+            tokio::spawn(async move { medians(&path, &[1, 64]).await })
+                .await
+                .expect("join")
+        })?;
+
+        let mut raw = Vec::with_capacity(ROUNDS);
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(dir.path().join("raw")).expect("create");
+            let block = [0x5au8; 256];
+            for _ in 0..ROUNDS {
+                let t = Instant::now();
+                f.write_all(&block).expect("write");
+                f.sync_data().expect("fdatasync");
+                raw.push(t.elapsed());
+            }
+        }
+        eprintln!(
+            "synced append, median of {ROUNDS}: current-thread runtime: 1 entry {:?}, 64 entries \
+             {:?}; multi-thread runtime (block_in_place): 1 entry {:?}, 64 entries {:?}; raw \
+             256 B write+fdatasync {:?}",
+            inline[0],
+            inline[1],
+            in_place[0],
+            in_place[1],
+            median(raw),
+        );
+        Ok(())
+    }
+}

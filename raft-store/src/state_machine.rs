@@ -1,0 +1,528 @@
+//! The openraft state machine. Entries are applied to the [`DataTree`] under one lock, the
+//! [`Replica`] lock, which the server shares for its node-local state (watches, waiting requests)
+//! through an [`ApplyObserver`]: a read and the watch it leaves are atomic with respect to apply,
+//! and the events of an entry reach connections before anyone can see the entry as applied.
+//!
+//! Snapshots are serialized from an O(1) copy of the persistent tree, so apply never waits for
+//! one, and written atomically (temp file, fsync, rename, directory fsync). The tree itself lives
+//! in memory: a restart loads the latest snapshot and openraft replays the committed log after it.
+
+// openraft's StorageError is the error type its traits require; boxing it here would only move
+// the size elsewhere.
+#![allow(clippy::result_large_err)]
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use synod_proto::jute::Reader;
+use synod_proto::{Acl, ErrorCode, Id, OpCode, Request};
+use tokio::sync::watch;
+
+use crate::tree::{Applied, Caller, DataTree, Event, Node, NodeKind, Txn};
+use crate::types::{decode, encode, Command, CommandResult, NodeId, TypeConfig};
+
+type Membership = StoredMembership<NodeId, BasicNode>;
+type SErr = StorageError<NodeId>;
+
+/// What applying one command did, handed to the [`ApplyObserver`].
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// A session was opened with this id (the entry's index).
+    SessionCreated { session_id: i64 },
+    /// A session ended; its ephemerals' deletion caused these events.
+    SessionClosed {
+        session_id: i64,
+        events: &'a [Event],
+    },
+    /// A client write's result and events.
+    Write { applied: &'a Applied },
+    /// Container / TTL nodes were reaped.
+    Reaped { events: &'a [Event] },
+}
+
+/// The server's hook into apply: runs under the replica lock, after the tree has changed and
+/// before the entry is published as applied. It must not block.
+pub trait ApplyObserver: Send + 'static {
+    fn on_apply(&mut self, tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>);
+
+    /// The whole tree was replaced by a snapshot from the leader.
+    fn on_install(&mut self, _tree: &DataTree) {}
+}
+
+/// No observer (tests, tools).
+impl ApplyObserver for () {
+    fn on_apply(&mut self, _: &DataTree, _: i64, _: &Command, _: Outcome<'_>) {}
+}
+
+/// The applied state of this replica and the server's node-local state, behind one lock.
+pub struct Replica<X> {
+    pub tree: DataTree,
+    /// The last entry applied; the tree reflects exactly the entries up to it.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// The membership as of the last applied membership entry.
+    pub membership: Membership,
+    pub observer: X,
+}
+
+impl<X> Replica<X> {
+    /// The zxid of the last applied entry (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied.map(|l| l.index).unwrap_or(0)
+    }
+}
+
+/// The shared handle to a replica.
+pub type SharedReplica<X> = Arc<Mutex<Replica<X>>>;
+
+/// Locks a replica, recovering from poisoning (apply leaves no half-done state behind a panic
+/// that matters more than stopping would).
+pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A snapshot as stored and sent: metadata and the serialized tree.
+#[derive(Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Arc<Vec<u8>>,
+}
+
+/// The snapshot file's layout (bincode): metadata, then the tree.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// One node in a snapshot; children and derived sets are rebuilt on load.
+#[derive(Serialize, Deserialize)]
+struct SnapNode {
+    path: String,
+    czxid: i64,
+    mzxid: i64,
+    pzxid: i64,
+    ctime: i64,
+    mtime: i64,
+    version: i32,
+    cversion: i32,
+    aversion: i32,
+    /// 0 persistent, 1 ephemeral (arg = owner), 2 container, 3 TTL (arg = ttl ms).
+    kind: (u8, i64),
+    data: Bytes,
+    acl: Vec<(i32, String, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TreeImage {
+    nodes: Vec<SnapNode>,
+    sessions: Vec<(i64, i32, Bytes)>,
+}
+
+fn tree_to_image(tree: &DataTree) -> TreeImage {
+    let nodes = tree
+        .nodes()
+        .map(|(path, n)| SnapNode {
+            path: path.to_string(),
+            czxid: n.czxid,
+            mzxid: n.mzxid,
+            pzxid: n.pzxid,
+            ctime: n.ctime,
+            mtime: n.mtime,
+            version: n.version,
+            cversion: n.cversion,
+            aversion: n.aversion,
+            kind: match n.kind {
+                NodeKind::Persistent => (0, 0),
+                NodeKind::Ephemeral(o) => (1, o),
+                NodeKind::Container => (2, 0),
+                NodeKind::Ttl(t) => (3, t),
+            },
+            data: n.data.clone(),
+            acl: n
+                .acl
+                .iter()
+                .map(|a| (a.perms, a.id.scheme.clone(), a.id.id.clone()))
+                .collect(),
+        })
+        .collect();
+    let sessions = tree
+        .sessions()
+        .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone()))
+        .collect();
+    TreeImage { nodes, sessions }
+}
+
+fn image_to_tree(img: TreeImage) -> Result<DataTree, String> {
+    let mut nodes = Vec::with_capacity(img.nodes.len());
+    for n in img.nodes {
+        let kind = match n.kind {
+            (0, _) => NodeKind::Persistent,
+            (1, o) => NodeKind::Ephemeral(o),
+            (2, _) => NodeKind::Container,
+            (3, t) => NodeKind::Ttl(t),
+            (k, _) => return Err(format!("unknown node kind {k} at {}", n.path)),
+        };
+        let acl: Vec<Acl> = n
+            .acl
+            .into_iter()
+            .map(|(perms, scheme, id)| Acl {
+                perms,
+                id: Id { scheme, id },
+            })
+            .collect();
+        nodes.push((
+            n.path,
+            Node {
+                czxid: n.czxid,
+                mzxid: n.mzxid,
+                pzxid: n.pzxid,
+                ctime: n.ctime,
+                mtime: n.mtime,
+                version: n.version,
+                cversion: n.cversion,
+                aversion: n.aversion,
+                kind,
+                data: n.data,
+                acl: acl.into(),
+                children: Default::default(),
+            },
+        ));
+    }
+    Ok(DataTree::from_parts(nodes, img.sessions))
+}
+
+/// Applies one command to the tree; returns the result for openraft and tells the observer.
+fn apply_command<X: ApplyObserver>(r: &mut Replica<X>, index: u64, cmd: &Command) -> CommandResult {
+    let zxid = index as i64;
+    let Replica { tree, observer, .. } = r;
+    match cmd {
+        Command::CreateSession {
+            timeout_ms, passwd, ..
+        } => {
+            tree.create_session(zxid, *timeout_ms, passwd.clone());
+            observer.on_apply(
+                tree,
+                zxid,
+                cmd,
+                Outcome::SessionCreated { session_id: zxid },
+            );
+            CommandResult::Session { session_id: zxid }
+        }
+        Command::CloseSession { session_id, .. } => {
+            let events = tree.close_session(zxid, *session_id);
+            observer.on_apply(
+                tree,
+                zxid,
+                cmd,
+                Outcome::SessionClosed {
+                    session_id: *session_id,
+                    events: &events,
+                },
+            );
+            CommandResult::None
+        }
+        Command::Write {
+            session_id,
+            time_ms,
+            auth,
+            opcode,
+            body,
+            ..
+        } => {
+            let auth: Vec<Id> = auth
+                .iter()
+                .map(|(s, i)| Id {
+                    scheme: s.clone(),
+                    id: i.clone(),
+                })
+                .collect();
+            let applied = match OpCode::from_i32(*opcode)
+                .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok())
+            {
+                Some(req) => {
+                    let txn = Txn {
+                        zxid,
+                        time: *time_ms,
+                        caller: Caller {
+                            session_id: *session_id,
+                            auth: &auth,
+                        },
+                    };
+                    tree.apply(txn, &req)
+                }
+                None => Applied::error(ErrorCode::MarshallingError),
+            };
+            observer.on_apply(tree, zxid, cmd, Outcome::Write { applied: &applied });
+            CommandResult::Write {
+                err: applied.err.as_i32(),
+            }
+        }
+        Command::Reap { time_ms, paths } => {
+            let mut events = Vec::new();
+            for p in paths {
+                events.extend(tree.reap(zxid, *time_ms, p));
+            }
+            observer.on_apply(tree, zxid, cmd, Outcome::Reaped { events: &events });
+            CommandResult::None
+        }
+    }
+}
+
+/// The openraft state machine over a shared [`Replica`].
+pub struct StateMachine<X> {
+    replica: SharedReplica<X>,
+    /// Publishes the last applied index after each batch, for readers waiting to catch up.
+    applied_tx: Arc<watch::Sender<u64>>,
+    /// Where the current snapshot file lives.
+    dir: PathBuf,
+    /// The latest snapshot (built here or installed from the leader), served to lagging peers.
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl<X: ApplyObserver> StateMachine<X> {
+    /// Opens the state machine in `dir`, loading the latest snapshot if there is one. The time the
+    /// load took is logged; openraft then replays the committed log after the snapshot.
+    pub fn open(dir: &Path, observer: X) -> Result<Self, SErr> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let started = Instant::now();
+        let path = dir.join(SNAPSHOT_FILE);
+        let (tree, last_applied, membership, current) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: SnapshotFile =
+                    decode(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                let img: TreeImage =
+                    decode(&file.data).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                let tree = image_to_tree(img).map_err(|e| {
+                    StorageIOError::read_snapshot(None, openraft::AnyError::error(e))
+                })?;
+                tracing::info!(
+                    nodes = tree.node_count(),
+                    last_applied = ?file.meta.last_log_id,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "loaded snapshot"
+                );
+                let cur = StoredSnapshot {
+                    meta: file.meta.clone(),
+                    data: Arc::new(file.data),
+                };
+                (
+                    tree,
+                    file.meta.last_log_id,
+                    file.meta.last_membership,
+                    Some(cur),
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (DataTree::new(), None, Membership::default(), None)
+            }
+            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+        };
+        let applied = last_applied.map(|l| l.index).unwrap_or(0);
+        Ok(StateMachine {
+            replica: Arc::new(Mutex::new(Replica {
+                tree,
+                last_applied,
+                membership,
+                observer,
+            })),
+            applied_tx: Arc::new(watch::channel(applied).0),
+            dir: dir.to_path_buf(),
+            current: Arc::new(Mutex::new(current)),
+        })
+    }
+
+    /// The shared replica (the server reads the tree and keeps its watches there).
+    pub fn replica(&self) -> SharedReplica<X> {
+        self.replica.clone()
+    }
+
+    /// A receiver of the last applied index.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+}
+
+/// The current snapshot's file name in the state machine's directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), SErr> {
+    let sig = Some(snap.meta.signature());
+    let file = SnapshotFile {
+        meta: snap.meta.clone(),
+        data: snap.data.to_vec(),
+    };
+    let bytes = encode(&file).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+    write_atomically(dir, SNAPSHOT_FILE, &bytes)
+        .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+    Ok(())
+}
+
+fn lock_current(c: &Mutex<Option<StoredSnapshot>>) -> MutexGuard<'_, Option<StoredSnapshot>> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Builds a snapshot from the view captured when it was created.
+pub struct SnapshotBuilder {
+    tree: DataTree,
+    last_applied: Option<LogId<NodeId>>,
+    membership: Membership,
+    dir: PathBuf,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let started = Instant::now();
+        let tree = self.tree.clone();
+        let data = tokio::task::spawn_blocking(move || encode(&tree_to_image(&tree)))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, std::process::id()),
+            None => format!("0-0-{}", std::process::id()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let snap = StoredSnapshot {
+            meta: meta.clone(),
+            data: Arc::new(data),
+        };
+        let dir = self.dir.clone();
+        let to_write = snap.clone();
+        tokio::task::spawn_blocking(move || persist_snapshot(&dir, &to_write))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
+        tracing::info!(
+            last_applied = ?meta.last_log_id,
+            bytes = snap.data.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        let data = snap.data.to_vec();
+        *lock_current(&self.current) = Some(snap);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), SErr> {
+        let r = lock(&self.replica);
+        Ok((r.last_applied, r.membership.clone()))
+    }
+
+    /// Applies every entry, exactly one result each, under one hold of the replica lock; the new
+    /// applied index is published only after the observer has seen every entry.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        let last = {
+            let mut r = lock(&self.replica);
+            for entry in entries {
+                debug_assert!(
+                    r.last_applied.is_none_or(|l| l.index < entry.log_id.index),
+                    "entries must be applied in log order"
+                );
+                r.last_applied = Some(entry.log_id);
+                let result = match &entry.payload {
+                    EntryPayload::Blank => CommandResult::None,
+                    EntryPayload::Membership(m) => {
+                        r.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        CommandResult::None
+                    }
+                    EntryPayload::Normal(cmd) => apply_command(&mut r, entry.log_id.index, cmd),
+                };
+                results.push(result);
+            }
+            r.applied_index()
+        };
+        self.applied_tx.send_replace(last);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let r = lock(&self.replica);
+        SnapshotBuilder {
+            tree: r.tree.clone(),
+            last_applied: r.last_applied,
+            membership: r.membership.clone(),
+            dir: self.dir.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let sig = Some(meta.signature());
+        let data = snapshot.into_inner();
+        let img: TreeImage =
+            decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let tree = image_to_tree(img).map_err(|e| {
+            StorageIOError::read_snapshot(sig.clone(), openraft::AnyError::error(e))
+        })?;
+        let snap = StoredSnapshot {
+            meta: meta.clone(),
+            data: Arc::new(data),
+        };
+        persist_snapshot(&self.dir, &snap)?;
+        let last = {
+            let mut r = lock(&self.replica);
+            r.tree = tree;
+            r.last_applied = meta.last_log_id;
+            r.membership = meta.last_membership.clone();
+            let Replica { tree, observer, .. } = &mut *r;
+            observer.on_install(tree);
+            r.applied_index()
+        };
+        *lock_current(&self.current) = Some(snap);
+        self.applied_tx.send_replace(last);
+        tracing::info!(last_applied = ?meta.last_log_id, "installed snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        Ok(lock_current(&self.current).as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.to_vec())),
+        }))
+    }
+}

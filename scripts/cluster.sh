@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# cluster.sh — run a local synod cluster on 127.0.0.1.
+#
+# Usage:
+#   scripts/cluster.sh start  [3|5]     build (release) and start the nodes that are not running,
+#                                       wait until a leader serves, print the connect string
+#   scripts/cluster.sh status [3|5]     each node's id, role and client address
+#   scripts/cluster.sh stop   [3|5] [--wipe]
+#                                       stop the nodes this script started (by pid); the data is
+#                                       kept (a later start resumes it) unless --wipe
+#
+# Environment (each base is the port of node 1; node i uses base+i-1):
+#   SYNOD_CLIENT_BASE  client (ZooKeeper protocol) ports   (default 2181)
+#   SYNOD_ADMIN_BASE   admin HTTP ports                    (default 8081)
+#   SYNOD_PEER_BASE    peer (Raft) ports                   (default 7001)
+#   SYNOD_CLUSTER_DIR  data, logs and pid files            (default ./target/synod-cluster)
+#   SYNOD_ARGS         extra flags for every node (e.g. "--read-consistency session")
+#   CARGO_TARGET_DIR   where cargo builds                  (default $HOME/.cache/synod/target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cmd=${1:-}
+shift || true
+n=3
+wipe=0
+for a in "$@"; do
+    case "$a" in
+        3|5) n=$a ;;
+        --wipe) wipe=1 ;;
+        *) echo "cluster.sh: unknown argument $a" >&2; exit 2 ;;
+    esac
+done
+
+CB=${SYNOD_CLIENT_BASE:-2181}
+AB=${SYNOD_ADMIN_BASE:-8081}
+PB=${SYNOD_PEER_BASE:-7001}
+DIR=${SYNOD_CLUSTER_DIR:-./target/synod-cluster}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/synod/target}"
+BIN="$CARGO_TARGET_DIR/release/synod"
+
+members() {
+    local m="" i
+    for i in $(seq 1 "$n"); do m+="${m:+,}$i=127.0.0.1:$((PB + i - 1))"; done
+    echo "$m"
+}
+
+connect_string() {
+    local s="" i
+    for i in $(seq 1 "$n"); do s+="${s:+,}127.0.0.1:$((CB + i - 1))"; done
+    echo "$s"
+}
+
+alive() { # pid file → running synod?
+    local f=$1 pid
+    [ -f "$f" ] || return 1
+    pid=$(cat "$f")
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -q synod "/proc/$pid/cmdline" 2>/dev/null \
+        && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
+}
+
+http_get() { # port path → body (bash /dev/tcp; no curl needed)
+    local port=$1 path=$2
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
+    timeout 2 cat <&3 | sed '1,/^\r$/d'
+    exec 3<&-
+}
+
+field() { # json key → value (flat JSON from /status)
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\)\"\{0,1\}[,}].*/\1/p"
+}
+
+case "$cmd" in
+start)
+    if ! command -v cargo >/dev/null; then echo "cluster.sh: cargo not found" >&2; exit 2; fi
+    if ! dpkg -s libclang-dev >/dev/null 2>&1; then
+        echo "== installing clang/libclang-dev (needed to build RocksDB)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq clang libclang-dev >/dev/null
+    fi
+    cargo build --release -q -p synod-server
+    mkdir -p "$DIR"
+    for i in $(seq 1 "$n"); do
+        pidf="$DIR/node$i.pid"
+        if alive "$pidf"; then continue; fi
+        # shellcheck disable=SC2086
+        nohup "$BIN" --id "$i" --members "$(members)" \
+            --client-addr "127.0.0.1:$((CB + i - 1))" --admin-addr "127.0.0.1:$((AB + i - 1))" \
+            --data-dir "$DIR/node$i" ${SYNOD_ARGS:-} >>"$DIR/node$i.log" 2>&1 &
+        echo $! >"$pidf"
+    done
+    deadline=$((SECONDS + 60))
+    while :; do
+        leaders=0
+        for i in $(seq 1 "$n"); do
+            role=$(http_get $((AB + i - 1)) /status 2>/dev/null | field role || true)
+            [ "$role" = leader ] && leaders=$((leaders + 1))
+        done
+        [ "$leaders" -eq 1 ] && break
+        if [ $SECONDS -ge $deadline ]; then
+            echo "cluster.sh: no leader within 60s; see $DIR/node*.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    echo "synod cluster of $n is up; connect string:"
+    connect_string
+    ;;
+status)
+    for i in $(seq 1 "$n"); do
+        body=$(http_get $((AB + i - 1)) /status 2>/dev/null || true)
+        if [ -n "$body" ]; then
+            echo "node $i: role=$(echo "$body" | field role) client=$(echo "$body" | field client_addr) leader=$(echo "$body" | field leader) applied=$(echo "$body" | field applied_index)"
+        else
+            echo "node $i: down (client=127.0.0.1:$((CB + i - 1)))"
+        fi
+    done
+    ;;
+stop)
+    for i in $(seq 1 "$n"); do
+        pidf="$DIR/node$i.pid"
+        if alive "$pidf"; then kill -TERM "$(cat "$pidf")" 2>/dev/null || true; fi
+    done
+    for _ in $(seq 1 50); do
+        any=0
+        for i in $(seq 1 "$n"); do alive "$DIR/node$i.pid" && any=1; done
+        [ $any -eq 0 ] && break
+        sleep 0.1
+    done
+    for i in $(seq 1 "$n"); do
+        pidf="$DIR/node$i.pid"
+        if alive "$pidf"; then kill -KILL "$(cat "$pidf")" 2>/dev/null || true; fi
+        rm -f "$pidf"
+    done
+    if [ $wipe -eq 1 ]; then rm -rf "$DIR"; echo "stopped; data wiped"; else echo "stopped; data kept in $DIR"; fi
+    ;;
+*)
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -1,0 +1,398 @@
+//! Node configuration: command-line flags, optionally layered over a TOML file, validated with
+//! clear messages before anything starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::error::ServerError;
+
+/// How reads are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadConsistency {
+    /// Every read reflects every write acknowledged before it was sent (read index via the leader).
+    Linearizable,
+    /// ZooKeeper-style: local reads, ordered after the session's own writes, never going back in time.
+    Session,
+}
+
+/// The `synod` command line. Every flag may also be set in the TOML file given with `--config`
+/// (same names, with `_` for `-`); flags win over the file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "synod",
+    version,
+    about = "A Raft-replicated coordination service speaking the ZooKeeper protocol"
+)]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id (a key of --members).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Cluster members and their peer addresses: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
+    #[arg(long)]
+    pub members: Option<String>,
+    /// Client (ZooKeeper protocol) listen address.
+    #[arg(long)]
+    pub client_addr: Option<SocketAddr>,
+    /// Peer (Raft) listen address; defaults to this node's address in --members.
+    #[arg(long)]
+    pub peer_addr: Option<SocketAddr>,
+    /// Admin HTTP listen address.
+    #[arg(long)]
+    pub admin_addr: Option<SocketAddr>,
+    /// Data directory (Raft log and snapshots).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The session tick in milliseconds: session timeouts are clamped to [2, 20] ticks unless the
+    /// bounds below are set, and followers report session activity to the leader every tick.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Smallest session timeout granted (default 2 ticks).
+    #[arg(long)]
+    pub min_session_timeout_ms: Option<u64>,
+    /// Largest session timeout granted (default 20 ticks).
+    #[arg(long)]
+    pub max_session_timeout_ms: Option<u64>,
+    /// Raft heartbeat interval in milliseconds (also the replication RPC timeout).
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout (minimum; the maximum is twice this) in milliseconds.
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
+    /// Take a snapshot after this many entries since the last one.
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
+    /// How reads are served.
+    #[arg(long, value_enum)]
+    pub read_consistency: Option<ReadConsistency>,
+    /// Largest client frame accepted, in bytes (ZooKeeper's jute.maxbuffer plus header room).
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Requests a connection may have outstanding before the server stops reading from it.
+    #[arg(long)]
+    pub max_outstanding: Option<usize>,
+    /// Connections allowed from one client IP address (0 = unlimited), like maxClientCnxns.
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections allowed in total.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Replies and events queued for one connection before it is dropped as too slow.
+    #[arg(long)]
+    pub max_queued_per_connection: Option<usize>,
+    /// Log format: `text` or `json`.
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    members: Option<BTreeMap<String, String>>,
+    client_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    tick_ms: Option<u64>,
+    min_session_timeout_ms: Option<u64>,
+    max_session_timeout_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    snapshot_entries: Option<u64>,
+    read_consistency: Option<ReadConsistency>,
+    max_frame_bytes: Option<usize>,
+    max_outstanding: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_connections: Option<usize>,
+    max_queued_per_connection: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    /// Every voter of the initial cluster: id → peer address.
+    pub members: BTreeMap<u64, String>,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_entries: u64,
+    pub read_consistency: ReadConsistency,
+    pub max_frame_bytes: usize,
+    pub max_outstanding: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections: usize,
+    pub max_queued_per_connection: usize,
+    pub log_json: bool,
+}
+
+fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, ServerError> {
+    let mut m = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| ServerError::Config(format!("member {part:?} is not id=host:port")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| ServerError::Config(format!("member id {id:?} is not a number")))?;
+        m.insert(id, addr.trim().to_string());
+    }
+    Ok(m)
+}
+
+impl Config {
+    /// Merges flags over the file (if any) and validates the result.
+    pub fn load(args: Args) -> Result<Config, ServerError> {
+        let file: FileConfig = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ServerError::Config(format!("cannot read {}: {e}", p.display()))
+                })?;
+                toml::from_str(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let bad = |m: String| ServerError::Config(m);
+        let id = args
+            .id
+            .or(file.id)
+            .ok_or_else(|| bad("--id is required".into()))?;
+        let members = match (&args.members, &file.members) {
+            (Some(s), _) => parse_members(s)?,
+            (None, Some(m)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in m {
+                    let id: u64 = k
+                        .parse()
+                        .map_err(|_| bad(format!("member id {k:?} is not a number")))?;
+                    out.insert(id, v.clone());
+                }
+                out
+            }
+            (None, None) => {
+                return Err(bad("--members is required (e.g. 1=127.0.0.1:7001)".into()))
+            }
+        };
+        let own = members
+            .get(&id)
+            .ok_or_else(|| bad(format!("--id {id} is not among --members")))?;
+        let peer_addr = match args.peer_addr.or(file.peer_addr) {
+            Some(a) => a,
+            None => own
+                .parse()
+                .map_err(|_| bad(format!("member {id}'s address {own:?} is not ip:port")))?,
+        };
+        let client_addr = args
+            .client_addr
+            .or(file.client_addr)
+            .ok_or_else(|| bad("--client-addr is required".into()))?;
+        let admin_addr = args
+            .admin_addr
+            .or(file.admin_addr)
+            .ok_or_else(|| bad("--admin-addr is required".into()))?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .ok_or_else(|| bad("--data-dir is required".into()))?;
+        let tick_ms = args.tick_ms.or(file.tick_ms).unwrap_or(500);
+        let min_st = args
+            .min_session_timeout_ms
+            .or(file.min_session_timeout_ms)
+            .unwrap_or(2 * tick_ms);
+        let max_st = args
+            .max_session_timeout_ms
+            .or(file.max_session_timeout_ms)
+            .unwrap_or(20 * tick_ms);
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100);
+        let election_ms = args
+            .election_timeout_ms
+            .or(file.election_timeout_ms)
+            .unwrap_or(600);
+        let log_format = args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let cfg = Config {
+            id,
+            client_addr,
+            peer_addr,
+            admin_addr,
+            data_dir,
+            tick: Duration::from_millis(tick_ms),
+            min_session_timeout: Duration::from_millis(min_st),
+            max_session_timeout: Duration::from_millis(max_st),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            election_timeout: Duration::from_millis(election_ms),
+            snapshot_entries: args
+                .snapshot_entries
+                .or(file.snapshot_entries)
+                .unwrap_or(10_000),
+            read_consistency: args
+                .read_consistency
+                .or(file.read_consistency)
+                .unwrap_or(ReadConsistency::Linearizable),
+            max_frame_bytes: args
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(synod_proto::DEFAULT_MAX_FRAME),
+            max_outstanding: args
+                .max_outstanding
+                .or(file.max_outstanding)
+                .unwrap_or(1000),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(60),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000),
+            max_queued_per_connection: args
+                .max_queued_per_connection
+                .or(file.max_queued_per_connection)
+                .unwrap_or(10_000),
+            log_json: match log_format.as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(bad(format!(
+                        "--log-format {other:?}: expected text or json"
+                    )))
+                }
+            },
+            members,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.tick.is_zero() {
+            return bad("--tick-ms must be > 0".into());
+        }
+        if self.min_session_timeout > self.max_session_timeout {
+            return bad(format!(
+                "--min-session-timeout-ms {:?} exceeds --max-session-timeout-ms {:?}",
+                self.min_session_timeout, self.max_session_timeout
+            ));
+        }
+        if self.election_timeout <= self.heartbeat * 2 {
+            return bad(format!(
+                "--election-timeout-ms ({:?}) must exceed twice --heartbeat-ms ({:?})",
+                self.election_timeout, self.heartbeat
+            ));
+        }
+        if self.max_frame_bytes < 1024 {
+            return bad("--max-frame-bytes must be at least 1024".into());
+        }
+        if self.max_outstanding == 0
+            || self.max_queued_per_connection == 0
+            || self.max_connections == 0
+        {
+            return bad(
+                "--max-outstanding, --max-queued-per-connection and --max-connections must be > 0"
+                    .into(),
+            );
+        }
+        if self.max_queued_per_connection <= self.max_outstanding {
+            return bad(
+                "--max-queued-per-connection must exceed --max-outstanding (replies need room)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Clamps a requested session timeout into the configured bounds.
+    pub fn negotiate_timeout(&self, requested_ms: i32) -> Duration {
+        Duration::from_millis(requested_ms.max(0) as u64)
+            .clamp(self.min_session_timeout, self.max_session_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec![
+            "synod",
+            "--id",
+            "2",
+            "--members",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+            "--client-addr",
+            "127.0.0.1:2182",
+            "--admin-addr",
+            "127.0.0.1:8082",
+            "--data-dir",
+            "/tmp/x",
+        ];
+        v.extend_from_slice(extra);
+        Args::parse_from(v)
+    }
+
+    #[test]
+    fn flags_load_with_defaults() {
+        let c = Config::load(args(&[])).unwrap();
+        assert_eq!(c.peer_addr, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.min_session_timeout, Duration::from_millis(1000));
+        assert_eq!(c.negotiate_timeout(100_000), Duration::from_millis(10_000));
+        assert_eq!(c.read_consistency, ReadConsistency::Linearizable);
+    }
+
+    #[test]
+    fn bad_configs_are_explained() {
+        let e = Config::load(args(&["--id", "9"])).unwrap_err().to_string();
+        assert!(e.contains("not among --members"), "{e}");
+        let e = Config::load(args(&["--heartbeat-ms", "400"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("election-timeout"), "{e}");
+        let e = Config::load(args(&["--log-format", "xml"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_is_layered_under_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("synod.toml");
+        std::fs::write(
+            &p,
+            "id = 1\nclient_addr = \"127.0.0.1:2181\"\nadmin_addr = \"127.0.0.1:8081\"\ndata_dir = \"/tmp/d\"\ntick_ms = 200\nread_consistency = \"session\"\n[members]\n1 = \"127.0.0.1:7001\"\n",
+        )
+        .unwrap();
+        let a = Args::parse_from(["synod", "--config", p.to_str().unwrap(), "--tick-ms", "300"]);
+        let c = Config::load(a).unwrap();
+        assert_eq!(
+            (c.id, c.tick, c.read_consistency),
+            (1, Duration::from_millis(300), ReadConsistency::Session)
+        );
+        std::fs::write(&p, "bogus = 1\n").unwrap();
+        let a = Args::parse_from(["synod", "--config", p.to_str().unwrap()]);
+        assert!(Config::load(a).unwrap_err().to_string().contains("bogus"));
+    }
+}

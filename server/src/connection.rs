@@ -1,0 +1,736 @@
+//! One client connection: the ZooKeeper handshake (new or resumed session), then a reader that
+//! decodes requests and proposes writes at once (so a session's writes pipeline, in order), an
+//! ordered processor that answers every request in the order received (reads wait for the
+//! session's earlier writes and, by default, for a linearizable read point), and a writer that
+//! sends replies and watch events from one queue.
+//!
+//! Ordering: events are queued by apply under the replica lock, before the entry is visible to
+//! any reader; replies to reads that leave a watch are queued under the same lock, so a watch's
+//! event can never precede the reply that set it, and a reply never precedes the event of a
+//! change it reflects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use sha1::{Digest, Sha1};
+use synod_proto::frame::encode_frame;
+use synod_proto::jute::{Decode, Reader};
+use synod_proto::records::*;
+use synod_proto::response::ReplyPacket;
+use synod_proto::{
+    xid, AddWatchMode, ErrorCode, EventType, FrameCodec, Id, MultiOp, MultiResult, Request,
+    RequestPacket, Response, WatcherType,
+};
+use synod_raft_store::state_machine::{lock, Replica};
+use synod_raft_store::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::FramedRead;
+
+use crate::config::ReadConsistency;
+use crate::local::{notification_frame, Completion, ConnEntry, Local};
+use crate::node::Node;
+use crate::watches::{ConnId, WatchKind};
+
+/// How long a client has to send its ConnectRequest.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new session may take to be committed before the connection gives up.
+const SESSION_CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a resuming client waits for this server to catch up with what it has seen.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request's place in the connection's reply order.
+enum Slot {
+    /// A proposed write (or closeSession): the reply comes when its entry is applied here.
+    Write {
+        xid: i32,
+        done: oneshot::Receiver<Completion>,
+        close_after: bool,
+    },
+    /// A read or watch operation, evaluated in order against the applied tree.
+    Read {
+        xid: i32,
+        request: Request,
+        auth: Arc<Vec<Id>>,
+        arrived: Instant,
+    },
+    /// A ping: answered with the current applied zxid.
+    Ping,
+    /// A reply decided when the request was read (auth, unimplemented ops); `close` ends the
+    /// connection after it is sent.
+    Ready { frame: Bytes, close: bool },
+}
+
+fn reply_frame(xid: i32, zxid: i64, err: ErrorCode, response: Response) -> Bytes {
+    let response = if err == ErrorCode::Ok {
+        response
+    } else {
+        Response::Empty
+    };
+    let mut b = BytesMut::new();
+    encode_frame(
+        &ReplyPacket {
+            header: ReplyHeader {
+                xid,
+                zxid,
+                err: err.as_i32(),
+            },
+            response,
+        },
+        &mut b,
+    );
+    b.freeze()
+}
+
+fn digest_id(auth: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(auth).ok()?;
+    let (user, _) = text.split_once(':')?;
+    let hash = Sha1::digest(text.as_bytes());
+    Some(format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    ))
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut head = [0u8; 4];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut head)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    if let Some(answer) = crate::fourletter::answer(&node, &head) {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let len = i32::from_be_bytes(head);
+    if len < 0 || len as usize > node.cfg.max_frame_bytes {
+        tracing::info!(%peer, len, "closing: handshake frame length out of range");
+        return;
+    }
+    let mut body = vec![0u8; len as usize];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut body)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    let req = match ConnectRequest::decode(&mut Reader::new(Bytes::from(body))) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(%peer, %e, "closing: malformed ConnectRequest");
+            return;
+        }
+    };
+    let (rd, mut wr) = stream.into_split();
+    let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer).await else {
+        // Tell an expired session so, as ZooKeeper does; refuse others silently (the client moves on).
+        if req.base.session_id != 0 {
+            let resp = ConnectResponse {
+                base: ConnectResponseBase {
+                    protocol_version: 0,
+                    timeout: 0,
+                    session_id: 0,
+                    passwd: Bytes::from(vec![0; 16]),
+                },
+                read_only: false,
+            };
+            let mut b = BytesMut::new();
+            encode_frame(&resp, &mut b);
+            let _ = wr.write_all(&b).await;
+        }
+        return;
+    };
+    if session_id == 0 {
+        return;
+    }
+
+    let conn_id = node.next_conn_id();
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(node.cfg.max_queued_per_connection);
+    let kill = Arc::new(Notify::new());
+    let resp = ConnectResponse {
+        base: ConnectResponseBase {
+            protocol_version: 0,
+            timeout: timeout.as_millis() as i32,
+            session_id,
+            passwd,
+        },
+        read_only: false,
+    };
+    let mut b = BytesMut::new();
+    encode_frame(&resp, &mut b);
+    {
+        let mut r = lock(&node.replica);
+        r.observer.add_conn(
+            conn_id,
+            ConnEntry {
+                session_id,
+                out: out_tx.clone(),
+                kill: kill.clone(),
+            },
+        );
+        // The handshake reply is the first frame of the queue.
+        let _ = out_tx.try_send(b.freeze());
+    }
+    node.touch(session_id);
+    tracing::debug!(%peer, conn = conn_id, session = format_args!("{session_id:#x}"), "session established");
+
+    let mut writer = tokio::spawn(write_loop(wr, out_rx));
+    let (slot_tx, slot_rx) = mpsc::unbounded_channel::<(Slot, OwnedSemaphorePermit)>();
+    let conn = Conn {
+        node: node.clone(),
+        id: conn_id,
+        session_id,
+        out: out_tx,
+    };
+    let mut processor = tokio::spawn(conn.clone().process(slot_rx));
+    let reader = conn.read_loop(rd, peer, slot_tx);
+    tokio::select! {
+        why = reader => tracing::debug!(conn = conn_id, why, "connection reader ended"),
+        _ = &mut processor => tracing::debug!(conn = conn_id, "connection closed after close or failure"),
+        _ = &mut writer => tracing::debug!(conn = conn_id, "write to client failed"),
+        _ = kill.notified() => tracing::debug!(conn = conn_id, "connection closed by the server"),
+    }
+    lock(&node.replica).observer.remove_conn(conn_id);
+    processor.abort();
+    // Let queued replies (e.g. the closeSession reply) drain briefly before closing the socket.
+    let _ = tokio::time::timeout(Duration::from_millis(200), &mut writer).await;
+    writer.abort();
+}
+
+/// Establishes or resumes the session: Some((id, timeout, password)), or None to refuse.
+async fn handshake(
+    node: &Arc<Node>,
+    req: &ConnectRequest,
+    peer: SocketAddr,
+) -> Option<(i64, Duration, Bytes)> {
+    let b = &req.base;
+    if b.session_id == 0 {
+        let timeout = node.cfg.negotiate_timeout(b.timeout);
+        let passwd = Bytes::from(rand::random::<[u8; 16]>().to_vec());
+        let origin = node.origin();
+        let cmd = Command::CreateSession {
+            origin,
+            timeout_ms: timeout.as_millis() as i32,
+            passwd: passwd.clone(),
+        };
+        let done = node.propose_and_wait(origin, cmd);
+        return match tokio::time::timeout(SESSION_CREATE_TIMEOUT, done).await {
+            Ok(Ok(Completion::Session { session_id })) => Some((session_id, timeout, passwd)),
+            other => {
+                tracing::info!(%peer, ?other, "could not create a session");
+                lock(&node.replica)
+                    .observer
+                    .fail_pending(origin.request, "gave up".into());
+                Some((0, timeout, passwd))
+            }
+        };
+    }
+    // A resuming client must never see this server behind what it has already seen.
+    if let Err(e) = node
+        .wait_applied(b.last_zxid_seen.max(0) as u64, CATCH_UP_TIMEOUT)
+        .await
+    {
+        tracing::info!(%peer, %e, "refusing session: this server is behind the client");
+        return Some((0, Duration::ZERO, Bytes::new()));
+    }
+    let lookup = |node: &Node| {
+        let r = lock(&node.replica);
+        r.tree
+            .session(b.session_id)
+            .map(|s| (s.timeout_ms, s.passwd.clone()))
+    };
+    let mut found = lookup(node);
+    if found.is_none() {
+        // It may have been created moments ago through another server: catch up, then look again.
+        if node.sync_barrier().await.is_err() {
+            return Some((0, Duration::ZERO, Bytes::new()));
+        }
+        found = lookup(node);
+    }
+    match found {
+        Some((timeout_ms, passwd)) if passwd == b.passwd => Some((
+            b.session_id,
+            Duration::from_millis(timeout_ms.max(0) as u64),
+            passwd,
+        )),
+        _ => None,
+    }
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        buf.extend_from_slice(&first);
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// What the reader and the processor share.
+#[derive(Clone)]
+struct Conn {
+    node: Arc<Node>,
+    id: ConnId,
+    session_id: i64,
+    /// The connection's outbound queue (bounded: a client that stops reading is dropped).
+    out: mpsc::Sender<Bytes>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Conn {
+    async fn read_loop(
+        &self,
+        rd: tokio::net::tcp::OwnedReadHalf,
+        peer: SocketAddr,
+        slots: mpsc::UnboundedSender<(Slot, OwnedSemaphorePermit)>,
+    ) -> &'static str {
+        let mut frames = FramedRead::new(rd, FrameCodec::new(self.node.cfg.max_frame_bytes));
+        let permits = Arc::new(Semaphore::new(self.node.cfg.max_outstanding));
+        let mut auth: Arc<Vec<Id>> = Arc::new(vec![Id {
+            scheme: "ip".into(),
+            id: peer.ip().to_string(),
+        }]);
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return "closed";
+            };
+            let frame = match frames.next().await {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    tracing::info!(%peer, %e, "closing connection: bad frame");
+                    return "bad frame";
+                }
+                None => return "client closed the connection",
+            };
+            let packet = match RequestPacket::decode(&mut Reader::new(frame.clone())) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(%peer, %e, "closing connection: malformed request");
+                    return "malformed request";
+                }
+            };
+            self.node.touch(self.session_id);
+            let (slot, stop) = self.dispatch(packet, frame, &mut auth);
+            if slots.send((slot, permit)).is_err() || stop {
+                return "stopped reading";
+            }
+        }
+    }
+
+    /// Turns one request into its slot; writes are proposed here, in arrival order.
+    fn dispatch(&self, p: RequestPacket, frame: Bytes, auth: &mut Arc<Vec<Id>>) -> (Slot, bool) {
+        let xid = p.xid;
+        let ready = |err: ErrorCode, close: bool| {
+            (
+                Slot::Ready {
+                    frame: reply_frame(xid, self.applied(), err, Response::Empty),
+                    close,
+                },
+                close,
+            )
+        };
+        let op = p.request.opcode();
+        match p.request {
+            Request::Ping => (Slot::Ping, false),
+            Request::Auth(a) => {
+                let id = match a.scheme.as_str() {
+                    "digest" => digest_id(&a.auth).map(|id| Id {
+                        scheme: "digest".into(),
+                        id,
+                    }),
+                    _ => None,
+                };
+                match id {
+                    Some(id) => {
+                        if !auth.contains(&id) {
+                            Arc::make_mut(auth).push(id);
+                        }
+                        ready(ErrorCode::Ok, false)
+                    }
+                    None => ready(ErrorCode::AuthFailed, true),
+                }
+            }
+            Request::Reconfig(_) | Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
+            Request::CloseSession => {
+                let origin = self.node.origin();
+                let done = self.node.propose_and_wait(
+                    origin,
+                    Command::CloseSession {
+                        origin: Some(origin),
+                        session_id: self.session_id,
+                    },
+                );
+                (
+                    Slot::Write {
+                        xid,
+                        done,
+                        close_after: true,
+                    },
+                    true,
+                )
+            }
+            _ if op.is_write() => {
+                let origin = self.node.origin();
+                let cmd = Command::Write {
+                    origin,
+                    session_id: self.session_id,
+                    time_ms: now_ms(),
+                    auth: auth
+                        .iter()
+                        .map(|i| (i.scheme.clone(), i.id.clone()))
+                        .collect(),
+                    opcode: op.as_i32(),
+                    body: frame.slice(8..),
+                };
+                let done = self.node.propose_and_wait(origin, cmd);
+                (
+                    Slot::Write {
+                        xid,
+                        done,
+                        close_after: false,
+                    },
+                    false,
+                )
+            }
+            request => (
+                Slot::Read {
+                    xid,
+                    request,
+                    auth: auth.clone(),
+                    arrived: Instant::now(),
+                },
+                false,
+            ),
+        }
+    }
+
+    fn applied(&self) -> i64 {
+        *self.node.applied.borrow() as i64
+    }
+
+    /// Queues a frame; a full queue means the client is not reading: drop it.
+    fn send(&self, frame: Bytes) -> bool {
+        self.out.try_send(frame).is_ok()
+    }
+
+    /// Answers slots strictly in order.
+    async fn process(self, mut slots: mpsc::UnboundedReceiver<(Slot, OwnedSemaphorePermit)>) {
+        // The last read point obtained, and when its round started: reads that arrived before
+        // that may share it.
+        let mut read_point: Option<(Instant, u64)> = None;
+        while let Some((slot, _permit)) = slots.recv().await {
+            match slot {
+                Slot::Ready { frame, close } => {
+                    if !self.send(frame) || close {
+                        return;
+                    }
+                }
+                Slot::Ping => {
+                    if !self.send(reply_frame(
+                        xid::PING,
+                        self.applied(),
+                        ErrorCode::Ok,
+                        Response::Empty,
+                    )) {
+                        return;
+                    }
+                }
+                Slot::Write {
+                    xid,
+                    done,
+                    close_after,
+                } => {
+                    let frame = match done.await {
+                        Ok(Completion::Write {
+                            zxid,
+                            err,
+                            response,
+                        }) => reply_frame(xid, zxid, err, response),
+                        Ok(Completion::Session { .. }) => return,
+                        Ok(Completion::Failed(why)) => {
+                            tracing::info!(conn = self.id, %why, "closing connection: write outcome unknown");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    if !self.send(frame) || close_after {
+                        return;
+                    }
+                }
+                Slot::Read {
+                    xid,
+                    request,
+                    auth,
+                    arrived,
+                } => {
+                    let needs_point = matches!(request, Request::Sync(_))
+                        || (self.node.cfg.read_consistency == ReadConsistency::Linearizable
+                            && is_data_read(&request));
+                    if needs_point {
+                        let idx = match read_point {
+                            Some((started, idx)) if started > arrived => idx,
+                            _ => {
+                                let started = Instant::now();
+                                match self.node.read_index().await {
+                                    Ok(idx) => {
+                                        read_point = Some((started, idx));
+                                        idx
+                                    }
+                                    Err(e) => {
+                                        tracing::info!(conn = self.id, %e, "closing connection: no read point");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        if let Err(e) = self.node.wait_applied(idx, Duration::from_secs(30)).await {
+                            tracing::info!(conn = self.id, %e, "closing connection");
+                            return;
+                        }
+                    }
+                    let mut r = lock(&self.node.replica);
+                    if !self.evaluate(&mut r, xid, request, &auth) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates a read against the applied tree and queues its reply, under the replica lock.
+    fn evaluate(&self, r: &mut Replica<Local>, xid: i32, request: Request, auth: &[Id]) -> bool {
+        let zxid = r.applied_index() as i64;
+        let Replica { tree, observer, .. } = r;
+        let conn = self.id;
+        let mut xid = xid;
+        let (err, resp) = match request {
+            Request::Exists(q) => {
+                if q.watch {
+                    observer.watches.add(conn, WatchKind::Data, &q.path);
+                }
+                match tree.stat(&q.path) {
+                    Some(s) => (ErrorCode::Ok, Response::Stat(s)),
+                    None => (ErrorCode::NoNode, Response::Empty),
+                }
+            }
+            Request::GetData(q) => match tree.get_data(&q.path, auth) {
+                Ok((data, stat)) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Data, &q.path);
+                    }
+                    (
+                        ErrorCode::Ok,
+                        Response::GetData(GetDataResponse { data, stat }),
+                    )
+                }
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetChildren(q) => match tree.get_children(&q.path, auth) {
+                Ok((children, _)) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Child, &q.path);
+                    }
+                    (
+                        ErrorCode::Ok,
+                        Response::GetChildren(GetChildrenResponse { children }),
+                    )
+                }
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetChildren2(q) => match tree.get_children(&q.path, auth) {
+                Ok((children, stat)) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Child, &q.path);
+                    }
+                    (
+                        ErrorCode::Ok,
+                        Response::GetChildren2(GetChildren2Response { children, stat }),
+                    )
+                }
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetAcl(q) => match tree.get_acl(&q.path) {
+                Ok((acl, stat)) => (
+                    ErrorCode::Ok,
+                    Response::GetAcl(GetAclResponse { acl, stat }),
+                ),
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetAllChildrenNumber(q) => match tree.all_children_number(&q.path, auth) {
+                Ok(n) => (
+                    ErrorCode::Ok,
+                    Response::GetAllChildrenNumber(GetAllChildrenNumberResponse {
+                        total_number: n,
+                    }),
+                ),
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetEphemerals(q) => (
+                ErrorCode::Ok,
+                Response::GetEphemerals(GetEphemeralsResponse {
+                    ephemerals: tree.ephemerals(self.session_id, &q.prefix_path),
+                }),
+            ),
+            Request::Sync(q) => (ErrorCode::Ok, Response::Sync(SyncResponse { path: q.path })),
+            Request::MultiRead(ops) => {
+                let results = ops
+                    .into_iter()
+                    .map(|op| match op {
+                        MultiOp::GetData(q) => match tree.get_data(&q.path, auth) {
+                            Ok((data, stat)) => MultiResult::GetData { data, stat },
+                            Err(e) => MultiResult::Error(e),
+                        },
+                        MultiOp::GetChildren(q) => match tree.get_children(&q.path, auth) {
+                            Ok((children, _)) => MultiResult::GetChildren { children },
+                            Err(e) => MultiResult::Error(e),
+                        },
+                        _ => MultiResult::Error(ErrorCode::BadArguments),
+                    })
+                    .collect();
+                (ErrorCode::Ok, Response::Multi(results))
+            }
+            Request::CheckWatches(q) => match WatcherType::from_i32(q.watcher_type) {
+                Some(t) if observer.watches.has(conn, &q.path, t) => {
+                    (ErrorCode::Ok, Response::Empty)
+                }
+                Some(_) => (ErrorCode::NoWatcher, Response::Empty),
+                None => (ErrorCode::BadArguments, Response::Empty),
+            },
+            Request::RemoveWatches(q) => match WatcherType::from_i32(q.watcher_type) {
+                Some(t) if observer.watches.remove(conn, &q.path, t) => {
+                    (ErrorCode::Ok, Response::Empty)
+                }
+                Some(_) => (ErrorCode::NoWatcher, Response::Empty),
+                None => (ErrorCode::BadArguments, Response::Empty),
+            },
+            Request::AddWatch(q) => match AddWatchMode::from_i32(q.mode) {
+                Some(mode) => {
+                    let kind = match mode {
+                        AddWatchMode::Persistent => WatchKind::Persistent,
+                        AddWatchMode::PersistentRecursive => WatchKind::Recursive,
+                    };
+                    observer.watches.add(conn, kind, &q.path);
+                    (ErrorCode::Ok, Response::Error(ErrorResponse { err: 0 }))
+                }
+                None => (ErrorCode::BadArguments, Response::Empty),
+            },
+            Request::SetWatches(w) => {
+                xid = xid::SET_WATCHES;
+                let w = SetWatches2 {
+                    relative_zxid: w.relative_zxid,
+                    data_watches: w.data_watches,
+                    exist_watches: w.exist_watches,
+                    child_watches: w.child_watches,
+                    ..Default::default()
+                };
+                if !self.set_watches(tree, observer, w) {
+                    return false;
+                }
+                (ErrorCode::Ok, Response::Empty)
+            }
+            Request::SetWatches2(w) => {
+                xid = xid::SET_WATCHES;
+                if !self.set_watches(tree, observer, w) {
+                    return false;
+                }
+                (ErrorCode::Ok, Response::Empty)
+            }
+            Request::WhoAmI => {
+                let client_info = auth
+                    .iter()
+                    .map(|id| ClientInfo {
+                        auth_scheme: id.scheme.clone(),
+                        user: id.id.split(':').next().unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                (
+                    ErrorCode::Ok,
+                    Response::WhoAmI(WhoAmIResponse { client_info }),
+                )
+            }
+            _ => (ErrorCode::Unimplemented, Response::Empty),
+        };
+        self.send(reply_frame(xid, zxid, err, resp))
+    }
+
+    /// Re-registers a reconnecting session's watches, firing at once what changed after the
+    /// zxid the client had seen (as ZooKeeper's DataTree.setWatches does).
+    fn set_watches(
+        &self,
+        tree: &synod_raft_store::DataTree,
+        observer: &mut Local,
+        w: SetWatches2,
+    ) -> bool {
+        let rel = w.relative_zxid;
+        let conn = self.id;
+        let mut fired = Vec::new();
+        for p in w.data_watches {
+            match tree.node(&p) {
+                None => fired.push((EventType::NodeDeleted, p)),
+                Some(n) if n.mzxid > rel => fired.push((EventType::NodeDataChanged, p)),
+                Some(_) => observer.watches.add(conn, WatchKind::Data, &p),
+            }
+        }
+        for p in w.exist_watches {
+            match tree.node(&p) {
+                Some(_) => fired.push((EventType::NodeCreated, p)),
+                None => observer.watches.add(conn, WatchKind::Data, &p),
+            }
+        }
+        for p in w.child_watches {
+            match tree.node(&p) {
+                None => fired.push((EventType::NodeDeleted, p)),
+                Some(n) if n.pzxid > rel => fired.push((EventType::NodeChildrenChanged, p)),
+                Some(_) => observer.watches.add(conn, WatchKind::Child, &p),
+            }
+        }
+        for p in w.persistent_watches {
+            observer.watches.add(conn, WatchKind::Persistent, &p);
+        }
+        for p in w.persistent_recursive_watches {
+            observer.watches.add(conn, WatchKind::Recursive, &p);
+        }
+        fired
+            .into_iter()
+            .all(|(t, p)| self.send(notification_frame(t, &p)))
+    }
+}
+
+/// Reads that must see every write acknowledged before them (linearizable mode).
+fn is_data_read(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Exists(_)
+            | Request::GetData(_)
+            | Request::GetChildren(_)
+            | Request::GetChildren2(_)
+            | Request::GetAcl(_)
+            | Request::GetAllChildrenNumber(_)
+            | Request::GetEphemerals(_)
+            | Request::MultiRead(_)
+            | Request::SetWatches(_)
+            | Request::SetWatches2(_)
+    )
+}

@@ -1,0 +1,229 @@
+//! Node-local state kept under the replica lock and updated by apply: the WatchManager, the client
+//! connections (where events and session ends are delivered), and the requests this node proposed
+//! that wait for their entry to be applied here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use synod_proto::frame::encode_frame;
+use synod_proto::records::WatcherEvent;
+use synod_proto::response::NotificationPacket;
+use synod_proto::{ErrorCode, KeeperState, Response};
+use synod_raft_store::state_machine::{ApplyObserver, Outcome};
+use synod_raft_store::{Command, DataTree, Event, NodeId};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::watches::{ConnId, WatchManager};
+
+/// How a proposed command ended, as seen by the connection that waits for it.
+#[derive(Debug)]
+pub enum Completion {
+    /// CreateSession applied: the new session's id.
+    Session { session_id: i64 },
+    /// A write (or CloseSession) applied at `zxid` with this result.
+    Write {
+        zxid: i64,
+        err: ErrorCode,
+        response: Response,
+    },
+    /// The command's fate is unknown (leader lost, forward failed): the connection must close.
+    Failed(String),
+}
+
+/// A client connection as apply sees it.
+pub struct ConnEntry {
+    /// The session the connection carries.
+    pub session_id: i64,
+    /// Frames to write to the client (events go here; replies share the queue, so order holds).
+    pub out: mpsc::Sender<Bytes>,
+    /// Tells the connection to close (session ended, too slow, snapshot installed).
+    pub kill: Arc<Notify>,
+}
+
+/// See the module documentation.
+pub struct Local {
+    node_id: NodeId,
+    pub watches: WatchManager,
+    conns: HashMap<ConnId, ConnEntry>,
+    /// Which local connection carries each session (at most one, as in ZooKeeper).
+    session_conn: HashMap<i64, ConnId>,
+    /// Requests proposed by this node, by request number, waiting for apply (or failure).
+    pending: HashMap<u64, oneshot::Sender<Completion>>,
+}
+
+/// Encodes one watch notification as a complete frame.
+pub fn notification_frame(event_type: synod_proto::EventType, path: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    let event = WatcherEvent {
+        event_type: event_type.as_i32(),
+        state: KeeperState::SyncConnected.as_i32(),
+        path: path.to_string(),
+    };
+    encode_frame(&NotificationPacket { event }, &mut b);
+    b.freeze()
+}
+
+impl Local {
+    pub fn new(node_id: NodeId) -> Self {
+        Local {
+            node_id,
+            watches: WatchManager::default(),
+            conns: HashMap::new(),
+            session_conn: HashMap::new(),
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Registers a connection for `session_id`; an older local connection of the same session is
+    /// closed (the session moved to the new one).
+    pub fn add_conn(&mut self, id: ConnId, entry: ConnEntry) {
+        if let Some(old) = self.session_conn.insert(entry.session_id, id) {
+            if old != id {
+                self.kill_conn(old, "session reattached on a new connection");
+            }
+        }
+        self.conns.insert(id, entry);
+    }
+
+    /// Forgets a closed connection and its watches.
+    pub fn remove_conn(&mut self, id: ConnId) {
+        if let Some(e) = self.conns.remove(&id) {
+            if self.session_conn.get(&e.session_id) == Some(&id) {
+                self.session_conn.remove(&e.session_id);
+            }
+        }
+        self.watches.remove_conn(id);
+    }
+
+    fn kill_conn(&mut self, id: ConnId, why: &str) {
+        if let Some(e) = self.conns.get(&id) {
+            tracing::debug!(
+                conn = id,
+                session = format_args!("{:#x}", e.session_id),
+                why,
+                "closing connection"
+            );
+            e.kill.notify_one();
+        }
+        self.remove_conn(id);
+    }
+
+    /// Registers a request waiting for its entry.
+    pub fn add_pending(&mut self, request: u64, tx: oneshot::Sender<Completion>) {
+        self.pending.insert(request, tx);
+    }
+
+    /// Fails a waiting request (its proposal or forward failed); no-op if already completed.
+    pub fn fail_pending(&mut self, request: u64, why: String) {
+        if let Some(tx) = self.pending.remove(&request) {
+            let _ = tx.send(Completion::Failed(why));
+        }
+    }
+
+    fn complete(&mut self, origin: Option<synod_raft_store::Origin>, c: Completion) -> bool {
+        match origin {
+            Some(o) if o.node == self.node_id => match self.pending.remove(&o.request) {
+                Some(tx) => {
+                    let _ = tx.send(c);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Delivers one event to every watching connection; a connection whose queue is full is
+    /// closed rather than buffered without end.
+    pub fn notify(&mut self, ev: &Event) {
+        let mut targets = Vec::new();
+        self.watches.trigger(ev.event_type, &ev.path, &mut targets);
+        if targets.is_empty() {
+            return;
+        }
+        let frame = notification_frame(ev.event_type, &ev.path);
+        let mut slow = Vec::new();
+        for c in targets {
+            if let Some(e) = self.conns.get(&c) {
+                if e.out.try_send(frame.clone()).is_err() {
+                    slow.push(c);
+                }
+            }
+        }
+        for c in slow {
+            self.kill_conn(c, "too slow: its queue of replies and events is full");
+        }
+    }
+
+    /// Sends an already encoded frame to one connection (setWatches firing missed events).
+    pub fn send_to(&mut self, conn: ConnId, frame: Bytes) -> bool {
+        let ok = self
+            .conns
+            .get(&conn)
+            .is_some_and(|e| e.out.try_send(frame).is_ok());
+        if !ok {
+            self.kill_conn(conn, "too slow: its queue of replies and events is full");
+        }
+        ok
+    }
+}
+
+impl ApplyObserver for Local {
+    fn on_apply(&mut self, _tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>) {
+        match (command, outcome) {
+            (Command::CreateSession { origin, .. }, Outcome::SessionCreated { session_id }) => {
+                self.complete(Some(*origin), Completion::Session { session_id });
+            }
+            (
+                Command::CloseSession { origin, .. },
+                Outcome::SessionClosed { session_id, events },
+            ) => {
+                for ev in events {
+                    self.notify(ev);
+                }
+                let done = Completion::Write {
+                    zxid,
+                    err: ErrorCode::Ok,
+                    response: Response::Empty,
+                };
+                let replying_here = self.complete(*origin, done);
+                if !replying_here {
+                    if let Some(conn) = self.session_conn.get(&session_id).copied() {
+                        self.kill_conn(conn, "session closed");
+                    }
+                }
+            }
+            (Command::Write { origin, .. }, Outcome::Write { applied }) => {
+                for ev in &applied.events {
+                    self.notify(ev);
+                }
+                let done = Completion::Write {
+                    zxid,
+                    err: applied.err,
+                    response: applied.response.clone(),
+                };
+                self.complete(Some(*origin), done);
+            }
+            (_, Outcome::Reaped { events }) => {
+                for ev in events {
+                    self.notify(ev);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A snapshot replaced the tree: watches may have missed events, so every client reconnects
+    /// and re-registers them with its last zxid (as ZooKeeper's followers do after a resync).
+    fn on_install(&mut self, _tree: &DataTree) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.kill_conn(id, "state replaced by a snapshot");
+        }
+    }
+}

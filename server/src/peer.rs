@@ -1,1 +1,0 @@
-//! Peer RPC (being written).

@@ -1,0 +1,427 @@
+//! The peer RPC client: one persistent, pipelined connection per peer address, made lazily and
+//! remade on the next call after it breaks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use synod_raft_store::types::NodeId;
+
+use super::frame::{clamp_max_frame_len, codec, decode_frame, encode_frame, BatchWriter};
+use super::{AbortOnDrop, PeerError, PeerRequest, PeerResponse, DEFAULT_MAX_FRAME_LEN};
+
+/// Frames queued for a connection's writer; when full, callers wait (within their timeout) for
+/// the writer, so a peer that stops reading cannot make us buffer without end.
+const QUEUE_LEN: usize = 1024;
+
+/// A pool of peer connections, one per target address. Cheap to clone; clones share the
+/// connections. Dropping the last clone closes every connection.
+///
+/// Each connection is opened by the first call to its address and reused by every later call,
+/// which are pipelined on it and matched to their responses by id. When it breaks, the calls in
+/// flight on it fail ([`PeerError::Closed`] or [`PeerError::Codec`]) and the next call opens a new
+/// one. A failed call is never retried by the pool.
+///
+/// Ordering guarantee: the calls to one address are written to its connection in the order in
+/// which they are enqueued. A call enqueues on its first poll unless another call to that address
+/// is ahead of it (still connecting, or waiting for room in the queue); then it waits in a FIFO
+/// line (tokio's fair mutex) and enqueues in its turn. So calls made from one task in order
+/// (awaited one by one, or created in order and polled by `join_all`, which first polls them in
+/// order) are written in that order, and the remote server hands them to
+/// [`super::PeerService::handle`] in that order. Calls from different tasks are ordered by the
+/// moment each first reaches the pool. The guarantee holds per connection: a call that fails
+/// because the connection broke may or may not have been delivered, and the calls after it may
+/// travel on a new connection.
+#[derive(Clone)]
+pub struct PeerPool {
+    /// Shared by the clones.
+    inner: Arc<PoolInner>,
+}
+
+/// The state every clone of a [`PeerPool`] shares.
+struct PoolInner {
+    /// Largest request payload sent (and response payload accepted), the length prefix excluded.
+    max_frame_len: usize,
+    /// Source of request ids: unique in the pool, hence unique on each connection.
+    next_id: AtomicU64,
+    /// The connection slot of each address called so far. The async lock around a slot is what
+    /// orders the calls to that address and makes concurrent callers share one connect.
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Conn>>>>>,
+}
+
+impl Default for PeerPool {
+    fn default() -> Self {
+        PeerPool::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl std::fmt::Debug for PeerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerPool")
+            .field("max_frame_len", &self.inner.max_frame_len)
+            .finish()
+    }
+}
+
+impl PeerPool {
+    /// A pool whose frames (requests sent, responses accepted) are at most `max_frame_len` bytes
+    /// after the length prefix ([`DEFAULT_MAX_FRAME_LEN`] is the usual choice).
+    pub fn new(max_frame_len: usize) -> Self {
+        PeerPool {
+            inner: Arc::new(PoolInner {
+                max_frame_len: clamp_max_frame_len(max_frame_len),
+                next_id: AtomicU64::new(1),
+                slots: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The maximum frame length this pool sends and accepts.
+    pub fn max_frame_len(&self) -> usize {
+        self.inner.max_frame_len
+    }
+
+    /// Sends `req` to node `target` at `addr` and waits at most `timeout` for its response.
+    ///
+    /// Errors: [`PeerError::Unreachable`] if no connection could be made (nothing was sent);
+    /// [`PeerError::TooLarge`] or [`PeerError::Codec`] if the request cannot be encoded (nothing
+    /// was sent); [`PeerError::Timeout`] if no response came in time; [`PeerError::Closed`] or
+    /// [`PeerError::Codec`] if the connection broke first. In the last two cases the request may
+    /// have been handled.
+    pub async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let payload = encode_frame(id, &req, self.inner.max_frame_len)?;
+        drop(req);
+        // Connecting gives up at this deadline (as Unreachable), no later than the call's timeout.
+        let connect_deadline = Instant::now().checked_add(timeout);
+        match tokio::time::timeout(
+            timeout,
+            self.send(target, addr, id, payload, connect_deadline),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(PeerError::Timeout(timeout)),
+        }
+    }
+
+    /// Enqueues the frame on the address's connection (opening one if needed) and waits for the
+    /// response.
+    async fn send(
+        &self,
+        target: NodeId,
+        addr: &str,
+        id: u64,
+        payload: Bytes,
+        connect_deadline: Option<Instant>,
+    ) -> Result<PeerResponse, PeerError> {
+        let slot = self.slot(addr);
+        let pending = {
+            let mut slot = slot.lock().await;
+            let conn = match slot.take() {
+                Some(conn) if conn.shared.is_open() => conn,
+                stale => {
+                    // A broken connection is dropped here (its tasks stop, its socket closes).
+                    drop(stale);
+                    Conn::connect(target, addr, self.inner.max_frame_len, connect_deadline).await?
+                }
+            };
+            let conn = slot.insert(conn);
+            let pending = conn.shared.register(id)?;
+            if conn.tx.send(payload).await.is_err() {
+                return Err(conn.shared.error().unwrap_or_else(|| {
+                    PeerError::Closed("the connection's writer stopped".to_string())
+                }));
+            }
+            pending
+        };
+        pending.wait().await
+    }
+
+    /// The slot of `addr`, created empty on first use.
+    fn slot(&self, addr: &str) -> Arc<tokio::sync::Mutex<Option<Conn>>> {
+        let mut slots = lock(&self.inner.slots);
+        match slots.get(addr) {
+            Some(slot) => slot.clone(),
+            None => {
+                let slot = Arc::new(tokio::sync::Mutex::new(None));
+                slots.insert(addr.to_string(), slot.clone());
+                slot
+            }
+        }
+    }
+
+    /// Whether the pool holds an open connection to `addr`.
+    #[cfg(test)]
+    pub(crate) async fn is_connected(&self, addr: &str) -> bool {
+        let slot = self.slot(addr);
+        let slot = slot.lock().await;
+        slot.as_ref().is_some_and(|c| c.shared.is_open())
+    }
+
+    /// How many calls on the connection to `addr` await their response.
+    #[cfg(test)]
+    pub(crate) async fn pending_calls(&self, addr: &str) -> usize {
+        let slot = self.slot(addr);
+        let slot = slot.lock().await;
+        slot.as_ref()
+            .map_or(0, |c| lock(&c.shared.state).pending.len())
+    }
+}
+
+/// Locks a std mutex; a panic elsewhere while holding it leaves plain data that is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One connection to a peer, as the pool holds it.
+struct Conn {
+    /// What the connection's tasks and its callers share.
+    shared: Arc<ConnShared>,
+    /// Frames for the writer task, in the order they are to be written.
+    tx: mpsc::Sender<Bytes>,
+    /// The task that reads responses; aborted with the connection.
+    _reader: AbortOnDrop,
+    /// The task that writes requests; aborted with the connection.
+    _writer: AbortOnDrop,
+}
+
+/// The state of a connection shared by its pool slot, its tasks and its pending calls.
+struct ConnShared {
+    /// The node at the other end, for logs.
+    target: NodeId,
+    /// The address dialled, for logs.
+    addr: String,
+    /// The calls awaiting a response, and whether the connection has failed.
+    state: Mutex<ConnState>,
+    /// Cancelled when the connection fails, so both of its tasks stop and the socket closes.
+    closed: CancellationToken,
+}
+
+/// See [`ConnShared::state`].
+struct ConnState {
+    /// Where to deliver each awaited response, by request id.
+    pending: HashMap<u64, oneshot::Sender<Result<PeerResponse, PeerError>>>,
+    /// Set once, when the connection fails: later registrations fail with it at once instead of
+    /// waiting for a response that cannot come.
+    error: Option<PeerError>,
+}
+
+/// A call awaiting its response; dropping it (timeout, cancellation) forgets the call, so a late
+/// response is ignored and the pending map does not grow.
+struct PendingCall {
+    /// The connection the call was sent on.
+    shared: Arc<ConnShared>,
+    /// The call's request id.
+    id: u64,
+    /// Receives the response or the connection's failure.
+    rx: oneshot::Receiver<Result<PeerResponse, PeerError>>,
+}
+
+impl PendingCall {
+    async fn wait(mut self) -> Result<PeerResponse, PeerError> {
+        match (&mut self.rx).await {
+            Ok(result) => result,
+            Err(_) => Err(PeerError::Closed("the connection was dropped".to_string())),
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        lock(&self.shared.state).pending.remove(&self.id);
+    }
+}
+
+impl ConnShared {
+    fn is_open(&self) -> bool {
+        !self.closed.is_cancelled()
+    }
+
+    fn error(&self) -> Option<PeerError> {
+        lock(&self.state).error.clone()
+    }
+
+    /// Registers a call about to be written.
+    fn register(self: &Arc<Self>, id: u64) -> Result<PendingCall, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        let mut state = lock(&self.state);
+        if let Some(e) = &state.error {
+            return Err(e.clone());
+        }
+        state.pending.insert(id, tx);
+        Ok(PendingCall {
+            shared: self.clone(),
+            id,
+            rx,
+        })
+    }
+
+    /// Delivers a response to its call, if that still waits.
+    fn complete(&self, id: u64, response: PeerResponse) {
+        let tx = lock(&self.state).pending.remove(&id);
+        match tx {
+            // The caller may have just given up; then the response is dropped.
+            Some(tx) => drop(tx.send(Ok(response))),
+            None => debug!(
+                node = self.target,
+                id, "late or unknown peer response ignored"
+            ),
+        }
+    }
+
+    /// Marks the connection failed: every pending call fails with `err`, and the tasks stop.
+    fn fail(&self, err: PeerError) {
+        let drained = {
+            let mut state = lock(&self.state);
+            if state.error.is_some() {
+                return;
+            }
+            state.error = Some(err.clone());
+            std::mem::take(&mut state.pending)
+        };
+        debug!(node = self.target, addr = %self.addr, error = %err, calls = drained.len(), "peer connection failed");
+        for tx in drained.into_values() {
+            let _ = tx.send(Err(err.clone()));
+        }
+        self.closed.cancel();
+    }
+}
+
+impl Conn {
+    /// Opens a connection and starts its reader and writer tasks.
+    async fn connect(
+        target: NodeId,
+        addr: &str,
+        max_frame_len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Conn, PeerError> {
+        let connecting = TcpStream::connect(addr);
+        let connected = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, connecting)
+                .await
+                .map_err(|_| {
+                    PeerError::Unreachable(format!(
+                        "connecting to node {target} at {addr} timed out"
+                    ))
+                })?,
+            None => connecting.await,
+        };
+        let stream = connected.map_err(|e| {
+            PeerError::Unreachable(format!("cannot connect to node {target} at {addr}: {e}"))
+        })?;
+        if let Err(e) = stream.set_nodelay(true) {
+            warn!(node = target, addr, error = %e, "cannot set TCP_NODELAY on peer connection");
+        }
+        debug!(node = target, addr, "peer connection established");
+        let (rd, wr) = stream.into_split();
+        let shared = Arc::new(ConnShared {
+            target,
+            addr: addr.to_string(),
+            state: Mutex::new(ConnState {
+                pending: HashMap::new(),
+                error: None,
+            }),
+            closed: CancellationToken::new(),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let reader = tokio::spawn(read_responses(rd, shared.clone(), max_frame_len));
+        let writer = tokio::spawn(write_requests(BatchWriter::new(wr), rx, shared.clone()));
+        Ok(Conn {
+            shared,
+            tx,
+            _reader: AbortOnDrop(reader),
+            _writer: AbortOnDrop(writer),
+        })
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The tasks are aborted with us; calls still waiting must not wait for their timeout.
+        self.shared
+            .fail(PeerError::Closed("the connection was dropped".to_string()));
+    }
+}
+
+/// Reads responses and delivers them to their calls until the connection fails.
+async fn read_responses(rd: OwnedReadHalf, shared: Arc<ConnShared>, max_frame_len: usize) {
+    let mut frames = FramedRead::new(rd, codec(max_frame_len));
+    let err = loop {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            () = shared.closed.cancelled() => return,
+        };
+        match next {
+            None => break PeerError::Closed("connection closed by the peer".to_string()),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                warn!(node = shared.target, addr = %shared.addr, error = %e, "closing peer connection: bad response frame");
+                break PeerError::Codec(format!("bad response frame: {e}"));
+            }
+            Some(Err(e)) => break PeerError::Closed(format!("read failed: {e}")),
+            Some(Ok(payload)) => match decode_frame::<PeerResponse>(&payload) {
+                Ok(frame) => shared.complete(frame.id, frame.body),
+                Err(e) => {
+                    warn!(node = shared.target, addr = %shared.addr, error = %e, "closing peer connection: malformed response frame");
+                    break PeerError::Codec(format!("malformed response frame: {e}"));
+                }
+            },
+        }
+    };
+    shared.fail(err);
+}
+
+/// Writes queued requests, draining whatever is queued into one write, until the connection
+/// fails or is dropped.
+async fn write_requests(
+    mut w: BatchWriter<OwnedWriteHalf>,
+    mut rx: mpsc::Receiver<Bytes>,
+    shared: Arc<ConnShared>,
+) {
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            () = shared.closed.cancelled() => return,
+        };
+        let Some(first) = first else { return };
+        let mut next = Some(first);
+        let mut pushed = Ok(());
+        while let Some(payload) = next.take() {
+            pushed = w.push(&payload);
+            if pushed.is_err() {
+                break;
+            }
+            if !w.is_full() {
+                next = rx.try_recv().ok();
+            }
+        }
+        let written = match pushed {
+            Ok(()) => tokio::select! {
+                written = w.flush() => written,
+                () = shared.closed.cancelled() => return,
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            shared.fail(PeerError::Closed(format!("write failed: {e}")));
+            return;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Peer frame encoding and decoding, and the batching frame writer both sides use.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use synod_raft_store::types::{decode, encode};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::LengthDelimitedCodec;
+
+use super::PeerError;
+
+/// The default maximum length of a frame's payload (the bytes after the length prefix).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
+
+/// Bytes of the length prefix.
+const HEADER_LEN: usize = 4;
+
+/// A writer stops draining its queue into the current batch once the batch is this large, so one
+/// write is not unboundedly large; a single bigger frame still goes out whole.
+const BATCH_SOFT_LIMIT: usize = 1024 * 1024;
+
+/// A batch buffer that grew beyond this (for a large frame) is released after the write instead
+/// of being kept for the life of the connection.
+const RETAINED_BUF_CAP: usize = 4 * 1024 * 1024;
+
+/// One frame's payload: a request or response body and the id that matches them.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Frame<B> {
+    /// Chosen by the caller, echoed by the server, so pipelined responses find their calls.
+    pub id: u64,
+    /// A `PeerRequest` or `PeerResponse`.
+    pub body: B,
+}
+
+/// Clamps a configured maximum frame length to what the 4-byte prefix can express (and to at
+/// least one byte, so a zero does not reject every frame).
+pub(crate) fn clamp_max_frame_len(max: usize) -> usize {
+    max.clamp(1, u32::MAX as usize)
+}
+
+/// The decoder for incoming frames: a frame whose prefix announces more than `max_frame_len`
+/// bytes is an error as soon as the prefix is read, before anything of it is buffered.
+pub(crate) fn codec(max_frame_len: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_offset(0)
+        .length_field_length(HEADER_LEN)
+        .length_adjustment(0)
+        .num_skip(HEADER_LEN)
+        .big_endian()
+        .max_frame_length(max_frame_len)
+        .new_codec()
+}
+
+/// Encodes a frame's payload (without the length prefix), refusing one longer than `max`.
+pub(crate) fn encode_frame<B: Serialize>(id: u64, body: B, max: usize) -> Result<Bytes, PeerError> {
+    let payload = encode(&Frame { id, body })
+        .map_err(|e| PeerError::Codec(format!("cannot encode frame: {e}")))?;
+    if payload.len() > max {
+        return Err(PeerError::TooLarge {
+            len: payload.len(),
+            max,
+        });
+    }
+    Ok(Bytes::from(payload))
+}
+
+/// Decodes a frame's payload; the value must fill it exactly.
+pub(crate) fn decode_frame<B: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<Frame<B>, bincode::error::DecodeError> {
+    decode(payload)
+}
+
+/// Writes length-prefixed frames, several per write: the owner pushes what is queued, then
+/// flushes once.
+pub(crate) struct BatchWriter<W> {
+    /// The socket's write half.
+    wr: W,
+    /// The frames pushed since the last flush, prefixes included.
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> BatchWriter<W> {
+    pub(crate) fn new(wr: W) -> Self {
+        BatchWriter {
+            wr,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Appends one frame (its payload was checked against the maximum when it was encoded).
+    pub(crate) fn push(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "frame longer than u32::MAX",
+            )
+        })?;
+        self.buf.reserve(HEADER_LEN + payload.len());
+        self.buf.put_u32(len);
+        self.buf.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Whether the batch is large enough to be written without draining more of the queue.
+    pub(crate) fn is_full(&self) -> bool {
+        self.buf.len() >= BATCH_SOFT_LIMIT
+    }
+
+    /// Writes the batch in one go.
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.wr.write_all(&self.buf).await?;
+        self.buf.clear();
+        if self.buf.capacity() > RETAINED_BUF_CAP {
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! Peer RPC: the messages nodes exchange on the peer port (Raft messages, forwarded writes,
+//! read-index requests, session touches), their framing, the server that answers them, the
+//! client pool that sends them over persistent pipelined connections, and the openraft network
+//! glue on top of that pool.
+//!
+//! Wire format: every frame is a 4-byte big-endian length followed by that many bytes of bincode
+//! ([`synod_raft_store::types::encode`]) of `{ id: u64, body }`, where `body` is a
+//! [`PeerRequest`] from client to server and a [`PeerResponse`] from server to client. Requests
+//! are pipelined; a response carries the id of its request and may arrive out of order.
+//!
+//! Ordering: the server hands the requests of one connection to [`PeerService::handle`] in
+//! arrival order, and [`PeerPool::call`] writes the calls to one address in the order they reach
+//! its connection's queue (see [`PeerPool`] for exactly what that means for callers).
+
+mod client;
+mod frame;
+mod network;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use synod_raft_store::types::{Command, NodeId, TypeConfig};
+
+pub use client::PeerPool;
+pub use frame::DEFAULT_MAX_FRAME_LEN;
+pub use network::{PeerConn, PeerNetwork};
+pub use server::{serve, serve_with_limits, PeerLimits, PeerService, DEFAULT_MAX_IN_FLIGHT};
+
+/// A request from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Raft log replication and heartbeats, leader to follower.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// A candidate asks for a vote.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot, leader to a lagging follower.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client write forwarded by a follower; the leader proposes forwards in arrival order.
+    Forward(Command),
+    /// A follower asks the leader for a linearizable read point (a log index).
+    ReadIndex,
+    /// Sessions with client activity on the sender since its previous touch.
+    Touch(Vec<i64>),
+}
+
+/// The answer to a [`PeerRequest`]; the variant matches the request's.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// What the remote Raft answered to [`PeerRequest::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// What the remote Raft answered to [`PeerRequest::Vote`].
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// What the remote Raft answered to [`PeerRequest::InstallSnapshot`].
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    /// The forwarded write was proposed (and, as the service defines, committed or applied).
+    Forward(Result<(), ForwardError>),
+    /// The read point: the log index the follower must have applied before it reads.
+    ReadIndex(Result<u64, ForwardError>),
+    /// The touches were recorded.
+    Touch,
+}
+
+/// Why the leader did not carry out a forwarded write or read-index request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not the leader; `leader` is the one it knows of, if any.
+    #[error("not the leader (known leader: {leader:?})")]
+    NotLeader {
+        /// Where the sender should go instead, if the receiver knows.
+        leader: Option<NodeId>,
+    },
+    /// The leader tried and failed.
+    #[error("forwarded request failed: {0}")]
+    Failed(String),
+}
+
+/// Why a [`PeerPool::call`] produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// No connection could be made (refused, unresolvable, or connecting took the whole
+    /// timeout). Nothing was sent.
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// No response within the call's timeout. The request may or may not have been handled.
+    #[error("peer call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection broke while the call was queued or in flight. The request may or may not
+    /// have been handled.
+    #[error("peer connection closed: {0}")]
+    Closed(String),
+    /// A frame could not be encoded, or the peer sent a frame we could not decode (the
+    /// connection is then closed).
+    #[error("peer frame codec error: {0}")]
+    Codec(String),
+    /// The encoded request exceeds the maximum frame length; nothing was sent.
+    #[error("peer request of {len} bytes exceeds the maximum frame length of {max}")]
+    TooLarge {
+        /// The encoded request's length.
+        len: usize,
+        /// The pool's maximum frame length.
+        max: usize,
+    },
+}
+
+/// Aborts a task when dropped, so a connection's helper task dies with its owner.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone (and with it whatever it owned).
+    pub(crate) async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

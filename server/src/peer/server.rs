@@ -1,0 +1,239 @@
+//! The peer RPC server: accepts peer connections, hands each connection's requests to the
+//! [`PeerService`] in arrival order, and writes the responses back as they complete.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::frame::{clamp_max_frame_len, codec, decode_frame, encode_frame, BatchWriter};
+use super::{AbortOnDrop, PeerRequest, PeerResponse, DEFAULT_MAX_FRAME_LEN};
+
+/// The default bound on requests of one connection that are being handled or whose responses
+/// are not yet written.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// After a failed accept (e.g. out of file descriptors) the server waits this long before the
+/// next one instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What answers peer requests (the node; a fake in tests).
+pub trait PeerService: Send + Sync + 'static {
+    /// Called in arrival order for each request of a connection; whatever it does before returning
+    /// (e.g. enqueueing a forwarded write) happens in that order. The returned future produces the
+    /// response. It is dropped unfinished if the connection closes first.
+    fn handle(&self, from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse>;
+}
+
+/// The server's per-connection limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Largest frame payload accepted (the length prefix excluded); a longer announced frame
+    /// closes the connection before any of it is buffered.
+    pub max_frame_len: usize,
+    /// Requests of one connection being handled or waiting for their response to be written;
+    /// when reached, the connection is not read until one completes, so a peer cannot make us
+    /// buffer without end.
+    pub max_in_flight: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// Serves peer RPC on `listener` with the default [`PeerLimits`] until `shutdown` completes.
+pub async fn serve<S: PeerService>(
+    listener: TcpListener,
+    service: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with_limits(listener, service, PeerLimits::default(), shutdown).await
+}
+
+/// Serves peer RPC on `listener` until `shutdown` completes. On return the listener and every
+/// connection are closed; handlers still in progress are dropped (their tasks end as soon as they
+/// are next polled, and hold no socket).
+pub async fn serve_with_limits<S: PeerService>(
+    listener: TcpListener,
+    service: Arc<S>,
+    limits: PeerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = PeerLimits {
+        max_frame_len: clamp_max_frame_len(limits.max_frame_len),
+        max_in_flight: limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    let stop = CancellationToken::new();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            done = conns.join_next(), if !conns.is_empty() => {
+                if let Some(Err(e)) = done {
+                    if e.is_panic() {
+                        error!(error = %e, "peer connection task panicked");
+                    }
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    conns.spawn(connection(stream, from, service.clone(), limits, stop.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    // Each connection closes its socket and stops its writer before its task ends.
+    stop.cancel();
+    while let Some(done) = conns.join_next().await {
+        if let Err(e) = done {
+            if e.is_panic() {
+                error!(error = %e, "peer connection task panicked");
+            }
+        }
+    }
+    debug!("peer server stopped");
+}
+
+/// A response on its way to the connection's writer.
+struct Outgoing {
+    /// The encoded response frame, or why it could not be encoded (the writer then closes the
+    /// connection, since the peer's call would otherwise never be answered).
+    payload: Result<Bytes, String>,
+    /// The request's in-flight permit, released once the response is written.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One connection: this task reads and dispatches requests; a writer task writes responses.
+async fn connection<S: PeerService>(
+    stream: TcpStream,
+    from: SocketAddr,
+    service: Arc<S>,
+    limits: PeerLimits,
+    stop: CancellationToken,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(peer = %from, error = %e, "cannot set TCP_NODELAY on peer connection");
+    }
+    debug!(peer = %from, "peer connection accepted");
+    let (rd, wr) = stream.into_split();
+    // Unbounded, but never holding more than `max_in_flight` responses: each carries a permit.
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+    let writer = AbortOnDrop(tokio::spawn(write_responses(
+        BatchWriter::new(wr),
+        rx,
+        from,
+    )));
+    let permits = Arc::new(Semaphore::new(limits.max_in_flight));
+    let mut frames = FramedRead::new(rd, codec(limits.max_frame_len));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed; nothing sensible to do but stop
+            },
+            () = tx.closed() => break,
+            () = stop.cancelled() => break,
+        };
+        let next = tokio::select! {
+            next = frames.next() => next,
+            () = tx.closed() => break,
+            () = stop.cancelled() => break,
+        };
+        let payload = match next {
+            None => {
+                debug!(peer = %from, "peer connection closed by the peer");
+                break;
+            }
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                warn!(peer = %from, error = %e, "closing peer connection: bad frame");
+                break;
+            }
+            Some(Err(e)) => {
+                debug!(peer = %from, error = %e, "peer connection read failed");
+                break;
+            }
+            Some(Ok(payload)) => payload,
+        };
+        let frame = match decode_frame::<PeerRequest>(&payload) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!(peer = %from, error = %e, "closing peer connection: malformed request frame");
+                break;
+            }
+        };
+        drop(payload);
+        let id = frame.id;
+        let response = service.handle(from, frame.body);
+        let tx = tx.clone();
+        let max_frame_len = limits.max_frame_len;
+        tokio::spawn(async move {
+            let response = tokio::select! {
+                r = response => r,
+                () = tx.closed() => return,
+            };
+            let payload = encode_frame(id, &response, max_frame_len)
+                .map_err(|e| format!("response to request {id}: {e}"));
+            // Fails only when the writer is gone, i.e. the connection is closing anyway.
+            let _ = tx.send(Outgoing {
+                payload,
+                _permit: permit,
+            });
+        });
+    }
+    drop(frames);
+    writer.stop().await;
+    debug!(peer = %from, "peer connection closed");
+}
+
+/// Writes responses as they complete, draining whatever is queued into one write.
+async fn write_responses(
+    mut w: BatchWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    from: SocketAddr,
+) {
+    let mut written = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            let pushed = match &out.payload {
+                Ok(payload) => w.push(payload).map_err(|e| e.to_string()),
+                Err(reason) => Err(reason.clone()),
+            };
+            if let Err(reason) = pushed {
+                error!(peer = %from, reason = %reason, "closing peer connection: cannot send a response");
+                return;
+            }
+            written.push(out);
+            if !w.is_full() {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = w.flush().await {
+            debug!(peer = %from, error = %e, "peer connection write failed");
+            return;
+        }
+        // Releases the permits of the responses just written.
+        written.clear();
+    }
+}

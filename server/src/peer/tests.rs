@@ -1,0 +1,693 @@
+//! Peer RPC over loopback against fake services: pipelining, ordering, failures, limits, and the
+//! openraft error mapping.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+use openraft::error::{Fatal, RPCError, RaftError};
+use openraft::network::{RPCOption, RPCTypes};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
+use openraft::testing::log_id;
+use openraft::{BasicNode, Entry, EntryPayload, RaftNetwork, RaftNetworkFactory, Vote};
+use synod_raft_store::types::{encode, Command, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::frame::{decode_frame, Frame};
+use super::*;
+
+/// No test may run longer than this.
+const TEST_LIMIT: Duration = Duration::from_secs(20);
+
+/// A generous per-call timeout for calls that are expected to succeed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a test body, failing it if it takes longer than [`TEST_LIMIT`].
+async fn bounded<F: Future>(body: F) -> F::Output {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+/// A pseudo-random delay of 0–5 ms derived from `n` (reproducible, but scattered enough that
+/// responses complete out of order).
+fn jitter(n: u64) -> Duration {
+    let mut x = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    Duration::from_micros(x % 5000)
+}
+
+/// A fake node that records what it is handed.
+#[derive(Default)]
+struct Fake {
+    /// The source addresses of the connections requests came in on.
+    peers: Mutex<HashSet<SocketAddr>>,
+    /// The `time_ms` of each forwarded `Reap`, in the order `handle` saw them.
+    forwards: Mutex<Vec<i64>>,
+    /// The marker of each Touch / Vote, in the order their responses completed.
+    completed: Arc<Mutex<Vec<u64>>>,
+}
+
+impl PeerService for Fake {
+    fn handle(&self, from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+        self.peers.lock().expect("peers").insert(from);
+        let completed = self.completed.clone();
+        match req {
+            // Echoes the request, so the caller can check it got its own response.
+            PeerRequest::Vote(v) => {
+                let marker = v.last_log_id.map_or(0, |l| l.index);
+                async move {
+                    tokio::time::sleep(jitter(marker)).await;
+                    completed.lock().expect("completed").push(marker);
+                    PeerResponse::Vote(Ok(VoteResponse {
+                        vote: v.vote,
+                        vote_granted: true,
+                        last_log_id: v.last_log_id,
+                    }))
+                }
+                .boxed()
+            }
+            PeerRequest::Touch(sessions) => {
+                let marker = sessions.first().map_or(0, |s| *s as u64);
+                async move {
+                    tokio::time::sleep(jitter(marker)).await;
+                    completed.lock().expect("completed").push(marker);
+                    PeerResponse::Touch
+                }
+                .boxed()
+            }
+            PeerRequest::Forward(Command::Reap { time_ms, .. }) => {
+                self.forwards.lock().expect("forwards").push(time_ms);
+                future::ready(PeerResponse::Forward(Ok(()))).boxed()
+            }
+            PeerRequest::Forward(_) => future::ready(PeerResponse::Forward(Err(
+                ForwardError::Failed("unexpected command".to_string()),
+            )))
+            .boxed(),
+            // Never answered.
+            PeerRequest::ReadIndex => future::pending().boxed(),
+            // The remote Raft refuses.
+            PeerRequest::AppendEntries(_) => future::ready(PeerResponse::AppendEntries(Err(
+                RaftError::Fatal(Fatal::Stopped),
+            )))
+            .boxed(),
+            // A response of the wrong kind.
+            PeerRequest::InstallSnapshot(_) => future::ready(PeerResponse::Touch).boxed(),
+        }
+    }
+}
+
+/// A node that never answers anything.
+struct Silent;
+
+impl PeerService for Silent {
+    fn handle(&self, _from: SocketAddr, _req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+        future::pending().boxed()
+    }
+}
+
+/// A peer server running in a task; aborted if the test drops it without stopping it.
+struct TestServer {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Dropping or sending on it shuts the server down.
+    stop: Option<oneshot::Sender<()>>,
+    /// The `serve` task.
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    async fn start<S: PeerService>(addr: SocketAddr, service: Arc<S>, limits: PeerLimits) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_with_limits(listener, service, limits, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn any_port<S: PeerService>(service: Arc<S>) -> Self {
+        Self::start(loopback(), service, PeerLimits::default()).await
+    }
+
+    /// Shuts the server down and waits until its listener and connections are closed.
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A loopback address nothing listens on (bound, then released).
+async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind(loopback()).await.expect("bind loopback");
+    l.local_addr().expect("local addr")
+}
+
+fn vote_req(marker: u64) -> VoteRequest<NodeId> {
+    VoteRequest::new(Vote::new(marker, 1), Some(log_id(marker, 1, marker)))
+}
+
+fn reap(marker: i64) -> Command {
+    Command::Reap {
+        time_ms: marker,
+        paths: Vec::new(),
+    }
+}
+
+/// (a) 1,000 concurrent calls share one connection and each gets its own response, although the
+/// responses complete out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_pipelines_concurrent_calls_on_one_connection() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::default();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..1000u64 {
+            let (pool, addr) = (pool.clone(), addr.clone());
+            calls.spawn(async move {
+                let req = if i % 2 == 0 {
+                    PeerRequest::Vote(vote_req(i))
+                } else {
+                    PeerRequest::Touch(vec![i as i64])
+                };
+                (i, pool.call(2, &addr, req, CALL_TIMEOUT).await)
+            });
+        }
+        let mut answered = 0;
+        while let Some(joined) = calls.join_next().await {
+            let (i, result) = joined.expect("call task");
+            match result.expect("call") {
+                PeerResponse::Vote(Ok(v)) => {
+                    assert_eq!(i % 2, 0, "call {i} got a vote response");
+                    assert_eq!(
+                        v.vote,
+                        Vote::new(i, 1),
+                        "call {i} got another call's response"
+                    );
+                    assert_eq!(v.last_log_id, Some(log_id(i, 1, i)));
+                }
+                PeerResponse::Touch => assert_eq!(i % 2, 1, "call {i} got a touch response"),
+                other => panic!("call {i}: unexpected response {other:?}"),
+            }
+            answered += 1;
+        }
+        assert_eq!(answered, 1000);
+        assert_eq!(
+            fake.peers.lock().expect("peers").len(),
+            1,
+            "all calls share one connection"
+        );
+        let completed = fake.completed.lock().expect("completed").clone();
+        assert_eq!(completed.len(), 1000);
+        assert!(
+            completed.windows(2).any(|w| w[0] > w[1]),
+            "responses completed out of order"
+        );
+        assert_eq!(pool.pending_calls(&addr).await, 0);
+        server.stop().await;
+    })
+    .await
+}
+
+/// (b) Calls created in order and driven concurrently by `join_all` from one task reach
+/// `handle` in that order, both while the connection is being opened and once it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_forwards_reach_the_service_in_call_order() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::default();
+        for round in 0..2i64 {
+            let calls: Vec<_> = (0..500i64)
+                .map(|i| {
+                    pool.call(
+                        2,
+                        &addr,
+                        PeerRequest::Forward(reap(round * 1000 + i)),
+                        CALL_TIMEOUT,
+                    )
+                })
+                .collect();
+            for result in future::join_all(calls).await {
+                assert!(
+                    matches!(result, Ok(PeerResponse::Forward(Ok(())))),
+                    "{result:?}"
+                );
+            }
+        }
+        let expected: Vec<i64> = (0..500).chain(1000..1500).collect();
+        assert_eq!(*fake.forwards.lock().expect("forwards"), expected);
+        server.stop().await;
+    })
+    .await
+}
+
+/// (c) A call to a port nothing listens on fails at once with Unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_call_to_closed_port_is_unreachable() {
+    bounded(async {
+        let addr = dead_addr().await.to_string();
+        let pool = PeerPool::default();
+        let started = Instant::now();
+        let result = pool
+            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
+            .await;
+        assert!(
+            matches!(result, Err(PeerError::Unreachable(_))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        // And again: a failed connect leaves nothing behind that would change the outcome.
+        let result = pool
+            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
+            .await;
+        assert!(
+            matches!(result, Err(PeerError::Unreachable(_))),
+            "{result:?}"
+        );
+    })
+    .await
+}
+
+/// (d) After the server goes away and comes back on the same port, the next call reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_pool_reconnects_after_server_restart() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let sock = server.addr;
+        let addr = sock.to_string();
+        let pool = PeerPool::default();
+        let r = pool
+            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        assert!(pool.is_connected(&addr).await);
+
+        server.stop().await;
+        // The pool notices the close by itself (its reader sees the end of the stream).
+        while pool.is_connected(&addr).await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let r = pool
+            .call(2, &addr, PeerRequest::Touch(vec![2]), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Err(PeerError::Unreachable(_))), "{r:?}");
+
+        let server = TestServer::start(sock, fake.clone(), PeerLimits::default()).await;
+        let r = pool
+            .call(2, &addr, PeerRequest::Touch(vec![3]), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        assert_eq!(
+            fake.peers.lock().expect("peers").len(),
+            2,
+            "a second connection was made"
+        );
+        server.stop().await;
+    })
+    .await
+}
+
+/// A call in flight when the server goes away fails with Closed, not at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_calls_in_flight_fail_when_the_connection_breaks() {
+    bounded(async {
+        let server = TestServer::any_port(Arc::new(Silent)).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::default();
+        let call = {
+            let (pool, addr) = (pool.clone(), addr.clone());
+            tokio::spawn(async move {
+                pool.call(2, &addr, PeerRequest::ReadIndex, Duration::from_secs(15))
+                    .await
+            })
+        };
+        while pool.pending_calls(&addr).await == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        server.stop().await;
+        let r = call.await.expect("call task");
+        assert!(matches!(r, Err(PeerError::Closed(_))), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    })
+    .await
+}
+
+/// (e) A call that is never answered times out; the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_call_without_answer_times_out() {
+    bounded(async {
+        let server = TestServer::any_port(Arc::new(Fake::default())).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::default();
+        let timeout = Duration::from_millis(200);
+        let started = Instant::now();
+        let r = pool.call(2, &addr, PeerRequest::ReadIndex, timeout).await;
+        let took = started.elapsed();
+        assert_eq!(r.err(), Some(PeerError::Timeout(timeout)));
+        assert!(
+            took >= timeout && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        assert_eq!(
+            pool.pending_calls(&addr).await,
+            0,
+            "the timed-out call was forgotten"
+        );
+        let r = pool
+            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        server.stop().await;
+    })
+    .await
+}
+
+/// Reads until the server closes the connection; fails the test if it stays open.
+async fn expect_closed(conn: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the connection open");
+}
+
+/// (f) A frame announced longer than the maximum closes the connection as soon as its length
+/// prefix is read (the server does not wait for, or buffer, its body); so do a frame just over
+/// the limit and a malformed frame. A valid frame on a fresh connection is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_server_rejects_oversized_and_malformed_frames() {
+    bounded(async {
+        let limits = PeerLimits {
+            max_frame_len: 1024,
+            ..PeerLimits::default()
+        };
+        let server = TestServer::start(loopback(), Arc::new(Fake::default()), limits).await;
+
+        // 1 GiB announced, nothing sent after the prefix: if the server tried to read it, it
+        // would wait; it closes instead.
+        let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        conn.write_all(&(1u32 << 30).to_be_bytes())
+            .await
+            .expect("write prefix");
+        expect_closed(&mut conn).await;
+
+        // One byte over the limit, body included.
+        let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        let mut frame = 1025u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0u8; 1025]);
+        // The server may close before it has read everything; a failed write is fine too.
+        let _ = conn.write_all(&frame).await;
+        expect_closed(&mut conn).await;
+
+        // Within the limit but not a request.
+        let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        conn.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+            .await
+            .expect("write frame");
+        expect_closed(&mut conn).await;
+
+        // A valid request is answered with its id.
+        let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        let payload = encode(&Frame {
+            id: 77,
+            body: PeerRequest::Touch(vec![5]),
+        })
+        .expect("encode");
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        conn.write_all(&frame).await.expect("write frame");
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).await.expect("read prefix");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut body).await.expect("read body");
+        let reply: Frame<PeerResponse> = decode_frame(&body).expect("decode response");
+        assert_eq!(reply.id, 77);
+        assert!(matches!(reply.body, PeerResponse::Touch));
+        drop(conn);
+        server.stop().await;
+    })
+    .await
+}
+
+/// A request longer than the pool's maximum is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_pool_refuses_oversized_requests() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::new(256);
+        let r = pool
+            .call(2, &addr, PeerRequest::Touch(vec![1; 300]), CALL_TIMEOUT)
+            .await;
+        assert!(
+            matches!(r, Err(PeerError::TooLarge { max: 256, .. })),
+            "{r:?}"
+        );
+        assert!(
+            fake.peers.lock().expect("peers").is_empty(),
+            "nothing was sent"
+        );
+        let r = pool
+            .call(2, &addr, PeerRequest::Touch(vec![1; 10]), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        server.stop().await;
+    })
+    .await
+}
+
+/// The server reads no more of a connection while `max_in_flight` of its requests are unanswered,
+/// and resumes when they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_server_bounds_requests_in_flight() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let limits = PeerLimits {
+            max_in_flight: 4,
+            ..PeerLimits::default()
+        };
+        let server = TestServer::start(loopback(), fake.clone(), limits).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::default();
+        // Four never-answered calls take every permit...
+        let stuck: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, addr) = (pool.clone(), addr.clone());
+                tokio::spawn(async move {
+                    pool.call(2, &addr, PeerRequest::ReadIndex, Duration::from_millis(400))
+                        .await
+                })
+            })
+            .collect();
+        while pool.pending_calls(&addr).await < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ...so a fifth request is not even read while they hold them.
+        let r = pool
+            .call(
+                2,
+                &addr,
+                PeerRequest::Forward(reap(1)),
+                Duration::from_millis(100),
+            )
+            .await;
+        assert!(matches!(r, Err(PeerError::Timeout(_))), "{r:?}");
+        assert!(fake.forwards.lock().expect("forwards").is_empty());
+        for call in stuck {
+            let r = call.await.expect("call task");
+            assert!(matches!(r, Err(PeerError::Timeout(_))), "{r:?}");
+        }
+        // Still nothing frees them: the handlers never finish. Closing the connection does.
+        drop(pool);
+        let pool = PeerPool::default();
+        let r = pool
+            .call(2, &addr, PeerRequest::Forward(reap(2)), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Ok(PeerResponse::Forward(Ok(())))), "{r:?}");
+        server.stop().await;
+    })
+    .await
+}
+
+/// The openraft glue maps each outcome as openraft expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_network_maps_errors_for_openraft() {
+    bounded(async {
+        let server = TestServer::any_port(Arc::new(Fake::default())).await;
+        let silent = TestServer::any_port(Arc::new(Silent)).await;
+        let dead = dead_addr().await;
+        let mut network = PeerNetwork::new(1, PeerPool::default());
+        let option = RPCOption::new(Duration::from_secs(5));
+
+        let mut conn = network
+            .new_client(2, &BasicNode::new(server.addr.to_string()))
+            .await;
+        let v = conn.vote(vote_req(3), option.clone()).await.expect("vote");
+        assert_eq!(v.vote, Vote::new(3, 1));
+
+        let append = AppendEntriesRequest {
+            vote: Vote::new(3, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        match conn.append_entries(append.clone(), option.clone()).await {
+            Err(RPCError::RemoteError(e)) => {
+                assert_eq!(e.target, 2);
+                assert!(matches!(e.source, RaftError::Fatal(Fatal::Stopped)));
+            }
+            other => panic!("expected a remote error, got {other:?}"),
+        }
+
+        let snapshot = InstallSnapshotRequest {
+            vote: Vote::new(3, 1),
+            meta: Default::default(),
+            offset: 0,
+            data: Vec::new(),
+            done: true,
+        };
+        match conn.install_snapshot(snapshot, option.clone()).await {
+            Err(RPCError::Network(_)) => {}
+            other => panic!("expected a network error for a wrong response, got {other:?}"),
+        }
+
+        let mut conn = network
+            .new_client(3, &BasicNode::new(silent.addr.to_string()))
+            .await;
+        let ttl = Duration::from_millis(100);
+        match conn.vote(vote_req(3), RPCOption::new(ttl)).await {
+            Err(RPCError::Timeout(t)) => {
+                assert_eq!(
+                    (t.action, t.id, t.target, t.timeout),
+                    (RPCTypes::Vote, 1, 3, ttl)
+                );
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+
+        let mut conn = network
+            .new_client(4, &BasicNode::new(dead.to_string()))
+            .await;
+        match conn.append_entries(append, option.clone()).await {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+
+        silent.stop().await;
+        server.stop().await;
+    })
+    .await
+}
+
+/// An AppendEntries too large for one frame asks openraft for fewer entries; a single entry
+/// too large is a plain network error (no tight retry loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_network_reports_oversized_append_entries() {
+    bounded(async {
+        let server = TestServer::any_port(Arc::new(Fake::default())).await;
+        let mut network = PeerNetwork::new(1, PeerPool::new(256));
+        let mut conn = network
+            .new_client(2, &BasicNode::new(server.addr.to_string()))
+            .await;
+        let entry = |i: u64| Entry {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Normal(Command::Reap {
+                time_ms: 0,
+                paths: vec!["x".repeat(100)],
+            }),
+        };
+        let request = |entries: Vec<Entry<_>>| AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        };
+        let option = RPCOption::new(CALL_TIMEOUT);
+        match conn
+            .append_entries(request((1..=4).map(entry).collect()), option.clone())
+            .await
+        {
+            Err(RPCError::PayloadTooLarge(e)) => assert_eq!(e.entries_hint(), 2),
+            other => panic!("expected payload too large, got {other:?}"),
+        }
+        let one = request(vec![Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Normal(Command::Reap {
+                time_ms: 0,
+                paths: vec!["x".repeat(300)],
+            }),
+        }]);
+        match conn.append_entries(one, option).await {
+            Err(RPCError::Network(_)) => {}
+            other => panic!("expected a network error, got {other:?}"),
+        }
+        server.stop().await;
+    })
+    .await
+}
+
+/// The frame layout is bincode of `{ id, body }`, as the module documents.
+#[test]
+fn peer_frame_is_bincode_of_id_and_body() {
+    let payload =
+        frame::encode_frame(300, PeerRequest::Touch(vec![1, -2]), 1024).expect("encode frame");
+    let expected = encode(&Frame {
+        id: 300u64,
+        body: PeerRequest::Touch(vec![1, -2]),
+    })
+    .expect("encode");
+    assert_eq!(&payload[..], &expected[..]);
+    let back: Frame<PeerRequest> = decode_frame(&payload).expect("decode");
+    assert_eq!(back.id, 300);
+    assert!(matches!(back.body, PeerRequest::Touch(v) if v == vec![1, -2]));
+    assert!(decode_frame::<PeerRequest>(&payload[..payload.len() - 1]).is_err());
+}
