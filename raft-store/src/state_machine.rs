@@ -201,21 +201,31 @@ fn image_to_tree(img: TreeImage) -> Result<DataTree, String> {
 }
 
 /// Applies one command to the tree; returns the result for openraft and tells the observer.
-fn apply_command<X: ApplyObserver>(r: &mut Replica<X>, index: u64, cmd: &Command) -> CommandResult {
+/// `position` is the command's place in its batch (0 for a lone command).
+fn apply_command<X: ApplyObserver>(
+    r: &mut Replica<X>,
+    index: u64,
+    position: usize,
+    cmd: &Command,
+) -> CommandResult {
     let zxid = index as i64;
+    if let Command::Batch(cmds) = cmd {
+        debug_assert!(cmds.len() <= crate::types::MAX_BATCH, "oversized batch");
+        for (i, c) in cmds.iter().enumerate() {
+            debug_assert!(!matches!(c, Command::Batch(_)), "nested batch");
+            apply_command(r, index, i, c);
+        }
+        return CommandResult::None;
+    }
     let Replica { tree, observer, .. } = r;
     match cmd {
         Command::CreateSession {
             timeout_ms, passwd, ..
         } => {
-            tree.create_session(zxid, *timeout_ms, passwd.clone());
-            observer.on_apply(
-                tree,
-                zxid,
-                cmd,
-                Outcome::SessionCreated { session_id: zxid },
-            );
-            CommandResult::Session { session_id: zxid }
+            let session_id = crate::types::session_id(index, position);
+            tree.create_session(session_id, *timeout_ms, passwd.clone());
+            observer.on_apply(tree, zxid, cmd, Outcome::SessionCreated { session_id });
+            CommandResult::Session { session_id }
         }
         Command::CloseSession { session_id, .. } => {
             let events = tree.close_session(zxid, *session_id);
@@ -274,6 +284,7 @@ fn apply_command<X: ApplyObserver>(r: &mut Replica<X>, index: u64, cmd: &Command
             observer.on_apply(tree, zxid, cmd, Outcome::Reaped { events: &events });
             CommandResult::None
         }
+        Command::Batch(_) => CommandResult::None,
     }
 }
 
@@ -462,7 +473,7 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
                         r.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         CommandResult::None
                     }
-                    EntryPayload::Normal(cmd) => apply_command(&mut r, entry.log_id.index, cmd),
+                    EntryPayload::Normal(cmd) => apply_command(&mut r, entry.log_id.index, 0, cmd),
                 };
                 results.push(result);
             }

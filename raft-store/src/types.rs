@@ -35,7 +35,7 @@ pub struct Origin {
 /// A replicated command (the payload of a normal log entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Open a session; its id is the entry's log index (unique, never reused).
+    /// Open a session; its id is derived from the entry's log index (see [`session_id`]).
     CreateSession {
         origin: Origin,
         timeout_ms: i32,
@@ -59,6 +59,32 @@ pub enum Command {
     },
     /// Delete container / TTL nodes that the leader found due at `time_ms`; `apply` re-checks.
     Reap { time_ms: i64, paths: Vec<String> },
+    /// Group commit: the commands the leader had queued while its previous entry was being
+    /// written, applied in order as independent commands (not all-or-nothing). Every change they
+    /// make carries this entry's index as its zxid, as the ops of one ZooKeeper multi share one.
+    /// Never nested.
+    Batch(Vec<Command>),
+}
+
+/// The most commands one batch entry carries; it also bounds a session id's position bits.
+pub const MAX_BATCH: usize = 4096;
+
+/// The session id a CreateSession at `position` of the entry at `index` gets: unique, derived
+/// from the log alone, never reused.
+pub fn session_id(index: u64, position: usize) -> i64 {
+    debug_assert!(position < 1 << 16);
+    ((index << 16) | position as u64) as i64
+}
+
+impl Command {
+    /// The proposing node's request, if a client waits for this command.
+    pub fn origin(&self) -> Option<Origin> {
+        match self {
+            Command::CreateSession { origin, .. } | Command::Write { origin, .. } => Some(*origin),
+            Command::CloseSession { origin, .. } => *origin,
+            Command::Reap { .. } | Command::Batch(_) => None,
+        }
+    }
 }
 
 /// What applying a command produced, as returned to openraft (the connection that waits for it is

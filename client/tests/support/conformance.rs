@@ -1,0 +1,1156 @@
+//! The conformance suite: client-visible ZooKeeper behaviour, checked through the synod client
+//! against any [`Ensemble`]. The same cases run against a real Apache ZooKeeper 3.8 ensemble
+//! (client/tests/conformance.rs, the oracle) and against a synod cluster
+//! (server/tests/conformance.rs); every difference is a bug.
+//!
+//! Every case works in its own subtree `/conformance/<case>-<n>`, so cases never see each other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ensemble::Ensemble;
+use futures_util::FutureExt;
+use libtest_mimic::{Arguments, Failed, Trial};
+use synod_client::{
+    perms, Acl, AddWatchMode, Client, ConnectOptions, CreateMode, Error, ErrorCode, EventType,
+    KeeperState, MultiResult, Op, SessionState, WatcherType,
+};
+
+type CaseResult = Result<(), String>;
+type CaseFn = fn(Ctx) -> Pin<Box<dyn Future<Output = CaseResult> + Send>>;
+
+/// What every case gets: the servers and a private root path.
+#[derive(Clone)]
+struct Ctx {
+    ens: Arc<dyn Ensemble>,
+    servers: String,
+    root: String,
+}
+
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)+)));
+        }
+    };
+}
+
+macro_rules! check_eq {
+    ($a:expr, $b:expr) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!(
+                "{}:{}: {} = {:?}, expected {:?}",
+                file!(),
+                line!(),
+                stringify!($a),
+                a,
+                b
+            ));
+        }
+    }};
+}
+
+/// `?` for client results inside cases, naming the failing expression.
+macro_rules! ok {
+    ($e:expr) => {
+        $e.map_err(|e| format!("{}:{}: {} failed: {e:?}", file!(), line!(), stringify!($e)))?
+    };
+}
+
+/// Asserts that an expression fails with the given error variant.
+macro_rules! fails {
+    ($e:expr, $pat:pat) => {
+        match $e {
+            Err($pat) => {}
+            other => {
+                return Err(format!(
+                    "{}:{}: {} = {other:?}, expected {}",
+                    file!(),
+                    line!(),
+                    stringify!($e),
+                    stringify!($pat)
+                ))
+            }
+        }
+    };
+}
+
+impl Ctx {
+    async fn client(&self) -> Result<Client, String> {
+        self.client_with(ConnectOptions::default()).await
+    }
+
+    async fn client_with(&self, opts: ConnectOptions) -> Result<Client, String> {
+        Client::connect(&self.servers, opts)
+            .await
+            .map_err(|e| format!("connect to {}: {e}", self.servers))
+    }
+
+    fn p(&self, rel: &str) -> String {
+        format!("{}/{}", self.root, rel)
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Awaits a future with a bound, as a case failure when it does not finish.
+async fn within<T>(d: Duration, what: &str, f: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(d, f)
+        .await
+        .map_err(|_| format!("timed out after {d:?} waiting for {what}"))
+}
+
+const T: Duration = Duration::from_secs(10);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Basic operations and Stat fields
+// ---------------------------------------------------------------------------------------------
+
+async fn create_get_and_stat_fields(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let before = now_ms();
+    let (path, stat) = ok!(zk
+        .create_full(
+            &ctx.p("a"),
+            b"hello",
+            &Acl::open_unsafe(),
+            CreateMode::Persistent,
+            None
+        )
+        .await);
+    check_eq!(path, ctx.p("a"));
+    let (data, got) = ok!(zk.get_data(&ctx.p("a")).await);
+    check_eq!(&data[..], b"hello");
+    check_eq!(got, stat);
+    check!(
+        stat.czxid > 0 && stat.czxid == stat.mzxid && stat.pzxid == stat.czxid,
+        "zxids of a new node: {stat:?}"
+    );
+    check_eq!((stat.version, stat.cversion, stat.aversion), (0, 0, 0));
+    check_eq!(
+        (stat.ephemeral_owner, stat.data_length, stat.num_children),
+        (0, 5, 0)
+    );
+    check!(stat.ctime == stat.mtime, "ctime != mtime on create");
+    check!(
+        (stat.ctime - before).abs() < 60_000,
+        "ctime {} far from now {before}",
+        stat.ctime
+    );
+    let plain = ok!(zk.create(&ctx.p("b"), b"", CreateMode::Persistent).await);
+    check_eq!(plain, ctx.p("b"));
+    check_eq!(
+        ok!(zk.exists(&ctx.p("b")).await).map(|s| s.data_length),
+        Some(0)
+    );
+    check_eq!(ok!(zk.exists(&ctx.p("missing")).await), None);
+    Ok(())
+}
+
+async fn set_data_and_versions(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let p = ctx.p("v");
+    ok!(zk.create(&p, b"1", CreateMode::Persistent).await);
+    let s0 = ok!(zk.exists(&p).await).ok_or("node vanished")?;
+    let s1 = ok!(zk.set_data(&p, b"22", Some(0)).await);
+    check_eq!(s1.version, 1);
+    check_eq!(s1.czxid, s0.czxid);
+    check!(
+        s1.mzxid > s0.mzxid,
+        "mzxid must grow: {} -> {}",
+        s0.mzxid,
+        s1.mzxid
+    );
+    check_eq!(s1.data_length, 2);
+    check_eq!(s1.pzxid, s0.pzxid);
+    check!(s1.mtime >= s0.mtime, "mtime went back");
+    fails!(zk.set_data(&p, b"x", Some(0)).await, Error::BadVersion);
+    let s2 = ok!(zk.set_data(&p, b"333", None).await);
+    check_eq!(s2.version, 2);
+    fails!(zk.set_data(&ctx.p("nope"), b"x", None).await, Error::NoNode);
+    fails!(zk.delete(&p, Some(1)).await, Error::BadVersion);
+    ok!(zk.delete(&p, Some(2)).await);
+    fails!(zk.delete(&p, None).await, Error::NoNode);
+    Ok(())
+}
+
+async fn create_errors(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    ok!(zk.create(&ctx.p("x"), b"", CreateMode::Persistent).await);
+    fails!(
+        zk.create(&ctx.p("x"), b"", CreateMode::Persistent).await,
+        Error::NodeExists
+    );
+    fails!(
+        zk.create(&ctx.p("no/parent"), b"", CreateMode::Persistent)
+            .await,
+        Error::NoNode
+    );
+    ok!(zk.create(&ctx.p("eph"), b"", CreateMode::Ephemeral).await);
+    fails!(
+        zk.create(&ctx.p("eph/child"), b"", CreateMode::Persistent)
+            .await,
+        Error::NoChildrenForEphemerals
+    );
+    fails!(
+        zk.create_full(&ctx.p("empty-acl"), b"", &[], CreateMode::Persistent, None)
+            .await,
+        Error::InvalidAcl
+    );
+    fails!(
+        zk.create_full(
+            &ctx.p("creator"),
+            b"",
+            &Acl::creator_all(),
+            CreateMode::Persistent,
+            None
+        )
+        .await,
+        Error::InvalidAcl
+    );
+    fails!(
+        zk.create("relative", b"", CreateMode::Persistent).await,
+        Error::InvalidPath(_)
+    );
+    fails!(
+        zk.create(&ctx.p("trailing/"), b"", CreateMode::Persistent)
+            .await,
+        Error::InvalidPath(_)
+    );
+    check_eq!(
+        zk.create("bad", b"", CreateMode::Persistent)
+            .await
+            .err()
+            .and_then(|e| e.code()),
+        Some(ErrorCode::BadArguments)
+    );
+    fails!(zk.delete(&ctx.root, None).await, Error::NotEmpty);
+    Ok(())
+}
+
+async fn sequential_naming(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let parent = ctx.p("seq");
+    ok!(zk.create(&parent, b"", CreateMode::Persistent).await);
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        names.push(ok!(zk
+            .create(
+                &format!("{parent}/n-"),
+                b"",
+                CreateMode::PersistentSequential
+            )
+            .await));
+    }
+    check_eq!(
+        names,
+        vec![
+            format!("{parent}/n-0000000000"),
+            format!("{parent}/n-0000000001"),
+            format!("{parent}/n-0000000002")
+        ]
+    );
+    ok!(zk
+        .create(&format!("{parent}/plain"), b"", CreateMode::Persistent)
+        .await);
+    let eph = ok!(zk
+        .create(
+            &format!("{parent}/e-"),
+            b"",
+            CreateMode::EphemeralSequential
+        )
+        .await);
+    check_eq!(eph, format!("{parent}/e-0000000004"));
+    ok!(zk.delete(&format!("{parent}/plain"), None).await);
+    // The counter is the parent's cversion, which deletes bump too.
+    // (ZooKeeper's leader may name it from a parent record that predates the delete's cversion
+    // bump, so only the order is checked here; synod counts deterministically.)
+    let after = ok!(zk
+        .create(
+            &format!("{parent}/n-"),
+            b"",
+            CreateMode::PersistentSequential
+        )
+        .await);
+    let seq = |p: &str| p[p.len() - 10..].parse::<u32>().unwrap_or(0);
+    check!(
+        after.len() == format!("{parent}/n-").len() + 10 && seq(&after) > 4,
+        "sequence after delete: {after}"
+    );
+    // A sequential name may end in '/': the counter is the whole last component.
+    let bare = ok!(zk
+        .create(&format!("{parent}/"), b"", CreateMode::PersistentSequential)
+        .await);
+    check!(
+        bare.len() == parent.len() + 11 && seq(&bare) > seq(&after),
+        "bare sequential name: {bare}"
+    );
+    let st = ok!(zk.exists(&parent).await).ok_or("parent gone")?;
+    check_eq!((st.cversion, st.num_children), (8, 6));
+    Ok(())
+}
+
+async fn children_and_parent_stat(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let parent = ctx.p("kids");
+    let (_, p0) = ok!(zk
+        .create_full(
+            &parent,
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::Persistent,
+            None
+        )
+        .await);
+    let (_, c1) = ok!(zk
+        .create_full(
+            &format!("{parent}/a"),
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::Persistent,
+            None
+        )
+        .await);
+    ok!(zk
+        .create(&format!("{parent}/b"), b"", CreateMode::Persistent)
+        .await);
+    let mut kids = ok!(zk.get_children(&parent).await);
+    kids.sort();
+    check_eq!(kids, vec!["a".to_string(), "b".to_string()]);
+    let (kids2, st) = ok!(zk.get_children2(&parent).await);
+    check_eq!(kids2.len(), 2);
+    check_eq!((st.num_children, st.cversion, st.version), (2, 2, 0));
+    check!(
+        st.pzxid > c1.czxid,
+        "pzxid {} must be the last child create",
+        st.pzxid
+    );
+    check_eq!(st.mzxid, p0.mzxid);
+    ok!(zk.delete(&format!("{parent}/a"), None).await);
+    let st2 = ok!(zk.exists(&parent).await).ok_or("gone")?;
+    check_eq!((st2.num_children, st2.cversion), (1, 3));
+    check!(st2.pzxid > st.pzxid, "delete must move pzxid");
+    fails!(zk.get_children(&ctx.p("missing")).await, Error::NoNode);
+    check_eq!(ok!(zk.get_all_children_number(&ctx.root).await), 2);
+    fails!(
+        zk.get_all_children_number(&ctx.p("missing")).await,
+        Error::NoNode
+    );
+    Ok(())
+}
+
+async fn acls_and_digest_auth(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let p = ctx.p("ro");
+    ok!(zk
+        .create_full(&p, b"x", &Acl::read_unsafe(), CreateMode::Persistent, None)
+        .await);
+    let (acl, st) = ok!(zk.get_acl(&p).await);
+    check_eq!(acl, Acl::read_unsafe());
+    check_eq!(st.aversion, 0);
+    fails!(zk.set_data(&p, b"y", None).await, Error::NoAuth);
+    fails!(
+        zk.set_acl(&p, &Acl::open_unsafe(), None).await,
+        Error::NoAuth
+    );
+    // Digest auth: the creator's id is `user:base64(sha1(user:password))`.
+    ok!(zk.add_auth("digest", b"alice:secret").await);
+    let sec = ctx.p("secret");
+    ok!(zk
+        .create_full(
+            &sec,
+            b"s",
+            &Acl::creator_all(),
+            CreateMode::Persistent,
+            None
+        )
+        .await);
+    let (acl, _) = ok!(zk.get_acl(&sec).await);
+    check_eq!(acl.len(), 1);
+    check_eq!(
+        (acl[0].perms, acl[0].id.scheme.as_str()),
+        (perms::ALL, "digest")
+    );
+    check_eq!(acl[0].id.id.as_str(), "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=");
+    let other = ctx.client().await?;
+    fails!(other.get_data(&sec).await, Error::NoAuth);
+    ok!(other.add_auth("digest", b"alice:secret").await);
+    check_eq!(&ok!(other.get_data(&sec).await).0[..], b"s");
+    // setACL bumps aversion and checks it.
+    let st = ok!(zk.set_acl(&sec, &Acl::open_unsafe(), Some(0)).await);
+    check_eq!(st.aversion, 1);
+    fails!(
+        zk.set_acl(&sec, &Acl::open_unsafe(), Some(0)).await,
+        Error::BadVersion
+    );
+    fails!(zk.get_acl(&ctx.p("none")).await, Error::NoNode);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// multi
+// ---------------------------------------------------------------------------------------------
+
+async fn multi_success(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    ok!(zk.create(&ctx.p("m"), b"0", CreateMode::Persistent).await);
+    let results = ok!(zk
+        .multi(vec![
+            Op::create(&ctx.p("m1"), &b"a"[..], CreateMode::Persistent),
+            Op::create(&ctx.p("s-"), &b""[..], CreateMode::PersistentSequential),
+            Op::set_data(&ctx.p("m"), &b"1"[..], Some(0)),
+            Op::check(&ctx.p("m"), 1),
+            Op::delete(&ctx.p("m1"), Some(0)),
+        ])
+        .await);
+    check_eq!(results.len(), 5);
+    check_eq!(
+        results[0],
+        MultiResult::Create {
+            path: ctx.p("m1"),
+            stat: None
+        }
+    );
+    check_eq!(
+        results[1],
+        MultiResult::Create {
+            path: ctx.p("s-0000000002"),
+            stat: None
+        }
+    );
+    let MultiResult::SetData { stat } = &results[2] else {
+        return Err(format!("setData result {:?}", results[2]));
+    };
+    check_eq!(stat.version, 1);
+    check_eq!(results[3], MultiResult::Check);
+    check_eq!(results[4], MultiResult::Delete);
+    check_eq!(ok!(zk.exists(&ctx.p("m1")).await), None);
+    // All ops of one multi share one zxid.
+    let s = ok!(zk.exists(&ctx.p("s-0000000002")).await).ok_or("sequential node missing")?;
+    check_eq!(s.czxid, stat.mzxid);
+    check_eq!(ok!(zk.multi(vec![]).await), vec![]);
+    ok!(zk.check(&ctx.p("m"), 1).await);
+    fails!(zk.check(&ctx.p("m"), 7).await, Error::BadVersion);
+    fails!(zk.check(&ctx.p("none"), 0).await, Error::NoNode);
+    Ok(())
+}
+
+async fn multi_failure_is_all_or_nothing(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    ok!(zk
+        .create(&ctx.p("exists"), b"", CreateMode::Persistent)
+        .await);
+    let r = zk
+        .multi(vec![
+            Op::create(&ctx.p("new"), &b""[..], CreateMode::Persistent),
+            Op::create(&ctx.p("exists"), &b""[..], CreateMode::Persistent),
+            Op::set_data(&ctx.p("exists"), &b"x"[..], None),
+        ])
+        .await;
+    let Err(Error::Multi {
+        index,
+        code,
+        results,
+    }) = r
+    else {
+        return Err(format!("expected a failed multi, got {r:?}"));
+    };
+    check_eq!((index, code), (1, ErrorCode::NodeExists));
+    check_eq!(
+        results,
+        vec![
+            MultiResult::Error(ErrorCode::Ok),
+            MultiResult::Error(ErrorCode::NodeExists),
+            MultiResult::Error(ErrorCode::RuntimeInconsistency)
+        ]
+    );
+    check_eq!(ok!(zk.exists(&ctx.p("new")).await), None);
+    check_eq!(
+        ok!(zk.exists(&ctx.p("exists")).await).map(|s| s.version),
+        Some(0)
+    );
+    let r = zk
+        .multi(vec![
+            Op::check(&ctx.p("exists"), 3),
+            Op::delete(&ctx.p("exists"), None),
+        ])
+        .await;
+    check!(
+        matches!(
+            r,
+            Err(Error::Multi {
+                index: 0,
+                code: ErrorCode::BadVersion,
+                ..
+            })
+        ),
+        "check failure: {r:?}"
+    );
+    check!(
+        ok!(zk.exists(&ctx.p("exists")).await).is_some(),
+        "delete applied despite failed check"
+    );
+    Ok(())
+}
+
+async fn multi_read_results(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    ok!(zk
+        .create(&ctx.p("d"), b"data", CreateMode::Persistent)
+        .await);
+    ok!(zk.create(&ctx.p("d/c"), b"", CreateMode::Persistent).await);
+    let r = ok!(zk
+        .multi_read(vec![
+            Op::get_data(&ctx.p("d")),
+            Op::get_children(&ctx.p("d")),
+            Op::get_data(&ctx.p("none"))
+        ])
+        .await);
+    check_eq!(r.len(), 3);
+    let MultiResult::GetData { data, stat } = &r[0] else {
+        return Err(format!("{:?}", r[0]));
+    };
+    check_eq!((&data[..], stat.num_children), (&b"data"[..], 1));
+    check_eq!(
+        r[1],
+        MultiResult::GetChildren {
+            children: vec!["c".into()]
+        }
+    );
+    check_eq!(r[2], MultiResult::Error(ErrorCode::NoNode));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ephemeral, container and TTL nodes
+// ---------------------------------------------------------------------------------------------
+
+async fn ephemerals_end_with_their_session(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let (_, st) = ok!(zk
+        .create_full(
+            &ctx.p("e1"),
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::Ephemeral,
+            None
+        )
+        .await);
+    check_eq!(st.ephemeral_owner, zk.session_id());
+    ok!(zk.create(&ctx.p("dir"), b"", CreateMode::Persistent).await);
+    ok!(zk
+        .create(&ctx.p("dir/e2"), b"", CreateMode::Ephemeral)
+        .await);
+    let mut eph = ok!(zk.get_ephemerals(&ctx.root).await);
+    eph.sort();
+    check_eq!(eph, vec![ctx.p("dir/e2"), ctx.p("e1")]);
+    let other = ctx.client().await?;
+    check_eq!(ok!(other.get_ephemerals("/").await), Vec::<String>::new());
+    let (_, _, gone) = ok!(other.get_data_watch(&ctx.p("e1")).await);
+    ok!(zk.close().await);
+    check_eq!(zk.state(), SessionState::Closed);
+    fails!(zk.get_data(&ctx.p("e1")).await, Error::Closed);
+    let ev = within(T, "NodeDeleted of an ephemeral", gone).await?;
+    check_eq!(
+        (ev.event_type, ev.path),
+        (EventType::NodeDeleted, ctx.p("e1"))
+    );
+    check_eq!(ok!(other.exists(&ctx.p("dir/e2")).await), None);
+    Ok(())
+}
+
+async fn container_nodes_are_reaped(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    ok!(zk.create(&ctx.p("c"), b"", CreateMode::Container).await);
+    ok!(zk
+        .create(&ctx.p("never-used"), b"", CreateMode::Container)
+        .await);
+    ok!(zk.create(&ctx.p("c/x"), b"", CreateMode::Persistent).await);
+    ok!(zk.delete(&ctx.p("c/x"), None).await);
+    let p = ctx.p("c");
+    check!(
+        eventually(Duration::from_secs(20), || async {
+            matches!(zk.exists(&p).await, Ok(None))
+        })
+        .await,
+        "empty container not reaped"
+    );
+    check!(
+        ok!(zk.exists(&ctx.p("never-used")).await).is_some(),
+        "a container that never had children was reaped"
+    );
+    Ok(())
+}
+
+async fn ttl_nodes_expire(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let ttl = Some(Duration::from_millis(500));
+    let (p, st) = ok!(zk
+        .create_full(
+            &ctx.p("t"),
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::PersistentWithTtl,
+            ttl
+        )
+        .await);
+    let now = ok!(zk.exists(&p).await).ok_or("TTL node missing")?;
+    check_eq!(now, st);
+    check_eq!(st.ephemeral_owner, 0); // the TTL is not visible in the Stat
+    let (sp, _) = ok!(zk
+        .create_full(
+            &ctx.p("ts-"),
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::PersistentSequentialWithTtl,
+            ttl
+        )
+        .await);
+    check_eq!(sp, ctx.p("ts-0000000001"));
+    fails!(
+        zk.create_full(
+            &ctx.p("bad"),
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::Persistent,
+            ttl
+        )
+        .await,
+        Error::BadArguments
+    );
+    check!(
+        eventually(Duration::from_secs(20), || async {
+            matches!(zk.exists(&p).await, Ok(None))
+        })
+        .await,
+        "TTL node not reaped"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watches
+// ---------------------------------------------------------------------------------------------
+
+async fn data_watch_fires_before_the_read_that_shows_the_change(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let b = ctx.client().await?;
+    let p = ctx.p("w");
+    ok!(a.create(&p, b"0", CreateMode::Persistent).await);
+    let (_, _, mut watch) = ok!(a.get_data_watch(&p).await);
+    check!((&mut watch).now_or_never().is_none(), "watch fired early");
+    ok!(b.set_data(&p, b"1", None).await);
+    // As soon as a read on A reflects the change, the event must already have been delivered.
+    let deadline = Instant::now() + T;
+    loop {
+        let (data, _) = ok!(a.get_data(&p).await);
+        if &data[..] == b"1" {
+            let ev = (&mut watch)
+                .now_or_never()
+                .ok_or("read showed the change before the watch event")?;
+            check_eq!(
+                (ev.event_type, ev.state, ev.path.as_str()),
+                (
+                    EventType::NodeDataChanged,
+                    KeeperState::SyncConnected,
+                    p.as_str()
+                )
+            );
+            break;
+        }
+        check!(Instant::now() < deadline, "change never became visible");
+    }
+    // One-shot: a second change does not fire the same watch again, a new one does.
+    let (_, _, w2) = ok!(a.get_data_watch(&p).await);
+    ok!(b.delete(&p, None).await);
+    let ev = within(T, "NodeDeleted", w2).await?;
+    check_eq!(ev.event_type, EventType::NodeDeleted);
+    fails!(a.get_data_watch(&p).await, Error::NoNode);
+    Ok(())
+}
+
+async fn exists_watch_sees_creation(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let p = ctx.p("later");
+    let (st, w) = ok!(a.exists_watch(&p).await);
+    check_eq!(st, None);
+    let b = ctx.client().await?;
+    ok!(b.create(&p, b"", CreateMode::Persistent).await);
+    let ev = within(T, "NodeCreated", w).await?;
+    check_eq!(
+        (ev.event_type, ev.path),
+        (EventType::NodeCreated, p.clone())
+    );
+    let (st, w) = ok!(a.exists_watch(&p).await);
+    check!(st.is_some(), "exists after create");
+    ok!(b.set_data(&p, b"x", None).await);
+    check_eq!(
+        within(T, "NodeDataChanged via exists", w).await?.event_type,
+        EventType::NodeDataChanged
+    );
+    Ok(())
+}
+
+async fn child_watch_fires_once(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let parent = ctx.p("cw");
+    ok!(a.create(&parent, b"", CreateMode::Persistent).await);
+    let (kids, _, w) = ok!(a.get_children_watch(&parent).await);
+    check!(kids.is_empty(), "fresh node has children");
+    let b = ctx.client().await?;
+    ok!(b
+        .set_data(&parent, b"data changes do not fire child watches", None)
+        .await);
+    ok!(b
+        .create(&format!("{parent}/k"), b"", CreateMode::Persistent)
+        .await);
+    let ev = within(T, "NodeChildrenChanged", w).await?;
+    check_eq!(
+        (ev.event_type, ev.path),
+        (EventType::NodeChildrenChanged, parent.clone())
+    );
+    let (kids, _, w) = ok!(a.get_children_watch(&parent).await);
+    check_eq!(kids, vec!["k".to_string()]);
+    ok!(b.delete(&format!("{parent}/k"), None).await);
+    check_eq!(
+        within(T, "NodeChildrenChanged on delete", w)
+            .await?
+            .event_type,
+        EventType::NodeChildrenChanged
+    );
+    Ok(())
+}
+
+async fn persistent_watch_stream(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let b = ctx.client().await?;
+    let p = ctx.p("pw");
+    ok!(a.create(&p, b"", CreateMode::Persistent).await);
+    let mut s = ok!(a.add_watch(&p, AddWatchMode::Persistent).await);
+    ok!(b.set_data(&p, b"1", None).await);
+    ok!(b.set_data(&p, b"2", None).await);
+    ok!(b
+        .create(&format!("{p}/c"), b"", CreateMode::Persistent)
+        .await);
+    ok!(b.set_data(&format!("{p}/c"), b"not watched", None).await);
+    ok!(b.delete(&format!("{p}/c"), None).await);
+    ok!(b.delete(&p, None).await);
+    ok!(b.create(&p, b"", CreateMode::Persistent).await);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let ev = within(T, "persistent watch event", s.next())
+            .await?
+            .ok_or("stream ended early")?;
+        got.push((ev.event_type, ev.path));
+    }
+    use EventType as E;
+    check_eq!(
+        got,
+        vec![
+            (E::NodeDataChanged, p.clone()),
+            (E::NodeDataChanged, p.clone()),
+            (E::NodeChildrenChanged, p.clone()),
+            (E::NodeChildrenChanged, p.clone()),
+            (E::NodeDeleted, p.clone()),
+            (E::NodeCreated, p.clone())
+        ]
+    );
+    // ZooKeeper 3.8 answers removeWatches of type Persistent with MarshallingError; Any removes
+    // persistent watches too.
+    ok!(a.remove_watches(&p, WatcherType::Any).await);
+    let ev = within(T, "removal event", s.next())
+        .await?
+        .ok_or("no removal event")?;
+    check_eq!(ev.event_type, E::PersistentWatchRemoved);
+    check!(
+        within(T, "end of stream", s.next()).await?.is_none(),
+        "stream continues after removal"
+    );
+    fails!(
+        a.remove_watches(&p, WatcherType::Any).await,
+        Error::NoWatcher
+    );
+    Ok(())
+}
+
+async fn recursive_watch_sees_the_subtree_in_zxid_order(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let b = ctx.client().await?;
+    let r = ctx.p("tree");
+    ok!(a.create(&r, b"", CreateMode::Persistent).await);
+    let mut s = ok!(a.add_watch(&r, AddWatchMode::PersistentRecursive).await);
+    let x = format!("{r}/x");
+    let y = format!("{r}/x/y");
+    ok!(b.create(&x, b"", CreateMode::Persistent).await);
+    ok!(b.create(&y, b"", CreateMode::Persistent).await);
+    ok!(b.set_data(&y, b"1", None).await);
+    ok!(b.set_data(&r, b"1", None).await);
+    ok!(b.delete(&y, None).await);
+    ok!(b
+        .multi(vec![
+            Op::set_data(&x, &b"m"[..], None),
+            Op::create(&y, &b""[..], CreateMode::Persistent)
+        ])
+        .await);
+    use EventType as E;
+    let want = vec![
+        (E::NodeCreated, x.clone()),
+        (E::NodeCreated, y.clone()),
+        (E::NodeDataChanged, y.clone()),
+        (E::NodeDataChanged, r.clone()),
+        (E::NodeDeleted, y.clone()),
+        (E::NodeDataChanged, x.clone()),
+        (E::NodeCreated, y.clone()),
+    ];
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        let ev = within(T, "recursive watch event", s.next())
+            .await?
+            .ok_or("stream ended")?;
+        got.push((ev.event_type, ev.path));
+    }
+    check_eq!(got, want);
+    check!(
+        s.next().now_or_never().is_none(),
+        "unexpected extra event (child events are not sent to recursive watches)"
+    );
+    Ok(())
+}
+
+async fn remove_one_shot_watches(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let p = ctx.p("rw");
+    ok!(a.create(&p, b"", CreateMode::Persistent).await);
+    let (_, _, dw) = ok!(a.get_data_watch(&p).await);
+    let (_, _, cw) = ok!(a.get_children_watch(&p).await);
+    ok!(a.remove_watches(&p, WatcherType::Data).await);
+    let ev = within(T, "data watch removal", dw).await?;
+    check_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::DataWatchRemoved, p.as_str())
+    );
+    fails!(
+        a.remove_watches(&p, WatcherType::Data).await,
+        Error::NoWatcher
+    );
+    ok!(a.remove_watches(&p, WatcherType::Any).await);
+    check_eq!(
+        within(T, "child watch removal", cw).await?.event_type,
+        EventType::ChildWatchRemoved
+    );
+    fails!(
+        a.remove_watches(&ctx.p("none"), WatcherType::Any).await,
+        Error::NoWatcher
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+async fn chroot_is_applied_and_stripped(ctx: Ctx) -> CaseResult {
+    let admin = ctx.client().await?;
+    let jail = ctx.p("jail");
+    ok!(admin.create(&jail, b"", CreateMode::Persistent).await);
+    let zk = Client::connect(
+        &format!("{}{}", ctx.servers, jail),
+        ConnectOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    check_eq!(
+        ok!(zk.create("/x", b"", CreateMode::PersistentSequential).await),
+        "/x0000000000".to_string()
+    );
+    check!(
+        ok!(admin.exists(&format!("{jail}/x0000000000")).await).is_some(),
+        "chroot not applied"
+    );
+    let (st, w) = ok!(zk.exists_watch("/y").await);
+    check_eq!(st, None);
+    ok!(admin
+        .create(&format!("{jail}/y"), b"", CreateMode::Persistent)
+        .await);
+    let ev = within(T, "chrooted event", w).await?;
+    check_eq!(ev.path, "/y".to_string());
+    check_eq!(ok!(zk.get_children("/").await).len(), 2);
+    Ok(())
+}
+
+async fn sync_whoami_and_idle_session_stays_alive(ctx: Ctx) -> CaseResult {
+    let zk = ctx
+        .client_with(ConnectOptions::default().session_timeout(Duration::from_millis(2000)))
+        .await?;
+    check!(
+        zk.session_timeout() <= Duration::from_millis(2000),
+        "negotiated timeout {:?}",
+        zk.session_timeout()
+    );
+    let mut states = zk.state_changes();
+    ok!(zk.sync(&ctx.root).await);
+    fails!(zk.sync("bad").await, Error::InvalidPath(_));
+    let id = zk.session_id();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    check!(
+        states.next().now_or_never().is_none(),
+        "idle session changed state: pings missing"
+    );
+    check_eq!((zk.state(), zk.session_id()), (SessionState::Connected, id));
+    ok!(zk.get_children(&ctx.root).await);
+    // whoAmI is 3.9+: a 3.8 server may not know it; either answer is conformant, a hang is not.
+    match within(T, "whoami", zk.whoami()).await? {
+        Ok(ids) => check!(ids.iter().any(|c| c.auth_scheme == "ip"), "whoami: {ids:?}"),
+        Err(e) => check!(
+            matches!(e, Error::Unimplemented | Error::ConnectionLoss),
+            "whoami error {e:?}"
+        ),
+    }
+    Ok(())
+}
+
+async fn session_expiry(ctx: Ctx) -> CaseResult {
+    let a = ctx.client().await?;
+    let mut states = a.state_changes();
+    ok!(a.create(&ctx.p("eph"), b"", CreateMode::Ephemeral).await);
+    let w = ctx.p("watched");
+    ok!(a.create(&w, b"", CreateMode::Persistent).await);
+    let (_, _, watch) = ok!(a.get_data_watch(&w).await);
+    // Take the session over from another client and close it there: the session ends at the
+    // server, and A learns on its next contact that it has expired.
+    let thief = ctx
+        .client_with(ConnectOptions::default().resume(a.session_id(), &a.session_password()))
+        .await?;
+    check_eq!(thief.session_id(), a.session_id());
+    ok!(thief.close().await);
+    let expired = within(Duration::from_secs(30), "Expired state", async {
+        while let Some(s) = states.next().await {
+            if s == SessionState::Expired {
+                return true;
+            }
+        }
+        false
+    })
+    .await?;
+    check!(expired, "state stream ended without Expired");
+    check_eq!(a.state(), SessionState::Expired);
+    fails!(a.get_data(&w).await, Error::SessionExpired);
+    let ev = within(T, "watch end", watch).await?;
+    check_eq!(
+        (ev.event_type, ev.state),
+        (EventType::None, KeeperState::Expired)
+    );
+    let c = ctx.client().await?;
+    check_eq!(ok!(c.exists(&ctx.p("eph")).await), None);
+    Ok(())
+}
+
+async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult {
+    if !ctx.ens.can_kill() {
+        eprintln!(
+            "skipped: {} servers cannot be killed from here",
+            ctx.ens.name()
+        );
+        return Ok(());
+    }
+    let a = ctx
+        .client_with(ConnectOptions::default().session_timeout(Duration::from_secs(8)))
+        .await?;
+    let id = a.session_id();
+    let mut states = a.state_changes();
+    let addr = a.connected_server().ok_or("not connected")?;
+    let idx = ctx
+        .ens
+        .addrs()
+        .iter()
+        .position(|x| *x == addr)
+        .ok_or("connected to an unknown server")?;
+    ok!(a.create(&ctx.p("eph"), b"", CreateMode::Ephemeral).await);
+    let p = ctx.p("watched");
+    ok!(a.create(&p, b"0", CreateMode::Persistent).await);
+    let (_, _, watch) = ok!(a.get_data_watch(&p).await);
+    let mut tree = ok!(a
+        .add_watch(&ctx.root, AddWatchMode::PersistentRecursive)
+        .await);
+
+    struct Restart<'a>(&'a dyn Ensemble, usize);
+    impl Drop for Restart<'_> {
+        fn drop(&mut self) {
+            if let Err(e) = self.0.restart(self.1) {
+                eprintln!("restarting node {}: {e}", self.1);
+            }
+        }
+    }
+    ctx.ens
+        .kill(idx)
+        .map_err(|e| format!("kill node {idx}: {e}"))?;
+    let _restart = Restart(&*ctx.ens, idx);
+    // While A is cut off, another client (on the surviving servers) changes what A watches.
+    let others: Vec<String> = ctx
+        .ens
+        .addrs()
+        .iter()
+        .filter(|x| **x != addr)
+        .map(|x| x.to_string())
+        .collect();
+    let b = Client::connect(&others.join(","), ConnectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    ok!(b.set_data(&p, b"changed while disconnected", None).await);
+    let states_seen = within(Duration::from_secs(20), "reconnect", async {
+        let mut seen = Vec::new();
+        while let Some(s) = states.next().await {
+            seen.push(s);
+            if s == SessionState::Connected || s.is_terminal() {
+                break;
+            }
+        }
+        seen
+    })
+    .await?;
+    check_eq!(
+        states_seen,
+        vec![SessionState::Disconnected, SessionState::Connected]
+    );
+    check_eq!(a.session_id(), id);
+    check!(
+        a.connected_server() != Some(addr),
+        "reconnected to the dead server"
+    );
+    let ev = within(T, "missed data event after reconnect", watch).await?;
+    check_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::NodeDataChanged, p.as_str())
+    );
+    let ev = within(T, "missed recursive event", tree.next())
+        .await?
+        .ok_or("recursive stream ended")?;
+    check_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::NodeDataChanged, p.as_str())
+    );
+    check!(
+        ok!(b.exists(&ctx.p("eph")).await).is_some(),
+        "ephemeral lost across reconnect"
+    );
+    ok!(b.set_data(&p, b"again", None).await);
+    let ev = within(T, "recursive event after reconnect", tree.next())
+        .await?
+        .ok_or("stream ended")?;
+    check_eq!(ev.event_type, EventType::NodeDataChanged);
+    check_eq!(&ok!(a.get_data(&p).await).0[..], b"again");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn cases() -> Vec<(&'static str, CaseFn)> {
+    macro_rules! case {
+        ($f:ident) => {
+            (stringify!($f), (|c| Box::pin($f(c))) as CaseFn)
+        };
+    }
+    vec![
+        case!(create_get_and_stat_fields),
+        case!(set_data_and_versions),
+        case!(create_errors),
+        case!(sequential_naming),
+        case!(children_and_parent_stat),
+        case!(acls_and_digest_auth),
+        case!(multi_success),
+        case!(multi_failure_is_all_or_nothing),
+        case!(multi_read_results),
+        case!(ephemerals_end_with_their_session),
+        case!(container_nodes_are_reaped),
+        case!(ttl_nodes_expire),
+        case!(data_watch_fires_before_the_read_that_shows_the_change),
+        case!(exists_watch_sees_creation),
+        case!(child_watch_fires_once),
+        case!(persistent_watch_stream),
+        case!(recursive_watch_sees_the_subtree_in_zxid_order),
+        case!(remove_one_shot_watches),
+        case!(chroot_is_applied_and_stripped),
+        case!(sync_whoami_and_idle_session_stays_alive),
+        case!(session_expiry),
+        case!(reconnect_after_the_connected_server_is_killed),
+    ]
+}
+
+/// Runs every case against `ens` with libtest's command line and output.
+pub fn run(ens: Arc<dyn Ensemble>) -> std::process::ExitCode {
+    let mut args = Arguments::from_args();
+    // Cases share one ensemble and one of them kills a server: run them one at a time.
+    args.test_threads = Some(1);
+    eprintln!(
+        "conformance suite against {} at {}",
+        ens.name(),
+        ens.connect_string()
+    );
+    let servers = ens.connect_string();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let run_id = now_ms();
+    let trials = cases()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, f))| {
+            let ctx = Ctx {
+                ens: ens.clone(),
+                servers: servers.clone(),
+                root: format!("/conformance/{name}-{run_id}-{i}"),
+            };
+            let rt = rt.clone();
+            Trial::test(name, move || {
+                rt.block_on(async move {
+                    let admin = ctx.client().await?;
+                    match admin
+                        .create("/conformance", b"", CreateMode::Persistent)
+                        .await
+                    {
+                        Ok(_) | Err(Error::NodeExists) => {}
+                        Err(e) => return Err(format!("create /conformance: {e}")),
+                    }
+                    ok!(admin.create(&ctx.root, b"", CreateMode::Persistent).await);
+                    drop(admin);
+                    within(Duration::from_secs(120), "the case", f(ctx)).await?
+                })
+                .map_err(Failed::from)
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(rt);
+    drop(ens);
+    conclusion.exit_code()
+}
