@@ -257,10 +257,7 @@ fn command_bytes(cmd: &Command) -> usize {
 /// [`MAX_INFLIGHT_BATCHES`] at a time; on a follower each is forwarded over the one peer
 /// connection to the leader, written in order.
 async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let mut queue: std::collections::VecDeque<(
-        Command,
-        Option<oneshot::Sender<Result<(), ForwardError>>>,
-    )> = Default::default();
+    let mut queue: std::collections::VecDeque<(Command, RemoteReply)> = Default::default();
     let mut batches: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut forwards: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut open = true;
