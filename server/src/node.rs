@@ -241,10 +241,9 @@ const MAX_INFLIGHT_BATCHES: usize = 2;
 /// Upper bound on the client bytes of one batch entry.
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
-type Waiter = (
-    Option<Origin>,
-    Option<oneshot::Sender<Result<(), ForwardError>>>,
-);
+/// Where a forwarded command's outcome goes (None for this node's own commands).
+type RemoteReply = Option<oneshot::Sender<Result<(), ForwardError>>>;
+type Waiter = (Option<Origin>, RemoteReply);
 
 fn command_bytes(cmd: &Command) -> usize {
     match cmd {
