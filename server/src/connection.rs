@@ -200,7 +200,9 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     lock(&node.replica).observer.remove_conn(conn_id);
     processor.abort();
     // Let queued replies (e.g. the closeSession reply) drain briefly before closing the socket.
-    let _ = tokio::time::timeout(Duration::from_millis(200), &mut writer).await;
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_millis(200), &mut writer).await;
+    }
     writer.abort();
 }
 
@@ -430,8 +432,15 @@ impl Conn {
         *self.node.applied.borrow() as i64
     }
 
-    /// Queues a frame; a full queue means the client is not reading: drop it.
-    fn send(&self, frame: Bytes) -> bool {
+    /// Queues a reply, waiting for room: a client that does not read stalls only itself (the
+    /// reader stops at --max-outstanding); it is dropped when its events overflow the queue.
+    async fn send(&self, frame: Bytes) -> bool {
+        self.out.send(frame).await.is_ok()
+    }
+
+    /// Queues a frame where waiting is impossible (under the replica lock); a full queue means
+    /// the client is not reading: drop it.
+    fn send_now(&self, frame: Bytes) -> bool {
         self.out.try_send(frame).is_ok()
     }
 
@@ -443,17 +452,20 @@ impl Conn {
         while let Some((slot, _permit)) = slots.recv().await {
             match slot {
                 Slot::Ready { frame, close } => {
-                    if !self.send(frame) || close {
+                    if !self.send(frame).await || close {
                         return;
                     }
                 }
                 Slot::Ping => {
-                    if !self.send(reply_frame(
-                        xid::PING,
-                        self.applied(),
-                        ErrorCode::Ok,
-                        Response::Empty,
-                    )) {
+                    if !self
+                        .send(reply_frame(
+                            xid::PING,
+                            self.applied(),
+                            ErrorCode::Ok,
+                            Response::Empty,
+                        ))
+                        .await
+                    {
                         return;
                     }
                 }
@@ -475,7 +487,7 @@ impl Conn {
                         }
                         Err(_) => return,
                     };
-                    if !self.send(frame) || close_after {
+                    if !self.send(frame).await || close_after {
                         return;
                     }
                 }
@@ -510,8 +522,13 @@ impl Conn {
                             return;
                         }
                     }
+                    // Room for the reply first: it must be queued under the lock (see the module
+                    // documentation), where waiting is not allowed.
+                    let Ok(room) = self.out.reserve().await else {
+                        return;
+                    };
                     let mut r = lock(&self.node.replica);
-                    if !self.evaluate(&mut r, xid, request, &auth) {
+                    if !self.evaluate(&mut r, xid, request, &auth, room) {
                         return;
                     }
                 }
@@ -520,7 +537,14 @@ impl Conn {
     }
 
     /// Evaluates a read against the applied tree and queues its reply, under the replica lock.
-    fn evaluate(&self, r: &mut Replica<Local>, xid: i32, request: Request, auth: &[Id]) -> bool {
+    fn evaluate(
+        &self,
+        r: &mut Replica<Local>,
+        xid: i32,
+        request: Request,
+        auth: &[Id],
+        room: mpsc::Permit<'_, Bytes>,
+    ) -> bool {
         let zxid = r.applied_index() as i64;
         let Replica { tree, observer, .. } = r;
         let conn = self.id;
@@ -672,7 +696,8 @@ impl Conn {
             }
             _ => (ErrorCode::Unimplemented, Response::Empty),
         };
-        self.send(reply_frame(xid, zxid, err, resp))
+        room.send(reply_frame(xid, zxid, err, resp));
+        true
     }
 
     /// Re-registers a reconnecting session's watches, firing at once what changed after the
@@ -714,7 +739,7 @@ impl Conn {
         }
         fired
             .into_iter()
-            .all(|(t, p)| self.send(notification_frame(t, &p)))
+            .all(|(t, p)| self.send_now(notification_frame(t, &p)))
     }
 }
 

@@ -1,0 +1,403 @@
+//! The limits of DESIGN.md §8, each against a real (single-node, in-process) synod server on
+//! loopback: oversized and malformed frames close only the offending connection; pipelined
+//! requests are answered in order under a small outstanding bound; connections per address and
+//! in total are capped; a client that stops reading while its watches fire is disconnected
+//! instead of buffered without end. After each abuse, other clients are still served.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use synod_client::{AddWatchMode, Client, ConnectOptions, CreateMode, Error};
+use synod_proto::frame::encode_frame;
+use synod_proto::records::{ConnectRequest, ConnectRequestBase, GetDataRequest};
+use synod_proto::{Request, RequestPacket};
+use synod_server::config::{Args, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A single-node synod server running in this process.
+struct Server {
+    client: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Server {
+    async fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, p, a) = (free_port(), free_port(), free_port());
+        let members = format!("1=127.0.0.1:{p}");
+        let client = format!("127.0.0.1:{c}");
+        let admin = format!("127.0.0.1:{a}");
+        let data = dir.path().to_str().expect("utf-8 temp path").to_string();
+        let mut argv = vec![
+            "synod",
+            "--id",
+            "1",
+            "--members",
+            &members,
+            "--client-addr",
+            &client,
+            "--admin-addr",
+            &admin,
+            "--data-dir",
+            &data,
+        ];
+        argv.extend_from_slice(extra);
+        let cfg = Config::load(<Args as clap::Parser>::parse_from(argv)).expect("valid config");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            if let Err(e) = synod_server::server::run(cfg, async move {
+                let _ = rx.await;
+            })
+            .await
+            {
+                eprintln!("server stopped: {e}");
+            }
+        });
+        let s = Server {
+            client: client.parse().expect("addr"),
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        };
+        // Serving once a session can be created.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let opts = ConnectOptions::default().connect_timeout(Duration::from_secs(2));
+            if let Ok(c) = Client::connect(&s.client.to_string(), opts).await {
+                let _ = c.close().await;
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not start serving"
+            );
+        }
+        s
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(&self.client.to_string(), ConnectOptions::default())
+            .await
+            .expect("connect")
+    }
+
+    /// Checks the server still serves a fresh client.
+    async fn still_serves(&self) {
+        let c = self.client().await;
+        c.create("/still-serving", b"", CreateMode::Ephemeral)
+            .await
+            .expect("server still serves");
+        c.close().await.expect("close");
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Waits until the peer closes `s` (EOF or reset), reading and discarding anything before it.
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A raw connection with an established session (handshake read and checked).
+async fn raw_session(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = ConnectRequest {
+        base: ConnectRequestBase {
+            timeout: 10_000,
+            passwd: vec![0u8; 16].into(),
+            ..Default::default()
+        },
+        read_only: false,
+    };
+    let mut b = BytesMut::new();
+    encode_frame(&req, &mut b);
+    s.write_all(&b).await.expect("write handshake");
+    let len = s.read_i32().await.expect("handshake reply length");
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).await.expect("handshake reply");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frame_lengths_close_only_that_connection() {
+    let srv = Server::start(&["--max-frame-bytes", "65536"]).await;
+    let bystander = srv.client().await;
+    for len in [-1i32, 0x7fff_ffff, 65537] {
+        let mut s = raw_session(srv.client).await;
+        s.write_all(&len.to_be_bytes()).await.expect("write");
+        assert!(
+            closed_by_server(&mut s, Duration::from_secs(5)).await,
+            "length {len} was not refused"
+        );
+    }
+    // Before the handshake too, and for garbage records that fit the limit.
+    let mut s = TcpStream::connect(srv.client).await.expect("connect");
+    s.write_all(&(-5i32).to_be_bytes()).await.expect("write");
+    assert!(closed_by_server(&mut s, Duration::from_secs(5)).await);
+    let mut s = raw_session(srv.client).await;
+    s.write_all(&[0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 77, 1, 2, 3, 4])
+        .await
+        .expect("write");
+    assert!(
+        closed_by_server(&mut s, Duration::from_secs(5)).await,
+        "unknown opcode must close"
+    );
+    let mut s = raw_session(srv.client).await;
+    s.write_all(&[0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 4, 0])
+        .await
+        .expect("write");
+    assert!(
+        closed_by_server(&mut s, Duration::from_secs(5)).await,
+        "truncated record must close"
+    );
+    // Data over the limit through the real client: its connection drops, nothing is applied.
+    let c = srv.client().await;
+    let big = vec![7u8; 70_000];
+    let r = c.create("/big", &big, CreateMode::Persistent).await;
+    assert!(
+        matches!(r, Err(Error::ConnectionLoss)),
+        "oversized create: {r:?}"
+    );
+    assert_eq!(bystander.exists("/big").await.expect("exists"), None);
+    bystander
+        .create("/fine", &vec![1u8; 60_000], CreateMode::Persistent)
+        .await
+        .expect("a large-but-legal value");
+    srv.still_serves().await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_pipelined_requests_are_answered_in_order() {
+    let srv = Server::start(&[
+        "--max-outstanding",
+        "16",
+        "--max-queued-per-connection",
+        "64",
+    ])
+    .await;
+    let c = srv.client().await;
+    c.create("/p", b"x", CreateMode::Persistent)
+        .await
+        .expect("create");
+    let mut s = raw_session(srv.client).await;
+    let mut out = BytesMut::new();
+    for xid in 1..=10_000 {
+        let req = Request::GetData(GetDataRequest {
+            path: "/p".into(),
+            watch: false,
+        });
+        encode_frame(&RequestPacket { xid, request: req }, &mut out);
+    }
+    // Write everything while reading replies, as a pipelining client does.
+    let (mut rd, mut wr) = s.split();
+    let writer = async {
+        wr.write_all(&out).await.expect("write requests");
+    };
+    let reader = async {
+        let mut buf = BytesMut::new();
+        let mut next = 1;
+        while next <= 10_000 {
+            if rd.read_buf(&mut buf).await.expect("read replies") == 0 {
+                panic!("server closed the connection after {next} replies");
+            }
+            while buf.len() >= 4 {
+                let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                buf.advance(4);
+                let frame = buf.split_to(len);
+                let xid = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+                assert_eq!(xid, next, "replies out of order");
+                let err = i32::from_be_bytes([frame[12], frame[13], frame[14], frame[15]]);
+                assert_eq!(err, 0);
+                next += 1;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(writer, reader)
+    })
+    .await
+    .expect("all answered");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_and_in_total_are_capped() {
+    let srv = Server::start(&["--max-connections-per-ip", "5", "--max-connections", "8"]).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(raw_session(srv.client).await);
+    }
+    let mut sixth = TcpStream::connect(srv.client).await.expect("tcp connect");
+    assert!(
+        closed_by_server(&mut sixth, Duration::from_secs(5)).await,
+        "a 6th connection from one address was kept"
+    );
+    // Another loopback address still gets in, up to the total.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2");
+        let mut s = sock
+            .connect(srv.client)
+            .await
+            .expect("connect from 127.0.0.2");
+        let req = ConnectRequest {
+            base: ConnectRequestBase {
+                timeout: 10_000,
+                passwd: vec![0u8; 16].into(),
+                ..Default::default()
+            },
+            read_only: false,
+        };
+        let mut b = BytesMut::new();
+        encode_frame(&req, &mut b);
+        s.write_all(&b).await.expect("handshake");
+        assert!(s.read_i32().await.expect("handshake reply") > 0);
+        others.push(s);
+    }
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.3:0".parse().expect("addr"))
+        .expect("bind 127.0.0.3");
+    let mut ninth = sock.connect(srv.client).await.expect("tcp connect");
+    assert!(
+        closed_by_server(&mut ninth, Duration::from_secs(5)).await,
+        "a 9th connection in total was kept"
+    );
+    drop(held);
+    drop(others);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.still_serves().await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected() {
+    let srv = Server::start(&[
+        "--max-outstanding",
+        "8",
+        "--max-queued-per-connection",
+        "32",
+    ])
+    .await;
+    let writer = srv.client().await;
+    writer
+        .create("/flood", b"", CreateMode::Persistent)
+        .await
+        .expect("create");
+    // A raw session with a small receive buffer that sets a recursive watch on /flood and then
+    // never reads again.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut slow = sock.connect(srv.client).await.expect("connect");
+    let req = ConnectRequest {
+        base: ConnectRequestBase {
+            timeout: 30_000,
+            passwd: vec![0u8; 16].into(),
+            ..Default::default()
+        },
+        read_only: false,
+    };
+    let mut hs = BytesMut::new();
+    encode_frame(&req, &mut hs);
+    slow.write_all(&hs).await.expect("handshake");
+    let len = slow.read_i32().await.expect("handshake reply");
+    let mut body = vec![0u8; len as usize];
+    slow.read_exact(&mut body).await.expect("handshake body");
+    let mut b = BytesMut::new();
+    let add = Request::AddWatch(synod_proto::records::AddWatchRequest {
+        path: "/flood".into(),
+        mode: AddWatchMode::PersistentRecursive.as_i32(),
+    });
+    encode_frame(
+        &RequestPacket {
+            xid: 1,
+            request: add,
+        },
+        &mut b,
+    );
+    slow.write_all(&b).await.expect("addWatch");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Long paths make each event large, so socket buffers fill quickly.
+    let long = "n".repeat(900);
+    let mut created = 0;
+    for round in 0..60 {
+        let ops: Vec<_> = (0..200)
+            .map(|i| {
+                synod_client::Op::create(
+                    &format!("/flood/{long}{round}-{i}"),
+                    &b""[..],
+                    CreateMode::Persistent,
+                )
+            })
+            .collect();
+        writer.multi(ops).await.expect("multi create");
+        created += 200;
+    }
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    let gone = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match slow.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => buf.clear(),
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        gone,
+        "the slow client was never disconnected after {created} events"
+    );
+    // Everyone else is still served, and nothing acknowledged was lost.
+    assert_eq!(
+        writer
+            .get_all_children_number("/flood")
+            .await
+            .expect("count"),
+        created as i32
+    );
+    srv.still_serves().await;
+    srv.stop().await;
+}
