@@ -159,7 +159,7 @@ impl LogStore {
         db_opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
         // `meta` is written rarely and in tiny amounts, so its memtable would pin old WAL files
         // forever; bounding the WAL makes RocksDB flush it and recycle the files.
-        db_opts.set_max_total_wal_size(128 << 20);
+        db_opts.set_max_total_wal_size(32 << 20);
         // 2-core machine: one flush and one compaction at a time are plenty for a log.
         db_opts.set_max_background_jobs(2);
         // RocksDB's own info log: keep a little history, not an unbounded pile.
@@ -167,10 +167,15 @@ impl LogStore {
         db_opts.set_max_log_file_size(8 << 20);
 
         let mut logs_opts = Options::default();
-        // Entries are appended, read back soon (replication, apply) and deleted by purge: a
-        // large memtable serves most reads and absorbs purges before anything reaches disk.
-        logs_opts.set_write_buffer_size(64 << 20);
-        logs_opts.set_max_write_buffer_number(3);
+        // Recent entries are read from the memtable; a small block cache covers the rest.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(4 << 20));
+        logs_opts.set_block_based_table_factory(&table);
+        // Entries are appended, read back soon (replication, apply) and deleted by purge. The
+        // memtable serves those reads; it is kept small because memory is the scarcer resource
+        // (DESIGN.md §10 budgets 50 MiB per server) and a flushed entry is still one read away.
+        logs_opts.set_write_buffer_size(8 << 20);
+        logs_opts.set_max_write_buffer_number(2);
         // Entries are mostly client payloads that compress poorly, and CPU is scarce.
         logs_opts.set_compression_type(DBCompressionType::None);
 

@@ -89,12 +89,16 @@ pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A snapshot as stored and sent: metadata and the serialized tree.
+/// A snapshot as stored and sent: metadata and the serialized tree. Only the metadata of the
+/// current snapshot stays in memory; its bytes are read from the file when a peer needs them.
 #[derive(Clone)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Arc<Vec<u8>>,
 }
+
+/// The current snapshot's metadata (the bytes live in [`SNAPSHOT_FILE`]).
+type CurrentMeta = SnapshotMeta<NodeId, BasicNode>;
 
 /// The snapshot file's layout (bincode): metadata, then the tree.
 #[derive(Serialize, Deserialize)]
@@ -296,7 +300,7 @@ pub struct StateMachine<X> {
     /// Where the current snapshot file lives.
     dir: PathBuf,
     /// The latest snapshot (built here or installed from the leader), served to lagging peers.
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    current: Arc<Mutex<Option<CurrentMeta>>>,
 }
 
 impl<X: ApplyObserver> StateMachine<X> {
@@ -321,10 +325,7 @@ impl<X: ApplyObserver> StateMachine<X> {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "loaded snapshot"
                 );
-                let cur = StoredSnapshot {
-                    meta: file.meta.clone(),
-                    data: Arc::new(file.data),
-                };
+                let cur = file.meta.clone();
                 (
                     tree,
                     file.meta.last_log_id,
@@ -389,7 +390,7 @@ fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), SErr> {
     Ok(())
 }
 
-fn lock_current(c: &Mutex<Option<StoredSnapshot>>) -> MutexGuard<'_, Option<StoredSnapshot>> {
+fn lock_current(c: &Mutex<Option<CurrentMeta>>) -> MutexGuard<'_, Option<CurrentMeta>> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -399,7 +400,7 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId<NodeId>>,
     membership: Membership,
     dir: PathBuf,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    current: Arc<Mutex<Option<CurrentMeta>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -434,8 +435,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "snapshot built"
         );
-        let data = snap.data.to_vec();
-        *lock_current(&self.current) = Some(snap);
+        *lock_current(&self.current) = Some(meta.clone());
+        let data = Arc::try_unwrap(snap.data).unwrap_or_else(|shared| shared.to_vec());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -524,16 +525,29 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             observer.on_install(tree);
             r.applied_index()
         };
-        *lock_current(&self.current) = Some(snap);
+        *lock_current(&self.current) = Some(snap.meta);
         self.applied_tx.send_replace(last);
         tracing::info!(last_applied = ?meta.last_log_id, "installed snapshot from the leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        Ok(lock_current(&self.current).as_ref().map(|s| Snapshot {
-            meta: s.meta.clone(),
-            snapshot: Box::new(Cursor::new(s.data.to_vec())),
+        let Some(meta) = lock_current(&self.current).clone() else {
+            return Ok(None);
+        };
+        let sig = Some(meta.signature());
+        let bytes = std::fs::read(self.dir.join(SNAPSHOT_FILE))
+            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let file: SnapshotFile =
+            decode(&bytes).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        if file.meta != meta {
+            let why =
+                openraft::AnyError::error("snapshot file does not match the current snapshot");
+            return Err(StorageIOError::read_snapshot(sig, why).into());
+        }
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(file.data)),
         }))
     }
 }

@@ -146,8 +146,9 @@ type OpResult<T> = Result<T, ErrorCode>;
 /// The znode tree and session table.
 #[derive(Debug, Clone)]
 pub struct DataTree {
-    /// Every node by full path.
-    nodes: imbl::HashMap<Name, Node>,
+    /// Every node by full path. Values are `Arc`s so the map's chunks stay small and a snapshot
+    /// shares nodes: a write copies only the node it changes (`Arc::make_mut`).
+    nodes: imbl::HashMap<Name, Arc<Node>>,
     /// Live sessions by id.
     sessions: imbl::HashMap<i64, Session>,
     /// Paths of container and TTL nodes: the candidates for reaping.
@@ -205,18 +206,23 @@ impl DataTree {
             acl: open_acl.clone(),
             children: children.iter().map(|c| Name::from(*c)).collect(),
         };
-        t.nodes.insert("/".into(), mk(&["zookeeper"]));
+        t.nodes.insert("/".into(), Arc::new(mk(&["zookeeper"])));
         t.nodes
-            .insert("/zookeeper".into(), mk(&["quota", "config"]));
-        t.nodes.insert("/zookeeper/quota".into(), mk(&[]));
+            .insert("/zookeeper".into(), Arc::new(mk(&["quota", "config"])));
+        t.nodes.insert("/zookeeper/quota".into(), Arc::new(mk(&[])));
         let mut config = mk(&[]);
         config.acl = Acl::read_unsafe().into();
-        t.nodes.insert("/zookeeper/config".into(), config);
+        t.nodes.insert("/zookeeper/config".into(), Arc::new(config));
         t
     }
 
     pub fn node(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(|n| &**n)
+    }
+
+    /// The node at `path` for changing; copied first if a snapshot still shares it.
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path).map(Arc::make_mut)
     }
 
     pub fn node_count(&self) -> usize {
@@ -241,7 +247,7 @@ impl DataTree {
 
     /// Every node, in no particular order (snapshots, digests).
     pub fn nodes(&self) -> impl Iterator<Item = (&Name, &Node)> {
-        self.nodes.iter()
+        self.nodes.iter().map(|(k, v)| (k, &**v))
     }
 
     fn acl_arc(&self, acl: Vec<Acl>) -> Arc<[Acl]> {
@@ -257,7 +263,7 @@ impl DataTree {
     // ------------------------------------------------------------------------------------------
 
     pub fn stat(&self, path: &str) -> Option<Stat> {
-        self.nodes.get(path).map(Node::stat)
+        self.nodes.get(path).map(|n| n.stat())
     }
 
     pub fn get_data(&self, path: &str, auth: &[Id]) -> OpResult<(Bytes, Stat)> {
@@ -447,7 +453,7 @@ impl DataTree {
         let stat = node.stat();
         self.data_bytes += node.data.len() as u64;
         let parent_name: Name = parent_path.into();
-        if let Some(p) = self.nodes.get_mut(parent_path) {
+        if let Some(p) = self.node_mut(parent_path) {
             p.children.insert(basename(&path).into());
             p.cversion += 1;
             p.pzxid = txn.zxid;
@@ -463,7 +469,7 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
-        self.nodes.insert(path.clone(), node);
+        self.nodes.insert(path.clone(), Arc::new(node));
         events.push(ev(EventType::NodeCreated, &path));
         events.push(ev(EventType::NodeChildrenChanged, &parent_name));
         Ok((path.to_string(), stat))
@@ -501,7 +507,7 @@ impl DataTree {
         debug_assert!(node.children.is_empty(), "removing {path} with children");
         self.data_bytes -= node.data.len() as u64;
         let parent_path = parent(path);
-        if let Some(p) = self.nodes.get_mut(parent_path) {
+        if let Some(p) = self.node_mut(parent_path) {
             p.children.remove(basename(path));
             p.cversion += 1;
             p.pzxid = zxid;
@@ -537,10 +543,7 @@ impl DataTree {
         }
         version_matches(r.version, n.version)?;
         let old_len = n.data.len() as u64;
-        let n = self
-            .nodes
-            .get_mut(r.path.as_str())
-            .ok_or(ErrorCode::NoNode)?;
+        let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
         n.version += 1;
         n.mzxid = txn.zxid;
         n.mtime = txn.time;
@@ -563,10 +566,7 @@ impl DataTree {
         }
         version_matches(r.version, n.aversion)?;
         let acl = self.acl_arc(acl);
-        let n = self
-            .nodes
-            .get_mut(r.path.as_str())
-            .ok_or(ErrorCode::NoNode)?;
+        let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
         n.aversion += 1;
         n.acl = acl;
         Ok(n.stat())
@@ -716,10 +716,10 @@ impl DataTree {
                 NodeKind::Persistent => {}
             }
             names.push(name.clone());
-            t.nodes.insert(name, node);
+            t.nodes.insert(name, Arc::new(node));
         }
         for name in names.iter().filter(|n| &***n != "/") {
-            if let Some(p) = t.nodes.get_mut(parent(name)) {
+            if let Some(p) = t.nodes.get_mut(parent(name)).map(Arc::make_mut) {
                 p.children.insert(basename(name).into());
             }
         }

@@ -404,7 +404,9 @@ impl Conn {
                         .map(|i| (i.scheme.clone(), i.id.clone()))
                         .collect(),
                     opcode: op.as_i32(),
-                    body: frame.slice(8..),
+                    // An exact-size copy: a slice would pin the whole read buffer it came from
+                    // for as long as the tree keeps the value.
+                    body: Bytes::copy_from_slice(&frame[8..]),
                 };
                 let done = self.node.propose_and_wait(origin, cmd);
                 (

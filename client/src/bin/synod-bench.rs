@@ -93,6 +93,48 @@ struct Args {
     /// Print each result as one JSON object per line instead of text.
     #[arg(long)]
     json: bool,
+
+    /// Instead of a workload: create this many znodes of --value-size bytes under /synod-fill
+    /// (children n0, n1, ...) and leave them, for measuring a server's memory with a known tree.
+    #[arg(long)]
+    fill: Option<u32>,
+}
+
+/// `--fill`: creates `count` znodes under /synod-fill with up to --inflight creates in flight.
+async fn fill(args: &Args, count: u32) -> Result<(), Fatal> {
+    let zk = Client::connect(&args.servers, ConnectOptions::default())
+        .await
+        .map_err(|e| Fatal(format!("connect: {e}")))?;
+    match zk.create("/synod-fill", b"", CreateMode::Persistent).await {
+        Ok(_) | Err(synod_client::Error::NodeExists) => {}
+        Err(e) => return Err(Fatal(format!("create /synod-fill: {e}"))),
+    }
+    let value = vec![b'v'; args.value_size];
+    let started = std::time::Instant::now();
+    let mut next = 0u32;
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    while next < count || !inflight.is_empty() {
+        while next < count && inflight.len() < args.inflight as usize {
+            let zk = zk.clone();
+            let value = value.clone();
+            let path = format!("/synod-fill/n{next}");
+            inflight.push(async move { zk.create(&path, &value, CreateMode::Persistent).await });
+            next += 1;
+        }
+        if let Some(r) = futures_util::StreamExt::next(&mut inflight).await {
+            match r {
+                Ok(_) | Err(synod_client::Error::NodeExists) => {}
+                Err(e) => return Err(Fatal(format!("fill: {e}"))),
+            }
+        }
+    }
+    println!(
+        "fill={count} value_size={} secs={:.1}",
+        args.value_size,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = zk.close().await;
+    Ok(())
 }
 
 /// Parses a positive number of seconds (`--duration-secs`).
@@ -846,6 +888,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(n) = args.fill {
+        return match runtime.block_on(fill(&args, n)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Fatal(msg)) => {
+                eprintln!("synod-bench: {msg}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match runtime.block_on(bench(args)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(130),
