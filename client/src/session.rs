@@ -579,6 +579,7 @@ impl SessionTask {
                 Pending::Call { reply, .. } => drop(reply.send(Err(Error::ConnectionLoss))),
                 Pending::Close { reply, .. } => {
                     closed = true;
+                    self.set_state(SessionState::Closed, None);
                     if let Some(r) = reply {
                         let _ = r.send(Ok(()));
                     }

@@ -54,6 +54,11 @@ pub enum Outcome<'a> {
 pub trait ApplyObserver: Send + 'static {
     fn on_apply(&mut self, tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>);
 
+    /// Every command of the entry at `zxid` has been applied (a batch entry carries many). Replies
+    /// carrying `zxid` must not leave before this: then a client that has seen `zxid` has also
+    /// been sent every event of that entry.
+    fn on_entry_applied(&mut self, _zxid: i64) {}
+
     /// The whole tree was replaced by a snapshot from the leader.
     fn on_install(&mut self, _tree: &DataTree) {}
 }
@@ -474,7 +479,11 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
                         r.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         CommandResult::None
                     }
-                    EntryPayload::Normal(cmd) => apply_command(&mut r, entry.log_id.index, 0, cmd),
+                    EntryPayload::Normal(cmd) => {
+                        let result = apply_command(&mut r, entry.log_id.index, 0, cmd);
+                        r.observer.on_entry_applied(entry.log_id.index as i64);
+                        result
+                    }
                 };
                 results.push(result);
             }

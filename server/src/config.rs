@@ -364,7 +364,9 @@ mod tests {
 
     #[test]
     fn bad_configs_are_explained() {
-        let e = Config::load(args(&["--id", "9"])).unwrap_err().to_string();
+        let mut a = args(&[]);
+        a.id = Some(9);
+        let e = Config::load(a).unwrap_err().to_string();
         assert!(e.contains("not among --members"), "{e}");
         let e = Config::load(args(&["--heartbeat-ms", "400"]))
             .unwrap_err()

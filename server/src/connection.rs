@@ -45,6 +45,10 @@ const SESSION_CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a resuming client waits for this server to catch up with what it has seen.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The reader's reason when it stopped after a request that ends the connection (closeSession,
+/// a rejected credential): the processor still has to send that request's reply.
+const CLOSING: &str = "closing after a final request";
+
 /// A request's place in the connection's reply order.
 enum Slot {
     /// A proposed write (or closeSession): the reply comes when its entry is applied here.
@@ -191,14 +195,27 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     };
     let mut processor = tokio::spawn(conn.clone().process(slot_rx));
     let reader = conn.read_loop(rd, peer, slot_tx);
+    let mut closing = false;
     tokio::select! {
-        why = reader => tracing::debug!(conn = conn_id, why, "connection reader ended"),
+        why = reader => {
+            tracing::debug!(conn = conn_id, why, "connection reader ended");
+            closing = why == CLOSING;
+        }
         _ = &mut processor => tracing::debug!(conn = conn_id, "connection closed after close or failure"),
         _ = &mut writer => tracing::debug!(conn = conn_id, "write to client failed"),
         _ = kill.notified() => tracing::debug!(conn = conn_id, "connection closed by the server"),
     }
+    if closing && !processor.is_finished() {
+        // Let the final request be answered (closeSession waits for its entry to commit).
+        tokio::select! {
+            _ = tokio::time::timeout(SESSION_CREATE_TIMEOUT, &mut processor) => {}
+            _ = kill.notified() => {}
+        }
+    }
     lock(&node.replica).observer.remove_conn(conn_id);
     processor.abort();
+    // The last senders of the queue go now, so the writer ends as soon as it has drained it.
+    drop(conn);
     // Let queued replies (e.g. the closeSession reply) drain briefly before closing the socket.
     if !writer.is_finished() {
         let _ = tokio::time::timeout(Duration::from_millis(200), &mut writer).await;
@@ -335,8 +352,11 @@ impl Conn {
             };
             self.node.touch(self.session_id);
             let (slot, stop) = self.dispatch(packet, frame, &mut auth);
-            if slots.send((slot, permit)).is_err() || stop {
+            if slots.send((slot, permit)).is_err() {
                 return "stopped reading";
+            }
+            if stop {
+                return CLOSING;
             }
         }
     }

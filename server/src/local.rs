@@ -50,6 +50,9 @@ pub struct Local {
     session_conn: HashMap<i64, ConnId>,
     /// Requests proposed by this node, by request number, waiting for apply (or failure).
     pending: HashMap<u64, oneshot::Sender<Completion>>,
+    /// Completions of the entry being applied, released when the whole entry is applied (see
+    /// [`ApplyObserver::on_entry_applied`]).
+    deferred: Vec<(oneshot::Sender<Completion>, Completion)>,
 }
 
 /// Encodes one watch notification as a complete frame.
@@ -72,6 +75,7 @@ impl Local {
             conns: HashMap::new(),
             session_conn: HashMap::new(),
             pending: HashMap::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -129,7 +133,7 @@ impl Local {
         match origin {
             Some(o) if o.node == self.node_id => match self.pending.remove(&o.request) {
                 Some(tx) => {
-                    let _ = tx.send(c);
+                    self.deferred.push((tx, c));
                     true
                 }
                 None => false,
@@ -215,6 +219,12 @@ impl ApplyObserver for Local {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn on_entry_applied(&mut self, _zxid: i64) {
+        for (tx, c) in self.deferred.drain(..) {
+            let _ = tx.send(c);
         }
     }
 

@@ -361,7 +361,7 @@ async fn a_client_that_never_reads_is_disconnected() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Long paths make each event large, so socket buffers fill quickly.
     let long = "n".repeat(900);
-    let mut created = 0;
+    let mut created: i32 = 0;
     for round in 0..60 {
         let ops: Vec<_> = (0..200)
             .map(|i| {
@@ -396,7 +396,7 @@ async fn a_client_that_never_reads_is_disconnected() {
             .get_all_children_number("/flood")
             .await
             .expect("count"),
-        created as i32
+        created
     );
     srv.still_serves().await;
     srv.stop().await;

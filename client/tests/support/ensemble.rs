@@ -1,12 +1,19 @@
-//! A real N-node Apache ZooKeeper ensemble on 127.0.0.1 (or an external server list) for tests.
+//! Real N-node clusters on 127.0.0.1 (Apache ZooKeeper or synod), or an external server list, for
+//! tests.
 //!
 //! Test suites and benchmarks talk to an [`Ensemble`]: [`from_env`] returns an [`External`] list when
 //! `SYNOD_TEST_SERVERS="host:port,..."` is set (e.g. a synod cluster, or `scripts/zk-ensemble.sh`),
 //! and otherwise starts a 3-node [`ZkEnsemble`] from the Debian `zookeeper` package
 //! (`/usr/share/java/zookeeper.jar`, java 17). The ZooKeeper configuration matches
-//! `scripts/zk-ensemble.sh`.
+//! `scripts/zk-ensemble.sh`. [`SynodEnsemble`] runs the same kind of cluster from a `synod` binary.
 //!
-//! Linux only: children are tied to the test process with `PR_SET_PDEATHSIG`.
+//! Both local kinds share one machinery, [`Local`]: free loopback ports per node, a temporary
+//! directory with one sub-directory (configuration, data, log) per node, processes forked from one
+//! long-lived thread and tied to the test process with `PR_SET_PDEATHSIG`, SIGKILL on drop, and
+//! bounded waits for a single leader. A [`Kind`] supplies what differs: how a node is configured,
+//! started and asked for its role.
+//!
+//! Linux only.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -46,25 +53,29 @@ pub const JVM_ARGS: &[&str] = &[
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
 ];
 
-/// How long [`ZkEnsemble::start`] waits for every node to serve under one leader. A JVM starts in
-/// 1-2 s on a 2-core machine and election takes well under a second, so this only bites when
-/// something is wrong (or the machine is badly overloaded).
+/// How long starting an ensemble (and [`Local::start_all`]) waits for every node to serve under one
+/// leader. A JVM starts in 1-2 s on a 2-core machine, a synod node in well under one, and election
+/// takes about a second, so this only bites when something is wrong (or the machine is badly
+/// overloaded).
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`Ensemble::restart`] waits for the restarted node to rejoin as leader or follower.
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
-/// Pause between two rounds of `srvr` polling while waiting.
+/// Pause between two rounds of role polling while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Per-connection bound on a four-letter-word exchange, so a hung node cannot stall a test.
-const FOUR_LETTER_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many lines [`ZkEnsemble::log_tail`] returns.
+/// Per-connection bound on a four-letter-word or admin HTTP exchange, so a hung (or paused) node
+/// cannot stall a test.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many lines [`Local::log_tail`] returns.
 const LOG_TAIL_LINES: usize = 100;
-/// How many times [`ZkEnsemble::start`] retries with fresh ports when a node could not bind one
+/// How many lines of each node's log a start-up or wait error quotes.
+const ERROR_LOG_LINES: usize = 40;
+/// How many times starting an ensemble retries with fresh ports when a node could not bind one
 /// (ports are picked free, then released, so another process may grab one in between).
 const START_ATTEMPTS: usize = 3;
 
 /// A set of servers a test can talk to and, for a local ensemble, kill and restart.
 pub trait Ensemble: Send + Sync {
-    /// A short label for messages: `"zookeeper"` or `"external"`.
+    /// A short label for messages: `"zookeeper"`, `"synod"` or `"external"`.
     fn name(&self) -> &str;
 
     /// The client addresses, in node order (index `i` here is node `i` for [`Ensemble::kill`]).
@@ -166,69 +177,94 @@ impl Ensemble for External {
     }
 }
 
-/// The fixed facts about one node: where it listens and where its files are.
-#[derive(Debug, Clone)]
-struct Node {
-    /// The ZooKeeper server id (`myid`, `server.<id>=`), 1-based: node index + 1.
-    id: usize,
-    /// Where clients (and four-letter words) connect.
-    client_port: u16,
-    /// Where followers connect to this node when it leads.
-    quorum_port: u16,
-    /// Where peers connect for leader election.
-    election_port: u16,
-    /// The node's directory: `zoo.cfg`, `zookeeper.log` and `data/`.
-    dir: PathBuf,
-}
-
-impl Node {
-    /// The node's `zoo.cfg`, passed to `QuorumPeerMain`.
-    fn cfg_path(&self) -> PathBuf {
-        self.dir.join("zoo.cfg")
-    }
-
-    /// `dataDir`: `myid`, snapshots and the transaction log; survives restarts.
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    /// The JVM's stdout and stderr, appended to across restarts.
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("zookeeper.log")
-    }
-
-    /// Where clients connect.
-    fn client_addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.client_port))
-    }
-}
+// ---------------------------------------------------------------------------------------------
+// The two kinds of local cluster
+// ---------------------------------------------------------------------------------------------
 
 /// A real Apache ZooKeeper ensemble of N JVMs on 127.0.0.1, killed and deleted on drop.
 ///
 /// Each node runs with tickTime=500 (so the negotiated session timeout is clamped to 1-10 s),
 /// initLimit=20, syncLimit=10, unlimited connections per client, all four-letter words, TTL nodes
-/// and a 1 s container check. Nodes die with the test process (`PR_SET_PDEATHSIG`), even one killed
-/// by a signal. Kept in a `static`, the ensemble is never dropped: its JVMs still die with the
-/// process, but its temporary directory stays behind.
-pub struct ZkEnsemble {
-    /// Ports and paths per node, in node order; fixed for the ensemble's life so restarts reuse them.
-    nodes: Vec<Node>,
-    /// The running JVM per node (`None` while killed); a mutex because the trait is `&self` and
-    /// tests share ensembles across threads.
-    children: Mutex<Vec<Option<Child>>>,
-    /// Root of every node's files; deleted when the ensemble is dropped (after the children are
-    /// killed, since `Drop::drop` runs before fields are dropped).
-    root: tempfile::TempDir,
+/// and a 1 s container check. Kept in a `static`, the ensemble is never dropped: its JVMs still die
+/// with the process, but its temporary directory stays behind.
+pub type ZkEnsemble = Local<ZooKeeper>;
+
+/// A synod cluster of N `synod` processes on 127.0.0.1, killed and deleted on drop. A node serves
+/// once it reports role `leader`, or role `follower` naming the node that leads, on `GET /status`.
+pub type SynodEnsemble = Local<Synod>;
+
+/// What one kind of server needs from [`Local`]: its configuration, its command line and its role.
+pub trait Kind: Send + Sync + 'static {
+    /// The ensemble's [`Ensemble::name`]: `"zookeeper"` or `"synod"`.
+    const NAME: &'static str;
+    /// The log file (the process's stdout and stderr) inside a node's directory.
+    const LOG_FILE: &'static str;
+
+    /// Fails with a helpful message when what the nodes run is not installed or built.
+    fn check_installed(&self) -> io::Result<()>;
+
+    /// Writes the configuration of every node (fresh, empty directories; called again with new
+    /// ports when a start attempt is retried).
+    fn configure(&self, nodes: &[Node]) -> io::Result<()>;
+
+    /// The command that runs `node`; [`Local`] adds stdio, the working directory and the tie to the
+    /// test process.
+    fn command(&self, node: &Node, nodes: &[Node]) -> Command;
+
+    /// What `node` says about its role right now.
+    fn probe(&self, node: &Node) -> Probe;
 }
 
-impl ZkEnsemble {
-    /// Starts an `n`-node ensemble and waits (at most [`START_TIMEOUT`]) until every node answers
-    /// `srvr` as leader or follower with exactly one leader. One node works too: it runs as a
-    /// one-voter quorum (`standaloneEnabled=false`) and reports `leader`.
-    pub fn start(n: usize) -> io::Result<ZkEnsemble> {
-        if n == 0 {
-            return Err(invalid_input("an ensemble needs at least one node".into()));
-        }
+/// Where one node listens and keeps its files; fixed for the ensemble's life (after start-up), so
+/// restarts reuse them.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The server id (ZooKeeper's `myid`, synod's `--id`), 1-based: node index + 1.
+    pub id: usize,
+    /// Where clients connect.
+    pub client_port: u16,
+    /// Where the other nodes connect: ZooKeeper's quorum port, synod's Raft peer port.
+    pub peer_port: u16,
+    /// The third port: ZooKeeper's leader-election port, synod's admin HTTP port.
+    pub aux_port: u16,
+    /// The node's directory: configuration, `data/` and the log file.
+    pub dir: PathBuf,
+}
+
+impl Node {
+    /// The data directory (snapshots and logs of the replicated state); survives restarts.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Where clients connect.
+    pub fn client_addr(&self) -> SocketAddr {
+        loopback(self.client_port)
+    }
+}
+
+/// A node's answer to [`Kind::probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// No answer: the process is down, paused, or not listening yet.
+    Down,
+    /// It answers but does not serve (yet): looking for a leader, or a state named here.
+    NotServing(String),
+    /// It serves as a follower; synod says which node id leads (ZooKeeper's `srvr` does not).
+    Follower(Option<usize>),
+    /// It serves as the leader.
+    Leader,
+}
+
+/// Apache ZooKeeper from the Debian package; see [`ZkEnsemble`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ZooKeeper;
+
+impl Kind for ZooKeeper {
+    const NAME: &'static str = "zookeeper";
+    const LOG_FILE: &'static str = "zookeeper.log";
+
+    fn check_installed(&self) -> io::Result<()> {
         for file in [ZK_JAR, JAVA] {
             if !Path::new(file).exists() {
                 return Err(io::Error::new(
@@ -240,156 +276,46 @@ impl ZkEnsemble {
                 ));
             }
         }
-        let root = tempfile::Builder::new().prefix("synod-zk-").tempdir()?;
-        let mut ensemble = ZkEnsemble {
-            nodes: prepare_nodes(root.path(), n)?,
-            children: Mutex::new((0..n).map(|_| None).collect()),
-            root,
-        };
-        let mut attempt = 1;
-        loop {
-            match ensemble.boot() {
-                Ok(()) => return Ok(ensemble),
-                Err(BootError {
-                    bind_failure: true, ..
-                }) if attempt < START_ATTEMPTS => {
-                    // Another process took one of the ports between picking and binding: start
-                    // over in the same directory with fresh ports.
-                    attempt += 1;
-                    ensemble.kill_all();
-                    ensemble.nodes = prepare_nodes(ensemble.root.path(), n)?;
-                }
-                Err(e) => return Err(e.error), // `ensemble` drops here: children killed, files gone
-            }
+        Ok(())
+    }
+
+    fn configure(&self, nodes: &[Node]) -> io::Result<()> {
+        let mut servers = String::new();
+        for node in nodes {
+            let _ = writeln!(
+                servers,
+                "server.{}=127.0.0.1:{}:{};127.0.0.1:{}",
+                node.id, node.peer_port, node.aux_port, node.client_port
+            );
         }
-    }
-
-    /// The mode node `idx` reports via the `srvr` four-letter word: `"leader"`, `"follower"`,
-    /// `"observer"`, `"standalone"`; `None` if it is down, unreachable, or not serving (e.g. during an
-    /// election). Also works on nodes this ensemble does not consider running.
-    pub fn mode(&self, idx: usize) -> Option<String> {
-        srvr_mode(self.nodes.get(idx)?.client_addr())
-    }
-
-    /// The index of the node currently reporting `leader`, if exactly one does.
-    pub fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.mode(i).as_deref() == Some("leader"))
-            .collect();
-        match leaders[..] {
-            [one] => Some(one),
-            _ => None,
+        for node in nodes {
+            fs::create_dir_all(node.data_dir())?;
+            fs::write(node.data_dir().join("myid"), format!("{}\n", node.id))?;
+            let cfg = format!(
+                "# written by client/tests/support/ensemble.rs: node {id} of {n}\n\
+                 tickTime=500\n\
+                 initLimit=20\n\
+                 syncLimit=10\n\
+                 dataDir={data}\n\
+                 clientPort={client}\n\
+                 clientPortAddress=127.0.0.1\n\
+                 maxClientCnxns=0\n\
+                 4lw.commands.whitelist=*\n\
+                 admin.enableServer=false\n\
+                 standaloneEnabled=false\n\
+                 {servers}",
+                id = node.id,
+                n = nodes.len(),
+                data = node.data_dir().display(),
+                client = node.client_port,
+            );
+            let mut f = File::create(zk_cfg_path(node))?;
+            f.write_all(cfg.as_bytes())?;
         }
+        Ok(())
     }
 
-    /// Waits (at most `timeout`) until exactly one node leads and every running node reports leader
-    /// or follower, e.g. after killing the leader; returns the leader's index. Fails with `TimedOut`
-    /// (including each node's mode) otherwise.
-    pub fn wait_for_leader(&self, timeout: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let running = self.running();
-            let modes: Vec<Option<String>> = (0..self.nodes.len())
-                .map(|i| if running[i] { self.mode(i) } else { None })
-                .collect();
-            let leaders: Vec<usize> = (0..modes.len())
-                .filter(|&i| modes[i].as_deref() == Some("leader"))
-                .collect();
-            let all_serving = (0..modes.len())
-                .filter(|&i| running[i])
-                .all(|i| matches!(modes[i].as_deref(), Some("leader" | "follower")));
-            if let ([leader], true) = (&leaders[..], all_serving) {
-                return Ok(*leader);
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no single leader after {timeout:?}; modes {modes:?} (running {running:?})"
-                    ),
-                ));
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    /// Whether this ensemble has a live process for each node (false after [`Ensemble::kill`] or if
-    /// the JVM exited by itself).
-    pub fn running(&self) -> Vec<bool> {
-        let mut children = self.lock_children();
-        children
-            .iter_mut()
-            .map(|slot| match slot {
-                Some(child) => matches!(child.try_wait(), Ok(None)),
-                None => false,
-            })
-            .collect()
-    }
-
-    /// The last lines of node `idx`'s log (ZooKeeper's output across all its runs), for failure
-    /// messages. Never fails: problems reading the log are described in the returned text.
-    pub fn log_tail(&self, idx: usize) -> String {
-        match self.nodes.get(idx) {
-            Some(node) => tail(&node.log_path(), LOG_TAIL_LINES),
-            None => format!("(no node {idx}; the ensemble has {})", self.nodes.len()),
-        }
-    }
-
-    /// The directory holding node `idx`'s `zoo.cfg`, `zookeeper.log` and `data/`.
-    pub fn node_dir(&self, idx: usize) -> Option<&Path> {
-        self.nodes.get(idx).map(|n| n.dir.as_path())
-    }
-
-    /// Spawns every node and waits until they serve under one leader.
-    fn boot(&self) -> Result<(), BootError> {
-        for idx in 0..self.nodes.len() {
-            self.spawn_node(idx).map_err(BootError::other)?;
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let modes: Vec<Option<String>> = (0..self.nodes.len()).map(|i| self.mode(i)).collect();
-            let leaders = modes
-                .iter()
-                .filter(|m| m.as_deref() == Some("leader"))
-                .count();
-            let serving = modes
-                .iter()
-                .filter(|m| matches!(m.as_deref(), Some("leader" | "follower")))
-                .count();
-            if leaders == 1 && serving == self.nodes.len() {
-                return Ok(());
-            }
-            if let Some(idx) = self.running().iter().position(|r| !r) {
-                let log = fs::read_to_string(self.nodes[idx].log_path()).unwrap_or_default();
-                return Err(BootError {
-                    bind_failure: log.contains("Address already in use")
-                        || log.contains("BindException"),
-                    error: io::Error::other(format!(
-                        "ZooKeeper node {idx} exited during start-up\n{}",
-                        self.all_log_tails(40)
-                    )),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(BootError::other(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "ZooKeeper ensemble not serving after {START_TIMEOUT:?}: modes {modes:?}\n{}",
-                        self.all_log_tails(40)
-                    ),
-                )));
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    /// Starts node `idx`'s JVM (appending to its log) and records the child.
-    fn spawn_node(&self, idx: usize) -> io::Result<()> {
-        let node = &self.nodes[idx];
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.log_path())?;
+    fn command(&self, node: &Node, _nodes: &[Node]) -> Command {
         let mut classpath = ZK_JAR.to_string();
         if Path::new(SLF4J_SIMPLE_JAR).exists() {
             classpath.push(':');
@@ -400,8 +326,411 @@ impl ZkEnsemble {
             .arg("-cp")
             .arg(classpath)
             .arg(MAIN_CLASS)
-            .arg(node.cfg_path())
-            .current_dir(&node.dir)
+            .arg(zk_cfg_path(node));
+        cmd
+    }
+
+    fn probe(&self, node: &Node) -> Probe {
+        match srvr_mode(node.client_addr()).as_deref() {
+            None => Probe::Down,
+            Some("leader") => Probe::Leader,
+            Some("follower") => Probe::Follower(None),
+            Some(other) => Probe::NotServing(other.to_string()),
+        }
+    }
+}
+
+/// A node's `zoo.cfg`, passed to `QuorumPeerMain`.
+fn zk_cfg_path(node: &Node) -> PathBuf {
+    node.dir.join("zoo.cfg")
+}
+
+/// The synod server binary; see [`SynodEnsemble`].
+#[derive(Debug, Clone)]
+pub struct Synod {
+    /// The `synod` executable (in tests, `env!("CARGO_BIN_EXE_synod")`).
+    pub bin: PathBuf,
+    /// Flags added to every node's command line, after the ones the ensemble sets.
+    pub extra_args: Vec<String>,
+}
+
+impl Kind for Synod {
+    const NAME: &'static str = "synod";
+    const LOG_FILE: &'static str = "synod.log";
+
+    fn check_installed(&self) -> io::Result<()> {
+        if self.bin.is_file() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "synod binary {} not found; build it with `cargo build -p synod-server`",
+                    self.bin.display()
+                ),
+            ))
+        }
+    }
+
+    fn configure(&self, _nodes: &[Node]) -> io::Result<()> {
+        Ok(()) // everything is on the command line; the node creates its data directory
+    }
+
+    fn command(&self, node: &Node, nodes: &[Node]) -> Command {
+        let members = nodes
+            .iter()
+            .map(|n| format!("{}=127.0.0.1:{}", n.id, n.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--id")
+            .arg(node.id.to_string())
+            .arg("--members")
+            .arg(members)
+            .arg("--client-addr")
+            .arg(node.client_addr().to_string())
+            .arg("--admin-addr")
+            .arg(loopback(node.aux_port).to_string())
+            .arg("--data-dir")
+            .arg(node.data_dir())
+            .args(&self.extra_args);
+        cmd
+    }
+
+    fn probe(&self, node: &Node) -> Probe {
+        let Some(status) = synod_status(loopback(node.aux_port)) else {
+            return Probe::Down;
+        };
+        let leader = status
+            .get("leader")
+            .and_then(serde_json::Value::as_u64)
+            .map(|l| l as usize);
+        match (status.get("role").and_then(|r| r.as_str()), leader) {
+            (Some("leader"), Some(l)) if l == node.id => Probe::Leader,
+            (Some("follower"), Some(l)) => Probe::Follower(Some(l)),
+            (role, _) => Probe::NotServing(format!("role {role:?}, leader {leader:?}")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared machinery
+// ---------------------------------------------------------------------------------------------
+
+/// A local cluster of `K` processes on 127.0.0.1; see [`ZkEnsemble`] and [`SynodEnsemble`].
+///
+/// Nodes die with the test process (`PR_SET_PDEATHSIG`), even one killed by a signal. Dropping the
+/// ensemble SIGKILLs every node, then removes its directory.
+pub struct Local<K: Kind> {
+    /// How the nodes are configured, run and probed.
+    kind: K,
+    /// Ports and paths per node, in node order.
+    nodes: Vec<Node>,
+    /// The process per node; a mutex because the trait is `&self` and tests share ensembles
+    /// across threads.
+    slots: Mutex<Vec<Slot>>,
+    /// Root of every node's files; deleted when the ensemble is dropped (after the processes are
+    /// killed, since `Drop::drop` runs before fields are dropped).
+    root: tempfile::TempDir,
+}
+
+/// One node's process.
+#[derive(Default)]
+struct Slot {
+    /// The running process (`None` while down; possibly exited by itself and not yet reaped).
+    child: Option<Child>,
+    /// Stopped with SIGSTOP by [`Local::pause`]: alive, but not expected to answer.
+    paused: bool,
+}
+
+impl Local<ZooKeeper> {
+    /// Starts an `n`-node ZooKeeper ensemble and waits (at most [`START_TIMEOUT`]) until every node
+    /// answers `srvr` as leader or follower with exactly one leader. One node works too: it runs as
+    /// a one-voter quorum (`standaloneEnabled=false`) and reports `leader`.
+    pub fn start(n: usize) -> io::Result<ZkEnsemble> {
+        Local::launch(ZooKeeper, n, "synod-zk-")
+    }
+
+    /// The mode node `idx` reports via the `srvr` four-letter word: `"leader"`, `"follower"`,
+    /// `"observer"`, `"standalone"`; `None` if it is down, unreachable, or not serving (e.g. during an
+    /// election). Also works on nodes this ensemble does not consider running.
+    pub fn mode(&self, idx: usize) -> Option<String> {
+        srvr_mode(self.nodes.get(idx)?.client_addr())
+    }
+}
+
+impl Local<Synod> {
+    /// Starts an `n`-node synod cluster from the binary `bin` (every node also gets `extra_args`)
+    /// and waits (at most [`START_TIMEOUT`]) until exactly one node reports role `leader` on
+    /// `GET /status` and every other reports that node as its leader.
+    pub fn start(bin: &Path, n: usize, extra_args: &[String]) -> io::Result<SynodEnsemble> {
+        let kind = Synod {
+            bin: bin.to_path_buf(),
+            extra_args: extra_args.to_vec(),
+        };
+        Local::launch(kind, n, "synod-cluster-")
+    }
+
+    /// Node `idx`'s admin HTTP address (`/health`, `/status`).
+    pub fn admin_addr(&self, idx: usize) -> Option<SocketAddr> {
+        self.nodes.get(idx).map(|n| loopback(n.aux_port))
+    }
+
+    /// The body of node `idx`'s `GET /status` (JSON), or `None` if it does not answer.
+    pub fn status(&self, idx: usize) -> Option<String> {
+        http_get(self.admin_addr(idx)?, "/status").ok()
+    }
+
+    /// Node `idx`'s `/status`, parsed; `None` if it does not answer with JSON.
+    pub fn status_json(&self, idx: usize) -> Option<serde_json::Value> {
+        synod_status(self.admin_addr(idx)?)
+    }
+
+    /// A number field of node `idx`'s `/status` (e.g. `"applied_index"`, `"term"`).
+    pub fn status_u64(&self, idx: usize, field: &str) -> Option<u64> {
+        self.status_json(idx)?.get(field)?.as_u64()
+    }
+
+    /// Waits (at most `timeout`) until node `idx` has applied at least as much as the current
+    /// leader (both read from `/status`, the leader's first), and returns its applied index.
+    pub fn wait_caught_up(&self, idx: usize, timeout: Duration) -> io::Result<u64> {
+        self.check_idx(idx)?;
+        let mut last = (None, None);
+        let waited = poll_until(timeout, || {
+            let target = self
+                .leader()
+                .and_then(|l| self.status_u64(l, "applied_index"));
+            let applied = self.status_u64(idx, "applied_index");
+            last = (applied, target);
+            Ok::<_, ()>(match (applied, target) {
+                (Some(a), Some(t)) if a >= t => Some(a),
+                _ => None,
+            })
+        });
+        waited.map_err(|_| {
+            timed_out(format!(
+                "synod node {idx} not caught up after {timeout:?}: applied {:?}, leader's {:?}\n{}",
+                last.0,
+                last.1,
+                self.log_tail(idx)
+            ))
+        })
+    }
+}
+
+impl<K: Kind> Local<K> {
+    /// Checks that `kind` is installed, lays out `n` nodes under a fresh temporary directory
+    /// (named `prefix...`) and boots them, retrying with fresh ports if a node could not bind one.
+    fn launch(kind: K, n: usize, prefix: &str) -> io::Result<Local<K>> {
+        if n == 0 {
+            return Err(invalid_input("an ensemble needs at least one node".into()));
+        }
+        kind.check_installed()?;
+        let root = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let mut ensemble = Local {
+            nodes: layout(&kind, root.path(), n)?,
+            slots: Mutex::new((0..n).map(|_| Slot::default()).collect()),
+            kind,
+            root,
+        };
+        let mut attempt = 1;
+        loop {
+            match ensemble.boot() {
+                Ok(_) => return Ok(ensemble),
+                Err(BootError {
+                    bind_failure: true, ..
+                }) if attempt < START_ATTEMPTS => {
+                    // Another process took one of the ports between picking and binding: start
+                    // over in the same directory with fresh ports (and no data).
+                    attempt += 1;
+                    ensemble.kill_all();
+                    ensemble.nodes = layout(&ensemble.kind, ensemble.root.path(), n)?;
+                }
+                Err(e) => return Err(e.error), // `ensemble` drops here: processes killed, files gone
+            }
+        }
+    }
+
+    /// The index of the node currently reporting itself leader, if exactly one does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.kind.probe(&self.nodes[i]) == Probe::Leader)
+            .collect();
+        match leaders[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Waits (at most `timeout`) until exactly one node leads and every running, unpaused node
+    /// serves under it, e.g. after killing the leader; returns the leader's index. Fails with
+    /// `TimedOut` (including each node's role and log tail) otherwise.
+    pub fn wait_for_leader(&self, timeout: Duration) -> io::Result<usize> {
+        self.wait_serving(timeout, &[]).map_err(|e| e.error)
+    }
+
+    /// Whether this ensemble has a live process for each node (false after [`Ensemble::kill`] or if
+    /// the process exited by itself; true while paused).
+    pub fn running(&self) -> Vec<bool> {
+        self.lock_slots()
+            .iter_mut()
+            .map(|slot| match &mut slot.child {
+                Some(child) => matches!(child.try_wait(), Ok(None)),
+                None => false,
+            })
+            .collect()
+    }
+
+    /// The process id of node `idx`, if it is running.
+    pub fn pid(&self, idx: usize) -> Option<u32> {
+        let mut slots = self.lock_slots();
+        let child = slots.get_mut(idx)?.child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => None,
+        }
+    }
+
+    /// Stops node `idx` with SIGSTOP: its sockets stay open but it answers nothing until
+    /// [`Local::resume`]. Fails if it is not running.
+    pub fn pause(&self, idx: usize) -> io::Result<()> {
+        self.signal(idx, libc::SIGSTOP, true)
+    }
+
+    /// Continues node `idx` after [`Local::pause`] (SIGCONT). Fails if it is not running.
+    pub fn resume(&self, idx: usize) -> io::Result<()> {
+        self.signal(idx, libc::SIGCONT, false)
+    }
+
+    /// SIGKILLs every node and waits for them to exit; the data stays for [`Local::start_all`].
+    pub fn stop_all(&self) {
+        self.kill_all();
+    }
+
+    /// Starts every node that is not running, on the same ports and data, and waits (at most
+    /// [`START_TIMEOUT`]) until they all serve under one leader; returns the leader's index.
+    pub fn start_all(&self) -> io::Result<usize> {
+        let running = self.running();
+        for idx in (0..self.nodes.len()).filter(|&i| !running[i]) {
+            self.spawn_node(idx)?;
+        }
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.wait_serving(START_TIMEOUT, &all).map_err(|e| e.error)
+    }
+
+    /// The last lines of node `idx`'s log (its output across all its runs), for failure messages.
+    /// Never fails: problems reading the log are described in the returned text.
+    pub fn log_tail(&self, idx: usize) -> String {
+        match self.nodes.get(idx) {
+            Some(node) => tail(&self.log_path(node), LOG_TAIL_LINES),
+            None => format!("(no node {idx}; the ensemble has {})", self.nodes.len()),
+        }
+    }
+
+    /// The whole log of node `idx` (all its runs), e.g. to look for a line; empty if unreadable.
+    pub fn log(&self, idx: usize) -> String {
+        self.nodes
+            .get(idx)
+            .and_then(|node| fs::read(self.log_path(node)).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The directory holding node `idx`'s configuration, log and `data/`.
+    pub fn node_dir(&self, idx: usize) -> Option<&Path> {
+        self.nodes.get(idx).map(|n| n.dir.as_path())
+    }
+
+    /// Where node `idx` listens and keeps its files.
+    pub fn node(&self, idx: usize) -> Option<&Node> {
+        self.nodes.get(idx)
+    }
+
+    /// Spawns every node and waits until they serve under one leader.
+    fn boot(&self) -> Result<usize, BootError> {
+        for idx in 0..self.nodes.len() {
+            self.spawn_node(idx).map_err(BootError::other)?;
+        }
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.wait_serving(START_TIMEOUT, &all)
+    }
+
+    /// Waits (at most `timeout`) until the nodes in `must_run` are running and every running,
+    /// unpaused node serves under exactly one leader; returns the leader's index. Fails at once if
+    /// a node of `must_run` exits (saying whether it could not bind a port).
+    fn wait_serving(&self, timeout: Duration, must_run: &[usize]) -> Result<usize, BootError> {
+        let mut probes = Vec::new();
+        let waited = poll_until(timeout, || {
+            let running = self.running();
+            if let Some(&idx) = must_run.iter().find(|&&i| !running[i]) {
+                let log = self.log(idx);
+                return Err(BootError {
+                    bind_failure: log.contains("Address already in use")
+                        || log.contains("BindException"),
+                    error: io::Error::other(format!(
+                        "{} node {idx} exited\n{}",
+                        K::NAME,
+                        self.all_log_tails()
+                    )),
+                });
+            }
+            let live = self.live(&running);
+            probes = (0..self.nodes.len())
+                .map(|i| {
+                    if live[i] {
+                        self.kind.probe(&self.nodes[i])
+                    } else {
+                        Probe::Down
+                    }
+                })
+                .collect();
+            let leaders: Vec<usize> = (0..probes.len())
+                .filter(|&i| probes[i] == Probe::Leader)
+                .collect();
+            let [leader] = leaders[..] else {
+                return Ok(None);
+            };
+            let all_serving = (0..probes.len())
+                .filter(|&i| live[i])
+                .all(|i| match probes[i] {
+                    Probe::Leader => true,
+                    Probe::Follower(named) => named.is_none_or(|l| l == self.nodes[leader].id),
+                    _ => false,
+                });
+            Ok(all_serving.then_some(leader))
+        });
+        waited.map_err(|e| match e {
+            Some(early) => early,
+            None => BootError::other(timed_out(format!(
+                "{} ensemble: no single leader served by every live node after {timeout:?}; \
+                 roles {probes:?} (running {:?})\n{}",
+                K::NAME,
+                self.running(),
+                self.all_log_tails()
+            ))),
+        })
+    }
+
+    /// Which nodes are expected to answer: running and not paused.
+    fn live(&self, running: &[bool]) -> Vec<bool> {
+        let slots = self.lock_slots();
+        running
+            .iter()
+            .zip(slots.iter())
+            .map(|(&r, slot)| r && !slot.paused)
+            .collect()
+    }
+
+    /// Starts node `idx` (appending to its log), tied to the test process, and records it; reaps
+    /// an earlier process of the node that exited by itself.
+    fn spawn_node(&self, idx: usize) -> io::Result<()> {
+        let node = &self.nodes[idx];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node))?;
+        let mut cmd = self.kind.command(node, &self.nodes);
+        cmd.current_dir(&node.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -428,38 +757,74 @@ impl ZkEnsemble {
             });
         }
         let child = spawn_from_immortal_thread(cmd)?;
-        self.lock_children()[idx] = Some(child);
+        let old = std::mem::replace(
+            &mut self.lock_slots()[idx],
+            Slot {
+                child: Some(child),
+                paused: false,
+            },
+        );
+        if let Some(mut dead) = old.child {
+            let _ = dead.kill();
+            let _ = dead.wait();
+        }
         Ok(())
     }
 
-    /// SIGKILLs and reaps every live child.
+    /// Sends `sig` to node `idx` and records whether it is now paused.
+    fn signal(&self, idx: usize, sig: libc::c_int, paused: bool) -> io::Result<()> {
+        self.check_idx(idx)?;
+        let pid = self.pid(idx).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} node {idx} is not running", K::NAME),
+            )
+        })?;
+        // SAFETY: kill(2) with the pid of our own unreaped child (it cannot be recycled before we
+        // wait for it) and a valid signal number.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.lock_slots()[idx].paused = paused;
+        Ok(())
+    }
+
+    /// SIGKILLs and reaps every live process.
     fn kill_all(&self) {
-        for slot in self.lock_children().iter_mut() {
-            if let Some(mut child) = slot.take() {
+        for slot in self.lock_slots().iter_mut() {
+            if let Some(mut child) = slot.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            slot.paused = false;
         }
     }
 
-    /// The last `lines` lines of every node's log, labelled, for start-up errors (after which the
-    /// caller has no ensemble to ask and the directory is gone).
-    fn all_log_tails(&self, lines: usize) -> String {
+    /// The log file of `node`.
+    fn log_path(&self, node: &Node) -> PathBuf {
+        node.dir.join(K::LOG_FILE)
+    }
+
+    /// The last lines of every node's log, labelled, for start-up errors (after which the caller
+    /// has no ensemble to ask and the directory is gone).
+    fn all_log_tails(&self) -> String {
         let mut out = String::new();
-        for (idx, node) in self.nodes.iter().enumerate() {
+        for node in &self.nodes {
+            let path = self.log_path(node);
             let _ = writeln!(
                 out,
-                "--- node {idx} ({}) ---\n{}",
-                node.log_path().display(),
-                tail(&node.log_path(), lines)
+                "--- node {} ({}) ---\n{}",
+                node.id - 1,
+                path.display(),
+                tail(&path, ERROR_LOG_LINES)
             );
         }
         out
     }
 
-    /// The children, even if a panicking thread poisoned the lock (the data stays consistent).
-    fn lock_children(&self) -> MutexGuard<'_, Vec<Option<Child>>> {
-        self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The slots, even if a panicking thread poisoned the lock (the data stays consistent).
+    fn lock_slots(&self) -> MutexGuard<'_, Vec<Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `InvalidInput` unless `idx` names a node.
@@ -475,7 +840,7 @@ impl ZkEnsemble {
     }
 }
 
-/// A failed start attempt.
+/// A failed start attempt or wait.
 struct BootError {
     /// A node exited complaining that a port was taken; worth retrying with fresh ports.
     bind_failure: bool,
@@ -493,9 +858,9 @@ impl BootError {
     }
 }
 
-impl Ensemble for ZkEnsemble {
+impl<K: Kind> Ensemble for Local<K> {
     fn name(&self) -> &str {
-        "zookeeper"
+        K::NAME
     }
 
     fn addrs(&self) -> Vec<SocketAddr> {
@@ -508,9 +873,9 @@ impl Ensemble for ZkEnsemble {
 
     fn kill(&self, idx: usize) -> io::Result<()> {
         self.check_idx(idx)?;
-        let taken = self.lock_children()[idx].take();
-        if let Some(mut child) = taken {
-            child.kill()?; // SIGKILL on Unix; Ok if it already exited but was not reaped
+        let taken = std::mem::take(&mut self.lock_slots()[idx]);
+        if let Some(mut child) = taken.child {
+            child.kill()?; // SIGKILL on Unix (works on a paused node); Ok if it already exited
             child.wait()?;
         }
         Ok(())
@@ -521,94 +886,62 @@ impl Ensemble for ZkEnsemble {
         if self.running()[idx] {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("ZooKeeper node {idx} is still running; kill it first"),
+                format!("{} node {idx} is still running; kill it first", K::NAME),
             ));
         }
-        // Reap a JVM that exited by itself, so its slot can be reused.
-        if let Some(mut dead) = self.lock_children()[idx].take() {
-            let _ = dead.wait();
-        }
         self.spawn_node(idx)?;
-        let deadline = Instant::now() + RESTART_TIMEOUT;
-        loop {
-            if matches!(self.mode(idx).as_deref(), Some("leader" | "follower")) {
-                return Ok(());
-            }
-            if !self.running()[idx] {
-                return Err(io::Error::other(format!(
-                    "ZooKeeper node {idx} exited after restart\n{}",
-                    self.log_tail(idx)
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "ZooKeeper node {idx} not serving {RESTART_TIMEOUT:?} after restart\n{}",
-                        self.log_tail(idx)
-                    ),
-                ));
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        self.wait_serving(RESTART_TIMEOUT, &[idx])
+            .map(|_| ())
+            .map_err(|e| e.error)
     }
 }
 
-impl Drop for ZkEnsemble {
+impl<K: Kind> Drop for Local<K> {
     /// Kills every node (also while unwinding from a failed test) before the directory is removed.
     fn drop(&mut self) {
         self.kill_all();
     }
 }
 
-/// Picks free ports and writes each node's `myid` and `zoo.cfg` under `root` (replacing files of an
-/// earlier attempt, keeping nothing else).
-fn prepare_nodes(root: &Path, n: usize) -> io::Result<Vec<Node>> {
+/// Picks free ports for `n` nodes and gives each a fresh, empty directory under `root` (replacing
+/// the files of an earlier attempt), configured by `kind`.
+fn layout<K: Kind>(kind: &K, root: &Path, n: usize) -> io::Result<Vec<Node>> {
     let ports = free_ports(3 * n)?;
     let nodes: Vec<Node> = (0..n)
         .map(|i| Node {
             id: i + 1,
             client_port: ports[3 * i],
-            quorum_port: ports[3 * i + 1],
-            election_port: ports[3 * i + 2],
+            peer_port: ports[3 * i + 1],
+            aux_port: ports[3 * i + 2],
             dir: root.join(format!("node{}", i + 1)),
         })
         .collect();
-    let mut servers = String::new();
-    for node in &nodes {
-        let _ = writeln!(
-            servers,
-            "server.{}=127.0.0.1:{}:{};127.0.0.1:{}",
-            node.id, node.quorum_port, node.election_port, node.client_port
-        );
-    }
     for node in &nodes {
         if node.dir.exists() {
             fs::remove_dir_all(&node.dir)?;
         }
-        fs::create_dir_all(node.data_dir())?;
-        fs::write(node.data_dir().join("myid"), format!("{}\n", node.id))?;
-        let cfg = format!(
-            "# written by client/tests/support/ensemble.rs: node {id} of {n}\n\
-             tickTime=500\n\
-             initLimit=20\n\
-             syncLimit=10\n\
-             dataDir={data}\n\
-             clientPort={client}\n\
-             clientPortAddress=127.0.0.1\n\
-             maxClientCnxns=0\n\
-             4lw.commands.whitelist=*\n\
-             admin.enableServer=false\n\
-             standaloneEnabled=false\n\
-             {servers}",
-            id = node.id,
-            data = node.data_dir().display(),
-            client = node.client_port,
-        );
-        let mut f = File::create(node.cfg_path())?;
-        f.write_all(cfg.as_bytes())?;
+        fs::create_dir_all(&node.dir)?;
     }
+    kind.configure(&nodes)?;
     Ok(nodes)
+}
+
+/// Calls `step` every [`POLL_INTERVAL`] until it returns `Ok(Some(_))` (done) or `Err(_)` (give
+/// up at once), or until `timeout` has passed (`Err(None)`).
+fn poll_until<T, E>(
+    timeout: Duration,
+    mut step: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<T, Option<E>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(done) = step().map_err(Some)? {
+            return Ok(done);
+        }
+        if Instant::now() >= deadline {
+            return Err(None);
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
 }
 
 /// `count` distinct free loopback ports: all are bound at once (so none repeats), then released.
@@ -622,21 +955,47 @@ fn free_ports(count: usize) -> io::Result<Vec<u16>> {
         .collect()
 }
 
+/// `127.0.0.1:port`.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
 /// Sends `srvr` to `addr` and returns the value of its `Mode:` line, if any.
 fn srvr_mode(addr: SocketAddr) -> Option<String> {
-    let reply = four_letter_word(addr, "srvr").ok()?;
+    let reply = exchange(addr, b"srvr").ok()?;
     reply
         .lines()
         .find_map(|l| l.strip_prefix("Mode:"))
         .map(|m| m.trim().to_string())
 }
 
-/// Sends a four-letter word and reads the reply until the server closes the connection.
-fn four_letter_word(addr: SocketAddr, word: &str) -> io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, FOUR_LETTER_TIMEOUT)?;
-    stream.set_read_timeout(Some(FOUR_LETTER_TIMEOUT))?;
-    stream.set_write_timeout(Some(FOUR_LETTER_TIMEOUT))?;
-    stream.write_all(word.as_bytes())?;
+/// A synod node's `GET /status`, parsed.
+fn synod_status(admin: SocketAddr) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(admin, "/status").ok()?).ok()
+}
+
+/// A minimal HTTP/1.0 `GET path` to `addr`: returns the body of a `200` answer, and fails on any
+/// other status.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let reply = exchange(addr, request.as_bytes())?;
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("GET {path} on {addr}: no header end")))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(io::Error::other(format!("GET {path} on {addr}: {status}")));
+    }
+    Ok(body.to_string())
+}
+
+/// Sends `request` on a fresh connection to `addr` and reads the reply until the server closes
+/// the connection, each step bounded by [`PROBE_TIMEOUT`].
+fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    stream.write_all(request)?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     Ok(reply)
@@ -665,14 +1024,14 @@ fn spawn_from_immortal_thread(cmd: Command) -> io::Result<Child> {
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
-            .name("zk-ensemble-spawner".into())
+            .name("ensemble-spawner".into())
             .spawn(move || {
                 // The sender lives in a static, so this loop ends only with the process.
                 for (mut cmd, reply) in rx {
                     let _ = reply.send(cmd.spawn());
                 }
             })
-            .expect("cannot start the zk-ensemble spawner thread");
+            .expect("cannot start the ensemble spawner thread");
         Mutex::new(tx)
     });
     let (reply_tx, reply_rx) = mpsc::channel();
@@ -680,13 +1039,18 @@ fn spawn_from_immortal_thread(cmd: Command) -> io::Result<Child> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .send((cmd, reply_tx))
-        .map_err(|_| io::Error::other("zk-ensemble spawner thread is gone"))?;
+        .map_err(|_| io::Error::other("ensemble spawner thread is gone"))?;
     reply_rx
         .recv()
-        .map_err(|_| io::Error::other("zk-ensemble spawner thread is gone"))?
+        .map_err(|_| io::Error::other("ensemble spawner thread is gone"))?
 }
 
 /// An `InvalidInput` error with `msg`.
 fn invalid_input(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// A `TimedOut` error with `msg`.
+fn timed_out(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, msg)
 }

@@ -1,0 +1,42 @@
+//! The conformance suite (client/tests/support/conformance.rs), unchanged, against a 3-node synod
+//! cluster started from the `synod` binary of this package: every case that passes against Apache
+//! ZooKeeper must pass here too.
+
+#[path = "../../client/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use support::ensemble::{Ensemble, SynodEnsemble};
+
+fn main() -> ExitCode {
+    let ens = match SynodEnsemble::start(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[]) {
+        Ok(ens) => Arc::new(ens),
+        Err(e) => {
+            eprintln!("cannot start the synod cluster for the conformance suite: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = support::conformance::run(ens.clone());
+    if code != ExitCode::SUCCESS {
+        // Diagnostic: what the servers said, since their directory goes away with the ensemble.
+        for idx in 0..ens.addrs().len() {
+            eprintln!(
+                "--- synod node {idx} ({}), last lines ---\n{}",
+                ens.addrs()[idx],
+                ens.log_tail(idx)
+            );
+        }
+        if let Ok(dir) = std::env::var("SYNOD_TEST_LOG_DIR") {
+            for idx in 0..ens.addrs().len() {
+                let to = Path::new(&dir).join(format!("conformance-node{idx}.log"));
+                if let Err(e) = std::fs::write(&to, ens.log(idx)) {
+                    eprintln!("cannot write {}: {e}", to.display());
+                }
+            }
+        }
+    }
+    code
+}
