@@ -2,6 +2,9 @@
 //! SIGTERM.
 
 use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use synod_server::config::{Args, Config};
 
 fn main() -> std::process::ExitCode {
