@@ -133,19 +133,6 @@ fn stream(map: &mut Streams, path: &str, ev: &WatchedEvent) {
     }
 }
 
-fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
-    let mut next = Some(path);
-    std::iter::from_fn(move || {
-        let cur = next?;
-        next = if cur == "/" {
-            None
-        } else {
-            Some(synod_proto::path::parent(cur))
-        };
-        Some(cur)
-    })
-}
-
 impl WatchRegistry {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
@@ -236,7 +223,7 @@ impl WatchRegistry {
         }
         stream(&mut self.persistent, server_path, &ev);
         if event_type != EventType::NodeChildrenChanged {
-            for p in ancestors_or_self(server_path) {
+            for p in synod_proto::path::ancestors_or_self(server_path) {
                 stream(&mut self.recursive, p, &ev);
             }
         }

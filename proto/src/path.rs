@@ -77,6 +77,16 @@ pub fn parent(path: &str) -> &str {
     }
 }
 
+/// A valid path, then each of its ancestors up to `/` (for recursive-watch dispatch).
+pub fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = if cur == "/" { None } else { Some(parent(cur)) };
+        Some(cur)
+    })
+}
+
 /// The last component of a valid path (`""` for `/`).
 pub fn basename(path: &str) -> &str {
     match path.rfind('/') {
@@ -119,5 +129,10 @@ mod tests {
         assert_eq!(parent("/a"), "/");
         assert_eq!(basename("/a/bc"), "bc");
         assert_eq!(basename("/"), "");
+        assert_eq!(
+            ancestors_or_self("/a/b").collect::<Vec<_>>(),
+            vec!["/a/b", "/a", "/"]
+        );
+        assert_eq!(ancestors_or_self("/").collect::<Vec<_>>(), vec!["/"]);
     }
 }

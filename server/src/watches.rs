@@ -48,19 +48,6 @@ fn table_remove(t: &mut Table, path: &str, conn: ConnId) -> bool {
     removed
 }
 
-fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
-    let mut next = Some(path);
-    std::iter::from_fn(move || {
-        let cur = next?;
-        next = if cur == "/" {
-            None
-        } else {
-            Some(synod_proto::path::parent(cur))
-        };
-        Some(cur)
-    })
-}
-
 impl WatchManager {
     fn table(&mut self, kind: WatchKind) -> &mut Table {
         match kind {
@@ -165,7 +152,7 @@ impl WatchManager {
             out.extend(conns.iter().copied());
         }
         if event_type != EventType::NodeChildrenChanged {
-            for p in ancestors_or_self(path) {
+            for p in synod_proto::path::ancestors_or_self(path) {
                 if let Some(conns) = self.recursive.get(p) {
                     out.extend(conns.iter().copied());
                 }

@@ -136,7 +136,11 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 
 /// A raw connection with an established session (handshake read and checked).
 async fn raw_session(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    handshake(TcpStream::connect(addr).await.expect("connect")).await
+}
+
+/// Performs the ZooKeeper handshake on `s` (a new session) and returns it ready for requests.
+async fn handshake(mut s: TcpStream) -> TcpStream {
     let req = ConnectRequest {
         base: ConnectRequestBase {
             timeout: 10_000,
@@ -149,6 +153,7 @@ async fn raw_session(addr: SocketAddr) -> TcpStream {
     encode_frame(&req, &mut b);
     s.write_all(&b).await.expect("write handshake");
     let len = s.read_i32().await.expect("handshake reply length");
+    assert!(len > 0, "handshake refused");
     let mut body = vec![0u8; len as usize];
     s.read_exact(&mut body).await.expect("handshake reply");
     s
@@ -278,23 +283,11 @@ async fn connections_per_address_and_in_total_are_capped() {
         let sock = tokio::net::TcpSocket::new_v4().expect("socket");
         sock.bind("127.0.0.2:0".parse().expect("addr"))
             .expect("bind 127.0.0.2");
-        let mut s = sock
+        let s = sock
             .connect(srv.client)
             .await
             .expect("connect from 127.0.0.2");
-        let req = ConnectRequest {
-            base: ConnectRequestBase {
-                timeout: 10_000,
-                passwd: vec![0u8; 16].into(),
-                ..Default::default()
-            },
-            read_only: false,
-        };
-        let mut b = BytesMut::new();
-        encode_frame(&req, &mut b);
-        s.write_all(&b).await.expect("handshake");
-        assert!(s.read_i32().await.expect("handshake reply") > 0);
-        others.push(s);
+        others.push(handshake(s).await);
     }
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.bind("127.0.0.3:0".parse().expect("addr"))
@@ -330,21 +323,7 @@ async fn a_client_that_never_reads_is_disconnected() {
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.set_recv_buffer_size(4096)
         .expect("small receive buffer");
-    let mut slow = sock.connect(srv.client).await.expect("connect");
-    let req = ConnectRequest {
-        base: ConnectRequestBase {
-            timeout: 30_000,
-            passwd: vec![0u8; 16].into(),
-            ..Default::default()
-        },
-        read_only: false,
-    };
-    let mut hs = BytesMut::new();
-    encode_frame(&req, &mut hs);
-    slow.write_all(&hs).await.expect("handshake");
-    let len = slow.read_i32().await.expect("handshake reply");
-    let mut body = vec![0u8; len as usize];
-    slow.read_exact(&mut body).await.expect("handshake body");
+    let mut slow = handshake(sock.connect(srv.client).await.expect("connect")).await;
     let mut b = BytesMut::new();
     let add = Request::AddWatch(synod_proto::records::AddWatchRequest {
         path: "/flood".into(),
