@@ -31,7 +31,13 @@ pub struct Status {
     pub uptime_ms: u64,
 }
 
-pub fn status(node: &Node) -> Status {
+pub async fn status(node: &Node) -> Status {
+    let committed = node
+        .raft
+        .with_raft_state(|s| s.committed.map(|l| l.index))
+        .await
+        .ok()
+        .flatten();
     let m = node.raft.metrics().borrow().clone();
     let (applied, znodes, data_bytes, sessions, watches, connections) = {
         let r = lock(&node.replica);
@@ -57,8 +63,8 @@ pub fn status(node: &Node) -> Status {
         term: m.current_term,
         leader: m.current_leader,
         last_log_index: m.last_log_index.unwrap_or(0),
-        // Every applied entry is committed; the leader may know of later commits not yet applied.
-        committed_index: applied.max(m.last_applied.map(|l| l.index).unwrap_or(0)),
+        // Raft's own commit index (ahead of `applied_index` while entries wait to be applied).
+        committed_index: committed.unwrap_or(0).max(applied),
         applied_index: applied,
         znodes,
         data_bytes,
@@ -76,7 +82,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route(
             "/status",
-            get(|State(node): State<Arc<Node>>| async move { Json(status(&node)) }),
+            get(|State(node): State<Arc<Node>>| async move { Json(status(&node).await) }),
         )
         .with_state(node)
 }
