@@ -516,142 +516,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[allow(clippy::result_large_err)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::io::Cursor;
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use bytes::Bytes;
-    use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
-    use openraft::testing::{log_id, StoreBuilder, Suite};
-    use openraft::{
-        BasicNode, EntryPayload, Membership, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-        StorageIOError, StoredMembership,
-    };
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::log_id;
+    use openraft::{EntryPayload, Membership};
 
     use super::*;
-    use crate::types::{Command, CommandResult, Origin};
+    use crate::types::{Command, Origin};
 
     type SErr = StorageError<NodeId>;
-
-    // ---- a minimal in-memory state machine, to run the Suite on the log store alone ----
-
-    /// What the test state machine knows: the Suite only applies blank and membership entries.
-    #[derive(Default)]
-    struct MemInner {
-        /// Last applied log id.
-        applied: Option<LogId<NodeId>>,
-        /// Last applied membership.
-        membership: StoredMembership<NodeId, BasicNode>,
-        /// The current snapshot (meta and bytes).
-        current: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
-        /// Makes snapshot ids unique.
-        seq: u64,
-    }
-
-    /// A state machine kept in memory, only good enough for the Suite.
-    #[derive(Clone, Default)]
-    struct MemStateMachine {
-        /// Shared with the snapshot builder (a clone).
-        inner: Arc<Mutex<MemInner>>,
-    }
-
-    fn poisoned<T>(_: T) -> SErr {
-        StorageIOError::read_state_machine(openraft::AnyError::error("poisoned lock")).into()
-    }
-
-    impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
-        async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-            let mut g = self.inner.lock().map_err(poisoned)?;
-            let bytes = encode(&(g.applied, &g.membership))
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            g.seq += 1;
-            let meta = SnapshotMeta {
-                last_log_id: g.applied,
-                last_membership: g.membership.clone(),
-                snapshot_id: format!("{:?}-{}", g.applied, g.seq),
-            };
-            g.current = Some((meta.clone(), bytes.clone()));
-            Ok(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(bytes)),
-            })
-        }
-    }
-
-    impl RaftStateMachine<TypeConfig> for MemStateMachine {
-        type SnapshotBuilder = Self;
-
-        async fn applied_state(
-            &mut self,
-        ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
-            let g = self.inner.lock().map_err(poisoned)?;
-            Ok((g.applied, g.membership.clone()))
-        }
-
-        async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, SErr>
-        where
-            I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-            I::IntoIter: OptionalSend,
-        {
-            let mut g = self.inner.lock().map_err(poisoned)?;
-            let mut out = Vec::new();
-            for entry in entries {
-                g.applied = Some(entry.log_id);
-                if let EntryPayload::Membership(m) = entry.payload {
-                    g.membership = StoredMembership::new(Some(entry.log_id), m);
-                }
-                out.push(CommandResult::None);
-            }
-            Ok(out)
-        }
-
-        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-            self.clone()
-        }
-
-        async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-            Ok(Box::new(Cursor::new(Vec::new())))
-        }
-
-        async fn install_snapshot(
-            &mut self,
-            meta: &SnapshotMeta<NodeId, BasicNode>,
-            snapshot: Box<Cursor<Vec<u8>>>,
-        ) -> Result<(), SErr> {
-            let mut g = self.inner.lock().map_err(poisoned)?;
-            g.applied = meta.last_log_id;
-            g.membership = meta.last_membership.clone();
-            g.current = Some((meta.clone(), snapshot.into_inner()));
-            Ok(())
-        }
-
-        async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-            let g = self.inner.lock().map_err(poisoned)?;
-            Ok(g.current.as_ref().map(|(meta, bytes)| Snapshot {
-                meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(bytes.clone())),
-            }))
-        }
-    }
-
-    /// Builds a fresh RocksDB log store (own temp dir) and an in-memory state machine.
-    struct MemSmBuilder;
-
-    impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for MemSmBuilder {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, MemStateMachine), SErr> {
-            let dir = tempfile::TempDir::new()
-                .map_err(|e| StoreError::Io(e).to_storage(ErrorSubject::Store, ErrorVerb::Write))?;
-            let store = LogStore::open(dir.path())
-                .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))?;
-            Ok((dir, store, MemStateMachine::default()))
-        }
-    }
-
-    /// openraft's storage conformance suite, on this log store with the in-memory state machine.
-    #[test]
-    fn suite_with_memory_state_machine() -> Result<(), SErr> {
-        Suite::test_all(MemSmBuilder)
-    }
 
     // ---- helpers ----
 

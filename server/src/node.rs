@@ -207,12 +207,7 @@ impl Node {
 
     async fn read_index_round(&self) -> Result<u64, String> {
         match self.leader() {
-            Some((id, _)) if id == self.id => self
-                .raft
-                .get_read_log_id()
-                .await
-                .map(|(read, _)| read.map(|l| l.index).unwrap_or(0))
-                .map_err(|e| e.to_string()),
+            Some((id, _)) if id == self.id => leader_read_index(&self.raft).await,
             Some((id, addr)) => match self
                 .pool
                 .call(id, &addr, PeerRequest::ReadIndex, LEADER_CALL_TIMEOUT)
@@ -417,6 +412,15 @@ async fn read_index_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<ReadWa
     }
 }
 
+/// On the leader: a read point confirmed by a heartbeat round to a quorum (openraft's read index:
+/// the commit index, or this term's first entry if later).
+async fn leader_read_index(raft: &Raft<TypeConfig>) -> Result<u64, String> {
+    raft.get_read_log_id()
+        .await
+        .map(|(read, _)| read.map(|l| l.index).unwrap_or(0))
+        .map_err(|e| e.to_string())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -612,10 +616,7 @@ impl PeerService for Node {
                         }));
                     }
                     PeerResponse::ReadIndex(
-                        raft.get_read_log_id()
-                            .await
-                            .map(|(r, _)| r.map(|l| l.index).unwrap_or(0))
-                            .map_err(|e| ForwardError::Failed(e.to_string())),
+                        leader_read_index(&raft).await.map_err(ForwardError::Failed),
                     )
                 }
                 .boxed()
