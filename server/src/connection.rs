@@ -396,6 +396,9 @@ impl Conn {
             }
             Request::Reconfig(_) | Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
             Request::CloseSession => {
+                lock(&self.node.replica)
+                    .observer
+                    .detach_session(self.session_id, self.id);
                 let origin = self.node.origin();
                 let done = self.node.propose_and_wait(
                     origin,

@@ -94,6 +94,14 @@ impl Local {
         self.conns.insert(id, entry);
     }
 
+    /// A connection that sent closeSession stops carrying its session: apply of the close will
+    /// then end every other connection of that session, but let this one send its reply.
+    pub fn detach_session(&mut self, session_id: i64, conn: ConnId) {
+        if self.session_conn.get(&session_id) == Some(&conn) {
+            self.session_conn.remove(&session_id);
+        }
+    }
+
     /// Forgets a closed connection and its watches.
     pub fn remove_conn(&mut self, id: ConnId) {
         if let Some(e) = self.conns.remove(&id) {
@@ -129,16 +137,11 @@ impl Local {
         }
     }
 
-    fn complete(&mut self, origin: Option<synod_raft_store::Origin>, c: Completion) -> bool {
-        match origin {
-            Some(o) if o.node == self.node_id => match self.pending.remove(&o.request) {
-                Some(tx) => {
-                    self.deferred.push((tx, c));
-                    true
-                }
-                None => false,
-            },
-            _ => false,
+    fn complete(&mut self, origin: Option<synod_raft_store::Origin>, c: Completion) {
+        if let Some(o) = origin.filter(|o| o.node == self.node_id) {
+            if let Some(tx) = self.pending.remove(&o.request) {
+                self.deferred.push((tx, c));
+            }
         }
     }
 
@@ -195,11 +198,11 @@ impl ApplyObserver for Local {
                     err: ErrorCode::Ok,
                     response: Response::Empty,
                 };
-                let replying_here = self.complete(*origin, done);
-                if !replying_here {
-                    if let Some(conn) = self.session_conn.get(&session_id).copied() {
-                        self.kill_conn(conn, "session closed");
-                    }
+                self.complete(*origin, done);
+                // The connection that asked for the close has detached itself and closes after
+                // its reply; any connection still carrying the session is told now.
+                if let Some(conn) = self.session_conn.get(&session_id).copied() {
+                    self.kill_conn(conn, "session closed");
                 }
             }
             (Command::Write { origin, .. }, Outcome::Write { applied }) => {
