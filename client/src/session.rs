@@ -617,8 +617,13 @@ impl SessionTask {
                     tracing::warn!(event_type = ev.event_type, "unknown event type ignored");
                     return None;
                 };
+                // The event's zxid counts as seen: on a reconnect the server re-sends only what
+                // came after it, so no event is delivered twice (nor missed).
+                if h.zxid > self.last_zxid {
+                    self.last_zxid = h.zxid;
+                }
                 let client_path = strip_chroot(self.cfg.chroot.as_deref(), &ev.path);
-                self.watches.dispatch(ty, &ev.path, client_path);
+                self.watches.dispatch(ty, h.zxid, &ev.path, client_path);
                 None
             }
             xid::PING | xid::SET_WATCHES => {

@@ -20,6 +20,9 @@ pub struct WatchedEvent {
     pub state: KeeperState,
     /// The znode path, relative to the client's chroot (empty for session events).
     pub path: String,
+    /// The zxid of the change that caused the event, as the server reported it; -1 for session
+    /// events, locally generated ones (watch removed) and servers that do not send it.
+    pub zxid: i64,
 }
 
 impl WatchedEvent {
@@ -28,6 +31,7 @@ impl WatchedEvent {
             event_type: EventType::None,
             state,
             path: String::new(),
+            zxid: -1,
         }
     }
 }
@@ -179,6 +183,7 @@ impl WatchRegistry {
             event_type: t,
             state: KeeperState::SyncConnected,
             path: client_path.to_string(),
+            zxid: -1,
         };
         let data = matches!(kind, WatcherType::Data | WatcherType::Any);
         let child = matches!(kind, WatcherType::Children | WatcherType::Any);
@@ -202,11 +207,18 @@ impl WatchRegistry {
 
     /// Routes one server notification (path as the server sent it) to every local watcher.
     /// `client_path` is the same path with the chroot stripped, as the application sees it.
-    pub fn dispatch(&mut self, event_type: EventType, server_path: &str, client_path: &str) {
+    pub fn dispatch(
+        &mut self,
+        event_type: EventType,
+        zxid: i64,
+        server_path: &str,
+        client_path: &str,
+    ) {
         let ev = WatchedEvent {
             event_type,
             state: KeeperState::SyncConnected,
             path: client_path.to_string(),
+            zxid,
         };
         match event_type {
             EventType::NodeCreated | EventType::NodeDataChanged => {
@@ -324,7 +336,7 @@ mod tests {
             true,
             false,
         );
-        reg.dispatch(EventType::NodeDataChanged, "/a/b", "/a/b");
+        reg.dispatch(EventType::NodeDataChanged, 7, "/a/b", "/a/b");
         assert_eq!(
             dw.rx.try_recv().unwrap().event_type,
             EventType::NodeDataChanged
@@ -334,7 +346,7 @@ mod tests {
             "child watch must not fire on data change"
         );
         assert_eq!(rw.rx.try_recv().unwrap().path, "/a/b");
-        reg.dispatch(EventType::NodeChildrenChanged, "/a/b", "/a/b");
+        reg.dispatch(EventType::NodeChildrenChanged, 7, "/a/b", "/a/b");
         assert!(
             rw.rx.try_recv().is_err(),
             "recursive watches get no child events"
@@ -356,7 +368,7 @@ mod tests {
         reg.register("/x", "/x", WatchRegistration::Exists(e), false, true);
         let sw = reg.set_watches(9, 1 << 20);
         assert_eq!(sw[0].exist_watches, vec!["/x"]);
-        reg.dispatch(EventType::NodeCreated, "/x", "/x");
+        reg.dispatch(EventType::NodeCreated, 7, "/x", "/x");
         assert_eq!(ew.rx.try_recv().unwrap().event_type, EventType::NodeCreated);
         assert!(reg.is_empty());
     }

@@ -227,6 +227,9 @@ impl Encode for ReplyPacket {
 /// A watch notification frame: xid -1, zxid -1 (as ZooKeeper sends it), and the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationPacket {
+    /// The zxid of the change that fired the event (the header's zxid; ZooKeeper 3.6+ sends it
+    /// too, older servers -1). Lets a client resume watches from exactly the last event it saw.
+    pub zxid: i64,
     pub event: WatcherEvent,
 }
 
@@ -234,7 +237,7 @@ impl Encode for NotificationPacket {
     fn encode(&self, buf: &mut BytesMut) {
         ReplyHeader {
             xid: crate::xid::NOTIFICATION,
-            zxid: -1,
+            zxid: self.zxid,
             err: 0,
         }
         .encode(buf);
@@ -318,6 +321,7 @@ mod tests {
     #[test]
     fn notification_layout() {
         let n = NotificationPacket {
+            zxid: -1,
             event: WatcherEvent {
                 event_type: 3,
                 state: 3,

@@ -54,10 +54,10 @@ pub enum Outcome<'a> {
 pub trait ApplyObserver: Send + 'static {
     fn on_apply(&mut self, tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>);
 
-    /// Every command of the entry at `zxid` has been applied (a batch entry carries many). Replies
-    /// carrying `zxid` must not leave before this: then a client that has seen `zxid` has also
-    /// been sent every event of that entry.
-    fn on_entry_applied(&mut self, _zxid: i64) {}
+    /// Every command of the entry at log index `index` has been applied (a batch entry carries
+    /// many). Replies to its commands must not leave before this: then a client that has seen one
+    /// of its zxids has also been sent every event of that entry.
+    fn on_entry_applied(&mut self, _index: u64) {}
 
     /// The whole tree was replaced by a snapshot from the leader.
     fn on_install(&mut self, _tree: &DataTree) {}
@@ -79,9 +79,14 @@ pub struct Replica<X> {
 }
 
 impl<X> Replica<X> {
-    /// The zxid of the last applied entry (0 before any).
+    /// The log index of the last applied entry (0 before any).
     pub fn applied_index(&self) -> u64 {
         self.last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// The zxid that reflects every applied entry ([`crate::types::applied_zxid`]).
+    pub fn applied_zxid(&self) -> i64 {
+        crate::types::applied_zxid(self.applied_index())
     }
 }
 
@@ -217,7 +222,7 @@ fn apply_command<X: ApplyObserver>(
     position: usize,
     cmd: &Command,
 ) -> CommandResult {
-    let zxid = index as i64;
+    let zxid = crate::types::zxid(index, position);
     if let Command::Batch(cmds) = cmd {
         debug_assert!(cmds.len() <= crate::types::MAX_BATCH, "oversized batch");
         for (i, c) in cmds.iter().enumerate() {
@@ -481,7 +486,7 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
                     }
                     EntryPayload::Normal(cmd) => {
                         let result = apply_command(&mut r, entry.log_id.index, 0, cmd);
-                        r.observer.on_entry_applied(entry.log_id.index as i64);
+                        r.observer.on_entry_applied(entry.log_id.index);
                         result
                     }
                 };

@@ -60,20 +60,49 @@ pub enum Command {
     /// Delete container / TTL nodes that the leader found due at `time_ms`; `apply` re-checks.
     Reap { time_ms: i64, paths: Vec<String> },
     /// Group commit: the commands the leader had queued while its previous entry was being
-    /// written, applied in order as independent commands (not all-or-nothing). Every change they
-    /// make carries this entry's index as its zxid, as the ops of one ZooKeeper multi share one.
-    /// Never nested.
+    /// written, applied in order as independent commands (not all-or-nothing). Each command gets
+    /// its own zxid ([`zxid`] of the entry's index and its position). Never nested.
     Batch(Vec<Command>),
 }
 
 /// The most commands one batch entry carries; it also bounds a session id's position bits.
 pub const MAX_BATCH: usize = 4096;
 
+/// How many low bits of a zxid (and of a session id) hold the command's position in its entry.
+pub const POSITION_BITS: u32 = 16;
+
+/// The zxid of the command at `position` of the entry at log index `index` (0 for a lone
+/// command): `index << 16 | position`. Unique and growing with the log, like ZooKeeper's
+/// epoch/counter zxids, and the log index is `zxid >> 16` ([`zxid_index`]). Two commands of one
+/// batch entry never share a zxid, so watch events and Stat fields stay totally ordered.
+pub fn zxid(index: u64, position: usize) -> i64 {
+    debug_assert!(position < 1 << POSITION_BITS, "batch position out of range");
+    debug_assert!(
+        index < 1 << (63 - POSITION_BITS),
+        "log index out of zxid range"
+    );
+    ((index << POSITION_BITS) | position as u64) as i64
+}
+
+/// The log index of the entry that produced `zxid` (0 for zxids at or below 0).
+pub fn zxid_index(zxid: i64) -> u64 {
+    (zxid.max(0) as u64) >> POSITION_BITS
+}
+
+/// The zxid a replica reports once it has applied every entry up to `index` (the last position
+/// of that entry): replies to reads and pings carry it, so a client that saw it is never served
+/// by a replica that has applied less.
+pub fn applied_zxid(index: u64) -> i64 {
+    if index == 0 {
+        return 0;
+    }
+    zxid(index, (1 << POSITION_BITS) - 1)
+}
+
 /// The session id a CreateSession at `position` of the entry at `index` gets: unique, derived
-/// from the log alone, never reused.
+/// from the log alone, never reused (the zxid of the command that created it).
 pub fn session_id(index: u64, position: usize) -> i64 {
-    debug_assert!(position < 1 << 16);
-    ((index << 16) | position as u64) as i64
+    zxid(index, position)
 }
 
 impl Command {

@@ -26,6 +26,7 @@ use synod_proto::{
     RequestPacket, Response, WatcherType,
 };
 use synod_raft_store::state_machine::{lock, Replica};
+use synod_raft_store::types::{applied_zxid, zxid_index};
 use synod_raft_store::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -253,7 +254,7 @@ async fn handshake(
     }
     // A resuming client must never see this server behind what it has already seen.
     if let Err(e) = node
-        .wait_applied(b.last_zxid_seen.max(0) as u64, CATCH_UP_TIMEOUT)
+        .wait_applied(zxid_index(b.last_zxid_seen), CATCH_UP_TIMEOUT)
         .await
     {
         tracing::info!(%peer, %e, "refusing session: this server is behind the client");
@@ -453,8 +454,9 @@ impl Conn {
         }
     }
 
+    /// The zxid reflecting everything this node has applied (pings and errors carry it).
     fn applied(&self) -> i64 {
-        *self.node.applied.borrow() as i64
+        applied_zxid(*self.node.applied.borrow())
     }
 
     /// Queues a reply, waiting for room: a client that does not read stalls only itself (the
@@ -570,7 +572,7 @@ impl Conn {
         auth: &[Id],
         room: mpsc::Permit<'_, Bytes>,
     ) -> bool {
-        let zxid = r.applied_index() as i64;
+        let zxid = r.applied_zxid();
         let Replica { tree, observer, .. } = r;
         let conn = self.id;
         let mut xid = xid;
@@ -726,7 +728,10 @@ impl Conn {
     }
 
     /// Re-registers a reconnecting session's watches, firing at once what changed after the
-    /// zxid the client had seen (as ZooKeeper's DataTree.setWatches does).
+    /// zxid the client had seen: one event per one-shot watch (as ZooKeeper's
+    /// DataTree.setWatches does), and every missed event of a persistent watch, in zxid order,
+    /// from this node's recent history (ZooKeeper sends those none). Missed events go first, all
+    /// of it under the replica lock, so later events follow them.
     fn set_watches(
         &self,
         tree: &synod_raft_store::DataTree,
@@ -756,15 +761,41 @@ impl Conn {
                 Some(_) => observer.watches.add(conn, WatchKind::Child, &p),
             }
         }
-        for p in w.persistent_watches {
-            observer.watches.add(conn, WatchKind::Persistent, &p);
-        }
-        for p in w.persistent_recursive_watches {
-            observer.watches.add(conn, WatchKind::Recursive, &p);
-        }
-        fired
+        let mut missed = Vec::new();
+        let mut complete = true;
+        let persistent = w
+            .persistent_watches
             .into_iter()
-            .all(|(t, p)| self.send_now(notification_frame(t, &p)))
+            .map(|p| (WatchKind::Persistent, p));
+        let recursive = w
+            .persistent_recursive_watches
+            .into_iter()
+            .map(|p| (WatchKind::Recursive, p));
+        for (kind, p) in persistent.chain(recursive) {
+            if rel > 0 {
+                complete &= observer.missed_events(rel, kind, &p, &mut missed);
+            }
+            observer.watches.add(conn, kind, &p);
+        }
+        if !complete {
+            tracing::warn!(
+                conn,
+                relative_zxid = format_args!("{rel:#x}"),
+                "persistent watches resumed from before this node's event history: some events \
+                 may be missing"
+            );
+        }
+        // One event per (zxid, path, type), even when several watches of the session match it.
+        missed.sort_by_key(|(z, _)| *z);
+        missed.dedup();
+        let missed = missed
+            .into_iter()
+            .map(|(z, ev)| notification_frame(z, ev.event_type, &ev.path));
+        // A one-shot watch fires from the current state, not from one change: no zxid (-1).
+        let fired = fired
+            .into_iter()
+            .map(|(t, p)| notification_frame(-1, t, &p));
+        missed.chain(fired).all(|frame| self.send_now(frame))
     }
 }
 

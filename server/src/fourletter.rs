@@ -30,7 +30,7 @@ fn srvr(node: &Node) -> String {
     let (zxid, nodes, conns) = {
         let r = lock(&node.replica);
         (
-            r.applied_index(),
+            r.applied_zxid(),
             r.tree.node_count(),
             r.observer.connection_count(),
         )

@@ -2,7 +2,7 @@
 //! connections (where events and session ends are delivered), and the requests this node proposed
 //! that wait for their entry to be applied here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -14,7 +14,11 @@ use synod_raft_store::state_machine::{ApplyObserver, Outcome};
 use synod_raft_store::{Command, DataTree, Event, NodeId};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::watches::{ConnId, WatchManager};
+use crate::watches::{persistent_match, ConnId, WatchKind, WatchManager};
+
+/// How many recent events a node keeps to replay to reconnecting persistent watchers (about
+/// 100 bytes each). A client away for longer than this many events may miss some.
+pub const WATCH_HISTORY: usize = 65_536;
 
 /// How a proposed command ended, as seen by the connection that waits for it.
 #[derive(Debug)]
@@ -53,17 +57,24 @@ pub struct Local {
     /// Completions of the entry being applied, released when the whole entry is applied (see
     /// [`ApplyObserver::on_entry_applied`]).
     deferred: Vec<(oneshot::Sender<Completion>, Completion)>,
+    /// The last [`WATCH_HISTORY`] events applied here, in zxid order: a persistent watcher that
+    /// reconnects gets what it missed since its last zxid (ZooKeeper drops those; DESIGN.md §1.5
+    /// promises none is lost).
+    history: VecDeque<(i64, Event)>,
+    /// Every event with a zxid above this is in `history` (None until this node has applied an
+    /// entry, or since a snapshot replaced the tree: nothing is known then).
+    history_floor: Option<i64>,
 }
 
-/// Encodes one watch notification as a complete frame.
-pub fn notification_frame(event_type: synod_proto::EventType, path: &str) -> Bytes {
+/// Encodes one watch notification for the change at `zxid` as a complete frame.
+pub fn notification_frame(zxid: i64, event_type: synod_proto::EventType, path: &str) -> Bytes {
     let mut b = BytesMut::new();
     let event = WatcherEvent {
         event_type: event_type.as_i32(),
         state: KeeperState::SyncConnected.as_i32(),
         path: path.to_string(),
     };
-    encode_frame(&NotificationPacket { event }, &mut b);
+    encode_frame(&NotificationPacket { zxid, event }, &mut b);
     b.freeze()
 }
 
@@ -76,6 +87,8 @@ impl Local {
             session_conn: HashMap::new(),
             pending: HashMap::new(),
             deferred: Vec::new(),
+            history: VecDeque::new(),
+            history_floor: None,
         }
     }
 
@@ -145,15 +158,25 @@ impl Local {
         }
     }
 
-    /// Delivers one event to every watching connection; a connection whose queue is full is
-    /// closed rather than buffered without end.
-    pub fn notify(&mut self, ev: &Event) {
+    /// Delivers one event of the change at `zxid` to every watching connection; a connection
+    /// whose queue is full is closed rather than buffered without end.
+    pub fn notify(&mut self, zxid: i64, ev: &Event) {
+        debug_assert!(
+            self.history.back().is_none_or(|(z, _)| *z <= zxid),
+            "events out of zxid order"
+        );
+        if self.history.len() == WATCH_HISTORY {
+            if let Some((z, _)) = self.history.pop_front() {
+                self.history_floor = self.history_floor.map(|f| f.max(z));
+            }
+        }
+        self.history.push_back((zxid, ev.clone()));
         let mut targets = Vec::new();
         self.watches.trigger(ev.event_type, &ev.path, &mut targets);
         if targets.is_empty() {
             return;
         }
-        let frame = notification_frame(ev.event_type, &ev.path);
+        let frame = notification_frame(zxid, ev.event_type, &ev.path);
         let mut slow = Vec::new();
         for c in targets {
             if let Some(e) = self.conns.get(&c) {
@@ -165,6 +188,27 @@ impl Local {
         for c in slow {
             self.kill_conn(c, "too slow: its queue of replies and events is full");
         }
+    }
+
+    /// The events after `since` that a persistent watch of `kind` on `path` would have been sent,
+    /// as (zxid, event) in zxid order, appended to `out`. Returns false if some may be missing:
+    /// this node's history does not reach back to `since`.
+    pub fn missed_events(
+        &self,
+        since: i64,
+        kind: WatchKind,
+        path: &str,
+        out: &mut Vec<(i64, Event)>,
+    ) -> bool {
+        let complete = self.history_floor.is_some_and(|f| f <= since);
+        let start = self.history.partition_point(|(z, _)| *z <= since);
+        out.extend(
+            self.history
+                .range(start..)
+                .filter(|(_, ev)| persistent_match(kind, path, ev.event_type, &ev.path))
+                .cloned(),
+        );
+        complete
     }
 
     /// Sends an already encoded frame to one connection (setWatches firing missed events).
@@ -191,7 +235,7 @@ impl ApplyObserver for Local {
                 Outcome::SessionClosed { session_id, events },
             ) => {
                 for ev in events {
-                    self.notify(ev);
+                    self.notify(zxid, ev);
                 }
                 let done = Completion::Write {
                     zxid,
@@ -207,7 +251,7 @@ impl ApplyObserver for Local {
             }
             (Command::Write { origin, .. }, Outcome::Write { applied }) => {
                 for ev in &applied.events {
-                    self.notify(ev);
+                    self.notify(zxid, ev);
                 }
                 let done = Completion::Write {
                     zxid,
@@ -218,14 +262,20 @@ impl ApplyObserver for Local {
             }
             (_, Outcome::Reaped { events }) => {
                 for ev in events {
-                    self.notify(ev);
+                    self.notify(zxid, ev);
                 }
             }
             _ => {}
         }
     }
 
-    fn on_entry_applied(&mut self, _zxid: i64) {
+    fn on_entry_applied(&mut self, index: u64) {
+        if self.history_floor.is_none() {
+            // The first entry applied since start-up or a snapshot: the history starts here.
+            self.history_floor = Some(synod_raft_store::types::applied_zxid(
+                index.saturating_sub(1),
+            ));
+        }
         for (tx, c) in self.deferred.drain(..) {
             let _ = tx.send(c);
         }
@@ -234,6 +284,8 @@ impl ApplyObserver for Local {
     /// A snapshot replaced the tree: watches may have missed events, so every client reconnects
     /// and re-registers them with its last zxid (as ZooKeeper's followers do after a resync).
     fn on_install(&mut self, _tree: &DataTree) {
+        self.history.clear();
+        self.history_floor = None;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.kill_conn(id, "state replaced by a snapshot");

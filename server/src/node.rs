@@ -194,7 +194,7 @@ impl Node {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err("node shutting down".into()),
             Err(_) => Err(format!(
-                "not caught up to zxid {index:#x} within {timeout:?}"
+                "not caught up to log index {index} within {timeout:?}"
             )),
         }
     }

@@ -26,6 +26,24 @@ pub enum WatchKind {
 
 type Table = HashMap<Name, HashSet<ConnId>>;
 
+/// Whether a persistent watch of `kind` on `watch_path` is sent `event_type` on `path` (the rule
+/// [`WatchManager::trigger`] applies to the persistent tables; one-shot kinds never match here).
+pub fn persistent_match(
+    kind: WatchKind,
+    watch_path: &str,
+    event_type: EventType,
+    path: &str,
+) -> bool {
+    match kind {
+        WatchKind::Persistent => path == watch_path,
+        WatchKind::Recursive => {
+            event_type != EventType::NodeChildrenChanged
+                && synod_proto::path::ancestors_or_self(path).any(|p| p == watch_path)
+        }
+        WatchKind::Data | WatchKind::Child => false,
+    }
+}
+
 /// Every watch on this node.
 #[derive(Debug, Default)]
 pub struct WatchManager {
