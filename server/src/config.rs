@@ -45,6 +45,10 @@ pub struct Args {
     /// Peer (Raft) listen address; defaults to this node's address in --members.
     #[arg(long)]
     pub peer_addr: Option<SocketAddr>,
+    /// Dial some peers at another address than the one they are known by (`2=10.0.0.9:7002,...`):
+    /// for NAT and tunnels, and for the fault-injection suite's proxies.
+    #[arg(long)]
+    pub peer_route: Option<String>,
     /// Admin HTTP listen address.
     #[arg(long)]
     pub admin_addr: Option<SocketAddr>,
@@ -101,6 +105,7 @@ struct FileConfig {
     members: Option<BTreeMap<String, String>>,
     client_addr: Option<SocketAddr>,
     peer_addr: Option<SocketAddr>,
+    peer_route: Option<BTreeMap<String, String>>,
     admin_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     tick_ms: Option<u64>,
@@ -126,6 +131,8 @@ pub struct Config {
     pub members: BTreeMap<u64, String>,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    /// Peers dialed at another address than their membership address: id → address.
+    pub peer_routes: BTreeMap<u64, String>,
     pub admin_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub tick: Duration,
@@ -141,6 +148,18 @@ pub struct Config {
     pub max_connections: usize,
     pub max_queued_per_connection: usize,
     pub log_json: bool,
+}
+
+/// A TOML table of `id = "address"` with numeric keys.
+fn id_map(m: &BTreeMap<String, String>) -> Result<BTreeMap<u64, String>, ServerError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        let id: u64 = k
+            .parse()
+            .map_err(|_| ServerError::Config(format!("member id {k:?} is not a number")))?;
+        out.insert(id, v.clone());
+    }
+    Ok(out)
 }
 
 fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, ServerError> {
@@ -178,19 +197,15 @@ impl Config {
             .ok_or_else(|| bad("--id is required".into()))?;
         let members = match (&args.members, &file.members) {
             (Some(s), _) => parse_members(s)?,
-            (None, Some(m)) => {
-                let mut out = BTreeMap::new();
-                for (k, v) in m {
-                    let id: u64 = k
-                        .parse()
-                        .map_err(|_| bad(format!("member id {k:?} is not a number")))?;
-                    out.insert(id, v.clone());
-                }
-                out
-            }
+            (None, Some(m)) => id_map(m)?,
             (None, None) => {
                 return Err(bad("--members is required (e.g. 1=127.0.0.1:7001)".into()))
             }
+        };
+        let peer_routes = match (&args.peer_route, &file.peer_route) {
+            (Some(s), _) => parse_members(s)?,
+            (None, Some(m)) => id_map(m)?,
+            (None, None) => BTreeMap::new(),
         };
         let own = members
             .get(&id)
@@ -280,6 +295,7 @@ impl Config {
                 }
             },
             members,
+            peer_routes,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -360,6 +376,21 @@ mod tests {
         assert_eq!(c.min_session_timeout, Duration::from_millis(1000));
         assert_eq!(c.negotiate_timeout(100_000), Duration::from_millis(10_000));
         assert_eq!(c.read_consistency, ReadConsistency::Linearizable);
+        assert!(c.peer_routes.is_empty());
+    }
+
+    #[test]
+    fn peer_routes_override_dial_addresses() {
+        let c = Config::load(args(&["--peer-route", "1=127.0.0.1:9001,3=127.0.0.1:9003"])).unwrap();
+        assert_eq!(
+            c.peer_routes.get(&1).map(String::as_str),
+            Some("127.0.0.1:9001")
+        );
+        assert_eq!(
+            c.peer_routes.get(&3).map(String::as_str),
+            Some("127.0.0.1:9003")
+        );
+        assert!(Config::load(args(&["--peer-route", "x=1"])).is_err());
     }
 
     #[test]

@@ -81,7 +81,12 @@ impl Node {
         }
         .validate()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-        let pool = PeerPool::new(crate::peer::DEFAULT_MAX_FRAME_LEN);
+        let routes = cfg
+            .peer_routes
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        let pool = PeerPool::with_routes(crate::peer::DEFAULT_MAX_FRAME_LEN, routes);
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),

@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, ToSoc
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -345,13 +345,29 @@ fn zk_cfg_path(node: &Node) -> PathBuf {
     node.dir.join("zoo.cfg")
 }
 
+/// Per-node flags for [`Local::start_custom`]: given a node and every node, the flags after
+/// `--id`, `--client-addr`, `--admin-addr` and `--data-dir` — `--members` included.
+pub type NodeArgs = Arc<dyn Fn(&Node, &[Node]) -> Vec<String> + Send + Sync>;
+
 /// The synod server binary; see [`SynodEnsemble`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Synod {
     /// The `synod` executable (in tests, `env!("CARGO_BIN_EXE_synod")`).
     pub bin: PathBuf,
     /// Flags added to every node's command line, after the ones the ensemble sets.
     pub extra_args: Vec<String>,
+    /// Replaces `--members` (every node as a voter) with flags of its own per node: other
+    /// member lists, `--peer-route`s through fault proxies, `--join`.
+    pub node_args: Option<NodeArgs>,
+}
+
+/// `--members` naming `nodes` as voters at their peer ports.
+pub fn members_arg(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("{}=127.0.0.1:{}", n.id, n.peer_port))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Kind for Synod {
@@ -377,17 +393,13 @@ impl Kind for Synod {
     }
 
     fn command(&self, node: &Node, nodes: &[Node]) -> Command {
-        let members = nodes
-            .iter()
-            .map(|n| format!("{}=127.0.0.1:{}", n.id, n.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--id")
-            .arg(node.id.to_string())
-            .arg("--members")
-            .arg(members)
-            .arg("--client-addr")
+        cmd.arg("--id").arg(node.id.to_string());
+        match &self.node_args {
+            Some(f) => cmd.args(f(node, nodes)),
+            None => cmd.arg("--members").arg(members_arg(nodes)),
+        };
+        cmd.arg("--client-addr")
             .arg(node.client_addr().to_string())
             .arg("--admin-addr")
             .arg(loopback(node.aux_port).to_string())
@@ -448,7 +460,7 @@ impl Local<ZooKeeper> {
     /// answers `srvr` as leader or follower with exactly one leader. One node works too: it runs as
     /// a one-voter quorum (`standaloneEnabled=false`) and reports `leader`.
     pub fn start(n: usize) -> io::Result<ZkEnsemble> {
-        Local::launch(ZooKeeper, n, "synod-zk-")
+        Local::launch(ZooKeeper, n, n, "synod-zk-")
     }
 
     /// The mode node `idx` reports via the `srvr` four-letter word: `"leader"`, `"follower"`,
@@ -467,8 +479,40 @@ impl Local<Synod> {
         let kind = Synod {
             bin: bin.to_path_buf(),
             extra_args: extra_args.to_vec(),
+            node_args: None,
         };
-        Local::launch(kind, n, "synod-cluster-")
+        Local::launch(kind, n, n, "synod-cluster-")
+    }
+
+    /// Lays out `n` nodes but starts only the first `initial`, each with the flags `node_args`
+    /// gives it (see [`NodeArgs`]; `extra_args` go to every node); waits like
+    /// [`Local::start`]. The others wait for [`Local::spawn`] (e.g. nodes that join later).
+    pub fn start_custom(
+        bin: &Path,
+        n: usize,
+        initial: usize,
+        extra_args: &[String],
+        node_args: NodeArgs,
+    ) -> io::Result<SynodEnsemble> {
+        let kind = Synod {
+            bin: bin.to_path_buf(),
+            extra_args: extra_args.to_vec(),
+            node_args: Some(node_args),
+        };
+        Local::launch(kind, n, initial, "synod-cluster-")
+    }
+
+    /// Starts node `idx` (not running) without waiting for it to serve: a node joining the
+    /// cluster serves only once the leader has added it.
+    pub fn spawn(&self, idx: usize) -> io::Result<()> {
+        self.check_idx(idx)?;
+        if self.running()[idx] {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("synod node {idx} is already running"),
+            ));
+        }
+        self.spawn_node(idx)
     }
 
     /// Node `idx`'s admin HTTP address (`/health`, `/status`).
@@ -520,10 +564,13 @@ impl Local<Synod> {
 
 impl<K: Kind> Local<K> {
     /// Checks that `kind` is installed, lays out `n` nodes under a fresh temporary directory
-    /// (named `prefix...`) and boots them, retrying with fresh ports if a node could not bind one.
-    fn launch(kind: K, n: usize, prefix: &str) -> io::Result<Local<K>> {
-        if n == 0 {
-            return Err(invalid_input("an ensemble needs at least one node".into()));
+    /// (named `prefix...`) and boots the first `initial`, retrying with fresh ports if a node
+    /// could not bind one.
+    fn launch(kind: K, n: usize, initial: usize, prefix: &str) -> io::Result<Local<K>> {
+        if initial == 0 || initial > n {
+            return Err(invalid_input(format!(
+                "cannot start {initial} of {n} nodes: an ensemble needs at least one"
+            )));
         }
         kind.check_installed()?;
         let root = tempfile::Builder::new().prefix(prefix).tempdir()?;
@@ -535,7 +582,7 @@ impl<K: Kind> Local<K> {
         };
         let mut attempt = 1;
         loop {
-            match ensemble.boot() {
+            match ensemble.boot(initial) {
                 Ok(_) => return Ok(ensemble),
                 Err(BootError {
                     bind_failure: true, ..
@@ -646,13 +693,13 @@ impl<K: Kind> Local<K> {
         self.nodes.get(idx)
     }
 
-    /// Spawns every node and waits until they serve under one leader.
-    fn boot(&self) -> Result<usize, BootError> {
-        for idx in 0..self.nodes.len() {
+    /// Spawns the first `initial` nodes and waits until they serve under one leader.
+    fn boot(&self, initial: usize) -> Result<usize, BootError> {
+        for idx in 0..initial {
             self.spawn_node(idx).map_err(BootError::other)?;
         }
-        let all: Vec<usize> = (0..self.nodes.len()).collect();
-        self.wait_serving(START_TIMEOUT, &all)
+        let started: Vec<usize> = (0..initial).collect();
+        self.wait_serving(START_TIMEOUT, &started)
     }
 
     /// Waits (at most `timeout`) until the nodes in `must_run` are running and every running,

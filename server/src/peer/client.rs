@@ -55,6 +55,9 @@ struct PoolInner {
     max_frame_len: usize,
     /// Source of request ids: unique in the pool, hence unique on each connection.
     next_id: AtomicU64,
+    /// Peers dialed at another address than the one callers name (`--peer-route`): NAT,
+    /// tunnels, the fault-injection suite's proxies.
+    routes: HashMap<NodeId, String>,
     /// The connection slot of each address called so far. The async lock around a slot is what
     /// orders the calls to that address and makes concurrent callers share one connect.
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Conn>>>>>,
@@ -78,10 +81,17 @@ impl PeerPool {
     /// A pool whose frames (requests sent, responses accepted) are at most `max_frame_len` bytes
     /// after the length prefix ([`DEFAULT_MAX_FRAME_LEN`] is the usual choice).
     pub fn new(max_frame_len: usize) -> Self {
+        Self::with_routes(max_frame_len, HashMap::new())
+    }
+
+    /// Like [`PeerPool::new`], but calls to a node in `routes` dial the address given there
+    /// instead of the one the caller names.
+    pub fn with_routes(max_frame_len: usize, routes: HashMap<NodeId, String>) -> Self {
         PeerPool {
             inner: Arc::new(PoolInner {
                 max_frame_len: clamp_max_frame_len(max_frame_len),
                 next_id: AtomicU64::new(1),
+                routes,
                 slots: Mutex::new(HashMap::new()),
             }),
         }
@@ -132,6 +142,7 @@ impl PeerPool {
         payload: Bytes,
         connect_deadline: Option<Instant>,
     ) -> Result<PeerResponse, PeerError> {
+        let addr = self.inner.routes.get(&target).map_or(addr, String::as_str);
         let slot = self.slot(addr);
         let pending = {
             let mut slot = slot.lock().await;
