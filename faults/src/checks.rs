@@ -1,0 +1,656 @@
+//! Checks over recorded data other than linearizability — lost writes, sequential node names,
+//! lock holders, watch delivery, ephemeral lifetimes — and the per-scenario [`Summary`] row.
+//!
+//! Each check is a pure function of what the driver recorded and returns the [`Anomaly`]s it
+//! found (empty = the guarantee held). Logical times (`u64`) are the stamps of
+//! [`crate::history::History`]; wall-clock times (`Duration`) are offsets from the history's
+//! start ([`crate::history::Operation::call_at`]) and are used where the guarantee itself is
+//! about real time (session timeouts).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::history::Operation;
+use crate::model::Value;
+use crate::FaultsError;
+
+/// A violated guarantee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anomaly {
+    /// An acknowledged write is neither present nor superseded in the final tree.
+    LostWrite {
+        /// The znode written.
+        path: String,
+        /// The zxid the write was acknowledged with.
+        zxid: u64,
+        /// What the final read showed instead.
+        found: String,
+    },
+    /// Two acknowledged sequential creates under one parent got the same counter.
+    DuplicateSequential {
+        /// The name both got.
+        name: String,
+    },
+    /// A sequential create that started after another one finished got a smaller counter.
+    SequentialNotIncreasing {
+        /// The earlier create's name.
+        earlier: String,
+        /// The later create's name (counter not greater).
+        later: String,
+    },
+    /// Two clients held the lock at the same time.
+    TwoLockHolders {
+        /// (client, token) of the holder that acquired first.
+        first: (u64, u64),
+        /// (client, token) of the holder that acquired while the first still held it.
+        second: (u64, u64),
+    },
+    /// Fencing tokens did not strictly increase in acquisition order.
+    TokenNotIncreasing {
+        /// (client, token) of the earlier acquisition.
+        earlier: (u64, u64),
+        /// (client, token) of the later acquisition.
+        later: (u64, u64),
+    },
+    /// An acknowledged change under the watched path produced no event.
+    MissedEvent {
+        /// The change.
+        change: Change,
+    },
+    /// The same event was delivered twice.
+    DuplicateEvent {
+        /// The event.
+        change: Change,
+    },
+    /// An event arrived after one with a larger zxid.
+    EventOutOfOrder {
+        /// The event received earlier.
+        before: Change,
+        /// The event received after it, with a smaller zxid.
+        after: Change,
+    },
+    /// An event matches no acknowledged change and no unknown write can explain it.
+    UnexpectedEvent {
+        /// The event.
+        change: Change,
+    },
+    /// An event for a path outside the watched subtree.
+    EventOutsideSubtree {
+        /// The event.
+        change: Change,
+    },
+    /// An ephemeral was observed absent (or owned by another session) while its session lived.
+    EphemeralVanished {
+        /// The ephemeral.
+        path: String,
+        /// Its session.
+        session: u64,
+        /// When the observing read was sent.
+        at: Duration,
+    },
+    /// An ephemeral was observed present after its session's end + timeout + tick.
+    EphemeralOutlived {
+        /// The ephemeral.
+        path: String,
+        /// Its session.
+        session: u64,
+        /// When the observing read was sent.
+        at: Duration,
+        /// The latest instant it could legitimately still exist.
+        deadline: Duration,
+    },
+}
+
+impl fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Anomaly::LostWrite { path, zxid, found } => {
+                write!(f, "lost write: {path} acknowledged at zxid {zxid}, final read: {found}")
+            }
+            Anomaly::DuplicateSequential { name } => {
+                write!(f, "sequential name {name} handed out twice")
+            }
+            Anomaly::SequentialNotIncreasing { earlier, later } => {
+                write!(f, "sequential {later} created after {earlier} finished, not greater")
+            }
+            Anomaly::TwoLockHolders { first, second } => write!(
+                f,
+                "two lock holders: client {} (token {}) and client {} (token {})",
+                first.0, first.1, second.0, second.1
+            ),
+            Anomaly::TokenNotIncreasing { earlier, later } => write!(
+                f,
+                "fencing token {} of client {} not above token {} of earlier holder {}",
+                later.1, later.0, earlier.1, earlier.0
+            ),
+            Anomaly::MissedEvent { change } => write!(f, "missed watch event {change}"),
+            Anomaly::DuplicateEvent { change } => write!(f, "watch event {change} delivered twice"),
+            Anomaly::EventOutOfOrder { before, after } => {
+                write!(f, "watch event {after} arrived after {before}")
+            }
+            Anomaly::UnexpectedEvent { change } => {
+                write!(f, "watch event {change} matches no write")
+            }
+            Anomaly::EventOutsideSubtree { change } => {
+                write!(f, "watch event {change} outside the watched path")
+            }
+            Anomaly::EphemeralVanished { path, session, at } => write!(
+                f,
+                "ephemeral {path} of live session {session:#x} missing at {at:.3?}"
+            ),
+            Anomaly::EphemeralOutlived { path, session, at, deadline } => write!(
+                f,
+                "ephemeral {path} of session {session:#x} still present at {at:.3?} (deadline {deadline:.3?})"
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lost writes
+// ---------------------------------------------------------------------------------------------
+
+/// An acknowledged write (create or setData) and the stamp its reply carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckedWrite {
+    /// The znode written.
+    pub path: String,
+    /// The data written.
+    pub value: Value,
+    /// The zxid of the write (`Stat.mzxid` of the reply; `czxid` for a create).
+    pub zxid: u64,
+    /// The data version after the write (0 for a create). Orders writes sharing a zxid (one
+    /// multi, or one group-committed entry).
+    pub version: i32,
+}
+
+/// A delete whose effect may explain a missing znode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRecord {
+    /// The znode deleted.
+    pub path: String,
+    /// The zxid of an acknowledged delete; `None` if its outcome is unknown.
+    pub zxid: Option<u64>,
+}
+
+/// A znode as read back at the end of a run (after healing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalNode {
+    /// Its data.
+    pub value: Value,
+    /// `Stat.mzxid`.
+    pub mzxid: u64,
+    /// `Stat.version`.
+    pub version: i32,
+}
+
+/// Every acknowledged write must be present in the final tree or superseded by a later change:
+/// the final `(mzxid, version)` of its path is at least the write's (equal: same data), or the
+/// path is gone and an acknowledged delete at or after the write's zxid, or a delete of unknown
+/// outcome, explains it. `final_tree` maps each written path to what the final read returned
+/// (`None` = NoNode); a written path missing from it counts as lost ("never read back").
+pub fn no_lost_writes(
+    acked: &[AckedWrite],
+    deletes: &[DeleteRecord],
+    final_tree: &BTreeMap<String, Option<FinalNode>>,
+) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    for w in acked {
+        let lost = |found: String| Anomaly::LostWrite {
+            path: w.path.clone(),
+            zxid: w.zxid,
+            found,
+        };
+        match final_tree.get(&w.path) {
+            None => anomalies.push(lost("never read back".into())),
+            Some(Some(node)) => {
+                let ord = (node.mzxid, node.version).cmp(&(w.zxid, w.version));
+                if ord.is_lt() || (ord.is_eq() && node.value != w.value) {
+                    anomalies.push(lost(format!(
+                        "{:?} at zxid {} version {}",
+                        node.value, node.mzxid, node.version
+                    )));
+                }
+            }
+            Some(None) => {
+                let explained = deletes
+                    .iter()
+                    .any(|d| d.path == w.path && d.zxid.is_none_or(|z| z >= w.zxid));
+                if !explained {
+                    anomalies.push(lost("NoNode and no delete after the write".into()));
+                }
+            }
+        }
+    }
+    anomalies
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sequential names
+// ---------------------------------------------------------------------------------------------
+
+/// An acknowledged sequential create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqCreate {
+    /// The path the server returned (parent + prefix + 10-digit counter).
+    pub name: String,
+    /// Logical time of the invocation.
+    pub call: u64,
+    /// Logical time of the acknowledgement.
+    pub ret: u64,
+}
+
+/// Splits a sequential name into (parent, counter).
+fn split_sequential(name: &str) -> Result<(&str, i64), FaultsError> {
+    let bad = || FaultsError::BadSequentialName(name.to_string());
+    let parent = name.rfind('/').map(|i| &name[..i]).ok_or_else(bad)?;
+    let suffix = name
+        .len()
+        .checked_sub(10)
+        .and_then(|i| name.get(i..))
+        .ok_or_else(bad)?;
+    if !suffix.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Err(bad());
+    }
+    Ok((parent, suffix.parse().map_err(|_| bad())?))
+}
+
+/// Per parent, acknowledged sequential names are unique, and a create invoked after another was
+/// acknowledged gets a greater counter (real-time order).
+pub fn sequential_names_unique_increasing(
+    creates: &[SeqCreate],
+) -> Result<Vec<Anomaly>, FaultsError> {
+    let mut by_parent: BTreeMap<&str, Vec<(i64, &SeqCreate)>> = BTreeMap::new();
+    for c in creates {
+        let (parent, counter) = split_sequential(&c.name)?;
+        by_parent.entry(parent).or_default().push((counter, c));
+    }
+    let mut anomalies = Vec::new();
+    for list in by_parent.values() {
+        let mut seen = HashSet::new();
+        for (counter, c) in list {
+            if !seen.insert(*counter) {
+                anomalies.push(Anomaly::DuplicateSequential {
+                    name: c.name.clone(),
+                });
+            }
+        }
+        // Sweep: for each create in call order, the largest counter among creates acknowledged
+        // before its call must be smaller than its own.
+        let mut by_ret: Vec<&(i64, &SeqCreate)> = list.iter().collect();
+        by_ret.sort_by_key(|(_, c)| c.ret);
+        let mut by_call: Vec<&(i64, &SeqCreate)> = list.iter().collect();
+        by_call.sort_by_key(|(_, c)| c.call);
+        let mut done = 0;
+        let mut max_done: Option<&(i64, &SeqCreate)> = None;
+        for later in by_call {
+            while done < by_ret.len() && by_ret[done].1.ret < later.1.call {
+                if max_done.is_none_or(|m| by_ret[done].0 > m.0) {
+                    max_done = Some(by_ret[done]);
+                }
+                done += 1;
+            }
+            if let Some(earlier) = max_done {
+                if earlier.0 >= later.0 {
+                    anomalies.push(Anomaly::SequentialNotIncreasing {
+                        earlier: earlier.1.name.clone(),
+                        later: later.1.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(anomalies)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locks
+// ---------------------------------------------------------------------------------------------
+
+/// The time a client believed it held the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldInterval {
+    /// The holder.
+    pub client: u64,
+    /// Its fencing token (e.g. the counter of its lock node, or its czxid).
+    pub token: u64,
+    /// Logical time its acquire completed.
+    pub acquired: u64,
+    /// Logical time it started releasing, or learned it lost the lock (session lost); `None`:
+    /// held to the end of the run.
+    pub released: Option<u64>,
+}
+
+/// No two holder intervals overlap, and tokens strictly increase in acquisition order.
+pub fn lock_never_two_holders(intervals: &[HoldInterval]) -> Result<Vec<Anomaly>, FaultsError> {
+    for i in intervals {
+        if let Some(r) = i.released {
+            if r < i.acquired {
+                return Err(FaultsError::BadInterval {
+                    client: i.client,
+                    acquired: i.acquired,
+                    released: r,
+                });
+            }
+        }
+    }
+    let mut sorted: Vec<&HoldInterval> = intervals.iter().collect();
+    sorted.sort_by_key(|i| i.acquired);
+    let mut anomalies = Vec::new();
+    // The interval reaching furthest so far (None end = forever).
+    let mut longest: Option<&HoldInterval> = None;
+    for pair in sorted.windows(2) {
+        if pair[1].token <= pair[0].token {
+            anomalies.push(Anomaly::TokenNotIncreasing {
+                earlier: (pair[0].client, pair[0].token),
+                later: (pair[1].client, pair[1].token),
+            });
+        }
+    }
+    for cur in sorted {
+        if let Some(holder) = longest {
+            if holder.released.is_none_or(|r| cur.acquired < r) {
+                anomalies.push(Anomaly::TwoLockHolders {
+                    first: (holder.client, holder.token),
+                    second: (cur.client, cur.token),
+                });
+            }
+        }
+        let reaches_further = match (longest.map(|h| h.released), cur.released) {
+            (None, _) => true,
+            (Some(None), _) => false,
+            (Some(Some(_)), None) => true,
+            (Some(Some(a)), Some(b)) => b > a,
+        };
+        if reaches_further {
+            longest = Some(cur);
+        }
+    }
+    Ok(anomalies)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watches
+// ---------------------------------------------------------------------------------------------
+
+/// What happened to a znode (the event types a persistent recursive watch delivers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// NodeCreated.
+    Created,
+    /// NodeDataChanged.
+    DataChanged,
+    /// NodeDeleted.
+    Deleted,
+}
+
+/// A change to a znode: an acknowledged write, or the watch event it caused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Change {
+    /// The znode.
+    pub path: String,
+    /// The zxid of the change (the reply's / the event's).
+    pub zxid: u64,
+    /// What happened.
+    pub kind: ChangeKind,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {} @{}", self.kind, self.path, self.zxid)
+    }
+}
+
+/// Whether `path` is `root` or under it.
+fn in_subtree(root: &str, path: &str) -> bool {
+    root == "/"
+        || path == root
+        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
+}
+
+/// A persistent recursive watcher on `root` received (`received`, in arrival order) every
+/// acknowledged change under `root` exactly once, in non-decreasing zxid order (changes of one
+/// multi share a zxid); events matching no acknowledged change are allowed at most once each and
+/// at most as many per path as there were writes of unknown outcome on it (`unknown_paths`, one
+/// entry per such write). The caller passes only the changes made while the watch was in place
+/// (zxid above the one current when it was added).
+pub fn watch_events_exactly_once_in_order(
+    root: &str,
+    received: &[Change],
+    acked: &[Change],
+    unknown_paths: &[String],
+) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    for pair in received.windows(2) {
+        if pair[1].zxid < pair[0].zxid {
+            anomalies.push(Anomaly::EventOutOfOrder {
+                before: pair[0].clone(),
+                after: pair[1].clone(),
+            });
+        }
+    }
+    let mut seen: HashSet<&Change> = HashSet::new();
+    let mut unexplained: Vec<&Change> = Vec::new();
+    let expected: HashSet<&Change> = acked.iter().filter(|c| in_subtree(root, &c.path)).collect();
+    for e in received {
+        if !in_subtree(root, &e.path) {
+            anomalies.push(Anomaly::EventOutsideSubtree { change: e.clone() });
+        } else if !seen.insert(e) {
+            anomalies.push(Anomaly::DuplicateEvent { change: e.clone() });
+        } else if !expected.contains(e) {
+            unexplained.push(e);
+        }
+    }
+    let mut acked_sorted: Vec<&&Change> = expected.iter().collect();
+    acked_sorted.sort();
+    for c in acked_sorted {
+        if !seen.contains(*c) {
+            anomalies.push(Anomaly::MissedEvent {
+                change: (*c).clone(),
+            });
+        }
+    }
+    let mut allowance: HashMap<&str, usize> = HashMap::new();
+    for p in unknown_paths {
+        *allowance.entry(p.as_str()).or_default() += 1;
+    }
+    for e in unexplained {
+        match allowance.get_mut(e.path.as_str()) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => anomalies.push(Anomaly::UnexpectedEvent { change: e.clone() }),
+        }
+    }
+    anomalies
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ephemerals
+// ---------------------------------------------------------------------------------------------
+
+/// A client session's life as the driver controlled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLife {
+    /// The session id.
+    pub session: u64,
+    /// The negotiated session timeout.
+    pub timeout: Duration,
+    /// When it stopped being kept alive (close sent, client killed, paused or cut off); `None`:
+    /// alive to the end of the run. For a session that outlived a leader change, pass the later of
+    /// this and the new leader's takeover (a new leader restarts every deadline).
+    pub alive_until: Option<Duration>,
+}
+
+/// An ephemeral znode created by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EphemeralNode {
+    /// Its path.
+    pub path: String,
+    /// Its owner session.
+    pub session: u64,
+    /// When its create was acknowledged.
+    pub created: Duration,
+    /// When the driver sent an explicit delete of it, if it did.
+    pub deleted: Option<Duration>,
+}
+
+/// A read of an ephemeral's path (`exists`/`getData`), with the owner the Stat showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The path read.
+    pub path: String,
+    /// When the read was sent.
+    pub call: Duration,
+    /// When its answer arrived.
+    pub ret: Duration,
+    /// `Stat.ephemeralOwner` if the znode existed, `None` for NoNode.
+    pub owner: Option<u64>,
+}
+
+/// An ephemeral must exist (owned by its session) while its session is alive and not deleted,
+/// and be gone once `session end + timeout + tick` has passed. A read counts only if its whole
+/// interval falls inside the period it is judged against.
+pub fn ephemeral_lifetime(
+    sessions: &[SessionLife],
+    ephemerals: &[EphemeralNode],
+    observations: &[Observation],
+    tick: Duration,
+) -> Vec<Anomaly> {
+    let by_id: HashMap<u64, &SessionLife> = sessions.iter().map(|s| (s.session, s)).collect();
+    let mut by_path: HashMap<&str, Vec<&Observation>> = HashMap::new();
+    for o in observations {
+        by_path.entry(o.path.as_str()).or_default().push(o);
+    }
+    let mut anomalies = Vec::new();
+    for e in ephemerals {
+        let life = by_id.get(&e.session);
+        let alive_until = life.and_then(|l| l.alive_until);
+        let must_exist_until = match (alive_until, e.deleted) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        };
+        let deadline = life.and_then(|l| l.alive_until.map(|a| a + l.timeout + tick));
+        for o in by_path.get(e.path.as_str()).into_iter().flatten() {
+            let inside_life = o.call >= e.created && must_exist_until.is_none_or(|u| o.ret <= u);
+            if inside_life && o.owner != Some(e.session) {
+                anomalies.push(Anomaly::EphemeralVanished {
+                    path: e.path.clone(),
+                    session: e.session,
+                    at: o.call,
+                });
+            }
+            if let Some(deadline) = deadline {
+                if o.owner == Some(e.session) && o.call > deadline {
+                    anomalies.push(Anomaly::EphemeralOutlived {
+                        path: e.path.clone(),
+                        session: e.session,
+                        at: o.call,
+                        deadline,
+                    });
+                }
+            }
+        }
+    }
+    anomalies
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summary
+// ---------------------------------------------------------------------------------------------
+
+/// The longest wall-clock stretch without a single acknowledged operation, from the first
+/// invocation to the last event of the history (the first and last stretches included).
+pub fn max_unavailability<O, R>(ops: &[Operation<O, R>]) -> Duration {
+    let Some(start) = ops.iter().map(|o| o.call_at).min() else {
+        return Duration::ZERO;
+    };
+    let end = ops
+        .iter()
+        .map(|o| o.ret_at.unwrap_or(o.call_at).max(o.call_at))
+        .max()
+        .unwrap_or(start);
+    let mut acks: Vec<Duration> = ops
+        .iter()
+        .filter(|o| o.is_ok())
+        .filter_map(|o| o.ret_at)
+        .collect();
+    acks.sort_unstable();
+    let mut last = start;
+    let mut worst = Duration::ZERO;
+    for t in acks.into_iter().chain(std::iter::once(end)) {
+        worst = worst.max(t.saturating_sub(last));
+        last = last.max(t);
+    }
+    worst
+}
+
+/// One row of the fault suite's result table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Operations invoked.
+    pub operations: usize,
+    /// Operations acknowledged (`Ok`).
+    pub acknowledged: usize,
+    /// Acknowledged writes lost.
+    pub lost: usize,
+    /// Anomalies of every kind (lost writes included, plus one per non-linearizable part).
+    pub anomalies: usize,
+    /// The longest stretch without an acknowledged operation.
+    pub max_unavailability: Duration,
+}
+
+impl Summary {
+    /// A row for `scenario` with counts and unavailability taken from `ops`; add `lost` and
+    /// `anomalies` from the checks.
+    pub fn from_operations<O, R>(scenario: impl Into<String>, ops: &[Operation<O, R>]) -> Self {
+        Self {
+            scenario: scenario.into(),
+            operations: ops.len(),
+            acknowledged: ops.iter().filter(|o| o.is_ok()).count(),
+            lost: 0,
+            anomalies: 0,
+            max_unavailability: max_unavailability(ops),
+        }
+    }
+
+    /// Adds more operations (another history of the same scenario).
+    pub fn add_operations<O, R>(&mut self, ops: &[Operation<O, R>]) {
+        self.operations += ops.len();
+        self.acknowledged += ops.iter().filter(|o| o.is_ok()).count();
+        self.max_unavailability = self.max_unavailability.max(max_unavailability(ops));
+    }
+
+    /// Adds the anomalies of a check, counting lost writes as lost too.
+    pub fn add_anomalies(&mut self, anomalies: &[Anomaly]) {
+        self.anomalies += anomalies.len();
+        self.lost += anomalies
+            .iter()
+            .filter(|a| matches!(a, Anomaly::LostWrite { .. }))
+            .count();
+    }
+
+    /// The table header matching the [`fmt::Display`] rows.
+    pub fn header() -> String {
+        format!(
+            "{:<28} {:>10} {:>12} {:>6} {:>10} {:>18}",
+            "scenario", "operations", "acknowledged", "lost", "anomalies", "max unavailability"
+        )
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<28} {:>10} {:>12} {:>6} {:>10} {:>16}ms",
+            self.scenario,
+            self.operations,
+            self.acknowledged,
+            self.lost,
+            self.anomalies,
+            self.max_unavailability.as_millis()
+        )
+    }
+}

@@ -1,0 +1,35 @@
+//! The analysis half of synod's fault-injection suite: a thread-safe recorder of operation
+//! histories ([`history`]), a Wing–Gong/Lowe linearizability checker ([`checker`]) generic over a
+//! sequential [`model::Model`] with ZooKeeper register and multi-transaction models ([`model`]),
+//! and pure checks over recorded data — lost writes, sequential names, lock holders, watch
+//! delivery, ephemeral lifetimes — plus the per-scenario summary row ([`checks`]).
+//!
+//! Nothing here talks to a cluster: the driver that starts `synod` processes, injects faults and
+//! runs clients records what it saw with [`history::History`] and hands the recorded data to these
+//! functions. Everything is deterministic and bounded: the checker takes a [`checker::Budget`] and
+//! answers "gave up" rather than run without end.
+//!
+//! Typical use by a driver:
+//!
+//! ```
+//! use synod_faults::history::{History, Outcome};
+//! use synod_faults::model::{RegisterModel, RegisterOp, RegisterRet, Value, ZnodeOp};
+//! use synod_faults::checker::{check, Budget};
+//!
+//! let history = History::new();
+//! let id = history.invoke(1, ZnodeOp::new("/k", RegisterOp::Create(Value::from("a"))));
+//! history.complete(id, Outcome::Ok(RegisterRet::Created)).expect("invoked above");
+//! let id = history.invoke(2, ZnodeOp::new("/k", RegisterOp::Read));
+//! history.complete(id, Outcome::Ok(RegisterRet::Value { value: Value::from("a"), version: 0 }))
+//!     .expect("invoked above");
+//! let report = check(&RegisterModel, &history.operations(), &Budget::default());
+//! assert!(report.is_linearizable(), "{report}");
+//! ```
+
+pub mod checker;
+pub mod checks;
+pub mod error;
+pub mod history;
+pub mod model;
+
+pub use error::FaultsError;
