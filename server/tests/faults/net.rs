@@ -1,0 +1,179 @@
+//! Fault-injecting TCP proxies on the peer links: node `i` dials node `j` through its own proxy
+//! (`--peer-route j=<proxy>`), so each direction of each link can be cut on its own.
+//!
+//! A cut direction stops being pumped: the proxy neither reads nor writes those bytes, the kernel
+//! buffers fill and the sender's writes stall, as on a real network that drops every packet.
+//! Nothing is lost or reordered: when the cut heals the stalled bytes flow again (as TCP
+//! retransmission would deliver them), so the peers see delay, timeouts and stale messages, never
+//! a corrupted stream.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Node ids as the cluster numbers them (1-based).
+pub type NodeId = usize;
+
+/// The proxies of one cluster and the directions currently cut.
+pub struct FaultNet {
+    /// Runs the proxies; its own runtime, so links can be made from the synchronous code that
+    /// spawns nodes. Shut down (in the background) on drop.
+    rt: Option<tokio::runtime::Runtime>,
+    /// What the pumps consult.
+    cuts: Arc<Cuts>,
+    /// The proxy of each (from, to, target) made so far: a restarted node gets the same one.
+    links: Mutex<HashMap<(NodeId, NodeId, SocketAddr), SocketAddr>>,
+}
+
+/// The directions that are cut, and a generation counter that wakes stalled pumps on change.
+struct Cuts {
+    /// (sender, receiver) pairs whose bytes do not flow.
+    blocked: Mutex<HashSet<(NodeId, NodeId)>>,
+    /// Bumped on every change.
+    generation: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cuts {
+    fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        lock(&self.blocked).contains(&(from, to))
+    }
+
+    /// Returns once bytes from `from` to `to` may flow.
+    async fn wait_open(&self, from: NodeId, to: NodeId) {
+        let mut changes = self.generation.subscribe();
+        while self.is_cut(from, to) {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HashSet<(NodeId, NodeId)>)) {
+        f(&mut lock(&self.blocked));
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl FaultNet {
+    pub fn new() -> io::Result<Arc<FaultNet>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fault-net")
+            .enable_all()
+            .build()?;
+        let (generation, _) = watch::channel(0);
+        Ok(Arc::new(FaultNet {
+            rt: Some(rt),
+            cuts: Arc::new(Cuts {
+                blocked: Mutex::new(HashSet::new()),
+                generation,
+            }),
+            links: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The address node `from` must dial to reach node `to`, whose peer port is `target`.
+    pub fn link(&self, from: NodeId, to: NodeId, target: SocketAddr) -> io::Result<SocketAddr> {
+        let mut links = lock(&self.links);
+        if let Some(a) = links.get(&(from, to, target)) {
+            return Ok(*a);
+        }
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| io::Error::other("fault net shut down"))?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let _guard = rt.enter();
+        let listener = TcpListener::from_std(std_listener)?;
+        let cuts = self.cuts.clone();
+        rt.spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let cuts = cuts.clone();
+                tokio::spawn(async move {
+                    let connect = TcpStream::connect(target);
+                    let Ok(Ok(outbound)) =
+                        tokio::time::timeout(Duration::from_secs(1), connect).await
+                    else {
+                        return; // target down: the dialer sees its connection closed
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (ir, iw) = inbound.into_split();
+                    let (or, ow) = outbound.into_split();
+                    tokio::spawn(pump(cuts.clone(), from, to, ir, ow));
+                    tokio::spawn(pump(cuts, to, from, or, iw));
+                });
+            }
+        });
+        links.insert((from, to, target), addr);
+        Ok(addr)
+    }
+
+    /// Cuts every link of `node`, both ways.
+    pub fn isolate(&self, node: NodeId, all: &[NodeId]) {
+        self.cuts.update(|b| {
+            for &o in all.iter().filter(|&&o| o != node) {
+                b.insert((node, o));
+                b.insert((o, node));
+            }
+        });
+    }
+
+    /// Cuts what `node` sends to every other node; what they send still reaches it.
+    pub fn mute(&self, node: NodeId, all: &[NodeId]) {
+        self.cuts.update(|b| {
+            for &o in all.iter().filter(|&&o| o != node) {
+                b.insert((node, o));
+            }
+        });
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.cuts.update(HashSet::clear);
+    }
+}
+
+impl Drop for FaultNet {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Copies `r` to `w` while bytes from `from` to `to` may flow; stalls (holding at most one
+/// chunk) while they may not.
+async fn pump(
+    cuts: Arc<Cuts>,
+    from: NodeId,
+    to: NodeId,
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        cuts.wait_open(from, to).await;
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        cuts.wait_open(from, to).await;
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,618 @@
+//! One fault scenario end to end: start a cluster whose peer links run through a [`FaultNet`],
+//! run every client of [`workload`] against it, inject the scenario's fault, heal, let the nodes
+//! converge, then check the recorded history and the replicas' digests.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use synod_client::{Client, ConnectOptions, Op, OpResult};
+use synod_faults::checker::{check, Budget, Verdict};
+use synod_faults::checks::{
+    ephemeral_lifetime, lock_never_two_holders, no_lost_writes, sequential_names_unique_increasing,
+    watch_events_exactly_once_in_order, AckedWrite, FinalNode, HoldInterval, SeqCreate, Summary,
+};
+use synod_faults::history::Outcome as HOutcome;
+use synod_faults::model::{
+    MultiModel, MultiOp, MultiRet, RegisterModel, RegisterOp, RegisterRet, Value, Znode,
+};
+
+use crate::net::FaultNet;
+use crate::support::ensemble::{http_get, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
+use crate::workload::{self, plock, Load, LockOp, MULTI_KEYS, OP_TIMEOUT};
+
+/// The session tick the nodes run with (`--tick-ms` default): the ephemeral check's slack.
+const TICK: Duration = Duration::from_millis(500);
+/// How many register znodes the register clients share.
+const REGISTERS: usize = 6;
+
+/// What goes wrong in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL the leader, restart it.
+    KillLeader,
+    /// SIGKILL a follower, restart it.
+    KillFollower,
+    /// SIGKILL the server the watcher (and a share of the clients) is connected to.
+    KillConnected,
+    /// SIGKILL every node, restart them all.
+    KillAll,
+    /// SIGSTOP the leader for longer than the election timeout, then SIGCONT.
+    PauseLeader,
+    /// Cut every peer link of the leader, both ways, then heal.
+    PartitionLeader,
+    /// Drop everything the leader sends to its peers (it still hears them), then heal.
+    OneWayLeader,
+    /// A follower down while the others write past a snapshot and purge their logs: it must
+    /// catch up by snapshot, and is killed again during that catch-up.
+    SnapshotCatchUp,
+    /// All of the above that keep a majority, one after the other.
+    Mixed,
+}
+
+/// A scenario: a name for the table, its fault, how long the fault lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub fault: Fault,
+    /// How long the fault is held before healing.
+    pub hold: Duration,
+}
+
+/// Every scenario of the full suite.
+pub const FULL: &[Spec] = &[
+    Spec {
+        name: "kill-leader",
+        fault: Fault::KillLeader,
+        hold: Duration::from_secs(3),
+    },
+    Spec {
+        name: "kill-follower",
+        fault: Fault::KillFollower,
+        hold: Duration::from_secs(3),
+    },
+    Spec {
+        name: "kill-connected-server",
+        fault: Fault::KillConnected,
+        hold: Duration::from_secs(3),
+    },
+    Spec {
+        name: "kill-all-restart",
+        fault: Fault::KillAll,
+        hold: Duration::from_secs(2),
+    },
+    Spec {
+        name: "pause-leader",
+        fault: Fault::PauseLeader,
+        hold: Duration::from_secs(3),
+    },
+    Spec {
+        name: "partition-leader",
+        fault: Fault::PartitionLeader,
+        hold: Duration::from_secs(4),
+    },
+    Spec {
+        name: "one-way-partition",
+        fault: Fault::OneWayLeader,
+        hold: Duration::from_secs(4),
+    },
+    Spec {
+        name: "snapshot-catch-up",
+        fault: Fault::SnapshotCatchUp,
+        hold: Duration::from_secs(8),
+    },
+    Spec {
+        name: "mixed",
+        fault: Fault::Mixed,
+        hold: Duration::from_secs(2),
+    },
+];
+
+/// The scenarios the test command runs (`cargo test`): one crash, one partition.
+pub const SHORT: &[Spec] = &[
+    Spec {
+        name: "kill-leader",
+        fault: Fault::KillLeader,
+        hold: Duration::from_secs(2),
+    },
+    Spec {
+        name: "partition-leader",
+        fault: Fault::PartitionLeader,
+        hold: Duration::from_secs(3),
+    },
+];
+
+/// What a scenario found: its table row and a description of every anomaly.
+pub struct Outcome_ {
+    pub summary: Summary,
+    pub details: Vec<String>,
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Every node's flags: the first three are the initial voters; each dials the others through
+/// its own proxy of `net`.
+fn node_args(net: Arc<FaultNet>) -> NodeArgs {
+    Arc::new(move |node: &Node, nodes: &[Node]| {
+        let mut routes = Vec::new();
+        for other in nodes.iter().filter(|o| o.id != node.id) {
+            let target: SocketAddr = ([127, 0, 0, 1], other.peer_port).into();
+            match net.link(node.id, other.id, target) {
+                Ok(proxy) => routes.push(format!("{}={proxy}", other.id)),
+                Err(e) => eprintln!("fault net: no proxy {}->{}: {e}", node.id, other.id),
+            }
+        }
+        vec![
+            "--members".into(),
+            members_arg(nodes),
+            "--peer-route".into(),
+            routes.join(","),
+        ]
+    })
+}
+
+/// The connect string of all nodes, starting with node `first` (clients do not shuffle, so
+/// their sessions spread over the nodes deterministically).
+fn servers_from(addrs: &[SocketAddr], first: usize) -> String {
+    (0..addrs.len())
+        .map(|i| addrs[(first + i) % addrs.len()].to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs one scenario; `Err` if the harness itself could not run it (cluster did not start...).
+pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
+    let net = FaultNet::new().map_err(|e| format!("fault net: {e}"))?;
+    let mut extra: Vec<String> = Vec::new();
+    if spec.fault == Fault::SnapshotCatchUp {
+        extra.extend(["--snapshot-entries".to_string(), "200".to_string()]);
+    }
+    let ens = blocking(|| SynodEnsemble::start_custom(bin, 3, 3, &extra, node_args(net.clone())))
+        .map_err(|e| format!("start cluster: {e}"))?;
+    let ens = Arc::new(ens);
+    let addrs = ens.addrs();
+    let ids: Vec<usize> = (1..=3).collect();
+
+    let load = Arc::new(Load::default());
+    let leader = blocking(|| ens.wait_for_leader(Duration::from_secs(30)))
+        .map_err(|e| format!("no leader: {e}"))?;
+    let admin = Client::connect(
+        &servers_from(&addrs, leader),
+        ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
+    workload::setup(&admin, &load, REGISTERS)
+        .await
+        .map_err(|e| format!("setup: {e}"))?;
+
+    // The watcher first (its watch must be in place before any recorded change), on a follower.
+    let watched = (leader + 1) % 3;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut tasks = vec![tokio::spawn(workload::watcher(
+        servers_from(&addrs, watched),
+        load.clone(),
+        ready_tx,
+    ))];
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .map_err(|_| "the watcher did not start".to_string())?
+        .map_err(|_| "the watcher failed to add its watch".to_string())?;
+    for i in 0..4u64 {
+        let s = servers_from(&addrs, (watched + i as usize) % 3);
+        tasks.push(tokio::spawn(workload::register_client(
+            i + 1,
+            s,
+            REGISTERS,
+            load.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(workload::multi_client(
+        10,
+        servers_from(&addrs, leader),
+        load.clone(),
+    )));
+    tasks.push(tokio::spawn(workload::seq_client(
+        20,
+        servers_from(&addrs, watched),
+        load.clone(),
+    )));
+    for i in 0..3u64 {
+        let s = servers_from(&addrs, i as usize % 3);
+        tasks.push(tokio::spawn(workload::lock_client(30 + i, s, load.clone())));
+    }
+    tasks.push(tokio::spawn(workload::ephemerals(
+        servers_from(&addrs, leader),
+        addrs.clone(),
+        load.clone(),
+    )));
+    // Leader changes, as seen by polling: a new leader restarts session deadlines.
+    let changes: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let monitor = {
+        let (ens, load, changes) = (ens.clone(), load.clone(), changes.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut last = None;
+            while !load.stop.load(Ordering::Relaxed) {
+                let now = ens.leader();
+                if now.is_some() && now != last {
+                    if last.is_some() {
+                        plock(&changes).push(load.registers.start().elapsed());
+                    }
+                    last = now;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fault_log = inject(&ens, &net, &ids, spec, watched).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(OP_TIMEOUT * 4, t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), monitor).await;
+
+    // Converge: every node back, caught up, same digest.
+    net.heal();
+    let mut details = Vec::new();
+    for idx in 0..3 {
+        if !ens.running()[idx] {
+            blocking(|| ens.restart(idx)).map_err(|e| format!("restart node {idx}: {e}"))?;
+        }
+    }
+    let leader = blocking(|| ens.wait_for_leader(Duration::from_secs(30)))
+        .map_err(|e| format!("no leader after healing: {e}"))?;
+    if let Err(e) = converge(&ens).await {
+        details.push(e);
+    }
+    if spec.fault == Fault::SnapshotCatchUp && !fault_log.iter().any(|l| l.contains("snapshot")) {
+        details.push(format!(
+            "the lagging follower never installed a snapshot: {fault_log:?}"
+        ));
+    }
+
+    let finals = final_reads(&servers_from(&addrs, leader), &load).await?;
+    let mut summary = analyse(spec.name, &load, &changes, &finals, &mut details);
+    summary.anomalies = summary.anomalies.max(details.len());
+    eprintln!("  {}: {}", spec.name, fault_log.join("; "));
+    Ok(Outcome_ { summary, details })
+}
+
+/// Injects `spec.fault` and heals it; returns what was done, for the log.
+async fn inject(
+    ens: &Arc<SynodEnsemble>,
+    net: &FaultNet,
+    ids: &[usize],
+    spec: Spec,
+    watched: usize,
+) -> Result<Vec<String>, String> {
+    let mut log = Vec::new();
+    let leader =
+        || blocking(|| ens.wait_for_leader(Duration::from_secs(30))).map_err(|e| e.to_string());
+    let hold = spec.hold;
+    let steps: Vec<Fault> = match spec.fault {
+        Fault::Mixed => vec![
+            Fault::KillFollower,
+            Fault::PartitionLeader,
+            Fault::PauseLeader,
+            Fault::KillLeader,
+            Fault::OneWayLeader,
+        ],
+        f => vec![f],
+    };
+    for step in steps {
+        let l = leader()?;
+        match step {
+            Fault::KillLeader | Fault::KillFollower | Fault::KillConnected => {
+                let victim = match step {
+                    Fault::KillLeader => l,
+                    Fault::KillFollower => (l + 1) % 3,
+                    _ => watched,
+                };
+                blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
+                log.push(format!("killed node {} (leader {})", victim + 1, l + 1));
+                tokio::time::sleep(hold).await;
+                blocking(|| ens.restart(victim)).map_err(|e| format!("restart: {e}"))?;
+                log.push(format!("restarted node {}", victim + 1));
+            }
+            Fault::KillAll => {
+                blocking(|| ens.stop_all());
+                log.push("killed all nodes".into());
+                tokio::time::sleep(hold).await;
+                blocking(|| ens.start_all()).map_err(|e| format!("start all: {e}"))?;
+                log.push("restarted all nodes".into());
+            }
+            Fault::PauseLeader => {
+                blocking(|| ens.pause(l)).map_err(|e| e.to_string())?;
+                log.push(format!("paused leader {}", l + 1));
+                tokio::time::sleep(hold).await;
+                blocking(|| ens.resume(l)).map_err(|e| e.to_string())?;
+                log.push("resumed".into());
+            }
+            Fault::PartitionLeader => {
+                net.isolate(l + 1, ids);
+                log.push(format!("isolated leader {}", l + 1));
+                tokio::time::sleep(hold).await;
+                net.heal();
+                log.push("healed".into());
+            }
+            Fault::OneWayLeader => {
+                net.mute(l + 1, ids);
+                log.push(format!("muted leader {} (one way)", l + 1));
+                tokio::time::sleep(hold).await;
+                net.heal();
+                log.push("healed".into());
+            }
+            Fault::SnapshotCatchUp => {
+                let victim = (l + 1) % 3;
+                blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
+                log.push(format!("killed follower {}", victim + 1));
+                tokio::time::sleep(hold).await;
+                // Restart it and kill it again while it catches up, then let it finish.
+                blocking(|| ens.spawn(victim)).map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
+                log.push("killed it again during catch-up".into());
+                blocking(|| ens.restart(victim)).map_err(|e| format!("restart: {e}"))?;
+                blocking(|| ens.wait_caught_up(victim, Duration::from_secs(30)))
+                    .map_err(|e| e.to_string())?;
+                let installed = ens.log(victim).matches("installed snapshot").count();
+                log.push(format!(
+                    "caught up ({installed} snapshot installs in its log)"
+                ));
+            }
+            Fault::Mixed => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(log)
+}
+
+/// Waits (bounded) until every node has applied the same index and reports the same digest.
+async fn converge(ens: &SynodEnsemble) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = (0..3)
+            .map(|i| {
+                ens.admin_addr(i)
+                    .and_then(|a| http_get(a, "/digest").ok())
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                    .map(|v| {
+                        (
+                            v["applied_index"].as_u64(),
+                            v["digest"].as_str().map(String::from),
+                        )
+                    })
+            })
+            .collect::<Vec<_>>();
+        let first = last.first().cloned().flatten();
+        if first.as_ref().is_some_and(|f| f.1.is_some()) && last.iter().all(|d| *d == first) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("replicas did not converge to one digest: {last:?}"))
+}
+
+/// The final state of the register znodes, read through the leader.
+struct Finals {
+    registers: BTreeMap<String, Option<FinalNode>>,
+}
+
+/// Reads the registers at the end (for the lost-write check) and multi-reads the multi znodes
+/// into the multi history (so the linearizability check covers the final state).
+async fn final_reads(servers: &str, load: &Load) -> Result<Finals, String> {
+    let c = Client::connect(
+        servers,
+        ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .map_err(|e| format!("final connect: {e}"))?;
+    let mut registers = BTreeMap::new();
+    for i in 0..REGISTERS {
+        let key = workload::register_key(i);
+        let got = match tokio::time::timeout(OP_TIMEOUT, c.get_data(&key)).await {
+            Ok(Ok((data, stat))) => Some(FinalNode {
+                value: Value(data.to_vec()),
+                mzxid: stat.mzxid as u64,
+                version: stat.version,
+            }),
+            Ok(Err(synod_client::Error::NoNode)) => None,
+            other => return Err(format!("final read of {key}: {other:?}")),
+        };
+        registers.insert(key, got);
+    }
+    let paths: Vec<String> = MULTI_KEYS.iter().map(|k| k.to_string()).collect();
+    let op = load.multis.invoke(99, MultiOp::Read(paths));
+    let reads = MULTI_KEYS.iter().map(|k| Op::get_data(k)).collect();
+    let outcome = match tokio::time::timeout(OP_TIMEOUT, c.multi_read(reads)).await {
+        Ok(Ok(results)) => HOutcome::Ok(MultiRet::Read(
+            results
+                .into_iter()
+                .map(|r| match r {
+                    OpResult::GetData { data, stat } => Some(Znode {
+                        value: Value(data.to_vec()),
+                        version: stat.version,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        other => return Err(format!("final multi-read: {other:?}")),
+    };
+    let _ = load.multis.complete(op, outcome);
+    let _ = c.close().await;
+    Ok(Finals { registers })
+}
+
+/// Runs every check over what the clients recorded.
+fn analyse(
+    name: &str,
+    load: &Load,
+    changes: &Mutex<Vec<Duration>>,
+    finals: &Finals,
+    details: &mut Vec<String>,
+) -> Summary {
+    let budget = Budget {
+        max_steps: 50_000_000,
+        timeout: Duration::from_secs(60),
+    };
+    let regs = load.registers.operations();
+    let mut summary = Summary::from_operations(name, &regs);
+
+    let report = check(&RegisterModel, &regs, &budget);
+    match report.verdict() {
+        Verdict::Linearizable => {}
+        Verdict::NotLinearizable => {
+            summary.anomalies += report.counter_examples.len();
+            details.push(format!("registers not linearizable:\n{report}"));
+        }
+        Verdict::GaveUp => details.push(format!("register check gave up: {report}")),
+    }
+
+    let multis = load.multis.operations();
+    summary.add_operations(&multis);
+    let initial = MULTI_KEYS
+        .iter()
+        .map(|k| {
+            (
+                k.to_string(),
+                Znode {
+                    value: Value(b"init".to_vec()),
+                    version: 0,
+                },
+            )
+        })
+        .collect();
+    let report = check(&MultiModel::new(initial), &multis, &budget);
+    match report.verdict() {
+        Verdict::Linearizable => {}
+        Verdict::NotLinearizable => {
+            summary.anomalies += report.counter_examples.len();
+            details.push(format!("multi transactions not linearizable:\n{report}"));
+        }
+        Verdict::GaveUp => details.push(format!("multi check gave up: {report}")),
+    }
+
+    // No acknowledged register write lost.
+    let versions = plock(&load.acked_versions).clone();
+    let acked: Vec<AckedWrite> = regs
+        .iter()
+        .filter_map(|o| {
+            let value = match &o.op.op {
+                RegisterOp::Write(v) | RegisterOp::CasWrite { value: v, .. } => v.clone(),
+                _ => return None,
+            };
+            let Some(RegisterRet::Written { version }) = o.result() else {
+                return None;
+            };
+            let zxid = *versions.get(&(o.op.path.clone(), *version))?;
+            Some(AckedWrite {
+                path: o.op.path.clone(),
+                value,
+                zxid,
+                version: *version,
+            })
+        })
+        .collect();
+    let lost = no_lost_writes(&acked, &[], &finals.registers);
+    summary.add_anomalies(&lost);
+    details.extend(lost.iter().map(|a| a.to_string()));
+
+    // Sequential names.
+    let seqs = load.seqs.operations();
+    summary.add_operations(&seqs);
+    let creates: Vec<SeqCreate> = seqs
+        .iter()
+        .filter_map(|o| {
+            Some(SeqCreate {
+                name: o.result()?.clone(),
+                call: o.call,
+                ret: o.ret?,
+            })
+        })
+        .collect();
+    match sequential_names_unique_increasing(&creates) {
+        Ok(a) => {
+            summary.add_anomalies(&a);
+            details.extend(a.iter().map(|a| a.to_string()));
+        }
+        Err(e) => details.push(format!("sequential check: {e}")),
+    }
+
+    // Lock holders.
+    let locks = load.locks.operations();
+    let mut intervals: Vec<HoldInterval> = Vec::new();
+    let mut open: BTreeMap<u64, usize> = BTreeMap::new();
+    for o in &locks {
+        match (&o.op, &o.outcome) {
+            (LockOp::Acquire, HOutcome::Ok(token)) => {
+                open.insert(o.process, intervals.len());
+                intervals.push(HoldInterval {
+                    client: o.process,
+                    token: *token,
+                    acquired: o.ret.unwrap_or(o.call),
+                    released: None,
+                });
+            }
+            (LockOp::Release, _) => {
+                if let Some(i) = open.remove(&o.process) {
+                    intervals[i].released = Some(o.call);
+                }
+            }
+            _ => {}
+        }
+    }
+    match lock_never_two_holders(&intervals) {
+        Ok(a) => {
+            summary.add_anomalies(&a);
+            details.extend(a.iter().map(|a| a.to_string()));
+        }
+        Err(e) => details.push(format!("lock check: {e}")),
+    }
+
+    // The recursive watcher.
+    let events = plock(&load.events).clone();
+    let acked_changes = plock(&load.acked_changes).clone();
+    let unknown = plock(&load.unknown_paths).clone();
+    let a = watch_events_exactly_once_in_order(
+        workload::REGISTER_ROOT,
+        &events,
+        &acked_changes,
+        &unknown,
+    );
+    summary.add_anomalies(&a);
+    details.extend(a.iter().take(20).map(|a| format!("watch: {a}")));
+
+    // Ephemerals: a new leader restarts every deadline from its takeover.
+    let changes = plock(changes).clone();
+    let mut sessions = Vec::new();
+    let mut nodes = Vec::new();
+    for (node, mut life) in plock(&load.ephemerals).clone() {
+        if let Some(until) = life.alive_until {
+            let window = until + life.timeout + TICK;
+            if let Some(t) = changes
+                .iter()
+                .filter(|t| **t >= until && **t <= window)
+                .max()
+            {
+                life.alive_until = Some(*t);
+            }
+        }
+        sessions.push(life);
+        nodes.push(node);
+    }
+    let observations = plock(&load.observations).clone();
+    let a = ephemeral_lifetime(&sessions, &nodes, &observations, TICK);
+    summary.add_anomalies(&a);
+    details.extend(a.iter().take(20).map(|a| format!("ephemeral: {a}")));
+    summary
+}
