@@ -654,3 +654,393 @@ impl fmt::Display for Summary {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Outcome;
+
+    fn w(path: &str, value: &str, zxid: u64, version: i32) -> AckedWrite {
+        AckedWrite {
+            path: path.into(),
+            value: value.into(),
+            zxid,
+            version,
+        }
+    }
+
+    fn node(value: &str, mzxid: u64, version: i32) -> Option<FinalNode> {
+        Some(FinalNode {
+            value: value.into(),
+            mzxid,
+            version,
+        })
+    }
+
+    #[test]
+    fn lost_writes() {
+        let acked = [
+            w("/a", "1", 10, 1),
+            w("/a", "2", 12, 2),
+            w("/b", "x", 11, 0),
+            w("/c", "y", 13, 4),
+            w("/d", "z", 14, 0),
+            w("/e", "q", 15, 0),
+            w("/f", "g1", 16, 1),
+            w("/f", "g2", 16, 2),
+        ];
+        let deletes = [
+            DeleteRecord {
+                path: "/c".into(),
+                zxid: Some(20),
+            },
+            DeleteRecord {
+                path: "/d".into(),
+                zxid: Some(3),
+            },
+            DeleteRecord {
+                path: "/e".into(),
+                zxid: None,
+            },
+        ];
+        let final_tree: BTreeMap<String, Option<FinalNode>> = [
+            ("/a".to_string(), node("2", 12, 2)), // latest present, earlier superseded
+            ("/b".to_string(), node("x", 9, 0)),  // older than the acknowledged write: lost
+            ("/c".to_string(), None),             // deleted afterwards
+            ("/d".to_string(), None),             // only deleted before the write: lost
+            ("/e".to_string(), None),             // a delete of unknown outcome explains it
+            ("/f".to_string(), node("g1", 16, 2)), // same stamp as g2 but other data: lost
+        ]
+        .into_iter()
+        .collect();
+        let mut anomalies = no_lost_writes(&acked, &deletes, &final_tree);
+        anomalies.push(Anomaly::DuplicateSequential {
+            name: "sentinel".into(),
+        });
+        let lost: Vec<&str> = anomalies
+            .iter()
+            .filter_map(|a| match a {
+                Anomaly::LostWrite { path, .. } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lost, ["/b", "/d", "/f"]);
+        let never = no_lost_writes(&[w("/zz", "1", 1, 0)], &[], &final_tree);
+        assert!(
+            matches!(&never[..], [Anomaly::LostWrite { found, .. }] if found == "never read back")
+        );
+    }
+
+    fn seq(name: &str, call: u64, ret: u64) -> SeqCreate {
+        SeqCreate {
+            name: name.into(),
+            call,
+            ret,
+        }
+    }
+
+    #[test]
+    fn sequential_names() {
+        // Concurrent creates may get counters in any order; sequential ones must increase.
+        let fine = [
+            seq("/q/n-0000000001", 0, 3),
+            seq("/q/n-0000000000", 1, 4),
+            seq("/q/n-0000000002", 5, 6),
+            seq("/r/n-0000000000", 7, 8), // another parent counts on its own
+        ];
+        assert_eq!(sequential_names_unique_increasing(&fine), Ok(vec![]));
+
+        let bad = [
+            seq("/q/n-0000000005", 0, 1),
+            seq("/q/n-0000000004", 2, 3),
+            seq("/q/n-0000000006", 4, 5),
+            seq("/q/n-0000000006", 6, 7),
+        ];
+        let anomalies = sequential_names_unique_increasing(&bad).expect("well-formed names");
+        assert!(anomalies.contains(&Anomaly::DuplicateSequential {
+            name: "/q/n-0000000006".into()
+        }));
+        assert!(anomalies.contains(&Anomaly::SequentialNotIncreasing {
+            earlier: "/q/n-0000000005".into(),
+            later: "/q/n-0000000004".into()
+        }));
+        assert!(anomalies.iter().any(|a| matches!(a,
+            Anomaly::SequentialNotIncreasing { later, .. } if later == "/q/n-0000000006")));
+        assert_eq!(
+            sequential_names_unique_increasing(&[seq("/q/n-12", 0, 1)]),
+            Err(FaultsError::BadSequentialName("/q/n-12".into()))
+        );
+    }
+
+    fn hold(client: u64, token: u64, acquired: u64, released: Option<u64>) -> HoldInterval {
+        HoldInterval {
+            client,
+            token,
+            acquired,
+            released,
+        }
+    }
+
+    #[test]
+    fn lock_holders() {
+        let fine = [
+            hold(1, 10, 0, Some(5)),
+            hold(2, 11, 6, Some(9)),
+            hold(1, 14, 10, None),
+        ];
+        assert_eq!(lock_never_two_holders(&fine), Ok(vec![]));
+
+        let overlap = [hold(1, 10, 0, Some(5)), hold(2, 11, 4, Some(9))];
+        assert_eq!(
+            lock_never_two_holders(&overlap),
+            Ok(vec![Anomaly::TwoLockHolders {
+                first: (1, 10),
+                second: (2, 11)
+            }])
+        );
+        // A holder that never released overlaps everyone after it, even past a short interval.
+        let forever = [
+            hold(1, 10, 0, None),
+            hold(2, 11, 3, Some(4)),
+            hold(3, 12, 6, Some(7)),
+        ];
+        let anomalies = lock_never_two_holders(&forever).expect("well-formed");
+        assert_eq!(anomalies.len(), 2);
+        assert!(anomalies
+            .iter()
+            .all(|a| matches!(a, Anomaly::TwoLockHolders { first: (1, 10), .. })));
+
+        let tokens = [hold(1, 10, 0, Some(5)), hold(2, 10, 6, Some(9))];
+        assert_eq!(
+            lock_never_two_holders(&tokens),
+            Ok(vec![Anomaly::TokenNotIncreasing {
+                earlier: (1, 10),
+                later: (2, 10)
+            }])
+        );
+        assert_eq!(
+            lock_never_two_holders(&[hold(1, 1, 5, Some(4))]),
+            Err(FaultsError::BadInterval {
+                client: 1,
+                acquired: 5,
+                released: 4
+            })
+        );
+    }
+
+    fn ch(path: &str, zxid: u64, kind: ChangeKind) -> Change {
+        Change {
+            path: path.into(),
+            zxid,
+            kind,
+        }
+    }
+
+    #[test]
+    fn watch_events() {
+        use ChangeKind::*;
+        let acked = [
+            ch("/w/a", 5, Created),
+            ch("/w/a", 7, DataChanged),
+            ch("/w/b", 7, Created), // same multi as the previous
+            ch("/w/a/x", 9, Deleted),
+            ch("/other", 8, Created), // outside the watch: not expected
+        ];
+        let received = [
+            ch("/w/a", 5, Created),
+            ch("/w/b", 7, Created),
+            ch("/w/a", 7, DataChanged),
+            ch("/w/a/x", 9, Deleted),
+        ];
+        assert_eq!(
+            watch_events_exactly_once_in_order("/w", &received, &acked, &[]),
+            vec![]
+        );
+
+        // An unknown write on /w/b explains one extra event there, not two.
+        let extra = [
+            ch("/w/a", 5, Created),
+            ch("/w/b", 6, DataChanged),
+            ch("/w/b", 6, DataChanged),
+        ];
+        let anomalies =
+            watch_events_exactly_once_in_order("/w", &extra, &acked[..1], &["/w/b".to_string()]);
+        assert_eq!(
+            anomalies,
+            vec![Anomaly::DuplicateEvent {
+                change: ch("/w/b", 6, DataChanged)
+            }]
+        );
+        let anomalies = watch_events_exactly_once_in_order("/w", &extra[..2], &acked[..1], &[]);
+        assert_eq!(
+            anomalies,
+            vec![Anomaly::UnexpectedEvent {
+                change: ch("/w/b", 6, DataChanged)
+            }]
+        );
+
+        let bad = [
+            ch("/w/a", 7, DataChanged),
+            ch("/w/a", 5, Created),
+            ch("/wx", 10, Created),
+        ];
+        let anomalies = watch_events_exactly_once_in_order("/w", &bad, &acked, &[]);
+        assert!(anomalies.contains(&Anomaly::EventOutOfOrder {
+            before: ch("/w/a", 7, DataChanged),
+            after: ch("/w/a", 5, Created)
+        }));
+        assert!(anomalies.contains(&Anomaly::EventOutsideSubtree {
+            change: ch("/wx", 10, Created)
+        }));
+        assert!(anomalies.contains(&Anomaly::MissedEvent {
+            change: ch("/w/b", 7, Created)
+        }));
+        assert!(anomalies.contains(&Anomaly::MissedEvent {
+            change: ch("/w/a/x", 9, Deleted)
+        }));
+        assert_eq!(anomalies.len(), 4);
+        // The root watches everything.
+        assert_eq!(
+            watch_events_exactly_once_in_order("/", &[ch("/other", 8, Created)], &acked[4..], &[]),
+            vec![]
+        );
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn obs(path: &str, call: u64, ret: u64, owner: Option<u64>) -> Observation {
+        Observation {
+            path: path.into(),
+            call: ms(call),
+            ret: ms(ret),
+            owner,
+        }
+    }
+
+    #[test]
+    fn ephemeral_lifetimes() {
+        let sessions = [
+            SessionLife {
+                session: 1,
+                timeout: ms(1000),
+                alive_until: Some(ms(5000)),
+            },
+            SessionLife {
+                session: 2,
+                timeout: ms(1000),
+                alive_until: None,
+            },
+        ];
+        let ephemerals = [
+            EphemeralNode {
+                path: "/e1".into(),
+                session: 1,
+                created: ms(100),
+                deleted: None,
+            },
+            EphemeralNode {
+                path: "/e2".into(),
+                session: 2,
+                created: ms(100),
+                deleted: Some(ms(3000)),
+            },
+        ];
+        let tick = ms(200);
+        let fine = [
+            obs("/e1", 50, 90, None),        // before it was created
+            obs("/e1", 200, 210, Some(1)),   // alive
+            obs("/e1", 4990, 5010, None),    // straddles the session's end: not judged
+            obs("/e1", 5500, 5510, Some(1)), // within timeout + tick of the end
+            obs("/e1", 6300, 6310, None),    // gone after the deadline
+            obs("/e2", 2000, 2010, Some(2)),
+            obs("/e2", 3100, 3110, None),    // explicitly deleted
+            obs("/e1", 7000, 7010, Some(9)), // recreated by another session later
+        ];
+        assert_eq!(
+            ephemeral_lifetime(&sessions, &ephemerals, &fine, tick),
+            vec![]
+        );
+
+        let bad = [
+            obs("/e1", 1000, 1010, None),
+            obs("/e1", 6300, 6310, Some(1)),
+            obs("/e2", 2000, 2010, Some(7)),
+        ];
+        assert_eq!(
+            ephemeral_lifetime(&sessions, &ephemerals, &bad, tick),
+            vec![
+                Anomaly::EphemeralVanished {
+                    path: "/e1".into(),
+                    session: 1,
+                    at: ms(1000)
+                },
+                Anomaly::EphemeralOutlived {
+                    path: "/e1".into(),
+                    session: 1,
+                    at: ms(6300),
+                    deadline: ms(6200)
+                },
+                Anomaly::EphemeralVanished {
+                    path: "/e2".into(),
+                    session: 2,
+                    at: ms(2000)
+                },
+            ]
+        );
+    }
+
+    fn op(call: u64, ret: Option<u64>, ok: bool) -> Operation<(), ()> {
+        Operation {
+            id: 0,
+            process: 0,
+            op: (),
+            call,
+            ret,
+            outcome: if ok {
+                Outcome::Ok(())
+            } else {
+                Outcome::Unknown
+            },
+            call_at: ms(call),
+            ret_at: ret.map(ms),
+        }
+    }
+
+    #[test]
+    fn unavailability_and_summary_row() {
+        assert_eq!(max_unavailability::<(), ()>(&[]), Duration::ZERO);
+        let ops = [
+            op(0, Some(10), true),
+            op(20, Some(30), true),
+            op(40, Some(1040), false), // a timeout during an outage
+            op(1040, Some(1500), true),
+            op(1510, Some(1520), true),
+            op(1530, Some(1700), false),
+        ];
+        assert_eq!(max_unavailability(&ops), ms(1470));
+        let mut s = Summary::from_operations("kill-leader", &ops);
+        assert_eq!((s.operations, s.acknowledged), (6, 4));
+        s.add_anomalies(&[
+            Anomaly::LostWrite {
+                path: "/a".into(),
+                zxid: 1,
+                found: "NoNode".into(),
+            },
+            Anomaly::DuplicateSequential {
+                name: "/q/n-0000000001".into(),
+            },
+        ]);
+        s.add_operations(&ops[..1]);
+        assert_eq!((s.operations, s.lost, s.anomalies), (7, 1, 2));
+        let row = s.to_string();
+        let header = Summary::header();
+        assert_eq!(row.len(), header.len(), "{header}\n{row}");
+        assert!(
+            row.starts_with("kill-leader ") && row.ends_with("1470ms"),
+            "{row}"
+        );
+        println!("{header}\n{row}");
+    }
+}

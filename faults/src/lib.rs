@@ -9,6 +9,25 @@
 //! functions. Everything is deterministic and bounded: the checker takes a [`checker::Budget`] and
 //! answers "gave up" rather than run without end.
 //!
+//! What a driver records for each check:
+//!
+//! - linearizability: one [`history::History`] of [`model::ZnodeOp`] per register workload (many
+//!   znodes, few unknown writes per znode — see the limits in [`checker`]) and one of
+//!   [`model::MultiOp`] per multi workload (a handful of keys, a few hundred ops). Map ZooKeeper
+//!   answers that are results of the model (NoNode, NodeExists, BadVersion, a failed multi's
+//!   per-op codes) to `Outcome::Ok(..)`; connection loss or timeout after sending to
+//!   `Outcome::Unknown`; an error before sending to `Outcome::Failed`;
+//! - [`checks::no_lost_writes`]: every acknowledged create/setData with the zxid and version of
+//!   its reply, the deletes, and a final read of every written path after healing;
+//! - [`checks::sequential_names_unique_increasing`]: acknowledged sequential creates with their
+//!   returned names and logical call/return stamps;
+//! - [`checks::lock_never_two_holders`]: one interval per lock tenure, from acquire completed to
+//!   release sent (or session loss noticed), with its fencing token;
+//! - [`checks::watch_events_exactly_once_in_order`]: the events a persistent recursive watcher
+//!   received, in order, and the acknowledged changes (path, zxid, kind) made while it watched;
+//! - [`checks::ephemeral_lifetime`]: session lives, ephemerals, and timed reads of their paths
+//!   with the `ephemeralOwner` seen.
+//!
 //! Typical use by a driver:
 //!
 //! ```

@@ -45,7 +45,11 @@ struct Planned<O> {
 
 /// Plans `shape.ops` operations over the clients (times scaled so calls/returns are multiples of
 /// 3 and linearization points are not: a point is strictly inside its interval).
-fn plan<O>(rng: &mut StdRng, shape: &Shape, mut gen: impl FnMut(&mut StdRng, u64) -> O) -> Vec<Planned<O>> {
+fn plan<O>(
+    rng: &mut StdRng,
+    shape: &Shape,
+    mut gen: impl FnMut(&mut StdRng, u64) -> O,
+) -> Vec<Planned<O>> {
     let mut clock = vec![0u64; shape.clients];
     let mut planned = Vec::with_capacity(shape.ops);
     for _ in 0..shape.ops {
@@ -56,13 +60,24 @@ fn plan<O>(rng: &mut StdRng, shape: &Shape, mut gen: impl FnMut(&mut StdRng, u64
         let lin = call + 1 + rng.random_range(0..3 * latency - 1);
         clock[c] = start + latency;
         let fate = if rng.random_bool(shape.phantom) {
-            if rng.random_bool(0.5) { 2 } else { 3 }
+            if rng.random_bool(0.5) {
+                2
+            } else {
+                3
+            }
         } else if rng.random_bool(shape.unknown) {
             1
         } else {
             0
         };
-        planned.push(Planned { process: c as u64, op: gen(rng, c as u64), call, ret, lin, fate });
+        planned.push(Planned {
+            process: c as u64,
+            op: gen(rng, c as u64),
+            call,
+            ret,
+            lin,
+            fate,
+        });
     }
     planned
 }
@@ -78,11 +93,19 @@ fn record<O: Clone, R: Clone, S>(
     let mut ops = Vec::with_capacity(planned.len());
     for p in planned {
         let outcome = if p.fate >= 2 {
-            if p.fate == 2 { Outcome::Failed } else { Outcome::Unknown }
+            if p.fate == 2 {
+                Outcome::Failed
+            } else {
+                Outcome::Unknown
+            }
         } else {
             let (next, ret) = apply(&state, &p.op);
             state = next;
-            if p.fate == 1 { Outcome::Unknown } else { Outcome::Ok(ret) }
+            if p.fate == 1 {
+                Outcome::Unknown
+            } else {
+                Outcome::Ok(ret)
+            }
         };
         ops.push((p.call, p.ret, p.process, p.op, outcome));
     }
@@ -112,10 +135,17 @@ pub fn register_history(seed: u64, shape: &Shape) -> Vec<Operation<ZnodeOp, Regi
         let op = match rng.random_range(0..100) {
             0..40 => RegisterOp::Read,
             40..60 => RegisterOp::Write(value),
-            60..82 => RegisterOp::CasWrite { value, expected_version: rng.random_range(0..6) },
+            60..82 => RegisterOp::CasWrite {
+                value,
+                expected_version: rng.random_range(0..6),
+            },
             82..92 => RegisterOp::Create(value),
             _ => RegisterOp::Delete {
-                expected_version: if rng.random_bool(0.5) { -1 } else { rng.random_range(0..6) },
+                expected_version: if rng.random_bool(0.5) {
+                    -1
+                } else {
+                    rng.random_range(0..6)
+                },
             },
         };
         ZnodeOp::new(format!("/k{}", rng.random_range(0..shape.keys)), op)
@@ -137,7 +167,15 @@ pub const MULTI_KEYS: [&str; 3] = ["/m/a", "/m/b", "/m/c"];
 pub fn multi_initial() -> Tree {
     MULTI_KEYS
         .iter()
-        .map(|k| (k.to_string(), Znode { value: Value::from("init"), version: 0 }))
+        .map(|k| {
+            (
+                k.to_string(),
+                Znode {
+                    value: Value::from("init"),
+                    version: 0,
+                },
+            )
+        })
         .collect()
 }
 
@@ -156,9 +194,17 @@ pub fn multi_history(seed: u64, shape: &Shape) -> Vec<Operation<MultiOp, MultiRe
                     n += 1;
                     let path = MULTI_KEYS[rng.random_range(0..MULTI_KEYS.len())].to_string();
                     let value = Value::from(format!("c{client}-{n}"));
-                    let version = if rng.random_bool(0.5) { -1 } else { rng.random_range(0..4) };
+                    let version = if rng.random_bool(0.5) {
+                        -1
+                    } else {
+                        rng.random_range(0..4)
+                    };
                     match rng.random_range(0..10) {
-                        0..5 => TxnOp::Set { path, value, version },
+                        0..5 => TxnOp::Set {
+                            path,
+                            value,
+                            version,
+                        },
                         5..7 => TxnOp::Check { path, version },
                         7..9 => TxnOp::Create { path, value },
                         _ => TxnOp::Delete { path, version },
@@ -181,21 +227,34 @@ pub fn mutate_register(
         return None;
     }
     let id = acked[rng.random_range(0..acked.len())];
-    let Outcome::Ok(ret) = &ops[id].outcome else { return None };
+    let Outcome::Ok(ret) = &ops[id].outcome else {
+        return None;
+    };
     let changed = match ret {
         RegisterRet::Value { value, version } => {
             if rng.random_bool(0.5) {
-                RegisterRet::Value { value: value.clone(), version: version + 1 }
+                RegisterRet::Value {
+                    value: value.clone(),
+                    version: version + 1,
+                }
             } else {
-                RegisterRet::Value { value: Value::from("never written"), version: *version }
+                RegisterRet::Value {
+                    value: Value::from("never written"),
+                    version: *version,
+                }
             }
         }
-        RegisterRet::Written { version } => RegisterRet::Written { version: version + 1 },
+        RegisterRet::Written { version } => RegisterRet::Written {
+            version: version + 1,
+        },
         RegisterRet::Created => RegisterRet::NodeExists,
         RegisterRet::NodeExists => RegisterRet::Created,
         RegisterRet::Deleted => RegisterRet::NoNode,
         RegisterRet::NoNode => match ops[id].op.op {
-            RegisterOp::Read => RegisterRet::Value { value: Value::from("ghost"), version: 0 },
+            RegisterOp::Read => RegisterRet::Value {
+                value: Value::from("ghost"),
+                version: 0,
+            },
             _ => RegisterRet::BadVersion,
         },
         RegisterRet::BadVersion => RegisterRet::Written { version: 0 },
