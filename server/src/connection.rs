@@ -133,6 +133,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    node.stats.handshake_received();
     let (rd, mut wr) = stream.into_split();
     let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer).await else {
         // Tell an expired session so, as ZooKeeper does; refuse others silently (the client moves on).
@@ -157,6 +158,9 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     }
 
     let conn_id = node.next_conn_id();
+    let registered = node
+        .stats
+        .register(conn_id, peer, session_id, timeout.as_millis() as u64);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(node.cfg.max_queued_per_connection);
     let kill = Arc::new(Notify::new());
     let resp = ConnectResponse {
@@ -186,13 +190,14 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     node.touch(session_id);
     tracing::debug!(%peer, conn = conn_id, session = format_args!("{session_id:#x}"), "session established");
 
-    let mut writer = tokio::spawn(write_loop(wr, out_rx));
+    let mut writer = tokio::spawn(write_loop(wr, out_rx, registered.stats.clone()));
     let (slot_tx, slot_rx) = mpsc::unbounded_channel::<(Slot, OwnedSemaphorePermit)>();
     let conn = Conn {
         node: node.clone(),
         id: conn_id,
         session_id,
         out: out_tx,
+        stats: registered.stats.clone(),
     };
     let mut processor = tokio::spawn(conn.clone().process(slot_rx));
     let reader = conn.read_loop(rd, peer, slot_tx);
@@ -284,13 +289,21 @@ async fn handshake(
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    stats: Arc<crate::stats::ConnStats>,
+) {
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
         buf.extend_from_slice(&first);
+        stats.sent();
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(more) => {
+                    buf.extend_from_slice(&more);
+                    stats.sent();
+                }
                 Err(_) => break,
             }
         }
@@ -310,6 +323,8 @@ struct Conn {
     session_id: i64,
     /// The connection's outbound queue (bounded: a client that stops reading is dropped).
     out: mpsc::Sender<Bytes>,
+    /// This connection's request counters (`cons`), answered in request order.
+    stats: Arc<crate::stats::ConnStats>,
 }
 
 fn now_ms() -> i64 {
@@ -352,6 +367,8 @@ impl Conn {
                 }
             };
             self.node.touch(self.session_id);
+            self.stats
+                .request(packet.request.opcode().as_i32(), packet.xid);
             let (slot, stop) = self.dispatch(packet, frame, &mut auth);
             if slots.send((slot, permit)).is_err() {
                 return "stopped reading";
@@ -462,7 +479,9 @@ impl Conn {
     /// Queues a reply, waiting for room: a client that does not read stalls only itself (the
     /// reader stops at --max-outstanding); it is dropped when its events overflow the queue.
     async fn send(&self, frame: Bytes) -> bool {
-        self.out.send(frame).await.is_ok()
+        let ok = self.out.send(frame).await.is_ok();
+        self.stats.answered(self.applied());
+        ok
     }
 
     /// Queues a frame where waiting is impossible (under the replica lock); a full queue means
@@ -558,6 +577,8 @@ impl Conn {
                     if !self.evaluate(&mut r, xid, request, &auth, room) {
                         return;
                     }
+                    drop(r);
+                    self.stats.answered(self.applied());
                 }
             }
         }

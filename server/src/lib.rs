@@ -12,4 +12,6 @@ pub mod local;
 pub mod node;
 pub mod peer;
 pub mod server;
+pub mod stats;
+pub mod ui;
 pub mod watches;

@@ -50,6 +50,8 @@ pub struct Node {
     next_conn: AtomicU64,
     /// When this process started, for uptime and restart-time reporting.
     pub started: Instant,
+    /// Client request counters and the live-connection registry (`srvr`, `cons`, admin API).
+    pub stats: Arc<crate::stats::ServerStats>,
 }
 
 /// Timeout for calls to the leader on behalf of clients (forwarded writes, read index).
@@ -111,6 +113,7 @@ impl Node {
             next_request: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             started,
+            stats: Arc::new(crate::stats::ServerStats::default()),
         });
         tokio::spawn(proposer_loop(node.clone(), prx));
         tokio::spawn(read_index_loop(node.clone(), rrx));

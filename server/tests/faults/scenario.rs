@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use synod_client::{Client, ConnectOptions, Op, OpResult};
 use synod_faults::checker::{check, Budget, Verdict};
 use synod_faults::checks::{
-    ephemeral_lifetime, lock_never_two_holders, no_lost_writes, sequential_names_unique_increasing,
-    watch_events_exactly_once_in_order, AckedWrite, FinalNode, HoldInterval, SeqCreate, Summary,
+    ephemeral_lifetime, lock_never_two_holders, max_unavailability, no_lost_writes,
+    sequential_names_unique_increasing, watch_events_exactly_once_in_order, AckedWrite, FinalNode,
+    HoldInterval, SeqCreate, Summary,
 };
 use synod_faults::history::Outcome as HOutcome;
 use synod_faults::model::{
@@ -251,7 +252,8 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     };
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let fault_log = inject(&ens, &net, &ids, spec, watched).await?;
+    let mut leader_faults = Vec::new();
+    let fault_log = inject(&ens, &net, &ids, spec, watched, &load, &mut leader_faults).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -279,8 +281,16 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     }
 
     let finals = final_reads(&servers_from(&addrs, leader), &load).await?;
-    let mut summary = analyse(spec.name, &load, &changes, &finals, &mut details);
+    let mut summary = analyse(
+        spec.name,
+        &load,
+        &changes,
+        &leader_faults,
+        &finals,
+        &mut details,
+    );
     summary.anomalies = summary.anomalies.max(details.len());
+    summary.max_unavailability = max_unavailability(&load.registers.operations());
     eprintln!("  {}: {}", spec.name, fault_log.join("; "));
     Ok(Outcome_ { summary, details })
 }
@@ -292,7 +302,10 @@ async fn inject(
     ids: &[usize],
     spec: Spec,
     watched: usize,
+    load: &Load,
+    leader_faults: &mut Vec<Duration>,
 ) -> Result<Vec<String>, String> {
+    let now = || load.registers.start().elapsed();
     let mut log = Vec::new();
     let leader =
         || blocking(|| ens.wait_for_leader(Duration::from_secs(30))).map_err(|e| e.to_string());
@@ -316,6 +329,9 @@ async fn inject(
                     Fault::KillFollower => (l + 1) % 3,
                     _ => watched,
                 };
+                if victim == l {
+                    leader_faults.push(now());
+                }
                 blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
                 log.push(format!("killed node {} (leader {})", victim + 1, l + 1));
                 tokio::time::sleep(hold).await;
@@ -323,6 +339,7 @@ async fn inject(
                 log.push(format!("restarted node {}", victim + 1));
             }
             Fault::KillAll => {
+                leader_faults.push(now());
                 blocking(|| ens.stop_all());
                 log.push("killed all nodes".into());
                 tokio::time::sleep(hold).await;
@@ -330,6 +347,7 @@ async fn inject(
                 log.push("restarted all nodes".into());
             }
             Fault::PauseLeader => {
+                leader_faults.push(now());
                 blocking(|| ens.pause(l)).map_err(|e| e.to_string())?;
                 log.push(format!("paused leader {}", l + 1));
                 tokio::time::sleep(hold).await;
@@ -337,6 +355,7 @@ async fn inject(
                 log.push("resumed".into());
             }
             Fault::PartitionLeader => {
+                leader_faults.push(now());
                 net.isolate(l + 1, ids);
                 log.push(format!("isolated leader {}", l + 1));
                 tokio::time::sleep(hold).await;
@@ -344,6 +363,7 @@ async fn inject(
                 log.push("healed".into());
             }
             Fault::OneWayLeader => {
+                leader_faults.push(now());
                 net.mute(l + 1, ids);
                 log.push(format!("muted leader {} (one way)", l + 1));
                 tokio::time::sleep(hold).await;
@@ -458,12 +478,14 @@ fn analyse(
     name: &str,
     load: &Load,
     changes: &Mutex<Vec<Duration>>,
+    leader_faults: &[Duration],
     finals: &Finals,
     details: &mut Vec<String>,
 ) -> Summary {
     let budget = Budget {
         max_steps: 50_000_000,
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(20),
+        ..Budget::default()
     };
     let regs = load.registers.operations();
     let mut summary = Summary::from_operations(name, &regs);
@@ -475,7 +497,18 @@ fn analyse(
             summary.anomalies += report.counter_examples.len();
             details.push(format!("registers not linearizable:\n{report}"));
         }
-        Verdict::GaveUp => details.push(format!("register check gave up: {report}")),
+        Verdict::GaveUp => {
+            let mut unknown: BTreeMap<&str, usize> = BTreeMap::new();
+            for o in regs
+                .iter()
+                .filter(|o| matches!(o.outcome, HOutcome::Unknown))
+            {
+                *unknown.entry(o.op.path.as_str()).or_default() += 1;
+            }
+            details.push(format!(
+                "register check gave up (unknown ops per znode {unknown:?}): {report}"
+            ))
+        }
     }
 
     let multis = load.multis.operations();
@@ -592,20 +625,25 @@ fn analyse(
     summary.add_anomalies(&a);
     details.extend(a.iter().take(20).map(|a| format!("watch: {a}")));
 
-    // Ephemerals: a new leader restarts every deadline from its takeover.
+    // Ephemerals: a leader that fails before a session's deadline never expires it; the next
+    // leader restarts the deadline from its takeover (DESIGN.md §6).
     let changes = plock(changes).clone();
     let mut sessions = Vec::new();
     let mut nodes = Vec::new();
     for (node, mut life) in plock(&load.ephemerals).clone() {
         if let Some(until) = life.alive_until {
-            let window = until + life.timeout + TICK;
-            if let Some(t) = changes
-                .iter()
-                .filter(|t| **t >= until && **t <= window)
-                .max()
-            {
-                life.alive_until = Some(*t);
+            let mut deadline = until + life.timeout + TICK;
+            let mut restarted = until;
+            for fault in leader_faults.iter().filter(|f| **f >= until) {
+                if *fault > deadline {
+                    break;
+                }
+                if let Some(takeover) = changes.iter().find(|c| **c >= *fault) {
+                    restarted = restarted.max(*takeover);
+                    deadline = restarted + life.timeout + TICK;
+                }
             }
+            life.alive_until = Some(restarted);
         }
         sessions.push(life);
         nodes.push(node);

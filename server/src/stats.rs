@@ -1,0 +1,453 @@
+//! Request counters of this server, ZooKeeper's `ServerStats` and per-connection `ServerCnxn`
+//! statistics: packets received and sent, request latency (min / avg / max), outstanding requests,
+//! and the registry of live client connections that `stat`, `cons`, `wchc`, `dump` and the admin
+//! API list. Updated lock-free from the connection pipeline; `srst` / `crst` reset them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::watches::ConnId;
+
+/// Latency figures in microseconds: count, total, min, max.
+#[derive(Debug)]
+struct Latency {
+    /// Requests answered since the last reset.
+    count: AtomicU64,
+    /// Sum of their latencies.
+    total_us: AtomicU64,
+    /// Smallest latency (`u64::MAX` before the first request).
+    min_us: AtomicU64,
+    /// Largest latency.
+    max_us: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            count: AtomicU64::new(0),
+            total_us: AtomicU64::new(0),
+            min_us: AtomicU64::new(u64::MAX),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Latency {
+    fn record(&self, us: u64) {
+        self.count.fetch_add(1, Relaxed);
+        self.total_us.fetch_add(us, Relaxed);
+        self.min_us.fetch_min(us, Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+    }
+
+    fn reset(&self) {
+        self.count.store(0, Relaxed);
+        self.total_us.store(0, Relaxed);
+        self.min_us.store(u64::MAX, Relaxed);
+        self.max_us.store(0, Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencySnapshot {
+        let min = self.min_us.load(Relaxed);
+        LatencySnapshot {
+            count: self.count.load(Relaxed),
+            total_us: self.total_us.load(Relaxed),
+            min_us: if min == u64::MAX { 0 } else { min },
+            max_us: self.max_us.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of latency figures (microseconds).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LatencySnapshot {
+    /// Requests answered.
+    pub count: u64,
+    /// Sum of their latencies.
+    pub total_us: u64,
+    /// Smallest latency (0 before any request).
+    pub min_us: u64,
+    /// Largest latency.
+    pub max_us: u64,
+}
+
+impl LatencySnapshot {
+    /// Mean latency in milliseconds (0.0 before any request).
+    pub fn avg_ms(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.total_us as f64 / self.count as f64 / 1000.0
+        }
+    }
+
+    /// Smallest latency in whole milliseconds, as ZooKeeper reports it.
+    pub fn min_ms(&self) -> u64 {
+        self.min_us / 1000
+    }
+
+    /// Largest latency in whole milliseconds, as ZooKeeper reports it.
+    pub fn max_ms(&self) -> u64 {
+        self.max_us / 1000
+    }
+}
+
+/// One client connection's figures (ZooKeeper's `cons` line).
+#[derive(Debug)]
+pub struct ConnStats {
+    /// The connection's id on this node (watches are keyed by it).
+    pub conn: ConnId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The session the connection carries.
+    pub session_id: i64,
+    /// The negotiated session timeout.
+    pub timeout_ms: u64,
+    /// When the session was established on this connection (ms since the epoch).
+    pub established_ms: i64,
+    /// Frames received from the client (requests, pings).
+    received: AtomicU64,
+    /// Frames queued for the client (replies, events).
+    sent: AtomicU64,
+    /// The opcode of the last request (`i32::MIN` before any).
+    last_op: AtomicI32,
+    /// The xid of the last request.
+    last_cxid: AtomicI32,
+    /// The zxid of the last reply.
+    last_zxid: AtomicI64,
+    /// When the last reply left (ms since the epoch).
+    last_response_ms: AtomicI64,
+    /// Latency of the last reply.
+    last_latency_us: AtomicU64,
+    /// Latency figures of this connection.
+    latency: Latency,
+    /// Arrival times of the requests not answered yet, in order (replies leave in request
+    /// order, so the front is the next one answered); its length is the outstanding count.
+    arrivals: Mutex<VecDeque<Instant>>,
+    /// The server-wide figures, updated along.
+    server: Arc<ServerStats>,
+}
+
+/// A copy of one connection's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnSnapshot {
+    /// The connection's id on this node.
+    pub conn: ConnId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The session id.
+    pub session_id: i64,
+    /// The negotiated session timeout.
+    pub timeout_ms: u64,
+    /// When the connection's session was established (ms since the epoch).
+    pub established_ms: i64,
+    /// Frames received.
+    pub received: u64,
+    /// Frames sent.
+    pub sent: u64,
+    /// Requests not answered yet.
+    pub outstanding: u64,
+    /// ZooKeeper's name for the last operation (`NA` before any).
+    pub last_op: &'static str,
+    /// The xid of the last request.
+    pub last_cxid: i32,
+    /// The zxid of the last reply (-1 before any).
+    pub last_zxid: i64,
+    /// When the last reply left (ms since the epoch, 0 before any).
+    pub last_response_ms: i64,
+    /// Latency of the last reply.
+    pub last_latency_us: u64,
+    /// Latency figures.
+    pub latency: LatencySnapshot,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// ZooKeeper's short name of an operation as `cons` shows it (`lop=`).
+pub fn op_name(op: i32) -> &'static str {
+    match op {
+        i32::MIN => "NA",
+        11 => "PING",
+        -10 => "SESS",
+        -11 => "CLOS",
+        1 | 15 | 19 | 21 => "CREA",
+        2 => "DELE",
+        3 => "EXIS",
+        4 => "GETD",
+        5 => "SETD",
+        6 => "GETA",
+        7 => "SETA",
+        8 | 12 => "GETC",
+        9 => "SYNC",
+        13 => "CHEC",
+        14 => "MULT",
+        16 => "RECO",
+        17 => "CHKW",
+        18 => "REMW",
+        20 => "DELE",
+        22 => "MLTR",
+        100 => "AUTH",
+        101 | 105 => "SETW",
+        102 => "SASL",
+        103 => "GETE",
+        104 => "GETACN",
+        106 => "ADDW",
+        107 => "HOMI",
+        _ => "OTHR",
+    }
+}
+
+impl ConnStats {
+    /// A request arrived (`op` is its opcode, `xid` its xid).
+    pub fn request(&self, op: i32, xid: i32) {
+        self.received.fetch_add(1, Relaxed);
+        self.server.packets_received.fetch_add(1, Relaxed);
+        self.last_op.store(op, Relaxed);
+        // ZooKeeper's lcxid ignores the special xids (pings, watch re-registration).
+        if xid >= 0 {
+            self.last_cxid.store(xid, Relaxed);
+        }
+        self.arrivals().push_back(Instant::now());
+    }
+
+    /// The oldest outstanding request was answered with `zxid`.
+    pub fn answered(&self, zxid: i64) {
+        let Some(arrived) = self.arrivals().pop_front() else {
+            return;
+        };
+        let us = arrived.elapsed().as_micros() as u64;
+        self.latency.record(us);
+        self.server.latency.record(us);
+        self.last_latency_us.store(us, Relaxed);
+        self.last_zxid.store(zxid, Relaxed);
+        self.last_response_ms.store(now_ms(), Relaxed);
+    }
+
+    /// A frame (reply or event) went to the client.
+    pub fn sent(&self) {
+        self.sent.fetch_add(1, Relaxed);
+        self.server.packets_sent.fetch_add(1, Relaxed);
+    }
+
+    fn arrivals(&self) -> MutexGuard<'_, VecDeque<Instant>> {
+        self.arrivals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reset(&self) {
+        self.received.store(0, Relaxed);
+        self.sent.store(0, Relaxed);
+        self.last_op.store(i32::MIN, Relaxed);
+        self.last_cxid.store(0, Relaxed);
+        self.last_zxid.store(-1, Relaxed);
+        self.last_response_ms.store(0, Relaxed);
+        self.last_latency_us.store(0, Relaxed);
+        self.latency.reset();
+    }
+
+    /// A copy of the figures.
+    pub fn snapshot(&self) -> ConnSnapshot {
+        ConnSnapshot {
+            conn: self.conn,
+            peer: self.peer,
+            session_id: self.session_id,
+            timeout_ms: self.timeout_ms,
+            established_ms: self.established_ms,
+            received: self.received.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            outstanding: self.arrivals().len() as u64,
+            last_op: op_name(self.last_op.load(Relaxed)),
+            last_cxid: self.last_cxid.load(Relaxed),
+            last_zxid: self.last_zxid.load(Relaxed),
+            last_response_ms: self.last_response_ms.load(Relaxed),
+            last_latency_us: self.last_latency_us.load(Relaxed),
+            latency: self.latency.snapshot(),
+        }
+    }
+}
+
+/// Removes its connection from the registry when dropped (the connection ended).
+pub struct ConnGuard {
+    /// The registered figures, shared with the connection's tasks.
+    pub stats: Arc<ConnStats>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.stats.server.conns().remove(&self.stats.conn);
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ServerStats {
+    /// Frames received from clients (handshakes included).
+    packets_received: AtomicU64,
+    /// Frames sent to clients (handshake replies, replies, events).
+    packets_sent: AtomicU64,
+    /// Request latency, from the frame's arrival to its reply being queued.
+    latency: Latency,
+    /// Live connections with an established session.
+    conns: Mutex<HashMap<ConnId, Arc<ConnStats>>>,
+    /// When the counters were last reset (or the server started).
+    since: Mutex<Instant>,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        ServerStats {
+            packets_received: AtomicU64::new(0),
+            packets_sent: AtomicU64::new(0),
+            latency: Latency::default(),
+            conns: Mutex::new(HashMap::new()),
+            since: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+/// A copy of the server-wide figures.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ServerSnapshot {
+    /// Frames received from clients.
+    pub packets_received: u64,
+    /// Frames sent to clients.
+    pub packets_sent: u64,
+    /// Requests not answered yet, over every connection.
+    pub outstanding: u64,
+    /// Request latency.
+    pub latency: LatencySnapshot,
+    /// Milliseconds since the counters were last reset.
+    pub since_reset_ms: u64,
+}
+
+impl ServerStats {
+    fn conns(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<ConnStats>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A frame arrived before any session exists (the ConnectRequest).
+    pub fn handshake_received(&self) {
+        self.packets_received.fetch_add(1, Relaxed);
+    }
+
+    /// Registers an established connection; it stays listed until the guard drops.
+    pub fn register(
+        self: &Arc<Self>,
+        conn: ConnId,
+        peer: SocketAddr,
+        session_id: i64,
+        timeout_ms: u64,
+    ) -> ConnGuard {
+        let stats = Arc::new(ConnStats {
+            conn,
+            peer,
+            session_id,
+            timeout_ms,
+            established_ms: now_ms(),
+            // The ConnectRequest that established it.
+            received: AtomicU64::new(1),
+            sent: AtomicU64::new(0),
+            last_op: AtomicI32::new(-10),
+            last_cxid: AtomicI32::new(0),
+            last_zxid: AtomicI64::new(-1),
+            last_response_ms: AtomicI64::new(0),
+            last_latency_us: AtomicU64::new(0),
+            latency: Latency::default(),
+            arrivals: Mutex::new(VecDeque::new()),
+            server: self.clone(),
+        });
+        self.conns().insert(conn, stats.clone());
+        ConnGuard { stats }
+    }
+
+    /// Every live connection's figures, by connection id.
+    pub fn connections(&self) -> Vec<ConnSnapshot> {
+        let conns: Vec<Arc<ConnStats>> = self.conns().values().cloned().collect();
+        let mut v: Vec<ConnSnapshot> = conns.iter().map(|c| c.snapshot()).collect();
+        v.sort_by_key(|c| c.conn);
+        v
+    }
+
+    /// Connection id → session id of every live connection.
+    pub fn sessions_by_conn(&self) -> HashMap<ConnId, i64> {
+        self.conns()
+            .iter()
+            .map(|(id, c)| (*id, c.session_id))
+            .collect()
+    }
+
+    /// `srst`: resets the server-wide counters.
+    pub fn reset(&self) {
+        self.packets_received.store(0, Relaxed);
+        self.packets_sent.store(0, Relaxed);
+        self.latency.reset();
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// `crst`: resets every connection's counters.
+    pub fn reset_connections(&self) {
+        let conns: Vec<Arc<ConnStats>> = self.conns().values().cloned().collect();
+        for c in conns {
+            c.reset();
+        }
+    }
+
+    /// A copy of the server-wide figures.
+    pub fn snapshot(&self) -> ServerSnapshot {
+        let conns: Vec<Arc<ConnStats>> = self.conns().values().cloned().collect();
+        ServerSnapshot {
+            packets_received: self.packets_received.load(Relaxed),
+            packets_sent: self.packets_sent.load(Relaxed),
+            outstanding: conns.iter().map(|c| c.arrivals().len() as u64).sum(),
+            latency: self.latency.snapshot(),
+            since_reset_ms: self
+                .since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                .as_millis() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_latency_outstanding_and_resets() {
+        let s = Arc::new(ServerStats::default());
+        s.handshake_received();
+        let g = s.register(7, "127.0.0.1:5000".parse().expect("addr"), 0x42, 10_000);
+        g.stats.sent();
+        g.stats.request(4, 1);
+        g.stats.request(11, -2);
+        assert_eq!(s.snapshot().outstanding, 2);
+        g.stats.answered(9);
+        g.stats.sent();
+        let c = g.stats.snapshot();
+        assert_eq!((c.received, c.sent, c.outstanding), (3, 2, 1));
+        assert_eq!((c.last_op, c.last_cxid, c.last_zxid), ("PING", 1, 9));
+        assert_eq!(c.latency.count, 1);
+        let srv = s.snapshot();
+        assert_eq!((srv.packets_received, srv.packets_sent), (3, 2));
+        assert_eq!(srv.latency.count, 1);
+        assert!(srv.latency.min_us <= srv.latency.max_us);
+        assert_eq!(s.sessions_by_conn().get(&7), Some(&0x42));
+        s.reset();
+        s.reset_connections();
+        let srv = s.snapshot();
+        assert_eq!((srv.packets_received, srv.latency.count), (0, 0));
+        assert_eq!(g.stats.snapshot().received, 0);
+        assert_eq!(g.stats.snapshot().last_op, "NA");
+        drop(g);
+        assert!(s.connections().is_empty());
+    }
+}
