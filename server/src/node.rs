@@ -440,14 +440,21 @@ fn now_ms() -> i64 {
 /// over, so no session expires for the election's pause), extends it on activity reported by any
 /// node, proposes CloseSession for the expired, and proposes the deletion of due container and
 /// TTL nodes. Follower: reports its sessions' activity to the leader.
+/// How many times per session tick the leader checks deadlines and followers send touches.
+const SESSION_CHECKS: u32 = 4;
+
 async fn session_loop(node: Arc<Node>) {
     let mut deadlines: HashMap<i64, Instant> = HashMap::new();
     let mut closing: HashMap<i64, Instant> = HashMap::new();
     let mut was_leader = false;
-    let mut tick = tokio::time::interval(node.cfg.tick);
+    // Sessions are checked (leader) and touched (followers) SESSION_CHECKS times per tick, so an
+    // idle session ends within its timeout plus a fraction of a tick, not up to two ticks.
+    let mut tick = tokio::time::interval(node.cfg.tick / SESSION_CHECKS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
     loop {
         tick.tick().await;
+        round = round.wrapping_add(1);
         let touched: Vec<i64> =
             std::mem::take(&mut *node.touches.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
@@ -467,7 +474,12 @@ async fn session_loop(node: Arc<Node>) {
                     .sessions()
                     .map(|(id, s)| (id, Duration::from_millis(s.timeout_ms.max(0) as u64)))
                     .collect();
-                (s, r.tree.reap_candidates(now_ms(), 1000))
+                let due = if round % SESSION_CHECKS == 0 {
+                    r.tree.reap_candidates(now_ms(), 1000)
+                } else {
+                    Vec::new()
+                };
+                (s, due)
             };
             deadlines.retain(|id, _| sessions.contains_key(id));
             closing.retain(|id, _| sessions.contains_key(id));
@@ -492,7 +504,7 @@ async fn session_loop(node: Arc<Node>) {
                     });
                 }
             }
-            if !due.is_empty() {
+            if !due.is_empty() && round % SESSION_CHECKS == 0 {
                 node.propose(Command::Reap {
                     time_ms: now_ms(),
                     paths: due,

@@ -291,7 +291,13 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     );
     summary.anomalies = summary.anomalies.max(details.len());
     summary.max_unavailability = max_unavailability(&load.registers.operations());
-    eprintln!("  {}: {}", spec.name, fault_log.join("; "));
+    eprintln!(
+        "  {}: {} (leader faults at {:?}, new leaders seen at {:?})",
+        spec.name,
+        fault_log.join("; "),
+        leader_faults,
+        plock(&changes)
+    );
     Ok(Outcome_ { summary, details })
 }
 
