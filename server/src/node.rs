@@ -50,6 +50,9 @@ pub struct Node {
     next_conn: AtomicU64,
     /// When this process started, for uptime and restart-time reporting.
     pub started: Instant,
+    /// Becomes true when the node shuts down: connections stop reading, answer what they have
+    /// read and close.
+    pub stopping: watch::Sender<bool>,
 }
 
 /// Timeout for calls to the leader on behalf of clients (forwarded writes, read index).
@@ -106,6 +109,7 @@ impl Node {
             next_request: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             started,
+            stopping: watch::channel(false).0,
         });
         tokio::spawn(proposer_loop(node.clone(), prx));
         tokio::spawn(read_index_loop(node.clone(), rrx));
@@ -512,6 +516,10 @@ async fn session_loop(node: Arc<Node>) {
 /// A fresh cluster initializes itself once a majority of its configured members answers; a node
 /// that has any Raft state (a restart) never initializes again.
 async fn bootstrap(node: Arc<Node>) {
+    if node.cfg.join {
+        tracing::info!("--join: waiting to be added to a cluster (never initializing one)");
+        return;
+    }
     match node.raft.is_initialized().await {
         Ok(true) => return,
         Ok(false) => {}
