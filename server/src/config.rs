@@ -432,8 +432,8 @@ mod tests {
     fn more_bad_configs_are_explained() {
         let cases: &[(&[&str], &str)] = &[
             (
-                &["--admin-addr", "127.0.0.1:2182"],
-                "--client-addr and --admin-addr",
+                &["--peer-addr", "127.0.0.1:2182"],
+                "--client-addr and --peer-addr",
             ),
             (
                 &["--peer-addr", "127.0.0.1:8082"],
@@ -464,12 +464,15 @@ mod tests {
                 ],
                 "exceeds --max-session-timeout-ms",
             ),
-            (&["--data-dir", "/etc/hostname"], "is not a directory"),
         ];
         for (extra, want) in cases {
             let e = Config::load(args(extra)).unwrap_err().to_string();
             assert!(e.contains(want), "{extra:?}: {e}");
         }
+        let mut a = args(&[]);
+        a.data_dir = Some("/etc/hostname".into());
+        let e = Config::load(a).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
         let member_cases: &[(&str, &str)] = &[
             ("1=127.0.0.1:7001,2=127.0.0.1:7001", "share the address"),
             ("2=127.0.0.1", "is not host:port"),
