@@ -266,6 +266,20 @@ fn timeout_of(ms: Option<u64>) -> Duration {
         .unwrap_or(DEFAULT_CHANGE_TIMEOUT)
 }
 
+/// Waits briefly until this node's metrics show the membership entry at `index` or later, so
+/// that the view returned reflects the change just made.
+async fn settle(node: &Node, index: u64) {
+    let mut rx = node.raft.metrics();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async move {
+        while rx.borrow().membership_config.log_id().map(|l| l.index) < Some(index) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 /// Runs a membership call with a bound; a timeout is `504` (the change may still complete).
 async fn bounded<T>(
     node: &Node,
@@ -331,6 +345,37 @@ async fn add_learner(
             .add_learner(req.id, BasicNode::new(req.peer_addr.clone()), true),
     )
     .await?;
+    // openraft's own "caught up" allows a lag of `replication_lag_threshold` entries (large here,
+    // for snapshot transfer); wait until the learner has everything the leader had by now.
+    let target = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let mut rx = node.raft.metrics();
+    let caught_up = tokio::time::timeout(timeout_of(req.timeout_ms), async {
+        loop {
+            let matched = rx
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&req.id).copied().flatten())
+                .map(|l| l.index);
+            if matched >= Some(target) {
+                return true;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    if !matches!(caught_up, Ok(true)) {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "node {} was added as a learner but has not caught up to index {target} in time; \
+                 see GET /membership",
+                req.id
+            ),
+        ));
+    }
     tracing::info!(id = req.id, addr = %req.peer_addr, elapsed_ms = started.elapsed().as_millis() as u64, "learner added and caught up");
     Ok(Json(membership_view(&node)))
 }
@@ -376,14 +421,16 @@ async fn promote(
         }
         check_quorum(&node, &old, &new).await?;
     }
-    bounded(
+    let done = bounded(
         &node,
         timeout_of(req.timeout_ms),
         "the promotion",
         node.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false),
     )
-    .await?;
+    .await
+    .map(|r| r.log_id.index)?;
+    settle(&node, done).await;
     tracing::info!(id = req.id, "learner promoted to voter");
     Ok(Json(membership_view(&node)))
 }
@@ -402,14 +449,17 @@ async fn remove(
     };
     let timeout = timeout_of(req.timeout_ms);
     if is_learner {
-        bounded(
+        let done = bounded(
             &node,
             timeout,
             "the removal",
             node.raft
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false),
         )
-        .await?;
+        .await?
+        .log_id
+        .index;
+        settle(&node, done).await;
         tracing::info!(id = req.id, "learner removed");
         return Ok(Json(membership_view(&node)));
     }
@@ -430,14 +480,17 @@ async fn remove(
     if !req.force {
         check_quorum(&node, &old, &new).await?;
     }
-    bounded(
+    let done = bounded(
         &node,
         timeout,
         "the removal",
         node.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false),
     )
-    .await?;
+    .await?
+    .log_id
+    .index;
+    settle(&node, done).await;
     tracing::info!(id = req.id, "voter removed");
     Ok(Json(membership_view(&node)))
 }

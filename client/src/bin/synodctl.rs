@@ -177,7 +177,8 @@ enum Command {
             long,
             env = "SYNOD_ADMIN",
             default_value = "127.0.0.1:8081",
-            value_delimiter = ','
+            value_delimiter = ',',
+            global = true
         )]
         admin: Vec<String>,
         /// What to do.
