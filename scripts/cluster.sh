@@ -4,6 +4,8 @@
 # Usage:
 #   scripts/cluster.sh start  [3|5]     build (release) and start the nodes that are not running,
 #                                       wait until a leader serves, print the connect string
+#   scripts/cluster.sh join   4|5       start node 4 or 5 with --join: it waits to be added with
+#                                       `synodctl cluster add-learner` / `promote` (see README)
 #   scripts/cluster.sh status [3|5]     each node's id, role and client address
 #   scripts/cluster.sh stop   [3|5] [--wipe]
 #                                       stop the nodes this script started (by pid); the data is
@@ -25,7 +27,7 @@ n=3
 wipe=0
 for a in "$@"; do
     case "$a" in
-        3|5) n=$a ;;
+        3|4|5) n=$a ;;
         --wipe) wipe=1 ;;
         *) echo "cluster.sh: unknown argument $a" >&2; exit 2 ;;
     esac
@@ -105,6 +107,19 @@ start)
     echo "synod cluster of $n is up; connect string:"
     connect_string
     ;;
+join)
+    if [ "$n" != 4 ] && [ "$n" != 5 ]; then echo "cluster.sh: join 4 or join 5" >&2; exit 2; fi
+    cargo build --release -q -p synod-server
+    mkdir -p "$DIR"
+    pidf="$DIR/node$n.pid"
+    if alive "$pidf"; then echo "node $n is already running"; exit 0; fi
+    # shellcheck disable=SC2086
+    nohup "$BIN" --id "$n" --members "$n=127.0.0.1:$((PB + n - 1))" --join \
+        --client-addr "127.0.0.1:$((CB + n - 1))" --admin-addr "127.0.0.1:$((AB + n - 1))" \
+        --data-dir "$DIR/node$n" ${SYNOD_ARGS:-} >>"$DIR/node$n.log" 2>&1 &
+    echo $! >"$pidf"
+    echo "node $n started with --join: peer 127.0.0.1:$((PB + n - 1)), client 127.0.0.1:$((CB + n - 1)), admin 127.0.0.1:$((AB + n - 1))"
+    ;;
 status)
     for i in $(seq 1 "$n"); do
         body=$(http_get $((AB + i - 1)) /status 2>/dev/null || true)
@@ -134,7 +149,7 @@ stop)
     if [ $wipe -eq 1 ]; then rm -rf "$DIR"; echo "stopped; data wiped"; else echo "stopped; data kept in $DIR"; fi
     ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

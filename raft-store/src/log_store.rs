@@ -103,6 +103,39 @@ pub struct LogStore {
     db: Arc<DB>,
     /// Write counters for metrics, shared by every clone so that all report the same numbers.
     counters: Arc<Counters>,
+    /// Set while a background compaction of purged entries runs (at most one at a time).
+    compacting: Arc<std::sync::atomic::AtomicBool>,
+    /// Latency histograms in the process's `metrics` recorder, resolved once at open so that the
+    /// write path records without a registry lookup.
+    timings: Arc<Timings>,
+}
+
+/// Handles of the log store's latency histograms (seconds), registered with whatever `metrics`
+/// recorder is installed when the store is opened (none: recording is a no-op).
+struct Timings {
+    /// One synced (fdatasync'd) write of any kind: the disk's durable-write latency.
+    fsync: metrics::Histogram,
+    /// One `append` call: encoding its entries plus their synced write.
+    append: metrics::Histogram,
+}
+
+impl Timings {
+    fn register() -> Timings {
+        metrics::describe_histogram!(
+            "synod_log_fsync_seconds",
+            metrics::Unit::Seconds,
+            "duration of one synced write of the raft log (append, vote, truncate, purge)"
+        );
+        metrics::describe_histogram!(
+            "synod_log_append_seconds",
+            metrics::Unit::Seconds,
+            "duration of one raft log append (encode + synced write of its entries)"
+        );
+        Timings {
+            fsync: metrics::histogram!("synod_log_fsync_seconds"),
+            append: metrics::histogram!("synod_log_append_seconds"),
+        }
+    }
 }
 
 /// Live counters behind [`LogStore::stats`]; relaxed atomics, since each is read on its own.
@@ -194,6 +227,8 @@ impl LogStore {
         let store = LogStore {
             db: Arc::new(db),
             counters: Arc::new(Counters::default()),
+            timings: Arc::new(Timings::register()),
+            compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         // Fail at open, not at the first call, if the layout is not ours.
         store.cf(CF_LOGS)?;
@@ -228,7 +263,9 @@ impl LogStore {
         opts.set_sync(true);
         let started = Instant::now();
         blocking(|| self.db.write_opt(batch, &opts))?;
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        self.timings.fsync.record(elapsed.as_secs_f64());
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let c = &self.counters;
         c.synced_writes.fetch_add(1, Relaxed);
         c.synced_write_micros_total.fetch_add(micros, Relaxed);
@@ -336,6 +373,7 @@ impl LogStore {
         &self,
         entries: I,
     ) -> Result<(), StoreError> {
+        let started = Instant::now();
         let cf = self.cf(CF_LOGS)?;
         let mut batch = WriteBatch::default();
         let (mut count, mut bytes) = (0u64, 0u64);
@@ -349,6 +387,7 @@ impl LogStore {
             return Ok(());
         }
         self.write_synced(batch)?;
+        self.timings.append.record(started.elapsed().as_secs_f64());
         let c = &self.counters;
         c.appends.fetch_add(1, Relaxed);
         c.entries_appended.fetch_add(count, Relaxed);
@@ -388,7 +427,49 @@ impl LogStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, KEY_LAST_PURGED, encode(&log_id)?);
         self.delete_entries(&mut batch, 0, log_id.index)?;
-        self.write_synced(batch)
+        self.write_synced(batch)?;
+        self.compact_in_background(log_id.index);
+        Ok(())
+    }
+
+    /// Compacts the `logs` key range up to `upto` (inclusive) now, so that the space of purged
+    /// entries is returned to the file system instead of lingering behind range tombstones until
+    /// RocksDB happens to compact those files. Blocks for the duration of the compaction.
+    pub fn compact_purged(&self, upto: u64) -> Result<(), StoreError> {
+        let end = log_key(upto.saturating_add(1));
+        self.db
+            .compact_range_cf(self.cf(CF_LOGS)?, None::<&[u8]>, Some(&end[..]));
+        Ok(())
+    }
+
+    /// Runs [`compact_purged`](Self::compact_purged) on its own thread (never on the Raft core),
+    /// unless one is already running: the next purge covers what this one skips.
+    fn compact_in_background(&self, upto: u64) {
+        if self.compacting.swap(true, Relaxed) {
+            return;
+        }
+        let store = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-compact".into())
+            .spawn(move || {
+                if let Err(e) = store.compact_purged(upto) {
+                    tracing::warn!(%e, "compacting the purged raft log failed");
+                }
+                store.compacting.store(false, Relaxed);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(%e, "cannot start the log compaction thread");
+            self.compacting.store(false, Relaxed);
+        }
+    }
+
+    /// The total size of the `logs` column family's table files, in bytes (what purge and
+    /// compaction shrink).
+    pub fn sst_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .property_int_value_cf(self.cf(CF_LOGS)?, "rocksdb.total-sst-files-size")?
+            .unwrap_or(0))
     }
 }
 
@@ -670,6 +751,37 @@ mod tests {
             let mut store = LogStore::open(dir.path()).expect("reopen after abort");
             check_known_state(&mut store).await
         })
+    }
+
+    // ---- purge frees the space ----
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_deletes_and_compacts() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        let entries: Vec<_> = (1..=3000).map(|i| write_entry(1, i, 4096)).collect();
+        store.blocking_append(entries).await?;
+        store
+            .db
+            .flush_cf(store.cf(CF_LOGS).expect("cf"))
+            .expect("flush");
+        let before = store.sst_bytes().expect("size");
+        assert!(before > 3000 * 4096, "flushed {before} bytes");
+        store.purge(log_id(1, 1, 2900)).await?;
+        // The purge compacts in the background; wait for it (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.compacting.load(Relaxed) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = store.sst_bytes().expect("size");
+        assert!(
+            after < before / 10,
+            "purged log still holds {after} of {before} bytes"
+        );
+        let left = store.try_get_log_entries(..).await?;
+        assert_eq!(left.len(), 100);
+        assert_eq!(left[0].log_id.index, 2901);
+        Ok(())
     }
 
     // ---- corruption is an error, never "absent" ----

@@ -439,10 +439,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tokio::task::spawn_blocking(move || persist_snapshot(&dir, &to_write))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
+        let elapsed = started.elapsed();
+        metrics::histogram!("synod_snapshot_build_seconds").record(elapsed.as_secs_f64());
+        metrics::gauge!("synod_snapshot_bytes").set(snap.data.len() as f64);
+        metrics::counter!("synod_snapshots_built_total").increment(1);
         tracing::info!(
             last_applied = ?meta.last_log_id,
             bytes = snap.data.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "snapshot built"
         );
         *lock_current(&self.current) = Some(meta.clone());
@@ -564,4 +568,66 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             snapshot: Box::new(Cursor::new(file.data)),
         }))
     }
+}
+
+/// What a snapshot file (a backup) holds: its metadata and the tree it restores.
+pub struct SnapshotContents {
+    /// The last entry the snapshot reflects: the zxid the restored tree is at.
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// The membership recorded in the snapshot (the backed-up cluster's).
+    pub membership: Membership,
+    /// The tree as of `last_log_id`.
+    pub tree: DataTree,
+}
+
+/// Decodes a snapshot file as written to [`SNAPSHOT_FILE`] (and served as a backup); a file that
+/// does not decode completely, or whose tree makes no sense, is an error.
+pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, crate::error::StoreError> {
+    let file: SnapshotFile = decode(bytes)?;
+    let img: TreeImage = decode(&file.data)?;
+    let tree = image_to_tree(img).map_err(crate::error::StoreError::Corrupt)?;
+    Ok(SnapshotContents {
+        last_log_id: file.meta.last_log_id,
+        membership: file.meta.last_membership,
+        tree,
+    })
+}
+
+/// The last log id a snapshot file covers, without decoding its tree.
+pub fn snapshot_file_log_id(
+    bytes: &[u8],
+) -> Result<Option<LogId<NodeId>>, crate::error::StoreError> {
+    let file: SnapshotFile = decode(bytes)?;
+    Ok(file.meta.last_log_id)
+}
+
+/// Restores a backup into a fresh state-machine directory: writes the snapshot file `bytes` to
+/// `state_dir/`[`SNAPSHOT_FILE`] with its membership replaced by `membership` (recorded at the
+/// snapshot's last log id), so that a node opened on it starts from the backed-up tree as a member
+/// of the new cluster. Returns the snapshot's last log id; the caller must mark the Raft log as
+/// purged up to it (and keep the vote's term at least its term), so that new entries continue
+/// after it. Refuses a snapshot of an empty log.
+pub fn restore_snapshot_file(
+    state_dir: &Path,
+    bytes: &[u8],
+    membership: openraft::Membership<NodeId, BasicNode>,
+) -> Result<LogId<NodeId>, crate::error::StoreError> {
+    let file: SnapshotFile = decode(bytes)?;
+    // Check that the tree decodes before anything is written.
+    let img: TreeImage = decode(&file.data)?;
+    image_to_tree(img).map_err(crate::error::StoreError::Corrupt)?;
+    let last = file.meta.last_log_id.ok_or_else(|| {
+        crate::error::StoreError::Corrupt("the snapshot holds no applied entry".into())
+    })?;
+    let restored = SnapshotFile {
+        meta: SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: StoredMembership::new(Some(last), membership),
+            snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
+        },
+        data: file.data,
+    };
+    std::fs::create_dir_all(state_dir)?;
+    write_atomically(state_dir, SNAPSHOT_FILE, &encode(&restored)?)?;
+    Ok(last)
 }

@@ -95,6 +95,11 @@ pub struct Args {
     /// Log format: `text` or `json`.
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Join an existing cluster instead of bootstrapping one: the node never initializes a
+    /// cluster and waits until a leader adds it (`synodctl cluster add-learner`). --members then
+    /// needs only this node's own entry.
+    #[arg(long)]
+    pub join: bool,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -121,6 +126,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_queued_per_connection: Option<usize>,
     log_format: Option<String>,
+    join: Option<bool>,
 }
 
 /// A validated node configuration.
@@ -148,6 +154,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_queued_per_connection: usize,
     pub log_json: bool,
+    /// Started with --join: never bootstraps a cluster; waits to be added by a leader.
+    pub join: bool,
 }
 
 /// A TOML table of `id = "address"` with numeric keys.
@@ -294,6 +302,7 @@ impl Config {
                     )))
                 }
             },
+            join: args.join || file.join.unwrap_or(false),
             members,
             peer_routes,
         };
@@ -305,6 +314,47 @@ impl Config {
         let bad = |m: String| Err(ServerError::Config(m));
         if self.tick.is_zero() {
             return bad("--tick-ms must be > 0".into());
+        }
+        if self.heartbeat.is_zero() {
+            return bad("--heartbeat-ms must be > 0".into());
+        }
+        if self.snapshot_entries == 0 {
+            return bad("--snapshot-entries must be > 0".into());
+        }
+        let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+        for (id, addr) in &self.members {
+            let port = addr
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            match port {
+                Some((host, Ok(p))) if !host.is_empty() && p != 0 => {}
+                _ => {
+                    return bad(format!(
+                        "member {id}'s address {addr:?} is not host:port (port 1-65535)"
+                    ))
+                }
+            }
+            if let Some(other) = seen.insert(addr.as_str(), *id) {
+                return bad(format!("members {other} and {id} share the address {addr}"));
+            }
+        }
+        let listeners = [
+            ("--client-addr", self.client_addr),
+            ("--peer-addr", self.peer_addr),
+            ("--admin-addr", self.admin_addr),
+        ];
+        for (i, (a, x)) in listeners.iter().enumerate() {
+            for (b, y) in &listeners[i + 1..] {
+                if x == y {
+                    return bad(format!("{a} and {b} are both {x}: each needs its own port"));
+                }
+            }
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return bad(format!(
+                "--data-dir {} exists and is not a directory",
+                self.data_dir.display()
+            ));
         }
         if self.min_session_timeout > self.max_session_timeout {
             return bad(format!(
@@ -407,6 +457,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn more_bad_configs_are_explained() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--peer-addr", "127.0.0.1:2182"],
+                "--client-addr and --peer-addr",
+            ),
+            (
+                &["--peer-addr", "127.0.0.1:8082"],
+                "--peer-addr and --admin-addr",
+            ),
+            (
+                &["--snapshot-entries", "0"],
+                "--snapshot-entries must be > 0",
+            ),
+            (&["--heartbeat-ms", "0"], "--heartbeat-ms must be > 0"),
+            (&["--tick-ms", "0"], "--tick-ms must be > 0"),
+            (&["--max-frame-bytes", "10"], "--max-frame-bytes"),
+            (
+                &[
+                    "--max-outstanding",
+                    "100",
+                    "--max-queued-per-connection",
+                    "50",
+                ],
+                "must exceed --max-outstanding",
+            ),
+            (
+                &[
+                    "--min-session-timeout-ms",
+                    "9000",
+                    "--max-session-timeout-ms",
+                    "100",
+                ],
+                "exceeds --max-session-timeout-ms",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = Config::load(args(extra)).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        let mut a = args(&[]);
+        a.data_dir = Some("/etc/hostname".into());
+        let e = Config::load(a).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+        let member_cases: &[(&str, &str)] = &[
+            ("1=127.0.0.1:7001,2=127.0.0.1:7001", "share the address"),
+            ("2=127.0.0.1", "is not host:port"),
+            ("2=:7002", "is not host:port"),
+            ("2=h:0", "is not host:port"),
+            ("x=h:1", "is not a number"),
+            ("2", "is not id=host:port"),
+        ];
+        for (members, want) in member_cases {
+            let mut a = args(&["--peer-addr", "127.0.0.1:7002"]);
+            a.members = Some(members.to_string());
+            let e = Config::load(a).unwrap_err().to_string();
+            assert!(e.contains(want), "{members}: {e}");
+        }
+        // A joining node needs only its own entry.
+        let mut a = args(&["--join"]);
+        a.members = Some("2=127.0.0.1:7002".into());
+        let c = Config::load(a).unwrap();
+        assert!(c.join);
+        assert_eq!(c.members.len(), 1);
     }
 
     #[test]

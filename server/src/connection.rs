@@ -50,6 +50,10 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// a rejected credential): the processor still has to send that request's reply.
 const CLOSING: &str = "closing after a final request";
 
+/// What a request holds until answered: its place under --max-outstanding and in the
+/// outstanding-requests gauge.
+type Held = (OwnedSemaphorePermit, crate::metrics::InFlight);
+
 /// A request's place in the connection's reply order.
 enum Slot {
     /// A proposed write (or closeSession): the reply comes when its entry is applied here.
@@ -57,6 +61,9 @@ enum Slot {
         xid: i32,
         done: oneshot::Receiver<Completion>,
         close_after: bool,
+        /// For metrics: the operation and when it was read.
+        op: synod_proto::OpCode,
+        arrived: Instant,
     },
     /// A read or watch operation, evaluated in order against the applied tree.
     Read {
@@ -191,7 +198,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, conn = conn_id, session = format_args!("{session_id:#x}"), "session established");
 
     let mut writer = tokio::spawn(write_loop(wr, out_rx, registered.stats.clone()));
-    let (slot_tx, slot_rx) = mpsc::unbounded_channel::<(Slot, OwnedSemaphorePermit)>();
+    let (slot_tx, slot_rx) = mpsc::unbounded_channel::<(Slot, Held)>();
     let conn = Conn {
         node: node.clone(),
         id: conn_id,
@@ -210,6 +217,10 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
         _ = &mut processor => tracing::debug!(conn = conn_id, "connection closed after close or failure"),
         _ = &mut writer => tracing::debug!(conn = conn_id, "write to client failed"),
         _ = kill.notified() => tracing::debug!(conn = conn_id, "connection closed by the server"),
+        _ = async { let _ = node.stopping.subscribe().wait_for(|s| *s).await; } => {
+            // Server shutdown: read no more, answer what was read, then close.
+            closing = true;
+        }
     }
     if closing && !processor.is_finished() {
         // Let the final request be answered (closeSession waits for its entry to commit).
@@ -339,7 +350,7 @@ impl Conn {
         &self,
         rd: tokio::net::tcp::OwnedReadHalf,
         peer: SocketAddr,
-        slots: mpsc::UnboundedSender<(Slot, OwnedSemaphorePermit)>,
+        slots: mpsc::UnboundedSender<(Slot, Held)>,
     ) -> &'static str {
         let mut frames = FramedRead::new(rd, FrameCodec::new(self.node.cfg.max_frame_bytes));
         let permits = Arc::new(Semaphore::new(self.node.cfg.max_outstanding));
@@ -370,7 +381,10 @@ impl Conn {
             self.stats
                 .request(packet.request.opcode().as_i32(), packet.xid);
             let (slot, stop) = self.dispatch(packet, frame, &mut auth);
-            if slots.send((slot, permit)).is_err() {
+            if slots
+                .send((slot, (permit, crate::metrics::InFlight::new())))
+                .is_err()
+            {
                 return "stopped reading";
             }
             if stop {
@@ -430,6 +444,8 @@ impl Conn {
                         xid,
                         done,
                         close_after: true,
+                        op,
+                        arrived: Instant::now(),
                     },
                     true,
                 )
@@ -455,6 +471,8 @@ impl Conn {
                         xid,
                         done,
                         close_after: false,
+                        op,
+                        arrived: Instant::now(),
                     },
                     false,
                 )
@@ -491,7 +509,7 @@ impl Conn {
     }
 
     /// Answers slots strictly in order.
-    async fn process(self, mut slots: mpsc::UnboundedReceiver<(Slot, OwnedSemaphorePermit)>) {
+    async fn process(self, mut slots: mpsc::UnboundedReceiver<(Slot, Held)>) {
         // The last read point obtained, and when its round started: reads that arrived before
         // that may share it.
         let mut read_point: Option<(Instant, u64)> = None;
@@ -519,13 +537,18 @@ impl Conn {
                     xid,
                     done,
                     close_after,
+                    op,
+                    arrived,
                 } => {
                     let frame = match done.await {
                         Ok(Completion::Write {
                             zxid,
                             err,
                             response,
-                        }) => reply_frame(xid, zxid, err, response),
+                        }) => {
+                            crate::metrics::request_done(op, arrived, err);
+                            reply_frame(xid, zxid, err, response)
+                        }
                         Ok(Completion::Session { .. }) => return,
                         Ok(Completion::Failed(why)) => {
                             tracing::info!(conn = self.id, %why, "closing connection: write outcome unknown");
@@ -574,7 +597,7 @@ impl Conn {
                         return;
                     };
                     let mut r = lock(&self.node.replica);
-                    if !self.evaluate(&mut r, xid, request, &auth, room) {
+                    if !self.evaluate(&mut r, xid, request, &auth, room, arrived) {
                         return;
                     }
                     drop(r);
@@ -592,8 +615,10 @@ impl Conn {
         request: Request,
         auth: &[Id],
         room: mpsc::Permit<'_, Bytes>,
+        arrived: Instant,
     ) -> bool {
         let zxid = r.applied_zxid();
+        let op = request.opcode();
         let Replica { tree, observer, .. } = r;
         let conn = self.id;
         let mut xid = xid;
@@ -744,6 +769,7 @@ impl Conn {
             }
             _ => (ErrorCode::Unimplemented, Response::Empty),
         };
+        crate::metrics::request_done(op, arrived, err);
         room.send(reply_frame(xid, zxid, err, resp));
         true
     }

@@ -4,11 +4,14 @@
 //! node-local state that apply updates; `admin` serves HTTP; `server` runs the listeners.
 
 pub mod admin;
+pub mod backup;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod error;
 pub mod fourletter;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The `synod` binary: parses the configuration, sets up logging and runs the node until SIGINT or
-//! SIGTERM.
+//! SIGTERM; `synod restore ...` prepares a data directory from a backup instead.
 
 use clap::Parser;
 
@@ -8,6 +8,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use synod_server::config::{Args, Config};
 
 fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("restore") {
+        return restore(std::env::args().skip(1));
+    }
     let cfg = match Config::load(Args::parse()) {
         Ok(c) => c,
         Err(e) => {
@@ -58,5 +61,37 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+/// `synod restore --from F --data-dir D --id N --members ...`.
+fn restore(args: impl Iterator<Item = String>) -> std::process::ExitCode {
+    let args = synod_server::backup::RestoreArgs::parse_from(args);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("synod restore: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(synod_server::backup::restore(&args)) {
+        Ok(r) => {
+            println!(
+                "restored {} znodes at zxid {:#x} (term {}) into {} as node {}",
+                r.znodes,
+                r.last_log_id.index,
+                r.last_log_id.leader_id.term,
+                args.data_dir.display(),
+                args.id
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("synod restore: {e}");
+            std::process::ExitCode::from(2)
+        }
     }
 }

@@ -52,6 +52,9 @@ pub struct Node {
     pub started: Instant,
     /// Client request counters and the live-connection registry (`srvr`, `cons`, admin API).
     pub stats: Arc<crate::stats::ServerStats>,
+    /// Becomes true when the node shuts down: connections stop reading, answer what they have
+    /// read and close.
+    pub stopping: watch::Sender<bool>,
 }
 
 /// Timeout for calls to the leader on behalf of clients (forwarded writes, read index).
@@ -114,6 +117,7 @@ impl Node {
             next_conn: AtomicU64::new(1),
             started,
             stats: Arc::new(crate::stats::ServerStats::default()),
+            stopping: watch::channel(false).0,
         });
         tokio::spawn(proposer_loop(node.clone(), prx));
         tokio::spawn(read_index_loop(node.clone(), rrx));
@@ -532,6 +536,10 @@ async fn session_loop(node: Arc<Node>) {
 /// A fresh cluster initializes itself once a majority of its configured members answers; a node
 /// that has any Raft state (a restart) never initializes again.
 async fn bootstrap(node: Arc<Node>) {
+    if node.cfg.join {
+        tracing::info!("--join: waiting to be added to a cluster (never initializing one)");
+        return;
+    }
     match node.raft.is_initialized().await {
         Ok(true) => return,
         Ok(false) => {}

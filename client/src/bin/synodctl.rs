@@ -8,6 +8,9 @@
 //! connection problems (no server reachable, connection lost, session expired, timeouts),
 //! 130 when interrupted with Ctrl-C.
 
+#[path = "synodctl/admin.rs"]
+mod admin;
+
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -164,6 +167,49 @@ enum Command {
         /// Exit after this many events.
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Cluster membership through the admin HTTP port: list, add-learner, promote, remove.
+    ///
+    /// Changes go to the leader: synodctl tries each --admin address until the leader answers.
+    Cluster {
+        /// Admin HTTP addresses (host:port), comma-separated; include the leader's.
+        #[arg(
+            long,
+            env = "SYNOD_ADMIN",
+            default_value = "127.0.0.1:8081",
+            value_delimiter = ',',
+            global = true
+        )]
+        admin: Vec<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: admin::ClusterCmd,
+    },
+    /// Take a snapshot now on a node (admin port) and print its metadata.
+    Snapshot {
+        /// Admin HTTP addresses (host:port), comma-separated; the first reachable one is used.
+        #[arg(
+            long,
+            env = "SYNOD_ADMIN",
+            default_value = "127.0.0.1:8081",
+            value_delimiter = ','
+        )]
+        admin: Vec<String>,
+    },
+    /// Download a fresh, consistent snapshot of the tree (a backup) from a node's admin port;
+    /// restore it into a new cluster with `synod restore`.
+    Backup {
+        /// Admin HTTP addresses (host:port), comma-separated; the first reachable one is used.
+        #[arg(
+            long,
+            env = "SYNOD_ADMIN",
+            default_value = "127.0.0.1:8081",
+            value_delimiter = ','
+        )]
+        admin: Vec<String>,
+        /// Where to write the backup.
+        #[arg(short = 'o', long)]
+        out: std::path::PathBuf,
     },
 }
 
@@ -576,6 +622,12 @@ impl Job {
                 recursive,
                 count,
             },
+            Command::Cluster { .. } | Command::Snapshot { .. } | Command::Backup { .. } => {
+                return Err(Failure::usage(
+                    None,
+                    "admin commands run without a ZooKeeper session",
+                ))
+            }
         })
     }
 
@@ -889,8 +941,26 @@ async fn interrupted() {
 
 /// Checks the command, connects, runs the command and closes the session.
 async fn run(cli: Cli) -> CmdResult {
+    let admin_failure = |e: String| Failure {
+        name: "AdminError".into(),
+        path: None,
+        detail: Some(e),
+        exit: EXIT_ZK,
+    };
+    let command = match cli.command {
+        Command::Cluster { admin, action } => {
+            return admin::cluster(&admin, action, cli.json)
+                .await
+                .map_err(admin_failure)
+        }
+        Command::Snapshot { admin } => return admin::snapshot(&admin).await.map_err(admin_failure),
+        Command::Backup { admin, out } => {
+            return admin::backup(&admin, &out).await.map_err(admin_failure)
+        }
+        other => other,
+    };
     let timeout = Duration::from_millis(cli.timeout_ms);
-    let job = Job::prepare(cli.command)?;
+    let job = Job::prepare(command)?;
     let is_watch = job.is_watch();
     let options = ConnectOptions::default().connect_timeout(timeout);
     let connect = Client::connect(&cli.servers, options);

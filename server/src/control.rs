@@ -1,0 +1,632 @@
+//! Cluster control on the admin port: membership changes (add a learner, promote it to voter,
+//! remove a member) through openraft's joint consensus, guarded against losing quorum by mistake;
+//! the membership as this node sees it; a manual snapshot trigger; and the download of the latest
+//! consistent snapshot (a backup, restorable with `synod restore`).
+//!
+//! Membership changes must run on the leader: any other node answers `421 Misdirected Request`
+//! naming the leader (id and peer address). openraft 0.9 has no leadership transfer, so there is
+//! no endpoint for it: removing the leader makes it step down once the new membership commits,
+//! and the remaining voters elect a new leader after an election timeout.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use synod_raft_store::state_machine::SNAPSHOT_FILE;
+use synod_raft_store::NodeId;
+
+use crate::node::Node;
+use crate::peer::PeerRequest;
+
+/// A member whose matched log index trails the leader's last index by more than this is not
+/// caught up (it would not help commit soon).
+const CAUGHT_UP_LAG: u64 = 1000;
+/// How long a reachability probe of a member may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default bound on waiting for a learner to catch up or a change to commit.
+const DEFAULT_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on waiting for a triggered snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An admin API error: a status and a message, optionally naming the leader.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    leader: Option<(NodeId, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            leader: None,
+        }
+    }
+
+    fn not_leader(node: &Node) -> ApiError {
+        let leader = node.leader();
+        let message = match &leader {
+            Some((id, addr)) => format!(
+                "node {} is not the leader; send this to node {id} (peer address {addr})",
+                node.id
+            ),
+            None => format!("node {} is not the leader and no leader is known", node.id),
+        };
+        ApiError {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            message,
+            leader,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.leader {
+            Some((id, addr)) => {
+                json!({"error": self.message, "leader": {"id": id, "peer_addr": addr}})
+            }
+            None => json!({"error": self.message}),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Maps an error of a membership call; a lost leadership names the new leader.
+fn change_error(
+    node: &Node,
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ApiError::not_leader(node),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("membership change refused: {e}"),
+        ),
+        e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft: {e}")),
+    }
+}
+
+/// One member in `GET /membership`.
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub peer_addr: String,
+    /// `voter` or `learner`.
+    pub role: &'static str,
+    /// The last log index known to be replicated to it (leader's view; `None` elsewhere).
+    pub matched: Option<u64>,
+    /// How far it trails the leader's last log index (leader's view).
+    pub lag: Option<u64>,
+}
+
+/// `GET /membership`: the effective membership as this node sees it.
+#[derive(Debug, Serialize)]
+pub struct MembershipView {
+    /// The node answering.
+    pub node: NodeId,
+    pub leader: Option<NodeId>,
+    /// Log index of the membership entry in effect.
+    pub log_index: Option<u64>,
+    /// True while a joint (old + new) configuration is in effect.
+    pub joint: bool,
+    pub members: Vec<MemberView>,
+}
+
+fn membership_view(node: &Node) -> MembershipView {
+    let m = node.raft.metrics().borrow().clone();
+    let stored = m.membership_config.clone();
+    let membership = stored.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, n)| {
+            let matched = m.replication.as_ref().map(|r| {
+                if *id == node.id {
+                    last
+                } else {
+                    r.get(id).copied().flatten().map(|l| l.index).unwrap_or(0)
+                }
+            });
+            MemberView {
+                id: *id,
+                peer_addr: n.addr.clone(),
+                role: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                },
+                matched,
+                lag: matched.map(|x| last.saturating_sub(x)),
+            }
+        })
+        .collect();
+    MembershipView {
+        node: node.id,
+        leader: m.current_leader,
+        log_index: stored.log_id().map(|l| l.index),
+        joint: membership.get_joint_config().len() > 1,
+        members,
+    }
+}
+
+/// The members of `ids` that are reachable over the peer port and caught up (leader's view);
+/// this node counts as both.
+async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let m = node.raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let membership = m.membership_config.membership().clone();
+    let mut out = BTreeSet::new();
+    for id in ids {
+        if *id == node.id {
+            out.insert(*id);
+            continue;
+        }
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).copied().flatten())
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if last.saturating_sub(matched) > CAUGHT_UP_LAG {
+            continue;
+        }
+        let Some(addr) = membership.get_node(id).map(|n| n.addr.clone()) else {
+            continue;
+        };
+        if node
+            .pool
+            .call(*id, &addr, PeerRequest::Touch(Vec::new()), PROBE_TIMEOUT)
+            .await
+            .is_ok()
+        {
+            out.insert(*id);
+        }
+    }
+    out
+}
+
+/// Refuses (409) a change from `old` to `new` voters that could not commit or would leave the
+/// cluster without a working majority: each of the two configurations of the joint change needs
+/// a majority of healthy (reachable and caught-up) voters.
+async fn check_quorum(
+    node: &Node,
+    old: &BTreeSet<NodeId>,
+    new: &BTreeSet<NodeId>,
+) -> ApiResult<()> {
+    if new.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused: the cluster would have no voter left",
+        ));
+    }
+    let all: BTreeSet<NodeId> = old.union(new).copied().collect();
+    let ok = healthy(node, &all).await;
+    for (name, set) in [("current", old), ("new", new)] {
+        let up = set.intersection(&ok).count();
+        let need = set.len() / 2 + 1;
+        if up < need {
+            let down: Vec<NodeId> = set.difference(&ok).copied().collect();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "refused: only {up} of the {name} {} voters {set:?} are reachable and caught up \
+                     (unhealthy: {down:?}), a majority needs {need}; pass force=true to do it anyway",
+                    set.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Body of `POST /members/add-learner`.
+#[derive(Debug, Deserialize)]
+struct AddLearner {
+    id: NodeId,
+    peer_addr: String,
+    /// How long to wait for the learner to catch up (default 60000).
+    timeout_ms: Option<u64>,
+}
+
+/// Body of `POST /members/promote` and `POST /members/remove`.
+#[derive(Debug, Deserialize)]
+struct ChangeOne {
+    id: NodeId,
+    /// Skip the quorum safety checks.
+    #[serde(default)]
+    force: bool,
+    /// How long to wait for the change to commit (default 60000).
+    timeout_ms: Option<u64>,
+}
+
+fn leader_only(node: &Node) -> ApiResult<()> {
+    if node.is_leader() {
+        Ok(())
+    } else {
+        Err(ApiError::not_leader(node))
+    }
+}
+
+fn timeout_of(ms: Option<u64>) -> Duration {
+    ms.map(Duration::from_millis)
+        .unwrap_or(DEFAULT_CHANGE_TIMEOUT)
+}
+
+/// Waits briefly until this node's metrics show the membership entry at `index` or later, so
+/// that the view returned reflects the change just made.
+async fn settle(node: &Node, index: u64) {
+    let mut rx = node.raft.metrics();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async move {
+        while rx.borrow().membership_config.log_id().map(|l| l.index) < Some(index) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// Runs a membership call with a bound; a timeout is `504` (the change may still complete).
+async fn bounded<T>(
+    node: &Node,
+    timeout: Duration,
+    what: &str,
+    call: impl std::future::Future<
+        Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+    >,
+) -> ApiResult<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(change_error(node, e)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{what} did not complete within {timeout:?}; it may still complete: see GET /membership"),
+        )),
+    }
+}
+
+async fn add_learner(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<AddLearner>,
+) -> ApiResult<Json<MembershipView>> {
+    leader_only(&node)?;
+    if req
+        .peer_addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("peer_addr {:?} is not host:port", req.peer_addr),
+        ));
+    }
+    {
+        let m = node.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == req.id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {} is already a voter", req.id),
+            ));
+        }
+        if let Some(n) = membership.get_node(&req.id) {
+            if n.addr != req.peer_addr {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "node {} is already a learner at {}; remove it first to change its address",
+                        req.id, n.addr
+                    ),
+                ));
+            }
+        }
+    }
+    let started = Instant::now();
+    bounded(
+        &node,
+        timeout_of(req.timeout_ms),
+        "adding the learner (it was added; catching up)",
+        node.raft
+            .add_learner(req.id, BasicNode::new(req.peer_addr.clone()), true),
+    )
+    .await?;
+    // openraft's own "caught up" allows a lag of `replication_lag_threshold` entries (large here,
+    // for snapshot transfer); wait until the learner has everything the leader had by now.
+    let target = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let mut rx = node.raft.metrics();
+    let caught_up = tokio::time::timeout(timeout_of(req.timeout_ms), async {
+        loop {
+            let matched = rx
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&req.id).copied().flatten())
+                .map(|l| l.index);
+            if matched >= Some(target) {
+                return true;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    if !matches!(caught_up, Ok(true)) {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "node {} was added as a learner but has not caught up to index {target} in time; \
+                 see GET /membership",
+                req.id
+            ),
+        ));
+    }
+    tracing::info!(id = req.id, addr = %req.peer_addr, elapsed_ms = started.elapsed().as_millis() as u64, "learner added and caught up");
+    Ok(Json(membership_view(&node)))
+}
+
+async fn promote(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<ChangeOne>,
+) -> ApiResult<Json<MembershipView>> {
+    leader_only(&node)?;
+    let (old, is_learner) = {
+        let m = node.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let old: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_learner = membership.learner_ids().any(|l| l == req.id);
+        (old, is_learner)
+    };
+    if old.contains(&req.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {} is already a voter", req.id),
+        ));
+    }
+    if !is_learner {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "node {} is not a learner; add it first (POST /members/add-learner)",
+                req.id
+            ),
+        ));
+    }
+    if !req.force {
+        let mut new = old.clone();
+        new.insert(req.id);
+        if !healthy(&node, &BTreeSet::from([req.id]))
+            .await
+            .contains(&req.id)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("refused: learner {} is not reachable and caught up; pass force=true to promote it anyway", req.id),
+            ));
+        }
+        check_quorum(&node, &old, &new).await?;
+    }
+    let done = bounded(
+        &node,
+        timeout_of(req.timeout_ms),
+        "the promotion",
+        node.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false),
+    )
+    .await
+    .map(|r| r.log_id.index)?;
+    settle(&node, done).await;
+    tracing::info!(id = req.id, "learner promoted to voter");
+    Ok(Json(membership_view(&node)))
+}
+
+async fn remove(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<ChangeOne>,
+) -> ApiResult<Json<MembershipView>> {
+    leader_only(&node)?;
+    let (old, is_learner) = {
+        let m = node.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let old: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_learner = membership.learner_ids().any(|l| l == req.id);
+        (old, is_learner)
+    };
+    let timeout = timeout_of(req.timeout_ms);
+    if is_learner {
+        let done = bounded(
+            &node,
+            timeout,
+            "the removal",
+            node.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false),
+        )
+        .await?
+        .log_id
+        .index;
+        settle(&node, done).await;
+        tracing::info!(id = req.id, "learner removed");
+        return Ok(Json(membership_view(&node)));
+    }
+    if !old.contains(&req.id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("node {} is not a member", req.id),
+        ));
+    }
+    let mut new = old.clone();
+    new.remove(&req.id);
+    if new.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused: the cluster would have no voter left",
+        ));
+    }
+    if !req.force {
+        check_quorum(&node, &old, &new).await?;
+    }
+    let done = bounded(
+        &node,
+        timeout,
+        "the removal",
+        node.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false),
+    )
+    .await?
+    .log_id
+    .index;
+    settle(&node, done).await;
+    tracing::info!(id = req.id, "voter removed");
+    Ok(Json(membership_view(&node)))
+}
+
+/// `POST /snapshot`'s answer and the metadata of `GET /snapshot`.
+#[derive(Debug, Serialize)]
+struct SnapshotInfo {
+    /// Last log index (zxid) the snapshot covers.
+    last_log_index: u64,
+    /// Term of that entry.
+    last_log_term: u64,
+    /// Size of the snapshot file.
+    file_bytes: u64,
+    /// Last index purged from the Raft log so far.
+    purged_index: Option<u64>,
+    /// How long the call waited for the snapshot.
+    elapsed_ms: u64,
+}
+
+/// Triggers a snapshot and waits (bounded) until one covering at least `index` exists.
+async fn snapshot_at_least(node: &Node, index: u64) -> ApiResult<SnapshotInfo> {
+    let started = Instant::now();
+    let covered = |n: &Node| {
+        n.raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .is_some_and(|l| l.index >= index)
+    };
+    if !covered(node) {
+        node.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft: {e}")))?;
+        let mut rx = node.raft.metrics();
+        let waited = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
+            loop {
+                if rx.borrow().snapshot.is_some_and(|l| l.index >= index) {
+                    return true;
+                }
+                // A snapshot already in progress may end below `index`: ask again after it.
+                match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                    Ok(Err(_)) => return false,
+                    Ok(Ok(())) => {}
+                    Err(_) => {
+                        let _ = node.raft.trigger().snapshot().await;
+                    }
+                }
+            }
+        })
+        .await;
+        if !matches!(waited, Ok(true)) {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no snapshot at index >= {index} within {SNAPSHOT_TIMEOUT:?}"),
+            ));
+        }
+    }
+    let m = node.raft.metrics().borrow().clone();
+    let snap = m
+        .snapshot
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "snapshot vanished"))?;
+    let file_bytes = std::fs::metadata(snapshot_path(node))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok(SnapshotInfo {
+        last_log_index: snap.index,
+        last_log_term: snap.leader_id.term,
+        file_bytes,
+        purged_index: m.purged.map(|l| l.index),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn snapshot_path(node: &Node) -> std::path::PathBuf {
+    node.cfg.data_dir.join("state").join(SNAPSHOT_FILE)
+}
+
+/// `POST /snapshot`: a snapshot of everything applied on this node now.
+async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<SnapshotInfo>> {
+    let applied = *node.applied.borrow();
+    Ok(Json(snapshot_at_least(&node, applied).await?))
+}
+
+/// `GET /snapshot`: the current snapshot file (built first if there is none), as stored.
+async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
+    let info = snapshot_at_least(&node, 1).await?;
+    let path = snapshot_path(&node);
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the snapshot file: {e}"),
+            )
+        })?;
+    // The file may have been replaced by a newer snapshot since `info`: name what was read.
+    let (index, term) = synod_raft_store::state_machine::snapshot_file_log_id(&bytes)
+        .ok()
+        .flatten()
+        .map(|l| (l.index, l.leader_id.term))
+        .unwrap_or((info.last_log_index, info.last_log_term));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"synod-snapshot-{index}.bin\""),
+            ),
+            (
+                header::HeaderName::from_static("x-synod-snapshot-index"),
+                index.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-synod-snapshot-term"),
+                term.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Membership, snapshot and backup routes (merged into the admin router).
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(
+            "/membership",
+            get(|State(node): State<Arc<Node>>| async move { Json(membership_view(&node)) }),
+        )
+        .route("/members/add-learner", post(add_learner))
+        .route("/members/promote", post(promote))
+        .route("/members/remove", post(remove))
+        .route("/snapshot", post(trigger_snapshot).get(download_snapshot))
+        .with_state(node.clone())
+        .merge(crate::metrics::router(node))
+}

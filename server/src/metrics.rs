@@ -1,0 +1,285 @@
+//! Prometheus metrics: owns the process's `metrics` recorder (metrics-exporter-prometheus, without
+//! its own HTTP listener), the cheap hot-path hooks the request pipeline calls (per-operation
+//! counts and latency, errors per ZooKeeper code, requests in flight), the gauges sampled from the
+//! node at scrape time, and the `/metrics` route that renders it all in the text format.
+//!
+//! Recorded elsewhere through the `metrics` facade: Raft log append and fsync latency
+//! (`raft-store` log store) and snapshot build time and size (`raft-store` state machine).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use synod_proto::{ErrorCode, OpCode};
+
+use crate::node::Node;
+
+/// Bucket bounds (seconds) of every latency histogram: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+
+/// The installed recorder and the per-operation handles, resolved once.
+struct Installed {
+    /// Renders the registry in the Prometheus text format.
+    handle: PrometheusHandle,
+    /// Count and latency histogram per opcode, so a request completes without a registry lookup.
+    ops: HashMap<i32, (Counter, Histogram)>,
+}
+
+static INSTALLED: OnceLock<Option<Installed>> = OnceLock::new();
+/// Client requests read and not yet answered, over all connections.
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// ZooKeeper's name of an operation (`getData`, `setData`, ...), used as the `op` label.
+fn op_name(op: OpCode) -> String {
+    let debug = format!("{op:?}");
+    let mut chars = debug.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+        None => debug,
+    }
+}
+
+/// Installs the Prometheus recorder for this process (once; later calls do nothing). Call it
+/// before the node opens its storage, so that the storage's histograms register with it. If
+/// another recorder is already installed (an embedding program's), synod records into that one
+/// and `/metrics` says so.
+pub fn install() {
+    INSTALLED.get_or_init(|| {
+        let builder = match PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%e, "metrics: cannot configure histogram buckets");
+                return None;
+            }
+        };
+        let handle = match builder.install_recorder() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%e, "metrics: a recorder is already installed; /metrics is off");
+                return None;
+            }
+        };
+        describe();
+        let ops = OpCode::ALL
+            .iter()
+            .map(|&op| {
+                let name = op_name(op);
+                (
+                    op.as_i32(),
+                    (
+                        metrics::counter!("synod_requests_total", "op" => name.clone()),
+                        metrics::histogram!("synod_request_duration_seconds", "op" => name),
+                    ),
+                )
+            })
+            .collect();
+        Some(Installed { handle, ops })
+    });
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "synod_requests_total",
+        "client requests answered, by operation"
+    );
+    describe_histogram!(
+        "synod_request_duration_seconds",
+        Unit::Seconds,
+        "time from reading a client request to queueing its reply, by operation"
+    );
+    describe_counter!(
+        "synod_request_errors_total",
+        "client requests answered with a ZooKeeper error, by code"
+    );
+    describe_gauge!(
+        "synod_outstanding_requests",
+        "client requests read and not yet answered"
+    );
+    describe_gauge!("synod_raft_term", "current Raft term");
+    describe_counter!(
+        "synod_raft_leader_changes_total",
+        "times this node saw the leader change (including to none)"
+    );
+    describe_gauge!(
+        "synod_raft_is_leader",
+        "1 if this node is the leader, else 0"
+    );
+    describe_gauge!("synod_raft_last_log_index", "last index in the Raft log");
+    describe_gauge!("synod_raft_commit_index", "Raft commit index");
+    describe_gauge!("synod_raft_applied_index", "last applied index (zxid)");
+    describe_gauge!(
+        "synod_raft_snapshot_index",
+        "last index covered by the current snapshot"
+    );
+    describe_gauge!(
+        "synod_raft_purged_index",
+        "last index purged from the Raft log"
+    );
+    describe_gauge!("synod_raft_voters", "voters in the current membership");
+    describe_gauge!("synod_raft_learners", "learners in the current membership");
+    describe_histogram!(
+        "synod_snapshot_build_seconds",
+        Unit::Seconds,
+        "time to serialize and persist one snapshot"
+    );
+    describe_gauge!(
+        "synod_snapshot_bytes",
+        Unit::Bytes,
+        "size of the last snapshot built"
+    );
+    describe_counter!(
+        "synod_snapshots_built_total",
+        "snapshots built by this node"
+    );
+    describe_gauge!("synod_sessions", "open sessions (cluster-wide)");
+    describe_gauge!("synod_watches", "watches registered on this node");
+    describe_gauge!("synod_znodes", "znodes in the tree");
+    describe_gauge!(
+        "synod_tree_data_bytes",
+        Unit::Bytes,
+        "bytes of znode data in the tree"
+    );
+    describe_gauge!("synod_connections", "client connections on this node");
+}
+
+/// A request read from a client and not yet answered; counted in `synod_outstanding_requests`
+/// until dropped (answered, or its connection gone).
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn new() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight(())
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight::new()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Records one answered client request: its operation, how long since it was read, its result.
+pub fn request_done(op: OpCode, arrived: Instant, err: ErrorCode) {
+    let Some(Some(m)) = INSTALLED.get() else {
+        return;
+    };
+    if let Some((count, latency)) = m.ops.get(&op.as_i32()) {
+        count.increment(1);
+        latency.record(arrived.elapsed().as_secs_f64());
+    }
+    if err != ErrorCode::Ok {
+        metrics::counter!("synod_request_errors_total", "code" => err.name()).increment(1);
+    }
+}
+
+/// Samples the node's state into the gauges.
+async fn sample(node: &Node) {
+    let s = crate::admin::status(node).await;
+    let m = node.raft.metrics().borrow().clone();
+    let g = |name: &'static str, v: f64| metrics::gauge!(name).set(v);
+    g("synod_raft_term", s.term as f64);
+    g(
+        "synod_raft_is_leader",
+        f64::from(u8::from(s.role == "leader")),
+    );
+    g("synod_raft_last_log_index", s.last_log_index as f64);
+    g("synod_raft_commit_index", s.committed_index as f64);
+    g("synod_raft_applied_index", s.applied_index as f64);
+    g(
+        "synod_raft_snapshot_index",
+        m.snapshot.map(|l| l.index).unwrap_or(0) as f64,
+    );
+    g(
+        "synod_raft_purged_index",
+        m.purged.map(|l| l.index).unwrap_or(0) as f64,
+    );
+    let membership = m.membership_config.membership();
+    g("synod_raft_voters", membership.voter_ids().count() as f64);
+    g(
+        "synod_raft_learners",
+        membership.learner_ids().count() as f64,
+    );
+    g("synod_sessions", s.sessions as f64);
+    g("synod_watches", s.watches as f64);
+    g("synod_znodes", s.znodes as f64);
+    g("synod_tree_data_bytes", s.data_bytes as f64);
+    g("synod_connections", s.connections as f64);
+    g(
+        "synod_outstanding_requests",
+        IN_FLIGHT.load(Ordering::Relaxed).max(0) as f64,
+    );
+}
+
+/// Counts leader changes and drains histogram buckets now and then (the exporter needs its
+/// upkeep even when nobody scrapes). Runs until the node's Raft stops.
+pub fn spawn_background(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    tokio::spawn(async move {
+        let changes = metrics::counter!("synod_raft_leader_changes_total");
+        let mut leader = rx.borrow().current_leader;
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let now = rx.borrow().current_leader;
+                    if now != leader {
+                        changes.increment(1);
+                        leader = now;
+                    }
+                }
+                _ = upkeep.tick() => {
+                    if let Some(Some(m)) = INSTALLED.get() {
+                        m.handle.run_upkeep();
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn render(State(node): State<Arc<Node>>) -> axum::response::Response {
+    let Some(Some(m)) = INSTALLED.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed in this process\n",
+        )
+            .into_response();
+    };
+    sample(&node).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.handle.render(),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(node)
+}

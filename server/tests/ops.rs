@@ -1,0 +1,357 @@
+//! Operations tests with real `synod` processes: `/metrics` scraped from a live node and parsed
+//! with a Prometheus text-format parser; a backup (`GET /snapshot`) restored with `synod restore`
+//! into a fresh cluster with another membership (same tree and Stats, writes continue after the
+//! backup's zxid); snapshot trigger and log purge; graceful shutdown of a leader under load.
+
+mod ops_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ops_support::{synod_bin, Cluster};
+use synod_client::{Client, ConnectOptions, CreateMode, Error, Stat};
+
+const START: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Starts nodes 0..3 of `c` as a fresh 3-voter cluster; returns the leader's index.
+fn start3(c: &Cluster, extra: &[&str]) -> usize {
+    let m = c.members(&[0, 1, 2]);
+    for i in 0..3 {
+        c.spawn(i, &m, extra);
+    }
+    c.wait_leader(&[0, 1, 2], START)
+}
+
+async fn connect(cs: &str) -> Client {
+    Client::connect(
+        cs,
+        ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect")
+}
+
+fn scrape(c: &Cluster, idx: usize) -> prometheus_parse::Scrape {
+    let (status, body) = c.http(idx, "GET", "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).expect("utf-8");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parse")
+}
+
+/// The value of a counter or gauge sample with `labels` (all must match).
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .find_map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// The sample count of a histogram with `labels`.
+fn histogram_count(
+    s: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .find_map(|x| match &x.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count),
+            _ => None,
+        })
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_move() {
+    let c = Cluster::new(3);
+    let leader = start3(&c, &[]);
+    runtime().block_on(async {
+        let zk = connect(&c.specs[leader].client.to_string()).await;
+        zk.create("/m", b"x", CreateMode::Persistent)
+            .await
+            .expect("create");
+        let before = blocking(|| scrape(&c, leader));
+        for i in 0..20 {
+            zk.set_data("/m", format!("v{i}").as_bytes(), None)
+                .await
+                .expect("set");
+            zk.get_data("/m").await.expect("get");
+        }
+        assert!(matches!(zk.get_data("/nope").await, Err(Error::NoNode)));
+        let after = blocking(|| scrape(&c, leader));
+
+        let ops = [("op", "setData")];
+        let set_before = value(&before, "synod_requests_total", &ops).unwrap_or(0.0);
+        let set_after = value(&after, "synod_requests_total", &ops).expect("setData count");
+        assert!(
+            set_after >= set_before + 20.0,
+            "{set_before} -> {set_after}"
+        );
+        let get = histogram_count(
+            &after,
+            "synod_request_duration_seconds",
+            &[("op", "getData")],
+        )
+        .expect("getData latency histogram");
+        assert!(get >= 21.0, "getData latency samples {get}");
+        assert!(
+            value(&after, "synod_request_errors_total", &[("code", "NoNode")]).expect("NoNode")
+                >= 1.0
+        );
+        assert!(value(&after, "synod_raft_term", &[]).expect("term") >= 1.0);
+        assert_eq!(value(&after, "synod_raft_is_leader", &[]), Some(1.0));
+        assert_eq!(value(&after, "synod_raft_voters", &[]), Some(3.0));
+        let applied = value(&after, "synod_raft_applied_index", &[]).expect("applied");
+        assert!(applied > value(&before, "synod_raft_applied_index", &[]).expect("applied before"));
+        assert!(value(&after, "synod_raft_commit_index", &[]).expect("commit") >= applied);
+        assert!(value(&after, "synod_znodes", &[]).expect("znodes") >= 2.0);
+        assert!(value(&after, "synod_tree_data_bytes", &[]).expect("bytes") >= 2.0);
+        assert!(value(&after, "synod_sessions", &[]).expect("sessions") >= 1.0);
+        assert!(value(&after, "synod_connections", &[]).expect("connections") >= 1.0);
+        assert!(value(&after, "synod_outstanding_requests", &[]).is_some());
+        assert!(value(&after, "synod_watches", &[]).is_some());
+        assert!(
+            value(&after, "synod_raft_leader_changes_total", &[]).expect("leader changes") >= 1.0
+        );
+        let fsyncs =
+            histogram_count(&after, "synod_log_fsync_seconds", &[]).expect("fsync histogram");
+        assert!(fsyncs > histogram_count(&before, "synod_log_fsync_seconds", &[]).unwrap_or(0.0));
+        assert!(histogram_count(&after, "synod_log_append_seconds", &[]).expect("append") > 0.0);
+        assert!(
+            after.docs.contains_key("synod_requests_total"),
+            "HELP lines present"
+        );
+
+        // A manual snapshot shows up in the snapshot series.
+        let (st, snap) =
+            blocking(|| c.json(leader, "POST", "/snapshot", None)).expect("POST /snapshot");
+        assert_eq!(st, 200, "{snap}");
+        let m = blocking(|| scrape(&c, leader));
+        assert!(value(&m, "synod_snapshots_built_total", &[]).expect("snapshots") >= 1.0);
+        assert!(value(&m, "synod_snapshot_bytes", &[]).expect("bytes") > 0.0);
+        assert!(histogram_count(&m, "synod_snapshot_build_seconds", &[]).expect("build") >= 1.0);
+        assert!(value(&m, "synod_raft_snapshot_index", &[]).expect("snapshot index") >= applied);
+    });
+}
+
+/// Every znode under (and including) `root` with its data and Stat.
+async fn dump(zk: &Client, root: &str) -> BTreeMap<String, (Vec<u8>, Stat)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(p) = todo.pop() {
+        let (data, stat) = zk.get_data(&p).await.expect("get_data");
+        for child in zk.get_children(&p).await.expect("children") {
+            todo.push(if p == "/" {
+                format!("/{child}")
+            } else {
+                format!("{p}/{child}")
+            });
+        }
+        out.insert(p, (data.to_vec(), stat));
+    }
+    out
+}
+
+#[test]
+fn backup_restores_into_a_new_cluster() {
+    let a = Cluster::new(3);
+    let leader = start3(&a, &["--snapshot-entries", "50"]);
+    let rt = runtime();
+    let (before, backup_index) = rt.block_on(async {
+        let zk = connect(&a.connect_string(&[0, 1, 2])).await;
+        zk.create("/app", b"root", CreateMode::Persistent)
+            .await
+            .expect("create");
+        for i in 0..120 {
+            let p = zk
+                .create(
+                    "/app/n-",
+                    format!("value {i}").as_bytes(),
+                    CreateMode::PersistentSequential,
+                )
+                .await
+                .expect("create seq");
+            if i % 3 == 0 {
+                zk.set_data(&p, b"changed", None).await.expect("set");
+            }
+        }
+        zk.delete("/app/n-0000000001", None).await.expect("delete");
+        zk.create("/cfg", &[0xff, 0, 1], CreateMode::Persistent)
+            .await
+            .expect("binary");
+        // Backup from a follower: snapshot now, download it.
+        let follower = (leader + 1) % 3;
+        let (st, info) =
+            blocking(|| a.json(follower, "POST", "/snapshot", None)).expect("POST /snapshot");
+        assert_eq!(st, 200, "{info}");
+        let (st, bytes) =
+            blocking(|| a.http(follower, "GET", "/snapshot", None)).expect("GET /snapshot");
+        assert_eq!(st, 200);
+        let file = a.root().join("backup.bin");
+        std::fs::write(&file, &bytes).expect("write backup");
+        // The purge behind the snapshots left the log short.
+        let status = blocking(|| a.status(follower)).expect("status");
+        let index = info["last_log_index"].as_u64().expect("index");
+        assert!(
+            index >= status["applied_index"].as_u64().unwrap_or(0) - 5,
+            "{info} vs {status}"
+        );
+        // Reads through the follower that took the backup, after it has applied everything.
+        let zk2 = connect(&a.specs[follower].client.to_string()).await;
+        zk2.sync("/").await.expect("sync");
+        let tree = dump(&zk2, "/").await;
+        (tree, index)
+    });
+    let file = a.root().join("backup.bin");
+
+    // A new cluster on other ports, with ids 1..3 in a different order of addresses.
+    let b = Cluster::new(3);
+    let members = b.members(&[0, 1, 2]);
+    for i in 0..3 {
+        let out = std::process::Command::new(synod_bin())
+            .args(["restore", "--from"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&b.specs[i].data_dir)
+            .args(["--id", &b.specs[i].id.to_string(), "--members", &members])
+            .output()
+            .expect("synod restore");
+        assert!(
+            out.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("restored"), "{said}");
+    }
+    // Restoring onto a non-empty directory is refused.
+    let again = std::process::Command::new(synod_bin())
+        .args(["restore", "--from"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&b.specs[0].data_dir)
+        .args(["--id", "1", "--members", &members])
+        .output()
+        .expect("synod restore");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    for i in 0..3 {
+        b.spawn(i, &members, &[]);
+    }
+    let b_leader = b.wait_leader(&[0, 1, 2], START);
+    assert!(
+        !b.log(b_leader).contains("cluster initialized"),
+        "a restored node must not bootstrap"
+    );
+    rt.block_on(async {
+        let zk = connect(&b.connect_string(&[0, 1, 2])).await;
+        let after = dump(&zk, "/").await;
+        assert_eq!(before.len(), after.len());
+        for (path, (data, stat)) in &before {
+            let (d2, s2) = after
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} missing after restore"));
+            assert_eq!((data, stat), (d2, s2), "{path} differs after restore");
+        }
+        // Writes work and continue the zxid sequence after the backup.
+        zk.create("/after-restore", b"new", CreateMode::Persistent)
+            .await
+            .expect("write after restore");
+        let (_, s) = zk.get_data("/after-restore").await.expect("read back");
+        assert!(
+            s.czxid as u64 > backup_index,
+            "czxid {:#x} after backup {backup_index:#x}",
+            s.czxid
+        );
+        let (_, s) = zk.get_data("/app").await.expect("old node");
+        assert!(zk.set_data("/app", b"v2", Some(s.version)).await.is_ok());
+        let m = blocking(|| b.json(b_leader, "GET", "/membership", None))
+            .expect("membership")
+            .1;
+        let addrs: Vec<&str> = m["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|x| x["peer_addr"].as_str())
+            .collect();
+        assert_eq!(addrs.len(), 3);
+        for s in &b.specs {
+            assert!(addrs.contains(&s.peer.to_string().as_str()), "{m}");
+        }
+    });
+}
+
+#[test]
+fn leader_shuts_down_gracefully_under_load() {
+    let c = Cluster::new(3);
+    let leader = start3(&c, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let zk = connect(&c.specs[leader].client.to_string()).await;
+        zk.create("/g", b"", CreateMode::Persistent)
+            .await
+            .expect("create");
+        // Pipelined writes in flight while SIGTERM arrives.
+        let mut acked = Vec::new();
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let zk = zk.clone();
+                tokio::spawn(async move {
+                    let p = format!("/g/w{i}");
+                    zk.create(&p, b"x", CreateMode::Persistent).await.map(|_| p)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let started = Instant::now();
+        let exit = blocking(|| c.terminate(leader, Duration::from_secs(30)))
+            .expect("leader exited in time");
+        assert!(exit.success(), "exit status {exit:?}\n{}", c.log(leader));
+        let took = started.elapsed();
+        for w in writes {
+            if let Ok(Ok(p)) = w.await {
+                acked.push(p);
+            }
+        }
+        let log = c.log(leader);
+        assert!(log.contains("shutting down"), "{log}");
+        assert!(log.contains("leader exiting"), "{log}");
+        let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        blocking(|| c.wait_leader(&rest, START));
+        let zk2 = connect(&c.connect_string(&rest)).await;
+        zk2.sync("/").await.expect("sync");
+        for p in &acked {
+            assert!(
+                zk2.exists(p).await.expect("exists").is_some(),
+                "acknowledged {p} lost"
+            );
+        }
+        eprintln!(
+            "graceful shutdown took {took:?}; {} of 200 writes acknowledged",
+            acked.len()
+        );
+    });
+}
