@@ -23,6 +23,7 @@
 mod client;
 pub mod connect_string;
 pub mod error;
+pub mod recipe;
 mod session;
 pub mod watch;
 
