@@ -62,6 +62,12 @@ struct Shared {
 
 impl Shared {
     fn set(&self, leader: bool) {
+        // The subscriber list is locked across the state change so that a subscriber added
+        // right after a waiter saw the new state never receives the event for it.
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let changed = self.leader.send_if_modified(|l| {
             let changed = *l != leader;
             *l = leader;
@@ -73,10 +79,6 @@ impl Shared {
             } else {
                 Leadership::Lost
             };
-            let mut subs = self
-                .subscribers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
             subs.retain(|s| s.send(ev).is_ok());
         }
     }
