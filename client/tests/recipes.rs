@@ -591,7 +591,10 @@ async fn counter(cs: &str) {
         .expect("open");
     let v = c.get().await.expect("get");
     assert_eq!(v.value, 100);
-    assert!(!c.compare_and_set(v, 7).await.is_err());
+    assert!(
+        c.compare_and_set(v, 7).await.expect("cas"),
+        "CAS at the current version failed"
+    );
     let stale = c.compare_and_set(v, 8).await.expect("cas");
     assert!(!stale, "CAS with a stale version succeeded");
     assert_eq!(c.get().await.expect("get").value, 7);
