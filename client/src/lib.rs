@@ -5,6 +5,9 @@
 //! connection breaks moves to another server within the session timeout, resuming the same session
 //! with the last zxid it has seen and re-registering every watch, so that no event is lost.
 //!
+//! [`recipe`] builds locks, leader election, barriers, queues, a counter, a tree cache and a
+//! two-phase commit on top of it.
+//!
 //! ```no_run
 //! use synod_client::{Client, ConnectOptions, CreateMode};
 //!

@@ -151,8 +151,11 @@ fn node_of<K: Kind>(ens: &Local<K>, client: &Client) -> usize {
 /// The protected resource: refuses a second holder and any token not above the last one.
 #[derive(Default)]
 struct Resource {
+    /// Holders inside the critical section now (must never exceed 1).
     holders: AtomicUsize,
+    /// The highest fencing token accepted so far.
     last_token: AtomicI64,
+    /// Completed critical sections.
     entries: AtomicUsize,
 }
 
@@ -738,9 +741,13 @@ async fn cache_convergence<K: Kind>(ens: &Local<K>) {
 /// Where the coordinator crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Crash {
+    /// After `begin`, before any vote.
     BeforeVotes,
+    /// After one of three votes.
     AfterSomeVotes,
+    /// After writing the decision, before any participant learned it.
     AfterDecision,
+    /// After one participant applied the decision.
     AfterSomeApplied,
 }
 

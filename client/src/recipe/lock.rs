@@ -46,6 +46,17 @@ enum Rule {
     FewerBefore(usize),
 }
 
+/// What a waiting contender watches.
+#[derive(Debug, PartialEq, Eq)]
+enum Blocker {
+    /// Nothing: the contender holds.
+    Nothing,
+    /// The deletion of this node (the predecessor, or the nearest preceding writer).
+    Node(String),
+    /// Any change to the children (semaphore: any release may free a lease).
+    AnyChild,
+}
+
 /// A distributed mutual-exclusion lock on a directory znode.
 #[derive(Debug, Clone)]
 pub struct Lock {
@@ -269,34 +280,34 @@ async fn wait_turn(
                 _ => Error::Recipe(format!("contender node {mine} vanished")),
             });
         };
-        // The node whose deletion may let us proceed; `None` = we hold.
+        // What may let us proceed when it changes.
         let blocker = match rule {
-            Rule::First => idx.checked_sub(1).map(|p| children[p].clone()),
+            Rule::First => idx
+                .checked_sub(1)
+                .map_or(Blocker::Nothing, |p| Blocker::Node(children[p].clone())),
             Rule::NoWriterBefore => children[..idx]
                 .iter()
                 .rev()
                 .find(|c| c.starts_with("write-"))
-                .cloned(),
-            Rule::FewerBefore(n) if idx < n => None,
-            Rule::FewerBefore(_) => Some(String::new()), // watch the children instead
+                .map_or(Blocker::Nothing, |c| Blocker::Node(c.clone())),
+            Rule::FewerBefore(n) if idx < n => Blocker::Nothing,
+            Rule::FewerBefore(_) => Blocker::AnyChild,
         };
-        let Some(blocker) = blocker else {
+        if blocker == Blocker::Nothing {
             return Ok(());
-        };
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Error::WaitTimeout(dir.to_string()));
         }
-        let watched = if blocker.is_empty() {
-            client
+        let watched = match &blocker {
+            Blocker::Node(name) => client
+                .exists_watch(&super::child_path(dir, name))
+                .await
+                .map(|(stat, w)| stat.map(|_| w)),
+            _ => client
                 .get_children_watch(dir)
                 .await
-                .map(|(_, _, w)| Some(w))
-        } else {
-            let path = super::child_path(dir, &blocker);
-            client
-                .exists_watch(&path)
-                .await
-                .map(|(stat, w)| stat.map(|_| w))
+                .map(|(_, _, w)| Some(w)),
         };
         let watch = match watched {
             Ok(Some(w)) => w,

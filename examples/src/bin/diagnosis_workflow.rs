@@ -55,6 +55,7 @@ struct Args {
 
 /// The znodes of one run.
 struct Paths {
+    /// `/diagnosis/<run>`: everything of this run is below it.
     root: String,
 }
 
