@@ -36,7 +36,7 @@
 //!    node at version 1 (its single vote) after reading "commit" in each: no vote can change
 //!    between the read and the decision.
 //! 3. **Votes are final.** A vote is written once (conditioned on version 0); after the decision a
-//!    vote node only moves to "applied:<the decision>".
+//!    vote node only moves to `"applied:<the decision>"`.
 //! 4. **Anyone can finish.** [`Coordinator::try_decide`] is a pure function of the tree and the
 //!    clock (for the deadline), so a new coordinator (the next elected one, see
 //!    [`super::election`]) finishes every open transaction from the tree alone, reaching the
