@@ -304,14 +304,16 @@ async fn wait_turn(
                 .exists_watch(&super::child_path(dir, name))
                 .await
                 .map(|(stat, w)| stat.map(|_| w)),
+            // A release between the read above and this one would be missed by the watch:
+            // look again if the children changed meanwhile.
             _ => client
                 .get_children_watch(dir)
                 .await
-                .map(|(_, _, w)| Some(w)),
+                .map(|(now, _, w)| (sort_sequential(now) == children).then_some(w)),
         };
         let watch = match watched {
             Ok(Some(w)) => w,
-            Ok(None) => continue, // already gone: look again
+            Ok(None) => continue, // already gone or changed: look again
             Err(e) if retry::is_retryable(&e) => {
                 attempt += 1;
                 policy.backoff(client, attempt, e).await?;

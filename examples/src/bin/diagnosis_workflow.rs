@@ -539,8 +539,19 @@ async fn coordinate(
             Err(e) => return Err(format!("election: {e}")),
         }
     }
-    say(&name, "elected case coordinator");
     let coord = Coordinator::new(&zk, &tx_root, &name);
+    if let Ok(st) = coord.status(TX).await {
+        if let Some((o, _)) = st.decision {
+            // Elected after the decision (the coordinator before left): nothing left to do.
+            say(
+                &name,
+                format!("elected case coordinator; {TX} is already decided ({o})"),
+            );
+            latch.close().await.map_err(fail("leave the election"))?;
+            return Ok(false);
+        }
+    }
+    say(&name, "elected case coordinator");
     let open = coord
         .open_transactions()
         .await
