@@ -31,6 +31,14 @@ macro_rules! keeper_errors {
             /// The client was closed (by `close` or because every handle was dropped).
             #[error("client closed")]
             Closed,
+            /// A recipe waited for something (a lock, leadership, a barrier, a decision) longer
+            /// than its caller allowed.
+            #[error("timed out waiting for {0}")]
+            WaitTimeout(String),
+            /// A recipe found the tree in a state it cannot interpret (e.g. a malformed
+            /// transaction node), or lost what it held (e.g. its lock node vanished).
+            #[error("recipe: {0}")]
+            Recipe(String),
         }
 
         impl Error {
@@ -53,7 +61,10 @@ macro_rules! keeper_errors {
                     Error::Multi { code, .. } => Some(*code),
                     Error::InvalidPath(_) => Some(ErrorCode::BadArguments),
                     Error::ConnectTimeout(_) | Error::Closed => Some(ErrorCode::ConnectionLoss),
-                    Error::InvalidConnectString(_) | Error::Protocol(_) => None,
+                    Error::InvalidConnectString(_)
+                    | Error::Protocol(_)
+                    | Error::WaitTimeout(_)
+                    | Error::Recipe(_) => None,
                 }
             }
         }
@@ -103,6 +114,8 @@ impl Error {
             Some(ErrorCode::Other(_)) | None => match self {
                 Error::InvalidConnectString(_) => "InvalidConnectString".into(),
                 Error::Protocol(_) => "ProtocolError".into(),
+                Error::WaitTimeout(_) => "WaitTimeout".into(),
+                Error::Recipe(_) => "RecipeError".into(),
                 _ => "Unknown".into(),
             },
             Some(c) => c.name().into(),

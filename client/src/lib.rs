@@ -5,6 +5,9 @@
 //! connection breaks moves to another server within the session timeout, resuming the same session
 //! with the last zxid it has seen and re-registering every watch, so that no event is lost.
 //!
+//! [`recipe`] builds locks, leader election, barriers, queues, a counter, a tree cache and a
+//! two-phase commit on top of it.
+//!
 //! ```no_run
 //! use synod_client::{Client, ConnectOptions, CreateMode};
 //!
@@ -23,6 +26,7 @@
 mod client;
 pub mod connect_string;
 pub mod error;
+pub mod recipe;
 mod session;
 pub mod watch;
 

@@ -27,6 +27,39 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The `synod` server binary for tests outside the server crate: `$SYNOD_BIN` if set, else
+/// `<directory of the running test executable>/../synod` (in `cargo test --workspace` the server's
+/// binary is built into `target/<profile>/synod` before any test runs).
+pub fn synod_bin() -> io::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SYNOD_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("SYNOD_BIN={} is not a file", bin.display()),
+            ))
+        };
+    }
+    let exe = std::env::current_exe()?;
+    let guess = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("synod"));
+    match guess {
+        Some(bin) if bin.is_file() => Ok(bin),
+        other => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no synod binary at {}; build it with `cargo build -p synod-server` (same target \
+                 directory and profile) or set SYNOD_BIN to its path",
+                other.map_or_else(|| "<unknown>".to_string(), |p| p.display().to_string())
+            ),
+        )),
+    }
+}
+
 /// The ZooKeeper server jar; its manifest `Class-Path` names the Debian jars it depends on.
 pub const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 /// An SLF4J binding for ZooKeeper's logging. The jar's manifest names only `slf4j-api`, and without a

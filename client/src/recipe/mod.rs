@@ -1,0 +1,199 @@
+//! Coordination recipes built on the plain client: locks, elections, barriers, queues, counters, a
+//! tree cache and a two-phase commit. They use only the standard ZooKeeper API, so they work
+//! against Apache ZooKeeper 3.6+ (persistent watches) as well as synod, and follow the semantics of
+//! ZooKeeper's documented recipes and of Apache Curator.
+//!
+//! # Connection states (shared by every recipe)
+//!
+//! A [`crate::Client`] goes `Connected → Disconnected → Connected` when its connection breaks and it
+//! resumes the same session on another server, and ends in `Expired` when the session is gone.
+//!
+//! * **Disconnected (suspended).** The session may still be alive, but nothing this client holds can
+//!   be trusted any more: another process may already own it if the session expires meanwhile.
+//!   Lock guards report themselves [suspended](lock::LockGuard::is_suspended) and a leader latch
+//!   emits [`election::Leadership::Lost`] at once. Blocking waits keep waiting: their watches
+//!   survive the reconnect.
+//! * **Reconnected.** Every recipe re-reads the tree before it trusts anything again: the latch
+//!   re-checks whether its node is still first and emits `Gained` again if so; the tree cache
+//!   reloads the subtree (persistent watches do not replay missed events).
+//! * **Expired.** Ephemeral nodes are gone: locks and leadership are lost for good, waits fail with
+//!   [`crate::Error::SessionExpired`], the cache stops. Recovering means a new client.
+//!
+//! Idempotent reads and conditional writes are retried under a bounded [`retry::RetryPolicy`].
+//! Creates of ephemeral sequential nodes are made *protected*, as Curator does: the node name
+//! carries a random tag, so that after a `ConnectionLoss` the recipe finds the node it may have
+//! created instead of leaking a second one.
+
+pub mod barrier;
+pub mod cache;
+pub mod counter;
+pub mod election;
+pub mod lock;
+pub mod queue;
+pub mod retry;
+pub mod twophase;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::{Client, CreateMode, Error, Result, Stat};
+
+/// Width of the sequence suffix ZooKeeper appends to sequential nodes.
+const SEQ_DIGITS: usize = 10;
+
+/// A random tag that makes a protected node's name unique to one attempt.
+pub(crate) fn random_tag() -> String {
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// The sequence number of a sequential node name (its last ten characters), if it has one.
+pub(crate) fn sequence_of(name: &str) -> Option<u64> {
+    let start = name.len().checked_sub(SEQ_DIGITS)?;
+    name.get(start..)?.parse().ok()
+}
+
+/// Children of a recipe directory that carry a sequence suffix, sorted by it (the order in which
+/// they were created, whatever their prefixes).
+pub(crate) fn sort_sequential(children: Vec<String>) -> Vec<String> {
+    let mut seq: Vec<(u64, String)> = children
+        .into_iter()
+        .filter_map(|c| sequence_of(&c).map(|s| (s, c)))
+        .collect();
+    seq.sort();
+    seq.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Joins a directory and a child name.
+pub(crate) fn child_path(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The last component of a path.
+pub(crate) fn node_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Creates `path` and every missing ancestor as persistent nodes with empty data (like Curator's
+/// `creatingParentsIfNeeded`). Existing nodes are fine.
+pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
+    if path == "/" {
+        return Ok(());
+    }
+    let policy = retry::RetryPolicy::default();
+    let mut prefix = String::new();
+    for part in path.trim_start_matches('/').split('/') {
+        prefix.push('/');
+        prefix.push_str(part);
+        let p = prefix.clone();
+        let created = policy
+            .run(client, || async {
+                match client.create(&p, b"", CreateMode::Persistent).await {
+                    Ok(_) | Err(Error::NodeExists) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        created?;
+    }
+    Ok(())
+}
+
+/// Creates a *protected* sequential node `dir/{prefix}{tag}-NNNNNNNNNN` and returns its path and
+/// Stat. On `ConnectionLoss` it waits for the session to come back and looks for a child carrying
+/// its tag before trying again, so that one call creates at most one node. Creates `dir` if
+/// missing.
+pub(crate) async fn create_protected(
+    client: &Client,
+    dir: &str,
+    prefix: &str,
+    data: &[u8],
+    mode: CreateMode,
+) -> Result<(String, Stat)> {
+    let tag = random_tag();
+    let base = child_path(dir, &format!("{prefix}{tag}-"));
+    let policy = retry::RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        match client
+            .create_full(&base, data, &crate::Acl::open_unsafe(), mode, None)
+            .await
+        {
+            Ok(done) => return Ok(done),
+            Err(Error::NoNode) => ensure_path(client, dir).await?,
+            Err(e) if retry::is_retryable(&e) => {
+                attempt += 1;
+                policy.backoff(client, attempt, e).await?;
+                let found = find_tagged(client, dir, &tag).await;
+                match found {
+                    Ok(Some(done)) => return Ok(done),
+                    Ok(None) => {}
+                    Err(e) if retry::is_retryable(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The child of `dir` whose name carries `tag`, with its Stat.
+async fn find_tagged(client: &Client, dir: &str, tag: &str) -> Result<Option<(String, Stat)>> {
+    for child in client.get_children(dir).await? {
+        if child.contains(tag) {
+            let path = child_path(dir, &child);
+            if let Some(stat) = client.exists(&path).await? {
+                return Ok(Some((path, stat)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes `path` (any version), retrying connection loss; a node already gone is success.
+pub(crate) async fn delete_quietly(client: &Client, path: &str) -> Result<()> {
+    retry::RetryPolicy::default()
+        .run(client, || async {
+            match client.delete(path, None).await {
+                Ok(()) | Err(Error::NoNode) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+}
+
+/// Data as text for messages (lossy).
+pub(crate) fn text(data: &Bytes) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequential_children_sort_by_suffix_across_prefixes() {
+        let sorted = sort_sequential(vec![
+            "write-b-0000000012".into(),
+            "read-a-0000000003".into(),
+            "junk".into(),
+            "read-c-0000000007".into(),
+        ]);
+        assert_eq!(
+            sorted,
+            [
+                "read-a-0000000003",
+                "read-c-0000000007",
+                "write-b-0000000012"
+            ]
+        );
+        assert_eq!(sequence_of("x-0000000042"), Some(42));
+        assert_eq!(sequence_of("short"), None);
+        assert_eq!(child_path("/", "a"), "/a");
+        assert_eq!(child_path("/d", "a"), "/d/a");
+        assert_eq!(node_name("/d/a"), "a");
+    }
+}
