@@ -18,7 +18,8 @@ use synod_faults::checks::{
 };
 use synod_faults::history::Outcome as HOutcome;
 use synod_faults::model::{
-    MultiModel, MultiOp, MultiRet, RegisterModel, RegisterOp, RegisterRet, Value, Znode,
+    MultiModel, MultiOp, MultiRet, RegisterModel, RegisterOp, RegisterRet, TxnOp, TxnOpRet, Value,
+    Znode,
 };
 
 use crate::net::FaultNet;
@@ -232,20 +233,28 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         addrs.clone(),
         load.clone(),
     )));
-    // Leader changes, as seen by polling: a new leader restarts session deadlines.
+    // Leader takeovers, as seen by polling every node: a node reporting itself leader in a term
+    // not seen before (a new leader restarts session deadlines).
     let changes: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let monitor = {
         let (ens, load, changes) = (ens.clone(), load.clone(), changes.clone());
         tokio::task::spawn_blocking(move || {
-            let mut last = None;
+            let mut seen = std::collections::BTreeSet::new();
+            let mut first = true;
             while !load.stop.load(Ordering::Relaxed) {
-                let now = ens.leader();
-                if now.is_some() && now != last {
-                    if last.is_some() {
+                for idx in 0..3 {
+                    let Some(s) = ens.status_json(idx) else {
+                        continue;
+                    };
+                    if s["role"].as_str() != Some("leader") {
+                        continue;
+                    }
+                    let term = s["term"].as_u64().unwrap_or(0);
+                    if seen.insert(term) && !first {
                         plock(&changes).push(load.registers.start().elapsed());
                     }
-                    last = now;
                 }
+                first = false;
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
@@ -493,8 +502,9 @@ fn analyse(
         timeout: Duration::from_secs(20),
         ..Budget::default()
     };
-    let regs = load.registers.operations();
+    let mut regs = load.registers.operations();
     let mut summary = Summary::from_operations(name, &regs);
+    let resolved = resolve_register_unknowns(&mut regs, &finals.registers);
 
     let report = check(&RegisterModel, &regs, &budget);
     match report.verdict() {
@@ -517,7 +527,14 @@ fn analyse(
         }
     }
 
-    let multis = load.multis.operations();
+    let mut multis = load.multis.operations();
+    let resolved_multi = resolve_multi_unknowns(&mut multis);
+    if resolved + resolved_multi > 0 {
+        eprintln!(
+            "  {name}: {resolved} register and {resolved_multi} multi writes of unknown outcome \
+             shown by the final versions never to have taken effect"
+        );
+    }
     summary.add_operations(&multis);
     let initial = MULTI_KEYS
         .iter()
@@ -659,4 +676,110 @@ fn analyse(
     summary.add_anomalies(&a);
     details.extend(a.iter().take(20).map(|a| format!("ephemeral: {a}")));
     summary
+}
+
+/// Resolves register writes of unknown outcome by counting versions: every successful setData
+/// bumps the znode's version (the workload never deletes), so the final version minus the
+/// acknowledged writes is how many unknown writes took effect. Values are unique per write, so an
+/// unknown write whose value nobody ever read is one that did not take effect whenever the
+/// observed unknown writes already account for that count; such writes become `Failed`. Sound,
+/// and it keeps the checker's search small after crashes. Returns how many were resolved.
+fn resolve_register_unknowns(
+    regs: &mut [synod_faults::history::Operation<synod_faults::model::ZnodeOp, RegisterRet>],
+    finals: &BTreeMap<String, Option<FinalNode>>,
+) -> usize {
+    let mut resolved = 0;
+    for (path, fin) in finals {
+        let Some(fin) = fin else { continue };
+        let acked = regs
+            .iter()
+            .filter(|o| &o.op.path == path)
+            .filter(|o| matches!(o.result(), Some(RegisterRet::Written { .. })))
+            .count();
+        let mut observed: std::collections::HashSet<Vec<u8>> = regs
+            .iter()
+            .filter(|o| &o.op.path == path)
+            .filter_map(|o| match o.result() {
+                Some(RegisterRet::Value { value, .. }) => Some(value.0.clone()),
+                _ => None,
+            })
+            .collect();
+        observed.insert(fin.value.0.clone());
+        let took_effect = (fin.version.max(0) as usize).saturating_sub(acked);
+        let written = |o: &synod_faults::history::Operation<
+            synod_faults::model::ZnodeOp,
+            RegisterRet,
+        >| match &o.op.op {
+            RegisterOp::Write(v) | RegisterOp::CasWrite { value: v, .. } => Some(v.0.clone()),
+            _ => None,
+        };
+        let unknown_seen = regs
+            .iter()
+            .filter(|o| &o.op.path == path && matches!(o.outcome, HOutcome::Unknown))
+            .filter(|o| written(o).is_some_and(|v| observed.contains(&v)))
+            .count();
+        if unknown_seen != took_effect {
+            continue;
+        }
+        for o in regs.iter_mut().filter(|o| &o.op.path == path) {
+            if matches!(o.outcome, HOutcome::Unknown)
+                && written(o).is_some_and(|v| !observed.contains(&v))
+            {
+                o.outcome = HOutcome::Failed;
+                resolved += 1;
+            }
+        }
+    }
+    resolved
+}
+
+/// The same resolution for the multi client's transactions, counted on /m/a (every committed
+/// transaction sets it once) against the final multi-read (the last operation recorded).
+fn resolve_multi_unknowns(
+    ops: &mut [synod_faults::history::Operation<MultiOp, MultiRet>],
+) -> usize {
+    let Some(MultiRet::Read(last)) = ops.last().and_then(|o| o.result()).cloned() else {
+        return 0;
+    };
+    let Some(Some(final_a)) = last.first().cloned() else {
+        return 0;
+    };
+    let committed = ops
+        .iter()
+        .filter(|o| matches!(o.result(), Some(MultiRet::Txn(r)) if r.iter().all(|x| matches!(x, TxnOpRet::Checked | TxnOpRet::Set { .. }))))
+        .count();
+    let mut observed: std::collections::HashSet<Vec<u8>> = ops
+        .iter()
+        .filter_map(|o| match o.result() {
+            Some(MultiRet::Read(v)) => v.first().cloned().flatten().map(|z| z.value.0),
+            _ => None,
+        })
+        .collect();
+    observed.insert(final_a.value.0.clone());
+    let value_of = |o: &synod_faults::history::Operation<MultiOp, MultiRet>| match &o.op {
+        MultiOp::Txn(t) => t.iter().find_map(|x| match x {
+            TxnOp::Set { value, .. } => Some(value.0.clone()),
+            _ => None,
+        }),
+        MultiOp::Read(_) => None,
+    };
+    let took_effect = (final_a.version.max(0) as usize).saturating_sub(committed);
+    let unknown_seen = ops
+        .iter()
+        .filter(|o| matches!(o.outcome, HOutcome::Unknown))
+        .filter(|o| value_of(o).is_some_and(|v| observed.contains(&v)))
+        .count();
+    if unknown_seen != took_effect {
+        return 0;
+    }
+    let mut resolved = 0;
+    for o in ops.iter_mut() {
+        if matches!(o.outcome, HOutcome::Unknown)
+            && value_of(o).is_some_and(|v| !observed.contains(&v))
+        {
+            o.outcome = HOutcome::Failed;
+            resolved += 1;
+        }
+    }
+    resolved
 }

@@ -109,6 +109,17 @@ async fn live(client: &mut Option<Client>, servers: &str, load: &Load) -> bool {
     if dead {
         *client = connect(servers, load).await;
     }
+    // Wait (bounded) for a connection: a request issued while disconnected fails at once, and
+    // its outcome could only be recorded as unknown.
+    for _ in 0..50 {
+        match client.as_ref().map(Client::state) {
+            Some(SessionState::Connected) => return true,
+            Some(SessionState::Disconnected | SessionState::Connecting) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            _ => break,
+        }
+    }
     client.is_some()
 }
 
