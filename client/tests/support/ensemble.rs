@@ -1069,6 +1069,37 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
     Ok(body.to_string())
 }
 
+/// A minimal HTTP/1.0 `POST path` of a JSON `body` to `addr`, waiting at most `timeout` for the
+/// answer: (status code, body).
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("POST {path} on {addr}: no header end")))?;
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("POST {path} on {addr}: bad status line")))?;
+    Ok((status, body.to_string()))
+}
+
 /// Sends `request` on a fresh connection to `addr` and reads the reply until the server closes
 /// the connection, each step bounded by [`PROBE_TIMEOUT`].
 fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String> {

@@ -51,6 +51,8 @@ pub enum Fault {
     /// A follower down while the others write past a snapshot and purge their logs: it must
     /// catch up by snapshot, and is killed again during that catch-up.
     SnapshotCatchUp,
+    /// Add a fourth node as a learner, promote it, remove the leader (joint consensus).
+    Membership,
     /// All of the above that keep a majority, one after the other.
     Mixed,
 }
@@ -107,6 +109,11 @@ pub const FULL: &[Spec] = &[
         hold: Duration::from_secs(8),
     },
     Spec {
+        name: "membership-change",
+        fault: Fault::Membership,
+        hold: Duration::from_secs(1),
+    },
+    Spec {
         name: "mixed",
         fault: Fault::Mixed,
         hold: Duration::from_secs(2),
@@ -137,10 +144,11 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Every node's flags: the first three are the initial voters; each dials the others through
-/// its own proxy of `net`.
+/// Every node's flags: the first three are the initial voters, later ones join (`--join`); each
+/// dials the others through its own proxy of `net`.
 fn node_args(net: Arc<FaultNet>) -> NodeArgs {
     Arc::new(move |node: &Node, nodes: &[Node]| {
+        let initial = &nodes[..nodes.len().min(3)];
         let mut routes = Vec::new();
         for other in nodes.iter().filter(|o| o.id != node.id) {
             let target: SocketAddr = ([127, 0, 0, 1], other.peer_port).into();
@@ -149,12 +157,14 @@ fn node_args(net: Arc<FaultNet>) -> NodeArgs {
                 Err(e) => eprintln!("fault net: no proxy {}->{}: {e}", node.id, other.id),
             }
         }
-        vec![
-            "--members".into(),
-            members_arg(nodes),
-            "--peer-route".into(),
-            routes.join(","),
-        ]
+        let mut args = vec!["--peer-route".into(), routes.join(",")];
+        if node.id <= 3 {
+            args.extend(["--members".into(), members_arg(initial)]);
+        } else {
+            let own = std::slice::from_ref(node);
+            args.extend(["--join".into(), "--members".into(), members_arg(own)]);
+        }
+        args
     })
 }
 
@@ -174,8 +184,14 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     if spec.fault == Fault::SnapshotCatchUp {
         extra.extend(["--snapshot-entries".to_string(), "200".to_string()]);
     }
-    let ens = blocking(|| SynodEnsemble::start_custom(bin, 3, 3, &extra, node_args(net.clone())))
-        .map_err(|e| format!("start cluster: {e}"))?;
+    let total = if spec.fault == Fault::Membership {
+        4
+    } else {
+        3
+    };
+    let ens =
+        blocking(|| SynodEnsemble::start_custom(bin, total, 3, &extra, node_args(net.clone())))
+            .map_err(|e| format!("start cluster: {e}"))?;
     let ens = Arc::new(ens);
     let addrs = ens.addrs();
     let ids: Vec<usize> = (1..=3).collect();
@@ -242,7 +258,7 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
             let mut seen = std::collections::BTreeSet::new();
             let mut first = true;
             while !load.stop.load(Ordering::Relaxed) {
-                for idx in 0..3 {
+                for idx in 0..ens.addrs().len() {
                     let Some(s) = ens.status_json(idx) else {
                         continue;
                     };
@@ -262,7 +278,8 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut leader_faults = Vec::new();
-    let fault_log = inject(&ens, &net, &ids, spec, watched, &load, &mut leader_faults).await?;
+    let (fault_log, members) =
+        inject(&ens, &net, &ids, spec, watched, &load, &mut leader_faults).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -273,14 +290,14 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     // Converge: every node back, caught up, same digest.
     net.heal();
     let mut details = Vec::new();
-    for idx in 0..3 {
+    for &idx in &members {
         if !ens.running()[idx] {
             blocking(|| ens.restart(idx)).map_err(|e| format!("restart node {idx}: {e}"))?;
         }
     }
     let leader = blocking(|| ens.wait_for_leader(Duration::from_secs(30)))
         .map_err(|e| format!("no leader after healing: {e}"))?;
-    if let Err(e) = converge(&ens).await {
+    if let Err(e) = converge(&ens, &members).await {
         details.push(e);
     }
     if spec.fault == Fault::SnapshotCatchUp && !fault_log.iter().any(|l| l.contains("snapshot")) {
@@ -319,7 +336,8 @@ async fn inject(
     watched: usize,
     load: &Load,
     leader_faults: &mut Vec<Duration>,
-) -> Result<Vec<String>, String> {
+) -> Result<(Vec<String>, Vec<usize>), String> {
+    let mut members = vec![0, 1, 2];
     let now = || load.registers.start().elapsed();
     let mut log = Vec::new();
     let leader =
@@ -403,20 +421,64 @@ async fn inject(
                     "caught up ({installed} snapshot installs in its log)"
                 ));
             }
+            Fault::Membership => {
+                // Node 4 joins as a learner, becomes a voter, and the leader is removed.
+                let admin = ens.admin_addr(l).ok_or("no admin address")?;
+                let new = 3;
+                let peer = ens.node(new).map(|n| n.peer_port).ok_or("no node 4")?;
+                blocking(|| ens.spawn(new)).map_err(|e| e.to_string())?;
+                let call = |path: &str, body: String| {
+                    blocking(|| {
+                        crate::support::ensemble::http_post(
+                            admin,
+                            path,
+                            &body,
+                            Duration::from_secs(30),
+                        )
+                    })
+                    .map_err(|e| format!("POST {path}: {e}"))
+                };
+                let (code, reply) = call(
+                    "/members/add-learner",
+                    format!(r#"{{"id":4,"peer_addr":"127.0.0.1:{peer}"}}"#),
+                )?;
+                log.push(format!("add-learner 4: {code}"));
+                if code != 200 {
+                    return Err(format!("add-learner: {code} {reply}"));
+                }
+                let (code, reply) = call("/members/promote", r#"{"id":4}"#.to_string())?;
+                log.push(format!("promote 4: {code}"));
+                if code != 200 {
+                    return Err(format!("promote: {code} {reply}"));
+                }
+                tokio::time::sleep(hold).await;
+                leader_faults.push(now());
+                let (code, reply) = call("/members/remove", format!(r#"{{"id":{}}}"#, l + 1))?;
+                log.push(format!("remove leader {}: {code}", l + 1));
+                if code != 200 {
+                    return Err(format!("remove: {code} {reply}"));
+                }
+                // The removed node is stopped, as an operator would after removing it.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                blocking(|| ens.kill(l)).map_err(|e| e.to_string())?;
+                members = (0..4).filter(|&i| i != l).collect();
+            }
             Fault::Mixed => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(log)
+    Ok((log, members))
 }
 
-/// Waits (bounded) until every node has applied the same index and reports the same digest.
-async fn converge(ens: &SynodEnsemble) -> Result<(), String> {
+/// Waits (bounded) until the nodes `members` have applied the same index and report the same
+/// digest.
+async fn converge(ens: &SynodEnsemble, members: &[usize]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = Vec::new();
     while Instant::now() < deadline {
-        last = (0..3)
-            .map(|i| {
+        last = members
+            .iter()
+            .map(|&i| {
                 ens.admin_addr(i)
                     .and_then(|a| http_get(a, "/digest").ok())
                     .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
