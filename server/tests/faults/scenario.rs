@@ -249,26 +249,24 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         addrs.clone(),
         load.clone(),
     )));
-    // Leader takeovers, as seen by polling every node: a node reporting itself leader in a term
-    // not seen before (a new leader restarts session deadlines).
+    // Leader takeovers, as seen by polling every node: a node that reports itself leader after
+    // not doing so (or not answering) at the previous poll — a new election, or a restarted
+    // leader resuming its term. Either way its session deadlines restart (DESIGN.md §6).
     let changes: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let monitor = {
         let (ens, load, changes) = (ens.clone(), load.clone(), changes.clone());
         tokio::task::spawn_blocking(move || {
-            let mut seen = std::collections::BTreeSet::new();
+            let mut leading = vec![false; ens.addrs().len()];
             let mut first = true;
             while !load.stop.load(Ordering::Relaxed) {
-                for idx in 0..ens.addrs().len() {
-                    let Some(s) = ens.status_json(idx) else {
-                        continue;
-                    };
-                    if s["role"].as_str() != Some("leader") {
-                        continue;
-                    }
-                    let term = s["term"].as_u64().unwrap_or(0);
-                    if seen.insert(term) && !first {
+                for (idx, was) in leading.iter_mut().enumerate() {
+                    let now = ens
+                        .status_json(idx)
+                        .is_some_and(|s| s["role"].as_str() == Some("leader"));
+                    if now && !*was && !first {
                         plock(&changes).push(load.registers.start().elapsed());
                     }
+                    *was = now;
                 }
                 first = false;
                 std::thread::sleep(Duration::from_millis(100));
