@@ -478,7 +478,7 @@ async fn session_loop(node: Arc<Node>) {
                     .sessions()
                     .map(|(id, s)| (id, Duration::from_millis(s.timeout_ms.max(0) as u64)))
                     .collect();
-                let due = if round % SESSION_CHECKS == 0 {
+                let due = if round.is_multiple_of(SESSION_CHECKS) {
                     r.tree.reap_candidates(now_ms(), 1000)
                 } else {
                     Vec::new()
@@ -508,7 +508,7 @@ async fn session_loop(node: Arc<Node>) {
                     });
                 }
             }
-            if !due.is_empty() && round % SESSION_CHECKS == 0 {
+            if !due.is_empty() && round.is_multiple_of(SESSION_CHECKS) {
                 node.propose(Command::Reap {
                     time_ms: now_ms(),
                     paths: due,

@@ -13,8 +13,8 @@ use synod_client::{Client, ConnectOptions, Op, OpResult};
 use synod_faults::checker::{check, Budget, Verdict};
 use synod_faults::checks::{
     ephemeral_lifetime, lock_never_two_holders, max_unavailability, no_lost_writes,
-    sequential_names_unique_increasing, watch_events_exactly_once_in_order, AckedWrite, FinalNode,
-    HoldInterval, SeqCreate, Summary,
+    sequential_names_unique_increasing, watch_events_exactly_once_in_order, AckedWrite, Anomaly,
+    FinalNode, HoldInterval, SeqCreate, Summary,
 };
 use synod_faults::history::Outcome as HOutcome;
 use synod_faults::model::{
@@ -708,12 +708,16 @@ fn analyse(
     summary.add_anomalies(&a);
     details.extend(a.iter().take(20).map(|a| format!("watch: {a}")));
 
-    // Ephemerals: a leader that fails before a session's deadline never expires it; the next
-    // leader restarts the deadline from its takeover (DESIGN.md §6).
+    // Ephemerals. An ephemeral must exist while its session is alive (until its client went
+    // silent), and be gone within timeout + tick of the session's deadline. A leader that fails
+    // before that deadline never expires the session; the next leader restarts the deadline from
+    // its takeover (DESIGN.md §6), so the "gone by" bound moves to that takeover.
     let changes = plock(changes).clone();
-    let mut sessions = Vec::new();
+    let mut silent = Vec::new();
+    let mut deadlines = Vec::new();
     let mut nodes = Vec::new();
-    for (node, mut life) in plock(&load.ephemerals).clone() {
+    for (node, life) in plock(&load.ephemerals).clone() {
+        let mut moved = life.clone();
         if let Some(until) = life.alive_until {
             let mut deadline = until + life.timeout + TICK;
             let mut restarted = until;
@@ -726,13 +730,22 @@ fn analyse(
                     deadline = restarted + life.timeout + TICK;
                 }
             }
-            life.alive_until = Some(restarted);
+            moved.alive_until = Some(restarted);
         }
-        sessions.push(life);
+        silent.push(life);
+        deadlines.push(moved);
         nodes.push(node);
     }
     let observations = plock(&load.observations).clone();
-    let a = ephemeral_lifetime(&sessions, &nodes, &observations, TICK);
+    let mut a: Vec<Anomaly> = ephemeral_lifetime(&silent, &nodes, &observations, TICK)
+        .into_iter()
+        .filter(|a| matches!(a, Anomaly::EphemeralVanished { .. }))
+        .collect();
+    a.extend(
+        ephemeral_lifetime(&deadlines, &nodes, &observations, TICK)
+            .into_iter()
+            .filter(|a| matches!(a, Anomaly::EphemeralOutlived { .. })),
+    );
     summary.add_anomalies(&a);
     details.extend(a.iter().take(20).map(|a| format!("ephemeral: {a}")));
     summary
