@@ -92,6 +92,25 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The background compaction thread of a [`LogStore`] and whether it runs.
+#[derive(Default)]
+struct Compactor {
+    /// True while a compaction runs.
+    running: std::sync::atomic::AtomicBool,
+    /// The last compaction thread started.
+    handle: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Compactor {
+    /// Waits for a running compaction: it holds the database open.
+    fn drop(&mut self) {
+        let slot = self.handle.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = slot.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The durable Raft log store of one node (see the [module docs](self) for its layout and
 /// durability contract).
 ///
@@ -103,8 +122,9 @@ pub struct LogStore {
     db: Arc<DB>,
     /// Write counters for metrics, shared by every clone so that all report the same numbers.
     counters: Arc<Counters>,
-    /// Set while a background compaction of purged entries runs (at most one at a time).
-    compacting: Arc<std::sync::atomic::AtomicBool>,
+    /// The background compaction of purged entries (at most one at a time); joined when the
+    /// last clone drops, so that the database is closed when the store is gone.
+    compactor: Arc<Compactor>,
     /// Latency histograms in the process's `metrics` recorder, resolved once at open so that the
     /// write path records without a registry lookup.
     timings: Arc<Timings>,
@@ -228,7 +248,7 @@ impl LogStore {
             db: Arc::new(db),
             counters: Arc::new(Counters::default()),
             timings: Arc::new(Timings::register()),
-            compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            compactor: Arc::new(Compactor::default()),
         };
         // Fail at open, not at the first call, if the layout is not ours.
         store.cf(CF_LOGS)?;
@@ -445,21 +465,36 @@ impl LogStore {
     /// Runs [`compact_purged`](Self::compact_purged) on its own thread (never on the Raft core),
     /// unless one is already running: the next purge covers what this one skips.
     fn compact_in_background(&self, upto: u64) {
-        if self.compacting.swap(true, Relaxed) {
+        let compactor = &self.compactor;
+        if compactor.running.swap(true, Relaxed) {
             return;
         }
-        let store = self.clone();
+        // The thread holds the database, not the store: the store's last clone joins it.
+        let db = self.db.clone();
+        let running = Arc::downgrade(compactor);
         let spawned = std::thread::Builder::new()
             .name("log-compact".into())
             .spawn(move || {
-                if let Err(e) = store.compact_purged(upto) {
-                    tracing::warn!(%e, "compacting the purged raft log failed");
+                let end = log_key(upto.saturating_add(1));
+                match db.cf_handle(CF_LOGS) {
+                    Some(cf) => db.compact_range_cf(cf, None::<&[u8]>, Some(&end[..])),
+                    None => tracing::warn!("compacting the purged raft log: no logs family"),
                 }
-                store.compacting.store(false, Relaxed);
+                if let Some(c) = running.upgrade() {
+                    c.running.store(false, Relaxed);
+                }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(%e, "cannot start the log compaction thread");
-            self.compacting.store(false, Relaxed);
+        match spawned {
+            Ok(handle) => {
+                let mut slot = compactor.handle.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(done) = slot.replace(handle) {
+                    let _ = done.join(); // finished: `running` was false
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%e, "cannot start the log compaction thread");
+                compactor.running.store(false, Relaxed);
+            }
         }
     }
 
@@ -770,7 +805,7 @@ mod tests {
         store.purge(log_id(1, 1, 2900)).await?;
         // The purge compacts in the background; wait for it (bounded).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while store.compacting.load(Relaxed) && std::time::Instant::now() < deadline {
+        while store.compactor.running.load(Relaxed) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let after = store.sst_bytes().expect("size");
