@@ -201,8 +201,12 @@ fn backup_restores_into_a_new_cluster() {
         zk.create("/cfg", &[0xff, 0, 1], CreateMode::Persistent)
             .await
             .expect("binary");
-        // Backup from a follower: snapshot now, download it.
+        // Backup from a follower: let it apply every write above first (sync), then snapshot
+        // and download. (Without the sync the snapshot could miss the last writes while the
+        // dump below, taken after a sync, has them.)
         let follower = (leader + 1) % 3;
+        let zk2 = connect(&a.specs[follower].client.to_string()).await;
+        zk2.sync("/").await.expect("sync");
         let (st, info) =
             blocking(|| a.json(follower, "POST", "/snapshot", None)).expect("POST /snapshot");
         assert_eq!(st, 200, "{info}");
@@ -218,9 +222,7 @@ fn backup_restores_into_a_new_cluster() {
             index >= status["applied_index"].as_u64().unwrap_or(0) - 5,
             "{info} vs {status}"
         );
-        // Reads through the follower that took the backup, after it has applied everything.
-        let zk2 = connect(&a.specs[follower].client.to_string()).await;
-        zk2.sync("/").await.expect("sync");
+        // Reads through the follower that took the backup.
         let tree = dump(&zk2, "/").await;
         (tree, index)
     });
