@@ -380,18 +380,21 @@ async fn add_learner(
     Ok(Json(membership_view(&node)))
 }
 
+/// The current voters, and whether `id` is a learner.
+fn voters_and_is_learner(node: &Node, id: NodeId) -> (BTreeSet<NodeId>, bool) {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters = membership.voter_ids().collect();
+    let is_learner = membership.learner_ids().any(|l| l == id);
+    (voters, is_learner)
+}
+
 async fn promote(
     State(node): State<Arc<Node>>,
     Json(req): Json<ChangeOne>,
 ) -> ApiResult<Json<MembershipView>> {
     leader_only(&node)?;
-    let (old, is_learner) = {
-        let m = node.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let old: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let is_learner = membership.learner_ids().any(|l| l == req.id);
-        (old, is_learner)
-    };
+    let (old, is_learner) = voters_and_is_learner(&node, req.id);
     if old.contains(&req.id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -440,13 +443,7 @@ async fn remove(
     Json(req): Json<ChangeOne>,
 ) -> ApiResult<Json<MembershipView>> {
     leader_only(&node)?;
-    let (old, is_learner) = {
-        let m = node.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let old: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let is_learner = membership.learner_ids().any(|l| l == req.id);
-        (old, is_learner)
-    };
+    let (old, is_learner) = voters_and_is_learner(&node, req.id);
     let timeout = timeout_of(req.timeout_ms);
     if is_learner {
         let done = bounded(

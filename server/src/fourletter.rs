@@ -594,6 +594,19 @@ fn dump_text(node: &Node) -> String {
     s
 }
 
+/// The `connections` list of `stat` and `cons` (JSON form), bounded by [`MAX_ITEMS`].
+fn insert_connections(node: &Node, out: &mut Map<String, Value>) {
+    let conns: Vec<Value> = node
+        .stats
+        .connections()
+        .iter()
+        .take(MAX_ITEMS)
+        .map(cons_json)
+        .collect();
+    out.insert("connections".into(), Value::Array(conns));
+    out.insert("secure_connections".into(), json!([]));
+}
+
 fn cons_json(c: &ConnSnapshot) -> Value {
     json!({
         "remote_socket_address": c.peer.to_string(),
@@ -666,15 +679,7 @@ pub fn json(node: &Node, word: Word) -> Value {
             out.insert("server_stats".into(), stats);
             out.insert("node_count".into(), json!(znodes));
             if word == Word::Stat {
-                let conns: Vec<Value> = node
-                    .stats
-                    .connections()
-                    .iter()
-                    .take(MAX_ITEMS)
-                    .map(cons_json)
-                    .collect();
-                out.insert("connections".into(), Value::Array(conns));
-                out.insert("secure_connections".into(), json!([]));
+                insert_connections(node, &mut out);
             }
         }
         Word::Mntr => {
@@ -682,17 +687,7 @@ pub fn json(node: &Node, word: Word) -> Value {
                 out.insert(k.into(), v);
             }
         }
-        Word::Cons => {
-            let conns: Vec<Value> = node
-                .stats
-                .connections()
-                .iter()
-                .take(MAX_ITEMS)
-                .map(cons_json)
-                .collect();
-            out.insert("connections".into(), Value::Array(conns));
-            out.insert("secure_connections".into(), json!([]));
-        }
+        Word::Cons => insert_connections(node, &mut out),
         Word::Wchs => {
             let w = watch_tables(node);
             out.insert("num_connections".into(), json!(w.conns_watching));

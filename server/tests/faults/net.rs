@@ -10,12 +10,14 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::workload::plock;
 
 /// Node ids as the cluster numbers them (1-based).
 pub type NodeId = usize;
@@ -39,13 +41,9 @@ struct Cuts {
     generation: watch::Sender<u64>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Cuts {
     fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
-        lock(&self.blocked).contains(&(from, to))
+        plock(&self.blocked).contains(&(from, to))
     }
 
     /// Returns once bytes from `from` to `to` may flow.
@@ -59,7 +57,7 @@ impl Cuts {
     }
 
     fn update(&self, f: impl FnOnce(&mut HashSet<(NodeId, NodeId)>)) {
-        f(&mut lock(&self.blocked));
+        f(&mut plock(&self.blocked));
         self.generation.send_modify(|g| *g += 1);
     }
 }
@@ -84,7 +82,7 @@ impl FaultNet {
 
     /// The address node `from` must dial to reach node `to`, whose peer port is `target`.
     pub fn link(&self, from: NodeId, to: NodeId, target: SocketAddr) -> io::Result<SocketAddr> {
-        let mut links = lock(&self.links);
+        let mut links = plock(&self.links);
         if let Some(a) = links.get(&(from, to, target)) {
             return Ok(*a);
         }

@@ -2,7 +2,7 @@
 //! run every client of [`workload`] against it, inject the scenario's fault, heal, let the nodes
 //! converge, then check the recorded history and the replicas' digests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -16,10 +16,10 @@ use synod_faults::checks::{
     sequential_names_unique_increasing, watch_events_exactly_once_in_order, AckedWrite, Anomaly,
     FinalNode, HoldInterval, SeqCreate, Summary,
 };
-use synod_faults::history::Outcome as HOutcome;
+use synod_faults::history::{Operation, Outcome as HOutcome};
 use synod_faults::model::{
     MultiModel, MultiOp, MultiRet, RegisterModel, RegisterOp, RegisterRet, TxnOp, TxnOpRet, Value,
-    Znode,
+    Znode, ZnodeOp,
 };
 
 use crate::net::FaultNet;
@@ -751,27 +751,55 @@ fn analyse(
     summary
 }
 
+/// The shared step of the two resolutions below: `took_effect` unknown writes (by version
+/// counting) took effect; if the unknown writes among `ops` whose value (`value_of`) was observed
+/// account for exactly that many, the others never took effect and become `Failed`. Returns how
+/// many were resolved.
+fn resolve_unknowns<O, R>(
+    ops: &mut [Operation<O, R>],
+    took_effect: usize,
+    observed: &HashSet<Vec<u8>>,
+    value_of: impl Fn(&Operation<O, R>) -> Option<Vec<u8>>,
+) -> usize {
+    let unknown = |o: &Operation<O, R>| matches!(o.outcome, HOutcome::Unknown);
+    let seen = ops
+        .iter()
+        .filter(|o| unknown(o) && value_of(o).is_some_and(|v| observed.contains(&v)))
+        .count();
+    if seen != took_effect {
+        return 0;
+    }
+    let mut resolved = 0;
+    for o in ops.iter_mut() {
+        if unknown(o) && value_of(o).is_some_and(|v| !observed.contains(&v)) {
+            o.outcome = HOutcome::Failed;
+            resolved += 1;
+        }
+    }
+    resolved
+}
+
 /// Resolves register writes of unknown outcome by counting versions: every successful setData
 /// bumps the znode's version (the workload never deletes), so the final version minus the
 /// acknowledged writes is how many unknown writes took effect. Values are unique per write, so an
 /// unknown write whose value nobody ever read is one that did not take effect whenever the
-/// observed unknown writes already account for that count; such writes become `Failed`. Sound,
-/// and it keeps the checker's search small after crashes. Returns how many were resolved.
+/// observed unknown writes already account for that count. Sound, and it keeps the checker's
+/// search small after crashes. Returns how many were resolved.
 fn resolve_register_unknowns(
-    regs: &mut [synod_faults::history::Operation<synod_faults::model::ZnodeOp, RegisterRet>],
+    regs: &mut [Operation<ZnodeOp, RegisterRet>],
     finals: &BTreeMap<String, Option<FinalNode>>,
 ) -> usize {
     let mut resolved = 0;
     for (path, fin) in finals {
         let Some(fin) = fin else { continue };
+        let on_path = |o: &Operation<ZnodeOp, RegisterRet>| &o.op.path == path;
         let acked = regs
             .iter()
-            .filter(|o| &o.op.path == path)
-            .filter(|o| matches!(o.result(), Some(RegisterRet::Written { .. })))
+            .filter(|o| on_path(o) && matches!(o.result(), Some(RegisterRet::Written { .. })))
             .count();
-        let mut observed: std::collections::HashSet<Vec<u8>> = regs
+        let mut observed: HashSet<Vec<u8>> = regs
             .iter()
-            .filter(|o| &o.op.path == path)
+            .filter(|o| on_path(o))
             .filter_map(|o| match o.result() {
                 Some(RegisterRet::Value { value, .. }) => Some(value.0.clone()),
                 _ => None,
@@ -779,38 +807,19 @@ fn resolve_register_unknowns(
             .collect();
         observed.insert(fin.value.0.clone());
         let took_effect = (fin.version.max(0) as usize).saturating_sub(acked);
-        let written = |o: &synod_faults::history::Operation<
-            synod_faults::model::ZnodeOp,
-            RegisterRet,
-        >| match &o.op.op {
-            RegisterOp::Write(v) | RegisterOp::CasWrite { value: v, .. } => Some(v.0.clone()),
-            _ => None,
-        };
-        let unknown_seen = regs
-            .iter()
-            .filter(|o| &o.op.path == path && matches!(o.outcome, HOutcome::Unknown))
-            .filter(|o| written(o).is_some_and(|v| observed.contains(&v)))
-            .count();
-        if unknown_seen != took_effect {
-            continue;
-        }
-        for o in regs.iter_mut().filter(|o| &o.op.path == path) {
-            if matches!(o.outcome, HOutcome::Unknown)
-                && written(o).is_some_and(|v| !observed.contains(&v))
-            {
-                o.outcome = HOutcome::Failed;
-                resolved += 1;
+        resolved += resolve_unknowns(regs, took_effect, &observed, |o| match &o.op.op {
+            RegisterOp::Write(v) | RegisterOp::CasWrite { value: v, .. } if on_path(o) => {
+                Some(v.0.clone())
             }
-        }
+            _ => None,
+        });
     }
     resolved
 }
 
 /// The same resolution for the multi client's transactions, counted on /m/a (every committed
 /// transaction sets it once) against the final multi-read (the last operation recorded).
-fn resolve_multi_unknowns(
-    ops: &mut [synod_faults::history::Operation<MultiOp, MultiRet>],
-) -> usize {
+fn resolve_multi_unknowns(ops: &mut [Operation<MultiOp, MultiRet>]) -> usize {
     let Some(MultiRet::Read(last)) = ops.last().and_then(|o| o.result()).cloned() else {
         return 0;
     };
@@ -819,9 +828,12 @@ fn resolve_multi_unknowns(
     };
     let committed = ops
         .iter()
-        .filter(|o| matches!(o.result(), Some(MultiRet::Txn(r)) if r.iter().all(|x| matches!(x, TxnOpRet::Checked | TxnOpRet::Set { .. }))))
+        .filter(|o| {
+            matches!(o.result(), Some(MultiRet::Txn(r))
+                if r.iter().all(|x| matches!(x, TxnOpRet::Checked | TxnOpRet::Set { .. })))
+        })
         .count();
-    let mut observed: std::collections::HashSet<Vec<u8>> = ops
+    let mut observed: HashSet<Vec<u8>> = ops
         .iter()
         .filter_map(|o| match o.result() {
             Some(MultiRet::Read(v)) => v.first().cloned().flatten().map(|z| z.value.0),
@@ -829,30 +841,12 @@ fn resolve_multi_unknowns(
         })
         .collect();
     observed.insert(final_a.value.0.clone());
-    let value_of = |o: &synod_faults::history::Operation<MultiOp, MultiRet>| match &o.op {
+    let took_effect = (final_a.version.max(0) as usize).saturating_sub(committed);
+    resolve_unknowns(ops, took_effect, &observed, |o| match &o.op {
         MultiOp::Txn(t) => t.iter().find_map(|x| match x {
             TxnOp::Set { value, .. } => Some(value.0.clone()),
             _ => None,
         }),
         MultiOp::Read(_) => None,
-    };
-    let took_effect = (final_a.version.max(0) as usize).saturating_sub(committed);
-    let unknown_seen = ops
-        .iter()
-        .filter(|o| matches!(o.outcome, HOutcome::Unknown))
-        .filter(|o| value_of(o).is_some_and(|v| observed.contains(&v)))
-        .count();
-    if unknown_seen != took_effect {
-        return 0;
-    }
-    let mut resolved = 0;
-    for o in ops.iter_mut() {
-        if matches!(o.outcome, HOutcome::Unknown)
-            && value_of(o).is_some_and(|v| !observed.contains(&v))
-        {
-            o.outcome = HOutcome::Failed;
-            resolved += 1;
-        }
-    }
-    resolved
+    })
 }
