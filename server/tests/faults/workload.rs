@@ -131,6 +131,18 @@ fn ambiguous(e: &Error) -> bool {
     )
 }
 
+/// How long a client pauses after an operation whose outcome is unknown.
+const UNKNOWN_BACKOFF: Duration = Duration::from_millis(250);
+
+/// After an answer that never came, a client pauses before its next operation: its connection is
+/// usually being re-established (or the cluster is electing), and every operation sent meanwhile
+/// would end unknown too, each one widening the linearizability checker's search.
+async fn back_off_if_unknown<R>(outcome: &Outcome<R>) {
+    if matches!(outcome, Outcome::Unknown) {
+        tokio::time::sleep(UNKNOWN_BACKOFF).await;
+    }
+}
+
 /// Runs `op` with [`OP_TIMEOUT`]; `None` means no answer in time.
 async fn timed<T>(
     op: impl std::future::Future<Output = Result<T, Error>>,
@@ -199,6 +211,7 @@ pub async fn register_client(id: u64, servers: String, keys: usize, load: Arc<Lo
                     Some(Err(Error::NoNode)) => Outcome::Ok(RegisterRet::NoNode),
                     _ => Outcome::Failed, // a read that did not answer changed nothing
                 };
+                back_off_if_unknown(&outcome).await;
                 let _ = load.registers.complete(op, outcome);
             }
             _ => {
@@ -229,6 +242,7 @@ pub async fn register_client(id: u64, servers: String, keys: usize, load: Arc<Lo
                         Outcome::Unknown
                     }
                 };
+                back_off_if_unknown(&outcome).await;
                 let _ = load.registers.complete(op, outcome);
             }
         }
@@ -281,6 +295,7 @@ pub async fn multi_client(id: u64, servers: String, load: Arc<Load>) {
                 }
                 _ => Outcome::Failed,
             };
+            back_off_if_unknown(&outcome).await;
             let _ = load.multis.complete(op, outcome);
         } else {
             let value = format!("m{id}-{n}").into_bytes();
@@ -349,6 +364,7 @@ pub async fn multi_client(id: u64, servers: String, load: Arc<Load>) {
                     version_a = stat.version;
                 }
             }
+            back_off_if_unknown(&outcome).await;
             let _ = load.multis.complete(op, outcome);
         }
     }
@@ -372,6 +388,7 @@ pub async fn seq_client(id: u64, servers: String, load: Arc<Load>) {
             Some(Err(e)) if !ambiguous(&e) => Outcome::Failed,
             _ => Outcome::Unknown,
         };
+        back_off_if_unknown(&outcome).await;
         let _ = load.seqs.complete(op, outcome);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
