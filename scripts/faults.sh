@@ -8,7 +8,7 @@
 #   scripts/faults.sh                 every scenario (about 3 minutes here)
 #   scripts/faults.sh kill-leader     one scenario (names: see server/tests/faults/scenario.rs)
 #
-# The test command runs the short version (two scenarios) as `cargo test -p synod-server --test
+# The test command runs the short version (three scenarios) as `cargo test -p synod-server --test
 # faults`. Uses the same CARGO_TARGET_DIR default as scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."

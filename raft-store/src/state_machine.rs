@@ -99,16 +99,14 @@ pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A snapshot as stored and sent: metadata and the serialized tree. Only the metadata of the
-/// current snapshot stays in memory; its bytes are read from the file when a peer needs them.
+/// A snapshot as stored and sent: metadata and the serialized tree. Nothing of it stays in
+/// memory: [`SNAPSHOT_FILE`], replaced atomically, is the current snapshot, read when a peer
+/// needs it.
 #[derive(Clone)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Arc<Vec<u8>>,
 }
-
-/// The current snapshot's metadata (the bytes live in [`SNAPSHOT_FILE`]).
-type CurrentMeta = SnapshotMeta<NodeId, BasicNode>;
 
 /// The snapshot file's layout (bincode): metadata, then the tree.
 #[derive(Serialize, Deserialize)]
@@ -307,10 +305,9 @@ pub struct StateMachine<X> {
     replica: SharedReplica<X>,
     /// Publishes the last applied index after each batch, for readers waiting to catch up.
     applied_tx: Arc<watch::Sender<u64>>,
-    /// Where the current snapshot file lives.
+    /// Where the current snapshot file lives (the latest snapshot, built here or installed from
+    /// the leader, served to lagging peers).
     dir: PathBuf,
-    /// The latest snapshot (built here or installed from the leader), served to lagging peers.
-    current: Arc<Mutex<Option<CurrentMeta>>>,
 }
 
 impl<X: ApplyObserver> StateMachine<X> {
@@ -320,7 +317,7 @@ impl<X: ApplyObserver> StateMachine<X> {
         std::fs::create_dir_all(dir).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let started = Instant::now();
         let path = dir.join(SNAPSHOT_FILE);
-        let (tree, last_applied, membership, current) = match std::fs::read(&path) {
+        let (tree, last_applied, membership) = match std::fs::read(&path) {
             Ok(bytes) => {
                 let file: SnapshotFile =
                     decode(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
@@ -335,16 +332,10 @@ impl<X: ApplyObserver> StateMachine<X> {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "loaded snapshot"
                 );
-                let cur = file.meta.clone();
-                (
-                    tree,
-                    file.meta.last_log_id,
-                    file.meta.last_membership,
-                    Some(cur),
-                )
+                (tree, file.meta.last_log_id, file.meta.last_membership)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (DataTree::new(), None, Membership::default(), None)
+                (DataTree::new(), None, Membership::default())
             }
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
@@ -358,7 +349,6 @@ impl<X: ApplyObserver> StateMachine<X> {
             })),
             applied_tx: Arc::new(watch::channel(applied).0),
             dir: dir.to_path_buf(),
-            current: Arc::new(Mutex::new(current)),
         })
     }
 
@@ -400,17 +390,12 @@ fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), SErr> {
     Ok(())
 }
 
-fn lock_current(c: &Mutex<Option<CurrentMeta>>) -> MutexGuard<'_, Option<CurrentMeta>> {
-    c.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Builds a snapshot from the view captured when it was created.
 pub struct SnapshotBuilder {
     tree: DataTree,
     last_applied: Option<LogId<NodeId>>,
     membership: Membership,
     dir: PathBuf,
-    current: Arc<Mutex<Option<CurrentMeta>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -449,7 +434,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             elapsed_ms = elapsed.as_millis() as u64,
             "snapshot built"
         );
-        *lock_current(&self.current) = Some(meta.clone());
         let data = Arc::try_unwrap(snap.data).unwrap_or_else(|shared| shared.to_vec());
         Ok(Snapshot {
             meta,
@@ -509,7 +493,6 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             last_applied: r.last_applied,
             membership: r.membership.clone(),
             dir: self.dir.clone(),
-            current: self.current.clone(),
         }
     }
 
@@ -543,28 +526,23 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             observer.on_install(tree);
             r.applied_index()
         };
-        *lock_current(&self.current) = Some(snap.meta);
         self.applied_tx.send_replace(last);
         tracing::info!(last_applied = ?meta.last_log_id, "installed snapshot from the leader");
         Ok(())
     }
 
+    /// The snapshot in [`SNAPSHOT_FILE`], whichever is there now: a build or an install may have
+    /// replaced the one openraft last heard of, and the newer one serves a lagging peer as well.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let Some(meta) = lock_current(&self.current).clone() else {
-            return Ok(None);
+        let bytes = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
-        let sig = Some(meta.signature());
-        let bytes = std::fs::read(self.dir.join(SNAPSHOT_FILE))
-            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
         let file: SnapshotFile =
-            decode(&bytes).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-        if file.meta != meta {
-            let why =
-                openraft::AnyError::error("snapshot file does not match the current snapshot");
-            return Err(StorageIOError::read_snapshot(sig, why).into());
-        }
+            decode(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot {
-            meta,
+            meta: file.meta,
             snapshot: Box::new(Cursor::new(file.data)),
         }))
     }
