@@ -91,6 +91,8 @@ fn main() -> ExitCode {
         println!("{r}");
     }
     println!("({} scenarios in {:.1?})", rows.len(), started.elapsed());
+    // Bounded: a client task stuck in a blocking call must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(10));
     if failed {
         ExitCode::FAILURE
     } else {

@@ -185,6 +185,15 @@ fn servers_from(addrs: &[SocketAddr], first: usize) -> String {
         .join(",")
 }
 
+/// Sets [`Load::stop`] when dropped.
+struct StopOnDrop(Arc<Load>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs one scenario; `Err` if the harness itself could not run it (cluster did not start...).
 pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     let net = FaultNet::new().map_err(|e| format!("fault net: {e}"))?;
@@ -205,6 +214,9 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     let ids: Vec<usize> = (1..=3).collect();
 
     let load = Arc::new(Load::default());
+    // Every client and the monitor stop when this scenario ends, also on an early error return
+    // (they hold the cluster; left running they would keep it, and the runtime, alive).
+    let _stop_clients = StopOnDrop(load.clone());
     let leader = blocking(|| ens.wait_for_leader(Duration::from_secs(30)))
         .map_err(|e| format!("no leader: {e}"))?;
     let admin = Client::connect(
