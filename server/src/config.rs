@@ -92,6 +92,10 @@ pub struct Args {
     /// Replies and events queued for one connection before it is dropped as too slow.
     #[arg(long)]
     pub max_queued_per_connection: Option<usize>,
+    /// Bytes of replies, and separately of watch events, queued for one connection: replies
+    /// wait for room (the connection stops being read), an event with no room drops it.
+    #[arg(long)]
+    pub max_queued_bytes_per_connection: Option<usize>,
     /// Log format: `text` or `json`.
     #[arg(long)]
     pub log_format: Option<String>,
@@ -125,6 +129,7 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     max_connections: Option<usize>,
     max_queued_per_connection: Option<usize>,
+    max_queued_bytes_per_connection: Option<usize>,
     log_format: Option<String>,
     join: Option<bool>,
 }
@@ -153,6 +158,7 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub max_connections: usize,
     pub max_queued_per_connection: usize,
+    pub max_queued_bytes_per_connection: usize,
     pub log_json: bool,
     /// Started with --join: never bootstraps a cluster; waits to be added by a leader.
     pub join: bool,
@@ -293,6 +299,10 @@ impl Config {
                 .max_queued_per_connection
                 .or(file.max_queued_per_connection)
                 .unwrap_or(10_000),
+            max_queued_bytes_per_connection: args
+                .max_queued_bytes_per_connection
+                .or(file.max_queued_bytes_per_connection)
+                .unwrap_or(8 << 20),
             log_json: match log_format.as_str() {
                 "text" => false,
                 "json" => true,
@@ -373,12 +383,12 @@ impl Config {
         }
         if self.max_outstanding == 0
             || self.max_queued_per_connection == 0
+            || self.max_queued_bytes_per_connection == 0
             || self.max_connections == 0
         {
-            return bad(
-                "--max-outstanding, --max-queued-per-connection and --max-connections must be > 0"
-                    .into(),
-            );
+            return bad("--max-outstanding, --max-queued-per-connection, \
+                 --max-queued-bytes-per-connection and --max-connections must be > 0"
+                .into());
         }
         if self.max_queued_per_connection <= self.max_outstanding {
             return bad(

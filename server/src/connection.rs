@@ -37,6 +37,7 @@ use tokio_util::codec::FramedRead;
 use crate::config::ReadConsistency;
 use crate::local::{notification_frame, Completion, ConnEntry, Local};
 use crate::node::Node;
+use crate::outbox::{outbox, Kind, Outbox, OutboxReceiver, ReplyRoom};
 use crate::watches::{ConnId, WatchKind};
 
 /// How long a client has to send its ConnectRequest.
@@ -168,7 +169,10 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     let registered = node
         .stats
         .register(conn_id, peer, session_id, timeout.as_millis() as u64);
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(node.cfg.max_queued_per_connection);
+    let (out_tx, out_rx) = outbox(
+        node.cfg.max_queued_per_connection,
+        node.cfg.max_queued_bytes_per_connection,
+    );
     let kill = Arc::new(Notify::new());
     let resp = ConnectResponse {
         base: ConnectResponseBase {
@@ -192,7 +196,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
             },
         );
         // The handshake reply is the first frame of the queue.
-        let _ = out_tx.try_send(b.freeze());
+        let _ = out_tx.push_reply(b.freeze());
     }
     node.touch(session_id);
     tracing::debug!(%peer, conn = conn_id, session = format_args!("{session_id:#x}"), "session established");
@@ -300,28 +304,51 @@ async fn handshake(
     }
 }
 
+/// Frames at least this large are written as they are instead of being copied into the batch
+/// buffer (which therefore never grows much beyond [`WRITE_BATCH`]).
+const DIRECT_WRITE: usize = 64 * 1024;
+/// The writer stops gathering queued frames into one batch at this many bytes.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Writes queued frames to the client in order, gathering small ones into one write, and returns
+/// their room to the outbox after each batch.
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: OutboxReceiver,
     stats: Arc<crate::stats::ConnStats>,
 ) {
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
-        buf.extend_from_slice(&first);
-        stats.sent();
-        while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(more) => {
-                    buf.extend_from_slice(&more);
-                    stats.sent();
+        let (mut frames, mut reply_bytes, mut event_bytes) = (0, 0, 0);
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            let len = q.frame.len();
+            if len >= DIRECT_WRITE {
+                if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+                    return;
                 }
-                Err(_) => break,
+                buf.clear();
+                if wr.write_all(&q.frame).await.is_err() {
+                    return;
+                }
+            } else {
+                buf.extend_from_slice(&q.frame);
+            }
+            frames += 1;
+            match q.kind {
+                Kind::Reply => reply_bytes += len,
+                Kind::Event => event_bytes += len,
+            }
+            stats.sent();
+            if reply_bytes + event_bytes < WRITE_BATCH {
+                next = rx.try_recv();
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
             return;
         }
         buf.clear();
+        rx.release(frames, reply_bytes, event_bytes);
     }
     let _ = wr.shutdown().await;
 }
@@ -332,8 +359,9 @@ struct Conn {
     node: Arc<Node>,
     id: ConnId,
     session_id: i64,
-    /// The connection's outbound queue (bounded: a client that stops reading is dropped).
-    out: mpsc::Sender<Bytes>,
+    /// The connection's outbound queue (bounded: replies wait for room, and a client whose
+    /// events find none is dropped).
+    out: Outbox,
     /// This connection's request counters (`cons`), answered in request order.
     stats: Arc<crate::stats::ConnStats>,
 }
@@ -497,15 +525,9 @@ impl Conn {
     /// Queues a reply, waiting for room: a client that does not read stalls only itself (the
     /// reader stops at --max-outstanding); it is dropped when its events overflow the queue.
     async fn send(&self, frame: Bytes) -> bool {
-        let ok = self.out.send(frame).await.is_ok();
+        let ok = self.out.send_reply(frame).await;
         self.stats.answered(self.applied());
         ok
-    }
-
-    /// Queues a frame where waiting is impossible (under the replica lock); a full queue means
-    /// the client is not reading: drop it.
-    fn send_now(&self, frame: Bytes) -> bool {
-        self.out.try_send(frame).is_ok()
     }
 
     /// Answers slots strictly in order.
@@ -593,7 +615,7 @@ impl Conn {
                     }
                     // Room for the reply first: it must be queued under the lock (see the module
                     // documentation), where waiting is not allowed.
-                    let Ok(room) = self.out.reserve().await else {
+                    let Some(room) = self.out.reserve_reply().await else {
                         return;
                     };
                     let mut r = lock(&self.node.replica);
@@ -614,7 +636,7 @@ impl Conn {
         xid: i32,
         request: Request,
         auth: &[Id],
-        room: mpsc::Permit<'_, Bytes>,
+        room: ReplyRoom<'_>,
         arrived: Instant,
     ) -> bool {
         let zxid = r.applied_zxid();
@@ -770,8 +792,7 @@ impl Conn {
             _ => (ErrorCode::Unimplemented, Response::Empty),
         };
         crate::metrics::request_done(op, arrived, err);
-        room.send(reply_frame(xid, zxid, err, resp));
-        true
+        room.send(reply_frame(xid, zxid, err, resp))
     }
 
     /// Re-registers a reconnecting session's watches, firing at once what changed after the
@@ -842,7 +863,9 @@ impl Conn {
         let fired = fired
             .into_iter()
             .map(|(t, p)| notification_frame(-1, t, &p));
-        missed.chain(fired).all(|frame| self.send_now(frame))
+        // Bounded by the request and the node's event history, not by the event budget: a
+        // resuming client refused its replay would be dropped again on every reconnect.
+        missed.chain(fired).all(|frame| self.out.replay(frame))
     }
 }
 

@@ -458,6 +458,10 @@ fn conf_pairs(node: &Node) -> Vec<(String, Value)> {
             "maxQueuedPerConnection".into(),
             json!(c.max_queued_per_connection),
         ),
+        (
+            "maxQueuedBytesPerConnection".into(),
+            json!(c.max_queued_bytes_per_connection),
+        ),
     ];
     let m = node.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();

@@ -13,6 +13,7 @@ pub mod fourletter;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod peer;
 pub mod server;
 pub mod stats;

@@ -12,7 +12,7 @@ use synod_proto::response::NotificationPacket;
 use synod_proto::{ErrorCode, KeeperState, Response};
 use synod_raft_store::state_machine::{ApplyObserver, Outcome};
 use synod_raft_store::{Command, DataTree, Event, NodeId};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use crate::watches::{persistent_match, ConnId, WatchKind, WatchManager};
 
@@ -40,7 +40,7 @@ pub struct ConnEntry {
     /// The session the connection carries.
     pub session_id: i64,
     /// Frames to write to the client (events go here; replies share the queue, so order holds).
-    pub out: mpsc::Sender<Bytes>,
+    pub out: crate::outbox::Outbox,
     /// Tells the connection to close (session ended, too slow, snapshot installed).
     pub kill: Arc<Notify>,
 }
@@ -180,7 +180,7 @@ impl Local {
         let mut slow = Vec::new();
         for c in targets {
             if let Some(e) = self.conns.get(&c) {
-                if e.out.try_send(frame.clone()).is_err() {
+                if !e.out.try_send_event(frame.clone()) {
                     slow.push(c);
                 }
             }
@@ -209,18 +209,6 @@ impl Local {
                 .cloned(),
         );
         complete
-    }
-
-    /// Sends an already encoded frame to one connection (setWatches firing missed events).
-    pub fn send_to(&mut self, conn: ConnId, frame: Bytes) -> bool {
-        let ok = self
-            .conns
-            .get(&conn)
-            .is_some_and(|e| e.out.try_send(frame).is_ok());
-        if !ok {
-            self.kill_conn(conn, "too slow: its queue of replies and events is full");
-        }
-        ok
     }
 }
 

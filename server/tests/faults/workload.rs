@@ -1,7 +1,7 @@
 //! The clients of a fault scenario, each recording what it did into the shared [`Load`]:
 //! register clients (getData / setData / conditional setData on a few znodes), a multi client
 //! (all-or-nothing transactions and multi-reads over three znodes), a sequential-create client,
-//! lock contenders (ephemeral sequential nodes), a persistent recursive watcher, and ephemeral
+//! lock contenders (the client's lock recipe), a persistent recursive watcher, and ephemeral
 //! owners whose sessions end (closed, or abandoned to expire) while an observer watches their
 //! nodes.
 
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
+use synod_client::recipe::lock::Lock;
 use synod_client::{
     AddWatchMode, Client, ConnectOptions, CreateMode, Error, EventType, Op, OpResult, SessionState,
 };
@@ -45,7 +46,7 @@ pub const EPHEMERAL_ROOT: &str = "/eph";
 /// A lock contender's steps, recorded in [`Load::locks`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LockOp {
-    /// Acquired (the result is the fencing token: the lock node's sequence number).
+    /// Acquired (the result is the fencing token: the lock node's czxid).
     Acquire,
     /// Stopped holding: released, or learned the session was lost.
     Release,
@@ -397,13 +398,10 @@ pub async fn seq_client(id: u64, servers: String, load: Arc<Load>) {
     }
 }
 
-/// The sequence number at the end of a sequential node's name.
-fn sequence_of(name: &str) -> Option<u64> {
-    name.get(name.len().checked_sub(10)?..)?.parse().ok()
-}
-
-/// A lock contender: takes the lock (lowest ephemeral sequential child of [`LOCK_ROOT`]), writes
-/// its token to [`LOCK_RESOURCE`] in a multi fenced by its lock node, holds it briefly, releases.
+/// A lock contender using the client's lock recipe (`synod_client::recipe::Lock`: ephemeral
+/// sequential nodes, each contender watching its predecessor; the fencing token is the lock
+/// node's czxid). It writes its token to [`LOCK_RESOURCE`] in a multi fenced by its lock node,
+/// holds the lock briefly, and releases it.
 pub async fn lock_client(id: u64, servers: String, load: Arc<Load>) {
     let mut client = None;
     while !load.stop.load(Ordering::Relaxed) {
@@ -411,51 +409,23 @@ pub async fn lock_client(id: u64, servers: String, load: Arc<Load>) {
             break;
         }
         let Some(c) = client.as_ref() else { break };
-        let mine = match timed(c.create(
-            &format!("{LOCK_ROOT}/lock-"),
-            b"",
-            CreateMode::EphemeralSequential,
-        ))
-        .await
+        // The recipe cleans up its node when it gives up; it is not cancelled from outside,
+        // which could leave a contender node blocking the others until the session ends.
+        let guard = match Lock::new(c, LOCK_ROOT)
+            .acquire_timeout(Duration::from_secs(2))
+            .await
         {
-            Some(Ok(name)) => name,
-            _ => {
+            Ok(Some(g)) => g,
+            Ok(None) => continue,
+            Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let Some(token) = sequence_of(&mine) else {
+        let Ok(token) = u64::try_from(guard.fencing_token()) else {
             continue;
         };
-        let my_name = mine.rsplit('/').next().unwrap_or_default().to_string();
-        // Wait until no lower node remains (watching the predecessor), bounded by the session.
-        let acquired = loop {
-            if load.stop.load(Ordering::Relaxed) {
-                break false;
-            }
-            let Some(Ok(mut children)) = timed(c.get_children(LOCK_ROOT)).await else {
-                break false;
-            };
-            children.sort_by_key(|n| sequence_of(n));
-            let Some(pos) = children.iter().position(|n| *n == my_name) else {
-                break false; // our node is gone: session lost
-            };
-            if pos == 0 {
-                break true;
-            }
-            let pred = format!("{LOCK_ROOT}/{}", children[pos - 1]);
-            match timed(c.exists_watch(&pred)).await {
-                Some(Ok((Some(_), w))) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
-                }
-                Some(Ok((None, _))) => {}
-                _ => break false,
-            }
-        };
-        if !acquired {
-            let _ = timed(c.delete(&mine, None)).await;
-            continue;
-        }
+        let mine = guard.path().to_string();
         let op = load.locks.invoke(id, LockOp::Acquire);
         let _ = load.locks.complete(op, Outcome::Ok(token));
         // The fenced write: only while our lock node exists.
@@ -466,9 +436,8 @@ pub async fn lock_client(id: u64, servers: String, load: Arc<Load>) {
         let _ = timed(c.multi(fenced)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let op = load.locks.invoke(id, LockOp::Release);
-        let released = timed(c.delete(&mine, None)).await;
-        let outcome = match released {
-            Some(Ok(())) => Outcome::Ok(token),
+        let outcome = match tokio::time::timeout(OP_TIMEOUT, guard.release()).await {
+            Ok(Ok(())) => Outcome::Ok(token),
             _ => Outcome::Unknown,
         };
         let _ = load.locks.complete(op, outcome);
