@@ -51,7 +51,8 @@ pub enum Fault {
     /// A follower down while the others write past a snapshot and purge their logs: it must
     /// catch up by snapshot, and is killed again during that catch-up.
     SnapshotCatchUp,
-    /// Add a fourth node as a learner, promote it, remove the leader (joint consensus).
+    /// Add a fourth and a fifth node as learners, promote them, remove the leader (joint
+    /// consensus at each step).
     Membership,
     /// All of the above that keep a majority, one after the other.
     Mixed,
@@ -202,7 +203,7 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         extra.extend(["--snapshot-entries".to_string(), "200".to_string()]);
     }
     let total = if spec.fault == Fault::Membership {
-        4
+        5
     } else {
         3
     };
@@ -440,11 +441,9 @@ async fn inject(
                 ));
             }
             Fault::Membership => {
-                // Node 4 joins as a learner, becomes a voter, and the leader is removed.
+                // Nodes 4 and 5 join as learners and become voters (5 voters), then the leader
+                // is removed (4 voters), each step a joint-consensus change under load.
                 let admin = ens.admin_addr(l).ok_or("no admin address")?;
-                let new = 3;
-                let peer = ens.node(new).map(|n| n.peer_port).ok_or("no node 4")?;
-                blocking(|| ens.spawn(new)).map_err(|e| e.to_string())?;
                 let call = |path: &str, body: String| {
                     blocking(|| {
                         crate::support::ensemble::http_post(
@@ -456,18 +455,26 @@ async fn inject(
                     })
                     .map_err(|e| format!("POST {path}: {e}"))
                 };
-                let (code, reply) = call(
-                    "/members/add-learner",
-                    format!(r#"{{"id":4,"peer_addr":"127.0.0.1:{peer}"}}"#),
-                )?;
-                log.push(format!("add-learner 4: {code}"));
-                if code != 200 {
-                    return Err(format!("add-learner: {code} {reply}"));
-                }
-                let (code, reply) = call("/members/promote", r#"{"id":4}"#.to_string())?;
-                log.push(format!("promote 4: {code}"));
-                if code != 200 {
-                    return Err(format!("promote: {code} {reply}"));
+                for new in [3, 4] {
+                    let id = new + 1;
+                    let peer = ens
+                        .node(new)
+                        .map(|n| n.peer_port)
+                        .ok_or(format!("no node {id}"))?;
+                    blocking(|| ens.spawn(new)).map_err(|e| e.to_string())?;
+                    let (code, reply) = call(
+                        "/members/add-learner",
+                        format!(r#"{{"id":{id},"peer_addr":"127.0.0.1:{peer}"}}"#),
+                    )?;
+                    log.push(format!("add-learner {id}: {code}"));
+                    if code != 200 {
+                        return Err(format!("add-learner {id}: {code} {reply}"));
+                    }
+                    let (code, reply) = call("/members/promote", format!(r#"{{"id":{id}}}"#))?;
+                    log.push(format!("promote {id}: {code}"));
+                    if code != 200 {
+                        return Err(format!("promote {id}: {code} {reply}"));
+                    }
                 }
                 tokio::time::sleep(hold).await;
                 leader_faults.push(now());
@@ -479,7 +486,7 @@ async fn inject(
                 // The removed node is stopped, as an operator would after removing it.
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 blocking(|| ens.kill(l)).map_err(|e| e.to_string())?;
-                members = (0..4).filter(|&i| i != l).collect();
+                members = (0..5).filter(|&i| i != l).collect();
             }
             Fault::Mixed => {}
         }
