@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ops_support::{wait_until, Cluster};
+use ops_support::{runtime, wait_until, Cluster};
 use serde_json::{json, Value};
 use synod_client::{Client, ConnectOptions, CreateMode};
 
@@ -52,11 +52,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
     for i in 3..5 {
         c.spawn(i, &c.members(&[i]), &["--join"]);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let mut leader = blocking(|| c.wait_leader(&[0, 1, 2], START));
         for i in 3..5 {

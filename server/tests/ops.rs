@@ -8,18 +8,10 @@ mod ops_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ops_support::{synod_bin, Cluster};
+use ops_support::{runtime, synod_bin, Cluster};
 use synod_client::{Client, ConnectOptions, CreateMode, Error, Stat};
 
 const START: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)

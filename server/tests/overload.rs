@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use ops_support::Cluster;
+use ops_support::{runtime, Cluster};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use synod_client::{AddWatchMode, Client, ConnectOptions, CreateMode, Error, ErrorCode, Op};
@@ -48,14 +48,6 @@ const RSS_CEILING_KIB: u64 = 512 * 1024;
 const TRANSIENT_GROWTH_KIB: u64 = 64 * 1024;
 /// The bystander's slowest write in any phase.
 const BYSTANDER_MAX_LATENCY: Duration = Duration::from_secs(5);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// `VmRSS` of a live process in KiB; `None` once it has exited (a zombie has no `VmRSS`).
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -193,6 +185,16 @@ impl Ctx {
         )
         .await
         .expect("connect")
+    }
+
+    /// Four sessions spread over the three nodes, for load from several directions.
+    async fn writers(&self) -> [Client; 4] {
+        [
+            self.client(TARGET).await,
+            self.client(TARGET).await,
+            self.client(BYSTANDER).await,
+            self.client(FANOUT).await,
+        ]
     }
 
     /// A fresh client on node `idx` creates, reads and deletes an ephemeral: the node serves.
@@ -774,12 +776,7 @@ async fn wide_node(ctx: &Ctx) -> String {
     c.create("/wide", b"", CreateMode::Persistent)
         .await
         .expect("create /wide");
-    let writers = [
-        ctx.client(TARGET).await,
-        ctx.client(TARGET).await,
-        ctx.client(BYSTANDER).await,
-        ctx.client(FANOUT).await,
-    ];
+    let writers = ctx.writers().await;
     let t = Instant::now();
     stream::iter(0..100usize)
         .for_each_concurrent(4, |batch| {
@@ -865,12 +862,7 @@ async fn data_over_limit(ctx: &Ctx) -> String {
     assert!(matches!(r, Err(Error::ConnectionLoss)), "multi: {r:?}");
     assert_eq!(other.exists("/big/a").await.expect("exists"), None);
     // Just under the limit, sixteen at once from four sessions on three nodes.
-    let writers = [
-        ctx.client(TARGET).await,
-        ctx.client(TARGET).await,
-        ctx.client(BYSTANDER).await,
-        ctx.client(FANOUT).await,
-    ];
+    let writers = ctx.writers().await;
     let t = Instant::now();
     stream::iter(0..16usize)
         .for_each_concurrent(16, |i| {

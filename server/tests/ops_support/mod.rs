@@ -286,6 +286,15 @@ pub fn http(
     Some((status, raw[end + 4..].to_vec()))
 }
 
+/// The tests' tokio runtime: two workers, like the machine's two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Polls `f` every 50 ms until it returns true; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
