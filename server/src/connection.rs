@@ -146,18 +146,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer).await else {
         // Tell an expired session so, as ZooKeeper does; refuse others silently (the client moves on).
         if req.base.session_id != 0 {
-            let resp = ConnectResponse {
-                base: ConnectResponseBase {
-                    protocol_version: 0,
-                    timeout: 0,
-                    session_id: 0,
-                    passwd: Bytes::from(vec![0; 16]),
-                },
-                read_only: false,
-            };
-            let mut b = BytesMut::new();
-            encode_frame(&resp, &mut b);
-            let _ = wr.write_all(&b).await;
+            let _ = wr.write_all(&expired_response()).await;
         }
         return;
     };
@@ -174,29 +163,32 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
         node.cfg.max_queued_bytes_per_connection,
     );
     let kill = Arc::new(Notify::new());
-    let resp = ConnectResponse {
-        base: ConnectResponseBase {
-            protocol_version: 0,
-            timeout: timeout.as_millis() as i32,
-            session_id,
-            passwd,
-        },
-        read_only: false,
-    };
-    let mut b = BytesMut::new();
-    encode_frame(&resp, &mut b);
-    {
+    let accepted = {
         let mut r = lock(&node.replica);
-        r.observer.add_conn(
-            conn_id,
-            ConnEntry {
+        // Checked in the same hold as the registration: a session closed after the handshake
+        // looked it up would otherwise leave this connection unknown to its close, never told.
+        let alive = r.tree.session(session_id).is_some();
+        if alive {
+            r.observer.add_conn(
+                conn_id,
+                ConnEntry {
+                    session_id,
+                    out: out_tx.clone(),
+                    kill: kill.clone(),
+                },
+            );
+            // The handshake reply is the first frame of the queue.
+            let _ = out_tx.push_reply(connect_response(
+                timeout.as_millis() as i32,
                 session_id,
-                out: out_tx.clone(),
-                kill: kill.clone(),
-            },
-        );
-        // The handshake reply is the first frame of the queue.
-        let _ = out_tx.push_reply(b.freeze());
+                passwd,
+            ));
+        }
+        alive
+    };
+    if !accepted {
+        let _ = wr.write_all(&expired_response()).await;
+        return;
     }
     node.touch(session_id);
     tracing::debug!(%peer, conn = conn_id, session = format_args!("{session_id:#x}"), "session established");
@@ -304,6 +296,28 @@ async fn handshake(
     }
 }
 
+/// An encoded ConnectResponse granting `session_id` for `timeout_ms`.
+fn connect_response(timeout_ms: i32, session_id: i64, passwd: Bytes) -> Bytes {
+    let resp = ConnectResponse {
+        base: ConnectResponseBase {
+            protocol_version: 0,
+            timeout: timeout_ms,
+            session_id,
+            passwd,
+        },
+        read_only: false,
+    };
+    let mut b = BytesMut::new();
+    encode_frame(&resp, &mut b);
+    b.freeze()
+}
+
+/// The ConnectResponse that tells a client its session has expired (timeout 0), as ZooKeeper
+/// sends it.
+fn expired_response() -> Bytes {
+    connect_response(0, 0, Bytes::from(vec![0; 16]))
+}
+
 /// Frames at least this large are written as they are instead of being copied into the batch
 /// buffer (which therefore never grows much beyond [`WRITE_BATCH`]).
 const DIRECT_WRITE: usize = 64 * 1024;
@@ -319,7 +333,7 @@ async fn write_loop(
 ) {
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
-        let (mut frames, mut reply_bytes, mut event_bytes) = (0, 0, 0);
+        let (mut frames, mut reply_bytes, mut event_bytes, mut batch) = (0, 0, 0, 0);
         let mut next = Some(first);
         while let Some(q) = next.take() {
             let len = q.frame.len();
@@ -334,13 +348,15 @@ async fn write_loop(
             } else {
                 buf.extend_from_slice(&q.frame);
             }
-            frames += 1;
             match q.kind {
                 Kind::Reply => reply_bytes += len,
                 Kind::Event => event_bytes += len,
+                Kind::Replay => {}
             }
+            frames += usize::from(q.kind != Kind::Replay);
             stats.sent();
-            if reply_bytes + event_bytes < WRITE_BATCH {
+            batch += len;
+            if batch < WRITE_BATCH {
                 next = rx.try_recv();
             }
         }
@@ -829,8 +845,6 @@ impl Conn {
                 Some(_) => observer.watches.add(conn, WatchKind::Child, &p),
             }
         }
-        let mut missed = Vec::new();
-        let mut complete = true;
         let persistent = w
             .persistent_watches
             .into_iter()
@@ -839,13 +853,11 @@ impl Conn {
             .persistent_recursive_watches
             .into_iter()
             .map(|p| (WatchKind::Recursive, p));
-        for (kind, p) in persistent.chain(recursive) {
-            if rel > 0 {
-                complete &= observer.missed_events(rel, kind, &p, &mut missed);
-            }
-            observer.watches.add(conn, kind, &p);
-        }
-        if !complete {
+        let resumed: Vec<(WatchKind, String)> = persistent.chain(recursive).collect();
+        // One pass over the history: each missed event once (even when several of the
+        // session's watches match it), in the order it happened.
+        let mut missed = Vec::new();
+        if rel > 0 && !resumed.is_empty() && !observer.missed_events(rel, &resumed, &mut missed) {
             tracing::warn!(
                 conn,
                 relative_zxid = format_args!("{rel:#x}"),
@@ -853,9 +865,9 @@ impl Conn {
                  may be missing"
             );
         }
-        // One event per (zxid, path, type), even when several watches of the session match it.
-        missed.sort_by_key(|(z, _)| *z);
-        missed.dedup();
+        for (kind, p) in &resumed {
+            observer.watches.add(conn, *kind, p);
+        }
         let missed = missed
             .into_iter()
             .map(|(z, ev)| notification_frame(z, ev.event_type, &ev.path));

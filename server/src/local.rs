@@ -190,14 +190,13 @@ impl Local {
         }
     }
 
-    /// The events after `since` that a persistent watch of `kind` on `path` would have been sent,
-    /// as (zxid, event) in zxid order, appended to `out`. Returns false if some may be missing:
-    /// this node's history does not reach back to `since`.
+    /// The events after `since` that any of the persistent `watches` (kind, path) would have
+    /// been sent, each once, as (zxid, event) in the order they happened, appended to `out`.
+    /// Returns false if some may be missing: this node's history does not reach back to `since`.
     pub fn missed_events(
         &self,
         since: i64,
-        kind: WatchKind,
-        path: &str,
+        watches: &[(WatchKind, String)],
         out: &mut Vec<(i64, Event)>,
     ) -> bool {
         let complete = self.history_floor.is_some_and(|f| f <= since);
@@ -205,7 +204,11 @@ impl Local {
         out.extend(
             self.history
                 .range(start..)
-                .filter(|(_, ev)| persistent_match(kind, path, ev.event_type, &ev.path))
+                .filter(|(_, ev)| {
+                    watches
+                        .iter()
+                        .any(|(k, p)| persistent_match(*k, p, ev.event_type, &ev.path))
+                })
                 .cloned(),
         );
         complete
@@ -274,9 +277,45 @@ impl ApplyObserver for Local {
     fn on_install(&mut self, _tree: &DataTree) {
         self.history.clear();
         self.history_floor = None;
+        // Writes forwarded from here whose entries the snapshot covers are never applied here
+        // one by one: their outcome is unknown to this node.
+        for (_, tx) in self.pending.drain() {
+            let _ = tx.send(Completion::Failed("state replaced by a snapshot".into()));
+        }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.kill_conn(id, "state replaced by a snapshot");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::EventType;
+
+    fn event(event_type: EventType, path: &str) -> Event {
+        Event {
+            event_type,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn missed_events_come_once_each_in_history_order_when_several_watches_match() {
+        let mut local = Local::new(1);
+        // One multi (one zxid) deletes two children; then another change.
+        local.notify(10, &event(EventType::NodeDeleted, "/a/b"));
+        local.notify(10, &event(EventType::NodeDeleted, "/a/c"));
+        local.notify(11, &event(EventType::NodeDataChanged, "/a/b2"));
+        let watches = [
+            (WatchKind::Recursive, "/a".to_string()),
+            (WatchKind::Recursive, "/a/b".to_string()),
+            (WatchKind::Persistent, "/a/c".to_string()),
+        ];
+        let mut out = Vec::new();
+        local.missed_events(5, &watches, &mut out);
+        let got: Vec<(i64, &str)> = out.iter().map(|(z, e)| (*z, &*e.path)).collect();
+        assert_eq!(got, [(10, "/a/b"), (10, "/a/c"), (11, "/a/b2")]);
     }
 }

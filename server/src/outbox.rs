@@ -11,7 +11,8 @@
 //! Memory per connection is at most the two byte budgets plus one frame of each kind (a frame
 //! larger than a whole budget passes when its side of the queue is empty), plus the events
 //! replayed to a resuming session ([`Outbox::replay`]), which are bounded by the node's event
-//! history instead.
+//! history instead and charged to no budget: a live event behind a long replay must not find
+//! the queue "full" and drop the client, who would then reconnect and be replayed it again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use tokio::sync::{mpsc, Notify};
 pub enum Kind {
     Reply,
     Event,
+    /// An event replayed to a resuming session: queued in order, charged to no budget.
+    Replay,
 }
 
 /// One queued frame.
@@ -53,16 +56,27 @@ struct Budget {
 }
 
 impl Budget {
-    fn bytes(&self, kind: Kind) -> &AtomicUsize {
+    /// The byte count `kind` is charged to; `None` for replays.
+    fn bytes(&self, kind: Kind) -> Option<&AtomicUsize> {
         match kind {
-            Kind::Reply => &self.reply_bytes,
-            Kind::Event => &self.event_bytes,
+            Kind::Reply => Some(&self.reply_bytes),
+            Kind::Event => Some(&self.event_bytes),
+            Kind::Replay => None,
         }
     }
 
     fn charge(&self, kind: Kind, len: usize) {
-        self.frames.fetch_add(1, Ordering::AcqRel);
-        self.bytes(kind).fetch_add(len, Ordering::AcqRel);
+        if let Some(bytes) = self.bytes(kind) {
+            self.frames.fetch_add(1, Ordering::AcqRel);
+            bytes.fetch_add(len, Ordering::AcqRel);
+        }
+    }
+
+    fn refund(&self, kind: Kind, len: usize) {
+        if let Some(bytes) = self.bytes(kind) {
+            self.frames.fetch_sub(1, Ordering::AcqRel);
+            bytes.fetch_sub(len, Ordering::AcqRel);
+        }
     }
 }
 
@@ -121,8 +135,7 @@ impl Outbox {
         let len = frame.len();
         self.budget.charge(kind, len);
         if self.tx.send(Queued { frame, kind }).is_err() {
-            self.budget.frames.fetch_sub(1, Ordering::AcqRel);
-            self.budget.bytes(kind).fetch_sub(len, Ordering::AcqRel);
+            self.budget.refund(kind, len);
             return false;
         }
         true
@@ -175,11 +188,11 @@ impl Outbox {
         self.push(Kind::Event, frame)
     }
 
-    /// Queues an event replayed to a resuming session, whatever the budget: the replay is
-    /// bounded by the node's event history, and refusing it would drop the client on every
-    /// reconnect. Charged to the event budget, so later events wait for it to drain.
+    /// Queues an event replayed to a resuming session, whatever the budget, and charged to
+    /// none (see the module documentation): the replay is bounded by the node's event history,
+    /// and refusing it would drop the client on every reconnect.
     pub fn replay(&self, frame: Bytes) -> bool {
-        self.push(Kind::Event, frame)
+        self.push(Kind::Replay, frame)
     }
 }
 
@@ -194,7 +207,8 @@ impl OutboxReceiver {
         self.rx.try_recv().ok()
     }
 
-    /// Returns written frames' room to the budget and wakes a waiting reply.
+    /// Returns written frames' room to the budget (`frames` counts replies and events, not
+    /// replays) and wakes a waiting reply.
     pub fn release(&self, frames: usize, reply_bytes: usize, event_bytes: usize) {
         let b = &self.budget;
         debug_assert!(
@@ -264,6 +278,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_live_event_behind_a_long_replay_is_not_refused() {
+        let (out, mut rx) = outbox(10, 1000);
+        for _ in 0..100 {
+            assert!(out.replay(frame(500)));
+        }
+        assert!(out.try_send_event(frame(500)), "refused behind a replay");
+        let kinds: Vec<Kind> = std::iter::from_fn(|| rx.try_recv().map(|q| q.kind)).collect();
+        assert_eq!(kinds.len(), 101);
+        assert_eq!(
+            kinds[100],
+            Kind::Event,
+            "the live event comes after the replay"
+        );
+    }
+
+    #[tokio::test]
     async fn the_frame_limit_bounds_both_and_replay_ignores_it() {
         let (out, rx) = outbox(2, 1 << 20);
         assert!(out.try_send_event(frame(1)));
@@ -276,6 +306,7 @@ mod tests {
             "a reply got room past the frame limit"
         );
         assert!(out.replay(frame(1)));
+        assert!(!out.try_send_event(frame(1)), "a replay makes no room");
         drop(rx);
         assert!(out.reserve_reply().await.is_none(), "writer gone");
         assert!(!out.try_send_event(frame(1)));

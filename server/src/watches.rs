@@ -147,11 +147,17 @@ impl WatchManager {
     /// The connections to notify of `event_type` on `path` (each once), consuming one-shot watches.
     pub fn trigger(&mut self, event_type: EventType, path: &str, out: &mut Vec<ConnId>) {
         let start = out.len();
+        // One-shot watches are consumed; a connection left with no watch leaves `by_conn` here,
+        // so an event costs only the connections it fires for.
         let mut fire = |this: &mut Self, kind: WatchKind| {
-            if let Some(conns) = this.table(kind).remove(path) {
+            if let Some((name, conns)) = this.table(kind).remove_entry(path) {
+                let key = (kind, name);
                 for c in conns {
                     if let Some(set) = this.by_conn.get_mut(&c) {
-                        set.remove(&(kind, Name::from(path)));
+                        set.remove(&key);
+                        if set.is_empty() {
+                            this.by_conn.remove(&c);
+                        }
                     }
                     out.push(c);
                 }
@@ -180,7 +186,6 @@ impl WatchManager {
         fired.sort_unstable();
         fired.dedup();
         out.extend(fired);
-        self.by_conn.retain(|_, s| !s.is_empty());
     }
 
     /// Number of (connection, path, kind) watches.
