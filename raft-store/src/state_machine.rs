@@ -99,21 +99,29 @@ pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A snapshot as stored and sent: metadata and the serialized tree. Nothing of it stays in
-/// memory: [`SNAPSHOT_FILE`], replaced atomically, is the current snapshot, read when a peer
+/// The snapshot file's layout (bincode): metadata, then the tree. Nothing of a snapshot stays
+/// in memory: [`SNAPSHOT_FILE`], replaced atomically, is the current snapshot, read when a peer
 /// needs it.
-#[derive(Clone)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Arc<Vec<u8>>,
-}
-
-/// The snapshot file's layout (bincode): metadata, then the tree.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Vec<u8>,
 }
+
+/// [`SnapshotFile`] borrowed, for writing without copying the data (same bincode bytes: a
+/// slice and a `Vec` of `u8` both serialize as a length and the bytes).
+#[derive(Serialize)]
+struct SnapshotFileRef<'a> {
+    meta: &'a SnapshotMeta<NodeId, BasicNode>,
+    data: &'a [u8],
+}
+
+/// The `last_log_id` of the snapshot in [`SNAPSHOT_FILE`], shared by the state machine (which
+/// installs snapshots) and its builders (which openraft runs in tasks of their own, so a build
+/// may finish during or after an install). A writer holds it for the whole write: two writes
+/// never overlap on the temp file, and an older snapshot never replaces a newer one (whose log
+/// may already be purged).
+type Persisted = Arc<Mutex<Option<LogId<NodeId>>>>;
 
 /// One node in a snapshot; children and derived sets are rebuilt on load.
 #[derive(Serialize, Deserialize)]
@@ -308,6 +316,8 @@ pub struct StateMachine<X> {
     /// Where the current snapshot file lives (the latest snapshot, built here or installed from
     /// the leader, served to lagging peers).
     dir: PathBuf,
+    /// See [`Persisted`].
+    persisted: Persisted,
 }
 
 impl<X: ApplyObserver> StateMachine<X> {
@@ -349,6 +359,7 @@ impl<X: ApplyObserver> StateMachine<X> {
             })),
             applied_tx: Arc::new(watch::channel(applied).0),
             dir: dir.to_path_buf(),
+            persisted: Arc::new(Mutex::new(last_applied)),
         })
     }
 
@@ -378,16 +389,25 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), SErr> {
-    let sig = Some(snap.meta.signature());
-    let file = SnapshotFile {
-        meta: snap.meta.clone(),
-        data: snap.data.to_vec(),
-    };
-    let bytes = encode(&file).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+/// Writes the snapshot `meta` + `data` as [`SNAPSHOT_FILE`] unless the file already holds one
+/// at least as new; returns whether it wrote. Blocking.
+fn persist_snapshot(
+    dir: &Path,
+    persisted: &Persisted,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    data: &[u8],
+) -> Result<bool, SErr> {
+    let mut current = persisted.lock().unwrap_or_else(|p| p.into_inner());
+    if current.is_some() && *current >= meta.last_log_id {
+        return Ok(false);
+    }
+    let sig = Some(meta.signature());
+    let bytes = encode(&SnapshotFileRef { meta, data })
+        .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
     write_atomically(dir, SNAPSHOT_FILE, &bytes)
         .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
-    Ok(())
+    *current = meta.last_log_id;
+    Ok(true)
 }
 
 /// Builds a snapshot from the view captured when it was created.
@@ -396,6 +416,8 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId<NodeId>>,
     membership: Membership,
     dir: PathBuf,
+    /// Shared with the state machine; see [`Persisted`].
+    persisted: Persisted,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -415,26 +437,28 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let snap = StoredSnapshot {
-            meta: meta.clone(),
-            data: Arc::new(data),
-        };
-        let dir = self.dir.clone();
-        let to_write = snap.clone();
-        tokio::task::spawn_blocking(move || persist_snapshot(&dir, &to_write))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
+        let (dir, persisted, to_write) = (self.dir.clone(), self.persisted.clone(), meta.clone());
+        let (wrote, data) = tokio::task::spawn_blocking(move || {
+            persist_snapshot(&dir, &persisted, &to_write, &data).map(|wrote| (wrote, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
         let elapsed = started.elapsed();
         metrics::histogram!("synod_snapshot_build_seconds").record(elapsed.as_secs_f64());
-        metrics::gauge!("synod_snapshot_bytes").set(snap.data.len() as f64);
+        metrics::gauge!("synod_snapshot_bytes").set(data.len() as f64);
         metrics::counter!("synod_snapshots_built_total").increment(1);
         tracing::info!(
             last_applied = ?meta.last_log_id,
-            bytes = snap.data.len(),
+            bytes = data.len(),
             elapsed_ms = elapsed.as_millis() as u64,
             "snapshot built"
         );
-        let data = Arc::try_unwrap(snap.data).unwrap_or_else(|shared| shared.to_vec());
+        if !wrote {
+            tracing::info!(
+                last_applied = ?meta.last_log_id,
+                "a newer snapshot was installed meanwhile: the one built is not kept"
+            );
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -493,6 +517,7 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             last_applied: r.last_applied,
             membership: r.membership.clone(),
             dir: self.dir.clone(),
+            persisted: self.persisted.clone(),
         }
     }
 
@@ -507,16 +532,19 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
     ) -> Result<(), SErr> {
         let sig = Some(meta.signature());
         let data = snapshot.into_inner();
-        let img: TreeImage =
-            decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-        let tree = image_to_tree(img).map_err(|e| {
-            StorageIOError::read_snapshot(sig.clone(), openraft::AnyError::error(e))
-        })?;
-        let snap = StoredSnapshot {
-            meta: meta.clone(),
-            data: Arc::new(data),
-        };
-        persist_snapshot(&self.dir, &snap)?;
+        // Decoding the tree and writing the file block: off the async workers.
+        let (dir, persisted, to_write) = (self.dir.clone(), self.persisted.clone(), meta.clone());
+        let tree = tokio::task::spawn_blocking(move || -> Result<DataTree, SErr> {
+            let sig = Some(to_write.signature());
+            let img: TreeImage =
+                decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+            let tree = image_to_tree(img)
+                .map_err(|e| StorageIOError::read_snapshot(sig, openraft::AnyError::error(e)))?;
+            persist_snapshot(&dir, &persisted, &to_write, &data)?;
+            Ok(tree)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(sig, &e))??;
         let last = {
             let mut r = lock(&self.replica);
             r.tree = tree;
@@ -582,30 +610,88 @@ pub fn snapshot_file_log_id(
 /// Restores a backup into a fresh state-machine directory: writes the snapshot file `bytes` to
 /// `state_dir/`[`SNAPSHOT_FILE`] with its membership replaced by `membership` (recorded at the
 /// snapshot's last log id), so that a node opened on it starts from the backed-up tree as a member
-/// of the new cluster. Returns the snapshot's last log id; the caller must mark the Raft log as
-/// purged up to it (and keep the vote's term at least its term), so that new entries continue
-/// after it. Refuses a snapshot of an empty log.
+/// of the new cluster. Returns the snapshot's last log id and its number of znodes; the caller
+/// must mark the Raft log as purged up to it (and keep the vote's term at least its term), so that
+/// new entries continue after it. Refuses a snapshot of an empty log, and anything that does not
+/// decode as a snapshot (`Decode` or `Corrupt`) before writing.
 pub fn restore_snapshot_file(
     state_dir: &Path,
     bytes: &[u8],
     membership: openraft::Membership<NodeId, BasicNode>,
-) -> Result<LogId<NodeId>, crate::error::StoreError> {
+) -> Result<(LogId<NodeId>, usize), crate::error::StoreError> {
     let file: SnapshotFile = decode(bytes)?;
     // Check that the tree decodes before anything is written.
     let img: TreeImage = decode(&file.data)?;
-    image_to_tree(img).map_err(crate::error::StoreError::Corrupt)?;
+    let znodes = image_to_tree(img)
+        .map_err(crate::error::StoreError::Corrupt)?
+        .node_count();
     let last = file.meta.last_log_id.ok_or_else(|| {
         crate::error::StoreError::Corrupt("the snapshot holds no applied entry".into())
     })?;
-    let restored = SnapshotFile {
-        meta: SnapshotMeta {
-            last_log_id: Some(last),
-            last_membership: StoredMembership::new(Some(last), membership),
-            snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
-        },
-        data: file.data,
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(last), membership),
+        snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
     std::fs::create_dir_all(state_dir)?;
-    write_atomically(state_dir, SNAPSHOT_FILE, &encode(&restored)?)?;
-    Ok(last)
+    let restored = encode(&SnapshotFileRef {
+        meta: &meta,
+        data: &file.data,
+    })?;
+    write_atomically(state_dir, SNAPSHOT_FILE, &restored)?;
+    Ok((last, znodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn meta(index: u64) -> SnapshotMeta<NodeId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s-{index}"),
+        }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() -> Result<(), SErr> {
+        let dir = tempfile::tempdir().map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let persisted: Persisted = Arc::new(Mutex::new(None));
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(20),
+            b"newer"
+        )?);
+        // A build that started before an install finishes after it: not written.
+        assert!(!persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(10),
+            b"older"
+        )?);
+        assert!(!persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(20),
+            b"same"
+        )?);
+        let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE))
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file: SnapshotFile =
+            decode(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        assert_eq!(
+            (file.meta.snapshot_id.as_str(), &file.data[..]),
+            ("s-20", &b"newer"[..])
+        );
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(30),
+            b"newest"
+        )?);
+        Ok(())
+    }
 }

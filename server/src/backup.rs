@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, LogId, Membership, Vote};
+use synod_raft_store::error::StoreError;
 use synod_raft_store::log_store::LogStore;
 use synod_raft_store::state_machine::restore_snapshot_file;
 use synod_raft_store::NodeId;
@@ -52,22 +53,10 @@ pub struct Restored {
 /// Restores `args.from` into `args.data_dir` (see the module documentation).
 pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
     let bad = |m: String| ServerError::Config(m);
-    let mut members: BTreeMap<NodeId, BasicNode> = BTreeMap::new();
-    for part in args
-        .members
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| bad(format!("member {part:?} is not id=host:port")))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("member id {id:?} is not a number")))?;
-        members.insert(id, BasicNode::new(addr.trim()));
-    }
+    let members: BTreeMap<NodeId, BasicNode> = crate::config::parse_members(&args.members)?
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
     if !members.contains_key(&args.id) {
         return Err(bad(format!("--id {} is not among --members", args.id)));
     }
@@ -79,16 +68,16 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
     }
     let bytes = std::fs::read(&args.from)
         .map_err(|e| bad(format!("cannot read {}: {e}", args.from.display())))?;
-    let contents = synod_raft_store::state_machine::read_snapshot_file(&bytes).map_err(|e| {
-        bad(format!(
-            "{} is not a synod backup: {e}",
-            args.from.display()
-        ))
-    })?;
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let membership = Membership::new(vec![voters], members);
-    let last = restore_snapshot_file(&args.data_dir.join("state"), &bytes, membership)
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let (last, znodes) = restore_snapshot_file(&args.data_dir.join("state"), &bytes, membership)
+        .map_err(|e| match e {
+            StoreError::Decode(_) | StoreError::Corrupt(_) => bad(format!(
+                "{} is not a synod backup: {e}",
+                args.from.display()
+            )),
+            other => ServerError::Storage(other.to_string()),
+        })?;
     let mut log = LogStore::open(&args.data_dir.join("raft-log"))
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     // Elections of the new cluster start above the backup's term, and its log continues after
@@ -101,7 +90,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     Ok(Restored {
         last_log_id: last,
-        znodes: contents.tree.node_count(),
+        znodes,
     })
 }
 

@@ -176,7 +176,7 @@ fn id_map(m: &BTreeMap<String, String>) -> Result<BTreeMap<u64, String>, ServerE
     Ok(out)
 }
 
-fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, ServerError> {
+pub(crate) fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, ServerError> {
     let mut m = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
