@@ -73,17 +73,20 @@ pub(crate) fn child_path(dir: &str, name: &str) -> String {
 }
 
 /// The last component of a path.
-pub(crate) fn node_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
+pub(crate) use synod_proto::path::basename as node_name;
 
 /// Creates `path` and every missing ancestor as persistent nodes with empty data (like Curator's
-/// `creatingParentsIfNeeded`). Existing nodes are fine.
+/// `creatingParentsIfNeeded`). Existing nodes are fine. Recipes call this on every use, so an
+/// existing path costs one read, not one write per component (a create that fails with
+/// NodeExists is still a replicated write).
 pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
     if path == "/" {
         return Ok(());
     }
     let policy = retry::RetryPolicy::default();
+    if policy.run(client, || client.exists(path)).await?.is_some() {
+        return Ok(());
+    }
     let mut prefix = String::new();
     for part in path.trim_start_matches('/').split('/') {
         prefix.push('/');
