@@ -87,6 +87,15 @@ pub fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The path of the child `name` of the valid path `parent`.
+pub fn child(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 /// The last component of a valid path (`""` for `/`).
 pub fn basename(path: &str) -> &str {
     match path.rfind('/') {
@@ -98,6 +107,14 @@ pub fn basename(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn child_joins_under_the_root_and_elsewhere() {
+        assert_eq!(child("/", "a"), "/a");
+        assert_eq!(child("/a/b", "c"), "/a/b/c");
+        assert_eq!(parent(&child("/a", "b")), "/a");
+        assert_eq!(basename(&child("/a", "b")), "b");
+    }
 
     #[test]
     fn valid_and_invalid_paths() {

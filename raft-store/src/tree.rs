@@ -300,7 +300,7 @@ impl DataTree {
             if let Some(n) = self.nodes.get(p.as_str()) {
                 for c in &n.children {
                     count += 1;
-                    stack.push(child_path(&p, c));
+                    stack.push(synod_proto::path::child(&p, c));
                 }
             }
         }
@@ -808,15 +808,6 @@ impl DataTree {
             w.bytes(&s.passwd);
         }
         w.0.finalize().into()
-    }
-}
-
-/// `parent/child` for a parent path and a child name.
-pub fn child_path(parent: &str, child: &str) -> String {
-    if parent == "/" {
-        format!("/{child}")
-    } else {
-        format!("{parent}/{child}")
     }
 }
 

@@ -16,8 +16,9 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use synod_proto::path::child as child_path;
 use synod_raft_store::state_machine::lock;
-use synod_raft_store::tree::{child_path, digest_hex, NodeKind};
+use synod_raft_store::tree::{digest_hex, NodeKind};
 
 use crate::fourletter::{self, Word};
 use crate::node::Node;

@@ -382,13 +382,6 @@ struct Conn {
     stats: Arc<crate::stats::ConnStats>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Conn {
     async fn read_loop(
         &self,
@@ -499,7 +492,7 @@ impl Conn {
                 let cmd = Command::Write {
                     origin,
                     session_id: self.session_id,
-                    time_ms: now_ms(),
+                    time_ms: crate::clock::now_ms(),
                     auth: auth
                         .iter()
                         .map(|i| (i.scheme.clone(), i.id.clone()))
@@ -629,6 +622,13 @@ impl Conn {
                             return;
                         }
                     }
+                    if let Some(since) = resumes_persistent_watches(&request) {
+                        let reaches = lock(&self.node.replica).observer.history_reaches(since);
+                        if !reaches {
+                            self.cannot_replay(since).await;
+                            return;
+                        }
+                    }
                     // Room for the reply first: it must be queued under the lock (see the module
                     // documentation), where waiting is not allowed.
                     let Some(room) = self.out.reserve_reply().await else {
@@ -642,6 +642,52 @@ impl Conn {
                     self.stats.answered(self.applied());
                 }
             }
+        }
+    }
+
+    /// A resuming session's persistent watches missed events that this node's history no longer
+    /// holds (it restarted from a snapshot, installed one, or the session was away for more
+    /// than [`crate::local::WATCH_HISTORY`] events). Resuming anyway would lose those events
+    /// silently, so the connection closes instead: if another member's history reaches back
+    /// far enough, the client's next server can replay them; if none does, the session is
+    /// expired first, so that the client learns `SessionExpired` on its next connect and
+    /// rebuilds its state, as every ZooKeeper client does.
+    async fn cannot_replay(&self, since: i64) {
+        let conn = self.id;
+        let since_hex = format!("{since:#x}");
+        if let Some(member) = self.node.member_with_history(since).await {
+            tracing::info!(
+                conn,
+                relative_zxid = %since_hex,
+                member,
+                "closing connection: its persistent watches missed events this node's history \
+                 no longer holds; another member can replay them"
+            );
+            return;
+        }
+        tracing::warn!(
+            conn,
+            session = format_args!("{:#x}", self.session_id),
+            relative_zxid = %since_hex,
+            "expiring session: its persistent watches missed events that no member's history \
+             holds any more"
+        );
+        let origin = self.node.origin();
+        let done = self.node.propose_and_wait(
+            origin,
+            Command::CloseSession {
+                origin: Some(origin),
+                session_id: self.session_id,
+            },
+        );
+        if !matches!(
+            tokio::time::timeout(SESSION_CREATE_TIMEOUT, done).await,
+            Ok(Ok(Completion::Write { .. }))
+        ) {
+            // Its fate is unknown: the client reconnects, resumes and meets this check again.
+            lock(&self.node.replica)
+                .observer
+                .fail_pending(origin.request, "gave up".into());
         }
     }
 
@@ -858,12 +904,16 @@ impl Conn {
         // session's watches match it), in the order it happened.
         let mut missed = Vec::new();
         if rel > 0 && !resumed.is_empty() && !observer.missed_events(rel, &resumed, &mut missed) {
-            tracing::warn!(
+            // Checked before (see `cannot_replay`), but the history may have moved on since:
+            // resuming without the missed events would lose them silently, so the client goes
+            // elsewhere (and meets that check) instead.
+            tracing::info!(
                 conn,
                 relative_zxid = format_args!("{rel:#x}"),
-                "persistent watches resumed from before this node's event history: some events \
-                 may be missing"
+                "closing connection: its persistent watches resume from before this node's event \
+                 history"
             );
+            return false;
         }
         for (kind, p) in &resumed {
             observer.watches.add(conn, *kind, p);
@@ -878,6 +928,21 @@ impl Conn {
         // Bounded by the request and the node's event history, not by the event budget: a
         // resuming client refused its replay would be dropped again on every reconnect.
         missed.chain(fired).all(|frame| self.out.replay(frame))
+    }
+}
+
+/// The zxid after which a setWatches request resumes persistent watches, if it resumes any: their
+/// missed events must be replayed from the node's event history.
+fn resumes_persistent_watches(r: &Request) -> Option<i64> {
+    match r {
+        Request::SetWatches2(w)
+            if w.relative_zxid > 0
+                && !(w.persistent_watches.is_empty()
+                    && w.persistent_recursive_watches.is_empty()) =>
+        {
+            Some(w.relative_zxid)
+        }
+        _ => None,
     }
 }
 

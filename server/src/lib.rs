@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod control;

@@ -118,6 +118,8 @@ impl Local {
     /// Forgets a closed connection and its watches.
     pub fn remove_conn(&mut self, id: ConnId) {
         if let Some(e) = self.conns.remove(&id) {
+            // From here on the connection misses events: nothing more may reach its client.
+            e.out.seal();
             if self.session_conn.get(&e.session_id) == Some(&id) {
                 self.session_conn.remove(&e.session_id);
             }
@@ -190,6 +192,18 @@ impl Local {
         }
     }
 
+    /// Whether every event after `since` is in this node's history (a persistent watch resumed
+    /// from `since` can be replayed here).
+    pub fn history_reaches(&self, since: i64) -> bool {
+        self.history_floor.is_some_and(|f| f <= since)
+    }
+
+    /// Every event with a zxid above this is in the history; `None` if nothing is known (no
+    /// entry applied since start-up or since a snapshot replaced the tree).
+    pub fn history_floor(&self) -> Option<i64> {
+        self.history_floor
+    }
+
     /// The events after `since` that any of the persistent `watches` (kind, path) would have
     /// been sent, each once, as (zxid, event) in the order they happened, appended to `out`.
     /// Returns false if some may be missing: this node's history does not reach back to `since`.
@@ -199,7 +213,7 @@ impl Local {
         watches: &[(WatchKind, String)],
         out: &mut Vec<(i64, Event)>,
     ) -> bool {
-        let complete = self.history_floor.is_some_and(|f| f <= since);
+        let complete = self.history_reaches(since);
         let start = self.history.partition_point(|(z, _)| *z <= since);
         out.extend(
             self.history
@@ -299,6 +313,87 @@ mod tests {
             event_type,
             path: path.into(),
         }
+    }
+
+    /// The race behind a lost event on a connection dropped as too slow: the event that found
+    /// no room was never queued, but a reply evaluated after it (carrying a later zxid) still
+    /// was, and the writer drained it before closing. The client then resumed its watches after
+    /// that zxid and never saw the event. Now nothing is queued once an event is refused.
+    #[test]
+    fn a_connection_dropped_for_an_event_gets_nothing_after_it() {
+        let mut local = Local::new(1);
+        let (out, mut rx) = crate::outbox::outbox(1, 1 << 20);
+        let kill = Arc::new(Notify::new());
+        local.add_conn(
+            7,
+            ConnEntry {
+                session_id: 0x70,
+                out: out.clone(),
+                kill: kill.clone(),
+            },
+        );
+        local.watches.add(7, WatchKind::Recursive, "/a");
+        local.notify(10 << 16, &event(EventType::NodeDataChanged, "/a/x"));
+        // The queue holds one frame: this event finds no room and the connection is dropped.
+        local.notify(11 << 16, &event(EventType::NodeDataChanged, "/a/y"));
+        assert_eq!(local.connection_count(), 0, "the slow connection is gone");
+        // A reply to a read evaluated after zxid 11 (and a later event) must not follow.
+        assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 11")));
+        local.notify(12 << 16, &event(EventType::NodeDataChanged, "/a/z"));
+        let queued: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().map(|q| q.frame)).collect();
+        assert_eq!(
+            queued,
+            [notification_frame(
+                10 << 16,
+                EventType::NodeDataChanged,
+                "/a/x"
+            )],
+            "only what preceded the refused event reaches the client"
+        );
+    }
+
+    /// A connection closed for any reason (its session moved, the server shuts down) queues
+    /// nothing after it stopped receiving events.
+    #[test]
+    fn a_removed_connection_queues_nothing_more() {
+        let mut local = Local::new(1);
+        let (out, mut rx) = crate::outbox::outbox(100, 1 << 20);
+        local.add_conn(
+            3,
+            ConnEntry {
+                session_id: 0x30,
+                out: out.clone(),
+                kill: Arc::new(Notify::new()),
+            },
+        );
+        local.watches.add(3, WatchKind::Recursive, "/");
+        local.notify(5 << 16, &event(EventType::NodeCreated, "/n"));
+        local.remove_conn(3);
+        local.notify(6 << 16, &event(EventType::NodeDeleted, "/n"));
+        assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 6")));
+        let queued: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().map(|q| q.frame)).collect();
+        assert_eq!(
+            queued,
+            [notification_frame(5 << 16, EventType::NodeCreated, "/n")]
+        );
+    }
+
+    #[test]
+    fn history_reaches_back_only_as_far_as_it_was_kept() {
+        let mut local = Local::new(1);
+        assert!(
+            !local.history_reaches(0),
+            "nothing is known before an entry is applied"
+        );
+        // The first entry applied is index 4: events of index 3 and before are unknown.
+        local.on_entry_applied(4);
+        assert_eq!(
+            local.history_floor(),
+            Some(synod_raft_store::types::applied_zxid(3))
+        );
+        assert!(!local.history_reaches(3 << 16));
+        assert!(local.history_reaches(synod_raft_store::types::applied_zxid(3)));
+        assert!(local.history_reaches(4 << 16));
     }
 
     #[test]

@@ -40,16 +40,6 @@ static INSTALLED: OnceLock<Option<Installed>> = OnceLock::new();
 /// Client requests read and not yet answered, over all connections.
 static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 
-/// ZooKeeper's name of an operation (`getData`, `setData`, ...), used as the `op` label.
-fn op_name(op: OpCode) -> String {
-    let debug = format!("{op:?}");
-    let mut chars = debug.chars();
-    match chars.next() {
-        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
-        None => debug,
-    }
-}
-
 /// Installs the Prometheus recorder for this process (once; later calls do nothing). Call it
 /// before the node opens its storage, so that the storage's histograms register with it. If
 /// another recorder is already installed (an embedding program's), synod records into that one
@@ -76,11 +66,11 @@ pub fn install() {
         let ops = OpCode::ALL
             .iter()
             .map(|&op| {
-                let name = op_name(op);
+                let name = op.name();
                 (
                     op.as_i32(),
                     (
-                        metrics::counter!("synod_requests_total", "op" => name.clone()),
+                        metrics::counter!("synod_requests_total", "op" => name),
                         metrics::histogram!("synod_request_duration_seconds", "op" => name),
                     ),
                 )

@@ -3,7 +3,7 @@
 //! batched read-index rounds, the session tracker (leader: expire; follower: report activity),
 //! container/TTL reaping, and the cluster's one-time bootstrap.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::local::{Completion, Local};
-use crate::peer::{ForwardError, PeerNetwork, PeerPool, PeerRequest, PeerResponse, PeerService};
+use crate::peer::{
+    ForwardError, PeerNetwork, PeerPool, PeerRequest, PeerResponse, PeerService, SessionTouch,
+};
 
 /// A command to propose, from this node's connections or forwarded by a follower.
 enum Proposal {
@@ -44,8 +46,9 @@ pub struct Node {
     pub pool: PeerPool,
     proposals: mpsc::UnboundedSender<Proposal>,
     read_waiters: mpsc::UnboundedSender<ReadWaiter>,
-    /// Sessions with client activity since the last tick (reported to, or applied by, the leader).
-    touches: Mutex<HashSet<i64>>,
+    /// Sessions with client activity since the last tick, each with when its latest activity
+    /// was (reported to, or applied by, the leader).
+    touches: Mutex<HashMap<i64, Instant>>,
     next_request: AtomicU64,
     next_conn: AtomicU64,
     /// When this process started, for uptime and restart-time reporting.
@@ -59,6 +62,9 @@ pub struct Node {
 
 /// Timeout for calls to the leader on behalf of clients (forwarded writes, read index).
 const LEADER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node waits for another member to say how far back its event history reaches
+/// (a resuming client waits meanwhile; a member that does not answer is taken as unable).
+const HISTORY_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Node {
     /// Opens storage, starts Raft and the background tasks. Listening sockets are the caller's.
@@ -112,7 +118,7 @@ impl Node {
             pool,
             proposals: ptx,
             read_waiters: rtx,
-            touches: Mutex::new(HashSet::new()),
+            touches: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             started,
@@ -162,10 +168,46 @@ impl Node {
 
     /// Notes client activity on a session (kept alive by the leader).
     pub fn touch(&self, session_id: i64) {
-        self.touches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(session_id);
+        self.touched_at(session_id, Instant::now());
+    }
+
+    /// Notes activity on a session at `at` (the latest activity of a session is what counts).
+    fn touched_at(&self, session_id: i64, at: Instant) {
+        let mut touches = self.touches.lock().unwrap_or_else(|p| p.into_inner());
+        let latest = touches.entry(session_id).or_insert(at);
+        *latest = (*latest).max(at);
+    }
+
+    /// Another member whose watch-event history holds every event after `since`, if one
+    /// answers within a short bound (see [`crate::local::Local::history_floor`]).
+    pub async fn member_with_history(&self, since: i64) -> Option<NodeId> {
+        let members: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let mut asks: FuturesUnordered<_> = members
+            .into_iter()
+            .map(|(id, addr)| async move {
+                let r = self
+                    .pool
+                    .call(id, &addr, PeerRequest::HistoryFloor, HISTORY_CALL_TIMEOUT)
+                    .await;
+                (id, r)
+            })
+            .collect();
+        while let Some((id, r)) = asks.next().await {
+            if let Ok(PeerResponse::HistoryFloor(Some(floor))) = r {
+                if floor <= since {
+                    return Some(id);
+                }
+            }
+        }
+        None
     }
 
     /// The current leader and its peer address.
@@ -433,13 +475,6 @@ async fn leader_read_index(raft: &Raft<TypeConfig>) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Every tick. Leader: keeps each session's deadline (restarted for all sessions when it takes
 /// over, so no session expires for the election's pause), extends it on activity reported by any
 /// node, proposes CloseSession for the expired, and proposes the deletion of due container and
@@ -459,10 +494,8 @@ async fn session_loop(node: Arc<Node>) {
     loop {
         tick.tick().await;
         round = round.wrapping_add(1);
-        let touched: Vec<i64> =
-            std::mem::take(&mut *node.touches.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .collect();
+        let touched: HashMap<i64, Instant> =
+            std::mem::take(&mut *node.touches.lock().unwrap_or_else(|p| p.into_inner()));
         let leader = node.is_leader();
         if leader {
             let now = Instant::now();
@@ -479,7 +512,7 @@ async fn session_loop(node: Arc<Node>) {
                     .map(|(id, s)| (id, Duration::from_millis(s.timeout_ms.max(0) as u64)))
                     .collect();
                 let due = if round.is_multiple_of(SESSION_CHECKS) {
-                    r.tree.reap_candidates(now_ms(), 1000)
+                    r.tree.reap_candidates(crate::clock::now_ms(), 1000)
                 } else {
                     Vec::new()
                 };
@@ -490,9 +523,14 @@ async fn session_loop(node: Arc<Node>) {
             for (id, t) in &sessions {
                 deadlines.entry(*id).or_insert(now + *t);
             }
-            for id in touched {
+            for (id, at) in touched {
                 if let Some(t) = sessions.get(&id) {
-                    deadlines.insert(id, now + *t);
+                    // Activity earns timeout from when it happened, never from when its report
+                    // arrived: a touch held up by a pause (of this node or of the follower that
+                    // sent it) must not carry a session past the deadline a takeover restarted.
+                    let earned = at + *t;
+                    let dl = deadlines.entry(id).or_insert(earned);
+                    *dl = (*dl).max(earned);
                 }
             }
             for (id, dl) in &deadlines {
@@ -510,12 +548,23 @@ async fn session_loop(node: Arc<Node>) {
             }
             if !due.is_empty() && round.is_multiple_of(SESSION_CHECKS) {
                 node.propose(Command::Reap {
-                    time_ms: now_ms(),
+                    time_ms: crate::clock::now_ms(),
                     paths: due,
                 });
             }
         } else if !touched.is_empty() {
             if let Some((id, addr)) = node.leader() {
+                let now = Instant::now();
+                let touched: Vec<SessionTouch> = touched
+                    .into_iter()
+                    .map(|(session_id, at)| SessionTouch {
+                        session_id,
+                        idle_ms: now
+                            .saturating_duration_since(at)
+                            .as_millis()
+                            .min(u32::MAX as u128) as u32,
+                    })
+                    .collect();
                 let node = node.clone();
                 let tick = node.cfg.tick;
                 tokio::spawn(async move {
@@ -649,12 +698,17 @@ impl PeerService for Node {
                 }
                 .boxed()
             }
-            PeerRequest::Touch(ids) => {
-                self.touches
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(ids);
+            PeerRequest::Touch(touches) => {
+                let now = Instant::now();
+                for t in touches {
+                    let idle = Duration::from_millis(u64::from(t.idle_ms));
+                    self.touched_at(t.session_id, now.checked_sub(idle).unwrap_or(self.started));
+                }
                 futures_util::future::ready(PeerResponse::Touch).boxed()
+            }
+            PeerRequest::HistoryFloor => {
+                let floor = lock(&self.replica).observer.history_floor();
+                futures_util::future::ready(PeerResponse::HistoryFloor(floor)).boxed()
             }
         }
     }

@@ -14,7 +14,7 @@
 //! history instead and charged to no budget: a live event behind a long replay must not find
 //! the queue "full" and drop the client, who would then reconnect and be replayed it again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -53,6 +53,11 @@ struct Budget {
     bytes_limit: usize,
     /// Woken (all waiters) whenever the writer releases frames.
     room: Notify,
+    /// Set when the connection stops receiving events ([`Outbox::seal`]); nothing is queued
+    /// after it. Invariant: what the client receives is a prefix of the queue in which no event
+    /// of the session's watches is missing, so a zxid it reads never runs ahead of an event it
+    /// did not get (it would resume its watches after that zxid and lose the event for good).
+    sealed: AtomicBool,
 }
 
 impl Budget {
@@ -106,6 +111,7 @@ pub fn outbox(frames: usize, bytes: usize) -> (Outbox, OutboxReceiver) {
         frames_limit: frames.max(1),
         bytes_limit: bytes.max(1),
         room: Notify::new(),
+        sealed: AtomicBool::new(false),
     });
     (
         Outbox {
@@ -132,6 +138,9 @@ impl ReplyRoom<'_> {
 
 impl Outbox {
     fn push(&self, kind: Kind, frame: Bytes) -> bool {
+        if self.budget.sealed.load(Ordering::Acquire) {
+            return false;
+        }
         let len = frame.len();
         self.budget.charge(kind, len);
         if self.tx.send(Queued { frame, kind }).is_err() {
@@ -150,7 +159,7 @@ impl Outbox {
             tokio::pin!(room);
             // Registered before the check, so a release between the check and the await wakes us.
             room.as_mut().enable();
-            if self.tx.is_closed() {
+            if self.tx.is_closed() || b.sealed.load(Ordering::Acquire) {
                 return None;
             }
             if b.frames.load(Ordering::Acquire) < b.frames_limit
@@ -186,6 +195,16 @@ impl Outbox {
             return false;
         }
         self.push(Kind::Event, frame)
+    }
+
+    /// Accepts nothing more: called, under the replica lock, when the connection stops receiving
+    /// events (it is closed, too slow, or its session moved or ended). What is already queued is
+    /// still written; a reply or event offered later is refused, because it could carry a zxid
+    /// past an event this connection will never deliver (see [`Budget::sealed`]).
+    pub fn seal(&self) {
+        self.budget.sealed.store(true, Ordering::Release);
+        // A reply waiting for room gives up now.
+        self.budget.room.notify_waiters();
     }
 
     /// Queues an event replayed to a resuming session, whatever the budget, and charged to
@@ -291,6 +310,32 @@ mod tests {
             Kind::Event,
             "the live event comes after the replay"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sealed_outbox_accepts_nothing_but_delivers_what_it_had() {
+        let (out, mut rx) = outbox(100, 1 << 20);
+        assert!(out.try_send_event(frame(1)));
+        assert!(out.push_reply(frame(2)));
+        let waiting = out.clone();
+        let waiter = tokio::spawn(async move { waiting.send_reply(frame(3)).await });
+        out.seal();
+        assert!(!out.try_send_event(frame(4)), "an event after the seal");
+        assert!(!out.push_reply(frame(5)), "a reply after the seal");
+        assert!(!out.replay(frame(6)), "a replay after the seal");
+        assert!(out.reserve_reply().await.is_none(), "room after the seal");
+        let late = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("a waiting reply gives up")
+            .expect("task");
+        // The waiter either got in before the seal or was refused; nothing after the seal.
+        let lens: Vec<usize> =
+            std::iter::from_fn(|| rx.try_recv().map(|q| q.frame.len())).collect();
+        if late {
+            assert_eq!(lens, [1, 2, 3]);
+        } else {
+            assert_eq!(lens, [1, 2]);
+        }
     }
 
     #[tokio::test]

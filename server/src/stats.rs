@@ -164,44 +164,12 @@ pub struct ConnSnapshot {
     pub latency: LatencySnapshot,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// ZooKeeper's short name of an operation as `cons` shows it (`lop=`).
-pub fn op_name(op: i32) -> &'static str {
-    match op {
-        i32::MIN => "NA",
-        11 => "PING",
-        -10 => "SESS",
-        -11 => "CLOS",
-        1 | 15 | 19 | 21 => "CREA",
-        2 => "DELE",
-        3 => "EXIS",
-        4 => "GETD",
-        5 => "SETD",
-        6 => "GETA",
-        7 => "SETA",
-        8 | 12 => "GETC",
-        9 => "SYNC",
-        13 => "CHEC",
-        14 => "MULT",
-        16 => "RECO",
-        17 => "CHKW",
-        18 => "REMW",
-        20 => "DELE",
-        22 => "MLTR",
-        100 => "AUTH",
-        101 | 105 => "SETW",
-        102 => "SASL",
-        103 => "GETE",
-        104 => "GETACN",
-        106 => "ADDW",
-        107 => "HOMI",
-        _ => "OTHR",
+/// ZooKeeper's short name of the operation `op` as `cons` shows it (`lop=`): `NA` before any.
+fn op_name(op: i32) -> &'static str {
+    match synod_proto::OpCode::from_i32(op) {
+        Some(op) => op.short_name(),
+        None if op == i32::MIN => "NA",
+        None => "OTHR",
     }
 }
 
@@ -228,7 +196,7 @@ impl ConnStats {
         self.server.latency.record(us);
         self.last_latency_us.store(us, Relaxed);
         self.last_zxid.store(zxid, Relaxed);
-        self.last_response_ms.store(now_ms(), Relaxed);
+        self.last_response_ms.store(crate::clock::now_ms(), Relaxed);
     }
 
     /// A frame (reply or event) went to the client.
@@ -350,7 +318,7 @@ impl ServerStats {
             peer,
             session_id,
             timeout_ms,
-            established_ms: now_ms(),
+            established_ms: crate::clock::now_ms(),
             // The ConnectRequest that established it.
             received: AtomicU64::new(1),
             sent: AtomicU64::new(0),

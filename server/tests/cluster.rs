@@ -1183,3 +1183,179 @@ fn recursive_watch_sees_every_change_once_across_a_reconnect() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resuming persistent watches where their missed events are gone (wire level)
+// ---------------------------------------------------------------------------------------------
+
+/// What a server did with a resumed session's setWatches2.
+#[derive(Debug, Default)]
+struct Resumed {
+    /// The ConnectResponse said the session has expired (timeout 0).
+    expired: bool,
+    /// The session granted (id, password).
+    session: Option<(i64, Bytes)>,
+    /// The setWatches2 reply arrived (the watches are in place).
+    replied: bool,
+    /// The notifications before that reply (or before the server closed the connection): the
+    /// replayed events, as (zxid, path).
+    events: Vec<(i64, String)>,
+}
+
+/// Opens a session of 60 s on `addr` and drops the connection without closing the session:
+/// (session id, password).
+fn parked_session(addr: SocketAddr) -> std::io::Result<(i64, Bytes)> {
+    let resumed = resume_watch(addr, (0, &Bytes::from(vec![0u8; 16])), 0, "/")?;
+    resumed
+        .session
+        .ok_or_else(|| std::io::Error::other("no session granted"))
+}
+
+/// Resumes `session` on `addr` as a client that has seen `last_zxid` and holds a persistent
+/// recursive watch on `root`; reads until the setWatches2 reply or the end of the connection.
+fn resume_watch(
+    addr: SocketAddr,
+    session: (i64, &Bytes),
+    last_zxid: i64,
+    root: &str,
+) -> std::io::Result<Resumed> {
+    use std::io::Write as _;
+    use synod_proto::records::{ConnectResponse, SetWatches2, WatcherEvent};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, OP_TIMEOUT)?;
+    s.set_read_timeout(Some(OP_TIMEOUT * 2))?;
+    let mut out = BytesMut::new();
+    let hello = ConnectRequest {
+        base: ConnectRequestBase {
+            last_zxid_seen: last_zxid,
+            timeout: 60_000,
+            session_id: session.0,
+            passwd: session.1.clone(),
+            ..Default::default()
+        },
+        read_only: false,
+    };
+    encode_frame(&hello, &mut out);
+    s.write_all(&out)?;
+    let mut resumed = Resumed::default();
+    let Some(frame) = read_frame(&mut s)? else {
+        return Err(std::io::Error::other("closed before the handshake reply"));
+    };
+    let reply = ConnectResponse::decode(&mut Reader::new(frame))
+        .map_err(|e| std::io::Error::other(format!("bad ConnectResponse: {e}")))?;
+    if reply.base.timeout <= 0 {
+        resumed.expired = true;
+        return Ok(resumed);
+    }
+    resumed.session = Some((reply.base.session_id, reply.base.passwd));
+    if session.0 == 0 {
+        return Ok(resumed);
+    }
+    out.clear();
+    let watches = SetWatches2 {
+        relative_zxid: last_zxid,
+        persistent_recursive_watches: vec![root.to_string()],
+        ..Default::default()
+    };
+    encode_frame(
+        &RequestPacket {
+            xid: synod_proto::xid::SET_WATCHES,
+            request: Request::SetWatches2(watches),
+        },
+        &mut out,
+    );
+    s.write_all(&out)?;
+    while let Some(frame) = read_frame(&mut s)? {
+        let mut r = Reader::new(frame);
+        let header = ReplyHeader::decode(&mut r)
+            .map_err(|e| std::io::Error::other(format!("bad reply header: {e}")))?;
+        match header.xid {
+            synod_proto::xid::NOTIFICATION => {
+                let ev = WatcherEvent::decode(&mut r)
+                    .map_err(|e| std::io::Error::other(format!("bad notification: {e}")))?;
+                resumed.events.push((header.zxid, ev.path));
+            }
+            synod_proto::xid::SET_WATCHES => {
+                resumed.replied = header.err == 0;
+                break;
+            }
+            other => return Err(std::io::Error::other(format!("unexpected xid {other}"))),
+        }
+    }
+    Ok(resumed)
+}
+
+/// A session's persistent watches resume only where every event they missed can be replayed
+/// (DESIGN.md §1.5): a node whose history does not reach back to the session's last zxid (it
+/// restarted from a snapshot taken after it) closes the connection while another member can
+/// replay them, that member replays them all, and when no member can, the session is expired
+/// (the client's cue to rebuild its state) instead of resumed with events silently missing.
+#[test]
+fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
+    run_test(
+        "persistent_watches_resume_only_where_their_missed_events_can_be_replayed",
+        || async {
+            // Snapshots every 10 entries, so that a restarted node's history starts after them.
+            let ens = start_cluster(&[
+                "--snapshot-entries",
+                "10",
+                "--max-session-timeout-ms",
+                "60000",
+            ]);
+            let leader = leader_of(&ens);
+            let zk = connect_only(&ens, leader).await;
+            create_empty(&zk, "/gap").await;
+            // The resuming session: created, then its client goes away without closing it.
+            let (id, passwd) =
+                blocking(|| parked_session(ens.addrs()[leader])).expect("a session to resume");
+            let (_, stat) = must("get /gap", zk.get_data("/gap")).await;
+            let seen = stat.mzxid;
+            let mut want = Vec::new();
+            for i in 0..40 {
+                let path = format!("/gap/c{i}");
+                create_empty(&zk, &path).await;
+                want.push(path);
+            }
+            for idx in 0..3 {
+                blocking(|| ens.wait_caught_up(idx, CATCH_UP_TIMEOUT)).expect("caught up");
+            }
+
+            // A restarted node can replay nothing from before its snapshot; the others can.
+            let restarted = (leader + 1) % 3;
+            blocking(|| ens.kill(restarted)).expect("kill");
+            blocking(|| ens.restart(restarted)).expect("restart");
+            blocking(|| ens.wait_caught_up(restarted, CATCH_UP_TIMEOUT)).expect("caught up");
+            let addrs = ens.addrs();
+            let there = blocking(|| resume_watch(addrs[restarted], (id, &passwd), seen, "/gap"))
+                .expect("resume on the restarted node");
+            assert!(
+                !there.expired && !there.replied && there.events.is_empty(),
+                "the restarted node must close the connection, not resume: {there:?}"
+            );
+            let other = (leader + 2) % 3;
+            let here = blocking(|| resume_watch(addrs[other], (id, &passwd), seen, "/gap"))
+                .expect("resume on a node that was not restarted");
+            assert!(here.replied, "resumed: {here:?}");
+            let paths: Vec<&str> = here.events.iter().map(|(_, p)| p.as_str()).collect();
+            assert_eq!(paths, want, "every missed event, once, in order");
+
+            // Once every node restarted from a snapshot, no member can replay them: expired.
+            blocking(|| ens.stop_all());
+            blocking(|| ens.start_all()).expect("start all");
+            let leader = leader_of(&ens);
+            for idx in 0..3 {
+                blocking(|| ens.wait_caught_up(idx, CATCH_UP_TIMEOUT)).expect("caught up");
+            }
+            let nowhere = blocking(|| resume_watch(addrs[leader], (id, &passwd), seen, "/gap"))
+                .expect("resume after a full restart");
+            assert!(
+                !nowhere.replied && nowhere.events.is_empty(),
+                "no member can replay: the connection must close: {nowhere:?}"
+            );
+            // The expiry is committed before the connection closes; let `other` apply it.
+            blocking(|| ens.wait_caught_up(other, CATCH_UP_TIMEOUT)).expect("caught up");
+            let after = blocking(|| resume_watch(addrs[other], (id, &passwd), seen, "/gap"))
+                .expect("reconnect after the refusal");
+            assert!(after.expired, "the session must have expired: {after:?}");
+        },
+    );
+}

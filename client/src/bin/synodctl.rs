@@ -487,15 +487,6 @@ fn read_data(arg: Option<String>) -> CmdResult<Vec<u8>> {
     Ok(buf)
 }
 
-/// `child` under `parent`, for paths as the client sees them.
-fn join(parent: &str, child: &str) -> String {
-    if parent == "/" {
-        format!("/{child}")
-    } else {
-        format!("{parent}/{child}")
-    }
-}
-
 /// A command with its arguments checked and its data read, ready to run against a session.
 #[derive(Debug)]
 enum Job {
@@ -835,7 +826,9 @@ impl Ctx {
             let mut next = Vec::new();
             for (p, r) in listed {
                 match r {
-                    Ok(children) => next.extend(children.iter().map(|c| join(&p, c))),
+                    Ok(children) => {
+                        next.extend(children.iter().map(|c| synod_proto::path::child(&p, c)))
+                    }
                     // Deleted by someone else meanwhile: nothing left to do below it. For the
                     // root itself that is the command's answer.
                     Err(f) if f.name == "NoNode" && p != root => {}

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{child_path, ensure_path, retry};
+use super::{ensure_path, retry};
 use crate::{Client, CreateMode, Error, EventType, Result};
+use synod_proto::path::child as child_path;
 
 /// A gate: closed while its node exists.
 #[derive(Debug, Clone)]

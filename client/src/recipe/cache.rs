@@ -18,8 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{child_path, retry};
+use super::retry;
 use crate::{AddWatchMode, Client, Error, EventType, Result, SessionState, Stat};
+use synod_proto::path::child as child_path;
 
 /// One cached znode.
 #[derive(Debug, Clone, PartialEq, Eq)]

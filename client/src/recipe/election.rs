@@ -23,10 +23,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{
-    child_path, create_protected, delete_quietly, node_name, retry, sort_sequential, text,
-};
+use super::{create_protected, delete_quietly, node_name, retry, sort_sequential, text};
 use crate::{Client, CreateMode, Error, EventType, Result, SessionState};
+use synod_proto::path::child as child_path;
 
 /// A change of leadership, as delivered by [`LeaderLatch::subscribe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

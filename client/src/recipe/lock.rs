@@ -301,7 +301,7 @@ async fn wait_turn(
         }
         let watched = match &blocker {
             Blocker::Node(name) => client
-                .exists_watch(&super::child_path(dir, name))
+                .exists_watch(&synod_proto::path::child(dir, name))
                 .await
                 .map(|(stat, w)| stat.map(|_| w)),
             // A release between the read above and this one would be missed by the watch:

@@ -35,6 +35,7 @@ pub mod twophase;
 
 use bytes::Bytes;
 use rand::Rng;
+use synod_proto::path::child as child_path;
 
 use crate::{Client, CreateMode, Error, Result, Stat};
 
@@ -61,15 +62,6 @@ pub(crate) fn sort_sequential(children: Vec<String>) -> Vec<String> {
         .collect();
     seq.sort();
     seq.into_iter().map(|(_, c)| c).collect()
-}
-
-/// Joins a directory and a child name.
-pub(crate) fn child_path(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
 }
 
 /// The last component of a path.

@@ -18,8 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{child_path, ensure_path, retry, sort_sequential};
+use super::{ensure_path, retry, sort_sequential};
 use crate::{Client, CreateMode, Error, EventType, Op, Result};
+use synod_proto::path::child as child_path;
 
 /// An item handed to one consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,8 +58,9 @@ use bytes::Bytes;
 use futures_util::future::select_all;
 use tokio::time::Instant;
 
-use super::{child_path, ensure_path, retry, text};
+use super::{ensure_path, retry, text};
 use crate::{Client, CreateMode, Error, EventType, OneshotWatch, Op, Result};
+use synod_proto::path::child as child_path;
 
 /// Name of the decision node.
 const DECISION: &str = "decision";

@@ -47,8 +47,23 @@ pub enum PeerRequest {
     Forward(Command),
     /// A follower asks the leader for a linearizable read point (a log index).
     ReadIndex,
-    /// Sessions with client activity on the sender since its previous touch.
-    Touch(Vec<i64>),
+    /// Sessions with client activity on the sender since its previous touch, each with how long
+    /// ago its latest activity was (a touch delayed by a pause must not extend a session past
+    /// the deadline that activity earned it).
+    Touch(Vec<SessionTouch>),
+    /// How far back the receiver's watch-event history reaches (see
+    /// [`crate::local::Local::history_floor`]): a node that cannot replay a resuming session's
+    /// missed events asks whether another member can.
+    HistoryFloor,
+}
+
+/// Client activity on a session, as reported to the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTouch {
+    /// The session.
+    pub session_id: i64,
+    /// Milliseconds between the session's latest activity and the sending of the touch.
+    pub idle_ms: u32,
 }
 
 /// The answer to a [`PeerRequest`]; the variant matches the request's.
@@ -68,6 +83,9 @@ pub enum PeerResponse {
     ReadIndex(Result<u64, ForwardError>),
     /// The touches were recorded.
     Touch,
+    /// The receiver's answer to [`PeerRequest::HistoryFloor`]: every event with a zxid above
+    /// this is in its history (`None`: it knows of none).
+    HistoryFloor(Option<i64>),
 }
 
 /// Why the leader did not carry out a forwarded write or read-index request.

@@ -110,6 +110,7 @@ fn variant_name(r: &PeerResponse) -> &'static str {
         PeerResponse::Forward(_) => "Forward",
         PeerResponse::ReadIndex(_) => "ReadIndex",
         PeerResponse::Touch => "Touch",
+        PeerResponse::HistoryFloor(_) => "HistoryFloor",
     }
 }
 

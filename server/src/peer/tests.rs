@@ -77,7 +77,7 @@ impl PeerService for Fake {
                 .boxed()
             }
             PeerRequest::Touch(sessions) => {
-                let marker = sessions.first().map_or(0, |s| *s as u64);
+                let marker = sessions.first().map_or(0, |s| s.session_id as u64);
                 async move {
                     tokio::time::sleep(jitter(marker)).await;
                     completed.lock().expect("completed").push(marker);
@@ -102,6 +102,7 @@ impl PeerService for Fake {
             .boxed(),
             // A response of the wrong kind.
             PeerRequest::InstallSnapshot(_) => future::ready(PeerResponse::Touch).boxed(),
+            PeerRequest::HistoryFloor => future::ready(PeerResponse::HistoryFloor(None)).boxed(),
         }
     }
 }
@@ -198,7 +199,7 @@ async fn peer_pipelines_concurrent_calls_on_one_connection() {
                 let req = if i % 2 == 0 {
                     PeerRequest::Vote(vote_req(i))
                 } else {
-                    PeerRequest::Touch(vec![i as i64])
+                    touch(&[i as i64])
                 };
                 (i, pool.call(2, &addr, req, CALL_TIMEOUT).await)
             });
@@ -280,9 +281,7 @@ async fn peer_call_to_closed_port_is_unreachable() {
         let addr = dead_addr().await.to_string();
         let pool = PeerPool::default();
         let started = Instant::now();
-        let result = pool
-            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
-            .await;
+        let result = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
         assert!(
             matches!(result, Err(PeerError::Unreachable(_))),
             "{result:?}"
@@ -293,9 +292,7 @@ async fn peer_call_to_closed_port_is_unreachable() {
             started.elapsed()
         );
         // And again: a failed connect leaves nothing behind that would change the outcome.
-        let result = pool
-            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
-            .await;
+        let result = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
         assert!(
             matches!(result, Err(PeerError::Unreachable(_))),
             "{result:?}"
@@ -313,9 +310,7 @@ async fn peer_pool_reconnects_after_server_restart() {
         let sock = server.addr;
         let addr = sock.to_string();
         let pool = PeerPool::default();
-        let r = pool
-            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
-            .await;
+        let r = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
         assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
         assert!(pool.is_connected(&addr).await);
 
@@ -324,15 +319,11 @@ async fn peer_pool_reconnects_after_server_restart() {
         while pool.is_connected(&addr).await {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let r = pool
-            .call(2, &addr, PeerRequest::Touch(vec![2]), CALL_TIMEOUT)
-            .await;
+        let r = pool.call(2, &addr, touch(&[2]), CALL_TIMEOUT).await;
         assert!(matches!(r, Err(PeerError::Unreachable(_))), "{r:?}");
 
         let server = TestServer::start(sock, fake.clone(), PeerLimits::default()).await;
-        let r = pool
-            .call(2, &addr, PeerRequest::Touch(vec![3]), CALL_TIMEOUT)
-            .await;
+        let r = pool.call(2, &addr, touch(&[3]), CALL_TIMEOUT).await;
         assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
         assert_eq!(
             fake.peers.lock().expect("peers").len(),
@@ -395,9 +386,7 @@ async fn peer_call_without_answer_times_out() {
             0,
             "the timed-out call was forgotten"
         );
-        let r = pool
-            .call(2, &addr, PeerRequest::Touch(vec![1]), CALL_TIMEOUT)
-            .await;
+        let r = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
         assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
         server.stop().await;
     })
@@ -458,7 +447,7 @@ async fn peer_server_rejects_oversized_and_malformed_frames() {
         let mut conn = TcpStream::connect(server.addr).await.expect("connect");
         let payload = encode(&Frame {
             id: 77,
-            body: PeerRequest::Touch(vec![5]),
+            body: touch(&[5]),
         })
         .expect("encode");
         let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
@@ -485,9 +474,7 @@ async fn peer_pool_refuses_oversized_requests() {
         let server = TestServer::any_port(fake.clone()).await;
         let addr = server.addr.to_string();
         let pool = PeerPool::new(256);
-        let r = pool
-            .call(2, &addr, PeerRequest::Touch(vec![1; 300]), CALL_TIMEOUT)
-            .await;
+        let r = pool.call(2, &addr, touch(&[1; 300]), CALL_TIMEOUT).await;
         assert!(
             matches!(r, Err(PeerError::TooLarge { max: 256, .. })),
             "{r:?}"
@@ -496,9 +483,7 @@ async fn peer_pool_refuses_oversized_requests() {
             fake.peers.lock().expect("peers").is_empty(),
             "nothing was sent"
         );
-        let r = pool
-            .call(2, &addr, PeerRequest::Touch(vec![1; 10]), CALL_TIMEOUT)
-            .await;
+        let r = pool.call(2, &addr, touch(&[1; 10]), CALL_TIMEOUT).await;
         assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
         server.stop().await;
     })
@@ -678,16 +663,31 @@ async fn peer_network_reports_oversized_append_entries() {
 /// The frame layout is bincode of `{ id, body }`, as the module documents.
 #[test]
 fn peer_frame_is_bincode_of_id_and_body() {
-    let payload =
-        frame::encode_frame(300, PeerRequest::Touch(vec![1, -2]), 1024).expect("encode frame");
+    let payload = frame::encode_frame(300, touch(&[1, -2]), 1024).expect("encode frame");
     let expected = encode(&Frame {
         id: 300u64,
-        body: PeerRequest::Touch(vec![1, -2]),
+        body: touch(&[1, -2]),
     })
     .expect("encode");
     assert_eq!(&payload[..], &expected[..]);
     let back: Frame<PeerRequest> = decode_frame(&payload).expect("decode");
     assert_eq!(back.id, 300);
-    assert!(matches!(back.body, PeerRequest::Touch(v) if v == vec![1, -2]));
+    assert!(matches!(back.body, PeerRequest::Touch(v) if v == touches(&[1, -2])));
     assert!(decode_frame::<PeerRequest>(&payload[..payload.len() - 1]).is_err());
+}
+
+/// Touches of `sessions`, each just active.
+fn touches(sessions: &[i64]) -> Vec<SessionTouch> {
+    sessions
+        .iter()
+        .map(|&session_id| SessionTouch {
+            session_id,
+            idle_ms: 0,
+        })
+        .collect()
+}
+
+/// A touch request: the service's cheapest message, used here as a marker.
+fn touch(sessions: &[i64]) -> PeerRequest {
+    PeerRequest::Touch(touches(sessions))
 }

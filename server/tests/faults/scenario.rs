@@ -273,27 +273,27 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     // Leader takeovers, as seen by polling every node: a node that reports itself leader after
     // not doing so (or not answering) at the previous poll — a new election, or a restarted
     // leader resuming its term. Either way its session deadlines restart (DESIGN.md §6).
+    // One poller per node, so that a paused node (whose /status hangs until the probe times
+    // out) does not delay seeing another node take over.
     let changes: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let monitor = {
-        let (ens, load, changes) = (ens.clone(), load.clone(), changes.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut leading = vec![false; ens.addrs().len()];
-            let mut first = true;
-            while !load.stop.load(Ordering::Relaxed) {
-                for (idx, was) in leading.iter_mut().enumerate() {
+    let monitors: Vec<_> = (0..ens.addrs().len())
+        .map(|idx| {
+            let (ens, load, changes) = (ens.clone(), load.clone(), changes.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut was = None;
+                while !load.stop.load(Ordering::Relaxed) {
                     let now = ens
                         .status_json(idx)
                         .is_some_and(|s| s["role"].as_str() == Some("leader"));
-                    if now && !*was && !first {
+                    if now && was == Some(false) {
                         plock(&changes).push(load.registers.start().elapsed());
                     }
-                    *was = now;
+                    was = Some(now);
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                first = false;
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            })
         })
-    };
+        .collect();
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut leader_faults = Vec::new();
@@ -301,10 +301,17 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         inject(&ens, &net, &ids, spec, watched, &load, &mut leader_faults).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop.store(true, Ordering::Relaxed);
+    // The writers first: once none can be told of another success, the watcher knows the last
+    // event it must wait for (workload::WATCH_DRAIN).
+    let watcher = tasks.remove(0);
     for t in tasks {
         let _ = tokio::time::timeout(OP_TIMEOUT * 4, t).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), monitor).await;
+    load.writers_done.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(workload::WATCH_DRAIN + OP_TIMEOUT, watcher).await;
+    for monitor in monitors {
+        let _ = tokio::time::timeout(Duration::from_secs(5), monitor).await;
+    }
 
     // Converge: every node back, caught up, same digest.
     net.heal();
@@ -751,7 +758,9 @@ fn analyse(
     // silent), and be gone within timeout + tick of the session's deadline. A leader that fails
     // before that deadline never expires the session; the next leader restarts the deadline from
     // its takeover (DESIGN.md §6), so the "gone by" bound moves to that takeover.
-    let changes = plock(changes).clone();
+    // Takeovers in time order (one poller per node records them).
+    let mut changes = plock(changes).clone();
+    changes.sort();
     let mut silent = Vec::new();
     let mut deadlines = Vec::new();
     let mut nodes = Vec::new();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
@@ -17,7 +17,9 @@ use synod_client::recipe::lock::Lock;
 use synod_client::{
     AddWatchMode, Client, ConnectOptions, CreateMode, Error, EventType, Op, OpResult, SessionState,
 };
-use synod_faults::checks::{Change, ChangeKind, EphemeralNode, Observation, SessionLife};
+use synod_faults::checks::{
+    Change, ChangeKind, Drained, EphemeralNode, Observation, SessionLife, WatchDrain,
+};
 use synod_faults::history::{History, Outcome};
 use synod_faults::model::{
     MultiOp, MultiRet, RegisterOp, RegisterRet, TxnError, TxnOp, TxnOpRet, Value, Znode, ZnodeOp,
@@ -78,7 +80,16 @@ pub struct Load {
     pub unknown_paths: Mutex<Vec<String>>,
     /// Tells every client to stop.
     pub stop: AtomicBool,
+    /// Every client but the watcher has stopped: no change is acknowledged any more, so the
+    /// watcher knows the last event it must wait for.
+    pub writers_done: AtomicBool,
 }
+
+/// How long the watcher waits, after the writers stopped, for the events of the changes they
+/// were told succeeded: the server it is on may apply the last entries a heartbeat or more
+/// after the leader acknowledged them (more on a loaded machine). An event still missing then
+/// is reported as missed.
+pub const WATCH_DRAIN: Duration = Duration::from_secs(15);
 
 /// Register key `i`.
 pub fn register_key(i: usize) -> String {
@@ -460,10 +471,15 @@ pub async fn watcher(servers: String, load: Arc<Load>, ready: tokio::sync::onesh
         return;
     };
     let _ = ready.send(());
+    let mut drain = WatchDrain::new(WATCH_DRAIN);
     loop {
+        if load.stop.load(Ordering::Relaxed) {
+            drain.stop(Instant::now());
+        }
         let next = tokio::time::timeout(Duration::from_millis(200), w.next()).await;
         match next {
             Ok(Some(ev)) => {
+                drain.event(ev.zxid);
                 let kind = match ev.event_type {
                     EventType::NodeCreated => ChangeKind::Created,
                     EventType::NodeDataChanged => ChangeKind::DataChanged,
@@ -477,8 +493,30 @@ pub async fn watcher(servers: String, load: Arc<Load>, ready: tokio::sync::onesh
                 });
             }
             Ok(None) => break,
-            Err(_) if load.stop.load(Ordering::Relaxed) => break,
-            Err(_) => {}
+            Err(_) => {
+                let last_acked = plock(&load.acked_changes)
+                    .iter()
+                    .map(|c| c.zxid)
+                    .max()
+                    .unwrap_or(0);
+                let writers_done = load.writers_done.load(Ordering::Relaxed);
+                match drain.lull(Instant::now(), writers_done, last_acked) {
+                    None => {}
+                    Some(Drained::Complete { after_lull }) => {
+                        eprintln!(
+                            "  watcher: saw the last acknowledged change ({last_acked:#x}); \
+                             {after_lull} events came after a 200 ms lull"
+                        );
+                        break;
+                    }
+                    Some(Drained::GaveUp) => {
+                        eprintln!(
+                            "  watcher: gave up waiting for {last_acked:#x} after {WATCH_DRAIN:?}"
+                        );
+                        break;
+                    }
+                }
+            }
         }
     }
     let _ = timed(c.close()).await;
