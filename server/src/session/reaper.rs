@@ -1,0 +1,106 @@
+//! The reaper: the session duty that runs [`SESSION_CHECKS`] times per tick. On the leader it
+//! runs the [`SessionTracker`] and proposes `CloseSession` for every expired session (its
+//! ephemerals go in the same entry), and once per tick proposes the deletion of due container
+//! and TTL nodes; on a follower it reports its sessions' activity to the leader, each with how
+//! long ago it happened.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use synod_raft_store::state_machine::lock;
+use synod_raft_store::Command;
+
+use crate::node::Node;
+use crate::peer::{PeerRequest, SessionTouch};
+use crate::session::tracker::SessionTracker;
+
+/// How many times per session tick the leader checks deadlines and followers send touches, so
+/// that an idle session ends within its timeout plus a fraction of a tick, not up to two ticks.
+pub const SESSION_CHECKS: u32 = 4;
+
+/// Container and TTL nodes reaped per proposal, at most.
+const REAP_BATCH: usize = 1000;
+
+/// Runs until the process ends.
+pub async fn session_loop(node: Arc<Node>) {
+    let mut tracker = SessionTracker::default();
+    let mut tick = tokio::time::interval(node.cfg.tick / SESSION_CHECKS);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
+    loop {
+        tick.tick().await;
+        round = round.wrapping_add(1);
+        let touched = node.touches.take();
+        let leading = node.is_leader();
+        if !leading {
+            tracker.check(Instant::now(), false, &HashMap::new(), &HashMap::new());
+            report_touches(&node, touched);
+            continue;
+        }
+        if !tracker.was_leader() {
+            tracing::info!("leading: every session's deadline restarts now");
+        }
+        let reap_now = round.is_multiple_of(SESSION_CHECKS);
+        let (sessions, due) = {
+            let r = lock(&node.replica);
+            let s: HashMap<i64, Duration> = r
+                .tree
+                .sessions()
+                .map(|(id, s)| (id, Duration::from_millis(s.timeout_ms.max(0) as u64)))
+                .collect();
+            let due = if reap_now {
+                r.tree.reap_candidates(crate::clock::now_ms(), REAP_BATCH)
+            } else {
+                Vec::new()
+            };
+            (s, due)
+        };
+        for id in tracker.check(Instant::now(), true, &sessions, &touched) {
+            tracing::info!(session = format_args!("{id:#x}"), "session expired");
+            node.propose(Command::CloseSession {
+                origin: None,
+                session_id: id,
+            });
+        }
+        if !due.is_empty() {
+            node.propose(Command::Reap {
+                time_ms: crate::clock::now_ms(),
+                paths: due,
+            });
+        }
+    }
+}
+
+/// A follower reports its sessions' activity to the leader (fire and forget: a lost report
+/// costs at most one check period of a session's life, the next one is on its way).
+fn report_touches(node: &Arc<Node>, touched: HashMap<i64, Instant>) {
+    if touched.is_empty() {
+        return;
+    }
+    let Some((id, addr)) = node.leader() else {
+        return;
+    };
+    let now = Instant::now();
+    let touched: Vec<SessionTouch> = touched
+        .into_iter()
+        .map(|(session_id, at)| SessionTouch {
+            session_id,
+            idle_ms: now
+                .saturating_duration_since(at)
+                .as_millis()
+                .min(u128::from(u32::MAX)) as u32,
+        })
+        .collect();
+    let node = node.clone();
+    let tick = node.cfg.tick;
+    tokio::spawn(async move {
+        if let Err(e) = node
+            .pool
+            .call(id, &addr, PeerRequest::Touch(touched), tick * 4)
+            .await
+        {
+            tracing::debug!(%e, "session touch to the leader failed");
+        }
+    });
+}
