@@ -1,0 +1,135 @@
+//! The event history: the last [`WATCH_HISTORY`] watch events applied on this node, in zxid
+//! order, from which a session that resumes persistent watches after a reconnect is replayed
+//! what it missed (ZooKeeper sends those none; DESIGN.md §1.5 promises none is lost). What this
+//! node cannot replay, it never pretends to: see [`crate::watch::resume`].
+
+use std::collections::VecDeque;
+
+use synod_raft_store::Event;
+
+use crate::watch::manager::{persistent_match, WatchKind};
+
+/// How many recent events a node keeps to replay to reconnecting persistent watchers (about
+/// 100 bytes each).
+pub const WATCH_HISTORY: usize = 65_536;
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct EventHistory {
+    /// The last [`WATCH_HISTORY`] events applied here. Invariant: in non-decreasing zxid order.
+    events: VecDeque<(i64, Event)>,
+    /// Every event with a zxid above this is in `events` (`None` until this node has applied an
+    /// entry since start-up or since a snapshot replaced the tree: nothing is known then).
+    floor: Option<i64>,
+}
+
+impl EventHistory {
+    /// Records an event of the change at `zxid` (apply calls it in zxid order).
+    pub fn record(&mut self, zxid: i64, ev: &synod_raft_store::Event) {
+        debug_assert!(
+            self.events.back().is_none_or(|(z, _)| *z <= zxid),
+            "events out of zxid order"
+        );
+        if self.events.len() == WATCH_HISTORY {
+            if let Some((z, _)) = self.events.pop_front() {
+                self.floor = self.floor.map(|f| f.max(z));
+            }
+        }
+        self.events.push_back((zxid, ev.clone()));
+    }
+
+    /// An entry was applied at `index`: the first since start-up or a snapshot starts the
+    /// history (its events and every later one are recorded).
+    pub fn entry_applied(&mut self, index: u64) {
+        if self.floor.is_none() {
+            self.floor = Some(synod_raft_store::types::applied_zxid(
+                index.saturating_sub(1),
+            ));
+        }
+    }
+
+    /// A snapshot replaced the tree: the events it covers were never applied here.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.floor = None;
+    }
+
+    /// Whether every event after `since` is here (a persistent watch resumed from `since` can
+    /// be replayed).
+    pub fn reaches(&self, since: i64) -> bool {
+        self.floor.is_some_and(|f| f <= since)
+    }
+
+    /// Every event with a zxid above this is here; `None` if nothing is known.
+    pub fn floor(&self) -> Option<i64> {
+        self.floor
+    }
+
+    /// The events after `since` that any of the persistent `watches` (kind, path) would have
+    /// been sent, each once, as (zxid, event) in the order they happened, appended to `out`.
+    /// Returns false if some may be missing: the history does not reach back to `since`.
+    pub fn missed(
+        &self,
+        since: i64,
+        watches: &[(WatchKind, String)],
+        out: &mut Vec<(i64, Event)>,
+    ) -> bool {
+        let start = self.events.partition_point(|(z, _)| *z <= since);
+        out.extend(
+            self.events
+                .range(start..)
+                .filter(|(_, ev)| {
+                    watches
+                        .iter()
+                        .any(|(k, p)| persistent_match(*k, p, ev.event_type, &ev.path))
+                })
+                .cloned(),
+        );
+        self.reaches(since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::EventType;
+
+    fn event(event_type: EventType, path: &str) -> Event {
+        Event {
+            event_type,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn history_reaches_back_only_as_far_as_it_was_kept() {
+        let mut h = EventHistory::default();
+        assert!(!h.reaches(0), "nothing is known before an entry is applied");
+        // The first entry applied is index 4: events of index 3 and before are unknown.
+        h.entry_applied(4);
+        assert_eq!(h.floor(), Some(synod_raft_store::types::applied_zxid(3)));
+        assert!(!h.reaches(3 << 16));
+        assert!(h.reaches(synod_raft_store::types::applied_zxid(3)));
+        assert!(h.reaches(4 << 16));
+        h.clear();
+        assert!(!h.reaches(4 << 16), "a snapshot install forgets it all");
+    }
+
+    #[test]
+    fn missed_events_come_once_each_in_history_order_when_several_watches_match() {
+        let mut h = EventHistory::default();
+        // One multi (one zxid) deletes two children; then another change.
+        h.record(10, &event(EventType::NodeDeleted, "/a/b"));
+        h.record(10, &event(EventType::NodeDeleted, "/a/c"));
+        h.record(11, &event(EventType::NodeDataChanged, "/a/b2"));
+        let watches = [
+            (WatchKind::Recursive, "/a".to_string()),
+            (WatchKind::Recursive, "/a/b".to_string()),
+            (WatchKind::Persistent, "/a/c".to_string()),
+        ];
+        let mut out = Vec::new();
+        h.missed(5, &watches, &mut out);
+        let got: Vec<(i64, &str)> = out.iter().map(|(z, e)| (*z, &*e.path)).collect();
+        assert_eq!(got, [(10, "/a/b"), (10, "/a/c"), (11, "/a/b2")]);
+    }
+}
