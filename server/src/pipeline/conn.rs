@@ -1,0 +1,73 @@
+//! What the stages of one client connection share: the [`Conn`] (its node, ids, outbound queue
+//! and counters) and the framing of replies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use synod_proto::frame::encode_frame;
+use synod_proto::records::ReplyHeader;
+use synod_proto::response::ReplyPacket;
+use synod_proto::{ErrorCode, Response};
+use synod_raft_store::types::applied_zxid;
+
+use crate::node::Node;
+use crate::pipeline::outbox::Outbox;
+use crate::session::registry::ConnId;
+
+/// How long a proposed session change (create, close) may take to be committed before the
+/// connection gives up on it.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A reply frame; its body is dropped unless `err` is `Ok` (ZooKeeper sends none with errors).
+pub fn reply_frame(xid: i32, zxid: i64, err: ErrorCode, response: Response) -> Bytes {
+    let response = if err == ErrorCode::Ok {
+        response
+    } else {
+        Response::Empty
+    };
+    let mut b = BytesMut::new();
+    encode_frame(
+        &ReplyPacket {
+            header: ReplyHeader {
+                xid,
+                zxid,
+                err: err.as_i32(),
+            },
+            response,
+        },
+        &mut b,
+    );
+    b.freeze()
+}
+
+/// What the reader and the processor share.
+#[derive(Clone)]
+pub struct Conn {
+    /// The node it is served by.
+    pub node: Arc<Node>,
+    /// Its id on this node (watches and the registry are keyed by it).
+    pub id: ConnId,
+    /// The session it carries.
+    pub session_id: i64,
+    /// The connection's outbound queue (bounded: replies wait for room, and a client whose
+    /// events find none is dropped).
+    pub out: Outbox,
+    /// This connection's request counters (`cons`), answered in request order.
+    pub stats: Arc<crate::stats::ConnStats>,
+}
+
+impl Conn {
+    /// The zxid reflecting everything this node has applied (pings and errors carry it).
+    pub fn applied(&self) -> i64 {
+        applied_zxid(*self.node.applied.borrow())
+    }
+
+    /// Queues a reply, waiting for room: a client that does not read stalls only itself (the
+    /// reader stops at --max-outstanding); it is dropped when its events overflow the queue.
+    pub async fn send(&self, frame: Bytes) -> bool {
+        let ok = self.out.send_reply(frame).await;
+        self.stats.answered(self.applied());
+        ok
+    }
+}

@@ -1,0 +1,146 @@
+//! The handshake: reads a connection's first frame — a four-letter word, answered raw, or the
+//! ConnectRequest — and creates the session through Raft or resumes it (only on a server that
+//! has applied everything the client has seen, and only with its password).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use synod_proto::frame::encode_frame;
+use synod_proto::jute::{Decode, Reader};
+use synod_proto::records::*;
+use synod_raft_store::state_machine::lock;
+use synod_raft_store::types::zxid_index;
+use synod_raft_store::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::node::Node;
+use crate::pipeline::conn::COMMIT_TIMEOUT;
+use crate::pipeline::pending::Completion;
+
+/// How long a client has to send its ConnectRequest.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a resuming client waits for this server to catch up with what it has seen.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the connection's first frame: a four-letter word is answered raw and the connection
+/// closed; otherwise the ConnectRequest (None: the connection is to be closed).
+pub async fn read_connect_request(
+    node: &Node,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<ConnectRequest> {
+    let _ = stream.set_nodelay(true);
+    let mut head = [0u8; 4];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut head)).await {
+        Ok(Ok(_)) => {}
+        _ => return None,
+    }
+    if let Some(answer) = crate::admin::fourletter::answer(&node, &head) {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    let len = i32::from_be_bytes(head);
+    if len < 0 || len as usize > node.cfg.max_frame_bytes {
+        tracing::info!(%peer, len, "closing: handshake frame length out of range");
+        return None;
+    }
+    let mut body = vec![0u8; len as usize];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut body)).await {
+        Ok(Ok(_)) => {}
+        _ => return None,
+    }
+    match ConnectRequest::decode(&mut Reader::new(Bytes::from(body))) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::info!(%peer, %e, "closing: malformed ConnectRequest");
+            None
+        }
+    }
+}
+
+/// Establishes or resumes the session: Some((id, timeout, password)), or None to refuse.
+pub async fn handshake(
+    node: &Arc<Node>,
+    req: &ConnectRequest,
+    peer: SocketAddr,
+) -> Option<(i64, Duration, Bytes)> {
+    let b = &req.base;
+    if b.session_id == 0 {
+        let timeout = node.cfg.negotiate_timeout(b.timeout);
+        let passwd = Bytes::from(rand::random::<[u8; 16]>().to_vec());
+        let origin = node.origin();
+        let cmd = Command::CreateSession {
+            origin,
+            timeout_ms: timeout.as_millis() as i32,
+            passwd: passwd.clone(),
+        };
+        let done = node.propose_and_wait(origin, cmd);
+        return match tokio::time::timeout(COMMIT_TIMEOUT, done).await {
+            Ok(Ok(Completion::Session { session_id })) => Some((session_id, timeout, passwd)),
+            other => {
+                tracing::info!(%peer, ?other, "could not create a session");
+                lock(&node.replica)
+                    .observer
+                    .pending
+                    .fail(origin.request, "gave up".into());
+                Some((0, timeout, passwd))
+            }
+        };
+    }
+    // A resuming client must never see this server behind what it has already seen.
+    if let Err(e) = node
+        .wait_applied(zxid_index(b.last_zxid_seen), CATCH_UP_TIMEOUT)
+        .await
+    {
+        tracing::info!(%peer, %e, "refusing session: this server is behind the client");
+        return Some((0, Duration::ZERO, Bytes::new()));
+    }
+    let lookup = |node: &Node| {
+        let r = lock(&node.replica);
+        r.tree
+            .session(b.session_id)
+            .map(|s| (s.timeout_ms, s.passwd.clone()))
+    };
+    let mut found = lookup(node);
+    if found.is_none() {
+        // It may have been created moments ago through another server: catch up, then look again.
+        if node.sync_barrier().await.is_err() {
+            return Some((0, Duration::ZERO, Bytes::new()));
+        }
+        found = lookup(node);
+    }
+    match found {
+        Some((timeout_ms, passwd)) if passwd == b.passwd => Some((
+            b.session_id,
+            Duration::from_millis(timeout_ms.max(0) as u64),
+            passwd,
+        )),
+        _ => None,
+    }
+}
+
+/// An encoded ConnectResponse granting `session_id` for `timeout_ms`.
+pub fn connect_response(timeout_ms: i32, session_id: i64, passwd: Bytes) -> Bytes {
+    let resp = ConnectResponse {
+        base: ConnectResponseBase {
+            protocol_version: 0,
+            timeout: timeout_ms,
+            session_id,
+            passwd,
+        },
+        read_only: false,
+    };
+    let mut b = BytesMut::new();
+    encode_frame(&resp, &mut b);
+    b.freeze()
+}
+
+/// The ConnectResponse that tells a client its session has expired (timeout 0), as ZooKeeper
+/// sends it.
+pub fn expired_response() -> Bytes {
+    connect_response(0, 0, Bytes::from(vec![0; 16]))
+}

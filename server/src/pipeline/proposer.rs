@@ -1,0 +1,221 @@
+//! The proposer: every command this node proposes, and every write a follower forwards to it,
+//! in arrival order. On the leader, queued commands go out as batch entries (group commit: one
+//! entry, one fsync for many writes); on a follower each is forwarded to the leader over the one
+//! peer connection, written in order. ZooKeeper's ProposalRequestProcessor / SyncRequestProcessor
+//! pair plays this part.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use synod_raft_store::state_machine::lock;
+use synod_raft_store::{Command, Origin};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::node::{Node, Proposal};
+use crate::peer::{ForwardError, PeerRequest, PeerResponse};
+use crate::pipeline::pending::Completion;
+
+/// Timeout for calls to the leader on behalf of clients (forwarded writes).
+pub const LEADER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Node {
+    /// waiter registered for its origin (see [`crate::pipeline::pending::Pending`]).
+    pub fn propose(&self, cmd: Command) {
+        let origin = cmd.origin();
+        if self.proposals.send(Proposal::Local(cmd)).is_err() {
+            if let Some(o) = origin {
+                lock(&self.replica)
+                    .observer
+                    .pending
+                    .fail(o.request, "node shutting down".into());
+            }
+        }
+    }
+
+    /// Registers a waiter for `origin` and proposes `cmd`.
+    pub fn propose_and_wait(&self, origin: Origin, cmd: Command) -> oneshot::Receiver<Completion> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.replica).observer.pending.add(origin.request, tx);
+        self.propose(cmd);
+        rx
+    }
+
+    /// Fails the waiter of a command whose proposal or forward failed.
+    fn fail(&self, origin: Option<Origin>, why: String) {
+        if let Some(o) = origin {
+            lock(&self.replica).observer.pending.fail(o.request, why);
+        }
+    }
+}
+
+/// Batch entries the leader keeps in flight (proposed, not yet applied). While they are being
+/// written and replicated, new writes queue up and go out together in the next entry: group
+/// commit, one fsync for many writes (openraft 0.9 writes and syncs one entry per proposal).
+const MAX_INFLIGHT_BATCHES: usize = 2;
+/// Upper bound on the client bytes of one batch entry.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// Where a forwarded command's outcome goes (None for this node's own commands).
+type RemoteReply = Option<oneshot::Sender<Result<(), ForwardError>>>;
+type Waiter = (Option<Origin>, RemoteReply);
+
+fn command_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Write { body, .. } => body.len() + 64,
+        _ => 64,
+    }
+}
+
+/// Proposes in arrival order. On the leader, queued commands go out as batch entries, at most
+/// [`MAX_INFLIGHT_BATCHES`] at a time; on a follower each is forwarded over the one peer
+/// connection to the leader, written in order.
+pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let mut queue: std::collections::VecDeque<(Command, RemoteReply)> = Default::default();
+    let mut batches: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+    let mut forwards: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+    let mut open = true;
+    let split = |p: Proposal| match p {
+        Proposal::Local(c) => (c, None),
+        Proposal::Remote(c, tx) => (c, Some(tx)),
+    };
+    loop {
+        tokio::select! {
+            p = rx.recv(), if open => match p {
+                Some(p) => queue.push_back(split(p)),
+                None => open = false,
+            },
+            Some(()) = batches.next(), if !batches.is_empty() => {}
+            Some(()) = forwards.next(), if !forwards.is_empty() => {}
+            else => break,
+        }
+        while let Ok(p) = rx.try_recv() {
+            queue.push_back(split(p));
+        }
+        if queue.is_empty() {
+            continue;
+        }
+        match node.leader() {
+            Some((id, _)) if id == node.id => {
+                while batches.len() < MAX_INFLIGHT_BATCHES && !queue.is_empty() {
+                    let mut cmds = Vec::new();
+                    let mut waiters: Vec<Waiter> = Vec::new();
+                    let mut bytes = 0;
+                    while let Some((cmd, _)) = queue.front() {
+                        if !cmds.is_empty()
+                            && (cmds.len() >= synod_raft_store::types::MAX_BATCH
+                                || bytes >= MAX_BATCH_BYTES)
+                        {
+                            break;
+                        }
+                        bytes += command_bytes(cmd);
+                        let Some((cmd, remote)) = queue.pop_front() else {
+                            break;
+                        };
+                        waiters.push((cmd.origin(), remote));
+                        cmds.push(cmd);
+                    }
+                    match node.raft.client_write_ff(Command::Batch(cmds)).await {
+                        Ok(responder) => {
+                            let node = node.clone();
+                            batches.push(
+                                async move {
+                                    let res = match responder.await {
+                                        Ok(Ok(_)) => Ok(()),
+                                        Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
+                                        Err(e) => Err(ForwardError::Failed(e.to_string())),
+                                    };
+                                    for (origin, remote) in waiters {
+                                        finish(&node, origin, remote, res.clone());
+                                    }
+                                }
+                                .boxed(),
+                            );
+                        }
+                        Err(e) => {
+                            for (origin, remote) in waiters {
+                                finish(
+                                    &node,
+                                    origin,
+                                    remote,
+                                    Err(ForwardError::Failed(e.to_string())),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Some((id, addr)) => {
+                while let Some((cmd, remote)) = queue.pop_front() {
+                    let origin = cmd.origin();
+                    if remote.is_some() {
+                        // Forwarded to us, but we no longer lead: the follower will retry elsewhere.
+                        finish(
+                            &node,
+                            origin,
+                            remote,
+                            Err(ForwardError::NotLeader { leader: Some(id) }),
+                        );
+                        continue;
+                    }
+                    let pool = node.pool.clone();
+                    let addr = addr.clone();
+                    let mut call = Box::pin(async move {
+                        pool.call(id, &addr, PeerRequest::Forward(cmd), LEADER_CALL_TIMEOUT)
+                            .await
+                    });
+                    // The first poll enqueues the frame: do it now, so forwards keep their order.
+                    let first = futures_util::poll!(&mut call);
+                    let node2 = node.clone();
+                    forwards.push(
+                        async move {
+                            let r = match first {
+                                std::task::Poll::Ready(r) => r,
+                                std::task::Poll::Pending => call.await,
+                            };
+                            let res = match r {
+                                Ok(PeerResponse::Forward(r)) => r,
+                                Ok(other) => {
+                                    Err(ForwardError::Failed(format!("unexpected reply {other:?}")))
+                                }
+                                Err(e) => Err(ForwardError::Failed(e.to_string())),
+                            };
+                            finish(&node2, origin, None, res);
+                        }
+                        .boxed(),
+                    );
+                }
+            }
+            None => {
+                while let Some((cmd, remote)) = queue.pop_front() {
+                    finish(
+                        &node,
+                        cmd.origin(),
+                        remote,
+                        Err(ForwardError::NotLeader { leader: None }),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn finish(
+    node: &Node,
+    origin: Option<Origin>,
+    remote: Option<oneshot::Sender<Result<(), ForwardError>>>,
+    res: Result<(), ForwardError>,
+) {
+    match remote {
+        Some(tx) => {
+            let _ = tx.send(res);
+        }
+        None => {
+            if let Err(e) = res {
+                node.fail(origin, e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Reads: evaluates a read or watch request against the applied tree and queues its reply, all
+//! under the replica lock (so a watch it leaves can never miss, nor precede, an event of a change
+//! the reply reflects). ZooKeeper answers these in its FinalRequestProcessor.
+
+use std::time::Instant;
+
+use synod_proto::records::*;
+use synod_proto::{
+    xid, AddWatchMode, ErrorCode, Id, MultiOp, MultiResult, Request, Response, WatcherType,
+};
+use synod_raft_store::state_machine::Replica;
+
+use crate::pipeline::apply::Applier;
+use crate::pipeline::conn::{reply_frame, Conn};
+use crate::pipeline::outbox::ReplyRoom;
+use crate::watch::manager::WatchKind;
+
+impl Conn {
+    /// Evaluates a read against the applied tree and queues its reply, under the replica lock.
+    pub fn evaluate(
+        &self,
+        r: &mut Replica<Applier>,
+        xid: i32,
+        request: Request,
+        auth: &[Id],
+        room: ReplyRoom<'_>,
+        arrived: Instant,
+    ) -> bool {
+        let zxid = r.applied_zxid();
+        let op = request.opcode();
+        let Replica { tree, observer, .. } = r;
+        let conn = self.id;
+        let mut xid = xid;
+        let (err, resp) = match request {
+            Request::Exists(q) => {
+                if q.watch {
+                    observer.watches.add(conn, WatchKind::Data, &q.path);
+                }
+                match tree.stat(&q.path) {
+                    Some(s) => (ErrorCode::Ok, Response::Stat(s)),
+                    None => (ErrorCode::NoNode, Response::Empty),
+                }
+            }
+            Request::GetData(q) => match tree.get_data(&q.path, auth) {
+                Ok((data, stat)) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Data, &q.path);
+                    }
+                    (
+                        ErrorCode::Ok,
+                        Response::GetData(GetDataResponse { data, stat }),
+                    )
+                }
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetChildren(q) => match tree.get_children(&q.path, auth) {
+                Ok((children, _)) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Child, &q.path);
+                    }
+                    (
+                        ErrorCode::Ok,
+                        Response::GetChildren(GetChildrenResponse { children }),
+                    )
+                }
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetChildren2(q) => match tree.get_children(&q.path, auth) {
+                Ok((children, stat)) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Child, &q.path);
+                    }
+                    (
+                        ErrorCode::Ok,
+                        Response::GetChildren2(GetChildren2Response { children, stat }),
+                    )
+                }
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetAcl(q) => match tree.get_acl(&q.path) {
+                Ok((acl, stat)) => (
+                    ErrorCode::Ok,
+                    Response::GetAcl(GetAclResponse { acl, stat }),
+                ),
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetAllChildrenNumber(q) => match tree.all_children_number(&q.path, auth) {
+                Ok(n) => (
+                    ErrorCode::Ok,
+                    Response::GetAllChildrenNumber(GetAllChildrenNumberResponse {
+                        total_number: n,
+                    }),
+                ),
+                Err(e) => (e, Response::Empty),
+            },
+            Request::GetEphemerals(q) => (
+                ErrorCode::Ok,
+                Response::GetEphemerals(GetEphemeralsResponse {
+                    ephemerals: tree.ephemerals(self.session_id, &q.prefix_path),
+                }),
+            ),
+            Request::Sync(q) => (ErrorCode::Ok, Response::Sync(SyncResponse { path: q.path })),
+            Request::MultiRead(ops) => {
+                let results = ops
+                    .into_iter()
+                    .map(|op| match op {
+                        MultiOp::GetData(q) => match tree.get_data(&q.path, auth) {
+                            Ok((data, stat)) => MultiResult::GetData { data, stat },
+                            Err(e) => MultiResult::Error(e),
+                        },
+                        MultiOp::GetChildren(q) => match tree.get_children(&q.path, auth) {
+                            Ok((children, _)) => MultiResult::GetChildren { children },
+                            Err(e) => MultiResult::Error(e),
+                        },
+                        _ => MultiResult::Error(ErrorCode::BadArguments),
+                    })
+                    .collect();
+                (ErrorCode::Ok, Response::Multi(results))
+            }
+            Request::CheckWatches(q) => match WatcherType::from_i32(q.watcher_type) {
+                Some(t) if observer.watches.has(conn, &q.path, t) => {
+                    (ErrorCode::Ok, Response::Empty)
+                }
+                Some(_) => (ErrorCode::NoWatcher, Response::Empty),
+                None => (ErrorCode::BadArguments, Response::Empty),
+            },
+            Request::RemoveWatches(q) => match WatcherType::from_i32(q.watcher_type) {
+                Some(t) if observer.watches.remove(conn, &q.path, t) => {
+                    (ErrorCode::Ok, Response::Empty)
+                }
+                Some(_) => (ErrorCode::NoWatcher, Response::Empty),
+                None => (ErrorCode::BadArguments, Response::Empty),
+            },
+            Request::AddWatch(q) => match AddWatchMode::from_i32(q.mode) {
+                Some(mode) => {
+                    let kind = match mode {
+                        AddWatchMode::Persistent => WatchKind::Persistent,
+                        AddWatchMode::PersistentRecursive => WatchKind::Recursive,
+                    };
+                    observer.watches.add(conn, kind, &q.path);
+                    (ErrorCode::Ok, Response::Error(ErrorResponse { err: 0 }))
+                }
+                None => (ErrorCode::BadArguments, Response::Empty),
+            },
+            Request::SetWatches(w) => {
+                xid = xid::SET_WATCHES;
+                let w = SetWatches2 {
+                    relative_zxid: w.relative_zxid,
+                    data_watches: w.data_watches,
+                    exist_watches: w.exist_watches,
+                    child_watches: w.child_watches,
+                    ..Default::default()
+                };
+                if !self.set_watches(tree, observer, w) {
+                    return false;
+                }
+                (ErrorCode::Ok, Response::Empty)
+            }
+            Request::SetWatches2(w) => {
+                xid = xid::SET_WATCHES;
+                if !self.set_watches(tree, observer, w) {
+                    return false;
+                }
+                (ErrorCode::Ok, Response::Empty)
+            }
+            Request::WhoAmI => {
+                let client_info = auth
+                    .iter()
+                    .map(|id| ClientInfo {
+                        auth_scheme: id.scheme.clone(),
+                        user: id.id.split(':').next().unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                (
+                    ErrorCode::Ok,
+                    Response::WhoAmI(WhoAmIResponse { client_info }),
+                )
+            }
+            _ => (ErrorCode::Unimplemented, Response::Empty),
+        };
+        crate::admin::metrics::request_done(op, arrived, err);
+        room.send(reply_frame(xid, zxid, err, resp))
+    }
+}
+
+/// Reads that must see every write acknowledged before them (linearizable mode).
+pub fn is_data_read(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Exists(_)
+            | Request::GetData(_)
+            | Request::GetChildren(_)
+            | Request::GetChildren2(_)
+            | Request::GetAcl(_)
+            | Request::GetAllChildrenNumber(_)
+            | Request::GetEphemerals(_)
+            | Request::MultiRead(_)
+            | Request::SetWatches(_)
+            | Request::SetWatches2(_)
+    )
+}

@@ -1,0 +1,201 @@
+//! The reader: decodes a connection's requests as they arrive and turns each into its place in
+//! the reply order ([`Slot`]). Writes are proposed right here, in arrival order, so a session's
+//! writes pipeline; credentials (`addauth`) are checked here too. ZooKeeper's
+//! PrepRequestProcessor plays this part.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha1::{Digest, Sha1};
+use synod_proto::jute::{Decode, Reader};
+use synod_proto::{ErrorCode, FrameCodec, Id, Request, RequestPacket, Response};
+use synod_raft_store::state_machine::lock;
+use synod_raft_store::Command;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::FramedRead;
+
+use crate::pipeline::conn::{reply_frame, Conn};
+use crate::pipeline::ordered::{Held, Slot};
+
+/// Why a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderEnd {
+    /// The client closed its side.
+    ClientClosed,
+    /// A frame over the size limit, or a broken length prefix.
+    BadFrame,
+    /// A frame that is no valid request.
+    Malformed,
+    /// It read a request that ends the connection (closeSession, a rejected credential): the
+    /// processor still has to send that request's reply.
+    Closing,
+    /// The connection's processor is gone: nothing more can be answered.
+    Stopped,
+}
+
+fn digest_id(auth: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(auth).ok()?;
+    let (user, _) = text.split_once(':')?;
+    let hash = Sha1::digest(text.as_bytes());
+    Some(format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    ))
+}
+
+impl Conn {
+    /// Reads, decodes and dispatches requests until the client closes, misbehaves, or sends a
+    /// request that ends the connection.
+    pub async fn read_loop(
+        &self,
+        rd: tokio::net::tcp::OwnedReadHalf,
+        peer: SocketAddr,
+        slots: mpsc::UnboundedSender<(Slot, Held)>,
+    ) -> ReaderEnd {
+        let mut frames = FramedRead::new(rd, FrameCodec::new(self.node.cfg.max_frame_bytes));
+        let permits = Arc::new(Semaphore::new(self.node.cfg.max_outstanding));
+        let mut auth: Arc<Vec<Id>> = Arc::new(vec![Id {
+            scheme: "ip".into(),
+            id: peer.ip().to_string(),
+        }]);
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return ReaderEnd::Stopped;
+            };
+            let frame = match frames.next().await {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    tracing::info!(%peer, %e, "closing connection: bad frame");
+                    return ReaderEnd::BadFrame;
+                }
+                None => return ReaderEnd::ClientClosed,
+            };
+            let packet = match RequestPacket::decode(&mut Reader::new(frame.clone())) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(%peer, %e, "closing connection: malformed request");
+                    return ReaderEnd::Malformed;
+                }
+            };
+            self.node.touch(self.session_id);
+            self.stats
+                .request(packet.request.opcode().as_i32(), packet.xid);
+            let (slot, stop) = self.dispatch(packet, frame, &mut auth);
+            if slots
+                .send((slot, (permit, crate::admin::metrics::InFlight::new())))
+                .is_err()
+            {
+                return ReaderEnd::Stopped;
+            }
+            if stop {
+                return ReaderEnd::Closing;
+            }
+        }
+    }
+
+    /// Turns one request into its slot; writes are proposed here, in arrival order.
+    pub fn dispatch(
+        &self,
+        p: RequestPacket,
+        frame: Bytes,
+        auth: &mut Arc<Vec<Id>>,
+    ) -> (Slot, bool) {
+        let xid = p.xid;
+        let ready = |err: ErrorCode, close: bool| {
+            (
+                Slot::Ready {
+                    frame: reply_frame(xid, self.applied(), err, Response::Empty),
+                    close,
+                },
+                close,
+            )
+        };
+        let op = p.request.opcode();
+        match p.request {
+            Request::Ping => (Slot::Ping, false),
+            Request::Auth(a) => {
+                let id = match a.scheme.as_str() {
+                    "digest" => digest_id(&a.auth).map(|id| Id {
+                        scheme: "digest".into(),
+                        id,
+                    }),
+                    _ => None,
+                };
+                match id {
+                    Some(id) => {
+                        if !auth.contains(&id) {
+                            Arc::make_mut(auth).push(id);
+                        }
+                        ready(ErrorCode::Ok, false)
+                    }
+                    None => ready(ErrorCode::AuthFailed, true),
+                }
+            }
+            Request::Reconfig(_) | Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
+            Request::CloseSession => {
+                lock(&self.node.replica)
+                    .observer
+                    .conns
+                    .detach_session(self.session_id, self.id);
+                let origin = self.node.origin();
+                let done = self.node.propose_and_wait(
+                    origin,
+                    Command::CloseSession {
+                        origin: Some(origin),
+                        session_id: self.session_id,
+                    },
+                );
+                (
+                    Slot::Write {
+                        xid,
+                        done,
+                        close_after: true,
+                        op,
+                        arrived: Instant::now(),
+                    },
+                    true,
+                )
+            }
+            _ if op.is_write() => {
+                let origin = self.node.origin();
+                let cmd = Command::Write {
+                    origin,
+                    session_id: self.session_id,
+                    time_ms: crate::clock::now_ms(),
+                    auth: auth
+                        .iter()
+                        .map(|i| (i.scheme.clone(), i.id.clone()))
+                        .collect(),
+                    opcode: op.as_i32(),
+                    // An exact-size copy: a slice would pin the whole read buffer it came from
+                    // for as long as the tree keeps the value.
+                    body: Bytes::copy_from_slice(&frame[8..]),
+                };
+                let done = self.node.propose_and_wait(origin, cmd);
+                (
+                    Slot::Write {
+                        xid,
+                        done,
+                        close_after: false,
+                        op,
+                        arrived: Instant::now(),
+                    },
+                    false,
+                )
+            }
+            request => (
+                Slot::Read {
+                    xid,
+                    request,
+                    auth: auth.clone(),
+                    arrived: Instant::now(),
+                },
+                false,
+            ),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The writer: sends a connection's queued replies and events to the client in queue order,
+//! gathering small frames into one write, and returns their room to the outbox.
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use std::sync::Arc;
+
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::pipeline::outbox::{Kind, OutboxReceiver};
+
+/// Frames at least this large are written as they are instead of being copied into the batch
+/// buffer (which therefore never grows much beyond [`WRITE_BATCH`]).
+const DIRECT_WRITE: usize = 64 * 1024;
+/// The writer stops gathering queued frames into one batch at this many bytes.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Writes queued frames to the client in order, gathering small ones into one write, and returns
+/// their room to the outbox after each batch.
+pub async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: OutboxReceiver,
+    stats: Arc<crate::stats::ConnStats>,
+) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let (mut frames, mut reply_bytes, mut event_bytes, mut batch) = (0, 0, 0, 0);
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            let len = q.frame.len();
+            if len >= DIRECT_WRITE {
+                if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+                    return;
+                }
+                buf.clear();
+                if wr.write_all(&q.frame).await.is_err() {
+                    return;
+                }
+            } else {
+                buf.extend_from_slice(&q.frame);
+            }
+            match q.kind {
+                Kind::Reply => reply_bytes += len,
+                Kind::Event => event_bytes += len,
+                Kind::Replay => {}
+            }
+            frames += usize::from(q.kind != Kind::Replay);
+            stats.sent();
+            batch += len;
+            if batch < WRITE_BATCH {
+                next = rx.try_recv();
+            }
+        }
+        if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+        rx.release(frames, reply_bytes, event_bytes);
+    }
+    let _ = wr.shutdown().await;
+}
