@@ -12,7 +12,9 @@ use std::fmt::Write as _;
 use serde_json::{json, Map, Value};
 use synod_raft_store::state_machine::lock;
 
+use crate::admin::views::{self, CAUGHT_UP_LAG};
 use crate::node::Node;
+use crate::session::registry::snapshots;
 use crate::stats::ConnSnapshot;
 
 /// Entries a list-shaped word shows at most (the admin API's paged endpoints show the rest).
@@ -156,7 +158,7 @@ fn summary(node: &Node) -> Summary {
         ephemerals: tree.sessions().map(|(_, s)| s.ephemerals.len()).sum(),
         sessions: tree.session_count(),
         watches,
-        connections: node.stats.connections().len(),
+        connections: node.connections().len(),
         server: node.stats.snapshot(),
     }
 }
@@ -173,7 +175,9 @@ pub fn text(node: &Node, word: Word) -> String {
             "Server stats reset.\n".into()
         }
         Word::Crst => {
-            node.stats.reset_connections();
+            for c in node.connections() {
+                c.reset();
+            }
             "Connection stats reset.\n".into()
         }
         _ if !serving(node) => NOT_SERVING.into(),
@@ -190,7 +194,7 @@ pub fn text(node: &Node, word: Word) -> String {
         }),
         Word::Cons => {
             let mut s = String::new();
-            for c in node.stats.connections().iter().take(MAX_ITEMS) {
+            for c in snapshots(&node.connections()).iter().take(MAX_ITEMS) {
                 let _ = writeln!(s, "{}", cons_line(c, true));
             }
             s.push('\n');
@@ -246,7 +250,7 @@ fn srvr_text(node: &Node, with_clients: bool) -> String {
     let mut s = format!("Zookeeper version: {}\n", version());
     if with_clients {
         s.push_str("Clients:\n");
-        for c in node.stats.connections().iter().take(MAX_ITEMS) {
+        for c in snapshots(&node.connections()).iter().take(MAX_ITEMS) {
             let _ = writeln!(s, "{}", cons_line(c, false));
         }
         s.push('\n');
@@ -313,9 +317,9 @@ fn file_descriptors() -> (Option<u64>, Option<u64>) {
 }
 
 /// Followers as the leader sees them: (learners, synced voters, synced non-voters). A member is
-/// synced when it has acknowledged entries in this term and is at most [`SYNCED_LAG`] behind.
+/// synced when it has acknowledged entries in this term and is at most [`CAUGHT_UP_LAG`] behind.
 fn follower_counts(node: &Node) -> Option<(usize, usize, usize)> {
-    let members = crate::admin::members(node);
+    let members = views::membership(node);
     if !members.is_leader_view {
         return None;
     }
@@ -323,14 +327,11 @@ fn follower_counts(node: &Node) -> Option<(usize, usize, usize)> {
     let synced = |voter: bool| {
         others
             .iter()
-            .filter(|m| m.voter == voter && m.lag.is_some_and(|l| l <= SYNCED_LAG))
+            .filter(|m| m.voter == voter && m.lag.is_some_and(|l| l <= CAUGHT_UP_LAG))
             .count()
     };
     Some((others.len(), synced(true), synced(false)))
 }
-
-/// How many entries behind the leader's log a follower may be and still count as synced.
-pub const SYNCED_LAG: u64 = 1000;
 
 /// `mntr`: ZooKeeper's key names (without the `zk_` prefix), in ZooKeeper 3.4's familiar order.
 /// Only figures synod really has are listed.
@@ -515,7 +516,7 @@ fn watch_tables(node: &Node) -> WatchTables {
 
 /// `wchc`: session id → watched paths, for this node's connections, by session id.
 pub fn watches_by_session(node: &Node) -> Vec<(i64, Vec<String>)> {
-    let sessions = node.stats.sessions_by_conn();
+    let sessions = lock(&node.replica).observer.conns.sessions_by_conn();
     let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     {
         let r = lock(&node.replica);
@@ -537,7 +538,7 @@ pub fn watches_by_session(node: &Node) -> Vec<(i64, Vec<String>)> {
 
 /// `wchp`: watched path → the sessions watching it, by path.
 pub fn watches_by_path(node: &Node) -> Vec<(String, Vec<i64>)> {
-    let sessions: HashMap<u64, i64> = node.stats.sessions_by_conn();
+    let sessions: HashMap<u64, i64> = lock(&node.replica).observer.conns.sessions_by_conn();
     let by_path = lock(&node.replica).observer.watches.by_path();
     by_path
         .into_iter()
@@ -588,7 +589,7 @@ fn dump_text(node: &Node) -> String {
         }
     }
     more(&mut s, with.len());
-    let conns = node.stats.connections();
+    let conns = snapshots(&node.connections());
     s.push_str("Connections dump:\n");
     let _ = writeln!(s, "Connections Sets (1)/({}):", conns.len());
     for c in conns.iter().take(MAX_ITEMS) {
@@ -600,9 +601,7 @@ fn dump_text(node: &Node) -> String {
 
 /// The `connections` list of `stat` and `cons` (JSON form), bounded by [`MAX_ITEMS`].
 fn insert_connections(node: &Node, out: &mut Map<String, Value>) {
-    let conns: Vec<Value> = node
-        .stats
-        .connections()
+    let conns: Vec<Value> = snapshots(&node.connections())
         .iter()
         .take(MAX_ITEMS)
         .map(cons_json)

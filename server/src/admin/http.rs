@@ -4,219 +4,29 @@
 //! the tree view is limited in depth, node count and data shown, waits have a timeout.
 //! README.md ("Admin HTTP API") documents each endpoint with an example.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use synod_proto::path::child as child_path;
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::tree::{digest_hex, NodeKind};
 
-use crate::fourletter::{self, Word};
+use crate::admin::fourletter::{self, Word};
 use crate::node::Node;
-use crate::stats::ServerSnapshot;
-
-/// `/status`.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// This node's id.
-    pub id: u64,
-    /// Raft role: leader, follower, candidate, learner, shutdown.
-    pub role: String,
-    /// Raft term.
-    pub term: u64,
-    /// The leader this node knows, if any.
-    pub leader: Option<u64>,
-    /// Last index in this node's Raft log.
-    pub last_log_index: u64,
-    /// Raft's commit index as this node knows it.
-    pub committed_index: u64,
-    /// Last entry applied to this node's tree (its zxid).
-    pub applied_index: u64,
-    /// Znodes in the tree.
-    pub znodes: usize,
-    /// Bytes of znode data.
-    pub data_bytes: u64,
-    /// Live sessions (cluster-wide, replicated).
-    pub sessions: usize,
-    /// Watches held by this node's connections.
-    pub watches: usize,
-    /// Client connections on this node.
-    pub connections: usize,
-    /// Voter ids.
-    pub members: Vec<u64>,
-    /// Where clients connect to this node.
-    pub client_addr: String,
-    /// Where peers connect to this node (Raft).
-    pub peer_addr: String,
-    /// Where this admin API listens.
-    pub admin_addr: String,
-    /// Milliseconds since the process started.
-    pub uptime_ms: u64,
-    /// Server version (see `srvr`).
-    pub version: String,
-    /// Client request counters of this node (rates and latency are derived from two samples).
-    pub requests: ServerSnapshot,
-}
-
-/// This node's Raft role name.
-fn role_name(state: openraft::ServerState) -> &'static str {
-    match state {
-        openraft::ServerState::Leader => "leader",
-        openraft::ServerState::Follower => "follower",
-        openraft::ServerState::Candidate => "candidate",
-        openraft::ServerState::Learner => "learner",
-        openraft::ServerState::Shutdown => "shutdown",
-    }
-}
-
-pub async fn status(node: &Node) -> Status {
-    let committed = node
-        .raft
-        .with_raft_state(|s| s.committed.map(|l| l.index))
-        .await
-        .ok()
-        .flatten();
-    let m = node.raft.metrics().borrow().clone();
-    let (applied, znodes, data_bytes, sessions, watches, connections) = {
-        let r = lock(&node.replica);
-        (
-            r.applied_index(),
-            r.tree.node_count(),
-            r.tree.data_bytes(),
-            r.tree.session_count(),
-            r.observer.watches.count(),
-            r.observer.connection_count(),
-        )
-    };
-    Status {
-        id: node.id,
-        role: role_name(m.state).to_string(),
-        term: m.current_term,
-        leader: m.current_leader,
-        last_log_index: m.last_log_index.unwrap_or(0),
-        // Raft's own commit index (ahead of `applied_index` while entries wait to be applied).
-        committed_index: committed.unwrap_or(0).max(applied),
-        applied_index: applied,
-        znodes,
-        data_bytes,
-        sessions,
-        watches,
-        connections,
-        members: m.membership_config.membership().voter_ids().collect(),
-        client_addr: node.cfg.client_addr.to_string(),
-        peer_addr: node.cfg.peer_addr.to_string(),
-        admin_addr: node.cfg.admin_addr.to_string(),
-        uptime_ms: node.started.elapsed().as_millis() as u64,
-        version: fourletter::version(),
-        requests: node.stats.snapshot(),
-    }
-}
-
-/// One member of the cluster in `/members`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Member {
-    /// The member's node id.
-    pub id: u64,
-    /// Its peer (Raft) address.
-    pub peer_addr: String,
-    /// Its admin address, when this node knows it (its own only).
-    pub admin_addr: Option<String>,
-    /// Voter (true) or learner (false).
-    pub voter: bool,
-    /// `leader`, `follower` or `learner`, as this node sees the cluster.
-    pub role: &'static str,
-    /// Whether this entry is the node answering.
-    pub this_node: bool,
-    /// The last log index the leader knows this member holds (leader's view only).
-    pub matched_index: Option<u64>,
-    /// How many entries the member is behind the leader's log (leader's view only).
-    pub lag: Option<u64>,
-}
-
-/// `/members`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Members {
-    /// The node answering.
-    pub node: u64,
-    /// The leader it knows.
-    pub leader: Option<u64>,
-    /// Whether the answering node leads: only then are `matched_index` and `lag` known.
-    pub is_leader_view: bool,
-    /// The answering node's last log index.
-    pub last_log_index: u64,
-    /// Milliseconds since a quorum last acknowledged the leader (leader only).
-    pub millis_since_quorum_ack: Option<u64>,
-    /// Whether a membership change (joint consensus) is in progress.
-    pub joint: bool,
-    /// Every member (voters and learners), by id.
-    pub members: Vec<Member>,
-}
-
-/// The cluster's members as this node sees them; replication progress from the leader's view.
-pub fn members(node: &Node) -> Members {
-    let m = node.raft.metrics().borrow().clone();
-    let membership = m.membership_config.membership().clone();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let last = m.last_log_index.unwrap_or(0);
-    let replication = m.replication.clone();
-    let members = membership
-        .nodes()
-        .map(|(id, n)| {
-            let voter = voters.contains(id);
-            let matched = replication
-                .as_ref()
-                .map(|r| r.get(id).copied().flatten().map(|l| l.index).unwrap_or(0));
-            let matched = if *id == node.id && replication.is_some() {
-                Some(last)
-            } else {
-                matched
-            };
-            Member {
-                id: *id,
-                peer_addr: n.addr.clone(),
-                admin_addr: (*id == node.id).then(|| node.cfg.admin_addr.to_string()),
-                voter,
-                role: if m.current_leader == Some(*id) {
-                    "leader"
-                } else if voter {
-                    "follower"
-                } else {
-                    "learner"
-                },
-                this_node: *id == node.id,
-                matched_index: matched,
-                lag: matched.map(|i| last.saturating_sub(i)),
-            }
-        })
-        .collect();
-    Members {
-        node: node.id,
-        leader: m.current_leader,
-        is_leader_view: replication.is_some(),
-        last_log_index: last,
-        millis_since_quorum_ack: m.millis_since_quorum_ack,
-        joint: membership.get_joint_config().len() > 1,
-        members,
-    }
-}
 
 /// An error answer: `{"error": "..."}` with a status code.
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "error": msg.into() }))).into_response()
 }
 
 /// Query of `/ready`.
 #[derive(Debug, Deserialize)]
-struct ReadyQuery {
+pub struct ReadyQuery {
     /// How long to wait for a read index and for applying up to it (default 2000, at most 30000).
     timeout_ms: Option<u64>,
 }
@@ -228,7 +38,7 @@ const READY_TIMEOUT_MAX: Duration = Duration::from_secs(30);
 /// `/ready`: 200 when this node knows a leader and has applied everything committed as of a
 /// fresh read index (obtained through the node's batched read-index path); 503 with the reason
 /// otherwise, within the timeout.
-async fn ready(node: &Node, q: ReadyQuery) -> Response {
+pub async fn ready(node: &Node, q: ReadyQuery) -> Response {
     let timeout = q
         .timeout_ms
         .map(Duration::from_millis)
@@ -280,7 +90,7 @@ async fn ready(node: &Node, q: ReadyQuery) -> Response {
 
 /// Paging of list endpoints.
 #[derive(Debug, Deserialize)]
-struct Page {
+pub struct Page {
     /// Entries to return (default 100, at most 1000).
     limit: Option<usize>,
     /// Entries to skip.
@@ -305,7 +115,7 @@ impl Page {
 }
 
 /// `/sessions`: every live session (replicated), by id, with where it is connected if here.
-fn sessions(node: &Node, page: &Page) -> Value {
+pub fn sessions(node: &Node, page: &Page) -> Value {
     let (offset, limit) = page.bounds();
     let mut all: Vec<(i64, i32, usize)> = {
         let r = lock(&node.replica);
@@ -315,7 +125,7 @@ fn sessions(node: &Node, page: &Page) -> Value {
             .collect()
     };
     all.sort_unstable_by_key(|s| s.0);
-    let conns = node.stats.connections();
+    let conns = crate::session::registry::snapshots(&node.connections());
     let items: Vec<Value> = all
         .iter()
         .skip(offset)
@@ -341,7 +151,7 @@ fn sessions(node: &Node, page: &Page) -> Value {
 }
 
 /// `/watches`: this node's watches by path (like `wchp`) or by session (like `wchc`).
-fn watches(node: &Node, page: &Page) -> Response {
+pub fn watches(node: &Node, page: &Page) -> Response {
     let (offset, limit) = page.bounds();
     let total_watches = lock(&node.replica).observer.watches.count();
     let cut = |v: Vec<String>| {
@@ -396,7 +206,7 @@ fn watches(node: &Node, page: &Page) -> Response {
 
 /// Query of `/tree`.
 #[derive(Debug, Deserialize)]
-struct TreeQuery {
+pub struct TreeQuery {
     /// The subtree's root (default `/`).
     path: Option<String>,
     /// Levels of children to include (default 1, at most 10; 0 = the node alone).
@@ -435,7 +245,7 @@ fn show_data(data: &[u8], max: usize) -> (String, &'static str, bool) {
 
 /// `/tree`: a read-only view of a subtree from this node's applied state (breadth-first, so a
 /// node limit cuts the deepest levels first).
-fn tree(node: &Node, q: &TreeQuery) -> Response {
+pub fn tree(node: &Node, q: &TreeQuery) -> Response {
     let path = q.path.clone().unwrap_or_else(|| "/".into());
     if let Err(e) = synod_proto::path::validate_path(&path, false) {
         return error(
@@ -540,7 +350,7 @@ fn tree(node: &Node, q: &TreeQuery) -> Response {
 /// `/digest`: the tree's digest at the applied index it was taken at. The tree is copied (O(1),
 /// persistent maps) under the replica lock together with the index, so the pair is consistent;
 /// the hashing runs off the lock on a blocking thread.
-async fn digest(node: &Node) -> Response {
+pub async fn digest(node: &Node) -> Response {
     let (t, applied) = {
         let r = lock(&node.replica);
         (r.tree.clone(), r.applied_index())
@@ -561,12 +371,12 @@ async fn digest(node: &Node) -> Response {
 
 /// Query of `/commands/<name>`.
 #[derive(Debug, Deserialize)]
-struct CommandQuery {
+pub struct CommandQuery {
     /// `text` for the raw four-letter-word answer instead of JSON.
     format: Option<String>,
 }
 
-fn command(node: &Node, name: &str, q: &CommandQuery) -> Response {
+pub fn command(node: &Node, name: &str, q: &CommandQuery) -> Response {
     let Some(word) = Word::parse(name) else {
         return error(StatusCode::NOT_FOUND, format!("unknown command {name:?}"));
     };
@@ -584,7 +394,7 @@ fn command(node: &Node, name: &str, q: &CommandQuery) -> Response {
     }
 }
 
-fn command_list() -> Value {
+pub fn command_list() -> Value {
     let cmds: Vec<Value> = fourletter::WORDS
         .iter()
         .map(|(_, short, long)| json!({"name": long, "alias": short, "url": format!("/commands/{long}")}))
@@ -593,7 +403,7 @@ fn command_list() -> Value {
 }
 
 /// A static asset of the dashboard.
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+pub fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -602,61 +412,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-pub fn router(node: Arc<Node>) -> Router {
-    type S = State<Arc<Node>>;
-    Router::new()
-        .route("/health", get(|| async { "ok\n" }))
-        .route(
-            "/ready",
-            get(|State(node): S, Query(q): Query<ReadyQuery>| async move { ready(&node, q).await }),
-        )
-        .route(
-            "/status",
-            get(|State(node): S| async move { Json(status(&node).await) }),
-        )
-        .route(
-            "/members",
-            get(|State(node): S| async move { Json(members(&node)) }),
-        )
-        .route(
-            "/sessions",
-            get(|State(node): S, Query(p): Query<Page>| async move { Json(sessions(&node, &p)) }),
-        )
-        .route(
-            "/watches",
-            get(|State(node): S, Query(p): Query<Page>| async move { watches(&node, &p) }),
-        )
-        .route(
-            "/tree",
-            get(|State(node): S, Query(q): Query<TreeQuery>| async move { tree(&node, &q) }),
-        )
-        .route(
-            "/digest",
-            get(|State(node): S| async move { digest(&node).await }),
-        )
-        .route("/commands", get(|| async { Json(command_list()) }))
-        .route(
-            "/commands/{name}",
-            get(
-                |State(node): S, Path(name): Path<String>, Query(q): Query<CommandQuery>| async move {
-                    command(&node, &name, &q)
-                },
-            ),
-        )
-        .route("/", get(|| async { Redirect::temporary("/ui") }))
-        .route("/ui", get(|| async { asset("text/html; charset=utf-8", crate::ui::INDEX_HTML) }))
-        .route("/ui/", get(|| async { asset("text/html; charset=utf-8", crate::ui::INDEX_HTML) }))
-        .route(
-            "/ui/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", crate::ui::APP_JS) }),
-        )
-        .route(
-            "/ui/style.css",
-            get(|| async { asset("text/css; charset=utf-8", crate::ui::STYLE_CSS) }),
-        )
-        .with_state(node)
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
-//! Cluster control on the admin port: membership changes (add a learner, promote it to voter,
-//! remove a member) through openraft's joint consensus, guarded against losing quorum by mistake;
-//! the membership as this node sees it; a manual snapshot trigger; and the download of the latest
-//! consistent snapshot (a backup, restorable with `synod restore`).
+//! Membership changes on the admin port: add a learner, promote it to voter, remove a member,
+//! through openraft's joint consensus, guarded against losing quorum by mistake. Each answers
+//! with the resulting membership ([`crate::admin::views::membership`]).
 //!
 //! Membership changes must run on the leader: any other node answers `421 Misdirected Request`
 //! naming the leader (id and peer address). openraft 0.9 has no leadership transfer, so there is
@@ -13,39 +12,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use synod_raft_store::state_machine::SNAPSHOT_FILE;
 use synod_raft_store::NodeId;
 
+use crate::admin::views::{self, matched_index, CAUGHT_UP_LAG};
 use crate::node::Node;
 use crate::peer::PeerRequest;
 
-/// A member whose matched log index trails the leader's last index by more than this is not
-/// caught up (it would not help commit soon).
-const CAUGHT_UP_LAG: u64 = 1000;
 /// How long a reachability probe of a member may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default bound on waiting for a learner to catch up or a change to commit.
 const DEFAULT_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on waiting for a triggered snapshot.
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// An admin API error: a status and a message, optionally naming the leader.
-struct ApiError {
+pub struct ApiError {
     status: StatusCode,
     message: String,
     leader: Option<(NodeId, String)>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -82,7 +75,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Maps an error of a membership call; a lost leadership names the new leader.
 fn change_error(
@@ -99,70 +92,6 @@ fn change_error(
     }
 }
 
-/// One member in `GET /membership`.
-#[derive(Debug, Serialize)]
-pub struct MemberView {
-    pub id: NodeId,
-    pub peer_addr: String,
-    /// `voter` or `learner`.
-    pub role: &'static str,
-    /// The last log index known to be replicated to it (leader's view; `None` elsewhere).
-    pub matched: Option<u64>,
-    /// How far it trails the leader's last log index (leader's view).
-    pub lag: Option<u64>,
-}
-
-/// `GET /membership`: the effective membership as this node sees it.
-#[derive(Debug, Serialize)]
-pub struct MembershipView {
-    /// The node answering.
-    pub node: NodeId,
-    pub leader: Option<NodeId>,
-    /// Log index of the membership entry in effect.
-    pub log_index: Option<u64>,
-    /// True while a joint (old + new) configuration is in effect.
-    pub joint: bool,
-    pub members: Vec<MemberView>,
-}
-
-fn membership_view(node: &Node) -> MembershipView {
-    let m = node.raft.metrics().borrow().clone();
-    let stored = m.membership_config.clone();
-    let membership = stored.membership();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let last = m.last_log_index.unwrap_or(0);
-    let members = membership
-        .nodes()
-        .map(|(id, n)| {
-            let matched = m.replication.as_ref().map(|r| {
-                if *id == node.id {
-                    last
-                } else {
-                    r.get(id).copied().flatten().map(|l| l.index).unwrap_or(0)
-                }
-            });
-            MemberView {
-                id: *id,
-                peer_addr: n.addr.clone(),
-                role: if voters.contains(id) {
-                    "voter"
-                } else {
-                    "learner"
-                },
-                matched,
-                lag: matched.map(|x| last.saturating_sub(x)),
-            }
-        })
-        .collect();
-    MembershipView {
-        node: node.id,
-        leader: m.current_leader,
-        log_index: stored.log_id().map(|l| l.index),
-        joint: membership.get_joint_config().len() > 1,
-        members,
-    }
-}
-
 /// The members of `ids` that are reachable over the peer port and caught up (leader's view);
 /// this node counts as both.
 async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
@@ -175,12 +104,7 @@ async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
             out.insert(*id);
             continue;
         }
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(id).copied().flatten())
-            .map(|l| l.index)
-            .unwrap_or(0);
+        let matched = matched_index(&m, *id).unwrap_or(0);
         if last.saturating_sub(matched) > CAUGHT_UP_LAG {
             continue;
         }
@@ -235,7 +159,7 @@ async fn check_quorum(
 
 /// Body of `POST /members/add-learner`.
 #[derive(Debug, Deserialize)]
-struct AddLearner {
+pub struct AddLearner {
     id: NodeId,
     peer_addr: String,
     /// How long to wait for the learner to catch up (default 60000).
@@ -244,7 +168,7 @@ struct AddLearner {
 
 /// Body of `POST /members/promote` and `POST /members/remove`.
 #[derive(Debug, Deserialize)]
-struct ChangeOne {
+pub struct ChangeOne {
     id: NodeId,
     /// Skip the quorum safety checks.
     #[serde(default)]
@@ -299,10 +223,10 @@ async fn bounded<T>(
     }
 }
 
-async fn add_learner(
+pub async fn add_learner(
     State(node): State<Arc<Node>>,
     Json(req): Json<AddLearner>,
-) -> ApiResult<Json<MembershipView>> {
+) -> ApiResult<Json<views::Membership>> {
     leader_only(&node)?;
     if req
         .peer_addr
@@ -377,7 +301,7 @@ async fn add_learner(
         ));
     }
     tracing::info!(id = req.id, addr = %req.peer_addr, elapsed_ms = started.elapsed().as_millis() as u64, "learner added and caught up");
-    Ok(Json(membership_view(&node)))
+    Ok(Json(views::membership(&node)))
 }
 
 /// The current voters, and whether `id` is a learner.
@@ -389,10 +313,10 @@ fn voters_and_is_learner(node: &Node, id: NodeId) -> (BTreeSet<NodeId>, bool) {
     (voters, is_learner)
 }
 
-async fn promote(
+pub async fn promote(
     State(node): State<Arc<Node>>,
     Json(req): Json<ChangeOne>,
-) -> ApiResult<Json<MembershipView>> {
+) -> ApiResult<Json<views::Membership>> {
     leader_only(&node)?;
     let (old, is_learner) = voters_and_is_learner(&node, req.id);
     if old.contains(&req.id) {
@@ -435,13 +359,13 @@ async fn promote(
     .map(|r| r.log_id.index)?;
     settle(&node, done).await;
     tracing::info!(id = req.id, "learner promoted to voter");
-    Ok(Json(membership_view(&node)))
+    Ok(Json(views::membership(&node)))
 }
 
-async fn remove(
+pub async fn remove(
     State(node): State<Arc<Node>>,
     Json(req): Json<ChangeOne>,
-) -> ApiResult<Json<MembershipView>> {
+) -> ApiResult<Json<views::Membership>> {
     leader_only(&node)?;
     let (old, is_learner) = voters_and_is_learner(&node, req.id);
     let timeout = timeout_of(req.timeout_ms);
@@ -458,7 +382,7 @@ async fn remove(
         .index;
         settle(&node, done).await;
         tracing::info!(id = req.id, "learner removed");
-        return Ok(Json(membership_view(&node)));
+        return Ok(Json(views::membership(&node)));
     }
     if !old.contains(&req.id) {
         return Err(ApiError::new(
@@ -489,141 +413,5 @@ async fn remove(
     .index;
     settle(&node, done).await;
     tracing::info!(id = req.id, "voter removed");
-    Ok(Json(membership_view(&node)))
-}
-
-/// `POST /snapshot`'s answer and the metadata of `GET /snapshot`.
-#[derive(Debug, Serialize)]
-struct SnapshotInfo {
-    /// Last log index (zxid) the snapshot covers.
-    last_log_index: u64,
-    /// Term of that entry.
-    last_log_term: u64,
-    /// Size of the snapshot file.
-    file_bytes: u64,
-    /// Last index purged from the Raft log so far.
-    purged_index: Option<u64>,
-    /// How long the call waited for the snapshot.
-    elapsed_ms: u64,
-}
-
-/// Triggers a snapshot and waits (bounded) until one covering at least `index` exists.
-async fn snapshot_at_least(node: &Node, index: u64) -> ApiResult<SnapshotInfo> {
-    let started = Instant::now();
-    let covered = |n: &Node| {
-        n.raft
-            .metrics()
-            .borrow()
-            .snapshot
-            .is_some_and(|l| l.index >= index)
-    };
-    if !covered(node) {
-        node.raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft: {e}")))?;
-        let mut rx = node.raft.metrics();
-        let waited = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
-            loop {
-                if rx.borrow().snapshot.is_some_and(|l| l.index >= index) {
-                    return true;
-                }
-                // A snapshot already in progress may end below `index`: ask again after it.
-                match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
-                    Ok(Err(_)) => return false,
-                    Ok(Ok(())) => {}
-                    Err(_) => {
-                        let _ = node.raft.trigger().snapshot().await;
-                    }
-                }
-            }
-        })
-        .await;
-        if !matches!(waited, Ok(true)) {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("no snapshot at index >= {index} within {SNAPSHOT_TIMEOUT:?}"),
-            ));
-        }
-    }
-    let m = node.raft.metrics().borrow().clone();
-    let snap = m
-        .snapshot
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "snapshot vanished"))?;
-    let file_bytes = std::fs::metadata(snapshot_path(node))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    Ok(SnapshotInfo {
-        last_log_index: snap.index,
-        last_log_term: snap.leader_id.term,
-        file_bytes,
-        purged_index: m.purged.map(|l| l.index),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    })
-}
-
-fn snapshot_path(node: &Node) -> std::path::PathBuf {
-    node.cfg.data_dir.join("state").join(SNAPSHOT_FILE)
-}
-
-/// `POST /snapshot`: a snapshot of everything applied on this node now.
-async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<SnapshotInfo>> {
-    let applied = *node.applied.borrow();
-    Ok(Json(snapshot_at_least(&node, applied).await?))
-}
-
-/// `GET /snapshot`: the current snapshot file (built first if there is none), as stored.
-async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
-    let info = snapshot_at_least(&node, 1).await?;
-    let path = snapshot_path(&node);
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the snapshot file: {e}"),
-            )
-        })?;
-    // The file may have been replaced by a newer snapshot since `info`: name what was read.
-    let (index, term) = synod_raft_store::state_machine::snapshot_file_log_id(&bytes)
-        .ok()
-        .flatten()
-        .map(|l| (l.index, l.leader_id.term))
-        .unwrap_or((info.last_log_index, info.last_log_term));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"synod-snapshot-{index}.bin\""),
-            ),
-            (
-                header::HeaderName::from_static("x-synod-snapshot-index"),
-                index.to_string(),
-            ),
-            (
-                header::HeaderName::from_static("x-synod-snapshot-term"),
-                term.to_string(),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
-}
-
-/// Membership, snapshot and backup routes (merged into the admin router).
-pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route(
-            "/membership",
-            get(|State(node): State<Arc<Node>>| async move { Json(membership_view(&node)) }),
-        )
-        .route("/members/add-learner", post(add_learner))
-        .route("/members/promote", post(promote))
-        .route("/members/remove", post(remove))
-        .route("/snapshot", post(trigger_snapshot).get(download_snapshot))
-        .with_state(node.clone())
-        .merge(crate::metrics::router(node))
+    Ok(Json(views::membership(&node)))
 }

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use synod_proto::{ErrorCode, OpCode};
 
+use crate::admin::views::Role;
 use crate::node::Node;
 
 /// Bucket bounds (seconds) of every latency histogram: 50 µs to 10 s.
@@ -185,13 +184,13 @@ pub fn request_done(op: OpCode, arrived: Instant, err: ErrorCode) {
 
 /// Samples the node's state into the gauges.
 async fn sample(node: &Node) {
-    let s = crate::admin::status(node).await;
+    let s = crate::admin::views::status(node).await;
     let m = node.raft.metrics().borrow().clone();
     let g = |name: &'static str, v: f64| metrics::gauge!(name).set(v);
     g("synod_raft_term", s.term as f64);
     g(
         "synod_raft_is_leader",
-        f64::from(u8::from(s.role == "leader")),
+        f64::from(u8::from(s.role == Role::Leader)),
     );
     g("synod_raft_last_log_index", s.last_log_index as f64);
     g("synod_raft_commit_index", s.committed_index as f64);
@@ -251,7 +250,8 @@ pub fn spawn_background(node: Arc<Node>) {
     });
 }
 
-async fn render(State(node): State<Arc<Node>>) -> axum::response::Response {
+/// `GET /metrics`: the Prometheus text format, gauges sampled now.
+pub async fn render(State(node): State<Arc<Node>>) -> axum::response::Response {
     let Some(Some(m)) = INSTALLED.get() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -265,11 +265,4 @@ async fn render(State(node): State<Arc<Node>>) -> axum::response::Response {
         m.handle.render(),
     )
         .into_response()
-}
-
-/// `GET /metrics`.
-pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/metrics", get(render))
-        .with_state(node)
 }

@@ -1,0 +1,140 @@
+//! Snapshots on the admin port: `POST /snapshot` triggers one covering everything applied on
+//! this node; `GET /snapshot` downloads the current snapshot file as stored (a consistent
+//! backup, restorable with `synod restore`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use synod_raft_store::state_machine::SNAPSHOT_FILE;
+
+use crate::admin::membership::{ApiError, ApiResult};
+use crate::node::Node;
+
+/// Bound on waiting for a triggered snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `POST /snapshot`'s answer and the metadata of `GET /snapshot`.
+#[derive(Debug, Serialize)]
+pub struct SnapshotInfo {
+    /// Last log index (zxid) the snapshot covers.
+    last_log_index: u64,
+    /// Term of that entry.
+    last_log_term: u64,
+    /// Size of the snapshot file.
+    file_bytes: u64,
+    /// Last index purged from the Raft log so far.
+    purged_index: Option<u64>,
+    /// How long the call waited for the snapshot.
+    elapsed_ms: u64,
+}
+
+/// Triggers a snapshot and waits (bounded) until one covering at least `index` exists.
+async fn snapshot_at_least(node: &Node, index: u64) -> ApiResult<SnapshotInfo> {
+    let started = Instant::now();
+    let covered = |n: &Node| {
+        n.raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .is_some_and(|l| l.index >= index)
+    };
+    if !covered(node) {
+        node.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft: {e}")))?;
+        let mut rx = node.raft.metrics();
+        let waited = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
+            loop {
+                if rx.borrow().snapshot.is_some_and(|l| l.index >= index) {
+                    return true;
+                }
+                // A snapshot already in progress may end below `index`: ask again after it.
+                match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                    Ok(Err(_)) => return false,
+                    Ok(Ok(())) => {}
+                    Err(_) => {
+                        let _ = node.raft.trigger().snapshot().await;
+                    }
+                }
+            }
+        })
+        .await;
+        if !matches!(waited, Ok(true)) {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no snapshot at index >= {index} within {SNAPSHOT_TIMEOUT:?}"),
+            ));
+        }
+    }
+    let m = node.raft.metrics().borrow().clone();
+    let snap = m
+        .snapshot
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "snapshot vanished"))?;
+    let file_bytes = std::fs::metadata(snapshot_path(node))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok(SnapshotInfo {
+        last_log_index: snap.index,
+        last_log_term: snap.leader_id.term,
+        file_bytes,
+        purged_index: m.purged.map(|l| l.index),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn snapshot_path(node: &Node) -> std::path::PathBuf {
+    node.cfg.data_dir.join("state").join(SNAPSHOT_FILE)
+}
+
+/// `POST /snapshot`: a snapshot of everything applied on this node now.
+pub async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<SnapshotInfo>> {
+    let applied = *node.applied.borrow();
+    Ok(Json(snapshot_at_least(&node, applied).await?))
+}
+
+/// `GET /snapshot`: the current snapshot file (built first if there is none), as stored.
+pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
+    let info = snapshot_at_least(&node, 1).await?;
+    let path = snapshot_path(&node);
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the snapshot file: {e}"),
+            )
+        })?;
+    // The file may have been replaced by a newer snapshot since `info`: name what was read.
+    let (index, term) = synod_raft_store::state_machine::snapshot_file_log_id(&bytes)
+        .ok()
+        .flatten()
+        .map(|l| (l.index, l.leader_id.term))
+        .unwrap_or((info.last_log_index, info.last_log_term));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"synod-snapshot-{index}.bin\""),
+            ),
+            (
+                header::HeaderName::from_static("x-synod-snapshot-index"),
+                index.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-synod-snapshot-term"),
+                term.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
