@@ -1,22 +1,42 @@
 //! The synod server: a node of a Raft-replicated coordination service speaking the ZooKeeper
-//! client protocol. `node` wires storage, Raft and the background duties; `connection` serves
-//! clients; `peer` carries Raft and node-to-node requests; `local` and `watches` hold the
-//! node-local state that apply updates; `admin` serves HTTP; `server` runs the listeners.
+//! client protocol. The files trace the architecture.
+//!
+//! A **write** (create, setData, multi, closeSession, ...):
+//! 1. [`listener`] admits the connection; [`pipeline::connection`] runs it;
+//!    [`pipeline::handshake`] creates or resumes its session;
+//! 2. [`pipeline::reader`] decodes the request and hands it to [`pipeline::proposer`] at once
+//!    (in arrival order), registering a waiter in [`pipeline::pending`];
+//! 3. the proposer batches it into one Raft entry with other writes (group commit) on the
+//!    leader, or forwards it to the leader over the peer port ([`peer`], answered by
+//!    [`peer::service`]); Raft replicates and fsyncs the entry (raft-store's log store);
+//! 4. raft-store applies the entry to the DataTree; [`pipeline::apply`] (ZooKeeper's
+//!    FinalRequestProcessor) records and delivers its watch events ([`watch`]) and completes
+//!    the waiter once the whole entry is applied;
+//! 5. [`pipeline::ordered`] sends the reply in request order through [`pipeline::outbox`] and
+//!    [`pipeline::writer`].
+//!
+//! A **read** (getData, exists, getChildren, ...): steps 1–2, then [`pipeline::ordered`] waits
+//! for the session's earlier writes and a linearizable read point ([`pipeline::read_index`]: one
+//! heartbeat round on the leader serves every read queued behind it), then [`pipeline::read`]
+//! evaluates it against the applied tree under the replica lock (setting any watch there) and
+//! queues the reply. A reconnecting session's watches are resumed by [`watch::resume`].
+//!
+//! Around them: [`node`] (what everything shares) and [`bootstrap`] (starting a node);
+//! [`session`] (the connection registry, the leader's session deadlines and their reaper);
+//! [`admin`] (the HTTP port and four-letter words); [`server`] (listeners, deliberate shutdown);
+//! [`config`], [`error`], [`stats`], [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
 pub mod backup;
+pub mod bootstrap;
 pub mod clock;
 pub mod config;
-pub mod connection;
-pub mod control;
 pub mod error;
-pub mod fourletter;
-pub mod local;
-pub mod metrics;
+pub mod listener;
 pub mod node;
-pub mod outbox;
 pub mod peer;
+pub mod pipeline;
 pub mod server;
+pub mod session;
 pub mod stats;
-pub mod ui;
-pub mod watches;
+pub mod watch;

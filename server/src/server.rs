@@ -1,10 +1,7 @@
-//! Runs a node: the client, peer and admin listeners (separate ports, firewalled differently),
-//! with bounded client connections (in total and per address), until a shutdown signal; then
-//! shuts down gracefully (see [`run`]).
+//! Runs a node: binds the client, peer and admin listeners (separate ports, firewalled
+//! differently), serves until a shutdown signal, then shuts down deliberately (see [`run`]).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,45 +9,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::listener::Listener;
 use crate::node::Node;
-
-/// Counts connections per client address; a guard releases its count on drop.
-#[derive(Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct IpGuard {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl Drop for IpGuard {
-    fn drop(&mut self) {
-        let mut c = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = c.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl PerIp {
-    fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpGuard> {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = c.entry(ip).or_insert(0);
-        if limit > 0 && *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(IpGuard {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
 
 /// How long a shutdown waits for connections to answer what they have read and close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +30,7 @@ pub async fn run(
     let client = TcpListener::bind(cfg.client_addr).await?;
     let peer = TcpListener::bind(cfg.peer_addr).await?;
     let admin = TcpListener::bind(cfg.admin_addr).await?;
-    crate::metrics::install();
+    crate::admin::metrics::install();
     tracing::info!(
         id = cfg.id,
         client = %cfg.client_addr,
@@ -83,8 +43,8 @@ pub async fn run(
         snapshot_entries = cfg.snapshot_entries,
         "synod starting"
     );
-    let node = Node::start(cfg.clone()).await?;
-    crate::metrics::spawn_background(node.clone());
+    let node = crate::bootstrap::start(cfg.clone()).await?;
+    crate::admin::metrics::spawn_background(node.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (client_stop_tx, client_stop_rx) = tokio::sync::watch::channel(false);
     let total = Arc::new(Semaphore::new(node.cfg.max_connections));
@@ -101,7 +61,7 @@ pub async fn run(
     };
     let admin_task = {
         let mut stop = stop_rx.clone();
-        let app = crate::admin::router(node.clone()).merge(crate::control::router(node.clone()));
+        let app = crate::admin::router(node.clone());
         tokio::spawn(async move {
             axum::serve(admin, app)
                 .with_graceful_shutdown(async move {
@@ -111,39 +71,8 @@ pub async fn run(
         })
     };
     let client_task = {
-        let node = node.clone();
-        let mut stop = client_stop_rx;
-        let total = total.clone();
-        tokio::spawn(async move {
-            let per_ip = Arc::new(PerIp::default());
-            loop {
-                let (stream, addr) = tokio::select! {
-                    r = client.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(%e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-                };
-                let Ok(permit) = total.clone().try_acquire_owned() else {
-                    tracing::warn!(%addr, "refusing connection: --max-connections reached");
-                    continue;
-                };
-                let Some(guard) = per_ip.admit(addr.ip(), node.cfg.max_connections_per_ip) else {
-                    tracing::warn!(%addr, "refusing connection: --max-connections-per-ip reached");
-                    continue;
-                };
-                let node = node.clone();
-                tokio::spawn(async move {
-                    crate::connection::serve(node, stream, addr).await;
-                    drop(guard);
-                    drop(permit);
-                });
-            }
-        })
+        let listener = Listener::new(client, node.clone(), total.clone());
+        tokio::spawn(listener.run(client_stop_rx))
     };
 
     shutdown.await;

@@ -1,15 +1,15 @@
 //! Request counters of this server, ZooKeeper's `ServerStats` and per-connection `ServerCnxn`
-//! statistics: packets received and sent, request latency (min / avg / max), outstanding requests,
-//! and the registry of live client connections that `stat`, `cons`, `wchc`, `dump` and the admin
-//! API list. Updated lock-free from the connection pipeline; `srst` / `crst` reset them.
+//! statistics: packets received and sent, request latency (min / avg / max), outstanding
+//! requests. Updated lock-free from the connection pipeline; `srst` / `crst` reset them. The
+//! connections themselves are listed by the one registry, [`crate::session::registry`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::watches::ConnId;
+use crate::session::registry::ConnId;
 
 /// Latency figures in microseconds: count, total, min, max.
 #[derive(Debug)]
@@ -173,6 +173,14 @@ fn op_name(op: i32) -> &'static str {
     }
 }
 
+impl Drop for ConnStats {
+    fn drop(&mut self) {
+        // Requests the connection never answered are no longer outstanding anywhere.
+        let left = self.arrivals().len() as u64;
+        self.server.outstanding.fetch_sub(left, Relaxed);
+    }
+}
+
 impl ConnStats {
     /// A request arrived (`op` is its opcode, `xid` its xid).
     pub fn request(&self, op: i32, xid: i32) {
@@ -184,6 +192,7 @@ impl ConnStats {
             self.last_cxid.store(xid, Relaxed);
         }
         self.arrivals().push_back(Instant::now());
+        self.server.outstanding.fetch_add(1, Relaxed);
     }
 
     /// The oldest outstanding request was answered with `zxid`.
@@ -191,6 +200,7 @@ impl ConnStats {
         let Some(arrived) = self.arrivals().pop_front() else {
             return;
         };
+        self.server.outstanding.fetch_sub(1, Relaxed);
         let us = arrived.elapsed().as_micros() as u64;
         self.latency.record(us);
         self.server.latency.record(us);
@@ -209,7 +219,8 @@ impl ConnStats {
         self.arrivals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn reset(&self) {
+    /// `crst`: resets this connection's counters (not its outstanding requests).
+    pub fn reset(&self) {
         self.received.store(0, Relaxed);
         self.sent.store(0, Relaxed);
         self.last_op.store(i32::MIN, Relaxed);
@@ -241,18 +252,6 @@ impl ConnStats {
     }
 }
 
-/// Removes its connection from the registry when dropped (the connection ended).
-pub struct ConnGuard {
-    /// The registered figures, shared with the connection's tasks.
-    pub stats: Arc<ConnStats>,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.stats.server.conns().remove(&self.stats.conn);
-    }
-}
-
 /// See the module documentation.
 #[derive(Debug)]
 pub struct ServerStats {
@@ -262,8 +261,9 @@ pub struct ServerStats {
     packets_sent: AtomicU64,
     /// Request latency, from the frame's arrival to its reply being queued.
     latency: Latency,
-    /// Live connections with an established session.
-    conns: Mutex<HashMap<ConnId, Arc<ConnStats>>>,
+    /// Requests read and not answered yet, over every connection. Invariant: the sum of the
+    /// live connections' outstanding counts.
+    outstanding: AtomicU64,
     /// When the counters were last reset (or the server started).
     since: Mutex<Instant>,
 }
@@ -274,7 +274,7 @@ impl Default for ServerStats {
             packets_received: AtomicU64::new(0),
             packets_sent: AtomicU64::new(0),
             latency: Latency::default(),
-            conns: Mutex::new(HashMap::new()),
+            outstanding: AtomicU64::new(0),
             since: Mutex::new(Instant::now()),
         }
     }
@@ -296,24 +296,21 @@ pub struct ServerSnapshot {
 }
 
 impl ServerStats {
-    fn conns(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<ConnStats>>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A frame arrived before any session exists (the ConnectRequest).
     pub fn handshake_received(&self) {
         self.packets_received.fetch_add(1, Relaxed);
     }
 
-    /// Registers an established connection; it stays listed until the guard drops.
-    pub fn register(
+    /// The counters of a newly established connection (the connection registry lists them:
+    /// [`crate::session::registry::Connections`]).
+    pub fn connection(
         self: &Arc<Self>,
         conn: ConnId,
         peer: SocketAddr,
         session_id: i64,
         timeout_ms: u64,
-    ) -> ConnGuard {
-        let stats = Arc::new(ConnStats {
+    ) -> Arc<ConnStats> {
+        Arc::new(ConnStats {
             conn,
             peer,
             session_id,
@@ -330,25 +327,7 @@ impl ServerStats {
             latency: Latency::default(),
             arrivals: Mutex::new(VecDeque::new()),
             server: self.clone(),
-        });
-        self.conns().insert(conn, stats.clone());
-        ConnGuard { stats }
-    }
-
-    /// Every live connection's figures, by connection id.
-    pub fn connections(&self) -> Vec<ConnSnapshot> {
-        let conns: Vec<Arc<ConnStats>> = self.conns().values().cloned().collect();
-        let mut v: Vec<ConnSnapshot> = conns.iter().map(|c| c.snapshot()).collect();
-        v.sort_by_key(|c| c.conn);
-        v
-    }
-
-    /// Connection id → session id of every live connection.
-    pub fn sessions_by_conn(&self) -> HashMap<ConnId, i64> {
-        self.conns()
-            .iter()
-            .map(|(id, c)| (*id, c.session_id))
-            .collect()
+        })
     }
 
     /// `srst`: resets the server-wide counters.
@@ -359,21 +338,12 @@ impl ServerStats {
         *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
-    /// `crst`: resets every connection's counters.
-    pub fn reset_connections(&self) {
-        let conns: Vec<Arc<ConnStats>> = self.conns().values().cloned().collect();
-        for c in conns {
-            c.reset();
-        }
-    }
-
     /// A copy of the server-wide figures.
     pub fn snapshot(&self) -> ServerSnapshot {
-        let conns: Vec<Arc<ConnStats>> = self.conns().values().cloned().collect();
         ServerSnapshot {
             packets_received: self.packets_received.load(Relaxed),
             packets_sent: self.packets_sent.load(Relaxed),
-            outstanding: conns.iter().map(|c| c.arrivals().len() as u64).sum(),
+            outstanding: self.outstanding.load(Relaxed),
             latency: self.latency.snapshot(),
             since_reset_ms: self
                 .since
@@ -393,14 +363,14 @@ mod tests {
     fn counts_latency_outstanding_and_resets() {
         let s = Arc::new(ServerStats::default());
         s.handshake_received();
-        let g = s.register(7, "127.0.0.1:5000".parse().expect("addr"), 0x42, 10_000);
-        g.stats.sent();
-        g.stats.request(4, 1);
-        g.stats.request(11, -2);
+        let g = s.connection(7, "127.0.0.1:5000".parse().expect("addr"), 0x42, 10_000);
+        g.sent();
+        g.request(4, 1);
+        g.request(11, -2);
         assert_eq!(s.snapshot().outstanding, 2);
-        g.stats.answered(9);
-        g.stats.sent();
-        let c = g.stats.snapshot();
+        g.answered(9);
+        g.sent();
+        let c = g.snapshot();
         assert_eq!((c.received, c.sent, c.outstanding), (3, 2, 1));
         assert_eq!((c.last_op, c.last_cxid, c.last_zxid), ("PING", 1, 9));
         assert_eq!(c.latency.count, 1);
@@ -408,14 +378,17 @@ mod tests {
         assert_eq!((srv.packets_received, srv.packets_sent), (3, 2));
         assert_eq!(srv.latency.count, 1);
         assert!(srv.latency.min_us <= srv.latency.max_us);
-        assert_eq!(s.sessions_by_conn().get(&7), Some(&0x42));
         s.reset();
-        s.reset_connections();
+        g.reset();
         let srv = s.snapshot();
         assert_eq!((srv.packets_received, srv.latency.count), (0, 0));
-        assert_eq!(g.stats.snapshot().received, 0);
-        assert_eq!(g.stats.snapshot().last_op, "NA");
+        assert_eq!(g.snapshot().received, 0);
+        assert_eq!(g.snapshot().last_op, "NA");
         drop(g);
-        assert!(s.connections().is_empty());
+        assert_eq!(
+            s.snapshot().outstanding,
+            0,
+            "a closed connection's requests are not"
+        );
     }
 }

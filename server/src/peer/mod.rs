@@ -16,6 +16,7 @@ mod client;
 mod frame;
 mod network;
 mod server;
+mod service;
 #[cfg(test)]
 mod tests;
 
@@ -52,7 +53,7 @@ pub enum PeerRequest {
     /// the deadline that activity earned it).
     Touch(Vec<SessionTouch>),
     /// How far back the receiver's watch-event history reaches (see
-    /// [`crate::local::Local::history_floor`]): a node that cannot replay a resuming session's
+    /// [`crate::watch::history::EventHistory::floor`]): a node that cannot replay a resuming session's
     /// missed events asks whether another member can.
     HistoryFloor,
 }
@@ -86,6 +87,21 @@ pub enum PeerResponse {
     /// The receiver's answer to [`PeerRequest::HistoryFloor`]: every event with a zxid above
     /// this is in its history (`None`: it knows of none).
     HistoryFloor(Option<i64>),
+}
+
+impl PeerResponse {
+    /// The name of its variant (not its contents, which may be large), for errors and logs.
+    pub fn variant_name(&self) -> &'static str {
+        match self {
+            PeerResponse::AppendEntries(_) => "AppendEntries",
+            PeerResponse::Vote(_) => "Vote",
+            PeerResponse::InstallSnapshot(_) => "InstallSnapshot",
+            PeerResponse::Forward(_) => "Forward",
+            PeerResponse::ReadIndex(_) => "ReadIndex",
+            PeerResponse::Touch => "Touch",
+            PeerResponse::HistoryFloor(_) => "HistoryFloor",
+        }
+    }
 }
 
 /// Why the leader did not carry out a forwarded write or read-index request.

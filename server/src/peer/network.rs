@@ -95,22 +95,9 @@ impl PeerConn {
         let e = PeerError::Codec(format!(
             "unexpected response to {action} from node {}: {}",
             self.target,
-            variant_name(got)
+            got.variant_name()
         ));
         RPCError::Network(NetworkError::new(&e))
-    }
-}
-
-/// The name of a response's variant (not its contents, which may be large).
-fn variant_name(r: &PeerResponse) -> &'static str {
-    match r {
-        PeerResponse::AppendEntries(_) => "AppendEntries",
-        PeerResponse::Vote(_) => "Vote",
-        PeerResponse::InstallSnapshot(_) => "InstallSnapshot",
-        PeerResponse::Forward(_) => "Forward",
-        PeerResponse::ReadIndex(_) => "ReadIndex",
-        PeerResponse::Touch => "Touch",
-        PeerResponse::HistoryFloor(_) => "HistoryFloor",
     }
 }
 

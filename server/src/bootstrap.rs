@@ -1,0 +1,165 @@
+//! Starting a node: opens its storage, starts Raft, builds the [`Node`] and spawns its
+//! background duties (proposer, read-index batcher, session tracker); a fresh cluster
+//! initializes itself once a majority of its configured members answers, and a restart logs how
+//! long restoring its state took.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Raft};
+use synod_raft_store::log_store::LogStore;
+use synod_raft_store::state_machine::StateMachine;
+use synod_raft_store::NodeId;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::node::Node;
+use crate::peer::{PeerNetwork, PeerPool, PeerRequest};
+use crate::pipeline::apply::Applier;
+use crate::session::tracker::Touches;
+
+/// Opens storage, starts Raft and the background tasks. Listening sockets are the caller's.
+pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let log_store = LogStore::open(&cfg.data_dir.join("raft-log"))
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let sm = StateMachine::open(&cfg.data_dir.join("state"), Applier::new(cfg.id))
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let replica = sm.replica();
+    let applied = sm.applied();
+    let raft_cfg = openraft::Config {
+        cluster_name: "synod".into(),
+        heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+        election_timeout_min: cfg.election_timeout.as_millis() as u64,
+        election_timeout_max: 2 * cfg.election_timeout.as_millis() as u64,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 1024,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_entries),
+        replication_lag_threshold: cfg.snapshot_entries * 2,
+        max_in_snapshot_log_to_keep: 1000,
+        purge_batch_size: 256,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ServerError::Config(e.to_string()))?;
+    let routes = cfg
+        .peer_routes
+        .iter()
+        .map(|(id, a)| (*id, a.clone()))
+        .collect();
+    let pool = PeerPool::with_routes(crate::peer::DEFAULT_MAX_FRAME_LEN, routes);
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(raft_cfg),
+        PeerNetwork::new(cfg.id, pool.clone()),
+        log_store,
+        sm,
+    )
+    .await
+    .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let (ptx, prx) = mpsc::unbounded_channel();
+    let (rtx, rrx) = mpsc::unbounded_channel();
+    let node = Arc::new(Node {
+        id: cfg.id,
+        cfg,
+        raft,
+        replica,
+        applied,
+        pool,
+        proposals: ptx,
+        read_waiters: rtx,
+        touches: Touches::default(),
+        next_request: AtomicU64::new(1),
+        next_conn: AtomicU64::new(1),
+        started,
+        stats: Arc::new(crate::stats::ServerStats::default()),
+        stopping: watch::channel(false).0,
+    });
+    tokio::spawn(crate::pipeline::proposer::proposer_loop(node.clone(), prx));
+    tokio::spawn(crate::pipeline::read_index::read_index_loop(
+        node.clone(),
+        rrx,
+    ));
+    tokio::spawn(crate::session::reaper::session_loop(node.clone()));
+    tokio::spawn(initialize_cluster(node.clone()));
+    tokio::spawn(report_replay(node.clone()));
+    Ok(node)
+}
+
+/// A fresh cluster initializes itself once a majority of its configured members answers; a node
+/// that has any Raft state (a restart) never initializes again.
+async fn initialize_cluster(node: Arc<Node>) {
+    if node.cfg.join {
+        tracing::info!("--join: waiting to be added to a cluster (never initializing one)");
+        return;
+    }
+    match node.raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(%e, "cannot read raft state");
+            return;
+        }
+    }
+    let members: BTreeMap<NodeId, BasicNode> = node
+        .cfg
+        .members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    let majority = members.len() / 2 + 1;
+    loop {
+        let mut up = 1;
+        for (id, addr) in node.cfg.members.iter().filter(|(id, _)| **id != node.id) {
+            let probe = node
+                .pool
+                .call(
+                    *id,
+                    addr,
+                    PeerRequest::Touch(Vec::new()),
+                    Duration::from_millis(500),
+                )
+                .await;
+            if probe.is_ok() {
+                up += 1;
+            }
+        }
+        if matches!(node.raft.is_initialized().await, Ok(true)) {
+            return;
+        }
+        if up >= majority {
+            match node.raft.initialize(members.clone()).await {
+                Ok(()) => tracing::info!(members = members.len(), "cluster initialized"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => tracing::error!(%e, "cluster initialization failed"),
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Logs how long the restart took: snapshot load plus replay of the committed log.
+async fn report_replay(node: Arc<Node>) {
+    let committed = {
+        let m = node.raft.metrics().borrow().clone();
+        m.last_log_index.unwrap_or(0)
+    };
+    let mut rx = node.applied.clone();
+    let caught_up = async move { rx.wait_for(|a| *a >= committed).await.is_ok() };
+    if tokio::time::timeout(Duration::from_secs(600), caught_up)
+        .await
+        .unwrap_or(false)
+    {
+        tracing::info!(
+            applied = *node.applied.borrow(),
+            elapsed_ms = node.started.elapsed().as_millis() as u64,
+            "state restored (snapshot + log replay)"
+        );
+    }
+}

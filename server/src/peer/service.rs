@@ -1,0 +1,78 @@
+//! What this node answers on the peer port ([`PeerService`] for [`Node`]): Raft's messages go
+//! to Raft; a forwarded write goes to the proposer; a read-index request is answered if this
+//! node leads; touches feed the session tracker; a history-floor request says how far back
+//! this node's watch-event history reaches.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use synod_raft_store::state_machine::lock;
+use tokio::sync::oneshot;
+
+use crate::node::{Node, Proposal};
+use crate::peer::{ForwardError, PeerRequest, PeerResponse, PeerService};
+use crate::pipeline::read_index::leader_read_index;
+
+impl PeerService for Node {
+    fn handle(&self, _from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+        let raft = self.raft.clone();
+        match req {
+            PeerRequest::AppendEntries(r) => {
+                async move { PeerResponse::AppendEntries(raft.append_entries(r).await) }.boxed()
+            }
+            PeerRequest::Vote(r) => async move { PeerResponse::Vote(raft.vote(r).await) }.boxed(),
+            PeerRequest::InstallSnapshot(r) => {
+                async move { PeerResponse::InstallSnapshot(raft.install_snapshot(r).await) }.boxed()
+            }
+            PeerRequest::Forward(cmd) => {
+                let (tx, rx) = oneshot::channel();
+                if self.proposals.send(Proposal::Remote(cmd, tx)).is_err() {
+                    return futures_util::future::ready(PeerResponse::Forward(Err(
+                        ForwardError::Failed("node shutting down".into()),
+                    )))
+                    .boxed();
+                }
+                async move {
+                    PeerResponse::Forward(
+                        rx.await.unwrap_or_else(|_| {
+                            Err(ForwardError::Failed("node shutting down".into()))
+                        }),
+                    )
+                }
+                .boxed()
+            }
+            PeerRequest::ReadIndex => {
+                let leader = self.is_leader();
+                let current = self.leader().map(|l| l.0);
+                async move {
+                    if !leader {
+                        return PeerResponse::ReadIndex(Err(ForwardError::NotLeader {
+                            leader: current,
+                        }));
+                    }
+                    PeerResponse::ReadIndex(
+                        leader_read_index(&raft)
+                            .await
+                            .map_err(|e| ForwardError::Failed(e.to_string())),
+                    )
+                }
+                .boxed()
+            }
+            PeerRequest::Touch(touches) => {
+                let now = Instant::now();
+                for t in touches {
+                    let idle = Duration::from_millis(u64::from(t.idle_ms));
+                    self.touches
+                        .touch(t.session_id, now.checked_sub(idle).unwrap_or(self.started));
+                }
+                futures_util::future::ready(PeerResponse::Touch).boxed()
+            }
+            PeerRequest::HistoryFloor => {
+                let floor = lock(&self.replica).observer.history.floor();
+                futures_util::future::ready(PeerResponse::HistoryFloor(floor)).boxed()
+            }
+        }
+    }
+}
