@@ -34,7 +34,7 @@ fn voters(m: &Value) -> BTreeSet<u64> {
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|x| x["role"] == "voter")
+                .filter(|x| x["voter"] == true)
                 .filter_map(|x| x["id"].as_u64())
                 .collect()
         })
