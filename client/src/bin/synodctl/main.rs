@@ -8,7 +8,6 @@
 //! connection problems (no server reachable, connection lost, session expired, timeouts),
 //! 130 when interrupted with Ctrl-C.
 
-#[path = "synodctl/admin.rs"]
 mod admin;
 
 use std::io::{IsTerminal, Read, Write};
