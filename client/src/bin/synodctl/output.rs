@@ -207,9 +207,13 @@ pub fn print_membership(v: &Value, json_out: bool) {
             "{:<6} {:<22} {:<8} {:<8} {:>10} {:>8}",
             id,
             m.get("peer_addr").and_then(Value::as_str).unwrap_or("?"),
-            m.get("role").and_then(Value::as_str).unwrap_or("?"),
+            match m.get("voter").and_then(Value::as_bool) {
+                Some(true) => "voter",
+                Some(false) => "learner",
+                None => "?",
+            },
             if leader == Some(id) { "*" } else { "" },
-            num("matched"),
+            num("matched_index"),
             num("lag"),
         );
     }
