@@ -2,8 +2,9 @@
 //! system, a stored value that makes no sense), and its mapping to openraft's [`StorageError`].
 //!
 //! Code in this crate works with `Result<_, StoreError>` and converts at the openraft trait
-//! boundary with [`StoreError::to_storage`], naming what was being read or written; openraft then
-//! treats the error as fatal for the node (it stops rather than act on a state it cannot trust).
+//! boundary, naming what was being read or written (with [`StoreError::to_storage`] or one of
+//! [`StorageIOError`]'s constructors, such as `read_snapshot`); openraft then treats the error as
+//! fatal for the node (it stops rather than act on a state it cannot trust).
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
@@ -21,8 +22,8 @@ pub enum StoreError {
     #[error("encode: {0}")]
     Encode(#[from] bincode::error::EncodeError),
 
-    /// A stored value could not be deserialized: the store is corrupt or was written by an
-    /// incompatible version. Never turned into "absent".
+    /// A stored value (log entry, vote, snapshot file, backup) could not be deserialized: it is
+    /// corrupt or was written by an incompatible version. Never turned into "absent".
     #[error("decode: {0}")]
     Decode(#[from] bincode::error::DecodeError),
 
@@ -31,7 +32,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 
     /// The store decoded but contradicts itself or its layout: a key of the wrong size, an entry
-    /// stored under another index than its own, a missing column family.
+    /// stored under another index than its own, a missing column family, a snapshot whose tree no
+    /// sequence of writes produces (a node without its parent, ...) or that covers no entry.
     #[error("corrupt store: {0}")]
     Corrupt(String),
 }

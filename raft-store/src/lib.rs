@@ -1,11 +1,13 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
 //! deterministically from log entries; the openraft type configuration ([`types`]); the RocksDB
-//! log store ([`log_store`]) and the state machine with its snapshots ([`state_machine`]).
+//! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
+//! file and restore ([`snapshot`]).
 //! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
 pub mod error;
 pub mod log_store;
+pub mod snapshot;
 pub mod state_machine;
 pub mod tree;
 pub mod types;

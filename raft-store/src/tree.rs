@@ -1,7 +1,7 @@
 //! The DataTree: the znode tree and the replicated session table. It applies write transactions
-//! deterministically — the zxid (the entry's log index), the time (stamped by the proposer) and the
-//! caller's session and identities are passed in — and returns the reply and the watch events the
-//! change caused. No async, no I/O, no clock: every replica that applies the same entries holds the
+//! deterministically — the zxid (the entry's Raft log index × 65536 + the write's position in its
+//! entry, see [`crate::types::zxid`]), the time (stamped by the proposer) and the caller's session
+//! and identities are passed in — and returns the reply and the watch events the change caused. No async, no I/O, no clock: every replica that applies the same entries holds the
 //! same tree.
 //!
 //! Persistent maps (`imbl`) make a clone O(1): snapshots copy the tree without stopping apply, and a
@@ -27,9 +27,11 @@ pub type Name = Arc<str>;
 /// The largest TTL ZooKeeper accepts (40 bits of milliseconds).
 pub const MAX_TTL_MS: i64 = 0x00ff_ffff_ffff;
 
-/// How a node ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a node ends. Snapshots serialize it by its derive (the variant's index, then its
+/// argument): add variants at the end only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum NodeKind {
+    /// Lives until deleted.
     Persistent,
     /// Deleted with its owning session.
     Ephemeral(i64),
@@ -40,22 +42,31 @@ pub enum NodeKind {
 }
 
 /// One znode. Clones are cheap: data is `Bytes`, the ACL is shared, children are a persistent set.
+/// The zxid and time fields are ZooKeeper's Stat fields, which clients read and compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
+    /// zxid of the write that created the node.
     pub czxid: i64,
+    /// zxid of the last change to its data (its creation if none).
     pub mzxid: i64,
     /// zxid of the last change to the set of children.
     pub pzxid: i64,
+    /// Proposer's time (ms since the epoch) of the creation.
     pub ctime: i64,
+    /// Proposer's time of the last data change: a TTL node is due this long after it.
     pub mtime: i64,
+    /// Number of data changes: what a conditional setData or delete compares.
     pub version: i32,
     /// Bumped on every child create and delete; the sequential suffix of a new child.
     pub cversion: i32,
+    /// Number of ACL changes: what a conditional setACL compares.
     pub aversion: i32,
+    /// How the node ends (and, for an ephemeral, its owner).
     pub kind: NodeKind,
     pub data: Bytes,
+    /// Who may do what; nodes with the open ACL share one allocation.
     pub acl: Arc<[Acl]>,
-    /// Child names (not paths).
+    /// Child names (not paths), sorted: getChildren lists them and deletes check emptiness.
     pub children: imbl::OrdSet<Name>,
 }
 
@@ -84,7 +95,9 @@ impl Node {
 /// A session in the replicated table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The negotiated timeout: the leader expires the session after this long without a touch.
     pub timeout_ms: i32,
+    /// The password a client must show to resume the session on another connection.
     pub passwd: Bytes,
     /// Paths of the ephemerals this session owns; deleted with it.
     pub ephemerals: imbl::OrdSet<Name>,
@@ -94,24 +107,32 @@ pub struct Session {
 /// entry by the proposer; `ip:<addr>` is always among them for a client connection).
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
+    /// The caller's session: owner of the ephemerals it creates (0: no session, an internal
+    /// write, which may create no ephemeral).
     pub session_id: i64,
+    /// The identities ACLs are checked against.
     pub auth: &'a [Id],
 }
 
 /// Everything a transaction is applied with.
 #[derive(Debug, Clone, Copy)]
 pub struct Txn<'a> {
-    /// The log index of the entry: the zxid of every change it makes.
+    /// The zxid of every change the write makes: the entry's Raft log index × 65536 + the
+    /// write's position in its entry ([`crate::types::zxid`]), so the writes of one batch entry
+    /// have distinct, increasing zxids. All ops of one `multi` share it.
     pub zxid: i64,
     /// Milliseconds since the epoch, as stamped by the proposer.
     pub time: i64,
+    /// Who writes: ACL checks and ephemeral ownership.
     pub caller: Caller<'a>,
 }
 
 /// A change a watch may be waiting for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// What happened (created, deleted, data or children changed).
     pub event_type: EventType,
+    /// The node it happened to: the watches on this path fire.
     pub path: Name,
 }
 
@@ -119,8 +140,11 @@ pub struct Event {
 /// (none when the write failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
+    /// The reply's error code (`Ok` also for a failed `multi`, whose ops carry their codes).
     pub err: ErrorCode,
+    /// The reply's body (`Empty` on error).
     pub response: Response,
+    /// The watch events, in the order the changes happened.
     pub events: Vec<Event>,
 }
 
@@ -133,6 +157,7 @@ impl Applied {
         }
     }
 
+    /// A failed write: the code, no body, no events.
     pub fn error(err: ErrorCode) -> Self {
         Applied {
             err,
@@ -677,9 +702,11 @@ impl DataTree {
         events
     }
 
-    /// Rebuilds a tree from its nodes and sessions (snapshot loading). Children sets, the reap set,
-    /// the data size and the sessions' ephemeral sets are derived here, so a snapshot stores each
-    /// fact once.
+    /// Rebuilds a tree from its nodes and sessions `(id, timeout_ms, passwd)` (snapshot
+    /// loading). Children sets, the reap set, the data size and the sessions' ephemeral sets are
+    /// derived here, so a snapshot stores each fact once. Nothing is checked: a node without its
+    /// parent is kept but listed nowhere, a later duplicate path replaces an earlier one (the
+    /// snapshot module refuses such images as corrupt).
     pub fn from_parts(nodes: Vec<(String, Node)>, sessions: Vec<(i64, i32, Bytes)>) -> Self {
         let mut t = DataTree::new();
         t.nodes = imbl::HashMap::new();

@@ -28,33 +28,44 @@ openraft::declare_raft_types!(
 /// waiting client connection. Deterministic data, ignored by the other replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
+    /// The node that proposed the command (the only one where a client waits for it).
     pub node: NodeId,
+    /// That node's number for the waiting request.
     pub request: u64,
 }
 
 /// A replicated command (the payload of a normal log entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Open a session; its id is derived from the entry's log index (see [`session_id`]).
+    /// Open a session; its id is derived from the entry's log index and the command's position
+    /// in it (see [`session_id`]).
     CreateSession {
+        /// The connection waiting for the new session.
         origin: Origin,
+        /// The timeout negotiated with the client.
         timeout_ms: i32,
+        /// The password, chosen by the proposer, that the client needs to resume the session.
         passwd: Bytes,
     },
     /// End a session and delete its ephemerals (client close or leader-detected expiry).
     CloseSession {
+        /// The closing client's request; `None` for an expiry.
         origin: Option<Origin>,
         session_id: i64,
     },
     /// A client write: the request's opcode and jute body, as the client sent them.
     Write {
+        /// The connection waiting for the reply.
         origin: Origin,
+        /// The caller's session (ephemeral owner; a write from an ended session fails).
         session_id: i64,
         /// Milliseconds since the epoch at the proposer: ctime/mtime of what the write changes.
         time_ms: i64,
         /// The caller's identities (scheme, id), for ACL checks in `apply`.
         auth: Vec<(String, String)>,
+        /// The request's opcode, as the client sent it (decoded in `apply`).
         opcode: i32,
+        /// The request's jute body (one that does not decode fails with `MarshallingError`).
         body: Bytes,
     },
     /// Delete container / TTL nodes that the leader found due at `time_ms`; `apply` re-checks.
@@ -120,7 +131,8 @@ impl Command {
 /// completed through the apply observer, see `state_machine`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
-    /// Blank, membership and reap entries.
+    /// Blank and membership entries, session closes, reaps and batches (each command of a
+    /// batch is answered through the apply observer).
     #[default]
     None,
     /// A session was opened with this id.

@@ -1,0 +1,511 @@
+//! Snapshots on disk and on the wire: the image of the tree a snapshot holds and its encoding,
+//! the snapshot file of a state-machine directory (written atomically, loaded at start-up, served
+//! to lagging peers and as a backup), and restoring a backup into a new directory
+//! (`synod restore`).
+//!
+//! # Format
+//!
+//! A snapshot's data (what openraft sends to a peer in `InstallSnapshot`) is the bincode
+//! ([`crate::types::encode`]) of a [`TreeImage`]: every znode with its stored fields, and every
+//! session. What the tree derives from those (children sets, each session's ephemerals, the reap
+//! set, the data size) is rebuilt on load, so each fact is stored once.
+//!
+//! The file [`SNAPSHOT_FILE`] is the bincode of the snapshot's metadata (openraft's
+//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. There is
+//! no version tag: the format may change between releases until synod promises compatibility.
+//!
+//! # Durability
+//!
+//! The file is only ever replaced whole: written to a temp file, fsynced, renamed over the old
+//! one, and the directory fsynced, so a crash leaves either the old snapshot or the new one. A
+//! snapshot is written only if it is newer than the one in the file (see [`Persisted`]): openraft
+//! may purge the log up to a snapshot as soon as it is built or installed, so the file must never
+//! go back to an older one whose following entries are gone.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
+use serde::{Deserialize, Serialize};
+use synod_proto::path::parent;
+use synod_proto::{Acl, Id};
+
+use crate::error::StoreError;
+use crate::tree::{DataTree, Node, NodeKind};
+use crate::types::{decode, encode, NodeId};
+
+/// The current snapshot's file name in the state machine's directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+type Meta = SnapshotMeta<NodeId, BasicNode>;
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// The snapshot file's layout: metadata, then the snapshot's data (an encoded [`TreeImage`]).
+/// Nothing of a snapshot stays in memory: [`SNAPSHOT_FILE`] is the current snapshot, read when a
+/// peer needs it.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: Meta,
+    data: Vec<u8>,
+}
+
+/// [`SnapshotFile`] borrowed, for writing without copying the data (same bincode bytes: a
+/// slice and a `Vec` of `u8` both serialize as a length and the bytes).
+#[derive(Serialize)]
+struct SnapshotFileRef<'a> {
+    meta: &'a Meta,
+    data: &'a [u8],
+}
+
+/// The `last_log_id` of the snapshot in [`SNAPSHOT_FILE`] (`None`: no file yet), shared by the
+/// state machine (which installs snapshots) and its builders (which openraft runs in tasks of
+/// their own, so a build may finish during or after an install). A writer holds the lock for the
+/// whole write: two writes never overlap on the temp file, and an older snapshot never replaces a
+/// newer one (whose log may already be purged).
+pub(crate) type Persisted = Arc<Mutex<Option<LogId<NodeId>>>>;
+
+/// The whole replicated state as a snapshot stores it.
+#[derive(Serialize, Deserialize)]
+struct TreeImage {
+    /// Every znode, in no particular order.
+    nodes: Vec<NodeImage>,
+    /// Every live session (their ephemerals are found from the nodes' owners).
+    sessions: Vec<SessionImage>,
+}
+
+/// One znode: its path and the fields of [`Node`] that are not derived from other nodes
+/// (children are rebuilt from the paths).
+#[derive(Serialize, Deserialize)]
+struct NodeImage {
+    path: String,
+    czxid: i64,
+    mzxid: i64,
+    pzxid: i64,
+    ctime: i64,
+    mtime: i64,
+    version: i32,
+    cversion: i32,
+    aversion: i32,
+    /// Serialized by its derive: the variant's index, then its argument if it has one.
+    kind: NodeKind,
+    data: Bytes,
+    acl: Vec<AclImage>,
+}
+
+/// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
+#[derive(Serialize, Deserialize)]
+struct AclImage {
+    perms: i32,
+    scheme: String,
+    id: String,
+}
+
+/// One session of the replicated session table.
+#[derive(Serialize, Deserialize)]
+struct SessionImage {
+    id: i64,
+    timeout_ms: i32,
+    passwd: Bytes,
+}
+
+impl TreeImage {
+    fn of(tree: &DataTree) -> Self {
+        let nodes = tree
+            .nodes()
+            .map(|(path, n)| NodeImage {
+                path: path.to_string(),
+                czxid: n.czxid,
+                mzxid: n.mzxid,
+                pzxid: n.pzxid,
+                ctime: n.ctime,
+                mtime: n.mtime,
+                version: n.version,
+                cversion: n.cversion,
+                aversion: n.aversion,
+                kind: n.kind,
+                data: n.data.clone(),
+                acl: n
+                    .acl
+                    .iter()
+                    .map(|a| AclImage {
+                        perms: a.perms,
+                        scheme: a.id.scheme.clone(),
+                        id: a.id.id.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sessions = tree
+            .sessions()
+            .map(|(id, s)| SessionImage {
+                id,
+                timeout_ms: s.timeout_ms,
+                passwd: s.passwd.clone(),
+            })
+            .collect();
+        TreeImage { nodes, sessions }
+    }
+
+    /// Rebuilds the tree; an image that no tree produces (a path twice, no root, a node without
+    /// its parent, an ephemeral without its session) is `Corrupt`.
+    fn into_tree(self) -> Result<DataTree, StoreError> {
+        let count = self.nodes.len();
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|n| {
+                let acl: Vec<Acl> = n
+                    .acl
+                    .into_iter()
+                    .map(|a| Acl {
+                        perms: a.perms,
+                        id: Id {
+                            scheme: a.scheme,
+                            id: a.id,
+                        },
+                    })
+                    .collect();
+                let node = Node {
+                    czxid: n.czxid,
+                    mzxid: n.mzxid,
+                    pzxid: n.pzxid,
+                    ctime: n.ctime,
+                    mtime: n.mtime,
+                    version: n.version,
+                    cversion: n.cversion,
+                    aversion: n.aversion,
+                    kind: n.kind,
+                    data: n.data,
+                    acl: acl.into(),
+                    children: Default::default(),
+                };
+                (n.path, node)
+            })
+            .collect();
+        let sessions = self
+            .sessions
+            .into_iter()
+            .map(|s| (s.id, s.timeout_ms, s.passwd))
+            .collect();
+        let tree = DataTree::from_parts(nodes, sessions);
+        let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
+        if tree.node_count() != count {
+            return corrupt(format!(
+                "{} znodes for {} distinct paths",
+                count,
+                tree.node_count()
+            ));
+        }
+        if tree.node("/").is_none() {
+            return corrupt("no root znode".into());
+        }
+        for (path, node) in tree.nodes() {
+            if &**path != "/" && tree.node(parent(path)).is_none() {
+                return corrupt(format!("{path} has no parent"));
+            }
+            if let NodeKind::Ephemeral(owner) = node.kind {
+                if tree.session(owner).is_none() {
+                    return corrupt(format!("{path} is owned by no session ({owner:#x})"));
+                }
+            }
+        }
+        Ok(tree)
+    }
+}
+
+/// Encodes `tree` as a snapshot's data. Blocking: O(size of the tree).
+pub(crate) fn encode_tree(tree: &DataTree) -> Result<Vec<u8>, StoreError> {
+    Ok(encode(&TreeImage::of(tree))?)
+}
+
+/// Decodes a snapshot's data (as [`encode_tree`] made it) into a tree. Blocking.
+pub(crate) fn decode_tree(data: &[u8]) -> Result<DataTree, StoreError> {
+    decode::<TreeImage>(data)?.into_tree()
+}
+
+/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync. A crash
+/// at any point leaves the old file or the new one, whole.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes the snapshot `meta` + `data` as `dir/`[`SNAPSHOT_FILE`] unless the file already holds
+/// one at least as new; returns whether it wrote. Durable when it returns `Ok(true)`. Blocking.
+pub(crate) fn persist_snapshot(
+    dir: &Path,
+    persisted: &Persisted,
+    meta: &Meta,
+    data: &[u8],
+) -> Result<bool, StoreError> {
+    let mut current = persisted.lock().unwrap_or_else(|p| p.into_inner());
+    if current.is_some() && *current >= meta.last_log_id {
+        return Ok(false);
+    }
+    let bytes = encode(&SnapshotFileRef { meta, data })?;
+    write_atomically(dir, SNAPSHOT_FILE, &bytes)?;
+    *current = meta.last_log_id;
+    Ok(true)
+}
+
+/// Reads `dir/`[`SNAPSHOT_FILE`] as it is now: its metadata and data, not decoded into a tree
+/// (what a lagging peer is sent). `None` if there is no snapshot yet. Blocking.
+pub(crate) fn read_current(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
+    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let file: SnapshotFile = decode(&bytes)?;
+    Ok(Some((file.meta, file.data)))
+}
+
+/// Loads the latest snapshot of a state-machine directory at start-up (openraft then replays the
+/// committed log after it); `None` if there is none. A file that does not decode is an error,
+/// never "no snapshot": starting empty would reapply a log whose beginning may be purged.
+/// Logs the time the load took. Blocking.
+pub(crate) fn load_latest(dir: &Path) -> Result<Option<SnapshotContents>, StoreError> {
+    let started = Instant::now();
+    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let contents = read_snapshot_file(&bytes)?;
+    tracing::info!(
+        nodes = contents.tree.node_count(),
+        last_applied = ?contents.last_log_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded snapshot"
+    );
+    Ok(Some(contents))
+}
+
+/// What a snapshot file (a backup) holds: its metadata and the tree it restores.
+pub struct SnapshotContents {
+    /// The last entry the snapshot reflects: the tree's zxids are at most
+    /// [`applied_zxid`](crate::types::applied_zxid) of its index.
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// The membership recorded in the snapshot (the backed-up cluster's).
+    pub membership: Membership,
+    /// The tree as of `last_log_id`.
+    pub tree: DataTree,
+}
+
+/// Decodes a snapshot file as written to [`SNAPSHOT_FILE`] (and served as a backup); a file that
+/// does not decode completely (`Decode`), or whose tree makes no sense (`Corrupt`), is an error.
+pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, StoreError> {
+    let file: SnapshotFile = decode(bytes)?;
+    let tree = decode_tree(&file.data)?;
+    Ok(SnapshotContents {
+        last_log_id: file.meta.last_log_id,
+        membership: file.meta.last_membership,
+        tree,
+    })
+}
+
+/// The last log id a snapshot file covers, from its metadata alone (the data, which may be large,
+/// is neither copied nor checked). An error if the metadata does not decode.
+pub fn snapshot_file_log_id(bytes: &[u8]) -> Result<Option<LogId<NodeId>>, StoreError> {
+    // The metadata is the file's first field: bincode writes a struct as its fields in order.
+    let (meta, _): (Meta, usize) =
+        bincode::serde::decode_from_slice(bytes, crate::types::bincode_config())?;
+    Ok(meta.last_log_id)
+}
+
+/// Restores a backup into a fresh state-machine directory: writes the snapshot file `bytes` to
+/// `state_dir/`[`SNAPSHOT_FILE`] with its membership replaced by `membership` (recorded at the
+/// snapshot's last log id), so that a node opened on it starts from the backed-up tree as a member
+/// of the new cluster. Returns the snapshot's last log id and its number of znodes; the caller
+/// must mark the Raft log as purged up to it (and keep the vote's term at least its term), so that
+/// new entries continue after it. Refuses, before writing anything, a snapshot of an empty log
+/// (`Corrupt`) and anything that does not decode as a snapshot (`Decode` or `Corrupt`); a failed
+/// write is `Io` or `Encode`.
+pub fn restore_snapshot_file(
+    state_dir: &Path,
+    bytes: &[u8],
+    membership: openraft::Membership<NodeId, BasicNode>,
+) -> Result<(LogId<NodeId>, usize), StoreError> {
+    let file: SnapshotFile = decode(bytes)?;
+    // Check that the tree decodes before anything is written.
+    let znodes = decode_tree(&file.data)?.node_count();
+    let last = file
+        .meta
+        .last_log_id
+        .ok_or_else(|| StoreError::Corrupt("the snapshot holds no applied entry".into()))?;
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(last), membership),
+        snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
+    };
+    std::fs::create_dir_all(state_dir)?;
+    let restored = encode(&SnapshotFileRef {
+        meta: &meta,
+        data: &file.data,
+    })?;
+    write_atomically(state_dir, SNAPSHOT_FILE, &restored)?;
+    Ok((last, znodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use synod_proto::records::{CreateRequest, CreateTtlRequest};
+    use synod_proto::{CreateMode, ErrorCode, Request};
+
+    use crate::tree::{Caller, Txn};
+
+    fn meta(index: u64) -> SnapshotMeta<NodeId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s-{index}"),
+        }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let persisted: Persisted = Arc::new(Mutex::new(None));
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(20),
+            b"newer"
+        )?);
+        // A build that started before an install finishes after it: not written.
+        assert!(!persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(10),
+            b"older"
+        )?);
+        assert!(!persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(20),
+            b"same"
+        )?);
+        let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE))?;
+        let file: SnapshotFile = decode(&bytes)?;
+        assert_eq!(
+            (file.meta.snapshot_id.as_str(), &file.data[..]),
+            ("s-20", &b"newer"[..])
+        );
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(30),
+            b"newest"
+        )?);
+        Ok(())
+    }
+
+    /// A tree with one node of each kind and a session, as apply builds it.
+    fn sample_tree() -> DataTree {
+        let mut t = DataTree::new();
+        let session = crate::types::session_id(1, 0);
+        t.create_session(session, 10_000, Bytes::from_static(&[7; 16]));
+        let creates = [
+            ("/p", CreateMode::Persistent),
+            ("/p/e", CreateMode::Ephemeral),
+            ("/c", CreateMode::Container),
+            ("/t", CreateMode::PersistentWithTtl),
+        ];
+        for (i, (path, mode)) in creates.into_iter().enumerate() {
+            let r = CreateRequest {
+                path: path.into(),
+                data: Bytes::from_static(b"d"),
+                acl: Acl::open_unsafe(),
+                flags: mode.flags(),
+            };
+            let req = match mode {
+                CreateMode::Container => Request::CreateContainer(r),
+                CreateMode::PersistentWithTtl => Request::CreateTtl(CreateTtlRequest {
+                    path: r.path,
+                    data: r.data,
+                    acl: r.acl,
+                    flags: r.flags,
+                    ttl: 500,
+                }),
+                _ => Request::Create2(r),
+            };
+            let txn = Txn {
+                zxid: crate::types::zxid(2, i),
+                time: 1000,
+                caller: Caller {
+                    session_id: session,
+                    auth: &[],
+                },
+            };
+            assert_eq!(t.apply(txn, &req).err, ErrorCode::Ok, "creating {path}");
+        }
+        t
+    }
+
+    #[test]
+    fn a_tree_survives_its_image() -> Result<(), StoreError> {
+        let tree = sample_tree();
+        let back = decode_tree(&encode_tree(&tree)?)?;
+        assert_eq!(back.digest(), tree.digest());
+        assert_eq!(back.data_bytes(), tree.data_bytes());
+        assert_eq!(back.reap_candidates(i64::MAX, 10), vec!["/t".to_string()]);
+        let owner = crate::types::session_id(1, 0);
+        assert_eq!(back.ephemerals(owner, "/"), vec!["/p/e".to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn an_image_no_tree_produces_is_corrupt() -> Result<(), StoreError> {
+        let tree = sample_tree();
+        let broken = |f: &dyn Fn(&mut TreeImage)| -> Result<bool, StoreError> {
+            let mut img = TreeImage::of(&tree);
+            f(&mut img);
+            Ok(matches!(
+                decode_tree(&encode(&img)?),
+                Err(StoreError::Corrupt(_))
+            ))
+        };
+        assert!(broken(&|img| img.sessions.clear())?, "orphan ephemeral");
+        assert!(
+            broken(&|img| img.nodes.retain(|n| n.path != "/p"))?,
+            "node without parent"
+        );
+        assert!(
+            broken(&|img| img.nodes.retain(|n| n.path != "/"))?,
+            "no root"
+        );
+        assert!(
+            broken(&|img| {
+                let again = TreeImage::of(&tree).nodes.swap_remove(0);
+                img.nodes.push(again);
+            })?,
+            "a path twice"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_log_id_is_read_from_the_metadata_alone() -> Result<(), StoreError> {
+        let data = encode_tree(&sample_tree())?;
+        let bytes = encode(&SnapshotFileRef {
+            meta: &meta(42),
+            data: &data,
+        })?;
+        assert_eq!(snapshot_file_log_id(&bytes)?.map(|l| l.index), Some(42));
+        let read = read_snapshot_file(&bytes)?;
+        assert_eq!(read.last_log_id.map(|l| l.index), Some(42));
+        assert!(read_snapshot_file(&bytes[..bytes.len() - 1]).is_err());
+        Ok(())
+    }
+}
