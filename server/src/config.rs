@@ -11,6 +11,17 @@ use serde::Deserialize;
 
 use crate::error::ServerError;
 
+/// How the node writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// How reads are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -97,8 +108,8 @@ pub struct Args {
     #[arg(long)]
     pub max_queued_bytes_per_connection: Option<usize>,
     /// Log format: `text` or `json`.
-    #[arg(long)]
-    pub log_format: Option<String>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Join an existing cluster instead of bootstrapping one: the node never initializes a
     /// cluster and waits until a leader adds it (`synodctl cluster add-learner`). --members then
     /// needs only this node's own entry.
@@ -130,7 +141,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_queued_per_connection: Option<usize>,
     max_queued_bytes_per_connection: Option<usize>,
-    log_format: Option<String>,
+    log_format: Option<LogFormat>,
     join: Option<bool>,
 }
 
@@ -159,7 +170,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_queued_per_connection: usize,
     pub max_queued_bytes_per_connection: usize,
-    pub log_json: bool,
+    pub log_format: LogFormat,
     /// Started with --join: never bootstraps a cluster; waits to be added by a leader.
     pub join: bool,
 }
@@ -256,10 +267,7 @@ impl Config {
             .election_timeout_ms
             .or(file.election_timeout_ms)
             .unwrap_or(600);
-        let log_format = args
-            .log_format
-            .or(file.log_format)
-            .unwrap_or_else(|| "text".into());
+        let log_format = args.log_format.or(file.log_format).unwrap_or_default();
         let cfg = Config {
             id,
             client_addr,
@@ -303,15 +311,7 @@ impl Config {
                 .max_queued_bytes_per_connection
                 .or(file.max_queued_bytes_per_connection)
                 .unwrap_or(8 << 20),
-            log_json: match log_format.as_str() {
-                "text" => false,
-                "json" => true,
-                other => {
-                    return Err(bad(format!(
-                        "--log-format {other:?}: expected text or json"
-                    )))
-                }
-            },
+            log_format,
             join: args.join || file.join.unwrap_or(false),
             members,
             peer_routes,

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    if cfg.log_json {
+    if cfg.log_format == synod_server::config::LogFormat::Json {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .json()

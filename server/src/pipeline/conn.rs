@@ -11,8 +11,11 @@ use synod_proto::response::ReplyPacket;
 use synod_proto::{ErrorCode, Response};
 use synod_raft_store::types::applied_zxid;
 
+use tokio::sync::oneshot;
+
 use crate::node::Node;
 use crate::pipeline::outbox::Outbox;
+use crate::pipeline::pending::Completion;
 use crate::session::registry::ConnId;
 
 /// How long a proposed session change (create, close) may take to be committed before the
@@ -58,6 +61,19 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Proposes the close of this connection's session: (its origin, the waiter of its outcome).
+    pub fn propose_close(&self) -> (synod_raft_store::Origin, oneshot::Receiver<Completion>) {
+        let origin = self.node.origin();
+        let done = self.node.propose_and_wait(
+            origin,
+            synod_raft_store::Command::CloseSession {
+                origin: Some(origin),
+                session_id: self.session_id,
+            },
+        );
+        (origin, done)
+    }
+
     /// The zxid reflecting everything this node has applied (pings and errors carry it).
     pub fn applied(&self) -> i64 {
         applied_zxid(*self.node.applied.borrow())

@@ -141,14 +141,7 @@ impl Conn {
                     .observer
                     .conns
                     .detach_session(self.session_id, self.id);
-                let origin = self.node.origin();
-                let done = self.node.propose_and_wait(
-                    origin,
-                    Command::CloseSession {
-                        origin: Some(origin),
-                        session_id: self.session_id,
-                    },
-                );
+                let (_, done) = self.propose_close();
                 (
                     Slot::Write {
                         xid,

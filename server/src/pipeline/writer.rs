@@ -2,8 +2,8 @@
 //! gathering small frames into one write, and returns their room to the outbox.
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 
 use tokio::net::tcp::OwnedWriteHalf;
 

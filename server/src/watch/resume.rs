@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use synod_proto::records::SetWatches2;
 use synod_proto::{EventType, Request};
 use synod_raft_store::state_machine::lock;
-use synod_raft_store::{Command, NodeId};
+use synod_raft_store::NodeId;
 
 use crate::node::Node;
 use crate::peer::{PeerRequest, PeerResponse};
@@ -53,14 +53,7 @@ impl Conn {
             "expiring session: its persistent watches missed events that no member's history \
              holds any more"
         );
-        let origin = self.node.origin();
-        let done = self.node.propose_and_wait(
-            origin,
-            Command::CloseSession {
-                origin: Some(origin),
-                session_id: self.session_id,
-            },
-        );
+        let (origin, done) = self.propose_close();
         if !matches!(
             tokio::time::timeout(COMMIT_TIMEOUT, done).await,
             Ok(Ok(Completion::Write { .. }))
