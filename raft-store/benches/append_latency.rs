@@ -69,7 +69,7 @@ async fn medians(dir: &Path, batches: &[u64]) -> Result<Vec<Duration>, SErr> {
     Ok(out)
 }
 
-fn main() -> Result<(), SErr> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo test --benches` runs bench targets too; measure only under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());

@@ -228,7 +228,7 @@ fn backup_restores_into_a_new_cluster() {
             .args(["restore", "--from"])
             .arg(&file)
             .arg("--data-dir")
-            .arg(&b.nodes()[i].data_dir())
+            .arg(b.nodes()[i].data_dir())
             .args(["--id", &b.nodes()[i].id.to_string(), "--members", &members])
             .output()
             .expect("synod restore");
@@ -245,7 +245,7 @@ fn backup_restores_into_a_new_cluster() {
         .args(["restore", "--from"])
         .arg(&file)
         .arg("--data-dir")
-        .arg(&b.nodes()[0].data_dir())
+        .arg(b.nodes()[0].data_dir())
         .args(["--id", "1", "--members", &members])
         .output()
         .expect("synod restore");
