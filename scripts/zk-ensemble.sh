@@ -2,7 +2,7 @@
 # zk-ensemble.sh — run a local N-node Apache ZooKeeper ensemble on 127.0.0.1.
 #
 # The reference server for synod's conformance tests and benchmarks: the same protocol, run by the
-# real thing. Configuration matches client/tests/support/ensemble.rs (the Rust test harness).
+# real thing. Configuration matches testkit/src/ensemble.rs (the Rust test harness).
 #
 # Usage:
 #   scripts/zk-ensemble.sh start  [N]          start N nodes (default 3, or the size already in

@@ -1,14 +1,11 @@
 //! Runs every example program against a real 3-node synod cluster and checks its own outcome
 //! (exit status) and the key lines of what it printed.
 
-#[path = "../../client/tests/support/mod.rs"]
-mod support;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::ensemble::{synod_bin, Ensemble, SynodEnsemble};
+use synod_testkit::{synod_bin, Ensemble, SynodEnsemble};
 
 /// Upper bound of one example's run.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);

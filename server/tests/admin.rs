@@ -6,9 +6,6 @@
 //!
 //! Tests run one at a time (a global lock: clusters on a 2-core machine), each bounded.
 
-#[path = "../../client/tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,8 +14,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::ensemble::{Ensemble, SynodEnsemble, ZkEnsemble};
 use synod_client::{AddWatchMode, Client, ConnectOptions, CreateMode};
+use synod_testkit::{Ensemble, SynodEnsemble, ZkEnsemble};
 
 /// Bound of one HTTP or four-letter-word exchange.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,9 +8,6 @@
 //! clusters would distort the timings) and is bounded by [`TEST_TIMEOUT`]. The cluster is killed
 //! and its directory removed when the test ends, also when it fails.
 
-#[path = "../../client/tests/support/mod.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::Read;
@@ -23,11 +20,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use support::ensemble::{Ensemble, SynodEnsemble};
 use synod_client::{Acl, Client, ConnectOptions, CreateMode, Error, Stat};
 use synod_proto::frame::encode_frame;
 use synod_proto::records::{AuthPacket, ConnectRequest, ConnectRequestBase, ReplyHeader};
 use synod_proto::{Decode, ErrorCode, Reader, Request, RequestPacket};
+use synod_testkit::{blocking, Ensemble, SynodEnsemble};
 
 /// The election timeout a node runs with unless told otherwise (`--election-timeout-ms`, see
 /// server/src/config.rs).
@@ -70,11 +67,6 @@ where
             .unwrap_or_else(|_| panic!("{name} did not finish within {TEST_TIMEOUT:?}"))
     });
     eprintln!("{name}: finished in {:.1?}", started.elapsed());
-}
-
-/// Runs blocking harness calls (process control, `/status` polling) from async test code.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 /// Starts a 3-node cluster with `extra_args` for every node.
@@ -993,10 +985,11 @@ impl Step {
 
 #[test]
 fn zkcli_works_against_synod() {
-    if !Path::new(ZKCLI).exists() {
-        eprintln!("skipped: {ZKCLI} not installed (apt-get install zookeeper)");
-        return;
-    }
+    // Never skipped: the ZooKeeper oracle (conformance suite, recipes) needs the package too.
+    assert!(
+        Path::new(ZKCLI).exists(),
+        "{ZKCLI} not installed (apt-get install zookeeper)"
+    );
     run_test("zkcli_works_against_synod", || async {
         let ens = start_cluster(&[]);
         let addrs = ens.addrs();

@@ -1,15 +1,12 @@
-//! The conformance suite (client/tests/support/conformance.rs), unchanged, against a 3-node synod
+//! The conformance suite (testkit/src/conformance.rs), unchanged, against a 3-node synod
 //! cluster started from the `synod` binary of this package: every case that passes against Apache
 //! ZooKeeper must pass here too.
-
-#[path = "../../client/tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use support::ensemble::{Ensemble, SynodEnsemble};
+use synod_testkit::{Ensemble, SynodEnsemble};
 
 fn main() -> ExitCode {
     let ens = match SynodEnsemble::start(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[]) {
@@ -19,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = support::conformance::run(ens.clone());
+    let code = synod_testkit::conformance::run(ens.clone());
     if code != ExitCode::SUCCESS {
         // Diagnostic: what the servers said, since their directory goes away with the ensemble.
         for idx in 0..ens.addrs().len() {

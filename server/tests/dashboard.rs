@@ -3,16 +3,13 @@
 //! browsing to a znode through the URL hash (`/ui#/path`) shows its data. A screenshot is saved
 //! under `$CARGO_TARGET_TMPDIR/dashboard/dashboard.png` and its path printed.
 
-#[path = "../../client/tests/support/mod.rs"]
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::ensemble::{Ensemble, SynodEnsemble};
 use synod_client::{Client, ConnectOptions, CreateMode};
+use synod_testkit::{Ensemble, SynodEnsemble};
 
 /// Debian's browser binary.
 const CHROMIUM: &str = "chromium";

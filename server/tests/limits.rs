@@ -1,10 +1,11 @@
-//! The limits of DESIGN.md §8, each against a real (single-node, in-process) synod server on
-//! loopback: oversized and malformed frames close only the offending connection; pipelined
+//! The limits of DESIGN.md §8, each against a real single-node synod server (the `synod` binary)
+//! on loopback: oversized and malformed frames close only the offending connection; pipelined
 //! requests are answered in order under a small outstanding bound; connections per address and
 //! in total are capped; a client that stops reading while its watches fire is disconnected
 //! instead of buffered without end. After each abuse, other clients are still served.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -12,63 +13,25 @@ use synod_client::{AddWatchMode, Client, ConnectOptions, CreateMode, Error};
 use synod_proto::frame::encode_frame;
 use synod_proto::records::{ConnectRequest, ConnectRequestBase, GetDataRequest};
 use synod_proto::{Request, RequestPacket};
-use synod_server::config::{Args, Config};
+use synod_testkit::{blocking, Ensemble, SynodEnsemble};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A single-node synod server running in this process.
+/// A single-node synod server: the `synod` binary under test, run by the shared harness.
 struct Server {
     client: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    ens: SynodEnsemble,
 }
 
 impl Server {
     async fn start(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (c, p, a) = (free_port(), free_port(), free_port());
-        let members = format!("1=127.0.0.1:{p}");
-        let client = format!("127.0.0.1:{c}");
-        let admin = format!("127.0.0.1:{a}");
-        let data = dir.path().to_str().expect("utf-8 temp path").to_string();
-        let mut argv = vec![
-            "synod",
-            "--id",
-            "1",
-            "--members",
-            &members,
-            "--client-addr",
-            &client,
-            "--admin-addr",
-            &admin,
-            "--data-dir",
-            &data,
-        ];
-        argv.extend_from_slice(extra);
-        let cfg = Config::load(<Args as clap::Parser>::parse_from(argv)).expect("valid config");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            if let Err(e) = synod_server::server::run(cfg, async move {
-                let _ = rx.await;
-            })
-            .await
-            {
-                eprintln!("server stopped: {e}");
-            }
-        });
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let bin = Path::new(env!("CARGO_BIN_EXE_synod"));
+        let ens = blocking(|| SynodEnsemble::start(bin, 1, &extra))
+            .expect("start a single-node synod server");
         let s = Server {
-            client: client.parse().expect("addr"),
-            stop: Some(tx),
-            task: Some(task),
-            _dir: dir,
+            client: ens.addrs()[0],
+            ens,
         };
         // Serving once a session can be created.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -101,21 +64,9 @@ impl Server {
         c.close().await.expect("close");
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    /// Stops the server gracefully (SIGTERM), bounded.
+    async fn stop(self) {
+        blocking(|| self.ens.terminate(0, Duration::from_secs(10)));
     }
 }
 

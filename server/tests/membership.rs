@@ -5,26 +5,26 @@
 //! and a removal that would leave the new configuration without a healthy majority is refused
 //! unless forced.
 
-mod ops_support;
-
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ops_support::{runtime, wait_until, Cluster};
 use serde_json::{json, Value};
 use synod_client::{Client, ConnectOptions, CreateMode};
+use synod_testkit::{blocking, runtime, wait_until, Ensemble, SynodEnsemble};
+
+/// `n` nodes of the `synod` binary under test on free ports, none started yet.
+fn new_cluster(n: usize) -> SynodEnsemble {
+    SynodEnsemble::unstarted(Path::new(env!("CARGO_BIN_EXE_synod")), n).expect("lay out a cluster")
+}
 
 const START: Duration = Duration::from_secs(30);
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 /// POSTs `body` to `path` on node `idx`: (status, JSON reply).
-fn post(c: &Cluster, idx: usize, path: &str, body: Value) -> (u16, Value) {
+fn post(c: &SynodEnsemble, idx: usize, path: &str, body: Value) -> (u16, Value) {
     c.json(idx, "POST", path, Some(&body))
         .unwrap_or_else(|| panic!("POST {path} on node {idx}: no answer\n{}", c.logs()))
 }
@@ -43,20 +43,21 @@ fn voters(m: &Value) -> BTreeSet<u64> {
 
 #[test]
 fn grow_to_five_and_shrink_to_three_under_load() {
-    let c = Cluster::new(5);
+    let c = new_cluster(5);
     let first = c.members(&[0, 1, 2]);
     for i in 0..3 {
-        c.spawn(i, &first, &[]);
+        c.spawn_with(i, &first, &[]).expect("spawn synod");
     }
     // Nodes 4 and 5 join: they know only themselves and must never bootstrap.
     for i in 3..5 {
-        c.spawn(i, &c.members(&[i]), &["--join"]);
+        c.spawn_with(i, &c.members(&[i]), &["--join"])
+            .expect("spawn synod");
     }
     let rt = runtime();
     rt.block_on(async {
-        let mut leader = blocking(|| c.wait_leader(&[0, 1, 2], START));
+        let mut leader = blocking(|| c.wait_leader_among(&[0, 1, 2], START));
         for i in 3..5 {
-            let st = blocking(|| c.status(i)).expect("joiner answers");
+            let st = blocking(|| c.status_json(i)).expect("joiner answers");
             assert_eq!(
                 st["leader"],
                 Value::Null,
@@ -66,7 +67,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
 
         // A steady write load through every node's client port.
         let zk = Client::connect(
-            &c.connect_string(&[0, 1, 2, 3, 4]),
+            &c.connect_string_of(&[0, 1, 2, 3, 4]),
             ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
         )
         .await
@@ -113,11 +114,15 @@ fn grow_to_five_and_shrink_to_three_under_load() {
                 &c,
                 follower,
                 "/members/add-learner",
-                json!({"id": 4, "peer_addr": c.specs[3].peer.to_string()}),
+                json!({"id": 4, "peer_addr": c.nodes()[3].peer_addr().to_string()}),
             )
         });
         assert_eq!(st, 421, "{r}");
-        assert_eq!(r["leader"]["id"].as_u64(), Some(c.specs[leader].id), "{r}");
+        assert_eq!(
+            r["leader"]["id"].as_u64(),
+            Some(c.nodes()[leader].id as u64),
+            "{r}"
+        );
         // Guards: promoting a non-member, re-adding a voter.
         let (st, r) = blocking(|| post(&c, leader, "/members/promote", json!({"id": 4})));
         assert_eq!(st, 404, "{r}");
@@ -126,7 +131,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
                 &c,
                 leader,
                 "/members/add-learner",
-                json!({"id": 1, "peer_addr": c.specs[0].peer.to_string()}),
+                json!({"id": 1, "peer_addr": c.nodes()[0].peer_addr().to_string()}),
             )
         });
         assert_eq!(st, 409, "{r}");
@@ -134,13 +139,13 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         // Grow: 3 -> 5.
         let grow_started = Instant::now();
         for i in 3..5 {
-            let id = c.specs[i].id;
+            let id = c.nodes()[i].id;
             let (st, r) = blocking(|| {
                 post(
                     &c,
                     leader,
                     "/members/add-learner",
-                    json!({"id": id, "peer_addr": c.specs[i].peer.to_string()}),
+                    json!({"id": id, "peer_addr": c.nodes()[i].peer_addr().to_string()}),
                 )
             });
             assert_eq!(st, 200, "add-learner {id}: {r}\n{}", c.logs());
@@ -155,7 +160,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
             grow_started.elapsed(),
             acked_now()
         );
-        blocking(|| c.wait_leader(&[0, 1, 2, 3, 4], START));
+        blocking(|| c.wait_leader_among(&[0, 1, 2, 3, 4], START));
         let n = acked_now();
         blocking(|| {
             wait_until(START, "writes on the 5-node cluster", || {
@@ -167,14 +172,14 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         // configuration would have only 2 healthy voters), unless forced.
         let others: Vec<usize> = (0..5).filter(|&i| i != leader).collect();
         let (down, victim) = ((others[0], others[1]), others[2]);
-        c.kill(down.0);
-        c.kill(down.1);
+        c.kill(down.0).expect("kill");
+        c.kill(down.1).expect("kill");
         let (st, r) = blocking(|| {
             post(
                 &c,
                 leader,
                 "/members/remove",
-                json!({"id": c.specs[victim].id}),
+                json!({"id": c.nodes()[victim].id}),
             )
         });
         assert_eq!(st, 409, "{r}");
@@ -186,10 +191,10 @@ fn grow_to_five_and_shrink_to_three_under_load() {
                 c.members(&[i])
             };
             let extra: &[&str] = if i < 3 { &[] } else { &["--join"] };
-            c.spawn(i, &members, extra);
+            c.spawn_with(i, &members, extra).expect("spawn synod");
         }
-        blocking(|| c.wait_leader(&[0, 1, 2, 3, 4], START));
-        leader = blocking(|| c.wait_leader(&[0, 1, 2, 3, 4], START));
+        blocking(|| c.wait_leader_among(&[0, 1, 2, 3, 4], START));
+        leader = blocking(|| c.wait_leader_among(&[0, 1, 2, 3, 4], START));
 
         // Shrink: 5 -> 3, the current leader first, then another of the original nodes.
         let shrink_started = Instant::now();
@@ -204,7 +209,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
                         &c,
                         old_leader,
                         "/members/remove",
-                        json!({"id": c.specs[old_leader].id}),
+                        json!({"id": c.nodes()[old_leader].id}),
                     );
                     if st == 200 {
                         return true;
@@ -215,7 +220,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
             )
         });
         let rest: Vec<usize> = (0..5).filter(|i| !removed.contains(i)).collect();
-        leader = blocking(|| c.wait_leader(&rest, START));
+        leader = blocking(|| c.wait_leader_among(&rest, START));
         let second = (0..3)
             .find(|i| !removed.contains(i) && *i != leader)
             .expect("another original");
@@ -224,19 +229,19 @@ fn grow_to_five_and_shrink_to_three_under_load() {
                 &c,
                 leader,
                 "/members/remove",
-                json!({"id": c.specs[second].id}),
+                json!({"id": c.nodes()[second].id}),
             )
         });
         assert_eq!(st, 200, "remove {second}: {r}\n{}", c.logs());
         removed.push(second);
         let rest: Vec<usize> = (0..5).filter(|i| !removed.contains(i)).collect();
         for &i in &removed {
-            c.kill(i);
+            c.kill(i).expect("kill");
         }
-        leader = blocking(|| c.wait_leader(&rest, START));
+        leader = blocking(|| c.wait_leader_among(&rest, START));
         eprintln!("shrank 5 -> 3 in {:?}", shrink_started.elapsed());
         let (_, m) = blocking(|| c.json(leader, "GET", "/membership", None)).expect("membership");
-        let want: BTreeSet<u64> = rest.iter().map(|&i| c.specs[i].id).collect();
+        let want: BTreeSet<u64> = rest.iter().map(|&i| c.nodes()[i].id as u64).collect();
         assert_eq!(voters(&m), want, "{m}");
 
         // Keep writing a little on the final cluster, then check every acknowledged write.
@@ -248,7 +253,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         });
         stop.store(true, Ordering::Relaxed);
         load.await.expect("load task");
-        let check = Client::connect(&c.connect_string(&rest), ConnectOptions::default())
+        let check = Client::connect(&c.connect_string_of(&rest), ConnectOptions::default())
             .await
             .expect("connect to the final cluster");
         check.sync("/").await.expect("sync");

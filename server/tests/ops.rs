@@ -3,27 +3,27 @@
 //! into a fresh cluster with another membership (same tree and Stats, writes continue after the
 //! backup's zxid); snapshot trigger and log purge; graceful shutdown of a leader under load.
 
-mod ops_support;
-
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ops_support::{runtime, synod_bin, Cluster};
 use synod_client::{Client, ConnectOptions, CreateMode, Error, Stat};
+use synod_testkit::{blocking, runtime, SynodEnsemble};
+
+/// `n` nodes of the `synod` binary under test on free ports, none started yet.
+fn new_cluster(n: usize) -> SynodEnsemble {
+    SynodEnsemble::unstarted(Path::new(env!("CARGO_BIN_EXE_synod")), n).expect("lay out a cluster")
+}
 
 const START: Duration = Duration::from_secs(30);
 
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 /// Starts nodes 0..3 of `c` as a fresh 3-voter cluster; returns the leader's index.
-fn start3(c: &Cluster, extra: &[&str]) -> usize {
+fn start3(c: &SynodEnsemble, extra: &[&str]) -> usize {
     let m = c.members(&[0, 1, 2]);
     for i in 0..3 {
-        c.spawn(i, &m, extra);
+        c.spawn_with(i, &m, extra).expect("spawn synod");
     }
-    c.wait_leader(&[0, 1, 2], START)
+    c.wait_leader_among(&[0, 1, 2], START)
 }
 
 async fn connect(cs: &str) -> Client {
@@ -35,7 +35,7 @@ async fn connect(cs: &str) -> Client {
     .expect("connect")
 }
 
-fn scrape(c: &Cluster, idx: usize) -> prometheus_parse::Scrape {
+fn scrape(c: &SynodEnsemble, idx: usize) -> prometheus_parse::Scrape {
     let (status, body) = c.http(idx, "GET", "/metrics", None).expect("GET /metrics");
     assert_eq!(status, 200);
     let text = String::from_utf8(body).expect("utf-8");
@@ -77,10 +77,10 @@ fn histogram_count(
 
 #[test]
 fn metrics_are_prometheus_text_and_move() {
-    let c = Cluster::new(3);
+    let c = new_cluster(3);
     let leader = start3(&c, &[]);
     runtime().block_on(async {
-        let zk = connect(&c.specs[leader].client.to_string()).await;
+        let zk = connect(&c.nodes()[leader].client_addr().to_string()).await;
         zk.create("/m", b"x", CreateMode::Persistent)
             .await
             .expect("create");
@@ -168,11 +168,11 @@ async fn dump(zk: &Client, root: &str) -> BTreeMap<String, (Vec<u8>, Stat)> {
 
 #[test]
 fn backup_restores_into_a_new_cluster() {
-    let a = Cluster::new(3);
+    let a = new_cluster(3);
     let leader = start3(&a, &["--snapshot-entries", "50"]);
     let rt = runtime();
     let (before, backup_index) = rt.block_on(async {
-        let zk = connect(&a.connect_string(&[0, 1, 2])).await;
+        let zk = connect(&a.connect_string_of(&[0, 1, 2])).await;
         zk.create("/app", b"root", CreateMode::Persistent)
             .await
             .expect("create");
@@ -197,7 +197,7 @@ fn backup_restores_into_a_new_cluster() {
         // and download. (Without the sync the snapshot could miss the last writes while the
         // dump below, taken after a sync, has them.)
         let follower = (leader + 1) % 3;
-        let zk2 = connect(&a.specs[follower].client.to_string()).await;
+        let zk2 = connect(&a.nodes()[follower].client_addr().to_string()).await;
         zk2.sync("/").await.expect("sync");
         let (st, info) =
             blocking(|| a.json(follower, "POST", "/snapshot", None)).expect("POST /snapshot");
@@ -208,7 +208,7 @@ fn backup_restores_into_a_new_cluster() {
         let file = a.root().join("backup.bin");
         std::fs::write(&file, &bytes).expect("write backup");
         // The purge behind the snapshots left the log short.
-        let status = blocking(|| a.status(follower)).expect("status");
+        let status = blocking(|| a.status_json(follower)).expect("status");
         let index = info["last_log_index"].as_u64().expect("index");
         assert!(
             index >= status["applied_index"].as_u64().unwrap_or(0) - 5,
@@ -221,15 +221,15 @@ fn backup_restores_into_a_new_cluster() {
     let file = a.root().join("backup.bin");
 
     // A new cluster on other ports, with ids 1..3 in a different order of addresses.
-    let b = Cluster::new(3);
+    let b = new_cluster(3);
     let members = b.members(&[0, 1, 2]);
     for i in 0..3 {
-        let out = std::process::Command::new(synod_bin())
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["restore", "--from"])
             .arg(&file)
             .arg("--data-dir")
-            .arg(&b.specs[i].data_dir)
-            .args(["--id", &b.specs[i].id.to_string(), "--members", &members])
+            .arg(b.nodes()[i].data_dir())
+            .args(["--id", &b.nodes()[i].id.to_string(), "--members", &members])
             .output()
             .expect("synod restore");
         assert!(
@@ -241,11 +241,11 @@ fn backup_restores_into_a_new_cluster() {
         assert!(said.contains("restored"), "{said}");
     }
     // Restoring onto a non-empty directory is refused.
-    let again = std::process::Command::new(synod_bin())
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
         .args(["restore", "--from"])
         .arg(&file)
         .arg("--data-dir")
-        .arg(&b.specs[0].data_dir)
+        .arg(b.nodes()[0].data_dir())
         .args(["--id", "1", "--members", &members])
         .output()
         .expect("synod restore");
@@ -253,15 +253,15 @@ fn backup_restores_into_a_new_cluster() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 
     for i in 0..3 {
-        b.spawn(i, &members, &[]);
+        b.spawn_with(i, &members, &[]).expect("spawn synod");
     }
-    let b_leader = b.wait_leader(&[0, 1, 2], START);
+    let b_leader = b.wait_leader_among(&[0, 1, 2], START);
     assert!(
         !b.log(b_leader).contains("cluster initialized"),
         "a restored node must not bootstrap"
     );
     rt.block_on(async {
-        let zk = connect(&b.connect_string(&[0, 1, 2])).await;
+        let zk = connect(&b.connect_string_of(&[0, 1, 2])).await;
         let after = dump(&zk, "/").await;
         assert_eq!(before.len(), after.len());
         for (path, (data, stat)) in &before {
@@ -292,19 +292,19 @@ fn backup_restores_into_a_new_cluster() {
             .filter_map(|x| x["peer_addr"].as_str())
             .collect();
         assert_eq!(addrs.len(), 3);
-        for s in &b.specs {
-            assert!(addrs.contains(&s.peer.to_string().as_str()), "{m}");
+        for s in b.nodes() {
+            assert!(addrs.contains(&s.peer_addr().to_string().as_str()), "{m}");
         }
     });
 }
 
 #[test]
 fn leader_shuts_down_gracefully_under_load() {
-    let c = Cluster::new(3);
+    let c = new_cluster(3);
     let leader = start3(&c, &[]);
     let rt = runtime();
     rt.block_on(async {
-        let zk = connect(&c.specs[leader].client.to_string()).await;
+        let zk = connect(&c.nodes()[leader].client_addr().to_string()).await;
         zk.create("/g", b"", CreateMode::Persistent)
             .await
             .expect("create");
@@ -334,8 +334,8 @@ fn leader_shuts_down_gracefully_under_load() {
         assert!(log.contains("shutting down"), "{log}");
         assert!(log.contains("leader exiting"), "{log}");
         let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-        blocking(|| c.wait_leader(&rest, START));
-        let zk2 = connect(&c.connect_string(&rest)).await;
+        blocking(|| c.wait_leader_among(&rest, START));
+        let zk2 = connect(&c.connect_string_of(&rest)).await;
         zk2.sync("/").await.expect("sync");
         for p in &acked {
             assert!(

@@ -10,17 +10,15 @@
 //! bounded, and every node must still be alive and serving afterwards. One table row per phase
 //! is printed (`cargo test -p synod-server --test overload -- --nocapture`).
 
-mod ops_support;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use ops_support::{runtime, Cluster};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use synod_client::{AddWatchMode, Client, ConnectOptions, CreateMode, Error, ErrorCode, Op};
@@ -31,8 +29,14 @@ use synod_proto::records::{
     SetDataRequest, SetWatches2,
 };
 use synod_proto::{Acl, MultiOp, Request, RequestPacket};
+use synod_testkit::{runtime, Ensemble, SynodEnsemble};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// `n` nodes of the `synod` binary under test on free ports, none started yet.
+fn new_cluster(n: usize) -> SynodEnsemble {
+    SynodEnsemble::unstarted(Path::new(env!("CARGO_BIN_EXE_synod")), n).expect("lay out a cluster")
+}
 
 /// The node every phase abuses (default limits: 60 connections per address, 1 MiB frames).
 const TARGET: usize = 0;
@@ -173,7 +177,7 @@ impl Bystander {
 
 /// Everything a phase needs.
 struct Ctx {
-    cluster: Cluster,
+    cluster: SynodEnsemble,
     addrs: Vec<SocketAddr>,
 }
 
@@ -601,7 +605,7 @@ async fn thousand_sessions(ctx: &Ctx) -> String {
         .await;
     let fanout = t.elapsed();
     let n = notified.len();
-    let before = ctx.cluster.status(FANOUT).expect("status")["sessions"]
+    let before = ctx.cluster.status_json(FANOUT).expect("status")["sessions"]
         .as_u64()
         .unwrap_or(0);
     stream::iter(notified)
@@ -617,7 +621,7 @@ async fn thousand_sessions(ctx: &Ctx) -> String {
         .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let after = loop {
-        let now = ctx.cluster.status(FANOUT).expect("status")["sessions"]
+        let now = ctx.cluster.status_json(FANOUT).expect("status")["sessions"]
             .as_u64()
             .unwrap_or(u64::MAX);
         if now + 1000 <= before || Instant::now() > deadline {
@@ -1067,7 +1071,7 @@ fn bad_input_and_overload_leave_the_cluster_serving() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
     }
-    let cluster = Cluster::new(3);
+    let cluster = new_cluster(3);
     let members = cluster.members(&[0, 1, 2]);
     for i in 0..3 {
         let extra: &[&str] = if i == FANOUT {
@@ -1075,11 +1079,11 @@ fn bad_input_and_overload_leave_the_cluster_serving() {
         } else {
             &[]
         };
-        cluster.spawn(i, &members, extra);
+        cluster.spawn_with(i, &members, extra).expect("spawn synod");
     }
-    let leader = cluster.wait_leader(&[0, 1, 2], Duration::from_secs(30));
+    let leader = cluster.wait_leader_among(&[0, 1, 2], Duration::from_secs(30));
     let pids: Vec<u32> = (0..3).map(|i| cluster.pid(i).expect("running")).collect();
-    let addrs = cluster.specs.iter().map(|s| s.client).collect();
+    let addrs = cluster.addrs();
     let ctx = Ctx { cluster, addrs };
     println!("leader: node {}; target: node {}", leader + 1, TARGET + 1);
     let rt = runtime();

@@ -10,9 +10,6 @@
 //! `scripts/faults.sh` (or `-- --full`) runs every scenario; `-- --scenario NAME` runs one.
 //! Exits non-zero if any scenario finds an anomaly or cannot run.
 
-#[path = "../../../client/tests/support/mod.rs"]
-mod support;
-
 mod net;
 mod scenario;
 mod workload;

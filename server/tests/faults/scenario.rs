@@ -23,8 +23,8 @@ use synod_faults::model::{
 };
 
 use crate::net::FaultNet;
-use crate::support::ensemble::{http_get, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
 use crate::workload::{self, plock, Load, LockOp, MULTI_KEYS, OP_TIMEOUT};
+use synod_testkit::{blocking, http_get, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
 
 /// The session tick the nodes run with (`--tick-ms` default): the ephemeral check's slack.
 const TICK: Duration = Duration::from_millis(500);
@@ -147,10 +147,6 @@ pub const SHORT: &[Spec] = &[
 pub struct Outcome_ {
     pub summary: Summary,
     pub details: Vec<String>,
-}
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 /// Every node's flags: the first three are the initial voters, later ones join (`--join`); each
@@ -453,12 +449,7 @@ async fn inject(
                 let admin = ens.admin_addr(l).ok_or("no admin address")?;
                 let call = |path: &str, body: String| {
                     blocking(|| {
-                        crate::support::ensemble::http_post(
-                            admin,
-                            path,
-                            &body,
-                            Duration::from_secs(30),
-                        )
+                        synod_testkit::http_post(admin, path, &body, Duration::from_secs(30))
                     })
                     .map_err(|e| format!("POST {path}: {e}"))
                 };

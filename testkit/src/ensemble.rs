@@ -13,8 +13,12 @@
 //! bounded waits for a single leader. A [`Kind`] supplies what differs: how a node is configured,
 //! started and asked for its role.
 //!
+//! [`SynodEnsemble`] also serves the operations tests, which pick each node's membership
+//! themselves: [`Local::unstarted`] lays nodes out without starting any, and
+//! [`Local::spawn_with`] starts one with the `--members` and flags a test chooses (initial voters,
+//! `--join`, restored data directories).
+//!
 //! Linux only.
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -22,7 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -274,6 +278,16 @@ impl Node {
     pub fn client_addr(&self) -> SocketAddr {
         loopback(self.client_port)
     }
+
+    /// Where the other nodes connect (ZooKeeper's quorum port, synod's Raft peer port).
+    pub fn peer_addr(&self) -> SocketAddr {
+        loopback(self.peer_port)
+    }
+
+    /// The third address: ZooKeeper's leader-election port, synod's admin HTTP port.
+    pub fn aux_addr(&self) -> SocketAddr {
+        loopback(self.aux_port)
+    }
 }
 
 /// A node's answer to [`Kind::probe`].
@@ -325,7 +339,7 @@ impl Kind for ZooKeeper {
             fs::create_dir_all(node.data_dir())?;
             fs::write(node.data_dir().join("myid"), format!("{}\n", node.id))?;
             let cfg = format!(
-                "# written by client/tests/support/ensemble.rs: node {id} of {n}\n\
+                "# written by testkit/src/ensemble.rs: node {id} of {n}\n\
                  tickTime=500\n\
                  initLimit=20\n\
                  syncLimit=10\n\
@@ -535,6 +549,137 @@ impl Local<Synod> {
         Local::launch(kind, n, initial, "synod-cluster-")
     }
 
+    /// Lays out `n` nodes (ports, directories) of a cluster running `bin` and starts none of them:
+    /// the test starts each with [`Local::spawn_with`], choosing its membership.
+    pub fn unstarted(bin: &Path, n: usize) -> io::Result<SynodEnsemble> {
+        let kind = Synod {
+            bin: bin.to_path_buf(),
+            extra_args: Vec::new(),
+            node_args: None,
+        };
+        Local::launch(kind, n, 0, "synod-ops-")
+    }
+
+    /// `--members` naming the nodes at `idxs` as voters at their peer ports.
+    pub fn members(&self, idxs: &[usize]) -> String {
+        idxs.iter()
+            .map(|&i| format!("{}={}", self.nodes[i].id, self.nodes[i].peer_addr()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client connect string of the nodes at `idxs`.
+    pub fn connect_string_of(&self, idxs: &[usize]) -> String {
+        idxs.iter()
+            .map(|&i| self.nodes[i].client_addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `idx` (replacing a process it still has) with `--members members`, its own
+    /// addresses (`--peer-addr` included) and data directory, and `extra` flags; does not wait for
+    /// it to serve.
+    pub fn spawn_with(&self, idx: usize, members: &str, extra: &[&str]) -> io::Result<()> {
+        self.check_idx(idx)?;
+        let node = &self.nodes[idx];
+        let mut cmd = Command::new(&self.kind.bin);
+        cmd.arg("--id")
+            .arg(node.id.to_string())
+            .arg("--members")
+            .arg(members)
+            .arg("--client-addr")
+            .arg(node.client_addr().to_string())
+            .arg("--peer-addr")
+            .arg(node.peer_addr().to_string())
+            .arg("--admin-addr")
+            .arg(node.aux_addr().to_string())
+            .arg("--data-dir")
+            .arg(node.data_dir())
+            .args(extra);
+        self.spawn_command(idx, cmd)
+    }
+
+    /// Sends SIGTERM to node `idx` and waits (at most `timeout`) for it to exit; SIGKILLs it after
+    /// that. Returns its exit status, or `None` if it was not running or had to be killed.
+    pub fn terminate(&self, idx: usize, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = std::mem::take(self.lock_slots().get_mut(idx)?).child?;
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One admin HTTP request to node `idx` with an optional JSON body: (status, body); `None` if
+    /// the node does not answer.
+    pub fn http(
+        &self,
+        idx: usize,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Option<(u16, Vec<u8>)> {
+        http(self.admin_addr(idx)?, method, path, body)
+    }
+
+    /// [`Local::http`] with the answer parsed as JSON (`Null` if it is not JSON).
+    pub fn json(
+        &self,
+        idx: usize,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Option<(u16, serde_json::Value)> {
+        let (status, body) = self.http(idx, method, path, body)?;
+        Some((
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Waits until one of the nodes at `idxs` is leader and all of `idxs` name it on `/status`
+    /// (other nodes, e.g. joiners not yet added, are not asked); returns its index. Panics with
+    /// every asked node's status and the logs after `timeout`.
+    pub fn wait_leader_among(&self, idxs: &[usize], timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st: Vec<Option<serde_json::Value>> =
+                idxs.iter().map(|&i| self.status_json(i)).collect();
+            let leaders: Vec<usize> = idxs
+                .iter()
+                .zip(&st)
+                .filter(|(_, s)| s.as_ref().and_then(|s| s["role"].as_str()) == Some("leader"))
+                .map(|(&i, _)| i)
+                .collect();
+            if let [l] = leaders[..] {
+                let id = self.nodes[l].id as u64;
+                if st
+                    .iter()
+                    .all(|s| s.as_ref().and_then(|s| s["leader"].as_u64()) == Some(id))
+                {
+                    return l;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {idxs:?} within {timeout:?}: {st:?}\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts node `idx` (not running) without waiting for it to serve: a node joining the
     /// cluster serves only once the leader has added it.
     pub fn spawn(&self, idx: usize) -> io::Result<()> {
@@ -600,7 +745,7 @@ impl<K: Kind> Local<K> {
     /// (named `prefix...`) and boots the first `initial`, retrying with fresh ports if a node
     /// could not bind one.
     fn launch(kind: K, n: usize, initial: usize, prefix: &str) -> io::Result<Local<K>> {
-        if initial == 0 || initial > n {
+        if n == 0 || initial > n {
             return Err(invalid_input(format!(
                 "cannot start {initial} of {n} nodes: an ensemble needs at least one"
             )));
@@ -613,6 +758,9 @@ impl<K: Kind> Local<K> {
             kind,
             root,
         };
+        if initial == 0 {
+            return Ok(ensemble); // the test starts the nodes itself
+        }
         let mut attempt = 1;
         loop {
             match ensemble.boot(initial) {
@@ -726,6 +874,22 @@ impl<K: Kind> Local<K> {
         self.nodes.get(idx)
     }
 
+    /// Every node, in node order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The directory holding every node's directory (deleted with the ensemble); a place for a
+    /// test's own files, e.g. a backup.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The last lines of every node's log, labelled, for failure messages.
+    pub fn logs(&self) -> String {
+        self.all_log_tails()
+    }
+
     /// Spawns the first `initial` nodes and waits until they serve under one leader.
     fn boot(&self, initial: usize) -> Result<usize, BootError> {
         for idx in 0..initial {
@@ -804,12 +968,18 @@ impl<K: Kind> Local<K> {
     /// Starts node `idx` (appending to its log), tied to the test process, and records it; reaps
     /// an earlier process of the node that exited by itself.
     fn spawn_node(&self, idx: usize) -> io::Result<()> {
+        let cmd = self.kind.command(&self.nodes[idx], &self.nodes);
+        self.spawn_command(idx, cmd)
+    }
+
+    /// Runs `cmd` as node `idx` (appending to its log), tied to the test process, and records it;
+    /// SIGKILLs and reaps an earlier process of the node.
+    fn spawn_command(&self, idx: usize, mut cmd: Command) -> io::Result<()> {
         let node = &self.nodes[idx];
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(node))?;
-        let mut cmd = self.kind.command(node, &self.nodes);
         cmd.current_dir(&node.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -1025,7 +1195,7 @@ fn poll_until<T, E>(
 }
 
 /// `count` distinct free loopback ports: all are bound at once (so none repeats), then released.
-fn free_ports(count: usize) -> io::Result<Vec<u16>> {
+pub fn free_ports(count: usize) -> io::Result<Vec<u16>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<io::Result<Vec<_>>>()?;
@@ -1036,7 +1206,7 @@ fn free_ports(count: usize) -> io::Result<Vec<u16>> {
 }
 
 /// `127.0.0.1:port`.
-fn loopback(port: u16) -> SocketAddr {
+pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
 }
 
@@ -1098,6 +1268,32 @@ pub fn http_post(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| io::Error::other(format!("POST {path} on {addr}: bad status line")))?;
     Ok((status, body.to_string()))
+}
+
+/// A blocking HTTP/1.0 `method path` to `addr` with an optional JSON body, waiting at most 150 s
+/// for the answer (a snapshot or a membership change can take long): (status, body), or `None`
+/// if the node does not answer.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(150))).ok()?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, raw[end + 4..].to_vec()))
 }
 
 /// Sends `request` on a fresh connection to `addr` and reads the reply until the server closes

@@ -1,21 +1,21 @@
 //! The coordination recipes against real clusters: every case runs on a 3-node synod cluster and
 //! on a 3-node Apache ZooKeeper 3.8 ensemble (the behavioural oracle), under contention, session
-//! loss, dropped connections and leader changes.
+//! loss, dropped connections and leader changes. Each case on each backend is a trial of its own
+//! (`synod::election`, `zookeeper::election`, ...), so one failure does not hide the others.
 //!
-//! The synod binary comes from `support::ensemble::synod_bin()` (`SYNOD_BIN`, or the workspace's
+//! The synod binary comes from `synod_testkit::synod_bin()` (`SYNOD_BIN`, or the workspace's
 //! `target/<profile>/synod`).
-
-mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use support::ensemble::{synod_bin, Ensemble, Kind, Local, SynodEnsemble, ZkEnsemble};
+use libtest_mimic::{Arguments, Failed, Trial};
 use synod_client::recipe::barrier::{Barrier, DoubleBarrier};
 use synod_client::recipe::cache::{CacheEvent, TreeCache};
 use synod_client::recipe::counter::SharedCounter;
@@ -24,6 +24,9 @@ use synod_client::recipe::lock::{Lock, ReadWriteLock, Semaphore};
 use synod_client::recipe::queue::Queue;
 use synod_client::recipe::twophase::{self, Coordinator, Outcome, Participant, Vote, VoteState};
 use synod_client::{Client, ConnectOptions, CreateMode, Error, SessionState};
+use synod_testkit::{
+    blocking, synod_bin, Ensemble, Kind, Local, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
+};
 
 /// Upper bound of one backend's whole run.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(150);
@@ -36,62 +39,156 @@ const LOCK_ROUNDS: usize = 63;
 
 type Case<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
-/// Runs the cases one after the other on `ens`, printing each one's time.
-fn run_backend<K: Kind>(name: &str, ens: Local<K>) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let started = Instant::now();
-    rt.block_on(async {
-        tokio::time::timeout(BACKEND_TIMEOUT, async {
-            let cs = ens.connect_string();
-            let cases: Vec<(&str, Case<'_>)> = vec![
-                ("lock_contention", Box::pin(lock_contention(&cs))),
-                ("lock_timeouts", Box::pin(lock_timeouts(&cs))),
-                ("rwlock_and_semaphore", Box::pin(rwlock_and_semaphore(&cs))),
-                ("lock_session_loss", Box::pin(lock_session_loss(&cs))),
-                ("election", Box::pin(election(&cs))),
-                ("election_suspended", Box::pin(election_suspended(&ens))),
-                ("barriers", Box::pin(barriers(&cs))),
-                ("queue_exactly_once", Box::pin(queue_exactly_once(&cs))),
-                ("counter", Box::pin(counter(&cs))),
-                ("cache_convergence", Box::pin(cache_convergence(&ens))),
-                ("twophase_crashes", Box::pin(twophase_crashes(&cs))),
-                ("twophase_deadline", Box::pin(twophase_deadline(&cs))),
-                ("twophase_races", Box::pin(twophase_races(&cs))),
-                ("leader_change", Box::pin(leader_change(&ens))),
-            ];
-            for (case, fut) in cases {
-                let t = Instant::now();
-                eprintln!("{name}: {case} ...");
-                fut.await;
-                eprintln!("{name}: {case} ok in {:.1?}", t.elapsed());
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{name}: recipes did not finish within {BACKEND_TIMEOUT:?}"));
-    });
-    eprintln!("{name}: all recipe cases in {:.1?}", started.elapsed());
+/// The cases, in the order they run on each backend.
+const CASES: [&str; 14] = [
+    "lock_contention",
+    "lock_timeouts",
+    "rwlock_and_semaphore",
+    "lock_session_loss",
+    "election",
+    "election_suspended",
+    "barriers",
+    "queue_exactly_once",
+    "counter",
+    "cache_convergence",
+    "twophase_crashes",
+    "twophase_deadline",
+    "twophase_races",
+    "leader_change",
+];
+
+/// The future of case `case` on `ens` (whose connect string is `cs`).
+fn case<'a, K: Kind>(case: &str, ens: &'a Local<K>, cs: &'a str) -> Case<'a> {
+    match case {
+        "lock_contention" => Box::pin(lock_contention(cs)),
+        "lock_timeouts" => Box::pin(lock_timeouts(cs)),
+        "rwlock_and_semaphore" => Box::pin(rwlock_and_semaphore(cs)),
+        "lock_session_loss" => Box::pin(lock_session_loss(cs)),
+        "election" => Box::pin(election(cs)),
+        "election_suspended" => Box::pin(election_suspended(ens)),
+        "barriers" => Box::pin(barriers(cs)),
+        "queue_exactly_once" => Box::pin(queue_exactly_once(cs)),
+        "counter" => Box::pin(counter(cs)),
+        "cache_convergence" => Box::pin(cache_convergence(ens)),
+        "twophase_crashes" => Box::pin(twophase_crashes(cs)),
+        "twophase_deadline" => Box::pin(twophase_deadline(cs)),
+        "twophase_races" => Box::pin(twophase_races(cs)),
+        "leader_change" => Box::pin(leader_change(ens)),
+        other => unreachable!("no recipe case {other}"),
+    }
 }
 
-/// One backend at a time: both are timing-sensitive and the machine is small.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-#[test]
-fn recipes_on_synod() {
-    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let bin = synod_bin().expect("the synod binary");
-    let ens = SynodEnsemble::start(&bin, 3, &[]).expect("start a 3-node synod cluster");
-    run_backend("synod", ens);
+/// One backend's cluster, the runtime its cases run on, and when its cases started.
+struct Backend<K: Kind> {
+    name: &'static str,
+    ens: Local<K>,
+    rt: tokio::runtime::Runtime,
+    started: Instant,
 }
 
-#[test]
-fn recipes_on_zookeeper() {
-    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let ens = ZkEnsemble::start(3).expect("start a 3-node ZooKeeper ensemble");
-    run_backend("zookeeper", ens);
+impl<K: Kind> Backend<K> {
+    fn new(name: &'static str, ens: Local<K>) -> Backend<K> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Backend {
+            name,
+            ens,
+            rt,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs case `name`, printing its time. All of a backend's cases together must finish within
+    /// [`BACKEND_TIMEOUT`] of its first one starting.
+    fn run(&self, name: &str) {
+        let left = BACKEND_TIMEOUT.saturating_sub(self.started.elapsed());
+        let cs = self.ens.connect_string();
+        let t = Instant::now();
+        eprintln!("{}: {name} ...", self.name);
+        self.rt.block_on(async {
+            tokio::time::timeout(left, case(name, &self.ens, &cs))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{}: recipes did not finish within {BACKEND_TIMEOUT:?}",
+                        self.name
+                    )
+                })
+        });
+        eprintln!("{}: {name} ok in {:.1?}", self.name, t.elapsed());
+    }
+}
+
+/// The backend whose cluster is up: one at a time, since both are timing-sensitive and the
+/// machine is small. Started by the first case that needs it; the other one is stopped first.
+enum Active {
+    None,
+    Synod(Backend<Synod>),
+    ZooKeeper(Backend<ZooKeeper>),
+}
+
+impl Active {
+    fn synod(&mut self) -> &Backend<Synod> {
+        if !matches!(self, Active::Synod(_)) {
+            *self = Active::None; // stops the other backend's cluster first
+            let bin = synod_bin().expect("the synod binary");
+            let ens = SynodEnsemble::start(&bin, 3, &[]).expect("start a 3-node synod cluster");
+            *self = Active::Synod(Backend::new("synod", ens));
+        }
+        match self {
+            Active::Synod(b) => b,
+            _ => unreachable!(),
+        }
+    }
+
+    fn zookeeper(&mut self) -> &Backend<ZooKeeper> {
+        if !matches!(self, Active::ZooKeeper(_)) {
+            *self = Active::None;
+            let ens = ZkEnsemble::start(3).expect("start a 3-node ZooKeeper ensemble");
+            *self = Active::ZooKeeper(Backend::new("zookeeper", ens));
+        }
+        match self {
+            Active::ZooKeeper(b) => b,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Every case on synod, then every case on ZooKeeper, each a trial of its own
+/// (`synod::lock_contention`, ..., `zookeeper::leader_change`), run one at a time.
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let active = Arc::new(Mutex::new(Active::None));
+    let mut trials = Vec::new();
+    for backend in ["synod", "zookeeper"] {
+        for name in CASES {
+            let active = active.clone();
+            trials.push(Trial::test(format!("{backend}::{name}"), move || {
+                let mut active = active.lock().unwrap_or_else(PoisonError::into_inner);
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
+                        "synod" => active.synod().run(name),
+                        _ => active.zookeeper().run(name),
+                    }));
+                outcome.map_err(|panic| {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".to_string());
+                    Failed::from(msg)
+                })
+            }));
+        }
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stop the last cluster (and remove its files) before exiting.
+    *active.lock().unwrap_or_else(PoisonError::into_inner) = Active::None;
+    conclusion.exit_code()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,11 +225,6 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Runs blocking harness calls (kill, restart, leader polling) from async code.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 /// The node index `client` is connected to.

@@ -1,11 +1,9 @@
 //! Checks the test harness itself: a real 3-node ZooKeeper ensemble starts with one leader, elects a
 //! new one when the leader is SIGKILLed, takes the killed node back, and is cleaned up on drop.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::ensemble::{Ensemble, External, ZkEnsemble};
+use synod_testkit::{Ensemble, External, ZkEnsemble};
 
 #[test]
 fn zookeeper_ensemble_fails_over_and_restarts() {

@@ -1,7 +1,10 @@
 //! The conformance suite: client-visible ZooKeeper behaviour, checked through the synod client
 //! against any [`Ensemble`]. The same cases run against a real Apache ZooKeeper 3.8 ensemble
-//! (client/tests/conformance.rs, the oracle) and against a synod cluster
+//! (testkit/tests/conformance.rs, the oracle) and against a synod cluster
 //! (server/tests/conformance.rs); every difference is a bug.
+//!
+//! A case that must kill a server is reported as ignored (with the reason on stderr) against an
+//! ensemble that cannot kill one (an external server list).
 //!
 //! Every case works in its own subtree `/conformance/<case>-<n>`, so cases never see each other.
 
@@ -10,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ensemble::Ensemble;
+use crate::ensemble::Ensemble;
 use futures_util::FutureExt;
 use libtest_mimic::{Arguments, Failed, Trial};
 use synod_client::{
@@ -972,13 +975,12 @@ async fn session_expiry(ctx: Ctx) -> CaseResult {
 }
 
 async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult {
-    if !ctx.ens.can_kill() {
-        eprintln!(
-            "skipped: {} servers cannot be killed from here",
-            ctx.ens.name()
-        );
-        return Ok(());
-    }
+    // Ignored by `run` for an ensemble that cannot kill a server.
+    check!(
+        ctx.ens.can_kill(),
+        "{} servers cannot be killed from here",
+        ctx.ens.name()
+    );
     let a = ctx
         .client_with(ConnectOptions::default().session_timeout(Duration::from_secs(8)))
         .await?;
@@ -1070,10 +1072,17 @@ async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult 
 
 // ---------------------------------------------------------------------------------------------
 
-fn cases() -> Vec<(&'static str, CaseFn)> {
+/// Every case: its name, its body, and whether it must kill a server.
+fn cases() -> Vec<(&'static str, CaseFn, bool)> {
     macro_rules! case {
         ($f:ident) => {
-            (stringify!($f), (|c| Box::pin($f(c))) as CaseFn)
+            case!($f, false)
+        };
+        ($f:ident, kills) => {
+            case!($f, true)
+        };
+        ($f:ident, $kills:expr) => {
+            (stringify!($f), (|c| Box::pin($f(c))) as CaseFn, $kills)
         };
     }
     vec![
@@ -1098,7 +1107,7 @@ fn cases() -> Vec<(&'static str, CaseFn)> {
         case!(chroot_is_applied_and_stripped),
         case!(sync_whoami_and_idle_session_stays_alive),
         case!(session_expiry),
-        case!(reconnect_after_the_connected_server_is_killed),
+        case!(reconnect_after_the_connected_server_is_killed, kills),
     ]
 }
 
@@ -1124,7 +1133,14 @@ pub fn run(ens: Arc<dyn Ensemble>) -> std::process::ExitCode {
     let trials = cases()
         .into_iter()
         .enumerate()
-        .map(|(i, (name, f))| {
+        .map(|(i, (name, f, kills))| {
+            let ignored = kills && !ens.can_kill();
+            if ignored {
+                eprintln!(
+                    "{name}: ignored, it kills a server and {} servers cannot be killed from here",
+                    ens.name()
+                );
+            }
             let ctx = Ctx {
                 ens: ens.clone(),
                 servers: servers.clone(),
@@ -1147,6 +1163,7 @@ pub fn run(ens: Arc<dyn Ensemble>) -> std::process::ExitCode {
                 })
                 .map_err(Failed::from)
             })
+            .with_ignored_flag(ignored)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);

@@ -1,14 +1,12 @@
 //! The conformance suite against the oracle: a real 3-node Apache ZooKeeper 3.8 ensemble started
 //! by the harness, or the servers in `SYNOD_TEST_SERVERS=h:p,...` (cases that must kill a server
-//! are skipped for an external list). The cases live in `support/conformance.rs`.
-
-mod support;
+//! are reported as ignored for an external list). The cases live in `testkit/src/conformance.rs`.
 
 use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
-    match support::ensemble::from_env() {
-        Ok(ens) => support::conformance::run(Arc::from(ens)),
+    match synod_testkit::from_env() {
+        Ok(ens) => synod_testkit::conformance::run(Arc::from(ens)),
         Err(e) => {
             eprintln!("cannot start the servers for the conformance suite: {e}");
             std::process::ExitCode::FAILURE

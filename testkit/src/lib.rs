@@ -1,0 +1,53 @@
+//! synod's test harnesses, shared by the tests of every crate (dev-only, never published).
+//!
+//! - [`ensemble`]: real N-node clusters on 127.0.0.1 — synod ([`SynodEnsemble`]) or Apache
+//!   ZooKeeper from the Debian package ([`ZkEnsemble`]) — or an external server list
+//!   (`SYNOD_TEST_SERVERS`, [`External`]), with kill/restart/pause/resume, per-node membership for
+//!   the operations tests, peer routes for fault proxies, logs and data directories; the `synod`
+//!   binary ([`synod_bin`]); admin HTTP helpers; free ports.
+//! - [`conformance`]: the client-visible ZooKeeper behaviour every server must show, run by
+//!   testkit/tests/conformance.rs against ZooKeeper and by server/tests/conformance.rs against
+//!   synod.
+//!
+//! This crate depends on the client library (the conformance cases drive it) and on nothing of
+//! the server: server tests start the `synod` binary. So the client's tests that need a cluster
+//! live in this crate's `tests/` (a `synod-client` dev-dependency on this crate would be a cycle).
+//!
+//! Linux only.
+
+use std::time::{Duration, Instant};
+
+pub mod conformance;
+pub mod ensemble;
+
+pub use ensemble::{
+    free_ports, from_env, http, http_get, http_post, members_arg, synod_bin, Ensemble, External,
+    Kind, Local, Node, NodeArgs, Probe, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
+};
+
+/// Runs a blocking harness call (kill, restart, leader polling, admin HTTP) from async code on a
+/// multi-threaded tokio runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// A tokio runtime for tests: two workers, like the 2-core machines the tests run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Polls `f` every 50 ms until it returns true; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
