@@ -1073,11 +1073,20 @@ fn bad_input_and_overload_leave_the_cluster_serving() {
     }
     let cluster = new_cluster(3);
     let members = cluster.members(&[0, 1, 2]);
+    // The never-readers' sessions (30 s asked) must outlive the flood that gets them dropped
+    // (about 9 s in a debug build on an idle 2-core machine, more on a loaded one): with the
+    // default cap of 20 ticks (10 s) whether they expired first was a race with the machine.
+    const SESSION_CAP: [&str; 2] = ["--max-session-timeout-ms", "30000"];
     for i in 0..3 {
         let extra: &[&str] = if i == FANOUT {
-            &["--max-connections-per-ip", "1100"]
+            &[
+                "--max-connections-per-ip",
+                "1100",
+                SESSION_CAP[0],
+                SESSION_CAP[1],
+            ]
         } else {
-            &[]
+            &SESSION_CAP
         };
         cluster.spawn_with(i, &members, extra).expect("spawn synod");
     }
