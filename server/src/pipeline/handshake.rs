@@ -38,7 +38,7 @@ pub async fn read_connect_request(
         Ok(Ok(_)) => {}
         _ => return None,
     }
-    if let Some(answer) = crate::admin::fourletter::answer(&node, &head) {
+    if let Some(answer) = crate::admin::fourletter::answer(node, &head) {
         let _ = stream.write_all(answer.as_bytes()).await;
         let _ = stream.shutdown().await;
         return None;
