@@ -5,7 +5,7 @@
 #   scripts/cluster.sh start  [3|5]     build (release) and start the nodes that are not running,
 #                                       wait until a leader serves, print the connect string
 #   scripts/cluster.sh join   4|5       start node 4 or 5 with --join: it waits to be added with
-#                                       `synodctl cluster add-learner` / `promote` (see README)
+#                                       `synodctl cluster add-learner` / `promote` (see docs/operations.md)
 #   scripts/cluster.sh status [3|5]     each node's id, role and client address
 #   scripts/cluster.sh stop   [3|5] [--wipe]
 #                                       stop the nodes this script started (by pid); the data is

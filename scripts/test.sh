@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test.sh — the project's test command (README "Test"; CI runs it through .ci/run).
+# test.sh — the project's test command (README "Run the tests"; CI runs it through .ci/run).
 #
 # Installs what the tests need on a fresh Debian machine (Apache ZooKeeper 3.8 from Debian, the
 # behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium for

@@ -1,8 +1,8 @@
-//! The admin HTTP API (axum), JSON unless said otherwise: `/health`, `/ready`, `/status`,
-//! `/members`, `/sessions`, `/watches`, `/tree`, `/digest`, the four-letter words under
-//! `/commands/<name>`, and the dashboard under `/ui`. Every answer is bounded: lists are paged,
-//! the tree view is limited in depth, node count and data shown, waits have a timeout.
-//! README.md ("Admin HTTP API") documents each endpoint with an example.
+//! The admin port's inspection handlers, JSON unless said otherwise: `/ready`, `/sessions`,
+//! `/watches`, `/tree`, `/digest`, the four-letter words under `/commands/<name>`, and the
+//! dashboard's assets (the routes are listed in [`crate::admin::router`]). Every answer is
+//! bounded: lists are paged, the tree view is limited in depth, node count and data shown, waits
+//! have a timeout. docs/admin-api.md documents each endpoint with an example.
 
 use std::time::{Duration, Instant};
 
