@@ -555,9 +555,51 @@ pub struct SessionLife {
     /// The negotiated session timeout.
     pub timeout: Duration,
     /// When it stopped being kept alive (close sent, client killed, paused or cut off); `None`:
-    /// alive to the end of the run. For a session that outlived a leader change, pass the later of
-    /// this and the new leader's takeover (a new leader restarts every deadline).
+    /// alive to the end of the run.
     pub alive_until: Option<Duration>,
+    /// By when it must have ended, where faults moved that bound (a new leader restarts every
+    /// deadline from its takeover; no session ends while no leader can commit: DESIGN.md §6);
+    /// `None`: `alive_until` + timeout + tick.
+    pub must_end_by: Option<Duration>,
+}
+
+/// A fault of the leader (killed, paused, cut off, removed): from `start` until `end` (its
+/// restart, resume or heal) no leader may have been able to commit, unless another took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderFault {
+    /// When the fault was injected.
+    pub start: Duration,
+    /// When it was healed.
+    pub end: Duration,
+}
+
+/// By when a session whose client went silent at `until` must have ended (DESIGN.md §6,
+/// "Sessions"): `timeout` + `tick` after `until`, moved by each leader fault that began before
+/// that bound:
+/// - to the first takeover after the fault's start + `timeout` + `tick` (a new leader restarts
+///   every deadline from its takeover);
+/// - to the fault's end + `tick` (no session ends while no leader can commit; a leader that kept
+///   its office through the fault ends what fell due within one check after it).
+///
+/// `faults` in start order, `takeovers` sorted.
+pub fn session_end_bound(
+    until: Duration,
+    timeout: Duration,
+    tick: Duration,
+    faults: &[LeaderFault],
+    takeovers: &[Duration],
+) -> Duration {
+    let mut bound = until + timeout + tick;
+    for fault in faults.iter().filter(|f| f.end >= until) {
+        if fault.start > bound {
+            break;
+        }
+        if let Some(takeover) = takeovers.iter().find(|t| **t >= fault.start) {
+            bound = bound.max(*takeover + timeout + tick);
+        }
+        bound = bound.max(fault.end + tick);
+    }
+    bound
 }
 
 /// An ephemeral znode created by the driver.
@@ -608,7 +650,10 @@ pub fn ephemeral_lifetime(
             (Some(a), Some(d)) => Some(a.min(d)),
             (a, d) => a.or(d),
         };
-        let deadline = life.and_then(|l| l.alive_until.map(|a| a + l.timeout + tick));
+        let deadline = life.and_then(|l| {
+            l.must_end_by
+                .or(l.alive_until.map(|a| a + l.timeout + tick))
+        });
         for o in by_path.get(e.path.as_str()).into_iter().flatten() {
             let inside_life = o.call >= e.created && must_exist_until.is_none_or(|u| o.ret <= u);
             if inside_life && o.owner != Some(e.session) {
@@ -1053,11 +1098,13 @@ mod tests {
                 session: 1,
                 timeout: ms(1000),
                 alive_until: Some(ms(5000)),
+                must_end_by: None,
             },
             SessionLife {
                 session: 2,
                 timeout: ms(1000),
                 alive_until: None,
+                must_end_by: None,
             },
         ];
         let ephemerals = [
@@ -1115,6 +1162,83 @@ mod tests {
                     at: ms(2000)
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn session_end_bounds_move_with_leader_faults() {
+        let (timeout, tick) = (ms(1000), ms(500));
+        let fault = |start, end| LeaderFault {
+            start: ms(start),
+            end: ms(end),
+        };
+        // No fault: silent + timeout + tick.
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &[], &[]),
+            ms(6500)
+        );
+        // A fault before the session went silent, or after its bound, moves nothing.
+        let far = [fault(1000, 2000), fault(9000, 9500)];
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &far, &[ms(1800), ms(9400)]),
+            ms(6500)
+        );
+        // A takeover restarts the countdown.
+        let killed = [fault(5500, 8000)];
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &killed, &[ms(7000)]),
+            ms(8500)
+        );
+        // No takeover before the fault healed: the bound is the heal + one tick (the old
+        // leader could not commit until then).
+        let muted = [fault(6000, 8000)];
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &muted, &[]),
+            ms(8500)
+        );
+        // A fault already under way when the client went silent counts too.
+        let paused = [fault(4000, 7000)];
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &paused, &[]),
+            ms(7500)
+        );
+        // Chained: the first fault's takeover pushes the bound past the second's start.
+        let two = [fault(6000, 6400), fault(7000, 9000)];
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &two, &[ms(6300)]),
+            ms(9500)
+        );
+    }
+
+    #[test]
+    fn a_moved_bound_replaces_the_default_deadline() {
+        let sessions = [SessionLife {
+            session: 1,
+            timeout: ms(1000),
+            alive_until: Some(ms(5000)),
+            must_end_by: Some(ms(8000)),
+        }];
+        let ephemerals = [EphemeralNode {
+            path: "/e".into(),
+            session: 1,
+            created: ms(100),
+            deleted: None,
+        }];
+        let tick = ms(200);
+        let within = [obs("/e", 7900, 7910, Some(1))];
+        assert_eq!(
+            ephemeral_lifetime(&sessions, &ephemerals, &within, tick),
+            vec![]
+        );
+        let late = [obs("/e", 8100, 8110, Some(1))];
+        assert_eq!(
+            ephemeral_lifetime(&sessions, &ephemerals, &late, tick),
+            vec![Anomaly::EphemeralOutlived {
+                path: "/e".into(),
+                session: 1,
+                at: ms(8100),
+                deadline: ms(8000)
+            }]
         );
     }
 

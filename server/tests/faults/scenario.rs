@@ -13,8 +13,8 @@ use synod_client::{Client, ConnectOptions, Op, OpResult};
 use synod_faults::checker::{check, Budget, Verdict};
 use synod_faults::checks::{
     ephemeral_lifetime, lock_never_two_holders, max_unavailability, no_lost_writes,
-    sequential_names_unique_increasing, watch_events_exactly_once_in_order, AckedWrite, Anomaly,
-    FinalNode, HoldInterval, SeqCreate, Summary,
+    sequential_names_unique_increasing, session_end_bound, watch_events_exactly_once_in_order,
+    AckedWrite, FinalNode, HoldInterval, LeaderFault, SeqCreate, Summary,
 };
 use synod_faults::history::{Operation, Outcome as HOutcome};
 use synod_faults::model::{
@@ -292,7 +292,7 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         .collect();
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut leader_faults = Vec::new();
+    let mut leader_faults: Vec<LeaderFault> = Vec::new();
     let (fault_log, members) =
         inject(&ens, &net, &ids, spec, watched, &load, &mut leader_faults).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -357,7 +357,7 @@ async fn inject(
     spec: Spec,
     watched: usize,
     load: &Load,
-    leader_faults: &mut Vec<Duration>,
+    leader_faults: &mut Vec<LeaderFault>,
 ) -> Result<(Vec<String>, Vec<usize>), String> {
     let mut members = vec![0, 1, 2];
     let now = || load.registers.start().elapsed();
@@ -384,46 +384,51 @@ async fn inject(
                     Fault::KillFollower => (l + 1) % 3,
                     _ => watched,
                 };
-                if victim == l {
-                    leader_faults.push(now());
-                }
+                let start = now();
                 blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
                 log.push(format!("killed node {} (leader {})", victim + 1, l + 1));
                 tokio::time::sleep(hold).await;
                 blocking(|| ens.restart(victim)).map_err(|e| format!("restart: {e}"))?;
                 log.push(format!("restarted node {}", victim + 1));
+                if victim == l {
+                    leader_faults.push(LeaderFault { start, end: now() });
+                }
             }
             Fault::KillAll => {
-                leader_faults.push(now());
+                let start = now();
                 blocking(|| ens.stop_all());
                 log.push("killed all nodes".into());
                 tokio::time::sleep(hold).await;
                 blocking(|| ens.start_all()).map_err(|e| format!("start all: {e}"))?;
                 log.push("restarted all nodes".into());
+                leader_faults.push(LeaderFault { start, end: now() });
             }
             Fault::PauseLeader => {
-                leader_faults.push(now());
+                let start = now();
                 blocking(|| ens.pause(l)).map_err(|e| e.to_string())?;
                 log.push(format!("paused leader {}", l + 1));
                 tokio::time::sleep(hold).await;
                 blocking(|| ens.resume(l)).map_err(|e| e.to_string())?;
                 log.push("resumed".into());
+                leader_faults.push(LeaderFault { start, end: now() });
             }
             Fault::PartitionLeader => {
-                leader_faults.push(now());
+                let start = now();
                 net.isolate(l + 1, ids);
                 log.push(format!("isolated leader {}", l + 1));
                 tokio::time::sleep(hold).await;
                 net.heal();
                 log.push("healed".into());
+                leader_faults.push(LeaderFault { start, end: now() });
             }
             Fault::OneWayLeader => {
-                leader_faults.push(now());
+                let start = now();
                 net.mute(l + 1, ids);
                 log.push(format!("muted leader {} (one way)", l + 1));
                 tokio::time::sleep(hold).await;
                 net.heal();
                 log.push("healed".into());
+                leader_faults.push(LeaderFault { start, end: now() });
             }
             Fault::SnapshotCatchUp => {
                 let victim = (l + 1) % 3;
@@ -475,7 +480,7 @@ async fn inject(
                     }
                 }
                 tokio::time::sleep(hold).await;
-                leader_faults.push(now());
+                let start = now();
                 let (code, reply) = call("/members/remove", format!(r#"{{"id":{}}}"#, l + 1))?;
                 log.push(format!("remove leader {}: {code}", l + 1));
                 if code != 200 {
@@ -484,6 +489,7 @@ async fn inject(
                 // The removed node is stopped, as an operator would after removing it.
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 blocking(|| ens.kill(l)).map_err(|e| e.to_string())?;
+                leader_faults.push(LeaderFault { start, end: now() });
                 members = (0..5).filter(|&i| i != l).collect();
             }
             Fault::Mixed => {}
@@ -578,7 +584,7 @@ fn analyse(
     name: &str,
     load: &Load,
     changes: &Mutex<Vec<Duration>>,
-    leader_faults: &[Duration],
+    leader_faults: &[LeaderFault],
     finals: &Finals,
     details: &mut Vec<String>,
 ) -> Summary {
@@ -746,45 +752,34 @@ fn analyse(
     details.extend(a.iter().take(20).map(|a| format!("watch: {a}")));
 
     // Ephemerals. An ephemeral must exist while its session is alive (until its client went
-    // silent), and be gone within timeout + tick of the session's deadline. A leader that fails
-    // before that deadline never expires the session; the next leader restarts the deadline from
-    // its takeover (DESIGN.md §6), so the "gone by" bound moves to that takeover.
+    // silent), and be gone within timeout + tick of the session's deadline. Two things move that
+    // "gone by" bound (DESIGN.md §6, "Sessions"):
+    // - a leader that fails before the deadline never expires the session; the next leader
+    //   restarts the deadline from its takeover;
+    // - while no leader can commit (the leader paused, cut off or dead, no takeover yet), no
+    //   session ends: a leader that kept its office through a fault shorter than an election
+    //   ends what fell due during it within one tick of the fault's end.
     // Takeovers in time order (one poller per node records them).
     let mut changes = plock(changes).clone();
     changes.sort();
-    let mut silent = Vec::new();
-    let mut deadlines = Vec::new();
+    let mut sessions = Vec::new();
     let mut nodes = Vec::new();
     for (node, life) in plock(&load.ephemerals).clone() {
         let mut moved = life.clone();
         if let Some(until) = life.alive_until {
-            let mut deadline = until + life.timeout + TICK;
-            let mut restarted = until;
-            for fault in leader_faults.iter().filter(|f| **f >= until) {
-                if *fault > deadline {
-                    break;
-                }
-                if let Some(takeover) = changes.iter().find(|c| **c >= *fault) {
-                    restarted = restarted.max(*takeover);
-                    deadline = restarted + life.timeout + TICK;
-                }
-            }
-            moved.alive_until = Some(restarted);
+            moved.must_end_by = Some(session_end_bound(
+                until,
+                life.timeout,
+                TICK,
+                leader_faults,
+                &changes,
+            ));
         }
-        silent.push(life);
-        deadlines.push(moved);
+        sessions.push(moved);
         nodes.push(node);
     }
     let observations = plock(&load.observations).clone();
-    let mut a: Vec<Anomaly> = ephemeral_lifetime(&silent, &nodes, &observations, TICK)
-        .into_iter()
-        .filter(|a| matches!(a, Anomaly::EphemeralVanished { .. }))
-        .collect();
-    a.extend(
-        ephemeral_lifetime(&deadlines, &nodes, &observations, TICK)
-            .into_iter()
-            .filter(|a| matches!(a, Anomaly::EphemeralOutlived { .. })),
-    );
+    let a = ephemeral_lifetime(&sessions, &nodes, &observations, TICK);
     summary.add_anomalies(&a);
     details.extend(a.iter().take(20).map(|a| format!("ephemeral: {a}")));
     summary

@@ -615,6 +615,7 @@ pub async fn ephemerals(servers: String, addrs: Vec<SocketAddr>, load: Arc<Load>
                         session,
                         timeout,
                         alive_until: Some(now),
+                        must_end_by: None,
                     },
                 ));
                 paths.push(path);
