@@ -574,12 +574,13 @@ pub struct LeaderFault {
 }
 
 /// By when a session whose client went silent at `until` must have ended (DESIGN.md §6,
-/// "Sessions"): `timeout` + `tick` after `until`, moved by each leader fault that began before
-/// that bound:
-/// - to the first takeover after the fault's start + `timeout` + `tick` (a new leader restarts
-///   every deadline from its takeover);
-/// - to the fault's end + `tick` (no session ends while no leader can commit; a leader that kept
-///   its office through the fault ends what fell due within one check after it).
+/// "Sessions"): `timeout` + `tick` after `until`, moved later by
+/// - every takeover after `until` and before the bound: to the takeover + `timeout` + `tick` (a
+///   new leader restarts every deadline from its takeover);
+/// - every leader fault under way before the bound: to the first takeover after the fault's
+///   start + `timeout` + `tick` (the fault's election may end after the old bound), and to the
+///   fault's end + `tick` (no session ends while no leader can commit; a leader that kept its
+///   office through the fault ends what fell due within one check after it).
 ///
 /// `faults` in start order, `takeovers` sorted.
 pub fn session_end_bound(
@@ -590,16 +591,29 @@ pub fn session_end_bound(
     takeovers: &[Duration],
 ) -> Duration {
     let mut bound = until + timeout + tick;
-    for fault in faults.iter().filter(|f| f.end >= until) {
-        if fault.start > bound {
-            break;
+    // Each pass can only move the bound later, and it moves only to one of finitely many
+    // points: repeat until it settles.
+    loop {
+        let before = bound;
+        for fault in faults.iter().filter(|f| f.end >= until) {
+            if fault.start > bound {
+                break;
+            }
+            if let Some(takeover) = takeovers.iter().find(|t| **t >= fault.start) {
+                bound = bound.max(*takeover + timeout + tick);
+            }
+            bound = bound.max(fault.end + tick);
         }
-        if let Some(takeover) = takeovers.iter().find(|t| **t >= fault.start) {
+        for takeover in takeovers.iter().filter(|t| **t >= until) {
+            if *takeover > bound {
+                break;
+            }
             bound = bound.max(*takeover + timeout + tick);
         }
-        bound = bound.max(fault.end + tick);
+        if bound == before {
+            return bound;
+        }
     }
-    bound
 }
 
 /// An ephemeral znode created by the driver.
@@ -1207,6 +1221,19 @@ mod tests {
         assert_eq!(
             session_end_bound(ms(5000), timeout, tick, &two, &[ms(6300)]),
             ms(9500)
+        );
+        // A paused leader reads as leader for a moment after it resumes; the real takeover
+        // comes later, and it is the one that restarts the deadline.
+        let paused = [fault(2200, 5200)];
+        assert_eq!(
+            session_end_bound(ms(3000), timeout, tick, &paused, &[ms(5210), ms(5870)]),
+            ms(7370)
+        );
+        // A takeover with no fault recorded (an election after a lost heartbeat) counts too,
+        // but not one after the bound.
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &[], &[ms(6000), ms(9000)]),
+            ms(7500)
         );
     }
 
