@@ -19,7 +19,9 @@ BENCH="$CARGO_TARGET_DIR/release/synod-bench"
 out=$(mktemp -d)
 trap 'ZK_DIR=$out/zk bash scripts/zk-ensemble.sh stop --wipe >/dev/null 2>&1 || true; SYNOD_CLUSTER_DIR=$out/synod bash scripts/cluster.sh stop --wipe >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
 
-cargo build --release -q -p synod-client --bins -p synod-server
+# The whole workspace's binaries: one feature set, so this, cluster.sh and the tests' release
+# builds share one RocksDB build (a `-p` build resolves other features and compiles it again).
+cargo build --release -q --workspace --bins
 
 rss_mib() { # pid files... → "a b c" MiB
     local f pid kb s=""

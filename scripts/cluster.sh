@@ -79,7 +79,9 @@ start)
         echo "== installing clang/libclang-dev (needed to build RocksDB)"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq clang libclang-dev >/dev/null
     fi
-    cargo build --release -q -p synod-server
+    # Every binary of the workspace (synodctl too): one feature set shared with bench.sh, so
+    # RocksDB is compiled once for both.
+    cargo build --release -q --workspace --bins
     mkdir -p "$DIR"
     for i in $(seq 1 "$n"); do
         pidf="$DIR/node$i.pid"
@@ -109,7 +111,7 @@ start)
     ;;
 join)
     if [ "$n" != 4 ] && [ "$n" != 5 ]; then echo "cluster.sh: join 4 or join 5" >&2; exit 2; fi
-    cargo build --release -q -p synod-server
+    cargo build --release -q --workspace --bins
     mkdir -p "$DIR"
     pidf="$DIR/node$n.pid"
     if alive "$pidf"; then echo "node $n is already running"; exit 0; fi
