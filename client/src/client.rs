@@ -36,6 +36,9 @@ pub struct ConnectOptions {
     pub session: Option<(i64, Vec<u8>)>,
     /// Try the servers in random order (as ZooKeeper's clients do) rather than as listed.
     pub shuffle_hosts: bool,
+    /// Speak TLS to the servers' secure client port ([`crate::tls::TlsOptions::connector`]);
+    /// `None`: plaintext.
+    pub tls: Option<crate::tls::TlsConnector>,
 }
 
 impl Default for ConnectOptions {
@@ -46,6 +49,7 @@ impl Default for ConnectOptions {
             max_frame: 4 * 1024 * 1024,
             session: None,
             shuffle_hosts: true,
+            tls: None,
         }
     }
 }
@@ -58,6 +62,12 @@ impl ConnectOptions {
 
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
+        self
+    }
+
+    /// Connect over TLS with this connector.
+    pub fn tls(mut self, connector: crate::tls::TlsConnector) -> Self {
+        self.tls = Some(connector);
         self
     }
 
@@ -215,6 +225,7 @@ impl Client {
             connect_timeout: options.connect_timeout,
             max_frame: options.max_frame,
             session: options.session.map(|(id, p)| (id, Bytes::from(p))),
+            tls: options.tls,
         };
         let shared = session::new_shared(options.session_timeout);
         let (tx, rx) = mpsc::unbounded_channel();

@@ -28,6 +28,7 @@ pub mod connect_string;
 pub mod error;
 pub mod recipe;
 mod session;
+pub mod tls;
 pub mod watch;
 
 pub use client::{Client, ConnectOptions, Op, OpResult, StateStream};

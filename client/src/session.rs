@@ -20,7 +20,6 @@ use synod_proto::{
     xid, ErrorCode, EventType, FrameCodec, KeeperState, OpCode, Request, RequestPacket, Response,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -70,7 +69,14 @@ pub(crate) struct Config {
     pub max_frame: usize,
     /// An existing session to resume (id, password).
     pub session: Option<(i64, Bytes)>,
+    /// Speak TLS to the servers (their secure client port).
+    pub tls: Option<crate::tls::TlsConnector>,
 }
+
+/// The reading half of a connection to a server, plaintext or TLS.
+type ReadHalf = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// The writing half of a connection to a server, plaintext or TLS.
+type WriteHalf = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 /// A successful reply to a request: its decoded body.
 #[derive(Debug)]
@@ -173,11 +179,7 @@ enum Ended {
 }
 
 enum Round {
-    Connected(
-        FramedRead<OwnedReadHalf, FrameCodec>,
-        OwnedWriteHalf,
-        SocketAddr,
-    ),
+    Connected(FramedRead<ReadHalf, FrameCodec>, WriteHalf, SocketAddr),
     Expired,
     Closed,
     Failed(String),
@@ -379,7 +381,13 @@ impl SessionTask {
             };
             let attempt = tokio::time::timeout(
                 per_host,
-                handshake(host.clone(), port, req, self.cfg.max_frame),
+                handshake(
+                    host.clone(),
+                    port,
+                    req,
+                    self.cfg.max_frame,
+                    self.cfg.tls.clone(),
+                ),
             );
             tokio::pin!(attempt);
             let res = loop {
@@ -475,8 +483,8 @@ impl SessionTask {
 
     async fn serve(
         &mut self,
-        mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
-        wr: OwnedWriteHalf,
+        mut frames: FramedRead<ReadHalf, FrameCodec>,
+        wr: WriteHalf,
         addr: SocketAddr,
         rx: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Ended {
@@ -715,8 +723,8 @@ pub(crate) fn strip_chroot<'a>(chroot: Option<&str>, path: &'a str) -> &'a str {
 }
 
 type Handshake = (
-    FramedRead<OwnedReadHalf, FrameCodec>,
-    OwnedWriteHalf,
+    FramedRead<ReadHalf, FrameCodec>,
+    WriteHalf,
     SocketAddr,
     ConnectResponse,
 );
@@ -726,14 +734,25 @@ async fn handshake(
     port: u16,
     req: ConnectRequest,
     max_frame: usize,
+    tls: Option<crate::tls::TlsConnector>,
 ) -> std::io::Result<Handshake> {
     let stream = TcpStream::connect((host.as_str(), port)).await?;
     stream.set_nodelay(true)?;
     let addr = stream.peer_addr()?;
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr): (ReadHalf, WriteHalf) = match tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        Some(tls) => {
+            let (rd, wr) = tokio::io::split(tls.connect(&host, stream).await?);
+            (Box::new(rd), Box::new(wr))
+        }
+    };
     let mut buf = BytesMut::new();
     encode_frame(&req, &mut buf);
     wr.write_all(&buf).await?;
+    wr.flush().await?;
     let mut frames = FramedRead::new(rd, FrameCodec::new(max_frame));
     let frame = match frames.next().await {
         Some(Ok(f)) => f,
@@ -756,7 +775,7 @@ async fn handshake(
 }
 
 /// Writes batches of frames; several queued batches go out in one write.
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+async fn write_loop(mut wr: WriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
         buf.extend_from_slice(&first);
@@ -766,7 +785,8 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Byte
                 Err(_) => break,
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        // A TLS stream holds records back until flushed; for TCP the flush is free.
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             return;
         }
         buf.clear();

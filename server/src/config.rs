@@ -10,6 +10,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::error::ServerError;
+use crate::tls::{ClientAuth, TlsFiles};
 
 /// How the node writes its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -50,9 +51,27 @@ pub struct Args {
     /// Cluster members and their peer addresses: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
     #[arg(long)]
     pub members: Option<String>,
-    /// Client (ZooKeeper protocol) listen address.
+    /// Plaintext client (ZooKeeper protocol) listen address. With --secure-client-addr it is
+    /// optional (then only given so that clients can migrate to TLS).
     #[arg(long)]
     pub client_addr: Option<SocketAddr>,
+    /// TLS client listen address (ZooKeeper's secureClientPort): the same protocol inside TLS
+    /// 1.3; needs --tls-ca, --tls-cert and --tls-key.
+    #[arg(long)]
+    pub secure_client_addr: Option<SocketAddr>,
+    /// CA bundle (PEM) that client certificates are verified against.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM; `synod certs create-node`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Whether clients of the secure client port must present a certificate: `required`
+    /// (default) or `optional`.
+    #[arg(long, value_enum)]
+    pub client_auth: Option<ClientAuth>,
     /// Peer (Raft) listen address; defaults to this node's address in --members.
     #[arg(long)]
     pub peer_addr: Option<SocketAddr>,
@@ -124,6 +143,11 @@ struct FileConfig {
     id: Option<u64>,
     members: Option<BTreeMap<String, String>>,
     client_addr: Option<SocketAddr>,
+    secure_client_addr: Option<SocketAddr>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
     peer_addr: Option<SocketAddr>,
     peer_route: Option<BTreeMap<String, String>>,
     admin_addr: Option<SocketAddr>,
@@ -151,7 +175,14 @@ pub struct Config {
     pub id: u64,
     /// Every voter of the initial cluster: id → peer address.
     pub members: BTreeMap<u64, String>,
-    pub client_addr: SocketAddr,
+    /// The plaintext client port, if any (at least one of it and `secure_client_addr` is set).
+    pub client_addr: Option<SocketAddr>,
+    /// The TLS client port, if any; `tls` is then set.
+    pub secure_client_addr: Option<SocketAddr>,
+    /// This node's TLS material.
+    pub tls: Option<TlsFiles>,
+    /// Whether the secure client port requires client certificates.
+    pub client_auth: ClientAuth,
     pub peer_addr: SocketAddr,
     /// Peers dialed at another address than their membership address: id → address.
     pub peer_routes: BTreeMap<u64, String>,
@@ -241,10 +272,31 @@ impl Config {
                 .parse()
                 .map_err(|_| bad(format!("member {id}'s address {own:?} is not ip:port")))?,
         };
-        let client_addr = args
-            .client_addr
-            .or(file.client_addr)
-            .ok_or_else(|| bad("--client-addr is required".into()))?;
+        let client_addr = args.client_addr.or(file.client_addr);
+        let secure_client_addr = args.secure_client_addr.or(file.secure_client_addr);
+        if client_addr.is_none() && secure_client_addr.is_none() {
+            return Err(bad(
+                "--client-addr or --secure-client-addr (or both) is required".into(),
+            ));
+        }
+        let tls = match (
+            args.tls_ca.or(file.tls_ca),
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+            (None, None, None) => None,
+            _ => {
+                return Err(bad(
+                    "--tls-ca, --tls-cert and --tls-key go together: give all three".into(),
+                ))
+            }
+        };
+        if secure_client_addr.is_some() && tls.is_none() {
+            return Err(bad(
+                "--secure-client-addr needs --tls-ca, --tls-cert and --tls-key".into(),
+            ));
+        }
         let admin_addr = args
             .admin_addr
             .or(file.admin_addr)
@@ -271,6 +323,9 @@ impl Config {
         let cfg = Config {
             id,
             client_addr,
+            secure_client_addr,
+            tls,
+            client_auth: args.client_auth.or(file.client_auth).unwrap_or_default(),
             peer_addr,
             admin_addr,
             data_dir,
@@ -350,9 +405,14 @@ impl Config {
         }
         let listeners = [
             ("--client-addr", self.client_addr),
-            ("--peer-addr", self.peer_addr),
-            ("--admin-addr", self.admin_addr),
+            ("--secure-client-addr", self.secure_client_addr),
+            ("--peer-addr", Some(self.peer_addr)),
+            ("--admin-addr", Some(self.admin_addr)),
         ];
+        let listeners: Vec<(&str, SocketAddr)> = listeners
+            .into_iter()
+            .filter_map(|(flag, addr)| Some((flag, addr?)))
+            .collect();
         for (i, (a, x)) in listeners.iter().enumerate() {
             for (b, y) in &listeners[i + 1..] {
                 if x == y {
@@ -507,6 +567,27 @@ mod tests {
                 ],
                 "exceeds --max-session-timeout-ms",
             ),
+            (
+                &["--secure-client-addr", "127.0.0.1:2282"],
+                "--secure-client-addr needs --tls-ca",
+            ),
+            (
+                &["--tls-ca", "ca.crt", "--tls-cert", "n.crt"],
+                "go together: give all three",
+            ),
+            (
+                &[
+                    "--secure-client-addr",
+                    "127.0.0.1:8082",
+                    "--tls-ca",
+                    "a",
+                    "--tls-cert",
+                    "b",
+                    "--tls-key",
+                    "c",
+                ],
+                "--secure-client-addr and --admin-addr",
+            ),
         ];
         for (extra, want) in cases {
             let e = Config::load(args(extra)).unwrap_err().to_string();
@@ -530,6 +611,25 @@ mod tests {
             let e = Config::load(a).unwrap_err().to_string();
             assert!(e.contains(want), "{members}: {e}");
         }
+        // With a secure client port, the plaintext one is optional; without either, refused.
+        let mut a = args(&[
+            "--secure-client-addr",
+            "127.0.0.1:2282",
+            "--tls-ca",
+            "ca.crt",
+            "--tls-cert",
+            "n.crt",
+            "--tls-key",
+            "n.key",
+        ]);
+        a.client_addr = None;
+        let c = Config::load(a).unwrap();
+        assert_eq!(c.client_addr, None);
+        assert_eq!(c.client_auth, ClientAuth::Required);
+        let mut a = args(&[]);
+        a.client_addr = None;
+        let e = Config::load(a).unwrap_err().to_string();
+        assert!(e.contains("--client-addr or --secure-client-addr"), "{e}");
         // A joining node needs only its own entry.
         let mut a = args(&["--join"]);
         a.members = Some("2=127.0.0.1:7002".into());

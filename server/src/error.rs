@@ -12,6 +12,12 @@ pub enum ServerError {
     Storage(String),
     #[error("raft: {0}")]
     Raft(String),
+    /// TLS material that cannot be loaded or used.
+    #[error("tls: {0}")]
+    Tls(#[from] synod_client::tls::TlsError),
+    /// A certificate could not be issued (`synod certs`).
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
 }
 
 /// Why no linearizable read point could be had, or this node did not catch up with one: the

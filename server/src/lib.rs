@@ -24,7 +24,8 @@
 //! Around them: [`node`] (what everything shares) and [`bootstrap`] (starting a node);
 //! [`session`] (the connection registry, the leader's session deadlines and their reaper);
 //! [`admin`] (the HTTP port and four-letter words); [`server`] (listeners, deliberate shutdown);
-//! [`config`], [`error`], [`stats`], [`clock`], [`backup`] (`synod restore`).
+//! [`tls`] (certificates, identities, `synod certs`); [`config`], [`error`], [`stats`],
+//! [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
 pub mod backup;
@@ -39,4 +40,5 @@ pub mod pipeline;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod watch;

@@ -1,6 +1,8 @@
-//! The client listener ([`Listener`]): accepts client connections and bounds them — in total
-//! (`--max-connections`) and per client address (`--max-connections-per-ip`) — before anything
-//! is read from them, and hands each admitted one to [`crate::pipeline::connection::serve`].
+//! The client listeners ([`Listener`]): accept client connections on the plaintext and the
+//! secure (TLS) client port and bound them — in total (`--max-connections`, both ports
+//! together) and per client address (`--max-connections-per-ip`) — before anything is read
+//! from them; a secure connection's TLS handshake (bounded in time) verifies its certificate;
+//! each admitted one goes to [`crate::pipeline::connection::serve`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,12 +11,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::node::Node;
+use crate::pipeline::connection::ClientStream;
+use crate::tls::identity::CertIdentity;
 
-/// Counts connections per client address; a guard releases its count on drop.
+/// Counts connections per client address; a guard releases its count on drop. One table serves
+/// both client ports.
 #[derive(Default)]
-struct PerIp {
+pub struct PerIp {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -60,18 +66,31 @@ pub struct Listener {
     total: Arc<Semaphore>,
     /// Open connections per client address.
     per_ip: Arc<PerIp>,
+    /// The secure port's TLS configuration; `None`: plaintext.
+    tls: Option<TlsAcceptor>,
 }
 
 /// How long the accept loop pauses after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a client has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Listener {
-    pub fn new(listener: TcpListener, node: Arc<Node>, total: Arc<Semaphore>) -> Self {
+    /// A listener sharing the connection bounds `total` and `per_ip` with the node's other
+    /// client port; `tls`: this is the secure port.
+    pub fn new(
+        listener: TcpListener,
+        node: Arc<Node>,
+        total: Arc<Semaphore>,
+        per_ip: Arc<PerIp>,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
         Listener {
             listener,
             node,
             total,
-            per_ip: Arc::new(PerIp::default()),
+            per_ip,
+            tls,
         }
     }
 
@@ -100,12 +119,50 @@ impl Listener {
                 tracing::warn!(%addr, "refusing connection: --max-connections-per-ip reached");
                 continue;
             };
+            let _ = stream.set_nodelay(true);
             let node = self.node.clone();
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                crate::pipeline::connection::serve(node, stream, addr).await;
+                let admitted = match tls {
+                    None => Some((ClientStream::Plain(stream), None)),
+                    Some(tls) => secure(tls, stream, addr).await,
+                };
+                if let Some((stream, identity)) = admitted {
+                    crate::pipeline::connection::serve(node, stream, addr, identity).await;
+                }
                 drop(guard);
                 drop(permit);
             });
         }
     }
+}
+
+/// The TLS handshake of a secure-port connection (bounded by [`TLS_HANDSHAKE_TIMEOUT`]): the
+/// stream and the identity its certificate names, or `None` (logged) if the client is refused —
+/// no certificate where one is required, one the CA did not sign, an expired one, plaintext.
+async fn secure(
+    tls: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+) -> Option<(ClientStream, Option<CertIdentity>)> {
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%addr, %e, "refusing client: TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%addr, "refusing client: no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+            return None;
+        }
+    };
+    let identity = match CertIdentity::of_session(stream.get_ref().1) {
+        None => None,
+        Some(Ok(identity)) => Some(identity),
+        Some(Err(e)) => {
+            tracing::info!(%addr, %e, "refusing client: its certificate names no identity");
+            return None;
+        }
+    };
+    Some((ClientStream::Tls(Box::new(stream)), identity))
 }

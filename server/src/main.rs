@@ -1,5 +1,6 @@
 //! The `synod` binary: parses the configuration, sets up logging and runs the node until SIGINT or
-//! SIGTERM; `synod restore ...` prepares a data directory from a backup instead.
+//! SIGTERM; `synod restore ...` prepares a data directory from a backup instead, and
+//! `synod certs ...` issues a CA and node and client certificates.
 
 use clap::Parser;
 
@@ -8,8 +9,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use synod_server::config::{Args, Config};
 
 fn main() -> std::process::ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("restore") {
-        return restore(std::env::args().skip(1));
+    match std::env::args().nth(1).as_deref() {
+        Some("restore") => return restore(std::env::args().skip(1)),
+        Some("certs") => return certs(std::env::args().skip(1)),
+        _ => {}
     }
     let cfg = match Config::load(Args::parse()) {
         Ok(c) => c,
@@ -91,6 +94,23 @@ fn restore(args: impl Iterator<Item = String>) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("synod restore: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// `synod certs [--dir D] create-ca | create-node --id N --host H | create-client --name X`.
+fn certs(args: impl Iterator<Item = String>) -> std::process::ExitCode {
+    let args = synod_server::tls::certs::CertsArgs::parse_from(args);
+    match synod_server::tls::certs::run(&args) {
+        Ok(written) => {
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("synod certs: {e}");
             std::process::ExitCode::from(2)
         }
     }

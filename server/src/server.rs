@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::listener::Listener;
+use crate::listener::{Listener, PerIp};
 use crate::node::Node;
 
 /// How long a shutdown waits for connections to answer what they have read and close.
@@ -27,13 +28,31 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let client = TcpListener::bind(cfg.client_addr).await?;
+    // TLS material is read before anything is bound: a node with unusable certificates does
+    // not start.
+    let tls = match (&cfg.secure_client_addr, &cfg.tls) {
+        (Some(_), Some(files)) => Some(TlsAcceptor::from(crate::tls::server_config(
+            files,
+            cfg.client_auth,
+        )?)),
+        _ => None,
+    };
+    let client = match cfg.client_addr {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
+    let secure_client = match cfg.secure_client_addr {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
     let peer = TcpListener::bind(cfg.peer_addr).await?;
     let admin = TcpListener::bind(cfg.admin_addr).await?;
     crate::admin::metrics::install();
     tracing::info!(
         id = cfg.id,
-        client = %cfg.client_addr,
+        client = ?cfg.client_addr,
+        secure_client = ?cfg.secure_client_addr,
+        client_auth = ?cfg.client_auth,
         peer = %cfg.peer_addr,
         admin = %cfg.admin_addr,
         data_dir = %cfg.data_dir.display(),
@@ -70,15 +89,23 @@ pub async fn run(
                 .await
         })
     };
-    let client_task = {
-        let listener = Listener::new(client, node.clone(), total.clone());
-        tokio::spawn(listener.run(client_stop_rx))
-    };
+    let per_ip = Arc::new(PerIp::default());
+    let client_tasks: Vec<_> = [(client, None), (secure_client, tls)]
+        .into_iter()
+        .filter_map(|(listener, tls)| Some((listener?, tls)))
+        .map(|(listener, tls)| {
+            let listener =
+                Listener::new(listener, node.clone(), total.clone(), per_ip.clone(), tls);
+            tokio::spawn(listener.run(client_stop_rx.clone()))
+        })
+        .collect();
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; answering what was read");
     let _ = client_stop_tx.send(true);
-    let _ = client_task.await;
+    for task in client_tasks {
+        let _ = task.await;
+    }
     node.stopping.send_replace(true);
     let max = u32::try_from(node.cfg.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout(DRAIN_TIMEOUT, total.acquire_many(max)).await {

@@ -1,6 +1,7 @@
 //! The conformance suite (testkit/src/conformance.rs), unchanged, against a 3-node synod
-//! cluster started from the `synod` binary of this package: every case that passes against Apache
-//! ZooKeeper must pass here too.
+//! cluster started from the `synod` binary of this package, its clients speaking TLS 1.3 with a
+//! client certificate to the secure client port: every case that passes against Apache
+//! ZooKeeper (plaintext, testkit/tests/conformance.rs) must pass here too.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use synod_testkit::{Ensemble, SynodEnsemble};
 
 fn main() -> ExitCode {
-    let ens = match SynodEnsemble::start(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[]) {
+    let ens = match SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[]) {
         Ok(ens) => Arc::new(ens),
         Err(e) => {
             eprintln!("cannot start the synod cluster for the conformance suite: {e}");

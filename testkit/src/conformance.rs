@@ -87,9 +87,17 @@ impl Ctx {
     }
 
     async fn client_with(&self, opts: ConnectOptions) -> Result<Client, String> {
-        Client::connect(&self.servers, opts)
+        self.client_at(&self.servers, opts).await
+    }
+
+    /// A client of `servers` (a connect string), speaking TLS if the ensemble needs it.
+    async fn client_at(&self, servers: &str, mut opts: ConnectOptions) -> Result<Client, String> {
+        if opts.tls.is_none() {
+            opts.tls = self.ens.tls();
+        }
+        Client::connect(servers, opts)
             .await
-            .map_err(|e| format!("connect to {}: {e}", self.servers))
+            .map_err(|e| format!("connect to {servers}: {e}"))
     }
 
     fn p(&self, rel: &str) -> String {
@@ -882,12 +890,12 @@ async fn chroot_is_applied_and_stripped(ctx: Ctx) -> CaseResult {
     let admin = ctx.client().await?;
     let jail = ctx.p("jail");
     ok!(admin.create(&jail, b"", CreateMode::Persistent).await);
-    let zk = Client::connect(
-        &format!("{}{}", ctx.servers, jail),
-        ConnectOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let zk = ctx
+        .client_at(
+            &format!("{}{}", ctx.servers, jail),
+            ConnectOptions::default(),
+        )
+        .await?;
     check_eq!(
         ok!(zk.create("/x", b"", CreateMode::PersistentSequential).await),
         "/x0000000000".to_string()
@@ -1021,9 +1029,9 @@ async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult 
         .filter(|x| **x != addr)
         .map(|x| x.to_string())
         .collect();
-    let b = Client::connect(&others.join(","), ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let b = ctx
+        .client_at(&others.join(","), ConnectOptions::default())
+        .await?;
     ok!(b.set_data(&p, b"changed while disconnected", None).await);
     let states_seen = within(Duration::from_secs(20), "reconnect", async {
         let mut seen = Vec::new();

@@ -127,6 +127,20 @@ pub trait Ensemble: Send + Sync {
             .join(",")
     }
 
+    /// How clients speak TLS to these servers (`None`: plaintext). Tests put it into every
+    /// `ConnectOptions` they connect with ([`Ensemble::connect_options`]).
+    fn tls(&self) -> Option<synod_client::tls::TlsConnector> {
+        None
+    }
+
+    /// Default connect options for these servers: TLS where they need it.
+    fn connect_options(&self) -> synod_client::ConnectOptions {
+        synod_client::ConnectOptions {
+            tls: self.tls(),
+            ..Default::default()
+        }
+    }
+
     /// Whether [`Ensemble::kill`] and [`Ensemble::restart`] work; tests that need fault injection
     /// skip themselves when this is false.
     fn can_kill(&self) -> bool;
@@ -250,6 +264,12 @@ pub trait Kind: Send + Sync + 'static {
 
     /// What `node` says about its role right now.
     fn probe(&self, node: &Node) -> Probe;
+
+    /// The TLS options a client of these nodes needs (files under the ensemble's `root`), if
+    /// they serve clients over TLS.
+    fn client_tls(&self, _root: &Path) -> Option<synod_client::tls::TlsOptions> {
+        None
+    }
 }
 
 /// Where one node listens and keeps its files; fixed for the ensemble's life (after start-up), so
@@ -406,6 +426,42 @@ pub struct Synod {
     /// Replaces `--members` (every node as a voter) with flags of its own per node: other
     /// member lists, `--peer-route`s through fault proxies, `--join`.
     pub node_args: Option<NodeArgs>,
+    /// Serve clients over TLS only: each node's client port is its `--secure-client-addr`, with
+    /// a CA and certificates issued by `synod certs` under the ensemble's `certs/` directory
+    /// (`ca.crt`, `node<id>.{crt,key}`, and `tester.{crt,key}` for the tests' clients).
+    pub tls: bool,
+}
+
+/// The name of the client certificate a TLS ensemble issues for the tests (`x509:tester`).
+pub const TEST_CLIENT: &str = "tester";
+
+impl Synod {
+    /// Where a TLS ensemble keeps its CA and certificates: beside the node directories.
+    fn certs_dir(node_dir: &Path) -> PathBuf {
+        node_dir
+            .parent()
+            .map(|root| root.join("certs"))
+            .unwrap_or_else(|| node_dir.join("certs"))
+    }
+
+    /// Runs `synod certs --dir <dir> <args>`.
+    fn certs(&self, dir: &Path, args: &[&str]) -> io::Result<()> {
+        let out = Command::new(&self.bin)
+            .arg("certs")
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "synod certs {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
 }
 
 /// `--members` naming `nodes` as voters at their peer ports.
@@ -435,8 +491,59 @@ impl Kind for Synod {
         }
     }
 
-    fn configure(&self, _nodes: &[Node]) -> io::Result<()> {
-        Ok(()) // everything is on the command line; the node creates its data directory
+    fn configure(&self, nodes: &[Node]) -> io::Result<()> {
+        // Everything else is on the command line; the node creates its data directory.
+        if !self.tls {
+            return Ok(());
+        }
+        let Some(first) = nodes.first() else {
+            return Ok(());
+        };
+        // Issued once per ensemble (a retried start keeps them: they do not name ports).
+        let dir = Synod::certs_dir(&first.dir);
+        if !dir.join("ca.crt").exists() {
+            self.certs(&dir, &["create-ca", "--name", "synod test CA"])?;
+        }
+        for node in nodes {
+            if !dir.join(format!("node{}.crt", node.id)).exists() {
+                let id = node.id.to_string();
+                self.certs(
+                    &dir,
+                    &[
+                        "create-node",
+                        "--id",
+                        &id,
+                        "--host",
+                        "127.0.0.1",
+                        "--host",
+                        "localhost",
+                    ],
+                )?;
+            }
+        }
+        if !dir.join(format!("{TEST_CLIENT}.crt")).exists() {
+            self.certs(
+                &dir,
+                &[
+                    "create-client",
+                    "--name",
+                    TEST_CLIENT,
+                    "--institution",
+                    "synod-tests",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn client_tls(&self, root: &Path) -> Option<synod_client::tls::TlsOptions> {
+        self.tls.then(|| {
+            let dir = root.join("certs");
+            synod_client::tls::TlsOptions::new(dir.join("ca.crt")).identity(
+                dir.join(format!("{TEST_CLIENT}.crt")),
+                dir.join(format!("{TEST_CLIENT}.key")),
+            )
+        })
     }
 
     fn command(&self, node: &Node, nodes: &[Node]) -> Command {
@@ -446,9 +553,20 @@ impl Kind for Synod {
             Some(f) => cmd.args(f(node, nodes)),
             None => cmd.arg("--members").arg(members_arg(nodes)),
         };
-        cmd.arg("--client-addr")
-            .arg(node.client_addr().to_string())
-            .arg("--admin-addr")
+        if self.tls {
+            let dir = Synod::certs_dir(&node.dir);
+            cmd.arg("--secure-client-addr")
+                .arg(node.client_addr().to_string())
+                .arg("--tls-ca")
+                .arg(dir.join("ca.crt"))
+                .arg("--tls-cert")
+                .arg(dir.join(format!("node{}.crt", node.id)))
+                .arg("--tls-key")
+                .arg(dir.join(format!("node{}.key", node.id)));
+        } else {
+            cmd.arg("--client-addr").arg(node.client_addr().to_string());
+        }
+        cmd.arg("--admin-addr")
             .arg(loopback(node.aux_port).to_string())
             .arg("--data-dir")
             .arg(node.data_dir())
@@ -491,6 +609,8 @@ pub struct Local<K: Kind> {
     /// Root of every node's files; deleted when the ensemble is dropped (after the processes are
     /// killed, since `Drop::drop` runs before fields are dropped).
     root: tempfile::TempDir,
+    /// How clients reach the nodes over TLS (from [`Kind::client_tls`]); `None`: plaintext.
+    tls: Option<synod_client::tls::TlsConnector>,
 }
 
 /// One node's process.
@@ -527,8 +647,21 @@ impl Local<Synod> {
             bin: bin.to_path_buf(),
             extra_args: extra_args.to_vec(),
             node_args: None,
+            tls: false,
         };
         Local::launch(kind, n, n, "synod-cluster-")
+    }
+
+    /// Like [`Local::start`], with clients served over TLS only (see [`Synod::tls`]); clients
+    /// connect with [`Ensemble::connect_options`].
+    pub fn start_tls(bin: &Path, n: usize, extra_args: &[String]) -> io::Result<SynodEnsemble> {
+        let kind = Synod {
+            bin: bin.to_path_buf(),
+            extra_args: extra_args.to_vec(),
+            node_args: None,
+            tls: true,
+        };
+        Local::launch(kind, n, n, "synod-tls-cluster-")
     }
 
     /// Lays out `n` nodes but starts only the first `initial`, each with the flags `node_args`
@@ -545,6 +678,7 @@ impl Local<Synod> {
             bin: bin.to_path_buf(),
             extra_args: extra_args.to_vec(),
             node_args: Some(node_args),
+            tls: false,
         };
         Local::launch(kind, n, initial, "synod-cluster-")
     }
@@ -556,6 +690,7 @@ impl Local<Synod> {
             bin: bin.to_path_buf(),
             extra_args: Vec::new(),
             node_args: None,
+            tls: false,
         };
         Local::launch(kind, n, 0, "synod-ops-")
     }
@@ -752,11 +887,19 @@ impl<K: Kind> Local<K> {
         }
         kind.check_installed()?;
         let root = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let nodes = layout(&kind, root.path(), n)?;
+        let tls = match kind.client_tls(root.path()) {
+            Some(options) => Some(options.connector().map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("client TLS: {e}"))
+            })?),
+            None => None,
+        };
         let mut ensemble = Local {
-            nodes: layout(&kind, root.path(), n)?,
+            nodes,
             slots: Mutex::new((0..n).map(|_| Slot::default()).collect()),
             kind,
             root,
+            tls,
         };
         if initial == 0 {
             return Ok(ensemble); // the test starts the nodes itself
@@ -1115,6 +1258,10 @@ impl<K: Kind> Ensemble for Local<K> {
 
     fn addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(Node::client_addr).collect()
+    }
+
+    fn tls(&self) -> Option<synod_client::tls::TlsConnector> {
+        self.tls.clone()
     }
 
     fn can_kill(&self) -> bool {

@@ -23,6 +23,7 @@ use synod_client::recipe::election::{LeaderLatch, Leadership};
 use synod_client::recipe::lock::{Lock, ReadWriteLock, Semaphore};
 use synod_client::recipe::queue::Queue;
 use synod_client::recipe::twophase::{self, Coordinator, Outcome, Participant, Vote, VoteState};
+use synod_client::tls::TlsConnector;
 use synod_client::{Client, ConnectOptions, CreateMode, Error, SessionState};
 use synod_testkit::{
     blocking, synod_bin, Ensemble, Kind, Local, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
@@ -58,7 +59,7 @@ const CASES: [&str; 14] = [
 ];
 
 /// The future of case `case` on `ens` (whose connect string is `cs`).
-fn case<'a, K: Kind>(case: &str, ens: &'a Local<K>, cs: &'a str) -> Case<'a> {
+fn case<'a, K: Kind>(case: &str, ens: &'a Local<K>, cs: &'a Servers) -> Case<'a> {
     match case {
         "lock_contention" => Box::pin(lock_contention(cs)),
         "lock_timeouts" => Box::pin(lock_timeouts(cs)),
@@ -105,7 +106,7 @@ impl<K: Kind> Backend<K> {
     /// [`BACKEND_TIMEOUT`] of its first one starting.
     fn run(&self, name: &str) {
         let left = BACKEND_TIMEOUT.saturating_sub(self.started.elapsed());
-        let cs = self.ens.connect_string();
+        let cs = Servers::of(&self.ens);
         let t = Instant::now();
         eprintln!("{}: {name} ...", self.name);
         self.rt.block_on(async {
@@ -135,7 +136,8 @@ impl Active {
         if !matches!(self, Active::Synod(_)) {
             *self = Active::None; // stops the other backend's cluster first
             let bin = synod_bin().expect("the synod binary");
-            let ens = SynodEnsemble::start(&bin, 3, &[]).expect("start a 3-node synod cluster");
+            let ens =
+                SynodEnsemble::start_tls(&bin, 3, &[]).expect("start a 3-node synod cluster (TLS)");
             *self = Active::Synod(Backend::new("synod", ens));
         }
         match self {
@@ -195,21 +197,48 @@ fn main() -> ExitCode {
 // helpers
 // ---------------------------------------------------------------------------------------------
 
-async fn connect(cs: &str) -> Client {
-    Client::connect(
-        cs,
-        ConnectOptions::default().session_timeout(Duration::from_secs(4)),
-    )
-    .await
-    .expect("connect")
+/// A cluster's connect string and how to speak TLS to it (synod runs with TLS on).
+#[derive(Clone)]
+struct Servers {
+    cs: String,
+    tls: Option<TlsConnector>,
+}
+
+impl Servers {
+    fn of(ens: &dyn Ensemble) -> Servers {
+        Servers {
+            cs: ens.connect_string(),
+            tls: ens.tls(),
+        }
+    }
+
+    /// Options for these servers: TLS where they need it.
+    fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            tls: self.tls.clone(),
+            ..ConnectOptions::default()
+        }
+    }
+}
+
+impl std::fmt::Display for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.cs)
+    }
+}
+
+async fn connect(cs: &Servers) -> Client {
+    Client::connect(&cs.cs, cs.options().session_timeout(Duration::from_secs(4)))
+        .await
+        .expect("connect")
 }
 
 /// Ends `victim`'s session from outside, as an expiry would: another connection resumes the
 /// session and closes it (its ephemerals go, the victim learns `Expired` on its next contact).
-async fn expire(cs: &str, victim: &Client) {
+async fn expire(cs: &Servers, victim: &Client) {
     let other = Client::connect(
-        cs,
-        ConnectOptions::default()
+        &cs.cs,
+        cs.options()
             .session_timeout(Duration::from_secs(4))
             .resume(victim.session_id(), &victim.session_password()),
     )
@@ -270,7 +299,7 @@ impl Resource {
     }
 }
 
-async fn lock_contention(cs: &str) {
+async fn lock_contention(cs: &Servers) {
     let res = Arc::new(Resource::default());
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -310,7 +339,7 @@ async fn lock_contention(cs: &str) {
     zk.close().await.expect("close");
 }
 
-async fn lock_timeouts(cs: &str) {
+async fn lock_timeouts(cs: &Servers) {
     let a = connect(cs).await;
     let b = connect(cs).await;
     let held = Lock::new(&a, "/locks/timeouts")
@@ -345,7 +374,7 @@ async fn lock_timeouts(cs: &str) {
     b.close().await.expect("close");
 }
 
-async fn rwlock_and_semaphore(cs: &str) {
+async fn rwlock_and_semaphore(cs: &Servers) {
     let (r1, r2, w) = (connect(cs).await, connect(cs).await, connect(cs).await);
     let g1 = ReadWriteLock::new(&r1, "/locks/rw")
         .read(Some(WAIT))
@@ -406,7 +435,7 @@ async fn rwlock_and_semaphore(cs: &str) {
     );
 }
 
-async fn lock_session_loss(cs: &str) {
+async fn lock_session_loss(cs: &Servers) {
     let a = connect(cs).await;
     let b = connect(cs).await;
     let ga = Lock::new(&a, "/locks/loss")
@@ -440,7 +469,7 @@ async fn lock_session_loss(cs: &str) {
 // election
 // ---------------------------------------------------------------------------------------------
 
-async fn election(cs: &str) {
+async fn election(cs: &Servers) {
     let mut clients = Vec::new();
     let mut latches = Vec::new();
     for i in 0..3 {
@@ -496,13 +525,10 @@ async fn election(cs: &str) {
 /// Leadership is lost as soon as the connection breaks (before any expiry), and regained on
 /// reconnect while the session lives.
 async fn election_suspended<K: Kind>(ens: &Local<K>) {
-    let cs = ens.connect_string();
-    let zk = Client::connect(
-        &cs,
-        ConnectOptions::default().session_timeout(Duration::from_secs(8)),
-    )
-    .await
-    .expect("connect");
+    let cs = Servers::of(ens);
+    let zk = Client::connect(&cs.cs, cs.options().session_timeout(Duration::from_secs(8)))
+        .await
+        .expect("connect");
     let mut latch = LeaderLatch::start(&zk, "/election/e2", "only")
         .await
         .expect("join");
@@ -536,7 +562,7 @@ async fn election_suspended<K: Kind>(ens: &Local<K>) {
 // barriers, queue, counter
 // ---------------------------------------------------------------------------------------------
 
-async fn barriers(cs: &str) {
+async fn barriers(cs: &Servers) {
     let a = connect(cs).await;
     let gate = Barrier::new(&a, "/barriers/gate");
     gate.set().await.expect("set");
@@ -584,7 +610,7 @@ async fn barriers(cs: &str) {
     b.close().await.expect("close");
 }
 
-async fn queue_exactly_once(cs: &str) {
+async fn queue_exactly_once(cs: &Servers) {
     const ITEMS: usize = 200;
     let producer = connect(cs).await;
     let q = Queue::open(&producer, "/queues/studies", "producer")
@@ -663,7 +689,7 @@ async fn queue_exactly_once(cs: &str) {
     producer.close().await.expect("close");
 }
 
-async fn counter(cs: &str) {
+async fn counter(cs: &Servers) {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let zk = connect(cs).await;
@@ -767,7 +793,7 @@ async fn converged(cache: &TreeCache, zk: &Client, root: &str) {
 }
 
 async fn cache_convergence<K: Kind>(ens: &Local<K>) {
-    let cs = ens.connect_string();
+    let cs = Servers::of(ens);
     let zk = connect(&cs).await;
     zk.create("/cache", b"root", CreateMode::Persistent)
         .await
@@ -848,7 +874,7 @@ const PARTICIPANTS: [&str; 3] = ["hospital", "lab", "imaging"];
 /// A participant that votes `vote` (unless `voted` already), waits for the decision, applies it
 /// and acks; returns the outcome it learned.
 async fn participant_flow(
-    cs: String,
+    cs: Servers,
     root: String,
     txid: String,
     name: &'static str,
@@ -865,7 +891,7 @@ async fn participant_flow(
     outcome
 }
 
-async fn twophase_crashes(cs: &str) {
+async fn twophase_crashes(cs: &Servers) {
     for (n, crash) in [
         Crash::BeforeVotes,
         Crash::AfterSomeVotes,
@@ -928,7 +954,7 @@ async fn twophase_crashes(cs: &str) {
                     if crash == Crash::AfterSomeApplied {
                         early.push(
                             participant_flow(
-                                cs.into(),
+                                cs.clone(),
                                 root.into(),
                                 txid.clone(),
                                 PARTICIPANTS[0],
@@ -957,7 +983,7 @@ async fn twophase_crashes(cs: &str) {
                 }
                 let vote = (!already_voted).then(|| votes(i));
                 flows.push(tokio::spawn(participant_flow(
-                    cs.into(),
+                    cs.clone(),
                     root.into(),
                     txid.clone(),
                     p,
@@ -992,7 +1018,7 @@ async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>)
     out
 }
 
-async fn twophase_deadline(cs: &str) {
+async fn twophase_deadline(cs: &Servers) {
     let root = "/2pc/deadline";
     let zk = connect(cs).await;
     let coord = Coordinator::new(&zk, root, "c");
@@ -1082,7 +1108,7 @@ async fn twophase_deadline(cs: &str) {
 
 /// Many resolvers race on transactions whose last vote lands around the deadline: every one of
 /// them reports the same outcome, and the tree has one decision.
-async fn twophase_races(cs: &str) {
+async fn twophase_races(cs: &Servers) {
     let root = "/2pc/races";
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -1150,7 +1176,7 @@ async fn twophase_races(cs: &str) {
 /// Lock contention and a 2PC while the cluster's leader is killed: never two holders, tokens
 /// still increase, work resumes, and the transaction finishes.
 async fn leader_change<K: Kind>(ens: &Local<K>) {
-    let cs = ens.connect_string();
+    let cs = Servers::of(ens);
     let res = Arc::new(Resource::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();

@@ -420,12 +420,17 @@ fn envi_text() -> String {
 /// `conf`: ZooKeeper's keys where synod has the setting, then synod's own, then the membership.
 fn conf_pairs(node: &Node) -> Vec<(String, Value)> {
     let c = &node.cfg;
-    let mut v: Vec<(String, Value)> = vec![
-        ("clientPort".into(), json!(c.client_addr.port())),
-        (
-            "clientPortAddress".into(),
-            json!(c.client_addr.ip().to_string()),
-        ),
+    let mut v: Vec<(String, Value)> = Vec::new();
+    // ZooKeeper's keys for its two client ports, each only where it is configured.
+    if let Some(a) = c.client_addr {
+        v.push(("clientPort".into(), json!(a.port())));
+        v.push(("clientPortAddress".into(), json!(a.ip().to_string())));
+    }
+    if let Some(a) = c.secure_client_addr {
+        v.push(("secureClientPort".into(), json!(a.port())));
+        v.push(("secureClientPortAddress".into(), json!(a.ip().to_string())));
+    }
+    v.extend([
         ("dataDir".into(), json!(c.data_dir.display().to_string())),
         ("dataLogDir".into(), json!(c.data_dir.display().to_string())),
         ("tickTime".into(), json!(c.tick.as_millis() as u64)),
@@ -463,7 +468,7 @@ fn conf_pairs(node: &Node) -> Vec<(String, Value)> {
             "maxQueuedBytesPerConnection".into(),
             json!(c.max_queued_bytes_per_connection),
         ),
-    ];
+    ]);
     let m = node.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();

@@ -98,8 +98,10 @@ pub struct Status {
     pub connections: usize,
     /// Voter ids.
     pub members: Vec<u64>,
-    /// Where clients connect to this node.
-    pub client_addr: String,
+    /// Where clients connect to this node in plaintext, if they may.
+    pub client_addr: Option<String>,
+    /// Where clients connect to this node over TLS, if they may.
+    pub secure_client_addr: Option<String>,
     /// Where peers connect to this node (Raft).
     pub peer_addr: String,
     /// Where this admin API listens.
@@ -147,7 +149,8 @@ pub async fn status(node: &Node) -> Status {
         watches,
         connections,
         members: m.membership_config.membership().voter_ids().collect(),
-        client_addr: node.cfg.client_addr.to_string(),
+        client_addr: node.cfg.client_addr.map(|a| a.to_string()),
+        secure_client_addr: node.cfg.secure_client_addr.map(|a| a.to_string()),
         peer_addr: node.cfg.peer_addr.to_string(),
         admin_addr: node.cfg.admin_addr.to_string(),
         uptime_ms: node.started.elapsed().as_millis() as u64,

@@ -14,10 +14,10 @@ use synod_raft_store::state_machine::lock;
 use synod_raft_store::types::zxid_index;
 use synod_raft_store::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::node::Node;
 use crate::pipeline::conn::COMMIT_TIMEOUT;
+use crate::pipeline::connection::ClientStream;
 use crate::pipeline::pending::Completion;
 
 /// How long a client has to send its ConnectRequest.
@@ -29,10 +29,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// closed; otherwise the ConnectRequest (None: the connection is to be closed).
 pub async fn read_connect_request(
     node: &Node,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     peer: SocketAddr,
 ) -> Option<ConnectRequest> {
-    let _ = stream.set_nodelay(true);
     let mut head = [0u8; 4];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut head)).await {
         Ok(Ok(_)) => {}
@@ -40,6 +39,7 @@ pub async fn read_connect_request(
     }
     if let Some(answer) = crate::admin::fourletter::answer(node, &head) {
         let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.flush().await;
         let _ = stream.shutdown().await;
         return None;
     }

@@ -20,6 +20,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::pipeline::conn::{reply_frame, Conn};
 use crate::pipeline::ordered::{Held, Slot};
+use crate::tls::identity::CertIdentity;
 
 /// Why a connection's reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,16 +53,26 @@ impl Conn {
     /// request that ends the connection.
     pub async fn read_loop(
         &self,
-        rd: tokio::net::tcp::OwnedReadHalf,
+        rd: crate::pipeline::connection::ReadHalf,
         peer: SocketAddr,
+        identity: Option<&CertIdentity>,
         slots: mpsc::UnboundedSender<(Slot, Held)>,
     ) -> ReaderEnd {
         let mut frames = FramedRead::new(rd, FrameCodec::new(self.node.cfg.max_frame_bytes));
         let permits = Arc::new(Semaphore::new(self.node.cfg.max_outstanding));
-        let mut auth: Arc<Vec<Id>> = Arc::new(vec![Id {
+        let mut ids = vec![Id {
             scheme: "ip".into(),
             id: peer.ip().to_string(),
-        }]);
+        }];
+        // A verified client certificate is an identity from the first request on, as
+        // ZooKeeper's X509AuthenticationProvider makes it: `x509:<subject CN>`.
+        if let Some(identity) = identity {
+            ids.push(Id {
+                scheme: "x509".into(),
+                id: identity.name.clone(),
+            });
+        }
+        let mut auth: Arc<Vec<Id>> = Arc::new(ids);
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return ReaderEnd::Stopped;

@@ -5,8 +5,7 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-use tokio::net::tcp::OwnedWriteHalf;
-
+use crate::pipeline::connection::WriteHalf;
 use crate::pipeline::outbox::{Kind, OutboxReceiver};
 
 /// Frames at least this large are written as they are instead of being copied into the batch
@@ -18,7 +17,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Writes queued frames to the client in order, gathering small ones into one write, and returns
 /// their room to the outbox after each batch.
 pub async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut rx: OutboxReceiver,
     stats: Arc<crate::stats::ConnStats>,
 ) {
@@ -52,6 +51,10 @@ pub async fn write_loop(
             }
         }
         if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        // TLS holds records back until flushed; for TCP the flush is free.
+        if wr.flush().await.is_err() {
             return;
         }
         buf.clear();

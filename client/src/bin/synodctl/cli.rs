@@ -28,6 +28,25 @@ pub struct Cli {
     )]
     pub servers: String,
 
+    /// Speak TLS to the servers' secure client port, trusting this CA bundle (PEM).
+    #[arg(long, env = "SYNOD_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Present this client certificate (PEM; needs --tls-ca and --tls-key): the servers know
+    /// the session as `x509:<the certificate's CN>`.
+    #[arg(
+        long,
+        env = "SYNOD_TLS_CERT",
+        global = true,
+        requires = "tls_ca",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SYNOD_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Print results (and errors) as JSON objects on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::json;
+use synod_client::tls::TlsOptions;
 use synod_client::{Client, ConnectOptions, Error};
 
 use cli::{Cli, Command};
@@ -186,7 +187,17 @@ async fn run(cli: Cli) -> CmdResult {
     let timeout = Duration::from_millis(cli.timeout_ms);
     let job = Job::prepare(command)?;
     let is_watch = job.is_watch();
-    let options = ConnectOptions::default().connect_timeout(timeout);
+    let mut options = ConnectOptions::default().connect_timeout(timeout);
+    if let Some(ca) = &cli.tls_ca {
+        let mut tls = TlsOptions::new(ca);
+        if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+            tls = tls.identity(cert, key);
+        }
+        let connector = tls
+            .connector()
+            .map_err(|e| Failure::usage(None, e.to_string()))?;
+        options = options.tls(connector);
+    }
     let connect = Client::connect(&cli.servers, options);
     let zk = tokio::select! {
         r = tokio::time::timeout(timeout + Duration::from_secs(1), connect) => match r {
