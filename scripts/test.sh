@@ -3,7 +3,7 @@
 #
 # Installs what the tests need on a fresh Debian machine (Apache ZooKeeper 3.8 from Debian, the
 # behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium for
-# the dashboard test), then checks formatting and lints and runs
+# the dashboard test; python3-kazoo for the TLS test), then checks formatting and lints and runs
 # every test of the workspace. Safe to run again: nothing is installed twice.
 #
 # Environment:
@@ -23,6 +23,8 @@ command -v java >/dev/null 2>&1 || need_pkgs+=(default-jre-headless)
 # librocksdb-sys is compiled from source and needs clang/libclang for its bindings.
 dpkg -s libclang-dev >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 command -v clang >/dev/null 2>&1 || need_pkgs+=(clang)
+# kazoo, a ZooKeeper client that is not synod's, over TLS (server/tests/tls.rs).
+/usr/bin/python3 -c "import kazoo" >/dev/null 2>&1 || need_pkgs+=(python3-kazoo)
 # the dashboard test (server/tests/dashboard.rs) loads /ui in a real headless browser.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -1,6 +1,7 @@
 //! The conformance suite (testkit/src/conformance.rs), unchanged, against a 3-node synod
 //! cluster started from the `synod` binary of this package, its clients speaking TLS 1.3 with a
-//! client certificate to the secure client port: every case that passes against Apache
+//! client certificate to the secure client port (none for the cases about unauthenticated
+//! clients, with `--client-auth optional`): every case that passes against Apache
 //! ZooKeeper (plaintext, testkit/tests/conformance.rs) must pass here too.
 
 use std::path::Path;
@@ -10,7 +11,10 @@ use std::sync::Arc;
 use synod_testkit::{Ensemble, SynodEnsemble};
 
 fn main() -> ExitCode {
-    let ens = match SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[]) {
+    // Optional client certificates: the cases about unauthenticated clients connect without
+    // one (a certificate is an identity); every other client presents the harness's.
+    let optional = ["--client-auth".to_string(), "optional".to_string()];
+    let ens = match SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &optional) {
         Ok(ens) => Arc::new(ens),
         Err(e) => {
             eprintln!("cannot start the synod cluster for the conformance suite: {e}");

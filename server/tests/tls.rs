@@ -2,7 +2,8 @@
 //! with client certificates verified against the node's CA; a certificate's subject CN is the
 //! connection's `x509` identity, which ACLs grant to; clients without a certificate the CA
 //! vouches for (none, another CA's, an expired one, plaintext) are refused during the handshake
-//! and leave no connection behind.
+//! and leave no connection behind. kazoo (Debian's python3-kazoo), a ZooKeeper client that is
+//! not synod's, speaks to the secure port with its own TLS stack.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -194,5 +195,74 @@ async fn certificates_are_identities_and_clients_without_a_vouched_one_are_refus
         .await
         .expect("alice still served");
     assert_eq!(&data[..], b"diagnosis draft");
+
+    // kazoo, with alice's certificate, creates a node only x509:alice may use.
+    let secure = server.secure.clone();
+    let kazoo_pki = pki.dir.path().to_path_buf();
+    let out = blocking(move || kazoo(&secure, &kazoo_pki)).expect("run kazoo");
+    assert!(out.contains("kazoo-ok"), "kazoo over TLS: {out}");
+    let (data, _) = alice.get_data("/kazoo-tls").await.expect("alice reads it");
+    assert_eq!(&data[..], b"from kazoo");
+    let bob = server
+        .connect(&pki.client(Some("bob")))
+        .await
+        .expect("bob connects");
+    assert_eq!(bob.get_data("/kazoo-tls").await.err(), Some(Error::NoAuth));
+    bob.close().await.expect("close");
     alice.close().await.expect("close");
+}
+
+/// kazoo's side: connect over TLS as alice, create `/kazoo-tls` readable by `x509:alice` only,
+/// read it back.
+const KAZOO_SCRIPT: &str = r#"
+import sys
+from kazoo.client import KazooClient
+from kazoo.security import make_acl
+hosts, ca, cert, key = sys.argv[1:5]
+zk = KazooClient(hosts=hosts, use_ssl=True, ca=ca, certfile=cert, keyfile=key,
+                 verify_certs=True, timeout=10)
+zk.start(timeout=20)
+zk.create("/kazoo-tls", b"from kazoo", acl=[make_acl("x509", "alice", all=True)])
+data, _ = zk.get("/kazoo-tls")
+assert data == b"from kazoo", data
+zk.stop()
+zk.close()
+print("kazoo-ok")
+"#;
+
+/// How long the kazoo script may take.
+const KAZOO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs [`KAZOO_SCRIPT`] with Debian's python (package python3-kazoo, which scripts/test.sh
+/// installs) against `hosts` with alice's certificate from `certs`; returns its output. The
+/// process is killed if it outlives [`KAZOO_TIMEOUT`].
+fn kazoo(hosts: &str, certs: &Path) -> std::io::Result<String> {
+    let path = |f: &str| certs.join(f).display().to_string();
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(KAZOO_SCRIPT)
+        .args([
+            hosts.to_string(),
+            path("ca.crt"),
+            path("alice.crt"),
+            path("alice.key"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + KAZOO_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("kazoo did not finish in time"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output()?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }

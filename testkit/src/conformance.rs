@@ -90,6 +90,18 @@ impl Ctx {
         self.client_at(&self.servers, opts).await
     }
 
+    /// A client with no authenticated identity. Over TLS it presents no certificate: a
+    /// certificate's `x509` identity counts for `auth`/creator ACLs, as in ZooKeeper, so a
+    /// case about unauthenticated clients needs one without (the TLS ensemble then runs with
+    /// `--client-auth optional`).
+    async fn anonymous_client(&self) -> Result<Client, String> {
+        let opts = ConnectOptions {
+            tls: self.ens.anonymous_tls(),
+            ..ConnectOptions::default()
+        };
+        self.client_at(&self.servers, opts).await
+    }
+
     /// A client of `servers` (a connect string), speaking TLS if the ensemble needs it.
     async fn client_at(&self, servers: &str, mut opts: ConnectOptions) -> Result<Client, String> {
         if opts.tls.is_none() {
@@ -212,7 +224,8 @@ async fn set_data_and_versions(ctx: Ctx) -> CaseResult {
 }
 
 async fn create_errors(ctx: Ctx) -> CaseResult {
-    let zk = ctx.client().await?;
+    // Unauthenticated: the creator ACL below must find no identity to grant to.
+    let zk = ctx.anonymous_client().await?;
     ok!(zk.create(&ctx.p("x"), b"", CreateMode::Persistent).await);
     fails!(
         zk.create(&ctx.p("x"), b"", CreateMode::Persistent).await,
@@ -377,7 +390,8 @@ async fn children_and_parent_stat(ctx: Ctx) -> CaseResult {
 }
 
 async fn acls_and_digest_auth(ctx: Ctx) -> CaseResult {
-    let zk = ctx.client().await?;
+    // Unauthenticated until `addauth`: the creator ACL must hold the digest identity alone.
+    let zk = ctx.anonymous_client().await?;
     let p = ctx.p("ro");
     ok!(zk
         .create_full(&p, b"x", &Acl::read_unsafe(), CreateMode::Persistent, None)
@@ -409,7 +423,7 @@ async fn acls_and_digest_auth(ctx: Ctx) -> CaseResult {
         (perms::ALL, "digest")
     );
     check_eq!(acl[0].id.id.as_str(), "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=");
-    let other = ctx.client().await?;
+    let other = ctx.anonymous_client().await?;
     fails!(other.get_data(&sec).await, Error::NoAuth);
     ok!(other.add_auth("digest", b"alice:secret").await);
     check_eq!(&ok!(other.get_data(&sec).await).0[..], b"s");

@@ -133,6 +133,12 @@ pub trait Ensemble: Send + Sync {
         None
     }
 
+    /// Like [`Ensemble::tls`], presenting no client certificate (for servers that admit
+    /// certificate-less TLS clients: `--client-auth optional`).
+    fn anonymous_tls(&self) -> Option<synod_client::tls::TlsConnector> {
+        None
+    }
+
     /// Default connect options for these servers: TLS where they need it.
     fn connect_options(&self) -> synod_client::ConnectOptions {
         synod_client::ConnectOptions {
@@ -611,6 +617,8 @@ pub struct Local<K: Kind> {
     root: tempfile::TempDir,
     /// How clients reach the nodes over TLS (from [`Kind::client_tls`]); `None`: plaintext.
     tls: Option<synod_client::tls::TlsConnector>,
+    /// The same trust without a client certificate.
+    anonymous_tls: Option<synod_client::tls::TlsConnector>,
 }
 
 /// One node's process.
@@ -888,11 +896,17 @@ impl<K: Kind> Local<K> {
         kind.check_installed()?;
         let root = tempfile::Builder::new().prefix(prefix).tempdir()?;
         let nodes = layout(&kind, root.path(), n)?;
-        let tls = match kind.client_tls(root.path()) {
-            Some(options) => Some(options.connector().map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("client TLS: {e}"))
-            })?),
-            None => None,
+        let connector = |options: synod_client::tls::TlsOptions| {
+            options
+                .connector()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("client TLS: {e}")))
+        };
+        let (tls, anonymous_tls) = match kind.client_tls(root.path()) {
+            Some(options) => (
+                Some(connector(options.clone())?),
+                Some(connector(synod_client::tls::TlsOptions::new(options.ca))?),
+            ),
+            None => (None, None),
         };
         let mut ensemble = Local {
             nodes,
@@ -900,6 +914,7 @@ impl<K: Kind> Local<K> {
             kind,
             root,
             tls,
+            anonymous_tls,
         };
         if initial == 0 {
             return Ok(ensemble); // the test starts the nodes itself
@@ -1262,6 +1277,10 @@ impl<K: Kind> Ensemble for Local<K> {
 
     fn tls(&self) -> Option<synod_client::tls::TlsConnector> {
         self.tls.clone()
+    }
+
+    fn anonymous_tls(&self) -> Option<synod_client::tls::TlsConnector> {
+        self.anonymous_tls.clone()
     }
 
     fn can_kill(&self) -> bool {
