@@ -136,6 +136,16 @@ pub struct Event {
     pub path: Name,
 }
 
+impl Event {
+    /// `event_type` on `path`.
+    pub fn new(event_type: EventType, path: impl Into<Name>) -> Event {
+        Event {
+            event_type,
+            path: path.into(),
+        }
+    }
+}
+
 /// The outcome of applying one write: the reply's error code and body, and the events caused
 /// (none when the write failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,13 +206,6 @@ fn version_matches(expected: i32, actual: i32) -> OpResult<()> {
         Ok(())
     } else {
         Err(ErrorCode::BadVersion)
-    }
-}
-
-fn ev(event_type: EventType, path: &Name) -> Event {
-    Event {
-        event_type,
-        path: path.clone(),
     }
 }
 
@@ -496,8 +499,11 @@ impl DataTree {
             NodeKind::Persistent => {}
         }
         self.nodes.insert(path.clone(), Arc::new(node));
-        events.push(ev(EventType::NodeCreated, &path));
-        events.push(ev(EventType::NodeChildrenChanged, &parent_name));
+        events.push(Event::new(EventType::NodeCreated, path.clone()));
+        events.push(Event::new(
+            EventType::NodeChildrenChanged,
+            parent_name.clone(),
+        ));
         Ok((path.to_string(), stat))
     }
 
@@ -549,11 +555,8 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
-        events.push(ev(EventType::NodeDeleted, &name));
-        events.push(Event {
-            event_type: EventType::NodeChildrenChanged,
-            path: parent_path.into(),
-        });
+        events.push(Event::new(EventType::NodeDeleted, name.clone()));
+        events.push(Event::new(EventType::NodeChildrenChanged, parent_path));
     }
 
     fn set_data(
@@ -576,10 +579,7 @@ impl DataTree {
         n.data = r.data.clone();
         let stat = n.stat();
         self.data_bytes = self.data_bytes - old_len + r.data.len() as u64;
-        events.push(Event {
-            event_type: EventType::NodeDataChanged,
-            path: r.path.as_str().into(),
-        });
+        events.push(Event::new(EventType::NodeDataChanged, r.path.as_str()));
         Ok(stat)
     }
 
@@ -909,8 +909,8 @@ mod tests {
         assert_eq!(
             a.events,
             vec![
-                ev(EventType::NodeCreated, &"/a".into()),
-                ev(EventType::NodeChildrenChanged, &"/".into())
+                Event::new(EventType::NodeCreated, "/a"),
+                Event::new(EventType::NodeChildrenChanged, "/")
             ]
         );
         assert_eq!(
@@ -971,7 +971,7 @@ mod tests {
         );
         let events = t.close_session(3, S);
         assert!(t.stat("/e").is_none());
-        assert_eq!(events[0], ev(EventType::NodeDeleted, &"/e".into()));
+        assert_eq!(events[0], Event::new(EventType::NodeDeleted, "/e"));
         assert_eq!(t.stat("/").unwrap().pzxid, 3);
         assert_eq!(
             t.apply(txn(4, &[]), &create("/f", CreateMode::Persistent))

@@ -177,13 +177,6 @@ mod tests {
     use synod_proto::EventType;
     use tokio::sync::Notify;
 
-    fn event(event_type: EventType, path: &str) -> Event {
-        Event {
-            event_type,
-            path: path.into(),
-        }
-    }
-
     fn conn(session_id: i64, out: &crate::pipeline::outbox::Outbox) -> ConnEntry {
         let stats = Arc::new(crate::stats::ServerStats::default());
         ConnEntry {
@@ -204,13 +197,13 @@ mod tests {
         let (out, mut rx) = crate::pipeline::outbox::outbox(1, 1 << 20);
         applier.add_conn(7, conn(0x70, &out));
         applier.watches.add(7, WatchKind::Recursive, "/a");
-        applier.notify(10 << 16, &event(EventType::NodeDataChanged, "/a/x"));
+        applier.notify(10 << 16, &Event::new(EventType::NodeDataChanged, "/a/x"));
         // The queue holds one frame: this event finds no room and the connection is dropped.
-        applier.notify(11 << 16, &event(EventType::NodeDataChanged, "/a/y"));
+        applier.notify(11 << 16, &Event::new(EventType::NodeDataChanged, "/a/y"));
         assert!(applier.conns.is_empty(), "the slow connection is gone");
         // A reply to a read evaluated after zxid 11 (and a later event) must not follow.
         assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 11")));
-        applier.notify(12 << 16, &event(EventType::NodeDataChanged, "/a/z"));
+        applier.notify(12 << 16, &Event::new(EventType::NodeDataChanged, "/a/z"));
         let queued: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().map(|q| q.frame)).collect();
         assert_eq!(
             queued,
@@ -231,9 +224,9 @@ mod tests {
         let (out, mut rx) = crate::pipeline::outbox::outbox(100, 1 << 20);
         applier.add_conn(3, conn(0x30, &out));
         applier.watches.add(3, WatchKind::Recursive, "/");
-        applier.notify(5 << 16, &event(EventType::NodeCreated, "/n"));
+        applier.notify(5 << 16, &Event::new(EventType::NodeCreated, "/n"));
         applier.remove_conn(3);
-        applier.notify(6 << 16, &event(EventType::NodeDeleted, "/n"));
+        applier.notify(6 << 16, &Event::new(EventType::NodeDeleted, "/n"));
         assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 6")));
         let queued: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().map(|q| q.frame)).collect();
         assert_eq!(

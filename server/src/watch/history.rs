@@ -94,13 +94,6 @@ mod tests {
     use super::*;
     use synod_proto::EventType;
 
-    fn event(event_type: EventType, path: &str) -> Event {
-        Event {
-            event_type,
-            path: path.into(),
-        }
-    }
-
     #[test]
     fn history_reaches_back_only_as_far_as_it_was_kept() {
         let mut h = EventHistory::default();
@@ -119,9 +112,9 @@ mod tests {
     fn missed_events_come_once_each_in_history_order_when_several_watches_match() {
         let mut h = EventHistory::default();
         // One multi (one zxid) deletes two children; then another change.
-        h.record(10, &event(EventType::NodeDeleted, "/a/b"));
-        h.record(10, &event(EventType::NodeDeleted, "/a/c"));
-        h.record(11, &event(EventType::NodeDataChanged, "/a/b2"));
+        h.record(10, &Event::new(EventType::NodeDeleted, "/a/b"));
+        h.record(10, &Event::new(EventType::NodeDeleted, "/a/c"));
+        h.record(11, &Event::new(EventType::NodeDataChanged, "/a/b2"));
         let watches = [
             (WatchKind::Recursive, "/a".to_string()),
             (WatchKind::Recursive, "/a/b".to_string()),
