@@ -10,12 +10,23 @@
 #   scripts/cluster.sh stop   [3|5] [--wipe]
 #                                       stop the nodes this script started (by pid); the data is
 #                                       kept (a later start resumes it) unless --wipe
+#   scripts/cluster.sh env              print the SYNOD_* variables that point synodctl (and
+#                                       synod-bench) at this cluster: eval "$(scripts/cluster.sh env)"
+#
+# Secure by default: the first start makes a CA and certificates under $SYNOD_CLUSTER_DIR/certs
+# (ca.crt and ca.key, so that more can be issued with `synod certs --dir ...`; node<i>.{crt,key}
+# naming 127.0.0.1, localhost and the node id; admin.{crt,key}, the operator and client
+# identity x509:admin) and every port speaks TLS: the client ports (ZooKeeper protocol inside
+# TLS, as ZooKeeper's secureClientPort), the peer ports (mutual TLS) and the admin ports (HTTPS).
+# SYNOD_INSECURE=1 starts the nodes --insecure instead: every port plaintext, nobody
+# authenticated.
 #
 # Environment (each base is the port of node 1; node i uses base+i-1):
 #   SYNOD_CLIENT_BASE  client (ZooKeeper protocol) ports   (default 2181)
-#   SYNOD_ADMIN_BASE   admin HTTP ports                    (default 8081)
+#   SYNOD_ADMIN_BASE   admin HTTP(S) ports                 (default 8081)
 #   SYNOD_PEER_BASE    peer (Raft) ports                   (default 7001)
-#   SYNOD_CLUSTER_DIR  data, logs and pid files            (default ./target/synod-cluster)
+#   SYNOD_CLUSTER_DIR  data, certificates, logs, pid files (default ./target/synod-cluster)
+#   SYNOD_INSECURE     1: plaintext everywhere (default: TLS)
 #   SYNOD_ARGS         extra flags for every node (e.g. "--read-consistency session")
 #   CARGO_TARGET_DIR   where cargo builds                  (default $HOME/.cache/synod/target)
 set -euo pipefail
@@ -39,6 +50,8 @@ PB=${SYNOD_PEER_BASE:-7001}
 DIR=${SYNOD_CLUSTER_DIR:-./target/synod-cluster}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/synod/target}"
 BIN="$CARGO_TARGET_DIR/release/synod"
+INSECURE=${SYNOD_INSECURE:-0}
+CERTS="$DIR/certs"
 
 members() {
     local m="" i
@@ -60,12 +73,53 @@ alive() { # pid file → running synod?
         && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
 }
 
-http_get() { # port path → body (bash /dev/tcp; no curl needed)
+http_get() { # port path → body (the open admin endpoints need no client certificate)
     local port=$1 path=$2
-    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
-    timeout 2 cat <&3 | sed '1,/^\r$/d'
-    exec 3<&-
+    if [ "$INSECURE" = 1 ]; then
+        curl -fsS --max-time 2 "http://127.0.0.1:$port$path"
+    else
+        curl -fsS --max-time 2 --cacert "$CERTS/ca.crt" "https://127.0.0.1:$port$path"
+    fi
+}
+
+issue_certs() { # the local CA and every certificate the cluster needs, once
+    mkdir -p "$CERTS"
+    [ -f "$CERTS/ca.crt" ] || "$BIN" certs --dir "$CERTS" create-ca --name "synod local CA" >/dev/null
+    local i
+    for i in $(seq 1 5); do
+        [ -f "$CERTS/node$i.crt" ] || "$BIN" certs --dir "$CERTS" create-node --id "$i" \
+            --host 127.0.0.1 --host localhost >/dev/null
+    done
+    [ -f "$CERTS/admin.crt" ] || "$BIN" certs --dir "$CERTS" create-client --name admin \
+        --institution "local operators" >/dev/null
+}
+
+security_args() { # node id → the flags that make its ports secure (or plaintext)
+    local i=$1
+    if [ "$INSECURE" = 1 ]; then
+        echo "--insecure --client-addr 127.0.0.1:$((CB + i - 1))"
+    else
+        echo "--secure-client-addr 127.0.0.1:$((CB + i - 1)) --tls-ca $CERTS/ca.crt" \
+            "--tls-cert $CERTS/node$i.crt --tls-key $CERTS/node$i.key"
+    fi
+}
+
+print_env() {
+    echo "export SYNOD_SERVERS=$(connect_string)"
+    echo "export SYNOD_ADMIN=$(admin_list)"
+    if [ "$INSECURE" = 1 ]; then
+        echo "export SYNOD_INSECURE=1; unset SYNOD_TLS_CA SYNOD_TLS_CERT SYNOD_TLS_KEY"
+    else
+        local abs
+        abs=$(cd "$CERTS" && pwd)
+        echo "unset SYNOD_INSECURE; export SYNOD_TLS_CA=$abs/ca.crt SYNOD_TLS_CERT=$abs/admin.crt SYNOD_TLS_KEY=$abs/admin.key"
+    fi
+}
+
+admin_list() {
+    local s="" i
+    for i in $(seq 1 "$n"); do s+="${s:+,}127.0.0.1:$((AB + i - 1))"; done
+    echo "$s"
 }
 
 field() { # json key → value (flat JSON from /status)
@@ -75,20 +129,21 @@ field() { # json key → value (flat JSON from /status)
 case "$cmd" in
 start)
     if ! command -v cargo >/dev/null; then echo "cluster.sh: cargo not found" >&2; exit 2; fi
-    if ! dpkg -s libclang-dev >/dev/null 2>&1; then
-        echo "== installing clang/libclang-dev (needed to build RocksDB)"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq clang libclang-dev >/dev/null
+    if ! dpkg -s libclang-dev >/dev/null 2>&1 || ! command -v curl >/dev/null; then
+        echo "== installing clang/libclang-dev (needed to build RocksDB) and curl"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq clang libclang-dev curl >/dev/null
     fi
     # Every binary of the workspace (synodctl too): one feature set shared with bench.sh, so
     # RocksDB is compiled once for both.
     cargo build --release -q --workspace --bins
     mkdir -p "$DIR"
+    [ "$INSECURE" = 1 ] || issue_certs
     for i in $(seq 1 "$n"); do
         pidf="$DIR/node$i.pid"
         if alive "$pidf"; then continue; fi
         # shellcheck disable=SC2086
-        nohup "$BIN" --id "$i" --members "$(members)" \
-            --client-addr "127.0.0.1:$((CB + i - 1))" --admin-addr "127.0.0.1:$((AB + i - 1))" \
+        nohup "$BIN" --id "$i" --members "$(members)" $(security_args "$i") \
+            --admin-addr "127.0.0.1:$((AB + i - 1))" \
             --data-dir "$DIR/node$i" ${SYNOD_ARGS:-} >>"$DIR/node$i.log" 2>&1 &
         echo $! >"$pidf"
     done
@@ -106,18 +161,29 @@ start)
         fi
         sleep 0.2
     done
-    echo "synod cluster of $n is up; connect string:"
-    connect_string
+    if [ "$INSECURE" = 1 ]; then
+        echo "synod cluster of $n is up, INSECURE (plaintext, no authentication); connect string:"
+        connect_string
+    else
+        echo "synod cluster of $n is up (TLS on every port); connect string:"
+        connect_string
+        echo "client certificate: $CERTS/admin.crt (key admin.key, CA ca.crt): x509:admin, also the admin port's operator"
+        echo "synodctl run from here finds these; elsewhere: eval \"\$(scripts/cluster.sh env)\""
+    fi
+    ;;
+env)
+    print_env
     ;;
 join)
     if [ "$n" != 4 ] && [ "$n" != 5 ]; then echo "cluster.sh: join 4 or join 5" >&2; exit 2; fi
     cargo build --release -q --workspace --bins
     mkdir -p "$DIR"
+    [ "$INSECURE" = 1 ] || issue_certs
     pidf="$DIR/node$n.pid"
     if alive "$pidf"; then echo "node $n is already running"; exit 0; fi
     # shellcheck disable=SC2086
-    nohup "$BIN" --id "$n" --members "$n=127.0.0.1:$((PB + n - 1))" --join \
-        --client-addr "127.0.0.1:$((CB + n - 1))" --admin-addr "127.0.0.1:$((AB + n - 1))" \
+    nohup "$BIN" --id "$n" --members "$n=127.0.0.1:$((PB + n - 1))" --join $(security_args "$n") \
+        --admin-addr "127.0.0.1:$((AB + n - 1))" \
         --data-dir "$DIR/node$n" ${SYNOD_ARGS:-} >>"$DIR/node$n.log" 2>&1 &
     echo $! >"$pidf"
     echo "node $n started with --join: peer 127.0.0.1:$((PB + n - 1)), client 127.0.0.1:$((CB + n - 1)), admin 127.0.0.1:$((AB + n - 1))"
@@ -126,7 +192,7 @@ status)
     for i in $(seq 1 "$n"); do
         body=$(http_get $((AB + i - 1)) /status 2>/dev/null || true)
         if [ -n "$body" ]; then
-            echo "node $i: role=$(echo "$body" | field role) client=$(echo "$body" | field client_addr) leader=$(echo "$body" | field leader) applied=$(echo "$body" | field applied_index)"
+            echo "node $i: role=$(echo "$body" | field role) client=127.0.0.1:$((CB + i - 1)) leader=$(echo "$body" | field leader) applied=$(echo "$body" | field applied_index)"
         else
             echo "node $i: down (client=127.0.0.1:$((CB + i - 1)))"
         fi
@@ -151,7 +217,7 @@ stop)
     if [ $wipe -eq 1 ]; then rm -rf "$DIR"; echo "stopped; data wiped"; else echo "stopped; data kept in $DIR"; fi
     ;;
 *)
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -148,6 +148,12 @@ impl TlsOptions {
 
     /// Reads the files and builds the connector.
     pub fn connector(&self) -> Result<TlsConnector, TlsError> {
+        Ok(TlsConnector::new(self.client_config()?))
+    }
+
+    /// Reads the files and builds the rustls client configuration (for other protocols over
+    /// TLS: synodctl's HTTPS to the admin port).
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
         let roots = load_roots(&self.ca)?;
         let builder = tls13_only(ClientConfig::builder_with_provider(provider()))?
             .with_root_certificates(roots);
@@ -161,7 +167,7 @@ impl TlsOptions {
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(TlsError::CertWithoutKey),
         };
-        Ok(TlsConnector::new(Arc::new(config)))
+        Ok(Arc::new(config))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Starting a node: opens its storage, starts Raft, builds the [`Node`] and spawns its
-//! background duties (proposer, read-index batcher, session tracker); a fresh cluster
-//! initializes itself once a majority of its configured members answers, and a restart logs how
-//! long restoring its state took.
+//! background duties (proposer, read-index batcher, session tracker); a fresh cluster is
+//! initialized by its lowest-id member (which generates the cluster id) once a majority of the
+//! configured members answers, and a restart logs how long restoring its state took.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -16,9 +16,10 @@ use synod_raft_store::NodeId;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::data_dir::ClusterIdCell;
 use crate::error::ServerError;
 use crate::node::Node;
-use crate::peer::{PeerNetwork, PeerPool, PeerRequest};
+use crate::peer::{LocalPeer, PeerNetwork, PeerPool, PeerRequest, PeerTls};
 use crate::pipeline::apply::Applier;
 use crate::session::tracker::Touches;
 
@@ -26,6 +27,17 @@ use crate::session::tracker::Touches;
 pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.data_dir)?;
+    // Before any storage is opened: a data dir of another node is refused untouched.
+    let cluster = Arc::new(ClusterIdCell::open(&cfg.data_dir, cfg.id)?);
+    let local = Arc::new(LocalPeer {
+        node_id: cfg.id,
+        cluster,
+        tls: cfg
+            .peer_tls
+            .as_ref()
+            .map(|files| PeerTls::for_node(files, cfg.id))
+            .transpose()?,
+    });
     let log_store = LogStore::open(&cfg.data_dir.join("raft-log"))
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let sm = StateMachine::open(&cfg.data_dir.join("state"), Applier::new(cfg.id))
@@ -52,7 +64,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         .iter()
         .map(|(id, a)| (*id, a.clone()))
         .collect();
-    let pool = PeerPool::with_routes(crate::peer::DEFAULT_MAX_FRAME_LEN, routes);
+    let pool = PeerPool::with_routes(local.clone(), crate::peer::DEFAULT_MAX_FRAME_LEN, routes);
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_cfg),
@@ -71,6 +83,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         replica,
         applied,
         pool,
+        local,
         proposals: ptx,
         read_waiters: rtx,
         touches: Touches::default(),
@@ -91,11 +104,19 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     Ok(node)
 }
 
-/// A fresh cluster initializes itself once a majority of its configured members answers; a node
-/// that has any Raft state (a restart) never initializes again.
+/// A fresh cluster is initialized by its lowest-id configured member once a majority of the
+/// members answers (as `cockroach init` is run on one node): that member generates the cluster
+/// id and records it before it probes the others, then initializes Raft; the others adopt the id from its first connection (its
+/// probes) and are brought in by its first election. A node that has any Raft state (a restart) never
+/// initializes again.
 async fn initialize_cluster(node: Arc<Node>) {
     if node.cfg.join {
         tracing::info!("--join: waiting to be added to a cluster (never initializing one)");
+        return;
+    }
+    let first = node.cfg.members.keys().next().copied();
+    if first != Some(node.id) {
+        tracing::debug!(bootstrapper = ?first, "waiting for the lowest-id member to initialize the cluster");
         return;
     }
     match node.raft.is_initialized().await {
@@ -103,6 +124,14 @@ async fn initialize_cluster(node: Arc<Node>) {
         Ok(false) => {}
         Err(e) => {
             tracing::error!(%e, "cannot read raft state");
+            return;
+        }
+    }
+    // Recorded before the first probe, so that every connection from here on carries it.
+    match node.local.cluster.get_or_generate() {
+        Ok(id) => tracing::info!(cluster_id = %id, "bootstrapping a cluster"),
+        Err(e) => {
+            tracing::error!(%e, "cannot record a cluster id; not initializing");
             return;
         }
     }

@@ -1,7 +1,7 @@
 //! Node configuration: command-line flags, optionally layered over a TOML file, validated with
 //! clear messages before anything starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +72,34 @@ pub struct Args {
     /// (default) or `optional`.
     #[arg(long, value_enum)]
     pub client_auth: Option<ClientAuth>,
+    /// CA bundle (PEM) that peers' certificates are verified against (default: --tls-ca), for
+    /// sites that issue peer certificates from a cluster-internal CA.
+    #[arg(long)]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM; default: --tls-cert). It must name this node's id.
+    #[arg(long)]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The peer certificate's private key (PEM; default: --tls-key).
+    #[arg(long)]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The operators: subject CNs of client certificates that may use the admin endpoints that
+    /// reveal data or change state (comma-separated; default `admin`).
+    #[arg(long, value_delimiter = ',')]
+    pub admin_identities: Option<Vec<String>>,
+    /// Super users by certificate: subject CNs whose connections on the client port also get
+    /// the identity `super` (every ACL check passes; every use is logged). Comma-separated;
+    /// default none.
+    #[arg(long, value_delimiter = ',')]
+    pub super_identities: Option<Vec<String>>,
+    /// ZooKeeper's superDigest: `super:<base64 sha1>` (as `DigestAuthenticationProvider`
+    /// computes it); a client that authenticates with `addauth digest super:<password>` gets the
+    /// identity `super`. Default none.
+    #[arg(long)]
+    pub super_digest: Option<String>,
+    /// Serve every port in plaintext, with no authentication of peers or operators. For local
+    /// experiments only: synod refuses to start without TLS material otherwise.
+    #[arg(long)]
+    pub insecure: bool,
     /// Peer (Raft) listen address; defaults to this node's address in --members.
     #[arg(long)]
     pub peer_addr: Option<SocketAddr>,
@@ -148,6 +176,13 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     client_auth: Option<ClientAuth>,
+    peer_tls_ca: Option<PathBuf>,
+    peer_tls_cert: Option<PathBuf>,
+    peer_tls_key: Option<PathBuf>,
+    insecure: Option<bool>,
+    admin_identities: Option<Vec<String>>,
+    super_identities: Option<Vec<String>>,
+    super_digest: Option<String>,
     peer_addr: Option<SocketAddr>,
     peer_route: Option<BTreeMap<String, String>>,
     admin_addr: Option<SocketAddr>,
@@ -179,10 +214,20 @@ pub struct Config {
     pub client_addr: Option<SocketAddr>,
     /// The TLS client port, if any; `tls` is then set.
     pub secure_client_addr: Option<SocketAddr>,
-    /// This node's TLS material.
+    /// This node's TLS material for the client and admin ports; `None` exactly when `insecure`.
     pub tls: Option<TlsFiles>,
+    /// The peer port's TLS material (defaults to `tls`); `None` exactly when `insecure`.
+    pub peer_tls: Option<TlsFiles>,
+    /// Started with `--insecure`: every port plaintext, nobody authenticated by certificate.
+    pub insecure: bool,
     /// Whether the secure client port requires client certificates.
     pub client_auth: ClientAuth,
+    /// Subject CNs of the operators allowed the protected admin endpoints.
+    pub admin_identities: BTreeSet<String>,
+    /// Subject CNs whose client connections also get the identity `super`.
+    pub super_identities: BTreeSet<String>,
+    /// The digest id (`super:<base64 sha1>`) whose `addauth digest` gives the identity `super`.
+    pub super_digest: Option<String>,
     pub peer_addr: SocketAddr,
     /// Peers dialed at another address than their membership address: id → address.
     pub peer_routes: BTreeMap<u64, String>,
@@ -204,6 +249,22 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Started with --join: never bootstraps a cluster; waits to be added by a leader.
     pub join: bool,
+}
+
+/// A CA, certificate and key given together (all three or none) under flags named `prefix`.
+fn tls_files(
+    prefix: &str,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ServerError> {
+    match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles { ca, cert, key })),
+        (None, None, None) => Ok(None),
+        _ => Err(ServerError::Config(format!(
+            "{prefix}-ca, {prefix}-cert and {prefix}-key go together: give all three"
+        ))),
+    }
 }
 
 /// A TOML table of `id = "address"` with numeric keys.
@@ -279,24 +340,45 @@ impl Config {
                 "--client-addr or --secure-client-addr (or both) is required".into(),
             ));
         }
-        let tls = match (
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
+        let tls = tls_files(
+            "--tls",
             args.tls_ca.or(file.tls_ca),
             args.tls_cert.or(file.tls_cert),
             args.tls_key.or(file.tls_key),
-        ) {
-            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
-            (None, None, None) => None,
-            _ => {
+        )?;
+        let peer_tls = tls_files(
+            "--peer-tls",
+            args.peer_tls_ca.or(file.peer_tls_ca),
+            args.peer_tls_cert.or(file.peer_tls_cert),
+            args.peer_tls_key.or(file.peer_tls_key),
+        )?;
+        if insecure {
+            if tls.is_some() || peer_tls.is_some() || secure_client_addr.is_some() {
                 return Err(bad(
-                    "--tls-ca, --tls-cert and --tls-key go together: give all three".into(),
-                ))
+                    "--insecure serves every port in plaintext: drop it, or drop \
+                     --tls-*, --peer-tls-* and --secure-client-addr"
+                        .into(),
+                ));
             }
-        };
-        if secure_client_addr.is_some() && tls.is_none() {
-            return Err(bad(
-                "--secure-client-addr needs --tls-ca, --tls-cert and --tls-key".into(),
-            ));
+        } else {
+            if tls.is_none() {
+                return Err(bad(
+                    "synod is secure by default: give --tls-ca, --tls-cert and \
+                     --tls-key (`synod certs` makes them), or --insecure to serve every port \
+                     in plaintext"
+                        .into(),
+                ));
+            }
+            if secure_client_addr.is_none() {
+                return Err(bad(
+                    "--secure-client-addr is required (a plaintext --client-addr \
+                     may be kept beside it while clients migrate), unless --insecure"
+                        .into(),
+                ));
+            }
         }
+        let peer_tls = peer_tls.or_else(|| tls.clone());
         let admin_addr = args
             .admin_addr
             .or(file.admin_addr)
@@ -325,6 +407,25 @@ impl Config {
             client_addr,
             secure_client_addr,
             tls,
+            peer_tls,
+            insecure,
+            admin_identities: args
+                .admin_identities
+                .or(file.admin_identities)
+                .unwrap_or_else(|| vec!["admin".to_string()])
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            super_identities: args
+                .super_identities
+                .or(file.super_identities)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            super_digest: args.super_digest.or(file.super_digest),
             client_auth: args.client_auth.or(file.client_auth).unwrap_or_default(),
             peer_addr,
             admin_addr,
@@ -379,6 +480,19 @@ impl Config {
         let bad = |m: String| Err(ServerError::Config(m));
         if self.tick.is_zero() {
             return bad("--tick-ms must be > 0".into());
+        }
+        if let Some(d) = &self.super_digest {
+            use base64::Engine;
+            let hash = d
+                .strip_prefix("super:")
+                .map(|h| base64::engine::general_purpose::STANDARD.decode(h));
+            if !matches!(hash, Some(Ok(ref h)) if h.len() == 20) {
+                return bad(
+                    "--super-digest must be super:<base64 of the SHA-1 of \"super:password\">, \
+                     as ZooKeeper's superDigest"
+                        .into(),
+                );
+            }
         }
         if self.heartbeat.is_zero() {
             return bad("--heartbeat-ms must be > 0".into());
@@ -488,9 +602,92 @@ mod tests {
         Args::parse_from(v)
     }
 
+    /// The TLS flags of a secure node (the files are not read while the config loads).
+    const TLS: &[&str] = &[
+        "--secure-client-addr",
+        "127.0.0.1:2282",
+        "--tls-ca",
+        "ca.crt",
+        "--tls-cert",
+        "n.crt",
+        "--tls-key",
+        "n.key",
+    ];
+
+    /// A plaintext node's flags.
+    fn insecure(extra: &[&str]) -> Args {
+        let mut a = args(extra);
+        a.insecure = true;
+        a
+    }
+
+    #[test]
+    fn secure_by_default() {
+        // No TLS material and no --insecure: refused, saying how to fix it.
+        let e = Config::load(args(&[])).unwrap_err().to_string();
+        assert!(e.contains("secure by default"), "{e}");
+        // TLS material but no secure client port.
+        let e = Config::load(args(&TLS[2..])).unwrap_err().to_string();
+        assert!(e.contains("--secure-client-addr is required"), "{e}");
+        // --insecure with any TLS setting is ambiguous.
+        for extra in [&TLS[..2], &TLS[2..]] {
+            let e = Config::load(insecure(extra)).unwrap_err().to_string();
+            assert!(
+                e.contains("--insecure serves every port in plaintext"),
+                "{e}"
+            );
+        }
+        // The peer port's material defaults to the shared one, or is its own.
+        let c = Config::load(args(TLS)).unwrap();
+        assert!(!c.insecure);
+        assert_eq!(c.peer_tls, c.tls);
+        let mut own = TLS.to_vec();
+        own.extend_from_slice(&[
+            "--peer-tls-ca",
+            "peer-ca.crt",
+            "--peer-tls-cert",
+            "p.crt",
+            "--peer-tls-key",
+            "p.key",
+        ]);
+        let c = Config::load(args(&own)).unwrap();
+        assert_eq!(
+            c.peer_tls.map(|f| f.ca),
+            Some(std::path::PathBuf::from("peer-ca.crt"))
+        );
+        let e = Config::load(args(&[TLS, &["--peer-tls-ca", "x"]].concat()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--peer-tls-ca, --peer-tls-cert and --peer-tls-key go together"),
+            "{e}"
+        );
+        let c = Config::load(insecure(&[])).unwrap();
+        assert!(c.insecure && c.tls.is_none() && c.peer_tls.is_none());
+        assert_eq!(c.admin_identities, BTreeSet::from(["admin".to_string()]));
+        let c = Config::load(insecure(&[
+            "--admin-identities",
+            "ops-1, ops-2",
+            "--super-identities",
+            "breakglass",
+            "--super-digest",
+            "super:DyNYQEQvajljsxlhf5uS4PJ9R28=",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.admin_identities,
+            BTreeSet::from(["ops-1".to_string(), "ops-2".to_string()])
+        );
+        assert!(c.super_identities.contains("breakglass"));
+        let e = Config::load(insecure(&["--super-digest", "super:nope"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--super-digest must be"), "{e}");
+    }
+
     #[test]
     fn flags_load_with_defaults() {
-        let c = Config::load(args(&[])).unwrap();
+        let c = Config::load(insecure(&[])).unwrap();
         assert_eq!(c.peer_addr, "127.0.0.1:7002".parse().unwrap());
         assert_eq!(c.members.len(), 3);
         assert_eq!(c.min_session_timeout, Duration::from_millis(1000));
@@ -501,7 +698,11 @@ mod tests {
 
     #[test]
     fn peer_routes_override_dial_addresses() {
-        let c = Config::load(args(&["--peer-route", "1=127.0.0.1:9001,3=127.0.0.1:9003"])).unwrap();
+        let c = Config::load(insecure(&[
+            "--peer-route",
+            "1=127.0.0.1:9001,3=127.0.0.1:9003",
+        ]))
+        .unwrap();
         assert_eq!(
             c.peer_routes.get(&1).map(String::as_str),
             Some("127.0.0.1:9001")
@@ -510,16 +711,16 @@ mod tests {
             c.peer_routes.get(&3).map(String::as_str),
             Some("127.0.0.1:9003")
         );
-        assert!(Config::load(args(&["--peer-route", "x=1"])).is_err());
+        assert!(Config::load(insecure(&["--peer-route", "x=1"])).is_err());
     }
 
     #[test]
     fn bad_configs_are_explained() {
-        let mut a = args(&[]);
+        let mut a = insecure(&[]);
         a.id = Some(9);
         let e = Config::load(a).unwrap_err().to_string();
         assert!(e.contains("not among --members"), "{e}");
-        let e = Config::load(args(&["--heartbeat-ms", "400"]))
+        let e = Config::load(insecure(&["--heartbeat-ms", "400"]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("election-timeout"), "{e}");
@@ -568,32 +769,19 @@ mod tests {
                 "exceeds --max-session-timeout-ms",
             ),
             (
-                &["--secure-client-addr", "127.0.0.1:2282"],
-                "--secure-client-addr needs --tls-ca",
-            ),
-            (
                 &["--tls-ca", "ca.crt", "--tls-cert", "n.crt"],
                 "go together: give all three",
             ),
-            (
-                &[
-                    "--secure-client-addr",
-                    "127.0.0.1:8082",
-                    "--tls-ca",
-                    "a",
-                    "--tls-cert",
-                    "b",
-                    "--tls-key",
-                    "c",
-                ],
-                "--secure-client-addr and --admin-addr",
-            ),
         ];
         for (extra, want) in cases {
-            let e = Config::load(args(extra)).unwrap_err().to_string();
+            let e = Config::load(insecure(extra)).unwrap_err().to_string();
             assert!(e.contains(want), "{extra:?}: {e}");
         }
-        let mut a = args(&[]);
+        let mut clash = TLS.to_vec();
+        clash[1] = "127.0.0.1:8082";
+        let e = Config::load(args(&clash)).unwrap_err().to_string();
+        assert!(e.contains("--secure-client-addr and --admin-addr"), "{e}");
+        let mut a = insecure(&[]);
         a.data_dir = Some("/etc/hostname".into());
         let e = Config::load(a).unwrap_err().to_string();
         assert!(e.contains("is not a directory"), "{e}");
@@ -606,32 +794,23 @@ mod tests {
             ("2", "is not id=host:port"),
         ];
         for (members, want) in member_cases {
-            let mut a = args(&["--peer-addr", "127.0.0.1:7002"]);
+            let mut a = insecure(&["--peer-addr", "127.0.0.1:7002"]);
             a.members = Some(members.to_string());
             let e = Config::load(a).unwrap_err().to_string();
             assert!(e.contains(want), "{members}: {e}");
         }
         // With a secure client port, the plaintext one is optional; without either, refused.
-        let mut a = args(&[
-            "--secure-client-addr",
-            "127.0.0.1:2282",
-            "--tls-ca",
-            "ca.crt",
-            "--tls-cert",
-            "n.crt",
-            "--tls-key",
-            "n.key",
-        ]);
+        let mut a = args(TLS);
         a.client_addr = None;
         let c = Config::load(a).unwrap();
         assert_eq!(c.client_addr, None);
         assert_eq!(c.client_auth, ClientAuth::Required);
-        let mut a = args(&[]);
+        let mut a = insecure(&[]);
         a.client_addr = None;
         let e = Config::load(a).unwrap_err().to_string();
         assert!(e.contains("--client-addr or --secure-client-addr"), "{e}");
         // A joining node needs only its own entry.
-        let mut a = args(&["--join"]);
+        let mut a = insecure(&["--join"]);
         a.members = Some("2=127.0.0.1:7002".into());
         let c = Config::load(a).unwrap();
         assert!(c.join);
@@ -644,7 +823,7 @@ mod tests {
         let p = dir.path().join("synod.toml");
         std::fs::write(
             &p,
-            "id = 1\nclient_addr = \"127.0.0.1:2181\"\nadmin_addr = \"127.0.0.1:8081\"\ndata_dir = \"/tmp/d\"\ntick_ms = 200\nread_consistency = \"session\"\n[members]\n1 = \"127.0.0.1:7001\"\n",
+            "id = 1\nclient_addr = \"127.0.0.1:2181\"\nadmin_addr = \"127.0.0.1:8081\"\ndata_dir = \"/tmp/d\"\ntick_ms = 200\nread_consistency = \"session\"\ninsecure = true\n[members]\n1 = \"127.0.0.1:7001\"\n",
         )
         .unwrap();
         let a = Args::parse_from(["synod", "--config", p.to_str().unwrap(), "--tick-ms", "300"]);

@@ -24,7 +24,8 @@
 //! Around them: [`node`] (what everything shares) and [`bootstrap`] (starting a node);
 //! [`session`] (the connection registry, the leader's session deadlines and their reaper);
 //! [`admin`] (the HTTP port and four-letter words); [`server`] (listeners, deliberate shutdown);
-//! [`tls`] (certificates, identities, `synod certs`); [`config`], [`error`], [`stats`],
+//! [`tls`] (certificates, identities, `synod certs`); [`data_dir`] (whose data a directory
+//! holds: node id, cluster id); [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod listener;
 pub mod node;

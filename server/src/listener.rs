@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::node::Node;
-use crate::pipeline::connection::ClientStream;
-use crate::tls::identity::CertIdentity;
+use crate::tls::stream::ServerStream;
+use crate::tls::ServerTls;
 
 /// Counts connections per client address; a guard releases its count on drop. One table serves
 /// both client ports.
@@ -66,14 +65,12 @@ pub struct Listener {
     total: Arc<Semaphore>,
     /// Open connections per client address.
     per_ip: Arc<PerIp>,
-    /// The secure port's TLS configuration; `None`: plaintext.
-    tls: Option<TlsAcceptor>,
+    /// The secure port's TLS configuration (re-read on reload); `None`: plaintext.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// How long the accept loop pauses after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long a client has to complete its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Listener {
     /// A listener sharing the connection bounds `total` and `per_ip` with the node's other
@@ -83,7 +80,7 @@ impl Listener {
         node: Arc<Node>,
         total: Arc<Semaphore>,
         per_ip: Arc<PerIp>,
-        tls: Option<TlsAcceptor>,
+        tls: Option<Arc<ServerTls>>,
     ) -> Self {
         Listener {
             listener,
@@ -124,8 +121,14 @@ impl Listener {
             let tls = self.tls.clone();
             tokio::spawn(async move {
                 let admitted = match tls {
-                    None => Some((ClientStream::Plain(stream), None)),
-                    Some(tls) => secure(tls, stream, addr).await,
+                    None => Some((ServerStream::Plain(stream), None)),
+                    Some(tls) => match crate::tls::stream::accept(&tls.acceptor(), stream).await {
+                        Ok(admitted) => Some(admitted),
+                        Err(e) => {
+                            tracing::info!(%addr, %e, "refusing client");
+                            None
+                        }
+                    },
                 };
                 if let Some((stream, identity)) = admitted {
                     crate::pipeline::connection::serve(node, stream, addr, identity).await;
@@ -135,34 +138,4 @@ impl Listener {
             });
         }
     }
-}
-
-/// The TLS handshake of a secure-port connection (bounded by [`TLS_HANDSHAKE_TIMEOUT`]): the
-/// stream and the identity its certificate names, or `None` (logged) if the client is refused —
-/// no certificate where one is required, one the CA did not sign, an expired one, plaintext.
-async fn secure(
-    tls: TlsAcceptor,
-    stream: tokio::net::TcpStream,
-    addr: std::net::SocketAddr,
-) -> Option<(ClientStream, Option<CertIdentity>)> {
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::info!(%addr, %e, "refusing client: TLS handshake failed");
-            return None;
-        }
-        Err(_) => {
-            tracing::info!(%addr, "refusing client: no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
-            return None;
-        }
-    };
-    let identity = match CertIdentity::of_session(stream.get_ref().1) {
-        None => None,
-        Some(Ok(identity)) => Some(identity),
-        Some(Err(e)) => {
-            tracing::info!(%addr, %e, "refusing client: its certificate names no identity");
-            return None;
-        }
-    };
-    Some((ClientStream::Tls(Box::new(stream)), identity))
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::error::ReadIndexError;
-use crate::peer::{ForwardError, PeerPool};
+use crate::peer::{ForwardError, LocalPeer, PeerPool};
 use crate::pipeline::apply::Applier;
 use crate::session::tracker::Touches;
 use crate::stats::ConnStats;
@@ -46,6 +46,8 @@ pub struct Node {
     pub applied: watch::Receiver<u64>,
     /// Connections to the other members.
     pub pool: PeerPool,
+    /// Who this node is on the peer port (id, cluster id, TLS), shared with `pool`.
+    pub local: Arc<LocalPeer>,
     /// The proposer's input ([`crate::pipeline::proposer`]).
     pub(crate) proposals: mpsc::UnboundedSender<Proposal>,
     /// The read-index batcher's input ([`crate::pipeline::read_index`]).

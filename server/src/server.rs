@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
+use crate::admin::listener::{AdminListener, AdminPeer};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::listener::{Listener, PerIp};
 use crate::node::Node;
+use crate::tls::{ClientAuth, ServerTls};
 
 /// How long a shutdown waits for connections to answer what they have read and close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,12 +32,16 @@ pub async fn run(
     // TLS material is read before anything is bound: a node with unusable certificates does
     // not start.
     let tls = match (&cfg.secure_client_addr, &cfg.tls) {
-        (Some(_), Some(files)) => Some(TlsAcceptor::from(crate::tls::server_config(
-            files,
-            cfg.client_auth,
-        )?)),
+        (Some(_), Some(files)) => Some(ServerTls::load(files, cfg.client_auth)?),
         _ => None,
     };
+    // The admin port asks for a client certificate but lets probes in without one; what needs
+    // an operator is decided per endpoint (crate::admin::access).
+    let admin_tls = cfg
+        .tls
+        .as_ref()
+        .map(|files| ServerTls::load(files, ClientAuth::Optional))
+        .transpose()?;
     let client = match cfg.client_addr {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
@@ -48,8 +53,15 @@ pub async fn run(
     let peer = TcpListener::bind(cfg.peer_addr).await?;
     let admin = TcpListener::bind(cfg.admin_addr).await?;
     crate::admin::metrics::install();
+    if cfg.insecure {
+        tracing::warn!(
+            "INSECURE: --insecure given: every port is plaintext; peers, clients and operators \
+             are not authenticated by certificate. Never run this across a network."
+        );
+    }
     tracing::info!(
         id = cfg.id,
+        insecure = cfg.insecure,
         client = ?cfg.client_addr,
         secure_client = ?cfg.secure_client_addr,
         client_auth = ?cfg.client_auth,
@@ -72,7 +84,7 @@ pub async fn run(
         let node = node.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            crate::peer::serve(peer, node, async move {
+            crate::peer::serve(peer, node.local.clone(), node, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
@@ -81,14 +93,22 @@ pub async fn run(
     let admin_task = {
         let mut stop = stop_rx.clone();
         let app = crate::admin::router(node.clone());
+        let admin = AdminListener::new(admin, admin_tls.clone())?;
         tokio::spawn(async move {
-            axum::serve(admin, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
+            axum::serve(
+                admin,
+                app.into_make_service_with_connect_info::<AdminPeer>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
         })
     };
+    let reloader = tokio::spawn(reload_on_sighup(
+        [tls.clone(), admin_tls].into_iter().flatten().collect(),
+        node.clone(),
+    ));
     let per_ip = Arc::new(PerIp::default());
     let client_tasks: Vec<_> = [(client, None), (secure_client, tls)]
         .into_iter()
@@ -123,6 +143,7 @@ pub async fn run(
              (openraft 0.9 has no leadership transfer)"
         );
     }
+    reloader.abort();
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     peer_task.abort();
@@ -130,6 +151,38 @@ pub async fn run(
         tracing::warn!(%e, "raft shutdown");
     }
     Ok(())
+}
+
+/// Re-reads every port's TLS material on each SIGHUP (operators rotate certificates without a
+/// restart): new connections use the new material, open ones keep theirs. A file that cannot be
+/// used leaves that port's material as it was, and says why.
+async fn reload_on_sighup(ports: Vec<Arc<ServerTls>>, node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%e, "cannot watch SIGHUP: certificates reload only on restart");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let mut failed = 0;
+        for port in &ports {
+            if let Err(e) = port.reload() {
+                failed += 1;
+                tracing::error!(%e, "certificate reload failed; keeping the old material");
+            }
+        }
+        if let Some(peer) = &node.local.tls {
+            if let Err(e) = peer.reload() {
+                failed += 1;
+                tracing::error!(%e, "peer certificate reload failed; keeping the old material");
+            }
+        }
+        if failed == 0 {
+            tracing::info!("certificates reloaded (SIGHUP)");
+        }
+    }
 }
 
 /// Waits (bounded) until every follower and learner has matched the leader's last log entry.

@@ -1,9 +1,11 @@
-//! The secure client port against a real single-node synod server (the `synod` binary): TLS 1.3
-//! with client certificates verified against the node's CA; a certificate's subject CN is the
-//! connection's `x509` identity, which ACLs grant to; clients without a certificate the CA
-//! vouches for (none, another CA's, an expired one, plaintext) are refused during the handshake
-//! and leave no connection behind. kazoo (Debian's python3-kazoo), a ZooKeeper client that is
-//! not synod's, speaks to the secure port with its own TLS stack.
+//! The secure client and admin ports against a real single-node synod server (the `synod`
+//! binary, secure by default): TLS 1.3 with client certificates verified against the node's CA;
+//! a certificate's subject CN is the connection's `x509` identity, which ACLs grant to; clients
+//! without a certificate the CA vouches for (none, another CA's, an expired one, plaintext) are
+//! refused during the handshake and leave no connection behind. kazoo (Debian's python3-kazoo),
+//! a ZooKeeper client that is not synod's, speaks to the secure port with its own TLS stack. The
+//! admin port answers probes to anyone, and everything else only to an operator's certificate
+//! (401 without a certificate, 403 with another's, and neither leaks data).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use synod_client::tls::TlsOptions;
 use synod_client::{perms, Acl, Client, ConnectOptions, CreateMode, Error};
 use synod_server::tls::certs::{create_ca, issue, Issued, Subject, Validity};
-use synod_testkit::{blocking, free_ports, Ensemble, SynodEnsemble};
+use synod_testkit::{blocking, free_ports, AdminHttp, Ensemble, SynodEnsemble};
 
 /// A CA and the certificates the tests use, written to a temp dir.
 struct Pki {
@@ -19,18 +21,14 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    /// Certificates from the ensemble's CA (`certs`: its directory), and a few from another.
+    fn new(certs: &Path) -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = create_ca("synod test CA", Validity::days(1)).expect("CA");
+        let ca = Issued::read(&certs.join("ca.crt"), &certs.join("ca.key")).expect("read the CA");
         ca.write(dir.path(), "ca").expect("write CA");
-        let node = Subject::Node {
-            id: 1,
-            hosts: vec!["127.0.0.1".into(), "localhost".into()],
-        };
         let write = |issued: Issued, stem: &str| {
             issued.write(dir.path(), stem).expect("write certificate");
         };
-        write(issue(&ca, &node, Validity::days(1)).expect("node"), "node1");
         for (name, institution) in [("alice", "lab-3"), ("bob", "imaging-1")] {
             let who = Subject::Client {
                 name: name.into(),
@@ -82,30 +80,32 @@ impl Pki {
     }
 }
 
-/// A single node with a plaintext and a secure client port.
+/// A single secure node that also keeps a plaintext client port (as a site migrating to TLS).
 struct Server {
     ens: SynodEnsemble,
+    /// The secure client port.
     secure: String,
+    /// The plaintext client port.
+    plain: String,
 }
 
 impl Server {
-    fn start(pki: &Pki) -> Server {
+    /// Starts the node; returns it with certificates from its CA.
+    fn start() -> (Server, Pki) {
         let port = free_ports(1).expect("free port")[0];
-        let secure = format!("127.0.0.1:{port}");
-        let arg = |p: PathBuf| p.display().to_string();
-        let extra = vec![
-            "--secure-client-addr".into(),
-            secure.clone(),
-            "--tls-ca".into(),
-            arg(pki.path("ca.crt")),
-            "--tls-cert".into(),
-            arg(pki.path("node1.crt")),
-            "--tls-key".into(),
-            arg(pki.path("node1.key")),
-        ];
+        let plain = format!("127.0.0.1:{port}");
+        let extra = vec!["--client-addr".into(), plain.clone()];
         let bin = Path::new(env!("CARGO_BIN_EXE_synod"));
-        let ens = blocking(|| SynodEnsemble::start(bin, 1, &extra)).expect("start synod");
-        Server { ens, secure }
+        let ens = blocking(|| SynodEnsemble::start_tls(bin, 1, &extra)).expect("start synod");
+        let secure = ens.addrs()[0].to_string();
+        let pki = Pki::new(&Server::certs_dir(&ens));
+        (Server { ens, secure, plain }, pki)
+    }
+
+    /// The ensemble's certificates (`synod certs` wrote them beside the node directory).
+    fn certs_dir(ens: &SynodEnsemble) -> PathBuf {
+        let node_dir = &ens.nodes()[0].dir;
+        node_dir.parent().unwrap_or(node_dir).join("certs")
     }
 
     async fn connect(&self, tls: &TlsOptions) -> Result<Client, Error> {
@@ -129,8 +129,7 @@ impl Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_identities_and_clients_without_a_vouched_one_are_refused() {
-    let pki = Pki::new();
-    let server = Server::start(&pki);
+    let (server, pki) = Server::start();
 
     // alice's certificate makes her x509:alice: a node only she may read stays hers.
     let alice = server
@@ -155,12 +154,9 @@ async fn certificates_are_identities_and_clients_without_a_vouched_one_are_refus
         .await
         .expect("bob connects with his certificate");
     assert_eq!(bob.get_data("/case-17").await.err(), Some(Error::NoAuth));
-    let plain = Client::connect(
-        &server.ens.addrs()[0].to_string(),
-        ConnectOptions::default(),
-    )
-    .await
-    .expect("plaintext port");
+    let plain = Client::connect(&server.plain, ConnectOptions::default())
+        .await
+        .expect("plaintext port");
     assert_eq!(plain.get_data("/case-17").await.err(), Some(Error::NoAuth));
     plain.close().await.expect("close");
     bob.close().await.expect("close");
@@ -210,6 +206,88 @@ async fn certificates_are_identities_and_clients_without_a_vouched_one_are_refus
     assert_eq!(bob.get_data("/kazoo-tls").await.err(), Some(Error::NoAuth));
     bob.close().await.expect("close");
     alice.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_that_reveal_or_change_need_an_operator() {
+    let (server, pki) = Server::start();
+    let certs = Server::certs_dir(&server.ens);
+    let admin = server.ens.admin_addr(0).expect("admin address");
+    let ca = certs.join("ca.crt");
+    let anonymous = AdminHttp::https(&ca, None).expect("anonymous HTTPS client");
+    let alice = AdminHttp::https(&ca, Some((&pki.path("alice.crt"), &pki.path("alice.key"))))
+        .expect("alice's HTTPS client");
+    let operator = AdminHttp::https(
+        &ca,
+        Some((&certs.join("admin.crt"), &certs.join("admin.key"))),
+    )
+    .expect("the operator's HTTPS client");
+    let timeout = Duration::from_secs(30);
+
+    // Something secret to look for in every answer.
+    let owner = server
+        .connect(&pki.client(Some("alice")))
+        .await
+        .expect("alice connects");
+    owner
+        .create_full(
+            "/patient-4711",
+            b"biopsy: malignant",
+            &[Acl::new(perms::ALL, "x509", "alice")],
+            CreateMode::Persistent,
+            None,
+        )
+        .await
+        .expect("alice creates her case");
+
+    // Probes and scrapers need no certificate.
+    for path in ["/health", "/ready", "/status", "/metrics", "/commands/ruok"] {
+        let (status, _) = blocking(|| anonymous.request(admin, "GET", path, None, timeout))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(status, 200, "GET {path} without a certificate");
+    }
+    // Everything that reveals data or changes state: 401 without a certificate, 403 with one
+    // that is not an operator's; neither answer says anything about the data.
+    let protected = [
+        ("GET", "/tree?path=/patient-4711"),
+        ("GET", "/snapshot"),
+        ("GET", "/sessions"),
+        ("GET", "/watches"),
+        ("GET", "/digest"),
+        ("GET", "/commands/dump"),
+        ("GET", "/commands/cons"),
+        ("GET", "/commands/envi"),
+        ("POST", "/snapshot"),
+        ("POST", "/members/remove"),
+        ("POST", "/members/add-learner"),
+    ];
+    for (method, path) in protected {
+        for (who, client, want) in [("anonymous", &anonymous, 401), ("alice", &alice, 403)] {
+            let (status, body) =
+                blocking(|| client.request(admin, method, path, Some("{}"), timeout))
+                    .unwrap_or_else(|e| panic!("{method} {path} as {who}: {e}"));
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(status, want, "{method} {path} as {who}: {body}");
+            assert!(
+                !body.contains("patient-4711") && !body.contains("biopsy"),
+                "{method} {path} as {who} leaks: {body}"
+            );
+        }
+    }
+    // The operator is served.
+    let (status, body) =
+        blocking(|| operator.request(admin, "GET", "/tree?path=/patient-4711", None, timeout))
+            .expect("the operator's GET /tree");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("patient-4711"));
+    let (status, _) = blocking(|| operator.request(admin, "POST", "/snapshot", None, timeout))
+        .expect("the operator's POST /snapshot");
+    assert_eq!(status, 200);
+    // Plaintext HTTP gets no answer from the HTTPS port.
+    assert!(
+        blocking(|| AdminHttp::plain().request(admin, "GET", "/health", None, timeout)).is_err()
+    );
+    owner.close().await.expect("close");
 }
 
 /// kazoo's side: connect over TLS as alice, create `/kazoo-tls` readable by `x509:alice` only,

@@ -31,6 +31,8 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::http::AdminHttp;
+
 /// The `synod` server binary for tests outside the server crate: `$SYNOD_BIN` if set, else
 /// `<directory of the running test executable>/../synod` (in `cargo test --workspace` the server's
 /// binary is built into `target/<profile>/synod` before any test runs).
@@ -102,6 +104,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Per-connection bound on a four-letter-word or admin HTTP exchange, so a hung (or paused) node
 /// cannot stall a test.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on an admin request that may take long (a snapshot, a membership change).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(150);
 /// How many lines [`Local::log_tail`] returns.
 const LOG_TAIL_LINES: usize = 100;
 /// How many lines of each node's log a start-up or wait error quotes.
@@ -427,7 +431,8 @@ pub type NodeArgs = Arc<dyn Fn(&Node, &[Node]) -> Vec<String> + Send + Sync>;
 pub struct Synod {
     /// The `synod` executable (in tests, `env!("CARGO_BIN_EXE_synod")`).
     pub bin: PathBuf,
-    /// Flags added to every node's command line, after the ones the ensemble sets.
+    /// Flags added to every node's command line, after the ones the ensemble sets. Without
+    /// `tls` and without a `--tls-ca` here, the nodes run `--insecure`.
     pub extra_args: Vec<String>,
     /// Replaces `--members` (every node as a voter) with flags of its own per node: other
     /// member lists, `--peer-route`s through fault proxies, `--join`.
@@ -436,12 +441,40 @@ pub struct Synod {
     /// a CA and certificates issued by `synod certs` under the ensemble's `certs/` directory
     /// (`ca.crt`, `node<id>.{crt,key}`, and `tester.{crt,key}` for the tests' clients).
     pub tls: bool,
+    /// The admin-port client, made on first use (after the certificates exist).
+    pub admin: Arc<OnceLock<AdminHttp>>,
 }
 
 /// The name of the client certificate a TLS ensemble issues for the tests (`x509:tester`).
 pub const TEST_CLIENT: &str = "tester";
 
+/// The name of the operator certificate a TLS ensemble issues for the tests' admin requests
+/// (the nodes' default `--admin-identities`).
+pub const TEST_OPERATOR: &str = "admin";
+
 impl Synod {
+    /// The admin-port client for these nodes (`node_dir`: any node's directory): HTTPS as the
+    /// ensemble's operator for a TLS ensemble, plaintext otherwise. A TLS ensemble whose
+    /// certificates cannot be read gets a plaintext client, whose requests then fail.
+    pub fn admin_http(&self, node_dir: &Path) -> AdminHttp {
+        self.admin
+            .get_or_init(|| {
+                if !self.tls {
+                    return AdminHttp::plain();
+                }
+                let dir = Synod::certs_dir(node_dir);
+                let (cert, key) = (
+                    dir.join(format!("{TEST_OPERATOR}.crt")),
+                    dir.join(format!("{TEST_OPERATOR}.key")),
+                );
+                AdminHttp::https(&dir.join("ca.crt"), Some((&cert, &key))).unwrap_or_else(|e| {
+                    eprintln!("testkit: no HTTPS admin client ({e}); using plaintext");
+                    AdminHttp::plain()
+                })
+            })
+            .clone()
+    }
+
     /// Where a TLS ensemble keeps its CA and certificates: beside the node directories.
     fn certs_dir(node_dir: &Path) -> PathBuf {
         node_dir
@@ -468,6 +501,12 @@ impl Synod {
             )))
         }
     }
+}
+
+/// Whether a plaintext ensemble's flags bring TLS material of their own (a test of TLS with its
+/// own certificates); otherwise the ensemble runs its nodes `--insecure`.
+fn brings_tls<S: AsRef<str>>(args: &[S]) -> bool {
+    args.iter().any(|a| a.as_ref() == "--tls-ca")
 }
 
 /// `--members` naming `nodes` as voters at their peer ports.
@@ -527,17 +566,19 @@ impl Kind for Synod {
                 )?;
             }
         }
-        if !dir.join(format!("{TEST_CLIENT}.crt")).exists() {
-            self.certs(
-                &dir,
-                &[
-                    "create-client",
-                    "--name",
-                    TEST_CLIENT,
-                    "--institution",
-                    "synod-tests",
-                ],
-            )?;
+        for name in [TEST_CLIENT, TEST_OPERATOR] {
+            if !dir.join(format!("{name}.crt")).exists() {
+                self.certs(
+                    &dir,
+                    &[
+                        "create-client",
+                        "--name",
+                        name,
+                        "--institution",
+                        "synod-tests",
+                    ],
+                )?;
+            }
         }
         Ok(())
     }
@@ -571,6 +612,9 @@ impl Kind for Synod {
                 .arg(dir.join(format!("node{}.key", node.id)));
         } else {
             cmd.arg("--client-addr").arg(node.client_addr().to_string());
+            if !brings_tls(&self.extra_args) {
+                cmd.arg("--insecure");
+            }
         }
         cmd.arg("--admin-addr")
             .arg(loopback(node.aux_port).to_string())
@@ -581,7 +625,8 @@ impl Kind for Synod {
     }
 
     fn probe(&self, node: &Node) -> Probe {
-        let Some(status) = synod_status(loopback(node.aux_port)) else {
+        let Some(status) = synod_status(&self.admin_http(&node.dir), loopback(node.aux_port))
+        else {
             return Probe::Down;
         };
         let leader = status
@@ -656,6 +701,7 @@ impl Local<Synod> {
             extra_args: extra_args.to_vec(),
             node_args: None,
             tls: false,
+            admin: Default::default(),
         };
         Local::launch(kind, n, n, "synod-cluster-")
     }
@@ -668,6 +714,7 @@ impl Local<Synod> {
             extra_args: extra_args.to_vec(),
             node_args: None,
             tls: true,
+            admin: Default::default(),
         };
         Local::launch(kind, n, n, "synod-tls-cluster-")
     }
@@ -687,6 +734,7 @@ impl Local<Synod> {
             extra_args: extra_args.to_vec(),
             node_args: Some(node_args),
             tls: false,
+            admin: Default::default(),
         };
         Local::launch(kind, n, initial, "synod-cluster-")
     }
@@ -699,6 +747,7 @@ impl Local<Synod> {
             extra_args: Vec::new(),
             node_args: None,
             tls: false,
+            admin: Default::default(),
         };
         Local::launch(kind, n, 0, "synod-ops-")
     }
@@ -739,6 +788,9 @@ impl Local<Synod> {
             .arg("--data-dir")
             .arg(node.data_dir())
             .args(extra);
+        if !brings_tls(extra) {
+            cmd.arg("--insecure");
+        }
         self.spawn_command(idx, cmd)
     }
 
@@ -773,7 +825,17 @@ impl Local<Synod> {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Option<(u16, Vec<u8>)> {
-        http(self.admin_addr(idx)?, method, path, body)
+        let body = body.map(serde_json::Value::to_string);
+        self.kind
+            .admin_http(&self.nodes.get(idx)?.dir)
+            .request(
+                self.admin_addr(idx)?,
+                method,
+                path,
+                body.as_deref(),
+                ADMIN_TIMEOUT,
+            )
+            .ok()
     }
 
     /// [`Local::http`] with the answer parsed as JSON (`Null` if it is not JSON).
@@ -843,12 +905,18 @@ impl Local<Synod> {
 
     /// The body of node `idx`'s `GET /status` (JSON), or `None` if it does not answer.
     pub fn status(&self, idx: usize) -> Option<String> {
-        http_get(self.admin_addr(idx)?, "/status").ok()
+        self.kind
+            .admin_http(&self.nodes.get(idx)?.dir)
+            .get(self.admin_addr(idx)?, "/status", PROBE_TIMEOUT)
+            .ok()
     }
 
     /// Node `idx`'s `/status`, parsed; `None` if it does not answer with JSON.
     pub fn status_json(&self, idx: usize) -> Option<serde_json::Value> {
-        synod_status(self.admin_addr(idx)?)
+        synod_status(
+            &self.kind.admin_http(&self.nodes.get(idx)?.dir),
+            self.admin_addr(idx)?,
+        )
     }
 
     /// A number field of node `idx`'s `/status` (e.g. `"applied_index"`, `"term"`).
@@ -1386,80 +1454,40 @@ fn srvr_mode(addr: SocketAddr) -> Option<String> {
 }
 
 /// A synod node's `GET /status`, parsed.
-fn synod_status(admin: SocketAddr) -> Option<serde_json::Value> {
-    serde_json::from_str(&http_get(admin, "/status").ok()?).ok()
+fn synod_status(http: &AdminHttp, admin: SocketAddr) -> Option<serde_json::Value> {
+    serde_json::from_str(&http.get(admin, "/status", PROBE_TIMEOUT).ok()?).ok()
 }
 
-/// A minimal HTTP/1.0 `GET path` to `addr`: returns the body of a `200` answer, and fails on any
-/// other status.
+/// `GET path` over plaintext HTTP (an `--insecure` node): the body of a `200` answer; any other
+/// status is an error.
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let reply = exchange(addr, request.as_bytes())?;
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("GET {path} on {addr}: no header end")))?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(io::Error::other(format!("GET {path} on {addr}: {status}")));
-    }
-    Ok(body.to_string())
+    AdminHttp::plain().get(addr, path, PROBE_TIMEOUT)
 }
 
-/// A minimal HTTP/1.0 `POST path` of a JSON `body` to `addr`, waiting at most `timeout` for the
-/// answer: (status code, body).
+/// `POST path` of a JSON `body` over plaintext HTTP, waiting at most `timeout`: (status, body).
 pub fn http_post(
     addr: SocketAddr,
     path: &str,
     body: &str,
     timeout: Duration,
 ) -> io::Result<(u16, String)> {
-    let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-    stream.write_all(request.as_bytes())?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("POST {path} on {addr}: no header end")))?;
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("POST {path} on {addr}: bad status line")))?;
-    Ok((status, body.to_string()))
+    let (status, body) = AdminHttp::plain().request(addr, "POST", path, Some(body), timeout)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// A blocking HTTP/1.0 `method path` to `addr` with an optional JSON body, waiting at most 150 s
-/// for the answer (a snapshot or a membership change can take long): (status, body), or `None`
-/// if the node does not answer.
+/// `method path` over plaintext HTTP with an optional JSON body, waiting at most 150 s for the
+/// answer (a snapshot or a membership change can take long): (status, body), or `None` if the
+/// node does not answer.
 pub fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(150))).ok()?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{payload}",
-        payload.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, raw[end + 4..].to_vec()))
+    let body = body.map(serde_json::Value::to_string);
+    AdminHttp::plain()
+        .request(addr, method, path, body.as_deref(), ADMIN_TIMEOUT)
+        .ok()
 }
 
 /// Sends `request` on a fresh connection to `addr` and reads the reply until the server closes

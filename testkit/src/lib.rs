@@ -4,7 +4,8 @@
 //!   ZooKeeper from the Debian package ([`ZkEnsemble`]) — or an external server list
 //!   (`SYNOD_TEST_SERVERS`, [`External`]), with kill/restart/pause/resume, per-node membership for
 //!   the operations tests, peer routes for fault proxies, logs and data directories; the `synod`
-//!   binary ([`synod_bin`]); admin HTTP helpers; free ports.
+//!   binary ([`synod_bin`]); free ports.
+//! - [`http`]: the admin-port client ([`AdminHttp`]): plaintext, or HTTPS with a certificate.
 //! - [`conformance`]: the client-visible ZooKeeper behaviour every server must show, run by
 //!   testkit/tests/conformance.rs against ZooKeeper and by server/tests/conformance.rs against
 //!   synod.
@@ -19,11 +20,13 @@ use std::time::{Duration, Instant};
 
 pub mod conformance;
 pub mod ensemble;
+pub mod http;
 
 pub use ensemble::{
     free_ports, from_env, http, http_get, http_post, members_arg, synod_bin, Ensemble, External,
     Kind, Local, Node, NodeArgs, Probe, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
 };
+pub use http::AdminHttp;
 
 /// Runs a blocking harness call (kill, restart, leader polling, admin HTTP) from async code on a
 /// multi-threaded tokio runtime.

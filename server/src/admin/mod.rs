@@ -4,10 +4,14 @@
 //! (the dashboard) — and render [`views`], the plain-data views that [`fourletter`] renders too
 //! (the four-letter words are also answered on the client port, which never reaches axum).
 //! Every answer is bounded: lists are paged, the tree view is limited, waits have a timeout.
+//! [`listener`] accepts HTTPS connections and names their certificates; [`access`] decides which
+//! endpoints need an operator.
 //! docs/admin-api.md documents each endpoint.
 
+pub mod access;
 pub mod fourletter;
 pub mod http;
+pub mod listener;
 pub mod membership;
 pub mod metrics;
 pub mod snapshot;
@@ -23,9 +27,13 @@ use axum::{Json, Router};
 
 use crate::node::Node;
 
-/// Every route of the admin port.
+/// Every route of the admin port, behind [`access::guard`].
 pub fn router(node: Arc<Node>) -> Router {
     type S = State<Arc<Node>>;
+    let access = Arc::new(access::AdminAccess {
+        insecure: node.cfg.insecure,
+        operators: node.cfg.admin_identities.clone(),
+    });
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route(
@@ -89,5 +97,6 @@ pub fn router(node: Arc<Node>) -> Router {
             "/ui/style.css",
             get(|| async { http::asset("text/css; charset=utf-8", ui::STYLE_CSS) }),
         )
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .with_state(node)
 }

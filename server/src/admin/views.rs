@@ -98,6 +98,10 @@ pub struct Status {
     pub connections: usize,
     /// Voter ids.
     pub members: Vec<u64>,
+    /// The cluster this node belongs to (32 hex digits), once generated or adopted.
+    pub cluster_id: Option<String>,
+    /// Whether this node runs `--insecure` (every port plaintext).
+    pub insecure: bool,
     /// Where clients connect to this node in plaintext, if they may.
     pub client_addr: Option<String>,
     /// Where clients connect to this node over TLS, if they may.
@@ -149,6 +153,8 @@ pub async fn status(node: &Node) -> Status {
         watches,
         connections,
         members: m.membership_config.membership().voter_ids().collect(),
+        cluster_id: node.local.cluster.get().map(|c| c.to_string()),
+        insecure: node.cfg.insecure,
         client_addr: node.cfg.client_addr.map(|a| a.to_string()),
         secure_client_addr: node.cfg.secure_client_addr.map(|a| a.to_string()),
         peer_addr: node.cfg.peer_addr.to_string(),

@@ -1,5 +1,6 @@
-//! The peer RPC client: one persistent, pipelined connection per peer address, made lazily and
-//! remade on the next call after it breaks.
+//! The peer RPC client: one persistent, pipelined connection per peer address, made lazily
+//! (TCP, then [`super::transport::dial`]: TLS and the hello) and remade on the next call after it
+//! breaks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,17 +9,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use synod_raft_store::types::NodeId;
 
-use super::frame::{clamp_max_frame_len, codec, decode_frame, encode_frame, BatchWriter};
+use super::frame::{clamp_max_frame_len, decode_frame, encode_frame, BatchWriter};
+use super::transport::{self, BoxRead, BoxWrite, LocalPeer};
 use super::{AbortOnDrop, PeerError, PeerRequest, PeerResponse, DEFAULT_MAX_FRAME_LEN};
 
 /// Frames queued for a connection's writer; when full, callers wait (within their timeout) for
@@ -51,6 +52,8 @@ pub struct PeerPool {
 
 /// The state every clone of a [`PeerPool`] shares.
 struct PoolInner {
+    /// Who this node is on the peer port: its id, cluster id and TLS material.
+    local: Arc<LocalPeer>,
     /// Largest request payload sent (and response payload accepted), the length prefix excluded.
     max_frame_len: usize,
     /// Source of request ids: unique in the pool, hence unique on each connection.
@@ -64,8 +67,9 @@ struct PoolInner {
 }
 
 impl Default for PeerPool {
+    /// A plaintext pool of node 0 (tests of the peer layer).
     fn default() -> Self {
-        PeerPool::new(DEFAULT_MAX_FRAME_LEN)
+        PeerPool::new(LocalPeer::insecure(0), DEFAULT_MAX_FRAME_LEN)
     }
 }
 
@@ -80,15 +84,21 @@ impl std::fmt::Debug for PeerPool {
 impl PeerPool {
     /// A pool whose frames (requests sent, responses accepted) are at most `max_frame_len` bytes
     /// after the length prefix ([`DEFAULT_MAX_FRAME_LEN`] is the usual choice).
-    pub fn new(max_frame_len: usize) -> Self {
-        Self::with_routes(max_frame_len, HashMap::new())
+    /// Connections are opened as `local`.
+    pub fn new(local: Arc<LocalPeer>, max_frame_len: usize) -> Self {
+        Self::with_routes(local, max_frame_len, HashMap::new())
     }
 
     /// Like [`PeerPool::new`], but calls to a node in `routes` dial the address given there
     /// instead of the one the caller names.
-    pub fn with_routes(max_frame_len: usize, routes: HashMap<NodeId, String>) -> Self {
+    pub fn with_routes(
+        local: Arc<LocalPeer>,
+        max_frame_len: usize,
+        routes: HashMap<NodeId, String>,
+    ) -> Self {
         PeerPool {
             inner: Arc::new(PoolInner {
+                local,
                 max_frame_len: clamp_max_frame_len(max_frame_len),
                 next_id: AtomicU64::new(1),
                 routes,
@@ -151,7 +161,14 @@ impl PeerPool {
                 stale => {
                     // A broken connection is dropped here (its tasks stop, its socket closes).
                     drop(stale);
-                    Conn::connect(target, addr, self.inner.max_frame_len, connect_deadline).await?
+                    Conn::connect(
+                        &self.inner.local,
+                        target,
+                        addr,
+                        self.inner.max_frame_len,
+                        connect_deadline,
+                    )
+                    .await?
                 }
             };
             let conn = slot.insert(conn);
@@ -317,14 +334,24 @@ impl ConnShared {
 }
 
 impl Conn {
-    /// Opens a connection and starts its reader and writer tasks.
+    /// Opens a connection (TCP, TLS and the hello, all before `deadline`) and starts its reader
+    /// and writer tasks.
     async fn connect(
+        local: &LocalPeer,
         target: NodeId,
         addr: &str,
         max_frame_len: usize,
         deadline: Option<Instant>,
     ) -> Result<Conn, PeerError> {
-        let connecting = TcpStream::connect(addr);
+        let connecting = async {
+            let stream = TcpStream::connect(addr).await?;
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(node = target, addr, error = %e, "cannot set TCP_NODELAY on peer connection");
+            }
+            Ok::<_, std::io::Error>(
+                transport::dial(local, target, addr, stream, max_frame_len).await,
+            )
+        };
         let connected = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, connecting)
                 .await
@@ -335,14 +362,15 @@ impl Conn {
                 })?,
             None => connecting.await,
         };
-        let stream = connected.map_err(|e| {
-            PeerError::Unreachable(format!("cannot connect to node {target} at {addr}: {e}"))
-        })?;
-        if let Err(e) = stream.set_nodelay(true) {
-            warn!(node = target, addr, error = %e, "cannot set TCP_NODELAY on peer connection");
-        }
+        let established = connected
+            .map_err(|e| {
+                PeerError::Unreachable(format!("cannot connect to node {target} at {addr}: {e}"))
+            })?
+            .map_err(|refusal| {
+                warn!(node = target, addr, %refusal, "peer connection refused");
+                PeerError::Refused(refusal.to_string())
+            })?;
         debug!(node = target, addr, "peer connection established");
-        let (rd, wr) = stream.into_split();
         let shared = Arc::new(ConnShared {
             target,
             addr: addr.to_string(),
@@ -353,8 +381,8 @@ impl Conn {
             closed: CancellationToken::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
-        let reader = tokio::spawn(read_responses(rd, shared.clone(), max_frame_len));
-        let writer = tokio::spawn(write_requests(BatchWriter::new(wr), rx, shared.clone()));
+        let reader = tokio::spawn(read_responses(established.frames, shared.clone()));
+        let writer = tokio::spawn(write_requests(established.writer, rx, shared.clone()));
         Ok(Conn {
             shared,
             tx,
@@ -373,8 +401,10 @@ impl Drop for Conn {
 }
 
 /// Reads responses and delivers them to their calls until the connection fails.
-async fn read_responses(rd: OwnedReadHalf, shared: Arc<ConnShared>, max_frame_len: usize) {
-    let mut frames = FramedRead::new(rd, codec(max_frame_len));
+async fn read_responses(
+    mut frames: FramedRead<BoxRead, LengthDelimitedCodec>,
+    shared: Arc<ConnShared>,
+) {
     let err = loop {
         let next = tokio::select! {
             next = frames.next() => next,
@@ -402,7 +432,7 @@ async fn read_responses(rd: OwnedReadHalf, shared: Arc<ConnShared>, max_frame_le
 /// Writes queued requests, draining whatever is queued into one write, until the connection
 /// fails or is dropped.
 async fn write_requests(
-    mut w: BatchWriter<OwnedWriteHalf>,
+    mut w: BatchWriter<BoxWrite>,
     mut rx: mpsc::Receiver<Bytes>,
     shared: Arc<ConnShared>,
 ) {

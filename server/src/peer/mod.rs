@@ -3,6 +3,10 @@
 //! client pool that sends them over persistent pipelined connections, and the openraft network
 //! glue on top of that pool.
 //!
+//! Handshake ([`transport`]): mutual TLS in which each certificate names its node id (unless
+//! `--insecure`), then a hello with the protocol version, the caller's node id and both cluster
+//! ids. After it, [`PeerService::authorize`] checks each request against the sender's id.
+//!
 //! Wire format: every frame is a 4-byte big-endian length followed by that many bytes of bincode
 //! ([`synod_raft_store::types::encode`]) of `{ id: u64, body }`, where `body` is a
 //! [`PeerRequest`] from client to server and a [`PeerResponse`] from server to client. Requests
@@ -19,6 +23,7 @@ mod server;
 mod service;
 #[cfg(test)]
 mod tests;
+pub mod transport;
 
 use std::time::Duration;
 
@@ -33,7 +38,11 @@ use synod_raft_store::types::{Command, NodeId, TypeConfig};
 pub use client::PeerPool;
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub use network::{PeerConn, PeerNetwork};
-pub use server::{serve, serve_with_limits, PeerLimits, PeerService, DEFAULT_MAX_IN_FLIGHT};
+pub use server::{
+    serve, serve_with_limits, PeerLimits, PeerService, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT,
+};
+pub use transport::{LocalPeer, PeerTls, Refusal};
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,6 +145,10 @@ pub enum PeerError {
     /// connection is then closed).
     #[error("peer frame codec error: {0}")]
     Codec(String),
+    /// The connection was refused during its handshake (TLS, node id, cluster id, version);
+    /// nothing was sent.
+    #[error("peer connection refused: {0}")]
+    Refused(String),
     /// The encoded request exceeds the maximum frame length; nothing was sent.
     #[error("peer request of {len} bytes exceeds the maximum frame length of {max}")]
     TooLarge {

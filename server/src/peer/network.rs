@@ -73,7 +73,9 @@ impl PeerConn {
         e: PeerError,
     ) -> RPCError<NodeId, BasicNode, E> {
         match e {
-            PeerError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Unreachable(_) | PeerError::Refused(_) => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
             PeerError::Timeout(_) => RPCError::Timeout(RpcTimeout {
                 action,
                 id: self.local,

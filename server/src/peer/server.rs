@@ -1,5 +1,6 @@
-//! The peer RPC server: accepts peer connections, hands each connection's requests to the
-//! [`PeerService`] in arrival order, and writes the responses back as they complete.
+//! The peer RPC server: accepts peer connections (a bounded number), authenticates each
+//! ([`super::transport::accept`]), hands its requests to the [`PeerService`] in arrival order once
+//! the service has authorized them, and writes the responses back as they complete.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,19 +10,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use synod_raft_store::types::NodeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::frame::{clamp_max_frame_len, codec, decode_frame, encode_frame, BatchWriter};
+use super::frame::{clamp_max_frame_len, decode_frame, encode_frame, BatchWriter};
+use super::transport::{self, BoxWrite, LocalPeer, Refusal};
 use super::{AbortOnDrop, PeerRequest, PeerResponse, DEFAULT_MAX_FRAME_LEN};
 
 /// The default bound on requests of one connection that are being handled or whose responses
 /// are not yet written.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// The default bound on open peer connections (a member keeps one to each other member; admin
+/// probes and reconnects add a few).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// After a failed accept (e.g. out of file descriptors) the server waits this long before the
 /// next one instead of spinning.
@@ -33,6 +39,13 @@ pub trait PeerService: Send + Sync + 'static {
     /// (e.g. enqueueing a forwarded write) happens in that order. The returned future produces the
     /// response. It is dropped unfinished if the connection closes first.
     fn handle(&self, from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse>;
+
+    /// Whether node `from` (authenticated by the connection's handshake) may send `req`; called
+    /// before [`PeerService::handle`]. A refusal closes the connection, and `req` is not handled.
+    fn authorize(&self, from: NodeId, req: &PeerRequest) -> Result<(), Refusal> {
+        let _ = (from, req);
+        Ok(())
+    }
 }
 
 /// The server's per-connection limits.
@@ -45,6 +58,8 @@ pub struct PeerLimits {
     /// when reached, the connection is not read until one completes, so a peer cannot make us
     /// buffer without end.
     pub max_in_flight: usize,
+    /// Open connections (handshaking ones included); a connection beyond it is closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for PeerLimits {
@@ -52,17 +67,20 @@ impl Default for PeerLimits {
         PeerLimits {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
-/// Serves peer RPC on `listener` with the default [`PeerLimits`] until `shutdown` completes.
+/// Serves peer RPC on `listener` as `local`, with the default [`PeerLimits`], until `shutdown`
+/// completes.
 pub async fn serve<S: PeerService>(
     listener: TcpListener,
+    local: Arc<LocalPeer>,
     service: Arc<S>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with_limits(listener, service, PeerLimits::default(), shutdown).await
+    serve_with_limits(listener, local, service, PeerLimits::default(), shutdown).await
 }
 
 /// Serves peer RPC on `listener` until `shutdown` completes. On return the listener and every
@@ -70,6 +88,7 @@ pub async fn serve<S: PeerService>(
 /// are next polled, and hold no socket).
 pub async fn serve_with_limits<S: PeerService>(
     listener: TcpListener,
+    local: Arc<LocalPeer>,
     service: Arc<S>,
     limits: PeerLimits,
     shutdown: impl Future<Output = ()>,
@@ -77,7 +96,9 @@ pub async fn serve_with_limits<S: PeerService>(
     let limits = PeerLimits {
         max_frame_len: clamp_max_frame_len(limits.max_frame_len),
         max_in_flight: limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+        max_connections: limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     };
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     let stop = CancellationToken::new();
     let mut conns = JoinSet::new();
@@ -92,9 +113,19 @@ pub async fn serve_with_limits<S: PeerService>(
                 }
             }
             accepted = listener.accept() => match accepted {
-                Ok((stream, from)) => {
-                    conns.spawn(connection(stream, from, service.clone(), limits, stop.clone()));
-                }
+                Ok((stream, from)) => match open.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let conn = connection(stream, from, local.clone(), service.clone(), limits, stop.clone());
+                        conns.spawn(async move {
+                            conn.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        warn!(peer = %from, max = limits.max_connections, "peer connection refused: too many open");
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     warn!(error = %e, "peer accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -128,6 +159,7 @@ struct Outgoing {
 async fn connection<S: PeerService>(
     stream: TcpStream,
     from: SocketAddr,
+    local: Arc<LocalPeer>,
     service: Arc<S>,
     limits: PeerLimits,
     stop: CancellationToken,
@@ -135,17 +167,26 @@ async fn connection<S: PeerService>(
     if let Err(e) = stream.set_nodelay(true) {
         warn!(peer = %from, error = %e, "cannot set TCP_NODELAY on peer connection");
     }
-    debug!(peer = %from, "peer connection accepted");
-    let (rd, wr) = stream.into_split();
+    let established = tokio::select! {
+        e = transport::accept(&local, stream, limits.max_frame_len) => e,
+        () = stop.cancelled() => return,
+    };
+    let transport::Established {
+        remote,
+        mut frames,
+        writer,
+    } = match established {
+        Ok(e) => e,
+        Err(refusal) => {
+            warn!(peer = %from, %refusal, "peer connection refused");
+            return;
+        }
+    };
+    debug!(peer = %from, node = remote, "peer connection accepted");
     // Unbounded, but never holding more than `max_in_flight` responses: each carries a permit.
     let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    let writer = AbortOnDrop(tokio::spawn(write_responses(
-        BatchWriter::new(wr),
-        rx,
-        from,
-    )));
+    let writer = AbortOnDrop(tokio::spawn(write_responses(writer, rx, from)));
     let permits = Arc::new(Semaphore::new(limits.max_in_flight));
-    let mut frames = FramedRead::new(rd, codec(limits.max_frame_len));
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
@@ -183,6 +224,10 @@ async fn connection<S: PeerService>(
             }
         };
         drop(payload);
+        if let Err(refusal) = service.authorize(remote, &frame.body) {
+            warn!(peer = %from, node = remote, %refusal, "closing peer connection: request refused");
+            break;
+        }
         let id = frame.id;
         let response = service.handle(from, frame.body);
         let tx = tx.clone();
@@ -208,7 +253,7 @@ async fn connection<S: PeerService>(
 
 /// Writes responses as they complete, draining whatever is queued into one write.
 async fn write_responses(
-    mut w: BatchWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut w: BatchWriter<BoxWrite>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     from: SocketAddr,
 ) {

@@ -1,5 +1,7 @@
-//! What this node answers on the peer port ([`PeerService`] for [`Node`]): Raft's messages go
-//! to Raft; a forwarded write goes to the proposer; a read-index request is answered if this
+//! What this node answers on the peer port ([`PeerService`] for [`Node`]), and whom: a request
+//! is authorized only from a member of the current configuration (any authenticated node while
+//! this one has none yet), and only as itself — a Raft message's vote names its sender, a
+//! forwarded command's origin is its sender's. Then Raft's messages go to Raft; a forwarded write goes to the proposer; a read-index request is answered if this
 //! node leads; touches feed the session tracker; a history-floor request says how far back
 //! this node's watch-event history reaches.
 
@@ -12,10 +14,47 @@ use synod_raft_store::state_machine::lock;
 use tokio::sync::oneshot;
 
 use crate::node::{Node, Proposal};
-use crate::peer::{ForwardError, PeerRequest, PeerResponse, PeerService};
+use synod_raft_store::{Command, NodeId};
+
+use crate::peer::{ForwardError, PeerRequest, PeerResponse, PeerService, Refusal};
 use crate::pipeline::read_index::leader_read_index;
 
 impl PeerService for Node {
+    fn authorize(&self, from: NodeId, req: &PeerRequest) -> Result<(), Refusal> {
+        let member = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            // A node with no configuration yet is being bootstrapped or added by a member it
+            // cannot know: it accepts any authenticated node (whose certificate the peer CA
+            // signed), until the configuration arrives.
+            membership.get_node(&from).is_some() || membership.nodes().next().is_none()
+        };
+        if !member {
+            return Err(Refusal::NotAMember(from));
+        }
+        let speaks_as = match req {
+            PeerRequest::AppendEntries(r) => r.vote.leader_id().voted_for(),
+            PeerRequest::Vote(r) => r.vote.leader_id().voted_for(),
+            PeerRequest::InstallSnapshot(r) => r.vote.leader_id().voted_for(),
+            PeerRequest::Forward(Command::Batch(_)) => {
+                return Err(Refusal::BadForward {
+                    from,
+                    what: "a batch (only a leader builds them)",
+                })
+            }
+            PeerRequest::Forward(cmd) => cmd.origin().map(|o| o.node),
+            PeerRequest::ReadIndex | PeerRequest::Touch(_) | PeerRequest::HistoryFloor => None,
+        };
+        match speaks_as {
+            Some(claimed) if claimed != from => Err(Refusal::WrongNode {
+                certified: from,
+                claimed,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn handle(&self, _from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
         let raft = self.raft.clone();
         match req {

@@ -127,13 +127,29 @@ struct TestServer {
 }
 
 impl TestServer {
+    /// Node 2 (the tests call it as target 2).
     async fn start<S: PeerService>(addr: SocketAddr, service: Arc<S>, limits: PeerLimits) -> Self {
+        Self::start_as(2, addr, service, limits).await
+    }
+
+    async fn start_as<S: PeerService>(
+        node: NodeId,
+        addr: SocketAddr,
+        service: Arc<S>,
+        limits: PeerLimits,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with_limits(listener, service, limits, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_with_limits(
+            listener,
+            LocalPeer::insecure(node),
+            service,
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             addr,
             stop: Some(stop),
@@ -421,15 +437,21 @@ async fn peer_server_rejects_oversized_and_malformed_frames() {
         let server = TestServer::start(loopback(), Arc::new(Fake::default()), limits).await;
 
         // 1 GiB announced, nothing sent after the prefix: if the server tried to read it, it
-        // would wait; it closes instead.
-        let mut conn = TcpStream::connect(server.addr).await.expect("connect");
-        conn.write_all(&(1u32 << 30).to_be_bytes())
-            .await
-            .expect("write prefix");
-        expect_closed(&mut conn).await;
+        // would wait; it closes instead. (Before the hello, and after it.)
+        for hello in [false, true] {
+            let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+            if hello {
+                say_hello(&mut conn).await;
+            }
+            conn.write_all(&(1u32 << 30).to_be_bytes())
+                .await
+                .expect("write prefix");
+            expect_closed(&mut conn).await;
+        }
 
         // One byte over the limit, body included.
         let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        say_hello(&mut conn).await;
         let mut frame = 1025u32.to_be_bytes().to_vec();
         frame.extend_from_slice(&[0u8; 1025]);
         // The server may close before it has read everything; a failed write is fine too.
@@ -438,6 +460,7 @@ async fn peer_server_rejects_oversized_and_malformed_frames() {
 
         // Within the limit but not a request.
         let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        say_hello(&mut conn).await;
         conn.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
             .await
             .expect("write frame");
@@ -445,25 +468,51 @@ async fn peer_server_rejects_oversized_and_malformed_frames() {
 
         // A valid request is answered with its id.
         let mut conn = TcpStream::connect(server.addr).await.expect("connect");
-        let payload = encode(&Frame {
-            id: 77,
-            body: touch(&[5]),
-        })
-        .expect("encode");
-        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&payload);
-        conn.write_all(&frame).await.expect("write frame");
-        let mut len = [0u8; 4];
-        conn.read_exact(&mut len).await.expect("read prefix");
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        conn.read_exact(&mut body).await.expect("read body");
-        let reply: Frame<PeerResponse> = decode_frame(&body).expect("decode response");
+        say_hello(&mut conn).await;
+        write_frame(&mut conn, 77, touch(&[5])).await;
+        let reply: Frame<PeerResponse> = read_frame(&mut conn).await;
         assert_eq!(reply.id, 77);
         assert!(matches!(reply.body, PeerResponse::Touch));
         drop(conn);
         server.stop().await;
     })
     .await
+}
+
+/// Writes one frame of `body` with the 4-byte prefix.
+async fn write_frame<B: serde::Serialize>(conn: &mut TcpStream, id: u64, body: B) {
+    let payload = encode(&Frame { id, body }).expect("encode");
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    conn.write_all(&frame).await.expect("write frame");
+}
+
+/// Reads one frame of type `B`.
+async fn read_frame<B: serde::de::DeserializeOwned>(conn: &mut TcpStream) -> Frame<B> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await.expect("read prefix");
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut body).await.expect("read body");
+    decode_frame(&body).expect("decode frame")
+}
+
+/// The plaintext hello of node 1, which the test server (node 2) welcomes.
+async fn say_hello(conn: &mut TcpStream) {
+    let hello = transport::Hello {
+        version: transport::PROTOCOL_VERSION,
+        node_id: 1,
+        cluster_id: None,
+    };
+    write_frame(conn, 0, hello).await;
+    let reply: Frame<transport::HelloReply> = read_frame(conn).await;
+    assert!(
+        matches!(
+            reply.body,
+            transport::HelloReply::Welcome { node_id: 2, .. }
+        ),
+        "{:?}",
+        reply.body
+    );
 }
 
 /// A request longer than the pool's maximum is refused before anything is sent.
@@ -473,7 +522,7 @@ async fn peer_pool_refuses_oversized_requests() {
         let fake = Arc::new(Fake::default());
         let server = TestServer::any_port(fake.clone()).await;
         let addr = server.addr.to_string();
-        let pool = PeerPool::new(256);
+        let pool = PeerPool::new(LocalPeer::insecure(1), 256);
         let r = pool.call(2, &addr, touch(&[1; 300]), CALL_TIMEOUT).await;
         assert!(
             matches!(r, Err(PeerError::TooLarge { max: 256, .. })),
@@ -548,7 +597,8 @@ async fn peer_server_bounds_requests_in_flight() {
 async fn peer_network_maps_errors_for_openraft() {
     bounded(async {
         let server = TestServer::any_port(Arc::new(Fake::default())).await;
-        let silent = TestServer::any_port(Arc::new(Silent)).await;
+        let silent =
+            TestServer::start_as(3, loopback(), Arc::new(Silent), PeerLimits::default()).await;
         let dead = dead_addr().await;
         let mut network = PeerNetwork::new(1, PeerPool::default());
         let option = RPCOption::new(Duration::from_secs(5));
@@ -619,7 +669,7 @@ async fn peer_network_maps_errors_for_openraft() {
 async fn peer_network_reports_oversized_append_entries() {
     bounded(async {
         let server = TestServer::any_port(Arc::new(Fake::default())).await;
-        let mut network = PeerNetwork::new(1, PeerPool::new(256));
+        let mut network = PeerNetwork::new(1, PeerPool::new(LocalPeer::insecure(1), 256));
         let mut conn = network
             .new_client(2, &BasicNode::new(server.addr.to_string()))
             .await;

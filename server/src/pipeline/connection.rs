@@ -11,16 +11,12 @@
 //! its client never receives a zxid past an event it was not sent.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use synod_raft_store::state_machine::lock;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
-use tokio_rustls::server::TlsStream;
 
 use crate::node::Node;
 use crate::pipeline::conn::{Conn, COMMIT_TIMEOUT};
@@ -33,79 +29,13 @@ use crate::pipeline::reader::ReaderEnd;
 use crate::pipeline::writer::write_loop;
 use crate::session::registry::ConnEntry;
 use crate::tls::identity::CertIdentity;
-
-/// A client connection's transport: plaintext TCP, or TLS over it (the secure client port).
-pub enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-/// The reading half of a [`ClientStream`].
-pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
-/// The writing half of a [`ClientStream`]; a TLS half holds records back until flushed.
-pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
-
-impl ClientStream {
-    /// Splits the stream for the reader and the writer (plaintext without a lock between them).
-    fn into_split(self) -> (ReadHalf, WriteHalf) {
-        match self {
-            ClientStream::Plain(s) => {
-                let (rd, wr) = s.into_split();
-                (Box::new(rd), Box::new(wr))
-            }
-            ClientStream::Tls(s) => {
-                let (rd, wr) = tokio::io::split(*s);
-                (Box::new(rd), Box::new(wr))
-            }
-        }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+use crate::tls::stream::ServerStream;
 
 /// Serves one client connection until it closes. `identity`: what the client's verified
 /// certificate names (secure port only); it becomes the connection's `x509` identity.
 pub async fn serve(
     node: Arc<Node>,
-    mut stream: ClientStream,
+    mut stream: ServerStream,
     peer: SocketAddr,
     identity: Option<CertIdentity>,
 ) {

@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::node::Node;
 use crate::pipeline::conn::COMMIT_TIMEOUT;
-use crate::pipeline::connection::ClientStream;
 use crate::pipeline::pending::Completion;
+use crate::tls::stream::ServerStream;
 
 /// How long a client has to send its ConnectRequest.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +29,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// closed; otherwise the ConnectRequest (None: the connection is to be closed).
 pub async fn read_connect_request(
     node: &Node,
-    stream: &mut ClientStream,
+    stream: &mut ServerStream,
     peer: SocketAddr,
 ) -> Option<ConnectRequest> {
     let mut head = [0u8; 4];

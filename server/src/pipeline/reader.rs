@@ -53,7 +53,7 @@ impl Conn {
     /// request that ends the connection.
     pub async fn read_loop(
         &self,
-        rd: crate::pipeline::connection::ReadHalf,
+        rd: crate::tls::stream::ReadHalf,
         peer: SocketAddr,
         identity: Option<&CertIdentity>,
         slots: mpsc::UnboundedSender<(Slot, Held)>,
@@ -71,6 +71,13 @@ impl Conn {
                 scheme: "x509".into(),
                 id: identity.name.clone(),
             });
+            if self.node.cfg.super_identities.contains(&identity.name) {
+                tracing::warn!(%peer, session = self.session_id, identity = %identity.name, "break-glass: certificate grants the super identity");
+                ids.push(Id {
+                    scheme: "super".into(),
+                    id: identity.name.clone(),
+                });
+            }
         }
         let mut auth: Arc<Vec<Id>> = Arc::new(ids);
         loop {
@@ -95,6 +102,9 @@ impl Conn {
             self.node.touch(self.session_id);
             self.stats
                 .request(packet.request.opcode().as_i32(), packet.xid);
+            if auth.iter().any(|id| id.scheme == "super") {
+                tracing::warn!(%peer, session = self.session_id, op = packet.request.opcode().name(), "break-glass: request as super");
+            }
             let (slot, stop) = self.dispatch(packet, frame, &mut auth);
             if slots
                 .send((slot, (permit, crate::admin::metrics::InFlight::new())))
@@ -138,8 +148,22 @@ impl Conn {
                 };
                 match id {
                     Some(id) => {
+                        let is_super =
+                            self.node.cfg.super_digest.as_deref() == Some(id.id.as_str());
                         if !auth.contains(&id) {
                             Arc::make_mut(auth).push(id);
+                        }
+                        // ZooKeeper's superDigest: the digest of `super:<password>` is `super`.
+                        let sup = Id {
+                            scheme: "super".into(),
+                            id: String::new(),
+                        };
+                        if is_super && !auth.contains(&sup) {
+                            tracing::warn!(
+                                session = self.session_id,
+                                "break-glass: addauth grants the super identity"
+                            );
+                            Arc::make_mut(auth).push(sup);
                         }
                         ready(ErrorCode::Ok, false)
                     }

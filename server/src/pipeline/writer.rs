@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-use crate::pipeline::connection::WriteHalf;
 use crate::pipeline::outbox::{Kind, OutboxReceiver};
+use crate::tls::stream::WriteHalf;
 
 /// Frames at least this large are written as they are instead of being copied into the batch
 /// buffer (which therefore never grows much beyond [`WRITE_BATCH`]).

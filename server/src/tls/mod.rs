@@ -1,18 +1,22 @@
 //! TLS on the node's ports: the PEM material a node is given (`--tls-ca`, `--tls-cert`,
 //! `--tls-key`), the rustls server configuration built from it (TLS 1.3 only, client
-//! certificates verified against the CA), and — in [`identity`] — what a verified certificate
-//! says about who is on the other end. Issuing certificates is [`certs`] (`synod certs`).
+//! certificates verified against the CA) and kept re-readable ([`ServerTls`], reloaded on
+//! SIGHUP so certificates rotate without a restart); in [`identity`], what a verified
+//! certificate says about who is on the other end; in [`stream`], the accepted connection and
+//! its handshake. Issuing certificates is [`certs`] (`synod certs`).
 
 pub mod certs;
 pub mod identity;
+pub mod stream;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use serde::Deserialize;
 use synod_client::tls::{load_certs, load_key, load_roots, provider, tls13_only, TlsError};
+use tokio_rustls::TlsAcceptor;
 
 use crate::error::ServerError;
 
@@ -64,6 +68,45 @@ pub fn server_config(
             detail: e.to_string(),
         })?;
     Ok(Arc::new(config))
+}
+
+/// A port's server TLS: the files it was read from and the configuration currently in force,
+/// re-read by [`ServerTls::reload`]. A connection keeps the configuration it was accepted with.
+pub struct ServerTls {
+    /// Where the material is read from (again on every reload).
+    files: TlsFiles,
+    /// Whether clients must present a certificate.
+    client_auth: ClientAuth,
+    /// The acceptor new connections use.
+    current: RwLock<TlsAcceptor>,
+}
+
+impl ServerTls {
+    /// Reads the files; an error names the file that is unusable.
+    pub fn load(files: &TlsFiles, client_auth: ClientAuth) -> Result<Arc<ServerTls>, ServerError> {
+        let acceptor = TlsAcceptor::from(server_config(files, client_auth)?);
+        Ok(Arc::new(ServerTls {
+            files: files.clone(),
+            client_auth,
+            current: RwLock::new(acceptor),
+        }))
+    }
+
+    /// The acceptor for the next connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the files; on an error the configuration in force stays (and the error says
+    /// which file is at fault).
+    pub fn reload(&self) -> Result<(), ServerError> {
+        let acceptor = TlsAcceptor::from(server_config(&self.files, self.client_auth)?);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = acceptor;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! synodctl's admin-port commands (`cluster ...`, `snapshot`, `backup`), sent to the nodes' admin
-//! HTTP API with reqwest (plain HTTP/1.1, no proxy).
+//! HTTP API with reqwest (HTTP/1.1, no proxy): HTTPS with the `--tls-*` material (the
+//! certificate must be an operator's), plaintext without it (an `--insecure` cluster).
 
 use std::io::Write;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
+use synod_client::tls::TlsOptions;
 
 use crate::cli::ClusterCmd;
 use crate::output::print_membership;
@@ -20,12 +22,32 @@ const MAX_REPLY: u64 = 4 << 30;
 /// The HTTP client for one synodctl run: every request bounded by [`HTTP_TIMEOUT`], connections
 /// made directly to the `--admin` addresses (no `HTTP_PROXY` from the environment: these are
 /// cluster-internal ports).
-fn http() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+pub struct Admin {
+    /// The connection pool (with the TLS configuration, if any).
+    client: reqwest::Client,
+    /// `https` with TLS material, `http` without.
+    scheme: &'static str,
+}
+
+impl Admin {
+    /// HTTPS with `tls` (trusting its CA, presenting its certificate), plaintext without.
+    pub fn new(tls: Option<&TlsOptions>) -> Result<Admin, String> {
+        let builder = reqwest::Client::builder().timeout(HTTP_TIMEOUT).no_proxy();
+        let (builder, scheme) = match tls {
+            Some(tls) => {
+                let config = tls.client_config().map_err(|e| e.to_string())?;
+                (
+                    builder.tls_backend_preconfigured(config.as_ref().clone()),
+                    "https",
+                )
+            }
+            None => (builder, "http"),
+        };
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))?;
+        Ok(Admin { client, scheme })
+    }
 }
 
 /// An error with its sources, `outer: inner: ...`.
@@ -79,13 +101,15 @@ impl Reply {
 /// Sends one request to `addr` (host:port) with `body` as JSON; returns the reply's head, its body
 /// still to be read.
 async fn send(
-    http: &reqwest::Client,
+    http: &Admin,
     addr: &str,
     method: Method,
     path: &str,
     body: Option<&Value>,
 ) -> Result<Response, String> {
-    let mut req = http.request(method, format!("http://{addr}{path}"));
+    let mut req = http
+        .client
+        .request(method, format!("{}://{addr}{path}", http.scheme));
     if let Some(b) = body {
         req = req.json(b);
     }
@@ -118,7 +142,7 @@ async fn read_body(
 
 /// Sends one request to `addr` (host:port) and reads the whole reply.
 pub async fn request(
-    http: &reqwest::Client,
+    http: &Admin,
     addr: &str,
     method: Method,
     path: &str,
@@ -157,7 +181,7 @@ fn describe_error(addr: &str, r: &Reply) -> String {
 /// Sends the request to each of `admins` in turn until one that is not "not the leader" (421)
 /// answers; returns that node's address and reply.
 async fn to_leader(
-    http: &reqwest::Client,
+    http: &Admin,
     admins: &[String],
     method: Method,
     path: &str,
@@ -179,10 +203,14 @@ async fn to_leader(
 }
 
 /// Runs `synodctl cluster ...`; prints the resulting membership.
-pub async fn cluster(admins: &[String], cmd: ClusterCmd, json_out: bool) -> Result<(), String> {
-    let http = http()?;
+pub async fn cluster(
+    http: &Admin,
+    admins: &[String],
+    cmd: ClusterCmd,
+    json_out: bool,
+) -> Result<(), String> {
     let (method, path, body) = match cmd {
-        ClusterCmd::List => return list(&http, admins, json_out).await,
+        ClusterCmd::List => return list(http, admins, json_out).await,
         ClusterCmd::AddLearner { id, peer_addr } => (
             Method::POST,
             "/members/add-learner",
@@ -199,7 +227,7 @@ pub async fn cluster(admins: &[String], cmd: ClusterCmd, json_out: bool) -> Resu
             json!({"id": id, "force": force}),
         ),
     };
-    let (addr, reply) = to_leader(&http, admins, method, path, Some(&body)).await?;
+    let (addr, reply) = to_leader(http, admins, method, path, Some(&body)).await?;
     if reply.status != 200 {
         return Err(describe_error(&addr, &reply));
     }
@@ -208,7 +236,7 @@ pub async fn cluster(admins: &[String], cmd: ClusterCmd, json_out: bool) -> Resu
 }
 
 /// `cluster list`: the leader's view if the leader is among `admins`, else the first answer.
-async fn list(http: &reqwest::Client, admins: &[String], json_out: bool) -> Result<(), String> {
+async fn list(http: &Admin, admins: &[String], json_out: bool) -> Result<(), String> {
     let mut first = None;
     let mut errors = Vec::new();
     for addr in admins {
@@ -235,11 +263,10 @@ async fn list(http: &reqwest::Client, admins: &[String], json_out: bool) -> Resu
 }
 
 /// `synodctl snapshot`: triggers a snapshot on the first reachable node; prints its metadata.
-pub async fn snapshot(admins: &[String]) -> Result<(), String> {
-    let http = http()?;
+pub async fn snapshot(http: &Admin, admins: &[String]) -> Result<(), String> {
     let mut errors = Vec::new();
     for addr in admins {
-        match request(&http, addr, Method::POST, "/snapshot", None).await {
+        match request(http, addr, Method::POST, "/snapshot", None).await {
             Ok(r) if r.status == 200 => {
                 println!("{}", r.json()?);
                 return Ok(());
@@ -253,11 +280,10 @@ pub async fn snapshot(admins: &[String]) -> Result<(), String> {
 
 /// `synodctl backup -o FILE`: a fresh snapshot of the first reachable node, downloaded and
 /// written atomically to `out` (temp file, fsync, rename).
-pub async fn backup(admins: &[String], out: &Path) -> Result<(), String> {
-    let http = http()?;
+pub async fn backup(http: &Admin, admins: &[String], out: &Path) -> Result<(), String> {
     let mut errors = Vec::new();
     for addr in admins {
-        let taken = match request(&http, addr, Method::POST, "/snapshot", None).await {
+        let taken = match request(http, addr, Method::POST, "/snapshot", None).await {
             Ok(r) if r.status == 200 => r,
             Ok(r) => {
                 errors.push(describe_error(addr, &r));
@@ -268,7 +294,7 @@ pub async fn backup(admins: &[String], out: &Path) -> Result<(), String> {
                 continue;
             }
         };
-        let r = send(&http, addr, Method::GET, "/snapshot", None).await?;
+        let r = send(http, addr, Method::GET, "/snapshot", None).await?;
         let status = r.status().as_u16();
         if status != 200 {
             let mut body = Vec::new();

@@ -47,6 +47,13 @@ pub struct Cli {
     #[arg(long, env = "SYNOD_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// Speak plaintext to the client and admin ports (a cluster started `--insecure`). Without
+    /// it and without --tls-ca, synodctl uses the certificates of the local cluster that
+    /// scripts/cluster.sh made (`$SYNOD_CLUSTER_DIR/certs`, default `target/synod-cluster/certs`)
+    /// if they exist.
+    #[arg(long, env = "SYNOD_INSECURE", global = true)]
+    pub insecure: bool,
+
     /// Print results (and errors) as JSON objects on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,

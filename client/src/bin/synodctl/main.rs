@@ -164,6 +164,32 @@ async fn interrupted() {
     }
 }
 
+/// The TLS material to use: none with `--insecure`; the `--tls-*` flags (or `SYNOD_TLS_*`) if
+/// given; else the local cluster's certificates, if scripts/cluster.sh made them.
+fn tls_options(cli: &Cli) -> Option<TlsOptions> {
+    if cli.insecure {
+        return None;
+    }
+    if let Some(ca) = &cli.tls_ca {
+        let tls = TlsOptions::new(ca);
+        return Some(match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => tls.identity(cert, key),
+            _ => tls,
+        });
+    }
+    let certs = std::env::var_os("SYNOD_CLUSTER_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target/synod-cluster"))
+        .join("certs");
+    let (ca, cert, key) = (
+        certs.join("ca.crt"),
+        certs.join("admin.crt"),
+        certs.join("admin.key"),
+    );
+    (ca.is_file() && cert.is_file() && key.is_file())
+        .then(|| TlsOptions::new(ca).identity(cert, key))
+}
+
 /// Checks the command, connects, runs the command and closes the session.
 async fn run(cli: Cli) -> CmdResult {
     let admin_failure = |e: String| Failure {
@@ -172,15 +198,22 @@ async fn run(cli: Cli) -> CmdResult {
         detail: Some(e),
         exit: EXIT_ZK,
     };
+    let tls = tls_options(&cli);
     let command = match cli.command {
         Command::Cluster { admin, action } => {
-            return admin::cluster(&admin, action, cli.json)
-                .await
-                .map_err(admin_failure)
+            let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
+            let done = admin::cluster(&http, &admin, action, cli.json).await;
+            return done.map_err(admin_failure);
         }
-        Command::Snapshot { admin } => return admin::snapshot(&admin).await.map_err(admin_failure),
+        Command::Snapshot { admin } => {
+            let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
+            return admin::snapshot(&http, &admin).await.map_err(admin_failure);
+        }
         Command::Backup { admin, out } => {
-            return admin::backup(&admin, &out).await.map_err(admin_failure)
+            let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
+            return admin::backup(&http, &admin, &out)
+                .await
+                .map_err(admin_failure);
         }
         other => other,
     };
@@ -188,11 +221,7 @@ async fn run(cli: Cli) -> CmdResult {
     let job = Job::prepare(command)?;
     let is_watch = job.is_watch();
     let mut options = ConnectOptions::default().connect_timeout(timeout);
-    if let Some(ca) = &cli.tls_ca {
-        let mut tls = TlsOptions::new(ca);
-        if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
-            tls = tls.identity(cert, key);
-        }
+    if let Some(tls) = &tls {
         let connector = tls
             .connector()
             .map_err(|e| Failure::usage(None, e.to_string()))?;

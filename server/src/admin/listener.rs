@@ -1,0 +1,173 @@
+//! The admin port's listener for axum ([`AdminListener`]): accepts connections (at most
+//! [`MAX_ADMIN_CONNECTIONS`] open at once), runs each TLS handshake in a task of its own so that
+//! a slow or hostile client never stalls the accept loop, and hands axum the established stream
+//! together with [`AdminPeer`] — its address and the identity its certificate names — which
+//! handlers and [`super::access`] read as `ConnectInfo<AdminPeer>`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::peer::AbortOnDrop;
+use crate::tls::identity::CertIdentity;
+use crate::tls::stream::ServerStream;
+use crate::tls::ServerTls;
+
+/// Open admin connections, handshaking ones included; a connection beyond it is closed at once.
+pub const MAX_ADMIN_CONNECTIONS: usize = 256;
+
+/// Established connections waiting for axum to take them.
+const READY_QUEUE: usize = 64;
+
+/// After a failed accept (e.g. out of file descriptors) the loop waits this long.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Who is on the other end of an admin connection.
+#[derive(Debug, Clone)]
+pub struct AdminPeer {
+    /// The client's address, for logs.
+    pub addr: SocketAddr,
+    /// What its verified client certificate names; `None` without one (or under `--insecure`).
+    pub identity: Option<CertIdentity>,
+}
+
+/// An admin connection: the stream, who is on it, and its slot among the open connections.
+pub struct AdminStream {
+    /// Plaintext under `--insecure`, TLS otherwise.
+    inner: ServerStream,
+    /// Read by [`Connected::connect_info`] when axum takes the connection.
+    peer: AdminPeer,
+    /// Released when the connection closes.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// See the module documentation.
+pub struct AdminListener {
+    /// The bound address.
+    local: SocketAddr,
+    /// Connections past their handshake.
+    ready: mpsc::Receiver<AdminStream>,
+    /// The accept loop; stops with the listener.
+    _accepting: AbortOnDrop,
+}
+
+impl AdminListener {
+    /// Starts accepting on `listener`; `tls`: HTTPS (a client certificate is optional at this
+    /// level; [`super::access`] decides what needs one).
+    pub fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = mpsc::channel(READY_QUEUE);
+        let accepting = AbortOnDrop(tokio::spawn(accept_loop(listener, tls, tx)));
+        Ok(AdminListener {
+            local,
+            ready,
+            _accepting: accepting,
+        })
+    }
+}
+
+/// Accepts connections and hands each to a handshake task.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    tx: mpsc::Sender<AdminStream>,
+) {
+    let open = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, max = MAX_ADMIN_CONNECTIONS, "admin connection refused: too many open");
+            continue;
+        };
+        let tx = tx.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let (inner, identity) = match tls {
+                None => (ServerStream::Plain(stream), None),
+                Some(tls) => match crate::tls::stream::accept(&tls.acceptor(), stream).await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::info!(%addr, %e, "admin connection refused");
+                        return;
+                    }
+                },
+            };
+            let conn = AdminStream {
+                inner,
+                peer: AdminPeer { addr, identity },
+                _slot: slot,
+            };
+            // Fails only when the listener is gone (shutdown): the connection just closes.
+            let _ = tx.send(conn).await;
+        });
+    }
+}
+
+impl axum::serve::Listener for AdminListener {
+    type Io = AdminStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (AdminStream, SocketAddr) {
+        match self.ready.recv().await {
+            Some(conn) => {
+                let addr = conn.peer.addr;
+                (conn, addr)
+            }
+            // The accept loop never ends on its own; if it is gone, nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+impl Connected<IncomingStream<'_, AdminListener>> for AdminPeer {
+    fn connect_info(stream: IncomingStream<'_, AdminListener>) -> Self {
+        stream.io().peer.clone()
+    }
+}
+
+impl AsyncRead for AdminStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AdminStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
