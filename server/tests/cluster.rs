@@ -2,7 +2,8 @@
 //! a leader SIGKILLed under write load (no acknowledged write lost, bounded unavailability), a full
 //! cluster restart (the tree and its Stats survive, also through a snapshot plus log replay), a
 //! paused follower catching up, requests that end a connection being answered first, and Apache
-//! ZooKeeper's own `zkCli.sh` against synod.
+//! ZooKeeper's own command-line client (Debian's, over TLS with a client certificate) against
+//! synod. Every cluster is secure (TLS on every port), as synod is by default.
 //!
 //! Each test starts its own cluster, runs alone (a global lock: on a 2-core machine, parallel
 //! clusters would distort the timings) and is bounded by [`TEST_TIMEOUT`]. The cluster is killed
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use synod_client::{Acl, Client, ConnectOptions, CreateMode, Error, Stat};
+use synod_client::{Acl, Client, CreateMode, Error, Stat};
 use synod_proto::frame::encode_frame;
 use synod_proto::records::{AuthPacket, ConnectRequest, ConnectRequestBase, ReplyHeader};
 use synod_proto::{Decode, ErrorCode, Reader, Request, RequestPacket};
@@ -36,9 +37,15 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node may take to catch up with the leader after a restart or resume.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Debian's ZooKeeper command-line client.
-const ZKCLI: &str = "/usr/share/zookeeper/bin/zkCli.sh";
-/// Upper bound of one `zkCli.sh` run (one JVM, one command).
+/// Debian's ZooKeeper client library and command-line client (`zkCli.sh` runs its
+/// `ZooKeeperMain`).
+const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+/// Its class path, plus the two Netty jars its manifest omits although its TLS client socket
+/// (`ClientCnxnSocketNetty`) needs them: Debian's `zkCli.sh` fixes the class path to the first
+/// two entries, so it cannot speak TLS; the same class run with this class path can.
+const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:\
+                            /usr/share/java/netty-resolver.jar:/usr/share/java/netty-codec.jar";
+/// Upper bound of one zkCli run (one JVM, one command).
 const ZKCLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `synod` binary of this package.
@@ -69,11 +76,12 @@ where
     eprintln!("{name}: finished in {:.1?}", started.elapsed());
 }
 
-/// Starts a 3-node cluster with `extra_args` for every node.
+/// Starts a 3-node cluster, secure (TLS on every port, the default), with `extra_args` for
+/// every node.
 fn start_cluster(extra_args: &[&str]) -> SynodEnsemble {
     let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
     let t = Instant::now();
-    let ens = blocking(|| SynodEnsemble::start(synod_bin(), 3, &args))
+    let ens = blocking(|| SynodEnsemble::start_tls(synod_bin(), 3, &args))
         .expect("start a 3-node synod cluster");
     eprintln!(
         "cluster {} {args:?} serving after {:.1?}",
@@ -97,7 +105,7 @@ async fn connect_preferring(ens: &SynodEnsemble, first: usize) -> Client {
         .collect();
     Client::connect(
         &list.join(","),
-        ConnectOptions::default()
+        ens.connect_options()
             .shuffle_hosts(false)
             .connect_timeout(Duration::from_secs(20)),
     )
@@ -110,7 +118,8 @@ async fn connect_only(ens: &SynodEnsemble, idx: usize) -> Client {
     let addr = ens.addrs()[idx];
     Client::connect(
         &addr.to_string(),
-        ConnectOptions::default().connect_timeout(Duration::from_secs(20)),
+        ens.connect_options()
+            .connect_timeout(Duration::from_secs(20)),
     )
     .await
     .unwrap_or_else(|e| panic!("connect to node {idx} ({addr}): {e}"))
@@ -612,7 +621,15 @@ async fn full_restart(snapshot_every: Option<u64>, bulk: usize) -> (SynodEnsembl
     assert_eq!(before["/tree/v"].stat.version, 3);
     assert_eq!(before["/tree/a"].stat.aversion, 1);
     assert_eq!(before["/tree/seq"].stat.cversion, 5);
-    assert_eq!(before["/tree/secret"].acl[0].id.scheme, "digest");
+    // `auth` expands to every identity of the session: its digest and its certificate's x509.
+    assert!(
+        before["/tree/secret"]
+            .acl
+            .iter()
+            .any(|a| a.id.scheme == "digest"),
+        "{:?}",
+        before["/tree/secret"].acl
+    );
     let max_zxid = before
         .values()
         .map(|s| s.stat.mzxid.max(s.stat.pzxid))
@@ -814,16 +831,41 @@ fn paused_follower_catches_up_after_resume() {
 // Last replies before the server closes a connection (wire level)
 // ---------------------------------------------------------------------------------------------
 
+/// The tests' client TLS configuration for `ens` (its CA, the `tester` certificate), for the
+/// tests that speak the protocol's bytes themselves.
+fn raw_tls(ens: &SynodEnsemble) -> Arc<rustls::ClientConfig> {
+    let node_dir = &ens.nodes()[0].dir;
+    let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
+    synod_client::tls::TlsOptions::new(certs.join("ca.crt"))
+        .identity(certs.join("tester.crt"), certs.join("tester.key"))
+        .client_config()
+        .expect("the test client's TLS material loads")
+}
+
+/// A blocking TLS connection to a secure client port, reads bounded by `read_timeout`.
+fn raw_connect(
+    tls: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    read_timeout: Duration,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let tcp = std::net::TcpStream::connect_timeout(&addr, OP_TIMEOUT)?;
+    tcp.set_read_timeout(Some(read_timeout))?;
+    tcp.set_write_timeout(Some(OP_TIMEOUT))?;
+    let name = rustls_pki_types::ServerName::from(addr.ip());
+    let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
 /// Opens a raw session on `addr`, sends `request` and returns the header of the first reply the
 /// server sends before it closes the connection (`None`: it closed without replying).
 fn last_reply(
+    tls: &Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     request: Request,
     xid: i32,
 ) -> std::io::Result<Option<ReplyHeader>> {
     use std::io::Write as _;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, OP_TIMEOUT)?;
-    s.set_read_timeout(Some(OP_TIMEOUT))?;
+    let mut s = raw_connect(tls, addr, OP_TIMEOUT)?;
     let mut out = BytesMut::new();
     let hello = ConnectRequest {
         base: ConnectRequestBase {
@@ -848,7 +890,7 @@ fn last_reply(
 }
 
 /// One length-prefixed frame, or `None` at end of stream.
-fn read_frame(s: &mut std::net::TcpStream) -> std::io::Result<Option<Bytes>> {
+fn read_frame(s: &mut impl Read) -> std::io::Result<Option<Bytes>> {
     let mut len = [0u8; 4];
     match s.read_exact(&mut len) {
         Ok(()) => {}
@@ -870,9 +912,10 @@ fn closing_requests_are_answered_before_the_connection_closes() {
         "closing_requests_are_answered_before_the_connection_closes",
         || async {
             let ens = start_cluster(&[]);
+            let tls = raw_tls(&ens);
             let mut wrong = Vec::new();
             for (idx, addr) in ens.addrs().into_iter().enumerate() {
-                let close = blocking(|| last_reply(addr, Request::CloseSession, 1))
+                let close = blocking(|| last_reply(&tls, addr, Request::CloseSession, 1))
                     .expect("closeSession exchange");
                 if !matches!(close, Some(ReplyHeader { xid: 1, err: 0, .. })) {
                     wrong.push(format!("node {idx}: closeSession answered with {close:?}"));
@@ -882,7 +925,7 @@ fn closing_requests_are_answered_before_the_connection_closes() {
                     scheme: "bogus".into(),
                     auth: Bytes::from_static(b"x:y"),
                 });
-                let auth = blocking(|| last_reply(addr, bogus, synod_proto::xid::AUTH))
+                let auth = blocking(|| last_reply(&tls, addr, bogus, synod_proto::xid::AUTH))
                     .expect("auth exchange");
                 let auth_failed = ErrorCode::AuthFailed.as_i32();
                 if !matches!(auth, Some(ReplyHeader { xid: -4, err, .. }) if err == auth_failed) {
@@ -899,10 +942,10 @@ fn closing_requests_are_answered_before_the_connection_closes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// zkCli.sh
+// zkCli (ZooKeeper's ZooKeeperMain) over TLS
 // ---------------------------------------------------------------------------------------------
 
-/// What one `zkCli.sh` run printed.
+/// What one zkCli run printed.
 struct CliRun {
     /// Whether the JVM exited with status 0.
     success: bool,
@@ -912,11 +955,31 @@ struct CliRun {
     stderr: String,
 }
 
-/// Runs `zkCli.sh -server <server> <command...>` (one JVM, one command), bounded by
-/// [`ZKCLI_TIMEOUT`]: on timeout the script and its JVM (one process group) are SIGKILLed and the
-/// test fails.
-fn zkcli(server: SocketAddr, command: &[&str]) -> CliRun {
-    let mut child = Command::new(ZKCLI)
+/// zkCli's TLS settings: ZooKeeper's `zookeeper.client.secure` with the Netty socket, a PEM
+/// key store (the client's key and certificate in one file) and a PEM trust store (the CA), TLS
+/// 1.3 (synod speaks nothing older; ZooKeeper 3.8 defaults to 1.2).
+fn zkcli_tls_flags(ca: &Path, key_store: &Path) -> Vec<String> {
+    vec![
+        "-Dzookeeper.client.secure=true".into(),
+        "-Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty".into(),
+        format!("-Dzookeeper.ssl.keyStore.location={}", key_store.display()),
+        "-Dzookeeper.ssl.keyStore.type=PEM".into(),
+        format!("-Dzookeeper.ssl.trustStore.location={}", ca.display()),
+        "-Dzookeeper.ssl.trustStore.type=PEM".into(),
+        "-Dzookeeper.ssl.protocol=TLSv1.3".into(),
+        "-Dzookeeper.ssl.enabledProtocols=TLSv1.3".into(),
+    ]
+}
+
+/// Runs ZooKeeper's `ZooKeeperMain -server <server> <command...>` (one JVM, one command) with
+/// `jvm_flags`, bounded by [`ZKCLI_TIMEOUT`]: on timeout the JVM (its own process group) is
+/// SIGKILLed and the test fails.
+fn zkcli(server: SocketAddr, jvm_flags: &[String], command: &[&str]) -> CliRun {
+    let mut child = Command::new("java")
+        .arg("-cp")
+        .arg(ZK_CLASSPATH.replace(char::is_whitespace, ""))
+        .args(jvm_flags)
+        .arg("org.apache.zookeeper.ZooKeeperMain")
         .arg("-server")
         .arg(server.to_string())
         .args(command)
@@ -925,7 +988,7 @@ fn zkcli(server: SocketAddr, command: &[&str]) -> CliRun {
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {ZKCLI}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run java (ZooKeeperMain): {e}"));
     let pgid = child.id() as libc::pid_t;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -960,7 +1023,7 @@ fn zkcli(server: SocketAddr, command: &[&str]) -> CliRun {
         // SAFETY: kill(2) on the process group this test created (the script and its JVM).
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = child.wait();
-        panic!("zkCli.sh {command:?} against {server} did not finish within {ZKCLI_TIMEOUT:?}");
+        panic!("zkCli {command:?} against {server} did not finish within {ZKCLI_TIMEOUT:?}");
     };
     CliRun {
         success: status.success(),
@@ -969,7 +1032,7 @@ fn zkcli(server: SocketAddr, command: &[&str]) -> CliRun {
     }
 }
 
-/// One `zkCli.sh` command and what its output must show.
+/// One zkCli command and what its output must show.
 struct Step {
     /// The command and its arguments.
     command: &'static [&'static str],
@@ -984,15 +1047,24 @@ impl Step {
 }
 
 #[test]
-fn zkcli_works_against_synod() {
+fn zkcli_works_against_synod_over_tls() {
     // Never skipped: the ZooKeeper oracle (conformance suite, recipes) needs the package too.
     assert!(
-        Path::new(ZKCLI).exists(),
-        "{ZKCLI} not installed (apt-get install zookeeper)"
+        Path::new(ZK_JAR).exists(),
+        "{ZK_JAR} not installed (apt-get install zookeeper)"
     );
-    run_test("zkcli_works_against_synod", || async {
+    run_test("zkcli_works_against_synod_over_tls", || async {
         let ens = start_cluster(&[]);
         let addrs = ens.addrs();
+        // The tests' client certificate (x509:tester) as a PEM key store: key, then certificate.
+        let node_dir = &ens.nodes()[0].dir;
+        let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
+        let stores = tempfile::tempdir().expect("temp dir");
+        let key_store = stores.path().join("tester.pem");
+        let pem = |f: &str| std::fs::read(certs.join(f)).expect("read the test certificate");
+        std::fs::write(&key_store, [pem("tester.key"), pem("tester.crt")].concat())
+            .expect("write the key store");
+        let flags = zkcli_tls_flags(&certs.join("ca.crt"), &key_store);
         // Each command runs against the next server, so the leader and both followers serve it.
         let steps = [
             Step::new(&["create", "/zkcli", "hello"], |out| {
@@ -1013,16 +1085,27 @@ fn zkcli_works_against_synod() {
                 out.lines()
                     .any(|l| l.starts_with('[') && !l.contains("zkcli"))
             }),
+            // The certificate is zkCli's x509 identity: a node only x509:tester may use.
+            Step::new(
+                &["create", "/zkcli-x509", "mine", "x509:tester:cdrwa"],
+                |out| out.contains("Created /zkcli-x509"),
+            ),
+            Step::new(&["get", "/zkcli-x509"], |out| {
+                out.lines().any(|l| l == "mine")
+            }),
+            Step::new(&["getAcl", "/zkcli-x509"], |out| {
+                out.contains("'x509,'tester")
+            }),
         ];
         for (i, Step { command, expect }) in steps.iter().enumerate() {
             let server = addrs[i % addrs.len()];
             let t = Instant::now();
-            let run = blocking(|| zkcli(server, command));
+            let run = blocking(|| zkcli(server, &flags, command));
             // zkCli prints some results (e.g. "Created /zkcli") on stderr.
             let output = format!("{}\n{}", run.stdout, run.stderr);
             assert!(
                 run.success && expect(&output),
-                "zkCli.sh {command:?} against node {} ({server}) printed unexpected output \
+                "zkCli {command:?} against node {} ({server}) printed unexpected output \
                  (success {}):\n--- stdout\n{}\n--- stderr\n{}",
                 i % addrs.len(),
                 run.success,
@@ -1030,7 +1113,7 @@ fn zkcli_works_against_synod() {
                 run.stderr
             );
             eprintln!(
-                "zkCli.sh {command:?} via node {}: ok in {:.1?}",
+                "zkCli {command:?} via node {}: ok in {:.1?}",
                 i % addrs.len(),
                 t.elapsed()
             );
@@ -1197,8 +1280,11 @@ struct Resumed {
 
 /// Opens a session of 60 s on `addr` and drops the connection without closing the session:
 /// (session id, password).
-fn parked_session(addr: SocketAddr) -> std::io::Result<(i64, Bytes)> {
-    let resumed = resume_watch(addr, (0, &Bytes::from(vec![0u8; 16])), 0, "/")?;
+fn parked_session(
+    tls: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> std::io::Result<(i64, Bytes)> {
+    let resumed = resume_watch(tls, addr, (0, &Bytes::from(vec![0u8; 16])), 0, "/")?;
     resumed
         .session
         .ok_or_else(|| std::io::Error::other("no session granted"))
@@ -1207,6 +1293,7 @@ fn parked_session(addr: SocketAddr) -> std::io::Result<(i64, Bytes)> {
 /// Resumes `session` on `addr` as a client that has seen `last_zxid` and holds a persistent
 /// recursive watch on `root`; reads until the setWatches2 reply or the end of the connection.
 fn resume_watch(
+    tls: &Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     session: (i64, &Bytes),
     last_zxid: i64,
@@ -1214,8 +1301,7 @@ fn resume_watch(
 ) -> std::io::Result<Resumed> {
     use std::io::Write as _;
     use synod_proto::records::{ConnectResponse, SetWatches2, WatcherEvent};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, OP_TIMEOUT)?;
-    s.set_read_timeout(Some(OP_TIMEOUT * 2))?;
+    let mut s = raw_connect(tls, addr, OP_TIMEOUT * 2)?;
     let mut out = BytesMut::new();
     let hello = ConnectRequest {
         base: ConnectRequestBase {
@@ -1294,12 +1380,13 @@ fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
                 "--max-session-timeout-ms",
                 "60000",
             ]);
+            let tls = raw_tls(&ens);
             let leader = leader_of(&ens);
             let zk = connect_only(&ens, leader).await;
             create_empty(&zk, "/gap").await;
             // The resuming session: created, then its client goes away without closing it.
-            let (id, passwd) =
-                blocking(|| parked_session(ens.addrs()[leader])).expect("a session to resume");
+            let (id, passwd) = blocking(|| parked_session(&tls, ens.addrs()[leader]))
+                .expect("a session to resume");
             let (_, stat) = must("get /gap", zk.get_data("/gap")).await;
             let seen = stat.mzxid;
             let mut want = Vec::new();
@@ -1318,14 +1405,15 @@ fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
             blocking(|| ens.restart(restarted)).expect("restart");
             blocking(|| ens.wait_caught_up(restarted, CATCH_UP_TIMEOUT)).expect("caught up");
             let addrs = ens.addrs();
-            let there = blocking(|| resume_watch(addrs[restarted], (id, &passwd), seen, "/gap"))
-                .expect("resume on the restarted node");
+            let there =
+                blocking(|| resume_watch(&tls, addrs[restarted], (id, &passwd), seen, "/gap"))
+                    .expect("resume on the restarted node");
             assert!(
                 !there.expired && !there.replied && there.events.is_empty(),
                 "the restarted node must close the connection, not resume: {there:?}"
             );
             let other = (leader + 2) % 3;
-            let here = blocking(|| resume_watch(addrs[other], (id, &passwd), seen, "/gap"))
+            let here = blocking(|| resume_watch(&tls, addrs[other], (id, &passwd), seen, "/gap"))
                 .expect("resume on a node that was not restarted");
             assert!(here.replied, "resumed: {here:?}");
             let paths: Vec<&str> = here.events.iter().map(|(_, p)| p.as_str()).collect();
@@ -1338,15 +1426,16 @@ fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
             for idx in 0..3 {
                 blocking(|| ens.wait_caught_up(idx, CATCH_UP_TIMEOUT)).expect("caught up");
             }
-            let nowhere = blocking(|| resume_watch(addrs[leader], (id, &passwd), seen, "/gap"))
-                .expect("resume after a full restart");
+            let nowhere =
+                blocking(|| resume_watch(&tls, addrs[leader], (id, &passwd), seen, "/gap"))
+                    .expect("resume after a full restart");
             assert!(
                 !nowhere.replied && nowhere.events.is_empty(),
                 "no member can replay: the connection must close: {nowhere:?}"
             );
             // The expiry is committed before the connection closes; let `other` apply it.
             blocking(|| ens.wait_caught_up(other, CATCH_UP_TIMEOUT)).expect("caught up");
-            let after = blocking(|| resume_watch(addrs[other], (id, &passwd), seen, "/gap"))
+            let after = blocking(|| resume_watch(&tls, addrs[other], (id, &passwd), seen, "/gap"))
                 .expect("reconnect after the refusal");
             assert!(after.expired, "the session must have expired: {after:?}");
         },

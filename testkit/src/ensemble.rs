@@ -733,7 +733,7 @@ impl Local<Synod> {
             bin: bin.to_path_buf(),
             extra_args: extra_args.to_vec(),
             node_args: Some(node_args),
-            tls: false,
+            tls: true,
             admin: Default::default(),
         };
         Local::launch(kind, n, initial, "synod-cluster-")
@@ -1054,6 +1054,12 @@ impl<K: Kind> Local<K> {
     /// Continues node `idx` after [`Local::pause`] (SIGCONT). Fails if it is not running.
     pub fn resume(&self, idx: usize) -> io::Result<()> {
         self.signal(idx, libc::SIGCONT, false)
+    }
+
+    /// Sends node `idx` SIGHUP (a synod node re-reads its certificates). Fails if it is not
+    /// running.
+    pub fn hangup(&self, idx: usize) -> io::Result<()> {
+        self.signal(idx, libc::SIGHUP, false)
     }
 
     /// SIGKILLs every node and waits for them to exit; the data stays for [`Local::start_all`].

@@ -24,7 +24,7 @@ use synod_faults::model::{
 
 use crate::net::FaultNet;
 use crate::workload::{self, plock, Load, LockOp, MULTI_KEYS, OP_TIMEOUT};
-use synod_testkit::{blocking, http_get, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
+use synod_testkit::{blocking, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
 
 /// The session tick the nodes run with (`--tick-ms` default): the ephemeral check's slack.
 const TICK: Duration = Duration::from_millis(500);
@@ -210,7 +210,10 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     let addrs = ens.addrs();
     let ids: Vec<usize> = (1..=3).collect();
 
-    let load = Arc::new(Load::default());
+    let load = Arc::new(Load {
+        tls: ens.tls(),
+        ..Load::default()
+    });
     // Every client and the monitor stop when this scenario ends, also on an early error return
     // (they hold the cluster; left running they would keep it, and the runtime, alive).
     let _stop_clients = StopOnDrop(load.clone());
@@ -218,7 +221,8 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         .map_err(|e| format!("no leader: {e}"))?;
     let admin = Client::connect(
         &servers_from(&addrs, leader),
-        ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
+        ens.connect_options()
+            .connect_timeout(Duration::from_secs(10)),
     )
     .await
     .map_err(|e| format!("connect: {e}"))?;
@@ -451,12 +455,10 @@ async fn inject(
             Fault::Membership => {
                 // Nodes 4 and 5 join as learners and become voters (5 voters), then the leader
                 // is removed (4 voters), each step a joint-consensus change under load.
-                let admin = ens.admin_addr(l).ok_or("no admin address")?;
-                let call = |path: &str, body: String| {
-                    blocking(|| {
-                        synod_testkit::http_post(admin, path, &body, Duration::from_secs(30))
-                    })
-                    .map_err(|e| format!("POST {path}: {e}"))
+                let call = |path: &str, body: serde_json::Value| {
+                    blocking(|| ens.http(l, "POST", path, Some(&body)))
+                        .map(|(code, reply)| (code, String::from_utf8_lossy(&reply).into_owned()))
+                        .ok_or(format!("POST {path}: no answer"))
                 };
                 for new in [3, 4] {
                     let id = new + 1;
@@ -467,13 +469,13 @@ async fn inject(
                     blocking(|| ens.spawn(new)).map_err(|e| e.to_string())?;
                     let (code, reply) = call(
                         "/members/add-learner",
-                        format!(r#"{{"id":{id},"peer_addr":"127.0.0.1:{peer}"}}"#),
+                        serde_json::json!({"id": id, "peer_addr": format!("127.0.0.1:{peer}")}),
                     )?;
                     log.push(format!("add-learner {id}: {code}"));
                     if code != 200 {
                         return Err(format!("add-learner {id}: {code} {reply}"));
                     }
-                    let (code, reply) = call("/members/promote", format!(r#"{{"id":{id}}}"#))?;
+                    let (code, reply) = call("/members/promote", serde_json::json!({"id": id}))?;
                     log.push(format!("promote {id}: {code}"));
                     if code != 200 {
                         return Err(format!("promote {id}: {code} {reply}"));
@@ -481,7 +483,7 @@ async fn inject(
                 }
                 tokio::time::sleep(hold).await;
                 let start = now();
-                let (code, reply) = call("/members/remove", format!(r#"{{"id":{}}}"#, l + 1))?;
+                let (code, reply) = call("/members/remove", serde_json::json!({"id": l + 1}))?;
                 log.push(format!("remove leader {}: {code}", l + 1));
                 if code != 200 {
                     return Err(format!("remove: {code} {reply}"));
@@ -508,10 +510,9 @@ async fn converge(ens: &SynodEnsemble, members: &[usize]) -> Result<(), String> 
         last = members
             .iter()
             .map(|&i| {
-                ens.admin_addr(i)
-                    .and_then(|a| http_get(a, "/digest").ok())
-                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-                    .map(|v| {
+                ens.json(i, "GET", "/digest", None)
+                    .filter(|(code, _)| *code == 200)
+                    .map(|(_, v)| {
                         (
                             v["applied_index"].as_u64(),
                             v["digest"].as_str().map(String::from),
@@ -538,7 +539,11 @@ struct Finals {
 async fn final_reads(servers: &str, load: &Load) -> Result<Finals, String> {
     let c = Client::connect(
         servers,
-        ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
+        ConnectOptions {
+            tls: load.tls.clone(),
+            ..ConnectOptions::default()
+        }
+        .connect_timeout(Duration::from_secs(10)),
     )
     .await
     .map_err(|e| format!("final connect: {e}"))?;

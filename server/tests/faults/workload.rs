@@ -78,6 +78,8 @@ pub struct Load {
     pub acked_versions: Mutex<HashMap<(String, i32), u64>>,
     /// One entry per write under [`REGISTER_ROOT`] whose outcome is unknown.
     pub unknown_paths: Mutex<Vec<String>>,
+    /// How the clients speak TLS to the cluster (`None`: plaintext).
+    pub tls: Option<synod_client::tls::TlsConnector>,
     /// Tells every client to stop.
     pub stop: AtomicBool,
     /// Every client but the watcher has stopped: no change is acknowledged any more, so the
@@ -99,9 +101,12 @@ pub fn register_key(i: usize) -> String {
 /// Connects (bounded), retrying until `load.stop`.
 async fn connect(servers: &str, load: &Load) -> Option<Client> {
     while !load.stop.load(Ordering::Relaxed) {
-        let opts = ConnectOptions::default()
-            .session_timeout(SESSION_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5));
+        let opts = ConnectOptions {
+            tls: load.tls.clone(),
+            ..ConnectOptions::default()
+        }
+        .session_timeout(SESSION_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5));
         if let Ok(c) = Client::connect(servers, opts).await {
             return Some(c);
         }
