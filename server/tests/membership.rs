@@ -3,7 +3,8 @@
 //! (removing the current leader first) under a steady write load; no acknowledged write is lost
 //! and the cluster keeps serving. Also: requests to a follower are refused naming the leader,
 //! and a removal that would leave the new configuration without a healthy majority is refused
-//! unless forced.
+//! unless forced. The cluster is secure (TLS on every port): a joining node is brought in over
+//! mutual TLS and adopts the cluster's id.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use synod_client::{Client, ConnectOptions, CreateMode};
+use synod_client::{Client, CreateMode};
 use synod_testkit::{blocking, runtime, wait_until, Ensemble, SynodEnsemble};
 
-/// `n` nodes of the `synod` binary under test on free ports, none started yet.
+/// `n` nodes of the `synod` binary under test on free ports, secure (the default), none
+/// started yet.
 fn new_cluster(n: usize) -> SynodEnsemble {
-    SynodEnsemble::unstarted(Path::new(env!("CARGO_BIN_EXE_synod")), n).expect("lay out a cluster")
+    SynodEnsemble::unstarted_tls(Path::new(env!("CARGO_BIN_EXE_synod")), n)
+        .expect("lay out a cluster")
 }
 
 const START: Duration = Duration::from_secs(30);
@@ -68,7 +71,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         // A steady write load through every node's client port.
         let zk = Client::connect(
             &c.connect_string_of(&[0, 1, 2, 3, 4]),
-            ConnectOptions::default().connect_timeout(Duration::from_secs(10)),
+            c.connect_options().connect_timeout(Duration::from_secs(10)),
         )
         .await
         .expect("connect");
@@ -155,6 +158,13 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         let (_, m) = blocking(|| c.json(leader, "GET", "/membership", None)).expect("membership");
         assert_eq!(voters(&m), BTreeSet::from([1, 2, 3, 4, 5]), "{m}");
         assert_eq!(m["joint"], false);
+        // Every node, the joiners too, now belongs to the bootstrapping member's cluster.
+        let ids: BTreeSet<String> = (0..5)
+            .filter_map(|i| blocking(|| c.status_json(i)))
+            .map(|st| st["cluster_id"].as_str().unwrap_or("none").to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "one cluster id: {ids:?}");
+        assert!(!ids.contains("none"), "{ids:?}");
         eprintln!(
             "grew 3 -> 5 in {:?} ({} writes acknowledged so far)",
             grow_started.elapsed(),
@@ -253,7 +263,7 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         });
         stop.store(true, Ordering::Relaxed);
         load.await.expect("load task");
-        let check = Client::connect(&c.connect_string_of(&rest), ConnectOptions::default())
+        let check = Client::connect(&c.connect_string_of(&rest), c.connect_options())
             .await
             .expect("connect to the final cluster");
         check.sync("/").await.expect("sync");

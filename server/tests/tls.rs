@@ -30,7 +30,11 @@ impl Pki {
         let write = |issued: Issued, stem: &str| {
             issued.write(dir.path(), stem).expect("write certificate");
         };
-        for (name, institution) in [("alice", "lab-3"), ("bob", "imaging-1")] {
+        for (name, institution) in [
+            ("alice", "lab-3"),
+            ("bob", "imaging-1"),
+            ("breakglass", "it-ops"),
+        ] {
             let who = Subject::Client {
                 name: name.into(),
                 institution: Some(institution.into()),
@@ -93,9 +97,15 @@ struct Server {
 impl Server {
     /// Starts the node; returns it with certificates from its CA.
     fn start() -> (Server, Pki) {
+        Server::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with more flags.
+    fn start_with(more: &[&str]) -> (Server, Pki) {
         let port = free_ports(1).expect("free port")[0];
         let plain = format!("127.0.0.1:{port}");
-        let extra = vec!["--client-addr".into(), plain.clone()];
+        let mut extra = vec!["--client-addr".to_string(), plain.clone()];
+        extra.extend(more.iter().map(|s| s.to_string()));
         let bin = Path::new(env!("CARGO_BIN_EXE_synod"));
         let ens = blocking(|| SynodEnsemble::start_tls(bin, 1, &extra)).expect("start synod");
         let secure = ens.addrs()[0].to_string();
@@ -344,6 +354,83 @@ fn kazoo(hosts: &str, certs: &Path) -> std::io::Result<String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     ))
+}
+
+/// The break-glass identity `super` — by certificate (`--super-identities`) and by ZooKeeper's
+/// superDigest (`--super-digest`) — passes every ACL, and every use of it is logged; nobody else
+/// gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_super_identity_is_granted_by_certificate_or_digest_and_logged() {
+    // The digest of `super:letmein`, as ZooKeeper's DigestAuthenticationProvider computes it.
+    let (server, pki) = Server::start_with(&[
+        "--super-identities",
+        "breakglass",
+        "--super-digest",
+        "super:5ZIErkhbrC1ytr/v6D+dXQw7elQ=",
+    ]);
+    let alice = server
+        .connect(&pki.client(Some("alice")))
+        .await
+        .expect("alice connects");
+    alice
+        .create_full(
+            "/sealed",
+            b"only alice",
+            &[Acl::new(perms::ALL, "x509", "alice")],
+            CreateMode::Persistent,
+            None,
+        )
+        .await
+        .expect("alice creates her node");
+    let bob = server
+        .connect(&pki.client(Some("bob")))
+        .await
+        .expect("bob connects");
+    assert_eq!(bob.get_data("/sealed").await.err(), Some(Error::NoAuth));
+    // A wrong super password is just another digest identity.
+    bob.add_auth("digest", b"super:guess")
+        .await
+        .expect("addauth");
+    assert_eq!(bob.get_data("/sealed").await.err(), Some(Error::NoAuth));
+
+    let by_cert = server
+        .connect(&pki.client(Some("breakglass")))
+        .await
+        .expect("breakglass connects");
+    let (data, _) = by_cert
+        .get_data("/sealed")
+        .await
+        .expect("super by certificate reads");
+    assert_eq!(&data[..], b"only alice");
+    let by_digest = server
+        .connect(&pki.client(Some("bob")))
+        .await
+        .expect("bob connects again");
+    by_digest
+        .add_auth("digest", b"super:letmein")
+        .await
+        .expect("addauth super");
+    by_digest
+        .set_data("/sealed", b"overridden", None)
+        .await
+        .expect("super by digest writes");
+    let log = server.ens.log(0);
+    assert!(
+        log.contains("certificate grants the super identity"),
+        "the certificate's use is logged"
+    );
+    assert!(
+        log.contains("addauth grants the super identity"),
+        "the digest's use is logged"
+    );
+    assert!(log.contains("request as super"), "each request is logged");
+    assert!(
+        !log.contains("letmein"),
+        "the password never reaches the log"
+    );
+    for c in [alice, bob, by_cert, by_digest] {
+        c.close().await.expect("close");
+    }
 }
 
 /// The leaf certificate a TLS server at `addr` presents to a client with `tls`.

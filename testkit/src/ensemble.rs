@@ -475,6 +475,31 @@ impl Synod {
             .clone()
     }
 
+    /// The flags of `node`'s client port and its security: the secure port with the ensemble's
+    /// certificates, or the plaintext one and `--insecure` (unless `extra` brings TLS material
+    /// of its own).
+    fn client_args<S: AsRef<str>>(&self, node: &Node, extra: &[S]) -> Vec<String> {
+        let client = node.client_addr().to_string();
+        if self.tls {
+            let dir = Synod::certs_dir(&node.dir);
+            let file = |f: String| dir.join(f).display().to_string();
+            vec![
+                "--secure-client-addr".into(),
+                client,
+                "--tls-ca".into(),
+                file("ca.crt".into()),
+                "--tls-cert".into(),
+                file(format!("node{}.crt", node.id)),
+                "--tls-key".into(),
+                file(format!("node{}.key", node.id)),
+            ]
+        } else if brings_tls(extra) {
+            vec!["--client-addr".into(), client]
+        } else {
+            vec!["--client-addr".into(), client, "--insecure".into()]
+        }
+    }
+
     /// Where a TLS ensemble keeps its CA and certificates: beside the node directories.
     fn certs_dir(node_dir: &Path) -> PathBuf {
         node_dir
@@ -600,22 +625,7 @@ impl Kind for Synod {
             Some(f) => cmd.args(f(node, nodes)),
             None => cmd.arg("--members").arg(members_arg(nodes)),
         };
-        if self.tls {
-            let dir = Synod::certs_dir(&node.dir);
-            cmd.arg("--secure-client-addr")
-                .arg(node.client_addr().to_string())
-                .arg("--tls-ca")
-                .arg(dir.join("ca.crt"))
-                .arg("--tls-cert")
-                .arg(dir.join(format!("node{}.crt", node.id)))
-                .arg("--tls-key")
-                .arg(dir.join(format!("node{}.key", node.id)));
-        } else {
-            cmd.arg("--client-addr").arg(node.client_addr().to_string());
-            if !brings_tls(&self.extra_args) {
-                cmd.arg("--insecure");
-            }
-        }
+        cmd.args(self.client_args(node, &self.extra_args));
         cmd.arg("--admin-addr")
             .arg(loopback(node.aux_port).to_string())
             .arg("--data-dir")
@@ -739,8 +749,22 @@ impl Local<Synod> {
         Local::launch(kind, n, initial, "synod-cluster-")
     }
 
-    /// Lays out `n` nodes (ports, directories) of a cluster running `bin` and starts none of them:
-    /// the test starts each with [`Local::spawn_with`], choosing its membership.
+    /// Lays out `n` nodes (ports, directories, certificates) of a secure cluster running `bin` and
+    /// starts none of them: the test starts each with [`Local::spawn_with`], choosing its
+    /// membership.
+    pub fn unstarted_tls(bin: &Path, n: usize) -> io::Result<SynodEnsemble> {
+        let kind = Synod {
+            bin: bin.to_path_buf(),
+            extra_args: Vec::new(),
+            node_args: None,
+            tls: true,
+            admin: Default::default(),
+        };
+        Local::launch(kind, n, 0, "synod-ops-tls-")
+    }
+
+    /// Like [`Local::unstarted_tls`], but the nodes run `--insecure` (unless the flags a test
+    /// gives bring TLS material).
     pub fn unstarted(bin: &Path, n: usize) -> io::Result<SynodEnsemble> {
         let kind = Synod {
             bin: bin.to_path_buf(),
@@ -779,8 +803,7 @@ impl Local<Synod> {
             .arg(node.id.to_string())
             .arg("--members")
             .arg(members)
-            .arg("--client-addr")
-            .arg(node.client_addr().to_string())
+            .args(self.kind.client_args(node, extra))
             .arg("--peer-addr")
             .arg(node.peer_addr().to_string())
             .arg("--admin-addr")
@@ -788,9 +811,6 @@ impl Local<Synod> {
             .arg("--data-dir")
             .arg(node.data_dir())
             .args(extra);
-        if !brings_tls(extra) {
-            cmd.arg("--insecure");
-        }
         self.spawn_command(idx, cmd)
     }
 

@@ -741,3 +741,48 @@ fn touches(sessions: &[i64]) -> Vec<SessionTouch> {
 fn touch(sessions: &[i64]) -> PeerRequest {
     PeerRequest::Touch(touches(sessions))
 }
+
+/// The server bounds its open connections (handshaking ones included): one beyond the limit is
+/// closed at once, and a slot frees when a connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_server_bounds_its_connections() {
+    bounded(async {
+        let limits = PeerLimits {
+            max_connections: 2,
+            ..PeerLimits::default()
+        };
+        let server = TestServer::start(loopback(), Arc::new(Fake::default()), limits).await;
+        let mut first = TcpStream::connect(server.addr).await.expect("connect");
+        say_hello(&mut first).await;
+        // Accepted, still in its handshake (it has sent no hello).
+        let second = TcpStream::connect(server.addr).await.expect("connect");
+        let mut third = TcpStream::connect(server.addr).await.expect("connect");
+        expect_closed(&mut third).await;
+        // The first is still served.
+        write_frame(&mut first, 9, touch(&[1])).await;
+        let reply: Frame<PeerResponse> = read_frame(&mut first).await;
+        assert_eq!(reply.id, 9);
+        // Once one closes, a new connection is admitted.
+        drop(second);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut next = TcpStream::connect(server.addr).await.expect("connect");
+            let hello = transport::Hello {
+                version: transport::PROTOCOL_VERSION,
+                node_id: 1,
+                cluster_id: None,
+            };
+            write_frame(&mut next, 0, hello).await;
+            let mut len = [0u8; 4];
+            match tokio::time::timeout(Duration::from_secs(1), next.read_exact(&mut len)).await {
+                Ok(Ok(_)) => break,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => panic!("no slot freed: {other:?}"),
+            }
+        }
+        server.stop().await;
+    })
+    .await
+}

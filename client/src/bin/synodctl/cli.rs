@@ -54,6 +54,12 @@ pub struct Cli {
     #[arg(long, env = "SYNOD_INSECURE", global = true)]
     pub insecure: bool,
 
+    /// Authenticate the session with ZooKeeper's digest scheme (`addauth digest USER:PASSWORD`)
+    /// before the command runs; ACLs may then grant to `digest:USER:<hash>`. Prefer the
+    /// environment over the command line, where other users of the machine can see it.
+    #[arg(long, env = "SYNOD_AUTH", global = true, hide_env_values = true)]
+    pub auth: Option<String>,
+
     /// Print results (and errors) as JSON objects on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -151,6 +157,28 @@ pub enum Command {
         /// The root of the subtree to delete.
         path: String,
     },
+    /// Print the identities the server knows this session by, one `scheme:id` per line
+    /// (`ip:...`, `x509:<certificate CN>`, `digest:<user>` after --auth, `super:...`).
+    Whoami,
+    /// Print a znode's ACL, one `scheme:id:perms` entry per line (perms as `cdrwa` letters).
+    Getacl {
+        /// The znode whose ACL to print.
+        path: String,
+    },
+    /// Replace a znode's ACL with the given entries, each `scheme:id:perms`: e.g.
+    /// `x509:alice:cdrwa`, `digest:bob:<base64 sha1>:r`, `world:anyone:r`, `auth::cdrwa`
+    /// (every identity of this session).
+    Setacl {
+        /// Only if the znode's ACL version is VERSION (fails with BadVersion otherwise); -1 or
+        /// absent matches any version.
+        #[arg(short = 'v', long, allow_negative_numbers = true)]
+        version: Option<i32>,
+        /// The znode whose ACL to replace.
+        path: String,
+        /// The new ACL's entries.
+        #[arg(required = true)]
+        acl: Vec<String>,
+    },
     /// Watch a znode and print one line per event (`NodeDataChanged /path`) until Ctrl-C.
     ///
     /// Adds a persistent watch (addWatch), which reports NodeCreated, NodeDeleted,
@@ -224,8 +252,13 @@ impl Command {
             | Command::Set { path, .. }
             | Command::Delete { path, .. }
             | Command::Rmr { path }
+            | Command::Getacl { path }
+            | Command::Setacl { path, .. }
             | Command::Watch { path, .. } => Some(path),
-            Command::Cluster { .. } | Command::Snapshot { .. } | Command::Backup { .. } => None,
+            Command::Whoami
+            | Command::Cluster { .. }
+            | Command::Snapshot { .. }
+            | Command::Backup { .. } => None,
         }
     }
 }

@@ -248,6 +248,14 @@ async fn run(cli: Cli) -> CmdResult {
         },
         _ = interrupted() => return Err(Failure::interrupted()),
     };
+    if let Some(auth) = &cli.auth {
+        let added = tokio::time::timeout(timeout, zk.add_auth("digest", auth.as_bytes())).await;
+        match added {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Failure::zk(e, job.path())),
+            Err(_) => return Err(Failure::timeout(job.path(), timeout)),
+        }
+    }
     let ctx = Ctx {
         zk,
         json: cli.json,

@@ -1,12 +1,13 @@
 //! synodctl's ZooKeeper commands (`ls`, `get`, `stat`, `create`, `set`, `delete`, `rmr`,
-//! `watch`): each checked and given its data before connecting, then run on one session.
+//! `watch`, `whoami`, `getacl`, `setacl`): each checked and given its data before connecting,
+//! then run on one session.
 
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
-use synod_client::{AddWatchMode, Client, CreateMode, Error, EventType, KeeperState};
+use synod_client::{perms, Acl, AddWatchMode, Client, CreateMode, Error, EventType, KeeperState};
 
 use crate::cli::Command;
 use crate::output::{self, print_json, stat_json, stat_text, write_stdout};
@@ -56,6 +57,48 @@ fn create_mode(
     })
 }
 
+/// The permission letters of ZooKeeper's ACL notation, in zkCli's order.
+const PERM_LETTERS: [(char, i32); 5] = [
+    ('c', perms::CREATE),
+    ('d', perms::DELETE),
+    ('r', perms::READ),
+    ('w', perms::WRITE),
+    ('a', perms::ADMIN),
+];
+
+/// `cdrwa`-style letters of `perms`.
+fn perm_letters(p: i32) -> String {
+    PERM_LETTERS
+        .iter()
+        .filter(|(_, bit)| p & bit != 0)
+        .map(|(c, _)| *c)
+        .collect()
+}
+
+/// Parses one `scheme:id:perms` ACL entry (the id may itself contain `:`, as digest ids do).
+fn parse_acl(entry: &str) -> CmdResult<Acl> {
+    let bad = |why: &str| Failure::usage(None, format!("ACL entry {entry:?}: {why}"));
+    let (scheme, rest) = entry
+        .split_once(':')
+        .ok_or_else(|| bad("not scheme:id:perms"))?;
+    let (id, letters) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("not scheme:id:perms"))?;
+    let mut p = 0;
+    for c in letters.chars() {
+        let bit = PERM_LETTERS
+            .iter()
+            .find(|(l, _)| *l == c)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| bad("permissions are letters of cdrwa"))?;
+        p |= bit;
+    }
+    if scheme.is_empty() || p == 0 {
+        return Err(bad("needs a scheme and at least one permission"));
+    }
+    Ok(Acl::new(p, scheme, id))
+}
+
 /// An admin-port command handed to the ZooKeeper side.
 fn admin_without_session() -> Failure {
     Failure::usage(None, "admin commands run without a ZooKeeper session")
@@ -86,6 +129,12 @@ impl Job {
                 read_data(data.as_deref())?
             }
             Command::Set { data, .. } => read_data(data.as_deref())?,
+            Command::Setacl { acl, .. } => {
+                for entry in acl {
+                    parse_acl(entry)?;
+                }
+                Vec::new()
+            }
             Command::Rmr { path } if path == "/" => {
                 return Err(Failure::usage(
                     Some("/"),
@@ -160,6 +209,15 @@ impl Ctx {
             } => self.set(&path, &data, version, stat).await,
             Command::Delete { version, path } => self.delete(&path, version).await,
             Command::Rmr { path } => self.rmr(&path).await,
+            Command::Whoami => self.whoami().await,
+            Command::Getacl { path } => self.getacl(&path).await,
+            Command::Setacl { version, path, acl } => {
+                let acl = acl
+                    .iter()
+                    .map(|e| parse_acl(e))
+                    .collect::<CmdResult<Vec<_>>>()?;
+                self.setacl(&path, &acl, version).await
+            }
             Command::Watch {
                 path,
                 recursive,
@@ -169,6 +227,49 @@ impl Ctx {
                 Err(admin_without_session())
             }
         }
+    }
+
+    /// `whoami`: the session's identities.
+    async fn whoami(&self) -> CmdResult {
+        let ids = self.req("", self.zk.whoami()).await?;
+        if self.json {
+            let ids: Vec<_> = ids
+                .iter()
+                .map(|i| json!({ "scheme": i.auth_scheme, "id": i.user }))
+                .collect();
+            return print_json(&json!({ "identities": ids }));
+        }
+        let out: String = ids
+            .iter()
+            .map(|i| format!("{}:{}\n", i.auth_scheme, i.user))
+            .collect();
+        write_stdout(out.as_bytes())
+    }
+
+    /// `getacl PATH`: one `scheme:id:perms` line per entry.
+    async fn getacl(&self, path: &str) -> CmdResult {
+        let (acl, stat) = self.req(path, self.zk.get_acl(path)).await?;
+        if self.json {
+            let entries: Vec<_> = acl
+                .iter()
+                .map(|a| json!({ "scheme": a.id.scheme, "id": a.id.id, "perms": perm_letters(a.perms) }))
+                .collect();
+            return print_json(&json!({ "path": path, "acl": entries, "aversion": stat.aversion }));
+        }
+        let out: String = acl
+            .iter()
+            .map(|a| format!("{}:{}:{}\n", a.id.scheme, a.id.id, perm_letters(a.perms)))
+            .collect();
+        write_stdout(out.as_bytes())
+    }
+
+    /// `setacl [-v VERSION] PATH ACL...`.
+    async fn setacl(&self, path: &str, acl: &[Acl], version: Option<i32>) -> CmdResult {
+        let stat = self.req(path, self.zk.set_acl(path, acl, version)).await?;
+        if self.json {
+            return print_json(&json!({ "path": path, "stat": stat_json(&stat) }));
+        }
+        Ok(())
     }
 
     /// `ls [-s] PATH`: sorted children, optionally followed by the Stat.

@@ -1,0 +1,218 @@
+//! synodctl against a real secure single-node synod server (the workspace's `synod` binary):
+//! its certificate is the session's `x509` identity (`whoami`), `--auth` adds a digest one,
+//! `setacl`/`getacl` round-trip ACL entries, and the admin commands speak HTTPS — answered for
+//! an operator's certificate, refused for anyone else's. The node is killed by its pid and its
+//! directory removed when the test ends, also when it fails.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the node may take to serve.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The synodctl binary under test.
+fn synodctl_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_synodctl"))
+}
+
+/// The server binary, built beside synodctl by `cargo test --workspace` (or `$SYNOD_BIN`).
+fn synod_bin() -> PathBuf {
+    std::env::var_os("SYNOD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| synodctl_bin().with_file_name("synod"))
+}
+
+/// A loopback address nothing listens on right now.
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().expect("local addr")
+}
+
+/// A running node; killed (by pid) and reaped when dropped.
+struct Node {
+    child: Child,
+    client: SocketAddr,
+    admin: SocketAddr,
+    certs: PathBuf,
+    /// Kept for its removal on drop.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `synod certs --dir <dir> <args>`.
+fn certs(dir: &Path, args: &[&str]) {
+    let out = Command::new(synod_bin())
+        .arg("certs")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run synod certs");
+    assert!(
+        out.status.success(),
+        "synod certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs_dir = dir.path().join("certs");
+        certs(&certs_dir, &["create-ca"]);
+        certs(
+            &certs_dir,
+            &["create-node", "--id", "1", "--host", "127.0.0.1"],
+        );
+        for name in ["tester", "admin"] {
+            certs(
+                &certs_dir,
+                &["create-client", "--name", name, "--institution", "lab-1"],
+            );
+        }
+        let (client, admin, peer) = (free_addr(), free_addr(), free_addr());
+        let log = std::fs::File::create(dir.path().join("synod.log")).expect("log file");
+        let child = Command::new(synod_bin())
+            .args(["--id", "1", "--members", &format!("1={peer}")])
+            .args(["--secure-client-addr", &client.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--tls-ca")
+            .arg(certs_dir.join("ca.crt"))
+            .arg("--tls-cert")
+            .arg(certs_dir.join("node1.crt"))
+            .arg("--tls-key")
+            .arg(certs_dir.join("node1.key"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start synod");
+        let node = Node {
+            child,
+            client,
+            admin,
+            certs: certs_dir,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let out = node.ctl(
+                "admin",
+                &["--json", "cluster", "list", "--admin", &admin.to_string()],
+            );
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"leader\":1")
+            {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not serve within {START_TIMEOUT:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs synodctl with `identity`'s certificate against this node.
+    fn ctl(&self, identity: &str, args: &[&str]) -> Output {
+        self.ctl_env(identity, args, &[])
+    }
+
+    fn ctl_env(&self, identity: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(synodctl_bin())
+            .arg("--servers")
+            .arg(self.client.to_string())
+            .arg("--tls-ca")
+            .arg(self.certs.join("ca.crt"))
+            .arg("--tls-cert")
+            .arg(self.certs.join(format!("{identity}.crt")))
+            .arg("--tls-key")
+            .arg(self.certs.join(format!("{identity}.key")))
+            .args(args)
+            .env_remove("SYNOD_AUTH")
+            .env_remove("SYNOD_INSECURE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run synodctl")
+    }
+}
+
+/// stdout of a run that must succeed.
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn synodctl_speaks_tls_with_identities_acls_and_an_operator_certificate() {
+    let node = Node::start();
+    let admin = node.admin.to_string();
+
+    // The certificate is the session's x509 identity; --auth (here from the environment) adds a
+    // digest identity.
+    let who = ok(node.ctl("tester", &["whoami"]), "whoami");
+    assert!(who.lines().any(|l| l == "x509:tester"), "{who}");
+    let who = ok(
+        node.ctl_env("tester", &["whoami"], &[("SYNOD_AUTH", "bob:secret")]),
+        "whoami --auth",
+    );
+    assert!(who.lines().any(|l| l == "digest:bob"), "{who}");
+
+    // setacl / getacl round-trip; the ACL then decides who may read.
+    ok(
+        node.ctl("tester", &["create", "/case-9", "draft"]),
+        "create",
+    );
+    let bob = "digest:bob:fyVmFCwVbTJYrznoSu1koqYEYF0=:r";
+    ok(
+        node.ctl("tester", &["setacl", "/case-9", "x509:tester:cdrwa", bob]),
+        "setacl",
+    );
+    let acl = ok(node.ctl("tester", &["getacl", "/case-9"]), "getacl");
+    assert_eq!(acl, format!("x509:tester:cdrwa\n{bob}\n"));
+    let denied = node.ctl("admin", &["get", "/case-9"]);
+    assert!(!denied.status.success(), "x509:admin is not in the ACL");
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("NoAuth"));
+    let read = ok(
+        node.ctl("admin", &["--auth", "bob:secret", "get", "/case-9"]),
+        "get as digest:bob",
+    );
+    assert_eq!(read.trim_end(), "draft");
+    let bad = node.ctl("tester", &["setacl", "/case-9", "x509:tester:xyz"]);
+    assert!(!bad.status.success(), "permissions are letters of cdrwa");
+
+    // The admin port over HTTPS: the operator's certificate is served, another is not.
+    ok(
+        node.ctl("admin", &["cluster", "list", "--admin", &admin]),
+        "cluster list as the operator",
+    );
+    let snap = ok(
+        node.ctl("admin", &["snapshot", "--admin", &admin]),
+        "snapshot as the operator",
+    );
+    assert!(snap.contains("last_log"), "{snap}");
+    let refused = node.ctl("tester", &["snapshot", "--admin", &admin]);
+    assert!(!refused.status.success(), "a non-operator's snapshot");
+    let why = String::from_utf8_lossy(&refused.stdout).into_owned()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("not an operator"), "{why}");
+
+    // --insecure against the secure port gets no session.
+    let plain = node.ctl("tester", &["--insecure", "--timeout-ms", "2000", "ls", "/"]);
+    assert!(!plain.status.success(), "plaintext to the TLS port");
+}
