@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench.sh — synod and Apache ZooKeeper side by side: the same client (synod-bench), the same
-# workloads and settings, one after the other in one run on this machine; then each holds 100,000
-# znodes of 100 bytes and its servers' resident memory is read from /proc.
+# workloads and settings, one after the other in one run on this machine — ZooKeeper (plaintext),
+# synod --insecure (plaintext) and synod with TLS on every port (its default), so the cost of TLS
+# is known; each also serially (one session, one request in flight: the latency of one write);
+# then each holds 100,000 znodes of 100 bytes and its servers' resident memory is read from /proc.
+# Last, the new connections per second one synod node accepts, with and without TLS.
 #
 # Usage: scripts/bench.sh [seconds per workload (default 10)]
 # Environment: BENCH_SESSIONS (16), BENCH_INFLIGHT (256), BENCH_VALUE (256), BENCH_FILL (100000),
@@ -9,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+# The sides choose their own TLS material: nothing from the caller's shell (cluster.sh env).
+unset SYNOD_TLS_CA SYNOD_TLS_CERT SYNOD_TLS_KEY SYNOD_INSECURE
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/synod/target}"
 sessions=${BENCH_SESSIONS:-16}
 inflight=${BENCH_INFLIGHT:-256}
@@ -33,39 +38,59 @@ rss_mib() { # pid files... → "a b c" MiB
     echo "$s"
 }
 
+tls=() # synod-bench's TLS flags for the side being measured
+
 run_side() { # name connect-string pidfiles...
     local name=$1 servers=$2
     shift 2
     echo "== $name ($servers)"
     IFS=, read -ra ws <<<"$workloads"
     for w in "${ws[@]}"; do
-        "$BENCH" --servers "$servers" --workload "$w" --sessions "$sessions" --inflight "$inflight" \
+        "$BENCH" "${tls[@]}" --servers "$servers" --workload "$w" --sessions "$sessions" --inflight "$inflight" \
             --value-size "$value" --duration-secs "$secs" --warmup-secs 2 | grep -o 'workload=.*errors=[0-9]*' \
             | tee -a "$out/$name.txt"
     done
+    # One session, one request in flight: the latency of one write on its own.
+    "$BENCH" "${tls[@]}" --servers "$servers" --workload set --sessions 1 --inflight 1 \
+        --value-size "$value" --duration-secs "$secs" --warmup-secs 1 | grep -o 'workload=.*errors=[0-9]*' \
+        | sed 's/^workload=set/workload=serial_set/' | tee -a "$out/$name.txt"
     echo "rss_before_fill_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
-    "$BENCH" --servers "$servers" --fill "$fill" --value-size 100 --inflight 256 | tee -a "$out/$name.txt"
+    "$BENCH" "${tls[@]}" --servers "$servers" --fill "$fill" --value-size 100 --inflight 256 | tee -a "$out/$name.txt"
     sleep 2
     echo "rss_after_fill_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
 }
+
+synod_servers=127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183
 
 ZK_DIR="$out/zk" bash scripts/zk-ensemble.sh start 3 >/dev/null
 run_side zookeeper 127.0.0.1:2281,127.0.0.1:2282,127.0.0.1:2283 "$out"/zk/node{1,2,3}/zookeeper.pid
 ZK_DIR="$out/zk" bash scripts/zk-ensemble.sh stop --wipe >/dev/null
 
+SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
+run_side synod_plain "$synod_servers" "$out"/synod/node{1,2,3}.pid
+"$BENCH" --servers 127.0.0.1:2181 --handshakes 5 --warmup-secs 1 --inflight 8 | tee -a "$out/synod_plain.txt"
+SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
+
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
-run_side synod 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183 "$out"/synod/node{1,2,3}.pid
+certs="$out/synod/certs"
+tls=(--tls-ca "$certs/ca.crt" --tls-cert "$certs/admin.crt" --tls-key "$certs/admin.key")
+run_side synod_tls "$synod_servers" "$out"/synod/node{1,2,3}.pid
+"$BENCH" "${tls[@]}" --servers 127.0.0.1:2181 --handshakes 5 --warmup-secs 1 --inflight 8 | tee -a "$out/synod_tls.txt"
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
 
 echo
-echo "== side by side ($secs s per workload, $sessions sessions, $inflight in flight, ${value}-byte values)"
-printf '%-10s %14s %10s %14s %10s\n' workload zk_ops/s zk_p99_ms synod_ops/s synod_p99_ms
+echo "== side by side ($secs s per workload, $sessions sessions, $inflight in flight, ${value}-byte values;"
+echo "   serial_set: 1 session, 1 in flight; p50 is its latency)"
+printf '%-11s %11s %9s %11s %9s %11s %9s %9s\n' workload zk_ops/s zk_p50ms plain_ops/s plain_p50 tls_ops/s tls_p50 tls/plain
 field() { grep "workload=$1 " "$out/$2.txt" | sed -n "s|.* $3=\([0-9.]*\).*|\1|p"; }
-IFS=, read -ra ws <<<"$workloads"
+ms() { awk "BEGIN{printf \"%.2f\", ${1:-0}/1000}"; }
+IFS=, read -ra ws <<<"$workloads,serial_set"
 for w in "${ws[@]}"; do
-    zo=$(field "$w" zookeeper ops/s); zp=$(field "$w" zookeeper p99_us)
-    so=$(field "$w" synod ops/s); sp=$(field "$w" synod p99_us)
-    printf '%-10s %14s %10s %14s %10s\n' "$w" "$zo" "$(awk "BEGIN{printf \"%.1f\", ${zp:-0}/1000}")" \
-        "$so" "$(awk "BEGIN{printf \"%.1f\", ${sp:-0}/1000}")"
+    zo=$(field "$w" zookeeper ops/s); zp=$(field "$w" zookeeper p50_us)
+    po=$(field "$w" synod_plain ops/s); pp=$(field "$w" synod_plain p50_us)
+    to=$(field "$w" synod_tls ops/s); tp=$(field "$w" synod_tls p50_us)
+    printf '%-11s %11s %9s %11s %9s %11s %9s %9s\n' "$w" "$zo" "$(ms "$zp")" "$po" "$(ms "$pp")" \
+        "$to" "$(ms "$tp")" "$(awk "BEGIN{ if (${po:-0} > 0) printf \"%.2f\", ${to:-0}/${po}; else print \"-\" }")"
 done
-echo "rss after $fill znodes of 100 bytes (MiB per server): zookeeper=[$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt")] synod=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod.txt")]"
+echo "new connections/s one synod node accepts (8 at a time): plaintext=$(field handshake synod_plain ops/s) tls=$(field handshake synod_tls ops/s) (p50 $(ms "$(field handshake synod_tls p50_us)") ms)"
+echo "rss after $fill znodes of 100 bytes (MiB per server): zookeeper=[$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt")] synod_plain=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_plain.txt")] synod_tls=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_tls.txt")]"

@@ -12,6 +12,10 @@
 //!
 //! Every run works below a fresh `/synod-bench-<random>` znode that it removes again at the end.
 //! Failed requests are counted (`errors=`), never fatal; their latency is not recorded.
+//!
+//! With `--tls-ca` (and a client certificate) the sessions speak TLS. `--handshakes SECS`
+//! instead measures how many new connections the first server accepts per second: each loop
+//! opens a TCP connection, completes the TLS handshake (with `--tls-ca`) and closes it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -26,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use synod_client::connect_string::ConnectString;
+use synod_client::tls::{TlsConnector, TlsOptions};
 use synod_client::{Client, ConnectOptions, CreateMode, Error};
 use tokio::time::Instant;
 
@@ -94,15 +99,124 @@ struct Args {
     #[arg(long)]
     json: bool,
 
+    /// Speak TLS, trusting this CA bundle (PEM).
+    #[arg(long, env = "SYNOD_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// Present this client certificate (PEM; with --tls-ca and --tls-key).
+    #[arg(
+        long,
+        env = "SYNOD_TLS_CERT",
+        requires = "tls_ca",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SYNOD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Instead of a workload: open connections to the first server for this many seconds, --inflight
+    /// at a time, each closed right after its TLS handshake (or TCP connect without --tls-ca), and
+    /// report connections per second and the handshake latency (`workload=handshake`).
+    #[arg(long, value_parser = positive_secs)]
+    handshakes: Option<f64>,
+
     /// Instead of a workload: create this many znodes of --value-size bytes under /synod-fill
     /// (children n0, n1, ...) and leave them, for measuring a server's memory with a known tree.
     #[arg(long)]
     fill: Option<u32>,
 }
 
+/// The TLS connector `--tls-*` asks for, if any.
+fn tls(args: &Args) -> Result<Option<TlsConnector>, Fatal> {
+    let Some(ca) = &args.tls_ca else {
+        return Ok(None);
+    };
+    let mut options = TlsOptions::new(ca);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options = options.identity(cert, key);
+    }
+    options
+        .connector()
+        .map(Some)
+        .map_err(|e| Fatal(format!("TLS: {e}")))
+}
+
+/// The connect options of every session: plaintext or TLS as `--tls-*` says.
+fn connect_options(args: &Args) -> Result<ConnectOptions, Fatal> {
+    Ok(ConnectOptions {
+        tls: tls(args)?,
+        ..ConnectOptions::default()
+    })
+}
+
+/// `--handshakes SECS`: new connections per second the first server accepts, each completing
+/// its TLS handshake (without --tls-ca, its TCP connect) and closing at once.
+async fn handshakes(args: &Args, secs: f64) -> Result<(), Fatal> {
+    let cs = ConnectString::parse(&args.servers).map_err(|e| Fatal(e.to_string()))?;
+    let (host, port) = cs
+        .hosts
+        .first()
+        .cloned()
+        .ok_or_else(|| Fatal("no server given".into()))?;
+    let tls = tls(args)?;
+    let warm_end = Instant::now() + Duration::from_secs_f64(args.warmup_secs);
+    let end = warm_end + Duration::from_secs_f64(secs);
+    let loops: Vec<_> = (0..args.inflight)
+        .map(|_| {
+            let (host, tls) = (host.clone(), tls.clone());
+            tokio::spawn(async move {
+                let mut h = new_histogram(3)?;
+                let mut errors = 0u64;
+                while Instant::now() < end {
+                    let t0 = Instant::now();
+                    let done = async {
+                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                        tcp.set_nodelay(true)?;
+                        if let Some(tls) = &tls {
+                            drop(tls.connect(&host, tcp).await?);
+                        }
+                        Ok::<(), std::io::Error>(())
+                    }
+                    .await;
+                    let t1 = Instant::now();
+                    if t0 >= warm_end && t1 <= end {
+                        match done {
+                            Ok(()) => h.saturating_record((t1 - t0).as_micros().max(1) as u64),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                }
+                Ok::<_, Fatal>((h, errors))
+            })
+        })
+        .collect();
+    let mut all = new_histogram(3)?;
+    let mut errors = 0;
+    for l in loops {
+        let (h, e) = l
+            .await
+            .map_err(|e| Fatal(format!("a handshake loop failed: {e}")))??;
+        all.add(&h)?;
+        errors += e;
+    }
+    println!(
+        "workload=handshake tls={} ops={} secs={secs:.1} ops/s={:.1} p50_us={} p99_us={} p999_us={} max_us={} errors={errors}",
+        tls.is_some(),
+        all.len(),
+        all.len() as f64 / secs,
+        all.value_at_quantile(0.5),
+        all.value_at_quantile(0.99),
+        all.value_at_quantile(0.999),
+        all.max(),
+    );
+    Ok(())
+}
+
 /// `--fill`: creates `count` znodes under /synod-fill with up to --inflight creates in flight.
 async fn fill(args: &Args, count: u32) -> Result<(), Fatal> {
-    let zk = Client::connect(&args.servers, ConnectOptions::default())
+    let zk = Client::connect(&args.servers, connect_options(args)?)
         .await
         .map_err(|e| Fatal(format!("connect: {e}")))?;
     match zk.create("/synod-fill", b"", CreateMode::Persistent).await {
@@ -627,7 +741,7 @@ impl Bench {
     /// Opens every session (session `i` starting with server `i mod n`).
     async fn connect(args: Args, stop: Arc<AtomicBool>) -> Result<Bench, Fatal> {
         let cs = ConnectString::parse(&args.servers).map_err(|e| Fatal(e.to_string()))?;
-        let options = ConnectOptions::default()
+        let options = connect_options(&args)?
             .session_timeout(Duration::from_millis(args.session_timeout_ms))
             .shuffle_hosts(false);
         let connects =
@@ -888,6 +1002,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(secs) = args.handshakes {
+        return match runtime.block_on(handshakes(&args, secs)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Fatal(msg)) => {
+                eprintln!("synod-bench: {msg}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(n) = args.fill {
         return match runtime.block_on(fill(&args, n)) {
             Ok(()) => ExitCode::SUCCESS,
