@@ -2,9 +2,10 @@
 # test.sh — the project's test command (README "Run the tests"; CI runs it through .ci/run).
 #
 # Installs what the tests need on a fresh Debian machine (Apache ZooKeeper 3.8 from Debian, the
-# behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium for
-# the dashboard test; python3-kazoo for the TLS test), then checks formatting and lints and runs
-# every test of the workspace. Safe to run again: nothing is installed twice.
+# behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium,
+# libnss3-tools and openssl for the dashboard test; python3-kazoo for the TLS test), then checks
+# formatting and lints and runs every test of the workspace. Safe to run again: nothing is
+# installed twice.
 #
 # Environment:
 #   CARGO_TARGET_DIR  where cargo builds (default: $HOME/.cache/synod/target, outside the clone,
@@ -25,8 +26,12 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 command -v clang >/dev/null 2>&1 || need_pkgs+=(clang)
 # kazoo, a ZooKeeper client that is not synod's, over TLS (server/tests/tls.rs).
 /usr/bin/python3 -c "import kazoo" >/dev/null 2>&1 || need_pkgs+=(python3-kazoo)
-# the dashboard test (server/tests/dashboard.rs) loads /ui in a real headless browser.
+# the dashboard test (server/tests/dashboard.rs) loads /ui in a real headless browser, over
+# HTTPS with the operator's certificate in an NSS database (certutil, pk12util; openssl makes
+# the PKCS#12 file).
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v certutil >/dev/null 2>&1 || need_pkgs+=(libnss3-tools)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive

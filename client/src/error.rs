@@ -39,6 +39,9 @@ macro_rules! keeper_errors {
             /// transaction node), or lost what it held (e.g. its lock node vanished).
             #[error("recipe: {0}")]
             Recipe(String),
+            /// The TLS material to connect with could not be loaded or used.
+            #[error("TLS: {0}")]
+            Tls(#[from] crate::tls::TlsError),
         }
 
         impl Error {
@@ -64,7 +67,8 @@ macro_rules! keeper_errors {
                     Error::InvalidConnectString(_)
                     | Error::Protocol(_)
                     | Error::WaitTimeout(_)
-                    | Error::Recipe(_) => None,
+                    | Error::Recipe(_)
+                    | Error::Tls(_) => None,
                 }
             }
         }
@@ -116,6 +120,7 @@ impl Error {
                 Error::Protocol(_) => "ProtocolError".into(),
                 Error::WaitTimeout(_) => "WaitTimeout".into(),
                 Error::Recipe(_) => "RecipeError".into(),
+                Error::Tls(_) => "TlsError".into(),
                 _ => "Unknown".into(),
             },
             Some(c) => c.name().into(),

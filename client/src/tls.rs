@@ -171,6 +171,45 @@ impl TlsOptions {
     }
 }
 
+impl TlsOptions {
+    /// The certificates of the local cluster `scripts/cluster.sh` made
+    /// (`$SYNOD_CLUSTER_DIR/certs`, default `target/synod-cluster/certs` below the working
+    /// directory: its CA and the `admin` identity), if they exist.
+    pub fn local_cluster() -> Option<TlsOptions> {
+        let certs = std::env::var_os("SYNOD_CLUSTER_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target/synod-cluster"))
+            .join("certs");
+        let (ca, cert, key) = (
+            certs.join("ca.crt"),
+            certs.join("admin.crt"),
+            certs.join("admin.key"),
+        );
+        (ca.is_file() && cert.is_file() && key.is_file())
+            .then(|| TlsOptions::new(ca).identity(cert, key))
+    }
+
+    /// TLS as the environment asks, the way synodctl reads it: none if `SYNOD_INSECURE` is set
+    /// (to anything but empty, `0` or `false`); the `SYNOD_TLS_CA` / `SYNOD_TLS_CERT` /
+    /// `SYNOD_TLS_KEY` files if `SYNOD_TLS_CA` is set; else [`TlsOptions::local_cluster`].
+    pub fn from_env() -> Option<TlsOptions> {
+        let set = |v: &str| std::env::var_os(v).filter(|x| !x.is_empty());
+        if set("SYNOD_INSECURE").is_some_and(|v| v != "0" && v != "false") {
+            return None;
+        }
+        match set("SYNOD_TLS_CA") {
+            Some(ca) => {
+                let tls = TlsOptions::new(ca);
+                Some(match (set("SYNOD_TLS_CERT"), set("SYNOD_TLS_KEY")) {
+                    (Some(cert), Some(key)) => tls.identity(cert, key),
+                    _ => tls,
+                })
+            }
+            None => TlsOptions::local_cluster(),
+        }
+    }
+}
+
 /// Opens TLS sessions over TCP streams with one client configuration (cheap to clone).
 #[derive(Clone)]
 pub struct TlsConnector {

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use synod_client::tls::TlsOptions;
 use synod_client::{Client, ConnectOptions};
 
 /// The local cluster started by `scripts/cluster.sh start 3`.
@@ -43,16 +44,22 @@ pub fn say(who: &str, what: impl std::fmt::Display) {
     let _ = out.flush();
 }
 
-/// Connects a new session to `servers` with the given session timeout.
+/// Connects a new session to `servers` with the given session timeout, over TLS as the
+/// environment says (`SYNOD_TLS_*`, `SYNOD_INSECURE`, else the local cluster's certificates:
+/// [`TlsOptions::from_env`]).
 pub async fn connect(
     servers: &str,
     session_timeout: Duration,
 ) -> Result<Client, synod_client::Error> {
+    let tls = TlsOptions::from_env().map(|t| t.connector()).transpose()?;
     Client::connect(
         servers,
-        ConnectOptions::default()
-            .session_timeout(session_timeout)
-            .connect_timeout(Duration::from_secs(10)),
+        ConnectOptions {
+            tls,
+            ..ConnectOptions::default()
+        }
+        .session_timeout(session_timeout)
+        .connect_timeout(Duration::from_secs(10)),
     )
     .await
 }

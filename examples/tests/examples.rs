@@ -1,5 +1,6 @@
-//! Runs every example program against a real 3-node synod cluster and checks its own outcome
-//! (exit status) and the key lines of what it printed.
+//! Runs every example program against a real secure 3-node synod cluster (its clients, and
+//! synodctl, over TLS with the `SYNOD_TLS_*` environment) and checks its own outcome (exit status)
+//! and the key lines of what it printed.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -14,7 +15,13 @@ const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
 fn run_example(ens: &SynodEnsemble, bin: &str) -> String {
     let started = Instant::now();
     let mut cmd = Command::new(bin);
+    let node_dir = &ens.nodes()[0].dir;
+    let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
     cmd.env("SYNOD_SERVERS", ens.connect_string())
+        .env("SYNOD_TLS_CA", certs.join("ca.crt"))
+        .env("SYNOD_TLS_CERT", certs.join("tester.crt"))
+        .env("SYNOD_TLS_KEY", certs.join("tester.key"))
+        .env_remove("SYNOD_INSECURE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -75,7 +82,7 @@ fn assert_lines(out: &str, needles: &[&str]) {
 #[test]
 fn examples_against_a_synod_cluster() {
     let bin = synod_bin().expect("the synod binary");
-    let ens = SynodEnsemble::start(&bin, 3, &[]).expect("start a 3-node synod cluster");
+    let ens = SynodEnsemble::start_tls(&bin, 3, &[]).expect("start a secure 3-node synod cluster");
     diagnosis_workflow(&ens);
     shared_config(&ens);
     work_queue(&ens);

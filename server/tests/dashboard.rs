@@ -1,14 +1,22 @@
 //! The `/ui` dashboard in a real headless browser (Debian's `chromium`; scripts/test.sh installs
-//! it): against a 3-node synod cluster, the page shows the three members and the leader, and
-//! browsing to a znode through the URL hash (`/ui#/path`) shows its data. A screenshot is saved
-//! under `$CARGO_TARGET_TMPDIR/dashboard/dashboard.png` and its path printed.
+//! it): against a secure 3-node synod cluster, over HTTPS, the browser presenting the operator's
+//! client certificate, the page shows the three members and the leader, and browsing to a znode
+//! through the URL hash (`/ui#/path`) shows its data. A screenshot is saved under
+//! `$CARGO_TARGET_TMPDIR/dashboard/dashboard.png` and its path printed.
+//!
+//! The browser's certificate: the operator's key and certificate are imported into an NSS
+//! database in a `HOME` of the test's own (with the cluster's CA trusted), and a Chromium policy
+//! file `AutoSelectCertificateForUrls` for exactly the admin port's URL — a headless browser
+//! cannot ask anyone which certificate to present — is written to
+//! `/etc/chromium/policies/managed/` and removed when the test ends (root only; the test fails
+//! with a clear message otherwise).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use synod_client::{Client, ConnectOptions, CreateMode};
+use synod_client::{Client, CreateMode};
 use synod_testkit::{Ensemble, SynodEnsemble};
 
 /// Debian's browser binary.
@@ -39,9 +47,88 @@ impl Drop for Browser {
     }
 }
 
-/// Runs headless chromium with `args` then `url`; returns its stdout. Fails on a non-zero exit
-/// or after [`BROWSER_TIMEOUT`] (the browser is killed).
-fn chromium(args: &[String], url: &str, work: &Path) -> String {
+/// Where Chromium reads managed policies on Debian.
+const POLICY_DIR: &str = "/etc/chromium/policies/managed";
+
+/// A browser identity: a `HOME` whose NSS database holds the operator's certificate and key and
+/// trusts the cluster's CA, and the policy that makes Chromium present that certificate to one
+/// URL. The policy file is removed when this is dropped.
+struct BrowserIdentity {
+    /// The `HOME` to run the browser with.
+    home: tempfile::TempDir,
+    /// The policy file written for this test.
+    policy: PathBuf,
+}
+
+impl Drop for BrowserIdentity {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.policy);
+    }
+}
+
+/// Runs a setup command, failing the test with its output if it fails.
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (scripts/test.sh installs libnss3-tools and openssl)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl BrowserIdentity {
+    /// The operator `stem` (`<certs>/<stem>.{crt,key}`) for `origin` (`https://host:port`).
+    fn new(work: &Path, certs: &Path, stem: &str, origin: &str) -> BrowserIdentity {
+        let home = tempfile::tempdir_in(work).expect("browser home");
+        let db = home.path().join(".pki/nssdb");
+        std::fs::create_dir_all(&db).expect("NSS database dir");
+        let db_arg = format!("sql:{}", db.display());
+        run(Command::new("certutil").args(["-d", &db_arg, "-N", "--empty-password"]));
+        let p12 = home.path().join(format!("{stem}.p12"));
+        run(Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:", "-in"])
+            .arg(certs.join(format!("{stem}.crt")))
+            .arg("-inkey")
+            .arg(certs.join(format!("{stem}.key")))
+            .arg("-out")
+            .arg(&p12));
+        run(Command::new("pk12util")
+            .args(["-d", &db_arg, "-W", "", "-i"])
+            .arg(&p12));
+        run(Command::new("certutil")
+            .args([
+                "-d",
+                &db_arg,
+                "-A",
+                "-n",
+                "synod-test-ca",
+                "-t",
+                "C,,",
+                "-i",
+            ])
+            .arg(certs.join("ca.crt")));
+        std::fs::create_dir_all(POLICY_DIR)
+            .unwrap_or_else(|e| panic!("cannot create {POLICY_DIR} (the test needs root): {e}"));
+        let policy =
+            Path::new(POLICY_DIR).join(format!("synod-dashboard-test-{}.json", std::process::id()));
+        let pattern = serde_json::json!({ "pattern": origin, "filter": {} }).to_string();
+        let body = serde_json::json!({ "AutoSelectCertificateForUrls": [pattern] });
+        std::fs::write(&policy, body.to_string()).unwrap_or_else(|e| {
+            panic!(
+                "cannot write {} (the test needs root): {e}",
+                policy.display()
+            )
+        });
+        BrowserIdentity { home, policy }
+    }
+}
+
+/// Runs headless chromium with `args` then `url`, as `identity`; returns its stdout. Fails on a
+/// non-zero exit or after [`BROWSER_TIMEOUT`] (the browser is killed).
+fn chromium(args: &[String], url: &str, work: &Path, identity: &BrowserIdentity) -> String {
     let profile = tempfile::tempdir_in(work).expect("browser profile dir");
     let out_path = work.join("stdout.html");
     let out = std::fs::File::create(&out_path).expect("stdout file");
@@ -58,6 +145,7 @@ fn chromium(args: &[String], url: &str, work: &Path) -> String {
     ])
     .args(args)
     .arg(url)
+    .env("HOME", identity.home.path())
     .stdin(Stdio::null())
     .stdout(out)
     .stderr(err)
@@ -98,14 +186,16 @@ fn dashboard_shows_members_leader_and_znode_data() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let ens = SynodEnsemble::start(synod_bin(), 3, &[]).expect("start a 3-node synod cluster");
+    let ens =
+        SynodEnsemble::start_tls(synod_bin(), 3, &[]).expect("start a secure 3-node synod cluster");
     let leader = ens.wait_for_leader(CONVERGE_TIMEOUT).expect("a leader");
     let leader_id = leader + 1;
     let admin = ens.admin_addr(leader).expect("admin address");
     let zk = rt
         .block_on(Client::connect(
             &ens.addrs()[leader].to_string(),
-            ConnectOptions::default().connect_timeout(Duration::from_secs(20)),
+            ens.connect_options()
+                .connect_timeout(Duration::from_secs(20)),
         ))
         .expect("connect");
     let data = "case 42: biopsy review, owner=lab-3";
@@ -133,12 +223,17 @@ fn dashboard_shows_members_leader_and_znode_data() {
 
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&out_dir).expect("output dir");
+    let node_dir = &ens.nodes()[0].dir;
+    let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
+    let origin = format!("https://{admin}");
+    let operator = BrowserIdentity::new(&out_dir, &certs, "admin", &origin);
 
     // The overview: three members, one of them the leader.
     let dom = chromium(
         &["--dump-dom".into()],
-        &format!("http://{admin}/ui"),
+        &format!("{origin}/ui"),
         &out_dir,
+        &operator,
     );
     let members = dom.matches("<tr class=\"member").count();
     assert_eq!(members, 3, "three member rows expected:\n{dom}");
@@ -157,8 +252,9 @@ fn dashboard_shows_members_leader_and_znode_data() {
     // Deep link to a znode: its data and stat are shown.
     let dom = chromium(
         &["--dump-dom".into()],
-        &format!("http://{admin}/ui#/diagnosis/case-42"),
+        &format!("{origin}/ui#/diagnosis/case-42"),
         &out_dir,
+        &operator,
     );
     assert_eq!(
         element_text(&dom, "znode-path"),
@@ -176,8 +272,9 @@ fn dashboard_shows_members_leader_and_znode_data() {
             format!("--screenshot={}", shot.display()),
             "--window-size=1280,900".into(),
         ],
-        &format!("http://{admin}/ui#/diagnosis/case-42"),
+        &format!("{origin}/ui#/diagnosis/case-42"),
         &out_dir,
+        &operator,
     );
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");

@@ -138,25 +138,32 @@ impl Server {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_are_identities_and_clients_without_a_vouched_one_are_refused() {
-    let (server, pki) = Server::start();
-
-    // alice's certificate makes her x509:alice: a node only she may read stays hers.
+/// alice, connected with her certificate, after creating `path` with `data` that only
+/// `x509:alice` may use.
+async fn alice_owns(server: &Server, pki: &Pki, path: &str, data: &[u8]) -> Client {
     let alice = server
         .connect(&pki.client(Some("alice")))
         .await
         .expect("alice connects with her certificate");
     alice
         .create_full(
-            "/case-17",
-            b"diagnosis draft",
+            path,
+            data,
             &[Acl::new(perms::ALL, "x509", "alice")],
             CreateMode::Persistent,
             None,
         )
         .await
-        .expect("alice creates her case");
+        .unwrap_or_else(|e| panic!("alice creates {path}: {e}"));
+    alice
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_identities_and_clients_without_a_vouched_one_are_refused() {
+    let (server, pki) = Server::start();
+
+    // alice's certificate makes her x509:alice: a node only she may read stays hers.
+    let alice = alice_owns(&server, &pki, "/case-17", b"diagnosis draft").await;
     let (data, _) = alice.get_data("/case-17").await.expect("alice reads it");
     assert_eq!(&data[..], b"diagnosis draft");
 
@@ -236,20 +243,7 @@ async fn admin_endpoints_that_reveal_or_change_need_an_operator() {
     let timeout = Duration::from_secs(30);
 
     // Something secret to look for in every answer.
-    let owner = server
-        .connect(&pki.client(Some("alice")))
-        .await
-        .expect("alice connects");
-    owner
-        .create_full(
-            "/patient-4711",
-            b"biopsy: malignant",
-            &[Acl::new(perms::ALL, "x509", "alice")],
-            CreateMode::Persistent,
-            None,
-        )
-        .await
-        .expect("alice creates her case");
+    let owner = alice_owns(&server, &pki, "/patient-4711", b"biopsy: malignant").await;
 
     // Probes and scrapers need no certificate.
     for path in ["/health", "/ready", "/status", "/metrics", "/commands/ruok"] {
@@ -368,20 +362,7 @@ async fn the_super_identity_is_granted_by_certificate_or_digest_and_logged() {
         "--super-digest",
         "super:5ZIErkhbrC1ytr/v6D+dXQw7elQ=",
     ]);
-    let alice = server
-        .connect(&pki.client(Some("alice")))
-        .await
-        .expect("alice connects");
-    alice
-        .create_full(
-            "/sealed",
-            b"only alice",
-            &[Acl::new(perms::ALL, "x509", "alice")],
-            CreateMode::Persistent,
-            None,
-        )
-        .await
-        .expect("alice creates her node");
+    let alice = alice_owns(&server, &pki, "/sealed", b"only alice").await;
     let bob = server
         .connect(&pki.client(Some("bob")))
         .await

@@ -1002,25 +1002,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(secs) = args.handshakes {
-        return match runtime.block_on(handshakes(&args, secs)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(Fatal(msg)) => {
-                eprintln!("synod-bench: {msg}");
-                ExitCode::from(1)
-            }
-        };
-    }
-    if let Some(n) = args.fill {
-        return match runtime.block_on(fill(&args, n)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(Fatal(msg)) => {
-                eprintln!("synod-bench: {msg}");
-                ExitCode::from(1)
-            }
-        };
-    }
-    match runtime.block_on(bench(args)) {
+    let outcome = if let Some(secs) = args.handshakes {
+        runtime.block_on(handshakes(&args, secs)).map(|()| true)
+    } else if let Some(n) = args.fill {
+        runtime.block_on(fill(&args, n)).map(|()| true)
+    } else {
+        runtime.block_on(bench(args))
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(130),
         Err(Fatal(msg)) => {

@@ -289,6 +289,15 @@ async fn write_small<T: Serialize>(w: &mut BatchWriter<BoxWrite>, body: &T) -> R
         .map_err(|e| Refusal::Handshake(e.to_string()))
 }
 
+/// `handshake`, refused if it takes longer than [`HANDSHAKE_TIMEOUT`].
+async fn within_handshake_timeout(
+    handshake: impl std::future::Future<Output = Result<Established, Refusal>>,
+) -> Result<Established, Refusal> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .unwrap_or_else(|_| Err(Refusal::Handshake("timed out".into())))
+}
+
 /// The accepting end: TLS, then the hello; a refusal after TLS is told to the peer before the
 /// connection closes. Bounded by [`HANDSHAKE_TIMEOUT`].
 pub(crate) async fn accept(
@@ -296,71 +305,61 @@ pub(crate) async fn accept(
     stream: TcpStream,
     max_frame_len: usize,
 ) -> Result<Established, Refusal> {
-    tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        accept_inner(local, stream, max_frame_len),
-    )
-    .await
-    .unwrap_or_else(|_| Err(Refusal::Handshake("timed out".into())))
-}
-
-async fn accept_inner(
-    local: &LocalPeer,
-    stream: TcpStream,
-    max_frame_len: usize,
-) -> Result<Established, Refusal> {
-    let (certified, (mut frames, mut writer)) = match &local.tls {
-        Some(tls) => {
-            let stream = tls
-                .current()
-                .acceptor
-                .accept(stream)
-                .await
-                .map_err(|e| Refusal::Tls(e.to_string()))?;
-            let certified = certified_node(stream.get_ref().1.peer_certificates());
-            (Some(certified), framed(stream, max_frame_len))
-        }
-        None => (None, framed(stream, max_frame_len)),
-    };
-    let checked = async {
-        let certified = certified.transpose()?;
-        let hello: Hello = read_small(&mut frames).await?;
-        if hello.version != PROTOCOL_VERSION {
-            return Err(Refusal::Version {
-                theirs: hello.version,
-            });
-        }
-        if let Some(certified) = certified {
-            if certified != hello.node_id {
-                return Err(Refusal::WrongNode {
-                    certified,
-                    claimed: hello.node_id,
+    within_handshake_timeout(async {
+        let (certified, (mut frames, mut writer)) = match &local.tls {
+            Some(tls) => {
+                let stream = tls
+                    .current()
+                    .acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| Refusal::Tls(e.to_string()))?;
+                let certified = certified_node(stream.get_ref().1.peer_certificates());
+                (Some(certified), framed(stream, max_frame_len))
+            }
+            None => (None, framed(stream, max_frame_len)),
+        };
+        let checked = async {
+            let certified = certified.transpose()?;
+            let hello: Hello = read_small(&mut frames).await?;
+            if hello.version != PROTOCOL_VERSION {
+                return Err(Refusal::Version {
+                    theirs: hello.version,
                 });
             }
+            if let Some(certified) = certified {
+                if certified != hello.node_id {
+                    return Err(Refusal::WrongNode {
+                        certified,
+                        claimed: hello.node_id,
+                    });
+                }
+            }
+            let cluster_id = local.cluster.accept(hello.cluster_id)?;
+            Ok((hello.node_id, cluster_id))
         }
-        let cluster_id = local.cluster.accept(hello.cluster_id)?;
-        Ok((hello.node_id, cluster_id))
-    }
-    .await;
-    match checked {
-        Ok((remote, cluster_id)) => {
-            let reply = HelloReply::Welcome {
-                node_id: local.node_id,
-                cluster_id,
-            };
-            write_small(&mut writer, &reply).await?;
-            Ok(Established {
-                remote,
-                frames,
-                writer,
-            })
+        .await;
+        match checked {
+            Ok((remote, cluster_id)) => {
+                let reply = HelloReply::Welcome {
+                    node_id: local.node_id,
+                    cluster_id,
+                };
+                write_small(&mut writer, &reply).await?;
+                Ok(Established {
+                    remote,
+                    frames,
+                    writer,
+                })
+            }
+            Err(refusal) => {
+                // Best effort: the dialling node logs why; the connection closes either way.
+                let _ = write_small(&mut writer, &HelloReply::Refused(refusal.to_string())).await;
+                Err(refusal)
+            }
         }
-        Err(refusal) => {
-            // Best effort: the dialling node logs why; the connection closes either way.
-            let _ = write_small(&mut writer, &HelloReply::Refused(refusal.to_string())).await;
-            Err(refusal)
-        }
-    }
+    })
+    .await
 }
 
 /// The dialling end: TLS (verifying the server's certificate for the host dialled and that it
@@ -373,66 +372,54 @@ pub(crate) async fn dial(
     stream: TcpStream,
     max_frame_len: usize,
 ) -> Result<Established, Refusal> {
-    tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        dial_inner(local, target, addr, stream, max_frame_len),
-    )
+    within_handshake_timeout(async {
+        let (mut frames, mut writer) = match &local.tls {
+            Some(tls) => {
+                let stream = tls
+                    .current()
+                    .connector
+                    .connect(host_of(addr), stream)
+                    .await
+                    .map_err(|e| Refusal::Tls(e.to_string()))?;
+                let certified = certified_node(stream.get_ref().1.peer_certificates())?;
+                if certified != target {
+                    return Err(Refusal::UnexpectedNode {
+                        expected: target,
+                        answered: certified,
+                    });
+                }
+                framed(stream, max_frame_len)
+            }
+            None => framed(stream, max_frame_len),
+        };
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            node_id: local.node_id,
+            cluster_id: local.cluster.get(),
+        };
+        write_small(&mut writer, &hello).await?;
+        match read_small::<HelloReply>(&mut frames).await? {
+            HelloReply::Refused(reason) => Err(Refusal::ByPeer(reason)),
+            HelloReply::Welcome {
+                node_id,
+                cluster_id,
+            } => {
+                if node_id != target {
+                    return Err(Refusal::UnexpectedNode {
+                        expected: target,
+                        answered: node_id,
+                    });
+                }
+                local.cluster.accept(cluster_id)?;
+                Ok(Established {
+                    remote: node_id,
+                    frames,
+                    writer,
+                })
+            }
+        }
+    })
     .await
-    .unwrap_or_else(|_| Err(Refusal::Handshake("timed out".into())))
-}
-
-async fn dial_inner(
-    local: &LocalPeer,
-    target: NodeId,
-    addr: &str,
-    stream: TcpStream,
-    max_frame_len: usize,
-) -> Result<Established, Refusal> {
-    let (mut frames, mut writer) = match &local.tls {
-        Some(tls) => {
-            let stream = tls
-                .current()
-                .connector
-                .connect(host_of(addr), stream)
-                .await
-                .map_err(|e| Refusal::Tls(e.to_string()))?;
-            let certified = certified_node(stream.get_ref().1.peer_certificates())?;
-            if certified != target {
-                return Err(Refusal::UnexpectedNode {
-                    expected: target,
-                    answered: certified,
-                });
-            }
-            framed(stream, max_frame_len)
-        }
-        None => framed(stream, max_frame_len),
-    };
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        node_id: local.node_id,
-        cluster_id: local.cluster.get(),
-    };
-    write_small(&mut writer, &hello).await?;
-    match read_small::<HelloReply>(&mut frames).await? {
-        HelloReply::Refused(reason) => Err(Refusal::ByPeer(reason)),
-        HelloReply::Welcome {
-            node_id,
-            cluster_id,
-        } => {
-            if node_id != target {
-                return Err(Refusal::UnexpectedNode {
-                    expected: target,
-                    answered: node_id,
-                });
-            }
-            local.cluster.accept(cluster_id)?;
-            Ok(Established {
-                remote: node_id,
-                frames,
-                writer,
-            })
-        }
-    }
 }
 
 /// The host part of `host:port` (an IPv6 literal without its brackets), as the server's

@@ -177,17 +177,7 @@ fn tls_options(cli: &Cli) -> Option<TlsOptions> {
             _ => tls,
         });
     }
-    let certs = std::env::var_os("SYNOD_CLUSTER_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target/synod-cluster"))
-        .join("certs");
-    let (ca, cert, key) = (
-        certs.join("ca.crt"),
-        certs.join("admin.crt"),
-        certs.join("admin.key"),
-    );
-    (ca.is_file() && cert.is_file() && key.is_file())
-        .then(|| TlsOptions::new(ca).identity(cert, key))
+    TlsOptions::local_cluster()
 }
 
 /// Checks the command, connects, runs the command and closes the session.
