@@ -8,12 +8,14 @@
 #   scripts/faults.sh                 every scenario (about 3 minutes here)
 #   scripts/faults.sh kill-leader     one scenario (names: see server/tests/faults/scenario.rs)
 #
-# The test command runs the short version (three scenarios) as `cargo test -p synod-server --test
-# faults`. Uses the same CARGO_TARGET_DIR default as scripts/test.sh.
+# The clusters are secure (TLS on every port), as synod is by default. The test command runs the
+# short version (three scenarios) as part of `cargo test --workspace`. Builds with `--workspace`,
+# as scripts/test.sh does: a `-p` build resolves other features and compiles RocksDB again (about
+# 20 minutes). Uses the same CARGO_TARGET_DIR default as scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/synod/target}"
 if [ $# -gt 0 ]; then
-    exec cargo test --locked -p synod-server --test faults -- --scenario "$1"
+    exec cargo test --locked --workspace --test faults -- --scenario "$1"
 fi
-exec cargo test --locked -p synod-server --test faults -- --full
+exec cargo test --locked --workspace --test faults -- --full

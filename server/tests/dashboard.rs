@@ -66,6 +66,25 @@ impl Drop for BrowserIdentity {
     }
 }
 
+/// Removes the policy files of earlier runs whose process is gone (a run killed before its
+/// `Drop` could remove its own).
+fn remove_stale_policies() {
+    let Ok(entries) = std::fs::read_dir(POLICY_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("synod-dashboard-test-")
+            .and_then(|rest| rest.strip_suffix(".json"));
+        if let Some(pid) = pid {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Runs a setup command, failing the test with its output if it fails.
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| {
@@ -112,6 +131,7 @@ impl BrowserIdentity {
             .arg(certs.join("ca.crt")));
         std::fs::create_dir_all(POLICY_DIR)
             .unwrap_or_else(|e| panic!("cannot create {POLICY_DIR} (the test needs root): {e}"));
+        remove_stale_policies();
         let policy =
             Path::new(POLICY_DIR).join(format!("synod-dashboard-test-{}.json", std::process::id()));
         let pattern = serde_json::json!({ "pattern": origin, "filter": {} }).to_string();
