@@ -106,13 +106,22 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
 
 /// A fresh cluster is initialized by its lowest-id configured member once a majority of the
 /// members answers (as `cockroach init` is run on one node): that member generates the cluster
-/// id and records it before it probes the others, then initializes Raft; the others adopt the id from its first connection (its
-/// probes) and are brought in by its first election. A node that has any Raft state (a restart) never
-/// initializes again.
+/// id and records it before it probes the others, then initializes Raft; the others adopt the
+/// id from its first connection (its probes) and are brought in by its first election. A node
+/// that has any Raft state (a restart) never initializes again; if its cluster has no id yet (it
+/// was restored from a backup, or its data predates cluster ids), see [`name_cluster`].
 async fn initialize_cluster(node: Arc<Node>) {
     if node.cfg.join {
         tracing::info!("--join: waiting to be added to a cluster (never initializing one)");
         return;
+    }
+    match node.raft.is_initialized().await {
+        Ok(true) => return name_cluster(node).await,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(%e, "cannot read raft state");
+            return;
+        }
     }
     let first = node.cfg.members.keys().next().copied();
     if first != Some(node.id) {
@@ -170,6 +179,49 @@ async fn initialize_cluster(node: Arc<Node>) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How often a member of a cluster without an id asks the others for theirs.
+const NAMING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Gives an initialized cluster that has no cluster id one (a cluster restored from a backup, or
+/// whose data predates cluster ids). Every member asks the others (every peer connection's hello
+/// adopts an id one of them has); once every other member has answered and none has one, the
+/// lowest-id member of the current configuration generates it, and the others adopt it from its
+/// next connection. While a member is unreachable nothing is generated, so that an id it may
+/// already hold is not contradicted.
+async fn name_cluster(node: Arc<Node>) {
+    while node.local.cluster.get().is_none() {
+        let members: Vec<(NodeId, String)> = {
+            let metrics = node.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let mut answered = 0;
+        for (id, addr) in members.iter().filter(|(id, _)| *id != node.id) {
+            let probe = node
+                .pool
+                .call(*id, addr, PeerRequest::Touch(Vec::new()), NAMING_INTERVAL)
+                .await;
+            answered += usize::from(probe.is_ok());
+        }
+        let lowest = members.iter().map(|(id, _)| *id).min();
+        if node.local.cluster.get().is_none()
+            && lowest == Some(node.id)
+            && answered + 1 == members.len()
+        {
+            match node.local.cluster.get_or_generate() {
+                // The pool replaces the connections whose hello said "no id".
+                Ok(id) => tracing::info!(cluster_id = %id, "named a cluster that had no id"),
+                Err(e) => tracing::warn!(%e, "cannot name the cluster"),
+            }
+        }
+        tokio::time::sleep(NAMING_INTERVAL).await;
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use synod_raft_store::NodeId;
@@ -84,9 +84,12 @@ pub struct ClusterIdCell {
     node_id: NodeId,
     /// The identity file; `None` keeps the id in memory only (tests of the peer layer).
     file: Option<PathBuf>,
-    /// The cluster id, once generated or adopted. Invariant: when `file` is set, the file holds
-    /// the same value (it is written, and synced, before this changes).
-    id: Mutex<Option<ClusterId>>,
+    /// The cluster id, once generated or adopted; set at most once, read without a lock (the
+    /// peer pool compares it on every call). Invariant: when `file` is set, the file holds the
+    /// same value (it is written, and synced, before this is set).
+    id: OnceLock<ClusterId>,
+    /// Serializes generating or adopting an id, so the file and `id` are set by one thread.
+    setting: Mutex<()>,
 }
 
 impl ClusterIdCell {
@@ -95,7 +98,8 @@ impl ClusterIdCell {
         ClusterIdCell {
             node_id,
             file: None,
-            id: Mutex::new(None),
+            id: OnceLock::new(),
+            setting: Mutex::new(()),
         }
     }
 
@@ -134,16 +138,21 @@ impl ClusterIdCell {
             }
             Err(e) => return Err(e.into()),
         };
+        let cell = OnceLock::new();
+        if let Some(id) = id {
+            let _ = cell.set(id);
+        }
         Ok(ClusterIdCell {
             node_id,
             file: Some(path),
-            id: Mutex::new(id),
+            id: cell,
+            setting: Mutex::new(()),
         })
     }
 
     /// The cluster id, if known.
     pub fn get(&self) -> Option<ClusterId> {
-        *self.id.lock().unwrap_or_else(PoisonError::into_inner)
+        self.id.get().copied()
     }
 
     /// Generates and records a cluster id if none is known (the bootstrapping member does this
@@ -162,8 +171,8 @@ impl ClusterIdCell {
     /// Checks a peer's cluster id against ours: equal, or one of them unknown, passes; an unknown
     /// id of ours becomes theirs (recorded first). Returns our id after the check.
     pub fn accept(&self, theirs: Option<ClusterId>) -> Result<Option<ClusterId>, ClusterIdError> {
-        let mut ours = self.id.lock().unwrap_or_else(PoisonError::into_inner);
-        match (*ours, theirs) {
+        let _setting = self.setting.lock().unwrap_or_else(PoisonError::into_inner);
+        match (self.get(), theirs) {
             (Some(o), Some(t)) if o != t => Err(ClusterIdError::Mismatch { ours: o, theirs: t }),
             (None, Some(t)) => {
                 if let Some(path) = &self.file {
@@ -175,7 +184,8 @@ impl ClusterIdCell {
                     })?;
                 }
                 tracing::info!(cluster_id = %t, "cluster id recorded");
-                *ours = Some(t);
+                // Unset until now, and only set under `setting`.
+                let _ = self.id.set(t);
                 Ok(Some(t))
             }
             (o, _) => Ok(o),

@@ -296,6 +296,25 @@ fn backup_restores_into_a_new_cluster() {
             assert!(addrs.contains(&s.peer_addr().to_string().as_str()), "{m}");
         }
     });
+    // The restored cluster is a new cluster: its members agree on a fresh cluster id.
+    let deadline = std::time::Instant::now() + START;
+    loop {
+        let ids: std::collections::BTreeSet<Option<String>> = (0..3)
+            .map(|i| {
+                b.status_json(i)
+                    .and_then(|st| st["cluster_id"].as_str().map(str::to_string))
+            })
+            .collect();
+        if ids.len() == 1 && !ids.contains(&None) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no common cluster id on the restored nodes ({ids:?})\n{}",
+            b.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -157,7 +157,14 @@ impl PeerPool {
         let pending = {
             let mut slot = slot.lock().await;
             let conn = match slot.take() {
-                Some(conn) if conn.shared.is_open() => conn,
+                // A connection whose hello predates this node's cluster id is replaced, so that
+                // the peer hears the id (it adopts it from the new hello).
+                Some(conn)
+                    if conn.shared.is_open()
+                        && conn.cluster_at_hello == self.inner.local.cluster.get() =>
+                {
+                    conn
+                }
                 stale => {
                     // A broken connection is dropped here (its tasks stop, its socket closes).
                     drop(stale);
@@ -221,6 +228,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One connection to a peer, as the pool holds it.
 struct Conn {
+    /// The cluster id this node sent in the connection's hello.
+    cluster_at_hello: Option<crate::data_dir::ClusterId>,
     /// What the connection's tasks and its callers share.
     shared: Arc<ConnShared>,
     /// Frames for the writer task, in the order they are to be written.
@@ -343,6 +352,7 @@ impl Conn {
         max_frame_len: usize,
         deadline: Option<Instant>,
     ) -> Result<Conn, PeerError> {
+        let cluster_at_hello = local.cluster.get();
         let connecting = async {
             let stream = TcpStream::connect(addr).await?;
             if let Err(e) = stream.set_nodelay(true) {
@@ -384,6 +394,7 @@ impl Conn {
         let reader = tokio::spawn(read_responses(established.frames, shared.clone()));
         let writer = tokio::spawn(write_requests(established.writer, rx, shared.clone()));
         Ok(Conn {
+            cluster_at_hello,
             shared,
             tx,
             _reader: AbortOnDrop(reader),
