@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::admin::fourletter::Allowed;
 use crate::error::ServerError;
 use crate::tls::{ClientAuth, TlsFiles};
 
@@ -96,6 +97,10 @@ pub struct Args {
     /// identity `super`. Default none.
     #[arg(long)]
     pub super_digest: Option<String>,
+    /// The four-letter words the client port answers, comma-separated, or `*` for all (as
+    /// ZooKeeper's `4lw.commands.whitelist`). Default `srvr,ruok,mntr,isro`.
+    #[arg(long)]
+    pub four_letter_words: Option<String>,
     /// Serve every port in plaintext, with no authentication of peers or operators. For local
     /// experiments only: synod refuses to start without TLS material otherwise.
     #[arg(long)]
@@ -182,6 +187,7 @@ struct FileConfig {
     insecure: Option<bool>,
     admin_identities: Option<Vec<String>>,
     super_identities: Option<Vec<String>>,
+    four_letter_words: Option<String>,
     super_digest: Option<String>,
     peer_addr: Option<SocketAddr>,
     peer_route: Option<BTreeMap<String, String>>,
@@ -228,6 +234,8 @@ pub struct Config {
     pub super_identities: BTreeSet<String>,
     /// The digest id (`super:<base64 sha1>`) whose `addauth digest` gives the identity `super`.
     pub super_digest: Option<String>,
+    /// The four-letter words the client port answers.
+    pub four_letter_words: Allowed,
     pub peer_addr: SocketAddr,
     /// Peers dialed at another address than their membership address: id → address.
     pub peer_routes: BTreeMap<u64, String>,
@@ -426,6 +434,13 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect(),
             super_digest: args.super_digest.or(file.super_digest),
+            four_letter_words: Allowed::parse(
+                args.four_letter_words
+                    .as_deref()
+                    .or(file.four_letter_words.as_deref())
+                    .unwrap_or(Allowed::DEFAULT),
+            )
+            .map_err(|e| bad(format!("--four-letter-words: {e}")))?,
             client_auth: args.client_auth.or(file.client_auth).unwrap_or_default(),
             peer_addr,
             admin_addr,
@@ -679,6 +694,20 @@ mod tests {
             BTreeSet::from(["ops-1".to_string(), "ops-2".to_string()])
         );
         assert!(c.super_identities.contains("breakglass"));
+        assert!(c
+            .four_letter_words
+            .allows(crate::admin::fourletter::Word::Srvr));
+        assert!(!c
+            .four_letter_words
+            .allows(crate::admin::fourletter::Word::Dump));
+        let c = Config::load(insecure(&["--four-letter-words", "*"])).unwrap();
+        assert!(c
+            .four_letter_words
+            .allows(crate::admin::fourletter::Word::Dump));
+        let e = Config::load(insecure(&["--four-letter-words", "ruok,nope"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown four-letter word \"nope\""), "{e}");
         let e = Config::load(insecure(&["--super-digest", "super:nope"]))
             .unwrap_err()
             .to_string();

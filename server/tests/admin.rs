@@ -47,6 +47,12 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8(out).expect("utf-8 reply")
 }
 
+/// Every four-letter word on the client port (the test ZooKeeper ensemble is configured with
+/// `4lw.commands.whitelist=*` as well).
+fn all_words() -> Vec<String> {
+    vec!["--four-letter-words".into(), "*".into()]
+}
+
 /// A raw four-letter word on a client port.
 fn four(addr: SocketAddr, word: &str) -> String {
     exchange(addr, word.as_bytes())
@@ -123,7 +129,8 @@ fn admin_endpoints_and_four_letter_words() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let started = Instant::now();
     let rt = runtime();
-    let ens = SynodEnsemble::start(synod_bin(), 3, &[]).expect("start a 3-node synod cluster");
+    let ens =
+        SynodEnsemble::start(synod_bin(), 3, &all_words()).expect("start a 3-node synod cluster");
     let leader = ens.wait_for_leader(CONVERGE_TIMEOUT).expect("a leader");
     let follower = (leader + 1) % 3;
     let admin = |i: usize| ens.admin_addr(i).expect("admin address");
@@ -489,7 +496,8 @@ fn four_letter_formats_match_zookeeper() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let rt = runtime();
     let zk = ZkEnsemble::start(3).expect("start a 3-node ZooKeeper ensemble");
-    let synod = SynodEnsemble::start(synod_bin(), 3, &[]).expect("start a 3-node synod cluster");
+    let synod =
+        SynodEnsemble::start(synod_bin(), 3, &all_words()).expect("start a 3-node synod cluster");
     let zl = zk.wait_for_leader(CONVERGE_TIMEOUT).expect("zk leader");
     let sl = synod
         .wait_for_leader(CONVERGE_TIMEOUT)
@@ -563,4 +571,27 @@ fn four_letter_formats_match_zookeeper() {
         assert_eq!(shape(&z), shape(&s), "{word}:\n{z}\n---\n{s}");
     }
     drop(rt);
+}
+
+/// By default the client port answers only `srvr`, `ruok`, `mntr` and `isro`; any other word
+/// gets ZooKeeper's refusal and reveals nothing (as ZooKeeper's default `4lw.commands.whitelist`).
+#[test]
+fn only_whitelisted_four_letter_words_are_answered_by_default() {
+    let ens = SynodEnsemble::start(synod_bin(), 1, &[]).expect("start a 1-node synod cluster");
+    let addr = ens.addrs()[0];
+    assert_eq!(four(addr, "ruok"), "imok");
+    assert!(four(addr, "srvr").contains("Mode: "), "srvr is answered");
+    assert!(
+        four(addr, "mntr").contains("zk_version"),
+        "mntr is answered"
+    );
+    for word in [
+        "dump", "cons", "envi", "conf", "stat", "wchc", "wchp", "wchs", "srst", "crst",
+    ] {
+        assert_eq!(
+            four(addr, word),
+            format!("{word} is not executed because it is not in the whitelist.\n"),
+            "{word}"
+        );
+    }
 }

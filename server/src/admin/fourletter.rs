@@ -5,6 +5,10 @@
 //!
 //! Words: `ruok srvr stat mntr cons envi conf wchs wchc wchp dump isro srst crst`. Lists (`cons`,
 //! `wchc`, `wchp`, `dump`) stop after [`MAX_ITEMS`] entries and say how many were left out.
+//!
+//! The client port answers only the words of `--four-letter-words` ([`Allowed`], ZooKeeper's
+//! `4lw.commands.whitelist`; default `srvr,ruok,mntr,isro`); the admin port decides per word and
+//! identity (`crate::admin::access`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -94,10 +98,54 @@ impl Word {
     }
 }
 
+/// Which four-letter words the client port answers (`--four-letter-words`, as ZooKeeper's
+/// `4lw.commands.whitelist`): none of them needs a session or a credential, so each one allowed
+/// there is open to anyone who can reach the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// `*`: every word.
+    All,
+    /// Only these.
+    Only(Vec<Word>),
+}
+
+impl Allowed {
+    /// ZooKeeper's default since 3.5.3 keeps `srvr`; synod adds the health checks and `mntr`
+    /// (counters only: no session, path, address or host detail).
+    pub const DEFAULT: &'static str = "srvr,ruok,mntr,isro";
+
+    /// Parses `*` or a comma-separated list of words (four letters or AdminServer names).
+    pub fn parse(list: &str) -> Result<Allowed, String> {
+        if list.trim() == "*" {
+            return Ok(Allowed::All);
+        }
+        list.split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| Word::parse(w).ok_or_else(|| format!("unknown four-letter word {w:?}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Allowed::Only)
+    }
+
+    /// Whether the client port answers `word`.
+    pub fn allows(&self, word: Word) -> bool {
+        match self {
+            Allowed::All => true,
+            Allowed::Only(words) => words.contains(&word),
+        }
+    }
+}
+
 /// The raw answer to a four-letter word on the client port, or None if `head` is not one (it is
-/// then a frame length).
+/// then a frame length). A word not in `--four-letter-words` gets ZooKeeper's refusal text.
 pub fn answer(node: &Node, head: &[u8; 4]) -> Option<String> {
     let word = Word::parse(std::str::from_utf8(head).ok()?)?;
+    if !node.cfg.four_letter_words.allows(word) {
+        return Some(format!(
+            "{} is not executed because it is not in the whitelist.\n",
+            word.short()
+        ));
+    }
     Some(text(node, word))
 }
 
