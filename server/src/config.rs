@@ -275,6 +275,15 @@ fn tls_files(
     }
 }
 
+/// A list of certificate names (`--admin-identities`, `--super-identities`), trimmed, empty
+/// entries dropped.
+fn names(list: Vec<String>) -> BTreeSet<String> {
+    list.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// A TOML table of `id = "address"` with numeric keys.
 fn id_map(m: &BTreeMap<String, String>) -> Result<BTreeMap<u64, String>, ServerError> {
     let mut out = BTreeMap::new();
@@ -417,22 +426,16 @@ impl Config {
             tls,
             peer_tls,
             insecure,
-            admin_identities: args
-                .admin_identities
-                .or(file.admin_identities)
-                .unwrap_or_else(|| vec!["admin".to_string()])
-                .into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            super_identities: args
-                .super_identities
-                .or(file.super_identities)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            admin_identities: names(
+                args.admin_identities
+                    .or(file.admin_identities)
+                    .unwrap_or_else(|| vec!["admin".to_string()]),
+            ),
+            super_identities: names(
+                args.super_identities
+                    .or(file.super_identities)
+                    .unwrap_or_default(),
+            ),
             super_digest: args.super_digest.or(file.super_digest),
             four_letter_words: Allowed::parse(
                 args.four_letter_words
