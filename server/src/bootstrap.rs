@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::data_dir::ClusterIdCell;
 use crate::error::ServerError;
 use crate::node::Node;
-use crate::peer::{LocalPeer, PeerNetwork, PeerPool, PeerRequest, PeerTls};
+use crate::peer::{LocalPeer, PeerNetwork, PeerPool, PeerRequest, PeerResponse, PeerTls};
 use crate::pipeline::apply::Applier;
 use crate::session::tracker::Touches;
 
@@ -186,10 +186,10 @@ async fn initialize_cluster(node: Arc<Node>) {
 const NAMING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Gives an initialized cluster that has no cluster id one (a cluster restored from a backup, or
-/// whose data predates cluster ids). Every member asks the others (every peer connection's hello
-/// adopts an id one of them has); once every other member has answered and none has one, the
-/// lowest-id member of the current configuration generates it, and the others adopt it from its
-/// next connection. While a member is unreachable nothing is generated, so that an id it may
+/// whose data predates cluster ids). Every member without an id asks the others every
+/// [`NAMING_INTERVAL`] and adopts an id one of them answers with; once every other member has
+/// answered without one, the lowest-id member of the current configuration generates it, and
+/// the others adopt it from their next round. While a member is unreachable nothing is generated, so that an id it may
 /// already hold is not contradicted.
 async fn name_cluster(node: Arc<Node>) {
     while node.local.cluster.get().is_none() {
@@ -208,6 +208,13 @@ async fn name_cluster(node: Arc<Node>) {
                 .pool
                 .call(*id, addr, PeerRequest::Touch(Vec::new()), NAMING_INTERVAL)
                 .await;
+            // A member that knows the id tells it in its answer (its connection's hello may
+            // predate the id, so the hello alone does not carry it).
+            if let Ok(PeerResponse::Touch(Some(theirs))) = &probe {
+                if let Err(e) = node.local.cluster.accept(Some(*theirs)) {
+                    tracing::warn!(%e, "cannot adopt the cluster id");
+                }
+            }
             answered += usize::from(probe.is_ok());
         }
         let lowest = members.iter().map(|(id, _)| *id).min();

@@ -91,8 +91,9 @@ pub enum PeerResponse {
     Forward(Result<(), ForwardError>),
     /// The read point: the log index the follower must have applied before it reads.
     ReadIndex(Result<u64, ForwardError>),
-    /// The touches were recorded.
-    Touch,
+    /// The touches were recorded; the receiver's cluster id, if it knows one (a member of a
+    /// cluster that has no id yet learns it from its probes: `bootstrap::name_cluster`).
+    Touch(Option<crate::data_dir::ClusterId>),
     /// The receiver's answer to [`PeerRequest::HistoryFloor`]: every event with a zxid above
     /// this is in its history (`None`: it knows of none).
     HistoryFloor(Option<i64>),
@@ -107,7 +108,7 @@ impl PeerResponse {
             PeerResponse::InstallSnapshot(_) => "InstallSnapshot",
             PeerResponse::Forward(_) => "Forward",
             PeerResponse::ReadIndex(_) => "ReadIndex",
-            PeerResponse::Touch => "Touch",
+            PeerResponse::Touch(_) => "Touch",
             PeerResponse::HistoryFloor(_) => "HistoryFloor",
         }
     }

@@ -106,7 +106,7 @@ impl PeerService for Node {
                     self.touches
                         .touch(t.session_id, now.checked_sub(idle).unwrap_or(self.started));
                 }
-                futures_util::future::ready(PeerResponse::Touch).boxed()
+                futures_util::future::ready(PeerResponse::Touch(self.local.cluster.get())).boxed()
             }
             PeerRequest::HistoryFloor => {
                 let floor = lock(&self.replica).observer.history.floor();

@@ -81,7 +81,7 @@ impl PeerService for Fake {
                 async move {
                     tokio::time::sleep(jitter(marker)).await;
                     completed.lock().expect("completed").push(marker);
-                    PeerResponse::Touch
+                    PeerResponse::Touch(None)
                 }
                 .boxed()
             }
@@ -101,7 +101,7 @@ impl PeerService for Fake {
             )))
             .boxed(),
             // A response of the wrong kind.
-            PeerRequest::InstallSnapshot(_) => future::ready(PeerResponse::Touch).boxed(),
+            PeerRequest::InstallSnapshot(_) => future::ready(PeerResponse::Touch(None)).boxed(),
             PeerRequest::HistoryFloor => future::ready(PeerResponse::HistoryFloor(None)).boxed(),
         }
     }
@@ -233,7 +233,7 @@ async fn peer_pipelines_concurrent_calls_on_one_connection() {
                     );
                     assert_eq!(v.last_log_id, Some(log_id(i, 1, i)));
                 }
-                PeerResponse::Touch => assert_eq!(i % 2, 1, "call {i} got a touch response"),
+                PeerResponse::Touch(_) => assert_eq!(i % 2, 1, "call {i} got a touch response"),
                 other => panic!("call {i}: unexpected response {other:?}"),
             }
             answered += 1;
@@ -327,7 +327,7 @@ async fn peer_pool_reconnects_after_server_restart() {
         let addr = sock.to_string();
         let pool = PeerPool::default();
         let r = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
-        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        assert!(matches!(r, Ok(PeerResponse::Touch(_))), "{r:?}");
         assert!(pool.is_connected(&addr).await);
 
         server.stop().await;
@@ -340,7 +340,7 @@ async fn peer_pool_reconnects_after_server_restart() {
 
         let server = TestServer::start(sock, fake.clone(), PeerLimits::default()).await;
         let r = pool.call(2, &addr, touch(&[3]), CALL_TIMEOUT).await;
-        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        assert!(matches!(r, Ok(PeerResponse::Touch(_))), "{r:?}");
         assert_eq!(
             fake.peers.lock().expect("peers").len(),
             2,
@@ -403,7 +403,7 @@ async fn peer_call_without_answer_times_out() {
             "the timed-out call was forgotten"
         );
         let r = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
-        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        assert!(matches!(r, Ok(PeerResponse::Touch(_))), "{r:?}");
         server.stop().await;
     })
     .await
@@ -472,7 +472,7 @@ async fn peer_server_rejects_oversized_and_malformed_frames() {
         write_frame(&mut conn, 77, touch(&[5])).await;
         let reply: Frame<PeerResponse> = read_frame(&mut conn).await;
         assert_eq!(reply.id, 77);
-        assert!(matches!(reply.body, PeerResponse::Touch));
+        assert!(matches!(reply.body, PeerResponse::Touch(_)));
         drop(conn);
         server.stop().await;
     })
@@ -533,7 +533,7 @@ async fn peer_pool_refuses_oversized_requests() {
             "nothing was sent"
         );
         let r = pool.call(2, &addr, touch(&[1; 10]), CALL_TIMEOUT).await;
-        assert!(matches!(r, Ok(PeerResponse::Touch)), "{r:?}");
+        assert!(matches!(r, Ok(PeerResponse::Touch(_))), "{r:?}");
         server.stop().await;
     })
     .await
