@@ -18,6 +18,22 @@ pub fn check(acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
     })
 }
 
+/// `a` as shown to a caller without ADMIN on its node: a `digest` id keeps its user name and
+/// loses its password hash (`alice:x`), as ZooKeeper masks it.
+pub fn masked(a: &Acl) -> Acl {
+    if a.id.scheme != "digest" {
+        return a.clone();
+    }
+    let user = a.id.id.split(':').next().unwrap_or_default();
+    Acl {
+        perms: a.perms,
+        id: Id {
+            scheme: "digest".into(),
+            id: format!("{user}:x"),
+        },
+    }
+}
+
 fn matches(scheme: &str, have: &str, want: &str) -> bool {
     match scheme {
         "ip" => ip_matches(have, want),
@@ -128,6 +144,14 @@ mod tests {
         assert!(check(&ip, perms::READ, &[id("ip", "10.1.200.3")]));
         assert!(!check(&ip, perms::READ, &[id("ip", "10.2.0.1")]));
         assert!(check(&[], perms::ADMIN, &[]));
+    }
+
+    #[test]
+    fn masking_hides_only_digest_hashes() {
+        let d = Acl::new(perms::READ, "digest", "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=");
+        assert_eq!(masked(&d), Acl::new(perms::READ, "digest", "alice:x"));
+        let x = Acl::new(perms::ALL, "x509", "CN=lab");
+        assert_eq!(masked(&x), x);
     }
 
     #[test]

@@ -134,14 +134,19 @@ pub struct Event {
     pub event_type: EventType,
     /// The node it happened to: the watches on this path fire.
     pub path: Name,
+    /// That node's ACL as of the change (the deleted node's last one; the parent's for a change
+    /// of its children): a watcher is told only if this lets it READ the node, checked at
+    /// delivery and again when the event is replayed (ZooKeeper's fix of CVE-2024-23944).
+    pub acl: Arc<[Acl]>,
 }
 
 impl Event {
-    /// `event_type` on `path`.
-    pub fn new(event_type: EventType, path: impl Into<Name>) -> Event {
+    /// `event_type` on `path`, whose ACL at the time was `acl`.
+    pub fn new(event_type: EventType, path: impl Into<Name>, acl: Arc<[Acl]>) -> Event {
         Event {
             event_type,
             path: path.into(),
+            acl,
         }
     }
 }
@@ -311,9 +316,30 @@ impl DataTree {
         Ok((n.children.iter().map(|c| c.to_string()).collect(), n.stat()))
     }
 
-    pub fn get_acl(&self, path: &str) -> OpResult<(Vec<Acl>, Stat)> {
+    /// exists: the node's Stat if `auth` may READ it (ZooKeeper 3.8.4 / 3.9.2 check this; a
+    /// missing node is `NoNode` for anyone, as there is nothing to protect).
+    pub fn exists(&self, path: &str, auth: &[Id]) -> OpResult<Stat> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        Ok((n.acl.to_vec(), n.stat()))
+        if !acl::check(&n.acl, perms::READ, auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        Ok(n.stat())
+    }
+
+    /// getACL, as ZooKeeper answers it since CVE-2019-0201: the caller needs READ or ADMIN on
+    /// the node, and without ADMIN the password hash of every `digest` id is masked
+    /// (`user:x`), so that nobody can take a hash away to crack it.
+    pub fn get_acl(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<Acl>, Stat)> {
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        if !acl::check(&n.acl, perms::READ | perms::ADMIN, auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        let acl = if acl::check(&n.acl, perms::ADMIN, auth) {
+            n.acl.to_vec()
+        } else {
+            n.acl.iter().map(acl::masked).collect()
+        };
+        Ok((acl, n.stat()))
     }
 
     /// The number of descendants of `path`.
@@ -480,12 +506,15 @@ impl DataTree {
             children: imbl::OrdSet::new(),
         };
         let stat = node.stat();
+        let node_acl = node.acl.clone();
         self.data_bytes += node.data.len() as u64;
         let parent_name: Name = parent_path.into();
+        let mut parent_acl = None;
         if let Some(p) = self.node_mut(parent_path) {
             p.children.insert(basename(&path).into());
             p.cversion += 1;
             p.pzxid = txn.zxid;
+            parent_acl = Some(p.acl.clone());
         }
         match kind {
             NodeKind::Ephemeral(owner) => {
@@ -499,11 +528,10 @@ impl DataTree {
             NodeKind::Persistent => {}
         }
         self.nodes.insert(path.clone(), Arc::new(node));
-        events.push(Event::new(EventType::NodeCreated, path.clone()));
-        events.push(Event::new(
-            EventType::NodeChildrenChanged,
-            parent_name.clone(),
-        ));
+        events.push(Event::new(EventType::NodeCreated, path.clone(), node_acl));
+        if let Some(acl) = parent_acl {
+            events.push(Event::new(EventType::NodeChildrenChanged, parent_name, acl));
+        }
         Ok((path.to_string(), stat))
     }
 
@@ -539,10 +567,12 @@ impl DataTree {
         debug_assert!(node.children.is_empty(), "removing {path} with children");
         self.data_bytes -= node.data.len() as u64;
         let parent_path = parent(path);
+        let mut parent_acl = None;
         if let Some(p) = self.node_mut(parent_path) {
             p.children.remove(basename(path));
             p.cversion += 1;
             p.pzxid = zxid;
+            parent_acl = Some(p.acl.clone());
         }
         match node.kind {
             NodeKind::Ephemeral(owner) => {
@@ -555,8 +585,10 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
-        events.push(Event::new(EventType::NodeDeleted, name.clone()));
-        events.push(Event::new(EventType::NodeChildrenChanged, parent_path));
+        events.push(Event::new(EventType::NodeDeleted, name, node.acl.clone()));
+        if let Some(acl) = parent_acl {
+            events.push(Event::new(EventType::NodeChildrenChanged, parent_path, acl));
+        }
     }
 
     fn set_data(
@@ -578,8 +610,9 @@ impl DataTree {
         n.mtime = txn.time;
         n.data = r.data.clone();
         let stat = n.stat();
+        let acl = n.acl.clone();
         self.data_bytes = self.data_bytes - old_len + r.data.len() as u64;
-        events.push(Event::new(EventType::NodeDataChanged, r.path.as_str()));
+        events.push(Event::new(EventType::NodeDataChanged, r.path.as_str(), acl));
         Ok(stat)
     }
 
@@ -872,6 +905,56 @@ mod tests {
         }
     }
 
+    fn open() -> Arc<[Acl]> {
+        Acl::open_unsafe().into()
+    }
+
+    /// Each event carries the ACL of the node it is about as of the change: a watcher's right
+    /// to hear of it is decided against that, not against the tree when it is delivered.
+    #[test]
+    fn events_carry_the_acl_of_their_node_at_the_change() {
+        let mut t = tree();
+        let alice = [Id {
+            scheme: "digest".into(),
+            id: "alice:h".into(),
+        }];
+        let private = vec![Acl::new(perms::ALL, "digest", "alice:h")];
+        let mk = Request::Create2(CreateRequest {
+            path: "/p".into(),
+            data: Bytes::new(),
+            acl: private.clone(),
+            flags: 0,
+        });
+        let a = t.apply(txn(1, &alice), &mk);
+        let acls: Vec<(EventType, Vec<Acl>)> = a
+            .events
+            .iter()
+            .map(|e| (e.event_type, e.acl.to_vec()))
+            .collect();
+        assert_eq!(
+            acls,
+            [
+                (EventType::NodeCreated, private.clone()),
+                (EventType::NodeChildrenChanged, Acl::open_unsafe())
+            ]
+        );
+        let child = Request::Create2(CreateRequest {
+            path: "/p/c".into(),
+            data: Bytes::new(),
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        });
+        let a = t.apply(txn(2, &alice), &child);
+        assert_eq!(a.events[1].acl.to_vec(), private, "the parent's ACL");
+        let del = Request::Delete(DeleteRequest {
+            path: "/p/c".into(),
+            version: -1,
+        });
+        let a = t.apply(txn(3, &alice), &del);
+        assert_eq!(a.events[0].acl, open(), "the deleted node's last ACL");
+        assert_eq!(a.events[1].acl.to_vec(), private);
+    }
+
     fn create(path: &str, mode: CreateMode) -> Request {
         Request::Create2(CreateRequest {
             path: path.into(),
@@ -909,8 +992,8 @@ mod tests {
         assert_eq!(
             a.events,
             vec![
-                Event::new(EventType::NodeCreated, "/a"),
-                Event::new(EventType::NodeChildrenChanged, "/")
+                Event::new(EventType::NodeCreated, "/a", open()),
+                Event::new(EventType::NodeChildrenChanged, "/", open())
             ]
         );
         assert_eq!(
@@ -971,7 +1054,7 @@ mod tests {
         );
         let events = t.close_session(3, S);
         assert!(t.stat("/e").is_none());
-        assert_eq!(events[0], Event::new(EventType::NodeDeleted, "/e"));
+        assert_eq!(events[0], Event::new(EventType::NodeDeleted, "/e", open()));
         assert_eq!(t.stat("/").unwrap().pzxid, 3);
         assert_eq!(
             t.apply(txn(4, &[]), &create("/f", CreateMode::Persistent))

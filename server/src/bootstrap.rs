@@ -26,7 +26,7 @@ use crate::session::tracker::Touches;
 /// Opens storage, starts Raft and the background tasks. Listening sockets are the caller's.
 pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     let started = Instant::now();
-    std::fs::create_dir_all(&cfg.data_dir)?;
+    crate::data_dir::make_private(&cfg.data_dir)?;
     // Before any storage is opened: a data dir of another node is refused untouched.
     let cluster = Arc::new(ClusterIdCell::open(&cfg.data_dir, cfg.id)?);
     let local = Arc::new(LocalPeer {

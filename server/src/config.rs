@@ -98,7 +98,8 @@ pub struct Args {
     #[arg(long)]
     pub super_digest: Option<String>,
     /// The four-letter words the client port answers, comma-separated, or `*` for all (as
-    /// ZooKeeper's `4lw.commands.whitelist`). Default `srvr,ruok,mntr,isro`.
+    /// ZooKeeper's `4lw.commands.whitelist`). Default `srvr,ruok,mntr,isro`. Never `srst` or
+    /// `crst`: an operator resets counters on the admin port.
     #[arg(long)]
     pub four_letter_words: Option<String>,
     /// Serve every port in plaintext, with no authentication of peers or operators. For local

@@ -44,6 +44,32 @@ impl std::str::FromStr for ClusterId {
     }
 }
 
+/// Creates `dir` if needed and makes it and everything in it private to the service's user:
+/// directories 0700, files 0600 (a data directory written by an older version, or copied in
+/// with looser modes, is tightened at every start). The process's umask (see `main`) keeps what
+/// is created later — RocksDB's files, snapshots — the same.
+pub fn make_private(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The identity file's contents.
 #[derive(Debug, Serialize, Deserialize)]
 struct IdentityFile {

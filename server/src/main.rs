@@ -10,9 +10,13 @@ use synod_server::config::{Args, Config};
 
 fn main() -> std::process::ExitCode {
     match std::env::args().nth(1).as_deref() {
-        Some("restore") => return restore(std::env::args().skip(1)),
+        Some("restore") => {
+            private_files();
+            return restore(std::env::args().skip(1));
+        }
+        // Certificates are written with their own modes (keys 0600, certificates 0644).
         Some("certs") => return certs(std::env::args().skip(1)),
-        _ => {}
+        _ => private_files(),
     }
     let cfg = match Config::load(Args::parse()) {
         Ok(c) => c,
@@ -113,5 +117,16 @@ fn certs(args: impl Iterator<Item = String>) -> std::process::ExitCode {
             eprintln!("synod certs: {e}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// Every file and directory the node creates from here on (RocksDB's, snapshots, the identity
+/// file) is readable by the service's user only: patients' data stays out of other users' reach
+/// whatever the umask the service was started with.
+fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail and touches no
+    // memory. It runs before any thread is started.
+    unsafe {
+        libc::umask(0o077);
     }
 }

@@ -395,7 +395,16 @@ fn admin_endpoints_and_four_letter_words() {
         )),
         "{dump}"
     );
-    assert_eq!(four(f, "srst"), "Server stats reset.\n");
+    // Resetting counters is an operator's word: the client port refuses it even under `*`.
+    assert_eq!(
+        four(f, "srst"),
+        "srst is not executed on the client port: an operator asks for it on the admin port \
+         (/commands/stat_reset).\n"
+    );
+    assert_eq!(
+        http(admin(follower), "/commands/srst?format=text").1,
+        "Server stats reset.\n"
+    );
     assert!(four(f, "srvr").contains("\nReceived: 0\n"));
 
     // The same words on the admin port: JSON by both names, and the raw text.
@@ -586,11 +595,17 @@ fn only_whitelisted_four_letter_words_are_answered_by_default() {
         "mntr is answered"
     );
     for word in [
-        "dump", "cons", "envi", "conf", "stat", "wchc", "wchp", "wchs", "srst", "crst",
+        "dump", "cons", "envi", "conf", "stat", "wchc", "wchp", "wchs",
     ] {
         assert_eq!(
             four(addr, word),
             format!("{word} is not executed because it is not in the whitelist.\n"),
+            "{word}"
+        );
+    }
+    for word in ["srst", "crst"] {
+        assert!(
+            four(addr, word).starts_with(&format!("{word} is not executed on the client port")),
             "{word}"
         );
     }

@@ -315,6 +315,35 @@ fn backup_restores_into_a_new_cluster() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Data at rest: every data dir of both clusters (snapshots, RocksDB files, the identity
+    // file, a restored one) is its user's alone.
+    for c in [&a, &b] {
+        for n in c.nodes() {
+            assert_private(&n.data_dir());
+        }
+    }
+}
+
+/// Asserts that `dir` and everything below it gives nothing to group or others.
+fn assert_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", d.display());
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let mode = e.metadata().expect("stat").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", e.path().display());
+            if e.file_type().expect("type").is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 3, "{} holds only {files} files", dir.display());
 }
 
 #[test]

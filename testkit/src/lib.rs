@@ -6,6 +6,7 @@
 //!   the operations tests, peer routes for fault proxies, logs and data directories; the `synod`
 //!   binary ([`synod_bin`]); free ports.
 //! - [`http`]: the admin-port client ([`AdminHttp`]): plaintext, or HTTPS with a certificate.
+//! - [`authz`]: the authorization sweep, run against synod and ZooKeeper alike.
 //! - [`conformance`]: the client-visible ZooKeeper behaviour every server must show, run by
 //!   testkit/tests/conformance.rs against ZooKeeper and by server/tests/conformance.rs against
 //!   synod.
@@ -18,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+pub mod authz;
 pub mod conformance;
 pub mod ensemble;
 pub mod http;

@@ -20,6 +20,7 @@ use crate::admin::views::{self, CAUGHT_UP_LAG};
 use crate::node::Node;
 use crate::session::registry::snapshots;
 use crate::stats::ConnSnapshot;
+use crate::watch::manager::{self, WatchIndex};
 
 /// Entries a list-shaped word shows at most (the admin API's paged endpoints show the rest).
 pub const MAX_ITEMS: usize = 10_000;
@@ -72,6 +73,12 @@ pub const WORDS: &[(Word, &str, &str)] = &[
 
 impl Word {
     /// A word by its four letters or its AdminServer name.
+    /// Whether the word changes state (`srst`, `crst`): only an operator may ask for it, on
+    /// the admin port.
+    pub fn resets(self) -> bool {
+        matches!(self, Word::Srst | Word::Crst)
+    }
+
     pub fn parse(name: &str) -> Option<Word> {
         WORDS
             .iter()
@@ -115,6 +122,8 @@ impl Allowed {
     pub const DEFAULT: &'static str = "srvr,ruok,mntr,isro";
 
     /// Parses `*` or a comma-separated list of words (four letters or AdminServer names).
+    /// `srst` and `crst` change state: they are operators' words, on the admin port only, and
+    /// listing them here is an error rather than silently ignored.
     pub fn parse(list: &str) -> Result<Allowed, String> {
         if list.trim() == "*" {
             return Ok(Allowed::All);
@@ -122,17 +131,27 @@ impl Allowed {
         list.split(',')
             .map(str::trim)
             .filter(|w| !w.is_empty())
-            .map(|w| Word::parse(w).ok_or_else(|| format!("unknown four-letter word {w:?}")))
+            .map(|w| match Word::parse(w) {
+                None => Err(format!("unknown four-letter word {w:?}")),
+                Some(word) if word.resets() => Err(format!(
+                    "{} resets counters: it is an operator's word, served on the admin port \
+                     only (/commands/{})",
+                    word.short(),
+                    word.long()
+                )),
+                Some(word) => Ok(word),
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Allowed::Only)
     }
 
-    /// Whether the client port answers `word`.
+    /// Whether the client port answers `word` (never `srst` or `crst`, even under `*`).
     pub fn allows(&self, word: Word) -> bool {
-        match self {
-            Allowed::All => true,
-            Allowed::Only(words) => words.contains(&word),
-        }
+        !word.resets()
+            && match self {
+                Allowed::All => true,
+                Allowed::Only(words) => words.contains(&word),
+            }
     }
 }
 
@@ -140,6 +159,14 @@ impl Allowed {
 /// then a frame length). A word not in `--four-letter-words` gets ZooKeeper's refusal text.
 pub fn answer(node: &Node, head: &[u8; 4]) -> Option<String> {
     let word = Word::parse(std::str::from_utf8(head).ok()?)?;
+    if word.resets() {
+        return Some(format!(
+            "{} is not executed on the client port: an operator asks for it on the admin port \
+             (/commands/{}).\n",
+            word.short(),
+            word.long()
+        ));
+    }
     if !node.cfg.four_letter_words.allows(word) {
         return Some(format!(
             "{} is not executed because it is not in the whitelist.\n",
@@ -551,33 +578,34 @@ struct WatchTables {
     total: usize,
 }
 
-fn watch_tables(node: &Node) -> WatchTables {
+/// The watches of this node and which session each connection carries, copied under the
+/// replica lock in O(1) and O(connections): everything else is done outside it.
+fn watch_index(node: &Node) -> (WatchIndex, HashMap<u64, i64>) {
     let r = lock(&node.replica);
-    let by_path = r.observer.watches.by_path();
-    let mut conns: Vec<u64> = by_path
-        .iter()
-        .flat_map(|(_, c)| c.iter().copied())
-        .collect();
-    conns.sort_unstable();
-    conns.dedup();
+    (
+        r.observer.watches.index(),
+        r.observer.conns.sessions_by_conn(),
+    )
+}
+
+fn watch_tables(node: &Node) -> WatchTables {
+    let (index, _) = watch_index(node);
+    let by_path = manager::by_path(&index);
     WatchTables {
-        conns_watching: conns.len(),
+        conns_watching: index.len(),
         paths: by_path.len(),
-        total: r.observer.watches.count(),
+        total: index.values().map(|w| w.len()).sum(),
     }
 }
 
 /// `wchc`: session id → watched paths, for this node's connections, by session id.
 pub fn watches_by_session(node: &Node) -> Vec<(i64, Vec<String>)> {
-    let sessions = lock(&node.replica).observer.conns.sessions_by_conn();
+    let (index, sessions) = watch_index(node);
     let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    {
-        let r = lock(&node.replica);
-        for (conn, sid) in &sessions {
-            let paths = r.observer.watches.paths_of(*conn);
-            if !paths.is_empty() {
-                out.entry(*sid).or_default().extend(paths);
-            }
+    for (conn, sid) in &sessions {
+        let paths = manager::paths_of(&index, *conn);
+        if !paths.is_empty() {
+            out.entry(*sid).or_default().extend(paths);
         }
     }
     out.into_iter()
@@ -591,9 +619,8 @@ pub fn watches_by_session(node: &Node) -> Vec<(i64, Vec<String>)> {
 
 /// `wchp`: watched path → the sessions watching it, by path.
 pub fn watches_by_path(node: &Node) -> Vec<(String, Vec<i64>)> {
-    let sessions: HashMap<u64, i64> = lock(&node.replica).observer.conns.sessions_by_conn();
-    let by_path = lock(&node.replica).observer.watches.by_path();
-    by_path
+    let (index, sessions) = watch_index(node);
+    manager::by_path(&index)
         .into_iter()
         .map(|(p, conns)| {
             let mut sids: Vec<i64> = conns
@@ -811,5 +838,13 @@ mod tests {
             assert_eq!(w.long(), *long);
         }
         assert_eq!(Word::parse("nope"), None);
+    }
+
+    #[test]
+    fn the_client_port_never_resets_counters() {
+        assert!(Allowed::parse("srvr,srst").is_err());
+        assert!(Allowed::parse("connection_stat_reset").is_err());
+        let all = Allowed::parse("*").expect("*");
+        assert!(all.allows(Word::Dump) && !all.allows(Word::Srst) && !all.allows(Word::Crst));
     }
 }

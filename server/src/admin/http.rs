@@ -117,13 +117,12 @@ impl Page {
 /// `/sessions`: every live session (replicated), by id, with where it is connected if here.
 pub fn sessions(node: &Node, page: &Page) -> Value {
     let (offset, limit) = page.bounds();
-    let mut all: Vec<(i64, i32, usize)> = {
-        let r = lock(&node.replica);
-        r.tree
-            .sessions()
-            .map(|(id, s)| (id, s.timeout_ms, s.ephemerals.len()))
-            .collect()
-    };
+    // An O(1) copy under the lock; the listing walks it outside.
+    let tree = lock(&node.replica).tree.clone();
+    let mut all: Vec<(i64, i32, usize)> = tree
+        .sessions()
+        .map(|(id, s)| (id, s.timeout_ms, s.ephemerals.len()))
+        .collect();
     all.sort_unstable_by_key(|s| s.0);
     let conns = crate::session::registry::snapshots(&node.connections());
     let items: Vec<Value> = all

@@ -42,6 +42,13 @@ pub fn notification_frame(zxid: i64, event_type: synod_proto::EventType, path: &
     b.freeze()
 }
 
+/// Whether a connection with identities `auth` may be told of `ev`: it must be allowed to READ
+/// the node the event is about, by that node's ACL as of the change. Used wherever an event
+/// leaves this node: live delivery and replays to resuming sessions.
+pub fn may_hear(ev: &Event, auth: &[synod_proto::Id]) -> bool {
+    synod_raft_store::acl::check(&ev.acl, synod_proto::mode::perms::READ, auth)
+}
+
 impl Applier {
     pub fn new(node_id: NodeId) -> Self {
         Applier {
@@ -83,8 +90,10 @@ impl Applier {
         self.remove_conn(id);
     }
 
-    /// Records one event of the change at `zxid` and delivers it to every watching connection;
-    /// a connection whose queue is full is closed rather than buffered without end.
+    /// Records one event of the change at `zxid` and delivers it to every watching connection
+    /// that may READ the node it is about (as of the change: see [`Event::acl`]; a one-shot
+    /// watch of a connection that may not is used up all the same, as in ZooKeeper); a
+    /// connection whose queue is full is closed rather than buffered without end.
     pub fn notify(&mut self, zxid: i64, ev: &Event) {
         self.history.record(zxid, ev);
         let mut targets = Vec::new();
@@ -96,6 +105,9 @@ impl Applier {
         let mut slow = Vec::new();
         for c in targets {
             if let Some(e) = self.conns.get(c) {
+                if !may_hear(ev, &e.auth) {
+                    continue;
+                }
                 if !e.out.try_send_event(frame.clone()) {
                     slow.push(c);
                 }
@@ -184,7 +196,63 @@ mod tests {
             out: out.clone(),
             kill: Arc::new(Notify::new()),
             stats: stats.connection(1, "127.0.0.1:5000".parse().expect("addr"), session_id, 1),
+            auth: Arc::new(Vec::new()),
         }
+    }
+
+    fn ev(t: EventType, path: &str) -> Event {
+        Event::new(t, path, synod_proto::Acl::open_unsafe().into())
+    }
+
+    /// A watch anywhere tells a connection only of nodes it may read, judged by the ACL the
+    /// node had at the change (ZooKeeper's CVE-2024-23944): a recursive watch on `/` does not
+    /// reveal another tenant's paths.
+    #[test]
+    fn events_reach_only_connections_that_may_read_the_node() {
+        use synod_proto::{mode::perms, Acl, Id};
+        let mut applier = Applier::new(1);
+        let (anon_out, mut anon_rx) = crate::pipeline::outbox::outbox(100, 1 << 20);
+        let (alice_out, mut alice_rx) = crate::pipeline::outbox::outbox(100, 1 << 20);
+        applier.add_conn(1, conn(0x10, &anon_out));
+        let mut alice = conn(0x20, &alice_out);
+        let alice_id = Id {
+            scheme: "digest".into(),
+            id: "alice:h".into(),
+        };
+        alice.auth = Arc::new(vec![alice_id.clone()]);
+        applier.add_conn(2, alice);
+        applier.watches.add(1, WatchKind::Recursive, "/");
+        applier.watches.add(2, WatchKind::Recursive, "/");
+        applier.watches.add(1, WatchKind::Data, "/secret");
+        let private: Arc<[Acl]> = vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
+        applier.notify(
+            5 << 16,
+            &Event::new(EventType::NodeCreated, "/secret", private),
+        );
+        applier.notify(6 << 16, &ev(EventType::NodeCreated, "/open"));
+        let paths = |rx: &mut crate::pipeline::outbox::OutboxReceiver| {
+            std::iter::from_fn(|| rx.try_recv().and_then(|q| q.frame())).count()
+        };
+        assert_eq!(
+            paths(&mut anon_rx),
+            1,
+            "only /open reaches the anonymous one"
+        );
+        assert_eq!(paths(&mut alice_rx), 2);
+        assert!(
+            !applier
+                .watches
+                .has(1, "/secret", synod_proto::WatcherType::Data),
+            "the one-shot watch is used up all the same"
+        );
+        // addauth: from now on the identity counts.
+        applier.conns.set_auth(1, Arc::new(vec![alice_id]));
+        let private: Arc<[Acl]> = vec![Acl::new(perms::READ, "digest", "alice:h")].into();
+        applier.notify(
+            7 << 16,
+            &Event::new(EventType::NodeDeleted, "/secret", private),
+        );
+        assert_eq!(paths(&mut anon_rx), 1);
     }
 
     /// The race behind a lost event on a connection dropped as too slow: the event that found
@@ -197,14 +265,15 @@ mod tests {
         let (out, mut rx) = crate::pipeline::outbox::outbox(1, 1 << 20);
         applier.add_conn(7, conn(0x70, &out));
         applier.watches.add(7, WatchKind::Recursive, "/a");
-        applier.notify(10 << 16, &Event::new(EventType::NodeDataChanged, "/a/x"));
+        applier.notify(10 << 16, &ev(EventType::NodeDataChanged, "/a/x"));
         // The queue holds one frame: this event finds no room and the connection is dropped.
-        applier.notify(11 << 16, &Event::new(EventType::NodeDataChanged, "/a/y"));
+        applier.notify(11 << 16, &ev(EventType::NodeDataChanged, "/a/y"));
         assert!(applier.conns.is_empty(), "the slow connection is gone");
         // A reply to a read evaluated after zxid 11 (and a later event) must not follow.
         assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 11")));
-        applier.notify(12 << 16, &Event::new(EventType::NodeDataChanged, "/a/z"));
-        let queued: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().map(|q| q.frame)).collect();
+        applier.notify(12 << 16, &ev(EventType::NodeDataChanged, "/a/z"));
+        let queued: Vec<Bytes> =
+            std::iter::from_fn(|| rx.try_recv().and_then(|q| q.frame())).collect();
         assert_eq!(
             queued,
             [notification_frame(
@@ -224,11 +293,12 @@ mod tests {
         let (out, mut rx) = crate::pipeline::outbox::outbox(100, 1 << 20);
         applier.add_conn(3, conn(0x30, &out));
         applier.watches.add(3, WatchKind::Recursive, "/");
-        applier.notify(5 << 16, &Event::new(EventType::NodeCreated, "/n"));
+        applier.notify(5 << 16, &ev(EventType::NodeCreated, "/n"));
         applier.remove_conn(3);
-        applier.notify(6 << 16, &Event::new(EventType::NodeDeleted, "/n"));
+        applier.notify(6 << 16, &ev(EventType::NodeDeleted, "/n"));
         assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 6")));
-        let queued: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().map(|q| q.frame)).collect();
+        let queued: Vec<Bytes> =
+            std::iter::from_fn(|| rx.try_recv().and_then(|q| q.frame())).collect();
         assert_eq!(
             queued,
             [notification_frame(5 << 16, EventType::NodeCreated, "/n")]

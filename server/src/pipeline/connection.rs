@@ -25,7 +25,7 @@ use crate::pipeline::handshake::{
 };
 use crate::pipeline::ordered::{Held, Slot};
 use crate::pipeline::outbox::outbox;
-use crate::pipeline::reader::ReaderEnd;
+use crate::pipeline::reader::{initial_identities, ReaderEnd};
 use crate::pipeline::writer::write_loop;
 use crate::session::registry::ConnEntry;
 use crate::tls::identity::CertIdentity;
@@ -65,6 +65,12 @@ pub async fn serve(
         node.cfg.max_queued_bytes_per_connection,
     );
     let kill = Arc::new(Notify::new());
+    let auth = Arc::new(initial_identities(
+        &node,
+        peer,
+        session_id,
+        identity.as_ref(),
+    ));
     let accepted = {
         let mut r = lock(&node.replica);
         // Checked in the same hold as the registration: a session closed after the handshake
@@ -78,6 +84,7 @@ pub async fn serve(
                     out: out_tx.clone(),
                     kill: kill.clone(),
                     stats: stats.clone(),
+                    auth: auth.clone(),
                 },
             );
             // The handshake reply is the first frame of the queue.
@@ -107,7 +114,7 @@ pub async fn serve(
         stats: stats.clone(),
     };
     let mut processor = tokio::spawn(conn.clone().process(slot_rx));
-    let reader = conn.read_loop(rd, peer, identity.as_ref(), slot_tx);
+    let reader = conn.read_loop(rd, peer, auth, slot_tx);
     let mut closing = false;
     tokio::select! {
         why = reader => {

@@ -9,10 +9,10 @@
 //! a few large replies in its queue, is not dropped for the event that arrives behind them.
 //!
 //! Memory per connection is at most the two byte budgets plus one frame of each kind (a frame
-//! larger than a whole budget passes when its side of the queue is empty), plus the events
-//! replayed to a resuming session ([`Outbox::replay`]), which are bounded by the node's event
-//! history instead and charged to no budget: a live event behind a long replay must not find
-//! the queue "full" and drop the client, who would then reconnect and be replayed it again.
+//! larger than a whole budget passes when its side of the queue is empty). A replay to a
+//! resuming session ([`Outbox::replay`]) is queued as one item and encoded by the writer a
+//! batch at a time, so it takes one write batch of memory rather than a copy of every event
+//! it carries; its events stay shared with the node's bounded event history.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,21 +20,37 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
+use crate::watch::resume::Replay;
+
 /// Which budget a queued frame is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Reply,
     Event,
-    /// An event replayed to a resuming session: queued in order, charged to no budget.
-    Replay,
 }
 
-/// One queued frame.
+/// One item of the queue.
 #[derive(Debug)]
-pub struct Queued {
-    pub frame: Bytes,
-    /// The budget it was charged to, and is returned to once written.
-    pub kind: Kind,
+pub enum Queued {
+    /// A reply or event frame.
+    Frame {
+        frame: Bytes,
+        /// The budget it was charged to, and is returned to once written.
+        kind: Kind,
+    },
+    /// The events replayed to a resuming session, encoded as they are written; counted as one
+    /// frame.
+    Replay(Box<Replay>),
+}
+
+impl Queued {
+    /// The frame, if this is one (tests read queues with it).
+    pub fn frame(self) -> Option<Bytes> {
+        match self {
+            Queued::Frame { frame, .. } => Some(frame),
+            Queued::Replay(_) => None,
+        }
+    }
 }
 
 /// What the senders and the writer share.
@@ -61,27 +77,22 @@ struct Budget {
 }
 
 impl Budget {
-    /// The byte count `kind` is charged to; `None` for replays.
-    fn bytes(&self, kind: Kind) -> Option<&AtomicUsize> {
+    /// The byte count `kind` is charged to.
+    fn bytes(&self, kind: Kind) -> &AtomicUsize {
         match kind {
-            Kind::Reply => Some(&self.reply_bytes),
-            Kind::Event => Some(&self.event_bytes),
-            Kind::Replay => None,
+            Kind::Reply => &self.reply_bytes,
+            Kind::Event => &self.event_bytes,
         }
     }
 
     fn charge(&self, kind: Kind, len: usize) {
-        if let Some(bytes) = self.bytes(kind) {
-            self.frames.fetch_add(1, Ordering::AcqRel);
-            bytes.fetch_add(len, Ordering::AcqRel);
-        }
+        self.frames.fetch_add(1, Ordering::AcqRel);
+        self.bytes(kind).fetch_add(len, Ordering::AcqRel);
     }
 
     fn refund(&self, kind: Kind, len: usize) {
-        if let Some(bytes) = self.bytes(kind) {
-            self.frames.fetch_sub(1, Ordering::AcqRel);
-            bytes.fetch_sub(len, Ordering::AcqRel);
-        }
+        self.frames.fetch_sub(1, Ordering::AcqRel);
+        self.bytes(kind).fetch_sub(len, Ordering::AcqRel);
     }
 }
 
@@ -143,7 +154,7 @@ impl Outbox {
         }
         let len = frame.len();
         self.budget.charge(kind, len);
-        if self.tx.send(Queued { frame, kind }).is_err() {
+        if self.tx.send(Queued::Frame { frame, kind }).is_err() {
             self.budget.refund(kind, len);
             return false;
         }
@@ -207,11 +218,20 @@ impl Outbox {
         self.budget.room.notify_waiters();
     }
 
-    /// Queues an event replayed to a resuming session, whatever the budget, and charged to
-    /// none (see the module documentation): the replay is bounded by the node's event history,
-    /// and refusing it would drop the client on every reconnect.
-    pub fn replay(&self, frame: Bytes) -> bool {
-        self.push(Kind::Replay, frame)
+    /// Queues the replay to a resuming session, whatever the room: it is one frame of the
+    /// budget, and it takes one write batch of memory as it is written (see the module
+    /// documentation); refusing it would drop the client on every reconnect. False if the
+    /// connection is sealed or its writer has gone.
+    pub fn replay(&self, replay: Box<Replay>) -> bool {
+        if self.budget.sealed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.budget.frames.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Queued::Replay(replay)).is_err() {
+            self.budget.frames.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 }
 
@@ -226,8 +246,8 @@ impl OutboxReceiver {
         self.rx.try_recv().ok()
     }
 
-    /// Returns written frames' room to the budget (`frames` counts replies and events, not
-    /// replays) and wakes a waiting reply.
+    /// Returns written frames' room to the budget (a replay counts as one frame) and wakes a
+    /// waiting reply.
     pub fn release(&self, frames: usize, reply_bytes: usize, event_bytes: usize) {
         let b = &self.budget;
         debug_assert!(
@@ -267,7 +287,7 @@ mod tests {
         );
         assert!(!out.try_send_event(frame(1)), "nothing fits behind it");
         let q = rx.recv().await.expect("queued");
-        assert_eq!((q.kind, q.frame.len()), (Kind::Event, 5000));
+        assert!(matches!(q, Queued::Frame { kind: Kind::Event, ref frame } if frame.len() == 5000));
         rx.release(1, 0, 5000);
         assert!(out.try_send_event(frame(600)));
         assert!(!out.try_send_event(frame(600)));
@@ -284,7 +304,13 @@ mod tests {
         // ...but an event still fits: a reading client is not dropped behind a large reply.
         assert!(out.try_send_event(frame(900)));
         let q = rx.recv().await.expect("queued");
-        assert_eq!(q.kind, Kind::Reply);
+        assert!(matches!(
+            q,
+            Queued::Frame {
+                kind: Kind::Reply,
+                ..
+            }
+        ));
         let out2 = out.clone();
         let pending = tokio::spawn(async move { out2.send_reply(frame(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -296,18 +322,36 @@ mod tests {
         assert!(sent);
     }
 
+    /// A replay of `n` one-shot firings.
+    fn replay(n: usize) -> Box<Replay> {
+        let fired = (0..n)
+            .map(|i| (synod_proto::EventType::NodeDeleted, format!("/n{i}")))
+            .collect();
+        Box::new(Replay::new(
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+            fired,
+        ))
+    }
+
     #[tokio::test]
     async fn a_live_event_behind_a_long_replay_is_not_refused() {
         let (out, mut rx) = outbox(10, 1000);
-        for _ in 0..100 {
-            assert!(out.replay(frame(500)));
-        }
+        assert!(out.replay(replay(1000)));
         assert!(out.try_send_event(frame(500)), "refused behind a replay");
-        let kinds: Vec<Kind> = std::iter::from_fn(|| rx.try_recv().map(|q| q.kind)).collect();
-        assert_eq!(kinds.len(), 101);
-        assert_eq!(
-            kinds[100],
-            Kind::Event,
+        match rx.try_recv() {
+            Some(Queued::Replay(r)) => assert_eq!(r.frames().count(), 1000),
+            other => panic!("expected the replay first, got {other:?}"),
+        }
+        assert!(
+            matches!(
+                rx.try_recv(),
+                Some(Queued::Frame {
+                    kind: Kind::Event,
+                    ..
+                })
+            ),
             "the live event comes after the replay"
         );
     }
@@ -322,7 +366,7 @@ mod tests {
         out.seal();
         assert!(!out.try_send_event(frame(4)), "an event after the seal");
         assert!(!out.push_reply(frame(5)), "a reply after the seal");
-        assert!(!out.replay(frame(6)), "a replay after the seal");
+        assert!(!out.replay(replay(1)), "a replay after the seal");
         assert!(out.reserve_reply().await.is_none(), "room after the seal");
         let late = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -330,7 +374,7 @@ mod tests {
             .expect("task");
         // The waiter either got in before the seal or was refused; nothing after the seal.
         let lens: Vec<usize> =
-            std::iter::from_fn(|| rx.try_recv().map(|q| q.frame.len())).collect();
+            std::iter::from_fn(|| rx.try_recv().and_then(Queued::frame).map(|f| f.len())).collect();
         if late {
             assert_eq!(lens, [1, 2, 3]);
         } else {
@@ -350,7 +394,10 @@ mod tests {
                 .is_err(),
             "a reply got room past the frame limit"
         );
-        assert!(out.replay(frame(1)));
+        assert!(
+            out.replay(replay(1)),
+            "a replay is queued whatever the room"
+        );
         assert!(!out.try_send_event(frame(1)), "a replay makes no room");
         drop(rx);
         assert!(out.reserve_reply().await.is_none(), "writer gone");

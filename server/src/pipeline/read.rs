@@ -32,15 +32,24 @@ impl Conn {
         let conn = self.id;
         let mut xid = xid;
         let (err, resp) = match request {
-            Request::Exists(q) => {
-                if q.watch {
-                    observer.watches.add(conn, WatchKind::Data, &q.path);
+            // A watch is left only where the caller may see the answer: on a missing node, or
+            // on one it may READ (ZooKeeper 3.8.4); nothing for a path that is not one.
+            Request::Exists(q) if !valid(&q.path) => (ErrorCode::BadArguments, Response::Empty),
+            Request::Exists(q) => match tree.exists(&q.path, auth) {
+                Ok(stat) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Data, &q.path);
+                    }
+                    (ErrorCode::Ok, Response::Stat(stat))
                 }
-                match tree.stat(&q.path) {
-                    Some(s) => (ErrorCode::Ok, Response::Stat(s)),
-                    None => (ErrorCode::NoNode, Response::Empty),
+                Err(ErrorCode::NoNode) => {
+                    if q.watch {
+                        observer.watches.add(conn, WatchKind::Data, &q.path);
+                    }
+                    (ErrorCode::NoNode, Response::Empty)
                 }
-            }
+                Err(e) => (e, Response::Empty),
+            },
             Request::GetData(q) => match tree.get_data(&q.path, auth) {
                 Ok((data, stat)) => {
                     if q.watch {
@@ -77,7 +86,7 @@ impl Conn {
                 }
                 Err(e) => (e, Response::Empty),
             },
-            Request::GetAcl(q) => match tree.get_acl(&q.path) {
+            Request::GetAcl(q) => match tree.get_acl(&q.path, auth) {
                 Ok((acl, stat)) => (
                     ErrorCode::Ok,
                     Response::GetAcl(GetAclResponse { acl, stat }),
@@ -131,6 +140,7 @@ impl Conn {
                 Some(_) => (ErrorCode::NoWatcher, Response::Empty),
                 None => (ErrorCode::BadArguments, Response::Empty),
             },
+            Request::AddWatch(q) if !valid(&q.path) => (ErrorCode::BadArguments, Response::Empty),
             Request::AddWatch(q) => match AddWatchMode::from_i32(q.mode) {
                 Some(mode) => {
                     let kind = match mode {
@@ -151,14 +161,14 @@ impl Conn {
                     child_watches: w.child_watches,
                     ..Default::default()
                 };
-                if !self.set_watches(tree, observer, w) {
+                if !self.set_watches(tree, observer, w, auth) {
                     return false;
                 }
                 (ErrorCode::Ok, Response::Empty)
             }
             Request::SetWatches2(w) => {
                 xid = xid::SET_WATCHES;
-                if !self.set_watches(tree, observer, w) {
+                if !self.set_watches(tree, observer, w, auth) {
                     return false;
                 }
                 (ErrorCode::Ok, Response::Empty)
@@ -181,6 +191,12 @@ impl Conn {
         crate::admin::metrics::request_done(op, arrived, err);
         room.send(reply_frame(xid, zxid, err, resp))
     }
+}
+
+/// Whether `path` is one ZooKeeper would let a node have: a watch on anything else could
+/// never fire, and is refused rather than kept.
+fn valid(path: &str) -> bool {
+    synod_proto::path::validate_path(path, false).is_ok()
 }
 
 /// Reads that must see every write acknowledged before them (linearizable mode).

@@ -48,38 +48,48 @@ fn digest_id(auth: &[u8]) -> Option<String> {
     ))
 }
 
+/// The identities a new connection starts with: `ip:<address>`, and `x509:<name>` for a
+/// verified client certificate (as ZooKeeper's X509AuthenticationProvider makes it), plus the
+/// super identity if that name is one of `--super-identities` (logged: break-glass).
+pub fn initial_identities(
+    node: &crate::node::Node,
+    peer: SocketAddr,
+    session_id: i64,
+    identity: Option<&CertIdentity>,
+) -> Vec<Id> {
+    let mut ids = vec![Id {
+        scheme: "ip".into(),
+        id: peer.ip().to_string(),
+    }];
+    if let Some(identity) = identity {
+        ids.push(Id {
+            scheme: "x509".into(),
+            id: identity.name.clone(),
+        });
+        if node.cfg.super_identities.contains(&identity.name) {
+            tracing::warn!(%peer, session = session_id, identity = %identity.name, "break-glass: certificate grants the super identity");
+            ids.push(Id {
+                scheme: "super".into(),
+                id: identity.name.clone(),
+            });
+        }
+    }
+    ids
+}
+
 impl Conn {
     /// Reads, decodes and dispatches requests until the client closes, misbehaves, or sends a
-    /// request that ends the connection.
+    /// request that ends the connection. `auth` is the connection's identities so far (those of
+    /// [`initial_identities`]); `addauth` adds to them.
     pub async fn read_loop(
         &self,
         rd: crate::tls::stream::ReadHalf,
         peer: SocketAddr,
-        identity: Option<&CertIdentity>,
+        mut auth: Arc<Vec<Id>>,
         slots: mpsc::UnboundedSender<(Slot, Held)>,
     ) -> ReaderEnd {
         let mut frames = FramedRead::new(rd, FrameCodec::new(self.node.cfg.max_frame_bytes));
         let permits = Arc::new(Semaphore::new(self.node.cfg.max_outstanding));
-        let mut ids = vec![Id {
-            scheme: "ip".into(),
-            id: peer.ip().to_string(),
-        }];
-        // A verified client certificate is an identity from the first request on, as
-        // ZooKeeper's X509AuthenticationProvider makes it: `x509:<subject CN>`.
-        if let Some(identity) = identity {
-            ids.push(Id {
-                scheme: "x509".into(),
-                id: identity.name.clone(),
-            });
-            if self.node.cfg.super_identities.contains(&identity.name) {
-                tracing::warn!(%peer, session = self.session_id, identity = %identity.name, "break-glass: certificate grants the super identity");
-                ids.push(Id {
-                    scheme: "super".into(),
-                    id: identity.name.clone(),
-                });
-            }
-        }
-        let mut auth: Arc<Vec<Id>> = Arc::new(ids);
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return ReaderEnd::Stopped;
@@ -165,6 +175,11 @@ impl Conn {
                             );
                             Arc::make_mut(auth).push(sup);
                         }
+                        // Events delivered from now on are checked against the new identities.
+                        lock(&self.node.replica)
+                            .observer
+                            .conns
+                            .set_auth(self.id, auth.clone());
                         ready(ErrorCode::Ok, false)
                     }
                     None => ready(ErrorCode::AuthFailed, true),

@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-use crate::pipeline::outbox::{Kind, OutboxReceiver};
+use crate::pipeline::outbox::{Kind, OutboxReceiver, Queued};
 use crate::tls::stream::WriteHalf;
 
 /// Frames at least this large are written as they are instead of being copied into the batch
@@ -26,26 +26,43 @@ pub async fn write_loop(
         let (mut frames, mut reply_bytes, mut event_bytes, mut batch) = (0, 0, 0, 0);
         let mut next = Some(first);
         while let Some(q) = next.take() {
-            let len = q.frame.len();
-            if len >= DIRECT_WRITE {
-                if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
-                    return;
+            frames += 1;
+            match q {
+                Queued::Frame { frame, kind } => {
+                    let len = frame.len();
+                    if len >= DIRECT_WRITE {
+                        if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                        buf.clear();
+                        if wr.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        buf.extend_from_slice(&frame);
+                    }
+                    match kind {
+                        Kind::Reply => reply_bytes += len,
+                        Kind::Event => event_bytes += len,
+                    }
+                    stats.sent();
+                    batch += len;
                 }
-                buf.clear();
-                if wr.write_all(&q.frame).await.is_err() {
-                    return;
+                Queued::Replay(replay) => {
+                    // Encoded a batch at a time: the replay never exists as one buffer.
+                    for frame in replay.frames() {
+                        buf.extend_from_slice(&frame);
+                        stats.sent();
+                        if buf.len() >= WRITE_BATCH {
+                            if wr.write_all(&buf).await.is_err() {
+                                return;
+                            }
+                            buf.clear();
+                        }
+                    }
+                    batch = WRITE_BATCH;
                 }
-            } else {
-                buf.extend_from_slice(&q.frame);
             }
-            match q.kind {
-                Kind::Reply => reply_bytes += len,
-                Kind::Event => event_bytes += len,
-                Kind::Replay => {}
-            }
-            frames += usize::from(q.kind != Kind::Replay);
-            stats.sent();
-            batch += len;
             if batch < WRITE_BATCH {
                 next = rx.try_recv();
             }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use synod_proto::Id;
 use tokio::sync::Notify;
 
 use crate::pipeline::outbox::Outbox;
@@ -24,6 +25,9 @@ pub struct ConnEntry {
     pub kill: Arc<Notify>,
     /// Its request counters, shared with its tasks.
     pub stats: Arc<ConnStats>,
+    /// The identities it has authenticated (`ip`, `x509`, `digest`, `super`): an event reaches
+    /// it only if these may READ the node the event is about (see [`Connections::set_auth`]).
+    pub auth: Arc<Vec<Id>>,
 }
 
 /// Every connection with an established session, and which one carries each session.
@@ -67,6 +71,14 @@ impl Connections {
             .values()
             .all(|c| self.conns.contains_key(c)));
         Some(e)
+    }
+
+    /// The connection `id` authenticated more identities (`addauth`): events from now on are
+    /// checked against `auth`.
+    pub fn set_auth(&mut self, id: ConnId, auth: Arc<Vec<Id>>) {
+        if let Some(e) = self.conns.get_mut(&id) {
+            e.auth = auth;
+        }
     }
 
     /// The connection `id`.
@@ -127,6 +139,7 @@ mod tests {
             out,
             kill: Arc::new(Notify::new()),
             stats: stats.connection(id, "127.0.0.1:5000".parse().expect("addr"), session_id, 1),
+            auth: Arc::new(Vec::new()),
         }
     }
 

@@ -2,22 +2,25 @@
 //! order, from which a session that resumes persistent watches after a reconnect is replayed
 //! what it missed (ZooKeeper sends those none; DESIGN.md §1.5 promises none is lost). What this
 //! node cannot replay, it never pretends to: see [`crate::watch::resume`].
-
-use std::collections::VecDeque;
+//!
+//! The events are a persistent vector (`imbl`): a replay takes the part after its zxid in
+//! O(log n) under the replica lock and filters and encodes it later, off the lock, as its
+//! connection's writer sends it (see [`crate::watch::resume::Replay`]).
 
 use synod_raft_store::Event;
-
-use crate::watch::manager::{persistent_match, WatchKind};
 
 /// How many recent events a node keeps to replay to reconnecting persistent watchers (about
 /// 100 bytes each).
 pub const WATCH_HISTORY: usize = 65_536;
 
+/// Events as (zxid, event), in non-decreasing zxid order; clones share their structure.
+pub type Events = imbl::Vector<(i64, Event)>;
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct EventHistory {
     /// The last [`WATCH_HISTORY`] events applied here. Invariant: in non-decreasing zxid order.
-    events: VecDeque<(i64, Event)>,
+    events: Events,
     /// Every event with a zxid above this is in `events` (`None` until this node has applied an
     /// entry since start-up or since a snapshot replaced the tree: nothing is known then).
     floor: Option<i64>,
@@ -65,27 +68,24 @@ impl EventHistory {
         self.floor
     }
 
-    /// The events after `since` that any of the persistent `watches` (kind, path) would have
-    /// been sent, each once, as (zxid, event) in the order they happened, appended to `out`.
-    /// Returns false if some may be missing: the history does not reach back to `since`.
-    pub fn missed(
-        &self,
-        since: i64,
-        watches: &[(WatchKind, String)],
-        out: &mut Vec<(i64, Event)>,
-    ) -> bool {
-        let start = self.events.partition_point(|(z, _)| *z <= since);
-        out.extend(
-            self.events
-                .range(start..)
-                .filter(|(_, ev)| {
-                    watches
-                        .iter()
-                        .any(|(k, p)| persistent_match(*k, p, ev.event_type, &ev.path))
-                })
-                .cloned(),
-        );
-        self.reaches(since)
+    /// Every event after `since`, in the order applied, as a copy that shares the history's
+    /// structure (O(log n)); `None` if some may be missing: the history does not reach back to
+    /// `since`.
+    pub fn after(&self, since: i64) -> Option<Events> {
+        if !self.reaches(since) {
+            return None;
+        }
+        let start = self
+            .events
+            .binary_search_by(|(z, _)| {
+                if *z <= since {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            })
+            .unwrap_or_else(|i| i);
+        Some(self.events.clone().split_off(start))
     }
 }
 
@@ -109,20 +109,29 @@ mod tests {
     }
 
     #[test]
-    fn missed_events_come_once_each_in_history_order_when_several_watches_match() {
+    fn after_gives_the_events_past_a_zxid_in_order() {
         let mut h = EventHistory::default();
+        h.entry_applied(1);
+        let open: std::sync::Arc<[synod_proto::Acl]> = synod_proto::Acl::open_unsafe().into();
         // One multi (one zxid) deletes two children; then another change.
-        h.record(10, &Event::new(EventType::NodeDeleted, "/a/b"));
-        h.record(10, &Event::new(EventType::NodeDeleted, "/a/c"));
-        h.record(11, &Event::new(EventType::NodeDataChanged, "/a/b2"));
-        let watches = [
-            (WatchKind::Recursive, "/a".to_string()),
-            (WatchKind::Recursive, "/a/b".to_string()),
-            (WatchKind::Persistent, "/a/c".to_string()),
-        ];
-        let mut out = Vec::new();
-        h.missed(5, &watches, &mut out);
-        let got: Vec<(i64, &str)> = out.iter().map(|(z, e)| (*z, &*e.path)).collect();
-        assert_eq!(got, [(10, "/a/b"), (10, "/a/c"), (11, "/a/b2")]);
+        h.record(
+            10,
+            &Event::new(EventType::NodeDeleted, "/a/b", open.clone()),
+        );
+        h.record(
+            10,
+            &Event::new(EventType::NodeDeleted, "/a/c", open.clone()),
+        );
+        h.record(11, &Event::new(EventType::NodeDataChanged, "/a/b2", open));
+        let paths = |since| -> Vec<(i64, String)> {
+            h.after(since)
+                .expect("reaches")
+                .iter()
+                .map(|(z, e)| (*z, e.path.to_string()))
+                .collect()
+        };
+        assert_eq!(paths(5).len(), 3);
+        assert_eq!(paths(10), [(11, "/a/b2".to_string())]);
+        assert!(paths(11).is_empty());
     }
 }

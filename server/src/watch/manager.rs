@@ -44,6 +44,11 @@ pub fn persistent_match(
     }
 }
 
+/// Each connection's watches, as (kind, path). A persistent map: [`WatchManager::index`] copies
+/// it in O(1) under the replica lock, and the listings (`wchc`, `wchp`, `wchs`) walk the copy
+/// outside it, so that listing every watch never stalls apply (ZooKeeper's CVE-2017-5637 class).
+pub type WatchIndex = imbl::HashMap<ConnId, imbl::HashSet<(WatchKind, Name)>>;
+
 /// Every watch on this node.
 #[derive(Debug, Default)]
 pub struct WatchManager {
@@ -51,8 +56,11 @@ pub struct WatchManager {
     child: Table,
     persistent: Table,
     recursive: Table,
-    /// The reverse index, so that a closing connection drops its watches without a scan.
-    by_conn: HashMap<ConnId, HashSet<(WatchKind, Name)>>,
+    /// The reverse index, so that a closing connection drops its watches without a scan, and
+    /// what the listings copy. Invariant: holds exactly the (conn, kind, path) of the tables.
+    by_conn: WatchIndex,
+    /// How many (connection, kind, path) watches there are: the sum of `by_conn`'s set sizes.
+    total: usize,
 }
 
 fn table_remove(t: &mut Table, path: &str, conn: ConnId) -> bool {
@@ -82,18 +90,33 @@ impl WatchManager {
             .entry(name.clone())
             .or_default()
             .insert(conn);
-        self.by_conn.entry(conn).or_default().insert((kind, name));
+        if self
+            .by_conn
+            .entry(conn)
+            .or_default()
+            .insert((kind, name))
+            .is_none()
+        {
+            self.total += 1;
+        }
+    }
+
+    /// Takes (kind, path) out of `conn`'s reverse-index entry.
+    fn unindex(&mut self, conn: ConnId, key: &(WatchKind, Name)) {
+        if let Some(set) = self.by_conn.get_mut(&conn) {
+            if set.remove(key).is_some() {
+                self.total -= 1;
+            }
+            if set.is_empty() {
+                self.by_conn.remove(&conn);
+            }
+        }
     }
 
     fn remove_one(&mut self, conn: ConnId, kind: WatchKind, path: &str) -> bool {
         let removed = table_remove(self.table(kind), path, conn);
         if removed {
-            if let Some(set) = self.by_conn.get_mut(&conn) {
-                set.remove(&(kind, Name::from(path)));
-                if set.is_empty() {
-                    self.by_conn.remove(&conn);
-                }
-            }
+            self.unindex(conn, &(kind, Name::from(path)));
         }
         removed
     }
@@ -141,6 +164,7 @@ impl WatchManager {
     pub fn remove_conn(&mut self, conn: ConnId) {
         for (kind, path) in self.by_conn.remove(&conn).into_iter().flatten() {
             table_remove(self.table(kind), &path, conn);
+            self.total -= 1;
         }
     }
 
@@ -153,12 +177,7 @@ impl WatchManager {
             if let Some((name, conns)) = this.table(kind).remove_entry(path) {
                 let key = (kind, name);
                 for c in conns {
-                    if let Some(set) = this.by_conn.get_mut(&c) {
-                        set.remove(&key);
-                        if set.is_empty() {
-                            this.by_conn.remove(&c);
-                        }
-                    }
+                    this.unindex(c, &key);
                     out.push(c);
                 }
             }
@@ -190,41 +209,48 @@ impl WatchManager {
 
     /// Number of (connection, path, kind) watches.
     pub fn count(&self) -> usize {
-        self.by_conn.values().map(HashSet::len).sum()
+        debug_assert_eq!(
+            self.total,
+            self.by_conn.values().map(imbl::HashSet::len).sum::<usize>()
+        );
+        self.total
     }
 
-    /// Watched paths with the connections watching each (`wchp`), sorted by path.
-    pub fn by_path(&self) -> Vec<(String, Vec<ConnId>)> {
-        let mut m: std::collections::BTreeMap<String, Vec<ConnId>> = Default::default();
-        for t in [&self.data, &self.child, &self.persistent, &self.recursive] {
-            for (p, conns) in t {
-                m.entry(p.to_string())
-                    .or_default()
-                    .extend(conns.iter().copied());
-            }
+    /// A copy of every connection's watches, O(1): take it under the replica lock, list it
+    /// outside (see [`WatchIndex`]).
+    pub fn index(&self) -> WatchIndex {
+        self.by_conn.clone()
+    }
+}
+
+/// Watched paths with the connections watching each (`wchp`), sorted by path.
+pub fn by_path(index: &WatchIndex) -> Vec<(String, Vec<ConnId>)> {
+    let mut m: std::collections::BTreeMap<&str, Vec<ConnId>> = Default::default();
+    for (conn, watches) in index {
+        for (_, p) in watches {
+            m.entry(p).or_default().push(*conn);
         }
-        m.into_iter()
-            .map(|(p, mut c)| {
-                c.sort_unstable();
-                c.dedup();
-                (p, c)
-            })
-            .collect()
     }
+    m.into_iter()
+        .map(|(p, mut c)| {
+            c.sort_unstable();
+            c.dedup();
+            (p.to_string(), c)
+        })
+        .collect()
+}
 
-    /// The paths `conn` watches (`wchc`), sorted.
-    pub fn paths_of(&self, conn: ConnId) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .by_conn
-            .get(&conn)
-            .into_iter()
-            .flatten()
-            .map(|(_, p)| p.to_string())
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
+/// The paths `conn` watches (`wchc`), sorted.
+pub fn paths_of(index: &WatchIndex, conn: ConnId) -> Vec<String> {
+    let mut v: Vec<String> = index
+        .get(&conn)
+        .into_iter()
+        .flatten()
+        .map(|(_, p)| p.to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 #[cfg(test)]
@@ -263,7 +289,7 @@ mod tests {
         assert!(w.remove(1, "/a", WatcherType::Any));
         assert!(!w.remove(1, "/a", WatcherType::Any));
         w.remove_conn(2);
-        assert_eq!(w.by_path(), vec![("/".to_string(), vec![1])]);
-        assert_eq!(w.paths_of(1), vec!["/".to_string()]);
+        assert_eq!(by_path(&w.index()), vec![("/".to_string(), vec![1])]);
+        assert_eq!(paths_of(&w.index(), 1), vec!["/".to_string()]);
     }
 }

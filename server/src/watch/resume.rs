@@ -7,19 +7,24 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
+use synod_proto::mode::perms;
 use synod_proto::records::SetWatches2;
-use synod_proto::{EventType, Request};
+use synod_proto::{EventType, Id, Request};
+use synod_raft_store::acl;
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::NodeId;
 
 use crate::node::Node;
 use crate::peer::{PeerRequest, PeerResponse};
-use crate::pipeline::apply::{notification_frame, Applier};
+use crate::pipeline::apply::{may_hear, notification_frame, Applier};
 use crate::pipeline::conn::{Conn, COMMIT_TIMEOUT};
 use crate::pipeline::pending::Completion;
-use crate::watch::manager::WatchKind;
+use crate::watch::history::Events;
+use crate::watch::manager::{persistent_match, WatchKind};
 
 /// How long a node waits for another member to say how far back its event history reaches
 /// (a resuming client waits meanwhile; a member that does not answer is taken as unable).
@@ -69,34 +74,43 @@ impl Conn {
     /// Re-registers a reconnecting session's watches, firing at once what changed after the
     /// zxid the client had seen: one event per one-shot watch (as ZooKeeper's
     /// DataTree.setWatches does), and every missed event of a persistent watch, in zxid order,
-    /// from this node's recent history (ZooKeeper sends those none). Missed events go first, all
-    /// of it under the replica lock, so later events follow them.
+    /// from this node's recent history (ZooKeeper sends those none). Only what `auth` may READ
+    /// is told (a node it may not read gets its watch back instead of an event). Under the
+    /// replica lock this costs O(log n) plus the request's own paths: the missed events are
+    /// queued as one [`Replay`], filtered and encoded by the connection's writer, ahead of any
+    /// later event.
     pub fn set_watches(
         &self,
         tree: &synod_raft_store::DataTree,
         observer: &mut Applier,
         w: SetWatches2,
+        auth: &[Id],
     ) -> bool {
         let rel = w.relative_zxid;
         let conn = self.id;
+        let readable = |n: &synod_raft_store::Node| acl::check(&n.acl, perms::READ, auth);
         let mut fired = Vec::new();
         for p in w.data_watches {
             match tree.node(&p) {
                 None => fired.push((EventType::NodeDeleted, p)),
-                Some(n) if n.mzxid > rel => fired.push((EventType::NodeDataChanged, p)),
+                Some(n) if n.mzxid > rel && readable(n) => {
+                    fired.push((EventType::NodeDataChanged, p))
+                }
                 Some(_) => observer.watches.add(conn, WatchKind::Data, &p),
             }
         }
         for p in w.exist_watches {
             match tree.node(&p) {
-                Some(_) => fired.push((EventType::NodeCreated, p)),
-                None => observer.watches.add(conn, WatchKind::Data, &p),
+                Some(n) if readable(n) => fired.push((EventType::NodeCreated, p)),
+                _ => observer.watches.add(conn, WatchKind::Data, &p),
             }
         }
         for p in w.child_watches {
             match tree.node(&p) {
                 None => fired.push((EventType::NodeDeleted, p)),
-                Some(n) if n.pzxid > rel => fired.push((EventType::NodeChildrenChanged, p)),
+                Some(n) if n.pzxid > rel && readable(n) => {
+                    fired.push((EventType::NodeChildrenChanged, p))
+                }
                 Some(_) => observer.watches.add(conn, WatchKind::Child, &p),
             }
         }
@@ -109,34 +123,88 @@ impl Conn {
             .into_iter()
             .map(|p| (WatchKind::Recursive, p));
         let resumed: Vec<(WatchKind, String)> = persistent.chain(recursive).collect();
-        // One pass over the history: each missed event once (even when several of the
-        // session's watches match it), in the order it happened.
-        let mut missed = Vec::new();
-        if rel > 0 && !resumed.is_empty() && !observer.history.missed(rel, &resumed, &mut missed) {
-            // Checked before (see `cannot_replay`), but the history may have moved on since:
-            // resuming without the missed events would lose them silently, so the client goes
-            // elsewhere (and meets that check) instead.
-            tracing::info!(
-                conn,
-                relative_zxid = format_args!("{rel:#x}"),
-                "closing connection: its persistent watches resume from before this node's event \
-                 history"
-            );
-            return false;
+        let mut missed = Events::new();
+        if rel > 0 && !resumed.is_empty() {
+            match observer.history.after(rel) {
+                Some(events) => missed = events,
+                None => {
+                    // Checked before (see `cannot_replay`), but the history may have moved on
+                    // since: resuming without the missed events would lose them silently, so
+                    // the client goes elsewhere (and meets that check) instead.
+                    tracing::info!(
+                        conn,
+                        relative_zxid = format_args!("{rel:#x}"),
+                        "closing connection: its persistent watches resume from before this \
+                         node's event history"
+                    );
+                    return false;
+                }
+            }
         }
         for (kind, p) in &resumed {
             observer.watches.add(conn, *kind, p);
         }
-        let missed = missed
-            .into_iter()
-            .map(|(z, ev)| notification_frame(z, ev.event_type, &ev.path));
+        if missed.is_empty() && fired.is_empty() {
+            return true;
+        }
+        self.out
+            .replay(Box::new(Replay::new(missed, resumed, auth.to_vec(), fired)))
+    }
+}
+
+/// What a resuming session is told before any later event, built lazily: the writer takes one
+/// frame at a time ([`Replay::frames`]), so a replay holds no encoded copy of its events and no
+/// lock, only a shared slice of the history, whose size [`WATCH_HISTORY`] bounds.
+///
+/// [`WATCH_HISTORY`]: crate::watch::history::WATCH_HISTORY
+#[derive(Debug)]
+pub struct Replay {
+    /// The history's events after the session's last zxid (shared with the history).
+    missed: Events,
+    /// The persistent watches resumed: which of `missed` they would have been sent.
+    watches: Vec<(WatchKind, String)>,
+    /// The connection's identities: an event it may not READ is left out.
+    auth: Vec<Id>,
+    /// One-shot watches that fire at once, from the current state (no zxid), after the missed
+    /// events; bounded by the request that resumed them.
+    fired: Vec<(EventType, String)>,
+}
+
+impl Replay {
+    /// `missed` events filtered by `watches` and `auth`, then the one-shot `fired` ones.
+    pub fn new(
+        missed: Events,
+        watches: Vec<(WatchKind, String)>,
+        auth: Vec<Id>,
+        fired: Vec<(EventType, String)>,
+    ) -> Replay {
+        Replay {
+            missed,
+            watches,
+            auth,
+            fired,
+        }
+    }
+
+    /// The frames to send, in order: each missed event once (even when several watches match
+    /// it) if the connection may READ its node as of the change, then the one-shot firings.
+    pub fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let missed = self
+            .missed
+            .iter()
+            .filter(|(_, ev)| {
+                self.watches
+                    .iter()
+                    .any(|(k, p)| persistent_match(*k, p, ev.event_type, &ev.path))
+                    && may_hear(ev, &self.auth)
+            })
+            .map(|(z, ev)| notification_frame(*z, ev.event_type, &ev.path));
         // A one-shot watch fires from the current state, not from one change: no zxid (-1).
-        let fired = fired
-            .into_iter()
-            .map(|(t, p)| notification_frame(-1, t, &p));
-        // Bounded by the request and the node's event history, not by the event budget: a
-        // resuming client refused its replay would be dropped again on every reconnect.
-        missed.chain(fired).all(|frame| self.out.replay(frame))
+        let fired = self
+            .fired
+            .iter()
+            .map(|(t, p)| notification_frame(-1, *t, p));
+        missed.chain(fired)
     }
 }
 
@@ -185,4 +253,46 @@ pub async fn member_with_history(node: &Node, since: i64) -> Option<NodeId> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::Acl;
+    use synod_raft_store::Event;
+
+    /// A replay tells of what the resuming connection may read, by each node's ACL as of the
+    /// change, and only what its watches would have been sent.
+    #[test]
+    fn a_replay_leaves_out_what_the_connection_may_not_read() {
+        let open: std::sync::Arc<[Acl]> = Acl::open_unsafe().into();
+        let private: std::sync::Arc<[Acl]> = vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
+        let mut missed = Events::new();
+        missed.push_back((
+            10,
+            Event::new(EventType::NodeDataChanged, "/a/secret", private),
+        ));
+        missed.push_back((11, Event::new(EventType::NodeCreated, "/a/x", open.clone())));
+        missed.push_back((12, Event::new(EventType::NodeCreated, "/b/y", open)));
+        let watches = vec![(WatchKind::Recursive, "/a".to_string())];
+        let anonymous = Replay::new(missed.clone(), watches.clone(), Vec::new(), Vec::new());
+        assert_eq!(
+            anonymous.frames().collect::<Vec<_>>(),
+            [notification_frame(11, EventType::NodeCreated, "/a/x")]
+        );
+        let alice = Id {
+            scheme: "digest".into(),
+            id: "alice:h".into(),
+        };
+        let fired = vec![(EventType::NodeDeleted, "/gone".to_string())];
+        let owner = Replay::new(missed, watches, vec![alice], fired);
+        assert_eq!(
+            owner.frames().collect::<Vec<_>>(),
+            [
+                notification_frame(10, EventType::NodeDataChanged, "/a/secret"),
+                notification_frame(11, EventType::NodeCreated, "/a/x"),
+                notification_frame(-1, EventType::NodeDeleted, "/gone"),
+            ]
+        );
+    }
 }

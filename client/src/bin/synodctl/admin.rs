@@ -315,7 +315,17 @@ pub async fn backup(http: &Admin, admins: &[String], out: &Path) -> Result<(), S
         // durable and renamed over `out`; a failed download leaves `out` as it was.
         let tmp = out.with_extension("partial");
         let cannot_write = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
-        let mut file = std::fs::File::create(&tmp).map_err(cannot_write)?;
+        // A backup holds every institution's data: readable by its owner only.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(cannot_write)?
+        };
         let downloaded = read_body(addr, r, |c| file.write_all(c).map_err(cannot_write)).await;
         let len = match downloaded {
             Ok(len) => len,
