@@ -1441,3 +1441,73 @@ fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
         },
     );
 }
+
+/// The events replayed to a resuming session are filtered like live ones (ZooKeeper's
+/// CVE-2024-23944 class): a session that resumes a recursive watch on a shared parent is
+/// replayed the changes of the nodes it may read, and none of a node only its owner may read —
+/// judged by the ACL each node had when it changed.
+#[test]
+fn a_replay_tells_a_resuming_session_only_what_it_may_read() {
+    run_test(
+        "a_replay_tells_a_resuming_session_only_what_it_may_read",
+        || async {
+            let ens = start_cluster(&["--max-session-timeout-ms", "60000"]);
+            let tls = raw_tls(&ens);
+            let leader = leader_of(&ens);
+            let owner = connect_only(&ens, leader).await;
+            must("addauth", owner.add_auth("digest", b"alice:secret")).await;
+            create_empty(&owner, "/shared").await;
+            // The resuming session (the test client's certificate, not the owner): parked.
+            let (id, passwd) = blocking(|| parked_session(&tls, ens.addrs()[leader]))
+                .expect("a session to resume");
+            let (_, stat) = must("get /shared", owner.get_data("/shared")).await;
+            let seen = stat.mzxid;
+            // The owner's digest alone (its connection also carries the test certificate's
+            // identity, which the resuming session shares: `creator_all` would grant it).
+            let private = vec![Acl::new(
+                synod_client::perms::ALL,
+                "digest",
+                "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=",
+            )];
+            must(
+                "create the private node",
+                owner.create_full(
+                    "/shared/case",
+                    b"diagnosis",
+                    &private,
+                    CreateMode::Persistent,
+                    None,
+                ),
+            )
+            .await;
+            must("set it", owner.set_data("/shared/case", b"revised", None)).await;
+            create_empty(&owner, "/shared/open").await;
+            // Readable when it changed, private now: the change was the session's to hear.
+            must("set open", owner.set_data("/shared/open", b"v2", None)).await;
+            must(
+                "make it private",
+                owner.set_acl("/shared/open", &private, None),
+            )
+            .await;
+            must(
+                "delete the private node",
+                owner.delete("/shared/case", None),
+            )
+            .await;
+            for idx in 0..3 {
+                blocking(|| ens.wait_caught_up(idx, CATCH_UP_TIMEOUT)).expect("caught up");
+            }
+            let other = (leader + 1) % 3;
+            let addr = ens.addrs()[other];
+            let resumed = blocking(|| resume_watch(&tls, addr, (id, &passwd), seen, "/shared"))
+                .expect("resume");
+            assert!(resumed.replied, "resumed: {resumed:?}");
+            let paths: Vec<&str> = resumed.events.iter().map(|(_, p)| p.as_str()).collect();
+            assert_eq!(
+                paths,
+                ["/shared/open", "/shared/open"],
+                "only the open node's creation and change"
+            );
+        },
+    );
+}

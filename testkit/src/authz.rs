@@ -333,7 +333,7 @@ pub async fn sweep(ens: Arc<dyn Ensemble>, root: &str) -> Result<Vec<Finding>, S
         if ens.can_kill() && ens.addrs().len() >= 3 {
             let replayed = replay_probe(&*ens, &c, &owner, root, &secret, who).await?;
             note(
-                "events replayed to a resuming session (setWatches2)",
+                "events across a reconnect (its server killed; setWatches2 replays what it missed)",
                 replayed,
                 &format!("events: [\"NodeCreated {open}/while-away-{who}\"]"),
             );
@@ -344,8 +344,11 @@ pub async fn sweep(ens: Arc<dyn Ensemble>, root: &str) -> Result<Vec<Finding>, S
     Ok(findings)
 }
 
-/// Kills the server `c` is connected to; while `c` is away the owner changes its secret node and
-/// then an open one; once `c` resumed its recursive watch elsewhere, reports what it was told.
+/// Kills the server `c` is connected to; the owner changes its secret node and then an open one;
+/// once `c` resumed its recursive watch elsewhere, reports what it was told. The client
+/// reconnects within milliseconds, so the owner's changes may reach it live rather than as a
+/// replay: the replay itself is checked deterministically by server/tests/cluster.rs
+/// (`a_replay_tells_a_resuming_session_only_what_it_may_read`), with a raw setWatches2.
 async fn replay_probe(
     ens: &dyn Ensemble,
     c: &Client,
