@@ -36,6 +36,11 @@ pub enum StoreError {
     /// sequence of writes produces (a node without its parent, ...) or that covers no entry.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+
+    /// A file given as a backup is not one this version reads: no backup header, another
+    /// format version, or a checksum that does not match (the file is damaged).
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 impl StoreError {

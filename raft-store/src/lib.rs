@@ -1,10 +1,11 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
 //! deterministically from log entries; the openraft type configuration ([`types`]); the RocksDB
 //! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
-//! file and restore ([`snapshot`]).
+//! file and restore ([`snapshot`]), and the backup file around it ([`backup`]).
 //! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
+pub mod backup;
 pub mod error;
 pub mod log_store;
 pub mod snapshot;

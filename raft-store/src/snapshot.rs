@@ -1,7 +1,7 @@
 //! Snapshots on disk and on the wire: the image of the tree a snapshot holds and its encoding,
 //! the snapshot file of a state-machine directory (written atomically, loaded at start-up, served
-//! to lagging peers and as a backup), and restoring a backup into a new directory
-//! (`synod restore`).
+//! to lagging peers, and inside a backup: [`crate::backup`]), and restoring a backup into a new
+//! directory (`synod restore`).
 //!
 //! # Format
 //!
@@ -11,8 +11,9 @@
 //! set, the data size) is rebuilt on load, so each fact is stored once.
 //!
 //! The file [`SNAPSHOT_FILE`] is the bincode of the snapshot's metadata (openraft's
-//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. There is
-//! no version tag: the format may change between releases until synod promises compatibility.
+//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. The
+//! file itself has no version tag or checksum yet (issue 16); a backup wraps it in an envelope
+//! that has both ([`crate::backup`]).
 //!
 //! # Durability
 //!
@@ -47,9 +48,9 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 /// Nothing of a snapshot stays in memory: [`SNAPSHOT_FILE`] is the current snapshot, read when a
 /// peer needs it.
 #[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: Meta,
-    data: Vec<u8>,
+pub(crate) struct SnapshotFile {
+    pub(crate) meta: Meta,
+    pub(crate) data: Vec<u8>,
 }
 
 /// [`SnapshotFile`] borrowed, for writing without copying the data (same bincode bytes: a
@@ -69,11 +70,11 @@ pub(crate) type Persisted = Arc<Mutex<Option<LogId<NodeId>>>>;
 
 /// The whole replicated state as a snapshot stores it.
 #[derive(Serialize, Deserialize)]
-struct TreeImage {
+pub(crate) struct TreeImage {
     /// Every znode, in no particular order.
     nodes: Vec<NodeImage>,
     /// Every live session (their ephemerals are found from the nodes' owners).
-    sessions: Vec<SessionImage>,
+    pub(crate) sessions: Vec<SessionImage>,
 }
 
 /// One znode: its path and the fields of [`Node`] that are not derived from other nodes
@@ -105,10 +106,12 @@ struct AclImage {
 
 /// One session of the replicated session table.
 #[derive(Serialize, Deserialize)]
-struct SessionImage {
+pub(crate) struct SessionImage {
     id: i64,
     timeout_ms: i32,
-    passwd: Bytes,
+    /// What a client must show to resume the session; empty in a backup (see
+    /// [`crate::backup`]), where no client can resume it.
+    pub(crate) passwd: Bytes,
 }
 
 impl TreeImage {
@@ -290,7 +293,7 @@ pub(crate) fn load_latest(dir: &Path) -> Result<Option<SnapshotContents>, StoreE
     Ok(Some(contents))
 }
 
-/// What a snapshot file (a backup) holds: its metadata and the tree it restores.
+/// What a snapshot file holds: its metadata and the tree it restores.
 pub struct SnapshotContents {
     /// The last entry the snapshot reflects: the tree's zxids are at most
     /// [`applied_zxid`](crate::types::applied_zxid) of its index.
@@ -301,7 +304,7 @@ pub struct SnapshotContents {
     pub tree: DataTree,
 }
 
-/// Decodes a snapshot file as written to [`SNAPSHOT_FILE`] (and served as a backup); a file that
+/// Decodes a snapshot file as written to [`SNAPSHOT_FILE`]; a file that
 /// does not decode completely (`Decode`), or whose tree makes no sense (`Corrupt`), is an error.
 pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, StoreError> {
     let file: SnapshotFile = decode(bytes)?;
@@ -322,20 +325,21 @@ pub fn snapshot_file_log_id(bytes: &[u8]) -> Result<Option<LogId<NodeId>>, Store
     Ok(meta.last_log_id)
 }
 
-/// Restores a backup into a fresh state-machine directory: writes the snapshot file `bytes` to
-/// `state_dir/`[`SNAPSHOT_FILE`] with its membership replaced by `membership` (recorded at the
-/// snapshot's last log id), so that a node opened on it starts from the backed-up tree as a member
-/// of the new cluster. Returns the snapshot's last log id and its number of znodes; the caller
-/// must mark the Raft log as purged up to it (and keep the vote's term at least its term), so that
-/// new entries continue after it. Refuses, before writing anything, a snapshot of an empty log
-/// (`Corrupt`) and anything that does not decode as a snapshot (`Decode` or `Corrupt`); a failed
-/// write is `Io` or `Encode`.
+/// Restores a backup ([`crate::backup`]) into a fresh state-machine directory: checks its
+/// format version and checksum, then writes its snapshot to `state_dir/`[`SNAPSHOT_FILE`] with
+/// the membership replaced by `membership` (recorded at the snapshot's last log id), so that a
+/// node opened on it starts from the backed-up tree as a member of the new cluster. Returns the
+/// snapshot's last log id and its number of znodes; the caller must mark the Raft log as purged
+/// up to it (and keep the vote's term at least its term), so that new entries continue after it.
+/// Refuses, before writing anything, a file that is no backup of this format, a damaged one
+/// (`Backup`), a snapshot of an empty log (`Corrupt`) and anything that does not decode as a
+/// snapshot (`Decode` or `Corrupt`); a failed write is `Io` or `Encode`.
 pub fn restore_snapshot_file(
     state_dir: &Path,
-    bytes: &[u8],
+    backup: &[u8],
     membership: openraft::Membership<NodeId, BasicNode>,
 ) -> Result<(LogId<NodeId>, usize), StoreError> {
-    let file: SnapshotFile = decode(bytes)?;
+    let file: SnapshotFile = decode(crate::backup::open(backup)?)?;
     // Check that the tree decodes before anything is written.
     let znodes = decode_tree(&file.data)?.node_count();
     let last = file

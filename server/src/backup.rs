@@ -1,6 +1,7 @@
-//! `synod restore`: prepares an empty data directory from a backup (a snapshot file downloaded
-//! with `GET /snapshot` / `synodctl backup`) so that a fresh cluster started on such directories
-//! serves the backed-up tree, with a new membership.
+//! `synod restore`: prepares an empty data directory from a backup (downloaded with `GET
+//! /snapshot` / `synodctl backup`: a snapshot in a checksummed envelope, see
+//! [`synod_raft_store::backup`]) so that a fresh cluster started on such directories serves the
+//! backed-up tree, with a new membership. A damaged backup is refused before anything is written.
 //!
 //! Each node of the new cluster gets the same backup, its own `--id` and the same `--members`.
 //! The restored state machine starts at the backup's last log index (its zxid), with the new
@@ -72,8 +73,8 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
     let membership = Membership::new(vec![voters], members);
     let (last, znodes) = restore_snapshot_file(&args.data_dir.join("state"), &bytes, membership)
         .map_err(|e| match e {
-            StoreError::Decode(_) | StoreError::Corrupt(_) => bad(format!(
-                "{} is not a synod backup: {e}",
+            StoreError::Decode(_) | StoreError::Corrupt(_) | StoreError::Backup(_) => bad(format!(
+                "{} is not a usable synod backup: {e}",
                 args.from.display()
             )),
             other => ServerError::Storage(other.to_string()),

@@ -171,11 +171,15 @@ fn backup_restores_into_a_new_cluster() {
     let a = new_cluster(3);
     let leader = start3(&a, &["--snapshot-entries", "50"]);
     let rt = runtime();
-    let (before, backup_index) = rt.block_on(async {
+    let (before, backup_index, owner_session) = rt.block_on(async {
         let zk = connect(&a.connect_string_of(&[0, 1, 2])).await;
         zk.create("/app", b"root", CreateMode::Persistent)
             .await
             .expect("create");
+        // A session with an ephemeral: the backup keeps both, but not the session's password.
+        zk.create("/app-eph", b"", CreateMode::Ephemeral)
+            .await
+            .expect("ephemeral");
         for i in 0..120 {
             let p = zk
                 .create(
@@ -216,7 +220,7 @@ fn backup_restores_into_a_new_cluster() {
         );
         // Reads through the follower that took the backup.
         let tree = dump(&zk2, "/").await;
-        (tree, index)
+        (tree, index, zk.session_id())
     });
     let file = a.root().join("backup.bin");
 
@@ -240,6 +244,28 @@ fn backup_restores_into_a_new_cluster() {
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("restored"), "{said}");
     }
+    // A damaged backup (one flipped byte) is refused before anything is written.
+    let damaged = a.root().join("damaged.bin");
+    let mut bytes = std::fs::read(&file).expect("read the backup");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&damaged, &bytes).expect("write the damaged copy");
+    let scratch = a.root().join("scratch-restore");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["restore", "--from"])
+        .arg(&damaged)
+        .arg("--data-dir")
+        .arg(&scratch)
+        .args(["--id", "1", "--members", &members])
+        .output()
+        .expect("synod restore");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a damaged backup was restored");
+    assert!(said.contains("checksum mismatch"), "{said}");
+    assert!(
+        std::fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()),
+        "a refused restore wrote something"
+    );
     // Restoring onto a non-empty directory is refused.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
         .args(["restore", "--from"])
@@ -270,6 +296,16 @@ fn backup_restores_into_a_new_cluster() {
                 .unwrap_or_else(|| panic!("{path} missing after restore"));
             assert_eq!((data, stat), (d2, s2), "{path} differs after restore");
         }
+        // The backed-up session cannot be resumed in the new cluster, even by a client that
+        // sends the empty password the backup left it.
+        let resumed = Client::connect(
+            &b.connect_string_of(&[0, 1, 2]),
+            ConnectOptions::default()
+                .resume(owner_session, b"")
+                .connect_timeout(Duration::from_secs(10)),
+        )
+        .await;
+        assert!(resumed.is_err(), "a restored session was resumed");
         // Writes work and continue the zxid sequence after the backup.
         zk.create("/after-restore", b"new", CreateMode::Persistent)
             .await

@@ -1,6 +1,7 @@
 //! Snapshots on the admin port: `POST /snapshot` triggers one covering everything applied on
-//! this node; `GET /snapshot` downloads the current snapshot file as stored (a consistent
-//! backup, restorable with `synod restore`).
+//! this node; `GET /snapshot` downloads the current snapshot as a backup (a consistent one,
+//! checksummed and without session passwords: [`synod_raft_store::backup`]), restorable with
+//! `synod restore`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,19 +104,21 @@ pub async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<S
 pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
     let info = snapshot_at_least(&node, 1).await?;
     let path = snapshot_path(&node);
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the snapshot file: {e}"),
-            )
-        })?;
-    // The file may have been replaced by a newer snapshot since `info`: name what was read.
-    let (index, term) = synod_raft_store::state_machine::snapshot_file_log_id(&bytes)
-        .ok()
-        .flatten()
+    let read = tokio::task::spawn_blocking(move || {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read the snapshot file: {e}"))?;
+        // The file may have been replaced by a newer snapshot since `info`: name what was read.
+        let log_id = synod_raft_store::state_machine::snapshot_file_log_id(&bytes)
+            .ok()
+            .flatten();
+        let backup = synod_raft_store::backup::seal(&bytes)
+            .map_err(|e| format!("cannot make a backup of the snapshot file: {e}"))?;
+        Ok::<_, String>((backup, log_id))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (bytes, log_id) = read.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let (index, term) = log_id
         .map(|l| (l.index, l.leader_id.term))
         .unwrap_or((info.last_log_index, info.last_log_term));
     Ok((
@@ -123,7 +126,7 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"synod-snapshot-{index}.bin\""),
+                format!("attachment; filename=\"synod-backup-{index}.bin\""),
             ),
             (
                 header::HeaderName::from_static("x-synod-snapshot-index"),

@@ -114,7 +114,9 @@ pub async fn handshake(
         found = lookup(node);
     }
     match found {
-        Some((timeout_ms, passwd)) if passwd == b.passwd => Some((
+        // A session restored from a backup has no password (backups leave them out): nobody
+        // can resume it, whatever they send.
+        Some((timeout_ms, passwd)) if !passwd.is_empty() && passwd == b.passwd => Some((
             b.session_id,
             Duration::from_millis(timeout_ms.max(0) as u64),
             passwd,
