@@ -39,6 +39,12 @@ pub struct ConnectOptions {
     /// Speak TLS to the servers' secure client port ([`crate::tls::TlsOptions::connector`]);
     /// `None`: plaintext.
     pub tls: Option<crate::tls::TlsConnector>,
+    /// The ACL of every znode this client creates without naming one ([`Client::create`],
+    /// [`Op::create`], and the recipes' nodes unless a recipe is given its participants).
+    /// Default: the open ACL, as ZooKeeper's clients (kazoo's `default_acl`, Curator's
+    /// `ACLProvider`) default to; a client shared by institutions should set
+    /// [`Acl::creator_all`] or name its readers and writers.
+    pub default_acl: Vec<Acl>,
 }
 
 impl Default for ConnectOptions {
@@ -50,6 +56,7 @@ impl Default for ConnectOptions {
             session: None,
             shuffle_hosts: true,
             tls: None,
+            default_acl: Acl::open_unsafe(),
         }
     }
 }
@@ -78,6 +85,12 @@ impl ConnectOptions {
 
     pub fn shuffle_hosts(mut self, shuffle: bool) -> Self {
         self.shuffle_hosts = shuffle;
+        self
+    }
+
+    /// The ACL of znodes created without one (see [`ConnectOptions::default_acl`]).
+    pub fn default_acl(mut self, acl: Vec<Acl>) -> Self {
+        self.default_acl = acl;
         self
     }
 }
@@ -114,12 +127,22 @@ pub enum Op {
 }
 
 impl Op {
-    /// A create with the open ACL.
+    /// A create with the client's default ACL ([`ConnectOptions::default_acl`]).
     pub fn create(path: &str, data: impl Into<Bytes>, mode: CreateMode) -> Op {
+        Op::create_with_acl(path, data, &[], mode)
+    }
+
+    /// A create with `acl` (empty: the client's default ACL).
+    pub fn create_with_acl(
+        path: &str,
+        data: impl Into<Bytes>,
+        acl: &[Acl],
+        mode: CreateMode,
+    ) -> Op {
         Op::Create {
             path: path.into(),
             data: data.into(),
-            acl: Acl::open_unsafe(),
+            acl: acl.to_vec(),
             mode,
             ttl: None,
         }
@@ -184,6 +207,8 @@ struct Inner {
     shared: Shared,
     /// Chroot prefix without trailing `/`.
     chroot: Option<String>,
+    /// The ACL of znodes created without one ([`ConnectOptions::default_acl`]).
+    default_acl: Vec<Acl>,
 }
 
 /// A ZooKeeper-protocol session. Cloning gives another handle to the same session.
@@ -237,6 +262,7 @@ impl Client {
                 tx,
                 shared,
                 chroot: cs.chroot,
+                default_acl: options.default_acl,
             }),
         })
     }
@@ -311,17 +337,20 @@ impl Client {
         Ok(self.call(request, None).await?.response)
     }
 
-    /// Creates a znode with the open ACL; returns its path (with the sequence suffix for
-    /// sequential modes). TTL modes need [`Client::create_full`].
+    /// Creates a znode with the client's default ACL ([`ConnectOptions::default_acl`]);
+    /// returns its path (with the sequence suffix for sequential modes). TTL modes need
+    /// [`Client::create_full`].
     pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
-        Ok(self
-            .create_full(path, data, &Acl::open_unsafe(), mode, None)
-            .await?
-            .0)
+        Ok(self.create_full(path, data, &[], mode, None).await?.0)
     }
 
-    /// Creates a znode with every option; returns its path and Stat. `ttl` is required for (and
-    /// only allowed with) the TTL modes.
+    /// The ACL of znodes created without one ([`ConnectOptions::default_acl`]).
+    pub fn default_acl(&self) -> &[Acl] {
+        &self.inner.default_acl
+    }
+
+    /// Creates a znode with every option; returns its path and Stat. An empty `acl` is the
+    /// client's default ACL. `ttl` is required for (and only allowed with) the TTL modes.
     pub async fn create_full(
         &self,
         path: &str,
@@ -333,7 +362,7 @@ impl Client {
         let request = create_request(
             self.server_path(path, mode.is_sequential())?,
             data,
-            acl,
+            self.acl_or_default(acl),
             mode,
             ttl,
         )?;
@@ -570,6 +599,15 @@ impl Client {
         }
     }
 
+    /// `acl`, or the client's default ACL if it is empty (a znode always has an ACL).
+    fn acl_or_default<'a>(&'a self, acl: &'a [Acl]) -> &'a [Acl] {
+        if acl.is_empty() {
+            &self.inner.default_acl
+        } else {
+            acl
+        }
+    }
+
     fn multi_op(&self, op: Op) -> Result<MultiOp> {
         Ok(match op {
             Op::Create {
@@ -580,7 +618,7 @@ impl Client {
                 ttl,
             } => {
                 let sp = self.server_path(&path, mode.is_sequential())?;
-                match create_request(sp, &data, &acl, mode, ttl)? {
+                match create_request(sp, &data, self.acl_or_default(&acl), mode, ttl)? {
                     MultiOp::Create(r) if mode.is_container() => MultiOp::CreateContainer(r),
                     other => other,
                 }

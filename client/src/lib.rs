@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
 mod client;
 pub mod connect_string;
 pub mod error;
@@ -31,6 +32,7 @@ mod session;
 pub mod tls;
 pub mod watch;
 
+pub use acl::digest_id;
 pub use client::{Client, ConnectOptions, Op, OpResult, StateStream};
 pub use error::{Error, Result};
 pub use session::SessionState;

@@ -195,6 +195,26 @@ fn synodctl_speaks_tls_with_identities_acls_and_an_operator_certificate() {
     assert_eq!(read.trim_end(), "draft");
     let bad = node.ctl("tester", &["setacl", "/case-9", "x509:tester:xyz"]);
     assert!(!bad.status.success(), "permissions are letters of cdrwa");
+    // create --acl: the znode is born private, with no window in which it is open.
+    ok(
+        node.ctl(
+            "tester",
+            &[
+                "create",
+                "--acl",
+                "x509:tester:cdrwa",
+                "/case-10",
+                "private",
+            ],
+        ),
+        "create --acl",
+    );
+    let acl = ok(node.ctl("tester", &["getacl", "/case-10"]), "getacl");
+    assert_eq!(acl, "x509:tester:cdrwa\n");
+    let denied = node.ctl("admin", &["get", "/case-10"]);
+    assert!(!denied.status.success(), "x509:admin is not in the ACL");
+    let bad = node.ctl("tester", &["create", "--acl", "nonsense", "/case-11"]);
+    assert!(!bad.status.success(), "a malformed --acl entry");
 
     // The admin port over HTTPS: the operator's certificate is served, another is not.
     ok(

@@ -438,6 +438,34 @@ async fn acls_and_digest_auth(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
+/// The client's default ACL ([`ConnectOptions::default_acl`]) is what `create` and a multi's
+/// create send when they name none: here the creator's identity alone.
+async fn default_acl_applies_to_creates(ctx: Ctx) -> CaseResult {
+    let opts = ConnectOptions {
+        tls: ctx.ens.anonymous_tls(),
+        ..ConnectOptions::default()
+    }
+    .default_acl(Acl::creator_all());
+    let zk = ctx.client_at(&ctx.servers, opts).await?;
+    ok!(zk.add_auth("digest", b"alice:secret").await);
+    let alice = vec![Acl::new(
+        perms::ALL,
+        "digest",
+        "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=",
+    )];
+    let p = ctx.p("private");
+    ok!(zk.create(&p, b"x", CreateMode::Persistent).await);
+    check_eq!(ok!(zk.get_acl(&p).await).0, alice);
+    let q = ctx.p("in-multi");
+    ok!(zk
+        .multi(vec![Op::create(&q, &b""[..], CreateMode::Persistent)])
+        .await);
+    check_eq!(ok!(zk.get_acl(&q).await).0, alice);
+    let other = ctx.anonymous_client().await?;
+    fails!(other.get_data(&p).await, Error::NoAuth);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // multi
 // ---------------------------------------------------------------------------------------------
@@ -1114,6 +1142,7 @@ fn cases() -> Vec<(&'static str, CaseFn, bool)> {
         case!(sequential_naming),
         case!(children_and_parent_stat),
         case!(acls_and_digest_auth),
+        case!(default_acl_applies_to_creates),
         case!(multi_success),
         case!(multi_failure_is_all_or_nothing),
         case!(multi_read_results),

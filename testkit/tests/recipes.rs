@@ -22,9 +22,11 @@ use synod_client::recipe::counter::SharedCounter;
 use synod_client::recipe::election::{LeaderLatch, Leadership};
 use synod_client::recipe::lock::{Lock, ReadWriteLock, Semaphore};
 use synod_client::recipe::queue::Queue;
-use synod_client::recipe::twophase::{self, Coordinator, Outcome, Participant, Vote, VoteState};
+use synod_client::recipe::twophase::{
+    self, Coordinator, Outcome, Participant, Party, Vote, VoteState,
+};
 use synod_client::tls::TlsConnector;
-use synod_client::{Client, ConnectOptions, CreateMode, Error, SessionState};
+use synod_client::{digest_id, Client, ConnectOptions, CreateMode, Error, Id, SessionState};
 use synod_testkit::{
     blocking, synod_bin, Ensemble, Kind, Local, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
 };
@@ -41,8 +43,9 @@ const LOCK_ROUNDS: usize = 63;
 type Case<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// The cases, in the order they run on each backend.
-const CASES: [&str; 14] = [
+const CASES: [&str; 16] = [
     "lock_contention",
+    "lock_guarded",
     "lock_timeouts",
     "rwlock_and_semaphore",
     "lock_session_loss",
@@ -55,6 +58,7 @@ const CASES: [&str; 14] = [
     "twophase_crashes",
     "twophase_deadline",
     "twophase_races",
+    "twophase_guarded",
     "leader_change",
 ];
 
@@ -62,6 +66,7 @@ const CASES: [&str; 14] = [
 fn case<'a, K: Kind>(case: &str, ens: &'a Local<K>, cs: &'a Servers) -> Case<'a> {
     match case {
         "lock_contention" => Box::pin(lock_contention(cs)),
+        "lock_guarded" => Box::pin(lock_guarded(cs)),
         "lock_timeouts" => Box::pin(lock_timeouts(cs)),
         "rwlock_and_semaphore" => Box::pin(rwlock_and_semaphore(cs)),
         "lock_session_loss" => Box::pin(lock_session_loss(cs)),
@@ -74,6 +79,7 @@ fn case<'a, K: Kind>(case: &str, ens: &'a Local<K>, cs: &'a Servers) -> Case<'a>
         "twophase_crashes" => Box::pin(twophase_crashes(cs)),
         "twophase_deadline" => Box::pin(twophase_deadline(cs)),
         "twophase_races" => Box::pin(twophase_races(cs)),
+        "twophase_guarded" => Box::pin(twophase_guarded(cs)),
         "leader_change" => Box::pin(leader_change(ens)),
         other => unreachable!("no recipe case {other}"),
     }
@@ -233,6 +239,30 @@ async fn connect(cs: &Servers) -> Client {
         .expect("connect")
 }
 
+/// A session authenticated as the digest user `user` (password `pw`): an institution of the
+/// guarded cases. (Over TLS every test session also carries the test certificate's identity,
+/// which the guarded recipes never grant to.)
+async fn institution(cs: &Servers, user: &str) -> Client {
+    let zk = connect(cs).await;
+    zk.add_auth("digest", format!("{user}:pw").as_bytes())
+        .await
+        .expect("addauth");
+    zk
+}
+
+/// The identity of [`institution`] `user`.
+fn id_of(user: &str) -> Id {
+    digest_id(user, "pw")
+}
+
+/// Asserts that `r` is refused with NoAuth.
+fn refused<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
+    assert!(
+        matches!(r, Err(Error::NoAuth)),
+        "{what}: expected NoAuth, got {r:?}"
+    );
+}
+
 /// Ends `victim`'s session from outside, as an expiry would: another connection resumes the
 /// session and closes it (its ephemerals go, the victim learns `Expired` on its next contact).
 async fn expire(cs: &Servers, victim: &Client) {
@@ -337,6 +367,53 @@ async fn lock_contention(cs: &Servers) {
         "lock nodes left behind"
     );
     zk.close().await.expect("close");
+}
+
+/// A lock whose contenders are named: an unrelated institution can neither see who holds it nor
+/// contend nor delete the holder's node; the contenders take turns as usual.
+async fn lock_guarded(cs: &Servers) {
+    let dir = "/locks/guarded-case-17";
+    let (hospital, lab, rogue) = (
+        institution(cs, "hospital").await,
+        institution(cs, "lab").await,
+        institution(cs, "rogue").await,
+    );
+    let contenders = [id_of("hospital"), id_of("lab")];
+    let held = Lock::new(&hospital, dir)
+        .contenders(&contenders)
+        .acquire()
+        .await
+        .expect("the hospital takes the lock");
+    refused("the rogue lists the lock", rogue.get_children(dir).await);
+    refused(
+        "the rogue reads the holder",
+        rogue.get_data(held.path()).await,
+    );
+    refused(
+        "the rogue deletes the holder",
+        rogue.delete(held.path(), None).await,
+    );
+    refused(
+        "the rogue contends",
+        Lock::new(&rogue, dir).try_acquire().await,
+    );
+    let lab_lock = Lock::new(&lab, dir).contenders(&contenders);
+    assert!(
+        lab_lock.try_acquire().await.expect("try").is_none(),
+        "the lab got a held lock"
+    );
+    let token = held.fencing_token();
+    held.release().await.expect("release");
+    let next = lab_lock
+        .acquire_timeout(WAIT)
+        .await
+        .expect("acquire")
+        .expect("the lab takes the released lock");
+    assert!(next.fencing_token() > token);
+    next.release().await.expect("release");
+    for zk in [hospital, lab, rogue] {
+        zk.close().await.expect("close");
+    }
 }
 
 async fn lock_timeouts(cs: &Servers) {
@@ -1166,6 +1243,112 @@ async fn twophase_races(cs: &Servers) {
     );
     for c in clients {
         c.close().await.expect("close");
+    }
+}
+
+/// A joint diagnosis as three institutions that trust nobody else: a fourth can neither read
+/// the transaction nor forge a vote nor write the decision first; a party writes only its own
+/// vote; once written, the decision can be changed or removed by nobody, the coordinator included.
+async fn twophase_guarded(cs: &Servers) {
+    let root = "/2pc/guarded";
+    let txid = "case-17";
+    let tx = format!("{root}/{txid}");
+    let (coord, hospital, lab, imaging, rogue) = (
+        institution(cs, "coordinator").await,
+        institution(cs, "hospital").await,
+        institution(cs, "lab").await,
+        institution(cs, "imaging").await,
+        institution(cs, "rogue").await,
+    );
+    let parties: Vec<Party> = PARTICIPANTS
+        .iter()
+        .map(|p| Party {
+            name: p.to_string(),
+            id: id_of(p),
+        })
+        .collect();
+    let coordinator = Coordinator::new(&coord, root, "coordinator").identity(id_of("coordinator"));
+    let deadline = SystemTime::now() + Duration::from_secs(60);
+    let proposal = coordinator
+        .begin_guarded(txid, &parties, b"joint diagnosis", deadline)
+        .await
+        .expect("begin");
+    assert_eq!(proposal.identities.len(), 4);
+    // The rogue institution: nothing.
+    refused("the rogue reads the proposal", rogue.get_data(&tx).await);
+    refused("the rogue lists the votes", rogue.get_children(&tx).await);
+    refused(
+        "the rogue forges the lab's vote",
+        rogue
+            .set_data(&format!("{tx}/vote-lab"), b"commit", Some(0))
+            .await,
+    );
+    refused(
+        "the rogue votes through the recipe",
+        Participant::new(&rogue, root, "lab")
+            .vote(txid, Vote::Abort)
+            .await,
+    );
+    refused(
+        "the rogue writes the decision first",
+        rogue
+            .create(&format!("{tx}/decision"), b"commit", CreateMode::Persistent)
+            .await,
+    );
+    refused(
+        "the rogue deletes a vote",
+        rogue.delete(&format!("{tx}/vote-lab"), None).await,
+    );
+    // A party writes only its own vote.
+    refused(
+        "the lab writes the hospital's vote",
+        lab.set_data(&format!("{tx}/vote-hospital"), b"abort", Some(0))
+            .await,
+    );
+    for (zk, name) in [
+        (&hospital, "hospital"),
+        (&lab, "lab"),
+        (&imaging, "imaging"),
+    ] {
+        Participant::new(zk, root, name)
+            .vote(txid, Vote::Commit)
+            .await
+            .expect("vote");
+    }
+    let outcome = coordinator.drive(txid, WAIT).await.expect("drive");
+    assert_eq!(outcome, Outcome::Commit);
+    let decision = format!("{tx}/decision");
+    for (zk, name) in [
+        (&hospital, "hospital"),
+        (&lab, "lab"),
+        (&imaging, "imaging"),
+    ] {
+        let p = Participant::new(zk, root, name);
+        assert_eq!(
+            p.await_decision(txid, WAIT).await.expect("decision"),
+            Outcome::Commit
+        );
+        p.ack(txid, Outcome::Commit).await.expect("ack");
+    }
+    refused(
+        "the rogue reads the decision",
+        rogue.get_data(&decision).await,
+    );
+    refused(
+        "a party changes the decision",
+        lab.set_data(&decision, b"abort", None).await,
+    );
+    refused(
+        "the coordinator changes the decision",
+        coord.set_data(&decision, b"abort", None).await,
+    );
+    refused(
+        "the coordinator removes the decision",
+        coord.delete(&decision, None).await,
+    );
+    assert!(coordinator.status(txid).await.expect("status").is_done());
+    for zk in [coord, hospital, lab, imaging, rogue] {
+        zk.close().await.expect("close");
     }
 }
 

@@ -112,6 +112,7 @@ impl LeaderLatch {
             "n-",
             id.as_bytes(),
             CreateMode::EphemeralSequential,
+            &super::Guard::default(),
         )
         .await?;
         let (leader, state) = watch::channel(false);

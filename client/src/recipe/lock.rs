@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{create_protected, delete_quietly, node_name, retry, sort_sequential};
-use crate::{Client, CreateMode, Error, Result, SessionState};
+use super::{create_protected, delete_quietly, node_name, retry, sort_sequential, Guard};
+use crate::{Client, CreateMode, Error, Id, Result, SessionState};
 
 /// What a contender needs to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub struct Lock {
     client: Client,
     /// The lock directory (created on first use).
     dir: String,
+    /// The ACLs of the directory and of the contenders' nodes ([`Lock::contenders`]).
+    guard: Guard,
 }
 
 /// A held lock, read/write lock side or semaphore lease. Release it with [`LockGuard::release`];
@@ -126,12 +128,32 @@ impl Lock {
         Lock {
             client: client.clone(),
             dir: dir.to_string(),
+            guard: Guard::default(),
         }
+    }
+
+    /// Only these identities may contend: the lock directory (when this lock creates it) lets
+    /// them alone list it, create in it and delete from it, and each contender's node is
+    /// readable by them alone ([`Guard::contenders`]). Anyone else can neither see who holds the
+    /// lock nor take it, nor delete a holder's node. (A contender can delete another
+    /// contender's node: ZooKeeper puts DELETE on the directory. The fencing token still
+    /// protects the resource.)
+    pub fn contenders(mut self, ids: &[Id]) -> Lock {
+        self.guard = Guard::contenders(ids);
+        self
     }
 
     /// Waits until the lock is held (or the session ends).
     pub async fn acquire(&self) -> Result<LockGuard> {
-        acquire(&self.client, &self.dir, "lock-", Rule::First, None).await
+        acquire(
+            &self.client,
+            &self.dir,
+            &self.guard,
+            "lock-",
+            Rule::First,
+            None,
+        )
+        .await
     }
 
     /// Takes the lock if it is free now; `None` if another contender holds or precedes.
@@ -145,6 +167,7 @@ impl Lock {
         match acquire(
             &self.client,
             &self.dir,
+            &self.guard,
             "lock-",
             Rule::First,
             Some(deadline),
@@ -165,6 +188,8 @@ pub struct ReadWriteLock {
     client: Client,
     /// The lock directory.
     dir: String,
+    /// The ACLs of the directory and of the contenders' nodes ([`Lock::contenders`]).
+    guard: Guard,
 }
 
 impl ReadWriteLock {
@@ -173,7 +198,14 @@ impl ReadWriteLock {
         ReadWriteLock {
             client: client.clone(),
             dir: dir.to_string(),
+            guard: Guard::default(),
         }
+    }
+
+    /// Only these identities may read or write-lock (see [`Lock::contenders`]).
+    pub fn contenders(mut self, ids: &[Id]) -> ReadWriteLock {
+        self.guard = Guard::contenders(ids);
+        self
     }
 
     /// Waits for shared (read) access, at most `timeout` if given.
@@ -182,6 +214,7 @@ impl ReadWriteLock {
         acquire(
             &self.client,
             &self.dir,
+            &self.guard,
             "read-",
             Rule::NoWriterBefore,
             deadline,
@@ -192,7 +225,15 @@ impl ReadWriteLock {
     /// Waits for exclusive (write) access, at most `timeout` if given.
     pub async fn write(&self, timeout: Option<Duration>) -> Result<LockGuard> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        acquire(&self.client, &self.dir, "write-", Rule::First, deadline).await
+        acquire(
+            &self.client,
+            &self.dir,
+            &self.guard,
+            "write-",
+            Rule::First,
+            deadline,
+        )
+        .await
     }
 }
 
@@ -205,6 +246,8 @@ pub struct Semaphore {
     dir: String,
     /// How many holders at once.
     leases: usize,
+    /// The ACLs of the directory and of the contenders' nodes ([`Lock::contenders`]).
+    guard: Guard,
 }
 
 impl Semaphore {
@@ -214,14 +257,29 @@ impl Semaphore {
             client: client.clone(),
             dir: dir.to_string(),
             leases: leases.max(1),
+            guard: Guard::default(),
         }
+    }
+
+    /// Only these identities may take a lease (see [`Lock::contenders`]).
+    pub fn contenders(mut self, ids: &[Id]) -> Semaphore {
+        self.guard = Guard::contenders(ids);
+        self
     }
 
     /// Waits for a lease, at most `timeout` if given.
     pub async fn acquire(&self, timeout: Option<Duration>) -> Result<LockGuard> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let rule = Rule::FewerBefore(self.leases);
-        acquire(&self.client, &self.dir, "lease-", rule, deadline).await
+        acquire(
+            &self.client,
+            &self.dir,
+            &self.guard,
+            "lease-",
+            rule,
+            deadline,
+        )
+        .await
     }
 }
 
@@ -230,12 +288,20 @@ impl Semaphore {
 async fn acquire(
     client: &Client,
     dir: &str,
+    guard: &Guard,
     prefix: &str,
     rule: Rule,
     deadline: Option<Instant>,
 ) -> Result<LockGuard> {
-    let (path, stat) =
-        create_protected(client, dir, prefix, b"", CreateMode::EphemeralSequential).await?;
+    let (path, stat) = create_protected(
+        client,
+        dir,
+        prefix,
+        b"",
+        CreateMode::EphemeralSequential,
+        guard,
+    )
+    .await?;
     let guard = LockGuard {
         client: client.clone(),
         path,

@@ -19,6 +19,16 @@
 //! * **Expired.** Ephemeral nodes are gone: locks and leadership are lost for good, waits fail with
 //!   [`crate::Error::SessionExpired`], the cache stops. Recovering means a new client.
 //!
+//! # Who may act (ACLs)
+//!
+//! Without named parties a recipe creates its nodes with the client's default ACL
+//! ([`crate::ConnectOptions::default_acl`]), as ZooKeeper's recipes do. Given its parties — the
+//! identities that take part, e.g. `x509:<CN>` of each institution's certificate — a recipe
+//! creates its nodes so that nobody else can see or touch them, and each party can do only its
+//! own part: see [`Guard`], [`lock::Lock::contenders`] and [`twophase::Party`]. ZooKeeper's ACL
+//! model puts DELETE on the parent, so parties that may delete their own node in a directory may
+//! delete each other's there too; each recipe says what that leaves open.
+//!
 //! Idempotent reads and conditional writes are retried under a bounded [`retry::RetryPolicy`].
 //! Creates of ephemeral sequential nodes are made *protected*, as Curator does: the node name
 //! carries a random tag, so that after a `ConnectionLoss` the recipe finds the node it may have
@@ -37,7 +47,39 @@ use bytes::Bytes;
 use rand::Rng;
 use synod_proto::path::child as child_path;
 
-use crate::{Client, CreateMode, Error, Result, Stat};
+use crate::{perms, Acl, Client, CreateMode, Error, Id, Result, Stat};
+
+/// The ACLs of a recipe's directory and of the nodes its parties create in it (an empty list is
+/// the client's default ACL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// The directory's ACL, when the recipe creates it.
+    pub dir: Vec<Acl>,
+    /// Each party's node in the directory.
+    pub node: Vec<Acl>,
+}
+
+impl Guard {
+    /// For contenders that each create a node in a shared directory (locks, elections,
+    /// barriers): only they may list the directory, create in it and delete from it; each node
+    /// is readable by them only; nobody may change a node's data or ACL, nor the directory's.
+    pub fn contenders(ids: &[Id]) -> Guard {
+        Guard {
+            dir: grant(ids, perms::READ | perms::CREATE | perms::DELETE),
+            node: grant(ids, perms::READ),
+        }
+    }
+}
+
+/// One ACL entry per identity, each granting `perms`.
+pub fn grant(ids: &[Id], perms: i32) -> Vec<Acl> {
+    ids.iter()
+        .map(|id| Acl {
+            perms,
+            id: id.clone(),
+        })
+        .collect()
+}
 
 /// Width of the sequence suffix ZooKeeper appends to sequential nodes.
 const SEQ_DIGITS: usize = 10;
@@ -72,6 +114,12 @@ pub(crate) use synod_proto::path::basename as node_name;
 /// existing path costs one read, not one write per component (a create that fails with
 /// NodeExists is still a replicated write).
 pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
+    ensure_path_with(client, path, &[]).await
+}
+
+/// [`ensure_path`], creating `path` itself (if missing) with `acl` (empty: the client's default);
+/// its missing ancestors get the client's default.
+pub async fn ensure_path_with(client: &Client, path: &str, acl: &[Acl]) -> Result<()> {
     if path == "/" {
         return Ok(());
     }
@@ -86,7 +134,11 @@ pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
         let p = prefix.clone();
         let created = policy
             .run(client, || async {
-                match client.create(&p, b"", CreateMode::Persistent).await {
+                let acl = if p == path { acl } else { &[] };
+                match client
+                    .create_full(&p, b"", acl, CreateMode::Persistent, None)
+                    .await
+                {
                     Ok(_) | Err(Error::NodeExists) => Ok(()),
                     Err(e) => Err(e),
                 }
@@ -97,28 +149,27 @@ pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates a *protected* sequential node `dir/{prefix}{tag}-NNNNNNNNNN` and returns its path and
-/// Stat. On `ConnectionLoss` it waits for the session to come back and looks for a child carrying
-/// its tag before trying again, so that one call creates at most one node. Creates `dir` if
-/// missing.
+/// Creates a *protected* sequential node `dir/{prefix}{tag}-NNNNNNNNNN` with `guard.node` and
+/// returns its path and Stat. On `ConnectionLoss` it waits for the session to come back and looks
+/// for a child carrying its tag before trying again, so that one call creates at most one node.
+/// Creates `dir` with `guard.dir` if missing.
 pub(crate) async fn create_protected(
     client: &Client,
     dir: &str,
     prefix: &str,
     data: &[u8],
     mode: CreateMode,
+    guard: &Guard,
 ) -> Result<(String, Stat)> {
+    let acl = &guard.node[..];
     let tag = random_tag();
     let base = child_path(dir, &format!("{prefix}{tag}-"));
     let policy = retry::RetryPolicy::default();
     let mut attempt = 0;
     loop {
-        match client
-            .create_full(&base, data, &crate::Acl::open_unsafe(), mode, None)
-            .await
-        {
+        match client.create_full(&base, data, acl, mode, None).await {
             Ok(done) => return Ok(done),
-            Err(Error::NoNode) => ensure_path(client, dir).await?,
+            Err(Error::NoNode) => ensure_path_with(client, dir, &guard.dir).await?,
             Err(e) if retry::is_retryable(&e) => {
                 attempt += 1;
                 policy.backoff(client, attempt, e).await?;

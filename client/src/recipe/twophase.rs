@@ -50,6 +50,23 @@
 //!
 //! Clocks: the deadline is compared with the local wall clock of whoever resolves. Skew only moves
 //! *when* an abort happens, never whether two outcomes are possible (invariant 1).
+//!
+//! # Who may act ([`Coordinator::begin_guarded`])
+//!
+//! A transaction begun with its parties' identities ([`Party`], and the coordinator's own,
+//! [`Coordinator::identity`]) records them in its header (`identities=`) and creates:
+//!
+//! ```text
+//! root/<txid>               coordinator: read, write, create, admin; each party: read, create
+//! root/<txid>/vote-<name>   that party: read, write; the coordinator and the others: read
+//! root/<txid>/decision      the coordinator and every party: read (nobody may change it)
+//! ```
+//!
+//! So an identity that is not a party can neither read the transaction nor vote nor decide; a
+//! party can write only its own vote; nobody can delete a vote or the decision (no one has
+//! DELETE on the transaction node), nor change the decision once written. A party may still
+//! create the decision itself — the protocol needs that after the deadline (invariant 5) — so
+//! the parties trust each other to run this recipe, and nobody else is trusted at all.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,8 +75,8 @@ use bytes::Bytes;
 use futures_util::future::select_all;
 use tokio::time::Instant;
 
-use super::{ensure_path, retry, text};
-use crate::{Client, CreateMode, Error, EventType, OneshotWatch, Op, Result};
+use super::{ensure_path, grant, retry, text};
+use crate::{perms, Acl, Client, CreateMode, Error, EventType, Id, OneshotWatch, Op, Result};
 use synod_proto::path::child as child_path;
 
 /// Name of the decision node.
@@ -129,6 +146,38 @@ pub struct Proposal {
     pub coordinator: String,
     /// What is being decided.
     pub payload: Bytes,
+    /// For a guarded transaction: the coordinator's identity, then each participant's, in the
+    /// order of `participants` (empty when unguarded).
+    pub identities: Vec<Id>,
+}
+
+/// A participant of a guarded transaction: its name there, and the identity it authenticates
+/// as (e.g. `x509:<its certificate's CN>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    /// Its name in the transaction (a valid node name).
+    pub name: String,
+    /// The identity its session has.
+    pub id: Id,
+}
+
+impl Party {
+    /// Participant `name`, authenticated as `scheme:id`.
+    pub fn new(name: &str, scheme: &str, id: &str) -> Party {
+        Party {
+            name: name.to_string(),
+            id: Id {
+                scheme: scheme.to_string(),
+                id: id.to_string(),
+            },
+        }
+    }
+}
+
+/// The ACL of the decision node: readable by the coordinator and every party, changeable by
+/// none; the client's default for an unguarded transaction.
+fn decision_acl(p: &Proposal) -> Vec<Acl> {
+    grant(&p.identities, perms::READ)
 }
 
 /// Everything the tree says about a transaction.
@@ -164,13 +213,22 @@ fn encode_header(
     participants: &[String],
     deadline_ms: u64,
     coordinator: &str,
+    identities: &[Id],
     payload: &[u8],
 ) -> Vec<u8> {
     let mut out = format!(
-        "deadline={deadline_ms}\nparticipants={}\ncoordinator={coordinator}\n\n",
+        "deadline={deadline_ms}\nparticipants={}\ncoordinator={coordinator}\n",
         participants.join(",")
-    )
-    .into_bytes();
+    );
+    if !identities.is_empty() {
+        let ids: Vec<String> = identities
+            .iter()
+            .map(|i| format!("{}:{}", i.scheme, i.id))
+            .collect();
+        out.push_str(&format!("identities={}\n", ids.join(",")));
+    }
+    out.push('\n');
+    let mut out = out.into_bytes();
     out.extend_from_slice(payload);
     out
 }
@@ -185,6 +243,7 @@ fn decode_header(txid: &str, data: &Bytes) -> Result<Proposal> {
         deadline_ms: 0,
         coordinator: String::new(),
         payload: data.slice(split + 2..),
+        identities: Vec::new(),
     };
     for line in head.lines() {
         match line.split_once('=') {
@@ -197,10 +256,24 @@ fn decode_header(txid: &str, data: &Bytes) -> Result<Proposal> {
                     .collect()
             }
             Some(("coordinator", v)) => p.coordinator = v.to_string(),
+            Some(("identities", v)) => {
+                p.identities = v
+                    .split(',')
+                    .map(|i| {
+                        i.split_once(':').map(|(scheme, id)| Id {
+                            scheme: scheme.to_string(),
+                            id: id.to_string(),
+                        })
+                    })
+                    .collect::<Option<Vec<Id>>>()
+                    .ok_or_else(bad)?
+            }
             _ => return Err(bad()),
         }
     }
-    if p.participants.is_empty() {
+    if p.participants.is_empty()
+        || !(p.identities.is_empty() || p.identities.len() == p.participants.len() + 1)
+    {
         return Err(bad());
     }
     Ok(p)
@@ -299,10 +372,12 @@ pub async fn try_decide(client: &Client, root: &str, txid: &str) -> Result<Optio
             .votes
             .values()
             .all(|v| *v == VoteState::Voted(Vote::Commit));
+        let acl = decision_acl(&st.proposal);
         let ops = if let Some(p) = abort_voter {
-            vec![Op::create(
+            vec![Op::create_with_acl(
                 &decision_path,
                 format!("abort\n{p} voted abort").into_bytes(),
+                &acl,
                 CreateMode::Persistent,
             )]
         } else if all_commit {
@@ -310,9 +385,10 @@ pub async fn try_decide(client: &Client, root: &str, txid: &str) -> Result<Optio
                 .iter()
                 .map(|(p, v)| Op::check(&child_path(&tx_path, &format!("{VOTE_PREFIX}{p}")), *v))
                 .collect();
-            ops.push(Op::create(
+            ops.push(Op::create_with_acl(
                 &decision_path,
                 &b"commit"[..],
+                &acl,
                 CreateMode::Persistent,
             ));
             ops
@@ -323,13 +399,14 @@ pub async fn try_decide(client: &Client, root: &str, txid: &str) -> Result<Optio
                 .filter(|(_, v)| **v == VoteState::Pending)
                 .map(|(p, _)| p.as_str())
                 .collect();
-            vec![Op::create(
+            vec![Op::create_with_acl(
                 &decision_path,
                 format!(
                     "abort\ndeadline passed without a vote from {}",
                     missing.join(", ")
                 )
                 .into_bytes(),
+                &acl,
                 CreateMode::Persistent,
             )]
         } else {
@@ -375,6 +452,8 @@ pub struct Coordinator {
     root: String,
     /// Recorded in the headers it writes.
     id: String,
+    /// The identity its session has, for guarded transactions ([`Coordinator::identity`]).
+    identity: Option<Id>,
 }
 
 impl Coordinator {
@@ -384,7 +463,15 @@ impl Coordinator {
             client: client.clone(),
             root: root.to_string(),
             id: id.to_string(),
+            identity: None,
         }
+    }
+
+    /// The identity the coordinator's session has (e.g. `x509:<its CN>`): what a guarded
+    /// transaction lets it do ([`Coordinator::begin_guarded`]).
+    pub fn identity(mut self, id: Id) -> Coordinator {
+        self.identity = Some(id);
+        self
     }
 
     /// Creates transaction `txid` for `participants` (valid node names) with `payload`, votes
@@ -398,7 +485,47 @@ impl Coordinator {
         payload: &[u8],
         deadline: SystemTime,
     ) -> Result<Proposal> {
-        if participants.is_empty() || participants.iter().any(|p| p.contains([',', '/'])) {
+        let names: Vec<String> = participants.iter().map(|p| p.to_string()).collect();
+        self.begin_with(txid, &names, Vec::new(), payload, deadline)
+            .await
+    }
+
+    /// [`Coordinator::begin`] for parties that must not trust anyone else: the transaction's
+    /// nodes get the ACLs of the module documentation, so that only the coordinator
+    /// ([`Coordinator::identity`], required: `BadArguments` without it) and the `parties` can
+    /// see it, each party can write only its own vote, and nobody can change the decision.
+    pub async fn begin_guarded(
+        &self,
+        txid: &str,
+        parties: &[Party],
+        payload: &[u8],
+        deadline: SystemTime,
+    ) -> Result<Proposal> {
+        let coordinator = self.identity.clone().ok_or(Error::BadArguments)?;
+        if parties
+            .iter()
+            .any(|p| p.id.scheme.contains([',', ':']) || p.id.id.contains(','))
+        {
+            return Err(Error::BadArguments);
+        }
+        let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
+        let mut identities = vec![coordinator];
+        identities.extend(parties.iter().map(|p| p.id.clone()));
+        self.begin_with(txid, &names, identities, payload, deadline)
+            .await
+    }
+
+    /// Begins a transaction; `identities` is empty (unguarded: the client's default ACL) or the
+    /// coordinator's identity followed by each participant's.
+    async fn begin_with(
+        &self,
+        txid: &str,
+        names: &[String],
+        identities: Vec<Id>,
+        payload: &[u8],
+        deadline: SystemTime,
+    ) -> Result<Proposal> {
+        if names.is_empty() || names.iter().any(|p| p.contains([',', '/'])) {
             return Err(Error::BadArguments);
         }
         ensure_path(&self.client, &self.root).await?;
@@ -406,14 +533,34 @@ impl Coordinator {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let names: Vec<String> = participants.iter().map(|p| p.to_string()).collect();
-        let header = encode_header(&names, deadline_ms, &self.id, payload);
+        let header = encode_header(names, deadline_ms, &self.id, &identities, payload);
         let tx_path = child_path(&self.root, txid);
-        let mut ops = vec![Op::create(&tx_path, header.clone(), CreateMode::Persistent)];
-        for p in &names {
-            ops.push(Op::create(
+        // Unguarded, every list below is empty: the client's default ACL.
+        let (coordinator, parties) = match identities.split_first() {
+            Some((c, ps)) => (std::slice::from_ref(c), ps),
+            None => (&[][..], &[][..]),
+        };
+        let mut tx_acl = grant(
+            coordinator,
+            perms::READ | perms::WRITE | perms::CREATE | perms::ADMIN,
+        );
+        tx_acl.extend(grant(parties, perms::READ | perms::CREATE));
+        let mut ops = vec![Op::create_with_acl(
+            &tx_path,
+            header.clone(),
+            &tx_acl,
+            CreateMode::Persistent,
+        )];
+        for (i, p) in names.iter().enumerate() {
+            let mut vote_acl = grant(coordinator, perms::READ);
+            for (j, id) in parties.iter().enumerate() {
+                let own = if i == j { perms::WRITE } else { 0 };
+                vote_acl.extend(grant(std::slice::from_ref(id), perms::READ | own));
+            }
+            ops.push(Op::create_with_acl(
                 &child_path(&tx_path, &format!("{VOTE_PREFIX}{p}")),
                 &b"pending"[..],
+                &vote_acl,
                 CreateMode::Persistent,
             ));
         }

@@ -119,6 +119,12 @@ pub enum Command {
         /// -e or -s.
         #[arg(short = 'c', long, conflicts_with_all = ["ephemeral", "sequential"])]
         container: bool,
+        /// The new znode's ACL, one `scheme:id:perms` entry per --acl (as for setacl), e.g.
+        /// `--acl x509:hospital-1:cdrwa --acl x509:lab-3:r`; `auth::cdrwa` grants every
+        /// identity of this session. Default: open to anyone (`world:anyone:cdrwa`), as
+        /// ZooKeeper's zkCli creates.
+        #[arg(long = "acl", value_name = "ENTRY")]
+        acl: Vec<String>,
         /// The znode to create; its parent must exist.
         path: String,
         /// The znode's data (see above for stdin).

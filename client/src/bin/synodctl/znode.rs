@@ -122,10 +122,14 @@ impl Job {
                 ephemeral,
                 sequential,
                 container,
+                acl,
                 path,
                 data,
             } => {
                 create_mode(path, *ephemeral, *sequential, *container)?;
+                for entry in acl {
+                    parse_acl(entry)?;
+                }
                 read_data(data.as_deref())?
             }
             Command::Set { data, .. } => read_data(data.as_deref())?,
@@ -195,11 +199,16 @@ impl Ctx {
                 ephemeral,
                 sequential,
                 container,
+                acl,
                 path,
                 data: _,
             } => {
                 let mode = create_mode(&path, ephemeral, sequential, container)?;
-                self.create(&path, &data, mode).await
+                let acl = acl
+                    .iter()
+                    .map(|e| parse_acl(e))
+                    .collect::<CmdResult<Vec<Acl>>>()?;
+                self.create(&path, &data, mode, &acl).await
             }
             Command::Set {
                 version,
@@ -328,11 +337,11 @@ impl Ctx {
         write_stdout(stat_text(&stat).as_bytes())
     }
 
-    /// `create [-e] [-s] [-c] PATH [DATA]`: prints the created path.
-    async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> CmdResult {
-        let acl = synod_client::Acl::open_unsafe();
+    /// `create [-e] [-s] [-c] [--acl ENTRY]... PATH [DATA]`: prints the created path. An empty
+    /// `acl` is the session's default (open, as zkCli's).
+    async fn create(&self, path: &str, data: &[u8], mode: CreateMode, acl: &[Acl]) -> CmdResult {
         let (created, stat) = self
-            .req(path, self.zk.create_full(path, data, &acl, mode, None))
+            .req(path, self.zk.create_full(path, data, acl, mode, None))
             .await?;
         if self.json {
             return print_json(&json!({ "path": created, "stat": stat_json(&stat) }));
