@@ -92,6 +92,13 @@ issue_certs() { # the local CA and every certificate the cluster needs, once
     done
     [ -f "$CERTS/admin.crt" ] || "$BIN" certs --dir "$CERTS" create-client --name admin \
         --institution "local operators" >/dev/null
+    # One certificate per party of the diagnosis workflow example (and its rogue institution),
+    # so that each runs under an identity of its own.
+    local who
+    for who in workflow hospital lab imaging rogue; do
+        [ -f "$CERTS/$who.crt" ] || "$BIN" certs --dir "$CERTS" create-client --name "$who" \
+            --institution "$who" >/dev/null
+    done
 }
 
 security_args() { # node id → the flags that make its ports secure (or plaintext)

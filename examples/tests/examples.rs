@@ -88,14 +88,42 @@ fn examples_against_a_synod_cluster() {
     work_queue(&ens);
 }
 
+/// Issues a client certificate of its own to each party of the diagnosis workflow (and to the
+/// rogue institution), beside the cluster's CA, where the example looks for them.
+fn issue_party_certificates(ens: &SynodEnsemble) {
+    let certs = ens.root().join("certs");
+    for name in ["workflow", "hospital", "lab", "imaging", "rogue"] {
+        if certs.join(format!("{name}.crt")).exists() {
+            continue;
+        }
+        let out = Command::new(synod_bin().expect("the synod binary"))
+            .arg("certs")
+            .arg("--dir")
+            .arg(&certs)
+            .args(["create-client", "--name", name, "--institution", name])
+            .output()
+            .expect("synod certs");
+        assert!(
+            out.status.success(),
+            "issue {name}'s certificate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn diagnosis_workflow(ens: &SynodEnsemble) {
+    issue_party_certificates(ens);
     let out = run_example(ens, env!("CARGO_BIN_EXE_diagnosis_workflow"));
     assert_lines(
         &out,
         &[
-            "hospital: registered",
-            "lab: registered",
-            "imaging: registered",
+            "hospital: registered as x509:hospital (certificate)",
+            "lab: registered as x509:lab (certificate)",
+            "imaging: registered as x509:imaging (certificate)",
+            "rogue: list the case: refused (NoAuth)",
+            "rogue: forge the imaging centre's vote: refused (NoAuth)",
+            "rogue: write the decision first: refused (NoAuth)",
+            "rogue: could neither see the case nor forge a vote nor decide",
             "all institutions are online",
             "holds the lock on the case (fencing token",
             "elected case coordinator",

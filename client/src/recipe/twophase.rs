@@ -62,6 +62,9 @@
 //! root/<txid>/decision      the coordinator and every party: read (nobody may change it)
 //! ```
 //!
+//! Observers ([`Coordinator::observers`]: an auditor, the workflow's orchestrator) may read all
+//! three and nothing more.
+//!
 //! So an identity that is not a party can neither read the transaction nor vote nor decide; a
 //! party can write only its own vote; nobody can delete a vote or the decision (no one has
 //! DELETE on the transaction node), nor change the decision once written. A party may still
@@ -149,6 +152,9 @@ pub struct Proposal {
     /// For a guarded transaction: the coordinator's identity, then each participant's, in the
     /// order of `participants` (empty when unguarded).
     pub identities: Vec<Id>,
+    /// For a guarded transaction: identities that may read it and do nothing else (an
+    /// auditor, the workflow's orchestrator; [`Coordinator::observers`]).
+    pub observers: Vec<Id>,
 }
 
 /// A participant of a guarded transaction: its name there, and the identity it authenticates
@@ -177,7 +183,29 @@ impl Party {
 /// The ACL of the decision node: readable by the coordinator and every party, changeable by
 /// none; the client's default for an unguarded transaction.
 fn decision_acl(p: &Proposal) -> Vec<Acl> {
-    grant(&p.identities, perms::READ)
+    let mut acl = grant(&p.identities, perms::READ);
+    acl.extend(grant(&p.observers, perms::READ));
+    acl
+}
+
+/// `ids` as a header value: `scheme:id,scheme:id,...`.
+fn ids_text(ids: &[Id]) -> String {
+    ids.iter()
+        .map(|i| format!("{}:{}", i.scheme, i.id))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The identities of a header value written by [`ids_text`]; `None` if one is malformed.
+fn parse_ids(v: &str) -> Option<Vec<Id>> {
+    v.split(',')
+        .map(|i| {
+            i.split_once(':').map(|(scheme, id)| Id {
+                scheme: scheme.to_string(),
+                id: id.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Everything the tree says about a transaction.
@@ -213,19 +241,18 @@ fn encode_header(
     participants: &[String],
     deadline_ms: u64,
     coordinator: &str,
-    identities: &[Id],
+    guard: &Guarded,
     payload: &[u8],
 ) -> Vec<u8> {
     let mut out = format!(
         "deadline={deadline_ms}\nparticipants={}\ncoordinator={coordinator}\n",
         participants.join(",")
     );
-    if !identities.is_empty() {
-        let ids: Vec<String> = identities
-            .iter()
-            .map(|i| format!("{}:{}", i.scheme, i.id))
-            .collect();
-        out.push_str(&format!("identities={}\n", ids.join(",")));
+    if !guard.identities.is_empty() {
+        out.push_str(&format!("identities={}\n", ids_text(&guard.identities)));
+    }
+    if !guard.observers.is_empty() {
+        out.push_str(&format!("observers={}\n", ids_text(&guard.observers)));
     }
     out.push('\n');
     let mut out = out.into_bytes();
@@ -244,6 +271,7 @@ fn decode_header(txid: &str, data: &Bytes) -> Result<Proposal> {
         coordinator: String::new(),
         payload: data.slice(split + 2..),
         identities: Vec::new(),
+        observers: Vec::new(),
     };
     for line in head.lines() {
         match line.split_once('=') {
@@ -256,18 +284,8 @@ fn decode_header(txid: &str, data: &Bytes) -> Result<Proposal> {
                     .collect()
             }
             Some(("coordinator", v)) => p.coordinator = v.to_string(),
-            Some(("identities", v)) => {
-                p.identities = v
-                    .split(',')
-                    .map(|i| {
-                        i.split_once(':').map(|(scheme, id)| Id {
-                            scheme: scheme.to_string(),
-                            id: id.to_string(),
-                        })
-                    })
-                    .collect::<Option<Vec<Id>>>()
-                    .ok_or_else(bad)?
-            }
+            Some(("identities", v)) => p.identities = parse_ids(v).ok_or_else(bad)?,
+            Some(("observers", v)) => p.observers = parse_ids(v).ok_or_else(bad)?,
             _ => return Err(bad()),
         }
     }
@@ -454,6 +472,17 @@ pub struct Coordinator {
     id: String,
     /// The identity its session has, for guarded transactions ([`Coordinator::identity`]).
     identity: Option<Id>,
+    /// Who may read its guarded transactions besides their parties ([`Coordinator::observers`]).
+    observers: Vec<Id>,
+}
+
+/// The identities a guarded transaction's ACLs name (both empty: unguarded).
+#[derive(Debug, Default)]
+struct Guarded {
+    /// The coordinator's, then each participant's in order.
+    identities: Vec<Id>,
+    /// Readers that take no part.
+    observers: Vec<Id>,
 }
 
 impl Coordinator {
@@ -464,7 +493,15 @@ impl Coordinator {
             root: root.to_string(),
             id: id.to_string(),
             identity: None,
+            observers: Vec::new(),
         }
+    }
+
+    /// Identities that may read the guarded transactions this coordinator begins (their
+    /// header, votes and decision) and do nothing else.
+    pub fn observers(mut self, ids: &[Id]) -> Coordinator {
+        self.observers = ids.to_vec();
+        self
     }
 
     /// The identity the coordinator's session has (e.g. `x509:<its CN>`): what a guarded
@@ -486,7 +523,7 @@ impl Coordinator {
         deadline: SystemTime,
     ) -> Result<Proposal> {
         let names: Vec<String> = participants.iter().map(|p| p.to_string()).collect();
-        self.begin_with(txid, &names, Vec::new(), payload, deadline)
+        self.begin_with(txid, &names, Guarded::default(), payload, deadline)
             .await
     }
 
@@ -511,17 +548,21 @@ impl Coordinator {
         let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
         let mut identities = vec![coordinator];
         identities.extend(parties.iter().map(|p| p.id.clone()));
-        self.begin_with(txid, &names, identities, payload, deadline)
+        let guard = Guarded {
+            identities,
+            observers: self.observers.clone(),
+        };
+        self.begin_with(txid, &names, guard, payload, deadline)
             .await
     }
 
-    /// Begins a transaction; `identities` is empty (unguarded: the client's default ACL) or the
-    /// coordinator's identity followed by each participant's.
+    /// Begins a transaction, guarded by `guard` (unguarded if it is empty: the client's
+    /// default ACL).
     async fn begin_with(
         &self,
         txid: &str,
         names: &[String],
-        identities: Vec<Id>,
+        guard: Guarded,
         payload: &[u8],
         deadline: SystemTime,
     ) -> Result<Proposal> {
@@ -533,18 +574,20 @@ impl Coordinator {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let header = encode_header(names, deadline_ms, &self.id, &identities, payload);
+        let header = encode_header(names, deadline_ms, &self.id, &guard, payload);
         let tx_path = child_path(&self.root, txid);
         // Unguarded, every list below is empty: the client's default ACL.
-        let (coordinator, parties) = match identities.split_first() {
+        let (coordinator, parties) = match guard.identities.split_first() {
             Some((c, ps)) => (std::slice::from_ref(c), ps),
             None => (&[][..], &[][..]),
         };
+        let observers = grant(&guard.observers, perms::READ);
         let mut tx_acl = grant(
             coordinator,
             perms::READ | perms::WRITE | perms::CREATE | perms::ADMIN,
         );
         tx_acl.extend(grant(parties, perms::READ | perms::CREATE));
+        tx_acl.extend(observers.iter().cloned());
         let mut ops = vec![Op::create_with_acl(
             &tx_path,
             header.clone(),
@@ -557,6 +600,7 @@ impl Coordinator {
                 let own = if i == j { perms::WRITE } else { 0 };
                 vote_acl.extend(grant(std::slice::from_ref(id), perms::READ | own));
             }
+            vote_acl.extend(observers.iter().cloned());
             ops.push(Op::create_with_acl(
                 &child_path(&tx_path, &format!("{VOTE_PREFIX}{p}")),
                 &b"pending"[..],

@@ -4,6 +4,16 @@
 //! two-phase-commit recipe. Midway through the commit this program kills the coordinator's process;
 //! the next elected coordinator finishes the same transaction from what is in the tree.
 //!
+//!
+//! The institutions trust nobody else on the cluster. Each has an identity of its own (its own
+//! client certificate, `x509:<name>`, where the cluster's CA directory holds one — as
+//! scripts/cluster.sh and the tests issue them — else a digest identity with a per-run secret):
+//! every znode of the case is readable and writable by the three institutions and the
+//! orchestrator only, the lock by its three contenders, and each vote of the joint diagnosis by
+//! its own institution only (the guarded two-phase commit). A fourth institution, `rogue`, tries
+//! to read the case, take the lock, forge a vote and write the decision first while the
+//! transaction is open: every attempt is refused.
+//!
 //! Run `scripts/cluster.sh start 3`, then `cargo run -p synod-examples --bin diagnosis_workflow`.
 
 use std::collections::BTreeMap;
@@ -15,10 +25,15 @@ use synod_client::recipe::barrier::DoubleBarrier;
 use synod_client::recipe::cache::TreeCache;
 use synod_client::recipe::election::{current_leader, LeaderLatch};
 use synod_client::recipe::lock::Lock;
-use synod_client::recipe::twophase::{self, Coordinator, Outcome, Participant, Vote, VoteState};
-use synod_client::recipe::{ensure_path, retry};
-use synod_client::{Client, CreateMode, Error};
-use synod_examples::{connect, fail, finish, run_id, say, started_ms, DEFAULT_SERVERS, T0_ENV};
+use synod_client::recipe::twophase::{
+    self, Coordinator, Outcome, Participant, Party as TxParty, Vote, VoteState,
+};
+use synod_client::recipe::{ensure_path, grant, retry};
+use synod_client::{perms, Acl, Client, CreateMode, Error, Id};
+use synod_examples::{
+    fail, finish, party, run_id, run_secret, say, started_ms, Party, DEFAULT_SERVERS, SECRET_ENV,
+    T0_ENV,
+};
 use tokio::process::{Child, Command};
 
 /// The institutions taking part, with the endpoint each publishes and the time each needs to
@@ -29,6 +44,10 @@ const INSTITUTIONS: [(&str, &str, u64); 3] = [
     ("lab", "https://lab.example/results", 2500),
     ("imaging", "https://imaging.example/dicomweb", 4500),
 ];
+/// The orchestrator's party name: it sets the case up and watches it, and votes on nothing.
+const ORCHESTRATOR: &str = "workflow";
+/// The institution that takes no part in the case, and tries to.
+const ROGUE: &str = "rogue";
 /// The transaction id of the joint diagnosis.
 const TX: &str = "joint-diagnosis";
 /// Session timeout of the institutions: how fast a crashed coordinator is noticed.
@@ -57,6 +76,19 @@ struct Args {
 struct Paths {
     /// `/diagnosis/<run>`: everything of this run is below it.
     root: String,
+}
+
+/// The identities of the three institutions.
+fn institution_ids() -> Vec<Id> {
+    INSTITUTIONS.iter().map(|(n, _, _)| party(n).id).collect()
+}
+
+/// The ACL of every znode of the case: the three institutions and the orchestrator may do
+/// anything, nobody else anything.
+fn case_acl() -> Vec<Acl> {
+    let mut ids = institution_ids();
+    ids.push(party(ORCHESTRATOR).id);
+    grant(&ids, perms::ALL)
 }
 
 impl Paths {
@@ -136,6 +168,7 @@ fn spawn_institution(servers: &str, run: &str, name: &str, rejoin: bool) -> Resu
         .arg("--institution")
         .arg(name)
         .env(T0_ENV, started_ms().to_string())
+        .env(SECRET_ENV, run_secret())
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -147,9 +180,11 @@ fn spawn_institution(servers: &str, run: &str, name: &str, rejoin: bool) -> Resu
 }
 
 async fn orchestrate(servers: &str) -> Result<(), String> {
-    let me = "workflow";
+    let me = ORCHESTRATOR;
     started_ms();
-    let zk = connect(servers, Duration::from_secs(10))
+    let who = party(me);
+    let zk = who
+        .connect(servers, Duration::from_secs(10), case_acl())
         .await
         .map_err(fail("connect to the cluster"))?;
     let run = run_id();
@@ -157,8 +192,33 @@ async fn orchestrate(servers: &str) -> Result<(), String> {
     say(
         me,
         format!(
-            "connected to {servers}; this run lives under {}",
+            "connected to {servers} as {}:{} ({}); this run lives under {}",
+            who.id.scheme,
+            who.id.id,
+            who.proof(),
             paths.root
+        ),
+    );
+    // Every case's directory is listed in /diagnosis (open, shared by every run); the case's
+    // own znodes are the parties' alone.
+    match zk
+        .create_full(
+            "/diagnosis",
+            b"",
+            &Acl::open_unsafe(),
+            CreateMode::Persistent,
+            None,
+        )
+        .await
+    {
+        Ok(_) | Err(Error::NodeExists) => {}
+        Err(e) => return Err(format!("create /diagnosis: {e}")),
+    }
+    say(
+        me,
+        format!(
+            "the case is private to {:?} and the orchestrator",
+            INSTITUTIONS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()
         ),
     );
 
@@ -220,6 +280,7 @@ async fn orchestrate(servers: &str) -> Result<(), String> {
                 .map(|(p, _)| p)
                 .collect();
             if !voted.is_empty() {
+                rogue_tries(servers, &paths).await?;
                 let leader = current_leader(&zk, &paths.election())
                     .await
                     .map_err(fail("read the coordinator"))?
@@ -323,6 +384,61 @@ async fn orchestrate(servers: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A fourth institution, with an identity of its own, tries to learn of the case and to tamper
+/// with it while the joint diagnosis is open; every attempt must be refused.
+async fn rogue_tries(servers: &str, paths: &Paths) -> Result<(), String> {
+    let rogue = party(ROGUE);
+    let zk = rogue
+        .connect(servers, Duration::from_secs(10), Acl::open_unsafe())
+        .await
+        .map_err(fail("connect the rogue institution"))?;
+    let tx = format!("{}/{TX}", paths.tx());
+    let refused = |what: &str, r: Result<(), Error>| match r {
+        Err(Error::NoAuth) => {
+            say(ROGUE, format!("{what}: refused (NoAuth)"));
+            Ok(())
+        }
+        other => Err(format!("the rogue institution could {what}: {other:?}")),
+    };
+    refused(
+        "list the case",
+        zk.get_children(&paths.root).await.map(|_| ()),
+    )?;
+    refused(
+        "read the findings",
+        zk.get_children(&paths.case()).await.map(|_| ()),
+    )?;
+    refused(
+        "read the proposed diagnosis",
+        zk.get_data(&tx).await.map(|_| ()),
+    )?;
+    refused(
+        "take the case lock",
+        Lock::new(&zk, &paths.case_lock())
+            .try_acquire()
+            .await
+            .map(|_| ()),
+    )?;
+    refused(
+        "forge the imaging centre's vote",
+        zk.set_data(&format!("{tx}/vote-imaging"), b"abort", Some(0))
+            .await
+            .map(|_| ()),
+    )?;
+    refused(
+        "write the decision first",
+        zk.create(&format!("{tx}/decision"), b"abort", CreateMode::Persistent)
+            .await
+            .map(|_| ()),
+    )?;
+    say(
+        ROGUE,
+        "could neither see the case nor forge a vote nor decide",
+    );
+    zk.close().await.map_err(fail("close"))?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // One institution
 // ---------------------------------------------------------------------------------------------
@@ -334,7 +450,9 @@ async fn institution(servers: &str, run: &str, name: &str, rejoin: bool) -> Resu
         .find(|(n, _, _)| *n == name)
         .map(|(_, e, r)| (*e, *r))
         .ok_or_else(|| format!("unknown institution {name}"))?;
-    let zk = connect(servers, INSTITUTION_SESSION)
+    let me = party(name);
+    let zk = me
+        .connect(servers, INSTITUTION_SESSION, case_acl())
         .await
         .map_err(fail("connect"))?;
 
@@ -357,7 +475,15 @@ async fn institution(servers: &str, run: &str, name: &str, rejoin: bool) -> Resu
         }
         Err(e) => return Err(format!("register: {e}")),
     }
-    say(name, format!("registered, endpoint {endpoint}"));
+    say(
+        name,
+        format!(
+            "registered as {}:{} ({}), endpoint {endpoint}",
+            me.id.scheme,
+            me.id.id,
+            me.proof()
+        ),
+    );
 
     // Shared configuration, kept in memory and up to date.
     let config = TreeCache::start(&zk, &paths.config())
@@ -394,7 +520,7 @@ async fn institution(servers: &str, run: &str, name: &str, rejoin: bool) -> Resu
         say(name, format!("all institutions are online: {peers:?}"));
 
         // Add findings to the patient's case, one institution at a time, under the case lock.
-        let lock = Lock::new(&zk, &paths.case_lock());
+        let lock = Lock::new(&zk, &paths.case_lock()).contenders(&institution_ids());
         let guard = lock.acquire().await.map_err(fail("lock the case"))?;
         let token = guard.fencing_token();
         say(
@@ -416,7 +542,7 @@ async fn institution(servers: &str, run: &str, name: &str, rejoin: bool) -> Resu
         latch,
         paths.tx(),
         paths.case(),
-        name.to_string(),
+        me.clone(),
         deadline_secs,
     ));
 
@@ -520,9 +646,10 @@ async fn coordinate(
     mut latch: LeaderLatch,
     tx_root: String,
     case: String,
-    name: String,
+    me: Party,
     deadline_secs: u64,
 ) -> Result<bool, String> {
+    let name = me.name.clone();
     loop {
         match latch.wait_leadership(Duration::from_millis(500)).await {
             Ok(()) => break,
@@ -539,7 +666,9 @@ async fn coordinate(
             Err(e) => return Err(format!("election: {e}")),
         }
     }
-    let coord = Coordinator::new(&zk, &tx_root, &name);
+    let coord = Coordinator::new(&zk, &tx_root, &name)
+        .identity(me.id.clone())
+        .observers(&[party(ORCHESTRATOR).id]);
     if let Ok(st) = coord.status(TX).await {
         if let Some((o, _)) = st.decision {
             // Elected after the decision (the coordinator before left): nothing left to do.
@@ -576,16 +705,23 @@ async fn coordinate(
             let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
         }
         let participants: Vec<&str> = INSTITUTIONS.iter().map(|(n, _, _)| *n).collect();
+        let parties: Vec<TxParty> = participants
+            .iter()
+            .map(|n| TxParty {
+                name: n.to_string(),
+                id: party(n).id,
+            })
+            .collect();
         coord
-            .begin(
+            .begin_guarded(
                 TX,
-                &participants,
+                &parties,
                 b"acute pulmonary embolism, right lower lobe; start anticoagulation",
                 SystemTime::now() + Duration::from_secs(deadline_secs),
             )
             .await
             .map_err(fail("begin the transaction"))?;
-        say(&name, format!("began transaction {TX}: asking {participants:?} to vote (deadline {deadline_secs}s)"));
+        say(&name, format!("began transaction {TX}: asking {participants:?} to vote (deadline {deadline_secs}s; each may write only its own vote)"));
     }
     let outcome = coord
         .drive(TX, Duration::from_secs(60))
