@@ -101,7 +101,8 @@ pub enum Op {
     Create {
         path: String,
         data: Bytes,
-        acl: Vec<Acl>,
+        /// `None`: the client's default ACL ([`ConnectOptions::default_acl`]).
+        acl: Option<Vec<Acl>>,
         mode: CreateMode,
         ttl: Option<Duration>,
     },
@@ -129,10 +130,16 @@ pub enum Op {
 impl Op {
     /// A create with the client's default ACL ([`ConnectOptions::default_acl`]).
     pub fn create(path: &str, data: impl Into<Bytes>, mode: CreateMode) -> Op {
-        Op::create_with_acl(path, data, &[], mode)
+        Op::Create {
+            path: path.into(),
+            data: data.into(),
+            acl: None,
+            mode,
+            ttl: None,
+        }
     }
 
-    /// A create with `acl` (empty: the client's default ACL).
+    /// A create with `acl`, sent as given (an empty list is ZooKeeper's `InvalidACL`).
     pub fn create_with_acl(
         path: &str,
         data: impl Into<Bytes>,
@@ -142,7 +149,7 @@ impl Op {
         Op::Create {
             path: path.into(),
             data: data.into(),
-            acl: acl.to_vec(),
+            acl: Some(acl.to_vec()),
             mode,
             ttl: None,
         }
@@ -341,7 +348,10 @@ impl Client {
     /// returns its path (with the sequence suffix for sequential modes). TTL modes need
     /// [`Client::create_full`].
     pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
-        Ok(self.create_full(path, data, &[], mode, None).await?.0)
+        Ok(self
+            .create_full(path, data, &self.inner.default_acl, mode, None)
+            .await?
+            .0)
     }
 
     /// The ACL of znodes created without one ([`ConnectOptions::default_acl`]).
@@ -349,8 +359,9 @@ impl Client {
         &self.inner.default_acl
     }
 
-    /// Creates a znode with every option; returns its path and Stat. An empty `acl` is the
-    /// client's default ACL. `ttl` is required for (and only allowed with) the TTL modes.
+    /// Creates a znode with every option; returns its path and Stat. `acl` is sent as given
+    /// ([`Client::default_acl`] is the client's default). `ttl` is required for (and only
+    /// allowed with) the TTL modes.
     pub async fn create_full(
         &self,
         path: &str,
@@ -362,7 +373,7 @@ impl Client {
         let request = create_request(
             self.server_path(path, mode.is_sequential())?,
             data,
-            self.acl_or_default(acl),
+            acl,
             mode,
             ttl,
         )?;
@@ -599,15 +610,6 @@ impl Client {
         }
     }
 
-    /// `acl`, or the client's default ACL if it is empty (a znode always has an ACL).
-    fn acl_or_default<'a>(&'a self, acl: &'a [Acl]) -> &'a [Acl] {
-        if acl.is_empty() {
-            &self.inner.default_acl
-        } else {
-            acl
-        }
-    }
-
     fn multi_op(&self, op: Op) -> Result<MultiOp> {
         Ok(match op {
             Op::Create {
@@ -618,7 +620,8 @@ impl Client {
                 ttl,
             } => {
                 let sp = self.server_path(&path, mode.is_sequential())?;
-                match create_request(sp, &data, self.acl_or_default(&acl), mode, ttl)? {
+                let acl = acl.as_deref().unwrap_or(&self.inner.default_acl);
+                match create_request(sp, &data, acl, mode, ttl)? {
                     MultiOp::Create(r) if mode.is_container() => MultiOp::CreateContainer(r),
                     other => other,
                 }

@@ -148,13 +148,32 @@ fn metrics_are_prometheus_text_and_move() {
     });
 }
 
+/// `op`, again while it fails with ConnectionLoss (for at most 30 s): a freshly started
+/// cluster's first reads may find the connection closed while its members' peer connections are
+/// still being set up; a ZooKeeper client retries a read then.
+async fn retried<T, F, Fut>(mut op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match op().await {
+            Err(Error::ConnectionLoss) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Every znode under (and including) `root` with its data and Stat.
 async fn dump(zk: &Client, root: &str) -> BTreeMap<String, (Vec<u8>, Stat)> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_string()];
     while let Some(p) = todo.pop() {
-        let (data, stat) = zk.get_data(&p).await.expect("get_data");
-        for child in zk.get_children(&p).await.expect("children") {
+        let (data, stat) = retried(|| zk.get_data(&p)).await.expect("get_data");
+        for child in retried(|| zk.get_children(&p)).await.expect("children") {
             todo.push(if p == "/" {
                 format!("/{child}")
             } else {

@@ -134,7 +134,11 @@ pub async fn ensure_path_with(client: &Client, path: &str, acl: &[Acl]) -> Resul
         let p = prefix.clone();
         let created = policy
             .run(client, || async {
-                let acl = if p == path { acl } else { &[] };
+                let acl = if p == path && !acl.is_empty() {
+                    acl
+                } else {
+                    client.default_acl()
+                };
                 match client
                     .create_full(&p, b"", acl, CreateMode::Persistent, None)
                     .await
@@ -161,7 +165,11 @@ pub(crate) async fn create_protected(
     mode: CreateMode,
     guard: &Guard,
 ) -> Result<(String, Stat)> {
-    let acl = &guard.node[..];
+    let acl = if guard.node.is_empty() {
+        client.default_acl()
+    } else {
+        &guard.node[..]
+    };
     let tag = random_tag();
     let base = child_path(dir, &format!("{prefix}{tag}-"));
     let policy = retry::RetryPolicy::default();

@@ -188,6 +188,16 @@ fn decision_acl(p: &Proposal) -> Vec<Acl> {
     acl
 }
 
+/// A create with `acl`, or with the client's default ACL if it is empty (an unguarded
+/// transaction).
+fn create_op(path: &str, data: impl Into<Bytes>, acl: &[Acl], mode: CreateMode) -> Op {
+    if acl.is_empty() {
+        Op::create(path, data, mode)
+    } else {
+        Op::create_with_acl(path, data, acl, mode)
+    }
+}
+
 /// `ids` as a header value: `scheme:id,scheme:id,...`.
 fn ids_text(ids: &[Id]) -> String {
     ids.iter()
@@ -392,7 +402,7 @@ pub async fn try_decide(client: &Client, root: &str, txid: &str) -> Result<Optio
             .all(|v| *v == VoteState::Voted(Vote::Commit));
         let acl = decision_acl(&st.proposal);
         let ops = if let Some(p) = abort_voter {
-            vec![Op::create_with_acl(
+            vec![create_op(
                 &decision_path,
                 format!("abort\n{p} voted abort").into_bytes(),
                 &acl,
@@ -403,7 +413,7 @@ pub async fn try_decide(client: &Client, root: &str, txid: &str) -> Result<Optio
                 .iter()
                 .map(|(p, v)| Op::check(&child_path(&tx_path, &format!("{VOTE_PREFIX}{p}")), *v))
                 .collect();
-            ops.push(Op::create_with_acl(
+            ops.push(create_op(
                 &decision_path,
                 &b"commit"[..],
                 &acl,
@@ -417,7 +427,7 @@ pub async fn try_decide(client: &Client, root: &str, txid: &str) -> Result<Optio
                 .filter(|(_, v)| **v == VoteState::Pending)
                 .map(|(p, _)| p.as_str())
                 .collect();
-            vec![Op::create_with_acl(
+            vec![create_op(
                 &decision_path,
                 format!(
                     "abort\ndeadline passed without a vote from {}",
@@ -588,7 +598,7 @@ impl Coordinator {
         );
         tx_acl.extend(grant(parties, perms::READ | perms::CREATE));
         tx_acl.extend(observers.iter().cloned());
-        let mut ops = vec![Op::create_with_acl(
+        let mut ops = vec![create_op(
             &tx_path,
             header.clone(),
             &tx_acl,
@@ -601,7 +611,7 @@ impl Coordinator {
                 vote_acl.extend(grant(std::slice::from_ref(id), perms::READ | own));
             }
             vote_acl.extend(observers.iter().cloned());
-            ops.push(Op::create_with_acl(
+            ops.push(create_op(
                 &child_path(&tx_path, &format!("{VOTE_PREFIX}{p}")),
                 &b"pending"[..],
                 &vote_acl,

@@ -340,6 +340,11 @@ impl Ctx {
     /// `create [-e] [-s] [-c] [--acl ENTRY]... PATH [DATA]`: prints the created path. An empty
     /// `acl` is the session's default (open, as zkCli's).
     async fn create(&self, path: &str, data: &[u8], mode: CreateMode, acl: &[Acl]) -> CmdResult {
+        let acl = if acl.is_empty() {
+            self.zk.default_acl()
+        } else {
+            acl
+        };
         let (created, stat) = self
             .req(path, self.zk.create_full(path, data, acl, mode, None))
             .await?;
