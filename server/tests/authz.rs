@@ -19,12 +19,12 @@ async fn nothing_of_another_tenants_node_leaks_through_any_door() {
             .expect("start a 3-node synod cluster"),
     );
     let root = "/authz-sweep";
-    let findings = authz::sweep(ens.clone(), root)
+    let findings = authz::sweep(ens.clone(), root, true)
         .await
         .unwrap_or_else(|e| panic!("the sweep could not run: {e}\n{}", ens.logs()));
     let table = authz::table(&findings);
     eprintln!("authorization sweep against synod:\n{table}");
-    assert!(findings.len() >= 40, "too few probes:\n{table}");
+    assert!(findings.len() >= 46, "too few probes:\n{table}");
     assert!(
         findings.iter().all(authz::Finding::holds),
         "a door leaks:\n{table}"

@@ -30,7 +30,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let rt = synod_testkit::runtime();
-    let findings = match rt.block_on(authz::sweep(ens.clone(), "/authz-sweep")) {
+    // Without the reconnect probe: ZooKeeper replays no missed event of a persistent watch, so
+    // what its client hears across a reconnect depends on how fast it reconnects.
+    let findings = match rt.block_on(authz::sweep(ens.clone(), "/authz-sweep", false)) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("the sweep could not run against ZooKeeper: {e}");
