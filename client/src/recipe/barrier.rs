@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{ensure_path, retry};
-use crate::{Client, CreateMode, Error, EventType, Result};
+use super::{ensure_path, ensure_path_with, retry, Guard};
+use crate::{Client, CreateMode, Error, EventType, Id, Result};
 use synod_proto::path::child as child_path;
 
 /// A gate: closed while its node exists.
@@ -113,6 +113,9 @@ pub struct DoubleBarrier {
     id: String,
     /// Participants needed to enter.
     count: usize,
+    /// The ACLs of the directory and of the participants' nodes
+    /// ([`DoubleBarrier::participants`]).
+    guard: Guard,
 }
 
 impl DoubleBarrier {
@@ -123,7 +126,17 @@ impl DoubleBarrier {
             dir: dir.to_string(),
             id: id.to_string(),
             count: count.max(1),
+            guard: Guard::default(),
         }
+    }
+
+    /// Only these identities may take part: the barrier directory (when this participant
+    /// creates it) lets them alone list, enter and leave it, and its nodes are readable by them
+    /// alone ([`Guard::contenders`]). Anyone else can neither see who is inside nor enter, nor
+    /// open the barrier for the others.
+    pub fn participants(mut self, ids: &[Id]) -> DoubleBarrier {
+        self.guard = Guard::contenders(ids);
+        self
     }
 
     fn my_path(&self) -> String {
@@ -134,9 +147,10 @@ impl DoubleBarrier {
     /// timeout this participant's node is removed again.
     pub async fn enter(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        ensure_path(&self.client, &self.dir).await?;
+        ensure_path_with(&self.client, &self.dir, &self.guard.dir).await?;
         let policy = retry::RetryPolicy::default();
         let ready = child_path(&self.dir, READY);
+        let acl = self.guard.node_acl(&self.client);
         let mine = self.my_path();
         // Watch `ready` before joining, so its creation cannot be missed.
         let (stat, watch) = policy
@@ -144,7 +158,11 @@ impl DoubleBarrier {
             .await?;
         policy
             .run(&self.client, || async {
-                match self.client.create(&mine, b"", CreateMode::Ephemeral).await {
+                match self
+                    .client
+                    .create_full(&mine, b"", acl, CreateMode::Ephemeral, None)
+                    .await
+                {
                     Ok(_) | Err(Error::NodeExists) => Ok(()),
                     Err(e) => Err(e),
                 }
@@ -162,7 +180,7 @@ impl DoubleBarrier {
                 .run(&self.client, || async {
                     match self
                         .client
-                        .create(&ready, b"", CreateMode::Persistent)
+                        .create_full(&ready, b"", acl, CreateMode::Persistent, None)
                         .await
                     {
                         Ok(_) | Err(Error::NodeExists) => Ok(()),

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{create_protected, delete_quietly, node_name, retry, sort_sequential, text};
-use crate::{Client, CreateMode, Error, EventType, Result, SessionState};
+use super::{create_protected, delete_quietly, node_name, retry, sort_sequential, text, Guard};
+use crate::{Client, CreateMode, Error, EventType, Id, Result, SessionState};
 use synod_proto::path::child as child_path;
 
 /// A change of leadership, as delivered by [`LeaderLatch::subscribe`].
@@ -106,13 +106,36 @@ impl LeaderLatch {
     /// Joins the election on `dir` as participant `id` (stored as the node's data) and starts
     /// following it in the background.
     pub async fn start(client: &Client, dir: &str, id: &str) -> Result<LeaderLatch> {
+        Self::start_with(client, dir, id, &Guard::default()).await
+    }
+
+    /// [`LeaderLatch::start`] among named candidates only: the election directory (when this
+    /// candidate creates it) lets them alone list, join and leave it, and each candidate's node
+    /// is readable by them alone ([`Guard::contenders`]); anyone else can neither see who
+    /// leads nor stand. (A candidate can delete another's node: ZooKeeper puts DELETE on the
+    /// directory. The leader's token still fences what it writes.)
+    pub async fn start_among(
+        client: &Client,
+        dir: &str,
+        id: &str,
+        candidates: &[Id],
+    ) -> Result<LeaderLatch> {
+        Self::start_with(client, dir, id, &Guard::contenders(candidates)).await
+    }
+
+    async fn start_with(
+        client: &Client,
+        dir: &str,
+        id: &str,
+        guard: &Guard,
+    ) -> Result<LeaderLatch> {
         let (path, stat) = create_protected(
             client,
             dir,
             "n-",
             id.as_bytes(),
             CreateMode::EphemeralSequential,
-            &super::Guard::default(),
+            guard,
         )
         .await?;
         let (leader, state) = watch::channel(false);

@@ -25,7 +25,9 @@
 //! ([`crate::ConnectOptions::default_acl`]), as ZooKeeper's recipes do. Given its parties — the
 //! identities that take part, e.g. `x509:<CN>` of each institution's certificate — a recipe
 //! creates its nodes so that nobody else can see or touch them, and each party can do only its
-//! own part: see [`Guard`], [`lock::Lock::contenders`] and [`twophase::Party`]. ZooKeeper's ACL
+//! own part: see [`Guard`], [`lock::Lock::contenders`], [`election::LeaderLatch::start_among`],
+//! [`barrier::DoubleBarrier::participants`], [`queue::Queue::open_among`] and
+//! [`twophase::Party`]. ZooKeeper's ACL
 //! model puts DELETE on the parent, so parties that may delete their own node in a directory may
 //! delete each other's there too; each recipe says what that leaves open.
 //!
@@ -67,6 +69,17 @@ impl Guard {
         Guard {
             dir: grant(ids, perms::READ | perms::CREATE | perms::DELETE),
             node: grant(ids, perms::READ),
+        }
+    }
+}
+
+impl Guard {
+    /// The ACL of a party's node: [`Guard::node`], or the client's default when unguarded.
+    pub(crate) fn node_acl<'a>(&'a self, client: &'a Client) -> &'a [Acl] {
+        if self.node.is_empty() {
+            client.default_acl()
+        } else {
+            &self.node
         }
     }
 }
@@ -165,11 +178,7 @@ pub(crate) async fn create_protected(
     mode: CreateMode,
     guard: &Guard,
 ) -> Result<(String, Stat)> {
-    let acl = if guard.node.is_empty() {
-        client.default_acl()
-    } else {
-        &guard.node[..]
-    };
+    let acl = guard.node_acl(client);
     let tag = random_tag();
     let base = child_path(dir, &format!("{prefix}{tag}-"));
     let policy = retry::RetryPolicy::default();

@@ -18,8 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{ensure_path, retry, sort_sequential};
-use crate::{Client, CreateMode, Error, EventType, Op, Result};
+use super::{ensure_path_with, retry, sort_sequential, Guard};
+use crate::{Client, CreateMode, Error, EventType, Id, Op, Result};
 use synod_proto::path::child as child_path;
 
 /// An item handed to one consumer.
@@ -42,32 +42,55 @@ pub struct Queue {
     taken: String,
     /// This consumer's id, recorded in its claims.
     consumer: String,
+    /// The ACLs of the directories and of the items and claims ([`Queue::open_among`]).
+    guard: Guard,
 }
 
 impl Queue {
     /// A queue on `dir`; `consumer` identifies this process in the claims it makes.
     pub async fn open(client: &Client, dir: &str, consumer: &str) -> Result<Queue> {
+        Self::open_with(client, dir, consumer, Guard::default()).await
+    }
+
+    /// [`Queue::open`] among named producers and consumers only: `items/` and `taken/` (when
+    /// this member creates them) let them alone list, add and take, and every item and claim
+    /// is readable by them alone ([`Guard::contenders`]); anyone else can neither read, add nor
+    /// take an item. (A member can delete another's claim: ZooKeeper puts DELETE on the
+    /// directory.)
+    pub async fn open_among(
+        client: &Client,
+        dir: &str,
+        consumer: &str,
+        members: &[Id],
+    ) -> Result<Queue> {
+        Self::open_with(client, dir, consumer, Guard::contenders(members)).await
+    }
+
+    async fn open_with(client: &Client, dir: &str, consumer: &str, guard: Guard) -> Result<Queue> {
         let items = child_path(dir, "items");
         let taken = child_path(dir, "taken");
-        ensure_path(client, &items).await?;
-        ensure_path(client, &taken).await?;
+        ensure_path_with(client, &items, &guard.dir).await?;
+        ensure_path_with(client, &taken, &guard.dir).await?;
         Ok(Queue {
             client: client.clone(),
             items,
             taken,
             consumer: consumer.replace('\n', " "),
+            guard,
         })
     }
 
     /// Appends an item; returns its name. Not retried on connection loss (a blind retry could
     /// enqueue twice): the caller decides.
     pub async fn put(&self, data: &[u8]) -> Result<String> {
-        let path = self
+        let (path, _) = self
             .client
-            .create(
+            .create_full(
                 &child_path(&self.items, "item-"),
                 data,
+                self.guard.node_acl(&self.client),
                 CreateMode::PersistentSequential,
+                None,
             )
             .await?;
         Ok(super::node_name(&path).to_string())
@@ -143,7 +166,12 @@ impl Queue {
             claim.extend_from_slice(&data);
             let ops = vec![
                 Op::delete(&src, Some(stat.version)),
-                Op::create(&dst, claim, CreateMode::Persistent),
+                Op::create_with_acl(
+                    &dst,
+                    claim,
+                    self.guard.node_acl(&self.client),
+                    CreateMode::Persistent,
+                ),
             ];
             match self.client.multi(ops).await {
                 Ok(_) => {
@@ -226,9 +254,10 @@ impl Queue {
             };
             let ops = vec![
                 Op::delete(&dst, Some(stat.version)),
-                Op::create(
+                Op::create_with_acl(
                     &child_path(&self.items, &name),
                     payload,
+                    self.guard.node_acl(&self.client),
                     CreateMode::Persistent,
                 ),
             ];
