@@ -76,13 +76,17 @@ fn valid_id(id: &Id) -> bool {
             parse_ip(addr).is_some() && bits.is_some()
         }
         "super" | "sasl" | "x509" => true,
+        // Whether the tenant is declared is the tree's to say (`DataTree::fixup`).
+        crate::tenants::TENANT_SCHEME => crate::tenants::valid_name(&id.id),
         _ => false,
     }
 }
 
 /// Expands `auth` entries to the caller's authenticated identities and validates the rest;
 /// `None` means ZooKeeper's `InvalidACL` (empty list, unknown scheme, bad id, or `auth` with no
-/// authenticated identity). `ip` identities are not "authenticated" for this purpose.
+/// authenticated identity). `ip` identities are not "authenticated" for this purpose, and a
+/// certificate's `org` is not the creator (it names every certificate of the institution: a
+/// node for the whole institution says `tenant:`).
 pub fn fixup(acl: &[Acl], auth: &[Id]) -> Option<Vec<Acl>> {
     if acl.is_empty() {
         return None;
@@ -91,10 +95,12 @@ pub fn fixup(acl: &[Acl], auth: &[Id]) -> Option<Vec<Acl>> {
     for a in acl {
         if a.id.scheme == "auth" {
             let mut any = false;
-            for id in auth
-                .iter()
-                .filter(|id| id.scheme != "ip" && id.scheme != "world")
-            {
+            for id in auth.iter().filter(|id| {
+                !matches!(
+                    id.scheme.as_str(),
+                    "ip" | "world" | crate::tenants::ORG_SCHEME | crate::tenants::TENANT_SCHEME
+                )
+            }) {
                 any = true;
                 let e = Acl {
                     perms: a.perms,
@@ -167,5 +173,14 @@ mod tests {
         assert_eq!(fixup(&[Acl::new(1, "nope", "x")], &auth), None);
         assert_eq!(fixup(&[Acl::new(1, "ip", "not-an-ip")], &auth), None);
         assert!(fixup(&[Acl::new(1, "ip", "10.0.0.0/8")], &auth).is_some());
+        // An organisation is never an ACL's id, nor what `auth` expands to.
+        assert_eq!(fixup(&[Acl::new(1, "org", "St Mary")], &auth), None);
+        let cert = [id("x509", "lab"), id("org", "Lab"), id("tenant", "lab")];
+        assert_eq!(
+            fixup(&Acl::creator_all(), &cert),
+            Some(vec![Acl::new(perms::ALL, "x509", "lab")])
+        );
+        assert!(fixup(&[Acl::new(1, "tenant", "lab")], &auth).is_some());
+        assert_eq!(fixup(&[Acl::new(1, "tenant", "a/b")], &auth), None);
     }
 }

@@ -17,7 +17,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
-use crate::snapshot::{SnapshotFile, TreeImage};
+use crate::snapshot::{decode_image, SnapshotFile};
 use crate::types::{decode, encode};
 
 /// The first bytes of every backup.
@@ -35,11 +35,13 @@ const TRAILER: usize = 32;
 /// passwords. Blocking: O(size of the snapshot).
 pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut file: SnapshotFile = decode(snapshot_file)?;
-    let mut image: TreeImage = decode(&file.data)?;
+    let (mut image, rest) = decode_image(&file.data)?;
     for s in &mut image.sessions {
         s.passwd = bytes::Bytes::new();
     }
-    file.data = encode(&image)?;
+    let mut data = encode(&image)?;
+    data.extend_from_slice(rest);
+    file.data = data;
     let body = encode(&file)?;
     let mut out = Vec::with_capacity(HEADER + body.len() + TRAILER);
     out.extend_from_slice(MAGIC);

@@ -41,6 +41,11 @@ pub enum StoreError {
     /// format version, or a checksum that does not match (the file is damaged).
     #[error("backup: {0}")]
     Backup(String),
+
+    /// A tenant declaration that breaks a rule of the table (its name, its identities, one
+    /// identity in two tenants, too many tenants): the message names the rule.
+    #[error("{0}")]
+    Tenant(String),
 }
 
 impl StoreError {

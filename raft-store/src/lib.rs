@@ -1,7 +1,8 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
 //! deterministically from log entries; the openraft type configuration ([`types`]); the RocksDB
 //! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
-//! file and restore ([`snapshot`]), and the backup file around it ([`backup`]).
+//! file and restore ([`snapshot`]), the backup file around it ([`backup`]), and the tenant
+//! table ([`tenants`]).
 //! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
@@ -10,8 +11,10 @@ pub mod error;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
+pub mod tenants;
 pub mod tree;
 pub mod types;
 
+pub use tenants::{Quota, Tenant, Tenants, Usage};
 pub use tree::{Applied, Caller, DataTree, Event, Node, NodeKind, Session, Txn};
-pub use types::{Command, CommandResult, NodeId, Origin, TypeConfig};
+pub use types::{Command, CommandResult, NodeId, Origin, TenantChange, TypeConfig};

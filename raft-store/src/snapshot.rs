@@ -8,7 +8,10 @@
 //! A snapshot's data (what openraft sends to a peer in `InstallSnapshot`) is the bincode
 //! ([`crate::types::encode`]) of a [`TreeImage`]: every znode with its stored fields, and every
 //! session. What the tree derives from those (children sets, each session's ephemerals, the reap
-//! set, the data size) is rebuilt on load, so each fact is stored once.
+//! set, the data size, each tenant's usage) is rebuilt on load, so each fact is stored once.
+//! A tree with tenants appends a [`TenantsImage`] (the table, and the owner of every node that
+//! has one); a tree without is encoded exactly as before tenants existed, so a cluster that never
+//! declares one keeps the older format.
 //!
 //! The file [`SNAPSHOT_FILE`] is the bincode of the snapshot's metadata (openraft's
 //! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. The
@@ -35,6 +38,7 @@ use synod_proto::path::parent;
 use synod_proto::{Acl, Id};
 
 use crate::error::StoreError;
+use crate::tenants::Tenant;
 use crate::tree::{DataTree, Node, NodeKind};
 use crate::types::{decode, encode, NodeId};
 
@@ -96,6 +100,15 @@ struct NodeImage {
     acl: Vec<AclImage>,
 }
 
+/// What a tree with tenants adds after its [`TreeImage`].
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct TenantsImage {
+    /// The declared tenants, by name.
+    tenants: Vec<(String, Tenant)>,
+    /// `(i, tenant)`: the node at position `i` of [`TreeImage::nodes`] is owned by `tenant`.
+    owners: Vec<(u64, String)>,
+}
+
 /// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
 #[derive(Serialize, Deserialize)]
 struct AclImage {
@@ -115,30 +128,44 @@ pub(crate) struct SessionImage {
 }
 
 impl TreeImage {
-    fn of(tree: &DataTree) -> Self {
+    fn of(tree: &DataTree) -> (Self, Option<TenantsImage>) {
+        let mut ext = TenantsImage {
+            tenants: tree
+                .tenants()
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+            owners: Vec::new(),
+        };
         let nodes = tree
             .nodes()
-            .map(|(path, n)| NodeImage {
-                path: path.to_string(),
-                czxid: n.czxid,
-                mzxid: n.mzxid,
-                pzxid: n.pzxid,
-                ctime: n.ctime,
-                mtime: n.mtime,
-                version: n.version,
-                cversion: n.cversion,
-                aversion: n.aversion,
-                kind: n.kind,
-                data: n.data.clone(),
-                acl: n
-                    .acl
-                    .iter()
-                    .map(|a| AclImage {
-                        perms: a.perms,
-                        scheme: a.id.scheme.clone(),
-                        id: a.id.id.clone(),
-                    })
-                    .collect(),
+            .enumerate()
+            .map(|(i, (path, n))| {
+                if let Some(o) = &n.owner {
+                    ext.owners.push((i as u64, o.to_string()));
+                }
+                NodeImage {
+                    path: path.to_string(),
+                    czxid: n.czxid,
+                    mzxid: n.mzxid,
+                    pzxid: n.pzxid,
+                    ctime: n.ctime,
+                    mtime: n.mtime,
+                    version: n.version,
+                    cversion: n.cversion,
+                    aversion: n.aversion,
+                    kind: n.kind,
+                    data: n.data.clone(),
+                    acl: n
+                        .acl
+                        .iter()
+                        .map(|a| AclImage {
+                            perms: a.perms,
+                            scheme: a.id.scheme.clone(),
+                            id: a.id.id.clone(),
+                        })
+                        .collect(),
+                }
             })
             .collect();
         let sessions = tree
@@ -149,17 +176,23 @@ impl TreeImage {
                 passwd: s.passwd.clone(),
             })
             .collect();
-        TreeImage { nodes, sessions }
+        let ext = (!ext.tenants.is_empty() || !ext.owners.is_empty()).then_some(ext);
+        (TreeImage { nodes, sessions }, ext)
     }
 
     /// Rebuilds the tree; an image that no tree produces (a path twice, no root, a node without
     /// its parent, an ephemeral without its session) is `Corrupt`.
-    fn into_tree(self) -> Result<DataTree, StoreError> {
+    fn into_tree(self, ext: TenantsImage) -> Result<DataTree, StoreError> {
         let count = self.nodes.len();
+        let mut owners = ext.owners.into_iter().peekable();
         let nodes = self
             .nodes
             .into_iter()
-            .map(|n| {
+            .enumerate()
+            .map(|(i, n)| {
+                let owner = owners
+                    .next_if(|(at, _)| *at == i as u64)
+                    .map(|(_, o)| o.into());
                 let acl: Vec<Acl> = n
                     .acl
                     .into_iter()
@@ -184,6 +217,7 @@ impl TreeImage {
                     data: n.data,
                     acl: acl.into(),
                     children: Default::default(),
+                    owner,
                 };
                 (n.path, node)
             })
@@ -193,8 +227,17 @@ impl TreeImage {
             .into_iter()
             .map(|s| (s.id, s.timeout_ms, s.passwd))
             .collect();
-        let tree = DataTree::from_parts(nodes, sessions);
         let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
+        if let Some((at, _)) = owners.next() {
+            return corrupt(format!(
+                "an owner for node {at}, out of order or out of range"
+            ));
+        }
+        let tenants = ext.tenants.len();
+        let tree = DataTree::from_parts(nodes, sessions, ext.tenants);
+        if tree.tenants().iter().count() != tenants {
+            return corrupt(format!("{tenants} tenants for fewer distinct names"));
+        }
         if tree.node_count() != count {
             return corrupt(format!(
                 "{} znodes for {} distinct paths",
@@ -221,12 +264,30 @@ impl TreeImage {
 
 /// Encodes `tree` as a snapshot's data. Blocking: O(size of the tree).
 pub(crate) fn encode_tree(tree: &DataTree) -> Result<Vec<u8>, StoreError> {
-    Ok(encode(&TreeImage::of(tree))?)
+    let (image, ext) = TreeImage::of(tree);
+    let mut bytes = encode(&image)?;
+    if let Some(ext) = ext {
+        bytes.extend(encode(&ext)?);
+    }
+    Ok(bytes)
 }
 
 /// Decodes a snapshot's data (as [`encode_tree`] made it) into a tree. Blocking.
 pub(crate) fn decode_tree(data: &[u8]) -> Result<DataTree, StoreError> {
-    decode::<TreeImage>(data)?.into_tree()
+    let (image, rest) = decode_image(data)?;
+    let ext = match rest {
+        [] => TenantsImage::default(),
+        rest => decode::<TenantsImage>(rest)?,
+    };
+    image.into_tree(ext)
+}
+
+/// Splits a snapshot's data into its [`TreeImage`] and the bytes after it (an encoded
+/// [`TenantsImage`], or nothing).
+pub(crate) fn decode_image(data: &[u8]) -> Result<(TreeImage, &[u8]), StoreError> {
+    let (image, used): (TreeImage, usize) =
+        bincode::serde::decode_from_slice(data, crate::types::bincode_config())?;
+    Ok((image, &data[used..]))
 }
 
 /// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync. A crash
@@ -470,10 +531,59 @@ mod tests {
     }
 
     #[test]
+    fn tenants_and_owners_survive_the_image_and_a_tenantless_image_is_unchanged(
+    ) -> Result<(), StoreError> {
+        let tree = sample_tree();
+        let plain = encode_tree(&tree)?;
+        assert_eq!(
+            plain,
+            encode(&TreeImage::of(&tree).0)?,
+            "no extension without tenants"
+        );
+        let mut tree = tree;
+        let lab = Tenant {
+            members: vec![("org".into(), "Lab".into())],
+            quota: crate::tenants::Quota {
+                znodes: Some(5),
+                ..Default::default()
+            },
+        };
+        tree.declare_tenant(crate::types::zxid(3, 0), 1000, "lab", lab)?;
+        let auth = [Id {
+            scheme: "org".into(),
+            id: "Lab".into(),
+        }];
+        let r = synod_proto::Request::Create2(synod_proto::records::CreateRequest {
+            path: "/tenants/lab/x".into(),
+            data: Bytes::from_static(b"four"),
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        });
+        let txn = crate::tree::Txn {
+            zxid: crate::types::zxid(4, 0),
+            time: 1000,
+            caller: crate::tree::Caller {
+                session_id: 0,
+                auth: &auth,
+            },
+        };
+        assert_eq!(tree.apply(txn, &r).err, synod_proto::ErrorCode::Ok);
+        let back = decode_tree(&encode_tree(&tree)?)?;
+        assert_eq!(back.digest(), tree.digest());
+        assert_eq!(back.tenants(), tree.tenants());
+        assert_eq!(back.tenants().usage("lab").bytes, 4);
+        assert_eq!(
+            back.node("/tenants/lab/x").and_then(|n| n.owner.as_deref()),
+            Some("lab")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn an_image_no_tree_produces_is_corrupt() -> Result<(), StoreError> {
         let tree = sample_tree();
         let broken = |f: &dyn Fn(&mut TreeImage)| -> Result<bool, StoreError> {
-            let mut img = TreeImage::of(&tree);
+            let mut img = TreeImage::of(&tree).0;
             f(&mut img);
             Ok(matches!(
                 decode_tree(&encode(&img)?),
@@ -491,7 +601,7 @@ mod tests {
         );
         assert!(
             broken(&|img| {
-                let again = TreeImage::of(&tree).nodes.swap_remove(0);
+                let again = TreeImage::of(&tree).0.nodes.swap_remove(0);
                 img.nodes.push(again);
             })?,
             "a path twice"

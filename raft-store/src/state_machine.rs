@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::snapshot::{self, Persisted};
 use crate::tree::{Applied, Caller, DataTree, Event, Txn};
-use crate::types::{Command, CommandResult, NodeId, TypeConfig};
+use crate::types::{Command, CommandResult, NodeId, TenantChange, TypeConfig};
 
 // The snapshot API's former home: server/ and tools name these through this module.
 pub use crate::snapshot::{
@@ -53,6 +53,12 @@ pub enum Outcome<'a> {
     Write { applied: &'a Applied },
     /// Container / TTL nodes were reaped.
     Reaped { events: &'a [Event] },
+    /// A tenant change: the events of the home it created, or why it was refused (then
+    /// nothing changed).
+    Tenant {
+        events: &'a [Event],
+        refused: Option<&'a str>,
+    },
 }
 
 /// The server's hook into apply: runs under the replica lock, after the tree has changed and
@@ -190,6 +196,25 @@ fn apply_command<X: ApplyObserver>(
                 events.extend(tree.reap(zxid, *time_ms, p));
             }
             observer.on_apply(tree, zxid, cmd, Outcome::Reaped { events: &events });
+            CommandResult::None
+        }
+        Command::Tenant {
+            time_ms, change, ..
+        } => {
+            let result = match change {
+                TenantChange::Declare { name, tenant } => tree
+                    .declare_tenant(zxid, *time_ms, name, tenant.clone())
+                    .map_err(|e| e.to_string()),
+                TenantChange::Remove { name } => match tree.remove_tenant(name) {
+                    true => Ok(Vec::new()),
+                    false => Err(format!("no tenant {name:?} is declared")),
+                },
+            };
+            let (events, refused) = match &result {
+                Ok(events) => (&events[..], None),
+                Err(why) => (&[][..], Some(why.as_str())),
+            };
+            observer.on_apply(tree, zxid, cmd, Outcome::Tenant { events, refused });
             CommandResult::None
         }
         Command::Batch(_) => CommandResult::None,

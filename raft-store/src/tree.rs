@@ -20,6 +20,8 @@ use synod_proto::{
 };
 
 use crate::acl;
+use crate::error::StoreError;
+use crate::tenants::{self, Tenant, Tenants};
 
 /// A path or child name, shared between the map key, the parent's child set and session sets.
 pub type Name = Arc<str>;
@@ -68,6 +70,9 @@ pub struct Node {
     pub acl: Arc<[Acl]>,
     /// Child names (not paths), sorted: getChildren lists them and deletes check emptiness.
     pub children: imbl::OrdSet<Name>,
+    /// The tenant its creator belonged to ([`Tenants::owner_of`]), charged for it and its data
+    /// until it is deleted; `None` outside every tenant (always, in a cluster without tenants).
+    pub owner: Option<Name>,
 }
 
 impl Node {
@@ -198,6 +203,8 @@ pub struct DataTree {
     data_bytes: u64,
     /// The open ACL, shared by every node that uses it.
     open_acl: Arc<[Acl]>,
+    /// The declared tenants and what each uses; empty in a cluster that behaves as ZooKeeper.
+    tenants: Tenants,
 }
 
 impl Default for DataTree {
@@ -225,6 +232,7 @@ impl DataTree {
             reapable: imbl::OrdSet::new(),
             data_bytes: 0,
             open_acl: open_acl.clone(),
+            tenants: Tenants::default(),
         };
         let mk = |children: &[&str]| Node {
             czxid: 0,
@@ -239,6 +247,7 @@ impl DataTree {
             data: Bytes::new(),
             acl: open_acl.clone(),
             children: children.iter().map(|c| Name::from(*c)).collect(),
+            owner: None,
         };
         t.nodes.insert("/".into(), Arc::new(mk(&["zookeeper"])));
         t.nodes
@@ -279,6 +288,11 @@ impl DataTree {
         self.sessions.len()
     }
 
+    /// The tenant table and usage.
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
+    }
+
     /// Every node, in no particular order (snapshots, digests).
     pub fn nodes(&self) -> impl Iterator<Item = (&Name, &Node)> {
         self.nodes.iter().map(|(k, v)| (k, &**v))
@@ -296,13 +310,21 @@ impl DataTree {
     // Reads (served locally once the read is known to be up to date)
     // ------------------------------------------------------------------------------------------
 
+    /// Whether the caller with raw identities `auth` has `perm` under `acl`: [`acl::check`]
+    /// against the identities resolved by the tenant table as this tree holds it. Every read
+    /// and every watch delivery of the server asks this (or resolves once with
+    /// [`Tenants::resolve`] for many checks).
+    pub fn may(&self, acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
+        acl::check(acl, perm, &self.tenants.resolve(auth))
+    }
+
     pub fn stat(&self, path: &str) -> Option<Stat> {
         self.nodes.get(path).map(|n| n.stat())
     }
 
     pub fn get_data(&self, path: &str, auth: &[Id]) -> OpResult<(Bytes, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !acl::check(&n.acl, perms::READ, auth) {
+        if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         Ok((n.data.clone(), n.stat()))
@@ -310,7 +332,7 @@ impl DataTree {
 
     pub fn get_children(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<String>, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !acl::check(&n.acl, perms::READ, auth) {
+        if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         Ok((n.children.iter().map(|c| c.to_string()).collect(), n.stat()))
@@ -320,7 +342,7 @@ impl DataTree {
     /// missing node is `NoNode` for anyone, as there is nothing to protect).
     pub fn exists(&self, path: &str, auth: &[Id]) -> OpResult<Stat> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !acl::check(&n.acl, perms::READ, auth) {
+        if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         Ok(n.stat())
@@ -331,10 +353,10 @@ impl DataTree {
     /// (`user:x`), so that nobody can take a hash away to crack it.
     pub fn get_acl(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<Acl>, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !acl::check(&n.acl, perms::READ | perms::ADMIN, auth) {
+        if !self.may(&n.acl, perms::READ | perms::ADMIN, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        let acl = if acl::check(&n.acl, perms::ADMIN, auth) {
+        let acl = if self.may(&n.acl, perms::ADMIN, auth) {
             n.acl.to_vec()
         } else {
             n.acl.iter().map(acl::masked).collect()
@@ -345,7 +367,7 @@ impl DataTree {
     /// The number of descendants of `path`.
     pub fn all_children_number(&self, path: &str, auth: &[Id]) -> OpResult<i32> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !acl::check(&n.acl, perms::READ, auth) {
+        if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         let mut count = 0i32;
@@ -412,6 +434,15 @@ impl DataTree {
         if txn.caller.session_id != 0 && !self.sessions.contains_key(&txn.caller.session_id) {
             return Applied::error(ErrorCode::SessionExpired);
         }
+        // Tenants are resolved as of this entry: a membership change orders with the writes.
+        let resolved = self.tenants.resolve(txn.caller.auth);
+        let txn = Txn {
+            caller: Caller {
+                auth: &resolved,
+                ..txn.caller
+            },
+            ..txn
+        };
         let mut events = Vec::new();
         let result = match request {
             Request::Create(r) => self
@@ -464,12 +495,24 @@ impl DataTree {
             return Err(ErrorCode::BadArguments);
         }
         validate_path(&r.path, mode.is_sequential()).map_err(|_| ErrorCode::BadArguments)?;
-        let acl = acl::fixup(&r.acl, txn.caller.auth).ok_or(ErrorCode::InvalidAcl)?;
+        // ZooKeeper's order: a bad ACL is refused before a missing parent. An ACL that may be
+        // inherited waits for the parent.
+        let may_inherit = self.may_inherit(&r.acl);
+        let given = if may_inherit {
+            None
+        } else {
+            Some(self.fixup(&r.acl, txn.caller.auth)?)
+        };
         if r.path == "/" {
             return Err(ErrorCode::NodeExists);
         }
         let parent_path = parent(&r.path);
         let p = self.nodes.get(parent_path).ok_or(ErrorCode::NoNode)?;
+        let acl: Arc<[Acl]> = match given {
+            Some(acl) => self.acl_arc(acl),
+            None if tenanted(&p.acl) => p.acl.clone(),
+            None => self.acl_arc(self.fixup(&r.acl, txn.caller.auth)?),
+        };
         if !acl::check(&p.acl, perms::CREATE, txn.caller.auth) {
             return Err(ErrorCode::NoAuth);
         }
@@ -491,6 +534,16 @@ impl DataTree {
             _ if mode.is_ttl() => NodeKind::Ttl(r.ttl),
             _ => NodeKind::Persistent,
         };
+        let owner = Tenants::owner_of(txn.caller.auth);
+        if let Some(o) = &owner {
+            let bytes = r.data.len() as u64;
+            if !self
+                .tenants
+                .charge(o, bytes, mode.is_ephemeral(), true, true)
+            {
+                return Err(ErrorCode::QuotaExceeded);
+            }
+        }
         let node = Node {
             czxid: txn.zxid,
             mzxid: txn.zxid,
@@ -502,8 +555,9 @@ impl DataTree {
             aversion: 0,
             kind,
             data: r.data,
-            acl: self.acl_arc(acl),
+            acl,
             children: imbl::OrdSet::new(),
+            owner,
         };
         let stat = node.stat();
         let node_acl = node.acl.clone();
@@ -566,6 +620,11 @@ impl DataTree {
         };
         debug_assert!(node.children.is_empty(), "removing {path} with children");
         self.data_bytes -= node.data.len() as u64;
+        if let Some(o) = &node.owner {
+            let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
+            self.tenants
+                .charge(o, node.data.len() as u64, ephemeral, false, false);
+        }
         let parent_path = parent(path);
         let mut parent_acl = None;
         if let Some(p) = self.node_mut(parent_path) {
@@ -604,6 +663,14 @@ impl DataTree {
         }
         version_matches(r.version, n.version)?;
         let old_len = n.data.len() as u64;
+        if let Some(o) = n.owner.clone() {
+            if !self
+                .tenants
+                .recharge_bytes(&o, old_len, r.data.len() as u64)
+            {
+                return Err(ErrorCode::QuotaExceeded);
+            }
+        }
         let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
         n.version += 1;
         n.mzxid = txn.zxid;
@@ -618,7 +685,7 @@ impl DataTree {
 
     fn set_acl(&mut self, txn: Txn<'_>, r: &SetAclRequest) -> OpResult<Stat> {
         validate_path(&r.path, false).map_err(|_| ErrorCode::BadArguments)?;
-        let acl = acl::fixup(&r.acl, txn.caller.auth).ok_or(ErrorCode::InvalidAcl)?;
+        let acl = self.fixup(&r.acl, txn.caller.auth)?;
         let n = self.nodes.get(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
         if !acl::check(&n.acl, perms::ADMIN, txn.caller.auth) {
             return Err(ErrorCode::NoAuth);
@@ -629,6 +696,27 @@ impl DataTree {
         n.aversion += 1;
         n.acl = acl;
         Ok(n.stat())
+    }
+
+    /// Whether a create's `requested` ACL is one that inherit-at-create replaces by the
+    /// parent's (if the parent's names a tenant): only in a cluster with tenants, and only the
+    /// empty list (ZooKeeper's `InvalidACL`) or exactly the open ACL every ZooKeeper client
+    /// sends by default. Any other ACL is the creator's deliberate choice.
+    fn may_inherit(&self, requested: &[Acl]) -> bool {
+        !self.tenants.is_empty() && (requested.is_empty() || *requested == *self.open_acl)
+    }
+
+    /// [`acl::fixup`], with `tenant:` entries valid only for a declared tenant (a misspelt name
+    /// would lock a node away from everyone).
+    fn fixup(&self, requested: &[Acl], auth: &[Id]) -> OpResult<Vec<Acl>> {
+        let acl = acl::fixup(requested, auth).ok_or(ErrorCode::InvalidAcl)?;
+        let undeclared = acl
+            .iter()
+            .any(|a| a.id.scheme == tenants::TENANT_SCHEME && self.tenants.get(&a.id.id).is_none());
+        if undeclared {
+            return Err(ErrorCode::InvalidAcl);
+        }
+        Ok(acl)
     }
 
     fn check(&self, txn: Txn<'_>, r: &CheckVersionRequest) -> OpResult<()> {
@@ -699,6 +787,96 @@ impl DataTree {
     }
 
     // ------------------------------------------------------------------------------------------
+    // Tenants (declared by an operator; the entry creates the tenant's home)
+    // ------------------------------------------------------------------------------------------
+
+    /// Declares tenant `name` (or replaces its identities and quota) at `zxid`, and makes its
+    /// home `/tenants/<name>` (creating `/tenants`, readable by anyone, if missing) private to
+    /// it: a new home gets `tenant:<name>:cdrwa`, an existing one has its ACL set to that. A
+    /// declaration that breaks a rule of the table ([`tenants::validate`]) changes nothing.
+    pub fn declare_tenant(
+        &mut self,
+        zxid: i64,
+        time: i64,
+        name: &str,
+        mut tenant: Tenant,
+    ) -> Result<Vec<Event>, StoreError> {
+        tenant.members.sort();
+        tenant.members.dedup();
+        tenants::validate(&self.tenants, name, &tenant)?;
+        let saved = self.clone();
+        let made = self.declare_validated(zxid, time, name, tenant);
+        if made.is_err() {
+            *self = saved;
+        }
+        made
+    }
+
+    fn declare_validated(
+        &mut self,
+        zxid: i64,
+        time: i64,
+        name: &str,
+        tenant: Tenant,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.tenants.put(name, tenant);
+        let mut events = Vec::new();
+        let system = [Id {
+            scheme: "super".into(),
+            id: "synod".into(),
+        }];
+        let txn = Txn {
+            zxid,
+            time,
+            caller: Caller {
+                session_id: 0,
+                auth: &system,
+            },
+        };
+        let home_acl = vec![Acl::new(perms::ALL, tenants::TENANT_SCHEME, name)];
+        if self.nodes.get(tenants::TENANTS_ROOT).is_none() {
+            self.internal_create(txn, tenants::TENANTS_ROOT, Acl::read_unsafe(), &mut events)?;
+        }
+        let home = format!("{}/{name}", tenants::TENANTS_ROOT);
+        match self.node_mut(&home) {
+            Some(n) if *n.acl != *home_acl => {
+                n.acl = home_acl.into();
+                n.aversion += 1;
+            }
+            Some(_) => {}
+            None => self.internal_create(txn, &home, home_acl, &mut events)?,
+        }
+        Ok(events)
+    }
+
+    /// Forgets tenant `name`; `false` if it was not declared. Its home and nodes stay, with
+    /// ACLs that now name a tenant nobody belongs to (only `super` reaches them) and their
+    /// owner (usage is kept, and found again if the name is declared again).
+    pub fn remove_tenant(&mut self, name: &str) -> bool {
+        self.tenants.remove(name)
+    }
+
+    /// A create on the tree's own behalf (no session, no quota, the given ACL).
+    fn internal_create(
+        &mut self,
+        txn: Txn<'_>,
+        path: &str,
+        acl: Vec<Acl>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        let r = CreateTtlRequest {
+            path: path.to_string(),
+            data: Bytes::new(),
+            acl,
+            flags: CreateMode::Persistent.flags(),
+            ttl: -1,
+        };
+        self.create(txn, OpCode::Create, r, events)
+            .map(|_| ())
+            .map_err(|code| StoreError::Tenant(format!("cannot create {path}: {code:?}")))
+    }
+
+    // ------------------------------------------------------------------------------------------
     // Reaping of container and TTL nodes (the leader proposes, apply re-checks)
     // ------------------------------------------------------------------------------------------
 
@@ -740,7 +918,11 @@ impl DataTree {
     /// derived here, so a snapshot stores each fact once. Nothing is checked: a node without its
     /// parent is kept but listed nowhere, a later duplicate path replaces an earlier one (the
     /// snapshot module refuses such images as corrupt).
-    pub fn from_parts(nodes: Vec<(String, Node)>, sessions: Vec<(i64, i32, Bytes)>) -> Self {
+    pub fn from_parts(
+        nodes: Vec<(String, Node)>,
+        sessions: Vec<(i64, i32, Bytes)>,
+        tenants: Vec<(String, Tenant)>,
+    ) -> Self {
         let mut t = DataTree::new();
         t.nodes = imbl::HashMap::new();
         t.data_bytes = 0;
@@ -764,6 +946,11 @@ impl DataTree {
             }
             node.children = imbl::OrdSet::new();
             t.data_bytes += node.data.len() as u64;
+            if let Some(o) = &node.owner {
+                let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
+                t.tenants
+                    .charge(o, node.data.len() as u64, ephemeral, true, false);
+            }
             let name: Name = path.into();
             match node.kind {
                 NodeKind::Container | NodeKind::Ttl(_) => {
@@ -778,6 +965,9 @@ impl DataTree {
             }
             names.push(name.clone());
             t.nodes.insert(name, Arc::new(node));
+        }
+        for (name, tenant) in tenants {
+            t.tenants.put(&name, tenant);
         }
         for name in names.iter().filter(|n| &***n != "/") {
             if let Some(p) = t.nodes.get_mut(parent(name)).map(Arc::make_mut) {
@@ -861,14 +1051,38 @@ impl DataTree {
                 w.bytes(a.id.scheme.as_bytes());
                 w.bytes(a.id.id.as_bytes());
             }
+            // Only tenants' nodes add a field, so a tenantless tree hashes as it always did.
+            if let Some(o) = &n.owner {
+                w.int(-1);
+                w.bytes(o.as_bytes());
+            }
         }
         for (id, s) in sessions {
             w.int(id);
             w.int(i64::from(s.timeout_ms));
             w.bytes(&s.passwd);
         }
+        if !self.tenants.is_empty() {
+            w.int(self.tenants.iter().count() as i64);
+            for (name, t) in self.tenants.iter() {
+                w.bytes(name.as_bytes());
+                w.int(t.members.len() as i64);
+                for (scheme, id) in &t.members {
+                    w.bytes(scheme.as_bytes());
+                    w.bytes(id.as_bytes());
+                }
+                for q in [t.quota.znodes, t.quota.bytes, t.quota.ephemerals] {
+                    w.int(q.map_or(-1, |v| v.min(i64::MAX as u64) as i64));
+                }
+            }
+        }
         w.0.finalize().into()
     }
+}
+
+/// Whether `acl` names a tenant: its nodes' children inherit it (see `may_inherit`).
+fn tenanted(acl: &[Acl]) -> bool {
+    acl.iter().any(|a| a.id.scheme == tenants::TENANT_SCHEME)
 }
 
 /// A plain create as a TTL create with no TTL, so one code path serves every create opcode.
@@ -953,6 +1167,255 @@ mod tests {
         let a = t.apply(txn(3, &alice), &del);
         assert_eq!(a.events[0].acl, open(), "the deleted node's last ACL");
         assert_eq!(a.events[1].acl.to_vec(), private);
+    }
+
+    fn id(scheme: &str, i: &str) -> Id {
+        Id {
+            scheme: scheme.into(),
+            id: i.into(),
+        }
+    }
+
+    /// Two institutions: the hospital's certificates (org "St Mary") and the lab's digest user.
+    fn tenanted() -> DataTree {
+        let mut t = tree();
+        let hospital = Tenant {
+            members: vec![("org".into(), "St Mary".into())],
+            quota: Default::default(),
+        };
+        let lab = Tenant {
+            members: vec![("digest".into(), "lab:h".into())],
+            quota: tenants::Quota {
+                znodes: Some(2),
+                bytes: Some(10),
+                ephemerals: Some(1),
+            },
+        };
+        assert!(t.declare_tenant(1, 1000, "hospital", hospital).is_ok());
+        assert!(t.declare_tenant(2, 1000, "lab", lab).is_ok());
+        t
+    }
+
+    fn create_with(path: &str, data: &'static [u8], acl: Vec<Acl>, mode: CreateMode) -> Request {
+        Request::Create2(CreateRequest {
+            path: path.into(),
+            data: Bytes::from_static(data),
+            acl,
+            flags: mode.flags(),
+        })
+    }
+
+    #[test]
+    fn a_declaration_makes_a_private_home_and_resolves_at_its_entry() {
+        let mut t = tenanted();
+        let home = t.node("/tenants/hospital").expect("home");
+        assert_eq!(
+            home.acl.to_vec(),
+            [Acl::new(perms::ALL, "tenant", "hospital")]
+        );
+        assert_eq!(
+            t.node("/tenants").expect("root").acl.to_vec(),
+            Acl::read_unsafe()
+        );
+        let nurse = [id("x509", "nurse"), id("org", "St Mary")];
+        let lab = [id("digest", "lab:h")];
+        assert_eq!(t.get_data("/tenants/hospital", &nurse).map(|_| ()), Ok(()));
+        assert_eq!(t.exists("/tenants/hospital", &lab), Err(ErrorCode::NoAuth));
+        // Claiming the tenant outright does not work.
+        let claim = [id("tenant", "hospital")];
+        assert_eq!(
+            t.exists("/tenants/hospital", &claim),
+            Err(ErrorCode::NoAuth)
+        );
+        // A removed tenant's members lose it at the removal's entry.
+        assert!(t.remove_tenant("hospital"));
+        let a = t.apply(
+            txn(9, &nurse),
+            &create_with(
+                "/tenants/hospital/x",
+                b"",
+                Acl::open_unsafe(),
+                CreateMode::Persistent,
+            ),
+        );
+        assert_eq!(a.err, ErrorCode::NoAuth);
+        assert!(!t.remove_tenant("hospital"));
+        // Declaring an identity that belongs to another tenant is refused; nothing changes.
+        let before = t.digest();
+        let steal = Tenant {
+            members: vec![("digest".into(), "lab:h".into())],
+            quota: Default::default(),
+        };
+        assert!(t.declare_tenant(10, 1000, "clinic", steal).is_err());
+        assert_eq!(t.digest(), before);
+    }
+
+    #[test]
+    fn children_of_a_tenants_node_inherit_its_acl_unless_given_one() {
+        let mut t = tenanted();
+        let nurse = [id("org", "St Mary")];
+        let lab = [id("digest", "lab:h")];
+        let home_acl = vec![Acl::new(perms::ALL, "tenant", "hospital")];
+        for (i, (path, acl)) in [
+            ("/tenants/hospital/case", Acl::open_unsafe()),
+            ("/tenants/hospital/empty", vec![]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let a = t.apply(
+                txn(10 + i as i64, &nurse),
+                &create_with(path, b"x", acl, CreateMode::Persistent),
+            );
+            assert_eq!(a.err, ErrorCode::Ok, "{path}");
+            assert_eq!(
+                t.node(path).expect("created").acl.to_vec(),
+                home_acl,
+                "{path}"
+            );
+            assert_eq!(t.get_data(path, &lab).map(|_| ()), Err(ErrorCode::NoAuth));
+        }
+        // A deliberate ACL is kept: the hospital shares a case with the lab.
+        let shared = vec![
+            Acl::new(perms::ALL, "tenant", "hospital"),
+            Acl::new(perms::READ | perms::WRITE, "tenant", "lab"),
+        ];
+        let a = t.apply(
+            txn(20, &nurse),
+            &create_with("/shared", b"", shared.clone(), CreateMode::Persistent),
+        );
+        assert_eq!(a.err, ErrorCode::Ok);
+        assert_eq!(t.get_data("/shared", &lab).map(|_| ()), Ok(()));
+        let set = Request::SetData(SetDataRequest {
+            path: "/shared".into(),
+            data: Bytes::from_static(b"finding"),
+            version: -1,
+        });
+        assert_eq!(t.apply(txn(21, &lab), &set).err, ErrorCode::Ok);
+        // Outside tenant areas, and with a misspelt tenant, nothing is inherited or allowed.
+        let a = t.apply(
+            txn(22, &nurse),
+            &create_with("/public", b"", Acl::open_unsafe(), CreateMode::Persistent),
+        );
+        assert_eq!(a.err, ErrorCode::Ok);
+        assert_eq!(
+            t.node("/public").expect("public").acl.to_vec(),
+            Acl::open_unsafe()
+        );
+        let typo = vec![Acl::new(perms::ALL, "tenant", "hospitol")];
+        let a = t.apply(
+            txn(23, &nurse),
+            &create_with("/t", b"", typo, CreateMode::Persistent),
+        );
+        assert_eq!(a.err, ErrorCode::InvalidAcl);
+        let org = vec![Acl::new(perms::ALL, "org", "St Mary")];
+        let a = t.apply(
+            txn(24, &nurse),
+            &create_with("/o", b"", org, CreateMode::Persistent),
+        );
+        assert_eq!(a.err, ErrorCode::InvalidAcl);
+        // Without tenants an empty ACL is ZooKeeper's InvalidACL, as always.
+        let mut plain = tree();
+        let a = plain.apply(
+            txn(1, &[]),
+            &create_with("/e", b"", vec![], CreateMode::Persistent),
+        );
+        assert_eq!(a.err, ErrorCode::InvalidAcl);
+    }
+
+    #[test]
+    fn quotas_refuse_exactly_past_the_limit_and_a_multi_changes_nothing() {
+        let mut t = tenanted();
+        let lab = [id("digest", "lab:h")];
+        let open = Acl::open_unsafe;
+        let ok = |a: Applied| a.err;
+        assert_eq!(
+            ok(t.apply(
+                txn(10, &lab),
+                &create_with("/a", b"12345", open(), CreateMode::Ephemeral)
+            )),
+            ErrorCode::Ok
+        );
+        assert_eq!(
+            ok(t.apply(
+                txn(11, &lab),
+                &create_with("/b", b"", open(), CreateMode::Ephemeral)
+            )),
+            ErrorCode::QuotaExceeded,
+            "a second ephemeral"
+        );
+        assert_eq!(
+            ok(t.apply(
+                txn(12, &lab),
+                &create_with("/b", b"123456", open(), CreateMode::Persistent)
+            )),
+            ErrorCode::QuotaExceeded,
+            "eleven bytes"
+        );
+        assert_eq!(
+            ok(t.apply(
+                txn(13, &lab),
+                &create_with("/b", b"12345", open(), CreateMode::Persistent)
+            )),
+            ErrorCode::Ok
+        );
+        let usage = t.tenants().usage("lab");
+        assert_eq!((usage.znodes, usage.bytes, usage.ephemerals), (2, 10, 1));
+        let grow = Request::SetData(SetDataRequest {
+            path: "/b".into(),
+            data: Bytes::from_static(b"123456"),
+            version: -1,
+        });
+        assert_eq!(t.apply(txn(14, &lab), &grow).err, ErrorCode::QuotaExceeded);
+        // A multi that frees room and then uses more than it freed fails whole.
+        let before = t.digest();
+        let multi = Request::Multi(vec![
+            MultiOp::Delete(DeleteRequest {
+                path: "/a".into(),
+                version: -1,
+            }),
+            MultiOp::Create(CreateRequest {
+                path: "/c".into(),
+                data: Bytes::from_static(b"12345"),
+                acl: open(),
+                flags: 0,
+            }),
+            MultiOp::Create(CreateRequest {
+                path: "/d".into(),
+                data: Bytes::new(),
+                acl: open(),
+                flags: 0,
+            }),
+        ]);
+        let a = t.apply(txn(15, &lab), &multi);
+        assert_eq!(
+            a.response,
+            Response::Multi(vec![
+                MultiResult::Error(ErrorCode::Ok),
+                MultiResult::Error(ErrorCode::Ok),
+                MultiResult::Error(ErrorCode::QuotaExceeded),
+            ])
+        );
+        assert_eq!(t.digest(), before);
+        assert_eq!(t.tenants().usage("lab"), usage);
+        // The hospital (no quota) and callers outside every tenant are not limited; deleting
+        // credits the owner, whoever deletes.
+        let nurse = [id("org", "St Mary")];
+        assert_eq!(
+            ok(t.apply(
+                txn(16, &nurse),
+                &create_with("/h", b"123456789012", open(), CreateMode::Persistent)
+            )),
+            ErrorCode::Ok
+        );
+        let del = Request::Delete(DeleteRequest {
+            path: "/b".into(),
+            version: -1,
+        });
+        assert_eq!(t.apply(txn(17, &nurse), &del).err, ErrorCode::Ok);
+        assert_eq!(t.tenants().usage("lab").znodes, 1);
+        t.close_session(18, S);
+        assert_eq!(t.tenants().usage("lab"), tenants::Usage::default());
     }
 
     fn create(path: &str, mode: CreateMode) -> Request {
@@ -1290,6 +1753,7 @@ mod tests {
             t.sessions()
                 .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone()))
                 .collect(),
+            Vec::new(),
         );
         assert_eq!(
             rebuilt.stat("/").map(|s| s.num_children),
@@ -1324,6 +1788,7 @@ mod tests {
             base.sessions()
                 .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone()))
                 .collect(),
+            Vec::new(),
         );
         assert_eq!(d, rebuilt.digest(), "a tree rebuilt from its parts");
         assert_eq!(digest_hex(&d).len(), 40);

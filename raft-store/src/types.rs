@@ -8,6 +8,8 @@ use std::io::Cursor;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::tenants::Tenant;
+
 /// A node's id in the cluster (1-based, from the configuration).
 pub type NodeId = u64;
 
@@ -74,6 +76,24 @@ pub enum Command {
     /// written, applied in order as independent commands (not all-or-nothing). Each command gets
     /// its own zxid ([`zxid`] of the entry's index and its position). Never nested.
     Batch(Vec<Command>),
+    /// An operator declares, changes or removes a tenant (admin port). Ordered with the writes:
+    /// every write applied after it resolves `tenant:` ACLs and quotas with the new table.
+    Tenant {
+        /// The admin request waiting for the outcome.
+        origin: Origin,
+        /// The proposer's time: ctime of a home it creates.
+        time_ms: i64,
+        change: TenantChange,
+    },
+}
+
+/// What a [`Command::Tenant`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TenantChange {
+    /// Declare `name` (or replace its identities and quota) and make its home private to it.
+    Declare { name: String, tenant: Tenant },
+    /// Forget `name`; its nodes stay.
+    Remove { name: String },
 }
 
 /// The most commands one batch entry carries; it also bounds a session id's position bits.
@@ -120,7 +140,9 @@ impl Command {
     /// The proposing node's request, if a client waits for this command.
     pub fn origin(&self) -> Option<Origin> {
         match self {
-            Command::CreateSession { origin, .. } | Command::Write { origin, .. } => Some(*origin),
+            Command::CreateSession { origin, .. }
+            | Command::Write { origin, .. }
+            | Command::Tenant { origin, .. } => Some(*origin),
             Command::CloseSession { origin, .. } => *origin,
             Command::Reap { .. } | Command::Batch(_) => None,
         }

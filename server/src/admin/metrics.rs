@@ -218,6 +218,23 @@ async fn sample(node: &Node) {
         "synod_outstanding_requests",
         IN_FLIGHT.load(Ordering::Relaxed).max(0) as f64,
     );
+    for t in crate::admin::tenants::views(node) {
+        let usage = [
+            ("znodes", t.usage.znodes, t.quota.znodes),
+            ("bytes", t.usage.bytes, t.quota.bytes),
+            ("ephemerals", t.usage.ephemerals, t.quota.ephemerals),
+        ];
+        for (resource, used, limit) in usage {
+            let labels = [
+                ("tenant", t.name.clone()),
+                ("resource", resource.to_string()),
+            ];
+            metrics::gauge!("synod_tenant_usage", &labels).set(used as f64);
+            // -1: unlimited.
+            let limit = limit.map_or(-1.0, |l| l as f64);
+            metrics::gauge!("synod_tenant_quota", &labels).set(limit);
+        }
+    }
 }
 
 /// Counts leader changes and drains histogram buckets now and then (the exporter needs its

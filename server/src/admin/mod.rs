@@ -1,6 +1,7 @@
 //! The admin HTTP port (axum): every route is listed in [`router`]. Handlers live by concern —
 //! [`http`] (health, readiness, status, sessions, watches, tree, digest, four-letter words),
-//! [`membership`] (changes), [`snapshot`] (trigger, download), [`metrics`] (Prometheus), [`ui`]
+//! [`membership`] (changes), [`tenants`] (the tenant table), [`snapshot`] (trigger, download),
+//! [`metrics`] (Prometheus), [`ui`]
 //! (the dashboard) — and render [`views`], the plain-data views that [`fourletter`] renders too
 //! (the four-letter words are also answered on the client port, which never reaches axum).
 //! Every answer is bounded: lists are paged, the tree view is limited, waits have a timeout.
@@ -15,6 +16,7 @@ pub mod listener;
 pub mod membership;
 pub mod metrics;
 pub mod snapshot;
+pub mod tenants;
 pub mod ui;
 pub mod views;
 
@@ -56,6 +58,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/members/add-learner", post(membership::add_learner))
         .route("/members/promote", post(membership::promote))
         .route("/members/remove", post(membership::remove))
+        .route("/tenants", get(tenants::list).post(tenants::declare))
+        .route("/tenants/{name}", axum::routing::delete(tenants::remove))
         .route(
             "/snapshot",
             post(snapshot::trigger_snapshot).get(snapshot::download_snapshot),

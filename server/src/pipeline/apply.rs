@@ -11,7 +11,7 @@ use synod_proto::records::WatcherEvent;
 use synod_proto::response::NotificationPacket;
 use synod_proto::{ErrorCode, KeeperState, Response};
 use synod_raft_store::state_machine::{ApplyObserver, Outcome};
-use synod_raft_store::{Command, DataTree, Event, NodeId};
+use synod_raft_store::{Command, DataTree, Event, NodeId, Tenants};
 
 use crate::pipeline::pending::{Completion, Pending};
 use crate::session::registry::{ConnEntry, ConnId, Connections};
@@ -42,9 +42,10 @@ pub fn notification_frame(zxid: i64, event_type: synod_proto::EventType, path: &
     b.freeze()
 }
 
-/// Whether a connection with identities `auth` may be told of `ev`: it must be allowed to READ
-/// the node the event is about, by that node's ACL as of the change. Used wherever an event
-/// leaves this node: live delivery and replays to resuming sessions.
+/// Whether a connection with identities `auth` (tenants resolved: [`Tenants::resolve`]) may be
+/// told of `ev`: it must be allowed to READ the node the event is about, by that node's ACL as
+/// of the change. Used wherever an event leaves this node: live delivery and replays to
+/// resuming sessions.
 pub fn may_hear(ev: &Event, auth: &[synod_proto::Id]) -> bool {
     synod_raft_store::acl::check(&ev.acl, synod_proto::mode::perms::READ, auth)
 }
@@ -93,8 +94,9 @@ impl Applier {
     /// Records one event of the change at `zxid` and delivers it to every watching connection
     /// that may READ the node it is about (as of the change: see [`Event::acl`]; a one-shot
     /// watch of a connection that may not is used up all the same, as in ZooKeeper); a
-    /// connection whose queue is full is closed rather than buffered without end.
-    pub fn notify(&mut self, zxid: i64, ev: &Event) {
+    /// connection whose queue is full is closed rather than buffered without end. `tenants` is
+    /// the table as of the change.
+    pub fn notify(&mut self, tenants: &Tenants, zxid: i64, ev: &Event) {
         self.history.record(zxid, ev);
         let mut targets = Vec::new();
         self.watches.trigger(ev.event_type, &ev.path, &mut targets);
@@ -105,7 +107,7 @@ impl Applier {
         let mut slow = Vec::new();
         for c in targets {
             if let Some(e) = self.conns.get(c) {
-                if !may_hear(ev, &e.auth) {
+                if !may_hear(ev, &tenants.resolve(&e.auth)) {
                     continue;
                 }
                 if !e.out.try_send_event(frame.clone()) {
@@ -120,7 +122,8 @@ impl Applier {
 }
 
 impl ApplyObserver for Applier {
-    fn on_apply(&mut self, _tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>) {
+    fn on_apply(&mut self, tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>) {
+        let tenants = tree.tenants();
         match (command, outcome) {
             (Command::CreateSession { origin, .. }, Outcome::SessionCreated { session_id }) => {
                 self.pending
@@ -131,7 +134,7 @@ impl ApplyObserver for Applier {
                 Outcome::SessionClosed { session_id, events },
             ) => {
                 for ev in events {
-                    self.notify(zxid, ev);
+                    self.notify(tenants, zxid, ev);
                 }
                 let done = Completion::Write {
                     zxid,
@@ -147,7 +150,7 @@ impl ApplyObserver for Applier {
             }
             (Command::Write { origin, .. }, Outcome::Write { applied }) => {
                 for ev in &applied.events {
-                    self.notify(zxid, ev);
+                    self.notify(tenants, zxid, ev);
                 }
                 let done = Completion::Write {
                     zxid,
@@ -158,8 +161,18 @@ impl ApplyObserver for Applier {
             }
             (_, Outcome::Reaped { events }) => {
                 for ev in events {
-                    self.notify(zxid, ev);
+                    self.notify(tenants, zxid, ev);
                 }
+            }
+            (Command::Tenant { origin, .. }, Outcome::Tenant { events, refused }) => {
+                for ev in events {
+                    self.notify(tenants, zxid, ev);
+                }
+                let done = Completion::Tenant {
+                    zxid,
+                    refused: refused.map(str::to_string),
+                };
+                self.pending.complete(Some(*origin), done);
             }
             _ => {}
         }
@@ -226,10 +239,15 @@ mod tests {
         applier.watches.add(1, WatchKind::Data, "/secret");
         let private: Arc<[Acl]> = vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
         applier.notify(
+            &Tenants::default(),
             5 << 16,
             &Event::new(EventType::NodeCreated, "/secret", private),
         );
-        applier.notify(6 << 16, &ev(EventType::NodeCreated, "/open"));
+        applier.notify(
+            &Tenants::default(),
+            6 << 16,
+            &ev(EventType::NodeCreated, "/open"),
+        );
         let paths = |rx: &mut crate::pipeline::outbox::OutboxReceiver| {
             std::iter::from_fn(|| rx.try_recv().and_then(|q| q.frame())).count()
         };
@@ -249,6 +267,7 @@ mod tests {
         applier.conns.set_auth(1, Arc::new(vec![alice_id]));
         let private: Arc<[Acl]> = vec![Acl::new(perms::READ, "digest", "alice:h")].into();
         applier.notify(
+            &Tenants::default(),
             7 << 16,
             &Event::new(EventType::NodeDeleted, "/secret", private),
         );
@@ -265,13 +284,25 @@ mod tests {
         let (out, mut rx) = crate::pipeline::outbox::outbox(1, 1 << 20);
         applier.add_conn(7, conn(0x70, &out));
         applier.watches.add(7, WatchKind::Recursive, "/a");
-        applier.notify(10 << 16, &ev(EventType::NodeDataChanged, "/a/x"));
+        applier.notify(
+            &Tenants::default(),
+            10 << 16,
+            &ev(EventType::NodeDataChanged, "/a/x"),
+        );
         // The queue holds one frame: this event finds no room and the connection is dropped.
-        applier.notify(11 << 16, &ev(EventType::NodeDataChanged, "/a/y"));
+        applier.notify(
+            &Tenants::default(),
+            11 << 16,
+            &ev(EventType::NodeDataChanged, "/a/y"),
+        );
         assert!(applier.conns.is_empty(), "the slow connection is gone");
         // A reply to a read evaluated after zxid 11 (and a later event) must not follow.
         assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 11")));
-        applier.notify(12 << 16, &ev(EventType::NodeDataChanged, "/a/z"));
+        applier.notify(
+            &Tenants::default(),
+            12 << 16,
+            &ev(EventType::NodeDataChanged, "/a/z"),
+        );
         let queued: Vec<Bytes> =
             std::iter::from_fn(|| rx.try_recv().and_then(|q| q.frame())).collect();
         assert_eq!(
@@ -293,9 +324,17 @@ mod tests {
         let (out, mut rx) = crate::pipeline::outbox::outbox(100, 1 << 20);
         applier.add_conn(3, conn(0x30, &out));
         applier.watches.add(3, WatchKind::Recursive, "/");
-        applier.notify(5 << 16, &ev(EventType::NodeCreated, "/n"));
+        applier.notify(
+            &Tenants::default(),
+            5 << 16,
+            &ev(EventType::NodeCreated, "/n"),
+        );
         applier.remove_conn(3);
-        applier.notify(6 << 16, &ev(EventType::NodeDeleted, "/n"));
+        applier.notify(
+            &Tenants::default(),
+            6 << 16,
+            &ev(EventType::NodeDeleted, "/n"),
+        );
         assert!(!out.push_reply(Bytes::from_static(b"reply at zxid 6")));
         let queued: Vec<Bytes> =
             std::iter::from_fn(|| rx.try_recv().and_then(|q| q.frame())).collect();

@@ -88,7 +88,8 @@ impl Conn {
                             crate::admin::metrics::request_done(op, arrived, err);
                             reply_frame(xid, zxid, err, response)
                         }
-                        Ok(Completion::Session { .. }) => return,
+                        // A client's write never completes as a session or a tenant change.
+                        Ok(Completion::Session { .. } | Completion::Tenant { .. }) => return,
                         Ok(Completion::Failed(why)) => {
                             tracing::info!(conn = self.id, %why, "closing connection: write outcome unknown");
                             return;

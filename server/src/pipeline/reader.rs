@@ -49,7 +49,8 @@ fn digest_id(auth: &[u8]) -> Option<String> {
 }
 
 /// The identities a new connection starts with: `ip:<address>`, and `x509:<name>` for a
-/// verified client certificate (as ZooKeeper's X509AuthenticationProvider makes it), plus the
+/// verified client certificate (as ZooKeeper's X509AuthenticationProvider makes it) with
+/// `org:<O>` if the certificate names its organisation, plus the
 /// super identity if that name is one of `--super-identities` (logged: break-glass).
 pub fn initial_identities(
     node: &crate::node::Node,
@@ -66,6 +67,13 @@ pub fn initial_identities(
             scheme: "x509".into(),
             id: identity.name.clone(),
         });
+        // The institution, for `tenant:` ACLs (never an ACL id itself).
+        if let Some(org) = &identity.institution {
+            ids.push(Id {
+                scheme: synod_raft_store::tenants::ORG_SCHEME.into(),
+                id: org.clone(),
+            });
+        }
         if node.cfg.super_identities.contains(&identity.name) {
             tracing::warn!(%peer, session = session_id, identity = %identity.name, "break-glass: certificate grants the super identity");
             ids.push(Id {

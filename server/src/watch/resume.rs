@@ -88,7 +88,9 @@ impl Conn {
     ) -> bool {
         let rel = w.relative_zxid;
         let conn = self.id;
-        let readable = |n: &synod_raft_store::Node| acl::check(&n.acl, perms::READ, auth);
+        // Tenants as of now: the replay is filtered with them off the lock.
+        let auth = tree.tenants().resolve(auth);
+        let readable = |n: &synod_raft_store::Node| acl::check(&n.acl, perms::READ, &auth);
         let mut fired = Vec::new();
         for p in w.data_watches {
             match tree.node(&p) {
@@ -163,7 +165,8 @@ pub struct Replay {
     missed: Events,
     /// The persistent watches resumed: which of `missed` they would have been sent.
     watches: Vec<(WatchKind, String)>,
-    /// The connection's identities: an event it may not READ is left out.
+    /// The connection's identities, tenants resolved when the session resumed: an event it may
+    /// not READ is left out.
     auth: Vec<Id>,
     /// One-shot watches that fire at once, from the current state (no zxid), after the missed
     /// events; bounded by the request that resumed them.

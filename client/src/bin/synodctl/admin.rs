@@ -10,7 +10,7 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use synod_client::tls::TlsOptions;
 
-use crate::cli::ClusterCmd;
+use crate::cli::{ClusterCmd, TenantCmd};
 use crate::output::print_membership;
 
 /// Bound on one admin request: membership changes wait for a learner to catch up (the server's
@@ -259,6 +259,107 @@ async fn list(http: &Admin, admins: &[String], json_out: bool) -> Result<(), Str
             Ok(())
         }
         None => Err(errors.join("; ")),
+    }
+}
+
+/// Runs `synodctl tenant ...` on the first reachable node (any node: a change is proposed
+/// through the leader); prints the tenant table (or, after `add`, the tenant).
+pub async fn tenant(
+    http: &Admin,
+    admins: &[String],
+    cmd: TenantCmd,
+    json_out: bool,
+) -> Result<(), String> {
+    let (method, path, body) = match cmd {
+        TenantCmd::List => (Method::GET, "/tenants".to_string(), None),
+        TenantCmd::Add {
+            name,
+            orgs,
+            x509,
+            digests,
+            max_znodes,
+            max_bytes,
+            max_ephemerals,
+        } => {
+            let mut members: Vec<String> = orgs.iter().map(|o| format!("org:{o}")).collect();
+            members.extend(x509.iter().map(|c| format!("x509:{c}")));
+            for d in &digests {
+                let (user, password) = d
+                    .split_once(':')
+                    .ok_or_else(|| format!("--digest {d:?} is not user:password"))?;
+                members.push(format!(
+                    "digest:{}",
+                    synod_client::digest_id(user, password).id
+                ));
+            }
+            let quota = json!({
+                "znodes": max_znodes, "bytes": max_bytes, "ephemerals": max_ephemerals,
+            });
+            let body = json!({"name": name, "members": members, "quota": quota});
+            (Method::POST, "/tenants".to_string(), Some(body))
+        }
+        TenantCmd::Remove { name } => (Method::DELETE, format!("/tenants/{name}"), None),
+    };
+    let mut errors = Vec::new();
+    for addr in admins {
+        match request(http, addr, method.clone(), &path, body.as_ref()).await {
+            Ok(r) if r.status == 200 => {
+                let v = r.json()?;
+                if json_out {
+                    println!("{v}");
+                } else {
+                    print_tenants(&v);
+                }
+                return Ok(());
+            }
+            // A refusal is the cluster's answer: another node would say the same.
+            Ok(r) if r.status == 400 || r.status == 401 || r.status == 403 => {
+                return Err(describe_error(addr, &r))
+            }
+            Ok(r) => errors.push(describe_error(addr, &r)),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// One line per tenant: name, home, identities, then each resource as used/limit.
+fn print_tenants(v: &Value) {
+    let list = match v {
+        Value::Array(a) => a.clone(),
+        one => vec![one.clone()],
+    };
+    for t in &list {
+        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let members: Vec<String> = t
+            .get("members")
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let used = |r: &str| {
+            let u = t
+                .pointer(&format!("/usage/{r}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            match t.pointer(&format!("/quota/{r}")).and_then(Value::as_u64) {
+                Some(q) => format!("{r}={u}/{q}"),
+                None => format!("{r}={u}"),
+            }
+        };
+        println!(
+            "{}\t{}\t{}\t{} {} {}",
+            s("name"),
+            s("home"),
+            members.join(","),
+            used("znodes"),
+            used("bytes"),
+            used("ephemerals")
+        );
     }
 }
 

@@ -219,6 +219,22 @@ pub enum Command {
         #[command(subcommand)]
         action: ClusterCmd,
     },
+    /// Tenants (institutions) through the admin HTTP port: list, add (or change), remove.
+    /// Operator only. See docs/tenants.md.
+    Tenant {
+        /// Admin HTTP addresses (host:port), comma-separated; the first reachable one is used.
+        #[arg(
+            long,
+            env = "SYNOD_ADMIN",
+            default_value = "127.0.0.1:8081",
+            value_delimiter = ',',
+            global = true
+        )]
+        admin: Vec<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: TenantCmd,
+    },
     /// Take a snapshot now on a node (admin port) and print its metadata.
     Snapshot {
         /// Admin HTTP addresses (host:port), comma-separated; the first reachable one is used.
@@ -263,6 +279,7 @@ impl Command {
             | Command::Watch { path, .. } => Some(path),
             Command::Whoami
             | Command::Cluster { .. }
+            | Command::Tenant { .. }
             | Command::Snapshot { .. }
             | Command::Backup { .. } => None,
         }
@@ -301,6 +318,42 @@ pub enum ClusterCmd {
         /// Skip the safety checks (a majority of the remaining voters reachable and caught up).
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// `synodctl tenant ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// List the tenants with their identities, quotas and usage.
+    List,
+    /// Declare a tenant, or replace a declared one's identities and quotas (what is not given
+    /// is dropped: give the whole declaration). Its home /tenants/<name> becomes private to it.
+    Add {
+        /// The tenant's name (letters, digits, '-', '_', '.').
+        name: String,
+        /// A certificate organisation (subject O) whose certificates belong to it.
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// A certificate common name (subject CN) that belongs to it.
+        #[arg(long = "x509")]
+        x509: Vec<String>,
+        /// A digest identity `user:password` that belongs to it (only its hash is sent).
+        #[arg(long = "digest")]
+        digests: Vec<String>,
+        /// Most znodes its identities may own.
+        #[arg(long)]
+        max_znodes: Option<u64>,
+        /// Most bytes of data in those znodes.
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Most ephemeral znodes among them.
+        #[arg(long)]
+        max_ephemerals: Option<u64>,
+    },
+    /// Forget a tenant; its home and nodes stay (reachable by super only).
+    Remove {
+        /// The tenant's name.
+        name: String,
     },
 }
 

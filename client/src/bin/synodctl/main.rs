@@ -195,6 +195,11 @@ async fn run(cli: Cli) -> CmdResult {
             let done = admin::cluster(&http, &admin, action, cli.json).await;
             return done.map_err(admin_failure);
         }
+        Command::Tenant { admin, action } => {
+            let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
+            let done = admin::tenant(&http, &admin, action, cli.json).await;
+            return done.map_err(admin_failure);
+        }
         Command::Snapshot { admin } => {
             let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
             return admin::snapshot(&http, &admin).await.map_err(admin_failure);

@@ -145,9 +145,10 @@ impl Job {
                     "refusing to delete the root znode",
                 ))
             }
-            Command::Cluster { .. } | Command::Snapshot { .. } | Command::Backup { .. } => {
-                return Err(admin_without_session())
-            }
+            Command::Cluster { .. }
+            | Command::Tenant { .. }
+            | Command::Snapshot { .. }
+            | Command::Backup { .. } => return Err(admin_without_session()),
             _ => Vec::new(),
         };
         Ok(Job { cmd, data })
@@ -232,9 +233,10 @@ impl Ctx {
                 recursive,
                 count,
             } => self.watch(&path, recursive, count).await,
-            Command::Cluster { .. } | Command::Snapshot { .. } | Command::Backup { .. } => {
-                Err(admin_without_session())
-            }
+            Command::Cluster { .. }
+            | Command::Tenant { .. }
+            | Command::Snapshot { .. }
+            | Command::Backup { .. } => Err(admin_without_session()),
         }
     }
 
