@@ -73,9 +73,10 @@ impl Usage {
 
     /// Whether this usage stays within `quota`.
     pub fn within(&self, quota: &Quota) -> bool {
-        quota.znodes.map_or(true, |q| self.znodes <= q)
-            && quota.bytes.map_or(true, |q| self.bytes <= q)
-            && quota.ephemerals.map_or(true, |q| self.ephemerals <= q)
+        let within = |used: u64, limit: Option<u64>| limit.is_none_or(|l| used <= l);
+        within(self.znodes, quota.znodes)
+            && within(self.bytes, quota.bytes)
+            && within(self.ephemerals, quota.ephemerals)
     }
 }
 

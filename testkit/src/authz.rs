@@ -116,11 +116,40 @@ pub async fn sweep(
     root: &str,
     reconnect: bool,
 ) -> Result<Vec<Finding>, String> {
+    sweep_with(ens, root, reconnect, Acl::creator_all()).await
+}
+
+/// The owner's and the other principal's identities (digest ids), e.g. to declare each as a
+/// tenant of its own.
+pub fn principals() -> (synod_client::Id, synod_client::Id) {
+    let id = |cred: &[u8]| {
+        let text = String::from_utf8_lossy(cred);
+        let (user, password) = text.split_once(':').unwrap_or_default();
+        synod_client::digest_id(user, password)
+    };
+    (id(OWNER), id(OTHER))
+}
+
+/// [`sweep`] with the owner's private nodes created with `owner_only` (e.g. a `tenant:` ACL of
+/// the owner's institution) instead of `auth:cdrwa`.
+pub async fn sweep_with(
+    ens: Arc<dyn Ensemble>,
+    root: &str,
+    reconnect: bool,
+    owner_only: Vec<Acl>,
+) -> Result<Vec<Finding>, String> {
     let owner = principal(&*ens, Some(OWNER)).await?;
-    let owner_only = Acl::creator_all();
+    // What a reader without ADMIN is shown of the shared node's ACL: digests masked.
+    let shown_shared = std::iter::once(format!("world:anyone={}", perms::READ))
+        .chain(owner_only.iter().map(|a| match a.id.scheme.as_str() {
+            "digest" | "auth" => format!("digest:owner:x={}", a.perms),
+            scheme => format!("{scheme}:{}={}", a.id.id, a.perms),
+        }))
+        .collect::<Vec<_>>()
+        .join(",");
     let shared_acl = {
         let mut a = Acl::read_unsafe();
-        a.extend(Acl::creator_all());
+        a.extend(owner_only.iter().cloned());
         a
     };
     let secret = format!("{root}/secret");
@@ -185,11 +214,7 @@ pub async fn sweep(
                 .join(","),
             Err(e) => format!("{e:?}"),
         };
-        note(
-            "getACL of a world-readable node",
-            masked,
-            &format!("world:anyone={},digest:owner:x={}", perms::READ, perms::ALL),
-        );
+        note("getACL of a world-readable node", masked, &shown_shared);
         note(
             "getEphemerals",
             short(&c.get_ephemerals(root).await),
