@@ -46,6 +46,11 @@ pub enum StoreError {
     /// identity in two tenants, too many tenants): the message names the rule.
     #[error("{0}")]
     Tenant(String),
+
+    /// The audit trail does not verify: the message names the first record that does not
+    /// follow (edited, removed, reordered) or the replicated head it does not reach.
+    #[error("audit trail: {0}")]
+    Audit(String),
 }
 
 impl StoreError {

@@ -9,9 +9,9 @@
 //! ([`crate::types::encode`]) of a [`TreeImage`]: every znode with its stored fields, and every
 //! session. What the tree derives from those (children sets, each session's ephemerals, the reap
 //! set, the data size, each tenant's usage) is rebuilt on load, so each fact is stored once.
-//! A tree with tenants appends a [`TenantsImage`] (the table, and the owner of every node that
-//! has one); a tree without is encoded exactly as before tenants existed, so a cluster that never
-//! declares one keeps the older format.
+//! A tree with tenants or an audit trail appends an [`ExtensionImage`] (the tenant table, the
+//! owner of every node that has one, the audit chain's head); a tree without either is encoded
+//! exactly as before they existed.
 //!
 //! The file [`SNAPSHOT_FILE`] is the bincode of the snapshot's metadata (openraft's
 //! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. The
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use synod_proto::path::parent;
 use synod_proto::{Acl, Id};
 
+use crate::audit::AuditHead;
 use crate::error::StoreError;
 use crate::tenants::Tenant;
 use crate::tree::{DataTree, Node, NodeKind};
@@ -100,13 +101,15 @@ struct NodeImage {
     acl: Vec<AclImage>,
 }
 
-/// What a tree with tenants adds after its [`TreeImage`].
+/// What a tree with tenants or an audit trail adds after its [`TreeImage`].
 #[derive(Serialize, Deserialize, Default)]
-pub(crate) struct TenantsImage {
+pub(crate) struct ExtensionImage {
     /// The declared tenants, by name.
     tenants: Vec<(String, Tenant)>,
     /// `(i, tenant)`: the node at position `i` of [`TreeImage::nodes`] is owned by `tenant`.
     owners: Vec<(u64, String)>,
+    /// The audit chain's head.
+    audit: AuditHead,
 }
 
 /// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
@@ -128,14 +131,15 @@ pub(crate) struct SessionImage {
 }
 
 impl TreeImage {
-    fn of(tree: &DataTree) -> (Self, Option<TenantsImage>) {
-        let mut ext = TenantsImage {
+    fn of(tree: &DataTree) -> (Self, Option<ExtensionImage>) {
+        let mut ext = ExtensionImage {
             tenants: tree
                 .tenants()
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.clone()))
                 .collect(),
             owners: Vec::new(),
+            audit: *tree.audit_head(),
         };
         let nodes = tree
             .nodes()
@@ -176,13 +180,14 @@ impl TreeImage {
                 passwd: s.passwd.clone(),
             })
             .collect();
-        let ext = (!ext.tenants.is_empty() || !ext.owners.is_empty()).then_some(ext);
+        let ext = (!ext.tenants.is_empty() || !ext.owners.is_empty() || ext.audit.count > 0)
+            .then_some(ext);
         (TreeImage { nodes, sessions }, ext)
     }
 
     /// Rebuilds the tree; an image that no tree produces (a path twice, no root, a node without
     /// its parent, an ephemeral without its session) is `Corrupt`.
-    fn into_tree(self, ext: TenantsImage) -> Result<DataTree, StoreError> {
+    fn into_tree(self, ext: ExtensionImage) -> Result<DataTree, StoreError> {
         let count = self.nodes.len();
         let mut owners = ext.owners.into_iter().peekable();
         let nodes = self
@@ -234,7 +239,8 @@ impl TreeImage {
             ));
         }
         let tenants = ext.tenants.len();
-        let tree = DataTree::from_parts(nodes, sessions, ext.tenants);
+        let mut tree = DataTree::from_parts(nodes, sessions, ext.tenants);
+        *tree.audit_head_mut() = ext.audit;
         if tree.tenants().iter().count() != tenants {
             return corrupt(format!("{tenants} tenants for fewer distinct names"));
         }
@@ -276,14 +282,14 @@ pub(crate) fn encode_tree(tree: &DataTree) -> Result<Vec<u8>, StoreError> {
 pub(crate) fn decode_tree(data: &[u8]) -> Result<DataTree, StoreError> {
     let (image, rest) = decode_image(data)?;
     let ext = match rest {
-        [] => TenantsImage::default(),
-        rest => decode::<TenantsImage>(rest)?,
+        [] => ExtensionImage::default(),
+        rest => decode::<ExtensionImage>(rest)?,
     };
     image.into_tree(ext)
 }
 
 /// Splits a snapshot's data into its [`TreeImage`] and the bytes after it (an encoded
-/// [`TenantsImage`], or nothing).
+/// [`ExtensionImage`], or nothing).
 pub(crate) fn decode_image(data: &[u8]) -> Result<(TreeImage, &[u8]), StoreError> {
     let (image, used): (TreeImage, usize) =
         bincode::serde::decode_from_slice(data, crate::types::bincode_config())?;

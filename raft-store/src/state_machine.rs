@@ -25,7 +25,9 @@ use synod_proto::jute::Reader;
 use synod_proto::{ErrorCode, Id, OpCode, Request};
 use tokio::sync::watch;
 
+use crate::audit::{AuditAction, AuditRecord, AuditStore, StoredRecord};
 use crate::snapshot::{self, Persisted};
+use crate::tenants::Tenants;
 use crate::tree::{Applied, Caller, DataTree, Event, Txn};
 use crate::types::{Command, CommandResult, NodeId, TenantChange, TypeConfig};
 
@@ -114,6 +116,42 @@ pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The audit records made while applying entries (`None`: auditing is off), written to the
+/// [`AuditStore`] once the entries are applied.
+type Trail<'a> = Option<&'a mut Vec<StoredRecord>>;
+
+/// Appends the record of the change at `zxid` to the tree's chain and to `trail`.
+fn audit(
+    tree: &mut DataTree,
+    trail: &mut Trail<'_>,
+    zxid: i64,
+    time_ms: Option<i64>,
+    session: i64,
+    auth: &[Id],
+    action: AuditAction,
+) {
+    let Some(trail) = trail else {
+        return;
+    };
+    let tenant = Tenants::owner_of(&tree.tenants().resolve(auth)).map(|t| t.to_string());
+    let record = AuditRecord {
+        zxid,
+        time_ms,
+        session,
+        identities: auth
+            .iter()
+            .map(|id| format!("{}:{}", id.scheme, id.id))
+            .collect(),
+        tenant,
+        action,
+    };
+    match tree.audit_head_mut().append(record) {
+        Ok(stored) => trail.push(stored),
+        // Deterministic (the same bytes fail alike everywhere), and never expected.
+        Err(e) => tracing::error!(%e, zxid, "audit: cannot encode a record"),
+    }
+}
+
 /// Applies one command to the tree; returns the result for openraft and tells the observer.
 /// `position` is the command's place in its batch (0 for a lone command).
 fn apply_command<X: ApplyObserver>(
@@ -121,13 +159,14 @@ fn apply_command<X: ApplyObserver>(
     index: u64,
     position: usize,
     cmd: &Command,
+    trail: &mut Trail<'_>,
 ) -> CommandResult {
     let zxid = crate::types::zxid(index, position);
     if let Command::Batch(cmds) = cmd {
         debug_assert!(cmds.len() <= crate::types::MAX_BATCH, "oversized batch");
         for (i, c) in cmds.iter().enumerate() {
             debug_assert!(!matches!(c, Command::Batch(_)), "nested batch");
-            apply_command(r, index, i, c);
+            apply_command(r, index, i, c, trail);
         }
         return CommandResult::None;
     }
@@ -138,10 +177,24 @@ fn apply_command<X: ApplyObserver>(
         } => {
             let session_id = crate::types::session_id(index, position);
             tree.create_session(session_id, *timeout_ms, passwd.clone());
+            let action = AuditAction::SessionOpened {
+                timeout_ms: *timeout_ms,
+            };
+            audit(tree, trail, zxid, None, session_id, &[], action);
             observer.on_apply(tree, zxid, cmd, Outcome::SessionCreated { session_id });
             CommandResult::Session { session_id }
         }
-        Command::CloseSession { session_id, .. } => {
+        Command::CloseSession { session_id, origin } => {
+            let expired = origin.is_none();
+            audit(
+                tree,
+                trail,
+                zxid,
+                None,
+                *session_id,
+                &[],
+                AuditAction::SessionClosed { expired },
+            );
             let events = tree.close_session(zxid, *session_id);
             observer.on_apply(
                 tree,
@@ -169,9 +222,9 @@ fn apply_command<X: ApplyObserver>(
                     id: i.clone(),
                 })
                 .collect();
-            let applied = match OpCode::from_i32(*opcode)
-                .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok())
-            {
+            let request = OpCode::from_i32(*opcode)
+                .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok());
+            let applied = match &request {
                 Some(req) => {
                     let txn = Txn {
                         zxid,
@@ -181,10 +234,27 @@ fn apply_command<X: ApplyObserver>(
                             auth: &auth,
                         },
                     };
-                    tree.apply(txn, &req)
+                    tree.apply(txn, req)
                 }
                 None => Applied::error(ErrorCode::MarshallingError),
             };
+            let action = match &request {
+                Some(req) => AuditAction::of_write(req, &applied),
+                None => AuditAction::Write {
+                    op: format!("opcode {opcode}"),
+                    err: applied.err.as_i32(),
+                    ops: Vec::new(),
+                },
+            };
+            audit(
+                tree,
+                trail,
+                zxid,
+                Some(*time_ms),
+                *session_id,
+                &auth,
+                action,
+            );
             observer.on_apply(tree, zxid, cmd, Outcome::Write { applied: &applied });
             CommandResult::Write {
                 err: applied.err.as_i32(),
@@ -192,8 +262,17 @@ fn apply_command<X: ApplyObserver>(
         }
         Command::Reap { time_ms, paths } => {
             let mut events = Vec::new();
+            let mut reaped = Vec::new();
             for p in paths {
-                events.extend(tree.reap(zxid, *time_ms, p));
+                let deleted = tree.reap(zxid, *time_ms, p);
+                if !deleted.is_empty() {
+                    reaped.push(p.clone());
+                }
+                events.extend(deleted);
+            }
+            if !reaped.is_empty() {
+                let action = AuditAction::Reaped { paths: reaped };
+                audit(tree, trail, zxid, Some(*time_ms), 0, &[], action);
             }
             observer.on_apply(tree, zxid, cmd, Outcome::Reaped { events: &events });
             CommandResult::None
@@ -214,6 +293,11 @@ fn apply_command<X: ApplyObserver>(
                 Ok(events) => (&events[..], None),
                 Err(why) => (&[][..], Some(why.as_str())),
             };
+            let action = AuditAction::Tenant {
+                change: change.to_string(),
+                refused: refused.map(str::to_string),
+            };
+            audit(tree, trail, zxid, Some(*time_ms), 0, &[], action);
             observer.on_apply(tree, zxid, cmd, Outcome::Tenant { events, refused });
             CommandResult::None
         }
@@ -232,6 +316,8 @@ pub struct StateMachine<X> {
     dir: PathBuf,
     /// See [`Persisted`].
     persisted: Persisted,
+    /// Where audit records go (`None`: auditing is off, and no record is made).
+    audit: Option<AuditStore>,
 }
 
 impl<X: ApplyObserver> StateMachine<X> {
@@ -239,7 +325,7 @@ impl<X: ApplyObserver> StateMachine<X> {
     /// ([`snapshot::load_latest`]: a snapshot file that does not decode is an error, not an empty
     /// tree). The time the load took is logged; openraft then replays the committed log after
     /// the snapshot.
-    pub fn open(dir: &Path, observer: X) -> Result<Self, SErr> {
+    pub fn open(dir: &Path, observer: X, audit: Option<AuditStore>) -> Result<Self, SErr> {
         std::fs::create_dir_all(dir).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let (tree, last_applied, membership) = match snapshot::load_latest(dir)
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?
@@ -258,6 +344,7 @@ impl<X: ApplyObserver> StateMachine<X> {
             applied_tx: Arc::new(watch::channel(applied).0),
             dir: dir.to_path_buf(),
             persisted: Arc::new(Mutex::new(last_applied)),
+            audit,
         })
     }
 
@@ -284,6 +371,9 @@ pub struct SnapshotBuilder {
     dir: PathBuf,
     /// Shared with the state machine; see [`Persisted`].
     persisted: Persisted,
+    /// The audit trail, made durable up to the snapshot before the snapshot is (the log
+    /// before it may be purged once it is).
+    audit: Option<AuditStore>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -304,7 +394,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         let (dir, persisted, to_write) = (self.dir.clone(), self.persisted.clone(), meta.clone());
+        let audit = self.audit.clone();
         let (wrote, data) = tokio::task::spawn_blocking(move || {
+            if let Some(a) = &audit {
+                a.sync()
+                    .map_err(|e| StorageIOError::write_snapshot(Some(to_write.signature()), &e))?;
+            }
             snapshot::persist_snapshot(&dir, &persisted, &to_write, &data)
                 .map(|wrote| (wrote, data))
                 .map_err(|e| StorageIOError::write_snapshot(Some(to_write.signature()), &e))
@@ -350,7 +445,9 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
+        let mut records = Vec::new();
         let last = {
+            let mut trail: Trail<'_> = self.audit.as_ref().map(|_| &mut records);
             let mut r = lock(&self.replica);
             for entry in entries {
                 debug_assert!(
@@ -362,10 +459,16 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
                     EntryPayload::Blank => CommandResult::None,
                     EntryPayload::Membership(m) => {
                         r.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        let action = AuditAction::Membership {
+                            voters: m.voter_ids().collect(),
+                            learners: m.learner_ids().collect(),
+                        };
+                        let zxid = crate::types::zxid(entry.log_id.index, 0);
+                        audit(&mut r.tree, &mut trail, zxid, None, 0, &[], action);
                         CommandResult::None
                     }
                     EntryPayload::Normal(cmd) => {
-                        let result = apply_command(&mut r, entry.log_id.index, 0, cmd);
+                        let result = apply_command(&mut r, entry.log_id.index, 0, cmd, &mut trail);
                         r.observer.on_entry_applied(entry.log_id.index);
                         result
                     }
@@ -374,6 +477,16 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             }
             r.applied_index()
         };
+        // Before the entries are published as applied: a reader of the trail (GET /audit)
+        // that has seen an entry's effect finds its record.
+        if let Some(store) = &self.audit {
+            store.append(&records).map_err(|e| {
+                e.to_storage(
+                    openraft::ErrorSubject::StateMachine,
+                    openraft::ErrorVerb::Write,
+                )
+            })?;
+        }
         self.applied_tx.send_replace(last);
         Ok(results)
     }
@@ -386,6 +499,7 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
             membership: r.membership.clone(),
             dir: self.dir.clone(),
             persisted: self.persisted.clone(),
+            audit: self.audit.clone(),
         }
     }
 
@@ -402,10 +516,17 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
         let data = snapshot.into_inner();
         // Decoding the tree and writing the file block: off the async workers.
         let (dir, persisted, to_write) = (self.dir.clone(), self.persisted.clone(), meta.clone());
+        let audit = self.audit.clone();
         let tree = tokio::task::spawn_blocking(move || -> Result<DataTree, SErr> {
             let sig = Some(to_write.signature());
             let tree = snapshot::decode_tree(&data)
                 .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+            // The entries the snapshot covers are not applied here: the trail goes on from
+            // the snapshot's head (see `crate::audit`).
+            if let Some(a) = &audit {
+                a.anchor(tree.audit_head())
+                    .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+            }
             snapshot::persist_snapshot(&dir, &persisted, &to_write, &data)
                 .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
             Ok(tree)

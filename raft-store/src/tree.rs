@@ -20,6 +20,7 @@ use synod_proto::{
 };
 
 use crate::acl;
+use crate::audit::AuditHead;
 use crate::error::StoreError;
 use crate::tenants::{self, Tenant, Tenants};
 
@@ -205,6 +206,9 @@ pub struct DataTree {
     open_acl: Arc<[Acl]>,
     /// The declared tenants and what each uses; empty in a cluster that behaves as ZooKeeper.
     tenants: Tenants,
+    /// The audit chain's head as of the last applied entry (zero with auditing off): the state
+    /// machine appends to it, snapshots and the digest carry it, so replicas agree on it.
+    audit: AuditHead,
 }
 
 impl Default for DataTree {
@@ -233,6 +237,7 @@ impl DataTree {
             data_bytes: 0,
             open_acl: open_acl.clone(),
             tenants: Tenants::default(),
+            audit: AuditHead::default(),
         };
         let mk = |children: &[&str]| Node {
             czxid: 0,
@@ -291,6 +296,16 @@ impl DataTree {
     /// The tenant table and usage.
     pub fn tenants(&self) -> &Tenants {
         &self.tenants
+    }
+
+    /// The audit chain's head.
+    pub fn audit_head(&self) -> &AuditHead {
+        &self.audit
+    }
+
+    /// The audit chain's head, for the state machine to append to (and a snapshot to restore).
+    pub fn audit_head_mut(&mut self) -> &mut AuditHead {
+        &mut self.audit
     }
 
     /// Every node, in no particular order (snapshots, digests).
@@ -1061,6 +1076,11 @@ impl DataTree {
             w.int(id);
             w.int(i64::from(s.timeout_ms));
             w.bytes(&s.passwd);
+        }
+        if self.audit.count > 0 {
+            w.int(self.audit.count as i64);
+            w.int(self.audit.zxid);
+            w.bytes(&self.audit.hash);
         }
         if !self.tenants.is_empty() {
             w.int(self.tenants.iter().count() as i64);

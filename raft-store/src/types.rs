@@ -96,6 +96,30 @@ pub enum TenantChange {
     Remove { name: String },
 }
 
+impl std::fmt::Display for TenantChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TenantChange::Declare { name, tenant } => {
+                let members: Vec<String> = tenant
+                    .members
+                    .iter()
+                    .map(|(s, i)| format!("{s}:{i}"))
+                    .collect();
+                let q = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                write!(
+                    f,
+                    "declare {name} members=[{}] quota znodes={} bytes={} ephemerals={}",
+                    members.join(","),
+                    q(tenant.quota.znodes),
+                    q(tenant.quota.bytes),
+                    q(tenant.quota.ephemerals)
+                )
+            }
+            TenantChange::Remove { name } => write!(f, "remove {name}"),
+        }
+    }
+}
+
 /// The most commands one batch entry carries; it also bounds a session id's position bits.
 pub const MAX_BATCH: usize = 4096;
 

@@ -20,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine<()>, tempfile::TempDir> for
             .map_err(|e| StoreError::Io(e).to_storage(ErrorSubject::Store, ErrorVerb::Write))?;
         let log = LogStore::open(&dir.path().join("log"))
             .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))?;
-        let sm = StateMachine::open(&dir.path().join("sm"), ())?;
+        let sm = StateMachine::open(&dir.path().join("sm"), (), None)?;
         Ok((dir, log, sm))
     }
 }

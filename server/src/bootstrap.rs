@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft};
+use synod_raft_store::audit::AuditStore;
 use synod_raft_store::log_store::LogStore;
 use synod_raft_store::state_machine::StateMachine;
 use synod_raft_store::NodeId;
@@ -40,8 +41,22 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     });
     let log_store = LogStore::open(&cfg.data_dir.join("raft-log"))
         .map_err(|e| ServerError::Storage(e.to_string()))?;
-    let sm = StateMachine::open(&cfg.data_dir.join("state"), Applier::new(cfg.id))
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let audit = match cfg.audit {
+        crate::config::AuditMode::On => Some(
+            AuditStore::open(&cfg.data_dir.join("audit"))
+                .map_err(|e| ServerError::Storage(format!("audit trail: {e}")))?,
+        ),
+        crate::config::AuditMode::Off => {
+            tracing::warn!("--audit off: no change is recorded (for measuring only)");
+            None
+        }
+    };
+    let sm = StateMachine::open(
+        &cfg.data_dir.join("state"),
+        Applier::new(cfg.id),
+        audit.clone(),
+    )
+    .map_err(|e| ServerError::Storage(e.to_string()))?;
     let replica = sm.replica();
     let applied = sm.applied();
     let raft_cfg = openraft::Config {
@@ -82,6 +97,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         raft,
         replica,
         applied,
+        audit,
         pool,
         local,
         proposals: ptx,
@@ -101,6 +117,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(crate::session::reaper::session_loop(node.clone()));
     tokio::spawn(initialize_cluster(node.clone()));
     tokio::spawn(report_replay(node.clone()));
+    tokio::spawn(crate::admin::audit::retention_loop(node.clone()));
     Ok(node)
 }
 

@@ -34,6 +34,17 @@ pub enum ReadConsistency {
     Session,
 }
 
+/// Whether the replicated audit trail is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    /// Every change is recorded (the default).
+    On,
+    /// No record is made: only for measuring what auditing costs. Every member must agree, or
+    /// their digests differ.
+    Off,
+}
+
 /// The `synod` command line. Every flag may also be set in the TOML file given with `--config`
 /// (same names, with `_` for `-`); flags win over the file.
 #[derive(Debug, Parser)]
@@ -168,6 +179,13 @@ pub struct Args {
     /// needs only this node's own entry.
     #[arg(long)]
     pub join: bool,
+    /// Keep the replicated audit trail (`on`, the default) or not (`off`: for measuring its
+    /// cost only; every member must agree).
+    #[arg(long, value_enum)]
+    pub audit: Option<AuditMode>,
+    /// Days an audit record is kept (0: forever).
+    #[arg(long)]
+    pub audit_retention_days: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -209,6 +227,8 @@ struct FileConfig {
     max_queued_bytes_per_connection: Option<usize>,
     log_format: Option<LogFormat>,
     join: Option<bool>,
+    audit: Option<AuditMode>,
+    audit_retention_days: Option<u64>,
 }
 
 /// A validated node configuration.
@@ -258,6 +278,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Started with --join: never bootstraps a cluster; waits to be added by a leader.
     pub join: bool,
+    /// Whether the audit trail is kept (`<data-dir>/audit`).
+    pub audit: AuditMode,
+    /// How long an audit record is kept (`None`: forever).
+    pub audit_retention: Option<Duration>,
 }
 
 /// A CA, certificate and key given together (all three or none) under flags named `prefix`.
@@ -488,6 +512,15 @@ impl Config {
                 .unwrap_or(8 << 20),
             log_format,
             join: args.join || file.join.unwrap_or(false),
+            audit: args.audit.or(file.audit).unwrap_or(AuditMode::On),
+            audit_retention: match args
+                .audit_retention_days
+                .or(file.audit_retention_days)
+                .unwrap_or(365)
+            {
+                0 => None,
+                days => Some(Duration::from_secs(days.saturating_mul(86_400))),
+            },
             members,
             peer_routes,
         };

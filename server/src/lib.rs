@@ -29,6 +29,7 @@
 //! [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
+pub mod audit;
 pub mod backup;
 pub mod bootstrap;
 pub mod clock;

@@ -1,6 +1,7 @@
 //! The `synod` binary: parses the configuration, sets up logging and runs the node until SIGINT or
-//! SIGTERM; `synod restore ...` prepares a data directory from a backup instead, and
-//! `synod certs ...` issues a CA and node and client certificates.
+//! SIGTERM; `synod restore ...` prepares a data directory from a backup instead,
+//! `synod certs ...` issues a CA and node and client certificates, and `synod audit ...`
+//! verifies or exports a stopped node's audit trail.
 
 use clap::Parser;
 
@@ -16,6 +17,10 @@ fn main() -> std::process::ExitCode {
         }
         // Certificates are written with their own modes (keys 0600, certificates 0644).
         Some("certs") => return certs(std::env::args().skip(1)),
+        Some("audit") => {
+            private_files();
+            return audit(std::env::args().skip(1));
+        }
         _ => private_files(),
     }
     let cfg = match Config::load(Args::parse()) {
@@ -115,6 +120,21 @@ fn certs(args: impl Iterator<Item = String>) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("synod certs: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// `synod audit verify --data-dir D | --export F`, `synod audit export --data-dir D`.
+fn audit(args: impl Iterator<Item = String>) -> std::process::ExitCode {
+    let args = synod_server::audit::AuditArgs::parse_from(args);
+    match synod_server::audit::run(args) {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("synod audit: {e}");
             std::process::ExitCode::from(2)
         }
     }

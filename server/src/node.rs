@@ -44,6 +44,9 @@ pub struct Node {
     pub replica: SharedReplica<Applier>,
     /// The last applied index, for readers waiting to catch up.
     pub applied: watch::Receiver<u64>,
+    /// The audit trail's records (`None` with `--audit off`); apply writes them, the admin
+    /// port reads them.
+    pub audit: Option<synod_raft_store::audit::AuditStore>,
     /// Connections to the other members.
     pub pool: PeerPool,
     /// Who this node is on the peer port (id, cluster id, TLS), shared with `pool`.

@@ -46,6 +46,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     fn not_leader(node: &Node) -> ApiError {
         let leader = node.leader();
         let message = match &leader {

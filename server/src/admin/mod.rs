@@ -1,6 +1,7 @@
 //! The admin HTTP port (axum): every route is listed in [`router`]. Handlers live by concern —
 //! [`http`] (health, readiness, status, sessions, watches, tree, digest, four-letter words),
-//! [`membership`] (changes), [`tenants`] (the tenant table), [`snapshot`] (trigger, download),
+//! [`membership`] (changes), [`tenants`] (the tenant table), [`audit`] (the audit trail),
+//! [`snapshot`] (trigger, download),
 //! [`metrics`] (Prometheus), [`ui`]
 //! (the dashboard) — and render [`views`], the plain-data views that [`fourletter`] renders too
 //! (the four-letter words are also answered on the client port, which never reaches axum).
@@ -10,6 +11,7 @@
 //! docs/admin-api.md documents each endpoint.
 
 pub mod access;
+pub mod audit;
 pub mod fourletter;
 pub mod http;
 pub mod listener;
@@ -59,6 +61,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/members/promote", post(membership::promote))
         .route("/members/remove", post(membership::remove))
         .route("/tenants", get(tenants::list).post(tenants::declare))
+        .route("/audit", get(audit::query))
+        .route("/audit/verify", get(audit::verify))
         .route("/tenants/{name}", axum::routing::delete(tenants::remove))
         .route(
             "/snapshot",

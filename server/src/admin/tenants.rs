@@ -19,6 +19,9 @@ use crate::pipeline::pending::Completion;
 
 /// How long a change may take to commit and apply here.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a declaration whose outcome is unknown is made, and the pause between tries.
+const RETRIES: u32 = 5;
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// One tenant as the API shows it.
 #[derive(Debug, Serialize)]
@@ -83,8 +86,22 @@ pub async fn declare(
         members,
         quota: req.quota,
     };
-    let name = req.name.clone();
-    change(&node, TenantChange::Declare { name, tenant }).await?;
+    let declare = TenantChange::Declare {
+        name: req.name.clone(),
+        tenant,
+    };
+    // A declaration is idempotent: one whose outcome is unknown (a forward to the leader
+    // failed: a new leader, a peer connection just restarted) is simply made again.
+    let mut attempt = 1;
+    loop {
+        match change(&node, declare.clone()).await {
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE && attempt < RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            done => break done?,
+        }
+    }
     views(&node)
         .into_iter()
         .find(|t| t.name == req.name)

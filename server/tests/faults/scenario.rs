@@ -325,6 +325,8 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         .map_err(|e| format!("no leader after healing: {e}"))?;
     if let Err(e) = converge(&ens, &members).await {
         details.push(e);
+    } else if let Err(e) = blocking(|| audit_agrees(&ens, &members)) {
+        details.push(e);
     }
     if spec.fault == Fault::SnapshotCatchUp && !fault_log.iter().any(|l| l.contains("snapshot")) {
         details.push(format!(
@@ -527,6 +529,71 @@ async fn converge(ens: &SynodEnsemble, members: &[usize]) -> Result<(), String> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(format!("replicas did not converge to one digest: {last:?}"))
+}
+
+/// Once the replicas have converged: every member's audit trail verifies up to the same
+/// replicated head, and the records all of them hold (from the latest start among them, a
+/// member that installed a snapshot starting later) are the same records.
+fn audit_agrees(ens: &SynodEnsemble, members: &[usize]) -> Result<(), String> {
+    let mut heads = Vec::new();
+    let mut starts = Vec::new();
+    for &i in members {
+        let (code, v) = ens
+            .json(i, "GET", "/audit/verify", None)
+            .ok_or_else(|| format!("node {i}: GET /audit/verify did not answer"))?;
+        if code != 200 || v["ok"] != true || v["head_matched"] != true {
+            return Err(format!("node {i}: its audit trail does not verify: {v}"));
+        }
+        heads.push(v["head"].clone());
+        // Where this member's records restart last (an installed snapshot), or begin.
+        let (_, q) = ens
+            .json(i, "GET", "/audit?limit=1", None)
+            .ok_or_else(|| format!("node {i}: GET /audit did not answer"))?;
+        let anchored = q["anchors"]
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(|a| a["zxid"].as_i64())
+            .map(|z| z + 1);
+        let first = q["records"][0]["zxid"].as_i64();
+        starts.push(anchored.or(first).unwrap_or(0));
+    }
+    if heads.iter().any(|h| *h != heads[0]) {
+        return Err(format!("the replicas' audit heads differ: {heads:?}"));
+    }
+    let since = starts.iter().copied().max().unwrap_or(0);
+    let trail = |i: usize| -> Result<Vec<(i64, String)>, String> {
+        let (_, v) = ens
+            .json(i, "GET", &format!("/audit?since={since}&limit=2000"), None)
+            .ok_or_else(|| format!("node {i}: GET /audit did not answer"))?;
+        Ok(v["records"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|x| (x["zxid"].as_i64().unwrap_or(-1), x["hash"].to_string()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    };
+    let first = trail(members[0])?;
+    if first.is_empty() {
+        return Err(format!("no audit records after zxid {since:#x}"));
+    }
+    for &i in &members[1..] {
+        if trail(i)? != first {
+            return Err(format!(
+                "node {i} holds other audit records after zxid {since:#x} than node {}",
+                members[0]
+            ));
+        }
+    }
+    eprintln!(
+        "  audit: {} replicas verify up to the same head {}; their first {} records from zxid \
+         {since:#x} are equal",
+        members.len(),
+        heads[0],
+        first.len()
+    );
+    Ok(())
 }
 
 /// The final state of the register znodes, read through the leader.

@@ -1,0 +1,678 @@
+//! The audit trail: one record per replicated change — every client write (refused ones too),
+//! session opened or closed, reap, tenant change and membership change — made in apply from the
+//! entry itself, so it is identical on every replica and ordered with the change. The records
+//! form a SHA-256 hash chain; the chain's head is part of the replicated state (the tree's
+//! [`AuditHead`], in snapshots and in the digest), so a replica whose trail diverges, or a
+//! record edited or removed afterwards, is detected. The records live in their own RocksDB
+//! database beside the Raft log (`<data-dir>/audit`), with their own retention.
+//!
+//! # Durability
+//!
+//! Records are written when their entry is applied, without an fsync of their own: a crash
+//! loses at most records whose entries are still in the Raft log, and replaying the log after
+//! the latest snapshot writes them again, byte for byte (apply is deterministic). Before a
+//! snapshot is persisted (after which the log before it may be purged), [`AuditStore::sync`]
+//! makes every record up to it durable.
+//!
+//! # Gaps
+//!
+//! A replica that catches up by installing a leader's snapshot does not apply the entries the
+//! snapshot covers, so it has no records for them: it notes an *anchor* (the snapshot's head)
+//! and its trail goes on from there. Retention deletes the oldest records and keeps the last
+//! deleted record's hash as the *start* anchor. [`verify`] checks each stretch of the chain and
+//! names the first record that does not follow.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use synod_proto::{MultiResult, Request, Response};
+
+use crate::error::StoreError;
+use crate::tree::Applied;
+use crate::types::{decode, encode};
+
+/// Column family of the records, keyed by zxid (8 bytes, big-endian: scans go in zxid order).
+const CF_RECORDS: &str = "records";
+/// Column family of the anchors.
+const CF_META: &str = "meta";
+/// Key of the anchors in [`CF_META`].
+const KEY_ANCHORS: &[u8] = b"anchors";
+
+/// A SHA-256 hash.
+pub type Hash = [u8; 32];
+
+/// The chain's head as of the last applied entry: part of the replicated state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// How many records the chain holds since the cluster began.
+    pub count: u64,
+    /// The zxid of the last record (0 before any).
+    pub zxid: i64,
+    /// The hash of the last record (zeros before any).
+    pub hash: Hash,
+}
+
+impl AuditHead {
+    /// Appends `record` (whose zxid must follow the head's): returns it as stored.
+    pub fn append(&mut self, record: AuditRecord) -> Result<StoredRecord, StoreError> {
+        // The first record may be at zxid 0: the initial membership is log entry 0.
+        debug_assert!(
+            record.zxid > self.zxid || self.count == 0,
+            "audit records out of zxid order"
+        );
+        let hash = chain(&self.hash, &record)?;
+        let stored = StoredRecord {
+            prev: self.hash,
+            hash,
+            record,
+        };
+        self.count += 1;
+        self.zxid = stored.record.zxid;
+        self.hash = hash;
+        Ok(stored)
+    }
+}
+
+/// `SHA-256(prev ‖ bincode(record))`.
+pub fn chain(prev: &Hash, record: &AuditRecord) -> Result<Hash, StoreError> {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(encode(record)?);
+    Ok(h.finalize().into())
+}
+
+/// Who made a change, what it was, when, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The change's zxid (the entry's log index and the command's position in it).
+    pub zxid: i64,
+    /// The proposer's wall-clock time (ms since the epoch), if the entry carries one (session
+    /// opens and closes do not).
+    pub time_ms: Option<i64>,
+    /// The caller's session (0: none — an operator's or the leader's own action).
+    pub session: i64,
+    /// The caller's identities as stamped by the proposer (`ip:<client address>`,
+    /// `x509:<CN>`, `org:<O>`, `digest:<user>:<hash>`).
+    pub identities: Vec<String>,
+    /// The tenant the identities resolved to, as of the entry.
+    pub tenant: Option<String>,
+    /// What was done.
+    pub action: AuditAction,
+}
+
+/// What an audited change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditAction {
+    /// A client write (a multi lists each op): the outcome's ZooKeeper error code (0: done).
+    Write {
+        /// The opcode's name (`create`, `setData`, `multi`, ...).
+        op: String,
+        /// The reply's error code.
+        err: i32,
+        /// Each op's path, name and own error code (one for a single write).
+        ops: Vec<AuditOp>,
+    },
+    /// A session was opened.
+    SessionOpened { timeout_ms: i32 },
+    /// A session ended: closed by its client, or expired (`expired`).
+    SessionClosed { expired: bool },
+    /// The leader deleted container or TTL nodes that were due.
+    Reaped { paths: Vec<String> },
+    /// An operator changed the tenant table; `refused` says why it changed nothing.
+    Tenant {
+        change: String,
+        refused: Option<String>,
+    },
+    /// The cluster's membership changed (voters and learners after the change).
+    Membership {
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+    },
+}
+
+impl AuditAction {
+    /// The audit of client write `req` that apply answered with `applied`.
+    pub fn of_write(req: &Request, applied: &Applied) -> AuditAction {
+        let err = applied.err.as_i32();
+        let ops = match (req, &applied.response) {
+            (Request::Multi(ops), Response::Multi(results)) => ops
+                .iter()
+                .zip(results)
+                .map(|(op, res)| {
+                    let (path, err, version) = match res {
+                        MultiResult::Create { path, stat } => {
+                            (path.clone(), 0, stat.map(|s| s.version))
+                        }
+                        MultiResult::SetData { stat } => {
+                            (op.path().to_string(), 0, Some(stat.version))
+                        }
+                        MultiResult::Error(code) => (op.path().to_string(), code.as_i32(), None),
+                        _ => (op.path().to_string(), 0, None),
+                    };
+                    AuditOp {
+                        op: op.opcode().name().to_string(),
+                        path,
+                        err,
+                        version,
+                    }
+                })
+                .collect(),
+            (Request::Multi(ops), _) => ops
+                .iter()
+                .map(|op| AuditOp {
+                    op: op.opcode().name().to_string(),
+                    path: op.path().to_string(),
+                    err,
+                    version: None,
+                })
+                .collect(),
+            (req, response) => {
+                let requested = match req {
+                    Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => {
+                        r.path.as_str()
+                    }
+                    Request::CreateTtl(r) => r.path.as_str(),
+                    Request::Delete(r) => r.path.as_str(),
+                    Request::SetData(r) => r.path.as_str(),
+                    Request::SetAcl(r) => r.path.as_str(),
+                    Request::Check(r) => r.path.as_str(),
+                    _ => "",
+                };
+                let (path, version) = match response {
+                    Response::Create(r) => (r.path.clone(), Some(0)),
+                    Response::Create2(r) => (r.path.clone(), Some(r.stat.version)),
+                    Response::Stat(s) if matches!(req, Request::SetData(_)) => {
+                        (requested.to_string(), Some(s.version))
+                    }
+                    _ => (requested.to_string(), None),
+                };
+                vec![AuditOp {
+                    op: req.opcode().name().to_string(),
+                    path,
+                    err,
+                    version,
+                }]
+            }
+        };
+        AuditAction::Write {
+            op: req.opcode().name().to_string(),
+            err,
+            ops,
+        }
+    }
+}
+
+/// One op of an audited write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditOp {
+    pub op: String,
+    pub path: String,
+    /// Its own error code (in a failed multi: 0 before the failing op, -2 after it).
+    pub err: i32,
+    /// The node's data version after the op, where the reply says it.
+    pub version: Option<i32>,
+}
+
+/// A record as stored: with the hash of the one before it and its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub prev: Hash,
+    pub hash: Hash,
+    pub record: AuditRecord,
+}
+
+/// A record as exported (JSON lines: `GET /audit`, `synod audit export`) and read back by
+/// `synod audit verify --export`: the record's fields, with the hashes in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedRecord {
+    pub prev: String,
+    pub hash: String,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+impl From<&StoredRecord> for ExportedRecord {
+    fn from(r: &StoredRecord) -> Self {
+        ExportedRecord {
+            prev: hex(&r.prev),
+            hash: hex(&r.hash),
+            record: r.record.clone(),
+        }
+    }
+}
+
+impl TryFrom<ExportedRecord> for StoredRecord {
+    type Error = StoreError;
+
+    fn try_from(e: ExportedRecord) -> Result<Self, StoreError> {
+        Ok(StoredRecord {
+            prev: unhex(&e.prev)?,
+            hash: unhex(&e.hash)?,
+            record: e.record,
+        })
+    }
+}
+
+/// Lowercase hex of a hash.
+pub fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hash from its hex; anything else is an `Audit` error.
+pub fn unhex(s: &str) -> Result<Hash, StoreError> {
+    let bad = || StoreError::Audit(format!("{s:?} is not a SHA-256 hash in hex"));
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Where the chain restarts: after a snapshot install (records before it were never applied
+/// here) or a retention prune (records up to it were deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The zxid of the last record the anchor stands for.
+    pub zxid: i64,
+    /// That record's hash: the next record here must chain from it.
+    pub hash: Hash,
+}
+
+/// The records of one replica. Cheap to clone (shared database).
+#[derive(Clone)]
+pub struct AuditStore {
+    db: Arc<DB>,
+}
+
+impl AuditStore {
+    /// Opens (creating if missing) the trail in `dir`.
+    pub fn open(dir: &Path) -> Result<AuditStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(1);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(4 << 20);
+        opts.set_max_total_wal_size(16 << 20);
+        let mut records = Options::default();
+        records.set_write_buffer_size(4 << 20);
+        records.set_max_write_buffer_number(2);
+        records.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open_cf_descriptors(
+            &opts,
+            dir,
+            [
+                ColumnFamilyDescriptor::new(CF_RECORDS, records),
+                ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ],
+        )?;
+        let store = AuditStore { db: Arc::new(db) };
+        store.cf(CF_RECORDS)?;
+        store.cf(CF_META)?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("audit: missing column family {name}")))
+    }
+
+    /// Writes records (as [`AuditHead::append`] made them) in one batch, without fsync (see
+    /// the module documentation). A record already there is overwritten with the same bytes.
+    pub fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(CF_RECORDS)?;
+        let mut batch = WriteBatch::default();
+        for r in records {
+            batch.put_cf(cf, key(r.record.zxid), encode(r)?);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Makes every record written so far durable (fsync of the trail's WAL).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// The anchors, oldest first.
+    pub fn anchors(&self) -> Result<Vec<Anchor>, StoreError> {
+        match self.db.get_cf(self.cf(CF_META)?, KEY_ANCHORS)? {
+            Some(bytes) => Ok(decode(&bytes)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Notes that the chain goes on from `head` (a snapshot was installed), durably.
+    pub fn anchor(&self, head: &AuditHead) -> Result<(), StoreError> {
+        if head.count == 0 {
+            return Ok(());
+        }
+        let mut anchors = self.anchors()?;
+        anchors.retain(|a| a.zxid < head.zxid);
+        anchors.push(Anchor {
+            zxid: head.zxid,
+            hash: head.hash,
+        });
+        // Records after the snapshot's head were made by a history this replica has left.
+        let cf = self.cf(CF_RECORDS)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, key(head.zxid + 1), key(i64::MAX));
+        batch.put_cf(self.cf(CF_META)?, KEY_ANCHORS, encode(&anchors)?);
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Up to `limit` records with zxid ≥ `since` and ≤ `until`, in zxid order, that `keep`
+    /// accepts (scanned: at most `scan_limit` records are read).
+    pub fn scan(
+        &self,
+        since: i64,
+        until: i64,
+        limit: usize,
+        scan_limit: usize,
+        mut keep: impl FnMut(&StoredRecord) -> bool,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let cf = self.cf(CF_RECORDS)?;
+        let start = key(since.max(0));
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
+        for item in iter.take(scan_limit) {
+            let (_, v) = item?;
+            let r: StoredRecord = decode(&v)?;
+            if r.record.zxid > until {
+                break;
+            }
+            if keep(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes records whose time is before `cutoff_ms` (a record without a time goes with the
+    /// one before it), at most `max` at a time, keeping the last deleted one's hash as the
+    /// start anchor. Returns how many were deleted.
+    pub fn prune(&self, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {
+        let cf = self.cf(CF_RECORDS)?;
+        let mut last: Option<StoredRecord> = None;
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start).take(max) {
+            let (_, v) = item?;
+            let r: StoredRecord = decode(&v)?;
+            if r.record.time_ms.is_some_and(|t| t >= cutoff_ms) {
+                break;
+            }
+            last = Some(r);
+            n += 1;
+        }
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let mut anchors = self.anchors()?;
+        anchors.retain(|a| a.zxid > last.record.zxid);
+        anchors.insert(
+            0,
+            Anchor {
+                zxid: last.record.zxid,
+                hash: last.hash,
+            },
+        );
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, KEY_ANCHORS, encode(&anchors)?);
+        batch.delete_range_cf(cf, key(0), key(last.record.zxid + 1));
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(n)
+    }
+
+    /// Every record, in zxid order (for `synod audit verify` and export).
+    pub fn all(&self) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + '_ {
+        let iter = self.cf(CF_RECORDS).ok().map(|cf| {
+            self.db
+                .iterator_cf(cf, IteratorMode::Start)
+                .map(|item| Ok(decode::<StoredRecord>(&item?.1)?))
+        });
+        iter.into_iter().flatten()
+    }
+}
+
+fn key(zxid: i64) -> [u8; 8] {
+    (zxid.max(0) as u64).to_be_bytes()
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// The first and last zxid checked.
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    /// Stretches the chain was checked in (1 + the gaps crossed at anchors).
+    pub stretches: u64,
+    /// Whether the chain reached the replicated head given to [`verify`] and matched it.
+    pub head_matched: bool,
+}
+
+/// Checks a trail: every record's hash is `SHA-256(prev ‖ record)`, each record's `prev` is the
+/// hash of the record before it (or of the anchor the chain restarts from), zxids grow, and if
+/// `head` (the replicated head from a snapshot or a live tree) is covered by the records, the
+/// record at its zxid has its hash. The error names the first record that does not follow.
+pub fn verify(
+    records: impl IntoIterator<Item = Result<StoredRecord, StoreError>>,
+    anchors: &[Anchor],
+    head: Option<&AuditHead>,
+) -> Result<Verified, StoreError> {
+    let broken = |zxid: i64, why: &str| {
+        Err(StoreError::Audit(format!(
+            "the chain breaks at the record of zxid {zxid:#x}: {why}"
+        )))
+    };
+    let mut out = Verified {
+        records: 0,
+        first: None,
+        last: None,
+        stretches: 0,
+        head_matched: head.is_none_or(|h| h.count == 0),
+    };
+    let mut anchors = anchors.iter().peekable();
+    let mut prev: Option<Hash> = None;
+    let mut last_zxid = i64::MIN;
+    for r in records {
+        let r = r?;
+        let zxid = r.record.zxid;
+        if zxid <= last_zxid {
+            return broken(zxid, "zxids do not grow");
+        }
+        // The chain restarts at the last anchor before this record.
+        let mut restart = None;
+        while let Some(a) = anchors.next_if(|a| a.zxid < zxid) {
+            restart = Some(a.hash);
+        }
+        if let Some(h) = restart {
+            prev = Some(h);
+            out.stretches += 1;
+        } else if prev.is_none() {
+            out.stretches += 1;
+        }
+        if let Some(p) = prev {
+            if r.prev != p {
+                return broken(zxid, "it does not follow the record (or anchor) before it");
+            }
+        }
+        if chain(&r.prev, &r.record)? != r.hash {
+            return broken(zxid, "its contents do not match its hash");
+        }
+        if let Some(h) = head {
+            if h.zxid == zxid {
+                if h.hash != r.hash {
+                    return broken(zxid, "it is not the replicated head");
+                }
+                out.head_matched = true;
+            }
+        }
+        prev = Some(r.hash);
+        last_zxid = zxid;
+        out.first.get_or_insert(zxid);
+        out.last = Some(zxid);
+        out.records += 1;
+    }
+    if let Some(h) = head {
+        if !out.head_matched && out.last.is_some_and(|l| l >= h.zxid) {
+            return broken(h.zxid, "the replicated head's record is missing");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(zxid: i64, path: &str) -> AuditRecord {
+        AuditRecord {
+            zxid,
+            time_ms: Some(1000 + zxid),
+            session: 7,
+            identities: vec!["ip:127.0.0.1".into()],
+            tenant: None,
+            action: AuditAction::Write {
+                op: "create".into(),
+                err: 0,
+                ops: vec![AuditOp {
+                    op: "create".into(),
+                    path: path.into(),
+                    err: 0,
+                    version: Some(0),
+                }],
+            },
+        }
+    }
+
+    fn trail(n: i64) -> (Vec<StoredRecord>, AuditHead) {
+        let mut head = AuditHead::default();
+        let records = (1..=n)
+            .map(|z| head.append(record(z, &format!("/n{z}"))).expect("append"))
+            .collect();
+        (records, head)
+    }
+
+    #[test]
+    fn an_intact_trail_verifies_and_any_edit_is_found() -> Result<(), StoreError> {
+        let (records, head) = trail(5);
+        let ok = verify(records.iter().cloned().map(Ok), &[], Some(&head))?;
+        assert_eq!((ok.records, ok.stretches, ok.head_matched), (5, 1, true));
+        // An edited record, a removed one, swapped ones, a forged head.
+        let mut edited = records.clone();
+        if let AuditAction::Write { ops, .. } = &mut edited[2].record.action {
+            ops[0].path = "/other".into();
+        }
+        assert!(verify(edited.into_iter().map(Ok), &[], Some(&head)).is_err());
+        let mut removed = records.clone();
+        removed.remove(2);
+        assert!(verify(removed.into_iter().map(Ok), &[], Some(&head)).is_err());
+        let mut swapped = records.clone();
+        swapped.swap(1, 2);
+        assert!(verify(swapped.into_iter().map(Ok), &[], None).is_err());
+        let forged = AuditHead {
+            hash: [9; 32],
+            ..head
+        };
+        assert!(verify(records.iter().cloned().map(Ok), &[], Some(&forged)).is_err());
+        // Recomputing every later hash does not help against the replicated head.
+        let mut rewritten = AuditHead::default();
+        let redone: Vec<StoredRecord> = records
+            .iter()
+            .map(|r| {
+                let mut rec = r.record.clone();
+                rec.session = 8;
+                rewritten.append(rec).expect("append")
+            })
+            .collect();
+        assert!(verify(redone.into_iter().map(Ok), &[], Some(&head)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn exported_records_read_back_exactly() -> Result<(), StoreError> {
+        let (records, _) = trail(2);
+        for r in &records {
+            let back = StoredRecord::try_from(ExportedRecord::from(r))?;
+            assert_eq!(&back, r);
+        }
+        assert!(unhex("zz").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_trail_restarts_at_its_anchors() -> Result<(), StoreError> {
+        let (records, head) = trail(9);
+        // Records 4..=6 were never applied here (a snapshot at 6 was installed).
+        let kept: Vec<StoredRecord> = records
+            .iter()
+            .filter(|r| !(4..=6).contains(&r.record.zxid))
+            .cloned()
+            .collect();
+        let at6 = Anchor {
+            zxid: 6,
+            hash: records[5].hash,
+        };
+        let ok = verify(kept.iter().cloned().map(Ok), &[at6], Some(&head))?;
+        assert_eq!((ok.records, ok.stretches), (6, 2));
+        assert!(verify(kept.into_iter().map(Ok), &[], Some(&head)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_store_keeps_scans_prunes_and_anchors() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let store = AuditStore::open(dir.path())?;
+        let (records, head) = trail(6);
+        store.append(&records)?;
+        store.sync()?;
+        let got = store.scan(3, i64::MAX, 2, 100, |_| true)?;
+        assert_eq!(got, records[2..4].to_vec());
+        // Prune the records before time 1003 (zxids 1 and 2).
+        assert_eq!(store.prune(1003, 100)?, 2);
+        let anchors = store.anchors()?;
+        assert_eq!(
+            anchors,
+            [Anchor {
+                zxid: 2,
+                hash: records[1].hash
+            }]
+        );
+        let ok = verify(store.all(), &anchors, Some(&head))?;
+        assert_eq!((ok.records, ok.first), (4, Some(3)));
+        // An installed snapshot at 4 drops the records after it.
+        let mut at4 = AuditHead::default();
+        for r in &records[..4] {
+            at4.append(r.record.clone())?;
+        }
+        store.anchor(&at4)?;
+        assert_eq!(store.all().count(), 2);
+        verify(store.all(), &store.anchors()?, Some(&at4))?;
+        Ok(())
+    }
+}
