@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench.sh — synod and Apache ZooKeeper side by side: the same client (synod-bench), the same
 # workloads and settings, one after the other in one run on this machine — ZooKeeper (plaintext),
-# synod --insecure (plaintext) and synod with TLS on every port (its default), so the cost of TLS
-# is known; each also serially (one session, one request in flight: the latency of one write);
+# synod --insecure (plaintext), the same with --audit off (so the audit trail's cost is known) and
+# synod with TLS on every port (its default), so the cost of TLS is known; each also serially (one session, one request in flight: the latency of one write);
 # then each holds 100,000 znodes of 100 bytes and its servers' resident memory is read from /proc.
 # Last, the new connections per second one synod node accepts, with and without TLS.
 #
@@ -71,6 +71,11 @@ run_side synod_plain "$synod_servers" "$out"/synod/node{1,2,3}.pid
 "$BENCH" --servers 127.0.0.1:2181 --handshakes 5 --warmup-secs 1 --inflight 8 | tee -a "$out/synod_plain.txt"
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
 
+# The same plaintext cluster without its audit trail: what recording every change costs.
+SYNOD_ARGS="--audit off" SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
+run_side synod_noaudit "$synod_servers" "$out"/synod/node{1,2,3}.pid
+SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
+
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
 certs="$out/synod/certs"
 tls=(--tls-ca "$certs/ca.crt" --tls-cert "$certs/admin.crt" --tls-key "$certs/admin.key")
@@ -91,6 +96,14 @@ for w in "${ws[@]}"; do
     to=$(field "$w" synod_tls ops/s); tp=$(field "$w" synod_tls p50_us)
     printf '%-11s %11s %9s %11s %9s %11s %9s %9s\n' "$w" "$zo" "$(ms "$zp")" "$po" "$(ms "$pp")" \
         "$to" "$(ms "$tp")" "$(awk "BEGIN{ if (${po:-0} > 0) printf \"%.2f\", ${to:-0}/${po}; else print \"-\" }")"
+done
+echo
+echo "== the audit trail's cost (plaintext; audit on is the default)"
+printf '%-11s %13s %13s %9s\n' workload audit_on_ops/s audit_off_ops/s on/off
+for w in "${ws[@]}"; do
+    po=$(field "$w" synod_plain ops/s); no=$(field "$w" synod_noaudit ops/s)
+    printf '%-11s %13s %13s %9s\n' "$w" "$po" "$no" \
+        "$(awk "BEGIN{ if (${no:-0} > 0) printf \"%.2f\", ${po:-0}/${no}; else print \"-\" }")"
 done
 echo "new connections/s one synod node accepts (8 at a time): plaintext=$(field handshake synod_plain ops/s) tls=$(field handshake synod_tls ops/s) (p50 $(ms "$(field handshake synod_tls p50_us)") ms)"
 echo "rss after $fill znodes of 100 bytes (MiB per server): zookeeper=[$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt")] synod_plain=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_plain.txt")] synod_tls=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_tls.txt")]"

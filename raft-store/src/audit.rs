@@ -8,11 +8,11 @@
 //!
 //! # Durability
 //!
-//! Records are written when their entry is applied, without an fsync of their own: a crash
-//! loses at most records whose entries are still in the Raft log, and replaying the log after
-//! the latest snapshot writes them again, byte for byte (apply is deterministic). Before a
-//! snapshot is persisted (after which the log before it may be purged), [`AuditStore::sync`]
-//! makes every record up to it durable.
+//! Records are written when their entry is applied, to the memtable only (no write-ahead log,
+//! no fsync): a crash loses at most records whose entries are still in the Raft log, and
+//! replaying the log after the latest snapshot writes them again, byte for byte (apply is
+//! deterministic). Before a snapshot is persisted (after which the log before it may be
+//! purged), [`AuditStore::sync`] flushes them to a synced table file.
 //!
 //! # Gaps
 //!
@@ -59,30 +59,70 @@ pub struct AuditHead {
 impl AuditHead {
     /// Appends `record` (whose zxid must follow the head's): returns it as stored.
     pub fn append(&mut self, record: AuditRecord) -> Result<StoredRecord, StoreError> {
+        let prev = self.hash;
+        self.append_encoded(&record)?;
+        Ok(StoredRecord {
+            prev,
+            hash: self.hash,
+            record,
+        })
+    }
+
+    /// Appends `record` and returns it encoded for the store: the record is encoded once, for
+    /// its hash and its value alike (apply's path).
+    pub fn append_encoded(&mut self, record: &AuditRecord) -> Result<Encoded, StoreError> {
         // The first record may be at zxid 0: the initial membership is log entry 0.
         debug_assert!(
             record.zxid > self.zxid || self.count == 0,
             "audit records out of zxid order"
         );
-        let hash = chain(&self.hash, &record)?;
-        let stored = StoredRecord {
-            prev: self.hash,
-            hash,
-            record,
-        };
+        let body = encode(record)?;
+        let hash = chain_bytes(&self.hash, &body);
+        let mut value = Vec::with_capacity(64 + body.len());
+        value.extend_from_slice(&self.hash);
+        value.extend_from_slice(&hash);
+        value.extend_from_slice(&body);
         self.count += 1;
-        self.zxid = stored.record.zxid;
+        self.zxid = record.zxid;
         self.hash = hash;
-        Ok(stored)
+        Ok(Encoded {
+            zxid: record.zxid,
+            value,
+        })
     }
+}
+
+/// A record as the store keeps it: `prev ‖ hash ‖ bincode(record)` under its zxid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub zxid: i64,
+    pub value: Vec<u8>,
+}
+
+impl Encoded {
+    /// `r` as the store keeps it.
+    pub fn of(r: &StoredRecord) -> Result<Encoded, StoreError> {
+        let mut value = Vec::with_capacity(128);
+        value.extend_from_slice(&r.prev);
+        value.extend_from_slice(&r.hash);
+        value.extend(encode(&r.record)?);
+        Ok(Encoded {
+            zxid: r.record.zxid,
+            value,
+        })
+    }
+}
+
+fn chain_bytes(prev: &Hash, body: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(body);
+    h.finalize().into()
 }
 
 /// `SHA-256(prev ‖ bincode(record))`.
 pub fn chain(prev: &Hash, record: &AuditRecord) -> Result<Hash, StoreError> {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(encode(record)?);
-    Ok(h.finalize().into())
+    Ok(chain_bytes(prev, &encode(record)?))
 }
 
 /// Who made a change, what it was, when, and what came of it.
@@ -132,6 +172,8 @@ pub enum AuditAction {
         voters: Vec<u64>,
         learners: Vec<u64>,
     },
+    /// A session was refused: the ZooKeeper code of why (`QuotaExceeded`).
+    SessionRefused { err: i32 },
 }
 
 impl AuditAction {
@@ -217,12 +259,33 @@ pub struct AuditOp {
     pub version: Option<i32>,
 }
 
-/// A record as stored: with the hash of the one before it and its own.
+/// A record with the hash of the one before it and its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRecord {
     pub prev: Hash,
     pub hash: Hash,
     pub record: AuditRecord,
+}
+
+impl StoredRecord {
+    /// Decodes a stored value ([`Encoded`]); a short or undecodable one is an error.
+    pub fn decode_value(v: &[u8]) -> Result<StoredRecord, StoreError> {
+        if v.len() < 64 {
+            return Err(StoreError::Audit(format!(
+                "a stored record of {} bytes",
+                v.len()
+            )));
+        }
+        let mut prev = [0u8; 32];
+        let mut hash = [0u8; 32];
+        prev.copy_from_slice(&v[..32]);
+        hash.copy_from_slice(&v[32..64]);
+        Ok(StoredRecord {
+            prev,
+            hash,
+            record: decode(&v[64..])?,
+        })
+    }
 }
 
 /// A record as exported (JSON lines: `GET /audit`, `synod audit export`) and read back by
@@ -326,24 +389,29 @@ impl AuditStore {
             .ok_or_else(|| StoreError::Corrupt(format!("audit: missing column family {name}")))
     }
 
-    /// Writes records (as [`AuditHead::append`] made them) in one batch, without fsync (see
-    /// the module documentation). A record already there is overwritten with the same bytes.
-    pub fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError> {
+    /// Writes records (as [`AuditHead::append_encoded`] made them) in one batch, neither
+    /// logged nor synced (see the module documentation: replaying the Raft log rewrites what a
+    /// crash loses, and [`AuditStore::sync`] runs before a snapshot). A record already there is
+    /// overwritten with the same bytes.
+    pub fn append(&self, records: &[Encoded]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let cf = self.cf(CF_RECORDS)?;
         let mut batch = WriteBatch::default();
         for r in records {
-            batch.put_cf(cf, key(r.record.zxid), encode(r)?);
+            batch.put_cf(cf, key(r.zxid), &r.value);
         }
-        self.db.write(batch)?;
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
+        self.db.write_opt(batch, &opts)?;
         Ok(())
     }
 
-    /// Makes every record written so far durable (fsync of the trail's WAL).
+    /// Makes every record written so far durable: flushes the records' memtable to a synced
+    /// table file.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush_wal(true)?;
+        self.db.flush_cf(self.cf(CF_RECORDS)?)?;
         Ok(())
     }
 
@@ -395,7 +463,7 @@ impl AuditStore {
             .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
         for item in iter.take(scan_limit) {
             let (_, v) = item?;
-            let r: StoredRecord = decode(&v)?;
+            let r = StoredRecord::decode_value(&v)?;
             if r.record.zxid > until {
                 break;
             }
@@ -418,7 +486,7 @@ impl AuditStore {
         let mut n = 0;
         for item in self.db.iterator_cf(cf, IteratorMode::Start).take(max) {
             let (_, v) = item?;
-            let r: StoredRecord = decode(&v)?;
+            let r = StoredRecord::decode_value(&v)?;
             if r.record.time_ms.is_some_and(|t| t >= cutoff_ms) {
                 break;
             }
@@ -451,7 +519,7 @@ impl AuditStore {
         let iter = self.cf(CF_RECORDS).ok().map(|cf| {
             self.db
                 .iterator_cf(cf, IteratorMode::Start)
-                .map(|item| Ok(decode::<StoredRecord>(&item?.1)?))
+                .map(|item| StoredRecord::decode_value(&item?.1))
         });
         iter.into_iter().flatten()
     }
@@ -649,7 +717,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = AuditStore::open(dir.path())?;
         let (records, head) = trail(6);
-        store.append(&records)?;
+        let encoded = records
+            .iter()
+            .map(Encoded::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        store.append(&encoded)?;
         store.sync()?;
         let got = store.scan(3, i64::MAX, 2, 100, |_| true)?;
         assert_eq!(got, records[2..4].to_vec());

@@ -110,6 +110,8 @@ pub(crate) struct ExtensionImage {
     owners: Vec<(u64, String)>,
     /// The audit chain's head.
     audit: AuditHead,
+    /// `(session id, tenant)` of every session charged to a tenant.
+    session_tenants: Vec<(i64, String)>,
 }
 
 /// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
@@ -140,6 +142,10 @@ impl TreeImage {
                 .collect(),
             owners: Vec::new(),
             audit: *tree.audit_head(),
+            session_tenants: tree
+                .sessions()
+                .filter_map(|(id, s)| s.tenant.as_ref().map(|t| (id, t.to_string())))
+                .collect(),
         };
         let nodes = tree
             .nodes()
@@ -180,7 +186,10 @@ impl TreeImage {
                 passwd: s.passwd.clone(),
             })
             .collect();
-        let ext = (!ext.tenants.is_empty() || !ext.owners.is_empty() || ext.audit.count > 0)
+        let ext = (!ext.tenants.is_empty()
+            || !ext.owners.is_empty()
+            || !ext.session_tenants.is_empty()
+            || ext.audit.count > 0)
             .then_some(ext);
         (TreeImage { nodes, sessions }, ext)
     }
@@ -227,10 +236,15 @@ impl TreeImage {
                 (n.path, node)
             })
             .collect();
+        let session_tenants: std::collections::HashMap<i64, String> =
+            ext.session_tenants.into_iter().collect();
         let sessions = self
             .sessions
             .into_iter()
-            .map(|s| (s.id, s.timeout_ms, s.passwd))
+            .map(|s| {
+                let tenant = session_tenants.get(&s.id).map(|t| t.as_str().into());
+                (s.id, s.timeout_ms, s.passwd, tenant)
+            })
             .collect();
         let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
         if let Some((at, _)) = owners.next() {

@@ -25,7 +25,7 @@ use synod_proto::jute::Reader;
 use synod_proto::{ErrorCode, Id, OpCode, Request};
 use tokio::sync::watch;
 
-use crate::audit::{AuditAction, AuditRecord, AuditStore, StoredRecord};
+use crate::audit::{AuditAction, AuditRecord, AuditStore, Encoded};
 use crate::snapshot::{self, Persisted};
 use crate::tenants::Tenants;
 use crate::tree::{Applied, Caller, DataTree, Event, Txn};
@@ -46,6 +46,8 @@ pub enum Outcome<'a> {
     /// A session was opened with this id (the zxid of the command that opened it,
     /// [`crate::types::session_id`]).
     SessionCreated { session_id: i64 },
+    /// A session was refused with this code (its tenant's session quota).
+    SessionRefused { err: ErrorCode },
     /// A session ended; its ephemerals' deletion caused these events.
     SessionClosed {
         session_id: i64,
@@ -118,7 +120,7 @@ pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
 
 /// The audit records made while applying entries (`None`: auditing is off), written to the
 /// [`AuditStore`] once the entries are applied.
-type Trail<'a> = Option<&'a mut Vec<StoredRecord>>;
+type Trail<'a> = Option<&'a mut Vec<Encoded>>;
 
 /// Appends the record of the change at `zxid` to the tree's chain and to `trail`.
 fn audit(
@@ -145,11 +147,21 @@ fn audit(
         tenant,
         action,
     };
-    match tree.audit_head_mut().append(record) {
+    match tree.audit_head_mut().append_encoded(&record) {
         Ok(stored) => trail.push(stored),
         // Deterministic (the same bytes fail alike everywhere), and never expected.
         Err(e) => tracing::error!(%e, zxid, "audit: cannot encode a record"),
     }
+}
+
+/// Stamped `(scheme, id)` pairs as identities.
+fn ids(auth: &[(String, String)]) -> Vec<Id> {
+    auth.iter()
+        .map(|(s, i)| Id {
+            scheme: s.clone(),
+            id: i.clone(),
+        })
+        .collect()
 }
 
 /// Applies one command to the tree; returns the result for openraft and tells the observer.
@@ -184,6 +196,31 @@ fn apply_command<X: ApplyObserver>(
             observer.on_apply(tree, zxid, cmd, Outcome::SessionCreated { session_id });
             CommandResult::Session { session_id }
         }
+        Command::OpenSession {
+            timeout_ms,
+            passwd,
+            auth,
+            ..
+        } => {
+            let auth = ids(auth);
+            let session_id = crate::types::session_id(index, position);
+            match tree.open_session(session_id, *timeout_ms, passwd.clone(), &auth) {
+                Ok(()) => {
+                    let action = AuditAction::SessionOpened {
+                        timeout_ms: *timeout_ms,
+                    };
+                    audit(tree, trail, zxid, None, session_id, &auth, action);
+                    observer.on_apply(tree, zxid, cmd, Outcome::SessionCreated { session_id });
+                    CommandResult::Session { session_id }
+                }
+                Err(err) => {
+                    let action = AuditAction::SessionRefused { err: err.as_i32() };
+                    audit(tree, trail, zxid, None, 0, &auth, action);
+                    observer.on_apply(tree, zxid, cmd, Outcome::SessionRefused { err });
+                    CommandResult::SessionRefused
+                }
+            }
+        }
         Command::CloseSession { session_id, origin } => {
             let expired = origin.is_none();
             audit(
@@ -215,13 +252,7 @@ fn apply_command<X: ApplyObserver>(
             body,
             ..
         } => {
-            let auth: Vec<Id> = auth
-                .iter()
-                .map(|(s, i)| Id {
-                    scheme: s.clone(),
-                    id: i.clone(),
-                })
-                .collect();
+            let auth = ids(auth);
             let request = OpCode::from_i32(*opcode)
                 .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok());
             let applied = match &request {

@@ -43,6 +43,9 @@ pub struct Quota {
     pub bytes: Option<u64>,
     /// Ephemeral znodes among them.
     pub ephemerals: Option<u64>,
+    /// Sessions opened by its identities (and still open).
+    #[serde(default)]
+    pub sessions: Option<u64>,
 }
 
 /// What a tenant uses now: derived from the tree (each znode's owner tenant), so it is never
@@ -52,6 +55,8 @@ pub struct Usage {
     pub znodes: u64,
     pub bytes: u64,
     pub ephemerals: u64,
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 impl Usage {
@@ -77,6 +82,7 @@ impl Usage {
         within(self.znodes, quota.znodes)
             && within(self.bytes, quota.bytes)
             && within(self.ephemerals, quota.ephemerals)
+            && within(self.sessions, quota.sessions)
     }
 }
 
@@ -254,12 +260,35 @@ impl Tenants {
                 }
             }
         }
+        self.set_usage(owner, u);
+        true
+    }
+
+    /// Counts (`add`) or forgets one session of `owner`; with `check`, refuses with `false`
+    /// (changing nothing) if that takes a declared tenant over its session quota.
+    pub(crate) fn charge_session(&mut self, owner: &Arc<str>, add: bool, check: bool) -> bool {
+        let mut u = self.usage(owner);
+        u.sessions = if add {
+            u.sessions.saturating_add(1)
+        } else {
+            u.sessions.saturating_sub(1)
+        };
+        if add && check {
+            let limit = self.table.get(owner).and_then(|t| t.quota.sessions);
+            if limit.is_some_and(|l| u.sessions > l) {
+                return false;
+            }
+        }
+        self.set_usage(owner, u);
+        true
+    }
+
+    fn set_usage(&mut self, owner: &Arc<str>, u: Usage) {
         if u == Usage::default() {
             self.usage.remove(owner);
         } else {
             self.usage.insert(owner.clone(), u);
         }
-        true
     }
 
     /// Replaces `old` bytes of `owner`'s data by `new` bytes, refusing with `false` (changing
@@ -274,7 +303,7 @@ impl Tenants {
                 }
             }
         }
-        self.usage.insert(owner.clone(), u);
+        self.set_usage(owner, u);
         true
     }
 }
@@ -358,6 +387,7 @@ mod tests {
             znodes: Some(2),
             bytes: Some(10),
             ephemerals: Some(1),
+            sessions: Some(1),
         };
         t.put("lab", lab);
         let owner: Arc<str> = "lab".into();
@@ -371,7 +401,8 @@ mod tests {
             Usage {
                 znodes: 2,
                 bytes: 10,
-                ephemerals: 1
+                ephemerals: 1,
+                sessions: 0,
             }
         );
         assert!(!t.recharge_bytes(&owner, 6, 7));
@@ -379,6 +410,10 @@ mod tests {
         assert!(t.charge(&owner, 4, true, false, true));
         assert_eq!(t.usage("lab").bytes, 1);
         assert!(t.charge(&owner, 1, false, false, true));
+        assert_eq!(t.usage("lab"), Usage::default());
+        assert!(t.charge_session(&owner, true, true));
+        assert!(!t.charge_session(&owner, true, true), "a second session");
+        assert!(t.charge_session(&owner, false, true));
         assert_eq!(t.usage("lab"), Usage::default());
     }
 }

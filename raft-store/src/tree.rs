@@ -107,6 +107,8 @@ pub struct Session {
     pub passwd: Bytes,
     /// Paths of the ephemerals this session owns; deleted with it.
     pub ephemerals: imbl::OrdSet<Name>,
+    /// The tenant its identities resolved to when it was opened: charged for it until it ends.
+    pub tenant: Option<Name>,
 }
 
 /// Who is asking: the session and the identities its connection authenticated (stamped into the
@@ -423,8 +425,31 @@ impl DataTree {
                 timeout_ms,
                 passwd,
                 ephemerals: imbl::OrdSet::new(),
+                tenant: None,
             },
         );
+    }
+
+    /// Opens a session for a client with identities `auth`, charged to its tenant:
+    /// `QuotaExceeded` (and no session) if that takes the tenant over its session quota.
+    pub fn open_session(
+        &mut self,
+        id: i64,
+        timeout_ms: i32,
+        passwd: Bytes,
+        auth: &[Id],
+    ) -> OpResult<()> {
+        let tenant = Tenants::owner_of(&self.tenants.resolve(auth));
+        if let Some(t) = &tenant {
+            if !self.tenants.charge_session(t, true, true) {
+                return Err(ErrorCode::QuotaExceeded);
+            }
+        }
+        self.create_session(id, timeout_ms, passwd);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.tenant = tenant;
+        }
+        Ok(())
     }
 
     /// Ends a session and deletes its ephemerals, all at `zxid`. Unknown sessions are a no-op.
@@ -432,6 +457,9 @@ impl DataTree {
         let Some(session) = self.sessions.remove(&id) else {
             return Vec::new();
         };
+        if let Some(t) = &session.tenant {
+            self.tenants.charge_session(t, false, false);
+        }
         let mut events = Vec::new();
         for path in session.ephemerals.iter() {
             self.remove_node(zxid, path, &mut events);
@@ -935,7 +963,7 @@ impl DataTree {
     /// snapshot module refuses such images as corrupt).
     pub fn from_parts(
         nodes: Vec<(String, Node)>,
-        sessions: Vec<(i64, i32, Bytes)>,
+        sessions: Vec<(i64, i32, Bytes, Option<Name>)>,
         tenants: Vec<(String, Tenant)>,
     ) -> Self {
         let mut t = DataTree::new();
@@ -943,17 +971,23 @@ impl DataTree {
         t.data_bytes = 0;
         t.sessions = sessions
             .into_iter()
-            .map(|(id, timeout_ms, passwd)| {
+            .map(|(id, timeout_ms, passwd, tenant)| {
                 (
                     id,
                     Session {
                         timeout_ms,
                         passwd,
                         ephemerals: imbl::OrdSet::new(),
+                        tenant,
                     },
                 )
             })
             .collect();
+        for s in t.sessions.values() {
+            if let Some(tenant) = &s.tenant {
+                t.tenants.charge_session(tenant, true, false);
+            }
+        }
         let mut names = Vec::with_capacity(nodes.len());
         for (path, mut node) in nodes {
             if *node.acl == *t.open_acl {
@@ -1076,6 +1110,10 @@ impl DataTree {
             w.int(id);
             w.int(i64::from(s.timeout_ms));
             w.bytes(&s.passwd);
+            if let Some(t) = &s.tenant {
+                w.int(-1);
+                w.bytes(t.as_bytes());
+            }
         }
         if self.audit.count > 0 {
             w.int(self.audit.count as i64);
@@ -1091,7 +1129,12 @@ impl DataTree {
                     w.bytes(scheme.as_bytes());
                     w.bytes(id.as_bytes());
                 }
-                for q in [t.quota.znodes, t.quota.bytes, t.quota.ephemerals] {
+                for q in [
+                    t.quota.znodes,
+                    t.quota.bytes,
+                    t.quota.ephemerals,
+                    t.quota.sessions,
+                ] {
                     w.int(q.map_or(-1, |v| v.min(i64::MAX as u64) as i64));
                 }
             }
@@ -1209,6 +1252,7 @@ mod tests {
                 znodes: Some(2),
                 bytes: Some(10),
                 ephemerals: Some(1),
+                sessions: Some(1),
             },
         };
         assert!(t.declare_tenant(1, 1000, "hospital", hospital).is_ok());
@@ -1268,6 +1312,27 @@ mod tests {
         };
         assert!(t.declare_tenant(10, 1000, "clinic", steal).is_err());
         assert_eq!(t.digest(), before);
+    }
+
+    #[test]
+    fn sessions_are_charged_to_their_tenant_until_they_end() {
+        let mut t = tenanted();
+        let lab = [id("digest", "lab:h")];
+        assert_eq!(t.open_session(0x200, 5000, Bytes::new(), &lab), Ok(()));
+        assert_eq!(
+            t.open_session(0x201, 5000, Bytes::new(), &lab),
+            Err(ErrorCode::QuotaExceeded)
+        );
+        assert!(t.session(0x201).is_none());
+        assert_eq!(
+            t.open_session(0x202, 5000, Bytes::new(), &[]),
+            Ok(()),
+            "no tenant"
+        );
+        assert_eq!(t.tenants().usage("lab").sessions, 1);
+        t.close_session(10, 0x200);
+        assert_eq!(t.tenants().usage("lab").sessions, 0);
+        assert_eq!(t.open_session(0x203, 5000, Bytes::new(), &lab), Ok(()));
     }
 
     #[test]
@@ -1771,7 +1836,7 @@ mod tests {
         let rebuilt = DataTree::from_parts(
             t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect(),
             t.sessions()
-                .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone()))
+                .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone(), s.tenant.clone()))
                 .collect(),
             Vec::new(),
         );
@@ -1806,7 +1871,7 @@ mod tests {
                 .rev()
                 .collect(),
             base.sessions()
-                .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone()))
+                .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone(), s.tenant.clone()))
                 .collect(),
             Vec::new(),
         );

@@ -85,6 +85,19 @@ pub enum Command {
         time_ms: i64,
         change: TenantChange,
     },
+    /// Open a session for a client with these identities, charged to its tenant's session
+    /// quota (refused past it). What the handshake proposes; [`Command::CreateSession`], without
+    /// identities, is what older log entries carry.
+    OpenSession {
+        /// The connection waiting for the new session.
+        origin: Origin,
+        /// The timeout negotiated with the client.
+        timeout_ms: i32,
+        /// The password, chosen by the proposer, that the client needs to resume the session.
+        passwd: Bytes,
+        /// The connection's identities (scheme, id), stamped by the proposer.
+        auth: Vec<(String, String)>,
+    },
 }
 
 /// What a [`Command::Tenant`] does.
@@ -108,11 +121,12 @@ impl std::fmt::Display for TenantChange {
                 let q = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
                 write!(
                     f,
-                    "declare {name} members=[{}] quota znodes={} bytes={} ephemerals={}",
+                    "declare {name} members=[{}] quota znodes={} bytes={} ephemerals={} sessions={}",
                     members.join(","),
                     q(tenant.quota.znodes),
                     q(tenant.quota.bytes),
-                    q(tenant.quota.ephemerals)
+                    q(tenant.quota.ephemerals),
+                    q(tenant.quota.sessions)
                 )
             }
             TenantChange::Remove { name } => write!(f, "remove {name}"),
@@ -166,7 +180,8 @@ impl Command {
         match self {
             Command::CreateSession { origin, .. }
             | Command::Write { origin, .. }
-            | Command::Tenant { origin, .. } => Some(*origin),
+            | Command::Tenant { origin, .. }
+            | Command::OpenSession { origin, .. } => Some(*origin),
             Command::CloseSession { origin, .. } => *origin,
             Command::Reap { .. } | Command::Batch(_) => None,
         }
@@ -183,6 +198,8 @@ pub enum CommandResult {
     None,
     /// A session was opened with this id.
     Session { session_id: i64 },
+    /// A session was refused (its tenant's session quota is used up).
+    SessionRefused,
     /// A client write's ZooKeeper error code (0 for success).
     Write { err: i32 },
 }

@@ -198,10 +198,10 @@ async fn every_change_is_recorded_alike_on_every_replica_and_verifiable() {
     let by_nurse = records(&ens, 2, "identity=x509:nurse");
     assert_eq!(
         by_nurse.len(),
-        5,
-        "create, set, create /locked, refused set, multi"
+        6,
+        "the session's opening, create, set, create /locked, refused set, multi"
     );
-    assert_eq!(records(&ens, 2, "tenant=hospital").len(), 5);
+    assert_eq!(records(&ens, 2, "tenant=hospital").len(), 6);
 
     // Offline: a stopped node's trail verifies; so does its export, and an edited export fails.
     ens.terminate(2, WAIT).expect("stop node 3");

@@ -36,6 +36,13 @@ fn issue(ens: &SynodEnsemble, name: &str, org: &str) {
 
 /// A client presenting `name`'s certificate.
 async fn as_cert(ens: &SynodEnsemble, name: &str) -> Client {
+    try_cert(ens, name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+}
+
+/// [`as_cert`], or why the connection failed.
+async fn try_cert(ens: &SynodEnsemble, name: &str) -> Result<Client, Error> {
     let dir = ens.root().join("certs");
     let tls = TlsOptions::new(dir.join("ca.crt"))
         .identity(
@@ -48,9 +55,7 @@ async fn as_cert(ens: &SynodEnsemble, name: &str) -> Client {
         tls: Some(tls),
         ..ConnectOptions::default()
     };
-    Client::connect(&ens.connect_string(), opts)
-        .await
-        .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+    Client::connect(&ens.connect_string(), opts).await
 }
 
 /// An admin request as the operator; panics if the node does not answer.
@@ -128,7 +133,7 @@ async fn institutions_are_isolated_shared_by_name_and_held_to_their_quotas() {
     );
     assert_eq!(status, 200, "declare hospital: {hospital}");
     assert_eq!(hospital["home"], "/tenants/hospital");
-    let lab_quota = json!({"znodes": 3, "bytes": 64, "ephemerals": 1});
+    let lab_quota = json!({"znodes": 3, "bytes": 64, "ephemerals": 1, "sessions": 2});
     let (status, lab) = admin(
         &ens,
         1,
@@ -329,10 +334,21 @@ async fn institutions_are_isolated_shared_by_name_and_held_to_their_quotas() {
         .await
         .expect("list the lab's home");
     assert_eq!(children, ["e", "r0", "r1"], "nothing of the multi applied");
+    // Sessions: the lab may hold two; a third is told its session expired (the client stops).
+    let second = as_cert(&ens, "analyst").await;
+    let third = try_cert(&ens, "analyst").await;
+    assert!(
+        matches!(third, Err(Error::SessionExpired)),
+        "a third session: {:?}",
+        third.as_ref().map(|c| c.session_id())
+    );
+    second.close().await.expect("close the second session");
+    let again = as_cert(&ens, "analyst").await;
+    again.close().await.expect("close it again");
     let used = usage(&ens, 2, "lab");
     assert_eq!(
         used,
-        json!({"znodes": 3, "bytes": 64, "ephemerals": 1}),
+        json!({"znodes": 3, "bytes": 64, "ephemerals": 1, "sessions": 1}),
         "usage on node 3"
     );
     // The hospital's quota is its own: the lab's full quota does not limit it.

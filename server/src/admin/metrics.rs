@@ -223,6 +223,7 @@ async fn sample(node: &Node) {
             ("znodes", t.usage.znodes, t.quota.znodes),
             ("bytes", t.usage.bytes, t.quota.bytes),
             ("ephemerals", t.usage.ephemerals, t.quota.ephemerals),
+            ("sessions", t.usage.sessions, t.quota.sessions),
         ];
         for (resource, used, limit) in usage {
             let labels = [

@@ -125,9 +125,16 @@ impl ApplyObserver for Applier {
     fn on_apply(&mut self, tree: &DataTree, zxid: i64, command: &Command, outcome: Outcome<'_>) {
         let tenants = tree.tenants();
         match (command, outcome) {
-            (Command::CreateSession { origin, .. }, Outcome::SessionCreated { session_id }) => {
+            (
+                Command::CreateSession { origin, .. } | Command::OpenSession { origin, .. },
+                Outcome::SessionCreated { session_id },
+            ) => {
                 self.pending
                     .complete(Some(*origin), Completion::Session { session_id });
+            }
+            (Command::OpenSession { origin, .. }, Outcome::SessionRefused { err }) => {
+                self.pending
+                    .complete(Some(*origin), Completion::SessionRefused { err });
             }
             (
                 Command::CloseSession { origin, .. },

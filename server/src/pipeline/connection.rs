@@ -25,7 +25,7 @@ use crate::pipeline::handshake::{
 };
 use crate::pipeline::ordered::{Held, Slot};
 use crate::pipeline::outbox::outbox;
-use crate::pipeline::reader::{initial_identities, ReaderEnd};
+use crate::pipeline::reader::{certificate_identities, initial_identities, ReaderEnd};
 use crate::pipeline::writer::write_loop;
 use crate::session::registry::ConnEntry;
 use crate::tls::identity::CertIdentity;
@@ -44,12 +44,11 @@ pub async fn serve(
     };
     node.stats.handshake_received();
     let (rd, mut wr) = stream.into_split();
-    let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer).await else {
-        // Tell an expired session so, as ZooKeeper does; refuse others silently (the client moves on).
-        if req.base.session_id != 0 {
-            let _ = wr.write_all(&expired_response()).await;
-            let _ = wr.flush().await;
-        }
+    let stamped = certificate_identities(peer, identity.as_ref());
+    let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer, &stamped).await else {
+        // Tell an expired (or refused) session so, as ZooKeeper does: the client stops.
+        let _ = wr.write_all(&expired_response()).await;
+        let _ = wr.flush().await;
         return;
     };
     if session_id == 0 {

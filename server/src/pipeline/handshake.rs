@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use synod_proto::frame::encode_frame;
 use synod_proto::jute::{Decode, Reader};
 use synod_proto::records::*;
+use synod_proto::Id;
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::types::zxid_index;
 use synod_raft_store::Command;
@@ -62,25 +63,39 @@ pub async fn read_connect_request(
     }
 }
 
-/// Establishes or resumes the session: Some((id, timeout, password)), or None to refuse.
+/// Establishes or resumes the session: Some((id, timeout, password)); Some with id 0 to close
+/// without an answer (the client tries another server); None to answer that the session has
+/// expired (a resumed session that is gone, or a new one its tenant's quota refuses).
+/// `identities` are the connection's
+/// ([`certificate_identities`](crate::pipeline::reader::certificate_identities)), stamped into a
+/// new session.
 pub async fn handshake(
     node: &Arc<Node>,
     req: &ConnectRequest,
     peer: SocketAddr,
+    identities: &[Id],
 ) -> Option<(i64, Duration, Bytes)> {
     let b = &req.base;
     if b.session_id == 0 {
         let timeout = node.cfg.negotiate_timeout(b.timeout);
         let passwd = Bytes::from(rand::random::<[u8; 16]>().to_vec());
         let origin = node.origin();
-        let cmd = Command::CreateSession {
+        let cmd = Command::OpenSession {
             origin,
             timeout_ms: timeout.as_millis() as i32,
             passwd: passwd.clone(),
+            auth: identities
+                .iter()
+                .map(|id| (id.scheme.clone(), id.id.clone()))
+                .collect(),
         };
         let done = node.propose_and_wait(origin, cmd);
         return match tokio::time::timeout(COMMIT_TIMEOUT, done).await {
             Ok(Ok(Completion::Session { session_id })) => Some((session_id, timeout, passwd)),
+            Ok(Ok(Completion::SessionRefused { err })) => {
+                tracing::info!(%peer, ?err, "session refused: its tenant's session quota is used up");
+                None
+            }
             other => {
                 tracing::info!(%peer, ?other, "could not create a session");
                 lock(&node.replica)

@@ -89,7 +89,11 @@ impl Conn {
                             reply_frame(xid, zxid, err, response)
                         }
                         // A client's write never completes as a session or a tenant change.
-                        Ok(Completion::Session { .. } | Completion::Tenant { .. }) => return,
+                        Ok(
+                            Completion::Session { .. }
+                            | Completion::SessionRefused { .. }
+                            | Completion::Tenant { .. },
+                        ) => return,
                         Ok(Completion::Failed(why)) => {
                             tracing::info!(conn = self.id, %why, "closing connection: write outcome unknown");
                             return;

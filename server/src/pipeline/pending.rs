@@ -20,6 +20,8 @@ pub enum Completion {
         err: ErrorCode,
         response: Response,
     },
+    /// A session was refused (`QuotaExceeded`: its tenant's session quota is used up).
+    SessionRefused { err: ErrorCode },
     /// A tenant change applied at `zxid`, or refused (and changed nothing) for this reason.
     Tenant { zxid: i64, refused: Option<String> },
     /// The command's fate is unknown (leader lost, forward failed): the connection must close.

@@ -58,6 +58,23 @@ pub fn initial_identities(
     session_id: i64,
     identity: Option<&CertIdentity>,
 ) -> Vec<Id> {
+    let mut ids = certificate_identities(peer, identity);
+    if let Some(identity) = identity {
+        if node.cfg.super_identities.contains(&identity.name) {
+            tracing::warn!(%peer, session = session_id, identity = %identity.name, "break-glass: certificate grants the super identity");
+            ids.push(Id {
+                scheme: "super".into(),
+                id: identity.name.clone(),
+            });
+        }
+    }
+    ids
+}
+
+/// What a connection is before any `addauth` and without the super identity: `ip:<address>`,
+/// and for a verified certificate `x509:<CN>` and `org:<O>` (the institution, for `tenant:`
+/// ACLs; never an ACL id itself). A new session is opened with these (its tenant's quota).
+pub fn certificate_identities(peer: SocketAddr, identity: Option<&CertIdentity>) -> Vec<Id> {
     let mut ids = vec![Id {
         scheme: "ip".into(),
         id: peer.ip().to_string(),
@@ -67,18 +84,10 @@ pub fn initial_identities(
             scheme: "x509".into(),
             id: identity.name.clone(),
         });
-        // The institution, for `tenant:` ACLs (never an ACL id itself).
         if let Some(org) = &identity.institution {
             ids.push(Id {
                 scheme: synod_raft_store::tenants::ORG_SCHEME.into(),
                 id: org.clone(),
-            });
-        }
-        if node.cfg.super_identities.contains(&identity.name) {
-            tracing::warn!(%peer, session = session_id, identity = %identity.name, "break-glass: certificate grants the super identity");
-            ids.push(Id {
-                scheme: "super".into(),
-                id: identity.name.clone(),
             });
         }
     }

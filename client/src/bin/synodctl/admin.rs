@@ -280,6 +280,7 @@ pub async fn tenant(
             max_znodes,
             max_bytes,
             max_ephemerals,
+            max_sessions,
         } => {
             let mut members: Vec<String> = orgs.iter().map(|o| format!("org:{o}")).collect();
             members.extend(x509.iter().map(|c| format!("x509:{c}")));
@@ -294,6 +295,7 @@ pub async fn tenant(
             }
             let quota = json!({
                 "znodes": max_znodes, "bytes": max_bytes, "ephemerals": max_ephemerals,
+                "sessions": max_sessions,
             });
             let body = json!({"name": name, "members": members, "quota": quota});
             (Method::POST, "/tenants".to_string(), Some(body))
@@ -352,13 +354,14 @@ fn print_tenants(v: &Value) {
             }
         };
         println!(
-            "{}\t{}\t{}\t{} {} {}",
+            "{}\t{}\t{}\t{} {} {} {}",
             s("name"),
             s("home"),
             members.join(","),
             used("znodes"),
             used("bytes"),
-            used("ephemerals")
+            used("ephemerals"),
+            used("sessions")
         );
     }
 }

@@ -349,6 +349,9 @@ pub enum TenantCmd {
         /// Most ephemeral znodes among them.
         #[arg(long)]
         max_ephemerals: Option<u64>,
+        /// Most sessions its identities may hold open.
+        #[arg(long)]
+        max_sessions: Option<u64>,
     },
     /// Forget a tenant; its home and nodes stay (reachable by super only).
     Remove {
