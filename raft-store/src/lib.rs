@@ -10,6 +10,7 @@ pub mod audit;
 pub mod backup;
 pub mod error;
 pub mod log_store;
+pub mod quota;
 pub mod snapshot;
 pub mod state_machine;
 pub mod tenants;

@@ -291,6 +291,14 @@ impl Tenants {
         }
     }
 
+    /// Replaces `old` bytes of `owner`'s data by `new` bytes, unchecked (the server's own
+    /// bookkeeping in a tenant's node).
+    pub(crate) fn adjust_bytes(&mut self, owner: &Arc<str>, old: u64, new: u64) {
+        let mut u = self.usage(owner);
+        u.bytes = u.bytes.saturating_sub(old).saturating_add(new);
+        self.set_usage(owner, u);
+    }
+
     /// Replaces `old` bytes of `owner`'s data by `new` bytes, refusing with `false` (changing
     /// nothing) if that takes a declared tenant over its byte quota.
     pub(crate) fn recharge_bytes(&mut self, owner: &Arc<str>, old: u64, new: u64) -> bool {

@@ -22,6 +22,7 @@ use synod_proto::{
 use crate::acl;
 use crate::audit::AuditHead;
 use crate::error::StoreError;
+use crate::quota::{self, StatsTrack};
 use crate::tenants::{self, Tenant, Tenants};
 
 /// A path or child name, shared between the map key, the parent's child set and session sets.
@@ -211,6 +212,9 @@ pub struct DataTree {
     /// The audit chain's head as of the last applied entry (zero with auditing off): the state
     /// machine appends to it, snapshots and the digest carry it, so replicas agree on it.
     audit: AuditHead,
+    /// The paths with a ZooKeeper quota (a `/zookeeper/quota<P>/zookeeper_limits` node):
+    /// derived from the tree, rebuilt on load. Empty: no write pays for quotas.
+    quota_roots: imbl::OrdSet<Name>,
 }
 
 impl Default for DataTree {
@@ -240,6 +244,7 @@ impl DataTree {
             open_acl: open_acl.clone(),
             tenants: Tenants::default(),
             audit: AuditHead::default(),
+            quota_roots: imbl::OrdSet::new(),
         };
         let mk = |children: &[&str]| Node {
             czxid: 0,
@@ -577,6 +582,11 @@ impl DataTree {
             _ if mode.is_ttl() => NodeKind::Ttl(r.ttl),
             _ => NodeKind::Persistent,
         };
+        self.may_change_quota(&path, txn.caller.auth)?;
+        let quota = self.quota_of(&path);
+        if let Some(q) = &quota {
+            self.check_quota(q, 1, r.data.len() as i64)?;
+        }
         let owner = Tenants::owner_of(txn.caller.auth);
         if let Some(o) = &owner {
             let bytes = r.data.len() as u64;
@@ -624,7 +634,18 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
+        let len = node.data.len() as i64;
         self.nodes.insert(path.clone(), Arc::new(node));
+        if let Some(q) = &quota {
+            self.count_in_quota(q, 1, len);
+        }
+        match quota::quota_node(&path) {
+            Some((p, quota::LIMIT_NODE)) => {
+                self.quota_roots.insert(p.into());
+            }
+            Some((p, _)) => self.recount_quota(p),
+            None => {}
+        }
         events.push(Event::new(EventType::NodeCreated, path.clone(), node_acl));
         if let Some(acl) = parent_acl {
             events.push(Event::new(EventType::NodeChildrenChanged, parent_name, acl));
@@ -652,6 +673,7 @@ impl DataTree {
         if !n.children.is_empty() {
             return Err(ErrorCode::NotEmpty);
         }
+        self.may_change_quota(path, txn.caller.auth)?;
         self.remove_node(txn.zxid, path, events);
         Ok(())
     }
@@ -667,6 +689,12 @@ impl DataTree {
             let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
             self.tenants
                 .charge(o, node.data.len() as u64, ephemeral, false, false);
+        }
+        if let Some((p, quota::LIMIT_NODE)) = quota::quota_node(path) {
+            self.quota_roots.remove(p);
+        }
+        if let Some(q) = self.quota_of(path) {
+            self.count_in_quota(&q, -1, -(node.data.len() as i64));
         }
         let parent_path = parent(path);
         let mut parent_acl = None;
@@ -706,7 +734,14 @@ impl DataTree {
         }
         version_matches(r.version, n.version)?;
         let old_len = n.data.len() as u64;
-        if let Some(o) = n.owner.clone() {
+        let owner = n.owner.clone();
+        self.may_change_quota(&r.path, txn.caller.auth)?;
+        let quota = self.quota_of(&r.path);
+        let diff = r.data.len() as i64 - old_len as i64;
+        if let Some(q) = &quota {
+            self.check_quota(q, 0, diff)?;
+        }
+        if let Some(o) = owner {
             if !self
                 .tenants
                 .recharge_bytes(&o, old_len, r.data.len() as u64)
@@ -722,6 +757,9 @@ impl DataTree {
         let stat = n.stat();
         let acl = n.acl.clone();
         self.data_bytes = self.data_bytes - old_len + r.data.len() as u64;
+        if let Some(q) = &quota {
+            self.count_in_quota(q, 0, diff);
+        }
         events.push(Event::new(EventType::NodeDataChanged, r.path.as_str(), acl));
         Ok(stat)
     }
@@ -827,6 +865,99 @@ impl DataTree {
             }
         }
         Applied::ok(Response::Multi(results), events)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // ZooKeeper's quotas (`/zookeeper/quota`, see `crate::quota`)
+    // ------------------------------------------------------------------------------------------
+
+    /// The nearest path at or above `path` with a quota (never `/`).
+    fn quota_of(&self, path: &str) -> Option<Name> {
+        if self.quota_roots.is_empty() {
+            return None;
+        }
+        synod_proto::path::ancestors_or_self(path)
+            .filter(|p| *p != "/")
+            .find_map(|p| self.quota_roots.get(p).cloned())
+    }
+
+    /// `QuotaExceeded` if adding `count` znodes and `bytes` bytes under quota `q` passes one of
+    /// its hard limits; a soft limit passed is only logged, as ZooKeeper does.
+    fn check_quota(&self, q: &str, count: i64, bytes: i64) -> OpResult<()> {
+        let read =
+            |p: String| StatsTrack::parse(self.nodes.get(p.as_str()).map_or(&[][..], |n| &n.data));
+        let limits = read(quota::limit_path(q));
+        let stats = read(quota::stat_path(q));
+        if quota::over_hard_limit(&limits, &stats, count, bytes) {
+            return Err(ErrorCode::QuotaExceeded);
+        }
+        if quota::over_soft_limit(&limits, &stats, count, bytes) {
+            tracing::warn!(
+                quota = q,
+                count,
+                bytes,
+                "quota exceeded (soft limit): the change goes on"
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds `count` znodes and `bytes` bytes to quota `q`'s usage node (as ZooKeeper does: the
+    /// node's data changes, not its version, and no watch fires).
+    fn count_in_quota(&mut self, q: &str, count: i64, bytes: i64) {
+        let path = quota::stat_path(q);
+        let Some(n) = self.nodes.get(path.as_str()) else {
+            return;
+        };
+        let now = StatsTrack::parse(&n.data);
+        let data = StatsTrack::usage(now.count() + count, now.bytes() + bytes);
+        self.replace_data_quietly(&path, data.into());
+    }
+
+    /// Recounts the subtree at `p` into its quota's usage node (a new quota: ZooKeeper counts
+    /// when `zookeeper_stats` is created). O(size of the subtree), once per `setquota`.
+    fn recount_quota(&mut self, p: &str) {
+        let (mut count, mut bytes) = (0i64, 0i64);
+        let mut stack = vec![p.to_string()];
+        while let Some(at) = stack.pop() {
+            if let Some(n) = self.nodes.get(at.as_str()) {
+                count += 1;
+                bytes += n.data.len() as i64;
+                stack.extend(n.children.iter().map(|c| synod_proto::path::child(&at, c)));
+            }
+        }
+        let path = quota::stat_path(p);
+        self.replace_data_quietly(&path, StatsTrack::usage(count, bytes).into());
+    }
+
+    /// Sets a node's data without a version, an mzxid or an event (the server's own quota
+    /// bookkeeping), keeping the byte counts right.
+    fn replace_data_quietly(&mut self, path: &str, data: Bytes) {
+        let Some(n) = self.node_mut(path) else {
+            return;
+        };
+        let old = n.data.len() as u64;
+        let new = data.len() as u64;
+        n.data = data;
+        let owner = n.owner.clone();
+        self.data_bytes = self.data_bytes - old + new;
+        if let Some(o) = owner {
+            self.tenants.adjust_bytes(&o, old, new);
+        }
+    }
+
+    /// Setting, changing or removing the quota of an existing path P needs ADMIN on P (or
+    /// `super`): otherwise one tenant could cap another's subtree. ZooKeeper does not check
+    /// this (anyone who may write `/zookeeper/quota` may); with the open ACLs it ships, the
+    /// outcome is the same.
+    fn may_change_quota(&self, path: &str, auth: &[Id]) -> OpResult<()> {
+        let Some((p, _)) = quota::quota_node(path) else {
+            return Ok(());
+        };
+        match self.nodes.get(p) {
+            Some(n) if !acl::check(&n.acl, perms::ADMIN, auth) => Err(ErrorCode::NoAuth),
+            _ => Ok(()),
+        }
     }
 
     // ------------------------------------------------------------------------------------------
@@ -1017,6 +1148,11 @@ impl DataTree {
         }
         for (name, tenant) in tenants {
             t.tenants.put(&name, tenant);
+        }
+        for name in &names {
+            if let Some((p, quota::LIMIT_NODE)) = quota::quota_node(name) {
+                t.quota_roots.insert(p.into());
+            }
         }
         for name in names.iter().filter(|n| &***n != "/") {
             if let Some(p) = t.nodes.get_mut(parent(name)).map(Arc::make_mut) {
@@ -1333,6 +1469,92 @@ mod tests {
         t.close_session(10, 0x200);
         assert_eq!(t.tenants().usage("lab").sessions, 0);
         assert_eq!(t.open_session(0x203, 5000, Bytes::new(), &lab), Ok(()));
+    }
+
+    /// ZooKeeper's `/zookeeper/quota`: only who may administer a path may cap it, and its
+    /// usage node follows every change below it (the cases against ZooKeeper itself are in
+    /// the conformance suite).
+    #[test]
+    fn a_quota_is_set_by_the_paths_admin_and_counts_every_change_below_it() {
+        let mut t = tenanted();
+        let nurse = [id("org", "St Mary")];
+        let lab = [id("digest", "lab:h")];
+        let mk = |path: &str, data: &'static [u8]| {
+            create_with(path, data, Acl::open_unsafe(), CreateMode::Persistent)
+        };
+        assert_eq!(
+            t.apply(txn(10, &nurse), &mk("/tenants/hospital/q", b"abc"))
+                .err,
+            ErrorCode::Ok
+        );
+        let quota = "/zookeeper/quota/tenants/hospital/q";
+        for (i, p) in [
+            "/zookeeper/quota/tenants",
+            "/zookeeper/quota/tenants/hospital",
+            quota,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(
+                t.apply(txn(11 + i as i64, &nurse), &mk(p, b"")).err,
+                ErrorCode::Ok,
+                "{p}"
+            );
+        }
+        let limits = format!("{quota}/zookeeper_limits");
+        let hard = b"count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=2";
+        // The lab may not cap the hospital's subtree; the hospital may.
+        assert_eq!(
+            t.apply(txn(20, &lab), &mk(&limits, hard)).err,
+            ErrorCode::NoAuth
+        );
+        assert_eq!(
+            t.apply(txn(21, &nurse), &mk(&limits, hard)).err,
+            ErrorCode::Ok
+        );
+        let stats = format!("{quota}/zookeeper_stats");
+        assert_eq!(
+            t.apply(txn(22, &nurse), &mk(&stats, b"")).err,
+            ErrorCode::Ok
+        );
+        assert_eq!(&t.node(&stats).expect("stats").data[..], b"count=1,bytes=3");
+        assert_eq!(
+            t.apply(txn(23, &nurse), &mk("/tenants/hospital/q/a", b"12"))
+                .err,
+            ErrorCode::Ok
+        );
+        assert_eq!(
+            t.apply(txn(24, &nurse), &mk("/tenants/hospital/q/b", b""))
+                .err,
+            ErrorCode::QuotaExceeded
+        );
+        assert_eq!(&t.node(&stats).expect("stats").data[..], b"count=2,bytes=5");
+        let before = t.data_bytes();
+        let del = Request::Delete(DeleteRequest {
+            path: "/tenants/hospital/q/a".into(),
+            version: -1,
+        });
+        assert_eq!(t.apply(txn(25, &nurse), &del).err, ErrorCode::Ok);
+        assert_eq!(&t.node(&stats).expect("stats").data[..], b"count=1,bytes=3");
+        assert_eq!(
+            t.data_bytes(),
+            before - 2,
+            "the deleted node's 2 bytes; the stats node's length is the same"
+        );
+        // A tree rebuilt from its parts knows its quotas.
+        let rebuilt = DataTree::from_parts(
+            t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect(),
+            Vec::new(),
+            t.tenants()
+                .iter()
+                .map(|(n, x)| (n.to_string(), x.clone()))
+                .collect(),
+        );
+        assert_eq!(
+            rebuilt.quota_of("/tenants/hospital/q/x").as_deref(),
+            Some("/tenants/hospital/q")
+        );
     }
 
     #[test]

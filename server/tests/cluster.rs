@@ -1096,6 +1096,15 @@ fn zkcli_works_against_synod_over_tls() {
             Step::new(&["getAcl", "/zkcli-x509"], |out| {
                 out.contains("'x509,'tester")
             }),
+            // ZooKeeper's quotas, as zkCli sets and lists them: a hard limit of 2 znodes.
+            Step::new(&["create", "/zkq", "q"], |out| out.contains("Created /zkq")),
+            Step::new(&["setquota", "-N", "2", "/zkq"], |_| true),
+            Step::new(&["create", "/zkq/a", "x"], |out| {
+                out.contains("Created /zkq/a")
+            }),
+            Step::new(&["listquota", "/zkq"], |out| {
+                out.contains("countHardLimit=2") && out.contains("count=2,bytes=2")
+            }),
         ];
         for (i, Step { command, expect }) in steps.iter().enumerate() {
             let server = addrs[i % addrs.len()];
@@ -1117,6 +1126,15 @@ fn zkcli_works_against_synod_over_tls() {
                 i % addrs.len(),
                 t.elapsed()
             );
+            if command[0] == "listquota" {
+                // The third znode under the quota is refused, as ZooKeeper refuses it.
+                let run = blocking(|| zkcli(server, &flags, &["create", "/zkq/b", "y"]));
+                let output = format!("{}\n{}", run.stdout, run.stderr);
+                assert!(
+                    output.contains("Quota has exceeded"),
+                    "zkCli create past the quota printed:\n{output}"
+                );
+            }
             if command[0] == "set" {
                 // What zkCli wrote is what the Rust client reads, through another server.
                 let zk = connect_only(&ens, (i + 1) % addrs.len()).await;

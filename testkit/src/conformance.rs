@@ -466,6 +466,103 @@ async fn default_acl_applies_to_creates(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
+/// ZooKeeper's quotas as zkCli's `setquota` writes them: `zookeeper_limits` under
+/// `/zookeeper/quota<path>`, then `zookeeper_stats`, which the server fills with the subtree's
+/// usage (the quota's own node included) and keeps up to date on every change below it, without
+/// a version change. A hard count or byte limit refuses the change that would pass it with
+/// QuotaExceeded (ZooKeeper with `zookeeper.enforceQuota=true`, synod always), also inside a
+/// multi, which then changes nothing; a soft limit does not.
+async fn zookeeper_quotas(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let q = ctx.p("q");
+    ok!(zk.create(&q, b"12345", CreateMode::Persistent).await);
+    ok!(zk
+        .create(&format!("{q}/a"), b"", CreateMode::Persistent)
+        .await);
+    // setquota -N 4 -B 20: hard limits (and no soft ones), as zkCli writes them.
+    let quota = format!("/zookeeper/quota{q}");
+    let mut at = String::from("/zookeeper/quota");
+    for part in q.trim_start_matches('/').split('/') {
+        at = format!("{at}/{part}");
+        match zk.create(&at, b"", CreateMode::Persistent).await {
+            Ok(_) | Err(Error::NodeExists) => {}
+            Err(e) => return Err(format!("create {at}: {e:?}")),
+        }
+    }
+    let limits = b"count=-1,bytes=-1=;byteHardLimit=20;countHardLimit=4";
+    ok!(zk
+        .create(
+            &format!("{quota}/zookeeper_limits"),
+            limits,
+            CreateMode::Persistent
+        )
+        .await);
+    ok!(zk
+        .create(
+            &format!("{quota}/zookeeper_stats"),
+            b"count=0,bytes=0",
+            CreateMode::Persistent
+        )
+        .await);
+    let stats = || async { zk.get_data(&format!("{quota}/zookeeper_stats")).await };
+    let (data, stat) = ok!(stats().await);
+    check_eq!(String::from_utf8_lossy(&data), "count=2,bytes=5");
+    check_eq!(stat.version, 0);
+    ok!(zk
+        .create(&format!("{q}/b"), b"123", CreateMode::Persistent)
+        .await);
+    ok!(zk.set_data(&format!("{q}/a"), b"1234", None).await);
+    let (data, stat) = ok!(stats().await);
+    check_eq!(String::from_utf8_lossy(&data), "count=3,bytes=12");
+    check_eq!(stat.version, 0);
+    // Four znodes is the hard limit: a fifth is refused, and so is a 21st byte.
+    ok!(zk
+        .create(&format!("{q}/c"), b"", CreateMode::Persistent)
+        .await);
+    fails!(
+        zk.create(&format!("{q}/d"), b"", CreateMode::Persistent)
+            .await,
+        Error::QuotaExceeded
+    );
+    fails!(
+        zk.set_data(&format!("{q}/b"), b"123456789012", None).await,
+        Error::QuotaExceeded
+    );
+    ok!(zk.set_data(&format!("{q}/b"), b"12345678901", None).await);
+    // A multi that deletes one and creates two crosses the limit at its last op.
+    let r = zk
+        .multi(vec![
+            Op::delete(&format!("{q}/c"), None),
+            Op::create(&format!("{q}/e"), &b""[..], CreateMode::Persistent),
+            Op::create(&format!("{q}/f"), &b""[..], CreateMode::Persistent),
+        ])
+        .await;
+    match r {
+        Err(Error::Multi { code, .. }) => check_eq!(code, ErrorCode::QuotaExceeded),
+        other => return Err(format!("the multi crossing the quota: {other:?}")),
+    }
+    check!(
+        ok!(zk.exists(&format!("{q}/c")).await).is_some(),
+        "the multi deleted {q}/c"
+    );
+    let (data, _) = ok!(stats().await);
+    check_eq!(String::from_utf8_lossy(&data), "count=4,bytes=20");
+    // Deletes count down; without the limits node nothing is counted or refused.
+    ok!(zk.delete(&format!("{q}/c"), None).await);
+    let (data, _) = ok!(stats().await);
+    check_eq!(String::from_utf8_lossy(&data), "count=3,bytes=20");
+    ok!(zk.delete(&format!("{quota}/zookeeper_limits"), None).await);
+    ok!(zk
+        .create(&format!("{q}/d"), b"", CreateMode::Persistent)
+        .await);
+    ok!(zk
+        .create(&format!("{q}/e"), b"", CreateMode::Persistent)
+        .await);
+    let (data, _) = ok!(stats().await);
+    check_eq!(String::from_utf8_lossy(&data), "count=3,bytes=20");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // multi
 // ---------------------------------------------------------------------------------------------
@@ -1143,6 +1240,7 @@ fn cases() -> Vec<(&'static str, CaseFn, bool)> {
         case!(children_and_parent_stat),
         case!(acls_and_digest_auth),
         case!(default_acl_applies_to_creates),
+        case!(zookeeper_quotas),
         case!(multi_success),
         case!(multi_failure_is_all_or_nothing),
         case!(multi_read_results),

@@ -81,13 +81,14 @@ pub const SERVERS_ENV: &str = "SYNOD_TEST_SERVERS";
 /// JVM arguments for every node. `extendedTypesEnabled` turns on TTL nodes (off by default in
 /// ZooKeeper, where creating one fails with `UNIMPLEMENTED`); the container check interval makes an
 /// empty container node vanish within ~1 s instead of 60 s; the AdminServer (Jetty, port 8080) would
-/// make N nodes collide on one port and nothing here uses it; the simpleLogger options timestamp the
-/// log lines.
+/// make N nodes collide on one port and nothing here uses it; `enforceQuota` makes hard quota
+/// limits refuse writes (synod always does); the simpleLogger options timestamp the log lines.
 pub const JVM_ARGS: &[&str] = &[
     "-Xmx512m",
     "-Dzookeeper.extendedTypesEnabled=true",
     "-Dznode.container.checkIntervalMs=1000",
     "-Dzookeeper.admin.enableServer=false",
+    "-Dzookeeper.enforceQuota=true",
     "-Dorg.slf4j.simpleLogger.showDateTime=true",
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
 ];
