@@ -46,6 +46,10 @@ pub struct Quota {
     /// Sessions opened by its identities (and still open).
     #[serde(default)]
     pub sessions: Option<u64>,
+    /// Watches its connections hold on one node (watches are node-local: each node counts its
+    /// own, and refuses a registration past this with `QuotaExceeded`).
+    #[serde(default)]
+    pub watches: Option<u64>,
 }
 
 /// What a tenant uses now: derived from the tree (each znode's owner tenant), so it is never
@@ -396,6 +400,7 @@ mod tests {
             bytes: Some(10),
             ephemerals: Some(1),
             sessions: Some(1),
+            watches: None,
         };
         t.put("lab", lab);
         let owner: Arc<str> = "lab".into();

@@ -1270,6 +1270,7 @@ impl DataTree {
                     t.quota.bytes,
                     t.quota.ephemerals,
                     t.quota.sessions,
+                    t.quota.watches,
                 ] {
                     w.int(q.map_or(-1, |v| v.min(i64::MAX as u64) as i64));
                 }
@@ -1389,6 +1390,7 @@ mod tests {
                 bytes: Some(10),
                 ephemerals: Some(1),
                 sessions: Some(1),
+                watches: None,
             },
         };
         assert!(t.declare_tenant(1, 1000, "hospital", hospital).is_ok());

@@ -121,12 +121,14 @@ impl std::fmt::Display for TenantChange {
                 let q = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
                 write!(
                     f,
-                    "declare {name} members=[{}] quota znodes={} bytes={} ephemerals={} sessions={}",
+                    "declare {name} members=[{}] quota znodes={} bytes={} ephemerals={} sessions={} \
+                     watches={}",
                     members.join(","),
                     q(tenant.quota.znodes),
                     q(tenant.quota.bytes),
                     q(tenant.quota.ephemerals),
-                    q(tenant.quota.sessions)
+                    q(tenant.quota.sessions),
+                    q(tenant.quota.watches)
                 )
             }
             TenantChange::Remove { name } => write!(f, "remove {name}"),

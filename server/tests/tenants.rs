@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use synod_client::tls::TlsOptions;
-use synod_client::{perms, Acl, Client, ConnectOptions, CreateMode, Error, ErrorCode, Op};
+use synod_client::{
+    perms, Acl, AddWatchMode, Client, ConnectOptions, CreateMode, Error, ErrorCode, Op,
+};
 use synod_testkit::{authz, blocking, AdminHttp, Ensemble, SynodEnsemble};
 
 const BIN: &str = env!("CARGO_BIN_EXE_synod");
@@ -133,7 +135,7 @@ async fn institutions_are_isolated_shared_by_name_and_held_to_their_quotas() {
     );
     assert_eq!(status, 200, "declare hospital: {hospital}");
     assert_eq!(hospital["home"], "/tenants/hospital");
-    let lab_quota = json!({"znodes": 3, "bytes": 64, "ephemerals": 1, "sessions": 2});
+    let lab_quota = json!({"znodes": 3, "bytes": 64, "ephemerals": 1, "sessions": 2, "watches": 2});
     let (status, lab) = admin(
         &ens,
         1,
@@ -334,6 +336,43 @@ async fn institutions_are_isolated_shared_by_name_and_held_to_their_quotas() {
         .await
         .expect("list the lab's home");
     assert_eq!(children, ["e", "r0", "r1"], "nothing of the multi applied");
+    // Watches: two per node; a third registration is refused (and leaves no watch), and a
+    // watch that fires makes room again.
+    let (_, _, fired) = analyst
+        .get_data_watch(&format!("{home}/r0"))
+        .await
+        .expect("a first watch");
+    let _kept = analyst
+        .exists_watch(&format!("{home}/r1"))
+        .await
+        .expect("a second watch");
+    assert_eq!(
+        code(analyst.get_children_watch(home).await.map(|_| ())),
+        ErrorCode::QuotaExceeded,
+        "a third watch"
+    );
+    assert_eq!(
+        code(
+            analyst
+                .add_watch(home, AddWatchMode::PersistentRecursive)
+                .await
+                .map(|_| ())
+        ),
+        ErrorCode::QuotaExceeded,
+        "a persistent watch counts too"
+    );
+    analyst
+        .set_data(&format!("{home}/r0"), &[b'x'; 54], None)
+        .await
+        .expect("fire the first watch");
+    let event = tokio::time::timeout(WAIT, fired)
+        .await
+        .expect("the watch fires");
+    assert_eq!(event.event_type, synod_client::EventType::NodeDataChanged);
+    analyst
+        .get_children_watch(home)
+        .await
+        .expect("room for a watch again");
     // Sessions: the lab may hold two; a third is told its session expired (the client stops).
     let second = as_cert(&ens, "analyst").await;
     let third = try_cert(&ens, "analyst").await;

@@ -224,6 +224,7 @@ async fn sample(node: &Node) {
             ("bytes", t.usage.bytes, t.quota.bytes),
             ("ephemerals", t.usage.ephemerals, t.quota.ephemerals),
             ("sessions", t.usage.sessions, t.quota.sessions),
+            ("watches", t.watches_here as u64, t.quota.watches),
         ];
         for (resource, used, limit) in usage {
             let labels = [

@@ -33,6 +33,8 @@ pub struct TenantView {
     pub home: String,
     pub quota: Quota,
     pub usage: Usage,
+    /// Watches its connections hold on this node (watches are node-local).
+    pub watches_here: usize,
 }
 
 /// `GET /tenants`: every declared tenant, in name order.
@@ -52,6 +54,7 @@ pub fn views(node: &Node) -> Vec<TenantView> {
             home: format!("{}/{name}", synod_raft_store::tenants::TENANTS_ROOT),
             quota: t.quota,
             usage: tenants.usage(name),
+            watches_here: r.observer.watches.tenant_watches(name),
         })
         .collect()
 }

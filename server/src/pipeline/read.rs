@@ -15,6 +15,42 @@ use crate::pipeline::conn::{reply_frame, Conn};
 use crate::pipeline::outbox::ReplyRoom;
 use crate::watch::manager::WatchKind;
 
+/// Whether `request` registers a watch (the ones a tenant's watch quota counts; a resuming
+/// session's `setWatches` re-registers what it held and is not refused).
+fn leaves_watch(request: &Request) -> bool {
+    match request {
+        Request::Exists(q) => q.watch,
+        Request::GetData(q) => q.watch,
+        Request::GetChildren(q) => q.watch,
+        Request::GetChildren2(q) => q.watch,
+        Request::AddWatch(_) => true,
+        _ => false,
+    }
+}
+
+/// Charges the connection's watches to its tenant (as the table says now) and says whether one
+/// more stays within the tenant's watch quota on this node.
+fn may_watch(
+    tree: &synod_raft_store::DataTree,
+    observer: &mut Applier,
+    conn: u64,
+    auth: &[Id],
+) -> bool {
+    if tree.tenants().is_empty() {
+        return true;
+    }
+    let tenant = synod_raft_store::Tenants::owner_of(&tree.tenants().resolve(auth));
+    observer.watches.assign(conn, tenant.clone());
+    let limit = tenant
+        .as_deref()
+        .and_then(|t| tree.tenants().get(t))
+        .and_then(|t| t.quota.watches);
+    match (tenant, limit) {
+        (Some(t), Some(limit)) => (observer.watches.tenant_watches(&t) as u64) < limit,
+        _ => true,
+    }
+}
+
 impl Conn {
     /// Evaluates a read against the applied tree and queues its reply, under the replica lock.
     pub fn evaluate(
@@ -31,6 +67,11 @@ impl Conn {
         let Replica { tree, observer, .. } = r;
         let conn = self.id;
         let mut xid = xid;
+        if leaves_watch(&request) && !may_watch(tree, observer, conn, auth) {
+            let frame = reply_frame(xid, zxid, ErrorCode::QuotaExceeded, Response::Empty);
+            crate::admin::metrics::request_done(op, arrived, ErrorCode::QuotaExceeded);
+            return room.send(frame);
+        }
         let (err, resp) = match request {
             // A watch is left only where the caller may see the answer: on a missing node, or
             // on one it may READ (ZooKeeper 3.8.4); nothing for a path that is not one.

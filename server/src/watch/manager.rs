@@ -61,6 +61,12 @@ pub struct WatchManager {
     by_conn: WatchIndex,
     /// How many (connection, kind, path) watches there are: the sum of `by_conn`'s set sizes.
     total: usize,
+    /// The tenant each connection's watches are charged to ([`WatchManager::assign`]); absent:
+    /// none.
+    conn_tenant: std::collections::HashMap<ConnId, Name>,
+    /// Watches per tenant on this node, for the tenant's watch quota. Invariant: for each
+    /// tenant, the sum of its connections' `by_conn` set sizes.
+    tenant_watches: std::collections::HashMap<Name, usize>,
 }
 
 fn table_remove(t: &mut Table, path: &str, conn: ConnId) -> bool {
@@ -98,6 +104,37 @@ impl WatchManager {
             .is_none()
         {
             self.total += 1;
+            self.count_for_tenant(conn, 1);
+        }
+    }
+
+    /// Charges `conn`'s watches (those it holds and those it will add) to `tenant` from now on.
+    pub fn assign(&mut self, conn: ConnId, tenant: Option<Name>) {
+        if self.conn_tenant.get(&conn) == tenant.as_ref() {
+            return;
+        }
+        let held = self.by_conn.get(&conn).map_or(0, imbl::HashSet::len) as isize;
+        self.count_for_tenant(conn, -held);
+        match tenant {
+            Some(t) => self.conn_tenant.insert(conn, t),
+            None => self.conn_tenant.remove(&conn),
+        };
+        self.count_for_tenant(conn, held);
+    }
+
+    /// The watches charged to `tenant` on this node.
+    pub fn tenant_watches(&self, tenant: &str) -> usize {
+        self.tenant_watches.get(tenant).copied().unwrap_or(0)
+    }
+
+    fn count_for_tenant(&mut self, conn: ConnId, by: isize) {
+        let Some(t) = self.conn_tenant.get(&conn) else {
+            return;
+        };
+        let n = self.tenant_watches.entry(t.clone()).or_default();
+        *n = n.saturating_add_signed(by);
+        if *n == 0 {
+            self.tenant_watches.remove(t);
         }
     }
 
@@ -106,8 +143,9 @@ impl WatchManager {
         if let Some(set) = self.by_conn.get_mut(&conn) {
             if set.remove(key).is_some() {
                 self.total -= 1;
+                self.count_for_tenant(conn, -1);
             }
-            if set.is_empty() {
+            if self.by_conn.get(&conn).is_some_and(|s| s.is_empty()) {
                 self.by_conn.remove(&conn);
             }
         }
@@ -165,7 +203,9 @@ impl WatchManager {
         for (kind, path) in self.by_conn.remove(&conn).into_iter().flatten() {
             table_remove(self.table(kind), &path, conn);
             self.total -= 1;
+            self.count_for_tenant(conn, -1);
         }
+        self.conn_tenant.remove(&conn);
     }
 
     /// The connections to notify of `event_type` on `path` (each once), consuming one-shot watches.
@@ -261,6 +301,34 @@ mod tests {
         let mut out = Vec::new();
         w.trigger(t, p, &mut out);
         out
+    }
+
+    #[test]
+    fn watches_are_counted_for_their_connections_tenant() {
+        let mut w = WatchManager::default();
+        w.add(1, WatchKind::Data, "/before");
+        w.assign(1, Some("lab".into()));
+        w.add(1, WatchKind::Child, "/a");
+        w.add(1, WatchKind::Recursive, "/a");
+        w.add(1, WatchKind::Recursive, "/a");
+        w.add(2, WatchKind::Data, "/a");
+        assert_eq!(
+            w.tenant_watches("lab"),
+            3,
+            "its watches from before the assignment too"
+        );
+        fired(&mut w, EventType::NodeChildrenChanged, "/a");
+        assert_eq!(w.tenant_watches("lab"), 2, "a fired one-shot");
+        assert!(w.remove(1, "/before", WatcherType::Data));
+        assert_eq!(w.tenant_watches("lab"), 1);
+        w.assign(1, Some("clinic".into()));
+        assert_eq!(
+            (w.tenant_watches("lab"), w.tenant_watches("clinic")),
+            (0, 1)
+        );
+        w.remove_conn(1);
+        assert_eq!(w.tenant_watches("clinic"), 0);
+        assert_eq!(w.count(), 1);
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub async fn tenant(
             max_bytes,
             max_ephemerals,
             max_sessions,
+            max_watches,
         } => {
             let mut members: Vec<String> = orgs.iter().map(|o| format!("org:{o}")).collect();
             members.extend(x509.iter().map(|c| format!("x509:{c}")));
@@ -295,7 +296,7 @@ pub async fn tenant(
             }
             let quota = json!({
                 "znodes": max_znodes, "bytes": max_bytes, "ephemerals": max_ephemerals,
-                "sessions": max_sessions,
+                "sessions": max_sessions, "watches": max_watches,
             });
             let body = json!({"name": name, "members": members, "quota": quota});
             (Method::POST, "/tenants".to_string(), Some(body))
@@ -354,14 +355,15 @@ fn print_tenants(v: &Value) {
             }
         };
         println!(
-            "{}\t{}\t{}\t{} {} {} {}",
+            "{}\t{}\t{}\t{} {} {} {} {}",
             s("name"),
             s("home"),
             members.join(","),
             used("znodes"),
             used("bytes"),
             used("ephemerals"),
-            used("sessions")
+            used("sessions"),
+            used("watches")
         );
     }
 }

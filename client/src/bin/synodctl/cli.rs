@@ -352,6 +352,9 @@ pub enum TenantCmd {
         /// Most sessions its identities may hold open.
         #[arg(long)]
         max_sessions: Option<u64>,
+        /// Most watches its connections may hold on each node.
+        #[arg(long)]
+        max_watches: Option<u64>,
     },
     /// Forget a tenant; its home and nodes stay (reachable by super only).
     Remove {
