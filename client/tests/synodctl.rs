@@ -232,6 +232,71 @@ fn synodctl_speaks_tls_with_identities_acls_and_an_operator_certificate() {
         + &String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("not an operator"), "{why}");
 
+    // Tenants and the audit trail, as the operator.
+    ok(
+        node.ctl(
+            "admin",
+            &[
+                "tenant",
+                "add",
+                "lab",
+                "--x509",
+                "tester",
+                "--max-znodes",
+                "100",
+                "--admin",
+                &admin,
+            ],
+        ),
+        "tenant add",
+    );
+    let tenants = ok(
+        node.ctl("admin", &["tenant", "list", "--admin", &admin]),
+        "tenant list",
+    );
+    assert!(
+        tenants.starts_with("lab\t/tenants/lab\tx509:tester\tznodes=0/100"),
+        "{tenants}"
+    );
+    ok(
+        node.ctl("tester", &["create", "/tenants/lab/x", "1"]),
+        "create in the home",
+    );
+    let tenants = ok(
+        node.ctl("admin", &["tenant", "list", "--admin", &admin]),
+        "tenant list",
+    );
+    assert!(tenants.contains("znodes=1/100"), "{tenants}");
+    let trail = ok(
+        node.ctl("admin", &["audit", "--path", "/case-9", "--admin", &admin]),
+        "audit --path",
+    );
+    assert!(
+        trail.lines().count() == 2
+            && trail.contains("x509:tester")
+            && trail.contains("create2 /case-9 err=0")
+            && trail.contains("setAcl /case-9 err=0"),
+        "{trail}"
+    );
+    let export = node._dir.path().join("trail.jsonl");
+    ok(
+        node.ctl(
+            "admin",
+            &["audit", "-o", &export.to_string_lossy(), "--admin", &admin],
+        ),
+        "audit -o",
+    );
+    let verify = std::process::Command::new(synod_bin())
+        .args(["audit", "verify", "--export"])
+        .arg(&export)
+        .output()
+        .expect("run synod audit verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
     // --insecure against the secure port gets no session.
     let plain = node.ctl("tester", &["--insecure", "--timeout-ms", "2000", "ls", "/"]);
     assert!(!plain.status.success(), "plaintext to the TLS port");

@@ -8,7 +8,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use synod_raft_store::audit::{self, Anchor, AuditStore, ExportedRecord, StoredRecord, Verified};
+use synod_raft_store::audit::{
+    self, Anchor, AuditHead, AuditStore, ExportedRecord, StoredRecord, Verified,
+};
 use synod_raft_store::error::StoreError;
 
 use crate::error::ServerError;
@@ -30,9 +32,14 @@ pub enum AuditCmd {
         /// A stopped node's data directory: its trail, checked against its snapshot's head.
         #[arg(long, conflicts_with = "export")]
         data_dir: Option<PathBuf>,
-        /// An export (JSON lines, with its anchors first).
+        /// An export (JSON lines, with its anchors first: `synodctl audit -o`, `synod audit
+        /// export`).
         #[arg(long)]
         export: Option<PathBuf>,
+        /// With --export: a backup (`synodctl backup`) whose replicated head the export must
+        /// reach, so that the backup and the trail vouch for each other.
+        #[arg(long, requires = "export")]
+        backup: Option<PathBuf>,
     },
     /// Write a stopped node's trail as JSON lines (anchors first).
     Export {
@@ -52,8 +59,20 @@ pub fn run(args: AuditArgs) -> Result<String, ServerError> {
             ..
         } => verify_data_dir(&dir).map(|v| describe(&v)),
         AuditCmd::Verify {
-            export: Some(file), ..
-        } => verify_export(&file).map(|v| describe(&v)),
+            export: Some(file),
+            backup,
+            ..
+        } => {
+            let head = backup.as_deref().map(backup_head).transpose()?;
+            let v = verify_export(&file, head.as_ref())?;
+            if head.is_some_and(|h| h.count > 0) && !v.head_matched {
+                return Err(ServerError::Storage(format!(
+                    "the export ends before the backup's replicated head (zxid {:#x})",
+                    head.map(|h| h.zxid).unwrap_or_default()
+                )));
+            }
+            Ok(describe(&v))
+        }
         AuditCmd::Verify { .. } => Err(ServerError::Config(
             "synod audit verify needs --data-dir or --export".into(),
         )),
@@ -118,8 +137,17 @@ pub fn verify_data_dir(dir: &Path) -> Result<Verified, ServerError> {
     audit::verify(store.all(), &anchors, head.as_ref()).map_err(storage)
 }
 
-/// Verifies an export on its own (no replicated head to compare with).
-pub fn verify_export(file: &Path) -> Result<Verified, ServerError> {
+/// The replicated audit head recorded in a backup file (checked whole first).
+fn backup_head(path: &Path) -> Result<AuditHead, ServerError> {
+    let bytes = std::fs::read(path)?;
+    let snapshot = synod_raft_store::backup::open(&bytes).map_err(storage)?;
+    let contents =
+        synod_raft_store::state_machine::read_snapshot_file(snapshot).map_err(storage)?;
+    Ok(*contents.tree.audit_head())
+}
+
+/// Verifies an export, against `head` (a backup's) if given.
+pub fn verify_export(file: &Path, head: Option<&AuditHead>) -> Result<Verified, ServerError> {
     let f = std::fs::File::open(file)?;
     let mut anchors = Vec::new();
     let mut records = Vec::new();
@@ -145,7 +173,7 @@ pub fn verify_export(file: &Path) -> Result<Verified, ServerError> {
     let records = records
         .into_iter()
         .map(|r| r.map_err(|e| StoreError::Audit(e.to_string())));
-    audit::verify(records, &anchors, None).map_err(storage)
+    audit::verify(records, &anchors, head).map_err(storage)
 }
 
 /// Writes a stopped node's trail as JSON lines; returns a summary.

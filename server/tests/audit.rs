@@ -203,6 +203,47 @@ async fn every_change_is_recorded_alike_on_every_replica_and_verifiable() {
     );
     assert_eq!(records(&ens, 2, "tenant=hospital").len(), 6);
 
+    // A backup and an export of the trail vouch for each other: the export reaches the
+    // backup's replicated head; an export cut short does not.
+    let (status, _) = admin(&ens, 0, "POST", "/snapshot", None);
+    assert_eq!(status, 200);
+    let (status, backup) =
+        blocking(|| ens.http(0, "GET", "/snapshot", None)).expect("GET /snapshot");
+    assert_eq!(status, 200);
+    let backup_file = ens.root().join("backup.bin");
+    std::fs::write(&backup_file, &backup).expect("write the backup");
+    let (status, jsonl) = blocking(|| ens.http(0, "GET", "/audit?format=jsonl&limit=10000", None))
+        .expect("GET /audit?format=jsonl");
+    assert_eq!(status, 200);
+    let full = ens.root().join("full.jsonl");
+    std::fs::write(&full, &jsonl).expect("write the export");
+    let b = backup_file.to_string_lossy().to_string();
+    let (ok, out) = synod(&[
+        "audit",
+        "verify",
+        "--export",
+        &full.to_string_lossy(),
+        "--backup",
+        &b,
+    ]);
+    assert!(ok && out.contains("the replicated head matches"), "{out}");
+    let text = String::from_utf8_lossy(&jsonl).to_string();
+    let short: Vec<&str> = text.lines().collect();
+    let cut = ens.root().join("cut.jsonl");
+    std::fs::write(&cut, short[..short.len() - 3].join("\n")).expect("write");
+    let (ok, out) = synod(&[
+        "audit",
+        "verify",
+        "--export",
+        &cut.to_string_lossy(),
+        "--backup",
+        &b,
+    ]);
+    assert!(
+        !ok && out.contains("ends before the backup's replicated head"),
+        "{out}"
+    );
+
     // Offline: a stopped node's trail verifies; so does its export, and an edited export fails.
     ens.terminate(2, WAIT).expect("stop node 3");
     let dir = ens.node(2).expect("node").data_dir();

@@ -368,6 +368,171 @@ fn print_tenants(v: &Value) {
     }
 }
 
+/// The filters of `synodctl audit`.
+pub struct AuditQuery {
+    pub path: Option<String>,
+    pub identity: Option<String>,
+    pub tenant: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// Percent-encodes a query value (everything but unreserved characters and `/`).
+fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs `synodctl audit`: prints matching records (one line each, or JSON with `--json`), or
+/// with `out` exports every matching record as JSON lines, page by page (anchors first).
+pub async fn audit(
+    http: &Admin,
+    admins: &[String],
+    q: &AuditQuery,
+    limit: usize,
+    out: Option<&Path>,
+    json_out: bool,
+) -> Result<(), String> {
+    let filters: String = [
+        ("path", &q.path),
+        ("identity", &q.identity),
+        ("tenant", &q.tenant),
+        ("until", &q.until),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("&{k}={}", encode_query(v))))
+    .collect();
+    let Some(out) = out else {
+        let since = q.since.as_deref().unwrap_or("0");
+        let path = format!(
+            "/audit?limit={limit}&since={}{filters}",
+            encode_query(since)
+        );
+        let mut errors = Vec::new();
+        for addr in admins {
+            match request(http, addr, Method::GET, &path, None).await {
+                Ok(r) if r.status == 200 => {
+                    let v = r.json()?;
+                    if json_out {
+                        println!("{v}");
+                    } else {
+                        for rec in v["records"].as_array().into_iter().flatten() {
+                            println!("{}", describe_record(rec));
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(r) => errors.push(describe_error(addr, &r)),
+                Err(e) => errors.push(e),
+            }
+        }
+        return Err(errors.join("; "));
+    };
+    let addr = admins.first().ok_or("no --admin address")?;
+    let tmp = out.with_extension("partial");
+    let cannot_write = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(cannot_write)?
+    };
+    let mut since = q.since.clone().unwrap_or_else(|| "0".into());
+    let (mut records, mut first) = (0u64, true);
+    loop {
+        const PAGE: usize = 10_000;
+        let path = format!(
+            "/audit?format=jsonl&limit={PAGE}&since={}{filters}",
+            encode_query(&since)
+        );
+        let r = request(http, addr, Method::GET, &path, None).await?;
+        if r.status != 200 {
+            return Err(describe_error(addr, &r));
+        }
+        let text = String::from_utf8_lossy(&r.body);
+        let mut last = None;
+        let mut page = 0;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let anchor = line.starts_with("{\"anchor_zxid\"");
+            if anchor && !first {
+                continue;
+            }
+            writeln!(file, "{line}").map_err(cannot_write)?;
+            if !anchor {
+                page += 1;
+                last = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v["zxid"].as_i64());
+            }
+        }
+        first = false;
+        records += page as u64;
+        match last {
+            Some(z) if page == PAGE => since = (z + 1).to_string(),
+            _ => break,
+        }
+    }
+    file.sync_all().map_err(cannot_write)?;
+    std::fs::rename(&tmp, out).map_err(cannot_write)?;
+    eprintln!(
+        "exported {records} audit records from {addr} to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// One line for a record: zxid, time, identities, tenant, and what was done.
+fn describe_record(r: &Value) -> String {
+    let action = match r["action"].as_object().and_then(|o| o.iter().next()) {
+        Some((kind, body)) if kind == "Write" => {
+            let ops: Vec<String> = body["ops"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| {
+                    format!(
+                        "{} {} err={}",
+                        o["op"].as_str().unwrap_or("?"),
+                        o["path"].as_str().unwrap_or("?"),
+                        o["err"]
+                    )
+                })
+                .collect();
+            format!(
+                "{} err={} [{}]",
+                body["op"].as_str().unwrap_or("?"),
+                body["err"],
+                ops.join("; ")
+            )
+        }
+        Some((kind, body)) => format!("{kind} {body}"),
+        None => r["action"].to_string(),
+    };
+    let ids: Vec<&str> = r["identities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    format!(
+        "{:#x}\t{}\t{}\t{}\t{action}",
+        r["zxid"].as_i64().unwrap_or(0),
+        r["time_ms"],
+        ids.join(","),
+        r["tenant"].as_str().unwrap_or("-"),
+    )
+}
+
 /// `synodctl snapshot`: triggers a snapshot on the first reachable node; prints its metadata.
 pub async fn snapshot(http: &Admin, admins: &[String]) -> Result<(), String> {
     let mut errors = Vec::new();

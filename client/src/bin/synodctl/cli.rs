@@ -235,6 +235,40 @@ pub enum Command {
         #[command(subcommand)]
         action: TenantCmd,
     },
+    /// Query a node's audit trail (admin port, operator only), or export it as JSON lines
+    /// (`-o FILE`: every matching record, page by page; `synod audit verify --export FILE`
+    /// checks it, with `--backup B` against a backup's replicated head).
+    Audit {
+        /// Admin HTTP addresses (host:port), comma-separated; the first reachable one is used.
+        #[arg(
+            long,
+            env = "SYNOD_ADMIN",
+            default_value = "127.0.0.1:8081",
+            value_delimiter = ','
+        )]
+        admin: Vec<String>,
+        /// Records of ops on this path or below it.
+        #[arg(long)]
+        path: Option<String>,
+        /// Records made by this identity (`x509:<CN>`, `org:<O>`, `digest:<user>:<hash>`, `ip:<addr>`).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Records of callers of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// From this zxid on (decimal or 0x hex).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this zxid.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many records (printing; an export takes them all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Export every matching record to this file as JSON lines.
+        #[arg(short = 'o', long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Take a snapshot now on a node (admin port) and print its metadata.
     Snapshot {
         /// Admin HTTP addresses (host:port), comma-separated; the first reachable one is used.
@@ -280,6 +314,7 @@ impl Command {
             Command::Whoami
             | Command::Cluster { .. }
             | Command::Tenant { .. }
+            | Command::Audit { .. }
             | Command::Snapshot { .. }
             | Command::Backup { .. } => None,
         }

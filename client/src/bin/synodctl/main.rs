@@ -200,6 +200,27 @@ async fn run(cli: Cli) -> CmdResult {
             let done = admin::tenant(&http, &admin, action, cli.json).await;
             return done.map_err(admin_failure);
         }
+        Command::Audit {
+            admin,
+            path,
+            identity,
+            tenant,
+            since,
+            until,
+            limit,
+            out,
+        } => {
+            let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
+            let query = admin::AuditQuery {
+                path,
+                identity,
+                tenant,
+                since,
+                until,
+            };
+            let done = admin::audit(&http, &admin, &query, limit, out.as_deref(), cli.json).await;
+            return done.map_err(admin_failure);
+        }
         Command::Snapshot { admin } => {
             let http = admin::Admin::new(tls.as_ref()).map_err(admin_failure)?;
             return admin::snapshot(&http, &admin).await.map_err(admin_failure);

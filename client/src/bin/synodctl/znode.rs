@@ -147,6 +147,7 @@ impl Job {
             }
             Command::Cluster { .. }
             | Command::Tenant { .. }
+            | Command::Audit { .. }
             | Command::Snapshot { .. }
             | Command::Backup { .. } => return Err(admin_without_session()),
             _ => Vec::new(),
@@ -235,6 +236,7 @@ impl Ctx {
             } => self.watch(&path, recursive, count).await,
             Command::Cluster { .. }
             | Command::Tenant { .. }
+            | Command::Audit { .. }
             | Command::Snapshot { .. }
             | Command::Backup { .. } => Err(admin_without_session()),
         }
