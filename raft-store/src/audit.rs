@@ -174,6 +174,32 @@ pub enum AuditAction {
     },
     /// A session was refused: the ZooKeeper code of why (`QuotaExceeded`).
     SessionRefused { err: i32 },
+    /// Reads of tenants' nodes by callers of another tenant (or of none), as one node served
+    /// them: batched, best-effort ([`ReadAccess`]); `dropped` counts those its buffer could not
+    /// hold.
+    Reads {
+        node: u64,
+        reads: Vec<ReadAccess>,
+        dropped: u64,
+    },
+}
+
+/// One read of a tenant's node by a caller outside that tenant, allowed or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadAccess {
+    /// When the serving node answered it (ms since the epoch).
+    pub time_ms: i64,
+    pub session: i64,
+    /// The caller's identities (`scheme:id`), as its connection holds them.
+    pub identities: Vec<String>,
+    /// The caller's tenant, if any.
+    pub tenant: Option<String>,
+    /// The tenant that owns the node read.
+    pub owner: String,
+    pub op: String,
+    pub path: String,
+    /// The answer's ZooKeeper code (0: served; -102: NoAuth).
+    pub err: i32,
 }
 
 impl AuditAction {

@@ -332,6 +332,20 @@ fn apply_command<X: ApplyObserver>(
             observer.on_apply(tree, zxid, cmd, Outcome::Tenant { events, refused });
             CommandResult::None
         }
+        Command::AuditReads {
+            time_ms,
+            node,
+            reads,
+            dropped,
+        } => {
+            let action = AuditAction::Reads {
+                node: *node,
+                reads: reads.clone(),
+                dropped: *dropped,
+            };
+            audit(tree, trail, zxid, Some(*time_ms), 0, &[], action);
+            CommandResult::None
+        }
         Command::Batch(_) => CommandResult::None,
     }
 }

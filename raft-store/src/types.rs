@@ -98,6 +98,15 @@ pub enum Command {
         /// The connection's identities (scheme, id), stamped by the proposer.
         auth: Vec<(String, String)>,
     },
+    /// Reads across tenants that `node` served, for the audit trail (changes nothing else).
+    AuditReads {
+        /// The proposer's time.
+        time_ms: i64,
+        node: NodeId,
+        reads: Vec<crate::audit::ReadAccess>,
+        /// Reads the node's buffer had no room for.
+        dropped: u64,
+    },
 }
 
 /// What a [`Command::Tenant`] does.
@@ -185,7 +194,7 @@ impl Command {
             | Command::Tenant { origin, .. }
             | Command::OpenSession { origin, .. } => Some(*origin),
             Command::CloseSession { origin, .. } => *origin,
-            Command::Reap { .. } | Command::Batch(_) => None,
+            Command::Reap { .. } | Command::Batch(_) | Command::AuditReads { .. } => None,
         }
     }
 }

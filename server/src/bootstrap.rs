@@ -118,6 +118,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(initialize_cluster(node.clone()));
     tokio::spawn(report_replay(node.clone()));
     tokio::spawn(crate::admin::audit::retention_loop(node.clone()));
+    tokio::spawn(crate::pipeline::read_audit::flush_loop(node.clone()));
     Ok(node)
 }
 

@@ -45,6 +45,16 @@ pub enum AuditMode {
     Off,
 }
 
+/// Which reads the audit trail records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditReads {
+    /// Reads of a tenant's nodes by callers outside that tenant, allowed or refused.
+    CrossTenant,
+    /// None.
+    Off,
+}
+
 /// The `synod` command line. Every flag may also be set in the TOML file given with `--config`
 /// (same names, with `_` for `-`); flags win over the file.
 #[derive(Debug, Parser)]
@@ -186,6 +196,10 @@ pub struct Args {
     /// Days an audit record is kept (0: forever).
     #[arg(long)]
     pub audit_retention_days: Option<u64>,
+    /// Audit reads of a tenant's nodes by callers outside it (`cross-tenant`, the default;
+    /// batched, best-effort) or not (`off`).
+    #[arg(long, value_enum)]
+    pub audit_reads: Option<AuditReads>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -229,6 +243,7 @@ struct FileConfig {
     join: Option<bool>,
     audit: Option<AuditMode>,
     audit_retention_days: Option<u64>,
+    audit_reads: Option<AuditReads>,
 }
 
 /// A validated node configuration.
@@ -282,6 +297,8 @@ pub struct Config {
     pub audit: AuditMode,
     /// How long an audit record is kept (`None`: forever).
     pub audit_retention: Option<Duration>,
+    /// Whether reads across tenants are audited.
+    pub audit_reads: bool,
 }
 
 /// A CA, certificate and key given together (all three or none) under flags named `prefix`.
@@ -513,6 +530,11 @@ impl Config {
             log_format,
             join: args.join || file.join.unwrap_or(false),
             audit: args.audit.or(file.audit).unwrap_or(AuditMode::On),
+            audit_reads: args
+                .audit_reads
+                .or(file.audit_reads)
+                .unwrap_or(AuditReads::CrossTenant)
+                == AuditReads::CrossTenant,
             audit_retention: match args
                 .audit_retention_days
                 .or(file.audit_retention_days)

@@ -284,6 +284,36 @@ async fn institutions_are_isolated_shared_by_name_and_held_to_their_quotas() {
         ErrorCode::NoAuth
     );
 
+    // Reads across tenants are audited (batched): the lab's refused read of the hospital's
+    // case and its served read of the shared one, with who read and whose node it was.
+    let reads = wait_for("the lab's reads in the audit trail", || {
+        let (_, v) = admin(&ens, 0, "GET", "/audit?tenant=lab&limit=1000", None);
+        let reads: Vec<Value> = v["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["action"]["Reads"]["reads"].as_array().cloned())
+            .flatten()
+            .filter(|a| a["tenant"] == "lab")
+            .collect();
+        let refused = reads.iter().any(|a| {
+            a["path"] == case
+                && a["op"] == "getData"
+                && a["err"] == -102
+                && a["owner"] == "hospital"
+        });
+        let served = reads
+            .iter()
+            .any(|a| a["path"] == "/cases/case-17/imaging" && a["err"] == 0);
+        (refused && served).then_some(reads)
+    });
+    assert!(
+        reads.iter().all(|a| a["identities"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|i| i == "x509:analyst"))),
+        "{reads:#?}"
+    );
+
     // Quotas: the lab may own 3 znodes, 64 bytes, 1 ephemeral, wherever it creates them.
     let home = "/tenants/lab";
     for i in 0..2 {

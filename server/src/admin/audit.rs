@@ -70,7 +70,8 @@ fn audit_off() -> Response {
     error(StatusCode::NOT_FOUND, "this node runs with --audit off")
 }
 
-/// `GET /audit`.
+/// `GET /audit`. A batch of audited reads (`Reads`) matches the filters if one of its reads
+/// does (`tenant` matches the reader's tenant or the owner's).
 pub async fn query(State(node): State<Arc<Node>>, Query(q): Query<AuditQuery>) -> Response {
     let Some(store) = store(&node) else {
         return audit_off();
@@ -91,6 +92,19 @@ pub async fn query(State(node): State<Arc<Node>>, Query(q): Query<AuditQuery>) -
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
     let keep = move |r: &StoredRecord| {
         let rec = &r.record;
+        if let audit::AuditAction::Reads { reads, .. } = &rec.action {
+            // A batch of reads matches if one of its reads does.
+            return reads.iter().any(|a| {
+                q.identity
+                    .as_ref()
+                    .is_none_or(|i| a.identities.iter().any(|x| x == i))
+                    && q.tenant
+                        .as_ref()
+                        .is_none_or(|t| a.tenant.as_ref() == Some(t) || &a.owner == t)
+                    && session.is_none_or(|s| a.session == s)
+                    && q.path.as_ref().is_none_or(|p| under(&a.path, p))
+            });
+        }
         q.identity
             .as_ref()
             .is_none_or(|i| rec.identities.iter().any(|x| x == i))
@@ -139,16 +153,19 @@ pub async fn query(State(node): State<Arc<Node>>, Query(q): Query<AuditQuery>) -
     .into_response()
 }
 
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || (path.starts_with(prefix)
+            && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/')))
+}
+
 /// Whether one of the record's ops is on `prefix` or below it.
 fn touches(rec: &audit::AuditRecord, prefix: &str) -> bool {
-    let under = |p: &str| {
-        p == prefix
-            || (p.starts_with(prefix)
-                && (prefix.ends_with('/') || p[prefix.len()..].starts_with('/')))
-    };
     match &rec.action {
-        audit::AuditAction::Write { ops, .. } => ops.iter().any(|o| under(&o.path)),
-        audit::AuditAction::Reaped { paths } => paths.iter().any(|p| under(p)),
+        audit::AuditAction::Write { ops, .. } => ops.iter().any(|o| under(&o.path, prefix)),
+        audit::AuditAction::Reaped { paths } => paths.iter().any(|p| under(p, prefix)),
+        audit::AuditAction::Reads { reads, .. } => reads.iter().any(|a| under(&a.path, prefix)),
         _ => false,
     }
 }

@@ -28,6 +28,8 @@ pub struct Applier {
     pub pending: Pending,
     /// Recent events, for resuming sessions.
     pub history: EventHistory,
+    /// Reads across tenants noted for the audit trail, until the next flush.
+    pub read_audit: crate::pipeline::read_audit::ReadAudit,
 }
 
 /// Encodes one watch notification for the change at `zxid` as a complete frame.
@@ -57,6 +59,7 @@ impl Applier {
             conns: Connections::default(),
             pending: Pending::new(node_id),
             history: EventHistory::default(),
+            read_audit: Default::default(),
         }
     }
 

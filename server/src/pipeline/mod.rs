@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod pending;
 pub mod proposer;
 pub mod read;
+pub mod read_audit;
 pub mod read_index;
 pub mod reader;
 pub mod writer;

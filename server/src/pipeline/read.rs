@@ -72,6 +72,10 @@ impl Conn {
             crate::admin::metrics::request_done(op, arrived, ErrorCode::QuotaExceeded);
             return room.send(frame);
         }
+        // Reads across tenants are audited (`--audit-reads`): the request is kept for that.
+        let audited =
+            (self.node.cfg.audit_reads && self.node.audit.is_some() && !tree.tenants().is_empty())
+                .then(|| request.clone());
         let (err, resp) = match request {
             // A watch is left only where the caller may see the answer: on a missing node, or
             // on one it may READ (ZooKeeper 3.8.4); nothing for a path that is not one.
@@ -230,6 +234,11 @@ impl Conn {
             _ => (ErrorCode::Unimplemented, Response::Empty),
         };
         crate::admin::metrics::request_done(op, arrived, err);
+        if let Some(req) = audited {
+            observer
+                .read_audit
+                .note(tree, self.session_id, auth, &req, err, &resp);
+        }
         room.send(reply_frame(xid, zxid, err, resp))
     }
 }
