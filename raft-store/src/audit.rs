@@ -42,6 +42,11 @@ const CF_META: &str = "meta";
 /// Key of the anchors in [`CF_META`].
 const KEY_ANCHORS: &[u8] = b"anchors";
 
+/// The identity scheme a session's opening record names its client certificate by
+/// (`x509-sha256:<hex of the certificate's SHA-256>`): stamped only into the session's opening,
+/// never an ACL id.
+pub const CERT_FINGERPRINT_SCHEME: &str = "x509-sha256";
+
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];
 

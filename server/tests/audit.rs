@@ -176,9 +176,20 @@ async fn every_change_is_recorded_alike_on_every_replica_and_verifiable() {
     assert!(trail.iter().any(|r| r["action"]["Tenant"]["change"]
         .as_str()
         .is_some_and(|c| c.starts_with("declare hospital"))));
-    assert!(trail
+    let opened = trail
         .iter()
-        .any(|r| r["session"] == session && r["action"]["SessionOpened"].is_object()));
+        .find(|r| r["session"] == session && r["action"]["SessionOpened"].is_object())
+        .expect("the session's opening");
+    let fingerprint = |i: &Value| {
+        i.as_str()
+            .is_some_and(|i| i.starts_with("x509-sha256:") && i.len() == 12 + 64)
+    };
+    assert!(
+        opened["identities"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(fingerprint)),
+        "the certificate's fingerprint: {opened}"
+    );
     assert!(
         trail.iter().any(|r| r["action"]["Membership"].is_object()),
         "the cluster's first membership"

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use synod_proto::Id;
+use synod_raft_store::audit::CERT_FINGERPRINT_SCHEME;
 use synod_raft_store::state_machine::lock;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
@@ -44,7 +46,15 @@ pub async fn serve(
     };
     node.stats.handshake_received();
     let (rd, mut wr) = stream.into_split();
-    let stamped = certificate_identities(peer, identity.as_ref());
+    // The session's opening record names the very certificate (its fingerprint); the
+    // session's later records name the session.
+    let mut stamped = certificate_identities(peer, identity.as_ref());
+    if let Some(id) = &identity {
+        stamped.push(Id {
+            scheme: CERT_FINGERPRINT_SCHEME.into(),
+            id: id.fingerprint.clone(),
+        });
+    }
     let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer, &stamped).await else {
         // Tell an expired (or refused) session so, as ZooKeeper does: the client stops.
         let _ = wr.write_all(&expired_response()).await;

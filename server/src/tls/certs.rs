@@ -295,14 +295,13 @@ mod tests {
             Validity::days(1),
         )
         .expect("node certificate");
+        let node_der = der(&node.cert_pem);
+        let id = CertIdentity::from_der(node_der.as_ref()).expect("node identity");
         assert_eq!(
-            CertIdentity::from_der(der(&node.cert_pem).as_ref()),
-            Ok(CertIdentity {
-                name: "node-3".into(),
-                institution: None,
-                node_id: Some(3),
-            })
+            (id.name.as_str(), id.institution, id.node_id),
+            ("node-3", None, Some(3))
         );
+        assert_eq!(id.fingerprint.len(), 64, "a SHA-256 in hex");
         let alice = issue(
             &ca,
             &Subject::Client {
@@ -312,14 +311,16 @@ mod tests {
             Validity::days(1),
         )
         .expect("client certificate");
+        let alice = CertIdentity::from_der(der(&alice.cert_pem).as_ref()).expect("identity");
         assert_eq!(
-            CertIdentity::from_der(der(&alice.cert_pem).as_ref()),
-            Ok(CertIdentity {
-                name: "alice".into(),
-                institution: Some("lab-3".into()),
-                node_id: None,
-            })
+            (
+                alice.name.as_str(),
+                alice.institution.as_deref(),
+                alice.node_id
+            ),
+            ("alice", Some("lab-3"), None)
         );
+        assert_ne!(alice.fingerprint, id.fingerprint);
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct CertIdentity {
     pub institution: Option<String>,
     /// The node id, if this is a node certificate (a `urn:synod:node:<id>` URI SAN).
     pub node_id: Option<u64>,
+    /// The SHA-256 of the certificate (DER), in hex: which certificate it was, for the audit
+    /// trail (a CN may be reissued).
+    pub fingerprint: String,
 }
 
 /// Why a certificate gives no identity.
@@ -70,10 +73,16 @@ impl CertIdentity {
                 node_id = Some(id);
             }
         }
+        use sha2::Digest as _;
+        let fingerprint = sha2::Sha256::digest(der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(CertIdentity {
             name,
             institution,
             node_id,
+            fingerprint,
         })
     }
 
