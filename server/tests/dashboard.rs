@@ -219,6 +219,16 @@ fn dashboard_shows_members_leader_and_znode_data() {
         ))
         .expect("connect");
     let data = "case 42: biopsy review, owner=lab-3";
+    // A tenant with a quota, for the tenants table: the test client's organisation.
+    let (status, body) = ens
+        .json(
+            leader,
+            "POST",
+            "/tenants",
+            Some(&serde_json::json!({"name": "lab-3", "members": ["org:synod-tests"], "quota": {"znodes": 50}})),
+        )
+        .expect("declare a tenant");
+    assert_eq!(status, 200, "{body}");
     rt.block_on(async {
         zk.create("/diagnosis", b"", CreateMode::Persistent)
             .await
@@ -268,6 +278,12 @@ fn dashboard_shows_members_leader_and_znode_data() {
         Some(format!("leader: node {leader_id}").as_str())
     );
     assert_eq!(element_text(&dom, "node-role"), Some("leader"));
+    // The tenants, with usage against quota.
+    assert!(
+        dom.contains("<tr class=\"tenant\" data-name=\"lab-3\"><td>lab-3</td><td>org:synod-tests</td><td>2 / 50</td><td>35</td>"),
+        "the tenant lab-3 (the test client's organisation) with the 2 znodes and 35 bytes it \
+         created expected:\n{dom}"
+    );
 
     // Deep link to a znode: its data and stat are shown.
     let dom = chromium(

@@ -1,4 +1,4 @@
-// synod dashboard: polls this node's admin API and renders members, request rate and latency
+// synod dashboard: polls this node's admin API and renders members, tenants, request rate and latency
 // (from a ring buffer kept here), sessions, and a znode browser routed by the URL hash
 // (#/path/to/node). Plain DOM and <canvas>, no dependencies. Every value from the server is
 // inserted as text, never as HTML.
@@ -126,14 +126,40 @@ function renderSessions(s) {
   $("sessions-total").textContent = "(" + s.total + " in the cluster" + (s.total > s.sessions.length ? ", first " + s.sessions.length + " shown" : "") + ")";
 }
 
+// "used / limit" of one resource of a tenant (no limit: just what it uses).
+function used(value, limit) {
+  return limit == null ? String(value) : value + " / " + limit;
+}
+
+function renderTenants(list) {
+  const body = $("tenants").tBodies[0];
+  body.replaceChildren();
+  for (const t of list) {
+    const u = t.usage, q = t.quota;
+    body.appendChild(row([
+      t.name,
+      t.members.join(", "),
+      used(u.znodes, q.znodes),
+      used(u.bytes, q.bytes),
+      used(u.ephemerals, q.ephemerals),
+      used(u.sessions, q.sessions),
+      used(t.watches_here, q.watches),
+    ], { class: "tenant", "data-name": t.name }));
+  }
+  $("tenants-note").textContent = list.length === 0
+    ? "(none declared: the cluster behaves as ZooKeeper)"
+    : "(usage / quota; watches are counted per node)";
+}
+
 async function poll() {
   try {
-    const [status, members, sessions] = await Promise.all([
-      getJson("/status"), getJson("/members"), getJson("/sessions?limit=50"),
+    const [status, members, sessions, tenants] = await Promise.all([
+      getJson("/status"), getJson("/members"), getJson("/sessions?limit=50"), getJson("/tenants"),
     ]);
     renderStatus(status);
     renderMembers(members);
     renderSessions(sessions);
+    renderTenants(tenants);
     showError(null);
   } catch (e) {
     showError("cannot reach this node: " + e.message);
