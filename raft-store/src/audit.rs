@@ -208,8 +208,27 @@ pub struct ReadAccess {
 }
 
 impl AuditAction {
-    /// The audit of client write `req` that apply answered with `applied`.
-    pub fn of_write(req: &Request, applied: &Applied) -> AuditAction {
+    /// The data version of each path `req` writes (one per op), as the tree holds them before
+    /// the write is applied: what [`AuditAction::of_write`] records as `version_before`.
+    pub fn versions_before(tree: &crate::tree::DataTree, req: &Request) -> Vec<Option<i32>> {
+        let version = |p: &str| tree.node(p).map(|n| n.version);
+        match req {
+            Request::Multi(ops) => ops.iter().map(|op| version(op.path())).collect(),
+            Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => {
+                vec![version(&r.path)]
+            }
+            Request::CreateTtl(r) => vec![version(&r.path)],
+            Request::Delete(r) => vec![version(&r.path)],
+            Request::SetData(r) => vec![version(&r.path)],
+            Request::SetAcl(r) => vec![version(&r.path)],
+            Request::Check(r) => vec![version(&r.path)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The audit of client write `req` that apply answered with `applied`; `before` is
+    /// [`AuditAction::versions_before`] of it.
+    pub fn of_write(req: &Request, applied: &Applied, before: &[Option<i32>]) -> AuditAction {
         let err = applied.err.as_i32();
         let ops = match (req, &applied.response) {
             (Request::Multi(ops), Response::Multi(results)) => ops
@@ -231,6 +250,7 @@ impl AuditAction {
                         path,
                         err,
                         version,
+                        version_before: None,
                     }
                 })
                 .collect(),
@@ -241,6 +261,7 @@ impl AuditAction {
                     path: op.path().to_string(),
                     err,
                     version: None,
+                    version_before: None,
                 })
                 .collect(),
             (req, response) => {
@@ -268,9 +289,18 @@ impl AuditAction {
                     path,
                     err,
                     version,
+                    version_before: None,
                 }]
             }
         };
+        let ops = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| AuditOp {
+                version_before: before.get(i).copied().flatten(),
+                ..op
+            })
+            .collect();
         AuditAction::Write {
             op: req.opcode().name().to_string(),
             err,
@@ -288,6 +318,9 @@ pub struct AuditOp {
     pub err: i32,
     /// The node's data version after the op, where the reply says it.
     pub version: Option<i32>,
+    /// The node's data version before the write (the whole write: in a multi, before its
+    /// first op); `None` where the node did not exist.
+    pub version_before: Option<i32>,
 }
 
 /// A record with the hash of the one before it and its own.
@@ -664,6 +697,7 @@ mod tests {
                     path: path.into(),
                     err: 0,
                     version: Some(0),
+                    version_before: None,
                 }],
             },
         }

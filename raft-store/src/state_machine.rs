@@ -255,6 +255,10 @@ fn apply_command<X: ApplyObserver>(
             let auth = ids(auth);
             let request = OpCode::from_i32(*opcode)
                 .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok());
+            let before = match (&request, &trail) {
+                (Some(req), Some(_)) => AuditAction::versions_before(tree, req),
+                _ => Vec::new(),
+            };
             let applied = match &request {
                 Some(req) => {
                     let txn = Txn {
@@ -270,7 +274,7 @@ fn apply_command<X: ApplyObserver>(
                 None => Applied::error(ErrorCode::MarshallingError),
             };
             let action = match &request {
-                Some(req) => AuditAction::of_write(req, &applied),
+                Some(req) => AuditAction::of_write(req, &applied, &before),
                 None => AuditAction::Write {
                     op: format!("opcode {opcode}"),
                     err: applied.err.as_i32(),

@@ -25,8 +25,7 @@ fn admin(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    blocking(|| ens.json(idx, method, path, body.as_ref()))
-        .unwrap_or_else(|| panic!("{method} {path} on node {idx}: no answer\n{}", ens.logs()))
+    ens.admin_json(idx, method, path, body)
 }
 
 fn synod(args: &[&str]) -> (bool, String) {
@@ -166,6 +165,10 @@ async fn every_change_is_recorded_alike_on_every_replica_and_verifiable() {
     assert_eq!(
         of_case[1]["action"]["Write"]["ops"][0]["version"], 1,
         "setData's new version"
+    );
+    assert_eq!(
+        of_case[1]["action"]["Write"]["ops"][0]["version_before"], 0,
+        "setData's version before"
     );
     assert_eq!(of_case[2]["action"]["Write"]["op"], "multi");
     let refused: Vec<&Value> = trail

@@ -60,7 +60,6 @@ async fn try_cert(ens: &SynodEnsemble, name: &str) -> Result<Client, Error> {
     Client::connect(&ens.connect_string(), opts).await
 }
 
-/// An admin request as the operator; panics if the node does not answer.
 fn admin(
     ens: &SynodEnsemble,
     idx: usize,
@@ -68,8 +67,7 @@ fn admin(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    blocking(|| ens.json(idx, method, path, body.as_ref()))
-        .unwrap_or_else(|| panic!("{method} {path} on node {idx}: no answer\n{}", ens.logs()))
+    ens.admin_json(idx, method, path, body)
 }
 
 fn code<T: std::fmt::Debug>(r: Result<T, Error>) -> ErrorCode {

@@ -874,6 +874,19 @@ impl Local<Synod> {
         ))
     }
 
+    /// [`Local::json`] from a test: off the async workers ([`crate::blocking`]), and a node
+    /// that does not answer fails the test, with the logs.
+    pub fn admin_json(
+        &self,
+        idx: usize,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        crate::blocking(|| self.json(idx, method, path, body.as_ref()))
+            .unwrap_or_else(|| panic!("{method} {path} on node {idx}: no answer\n{}", self.logs()))
+    }
+
     /// Waits until one of the nodes at `idxs` is leader and all of `idxs` name it on `/status`
     /// (other nodes, e.g. joiners not yet added, are not asked); returns its index. Panics with
     /// every asked node's status and the logs after `timeout`.

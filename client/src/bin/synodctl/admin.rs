@@ -368,6 +368,22 @@ fn print_tenants(v: &Value) {
     }
 }
 
+/// The temp file `out` is written through (`<out>.partial`, renamed over `out` once complete
+/// and durable), readable by its owner only: backups and audit exports hold every
+/// institution's data.
+fn private_partial(out: &Path) -> Result<(std::path::PathBuf, std::fs::File), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = out.with_extension("partial");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok((tmp, file))
+}
+
 /// The filters of `synodctl audit`.
 pub struct AuditQuery {
     pub path: Option<String>,
@@ -435,18 +451,8 @@ pub async fn audit(
         return Err(errors.join("; "));
     };
     let addr = admins.first().ok_or("no --admin address")?;
-    let tmp = out.with_extension("partial");
+    let (tmp, mut file) = private_partial(out)?;
     let cannot_write = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(cannot_write)?
-    };
     let mut since = q.since.clone().unwrap_or_else(|| "0".into());
     let (mut records, mut first) = (0u64, true);
     loop {
@@ -584,19 +590,8 @@ pub async fn backup(http: &Admin, admins: &[String], out: &Path) -> Result<(), S
             .unwrap_or(0);
         // Streamed to the temp file as it arrives (a backup is a whole snapshot), then made
         // durable and renamed over `out`; a failed download leaves `out` as it was.
-        let tmp = out.with_extension("partial");
+        let (tmp, mut file) = private_partial(out)?;
         let cannot_write = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
-        // A backup holds every institution's data: readable by its owner only.
-        let mut file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(cannot_write)?
-        };
         let downloaded = read_body(addr, r, |c| file.write_all(c).map_err(cannot_write)).await;
         let len = match downloaded {
             Ok(len) => len,
