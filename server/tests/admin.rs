@@ -474,7 +474,14 @@ fn admin_endpoints_and_four_letter_words() {
     }
     let t = Instant::now();
     let (code, body) = http(admin(follower), "/ready?timeout_ms=1000");
-    assert_eq!(code, 503, "{body}");
+    // Seen once (a fresh-clone CI run, 2026-12-04): 200 at once, with both others paused. Not
+    // reproduced since; the logs say which node answered the read index.
+    assert_eq!(
+        code,
+        503,
+        "{body}\nleader at the start: node {leader_id}; follower asked: node {follower_id}\n{}",
+        ens.logs()
+    );
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "took {:?}",

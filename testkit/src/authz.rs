@@ -2,7 +2,8 @@
 //! learn of, or change, another's node — every read opcode, every multi and multiRead sub-op,
 //! every write, every watch kind (one-shot data, exist, persistent, recursive) and the replay of
 //! missed events to a resuming session — tried by an anonymous client and by another tenant's
-//! identity against a node only its owner may use. The same sweep runs against synod
+//! identity against a node only its owner may use, and by the owner itself (the control: it
+//! passes, so the others' refusals are about who asked). The same sweep runs against synod
 //! (server/tests/authz.rs), which must refuse everything, and against the Apache ZooKeeper of the
 //! test machine (testkit/tests/authz.rs), whose differences are listed.
 //!
@@ -371,8 +372,96 @@ pub async fn sweep_with(
         }
         let _ = c.close().await;
     }
+    findings.extend(owner_controls(&owner, &secret, &owner_only).await?);
     let _ = owner.close().await;
     Ok(findings)
+}
+
+/// The positive control: the owner passes the doors the others were refused at, so that their
+/// refusals are about who asked, not about a node that is missing or broken.
+async fn owner_controls(
+    owner: &Client,
+    s: &str,
+    owner_only: &[Acl],
+) -> Result<Vec<Finding>, String> {
+    let mut found = Vec::new();
+    let mut note = |door: &str, outcome: String, expected: &str| {
+        found.push(Finding {
+            door: door.to_string(),
+            who: "owner",
+            outcome,
+            expected: expected.to_string(),
+        })
+    };
+    let child = format!("{s}/child");
+    let unit = |r: Result<(), Error>| short(&r);
+    note(
+        "getData",
+        unit(owner.get_data(s).await.map(|_| ())),
+        "ok ()",
+    );
+    note(
+        "getChildren",
+        short(&owner.get_children(s).await),
+        "ok [\"child\"]",
+    );
+    note(
+        "getAllChildrenNumber",
+        short(&owner.get_all_children_number(s).await),
+        "ok 1",
+    );
+    note(
+        "exists",
+        short(&owner.exists(s).await.map(|st| st.is_some())),
+        "ok true",
+    );
+    note("getACL", unit(owner.get_acl(s).await.map(|_| ())), "ok ()");
+    let reads = owner
+        .multi_read(vec![Op::get_data(s), Op::get_children(s)])
+        .await
+        .map(|r| {
+            r.iter()
+                .filter(|x| !format!("{x:?}").starts_with("Error"))
+                .count()
+        });
+    note("multiRead getData+getChildren", short(&reads), "ok 2");
+    note(
+        "multi create and delete a child",
+        unit(
+            owner
+                .multi(vec![
+                    Op::create(&format!("{s}/m"), &b""[..], CreateMode::Persistent),
+                    Op::delete(&format!("{s}/m"), None),
+                ])
+                .await
+                .map(|_| ()),
+        ),
+        "ok ()",
+    );
+    note(
+        "setACL",
+        unit(owner.set_acl(s, owner_only, None).await.map(|_| ())),
+        "ok ()",
+    );
+    let watch = owner.exists_watch(&child).await;
+    note(
+        "setData",
+        unit(owner.set_data(&child, b"mine", None).await.map(|_| ())),
+        "ok ()",
+    );
+    let heard = match watch {
+        Ok((_, w)) => tokio::time::timeout(EVENT_WAIT, w)
+            .await
+            .map(|ev: WatchedEvent| format!("event {:?}", ev.event_type))
+            .unwrap_or_else(|_| "no event".into()),
+        Err(e) => err_short(&e),
+    };
+    note(
+        "exists watch on its own node",
+        heard,
+        "event NodeDataChanged",
+    );
+    Ok(found)
 }
 
 /// Kills the server `c` is connected to; the owner changes its secret node and then an open one;
