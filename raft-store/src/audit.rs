@@ -416,6 +416,9 @@ pub struct Anchor {
 #[derive(Clone)]
 pub struct AuditStore {
     db: Arc<DB>,
+    /// Held by [`AuditStore::anchor`] and [`AuditStore::prune`]: each rewrites the start anchor
+    /// and deletes records, and the retention task may run while a snapshot is installed.
+    anchor_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl AuditStore {
@@ -441,7 +444,10 @@ impl AuditStore {
                 ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ],
         )?;
-        let store = AuditStore { db: Arc::new(db) };
+        let store = AuditStore {
+            db: Arc::new(db),
+            anchor_lock: Default::default(),
+        };
         store.cf(CF_RECORDS)?;
         store.cf(CF_META)?;
         Ok(store)
@@ -489,19 +495,21 @@ impl AuditStore {
 
     /// Notes that the chain goes on from `head` (a snapshot was installed), durably.
     pub fn anchor(&self, head: &AuditHead) -> Result<(), StoreError> {
+        let _one_at_a_time = self.anchor_lock.lock().unwrap_or_else(|p| p.into_inner());
         if head.count == 0 {
             return Ok(());
         }
-        let mut anchors = self.anchors()?;
-        anchors.retain(|a| a.zxid < head.zxid);
-        anchors.push(Anchor {
+        // The trail restarts at the snapshot's head: a trail is one unbroken chain from its
+        // start anchor, so that an anchor can never hide a gap in the middle. Records after the
+        // head were made by a history this replica has left; records before it are held by the
+        // replicas that applied those entries.
+        let anchors = vec![Anchor {
             zxid: head.zxid,
             hash: head.hash,
-        });
-        // Records after the snapshot's head were made by a history this replica has left.
+        }];
         let cf = self.cf(CF_RECORDS)?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, key(head.zxid + 1), key(i64::MAX));
+        batch.delete_range_cf(cf, key(0), key(i64::MAX));
         batch.put_cf(self.cf(CF_META)?, KEY_ANCHORS, encode(&anchors)?);
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
@@ -545,13 +553,18 @@ impl AuditStore {
     /// one before it), at most `max` at a time, keeping the last deleted one's hash as the
     /// start anchor. Returns how many were deleted.
     pub fn prune(&self, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.anchor_lock.lock().unwrap_or_else(|p| p.into_inner());
         let cf = self.cf(CF_RECORDS)?;
         let mut last: Option<StoredRecord> = None;
         let mut n = 0;
+        let mut time = None;
         for item in self.db.iterator_cf(cf, IteratorMode::Start).take(max) {
             let (_, v) = item?;
             let r = StoredRecord::decode_value(&v)?;
-            if r.record.time_ms.is_some_and(|t| t >= cutoff_ms) {
+            // A record without a time is as old as the timed one before it; with none before
+            // it, it is kept (its age is unknown).
+            time = r.record.time_ms.or(time);
+            if time.is_none_or(|t| t >= cutoff_ms) {
                 break;
             }
             last = Some(r);
@@ -560,15 +573,10 @@ impl AuditStore {
         let Some(last) = last else {
             return Ok(0);
         };
-        let mut anchors = self.anchors()?;
-        anchors.retain(|a| a.zxid > last.record.zxid);
-        anchors.insert(
-            0,
-            Anchor {
-                zxid: last.record.zxid,
-                hash: last.hash,
-            },
-        );
+        let anchors = vec![Anchor {
+            zxid: last.record.zxid,
+            hash: last.hash,
+        }];
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, KEY_ANCHORS, encode(&anchors)?);
         batch.delete_range_cf(cf, key(0), key(last.record.zxid + 1));
@@ -607,10 +615,13 @@ pub struct Verified {
     pub head_matched: bool,
 }
 
-/// Checks a trail: every record's hash is `SHA-256(prev ‖ record)`, each record's `prev` is the
-/// hash of the record before it (or of the anchor the chain restarts from), zxids grow, and if
-/// `head` (the replicated head from a snapshot or a live tree) is covered by the records, the
-/// record at its zxid has its hash. The error names the first record that does not follow.
+/// Checks a trail: one unbroken chain from its start. Every record's hash is
+/// `SHA-256(prev ‖ record)`, each record's `prev` is the hash of the record before it — of the
+/// start anchor for the first record, if there is one — and zxids grow. A trail has at most one
+/// anchor, at its start (where retention pruned it, or where this replica installed a
+/// snapshot): an anchor can never stand for a gap in the middle. If `head` (the replicated head
+/// from a snapshot or a live tree) is covered by the trail, the record (or the anchor) at its
+/// zxid has its hash. The error names the first record that does not follow.
 pub fn verify(
     records: impl IntoIterator<Item = Result<StoredRecord, StoreError>>,
     anchors: &[Anchor],
@@ -621,36 +632,45 @@ pub fn verify(
             "the chain breaks at the record of zxid {zxid:#x}: {why}"
         )))
     };
+    if anchors.len() > 1 {
+        return Err(StoreError::Audit(format!(
+            "{} anchors: a trail has one start, so an anchor cannot stand for a gap in the middle",
+            anchors.len()
+        )));
+    }
+    let start = anchors.first();
     let mut out = Verified {
         records: 0,
         first: None,
         last: None,
-        stretches: 0,
-        head_matched: head.is_none_or(|h| h.count == 0),
+        stretches: 1,
+        head_matched: head.is_none_or(|h| h.count == 0)
+            || head
+                .zip(start)
+                .is_some_and(|(h, a)| h.zxid == a.zxid && h.hash == a.hash),
     };
-    let mut anchors = anchors.iter().peekable();
-    let mut prev: Option<Hash> = None;
-    let mut last_zxid = i64::MIN;
+    if let (Some(h), Some(a)) = (head, start) {
+        if h.zxid == a.zxid && h.hash != a.hash {
+            return broken(a.zxid, "the trail's start is not the replicated head");
+        }
+    }
+    let mut prev: Option<Hash> = start.map(|a| a.hash);
+    let mut last_zxid = start.map_or(i64::MIN, |a| a.zxid);
     for r in records {
         let r = r?;
         let zxid = r.record.zxid;
         if zxid <= last_zxid {
-            return broken(zxid, "zxids do not grow");
-        }
-        // The chain restarts at the last anchor before this record.
-        let mut restart = None;
-        while let Some(a) = anchors.next_if(|a| a.zxid < zxid) {
-            restart = Some(a.hash);
-        }
-        if let Some(h) = restart {
-            prev = Some(h);
-            out.stretches += 1;
-        } else if prev.is_none() {
-            out.stretches += 1;
+            return broken(
+                zxid,
+                "zxids do not grow (or it lies before the trail's start)",
+            );
         }
         if let Some(p) = prev {
             if r.prev != p {
-                return broken(zxid, "it does not follow the record (or anchor) before it");
+                return broken(
+                    zxid,
+                    "it does not follow the record (or the start) before it",
+                );
             }
         }
         if chain(&r.prev, &r.record)? != r.hash {
@@ -759,21 +779,34 @@ mod tests {
     }
 
     #[test]
-    fn a_trail_restarts_at_its_anchors() -> Result<(), StoreError> {
+    fn a_trail_starts_at_its_anchor_and_an_anchor_hides_no_gap() -> Result<(), StoreError> {
         let (records, head) = trail(9);
-        // Records 4..=6 were never applied here (a snapshot at 6 was installed).
-        let kept: Vec<StoredRecord> = records
-            .iter()
-            .filter(|r| !(4..=6).contains(&r.record.zxid))
-            .cloned()
-            .collect();
-        let at6 = Anchor {
+        // Pruned (or a snapshot installed) up to 3: the trail starts there.
+        let at3 = Anchor {
+            zxid: 3,
+            hash: records[2].hash,
+        };
+        let ok = verify(records[3..].iter().cloned().map(Ok), &[at3], Some(&head))?;
+        assert_eq!((ok.records, ok.first), (6, Some(4)));
+        assert!(verify(records[4..].iter().cloned().map(Ok), &[at3], Some(&head)).is_err());
+        // A record edited and an anchor forged right after it, to restart the chain there:
+        // refused, a trail has one start.
+        let mut edited = records.clone();
+        edited[5].record.session = 99;
+        edited[5].hash = chain(&edited[5].prev, &edited[5].record)?;
+        let forged = Anchor {
             zxid: 6,
             hash: records[5].hash,
         };
-        let ok = verify(kept.iter().cloned().map(Ok), &[at6], Some(&head))?;
-        assert_eq!((ok.records, ok.stretches), (6, 2));
-        assert!(verify(kept.into_iter().map(Ok), &[], Some(&head)).is_err());
+        assert!(verify(edited.iter().cloned().map(Ok), &[forged], Some(&head)).is_err());
+        assert!(verify(edited.into_iter().map(Ok), &[at3, forged], Some(&head)).is_err());
+        // A replica that installed the snapshot at the head itself and has applied nothing
+        // since: its trail is the anchor alone, and matches.
+        let at_head = Anchor {
+            zxid: head.zxid,
+            hash: head.hash,
+        };
+        assert!(verify(std::iter::empty(), &[at_head], Some(&head))?.head_matched);
         Ok(())
     }
 
@@ -802,14 +835,32 @@ mod tests {
         );
         let ok = verify(store.all(), &anchors, Some(&head))?;
         assert_eq!((ok.records, ok.first), (4, Some(3)));
-        // An installed snapshot at 4 drops the records after it.
+        // An installed snapshot at 4: the trail restarts there, every local record dropped.
         let mut at4 = AuditHead::default();
         for r in &records[..4] {
             at4.append(r.record.clone())?;
         }
         store.anchor(&at4)?;
-        assert_eq!(store.all().count(), 2);
-        verify(store.all(), &store.anchors()?, Some(&at4))?;
+        assert_eq!(store.all().count(), 0);
+        assert!(verify(store.all(), &store.anchors()?, Some(&at4))?.head_matched);
+        // Records untimed (a session's opening) go with the timed one before them, and are
+        // kept when none is before them.
+        let untimed = |zxid: i64| AuditRecord {
+            time_ms: None,
+            ..record(zxid, "/s")
+        };
+        let mut head = at4;
+        let next = [untimed(5), record(6, "/t"), untimed(7)];
+        let encoded = next
+            .iter()
+            .map(|r| head.append_encoded(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        store.append(&encoded)?;
+        assert_eq!(
+            store.prune(i64::MAX, 100)?,
+            0,
+            "an untimed first record is kept"
+        );
         Ok(())
     }
 }

@@ -84,14 +84,16 @@ impl StatsTrack {
 pub fn over_hard_limit(limits: &StatsTrack, stats: &StatsTrack, count: i64, bytes: i64) -> bool {
     let hard_count = limits.get("countHardLimit");
     let hard_bytes = limits.get("byteHardLimit");
-    (count != 0 && hard_count > -1 && stats.count() + count > hard_count)
-        || (bytes != 0 && hard_bytes > -1 && stats.bytes() + bytes > hard_bytes)
+    (count != 0 && hard_count > -1 && stats.count().saturating_add(count) > hard_count)
+        || (bytes != 0 && hard_bytes > -1 && stats.bytes().saturating_add(bytes) > hard_bytes)
 }
 
 /// Whether the change passes a soft limit (ZooKeeper logs "Quota exceeded" and goes on).
 pub fn over_soft_limit(limits: &StatsTrack, stats: &StatsTrack, count: i64, bytes: i64) -> bool {
-    (count != 0 && limits.count() > -1 && stats.count() + count > limits.count())
-        || (bytes != 0 && limits.bytes() > -1 && stats.bytes() + bytes > limits.bytes())
+    (count != 0 && limits.count() > -1 && stats.count().saturating_add(count) > limits.count())
+        || (bytes != 0
+            && limits.bytes() > -1
+            && stats.bytes().saturating_add(bytes) > limits.bytes())
 }
 
 #[cfg(test)]

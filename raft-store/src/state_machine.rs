@@ -132,9 +132,8 @@ fn audit(
     auth: &[Id],
     action: AuditAction,
 ) {
-    let Some(trail) = trail else {
-        return;
-    };
+    // The chain's head is replicated state: it advances on every replica whatever its
+    // `--audit` setting; only storing the record is up to the node.
     let tenant = Tenants::owner_of(&tree.tenants().resolve(auth)).map(|t| t.to_string());
     let record = AuditRecord {
         zxid,
@@ -148,7 +147,11 @@ fn audit(
         action,
     };
     match tree.audit_head_mut().append_encoded(&record) {
-        Ok(stored) => trail.push(stored),
+        Ok(stored) => {
+            if let Some(trail) = trail {
+                trail.push(stored);
+            }
+        }
         // Deterministic (the same bytes fail alike everywhere), and never expected.
         Err(e) => tracing::error!(%e, zxid, "audit: cannot encode a record"),
     }
@@ -222,16 +225,14 @@ fn apply_command<X: ApplyObserver>(
             }
         }
         Command::CloseSession { session_id, origin } => {
-            let expired = origin.is_none();
-            audit(
-                tree,
-                trail,
-                zxid,
-                None,
-                *session_id,
-                &[],
-                AuditAction::SessionClosed { expired },
-            );
+            // A close of a session already gone (an expiry racing the client's close) changes
+            // nothing and is not recorded.
+            if tree.session(*session_id).is_some() {
+                let action = AuditAction::SessionClosed {
+                    expired: origin.is_none(),
+                };
+                audit(tree, trail, zxid, None, *session_id, &[], action);
+            }
             let events = tree.close_session(zxid, *session_id);
             observer.on_apply(
                 tree,

@@ -259,7 +259,14 @@ impl Tenants {
         u.count(bytes, ephemeral, add);
         if add && check {
             if let Some(t) = self.table.get(owner) {
-                if !u.within(&t.quota) {
+                // Only what this charge changes: a session quota lowered below the sessions
+                // open must not stop creates.
+                let q = &t.quota;
+                let over = |used: u64, limit: Option<u64>| limit.is_some_and(|l| used > l);
+                if over(u.znodes, q.znodes)
+                    || over(u.bytes, q.bytes)
+                    || (ephemeral && over(u.ephemerals, q.ephemerals))
+                {
                     return false;
                 }
             }

@@ -585,7 +585,7 @@ impl DataTree {
         self.may_change_quota(&path, txn.caller.auth)?;
         let quota = self.quota_of(&path);
         if let Some(q) = &quota {
-            self.check_quota(q, 1, r.data.len() as i64)?;
+            self.check_quota(q, 1, r.data.len() as i64, txn.caller.auth)?;
         }
         let owner = Tenants::owner_of(txn.caller.auth);
         if let Some(o) = &owner {
@@ -739,7 +739,7 @@ impl DataTree {
         let quota = self.quota_of(&r.path);
         let diff = r.data.len() as i64 - old_len as i64;
         if let Some(q) = &quota {
-            self.check_quota(q, 0, diff)?;
+            self.check_quota(q, 0, diff, txn.caller.auth)?;
         }
         if let Some(o) = owner {
             if !self
@@ -882,8 +882,12 @@ impl DataTree {
     }
 
     /// `QuotaExceeded` if adding `count` znodes and `bytes` bytes under quota `q` passes one of
-    /// its hard limits; a soft limit passed is only logged, as ZooKeeper does.
-    fn check_quota(&self, q: &str, count: i64, bytes: i64) -> OpResult<()> {
+    /// its hard limits; a soft limit passed is only logged, as ZooKeeper does. The tree's own
+    /// creates (a tenant's home) are never refused: no client can block a declaration.
+    fn check_quota(&self, q: &str, count: i64, bytes: i64, auth: &[Id]) -> OpResult<()> {
+        if auth == [system_identity()] {
+            return Ok(());
+        }
         let read =
             |p: String| StatsTrack::parse(self.nodes.get(p.as_str()).map_or(&[][..], |n| &n.data));
         let limits = read(quota::limit_path(q));
@@ -910,7 +914,10 @@ impl DataTree {
             return;
         };
         let now = StatsTrack::parse(&n.data);
-        let data = StatsTrack::usage(now.count() + count, now.bytes() + bytes);
+        let data = StatsTrack::usage(
+            now.count().saturating_add(count),
+            now.bytes().saturating_add(bytes),
+        );
         self.replace_data_quietly(&path, data.into());
     }
 
@@ -954,7 +961,10 @@ impl DataTree {
         let Some((p, _)) = quota::quota_node(path) else {
             return Ok(());
         };
-        match self.nodes.get(p) {
+        // P itself, or (for a path not created yet) its nearest existing ancestor: nobody caps
+        // a subtree they could not administer once it exists.
+        let owner = synod_proto::path::ancestors_or_self(p).find_map(|a| self.nodes.get(a));
+        match owner {
             Some(n) if !acl::check(&n.acl, perms::ADMIN, auth) => Err(ErrorCode::NoAuth),
             _ => Ok(()),
         }
@@ -993,12 +1003,23 @@ impl DataTree {
         name: &str,
         tenant: Tenant,
     ) -> Result<Vec<Event>, StoreError> {
+        let home = format!("{}/{name}", tenants::TENANTS_ROOT);
+        let declared = self.tenants.get(name).is_some();
+        // A home a client made before the declaration, with nodes in it, would keep them (and
+        // their ACLs) inside the tenant's private area: refused.
+        if !declared
+            && self
+                .nodes
+                .get(home.as_str())
+                .is_some_and(|n| !n.children.is_empty())
+        {
+            return Err(StoreError::Tenant(format!(
+                "tenant {name:?}: {home} already exists with nodes in it; remove them first"
+            )));
+        }
         self.tenants.put(name, tenant);
         let mut events = Vec::new();
-        let system = [Id {
-            scheme: "super".into(),
-            id: "synod".into(),
-        }];
+        let system = [system_identity()];
         let txn = Txn {
             zxid,
             time,
@@ -1008,10 +1029,16 @@ impl DataTree {
             },
         };
         let home_acl = vec![Acl::new(perms::ALL, tenants::TENANT_SCHEME, name)];
-        if self.nodes.get(tenants::TENANTS_ROOT).is_none() {
-            self.internal_create(txn, tenants::TENANTS_ROOT, Acl::read_unsafe(), &mut events)?;
+        // `/tenants` is readable by anyone and writable by nobody (but `super`), whoever made it.
+        let root_acl = Acl::read_unsafe();
+        match self.node_mut(tenants::TENANTS_ROOT) {
+            Some(n) if *n.acl != *root_acl => {
+                n.acl = root_acl.into();
+                n.aversion += 1;
+            }
+            Some(_) => {}
+            None => self.internal_create(txn, tenants::TENANTS_ROOT, root_acl, &mut events)?,
         }
-        let home = format!("{}/{name}", tenants::TENANTS_ROOT);
         match self.node_mut(&home) {
             Some(n) if *n.acl != *home_acl => {
                 n.acl = home_acl.into();
@@ -1280,6 +1307,15 @@ impl DataTree {
     }
 }
 
+/// Who the tree acts as for its own writes (a tenant's home): `super`, under a name no
+/// certificate or digest can carry (it never leaves the tree).
+fn system_identity() -> Id {
+    Id {
+        scheme: "super".into(),
+        id: "\0synod".into(),
+    }
+}
+
 /// Whether `acl` names a tenant: its nodes' children inherit it (see `may_inherit`).
 fn tenanted(acl: &[Acl]) -> bool {
     acl.iter().any(|a| a.id.scheme == tenants::TENANT_SCHEME)
@@ -1453,6 +1489,21 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_session_quota_does_not_stop_creates() {
+        let mut t = tenanted();
+        let lab = [id("digest", "lab:h")];
+        assert_eq!(t.open_session(0x200, 5000, Bytes::new(), &lab), Ok(()));
+        let mut lowered = t.tenants().get("lab").expect("lab").clone();
+        lowered.quota.sessions = Some(0);
+        assert!(t.declare_tenant(9, 1000, "lab", lowered).is_ok());
+        let a = t.apply(
+            txn(10, &lab),
+            &create_with("/x", b"", Acl::open_unsafe(), CreateMode::Persistent),
+        );
+        assert_eq!(a.err, ErrorCode::Ok);
+    }
+
+    #[test]
     fn sessions_are_charged_to_their_tenant_until_they_end() {
         let mut t = tenanted();
         let lab = [id("digest", "lab:h")];
@@ -1556,6 +1607,80 @@ mod tests {
         assert_eq!(
             rebuilt.quota_of("/tenants/hospital/q/x").as_deref(),
             Some("/tenants/hospital/q")
+        );
+    }
+
+    #[test]
+    fn nobody_squats_a_home_or_caps_a_subtree_they_could_not_administer() {
+        let mut t = tree();
+        let open = || Acl::open_unsafe();
+        // Before any declaration, a client makes /tenants and a "home" with a node in it.
+        for (i, p) in ["/tenants", "/tenants/clinic", "/tenants/clinic/inbox"]
+            .into_iter()
+            .enumerate()
+        {
+            let a = t.apply(
+                txn(i as i64 + 1, &[]),
+                &create_with(p, b"", open(), CreateMode::Persistent),
+            );
+            assert_eq!(a.err, ErrorCode::Ok, "{p}");
+        }
+        let clinic = Tenant {
+            members: vec![("org".into(), "Clinic".into())],
+            quota: Default::default(),
+        };
+        assert!(
+            t.declare_tenant(10, 1000, "clinic", clinic.clone())
+                .is_err(),
+            "a home with nodes"
+        );
+        let hospital = Tenant {
+            members: vec![("org".into(), "St Mary".into())],
+            quota: Default::default(),
+        };
+        assert!(t.declare_tenant(11, 1000, "hospital", hospital).is_ok());
+        assert_eq!(
+            t.node("/tenants").expect("root").acl.to_vec(),
+            Acl::read_unsafe(),
+            "/tenants made read-only"
+        );
+        // A quota on a path that does not exist yet needs ADMIN on its nearest ancestor.
+        let lab = [id("digest", "lab:h")];
+        let nurse = [id("org", "St Mary")];
+        for (i, p) in [
+            "/zookeeper/quota/tenants",
+            "/zookeeper/quota/tenants/hospital",
+            "/zookeeper/quota/tenants/hospital/new",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(
+                t.apply(
+                    txn(20 + i as i64, &nurse),
+                    &create_with(p, b"", open(), CreateMode::Persistent)
+                )
+                .err,
+                ErrorCode::Ok
+            );
+        }
+        let limits = "/zookeeper/quota/tenants/hospital/new/zookeeper_limits";
+        let cap = b"count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=0";
+        assert_eq!(
+            t.apply(
+                txn(30, &lab),
+                &create_with(limits, cap, open(), CreateMode::Persistent)
+            )
+            .err,
+            ErrorCode::NoAuth
+        );
+        assert_eq!(
+            t.apply(
+                txn(31, &nurse),
+                &create_with(limits, cap, open(), CreateMode::Persistent)
+            )
+            .err,
+            ErrorCode::Ok
         );
     }
 

@@ -89,6 +89,13 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
     log.purge(last)
         .await
         .map_err(|e| ServerError::Storage(e.to_string()))?;
+    // The new cluster's audit trail starts at the backup's head: its first record follows it.
+    let snapshot = synod_raft_store::backup::open(&bytes)
+        .and_then(synod_raft_store::state_machine::read_snapshot_file)
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    synod_raft_store::audit::AuditStore::open(&args.data_dir.join("audit"))
+        .and_then(|a| a.anchor(snapshot.tree.audit_head()))
+        .map_err(|e| ServerError::Storage(format!("audit trail: {e}")))?;
     Ok(Restored {
         last_log_id: last,
         znodes,

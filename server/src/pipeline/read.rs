@@ -15,26 +15,37 @@ use crate::pipeline::conn::{reply_frame, Conn};
 use crate::pipeline::outbox::ReplyRoom;
 use crate::watch::manager::WatchKind;
 
-/// Whether `request` registers a watch (the ones a tenant's watch quota counts; a resuming
-/// session's `setWatches` re-registers what it held and is not refused).
-fn leaves_watch(request: &Request) -> bool {
+/// How many watches `request` may register (what a tenant's watch quota counts; a
+/// setWatches counts every path it names, so that re-registering cannot grow past the quota).
+fn leaves_watch(request: &Request) -> usize {
     match request {
-        Request::Exists(q) => q.watch,
-        Request::GetData(q) => q.watch,
-        Request::GetChildren(q) => q.watch,
-        Request::GetChildren2(q) => q.watch,
-        Request::AddWatch(_) => true,
-        _ => false,
+        Request::Exists(q) => usize::from(q.watch),
+        Request::GetData(q) => usize::from(q.watch),
+        Request::GetChildren(q) => usize::from(q.watch),
+        Request::GetChildren2(q) => usize::from(q.watch),
+        Request::AddWatch(_) => 1,
+        Request::SetWatches(w) => {
+            w.data_watches.len() + w.exist_watches.len() + w.child_watches.len()
+        }
+        Request::SetWatches2(w) => {
+            w.data_watches.len()
+                + w.exist_watches.len()
+                + w.child_watches.len()
+                + w.persistent_watches.len()
+                + w.persistent_recursive_watches.len()
+        }
+        _ => 0,
     }
 }
 
-/// Charges the connection's watches to its tenant (as the table says now) and says whether one
-/// more stays within the tenant's watch quota on this node.
+/// Charges the connection's watches to its tenant (as the table says now) and says whether
+/// `more` watches stay within the tenant's watch quota on this node.
 fn may_watch(
     tree: &synod_raft_store::DataTree,
     observer: &mut Applier,
     conn: u64,
     auth: &[Id],
+    more: usize,
 ) -> bool {
     if tree.tenants().is_empty() {
         return true;
@@ -46,7 +57,7 @@ fn may_watch(
         .and_then(|t| tree.tenants().get(t))
         .and_then(|t| t.quota.watches);
     match (tenant, limit) {
-        (Some(t), Some(limit)) => (observer.watches.tenant_watches(&t) as u64) < limit,
+        (Some(t), Some(limit)) => (observer.watches.tenant_watches(&t) + more) as u64 <= limit,
         _ => true,
     }
 }
@@ -67,7 +78,11 @@ impl Conn {
         let Replica { tree, observer, .. } = r;
         let conn = self.id;
         let mut xid = xid;
-        if leaves_watch(&request) && !may_watch(tree, observer, conn, auth) {
+        let watches = leaves_watch(&request);
+        if watches > 0 && !may_watch(tree, observer, conn, auth, watches) {
+            if matches!(request, Request::SetWatches(_) | Request::SetWatches2(_)) {
+                xid = xid::SET_WATCHES;
+            }
             let frame = reply_frame(xid, zxid, ErrorCode::QuotaExceeded, Response::Empty);
             crate::admin::metrics::request_done(op, arrived, ErrorCode::QuotaExceeded);
             return room.send(frame);

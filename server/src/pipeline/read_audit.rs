@@ -72,7 +72,15 @@ impl ReadAudit {
         }
         let mut caller: Option<Option<Arc<str>>> = None;
         for (path, code) in paths {
-            let Some(owner) = tree.node(path).and_then(|n| n.owner.clone()) else {
+            // A node's owner is its creator's tenant; a home (made by the declaration) is its
+            // tenant's.
+            let Some(owner) = tree.node(path).and_then(|n| {
+                n.owner.clone().or_else(|| {
+                    let name = path.strip_prefix(synod_raft_store::tenants::TENANTS_ROOT)?;
+                    let name = name.strip_prefix('/')?;
+                    tree.tenants().get(name).map(|_| name.into())
+                })
+            }) else {
                 continue;
             };
             let tenant = caller
