@@ -412,29 +412,25 @@ async fn institutions_are_isolated_shared_by_name_and_held_to_their_quotas() {
     second.close().await.expect("close the second session");
     let again = as_cert(&ens, "analyst").await;
     again.close().await.expect("close it again");
-    let used = usage(&ens, 2, "lab");
-    assert_eq!(
-        used,
-        json!({"znodes": 3, "bytes": 64, "ephemerals": 1, "sessions": 1}),
-        "usage on node 3"
-    );
+    // Node 3 may not have applied the last close yet: its usage converges.
+    let want = json!({"znodes": 3, "bytes": 64, "ephemerals": 1, "sessions": 1});
+    let used = wait_for("the lab's usage on node 3", || {
+        let used = usage(&ens, 2, "lab");
+        (used == want).then_some(used)
+    });
     // The hospital's quota is its own: the lab's full quota does not limit it.
     nurse
         .create("/tenants/hospital/more", b"", CreateMode::Persistent)
         .await
         .expect("the hospital has no quota");
-    let metrics = blocking(|| ens.http(0, "GET", "/metrics", None)).expect("metrics");
-    let metrics = String::from_utf8_lossy(&metrics.1);
-    assert!(
-        metrics.contains(r#"synod_tenant_usage{tenant="lab",resource="znodes"} 3"#)
-            || metrics.contains(r#"synod_tenant_usage{resource="znodes",tenant="lab"} 3"#),
-        "usage in /metrics:\n{}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("tenant"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    // Node 1's gauges, once it has applied what node 3 shows.
+    wait_for("the lab's usage in node 1's /metrics", || {
+        let metrics = blocking(|| ens.http(0, "GET", "/metrics", None))?;
+        let metrics = String::from_utf8_lossy(&metrics.1).into_owned();
+        (metrics.contains(r#"synod_tenant_usage{tenant="lab",resource="znodes"} 3"#)
+            || metrics.contains(r#"synod_tenant_usage{resource="znodes",tenant="lab"} 3"#))
+        .then_some(())
+    });
 
     // Every replica holds the same table, usage and tree; a snapshot and a restart keep them.
     let before = agreed_digest(&ens);
