@@ -518,7 +518,9 @@ impl AuditStore {
     }
 
     /// Up to `limit` records with zxid ≥ `since` and ≤ `until`, in zxid order, that `keep`
-    /// accepts (scanned: at most `scan_limit` records are read).
+    /// accepts, reading at most `scan_limit` records; and where to go on from (the zxid after
+    /// the last record read) if the range was not read to its end — a page is full, or the
+    /// scan limit cut it short — so that a caller paging through never misses records.
     pub fn scan(
         &self,
         since: i64,
@@ -526,27 +528,31 @@ impl AuditStore {
         limit: usize,
         scan_limit: usize,
         mut keep: impl FnMut(&StoredRecord) -> bool,
-    ) -> Result<Vec<StoredRecord>, StoreError> {
+    ) -> Result<(Vec<StoredRecord>, Option<i64>), StoreError> {
         let cf = self.cf(CF_RECORDS)?;
         let start = key(since.max(0));
         let mut out = Vec::new();
-        let iter = self
+        let mut iter = self
             .db
             .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
-        for item in iter.take(scan_limit) {
+        let mut read = 0;
+        let mut last = None;
+        while read < scan_limit && out.len() < limit {
+            let Some(item) = iter.next() else {
+                return Ok((out, None));
+            };
             let (_, v) = item?;
             let r = StoredRecord::decode_value(&v)?;
             if r.record.zxid > until {
-                break;
+                return Ok((out, None));
             }
+            read += 1;
+            last = Some(r.record.zxid);
             if keep(&r) {
                 out.push(r);
-                if out.len() >= limit {
-                    break;
-                }
             }
         }
-        Ok(out)
+        Ok((out, last.map(|z| z + 1)))
     }
 
     /// Deletes records whose time is before `cutoff_ms` (a record without a time goes with the
@@ -821,8 +827,13 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()?;
         store.append(&encoded)?;
         store.sync()?;
-        let got = store.scan(3, i64::MAX, 2, 100, |_| true)?;
-        assert_eq!(got, records[2..4].to_vec());
+        let (got, next) = store.scan(3, i64::MAX, 2, 100, |_| true)?;
+        assert_eq!((got, next), (records[2..4].to_vec(), Some(5)));
+        // A scan cut short by its read limit says where to go on, even with nothing kept.
+        let (got, next) = store.scan(0, i64::MAX, 10, 3, |r| r.record.zxid > 5)?;
+        assert_eq!((got.len(), next), (0, Some(4)));
+        let (_, next) = store.scan(0, i64::MAX, 10, 100, |_| true)?;
+        assert_eq!(next, None, "read to the end");
         // Prune the records before time 1003 (zxids 1 and 2).
         assert_eq!(store.prune(1003, 100)?, 2);
         let anchors = store.anchors()?;

@@ -23,6 +23,9 @@ use crate::node::Node;
 const MAX_LIMIT: usize = 10_000;
 /// The most records one query reads while filtering.
 const MAX_SCAN: usize = 1_000_000;
+/// The JSON-lines answer's header saying from which zxid to go on (absent: the range was read
+/// to its end); the JSON answer says it as `next_since`.
+const NEXT_HEADER: &str = "x-synod-audit-next";
 /// How often the retention task prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Records pruned per round (the rest wait for the next).
@@ -116,11 +119,11 @@ pub async fn query(State(node): State<Arc<Node>>, Query(q): Query<AuditQuery>) -
     };
     let jsonl = q.format.as_deref() == Some("jsonl");
     let found = tokio::task::spawn_blocking(move || {
-        let records = store.scan(since, until, limit, MAX_SCAN, keep)?;
-        Ok::<_, synod_raft_store::error::StoreError>((records, store.anchors()?))
+        let (records, next) = store.scan(since, until, limit, MAX_SCAN, keep)?;
+        Ok::<_, synod_raft_store::error::StoreError>((records, next, store.anchors()?))
     })
     .await;
-    let (records, anchors) = match found {
+    let (records, next, anchors) = match found {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -138,11 +141,14 @@ pub async fn query(State(node): State<Arc<Node>>, Query(q): Query<AuditQuery>) -
             body.push_str(&serde_json::to_string(r).unwrap_or_default());
             body.push('\n');
         }
-        return ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+        let mut response = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+        if let Some(next) = next {
+            if let Ok(v) = header::HeaderValue::from_str(&next.to_string()) {
+                response.headers_mut().insert(NEXT_HEADER, v);
+            }
+        }
+        return response;
     }
-    let next = (records.len() == limit)
-        .then(|| records.last().map(|r| r.record.zxid + 1))
-        .flatten();
     let head = *lock(&node.replica).tree.audit_head();
     Json(json!({
         "records": exported,

@@ -461,12 +461,25 @@ pub async fn audit(
             "/audit?format=jsonl&limit={PAGE}&since={}{filters}",
             encode_query(&since)
         );
-        let r = request(http, addr, Method::GET, &path, None).await?;
+        let r = send(http, addr, Method::GET, &path, None).await?;
+        let status = r.status().as_u16();
+        // Where the server's scan stopped, if it did not read the range to its end.
+        let next = r
+            .headers()
+            .get("x-synod-audit-next")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut data = Vec::new();
+        read_body(addr, r, |c| {
+            data.extend_from_slice(c);
+            Ok(())
+        })
+        .await?;
+        let r = Reply { status, body: data };
         if r.status != 200 {
             return Err(describe_error(addr, &r));
         }
         let text = String::from_utf8_lossy(&r.body);
-        let mut last = None;
         let mut page = 0;
         for line in text.lines().filter(|l| !l.is_empty()) {
             let anchor = line.starts_with("{\"anchor_zxid\"");
@@ -476,16 +489,13 @@ pub async fn audit(
             writeln!(file, "{line}").map_err(cannot_write)?;
             if !anchor {
                 page += 1;
-                last = serde_json::from_str::<Value>(line)
-                    .ok()
-                    .and_then(|v| v["zxid"].as_i64());
             }
         }
         first = false;
         records += page as u64;
-        match last {
-            Some(z) if page == PAGE => since = (z + 1).to_string(),
-            _ => break,
+        match next {
+            Some(n) => since = n,
+            None => break,
         }
     }
     file.sync_all().map_err(cannot_write)?;
