@@ -1039,6 +1039,9 @@ async fn chroot_is_applied_and_stripped(ctx: Ctx) -> CaseResult {
         ok!(zk.create("/x", b"", CreateMode::PersistentSequential).await),
         "/x0000000000".to_string()
     );
+    // Another session's read: ZooKeeper serves it from its server's local state, so it syncs
+    // first (a fresh-clone CI run saw ZooKeeper's follower answer before it had the create).
+    ok!(admin.sync(&jail).await);
     check!(
         ok!(admin.exists(&format!("{jail}/x0000000000")).await).is_some(),
         "chroot not applied"
