@@ -3,7 +3,8 @@
 #
 # Installs what the tests need on a fresh Debian machine (Apache ZooKeeper 3.8 from Debian, the
 # behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium,
-# libnss3-tools and openssl for the dashboard test; python3-kazoo for the TLS test), then checks
+# libnss3-tools and openssl for the dashboard test; python3-kazoo for the TLS test; strace and
+# faketime for the disk and clock fault tests), then checks
 # formatting and lints and runs every test of the workspace. Safe to run again: nothing is
 # installed twice.
 #
@@ -32,6 +33,10 @@ command -v clang >/dev/null 2>&1 || need_pkgs+=(clang)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v certutil >/dev/null 2>&1 || need_pkgs+=(libnss3-tools)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# disk faults (server/tests/disk.rs): strace attaches to a node and delays or fails its fsyncs.
+command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
+# clock faults (server/tests/clock.rs): libfaketime moves one node's clock.
+dpkg -s faketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive

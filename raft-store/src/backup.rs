@@ -1,10 +1,10 @@
 //! The backup file: what `GET /snapshot` serves (and `synodctl backup` saves) and `synod
-//! restore` reads. It is a snapshot file ([`crate::snapshot`]) in an envelope that says what it
-//! is and whether it is whole:
+//! restore` reads. It is a snapshot file's body ([`crate::snapshot`]) in the envelope of
+//! [`crate::envelope`], which says what it is and whether it is whole:
 //!
 //! ```text
 //! "SYNODBAK"               8 bytes, the magic
-//! format version           u32, big-endian (BACKUP_VERSION)
+//! format version           u32, big-endian (1: [`BACKUP`])
 //! body length              u64, big-endian
 //! body                     the snapshot file: metadata, then the tree image
 //! SHA-256                  32 bytes, of everything before it
@@ -14,27 +14,23 @@
 //! sessions no client can resume (they expire, with their ephemerals, once their timeout passes),
 //! and a password in a backup would only be a secret more to keep.
 
-use sha2::{Digest, Sha256};
-
+use crate::envelope::Kind;
 use crate::error::StoreError;
-use crate::snapshot::{decode_image, SnapshotFile};
+use crate::snapshot::{decode_image, snapshot_body, SnapshotFile};
 use crate::types::{decode, encode};
 
-/// The first bytes of every backup.
-pub const MAGIC: &[u8; 8] = b"SYNODBAK";
+/// The backup's envelope ([`crate::envelope`]): magic `SYNODBAK`, format version 1. The body is
+/// a snapshot file's body (metadata, then the tree image) without session passwords.
+pub const BACKUP: Kind = Kind {
+    magic: b"SYNODBAK",
+    version: 1,
+    what: "backup",
+};
 
-/// The backup format this version writes and reads.
-pub const BACKUP_VERSION: u32 = 1;
-
-/// Bytes before the body: magic, version, body length.
-const HEADER: usize = 8 + 4 + 8;
-/// Bytes after the body: the checksum.
-const TRAILER: usize = 32;
-
-/// Wraps a snapshot file (as stored in a state directory) into a backup, without its sessions'
-/// passwords. Blocking: O(size of the snapshot).
+/// Wraps a snapshot file (as stored in a state directory, checked on the way) into a backup,
+/// without its sessions' passwords. Blocking: O(size of the snapshot).
 pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut file: SnapshotFile = decode(snapshot_file)?;
+    let mut file: SnapshotFile = decode(snapshot_body(snapshot_file)?)?;
     let (mut image, rest) = decode_image(&file.data)?;
     for s in &mut image.sessions {
         s.passwd = bytes::Bytes::new();
@@ -42,43 +38,13 @@ pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut data = encode(&image)?;
     data.extend_from_slice(rest);
     file.data = data;
-    let body = encode(&file)?;
-    let mut out = Vec::with_capacity(HEADER + body.len() + TRAILER);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&BACKUP_VERSION.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    out.extend_from_slice(&body);
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    Ok(out)
+    Ok(BACKUP.seal(&encode(&file)?))
 }
 
-/// The snapshot file inside a backup, once its header, version and checksum are checked; a
-/// `Backup` error says which failed.
+/// The snapshot file's body inside a backup, once its header, version and checksum are checked;
+/// the error says which failed.
 pub fn open(backup: &[u8]) -> Result<&[u8], StoreError> {
-    let bad = |m: String| Err(StoreError::Backup(m));
-    if backup.len() < HEADER + TRAILER || &backup[..8] != MAGIC {
-        return bad("no synod backup header (a backup starts with SYNODBAK)".into());
-    }
-    let version = u32::from_be_bytes(backup[8..12].try_into().unwrap_or_default());
-    if version != BACKUP_VERSION {
-        return bad(format!(
-            "backup format version {version}; this synod reads version {BACKUP_VERSION}"
-        ));
-    }
-    let len = u64::from_be_bytes(backup[12..20].try_into().unwrap_or_default());
-    let expected = (HEADER + TRAILER) as u64 + len;
-    if backup.len() as u64 != expected {
-        return bad(format!(
-            "the file is {} bytes, its header says {expected}: it is truncated or damaged",
-            backup.len()
-        ));
-    }
-    let (sealed, sum) = backup.split_at(backup.len() - TRAILER);
-    if Sha256::digest(sealed).as_slice() != sum {
-        return bad("checksum mismatch: the file is damaged".into());
-    }
-    Ok(&sealed[HEADER..])
+    BACKUP.open(backup)
 }
 
 #[cfg(test)]
@@ -122,21 +88,18 @@ mod tests {
         for i in 0..backup.len() {
             let mut damaged = backup.clone();
             damaged[i] ^= 0x01;
-            assert!(
-                matches!(open(&damaged), Err(StoreError::Backup(_))),
-                "byte {i} flipped unnoticed"
-            );
+            assert!(open(&damaged).is_err(), "byte {i} flipped unnoticed");
         }
         assert!(open(&backup[..backup.len() - 1]).is_err(), "truncated");
         let raw = snapshot_file()?;
         assert!(
-            matches!(open(&raw), Err(StoreError::Backup(m)) if m.contains("SYNODBAK")),
+            matches!(open(&raw), Err(e) if e.to_string().contains("SYNODBAK")),
             "a bare snapshot file is no backup"
         );
         let mut newer = backup.clone();
         newer[11] = 2;
         assert!(
-            matches!(open(&newer), Err(StoreError::Backup(m)) if m.contains("version 2")),
+            matches!(open(&newer), Err(e) if e.to_string().contains("version 2")),
             "another format version is named"
         );
         Ok(())

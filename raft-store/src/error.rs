@@ -37,10 +37,46 @@ pub enum StoreError {
     #[error("corrupt store: {0}")]
     Corrupt(String),
 
-    /// A file given as a backup is not one this version reads: no backup header, another
-    /// format version, or a checksum that does not match (the file is damaged).
-    #[error("backup: {0}")]
-    Backup(String),
+    /// A file synod writes whole (snapshot file, backup: [`crate::envelope`]) does not start
+    /// with its kind's magic: it is not such a file (or of a format older than envelopes).
+    #[error("not a synod {what} (it does not start with {magic})")]
+    NotThisKind {
+        /// What the file was expected to be ("backup", "snapshot file").
+        what: &'static str,
+        /// The magic it should start with.
+        magic: String,
+    },
+
+    /// A file (or a peer) of another format version than this synod reads; names both.
+    #[error("{what} format version {found}; this synod reads version {supported}")]
+    FormatVersion {
+        /// What it is.
+        what: &'static str,
+        /// The version it says it is.
+        found: u32,
+        /// The version this synod reads.
+        supported: u32,
+    },
+
+    /// An enveloped file is shorter or longer than its header says.
+    #[error(
+        "the {what} is {actual} bytes, its header says {expected}: it is truncated or damaged"
+    )]
+    Length {
+        /// What the file is.
+        what: &'static str,
+        /// Its length.
+        actual: u64,
+        /// The length its header implies.
+        expected: u64,
+    },
+
+    /// An enveloped file's checksum does not match its contents: it is damaged.
+    #[error("checksum mismatch: the {what} is damaged")]
+    Checksum {
+        /// What the file is.
+        what: &'static str,
+    },
 
     /// A tenant declaration that breaks a rule of the table (its name, its identities, one
     /// identity in two tenants, too many tenants): the message names the rule.
@@ -54,6 +90,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this error says that a stored value or file is damaged or not one this version
+    /// reads (as opposed to a failing disk or a refused write): refusing the file, and rebuilding
+    /// or restoring the node, is the remedy; retrying is not.
+    pub fn is_damaged_file(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Rocksdb(e) if e.kind() == rocksdb::ErrorKind::Corruption
+        ) || matches!(
+            self,
+            StoreError::Decode(_)
+                | StoreError::Corrupt(_)
+                | StoreError::NotThisKind { .. }
+                | StoreError::FormatVersion { .. }
+                | StoreError::Length { .. }
+                | StoreError::Checksum { .. }
+        )
+    }
+
     /// Maps this error to openraft's [`StorageError`], saying what (`subject`) was being done
     /// (`verb`) — e.g. `(ErrorSubject::Vote, ErrorVerb::Read)` is what
     /// `StorageIOError::read_vote` builds. The message and the source chain are kept.

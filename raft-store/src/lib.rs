@@ -1,13 +1,15 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
 //! deterministically from log entries; the openraft type configuration ([`types`]); the RocksDB
 //! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
-//! file and restore ([`snapshot`]), the backup file around it ([`backup`]), the tenant
+//! file and restore ([`snapshot`]), the backup file around it ([`backup`]), the checksummed
+//! envelope of both ([`envelope`]), the tenant
 //! table ([`tenants`]) and the audit trail ([`audit`]).
 //! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
 pub mod audit;
 pub mod backup;
+pub mod envelope;
 pub mod error;
 pub mod log_store;
 pub mod quota;

@@ -13,10 +13,13 @@
 //! owner of every node that has one, the audit chain's head); a tree without either is encoded
 //! exactly as before they existed.
 //!
-//! The file [`SNAPSHOT_FILE`] is the bincode of the snapshot's metadata (openraft's
-//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. The
-//! file itself has no version tag or checksum yet (issue 16); a backup wraps it in an envelope
-//! that has both ([`crate::backup`]).
+//! The file [`SNAPSHOT_FILE`] is an envelope ([`crate::envelope`]: magic `SYNODSNP`, format
+//! version, length, SHA-256) around its body: the bincode of the snapshot's metadata (openraft's
+//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. A file
+//! whose checksum does not match is refused at start, never loaded; a file written by v0.1.0
+//! (the body alone, before envelopes) is still read. A backup wraps the same body in an envelope
+//! of its own ([`crate::backup`]). The data sent to a peer is checked by decoding it whole
+//! before it is installed; on the wire it is protected by TLS.
 //!
 //! # Durability
 //!
@@ -38,6 +41,7 @@ use synod_proto::path::parent;
 use synod_proto::{Acl, Id};
 
 use crate::audit::AuditHead;
+use crate::envelope::Kind;
 use crate::error::StoreError;
 use crate::tenants::Tenant;
 use crate::tree::{DataTree, Node, NodeKind};
@@ -45,6 +49,24 @@ use crate::types::{decode, encode, NodeId};
 
 /// The current snapshot's file name in the state machine's directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The snapshot file's envelope: magic `SYNODSNP`, format version 1.
+pub const SNAPSHOT: Kind = Kind {
+    magic: b"SYNODSNP",
+    version: 1,
+    what: "snapshot file",
+};
+
+/// The body of a snapshot file (its metadata and data, bincode): checked and unwrapped if it is
+/// enveloped, as is if it predates envelopes (v0.1.0 wrote the body alone; its first byte is
+/// bincode's `Option` tag, never the `S` of the magic).
+pub(crate) fn snapshot_body(file: &[u8]) -> Result<&[u8], StoreError> {
+    if SNAPSHOT.is_enveloped(file) {
+        SNAPSHOT.open(file)
+    } else {
+        Ok(file)
+    }
+}
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -335,7 +357,7 @@ pub(crate) fn persist_snapshot(
     if current.is_some() && *current >= meta.last_log_id {
         return Ok(false);
     }
-    let bytes = encode(&SnapshotFileRef { meta, data })?;
+    let bytes = SNAPSHOT.seal(&encode(&SnapshotFileRef { meta, data })?);
     write_atomically(dir, SNAPSHOT_FILE, &bytes)?;
     *current = meta.last_log_id;
     Ok(true)
@@ -349,7 +371,7 @@ pub(crate) fn read_current(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let file: SnapshotFile = decode(&bytes)?;
+    let file: SnapshotFile = decode(snapshot_body(&bytes)?)?;
     Ok(Some((file.meta, file.data)))
 }
 
@@ -385,10 +407,11 @@ pub struct SnapshotContents {
     pub tree: DataTree,
 }
 
-/// Decodes a snapshot file as written to [`SNAPSHOT_FILE`]; a file that
-/// does not decode completely (`Decode`), or whose tree makes no sense (`Corrupt`), is an error.
+/// Decodes a snapshot file as written to [`SNAPSHOT_FILE`] (or a snapshot file's body, as a
+/// backup holds it); a damaged envelope (`Checksum`, `Length`, `FormatVersion`), a body that
+/// does not decode completely (`Decode`), or a tree that makes no sense (`Corrupt`), is an error.
 pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, StoreError> {
-    let file: SnapshotFile = decode(bytes)?;
+    let file: SnapshotFile = decode(snapshot_body(bytes)?)?;
     let tree = decode_tree(&file.data)?;
     Ok(SnapshotContents {
         last_log_id: file.meta.last_log_id,
@@ -397,12 +420,12 @@ pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, StoreError> 
     })
 }
 
-/// The last log id a snapshot file covers, from its metadata alone (the data, which may be large,
-/// is neither copied nor checked). An error if the metadata does not decode.
+/// The last log id a snapshot file covers, from its metadata (the data, which may be large, is
+/// checksummed but not decoded). An error if the file is damaged or its metadata does not decode.
 pub fn snapshot_file_log_id(bytes: &[u8]) -> Result<Option<LogId<NodeId>>, StoreError> {
-    // The metadata is the file's first field: bincode writes a struct as its fields in order.
+    // The metadata is the body's first field: bincode writes a struct as its fields in order.
     let (meta, _): (Meta, usize) =
-        bincode::serde::decode_from_slice(bytes, crate::types::bincode_config())?;
+        bincode::serde::decode_from_slice(snapshot_body(bytes)?, crate::types::bincode_config())?;
     Ok(meta.last_log_id)
 }
 
@@ -433,10 +456,10 @@ pub fn restore_snapshot_file(
         snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
     std::fs::create_dir_all(state_dir)?;
-    let restored = encode(&SnapshotFileRef {
+    let restored = SNAPSHOT.seal(&encode(&SnapshotFileRef {
         meta: &meta,
         data: &file.data,
-    })?;
+    })?);
     write_atomically(state_dir, SNAPSHOT_FILE, &restored)?;
     Ok((last, znodes))
 }
@@ -456,6 +479,32 @@ mod tests {
             last_membership: StoredMembership::default(),
             snapshot_id: format!("s-{index}"),
         }
+    }
+
+    /// The file is enveloped: a flipped byte anywhere is refused by name at load; a file of
+    /// v0.1.0 (the body alone) is still read.
+    #[test]
+    fn a_damaged_snapshot_file_is_refused_and_an_unenveloped_one_read() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let persisted: Persisted = Arc::new(Mutex::new(None));
+        let data = encode_tree(&DataTree::new())?;
+        assert!(persist_snapshot(dir.path(), &persisted, &meta(7), &data)?);
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let good = std::fs::read(&path)?;
+        assert!(SNAPSHOT.is_enveloped(&good));
+        assert!(load_latest(dir.path())?.is_some());
+        for i in [0, 9, 15, good.len() / 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x04;
+            std::fs::write(&path, &bad)?;
+            let err = load_latest(dir.path()).err().map(|e| e.to_string());
+            assert!(err.is_some(), "byte {i} flipped unnoticed");
+            assert!(snapshot_file_log_id(&bad).is_err(), "byte {i}: log id read");
+        }
+        std::fs::write(&path, SNAPSHOT.open(&good)?)?;
+        let legacy = load_latest(dir.path())?.map(|c| c.last_log_id);
+        assert_eq!(legacy, Some(meta(7).last_log_id));
+        Ok(())
     }
 
     #[test]
@@ -482,7 +531,7 @@ mod tests {
             b"same"
         )?);
         let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE))?;
-        let file: SnapshotFile = decode(&bytes)?;
+        let file: SnapshotFile = decode(snapshot_body(&bytes)?)?;
         assert_eq!(
             (file.meta.snapshot_id.as_str(), &file.data[..]),
             ("s-20", &b"newer"[..])

@@ -375,11 +375,13 @@ impl<X: ApplyObserver> StateMachine<X> {
     /// ([`snapshot::load_latest`]: a snapshot file that does not decode is an error, not an empty
     /// tree). The time the load took is logged; openraft then replays the committed log after
     /// the snapshot.
-    pub fn open(dir: &Path, observer: X, audit: Option<AuditStore>) -> Result<Self, SErr> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageIOError::read_state_machine(&e))?;
-        let (tree, last_applied, membership) = match snapshot::load_latest(dir)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
-        {
+    pub fn open(
+        dir: &Path,
+        observer: X,
+        audit: Option<AuditStore>,
+    ) -> Result<Self, crate::error::StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let (tree, last_applied, membership) = match snapshot::load_latest(dir)? {
             Some(c) => (c.tree, c.last_log_id, c.membership),
             None => (DataTree::new(), None, Membership::default()),
         };

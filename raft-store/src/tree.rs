@@ -1100,6 +1100,22 @@ impl DataTree {
             .collect()
     }
 
+    /// Every childless TTL node: its path, its mzxid (which changes with every modification) and
+    /// its TTL in milliseconds, for a reaper that also measures the TTL on a clock of its own
+    /// (the leader's monotonic clock, which a step of the wall clock does not move).
+    pub fn ttl_nodes(&self) -> Vec<(Name, i64, i64)> {
+        self.reapable
+            .iter()
+            .filter_map(|p| {
+                let n = self.nodes.get(&**p)?;
+                match n.kind {
+                    NodeKind::Ttl(ttl) if n.children.is_empty() => Some((p.clone(), n.mzxid, ttl)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Deletes `path` if it is still due at `time` (it may have gained a child or data since it
     /// was proposed); returns the events, empty if nothing was deleted.
     pub fn reap(&mut self, zxid: i64, time: i64, path: &str) -> Vec<Event> {

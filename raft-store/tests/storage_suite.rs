@@ -20,7 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine<()>, tempfile::TempDir> for
             .map_err(|e| StoreError::Io(e).to_storage(ErrorSubject::Store, ErrorVerb::Write))?;
         let log = LogStore::open(&dir.path().join("log"))
             .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))?;
-        let sm = StateMachine::open(&dir.path().join("sm"), (), None)?;
+        let sm = StateMachine::open(&dir.path().join("sm"), (), None)
+            .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))?;
         Ok((dir, log, sm))
     }
 }

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, LogId, Membership, Vote};
-use synod_raft_store::error::StoreError;
 use synod_raft_store::log_store::LogStore;
 use synod_raft_store::state_machine::restore_snapshot_file;
 use synod_raft_store::NodeId;
@@ -73,7 +72,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
     let membership = Membership::new(vec![voters], members);
     let (last, znodes) = restore_snapshot_file(&args.data_dir.join("state"), &bytes, membership)
         .map_err(|e| match e {
-            StoreError::Decode(_) | StoreError::Corrupt(_) | StoreError::Backup(_) => bad(format!(
+            e if e.is_damaged_file() => bad(format!(
                 "{} is not a usable synod backup: {e}",
                 args.from.display()
             )),

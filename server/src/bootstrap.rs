@@ -40,7 +40,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
             .transpose()?,
     });
     let log_store = LogStore::open(&cfg.data_dir.join("raft-log"))
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
+        .map_err(|e| storage_error(&cfg, "the raft log (raft-log)", e))?;
     let audit = match cfg.audit {
         crate::config::AuditMode::On => Some(
             AuditStore::open(&cfg.data_dir.join("audit"))
@@ -56,7 +56,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         Applier::new(cfg.id),
         audit.clone(),
     )
-    .map_err(|e| ServerError::Storage(e.to_string()))?;
+    .map_err(|e| storage_error(&cfg, "the state machine (state)", e))?;
     let replica = sm.replica();
     let applied = sm.applied();
     let raft_cfg = openraft::Config {
@@ -91,6 +91,8 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     .map_err(|e| ServerError::Raft(e.to_string()))?;
     let (ptx, prx) = mpsc::unbounded_channel();
     let (rtx, rrx) = mpsc::unbounded_channel();
+    let disk = crate::disk::DiskGuard::new(&cfg.data_dir, cfg.min_free_space);
+    disk.spawn();
     let node = Arc::new(Node {
         id: cfg.id,
         cfg,
@@ -107,6 +109,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         next_conn: AtomicU64::new(1),
         started,
         stats: Arc::new(crate::stats::ServerStats::default()),
+        disk,
         stopping: watch::channel(false).0,
     });
     tokio::spawn(crate::pipeline::proposer::proposer_loop(node.clone(), prx));
@@ -117,9 +120,52 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(crate::session::reaper::session_loop(node.clone()));
     tokio::spawn(initialize_cluster(node.clone()));
     tokio::spawn(report_replay(node.clone()));
+    tokio::spawn(stop_on_fatal(node.clone()));
     tokio::spawn(crate::admin::audit::retention_loop(node.clone()));
     tokio::spawn(crate::pipeline::read_audit::flush_loop(node.clone()));
     Ok(node)
+}
+
+/// A store that does not open: a damaged one says so and how to recover (never by deleting the
+/// damaged file: a voter must not come back with less than it acknowledged).
+fn storage_error(cfg: &Config, what: &str, e: synod_raft_store::error::StoreError) -> ServerError {
+    if e.is_damaged_file() {
+        ServerError::Storage(format!(
+            "{what} in {} is damaged: {e}. This node will not start on it; rebuild it from its \
+             peers (docs/operations.md, \"Disk faults and damaged data\")",
+            cfg.data_dir.display()
+        ))
+    } else {
+        ServerError::Storage(format!("{what}: {e}"))
+    }
+}
+
+/// The exit status of a node that stopped because its storage failed (sysexits' EX_IOERR): a
+/// service manager restarts it (`Restart=on-failure`), and it starts again from what is on disk.
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// Fail-stop. When Raft stops by itself — its storage failed: an append, a vote or a snapshot
+/// could not be made durable (fsync's EIO, a full disk) or a stored value did not read back —
+/// the process exits at once with [`EXIT_STORAGE_FAILED`] instead of lingering without Raft.
+/// Nothing is acknowledged past the failure: openraft reports an append done only once it is
+/// synced ([`synod_raft_store::log_store`]), and the entry the failed write held was never
+/// acknowledged by this node. A deliberate shutdown (`Fatal::Stopped`) is not a failure.
+async fn stop_on_fatal(node: Arc<Node>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        let failed = match &metrics.borrow_and_update().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(why) = failed {
+            tracing::error!(error = %why, "raft stopped on a storage failure: exiting (fail-stop)");
+            eprintln!("synod: raft stopped on a storage failure: {why}");
+            std::process::exit(EXIT_STORAGE_FAILED);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A fresh cluster is initialized by its lowest-id configured member once a majority of the

@@ -200,6 +200,11 @@ pub struct Args {
     /// batched, best-effort) or not (`off`).
     #[arg(long, value_enum)]
     pub audit_reads: Option<AuditReads>,
+    /// Free space (MiB) the data directory's file system must keep: below it, writes that
+    /// grow the tree are refused (deletes, session closes and reads are still served) until
+    /// space returns. 0 disables the check.
+    #[arg(long)]
+    pub min_free_space_mb: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -244,6 +249,7 @@ struct FileConfig {
     audit: Option<AuditMode>,
     audit_retention_days: Option<u64>,
     audit_reads: Option<AuditReads>,
+    min_free_space_mb: Option<u64>,
 }
 
 /// A validated node configuration.
@@ -299,6 +305,9 @@ pub struct Config {
     pub audit_retention: Option<Duration>,
     /// Whether reads across tenants are audited.
     pub audit_reads: bool,
+    /// Free bytes the data directory's file system keeps in reserve (0: no check); see
+    /// [`crate::disk`].
+    pub min_free_space: u64,
 }
 
 /// A CA, certificate and key given together (all three or none) under flags named `prefix`.
@@ -543,6 +552,11 @@ impl Config {
                 0 => None,
                 days => Some(Duration::from_secs(days.saturating_mul(86_400))),
             },
+            min_free_space: args
+                .min_free_space_mb
+                .or(file.min_free_space_mb)
+                .unwrap_or(crate::disk::DEFAULT_MIN_FREE_MB)
+                .saturating_mul(1 << 20),
             members,
             peer_routes,
         };

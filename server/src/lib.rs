@@ -25,7 +25,8 @@
 //! [`session`] (the connection registry, the leader's session deadlines and their reaper);
 //! [`admin`] (the HTTP port and four-letter words); [`server`] (listeners, deliberate shutdown);
 //! [`tls`] (certificates, identities, `synod certs`); [`data_dir`] (whose data a directory
-//! holds: node id, cluster id); [`config`], [`error`], [`stats`],
+//! holds: node id, cluster id); [`disk`] (its free space: writes refused in the reserve);
+//! [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod data_dir;
+pub mod disk;
 pub mod error;
 pub mod listener;
 pub mod node;

@@ -65,6 +65,8 @@ pub struct Node {
     pub started: Instant,
     /// Client request counters (`srvr`, `mntr`, admin API).
     pub stats: Arc<crate::stats::ServerStats>,
+    /// The data directory's free space and whether writes are refused for it.
+    pub disk: Arc<crate::disk::DiskGuard>,
     /// Becomes true when the node shuts down: connections stop reading, answer what they have
     /// read and close.
     pub stopping: watch::Sender<bool>,

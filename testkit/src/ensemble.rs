@@ -444,6 +444,8 @@ pub struct Synod {
     pub tls: bool,
     /// The admin-port client, made on first use (after the certificates exist).
     pub admin: Arc<OnceLock<AdminHttp>>,
+    /// Environment variables added to every node's process (e.g. [`crate::inject::faketime_env`]).
+    pub env: Vec<(String, String)>,
 }
 
 /// The name of the client certificate a TLS ensemble issues for the tests (`x509:tester`).
@@ -631,7 +633,8 @@ impl Kind for Synod {
             .arg(loopback(node.aux_port).to_string())
             .arg("--data-dir")
             .arg(node.data_dir())
-            .args(&self.extra_args);
+            .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd
     }
 
@@ -713,6 +716,7 @@ impl Local<Synod> {
             node_args: None,
             tls: false,
             admin: Default::default(),
+            env: Vec::new(),
         };
         Local::launch(kind, n, n, "synod-cluster-")
     }
@@ -726,6 +730,7 @@ impl Local<Synod> {
             node_args: None,
             tls: true,
             admin: Default::default(),
+            env: Vec::new(),
         };
         Local::launch(kind, n, n, "synod-tls-cluster-")
     }
@@ -740,12 +745,26 @@ impl Local<Synod> {
         extra_args: &[String],
         node_args: NodeArgs,
     ) -> io::Result<SynodEnsemble> {
+        Self::start_custom_env(bin, n, initial, extra_args, node_args, Vec::new())
+    }
+
+    /// Like [`Local::start_custom`], with `env` in every node's environment (whenever it is
+    /// started).
+    pub fn start_custom_env(
+        bin: &Path,
+        n: usize,
+        initial: usize,
+        extra_args: &[String],
+        node_args: NodeArgs,
+        env: Vec<(String, String)>,
+    ) -> io::Result<SynodEnsemble> {
         let kind = Synod {
             bin: bin.to_path_buf(),
             extra_args: extra_args.to_vec(),
             node_args: Some(node_args),
             tls: true,
             admin: Default::default(),
+            env,
         };
         Local::launch(kind, n, initial, "synod-cluster-")
     }
@@ -760,6 +779,7 @@ impl Local<Synod> {
             node_args: None,
             tls: true,
             admin: Default::default(),
+            env: Vec::new(),
         };
         Local::launch(kind, n, 0, "synod-ops-tls-")
     }
@@ -773,6 +793,7 @@ impl Local<Synod> {
             node_args: None,
             tls: false,
             admin: Default::default(),
+            env: Vec::new(),
         };
         Local::launch(kind, n, 0, "synod-ops-")
     }
@@ -930,6 +951,21 @@ impl Local<Synod> {
             ));
         }
         self.spawn_node(idx)
+    }
+
+    /// Starts node `idx` (not running) as [`Local::spawn`] does, with `env` added to its
+    /// environment (e.g. libfaketime's `LD_PRELOAD` and `FAKETIME_*` to move its clock).
+    pub fn spawn_with_env(&self, idx: usize, env: &[(&str, &str)]) -> io::Result<()> {
+        self.check_idx(idx)?;
+        if self.running()[idx] {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("synod node {idx} is already running"),
+            ));
+        }
+        let mut cmd = self.kind.command(&self.nodes[idx], &self.nodes);
+        cmd.envs(env.iter().copied());
+        self.spawn_command(idx, cmd)
     }
 
     /// Node `idx`'s admin HTTP address (`/health`, `/status`).

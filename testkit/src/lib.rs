@@ -7,6 +7,8 @@
 //!   binary ([`synod_bin`]); free ports.
 //! - [`http`]: the admin-port client ([`AdminHttp`]): plaintext, or HTTPS with a certificate.
 //! - [`authz`]: the authorization sweep, run against synod and ZooKeeper alike.
+//! - [`inject`]: faults of the machine under a node: fsyncs delayed or failed by `strace`, a
+//!   small tmpfs, a flipped byte, a clock moved by libfaketime.
 //! - [`conformance`]: the client-visible ZooKeeper behaviour every server must show, run by
 //!   testkit/tests/conformance.rs against ZooKeeper and by server/tests/conformance.rs against
 //!   synod.
@@ -23,6 +25,7 @@ pub mod authz;
 pub mod conformance;
 pub mod ensemble;
 pub mod http;
+pub mod inject;
 
 pub use ensemble::{
     free_ports, from_env, http, http_get, http_post, members_arg, synod_bin, Ensemble, External,

@@ -60,6 +60,9 @@ pub async fn ready(node: &Node, q: ReadyQuery) -> Response {
         )
             .into_response()
     };
+    if let Some(reason) = node.disk.reason() {
+        return not_ready(reason, None);
+    }
     let Some((leader, _)) = node.leader() else {
         return not_ready("no leader known".into(), None);
     };

@@ -135,6 +135,19 @@ fn describe() {
         "snapshots built by this node"
     );
     describe_gauge!("synod_sessions", "open sessions (cluster-wide)");
+    describe_gauge!(
+        "synod_disk_free_bytes",
+        Unit::Bytes,
+        "bytes free on the data directory's file system"
+    );
+    describe_gauge!(
+        "synod_disk_writes_refused",
+        "1 while writes that grow the tree are refused: free space below --min-free-space-mb"
+    );
+    describe_counter!(
+        "synod_disk_refused_writes_total",
+        "client writes refused because the data directory's disk was almost full"
+    );
     describe_gauge!("synod_watches", "watches registered on this node");
     describe_gauge!("synod_znodes", "znodes in the tree");
     describe_gauge!(
@@ -210,6 +223,12 @@ async fn sample(node: &Node) {
         membership.learner_ids().count() as f64,
     );
     g("synod_sessions", s.sessions as f64);
+    g("synod_disk_free_bytes", node.disk.free_bytes() as f64);
+    g(
+        "synod_disk_writes_refused",
+        f64::from(u8::from(node.disk.is_low())),
+    );
+    metrics::counter!("synod_disk_refused_writes_total").absolute(node.disk.refused());
     g("synod_watches", s.watches as f64);
     g("synod_znodes", s.znodes as f64);
     g("synod_tree_data_bytes", s.data_bytes as f64);

@@ -220,6 +220,10 @@ impl Conn {
                     true,
                 )
             }
+            // A disk in its reserve: only what frees space or ends sessions goes on.
+            _ if op.is_write() && self.node.disk.refuses(&p.request) => {
+                ready(ErrorCode::NotReadOnly, false)
+            }
             _ if op.is_write() => {
                 let origin = self.node.origin();
                 let cmd = Command::Write {

@@ -4,16 +4,18 @@
 //! and TTL nodes; on a follower it reports its sessions' activity to the leader, each with how
 //! long ago it happened.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use synod_raft_store::state_machine::lock;
+use synod_raft_store::tree::Name;
 use synod_raft_store::Command;
 
 use crate::node::Node;
 use crate::peer::{PeerRequest, SessionTouch};
 use crate::session::tracker::SessionTracker;
+use crate::session::ttl::TtlClock;
 
 /// How many times per session tick the leader checks deadlines and followers send touches, so
 /// that an idle session ends within its timeout plus a fraction of a tick, not up to two ticks.
@@ -25,6 +27,7 @@ const REAP_BATCH: usize = 1000;
 /// Runs until the process ends.
 pub async fn session_loop(node: Arc<Node>) {
     let mut tracker = SessionTracker::default();
+    let mut ttl_clock = TtlClock::default();
     let mut tick = tokio::time::interval(node.cfg.tick / SESSION_CHECKS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u32 = 0;
@@ -35,6 +38,7 @@ pub async fn session_loop(node: Arc<Node>) {
         let leading = node.is_leader();
         if !leading {
             tracker.check(Instant::now(), false, &HashMap::new(), &HashMap::new());
+            ttl_clock.check(Instant::now(), false, Vec::new());
             report_touches(&node, touched);
             continue;
         }
@@ -42,19 +46,32 @@ pub async fn session_loop(node: Arc<Node>) {
             tracing::info!("leading: every session's deadline restarts now");
         }
         let reap_now = round.is_multiple_of(SESSION_CHECKS);
-        let (sessions, due) = {
+        let (sessions, due, ttl_nodes) = {
             let r = lock(&node.replica);
             let s: HashMap<i64, Duration> = r
                 .tree
                 .sessions()
                 .map(|(id, s)| (id, Duration::from_millis(s.timeout_ms.max(0) as u64)))
                 .collect();
-            let due = if reap_now {
-                r.tree.reap_candidates(crate::clock::now_ms(), REAP_BATCH)
+            let (due, ttl_nodes) = if reap_now {
+                (
+                    r.tree.reap_candidates(crate::clock::now_ms(), REAP_BATCH),
+                    r.tree.ttl_nodes(),
+                )
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
-            (s, due)
+            (s, due, ttl_nodes)
+        };
+        // A TTL node due by the wall clock goes only if this leader's monotonic clock agrees.
+        let due: Vec<String> = if reap_now {
+            let ttl_paths: HashSet<Name> = ttl_nodes.iter().map(|(p, _, _)| p.clone()).collect();
+            let ttl_due = ttl_clock.check(Instant::now(), true, ttl_nodes);
+            due.into_iter()
+                .filter(|p| !ttl_paths.contains(p.as_str()) || ttl_due.contains(p.as_str()))
+                .collect()
+        } else {
+            due
         };
         for id in tracker.check(Instant::now(), true, &sessions, &touched) {
             tracing::info!(session = format_args!("{id:#x}"), "session expired");

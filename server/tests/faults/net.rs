@@ -6,6 +6,14 @@
 //! Nothing is lost or reordered: when the cut heals the stalled bytes flow again (as TCP
 //! retransmission would deliver them), so the peers see delay, timeouts and stale messages, never
 //! a corrupted stream.
+//!
+//! A [`Wan`] profile delays every chunk by a latency with jitter, and holds a share of them for a
+//! retransmission timeout, in order: what TCP makes of a lossy, jittery link between
+//! institutions, as the application sees it (this kernel has no `netem` qdisc, so packets cannot
+//! be delayed, lost, reordered or duplicated below TCP; TCP would hide the last two anyway).
+//!
+//! Clients can be routed through proxies too ([`CLIENTS`] as the sending side), so that a
+//! partition can put clients on the side of an old leader.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -21,6 +29,43 @@ use crate::workload::plock;
 
 /// Node ids as the cluster numbers them (1-based).
 pub type NodeId = usize;
+
+/// The id of the clients' side of client links ([`FaultNet::link`] from it to a node's client
+/// port): cut like a node's links.
+pub const CLIENTS: NodeId = 100;
+
+/// A wide-area link's behaviour, applied to every proxied direction while set.
+#[derive(Debug, Clone, Copy)]
+pub struct Wan {
+    /// One-way latency.
+    pub delay: Duration,
+    /// Uniform jitter around it (±).
+    pub jitter: Duration,
+    /// Share of chunks held for a retransmission timeout (TCP's answer to a lost segment).
+    pub loss: f64,
+    /// How long a lost chunk is held (and everything behind it: TCP delivers in order).
+    pub rto: Duration,
+}
+
+impl Wan {
+    /// 50 ms ± 20 ms one way, 2% loss with a 200 ms retransmission timeout.
+    pub const PROFILE: Wan = Wan {
+        delay: Duration::from_millis(50),
+        jitter: Duration::from_millis(20),
+        loss: 0.02,
+        rto: Duration::from_millis(200),
+    };
+
+    /// How long the chunk read now waits before it may be written.
+    fn sample(&self) -> Duration {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let jitter = self.jitter.as_secs_f64();
+        let d = self.delay.as_secs_f64() + rng.random_range(-jitter..=jitter);
+        let lost = rng.random_bool(self.loss.clamp(0.0, 1.0));
+        Duration::from_secs_f64(d.max(0.0)) + if lost { self.rto } else { Duration::ZERO }
+    }
+}
 
 /// The proxies of one cluster and the directions currently cut.
 pub struct FaultNet {
@@ -39,6 +84,8 @@ struct Cuts {
     blocked: Mutex<HashSet<(NodeId, NodeId)>>,
     /// Bumped on every change.
     generation: watch::Sender<u64>,
+    /// The WAN profile every link follows now, if any.
+    wan: Mutex<Option<Wan>>,
 }
 
 impl Cuts {
@@ -75,6 +122,7 @@ impl FaultNet {
             cuts: Arc::new(Cuts {
                 blocked: Mutex::new(HashSet::new()),
                 generation,
+                wan: Mutex::new(None),
             }),
             links: Mutex::new(HashMap::new()),
         }))
@@ -138,6 +186,23 @@ impl FaultNet {
         });
     }
 
+    /// Cuts every link between a member of `a` and a member of `b`, both ways.
+    pub fn partition(&self, a: &[NodeId], b: &[NodeId]) {
+        self.cuts.update(|blocked| {
+            for &x in a {
+                for &y in b {
+                    blocked.insert((x, y));
+                    blocked.insert((y, x));
+                }
+            }
+        });
+    }
+
+    /// Makes every link follow `wan` (`None`: a local network again) from the next chunk on.
+    pub fn set_wan(&self, wan: Option<Wan>) {
+        *plock(&self.cuts.wan) = wan;
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         self.cuts.update(HashSet::clear);
@@ -152,8 +217,10 @@ impl Drop for FaultNet {
     }
 }
 
-/// Copies `r` to `w` while bytes from `from` to `to` may flow; stalls (holding at most one
-/// chunk) while they may not.
+/// Copies `r` to `w` while bytes from `from` to `to` may flow; stalls (holding what it has read)
+/// while they may not. Under a [`Wan`] profile each chunk is written once its delay has passed,
+/// never before the chunk ahead of it (a reader and a writer task, so that chunks are in flight
+/// together, as segments are).
 async fn pump(
     cuts: Arc<Cuts>,
     from: NodeId,
@@ -161,17 +228,35 @@ async fn pump(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(64);
+    let reader = {
+        let cuts = cuts.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut last = tokio::time::Instant::now();
+            loop {
+                cuts.wait_open(from, to).await;
+                let n = match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let wan = *plock(&cuts.wan);
+                let now = tokio::time::Instant::now();
+                let due = wan.map_or(now, |w| (now + w.sample()).max(last));
+                last = due;
+                if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    while let Some((due, chunk)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
         cuts.wait_open(from, to).await;
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        cuts.wait_open(from, to).await;
-        if w.write_all(&buf[..n]).await.is_err() {
+        if w.write_all(&chunk).await.is_err() {
             break;
         }
     }
+    reader.abort();
     let _ = w.shutdown().await;
 }

@@ -22,8 +22,9 @@ use synod_faults::model::{
     Znode, ZnodeOp,
 };
 
-use crate::net::FaultNet;
+use crate::net::{FaultNet, Wan, CLIENTS};
 use crate::workload::{self, plock, Load, LockOp, MULTI_KEYS, OP_TIMEOUT};
+use synod_testkit::inject::{flip_middle, free_bytes, record_files, set_clock, Strace, Tmpfs};
 use synod_testkit::{blocking, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
 
 /// The session tick the nodes run with (`--tick-ms` default): the ephemeral check's slack.
@@ -56,6 +57,26 @@ pub enum Fault {
     Membership,
     /// All of the above that keep a majority, one after the other.
     Mixed,
+    /// Every peer link becomes a WAN link ([`Wan::PROFILE`]) for the hold: no election may
+    /// happen; the p99 latency is reported.
+    Wan,
+    /// The leader is cut from its peers and every client is cut from every other node: the
+    /// clients are on the old leader's side of the partition.
+    ClientPartition,
+    /// Every node's fdatasync/fsync is delayed by 20 ms (strace) for the hold.
+    SlowFsync,
+    /// The leader's fdatasync/fsync fail with EIO (strace): it must stop (fail-stop) and be
+    /// restarted on a healthy disk.
+    FsyncEio,
+    /// A follower's data directory moves to a small tmpfs filled to below its free-space
+    /// reserve: it refuses its clients' writes; the ballast is removed after the hold.
+    DiskFull,
+    /// A stopped follower's write-ahead log gets a flipped byte: it must refuse to start, and is
+    /// rebuilt from its peers under load (removed, started empty with --join, added, promoted).
+    Corruption,
+    /// The leader's wall clock jumps 5 minutes ahead, runs at twice the rate, jumps back; then a
+    /// follower's (libfaketime).
+    ClockJump,
 }
 
 /// A scenario: a name for the table, its fault, how long the fault lasts.
@@ -119,6 +140,41 @@ pub const FULL: &[Spec] = &[
         fault: Fault::Mixed,
         hold: Duration::from_secs(2),
     },
+    Spec {
+        name: "wan",
+        fault: Fault::Wan,
+        hold: Duration::from_secs(10),
+    },
+    Spec {
+        name: "client-partition",
+        fault: Fault::ClientPartition,
+        hold: Duration::from_secs(3),
+    },
+    Spec {
+        name: "slow-fsync",
+        fault: Fault::SlowFsync,
+        hold: Duration::from_secs(5),
+    },
+    Spec {
+        name: "fsync-eio",
+        fault: Fault::FsyncEio,
+        hold: Duration::from_secs(2),
+    },
+    Spec {
+        name: "disk-full",
+        fault: Fault::DiskFull,
+        hold: Duration::from_secs(4),
+    },
+    Spec {
+        name: "corruption",
+        fault: Fault::Corruption,
+        hold: Duration::from_secs(1),
+    },
+    Spec {
+        name: "clock-jump",
+        fault: Fault::ClockJump,
+        hold: Duration::from_secs(3),
+    },
 ];
 
 /// The scenarios the test command runs (`cargo test`): one crash, one partition, one snapshot
@@ -140,6 +196,13 @@ pub const SHORT: &[Spec] = &[
         name: "snapshot-catch-up",
         fault: Fault::SnapshotCatchUp,
         hold: Duration::from_secs(6),
+    },
+    // A disk that fails under the leader: it must stop without acknowledging what it could not
+    // persist.
+    Spec {
+        name: "fsync-eio",
+        fault: Fault::FsyncEio,
+        hold: Duration::from_secs(2),
     },
 ];
 
@@ -198,16 +261,42 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     if spec.fault == Fault::SnapshotCatchUp {
         extra.extend(["--snapshot-entries".to_string(), "200".to_string()]);
     }
+    if spec.fault == Fault::DiskFull {
+        extra.extend([
+            "--min-free-space-mb".to_string(),
+            DISK_RESERVE_MB.to_string(),
+        ]);
+    }
+    // Every node reads its clock from a libfaketime file in its directory (real time until
+    // the scenario writes one).
+    let env = if spec.fault == Fault::ClockJump {
+        synod_testkit::inject::faketime_env(false)
+    } else {
+        Vec::new()
+    };
     let total = if spec.fault == Fault::Membership {
         5
     } else {
         3
     };
-    let ens =
-        blocking(|| SynodEnsemble::start_custom(bin, total, 3, &extra, node_args(net.clone())))
-            .map_err(|e| format!("start cluster: {e}"))?;
+    let ens = blocking(|| {
+        SynodEnsemble::start_custom_env(bin, total, 3, &extra, node_args(net.clone()), env)
+    })
+    .map_err(|e| format!("start cluster: {e}"))?;
     let ens = Arc::new(ens);
-    let addrs = ens.addrs();
+    // Tmpfs mounts of the scenario, unmounted before the cluster is dropped.
+    let mut mounts: Vec<Tmpfs> = Vec::new();
+    // The clients of a client partition dial every node through a proxy of their own.
+    let addrs = if spec.fault == Fault::ClientPartition {
+        ens.addrs()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| net.link(CLIENTS, i + 1, *a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("client proxies: {e}"))?
+    } else {
+        ens.addrs()
+    };
     let ids: Vec<usize> = (1..=3).collect();
 
     let load = Arc::new(Load {
@@ -297,8 +386,18 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut leader_faults: Vec<LeaderFault> = Vec::new();
-    let (fault_log, members) =
-        inject(&ens, &net, &ids, spec, watched, &load, &mut leader_faults).await?;
+    let injected = inject(
+        &ens,
+        &net,
+        &ids,
+        spec,
+        watched,
+        &load,
+        &mut leader_faults,
+        &mut mounts,
+    )
+    .await?;
+    let (fault_log, members) = (injected.log, injected.members);
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop.store(true, Ordering::Relaxed);
     // The writers first: once none can be told of another success, the watcher knows the last
@@ -343,8 +442,26 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
         &finals,
         &mut details,
     );
+    if let Some((from, to)) = injected.wan {
+        let elections = plock(&changes)
+            .iter()
+            .filter(|t| **t >= from && **t <= to)
+            .count();
+        let p99 = p99_latency(&load.registers.operations(), from, to);
+        eprintln!(
+            "  wan: {elections} elections during the {:?} WAN window; register p99 latency \
+             {p99:?} there",
+            to - from
+        );
+        if elections > 0 {
+            details.push(format!(
+                "{elections} election(s) under the WAN profile: an election storm"
+            ));
+        }
+    }
     summary.anomalies = summary.anomalies.max(details.len());
     summary.max_unavailability = max_unavailability(&load.registers.operations());
+    drop(mounts);
     eprintln!(
         "  {}: {} (leader faults at {:?}, new leaders seen at {:?})",
         spec.name,
@@ -355,7 +472,33 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     Ok(Outcome_ { summary, details })
 }
 
-/// Injects `spec.fault` and heals it; returns what was done, for the log.
+/// The 99th percentile of the latency of the acknowledged operations invoked in `[from, to]`.
+fn p99_latency<O, R>(ops: &[Operation<O, R>], from: Duration, to: Duration) -> Option<Duration> {
+    let mut l: Vec<Duration> = ops
+        .iter()
+        .filter(|o| o.is_ok() && o.call_at >= from && o.call_at <= to)
+        .filter_map(|o| o.ret_at.map(|r| r.saturating_sub(o.call_at)))
+        .collect();
+    l.sort();
+    l.get((l.len() * 99 / 100).min(l.len().saturating_sub(1)))
+        .copied()
+}
+
+/// The free-space reserve (MiB) the disk-full scenario's nodes run with.
+const DISK_RESERVE_MB: u64 = 16;
+
+/// What [`inject`] did.
+struct Injected {
+    /// What was done, for the log.
+    log: Vec<String>,
+    /// The nodes that are members at the end.
+    members: Vec<usize>,
+    /// When the WAN profile was on (offsets from the history's start).
+    wan: Option<(Duration, Duration)>,
+}
+
+/// Injects `spec.fault` and heals it.
+#[allow(clippy::too_many_arguments)]
 async fn inject(
     ens: &Arc<SynodEnsemble>,
     net: &FaultNet,
@@ -364,7 +507,9 @@ async fn inject(
     watched: usize,
     load: &Load,
     leader_faults: &mut Vec<LeaderFault>,
-) -> Result<(Vec<String>, Vec<usize>), String> {
+    mounts: &mut Vec<Tmpfs>,
+) -> Result<Injected, String> {
+    let mut wan = None;
     let mut members = vec![0, 1, 2];
     let now = || load.registers.start().elapsed();
     let mut log = Vec::new();
@@ -496,11 +641,266 @@ async fn inject(
                 leader_faults.push(LeaderFault { start, end: now() });
                 members = (0..5).filter(|&i| i != l).collect();
             }
+            Fault::Wan => {
+                let start = now();
+                net.set_wan(Some(Wan::PROFILE));
+                log.push(format!(
+                    "WAN profile on every peer link: {:?}",
+                    Wan::PROFILE
+                ));
+                tokio::time::sleep(hold).await;
+                net.set_wan(None);
+                log.push("local network again".into());
+                wan = Some((start, now()));
+            }
+            Fault::ClientPartition => {
+                let start = now();
+                let others: Vec<usize> = ids.iter().copied().filter(|&i| i != l + 1).collect();
+                net.isolate(l + 1, ids);
+                net.partition(&[CLIENTS], &others);
+                log.push(format!(
+                    "isolated leader {} with every client on its side",
+                    l + 1
+                ));
+                tokio::time::sleep(hold).await;
+                net.heal();
+                log.push("healed".into());
+                leader_faults.push(LeaderFault { start, end: now() });
+            }
+            Fault::SlowFsync => {
+                let tracers = (0..3)
+                    .map(|i| {
+                        let pid = ens.pid(i).ok_or(format!("node {} not running", i + 1))?;
+                        Strace::attach(
+                            pid,
+                            "fdatasync,fsync:delay_enter=20000",
+                            ens.root().join(format!("strace-slow-{i}.txt")),
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                log.push("fsync +20 ms on every node".into());
+                tokio::time::sleep(hold).await;
+                let delayed: Vec<usize> = tracers.iter().map(|t| t.count("DELAYED")).collect();
+                blocking(|| drop(tracers));
+                log.push(format!("delayed syncs per node: {delayed:?}"));
+                if delayed.iter().filter(|n| **n > 0).count() < 2 {
+                    return Err(format!(
+                        "strace delayed no fsync on a majority: {delayed:?}"
+                    ));
+                }
+            }
+            Fault::FsyncEio => {
+                let start = now();
+                let pid = ens.pid(l).ok_or("the leader is not running")?;
+                let strace = Strace::attach(
+                    pid,
+                    "fdatasync,fsync:error=EIO",
+                    ens.root().join("strace-eio.txt"),
+                )
+                .map_err(|e| e.to_string())?;
+                log.push(format!("fsync fails with EIO on leader {}", l + 1));
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while ens.running()[l] {
+                    if Instant::now() >= deadline {
+                        return Err("the leader did not stop after its fsync failed".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let injected = strace.count("INJECTED");
+                blocking(|| drop(strace));
+                if !ens.log(l).contains("raft stopped on a storage failure") {
+                    return Err(format!(
+                        "node {} stopped without saying why:\n{}",
+                        l + 1,
+                        ens.log_tail(l)
+                    ));
+                }
+                log.push(format!(
+                    "it stopped (fail-stop) after {injected} failed sync(s)"
+                ));
+                leader()?;
+                leader_faults.push(LeaderFault { start, end: now() });
+                tokio::time::sleep(hold).await;
+                blocking(|| ens.restart(l)).map_err(|e| format!("restart: {e}"))?;
+                log.push(format!("restarted node {} on a healthy disk", l + 1));
+            }
+            Fault::DiskFull => {
+                let victim = (l + 1) % 3;
+                let data = ens
+                    .node(victim)
+                    .map(|n| n.data_dir())
+                    .ok_or("no such node")?;
+                blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
+                let aside = data.with_extension("moving");
+                std::fs::rename(&data, &aside).map_err(|e| format!("move data: {e}"))?;
+                mounts.push(Tmpfs::mount(&data, 64).map_err(|e| e.to_string())?);
+                let copied = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(aside.join("."))
+                    .arg(&data)
+                    .status()
+                    .map_err(|e| format!("cp: {e}"))?;
+                if !copied.success() {
+                    return Err("copying the data directory into the tmpfs failed".into());
+                }
+                let _ = std::fs::remove_dir_all(&aside);
+                let free = free_bytes(&data).map_err(|e| format!("statvfs: {e}"))?;
+                let keep = (DISK_RESERVE_MB - 2) << 20;
+                let ballast = data.join("ballast");
+                std::fs::write(&ballast, vec![0u8; free.saturating_sub(keep) as usize])
+                    .map_err(|e| format!("ballast: {e}"))?;
+                blocking(|| ens.restart(victim)).map_err(|e| format!("restart: {e}"))?;
+                let (code, ready) = blocking(|| ens.json(victim, "GET", "/ready", None))
+                    .ok_or("GET /ready did not answer")?;
+                log.push(format!(
+                    "node {}'s disk filled to {} MiB free: /ready {code} {}",
+                    victim + 1,
+                    DISK_RESERVE_MB - 2,
+                    ready["reason"]
+                ));
+                if code != 503 || !ready["reason"].to_string().contains("disk") {
+                    return Err(format!("a node below its reserve is ready: {code} {ready}"));
+                }
+                // A client of that node only: growing writes refused, the rest served.
+                let probe = Client::connect(
+                    &ens.connect_string_of(&[victim]),
+                    ens.connect_options()
+                        .connect_timeout(Duration::from_secs(10)),
+                )
+                .await
+                .map_err(|e| format!("connect to the full node: {e}"))?;
+                let refused = probe
+                    .create(
+                        "/disk-full-probe",
+                        b"x",
+                        synod_client::CreateMode::Persistent,
+                    )
+                    .await;
+                if !matches!(&refused, Err(e) if e.code() == Some(synod_client::ErrorCode::NotReadOnly))
+                {
+                    return Err(format!("a write through the full node: {refused:?}"));
+                }
+                probe
+                    .get_children("/")
+                    .await
+                    .map_err(|e| format!("a read through the full node: {e}"))?;
+                tokio::time::sleep(hold).await;
+                let refused = blocking(|| ens.http(victim, "GET", "/metrics", None))
+                    .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+                    .and_then(|m| {
+                        m.lines()
+                            .find_map(|l| l.strip_prefix("synod_disk_refused_writes_total "))
+                            .map(str::to_string)
+                    });
+                std::fs::remove_file(&ballast).map_err(|e| format!("remove ballast: {e}"))?;
+                log.push(format!(
+                    "ballast removed (writes refused meanwhile: {}; node still running: {})",
+                    refused.unwrap_or_else(|| "?".into()),
+                    ens.running()[victim]
+                ));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while let Err(e) = probe
+                    .create(
+                        "/disk-full-probe",
+                        b"x",
+                        synod_client::CreateMode::Persistent,
+                    )
+                    .await
+                {
+                    if Instant::now() >= deadline {
+                        return Err(format!("still refused once space returned: {e}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = probe.close().await;
+                log.push("it takes writes again".into());
+            }
+            Fault::Corruption => {
+                let victim = (l + 1) % 3;
+                let node = ens.node(victim).ok_or("no such node")?.clone();
+                let data = node.data_dir();
+                blocking(|| ens.kill(victim)).map_err(|e| e.to_string())?;
+                let files = record_files(&data.join("raft-log"));
+                if files.is_empty() {
+                    return Err("the follower's log has no record file to damage".into());
+                }
+                for f in &files {
+                    flip_middle(f).map_err(|e| format!("damage {}: {e}", f.display()))?;
+                }
+                log.push(format!(
+                    "flipped a byte in {} record file(s) of node {}'s log",
+                    files.len(),
+                    victim + 1
+                ));
+                blocking(|| ens.spawn(victim)).map_err(|e| e.to_string())?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while ens.running()[victim] {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "node {} runs on a damaged log:\n{}",
+                            victim + 1,
+                            ens.log_tail(victim)
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if !ens.log_tail(victim).contains("is damaged") {
+                    return Err(format!(
+                        "node {} did not say its data is damaged:\n{}",
+                        victim + 1,
+                        ens.log_tail(victim)
+                    ));
+                }
+                log.push("it refused to start".into());
+                tokio::time::sleep(hold).await;
+                // Rebuild from the peers (docs/operations.md): out of the membership, then in
+                // again on an empty directory.
+                let call = |path: &str, body: serde_json::Value| -> Result<(), String> {
+                    let (code, reply) = blocking(|| ens.http(l, "POST", path, Some(&body)))
+                        .ok_or(format!("POST {path}: no answer"))?;
+                    if code == 200 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "POST {path}: {code} {}",
+                            String::from_utf8_lossy(&reply)
+                        ))
+                    }
+                };
+                call("/members/remove", serde_json::json!({"id": node.id}))?;
+                std::fs::rename(&data, data.with_extension("damaged"))
+                    .map_err(|e| format!("move the damaged data aside: {e}"))?;
+                blocking(|| ens.spawn_with(victim, &ens.members(&[victim]), &["--join"]))
+                    .map_err(|e| e.to_string())?;
+                call(
+                    "/members/add-learner",
+                    serde_json::json!({"id": node.id, "peer_addr": node.peer_addr().to_string()}),
+                )?;
+                call("/members/promote", serde_json::json!({"id": node.id}))?;
+                log.push(format!("node {} rebuilt from its peers", victim + 1));
+            }
+            Fault::ClockJump => {
+                let follower = (l + 1) % 3;
+                for (who, spec) in [
+                    (l, "+300"),
+                    (l, "+300 x2"),
+                    (l, "+0"),
+                    (follower, "+300"),
+                    (follower, "+0 x2"),
+                    (follower, "+0"),
+                ] {
+                    let dir = ens.node_dir(who).ok_or("no such node")?;
+                    set_clock(dir, spec).map_err(|e| e.to_string())?;
+                    log.push(format!("node {} clock {spec}", who + 1));
+                    tokio::time::sleep(hold).await;
+                }
+            }
             Fault::Mixed => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok((log, members))
+    Ok(Injected { log, members, wan })
 }
 
 /// Waits (bounded) until the nodes `members` have applied the same index and report the same
