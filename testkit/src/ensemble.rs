@@ -23,7 +23,7 @@
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -297,6 +297,10 @@ pub struct Node {
     pub aux_port: u16,
     /// The node's directory: configuration, `data/` and the log file.
     pub dir: PathBuf,
+    /// The address it listens on: 127.0.0.1, or its host's on a [`crate::netns::Netns`].
+    pub host: IpAddr,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -307,17 +311,17 @@ impl Node {
 
     /// Where clients connect.
     pub fn client_addr(&self) -> SocketAddr {
-        loopback(self.client_port)
+        SocketAddr::new(self.host, self.client_port)
     }
 
     /// Where the other nodes connect (ZooKeeper's quorum port, synod's Raft peer port).
     pub fn peer_addr(&self) -> SocketAddr {
-        loopback(self.peer_port)
+        SocketAddr::new(self.host, self.peer_port)
     }
 
     /// The third address: ZooKeeper's leader-election port, synod's admin HTTP port.
     pub fn aux_addr(&self) -> SocketAddr {
-        loopback(self.aux_port)
+        SocketAddr::new(self.host, self.aux_port)
     }
 }
 
@@ -541,7 +545,7 @@ fn brings_tls<S: AsRef<str>>(args: &[S]) -> bool {
 pub fn members_arg(nodes: &[Node]) -> String {
     nodes
         .iter()
-        .map(|n| format!("{}=127.0.0.1:{}", n.id, n.peer_port))
+        .map(|n| format!("{}={}", n.id, n.peer_addr()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -580,18 +584,20 @@ impl Kind for Synod {
         for node in nodes {
             if !dir.join(format!("node{}.crt", node.id)).exists() {
                 let id = node.id.to_string();
-                self.certs(
-                    &dir,
-                    &[
-                        "create-node",
-                        "--id",
-                        &id,
-                        "--host",
-                        "127.0.0.1",
-                        "--host",
-                        "localhost",
-                    ],
-                )?;
+                let host = node.host.to_string();
+                let mut args = vec![
+                    "create-node",
+                    "--id",
+                    &id,
+                    "--host",
+                    "127.0.0.1",
+                    "--host",
+                    "localhost",
+                ];
+                if !node.host.is_loopback() {
+                    args.extend(["--host", &host]);
+                }
+                self.certs(&dir, &args)?;
             }
         }
         for name in [TEST_CLIENT, TEST_OPERATOR] {
@@ -630,7 +636,7 @@ impl Kind for Synod {
         };
         cmd.args(self.client_args(node, &self.extra_args));
         cmd.arg("--admin-addr")
-            .arg(loopback(node.aux_port).to_string())
+            .arg(node.aux_addr().to_string())
             .arg("--data-dir")
             .arg(node.data_dir())
             .args(&self.extra_args)
@@ -639,8 +645,7 @@ impl Kind for Synod {
     }
 
     fn probe(&self, node: &Node) -> Probe {
-        let Some(status) = synod_status(&self.admin_http(&node.dir), loopback(node.aux_port))
-        else {
+        let Some(status) = synod_status(&self.admin_http(&node.dir), node.aux_addr()) else {
             return Probe::Down;
         };
         let leader = status
@@ -758,6 +763,21 @@ impl Local<Synod> {
         node_args: NodeArgs,
         env: Vec<(String, String)>,
     ) -> io::Result<SynodEnsemble> {
+        Self::start_custom_on(bin, n, initial, extra_args, node_args, env, Vec::new())
+    }
+
+    /// Like [`Local::start_custom_env`], node `i` on `hosts[i]`: its address and the network
+    /// namespace it runs in (e.g. a [`crate::netns::Netns`] host); the test must be able to
+    /// reach those addresses.
+    pub fn start_custom_on(
+        bin: &Path,
+        n: usize,
+        initial: usize,
+        extra_args: &[String],
+        node_args: NodeArgs,
+        env: Vec<(String, String)>,
+        hosts: Vec<(IpAddr, Option<String>)>,
+    ) -> io::Result<SynodEnsemble> {
         let kind = Synod {
             bin: bin.to_path_buf(),
             extra_args: extra_args.to_vec(),
@@ -766,7 +786,7 @@ impl Local<Synod> {
             admin: Default::default(),
             env,
         };
-        Local::launch(kind, n, initial, "synod-cluster-")
+        Local::launch_on(kind, n, initial, "synod-cluster-", hosts)
     }
 
     /// Lays out `n` nodes (ports, directories, certificates) of a secure cluster running `bin` and
@@ -970,7 +990,7 @@ impl Local<Synod> {
 
     /// Node `idx`'s admin HTTP address (`/health`, `/status`).
     pub fn admin_addr(&self, idx: usize) -> Option<SocketAddr> {
-        self.nodes.get(idx).map(|n| loopback(n.aux_port))
+        self.nodes.get(idx).map(Node::aux_addr)
     }
 
     /// The body of node `idx`'s `GET /status` (JSON), or `None` if it does not answer.
@@ -1026,6 +1046,18 @@ impl<K: Kind> Local<K> {
     /// (named `prefix...`) and boots the first `initial`, retrying with fresh ports if a node
     /// could not bind one.
     fn launch(kind: K, n: usize, initial: usize, prefix: &str) -> io::Result<Local<K>> {
+        Self::launch_on(kind, n, initial, prefix, Vec::new())
+    }
+
+    /// Like [`Local::launch`], node `i` on `hosts[i]` (its address and network namespace; a
+    /// node without an entry runs on 127.0.0.1 in the test's own namespace).
+    fn launch_on(
+        kind: K,
+        n: usize,
+        initial: usize,
+        prefix: &str,
+        hosts: Vec<(IpAddr, Option<String>)>,
+    ) -> io::Result<Local<K>> {
         if n == 0 || initial > n {
             return Err(invalid_input(format!(
                 "cannot start {initial} of {n} nodes: an ensemble needs at least one"
@@ -1033,7 +1065,7 @@ impl<K: Kind> Local<K> {
         }
         kind.check_installed()?;
         let root = tempfile::Builder::new().prefix(prefix).tempdir()?;
-        let nodes = layout(&kind, root.path(), n)?;
+        let nodes = layout(&kind, root.path(), n, &hosts)?;
         let connector = |options: synod_client::tls::TlsOptions| {
             options
                 .connector()
@@ -1068,7 +1100,7 @@ impl<K: Kind> Local<K> {
                     // over in the same directory with fresh ports (and no data).
                     attempt += 1;
                     ensemble.kill_all();
-                    ensemble.nodes = layout(&ensemble.kind, ensemble.root.path(), n)?;
+                    ensemble.nodes = layout(&ensemble.kind, ensemble.root.path(), n, &hosts)?;
                 }
                 Err(e) => return Err(e.error), // `ensemble` drops here: processes killed, files gone
             }
@@ -1276,8 +1308,27 @@ impl<K: Kind> Local<K> {
 
     /// Runs `cmd` as node `idx` (appending to its log), tied to the test process, and records it;
     /// SIGKILLs and reaps an earlier process of the node.
-    fn spawn_command(&self, idx: usize, mut cmd: Command) -> io::Result<()> {
+    fn spawn_command(&self, idx: usize, cmd: Command) -> io::Result<()> {
         let node = &self.nodes[idx];
+        // A node on a host of its own runs in that host's namespace (`ip netns exec` execs it:
+        // same pid, so signals and the tie to the test process reach the node itself).
+        let mut cmd = match &node.netns {
+            Some(ns) => {
+                let mut wrapped = Command::new("ip");
+                wrapped
+                    .args(["netns", "exec", ns])
+                    .arg(cmd.get_program())
+                    .args(cmd.get_args());
+                for (k, v) in cmd.get_envs() {
+                    match v {
+                        Some(v) => wrapped.env(k, v),
+                        None => wrapped.env_remove(k),
+                    };
+                }
+                wrapped
+            }
+            None => cmd,
+        };
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1465,15 +1516,28 @@ impl<K: Kind> Drop for Local<K> {
 
 /// Picks free ports for `n` nodes and gives each a fresh, empty directory under `root` (replacing
 /// the files of an earlier attempt), configured by `kind`.
-fn layout<K: Kind>(kind: &K, root: &Path, n: usize) -> io::Result<Vec<Node>> {
+fn layout<K: Kind>(
+    kind: &K,
+    root: &Path,
+    n: usize,
+    hosts: &[(IpAddr, Option<String>)],
+) -> io::Result<Vec<Node>> {
     let ports = free_ports(3 * n)?;
     let nodes: Vec<Node> = (0..n)
-        .map(|i| Node {
-            id: i + 1,
-            client_port: ports[3 * i],
-            peer_port: ports[3 * i + 1],
-            aux_port: ports[3 * i + 2],
-            dir: root.join(format!("node{}", i + 1)),
+        .map(|i| {
+            let (host, netns) = hosts
+                .get(i)
+                .cloned()
+                .unwrap_or((IpAddr::V4(Ipv4Addr::LOCALHOST), None));
+            Node {
+                id: i + 1,
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                aux_port: ports[3 * i + 2],
+                dir: root.join(format!("node{}", i + 1)),
+                host,
+                netns,
+            }
         })
         .collect();
     for node in &nodes {

@@ -9,6 +9,8 @@
 //! - [`authz`]: the authorization sweep, run against synod and ZooKeeper alike.
 //! - [`inject`]: faults of the machine under a node: fsyncs delayed or failed by `strace`, a
 //!   small tmpfs, a flipped byte, a clock moved by libfaketime.
+//! - [`netns`]: machines for tests — network namespaces with their own addresses on one bridge,
+//!   partitioned by blackhole routes.
 //! - [`conformance`]: the client-visible ZooKeeper behaviour every server must show, run by
 //!   testkit/tests/conformance.rs against ZooKeeper and by server/tests/conformance.rs against
 //!   synod.
@@ -26,6 +28,7 @@ pub mod conformance;
 pub mod ensemble;
 pub mod http;
 pub mod inject;
+pub mod netns;
 
 pub use ensemble::{
     free_ports, from_env, http, http_get, http_post, members_arg, synod_bin, Ensemble, External,

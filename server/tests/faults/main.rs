@@ -61,9 +61,14 @@ fn main() -> ExitCode {
     for spec in specs {
         let t = Instant::now();
         eprintln!("== scenario {}", spec.name);
-        let result = rt.block_on(async {
-            tokio::time::timeout(SCENARIO_TIMEOUT, scenario::run(bin, spec)).await
-        });
+        let result = if spec.fault.on_hosts() {
+            on_hosts(bin, spec)
+        } else {
+            rt.block_on(async {
+                tokio::time::timeout(SCENARIO_TIMEOUT, scenario::run(bin, spec, None)).await
+            })
+            .map_err(|_| format!("did not finish within {SCENARIO_TIMEOUT:?}"))
+        };
         match result {
             Ok(Ok(out)) => {
                 for d in &out.details {
@@ -77,8 +82,8 @@ fn main() -> ExitCode {
                 eprintln!("  {} could not run: {e}", spec.name);
                 failed = true;
             }
-            Err(_) => {
-                eprintln!("  {} did not finish within {SCENARIO_TIMEOUT:?}", spec.name);
+            Err(e) => {
+                eprintln!("  {} {e}", spec.name);
                 failed = true;
             }
         }
@@ -95,4 +100,40 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Runs a scenario whose nodes and clients are on hosts of their own: four network namespaces
+/// (three nodes, the clients), made here and removed afterwards. The scenario runs on a thread
+/// of its own that enters the clients' host first, with a runtime of its own, so that every
+/// socket its clients and probes open is the clients' host's (threads and processes it starts
+/// inherit the namespace; the nodes move to theirs with `ip netns exec`).
+fn on_hosts(
+    bin: &Path,
+    spec: scenario::Spec,
+) -> Result<Result<scenario::Outcome_, String>, String> {
+    let hosts = synod_testkit::netns::Netns::create(scenario::CLIENT_HOST + 1)
+        .map_err(|e| format!("could not make its hosts (network namespaces): {e}"))?;
+    let bin = bin.to_path_buf();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            hosts
+                .enter(scenario::CLIENT_HOST)
+                .map_err(|e| format!("could not enter the clients' host: {e}"))?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("tokio runtime: {e}"))?;
+            let out = rt
+                .block_on(async {
+                    tokio::time::timeout(SCENARIO_TIMEOUT, scenario::run(&bin, spec, Some(&hosts)))
+                        .await
+                })
+                .map_err(|_| format!("did not finish within {SCENARIO_TIMEOUT:?}"));
+            rt.shutdown_timeout(Duration::from_secs(10));
+            out
+        })
+        .join()
+        .map_err(|_| "its thread panicked".to_string())?
+    })
 }

@@ -11,9 +11,6 @@
 //! retransmission timeout, in order: what TCP makes of a lossy, jittery link between
 //! institutions, as the application sees it (this kernel has no `netem` qdisc, so packets cannot
 //! be delayed, lost, reordered or duplicated below TCP; TCP would hide the last two anyway).
-//!
-//! Clients can be routed through proxies too ([`CLIENTS`] as the sending side), so that a
-//! partition can put clients on the side of an old leader.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -29,10 +26,6 @@ use crate::workload::plock;
 
 /// Node ids as the cluster numbers them (1-based).
 pub type NodeId = usize;
-
-/// The id of the clients' side of client links ([`FaultNet::link`] from it to a node's client
-/// port): cut like a node's links.
-pub const CLIENTS: NodeId = 100;
 
 /// A wide-area link's behaviour, applied to every proxied direction while set.
 #[derive(Debug, Clone, Copy)]
@@ -182,18 +175,6 @@ impl FaultNet {
         self.cuts.update(|b| {
             for &o in all.iter().filter(|&&o| o != node) {
                 b.insert((node, o));
-            }
-        });
-    }
-
-    /// Cuts every link between a member of `a` and a member of `b`, both ways.
-    pub fn partition(&self, a: &[NodeId], b: &[NodeId]) {
-        self.cuts.update(|blocked| {
-            for &x in a {
-                for &y in b {
-                    blocked.insert((x, y));
-                    blocked.insert((y, x));
-                }
             }
         });
     }

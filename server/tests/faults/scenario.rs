@@ -22,9 +22,10 @@ use synod_faults::model::{
     Znode, ZnodeOp,
 };
 
-use crate::net::{FaultNet, Wan, CLIENTS};
+use crate::net::{FaultNet, Wan};
 use crate::workload::{self, plock, Load, LockOp, MULTI_KEYS, OP_TIMEOUT};
 use synod_testkit::inject::{flip_middle, free_bytes, record_files, set_clock, Strace, Tmpfs};
+use synod_testkit::netns::Netns;
 use synod_testkit::{blocking, members_arg, Ensemble, Node, NodeArgs, SynodEnsemble};
 
 /// The session tick the nodes run with (`--tick-ms` default): the ephemeral check's slack.
@@ -60,9 +61,12 @@ pub enum Fault {
     /// Every peer link becomes a WAN link ([`Wan::PROFILE`]) for the hold: no election may
     /// happen; the p99 latency is reported.
     Wan,
-    /// The leader is cut from its peers and every client is cut from every other node: the
-    /// clients are on the old leader's side of the partition.
+    /// On hosts of their own (network namespaces): the leader is cut from the other nodes and
+    /// so is the clients' host: the clients are on the old leader's side of the partition.
     ClientPartition,
+    /// On hosts of their own (network namespaces): the leader's host is cut from the others by
+    /// blackhole routes, whatever the port and whoever dials, then healed.
+    HostPartition,
     /// Every node's fdatasync/fsync is delayed by 20 ms (strace) for the hold.
     SlowFsync,
     /// The leader's fdatasync/fsync fail with EIO (strace): it must stop (fail-stop) and be
@@ -151,6 +155,11 @@ pub const FULL: &[Spec] = &[
         hold: Duration::from_secs(3),
     },
     Spec {
+        name: "host-partition",
+        fault: Fault::HostPartition,
+        hold: Duration::from_secs(4),
+    },
+    Spec {
         name: "slow-fsync",
         fault: Fault::SlowFsync,
         hold: Duration::from_secs(5),
@@ -206,6 +215,17 @@ pub const SHORT: &[Spec] = &[
     },
 ];
 
+impl Fault {
+    /// Whether the scenario runs its nodes and clients on hosts of their own (network
+    /// namespaces, [`Netns`]) instead of 127.0.0.1 with proxies on the peer links.
+    pub fn on_hosts(self) -> bool {
+        matches!(self, Fault::ClientPartition | Fault::HostPartition)
+    }
+}
+
+/// The host (of a scenario's [`Netns`]) the clients run on: after the three nodes'.
+pub const CLIENT_HOST: usize = 3;
+
 /// What a scenario found: its table row and a description of every anomaly.
 pub struct Outcome_ {
     pub summary: Summary,
@@ -255,7 +275,9 @@ impl Drop for StopOnDrop {
 }
 
 /// Runs one scenario; `Err` if the harness itself could not run it (cluster did not start...).
-pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
+/// Runs one scenario. `hosts`: the network namespaces of an [`Fault::on_hosts`] scenario (the
+/// caller runs this in its [`CLIENT_HOST`]).
+pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcome_, String> {
     let net = FaultNet::new().map_err(|e| format!("fault net: {e}"))?;
     let mut extra: Vec<String> = Vec::new();
     if spec.fault == Fault::SnapshotCatchUp {
@@ -279,24 +301,22 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     } else {
         3
     };
-    let ens = blocking(|| {
-        SynodEnsemble::start_custom_env(bin, total, 3, &extra, node_args(net.clone()), env)
-    })
+    let ens = match hosts {
+        Some(h) => {
+            let on: Vec<_> = (0..total).map(|i| (h.addr(i), Some(h.name(i)))).collect();
+            let members: NodeArgs =
+                Arc::new(|_, all| vec!["--members".to_string(), members_arg(all)]);
+            blocking(|| SynodEnsemble::start_custom_on(bin, total, 3, &extra, members, env, on))
+        }
+        None => blocking(|| {
+            SynodEnsemble::start_custom_env(bin, total, 3, &extra, node_args(net.clone()), env)
+        }),
+    }
     .map_err(|e| format!("start cluster: {e}"))?;
     let ens = Arc::new(ens);
     // Tmpfs mounts of the scenario, unmounted before the cluster is dropped.
     let mut mounts: Vec<Tmpfs> = Vec::new();
-    // The clients of a client partition dial every node through a proxy of their own.
-    let addrs = if spec.fault == Fault::ClientPartition {
-        ens.addrs()
-            .iter()
-            .enumerate()
-            .map(|(i, a)| net.link(CLIENTS, i + 1, *a))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("client proxies: {e}"))?
-    } else {
-        ens.addrs()
-    };
+    let addrs = ens.addrs();
     let ids: Vec<usize> = (1..=3).collect();
 
     let load = Arc::new(Load {
@@ -389,6 +409,7 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
     let injected = inject(
         &ens,
         &net,
+        hosts,
         &ids,
         spec,
         watched,
@@ -414,6 +435,9 @@ pub async fn run(bin: &Path, spec: Spec) -> Result<Outcome_, String> {
 
     // Converge: every node back, caught up, same digest.
     net.heal();
+    if let Some(h) = hosts {
+        h.heal().map_err(|e| format!("heal: {e}"))?;
+    }
     let mut details = Vec::new();
     for &idx in &members {
         if !ens.running()[idx] {
@@ -502,6 +526,7 @@ struct Injected {
 async fn inject(
     ens: &Arc<SynodEnsemble>,
     net: &FaultNet,
+    hosts: Option<&Netns>,
     ids: &[usize],
     spec: Spec,
     watched: usize,
@@ -653,17 +678,27 @@ async fn inject(
                 log.push("local network again".into());
                 wan = Some((start, now()));
             }
-            Fault::ClientPartition => {
+            Fault::ClientPartition | Fault::HostPartition => {
+                let h = hosts.ok_or("this scenario runs on hosts of its own")?;
                 let start = now();
-                let others: Vec<usize> = ids.iter().copied().filter(|&i| i != l + 1).collect();
-                net.isolate(l + 1, ids);
-                net.partition(&[CLIENTS], &others);
+                let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+                let mut side = vec![l];
+                if step == Fault::ClientPartition {
+                    side.push(CLIENT_HOST);
+                }
+                h.partition(&side, &others).map_err(|e| e.to_string())?;
                 log.push(format!(
-                    "isolated leader {} with every client on its side",
-                    l + 1
+                    "cut host {} ({}){} from the others",
+                    l + 1,
+                    h.addr(l),
+                    if step == Fault::ClientPartition {
+                        " and the clients' host"
+                    } else {
+                        ""
+                    }
                 ));
                 tokio::time::sleep(hold).await;
-                net.heal();
+                h.heal().map_err(|e| e.to_string())?;
                 log.push("healed".into());
                 leader_faults.push(LeaderFault { start, end: now() });
             }
