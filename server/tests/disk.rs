@@ -379,35 +379,61 @@ fn a_damaged_snapshot_or_log_is_refused_at_start() {
         "the refusal names the damage:\n{log}"
     );
 
-    // Rebuild from the peers: out of the membership first (a voter must never come back with
-    // less than it acknowledged), then in again as a learner on an empty directory, promoted.
-    let (status, body) = c.admin_json(
-        leader,
-        "POST",
-        "/members/remove",
-        Some(serde_json::json!({ "id": c.nodes()[victim].id })),
+    // Rebuild from the peers with the one documented command: it takes the node out of the
+    // membership (a voter must never come back with less than it acknowledged), waits for it to
+    // run empty with --join, adds it back and promotes it.
+    let synodctl = Path::new(BIN).with_file_name("synodctl");
+    assert!(
+        synodctl.exists(),
+        "{} (built by cargo test --workspace)",
+        synodctl.display()
     );
-    assert_eq!(status, 200, "{body}");
+    let certs = c.root().join("certs");
+    let admins: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .filter_map(|i| c.admin_addr(i).map(|a| a.to_string()))
+        .collect();
+    let mut rebuild = std::process::Command::new(&synodctl)
+        .arg("--tls-ca")
+        .arg(certs.join("ca.crt"))
+        .arg("--tls-cert")
+        .arg(certs.join("admin.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("admin.key"))
+        .args(["cluster", "rebuild", "--id"])
+        .arg(c.nodes()[victim].id.to_string())
+        .arg("--peer-addr")
+        .arg(c.nodes()[victim].peer_addr().to_string())
+        .args(["--wait-secs", "120", "--admin"])
+        .arg(admins.join(","))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run synodctl cluster rebuild");
+    // The operator moves the damaged data aside and starts the node empty, waiting to be added.
     std::fs::rename(&data, data.with_extension("damaged")).expect("move the damaged data aside");
     let m = c.members(&[victim]);
     c.spawn_with(victim, &m, &["--join"]).expect("spawn --join");
-    let (status, body) = c.admin_json(
-        leader,
-        "POST",
-        "/members/add-learner",
-        Some(serde_json::json!({
-            "id": c.nodes()[victim].id,
-            "peer_addr": c.nodes()[victim].peer_addr().to_string(),
-        })),
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(s) = rebuild.try_wait().expect("wait for synodctl") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = rebuild.kill();
+            panic!("synodctl cluster rebuild did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = rebuild.wait_with_output().expect("synodctl output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = c.admin_json(
-        leader,
-        "POST",
-        "/members/promote",
-        Some(serde_json::json!({ "id": c.nodes()[victim].id })),
-    );
-    assert_eq!(status, 200, "{body}");
+    assert!(status.success(), "synodctl cluster rebuild: {said}");
+    eprintln!("synodctl cluster rebuild:\n{said}");
     blocking(|| c.wait_caught_up(victim, START)).expect("the rebuilt node catches up");
     runtime().block_on(async {
         let back = connect(&c, &[victim]).await;

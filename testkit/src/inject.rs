@@ -35,7 +35,12 @@ impl Strace {
             .spawn()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while tracer_of(pid) != Some(child.id()) {
-            if Instant::now() >= deadline || !matches!(child.try_wait(), Ok(None)) {
+            let exited = !matches!(child.try_wait(), Ok(None));
+            // An injected error can stop the process at once, and strace with it.
+            if exited && has_exited(pid) {
+                break;
+            }
+            if exited || Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(std::io::Error::other(format!(
@@ -70,6 +75,17 @@ impl Drop for Strace {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether `pid` has ended (gone, or a zombie its parent has not reaped yet).
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|s| matches!(s.trim().chars().next(), Some('Z' | 'X'))),
+        Err(_) => true,
     }
 }
 

@@ -226,8 +226,87 @@ pub async fn cluster(
             "/members/remove",
             json!({"id": id, "force": force}),
         ),
+        ClusterCmd::Rebuild {
+            id,
+            peer_addr,
+            wait_secs,
+        } => {
+            return rebuild(
+                http,
+                admins,
+                id,
+                &peer_addr,
+                Duration::from_secs(wait_secs),
+                json_out,
+            )
+            .await
+        }
     };
     let (addr, reply) = to_leader(http, admins, method, path, Some(&body)).await?;
+    if reply.status != 200 {
+        return Err(describe_error(&addr, &reply));
+    }
+    print_membership(&reply.json()?, json_out);
+    Ok(())
+}
+
+/// `cluster rebuild`: out of the membership, then in again once the node runs empty with
+/// `--join` (retrying add-learner until it answers and catches up), then promoted.
+async fn rebuild(
+    http: &Admin,
+    admins: &[String],
+    id: u64,
+    peer_addr: &str,
+    wait: Duration,
+    json_out: bool,
+) -> Result<(), String> {
+    let (addr, reply) = to_leader(http, admins, Method::GET, "/members", None).await?;
+    if reply.status != 200 {
+        return Err(describe_error(&addr, &reply));
+    }
+    let member = reply.json()?["members"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|x| x["id"].as_u64() == Some(id)));
+    if member {
+        let body = json!({"id": id});
+        let (addr, reply) =
+            to_leader(http, admins, Method::POST, "/members/remove", Some(&body)).await?;
+        if reply.status != 200 {
+            return Err(describe_error(&addr, &reply));
+        }
+        eprintln!("node {id} removed from the membership");
+    }
+    eprintln!(
+        "waiting for node {id} to run on an empty data directory with --join at {peer_addr} \
+         (move the damaged one aside first)..."
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    let body = json!({"id": id, "peer_addr": peer_addr, "timeout_ms": 10_000});
+    loop {
+        let last = match to_leader(
+            http,
+            admins,
+            Method::POST,
+            "/members/add-learner",
+            Some(&body),
+        )
+        .await
+        {
+            Ok((_, r)) if r.status == 200 => break,
+            Ok((addr, r)) => describe_error(&addr, &r),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "node {id} did not come back and catch up within {wait:?}: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    eprintln!("node {id} caught up as a learner; promoting it");
+    let body = json!({"id": id});
+    let (addr, reply) =
+        to_leader(http, admins, Method::POST, "/members/promote", Some(&body)).await?;
     if reply.status != 200 {
         return Err(describe_error(&addr, &reply));
     }

@@ -354,6 +354,21 @@ pub enum ClusterCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Rebuild a member whose data is damaged (or lost) from its peers: remove it from the
+    /// membership if it is still in it (a voter must never come back with less than it
+    /// acknowledged), wait until it runs again on an empty data directory with --join, add it
+    /// as a learner (it gets the leader's snapshot and log) and promote it.
+    Rebuild {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
+        /// Its peer (Raft) address, host:port.
+        #[arg(long)]
+        peer_addr: String,
+        /// How long to wait for it to come back and catch up, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
 }
 
 /// `synodctl tenant ...`.
