@@ -411,7 +411,23 @@ fn a_damaged_snapshot_or_log_is_refused_at_start() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run synodctl cluster rebuild");
-    // The operator moves the damaged data aside and starts the node empty, waiting to be added.
+    // Once it is no voter any more (never before: a leader that still counts it as a voter
+    // refuses a log that went back, and stops), the operator moves the damaged data aside and
+    // starts the node empty, waiting to be added.
+    let id = c.nodes()[victim].id as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = c.admin_json(leader, "GET", "/members", None);
+        let voter = m["members"].as_array().is_some_and(|ms| {
+            ms.iter()
+                .any(|x| x["id"].as_u64() == Some(id) && x["voter"] == true)
+        });
+        if !voter {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {id} stayed a voter: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::fs::rename(&data, data.with_extension("damaged")).expect("move the damaged data aside");
     let m = c.members(&[victim]);
     c.spawn_with(victim, &m, &["--join"]).expect("spawn --join");
@@ -432,7 +448,11 @@ fn a_damaged_snapshot_or_log_is_refused_at_start() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(status.success(), "synodctl cluster rebuild: {said}");
+    assert!(
+        status.success(),
+        "synodctl cluster rebuild: {said}\nthe leader's log:\n{}",
+        c.log(leader)
+    );
     eprintln!("synodctl cluster rebuild:\n{said}");
     blocking(|| c.wait_caught_up(victim, START)).expect("the rebuilt node catches up");
     runtime().block_on(async {
