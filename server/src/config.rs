@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::admin::fourletter::Allowed;
 use crate::error::ServerError;
 use crate::tls::{ClientAuth, TlsFiles};
 
 /// How the node writes its log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -25,7 +25,7 @@ pub enum LogFormat {
 }
 
 /// How reads are served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadConsistency {
     /// Every read reflects every write acknowledged before it was sent (read index via the leader).
@@ -35,7 +35,7 @@ pub enum ReadConsistency {
 }
 
 /// Whether the replicated audit trail is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditMode {
     /// Every change is recorded (the default).
@@ -46,7 +46,7 @@ pub enum AuditMode {
 }
 
 /// Which reads the audit trail records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditReads {
     /// Reads of a tenant's nodes by callers outside that tenant, allowed or refused.
@@ -55,8 +55,10 @@ pub enum AuditReads {
     Off,
 }
 
-/// The `synod` command line. Every flag may also be set in the TOML file given with `--config`
-/// (same names, with `_` for `-`); flags win over the file.
+/// The `synod` command line. Every flag may also be set as an environment variable (`SYNOD_`
+/// and its name in capitals, `-` as `_`: `SYNOD_DATA_DIR`) or in the TOML file given with
+/// `--config` (same names, with `_` for `-`); a flag wins over its variable, which wins over the
+/// file.
 #[derive(Debug, Parser)]
 #[command(
     name = "synod",
@@ -65,150 +67,154 @@ pub enum AuditReads {
 )]
 pub struct Args {
     /// TOML file with any of the settings below.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_CONFIG")]
     pub config: Option<PathBuf>,
     /// This node's id (a key of --members).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_ID")]
     pub id: Option<u64>,
     /// Cluster members and their peer addresses: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MEMBERS")]
     pub members: Option<String>,
     /// Plaintext client (ZooKeeper protocol) listen address. With --secure-client-addr it is
     /// optional (then only given so that clients can migrate to TLS).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_CLIENT_ADDR")]
     pub client_addr: Option<SocketAddr>,
     /// TLS client listen address (ZooKeeper's secureClientPort): the same protocol inside TLS
     /// 1.3; needs --tls-ca, --tls-cert and --tls-key.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_SECURE_CLIENT_ADDR")]
     pub secure_client_addr: Option<SocketAddr>,
     /// CA bundle (PEM) that client certificates are verified against.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// This node's certificate chain (PEM; `synod certs create-node`).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// This node's private key (PEM).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Whether clients of the secure client port must present a certificate: `required`
     /// (default) or `optional`.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "SYNOD_CLIENT_AUTH", value_enum)]
     pub client_auth: Option<ClientAuth>,
     /// CA bundle (PEM) that peers' certificates are verified against (default: --tls-ca), for
     /// sites that issue peer certificates from a cluster-internal CA.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_PEER_TLS_CA")]
     pub peer_tls_ca: Option<PathBuf>,
     /// This node's peer certificate (PEM; default: --tls-cert). It must name this node's id.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_PEER_TLS_CERT")]
     pub peer_tls_cert: Option<PathBuf>,
     /// The peer certificate's private key (PEM; default: --tls-key).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_PEER_TLS_KEY")]
     pub peer_tls_key: Option<PathBuf>,
     /// The operators: subject CNs of client certificates that may use the admin endpoints that
     /// reveal data or change state (comma-separated; default `admin`).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "SYNOD_ADMIN_IDENTITIES", value_delimiter = ',')]
     pub admin_identities: Option<Vec<String>>,
     /// Super users by certificate: subject CNs whose connections on the client port also get
     /// the identity `super` (every ACL check passes; every use is logged). Comma-separated;
     /// default none.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "SYNOD_SUPER_IDENTITIES", value_delimiter = ',')]
     pub super_identities: Option<Vec<String>>,
     /// ZooKeeper's superDigest: `super:<base64 sha1>` (as `DigestAuthenticationProvider`
     /// computes it); a client that authenticates with `addauth digest super:<password>` gets the
     /// identity `super`. Default none.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_SUPER_DIGEST")]
     pub super_digest: Option<String>,
     /// The four-letter words the client port answers, comma-separated, or `*` for all (as
     /// ZooKeeper's `4lw.commands.whitelist`). Default `srvr,ruok,mntr,isro`. Never `srst` or
     /// `crst`: an operator resets counters on the admin port.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_FOUR_LETTER_WORDS")]
     pub four_letter_words: Option<String>,
     /// Serve every port in plaintext, with no authentication of peers or operators. For local
     /// experiments only: synod refuses to start without TLS material otherwise.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_INSECURE")]
     pub insecure: bool,
     /// Peer (Raft) listen address; defaults to this node's address in --members.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_PEER_ADDR")]
     pub peer_addr: Option<SocketAddr>,
     /// Dial some peers at another address than the one they are known by (`2=10.0.0.9:7002,...`):
     /// for NAT and tunnels, and for the fault-injection suite's proxies.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_PEER_ROUTE")]
     pub peer_route: Option<String>,
     /// Admin HTTP listen address.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// Data directory (Raft log and snapshots).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The session tick in milliseconds: session timeouts are clamped to [2, 20] ticks unless the
     /// bounds below are set, and followers report session activity to the leader every tick.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_TICK_MS")]
     pub tick_ms: Option<u64>,
     /// Smallest session timeout granted (default 2 ticks).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MIN_SESSION_TIMEOUT_MS")]
     pub min_session_timeout_ms: Option<u64>,
     /// Largest session timeout granted (default 20 ticks).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_SESSION_TIMEOUT_MS")]
     pub max_session_timeout_ms: Option<u64>,
     /// Raft heartbeat interval in milliseconds (also the replication RPC timeout).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
     /// Raft election timeout (minimum; the maximum is twice this) in milliseconds.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Take a snapshot after this many entries since the last one.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
     /// How reads are served.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "SYNOD_READ_CONSISTENCY", value_enum)]
     pub read_consistency: Option<ReadConsistency>,
     /// Largest client frame accepted, in bytes (ZooKeeper's jute.maxbuffer plus header room).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
     /// Requests a connection may have outstanding before the server stops reading from it.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_OUTSTANDING")]
     pub max_outstanding: Option<usize>,
     /// Connections allowed from one client IP address (0 = unlimited), like maxClientCnxns.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
     /// Connections allowed in total.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Replies and events queued for one connection before it is dropped as too slow.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_QUEUED_PER_CONNECTION")]
     pub max_queued_per_connection: Option<usize>,
     /// Bytes of replies, and separately of watch events, queued for one connection: replies
     /// wait for room (the connection stops being read), an event with no room drops it.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MAX_QUEUED_BYTES_PER_CONNECTION")]
     pub max_queued_bytes_per_connection: Option<usize>,
     /// Log format: `text` or `json`.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "SYNOD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Join an existing cluster instead of bootstrapping one: the node never initializes a
     /// cluster and waits until a leader adds it (`synodctl cluster add-learner`). --members then
     /// needs only this node's own entry.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_JOIN")]
     pub join: bool,
     /// Keep the replicated audit trail (`on`, the default) or not (`off`: for measuring its
     /// cost only; every member must agree).
-    #[arg(long, value_enum)]
+    #[arg(long, env = "SYNOD_AUDIT", value_enum)]
     pub audit: Option<AuditMode>,
     /// Days an audit record is kept (0: forever).
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u64>,
     /// Audit reads of a tenant's nodes by callers outside it (`cross-tenant`, the default;
     /// batched, best-effort) or not (`off`).
-    #[arg(long, value_enum)]
+    #[arg(long, env = "SYNOD_AUDIT_READS", value_enum)]
     pub audit_reads: Option<AuditReads>,
     /// Free space (MiB) the data directory's file system must keep: below it, writes that
     /// grow the tree are refused (deletes, session closes and reads are still served) until
     /// space returns. 0 disables the check.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_MIN_FREE_SPACE_MB")]
     pub min_free_space_mb: Option<u64>,
+    /// Print the effective configuration (flags, environment and file merged, defaults filled
+    /// in, secrets redacted) as a TOML file and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
-/// The TOML file: the same settings as the flags.
-#[derive(Debug, Default, Deserialize)]
+/// The TOML file: the same settings as the flags (also what `--print-config` prints).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     id: Option<u64>,
@@ -564,6 +570,65 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The effective configuration as a TOML file `--config` reads (every setting, defaults
+    /// filled in), with the secret redacted: the super digest prints as `(set)`.
+    pub fn to_toml(&self) -> Result<String, ServerError> {
+        let ids = |m: &BTreeMap<u64, String>| -> BTreeMap<String, String> {
+            m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        };
+        let ms = |d: Duration| d.as_millis() as u64;
+        let file = FileConfig {
+            id: Some(self.id),
+            members: Some(ids(&self.members)),
+            client_addr: self.client_addr,
+            secure_client_addr: self.secure_client_addr,
+            tls_ca: self.tls.as_ref().map(|t| t.ca.clone()),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            client_auth: Some(self.client_auth),
+            peer_tls_ca: self.peer_tls.as_ref().map(|t| t.ca.clone()),
+            peer_tls_cert: self.peer_tls.as_ref().map(|t| t.cert.clone()),
+            peer_tls_key: self.peer_tls.as_ref().map(|t| t.key.clone()),
+            insecure: Some(self.insecure),
+            admin_identities: Some(self.admin_identities.iter().cloned().collect()),
+            super_identities: Some(self.super_identities.iter().cloned().collect()),
+            four_letter_words: Some(self.four_letter_words.list()),
+            super_digest: self.super_digest.as_ref().map(|_| "(set)".to_string()),
+            peer_addr: Some(self.peer_addr),
+            peer_route: (!self.peer_routes.is_empty()).then(|| ids(&self.peer_routes)),
+            admin_addr: Some(self.admin_addr),
+            data_dir: Some(self.data_dir.clone()),
+            tick_ms: Some(ms(self.tick)),
+            min_session_timeout_ms: Some(ms(self.min_session_timeout)),
+            max_session_timeout_ms: Some(ms(self.max_session_timeout)),
+            heartbeat_ms: Some(ms(self.heartbeat)),
+            election_timeout_ms: Some(ms(self.election_timeout)),
+            snapshot_entries: Some(self.snapshot_entries),
+            read_consistency: Some(self.read_consistency),
+            max_frame_bytes: Some(self.max_frame_bytes),
+            max_outstanding: Some(self.max_outstanding),
+            max_connections_per_ip: Some(self.max_connections_per_ip),
+            max_connections: Some(self.max_connections),
+            max_queued_per_connection: Some(self.max_queued_per_connection),
+            max_queued_bytes_per_connection: Some(self.max_queued_bytes_per_connection),
+            log_format: Some(self.log_format),
+            join: Some(self.join),
+            audit: Some(self.audit),
+            audit_retention_days: Some(
+                self.audit_retention
+                    .map(|d| d.as_secs() / 86_400)
+                    .unwrap_or(0),
+            ),
+            audit_reads: Some(if self.audit_reads {
+                AuditReads::CrossTenant
+            } else {
+                AuditReads::Off
+            }),
+            min_free_space_mb: Some(self.min_free_space >> 20),
+        };
+        toml::to_string(&file).map_err(|e| ServerError::Config(format!("print config: {e}")))
+    }
+
     fn validate(&self) -> Result<(), ServerError> {
         let bad = |m: String| Err(ServerError::Config(m));
         if self.tick.is_zero() {
@@ -707,6 +772,50 @@ mod tests {
         let mut a = args(extra);
         a.insecure = true;
         a
+    }
+
+    /// `--print-config` prints a file that loads back to the same configuration (with every
+    /// default spelled out), and never the super digest.
+    #[test]
+    fn the_printed_config_loads_back_to_itself_without_its_secret() {
+        let mut flags = TLS.to_vec();
+        flags.extend([
+            "--super-digest",
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU=",
+            "--peer-route",
+            "3=127.0.0.1:9003",
+            "--tick-ms",
+            "250",
+            "--audit-reads",
+            "off",
+            "--min-free-space-mb",
+            "64",
+        ]);
+        let cfg = Config::load(args(&flags)).expect("valid");
+        let printed = cfg.to_toml().expect("toml");
+        assert!(!printed.contains("D/InIHSb7y"), "{printed}");
+        assert!(printed.contains("super_digest = \"(set)\""), "{printed}");
+        // Without the redacted secret, the printed file alone is the same configuration.
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let file = dir.path().join("synod.toml");
+        let without_secret: String = printed
+            .lines()
+            .filter(|l| !l.starts_with("super_digest"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&file, without_secret).expect("write");
+        let back = Config::load(Args::parse_from([
+            "synod",
+            "--config",
+            file.to_str().expect("utf-8 path"),
+        ]))
+        .expect("the printed file loads");
+        let mut expected = cfg.clone();
+        expected.super_digest = None;
+        assert_eq!(back.to_toml().ok(), expected.to_toml().ok());
+        assert_eq!(back.tick, Duration::from_millis(250));
+        assert_eq!(back.min_free_space, 64 << 20);
+        assert!(!back.audit_reads);
     }
 
     #[test]

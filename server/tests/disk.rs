@@ -113,6 +113,17 @@ fn an_acknowledgement_waits_for_fsync() {
     });
 }
 
+/// The paths under /eio, read after a sync (so as of every write acknowledged before).
+async fn eio_children(zk: &Client) -> BTreeSet<String> {
+    zk.sync("/eio").await.expect("sync");
+    zk.get_children("/eio")
+        .await
+        .expect("children")
+        .into_iter()
+        .map(|n| format!("/eio/{n}"))
+        .collect()
+}
+
 /// An fdatasync that fails with EIO on the leader stops it (exit status 74, the reason in its
 /// log) instead of acknowledging what it could not persist; the other two elect a leader and go
 /// on; every acknowledged write is there; the stopped node, restarted on a healthy disk, catches
@@ -175,14 +186,7 @@ fn an_fsync_error_stops_the_node_and_loses_nothing() {
              {} of {tried} creates acknowledged",
             acked.len()
         );
-        zk.sync("/eio").await.expect("sync");
-        let present: BTreeSet<String> = zk
-            .get_children("/eio")
-            .await
-            .expect("children")
-            .into_iter()
-            .map(|n| format!("/eio/{n}"))
-            .collect();
+        let present = eio_children(&zk).await;
         let lost: Vec<&String> = acked.difference(&present).collect();
         assert!(lost.is_empty(), "acknowledged creates lost: {lost:?}");
         assert!(acked.len() > 10, "too few writes to show anything");
@@ -190,14 +194,7 @@ fn an_fsync_error_stops_the_node_and_loses_nothing() {
         c.spawn(leader).expect("restart the stopped node");
         blocking(|| c.wait_caught_up(leader, START)).expect("it catches up");
         let back = connect(&c, &[leader]).await;
-        back.sync("/eio").await.expect("sync");
-        let there: BTreeSet<String> = back
-            .get_children("/eio")
-            .await
-            .expect("children")
-            .into_iter()
-            .map(|n| format!("/eio/{n}"))
-            .collect();
+        let there = eio_children(&back).await;
         assert_eq!(there, present, "the restarted node agrees with the others");
     });
 }
@@ -333,9 +330,9 @@ fn wait_exit(c: &SynodEnsemble, idx: usize) {
 }
 
 /// A snapshot file with one flipped byte, and then a Raft log with one, are refused at start
-/// with a message that names the damage; `synodctl`-free rebuild from the peers (remove the
-/// member, start it on an empty data directory with `--join`, add it back and promote it)
-/// brings it back with the others' data.
+/// with a message that names the damage; `synodctl cluster rebuild` (the member removed, then
+/// started on an empty data directory with `--join`, added back and promoted) brings it back
+/// with the others' data.
 #[test]
 fn a_damaged_snapshot_or_log_is_refused_at_start() {
     let (c, leader) = cluster(&[], |_| {});

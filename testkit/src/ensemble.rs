@@ -750,23 +750,19 @@ impl Local<Synod> {
         extra_args: &[String],
         node_args: NodeArgs,
     ) -> io::Result<SynodEnsemble> {
-        Self::start_custom_env(bin, n, initial, extra_args, node_args, Vec::new())
+        Self::start_custom_on(
+            bin,
+            n,
+            initial,
+            extra_args,
+            node_args,
+            Vec::new(),
+            Vec::new(),
+        )
     }
 
     /// Like [`Local::start_custom`], with `env` in every node's environment (whenever it is
-    /// started).
-    pub fn start_custom_env(
-        bin: &Path,
-        n: usize,
-        initial: usize,
-        extra_args: &[String],
-        node_args: NodeArgs,
-        env: Vec<(String, String)>,
-    ) -> io::Result<SynodEnsemble> {
-        Self::start_custom_on(bin, n, initial, extra_args, node_args, env, Vec::new())
-    }
-
-    /// Like [`Local::start_custom_env`], node `i` on `hosts[i]`: its address and the network
+    /// started), and node `i` on `hosts[i]` (none: 127.0.0.1): its address and the network
     /// namespace it runs in (e.g. a [`crate::netns::Netns`] host); the test must be able to
     /// reach those addresses.
     pub fn start_custom_on(

@@ -145,6 +145,18 @@ impl Allowed {
             .map(Allowed::Only)
     }
 
+    /// The list as [`Allowed::parse`] reads it back (`*`, or the short names).
+    pub fn list(&self) -> String {
+        match self {
+            Allowed::All => "*".to_string(),
+            Allowed::Only(words) => words
+                .iter()
+                .map(|w| w.short())
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
     /// Whether the client port answers `word` (never `srst` or `crst`, even under `*`).
     pub fn allows(&self, word: Word) -> bool {
         !word.resets()

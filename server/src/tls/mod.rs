@@ -32,7 +32,9 @@ pub struct TlsFiles {
 }
 
 /// Whether a client must present a certificate on the secure client port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientAuth {
     /// A client without a certificate signed by the CA is refused during the handshake.

@@ -309,7 +309,8 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
             blocking(|| SynodEnsemble::start_custom_on(bin, total, 3, &extra, members, env, on))
         }
         None => blocking(|| {
-            SynodEnsemble::start_custom_env(bin, total, 3, &extra, node_args(net.clone()), env)
+            let args = node_args(net.clone());
+            SynodEnsemble::start_custom_on(bin, total, 3, &extra, args, env, Vec::new())
         }),
     }
     .map_err(|e| format!("start cluster: {e}"))?;
