@@ -37,6 +37,8 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
 # clock faults (server/tests/clock.rs): libfaketime moves one node's clock.
 dpkg -s faketime >/dev/null 2>&1 || need_pkgs+=(faketime)
+# the systemd unit is checked with systemd-analyze (server/tests/service.rs).
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive

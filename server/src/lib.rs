@@ -26,7 +26,7 @@
 //! [`admin`] (the HTTP port and four-letter words); [`server`] (listeners, deliberate shutdown);
 //! [`tls`] (certificates, identities, `synod certs`); [`data_dir`] (whose data a directory
 //! holds: node id, cluster id); [`disk`] (its free space: writes refused in the reserve);
-//! [`config`], [`error`], [`stats`],
+//! [`notify`] (readiness for systemd); [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
@@ -40,6 +40,7 @@ pub mod disk;
 pub mod error;
 pub mod listener;
 pub mod node;
+pub mod notify;
 pub mod peer;
 pub mod pipeline;
 pub mod server;

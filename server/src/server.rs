@@ -119,8 +119,19 @@ pub async fn run(
             tokio::spawn(listener.run(client_stop_rx.clone()))
         })
         .collect();
+    crate::notify::ready(&format!(
+        "serving: node {}, clients on {}",
+        node.id,
+        [node.cfg.secure_client_addr, node.cfg.client_addr]
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    ));
 
     shutdown.await;
+    crate::notify::stopping();
     tracing::info!("shutting down: no new connections; answering what was read");
     let _ = client_stop_tx.send(true);
     for task in client_tasks {

@@ -140,3 +140,21 @@ fn check_config_checks_tls_material_and_says_what_is_wrong() {
         "nothing was written"
     );
 }
+
+/// The example configuration the package installs is a valid configuration.
+#[test]
+fn the_packaged_example_configuration_loads() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/synod.toml");
+    let out = synod(
+        &[
+            "--config",
+            example.to_str().expect("utf-8 path"),
+            "--print-config",
+        ],
+        &[],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("id = 1"), "{stdout}");
+    assert!(stdout.contains("min_free_space_mb = 1024"), "{stdout}");
+}
