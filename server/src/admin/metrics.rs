@@ -62,6 +62,7 @@ pub fn install() {
             }
         };
         describe();
+        build_info();
         let ops = OpCode::ALL
             .iter()
             .map(|&op| {
@@ -79,8 +80,28 @@ pub fn install() {
     });
 }
 
+/// `synod_build_info` (always 1): this binary's version and the versions of what it speaks and
+/// writes — the peer protocol, the snapshot file, the backup — so that a mixed-version cluster
+/// shows what each member runs.
+fn build_info() {
+    let v = |n: u32| n.to_string();
+    metrics::gauge!(
+        "synod_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "peer_protocol" => v(crate::peer::transport::PROTOCOL_VERSION),
+        "snapshot_format" => v(synod_raft_store::snapshot::SNAPSHOT.version),
+        "backup_format" => v(synod_raft_store::backup::BACKUP.version)
+    )
+    .set(1.0);
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "synod_build_info",
+        "1, labelled with this binary's version and the versions of the peer protocol, the \
+         snapshot file and the backup it speaks and writes"
+    );
     describe_counter!(
         "synod_requests_total",
         "client requests answered, by operation"

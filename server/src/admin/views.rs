@@ -114,8 +114,22 @@ pub struct Status {
     pub uptime_ms: u64,
     /// Server version (see `srvr`).
     pub version: String,
+    /// The versions of what this node speaks and writes.
+    pub formats: Formats,
     /// Client request counters of this node (rates and latency are derived from two samples).
     pub requests: ServerSnapshot,
+}
+
+/// The versions of the formats a node speaks and writes (a peer or a file of another version is
+/// refused with both named).
+#[derive(Debug, Clone, Serialize)]
+pub struct Formats {
+    /// The peer protocol (its handshake carries it).
+    pub peer_protocol: u32,
+    /// The snapshot file's envelope.
+    pub snapshot: u32,
+    /// The backup's envelope.
+    pub backup: u32,
 }
 
 /// This node's status.
@@ -161,6 +175,11 @@ pub async fn status(node: &Node) -> Status {
         admin_addr: node.cfg.admin_addr.to_string(),
         uptime_ms: node.started.elapsed().as_millis() as u64,
         version: crate::admin::fourletter::version(),
+        formats: Formats {
+            peer_protocol: crate::peer::transport::PROTOCOL_VERSION,
+            snapshot: synod_raft_store::snapshot::SNAPSHOT.version,
+            backup: synod_raft_store::backup::BACKUP.version,
+        },
         requests: node.stats.snapshot(),
     }
 }
