@@ -403,9 +403,18 @@ impl Config {
             .ok_or_else(|| bad(format!("--id {id} is not among --members")))?;
         let peer_addr = match args.peer_addr.or(file.peer_addr) {
             Some(a) => a,
-            None => own
-                .parse()
-                .map_err(|_| bad(format!("member {id}'s address {own:?} is not ip:port")))?,
+            // A host name (`zk1.lab.example:7001`): listen on every interface at its port. Peers
+            // dial members by name, resolving it at every connection attempt.
+            None => match own.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => own
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
+                    .ok_or_else(|| {
+                        bad(format!("member {id}'s address {own:?} is not host:port"))
+                    })?,
+            },
         };
         let client_addr = args.client_addr.or(file.client_addr);
         let secure_client_addr = args.secure_client_addr.or(file.secure_client_addr);
@@ -776,6 +785,21 @@ mod tests {
 
     /// `--print-config` prints a file that loads back to the same configuration (with every
     /// default spelled out), and never the super digest.
+    /// Members by host name: this node listens on every interface at its entry's port (no
+    /// --peer-addr needed); the others are dialled by name.
+    #[test]
+    fn a_member_named_by_host_listens_on_every_interface_at_its_port() {
+        let mut a = insecure(&[]);
+        a.members =
+            Some("1=zk1.lab.example:7001,2=zk2.lab.example:7002,3=zk3.lab.example:7003".into());
+        let cfg = Config::load(a).expect("host names are members");
+        assert_eq!(cfg.peer_addr, "0.0.0.0:7002".parse().expect("addr"));
+        assert_eq!(cfg.members[&1], "zk1.lab.example:7001");
+        let mut a = insecure(&[]);
+        a.members = Some("1=zk1:7001,2=zk2,3=zk3:7003".into());
+        assert!(Config::load(a).is_err(), "an entry without a port");
+    }
+
     #[test]
     fn the_printed_config_loads_back_to_itself_without_its_secret() {
         let mut flags = TLS.to_vec();
