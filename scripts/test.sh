@@ -4,7 +4,8 @@
 # Installs what the tests need on a fresh Debian machine (Apache ZooKeeper 3.8 from Debian, the
 # behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium,
 # libnss3-tools and openssl for the dashboard test; python3-kazoo for the TLS test; strace and
-# faketime for the disk and clock fault tests), then checks
+# faketime for the disk and clock fault tests), builds the previous release for the
+# rolling-upgrade test, then checks
 # formatting and lints and runs every test of the workspace. Safe to run again: nothing is
 # installed twice.
 #
@@ -52,6 +53,11 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The rolling-upgrade test (server/tests/upgrade.rs) runs the previous release: built once from
+# its git tag into $HOME/.cache/synod/releases (about 15 minutes without that cache).
+echo "== the previous release (scripts/previous-release.sh), for the rolling-upgrade test"
+scripts/previous-release.sh
 
 echo "== cargo test (unit, property, doc, conformance against a real ZooKeeper 3.8 ensemble)"
 cargo test --workspace --locked

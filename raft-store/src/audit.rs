@@ -187,6 +187,13 @@ pub enum AuditAction {
         reads: Vec<ReadAccess>,
         dropped: u64,
     },
+    /// The cluster version rose: every member runs a release that has it. The first record
+    /// of a cluster's trail (release 0.1 kept none), with the membership at that point.
+    ClusterVersion {
+        version: u32,
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+    },
 }
 
 /// One read of a tenant's node by a caller outside that tenant, allowed or refused.

@@ -9,9 +9,10 @@
 //! ([`crate::types::encode`]) of a [`TreeImage`]: every znode with its stored fields, and every
 //! session. What the tree derives from those (children sets, each session's ephemerals, the reap
 //! set, the data size, each tenant's usage) is rebuilt on load, so each fact is stored once.
-//! A tree with tenants or an audit trail appends an [`ExtensionImage`] (the tenant table, the
-//! owner of every node that has one, the audit chain's head); a tree without either is encoded
-//! exactly as before they existed.
+//! A tree with tenants, an audit trail or a cluster version above the base one appends an
+//! [`ExtensionImage`] (the tenant table, the owner of every node that has one, the audit chain's
+//! head, the cluster version); a tree without any is encoded exactly as release 0.1 encoded it,
+//! so that a 0.1 member can install it during a rolling upgrade.
 //!
 //! The file [`SNAPSHOT_FILE`] is an envelope ([`crate::envelope`]: magic `SYNODSNP`, format
 //! version, length, SHA-256) around its body: the bincode of the snapshot's metadata (openraft's
@@ -123,7 +124,8 @@ struct NodeImage {
     acl: Vec<AclImage>,
 }
 
-/// What a tree with tenants or an audit trail adds after its [`TreeImage`].
+/// What a tree with tenants, an audit trail or a raised cluster version adds after its
+/// [`TreeImage`].
 #[derive(Serialize, Deserialize, Default)]
 pub(crate) struct ExtensionImage {
     /// The declared tenants, by name.
@@ -134,6 +136,8 @@ pub(crate) struct ExtensionImage {
     audit: AuditHead,
     /// `(session id, tenant)` of every session charged to a tenant.
     session_tenants: Vec<(i64, String)>,
+    /// The tree's cluster version (0, as a missing extension decodes: the base version).
+    cluster_version: u32,
 }
 
 /// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
@@ -168,6 +172,7 @@ impl TreeImage {
                 .sessions()
                 .filter_map(|(id, s)| s.tenant.as_ref().map(|t| (id, t.to_string())))
                 .collect(),
+            cluster_version: tree.cluster_version(),
         };
         let nodes = tree
             .nodes()
@@ -211,7 +216,8 @@ impl TreeImage {
         let ext = (!ext.tenants.is_empty()
             || !ext.owners.is_empty()
             || !ext.session_tenants.is_empty()
-            || ext.audit.count > 0)
+            || ext.audit.count > 0
+            || ext.cluster_version > crate::types::BASE_CLUSTER_VERSION)
             .then_some(ext);
         (TreeImage { nodes, sessions }, ext)
     }
@@ -277,6 +283,7 @@ impl TreeImage {
         let tenants = ext.tenants.len();
         let mut tree = DataTree::from_parts(nodes, sessions, ext.tenants);
         *tree.audit_head_mut() = ext.audit;
+        tree.raise_cluster_version(ext.cluster_version);
         if tree.tenants().iter().count() != tenants {
             return corrupt(format!("{tenants} tenants for fewer distinct names"));
         }

@@ -133,7 +133,12 @@ fn audit(
     action: AuditAction,
 ) {
     // The chain's head is replicated state: it advances on every replica whatever its
-    // `--audit` setting; only storing the record is up to the node.
+    // `--audit` setting; only storing the record is up to the node. It starts when the cluster
+    // version reaches the one that has it (release 0.1 had no trail), at the same entry on
+    // every replica: the one that raised the version.
+    if tree.cluster_version() < crate::types::AUDIT_SINCE {
+        return;
+    }
     let tenant = Tenants::owner_of(&tree.tenants().resolve(auth)).map(|t| t.to_string());
     let record = AuditRecord {
         zxid,
@@ -185,7 +190,12 @@ fn apply_command<X: ApplyObserver>(
         }
         return CommandResult::None;
     }
-    let Replica { tree, observer, .. } = r;
+    let Replica {
+        tree,
+        observer,
+        membership,
+        ..
+    } = r;
     match cmd {
         Command::CreateSession {
             timeout_ms, passwd, ..
@@ -349,6 +359,19 @@ fn apply_command<X: ApplyObserver>(
                 dropped: *dropped,
             };
             audit(tree, trail, zxid, Some(*time_ms), 0, &[], action);
+            CommandResult::None
+        }
+        Command::ClusterVersion { version } => {
+            if tree.raise_cluster_version(*version) {
+                // The trail's first record: it also says who the members are.
+                let m = membership.membership();
+                let action = AuditAction::ClusterVersion {
+                    version: *version,
+                    voters: m.voter_ids().collect(),
+                    learners: m.learner_ids().collect(),
+                };
+                audit(tree, trail, zxid, None, 0, &[], action);
+            }
             CommandResult::None
         }
         Command::Batch(_) => CommandResult::None,

@@ -215,6 +215,10 @@ pub struct DataTree {
     /// The paths with a ZooKeeper quota (a `/zookeeper/quota<P>/zookeeper_limits` node):
     /// derived from the tree, rebuilt on load. Empty: no write pays for quotas.
     quota_roots: imbl::OrdSet<Name>,
+    /// Which formats the replicated state may use ([`crate::types::CLUSTER_VERSION`]):
+    /// [`crate::types::BASE_CLUSTER_VERSION`] in a new tree, raised by a
+    /// `Command::ClusterVersion` entry, never lowered. Replicated: in snapshots and the digest.
+    cluster_version: u32,
 }
 
 impl Default for DataTree {
@@ -245,6 +249,7 @@ impl DataTree {
             tenants: Tenants::default(),
             audit: AuditHead::default(),
             quota_roots: imbl::OrdSet::new(),
+            cluster_version: crate::types::BASE_CLUSTER_VERSION,
         };
         let mk = |children: &[&str]| Node {
             czxid: 0,
@@ -303,6 +308,20 @@ impl DataTree {
     /// The tenant table and usage.
     pub fn tenants(&self) -> &Tenants {
         &self.tenants
+    }
+
+    /// The cluster version of the replicated state ([`crate::types::CLUSTER_VERSION`]).
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+    }
+
+    /// Raises the cluster version to `version`; a lower or equal one changes nothing. Returns
+    /// whether it rose.
+    pub fn raise_cluster_version(&mut self, version: u32) -> bool {
+        let rose = version > self.cluster_version;
+        self.cluster_version = self.cluster_version.max(version);
+        debug_assert!(self.cluster_version >= crate::types::BASE_CLUSTER_VERSION);
+        rose
     }
 
     /// The audit chain's head.
@@ -1293,6 +1312,11 @@ impl DataTree {
                 w.int(-1);
                 w.bytes(t.as_bytes());
             }
+        }
+        // A tree at the base version hashes as release 0.1's did.
+        if self.cluster_version > crate::types::BASE_CLUSTER_VERSION {
+            w.int(-2);
+            w.int(i64::from(self.cluster_version));
         }
         if self.audit.count > 0 {
             w.int(self.audit.count as i64);

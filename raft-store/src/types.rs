@@ -107,7 +107,32 @@ pub enum Command {
         /// Reads the node's buffer had no room for.
         dropped: u64,
     },
+    /// The leader raises the cluster version once every member runs a release that reads and
+    /// writes its state (see [`CLUSTER_VERSION`]). Never lowers it.
+    ClusterVersion {
+        /// The new cluster version.
+        version: u32,
+    },
 }
+
+/// The cluster version of the replicated state a tree starts with, and that a tree loaded from
+/// a snapshot without one has: the formats of release 0.1 (log entries, snapshot data). A
+/// cluster at this version writes nothing that a 0.1 node cannot read.
+pub const BASE_CLUSTER_VERSION: u32 = 1;
+
+/// The highest cluster version this build can apply and write: 2 since release 0.2 (tenants,
+/// sessions opened with their identities, the audit trail, the cluster version in snapshots).
+///
+/// Contract: what changes the replicated state's encoding (a new [`Command`] variant, a field a
+/// snapshot carries) is written only once the tree's cluster version has it, and the leader
+/// raises that version (by a [`Command::ClusterVersion`] entry) only once every member has
+/// said, in its peer handshake, that its build reads it. A member whose build is older than the
+/// cluster version cannot join. Adjacent releases interoperate: release N reads every entry
+/// and snapshot that release N-1 writes.
+pub const CLUSTER_VERSION: u32 = 2;
+
+/// The cluster version from which every replica keeps the audit trail's chain.
+pub const AUDIT_SINCE: u32 = 2;
 
 /// What a [`Command::Tenant`] does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +219,10 @@ impl Command {
             | Command::Tenant { origin, .. }
             | Command::OpenSession { origin, .. } => Some(*origin),
             Command::CloseSession { origin, .. } => *origin,
-            Command::Reap { .. } | Command::Batch(_) | Command::AuditReads { .. } => None,
+            Command::Reap { .. }
+            | Command::Batch(_)
+            | Command::AuditReads { .. }
+            | Command::ClusterVersion { .. } => None,
         }
     }
 }

@@ -38,6 +38,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
             .as_ref()
             .map(|files| PeerTls::for_node(files, cfg.id))
             .transpose()?,
+        versions: Default::default(),
     });
     let log_store = LogStore::open(&cfg.data_dir.join("raft-log"))
         .map_err(|e| storage_error(&cfg, "the raft log (raft-log)", e))?;
@@ -123,6 +124,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(stop_on_fatal(node.clone()));
     tokio::spawn(crate::admin::audit::retention_loop(node.clone()));
     tokio::spawn(crate::pipeline::read_audit::flush_loop(node.clone()));
+    tokio::spawn(crate::upgrade::cluster_version_loop(node.clone()));
     Ok(node)
 }
 

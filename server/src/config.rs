@@ -207,6 +207,15 @@ pub struct Args {
     /// space returns. 0 disables the check.
     #[arg(long, env = "SYNOD_MIN_FREE_SPACE_MB")]
     pub min_free_space_mb: Option<u64>,
+    /// Where clients reach this node (`host:port`), as `/members` and `conf` show it. Default:
+    /// the client listen address (the secure one if both), with this node's host from
+    /// --members in place of an unspecified address (0.0.0.0 or ::).
+    #[arg(long, env = "SYNOD_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+    /// Where operators reach this node's admin port (`host:port`), as `/members` and `conf`
+    /// show it. Default: as for --advertise-client-addr, from --admin-addr.
+    #[arg(long, env = "SYNOD_ADVERTISE_ADMIN_ADDR")]
+    pub advertise_admin_addr: Option<String>,
     /// Print the effective configuration (flags, environment and file merged, defaults filled
     /// in, secrets redacted) as a TOML file and exit.
     #[arg(long)]
@@ -256,6 +265,8 @@ struct FileConfig {
     audit_retention_days: Option<u64>,
     audit_reads: Option<AuditReads>,
     min_free_space_mb: Option<u64>,
+    advertise_client_addr: Option<String>,
+    advertise_admin_addr: Option<String>,
 }
 
 /// A validated node configuration.
@@ -314,6 +325,23 @@ pub struct Config {
     /// Free bytes the data directory's file system keeps in reserve (0: no check); see
     /// [`crate::disk`].
     pub min_free_space: u64,
+    /// Where clients reach this node (`host:port`), for `/members` and `conf`.
+    pub advertise_client_addr: String,
+    /// Where operators reach this node's admin port (`host:port`), for `/members` and `conf`.
+    pub advertise_admin_addr: String,
+}
+
+/// Where others reach a listener at `listen`: itself, unless it listens on every interface;
+/// then this node's host as its entry in the members names it (a name or an address), at the
+/// listener's port.
+fn advertised(listen: SocketAddr, own_entry: Option<&String>) -> String {
+    let host = own_entry
+        .and_then(|e| e.rsplit_once(':'))
+        .map(|(host, _)| host);
+    match host {
+        Some(host) if listen.ip().is_unspecified() => format!("{host}:{}", listen.port()),
+        _ => listen.to_string(),
+    }
 }
 
 /// A CA, certificate and key given together (all three or none) under flags named `prefix`.
@@ -572,6 +600,17 @@ impl Config {
                 .or(file.min_free_space_mb)
                 .unwrap_or(crate::disk::DEFAULT_MIN_FREE_MB)
                 .saturating_mul(1 << 20),
+            advertise_client_addr: match args.advertise_client_addr.or(file.advertise_client_addr) {
+                Some(a) => a,
+                None => advertised(
+                    secure_client_addr.or(client_addr).unwrap_or(admin_addr),
+                    members.get(&id),
+                ),
+            },
+            advertise_admin_addr: match args.advertise_admin_addr.or(file.advertise_admin_addr) {
+                Some(a) => a,
+                None => advertised(admin_addr, members.get(&id)),
+            },
             members,
             peer_routes,
         };
@@ -634,6 +673,8 @@ impl Config {
                 AuditReads::Off
             }),
             min_free_space_mb: Some(self.min_free_space >> 20),
+            advertise_client_addr: Some(self.advertise_client_addr.clone()),
+            advertise_admin_addr: Some(self.advertise_admin_addr.clone()),
         };
         toml::to_string(&file).map_err(|e| ServerError::Config(format!("print config: {e}")))
     }

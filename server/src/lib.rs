@@ -26,7 +26,8 @@
 //! [`admin`] (the HTTP port and four-letter words); [`server`] (listeners, deliberate shutdown);
 //! [`tls`] (certificates, identities, `synod certs`); [`data_dir`] (whose data a directory
 //! holds: node id, cluster id); [`disk`] (its free space: writes refused in the reserve);
-//! [`notify`] (readiness for systemd); [`config`], [`error`], [`stats`],
+//! [`notify`] (readiness for systemd); [`upgrade`] (the cluster version: rolling upgrades);
+//! [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
 pub mod admin;
@@ -47,4 +48,5 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod tls;
+pub mod upgrade;
 pub mod watch;

@@ -193,9 +193,19 @@ async fn every_change_is_recorded_alike_on_every_replica_and_verifiable() {
             .is_some_and(|ids| ids.iter().any(fingerprint)),
         "the certificate's fingerprint: {opened}"
     );
-    assert!(
-        trail.iter().any(|r| r["action"]["Membership"].is_object()),
-        "the cluster's first membership"
+    // The trail begins where the cluster's version rose to one that keeps it, at the same
+    // entry on every replica (the cluster's first entries, its initial membership included,
+    // precede it).
+    assert_eq!(
+        trail[0]["action"]["ClusterVersion"]["version"], 2,
+        "the trail starts with the cluster version: {}",
+        trail[0]
+    );
+    assert_eq!(
+        trail[0]["action"]["ClusterVersion"]["voters"],
+        serde_json::json!([1, 2, 3]),
+        "with the membership: {}",
+        trail[0]
     );
     // Filters.
     assert_eq!(records(&ens, 1, &format!("path={case}")).len(), 3);

@@ -158,3 +158,58 @@ fn the_packaged_example_configuration_loads() {
     assert!(stdout.contains("id = 1"), "{stdout}");
     assert!(stdout.contains("min_free_space_mb = 1024"), "{stdout}");
 }
+
+#[test]
+fn advertised_addresses_default_to_the_members_host_where_a_node_listens_everywhere() {
+    let members = "1=zk1.lab.example:7001,2=zk2.lab.example:7001,3=zk3.lab.example:7001";
+    let env: &[(&str, &str)] = &[
+        ("SYNOD_ID", "2"),
+        ("SYNOD_MEMBERS", members),
+        ("SYNOD_CLIENT_ADDR", "0.0.0.0:2181"),
+        ("SYNOD_ADMIN_ADDR", "10.0.1.2:8080"),
+        ("SYNOD_DATA_DIR", "/var/lib/synod-test"),
+        ("SYNOD_INSECURE", "true"),
+    ];
+    let printed = |extra: &[&str]| -> toml::Table {
+        let mut args = vec!["--print-config"];
+        args.extend_from_slice(extra);
+        let out = synod(&args, env);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        toml::from_str(&stdout).expect("the printed config is TOML")
+    };
+    // Listening everywhere: the host this node is known by, at the listener's port; a
+    // specific listen address is advertised as it is.
+    let p = printed(&[]);
+    assert_eq!(
+        p["advertise_client_addr"].as_str(),
+        Some("zk2.lab.example:2181")
+    );
+    assert_eq!(p["advertise_admin_addr"].as_str(), Some("10.0.1.2:8080"));
+    // Given: as given (behind NAT, a load balancer).
+    let p = printed(&["--advertise-client-addr", "zk.lab.example:12181"]);
+    assert_eq!(
+        p["advertise_client_addr"].as_str(),
+        Some("zk.lab.example:12181")
+    );
+}
+
+#[test]
+fn the_container_files_set_only_variables_synod_reads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/container");
+    let help = text(&synod(&["--help"], &[])).0;
+    for file in ["Containerfile", "compose.yaml"] {
+        let body = std::fs::read_to_string(dir.join(file)).expect("read the container file");
+        let names: Vec<&str> = body
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("SYNOD_") && w.len() > "SYNOD_".len())
+            .collect();
+        assert!(!names.is_empty(), "{file} sets no SYNOD_ variable");
+        for name in names {
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "{file} sets {name}, which `synod --help` does not list"
+            );
+        }
+    }
+}

@@ -51,6 +51,7 @@ fn peer(node_id: u64, tls: Option<&TlsFiles>, cluster: Option<ClusterId>) -> Arc
         node_id,
         cluster: Arc::new(cell),
         tls: tls.map(|f| PeerTls::new(f).expect("peer TLS material loads")),
+        versions: Default::default(),
     })
 }
 

@@ -653,7 +653,12 @@ impl Kind for Synod {
             .and_then(serde_json::Value::as_u64)
             .map(|l| l as usize);
         match (status.get("role").and_then(|r| r.as_str()), leader) {
-            (Some("leader"), Some(l)) if l == node.id => Probe::Leader,
+            (Some("leader"), Some(l)) if l == node.id => {
+                match cluster_version_due(&self.admin_http(&node.dir), node.aux_addr(), &status) {
+                    Some(due) => Probe::NotServing(format!("raising the cluster version to {due}")),
+                    None => Probe::Leader,
+                }
+            }
             (Some("follower"), Some(l)) => Probe::Follower(Some(l)),
             (role, _) => Probe::NotServing(format!("role {role:?}, leader {leader:?}")),
         }
@@ -834,9 +839,22 @@ impl Local<Synod> {
     /// addresses (`--peer-addr` included) and data directory, and `extra` flags; does not wait for
     /// it to serve.
     pub fn spawn_with(&self, idx: usize, members: &str, extra: &[&str]) -> io::Result<()> {
+        let bin = self.kind.bin.clone();
+        self.spawn_binary(idx, &bin, members, extra)
+    }
+
+    /// Like [`Local::spawn_with`], running the executable `bin` instead of the ensemble's (the
+    /// rolling-upgrade test runs the previous release's).
+    pub fn spawn_binary(
+        &self,
+        idx: usize,
+        bin: &Path,
+        members: &str,
+        extra: &[&str],
+    ) -> io::Result<()> {
         self.check_idx(idx)?;
         let node = &self.nodes[idx];
-        let mut cmd = Command::new(&self.kind.bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("--id")
             .arg(node.id.to_string())
             .arg("--members")
@@ -925,8 +943,9 @@ impl Local<Synod> {
     }
 
     /// Waits until one of the nodes at `idxs` is leader and all of `idxs` name it on `/status`
-    /// (other nodes, e.g. joiners not yet added, are not asked); returns its index. Panics with
-    /// every asked node's status and the logs after `timeout`.
+    /// (other nodes, e.g. joiners not yet added, are not asked) and, in a fresh cluster whose
+    /// members all run this build, the leader has raised the cluster version; returns its
+    /// index. Panics with every asked node's status and the logs after `timeout`.
     pub fn wait_leader_among(&self, idxs: &[usize], timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
@@ -940,10 +959,19 @@ impl Local<Synod> {
                 .collect();
             if let [l] = leaders[..] {
                 let id = self.nodes[l].id as u64;
-                if st
+                let named = st
                     .iter()
-                    .all(|s| s.as_ref().and_then(|s| s["leader"].as_u64()) == Some(id))
-                {
+                    .all(|s| s.as_ref().and_then(|s| s["leader"].as_u64()) == Some(id));
+                // A fresh cluster is formed once its version has risen (see
+                // `cluster_version_due`).
+                let formed = || {
+                    let leader_status = idxs.iter().zip(&st).find(|(&i, _)| i == l);
+                    leader_status.and_then(|(_, s)| s.as_ref()).is_none_or(|s| {
+                        let admin = self.kind.admin_http(&self.nodes[l].dir);
+                        cluster_version_due(&admin, self.nodes[l].aux_addr(), s).is_none()
+                    })
+                };
+                if named && formed() {
                     return l;
                 }
             }
@@ -1592,6 +1620,30 @@ fn srvr_mode(addr: SocketAddr) -> Option<String> {
 /// A synod node's `GET /status`, parsed.
 fn synod_status(http: &AdminHttp, admin: SocketAddr) -> Option<serde_json::Value> {
     serde_json::from_str(&http.get(admin, "/status", PROBE_TIMEOUT).ok()?).ok()
+}
+
+/// The cluster version a leader is about to raise its cluster to, if it is due: every member
+/// has spoken the leader's protocol, but the version has not risen yet (a fresh cluster's first
+/// moments). A cluster is not formed until then: tenants and the audit trail wait for it. `None`
+/// also for a leader of a release without cluster versions, or with a member down or older.
+fn cluster_version_due(
+    http: &AdminHttp,
+    admin: SocketAddr,
+    status: &serde_json::Value,
+) -> Option<u64> {
+    let current = status.get("cluster_version")?.as_u64()?;
+    let supported = status.pointer("/formats/cluster_version")?.as_u64()?;
+    if current >= supported {
+        return None;
+    }
+    let members: serde_json::Value =
+        serde_json::from_str(&http.get(admin, "/members", PROBE_TIMEOUT).ok()?).ok()?;
+    let all_speak = members.get("members")?.as_array()?.iter().all(|m| {
+        m.get("protocol")
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|p| p >= supported)
+    });
+    all_speak.then_some(supported)
 }
 
 /// `GET path` over plaintext HTTP (an `--insecure` node): the body of a `200` answer; any other

@@ -9,8 +9,9 @@
 //! - [`authz`]: the authorization sweep, run against synod and ZooKeeper alike.
 //! - [`inject`]: faults of the machine under a node: fsyncs delayed or failed by `strace`, a
 //!   small tmpfs, a flipped byte, a clock moved by libfaketime.
-//! - [`netns`]: machines for tests — network namespaces with their own addresses on one bridge,
-//!   partitioned by blackhole routes.
+//! - [`netns`]: machines for tests — network namespaces with their own addresses and host names
+//!   on one bridge, partitioned by blackhole routes.
+//! - [`load`]: write load whose every acknowledgement is recorded, to show nothing was lost.
 //! - [`conformance`]: the client-visible ZooKeeper behaviour every server must show, run by
 //!   testkit/tests/conformance.rs against ZooKeeper and by server/tests/conformance.rs against
 //!   synod.
@@ -28,6 +29,7 @@ pub mod conformance;
 pub mod ensemble;
 pub mod http;
 pub mod inject;
+pub mod load;
 pub mod netns;
 
 pub use ensemble::{

@@ -2,7 +2,7 @@
 //! removed by the test itself (root, iproute2). A node of an ensemble laid out on a [`Netns`]
 //! runs inside its host's namespace (`ip netns exec`, which also gives it that host's
 //! `/etc/netns/<name>/hosts`), and a test's clients run in a host of their own
-//! ([`Netns::enter`]). A partition drops traffic between hosts ([`Netns::cut`]: a blackhole
+//! ([`Netns::enter`]); [`Netns::name_hosts`] gives them host names. A partition drops traffic between hosts ([`Netns::cut`]: a blackhole
 //! route on each side), whatever the ports and whoever dials.
 //!
 //! Layout: a switch namespace holds a bridge; every host gets a veth pair whose one end is in the
@@ -100,6 +100,22 @@ impl Netns {
         Ok(())
     }
 
+    /// Gives the hosts names: every host's `/etc/hosts` (as `ip netns exec` shows it, from
+    /// `/etc/netns/<name>/hosts`) maps `names[i]` to host `i`'s address, beside `localhost`.
+    /// The files go when the hosts do.
+    pub fn name_hosts(&self, names: &[&str]) -> io::Result<()> {
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        for (h, name) in names.iter().enumerate() {
+            hosts.push_str(&format!("{}\t{name}\n", self.addr(h)));
+        }
+        for h in 0..self.hosts {
+            let dir = std::path::Path::new("/etc/netns").join(self.name(h));
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("hosts"), &hosts)?;
+        }
+        Ok(())
+    }
+
     /// Moves the calling thread into host `h`'s namespace: the sockets it opens from then on,
     /// and the threads and processes it starts, are that host's.
     pub fn enter(&self, h: usize) -> io::Result<()> {
@@ -155,6 +171,9 @@ impl Drop for Netns {
             let _ = ip(&["netns", "del", &self.name(h)]);
         }
         let _ = ip(&["netns", "del", &self.switch()]);
+        for h in 0..self.hosts {
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(self.name(h)));
+        }
     }
 }
 

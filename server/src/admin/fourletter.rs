@@ -534,6 +534,16 @@ fn conf_pairs(node: &Node) -> Vec<(String, Value)> {
         ("quorumPort".into(), json!(c.peer_addr.port())),
         ("peerType".into(), json!(0)),
         ("adminAddress".into(), json!(c.admin_addr.to_string())),
+        // Where clients and operators reach this node (synod's keys; /members shows every
+        // member's).
+        (
+            "advertisedClientAddress".into(),
+            json!(c.advertise_client_addr),
+        ),
+        (
+            "advertisedAdminAddress".into(),
+            json!(c.advertise_admin_addr),
+        ),
         ("heartbeatMs".into(), json!(c.heartbeat.as_millis() as u64)),
         (
             "electionTimeoutMs".into(),

@@ -228,6 +228,27 @@ async fn bounded<T>(
     }
 }
 
+/// Refuses a new member whose release cannot read the cluster's state: one handshake tells its
+/// protocol version, which must reach the cluster version (an unreachable node is left to
+/// `add_learner` to report).
+async fn refuse_older_release(node: &Node, id: u64, peer_addr: &str) -> ApiResult<()> {
+    let probe = PeerRequest::Touch(Vec::new());
+    if let Err(e) = node.pool.call(id, peer_addr, probe, PROBE_TIMEOUT).await {
+        tracing::debug!(node = id, error = %e, "probe of a new member failed");
+    }
+    let cluster = crate::upgrade::cluster_version(node);
+    match node.local.versions.get(id) {
+        Some(speaks) if speaks < cluster => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "node {id} runs an older release (peer protocol {speaks}) than the cluster \
+                 version ({cluster}): it could not read the log; run this release on it"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub async fn add_learner(
     State(node): State<Arc<Node>>,
     Json(req): Json<AddLearner>,
@@ -265,6 +286,7 @@ pub async fn add_learner(
             }
         }
     }
+    refuse_older_release(&node, req.id, &req.peer_addr).await?;
     let started = Instant::now();
     bounded(
         &node,

@@ -90,7 +90,8 @@ fn build_info() {
         "version" => env!("CARGO_PKG_VERSION"),
         "peer_protocol" => v(crate::peer::transport::PROTOCOL_VERSION),
         "snapshot_format" => v(synod_raft_store::snapshot::SNAPSHOT.version),
-        "backup_format" => v(synod_raft_store::backup::BACKUP.version)
+        "backup_format" => v(synod_raft_store::backup::BACKUP.version),
+        "cluster_version" => v(synod_raft_store::types::CLUSTER_VERSION)
     )
     .set(1.0);
 }
@@ -172,6 +173,10 @@ fn describe() {
     describe_gauge!("synod_watches", "watches registered on this node");
     describe_gauge!("synod_znodes", "znodes in the tree");
     describe_gauge!(
+        "synod_cluster_version",
+        "the cluster version of the applied state (which formats the cluster writes)"
+    );
+    describe_gauge!(
         "synod_tree_data_bytes",
         Unit::Bytes,
         "bytes of znode data in the tree"
@@ -244,6 +249,7 @@ async fn sample(node: &Node) {
         membership.learner_ids().count() as f64,
     );
     g("synod_sessions", s.sessions as f64);
+    g("synod_cluster_version", f64::from(s.cluster_version));
     g("synod_disk_free_bytes", node.disk.free_bytes() as f64);
     g(
         "synod_disk_writes_refused",

@@ -50,12 +50,12 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route(
             "/members",
-            get(|State(node): S| async move { Json(views::membership(&node)) }),
+            get(|State(node): S| async move { Json(views::membership_described(&node).await) }),
         )
         // The membership's older name, kept for existing scripts.
         .route(
             "/membership",
-            get(|State(node): S| async move { Json(views::membership(&node)) }),
+            get(|State(node): S| async move { Json(views::membership_described(&node).await) }),
         )
         .route("/members/add-learner", post(membership::add_learner))
         .route("/members/promote", post(membership::promote))

@@ -116,6 +116,10 @@ pub struct Status {
     pub version: String,
     /// The versions of what this node speaks and writes.
     pub formats: Formats,
+    /// The cluster version of the replicated state this node has applied: which formats the
+    /// cluster writes (1: release 0.1's; raised once every member runs a release that has a
+    /// higher one; see docs/operations.md, "Upgrades").
+    pub cluster_version: u32,
     /// Client request counters of this node (rates and latency are derived from two samples).
     pub requests: ServerSnapshot,
 }
@@ -130,6 +134,8 @@ pub struct Formats {
     pub snapshot: u32,
     /// The backup's envelope.
     pub backup: u32,
+    /// The highest cluster version (log entries, snapshot data) this build applies.
+    pub cluster_version: u32,
 }
 
 /// This node's status.
@@ -141,7 +147,7 @@ pub async fn status(node: &Node) -> Status {
         .ok()
         .flatten();
     let m = node.raft.metrics().borrow().clone();
-    let (applied, znodes, data_bytes, sessions, watches, connections) = {
+    let (applied, znodes, data_bytes, sessions, watches, connections, cluster_version) = {
         let r = lock(&node.replica);
         (
             r.applied_index(),
@@ -150,6 +156,7 @@ pub async fn status(node: &Node) -> Status {
             r.tree.session_count(),
             r.observer.watches.count(),
             r.observer.conns.len(),
+            r.tree.cluster_version(),
         )
     };
     Status {
@@ -179,7 +186,9 @@ pub async fn status(node: &Node) -> Status {
             peer_protocol: crate::peer::transport::PROTOCOL_VERSION,
             snapshot: synod_raft_store::snapshot::SNAPSHOT.version,
             backup: synod_raft_store::backup::BACKUP.version,
+            cluster_version: synod_raft_store::types::CLUSTER_VERSION,
         },
+        cluster_version,
         requests: node.stats.snapshot(),
     }
 }
@@ -191,7 +200,11 @@ pub struct Member {
     pub id: u64,
     /// Its peer (Raft) address.
     pub peer_addr: String,
-    /// Its admin address, when this node knows it (its own only).
+    /// Where its clients reach it (its `--advertise-client-addr`), when known: the answering
+    /// node's own, and every other member's that answered a description request in time.
+    pub client_addr: Option<String>,
+    /// Where operators reach its admin port (its `--advertise-admin-addr`), when known (as
+    /// `client_addr`).
     pub admin_addr: Option<String>,
     /// Voter (true) or learner (false).
     pub voter: bool,
@@ -203,6 +216,10 @@ pub struct Member {
     pub matched_index: Option<u64>,
     /// How many entries the member is behind the leader's log (leader's view only).
     pub lag: Option<u64>,
+    /// The peer protocol version it spoke in its latest handshake with the answering node
+    /// (the answering node's own for itself; `None`: none yet). Below the cluster version, it
+    /// runs a release that cannot read the log.
+    pub protocol: Option<u32>,
 }
 
 /// `/members` (and its older name `/membership`): the effective membership as this node sees
@@ -227,6 +244,37 @@ pub struct Membership {
     pub members: Vec<Member>,
 }
 
+/// How long `/members` waits for another member's description.
+const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// [`membership`], with every other member's advertised client and admin addresses, asked of it
+/// over the peer port (all at once, each bounded by [`DESCRIBE_TIMEOUT`]; a member of a release
+/// without descriptions, or one that does not answer, is left without them).
+pub async fn membership_described(node: &Node) -> Membership {
+    use crate::peer::{PeerRequest, PeerResponse};
+    let mut m = membership(node);
+    let asks = m.members.iter().enumerate().filter_map(|(i, member)| {
+        let describes = member.protocol.is_some_and(|p| p >= 2);
+        (!member.this_node && describes).then(|| {
+            let (id, addr) = (member.id, member.peer_addr.clone());
+            async move {
+                let answer = node
+                    .pool
+                    .call(id, &addr, PeerRequest::Describe, DESCRIBE_TIMEOUT)
+                    .await;
+                (i, answer)
+            }
+        })
+    });
+    for (i, answer) in futures_util::future::join_all(asks).await {
+        if let (Ok(PeerResponse::Describe(d)), Some(member)) = (answer, m.members.get_mut(i)) {
+            member.client_addr = Some(d.client_addr);
+            member.admin_addr = Some(d.admin_addr);
+        }
+    }
+    m
+}
+
 /// The cluster's members as this node sees them.
 pub fn membership(node: &Node) -> Membership {
     let m = node.raft.metrics().borrow().clone();
@@ -242,7 +290,8 @@ pub fn membership(node: &Node) -> Membership {
             Member {
                 id: *id,
                 peer_addr: n.addr.clone(),
-                admin_addr: (*id == node.id).then(|| node.cfg.admin_addr.to_string()),
+                client_addr: (*id == node.id).then(|| node.cfg.advertise_client_addr.clone()),
+                admin_addr: (*id == node.id).then(|| node.cfg.advertise_admin_addr.clone()),
                 voter,
                 role: if m.current_leader == Some(*id) {
                     Role::Leader
@@ -254,6 +303,11 @@ pub fn membership(node: &Node) -> Membership {
                 this_node: *id == node.id,
                 matched_index: matched,
                 lag: matched.map(|i| last.saturating_sub(i)),
+                protocol: if *id == node.id {
+                    Some(crate::peer::transport::PROTOCOL_VERSION)
+                } else {
+                    node.local.versions.get(*id)
+                },
             }
         })
         .collect();

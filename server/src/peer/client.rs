@@ -354,13 +354,21 @@ impl Conn {
     ) -> Result<Conn, PeerError> {
         let cluster_at_hello = local.cluster.get();
         let connecting = async {
-            let stream = TcpStream::connect(addr).await?;
-            if let Err(e) = stream.set_nodelay(true) {
-                warn!(node = target, addr, error = %e, "cannot set TCP_NODELAY on peer connection");
+            let mut speak = transport::PROTOCOL_VERSION;
+            loop {
+                let stream = TcpStream::connect(addr).await?;
+                if let Err(e) = stream.set_nodelay(true) {
+                    warn!(node = target, addr, error = %e, "cannot set TCP_NODELAY on peer connection");
+                }
+                match transport::dial(local, target, addr, stream, max_frame_len, speak).await {
+                    // An older release (a rolling upgrade): once more, in its version.
+                    Err(transport::Refusal::Older { speaks }) if speaks < speak => {
+                        debug!(node = target, addr, speaks, "peer speaks an older protocol");
+                        speak = speaks;
+                    }
+                    dialled => return Ok::<_, std::io::Error>(dialled),
+                }
             }
-            Ok::<_, std::io::Error>(
-                transport::dial(local, target, addr, stream, max_frame_len).await,
-            )
         };
         let connected = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, connecting)

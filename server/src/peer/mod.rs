@@ -65,6 +65,9 @@ pub enum PeerRequest {
     /// [`crate::watch::history::EventHistory::floor`]): a node that cannot replay a resuming session's
     /// missed events asks whether another member can.
     HistoryFloor,
+    /// Where the receiver's clients and operators reach it (`/members`). Since protocol
+    /// version 2: sent only to a peer whose handshake named 2 or later.
+    Describe,
 }
 
 /// Client activity on a session, as reported to the leader.
@@ -97,6 +100,18 @@ pub enum PeerResponse {
     /// The receiver's answer to [`PeerRequest::HistoryFloor`]: every event with a zxid above
     /// this is in its history (`None`: it knows of none).
     HistoryFloor(Option<i64>),
+    /// The receiver's answer to [`PeerRequest::Describe`].
+    Describe(NodeDescription),
+}
+
+/// Where a node's clients and operators reach it, as it advertises them
+/// (`--advertise-client-addr`, `--advertise-admin-addr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    /// Its client port (`host:port`).
+    pub client_addr: String,
+    /// Its admin port (`host:port`).
+    pub admin_addr: String,
 }
 
 impl PeerResponse {
@@ -110,6 +125,7 @@ impl PeerResponse {
             PeerResponse::ReadIndex(_) => "ReadIndex",
             PeerResponse::Touch(_) => "Touch",
             PeerResponse::HistoryFloor(_) => "HistoryFloor",
+            PeerResponse::Describe(_) => "Describe",
         }
     }
 }

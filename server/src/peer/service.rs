@@ -44,7 +44,10 @@ impl PeerService for Node {
                 })
             }
             PeerRequest::Forward(cmd) => cmd.origin().map(|o| o.node),
-            PeerRequest::ReadIndex | PeerRequest::Touch(_) | PeerRequest::HistoryFloor => None,
+            PeerRequest::ReadIndex
+            | PeerRequest::Touch(_)
+            | PeerRequest::HistoryFloor
+            | PeerRequest::Describe => None,
         };
         match speaks_as {
             Some(claimed) if claimed != from => Err(Refusal::WrongNode {
@@ -111,6 +114,13 @@ impl PeerService for Node {
             PeerRequest::HistoryFloor => {
                 let floor = lock(&self.replica).observer.history.floor();
                 futures_util::future::ready(PeerResponse::HistoryFloor(floor)).boxed()
+            }
+            PeerRequest::Describe => {
+                let description = super::NodeDescription {
+                    client_addr: self.cfg.advertise_client_addr.clone(),
+                    admin_addr: self.cfg.advertise_admin_addr.clone(),
+                };
+                futures_util::future::ready(PeerResponse::Describe(description)).boxed()
             }
         }
     }

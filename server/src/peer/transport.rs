@@ -4,7 +4,8 @@
 //! each side's cluster id, so that nodes of two clusters never talk. Whatever fails here closes
 //! the connection before a single request is read.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,9 +23,20 @@ use crate::error::ServerError;
 use crate::tls::identity::CertIdentity;
 use crate::tls::{ClientAuth, TlsFiles};
 
-/// The peer protocol's version; a peer speaking another is refused in the hello. Raised whenever
-/// a message's encoding changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The peer protocol version this build speaks; raised whenever a message's encoding changes or
+/// the build can apply a higher cluster version. The hello's version is also the highest
+/// cluster version ([`synod_raft_store::types::CLUSTER_VERSION`]) the sender applies: that is how
+/// the leader learns that every member can read a higher one. Version 2 (release 0.2) has the
+/// messages of version 1.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest version still spoken (release 0.1's): a hello of any version from this one to
+/// [`PROTOCOL_VERSION`] is accepted, and a node that refuses our version because it is older
+/// is dialled again in its own, so adjacent releases interoperate during a rolling upgrade.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
+
+// A build's protocol version names the cluster version it applies (see above).
+const _: () = assert!(PROTOCOL_VERSION == synod_raft_store::types::CLUSTER_VERSION);
 
 /// How long the TLS handshake and the hello may take together, on either end.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,6 +143,33 @@ pub struct LocalPeer {
     pub cluster: Arc<ClusterIdCell>,
     /// Mutual TLS, or `None` under `--insecure` (a peer's node id is then only claimed).
     pub tls: Option<PeerTls>,
+    /// The protocol version each peer spoke in its latest handshake with this node.
+    pub versions: PeerVersions,
+}
+
+/// The protocol version each peer spoke in its latest handshake with this node, at either end:
+/// the leader raises the cluster version from them ([`crate::node`]). A peer restarted with
+/// another build reconnects, so the entry follows it.
+#[derive(Debug, Default)]
+pub struct PeerVersions(Mutex<HashMap<NodeId, u32>>);
+
+impl PeerVersions {
+    /// Records the version `node` spoke in a handshake that succeeded.
+    fn record(&self, node: NodeId, version: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, version);
+    }
+
+    /// The version `node` spoke in its latest handshake, if it had one with this node.
+    pub fn get(&self, node: NodeId) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied()
+    }
 }
 
 impl LocalPeer {
@@ -140,6 +179,7 @@ impl LocalPeer {
             node_id,
             cluster: Arc::new(ClusterIdCell::in_memory(node_id)),
             tls: None,
+            versions: PeerVersions::default(),
         })
     }
 }
@@ -209,11 +249,23 @@ pub enum Refusal {
     /// Cluster ids do not match, or an adopted one could not be recorded.
     #[error(transparent)]
     Cluster(#[from] ClusterIdError),
-    /// The peer speaks another protocol version.
-    #[error("peer protocol version {theirs}, this node speaks {PROTOCOL_VERSION}")]
+    /// The peer speaks a protocol version this node does not. The words up to the number
+    /// after "this node speaks" are what release 0.1 says too: a dialling node reads them
+    /// ([`older_speaker`]) to dial again in the refuser's version.
+    #[error(
+        "peer protocol version {theirs}, this node speaks {PROTOCOL_VERSION} (and down to \
+         {OLDEST_PROTOCOL_VERSION}): upgrade one release at a time"
+    )]
     Version {
         /// The peer's.
         theirs: u32,
+    },
+    /// The node dialled refused our version and speaks an older one we also speak: dial it
+    /// again in that one.
+    #[error("the peer speaks protocol version {speaks}, older than {PROTOCOL_VERSION}")]
+    Older {
+        /// The version to dial it in.
+        speaks: u32,
     },
     /// The other end refused us (its reason).
     #[error("refused by the peer: {0}")]
@@ -322,7 +374,7 @@ pub(crate) async fn accept(
         let checked = async {
             let certified = certified.transpose()?;
             let hello: Hello = read_small(&mut frames).await?;
-            if hello.version != PROTOCOL_VERSION {
+            if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
                 return Err(Refusal::Version {
                     theirs: hello.version,
                 });
@@ -336,16 +388,17 @@ pub(crate) async fn accept(
                 }
             }
             let cluster_id = local.cluster.accept(hello.cluster_id)?;
-            Ok((hello.node_id, cluster_id))
+            Ok((hello.node_id, cluster_id, hello.version))
         }
         .await;
         match checked {
-            Ok((remote, cluster_id)) => {
+            Ok((remote, cluster_id, version)) => {
                 let reply = HelloReply::Welcome {
                     node_id: local.node_id,
                     cluster_id,
                 };
                 write_small(&mut writer, &reply).await?;
+                local.versions.record(remote, version);
                 Ok(Established {
                     remote,
                     frames,
@@ -363,14 +416,17 @@ pub(crate) async fn accept(
 }
 
 /// The dialling end: TLS (verifying the server's certificate for the host dialled and that it
-/// names `target`), then the hello. Bounded by [`HANDSHAKE_TIMEOUT`] (the caller bounds it
-/// further by its own deadline).
+/// names `target`), then the hello in protocol version `speak`. Bounded by
+/// [`HANDSHAKE_TIMEOUT`] (the caller bounds it further by its own deadline). A node that
+/// refuses `speak` because it speaks an older version we also speak is [`Refusal::Older`]: the
+/// caller dials again in that version.
 pub(crate) async fn dial(
     local: &LocalPeer,
     target: NodeId,
     addr: &str,
     stream: TcpStream,
     max_frame_len: usize,
+    speak: u32,
 ) -> Result<Established, Refusal> {
     within_handshake_timeout(async {
         let (mut frames, mut writer) = match &local.tls {
@@ -393,13 +449,16 @@ pub(crate) async fn dial(
             None => framed(stream, max_frame_len),
         };
         let hello = Hello {
-            version: PROTOCOL_VERSION,
+            version: speak,
             node_id: local.node_id,
             cluster_id: local.cluster.get(),
         };
         write_small(&mut writer, &hello).await?;
         match read_small::<HelloReply>(&mut frames).await? {
-            HelloReply::Refused(reason) => Err(Refusal::ByPeer(reason)),
+            HelloReply::Refused(reason) => match older_speaker(&reason, speak) {
+                Some(speaks) => Err(Refusal::Older { speaks }),
+                None => Err(Refusal::ByPeer(reason)),
+            },
             HelloReply::Welcome {
                 node_id,
                 cluster_id,
@@ -411,6 +470,7 @@ pub(crate) async fn dial(
                     });
                 }
                 local.cluster.accept(cluster_id)?;
+                local.versions.record(node_id, speak);
                 Ok(Established {
                     remote: node_id,
                     frames,
@@ -420,6 +480,18 @@ pub(crate) async fn dial(
         }
     })
     .await
+}
+
+/// The version a peer that refused our hello in version `sent` speaks, if its reason says it
+/// refused that version for an older one that we speak too (release 0.1 and later say "peer
+/// protocol version <sent>, this node speaks <theirs>").
+fn older_speaker(reason: &str, sent: u32) -> Option<u32> {
+    let rest = reason.strip_prefix(&format!("peer protocol version {sent}, this node speaks "))?;
+    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    let theirs: u32 = digits.parse().ok()?;
+    (OLDEST_PROTOCOL_VERSION..sent)
+        .contains(&theirs)
+        .then_some(theirs)
 }
 
 /// The host part of `host:port` (an IPv6 literal without its brackets), as the server's
@@ -434,6 +506,29 @@ fn host_of(addr: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::host_of;
+
+    #[test]
+    fn an_older_peer_is_dialled_again_in_its_version() {
+        use super::{older_speaker, Refusal};
+        // What release 0.1 answers to a hello of version 2.
+        assert_eq!(
+            older_speaker("peer protocol version 2, this node speaks 1", 2),
+            Some(1)
+        );
+        // What this release answers to a hello of a version it does not speak.
+        let ours = Refusal::Version { theirs: 3 }.to_string();
+        assert_eq!(older_speaker(&ours, 3), Some(super::PROTOCOL_VERSION));
+        // Nothing else is read as a version: another refusal, a newer or an unknown version.
+        assert_eq!(older_speaker("node 4 is not a member", 2), None);
+        assert_eq!(
+            older_speaker("peer protocol version 2, this node speaks 3", 2),
+            None
+        );
+        assert_eq!(
+            older_speaker("peer protocol version 2, this node speaks 0", 2),
+            None
+        );
+    }
 
     #[test]
     fn the_host_of_an_address() {

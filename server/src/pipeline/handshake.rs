@@ -12,7 +12,7 @@ use synod_proto::jute::{Decode, Reader};
 use synod_proto::records::*;
 use synod_proto::Id;
 use synod_raft_store::state_machine::lock;
-use synod_raft_store::types::zxid_index;
+use synod_raft_store::types::{zxid_index, CLUSTER_VERSION};
 use synod_raft_store::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,14 +80,25 @@ pub async fn handshake(
         let timeout = node.cfg.negotiate_timeout(b.timeout);
         let passwd = Bytes::from(rand::random::<[u8; 16]>().to_vec());
         let origin = node.origin();
-        let cmd = Command::OpenSession {
-            origin,
-            timeout_ms: timeout.as_millis() as i32,
-            passwd: passwd.clone(),
-            auth: identities
-                .iter()
-                .map(|id| (id.scheme.clone(), id.id.clone()))
-                .collect(),
+        let timeout_ms = timeout.as_millis() as i32;
+        // A cluster still at release 0.1's version gets the session as 0.1 opened it (no
+        // identities: no tenant can exist yet to charge it to).
+        let cmd = if crate::upgrade::cluster_has(node, CLUSTER_VERSION) {
+            Command::OpenSession {
+                origin,
+                timeout_ms,
+                passwd: passwd.clone(),
+                auth: identities
+                    .iter()
+                    .map(|id| (id.scheme.clone(), id.id.clone()))
+                    .collect(),
+            }
+        } else {
+            Command::CreateSession {
+                origin,
+                timeout_ms,
+                passwd: passwd.clone(),
+            }
         };
         let done = node.propose_and_wait(origin, cmd);
         return match tokio::time::timeout(COMMIT_TIMEOUT, done).await {

@@ -130,7 +130,9 @@ pub async fn flush_loop(node: Arc<Node>) {
             _ = stopping.wait_for(|s| *s) => true,
         };
         let (reads, dropped) = lock(&node.replica).observer.read_audit.take();
-        if !reads.is_empty() || dropped > 0 {
+        // Before the cluster version has the trail, no tenant exists: nothing to record.
+        let trail = crate::upgrade::cluster_has(&node, synod_raft_store::types::AUDIT_SINCE);
+        if trail && (!reads.is_empty() || dropped > 0) {
             node.propose(Command::AuditReads {
                 time_ms: crate::clock::now_ms(),
                 node: node.id,
