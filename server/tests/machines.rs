@@ -204,19 +204,11 @@ fn run(net: &Netns) {
     // Nothing acknowledged is lost, on any machine of the new cluster.
     let acknowledged = load.acknowledged_count();
     assert!(acknowledged > 100, "too little load: {acknowledged} writes");
-    let mut lost = 0;
-    rt.block_on(async {
-        for &i in &live {
-            let zk = Client::connect(&c.connect_string_of(&[i]), c.connect_options())
-                .await
-                .expect("connect");
-            for p in load.missing(&zk, "/machines").await {
-                lost += 1;
-                eprintln!("{} lacks acknowledged {p}", NAMES[i]);
-            }
-            let _ = zk.close().await;
-        }
-    });
+    let missing = rt.block_on(load.missing_on(&c, &live, "/machines"));
+    for (i, p) in &missing {
+        eprintln!("{} lacks acknowledged {p}", NAMES[*i]);
+    }
+    let lost = missing.len();
     rows.push(format!(
         "writes acknowledged {acknowledged}, failed (not acknowledged) {}, lost {lost}",
         load.failed()
@@ -234,22 +226,5 @@ fn run(net: &Netns) {
     let mut expected: Vec<u64> = live.iter().map(|&i| i as u64 + 1).collect();
     expected.sort_unstable();
     assert_eq!(ids, expected, "{members}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let d: Vec<(u64, String)> = live
-            .iter()
-            .map(|&i| {
-                let (_, v) = c.admin_json(i, "GET", "/digest", None);
-                (
-                    v["applied_index"].as_u64().unwrap_or(0),
-                    v["digest"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        if d.iter().all(|x| *x == d[0]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replicas disagree: {d:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.agreed_digest(&live, Duration::from_secs(20));
 }

@@ -92,20 +92,9 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// Every replica's (applied index, digest) once they agree.
+/// Every replica's digest once they agree.
 fn agreed_digest(ens: &SynodEnsemble) -> String {
-    wait_for("equal digests on every replica", || {
-        let d: Vec<(u64, String)> = (0..3)
-            .map(|i| {
-                let (_, v) = admin(ens, i, "GET", "/digest", None);
-                (
-                    v["applied_index"].as_u64().unwrap_or(0),
-                    v["digest"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        d.iter().all(|x| *x == d[0]).then(|| d[0].1.clone())
-    })
+    ens.agreed_digest(&[0, 1, 2], WAIT)
 }
 
 fn usage(ens: &SynodEnsemble, idx: usize, tenant: &str) -> Value {

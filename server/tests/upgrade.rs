@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use synod_client::{Client, CreateMode, EventType};
 use synod_testkit::load::WriteLoad;
-use synod_testkit::{blocking, Ensemble, SynodEnsemble};
+use synod_testkit::{blocking, wait_for, Ensemble, SynodEnsemble};
 
 const BIN: &str = env!("CARGO_BIN_EXE_synod");
 const START: Duration = Duration::from_secs(60);
@@ -48,18 +48,6 @@ fn admin_get(c: &SynodEnsemble, idx: usize, path: &str) -> Value {
     let (status, v) = c.admin_json(idx, "GET", path, None);
     assert_eq!(status, 200, "GET {path} on node {idx}: {v}");
     v
-}
-
-/// Waits (at most `timeout`) until `f` returns `Some`.
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The cluster version node `idx` reports (`None`: a release without one, i.e. 0.1, or no
@@ -289,19 +277,11 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         acknowledged > 100,
         "too little load to show anything: {acknowledged} writes"
     );
-    let mut lost = 0;
-    rt.block_on(async {
-        for i in 0..3 {
-            let zk = Client::connect(&c.connect_string_of(&[i]), c.connect_options())
-                .await
-                .expect("connect");
-            for p in load.missing(&zk, "/upgrade/load").await {
-                lost += 1;
-                eprintln!("node {i} lacks acknowledged {p}");
-            }
-            let _ = zk.close().await;
-        }
-    });
+    let missing = rt.block_on(load.missing_on(&c, &[0, 1, 2], "/upgrade/load"));
+    for (i, p) in &missing {
+        eprintln!("node {i} lacks acknowledged {p}");
+    }
+    let lost = missing.len();
     rows.push(format!(
         "writes acknowledged {acknowledged}, failed (not acknowledged) {}, lost {lost}",
         load.failed()
@@ -313,18 +293,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     assert_eq!(lost, 0, "acknowledged writes lost in the upgrade");
 
     // The replicas agree, and the trail starts with the version change.
-    let digest = wait_for(Duration::from_secs(20), "equal digests", || {
-        let d: Vec<(u64, String)> = (0..3)
-            .map(|i| {
-                let v = admin_get(&c, i, "/digest");
-                (
-                    v["applied_index"].as_u64().unwrap_or(0),
-                    v["digest"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        d.iter().all(|x| *x == d[0]).then(|| d[0].1.clone())
-    });
+    let digest = c.agreed_digest(&[0, 1, 2], Duration::from_secs(20));
     assert!(!digest.is_empty());
     for i in 0..3 {
         let trail = admin_get(&c, i, "/audit?limit=1");

@@ -942,6 +942,24 @@ impl Local<Synod> {
             .unwrap_or_else(|| panic!("{method} {path} on node {idx}: no answer\n{}", self.logs()))
     }
 
+    /// The digest the nodes at `idxs` agree on (`GET /digest`: the same applied index and the
+    /// same digest on each), once they do; panics after `timeout`.
+    pub fn agreed_digest(&self, idxs: &[usize], timeout: Duration) -> String {
+        crate::wait_for(timeout, "equal digests on every replica", || {
+            let d: Vec<(u64, String)> = idxs
+                .iter()
+                .map(|&i| {
+                    let (_, v) = self.admin_json(i, "GET", "/digest", None);
+                    (
+                        v["applied_index"].as_u64().unwrap_or(0),
+                        v["digest"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            d.iter().all(|x| *x == d[0]).then(|| d[0].1.clone())
+        })
+    }
+
     /// Waits until one of the nodes at `idxs` is leader and all of `idxs` name it on `/status`
     /// (other nodes, e.g. joiners not yet added, are not asked) and, in a fresh cluster whose
     /// members all run this build, the leader has raised the cluster version; returns its

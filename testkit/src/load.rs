@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use synod_client::{Client, ConnectOptions, CreateMode};
 
+use crate::{Ensemble, SynodEnsemble};
+
 /// What the writers have done so far; shared between them and the test.
 #[derive(Debug, Default)]
 pub struct WriteLoad {
@@ -72,6 +74,25 @@ impl WriteLoad {
             }
         }
         let _ = zk.close().await;
+    }
+
+    /// Every acknowledged path missing on one of the nodes `idxs` of `ens` (asked one by one,
+    /// each after a `sync`), with the node's index: none, unless an acknowledged write was lost.
+    pub async fn missing_on(
+        &self,
+        ens: &SynodEnsemble,
+        idxs: &[usize],
+        parent: &str,
+    ) -> Vec<(usize, String)> {
+        let mut missing = Vec::new();
+        for &i in idxs {
+            let zk = Client::connect(&ens.connect_string_of(&[i]), ens.connect_options())
+                .await
+                .expect("connect");
+            missing.extend(self.missing(&zk, parent).await.into_iter().map(|p| (i, p)));
+            let _ = zk.close().await;
+        }
+        missing
     }
 
     /// The acknowledged paths missing from `parent`'s children as `zk` sees them after a
