@@ -112,6 +112,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         stats: Arc::new(crate::stats::ServerStats::default()),
         disk,
         stopping: watch::channel(false).0,
+        version_current: Default::default(),
     });
     tokio::spawn(crate::pipeline::proposer::proposer_loop(node.clone(), prx));
     tokio::spawn(crate::pipeline::read_index::read_index_loop(

@@ -70,6 +70,9 @@ pub struct Node {
     /// Becomes true when the node shuts down: connections stop reading, answer what they have
     /// read and close.
     pub stopping: watch::Sender<bool>,
+    /// Set once the applied state has reached this build's cluster version (it never goes
+    /// back): from then on nothing of [`crate::upgrade`] is checked on the write path.
+    pub(crate) version_current: std::sync::atomic::AtomicBool,
 }
 
 impl Node {

@@ -12,6 +12,7 @@
 //! replica uses the new formats. The version never goes down: a member of an older release
 //! cannot rejoin a cluster that has left its version behind (docs/operations.md, "Upgrades").
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,22 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// The cluster version of this node's applied state.
 pub fn cluster_version(node: &Node) -> u32 {
-    lock(&node.replica).tree.cluster_version()
+    if node.version_current.load(Ordering::Relaxed) {
+        return CLUSTER_VERSION;
+    }
+    let version = lock(&node.replica).tree.cluster_version();
+    if version >= CLUSTER_VERSION {
+        node.version_current.store(true, Ordering::Relaxed);
+    }
+    version
+}
+
+/// Whether the leader should raise the cluster version now: it is below this build's and every
+/// member has spoken this build's protocol. The proposer puts the raise first in the next entry
+/// it writes, so that no write after that point is applied at the old version (and so escapes
+/// the audit trail); [`cluster_version_loop`] raises it in an idle cluster.
+pub fn raise_due(node: &Node) -> bool {
+    cluster_version(node) < CLUSTER_VERSION && holding_back(node).is_empty()
 }
 
 /// Whether the cluster version has reached `version`: what a node must check before it writes
@@ -96,7 +112,7 @@ pub async fn cluster_version_loop(node: Arc<Node>) {
             }
             reported = behind.clone();
         }
-        if current < CLUSTER_VERSION && behind.is_empty() {
+        if raise_due(&node) {
             tracing::info!(
                 from = current,
                 to = CLUSTER_VERSION,

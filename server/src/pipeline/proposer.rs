@@ -101,6 +101,13 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
             Some((id, _)) if id == node.id => {
                 while batches.len() < MAX_INFLIGHT_BATCHES && !queue.is_empty() {
                     let mut cmds = Vec::new();
+                    // A due raise of the cluster version goes before any write (applying it
+                    // twice changes nothing).
+                    if crate::upgrade::raise_due(&node) {
+                        cmds.push(Command::ClusterVersion {
+                            version: synod_raft_store::types::CLUSTER_VERSION,
+                        });
+                    }
                     let mut waiters: Vec<Waiter> = Vec::new();
                     let mut bytes = 0;
                     while let Some((cmd, _)) = queue.front() {
