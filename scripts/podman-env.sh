@@ -2,7 +2,8 @@
 # kind of machine (a VM whose cgroups are mounted in hybrid mode, which crun refuses, and whose
 # hard limits are lower than podman's default ones). Sets CONTAINERS_CONF unless it is set.
 if [ -z "${CONTAINERS_CONF:-}" ]; then
-    conf="${XDG_RUNTIME_DIR:-/tmp}/synod-containers.conf"
+    conf="$HOME/.cache/synod/containers.conf"
+    mkdir -p "$HOME/.cache/synod"
     nofile=$(ulimit -Hn)
     [ "$nofile" = unlimited ] && nofile=65536
     [ "$nofile" -gt 65536 ] && nofile=65536

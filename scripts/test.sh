@@ -40,6 +40,11 @@ command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
 dpkg -s faketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 # the systemd unit is checked with systemd-analyze (server/tests/service.rs).
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# the container image is built and run with podman (server/tests/container.rs): runc (crun
+# refuses this VM's hybrid cgroups), and debootstrap for a base image without a registry.
+command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
+command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
+command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive
