@@ -43,6 +43,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 # the container image is built and run with podman (server/tests/container.rs): runc (crun
 # refuses this VM's hybrid cgroups), and debootstrap for a base image without a registry.
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
+command -v podman-compose >/dev/null 2>&1 || need_pkgs+=(podman-compose)
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

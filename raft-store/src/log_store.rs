@@ -8,7 +8,8 @@
 //!
 //! - `logs`: key = the entry's index as a big-endian `u64` (so RocksDB's byte order is log
 //!   order), value = the bincode [`Entry<TypeConfig>`] ([`crate::types::encode`]).
-//! - `meta`: `vote` → [`Vote`], `committed` → [`LogId`], `last_purged` → [`LogId`].
+//! - `meta`: `vote` → [`Vote`], `committed` → [`LogId`], `last_purged` → [`LogId`],
+//!   `format` → the store's format version ([`LOG_FORMAT`]; refused if another).
 //!
 //! # The durability contract (DESIGN.md §5)
 //!
@@ -72,6 +73,14 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 /// `meta` key of the [`LogId`] of the last purged entry (absent = nothing purged yet).
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Key (in `meta`) of the store's format version: [`LOG_FORMAT`].
+const KEY_FORMAT: &[u8] = b"format";
+
+/// The log store's format version (its layout and the encoding of what it stores, the entries'
+/// commands aside: those follow the cluster version, [`crate::types::CLUSTER_VERSION`]). A store
+/// without one was made by release 0.1, whose format is 1, and gets it at its first open; a
+/// store of another version is refused with both named.
+pub const LOG_FORMAT: u32 = 1;
 
 /// The `logs` key of the entry at `index`: big-endian, so that key order is index order.
 fn log_key(index: u64) -> [u8; 8] {
@@ -261,8 +270,30 @@ impl LogStore {
             compactor: Arc::new(Compactor::default()),
         };
         // Fail at open, not at the first call, if the layout is not ours or a record is damaged.
+        store.check_format()?;
         store.verify()?;
         Ok(store)
+    }
+
+    /// Refuses a store of another format version than [`LOG_FORMAT`]; records the version in a
+    /// store that has none (new, or made by release 0.1), synced.
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.get_meta::<u32>(KEY_FORMAT)? {
+            Some(found) if found != LOG_FORMAT => Err(StoreError::FormatVersion {
+                what: "raft log",
+                found,
+                supported: LOG_FORMAT,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let mut opts = WriteOptions::default();
+                opts.set_sync(true);
+                let mut batch = WriteBatch::default();
+                batch.put_cf(self.cf(CF_META)?, KEY_FORMAT, encode(&LOG_FORMAT)?);
+                self.db.write_opt(batch, &opts)?;
+                Ok(())
+            }
+        }
     }
 
     /// Reads every stored record once, so that a damaged log is refused at open rather than
@@ -1035,6 +1066,40 @@ mod tests {
         db.put_cf(logs, [0u8; 3], [0u8]).expect("put");
         assert_read_error(store.try_get_log_entries(..).await, "Logs");
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_store_of_another_format_is_refused_and_one_without_gets_this_one() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        {
+            let store = LogStore::open(dir.path()).expect("open");
+            let found: Option<u32> = store.get_meta(KEY_FORMAT).expect("read the format");
+            assert_eq!(found, Some(LOG_FORMAT), "a new store records its format");
+            // As release 0.1 left it: no format key.
+            let meta = store.db.cf_handle(CF_META).expect("meta");
+            store.db.delete_cf(meta, KEY_FORMAT).expect("delete");
+        }
+        {
+            let store = LogStore::open(dir.path()).expect("a store of release 0.1 opens");
+            let found: Option<u32> = store.get_meta(KEY_FORMAT).expect("read the format");
+            assert_eq!(found, Some(LOG_FORMAT), "and gets this format");
+            let meta = store.db.cf_handle(CF_META).expect("meta");
+            let next = encode(&(LOG_FORMAT + 1)).expect("encode");
+            store.db.put_cf(meta, KEY_FORMAT, next).expect("put");
+        }
+        let err = LogStore::open(dir.path())
+            .err()
+            .expect("another format is refused");
+        assert!(
+            err.to_string()
+                .contains(&format!("raft log format version {}", LOG_FORMAT + 1)),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("reads version {LOG_FORMAT}")),
+            "{err}"
+        );
     }
 
     // ---- semantics beyond the Suite ----

@@ -3,10 +3,11 @@
 //! on a podman network of its own: members by container host name (`zk1:7001`), certificates for
 //! those names, TLS on every port, each node configured by `SYNOD_*` variables only, its data in
 //! a volume. Under write load the leader's container is killed and started again; no
-//! acknowledged write is lost, and `/members` shows every member's advertised addresses. The
-//! compose file's variables are checked against `synod --help` by tests/config.rs.
+//! acknowledged write is lost, and `/members` shows every member's advertised addresses. Then
+//! packaging/container/compose.yaml is brought up with podman-compose on free ports and serves.
+//! The compose file's variables are checked against `synod --help` by tests/config.rs.
 //!
-//! Needs root and podman, runc and debootstrap (`scripts/test.sh` installs them); the base image
+//! Needs root and podman, podman-compose, runc and debootstrap (`scripts/test.sh` installs them); the base image
 //! is made from Debian's mirror when no registry is reachable.
 
 use std::net::SocketAddr;
@@ -310,5 +311,117 @@ fn the_container_image_runs_a_secure_cluster_that_survives_a_killed_container() 
     );
     assert!(load.acknowledged_count() > 50, "too little load");
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+
+    compose_file_runs_a_cluster(&image, &format!("{tag}c"));
     drop(made);
+}
+
+/// `podman-compose -p project -f compose.yaml args`, with `env`.
+fn compose(project: &str, env: &[(String, String)], args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#". "$0/scripts/podman-env.sh" && exec podman-compose -p "$1" \
+                -f "$0/packaging/container/compose.yaml" "${@:2}""#,
+        )
+        .arg(ROOT)
+        .arg(project)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run podman-compose")
+}
+
+/// Takes a compose project down, its volumes and network with it.
+struct Down<'a> {
+    project: &'a str,
+    env: &'a [(String, String)],
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = compose(self.project, self.env, &["down", "-v"]);
+        let _ = podman(&["network", "rm", "-f", &format!("{}_default", self.project)]);
+    }
+}
+
+/// packaging/container/compose.yaml as an operator starts it (its own certificates service,
+/// nodes configured by variables), on free ports: the three nodes form a cluster that serves a
+/// client with the certificates it issued.
+fn compose_file_runs_a_cluster(image: &str, project: &str) {
+    let ports = free_ports(6).expect("free ports");
+    let mut env = vec![("IMAGE".to_string(), image.to_string())];
+    for i in 0..3 {
+        env.push((format!("ZK{}_CLIENT_PORT", i + 1), ports[2 * i].to_string()));
+        env.push((
+            format!("ZK{}_ADMIN_PORT", i + 1),
+            ports[2 * i + 1].to_string(),
+        ));
+    }
+    let _down = Down { project, env: &env };
+    let up = compose(project, &env, &["up", "-d"]);
+    assert!(
+        up.status.success(),
+        "podman-compose up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    // The operator's certificate, out of the certificates volume.
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let volume = format!("{project}_certs:/c:ro");
+    for f in ["ca.crt", "admin.crt", "admin.key"] {
+        let body = wait_for(START, "the certificates service's output", || {
+            let out = podman(&[
+                "run",
+                "--rm",
+                "-v",
+                &volume,
+                "--entrypoint",
+                "cat",
+                image,
+                &format!("/c/{f}"),
+            ]);
+            (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
+        });
+        std::fs::write(dir.path().join(f), body).expect("write the certificate");
+    }
+    let machines: Vec<Machine> = (0..3)
+        .map(|i| Machine {
+            name: format!("{project}_zk{}_1", i + 1),
+            client: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+            admin: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+        })
+        .collect();
+    let http = AdminHttp::https(
+        &dir.path().join("ca.crt"),
+        Some((&dir.path().join("admin.crt"), &dir.path().join("admin.key"))),
+    )
+    .expect("the operator's HTTPS client");
+    let leader = leader(&http, &machines, &[0, 1, 2]);
+    let tls = TlsOptions::new(dir.path().join("ca.crt"))
+        .identity(dir.path().join("admin.crt"), dir.path().join("admin.key"))
+        .connector()
+        .expect("client TLS");
+    let options = || ConnectOptions::default().tls(tls.clone());
+    synod_testkit::runtime().block_on(async {
+        let zk = Client::connect(&machines[leader].client.to_string(), options())
+            .await
+            .expect("connect");
+        zk.create("/compose", b"up", CreateMode::Persistent)
+            .await
+            .expect("create /compose");
+        let _ = zk.close().await;
+        let other = &machines[(leader + 1) % 3];
+        let zk = Client::connect(&other.client.to_string(), options())
+            .await
+            .expect("connect");
+        zk.sync("/compose").await.expect("sync");
+        let (data, _) = zk.get_data("/compose").await.expect("get /compose");
+        assert_eq!(&data[..], b"up");
+        let _ = zk.close().await;
+    });
+    println!(
+        "compose.yaml: 3 nodes up (podman-compose), {} leads, a write through it read on {}",
+        machines[leader].name,
+        machines[(leader + 1) % 3].name
+    );
 }

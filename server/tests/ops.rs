@@ -119,6 +119,7 @@ fn metrics_are_prometheus_text_and_move() {
             ("peer_protocol", "2"),
             ("snapshot_format", "1"),
             ("backup_format", "1"),
+            ("log_format", "1"),
             ("cluster_version", "2"),
         ];
         assert_eq!(value(&after, "synod_build_info", &build), Some(1.0));
@@ -127,7 +128,7 @@ fn metrics_are_prometheus_text_and_move() {
         let (_, status) = blocking(|| c.json(leader, "GET", "/status", None)).expect("/status");
         assert_eq!(
             status["formats"],
-            serde_json::json!({"peer_protocol": 2, "snapshot": 1, "backup": 1, "cluster_version": 2})
+            serde_json::json!({"peer_protocol": 2, "snapshot": 1, "backup": 1, "log": 1, "cluster_version": 2})
         );
         assert_eq!(status["cluster_version"], 2);
         assert_eq!(value(&after, "synod_raft_is_leader", &[]), Some(1.0));

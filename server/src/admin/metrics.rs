@@ -91,6 +91,7 @@ fn build_info() {
         "peer_protocol" => v(crate::peer::transport::PROTOCOL_VERSION),
         "snapshot_format" => v(synod_raft_store::snapshot::SNAPSHOT.version),
         "backup_format" => v(synod_raft_store::backup::BACKUP.version),
+        "log_format" => v(synod_raft_store::log_store::LOG_FORMAT),
         "cluster_version" => v(synod_raft_store::types::CLUSTER_VERSION)
     )
     .set(1.0);

@@ -134,6 +134,8 @@ pub struct Formats {
     pub snapshot: u32,
     /// The backup's envelope.
     pub backup: u32,
+    /// The Raft log store's layout.
+    pub log: u32,
     /// The highest cluster version (log entries, snapshot data) this build applies.
     pub cluster_version: u32,
 }
@@ -186,6 +188,7 @@ pub async fn status(node: &Node) -> Status {
             peer_protocol: crate::peer::transport::PROTOCOL_VERSION,
             snapshot: synod_raft_store::snapshot::SNAPSHOT.version,
             backup: synod_raft_store::backup::BACKUP.version,
+            log: synod_raft_store::log_store::LOG_FORMAT,
             cluster_version: synod_raft_store::types::CLUSTER_VERSION,
         },
         cluster_version,
