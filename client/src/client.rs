@@ -370,6 +370,24 @@ impl Client {
         mode: CreateMode,
         ttl: Option<Duration>,
     ) -> Result<(String, Stat)> {
+        self.create_inner(path, Some(data), acl, mode, ttl).await
+    }
+
+    /// Creates a znode whose data is null (not empty: ZooKeeper keeps the two apart, and
+    /// [`Client::get_data_nullable`] tells them apart), with the client's default ACL.
+    pub async fn create_null(&self, path: &str, mode: CreateMode) -> Result<String> {
+        let acl = self.inner.default_acl.clone();
+        Ok(self.create_inner(path, None, &acl, mode, None).await?.0)
+    }
+
+    async fn create_inner(
+        &self,
+        path: &str,
+        data: Option<&[u8]>,
+        acl: &[Acl],
+        mode: CreateMode,
+        ttl: Option<Duration>,
+    ) -> Result<(String, Stat)> {
         let request = create_request(
             self.server_path(path, mode.is_sequential())?,
             data,
@@ -440,8 +458,15 @@ impl Client {
         }
     }
 
-    /// The znode's data and Stat.
+    /// The znode's data and Stat (null data reads as empty: see
+    /// [`Client::get_data_nullable`]).
     pub async fn get_data(&self, path: &str) -> Result<(Bytes, Stat)> {
+        let (data, stat) = self.get_data_nullable(path).await?;
+        Ok((data.unwrap_or_default(), stat))
+    }
+
+    /// The znode's data, `None` if it is null (created or set with null data), and its Stat.
+    pub async fn get_data_nullable(&self, path: &str) -> Result<(Option<Bytes>, Stat)> {
         let path = self.server_path(path, false)?;
         match self
             .response(Request::GetData(GetDataRequest { path, watch: false }))
@@ -469,17 +494,31 @@ impl Client {
             .await?
             .response
         {
-            Response::GetData(r) => Ok((r.data, r.stat, watch)),
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat, watch)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Replaces the znode's data if its version matches (`None`: any); returns the new Stat.
     pub async fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat> {
+        self.set_data_inner(path, Some(data), version).await
+    }
+
+    /// Makes the znode's data null (see [`Client::create_null`]) if its version matches.
+    pub async fn set_null(&self, path: &str, version: Option<i32>) -> Result<Stat> {
+        self.set_data_inner(path, None, version).await
+    }
+
+    async fn set_data_inner(
+        &self,
+        path: &str,
+        data: Option<&[u8]>,
+        version: Option<i32>,
+    ) -> Result<Stat> {
         let path = self.server_path(path, false)?;
         let req = SetDataRequest {
             path,
-            data: Bytes::copy_from_slice(data),
+            data: data.map(Bytes::copy_from_slice),
             version: self::version(version),
         };
         match self.response(Request::SetData(req)).await? {
@@ -621,7 +660,7 @@ impl Client {
             } => {
                 let sp = self.server_path(&path, mode.is_sequential())?;
                 let acl = acl.as_deref().unwrap_or(&self.inner.default_acl);
-                match create_request(sp, &data, acl, mode, ttl)? {
+                match create_request(sp, Some(&data), acl, mode, ttl)? {
                     MultiOp::Create(r) if mode.is_container() => MultiOp::CreateContainer(r),
                     other => other,
                 }
@@ -636,7 +675,7 @@ impl Client {
                 version,
             } => MultiOp::SetData(SetDataRequest {
                 path: self.server_path(&path, false)?,
-                data,
+                data: Some(data),
                 version: self::version(version),
             }),
             Op::Check { path, version } => MultiOp::Check(CheckVersionRequest {
@@ -788,12 +827,12 @@ impl Client {
 /// Builds the create request for `mode`, checking that a TTL comes with TTL modes only.
 fn create_request(
     path: String,
-    data: &[u8],
+    data: Option<&[u8]>,
     acl: &[Acl],
     mode: CreateMode,
     ttl: Option<Duration>,
 ) -> Result<MultiOp> {
-    let data = Bytes::copy_from_slice(data);
+    let data = data.map(Bytes::copy_from_slice);
     let acl = acl.to_vec();
     let flags = mode.flags();
     Ok(match (mode.is_ttl(), ttl) {

@@ -169,6 +169,21 @@ impl Decode for Bytes {
         r.read_buffer()
     }
 }
+/// A jute `buffer` that may be null (length -1): a znode's data, which ZooKeeper keeps
+/// distinct from an empty one.
+impl Encode for Option<Bytes> {
+    fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Some(b) => write_buffer(buf, b),
+            None => buf.put_i32(-1),
+        }
+    }
+}
+impl Decode for Option<Bytes> {
+    fn decode(r: &mut Reader) -> Result<Self, ProtoError> {
+        Ok(r.read_len(1)?.map(|n| r.buf.split_to(n)))
+    }
+}
 impl<T: Encode> Encode for Vec<T> {
     fn encode(&self, buf: &mut BytesMut) {
         buf.put_i32(self.len() as i32);
@@ -264,6 +279,11 @@ pub(crate) mod arb {
             proptest::collection::vec(any::<u8>(), 0..24)
                 .prop_map(Bytes::from)
                 .boxed()
+        }
+    }
+    impl Arb for Option<Bytes> {
+        fn arb() -> BoxedStrategy<Self> {
+            proptest::option::of(Bytes::arb()).boxed()
         }
     }
     impl<T: Arb + 'static> Arb for Vec<T> {

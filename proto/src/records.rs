@@ -202,7 +202,8 @@ jute_record! {
 jute_record! {
     pub struct SetDataRequest {
         pub path: String,
-        pub data: Bytes,
+        /// Null (`None`) is kept apart from empty, as ZooKeeper does.
+        pub data: Option<Bytes>,
         pub version: i32,
     }
 }
@@ -243,7 +244,8 @@ jute_record! {
 jute_record! {
     pub struct CreateRequest {
         pub path: String,
-        pub data: Bytes,
+        /// Null (`None`) is kept apart from empty, as ZooKeeper does.
+        pub data: Option<Bytes>,
         pub acl: Vec<Acl>,
         pub flags: i32,
     }
@@ -252,7 +254,8 @@ jute_record! {
 jute_record! {
     pub struct CreateTtlRequest {
         pub path: String,
-        pub data: Bytes,
+        /// Null (`None`) is kept apart from empty, as ZooKeeper does.
+        pub data: Option<Bytes>,
         pub acl: Vec<Acl>,
         pub flags: i32,
         pub ttl: i64,
@@ -375,7 +378,8 @@ jute_record! {
 
 jute_record! {
     pub struct GetDataResponse {
-        pub data: Bytes,
+        /// Null (`None`) is kept apart from empty, as ZooKeeper does.
+        pub data: Option<Bytes>,
         pub stat: Stat,
     }
 }

@@ -24,7 +24,8 @@ pub enum MultiResult {
     },
     Check,
     GetData {
-        data: Bytes,
+        /// `None`: the node's data is null.
+        data: Option<Bytes>,
         stat: Stat,
     },
     GetChildren {
@@ -263,7 +264,7 @@ mod tests {
             Just(MultiResult::Delete),
             Stat::arb().prop_map(|stat| MultiResult::SetData { stat }),
             Just(MultiResult::Check),
-            (Bytes::arb(), Stat::arb())
+            (Option::<Bytes>::arb(), Stat::arb())
                 .prop_map(|(data, stat)| MultiResult::GetData { data, stat }),
             Vec::<String>::arb().prop_map(|children| MultiResult::GetChildren { children }),
             arb_code().prop_map(MultiResult::Error),

@@ -138,6 +138,9 @@ pub(crate) struct ExtensionImage {
     session_tenants: Vec<(i64, String)>,
     /// The tree's cluster version (0, as a missing extension decodes: the base version).
     cluster_version: u32,
+    /// Positions in [`TreeImage::nodes`] of the nodes whose data is null (their image holds
+    /// empty data, as release 0.1 reads it).
+    null_data: Vec<u64>,
 }
 
 /// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
@@ -173,6 +176,7 @@ impl TreeImage {
                 .filter_map(|(id, s)| s.tenant.as_ref().map(|t| (id, t.to_string())))
                 .collect(),
             cluster_version: tree.cluster_version(),
+            null_data: Vec::new(),
         };
         let nodes = tree
             .nodes()
@@ -180,6 +184,9 @@ impl TreeImage {
             .map(|(i, (path, n))| {
                 if let Some(o) = &n.owner {
                     ext.owners.push((i as u64, o.to_string()));
+                }
+                if n.null_data {
+                    ext.null_data.push(i as u64);
                 }
                 NodeImage {
                     path: path.to_string(),
@@ -217,8 +224,9 @@ impl TreeImage {
             || !ext.owners.is_empty()
             || !ext.session_tenants.is_empty()
             || ext.audit.count > 0
-            || ext.cluster_version > crate::types::BASE_CLUSTER_VERSION)
-            .then_some(ext);
+            || ext.cluster_version > crate::types::BASE_CLUSTER_VERSION
+            || !ext.null_data.is_empty())
+        .then_some(ext);
         (TreeImage { nodes, sessions }, ext)
     }
 
@@ -227,6 +235,7 @@ impl TreeImage {
     fn into_tree(self, ext: ExtensionImage) -> Result<DataTree, StoreError> {
         let count = self.nodes.len();
         let mut owners = ext.owners.into_iter().peekable();
+        let null_data: std::collections::HashSet<u64> = ext.null_data.into_iter().collect();
         let nodes = self
             .nodes
             .into_iter()
@@ -256,6 +265,7 @@ impl TreeImage {
                     cversion: n.cversion,
                     aversion: n.aversion,
                     kind: n.kind,
+                    null_data: null_data.contains(&(i as u64)),
                     data: n.data,
                     acl: acl.into(),
                     children: Default::default(),
@@ -566,7 +576,7 @@ mod tests {
         for (i, (path, mode)) in creates.into_iter().enumerate() {
             let r = CreateRequest {
                 path: path.into(),
-                data: Bytes::from_static(b"d"),
+                data: Some(Bytes::from_static(b"d")),
                 acl: Acl::open_unsafe(),
                 flags: mode.flags(),
             };
@@ -631,7 +641,7 @@ mod tests {
         }];
         let r = synod_proto::Request::Create2(synod_proto::records::CreateRequest {
             path: "/tenants/lab/x".into(),
-            data: Bytes::from_static(b"four"),
+            data: Some(Bytes::from_static(b"four")),
             acl: Acl::open_unsafe(),
             flags: 0,
         });

@@ -67,7 +67,12 @@ pub struct Node {
     pub aversion: i32,
     /// How the node ends (and, for an ephemeral, its owner).
     pub kind: NodeKind,
+    /// Its data; empty when [`Node::null_data`].
     pub data: Bytes,
+    /// The data is null, not empty: it was created or last set with null data (jute length
+    /// -1), which ZooKeeper keeps apart and clients tell apart. Only from cluster version 2
+    /// ([`crate::types::NULL_DATA_SINCE`]); `data` is then empty.
+    pub null_data: bool,
     /// Who may do what; nodes with the open ACL share one allocation.
     pub acl: Arc<[Acl]>,
     /// Child names (not paths), sorted: getChildren lists them and deletes check emptiness.
@@ -262,6 +267,7 @@ impl DataTree {
             aversion: 0,
             kind: NodeKind::Persistent,
             data: Bytes::new(),
+            null_data: false,
             acl: open_acl.clone(),
             children: children.iter().map(|c| Name::from(*c)).collect(),
             owner: None,
@@ -363,12 +369,26 @@ impl DataTree {
         self.nodes.get(path).map(|n| n.stat())
     }
 
-    pub fn get_data(&self, path: &str, auth: &[Id]) -> OpResult<(Bytes, Stat)> {
+    /// The node's data (`None`: null) and Stat.
+    pub fn get_data(&self, path: &str, auth: &[Id]) -> OpResult<(Option<Bytes>, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        Ok((n.data.clone(), n.stat()))
+        let data = (!n.null_data).then(|| n.data.clone());
+        Ok((data, n.stat()))
+    }
+
+    /// Data as a write stores it: null stays null only at a cluster version that has null
+    /// data (before it, as release 0.1 stored it: empty).
+    fn stored_data(&self, data: Option<Bytes>) -> (Bytes, bool) {
+        match data {
+            Some(d) => (d, false),
+            None => (
+                Bytes::new(),
+                self.cluster_version >= crate::types::NULL_DATA_SINCE,
+            ),
+        }
     }
 
     pub fn get_children(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<String>, Stat)> {
@@ -601,14 +621,15 @@ impl DataTree {
             _ if mode.is_ttl() => NodeKind::Ttl(r.ttl),
             _ => NodeKind::Persistent,
         };
+        let (data, null_data) = self.stored_data(r.data);
         self.may_change_quota(&path, txn.caller.auth)?;
         let quota = self.quota_of(&path);
         if let Some(q) = &quota {
-            self.check_quota(q, 1, r.data.len() as i64, txn.caller.auth)?;
+            self.check_quota(q, 1, data.len() as i64, txn.caller.auth)?;
         }
         let owner = Tenants::owner_of(txn.caller.auth);
         if let Some(o) = &owner {
-            let bytes = r.data.len() as u64;
+            let bytes = data.len() as u64;
             if !self
                 .tenants
                 .charge(o, bytes, mode.is_ephemeral(), true, true)
@@ -626,7 +647,8 @@ impl DataTree {
             cversion: 0,
             aversion: 0,
             kind,
-            data: r.data,
+            data,
+            null_data,
             acl,
             children: imbl::OrdSet::new(),
             owner,
@@ -754,28 +776,28 @@ impl DataTree {
         version_matches(r.version, n.version)?;
         let old_len = n.data.len() as u64;
         let owner = n.owner.clone();
+        let (data, null_data) = self.stored_data(r.data.clone());
         self.may_change_quota(&r.path, txn.caller.auth)?;
         let quota = self.quota_of(&r.path);
-        let diff = r.data.len() as i64 - old_len as i64;
+        let diff = data.len() as i64 - old_len as i64;
         if let Some(q) = &quota {
             self.check_quota(q, 0, diff, txn.caller.auth)?;
         }
         if let Some(o) = owner {
-            if !self
-                .tenants
-                .recharge_bytes(&o, old_len, r.data.len() as u64)
-            {
+            if !self.tenants.recharge_bytes(&o, old_len, data.len() as u64) {
                 return Err(ErrorCode::QuotaExceeded);
             }
         }
+        let new_len = data.len() as u64;
         let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
         n.version += 1;
         n.mzxid = txn.zxid;
         n.mtime = txn.time;
-        n.data = r.data.clone();
+        n.data = data;
+        n.null_data = null_data;
         let stat = n.stat();
         let acl = n.acl.clone();
-        self.data_bytes = self.data_bytes - old_len + r.data.len() as u64;
+        self.data_bytes = self.data_bytes - old_len + new_len;
         if let Some(q) = &quota {
             self.count_in_quota(q, 0, diff);
         }
@@ -1086,7 +1108,7 @@ impl DataTree {
     ) -> Result<(), StoreError> {
         let r = CreateTtlRequest {
             path: path.to_string(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl,
             flags: CreateMode::Persistent.flags(),
             ttl: -1,
@@ -1292,6 +1314,10 @@ impl DataTree {
             w.int(tag);
             w.int(arg);
             w.bytes(&n.data);
+            // Only null data adds a field, so a tree without any hashes as it always did.
+            if n.null_data {
+                w.int(-3);
+            }
             w.int(n.acl.len() as i64);
             for a in n.acl.iter() {
                 w.int(i64::from(a.perms));
@@ -1399,6 +1425,52 @@ mod tests {
         Acl::open_unsafe().into()
     }
 
+    /// Null data stays null from the cluster version that has it (snapshot and digest keep
+    /// it apart from empty); before that version it is stored empty, as release 0.1 stored it.
+    #[test]
+    fn null_data_is_kept_apart_from_empty_from_its_cluster_version() {
+        let create = |path: &str| {
+            Request::Create2(CreateRequest {
+                path: path.into(),
+                data: None,
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            })
+        };
+        let mut old = tree();
+        old.apply(txn(1, &[]), &create("/n"));
+        assert_eq!(old.get_data("/n", &[]).map(|d| d.0), Ok(Some(Bytes::new())));
+
+        let mut t = tree();
+        assert!(t.raise_cluster_version(crate::types::NULL_DATA_SINCE));
+        t.apply(txn(1, &[]), &create("/n"));
+        t.apply(txn(2, &[]), &create("/e"));
+        let set_empty = Request::SetData(SetDataRequest {
+            path: "/e".into(),
+            data: Some(Bytes::new()),
+            version: -1,
+        });
+        t.apply(txn(3, &[]), &set_empty);
+        assert_eq!(t.get_data("/n", &[]).map(|d| d.0), Ok(None));
+        assert_eq!(t.get_data("/e", &[]).map(|d| d.0), Ok(Some(Bytes::new())));
+        let copy = crate::snapshot::decode_tree(&crate::snapshot::encode_tree(&t).expect("encode"))
+            .expect("decode");
+        assert_eq!(copy.get_data("/n", &[]).map(|d| d.0), Ok(None));
+        assert_eq!(
+            copy.get_data("/e", &[]).map(|d| d.0),
+            Ok(Some(Bytes::new()))
+        );
+        assert_eq!(copy.digest(), t.digest());
+        let set_null = Request::SetData(SetDataRequest {
+            path: "/e".into(),
+            data: None,
+            version: -1,
+        });
+        t.apply(txn(4, &[]), &set_null);
+        assert_eq!(t.get_data("/e", &[]).map(|d| d.0), Ok(None));
+        assert_ne!(copy.digest(), t.digest(), "null and empty hash apart");
+    }
+
     /// Each event carries the ACL of the node it is about as of the change: a watcher's right
     /// to hear of it is decided against that, not against the tree when it is delivered.
     #[test]
@@ -1411,7 +1483,7 @@ mod tests {
         let private = vec![Acl::new(perms::ALL, "digest", "alice:h")];
         let mk = Request::Create2(CreateRequest {
             path: "/p".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: private.clone(),
             flags: 0,
         });
@@ -1430,7 +1502,7 @@ mod tests {
         );
         let child = Request::Create2(CreateRequest {
             path: "/p/c".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: Acl::open_unsafe(),
             flags: 0,
         });
@@ -1477,7 +1549,7 @@ mod tests {
     fn create_with(path: &str, data: &'static [u8], acl: Vec<Acl>, mode: CreateMode) -> Request {
         Request::Create2(CreateRequest {
             path: path.into(),
-            data: Bytes::from_static(data),
+            data: Some(Bytes::from_static(data)),
             acl,
             flags: mode.flags(),
         })
@@ -1762,7 +1834,7 @@ mod tests {
         assert_eq!(t.get_data("/shared", &lab).map(|_| ()), Ok(()));
         let set = Request::SetData(SetDataRequest {
             path: "/shared".into(),
-            data: Bytes::from_static(b"finding"),
+            data: Some(Bytes::from_static(b"finding")),
             version: -1,
         });
         assert_eq!(t.apply(txn(21, &lab), &set).err, ErrorCode::Ok);
@@ -1837,7 +1909,7 @@ mod tests {
         assert_eq!((usage.znodes, usage.bytes, usage.ephemerals), (2, 10, 1));
         let grow = Request::SetData(SetDataRequest {
             path: "/b".into(),
-            data: Bytes::from_static(b"123456"),
+            data: Some(Bytes::from_static(b"123456")),
             version: -1,
         });
         assert_eq!(t.apply(txn(14, &lab), &grow).err, ErrorCode::QuotaExceeded);
@@ -1850,13 +1922,13 @@ mod tests {
             }),
             MultiOp::Create(CreateRequest {
                 path: "/c".into(),
-                data: Bytes::from_static(b"12345"),
+                data: Some(Bytes::from_static(b"12345")),
                 acl: open(),
                 flags: 0,
             }),
             MultiOp::Create(CreateRequest {
                 path: "/d".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: open(),
                 flags: 0,
             }),
@@ -1895,7 +1967,7 @@ mod tests {
     fn create(path: &str, mode: CreateMode) -> Request {
         Request::Create2(CreateRequest {
             path: path.into(),
-            data: Bytes::from_static(b"d"),
+            data: Some(Bytes::from_static(b"d")),
             acl: Acl::open_unsafe(),
             flags: mode.flags(),
         })
@@ -2007,7 +2079,7 @@ mod tests {
         let set = |v| {
             Request::SetData(SetDataRequest {
                 path: "/a".into(),
-                data: Bytes::from_static(b"xyz"),
+                data: Some(Bytes::from_static(b"xyz")),
                 version: v,
             })
         };
@@ -2054,13 +2126,13 @@ mod tests {
         let ops = vec![
             MultiOp::Create(CreateRequest {
                 path: "/b".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: Acl::open_unsafe(),
                 flags: 0,
             }),
             MultiOp::Create(CreateRequest {
                 path: "/a".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: Acl::open_unsafe(),
                 flags: 0,
             }),
@@ -2090,19 +2162,19 @@ mod tests {
         let ops = vec![
             MultiOp::Create(CreateRequest {
                 path: "/s-".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: Acl::open_unsafe(),
                 flags: 2,
             }),
             MultiOp::Create(CreateRequest {
                 path: "/s-".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: Acl::open_unsafe(),
                 flags: 2,
             }),
             MultiOp::SetData(SetDataRequest {
                 path: "/s-0000000001".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 version: 0,
             }),
         ];
@@ -2139,7 +2211,7 @@ mod tests {
         }];
         let req = Request::Create2(CreateRequest {
             path: "/s".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: Acl::creator_all(),
             flags: 0,
         });
@@ -2149,7 +2221,7 @@ mod tests {
         assert!(t.get_data("/s", &alice).is_ok());
         let set = Request::SetData(SetDataRequest {
             path: "/s".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             version: -1,
         });
         assert_eq!(t.apply(txn(3, &[]), &set).err, ErrorCode::NoAuth);
@@ -2171,7 +2243,7 @@ mod tests {
         let mut t = tree();
         let c = Request::CreateContainer(CreateRequest {
             path: "/c".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: Acl::open_unsafe(),
             flags: 4,
         });
@@ -2183,7 +2255,7 @@ mod tests {
         );
         let ttl = Request::CreateTtl(CreateTtlRequest {
             path: "/t".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: Acl::open_unsafe(),
             flags: 5,
             ttl: 100,

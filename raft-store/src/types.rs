@@ -134,6 +134,10 @@ pub const CLUSTER_VERSION: u32 = 2;
 /// The cluster version from which every replica keeps the audit trail's chain.
 pub const AUDIT_SINCE: u32 = 2;
 
+/// The cluster version from which a znode's data may be null (kept apart from empty, as
+/// ZooKeeper does); before it a null write stores empty data, as release 0.1 did.
+pub const NULL_DATA_SINCE: u32 = 2;
+
 /// What a [`Command::Tenant`] does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TenantChange {

@@ -186,7 +186,7 @@ mod tests {
         assert!(free > 0);
         let set = Request::SetData(SetDataRequest {
             path: "/a".into(),
-            data: bytes::Bytes::from_static(b"x"),
+            data: Some(bytes::Bytes::from_static(b"x")),
             version: -1,
         });
         let delete = DeleteRequest {
@@ -207,7 +207,7 @@ mod tests {
             MultiOp::Delete(delete),
             MultiOp::SetData(SetDataRequest {
                 path: "/b".into(),
-                data: bytes::Bytes::new(),
+                data: None,
                 version: -1,
             }),
         ])));

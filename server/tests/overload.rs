@@ -287,7 +287,7 @@ fn valid_request(rng: &mut StdRng) -> Request {
     let data: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
     let create = CreateRequest {
         path: path.clone(),
-        data: data.clone().into(),
+        data: Some(data.clone().into()),
         acl: open_acl(),
         flags: rng.random_range(0..4),
     };
@@ -295,14 +295,14 @@ fn valid_request(rng: &mut StdRng) -> Request {
         0 => Request::Create(create),
         1 => Request::SetData(SetDataRequest {
             path,
-            data: data.into(),
+            data: Some(data.into()),
             version: -1,
         }),
         2 => Request::Multi(vec![
             MultiOp::Create(create),
             MultiOp::SetData(SetDataRequest {
                 path: path.clone(),
-                data: data.into(),
+                data: Some(data.into()),
                 version: -1,
             }),
             MultiOp::Check(CheckVersionRequest { path, version: 3 }),
@@ -654,7 +654,7 @@ async fn pipelined_writes(ctx: &Ctx) -> String {
     for xid in 1..=10_000 {
         let req = Request::Create(CreateRequest {
             path: format!("/pw/n{xid:05}"),
-            data: format!("{xid}").into_bytes().into(),
+            data: Some(format!("{xid}").into_bytes().into()),
             acl: open_acl(),
             flags: 0,
         });

@@ -60,7 +60,7 @@ fn forged_create(origin: u64) -> PeerRequest {
     let mut body = BytesMut::new();
     CreateRequest {
         path: "/forged".into(),
-        data: Bytes::from_static(b"owned"),
+        data: Some(Bytes::from_static(b"owned")),
         acl: vec![Acl::new(0x1f, "world", "anyone")],
         flags: 0,
     }

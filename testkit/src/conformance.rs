@@ -223,6 +223,39 @@ async fn set_data_and_versions(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
+/// Null data (jute length -1) is not empty data: it reads back null, through getData and
+/// multiRead alike, until set to something (even empty), and can be set null again.
+async fn null_data_is_not_empty(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let (null, empty) = (ctx.p("null"), ctx.p("empty"));
+    ok!(zk.create_null(&null, CreateMode::Persistent).await);
+    ok!(zk.create(&empty, b"", CreateMode::Persistent).await);
+    let (data, stat) = ok!(zk.get_data_nullable(&null).await);
+    check_eq!((data, stat.data_length), (None, 0));
+    let (data, stat) = ok!(zk.get_data_nullable(&empty).await);
+    check_eq!((data.as_deref(), stat.data_length), (Some(&b""[..]), 0));
+    let r = ok!(zk
+        .multi_read(vec![Op::get_data(&null), Op::get_data(&empty)])
+        .await);
+    let datas: Vec<Option<Vec<u8>>> = r
+        .iter()
+        .map(|r| match r {
+            MultiResult::GetData { data, .. } => data.as_ref().map(|d| d.to_vec()),
+            _ => Some(b"not a getData result".to_vec()),
+        })
+        .collect();
+    check_eq!(datas, vec![None, Some(Vec::new())]);
+    let s = ok!(zk.set_data(&null, b"", None).await);
+    check_eq!(s.version, 1);
+    let (data, _) = ok!(zk.get_data_nullable(&null).await);
+    check_eq!(data.as_deref(), Some(&b""[..]));
+    let s = ok!(zk.set_null(&empty, None).await);
+    check_eq!((s.version, s.data_length), (1, 0));
+    let (data, _) = ok!(zk.get_data_nullable(&empty).await);
+    check_eq!(data, None);
+    Ok(())
+}
+
 async fn create_errors(ctx: Ctx) -> CaseResult {
     // Unauthenticated: the creator ACL below must find no identity to grant to.
     let zk = ctx.anonymous_client().await?;
@@ -686,7 +719,10 @@ async fn multi_read_results(ctx: Ctx) -> CaseResult {
     let MultiResult::GetData { data, stat } = &r[0] else {
         return Err(format!("{:?}", r[0]));
     };
-    check_eq!((&data[..], stat.num_children), (&b"data"[..], 1));
+    check_eq!(
+        (data.as_deref(), stat.num_children),
+        (Some(&b"data"[..]), 1)
+    );
     check_eq!(
         r[1],
         MultiResult::GetChildren {
@@ -1238,6 +1274,7 @@ fn cases() -> Vec<(&'static str, CaseFn, bool)> {
     vec![
         case!(create_get_and_stat_fields),
         case!(set_data_and_versions),
+        case!(null_data_is_not_empty),
         case!(create_errors),
         case!(sequential_naming),
         case!(children_and_parent_stat),

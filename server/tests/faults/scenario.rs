@@ -1073,7 +1073,7 @@ async fn final_reads(servers: &str, load: &Load) -> Result<Finals, String> {
                 .into_iter()
                 .map(|r| match r {
                     OpResult::GetData { data, stat } => Some(Znode {
-                        value: Value(data.to_vec()),
+                        value: Value(data.unwrap_or_default().to_vec()),
                         version: stat.version,
                     }),
                     _ => None,

@@ -299,7 +299,7 @@ pub async fn multi_client(id: u64, servers: String, load: Arc<Load>) {
                     for r in results {
                         out.push(match r {
                             OpResult::GetData { data, stat } => Some(Znode {
-                                value: Value(data.to_vec()),
+                                value: Value(data.unwrap_or_default().to_vec()),
                                 version: stat.version,
                             }),
                             _ => None,
@@ -559,7 +559,7 @@ pub fn abandoned_ephemeral(addr: SocketAddr, path: &str) -> std::io::Result<(u64
     out.clear();
     let create = CreateRequest {
         path: path.to_string(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: synod_client::Acl::open_unsafe(),
         flags: CreateMode::Ephemeral.flags(),
     };
