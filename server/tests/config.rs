@@ -213,3 +213,43 @@ fn the_container_files_set_only_variables_synod_reads() {
         }
     }
 }
+
+/// The configuration docs/deploy.md tells a new user to write is one synod loads, and it
+/// advertises the node by its host name.
+#[test]
+fn the_deployment_guides_configuration_loads() {
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"))
+            .expect("read docs/deploy.md");
+    let block = guide
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block in docs/deploy.md");
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let file = dir.path().join("synod.toml");
+    std::fs::write(&file, block).expect("write the configuration");
+    let out = synod(
+        &[
+            "--config",
+            file.to_str().expect("utf-8 path"),
+            "--print-config",
+        ],
+        &[],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let printed: toml::Table = toml::from_str(&stdout).expect("the printed config is TOML");
+    assert_eq!(
+        printed["members"]["2"].as_str(),
+        Some("zk2.lab.example:7001")
+    );
+    assert_eq!(
+        printed["advertise_client_addr"].as_str(),
+        Some("zk1.lab.example:2281")
+    );
+    assert_eq!(
+        printed["advertise_admin_addr"].as_str(),
+        Some("zk1.lab.example:8443")
+    );
+}
