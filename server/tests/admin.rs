@@ -150,6 +150,9 @@ fn admin_endpoints_and_four_letter_words() {
         zk.create("/admin-test", b"hello", CreateMode::Persistent)
             .await
             .expect("create");
+        zk.create_null("/admin-null", CreateMode::Persistent)
+            .await
+            .expect("create with null data");
         zk.create(
             "/admin-test/bin",
             &[0xff, 0x00, 0x01],
@@ -254,6 +257,8 @@ fn admin_endpoints_and_four_letter_words() {
     let eph = kids.iter().find(|k| k["name"] == "eph").expect("eph child");
     assert_eq!(eph["kind"], "ephemeral");
     assert_eq!(eph["stat"]["ephemeral_owner"], hex(sid));
+    let t = get_json(admin(leader), "/tree?path=/admin-null&depth=0");
+    assert!(t["tree"]["data"].is_null(), "null data shows as null: {t}");
     let t = get_json(admin(leader), "/tree?path=/&depth=10&limit=2");
     assert_eq!(
         (t["truncated"].clone(), t["count"].clone()),
@@ -289,7 +294,10 @@ fn admin_endpoints_and_four_letter_words() {
         (d.iter().all(|x| x.0 == d[0].0) && d.iter().all(|x| x.1 == d[0].1)).then(|| d[0].clone())
     });
     assert_eq!(agreed.1.len(), 40);
-    assert_eq!(agreed.2, 7, "/, /zookeeper (+2), /admin-test (+2 children)");
+    assert_eq!(
+        agreed.2, 8,
+        "/, /zookeeper (+2), /admin-test (+2 children), /admin-null"
+    );
     rt.block_on(zk.set_data("/admin-test", b"changed", None))
         .expect("set");
     let after = wait_for("digests after the write", CONVERGE_TIMEOUT, || {
@@ -324,7 +332,7 @@ fn admin_endpoints_and_four_letter_words() {
         "{stat}"
     );
     assert!(stat.contains("\nClients:\n /127.0.0.1:"), "{stat}");
-    assert!(stat.contains("\nNode count: 7\n"), "{stat}");
+    assert!(stat.contains("\nNode count: 8\n"), "{stat}");
     let mntr = four(l, "mntr");
     let keys = mntr_keys(&mntr);
     for k in [
@@ -351,7 +359,7 @@ fn admin_endpoints_and_four_letter_words() {
     assert!(mntr.contains("zk_server_state\tleader\n"), "{mntr}");
     assert!(mntr.contains("zk_followers\t2\n"), "{mntr}");
     assert!(mntr.contains("zk_synced_followers\t2\n"), "{mntr}");
-    assert!(mntr.contains("zk_znode_count\t7\n"), "{mntr}");
+    assert!(mntr.contains("zk_znode_count\t8\n"), "{mntr}");
     assert!(mntr.contains("zk_ephemerals_count\t1\n"), "{mntr}");
     let fm = four(f, "mntr");
     assert!(

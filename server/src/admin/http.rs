@@ -304,7 +304,8 @@ pub fn tree(node: &Node, q: &TreeQuery) -> Response {
             "path": p,
             "name": synod_proto::path::basename(p),
             "kind": kind,
-            "data": data,
+            // Null data (ZooKeeper's, kept apart from empty) shows as null.
+            "data": if n.null_data { Value::Null } else { Value::String(data) },
             "data_encoding": encoding,
             "data_truncated": data_truncated,
             "stat": {
