@@ -209,6 +209,15 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
             let new_leader = c.wait_leader_among(&others, START);
             c.resume(old_leader).expect("resume the 0.1 node");
             assert_eq!(c.wait_leader_among(&[0, 1, 2], START), new_leader);
+            // The 0.2 leader names the 0.1 member that holds the version back.
+            let held = c
+                .status_json(new_leader)
+                .map(|s| s["cluster_version_held_by"].clone());
+            assert_eq!(
+                held,
+                Some(json!([old_leader + 1])),
+                "the leader's /status names the 0.1 member"
+            );
             std::thread::sleep(Duration::from_secs(2));
             c.wait_caught_up(old_leader, START)
                 .unwrap_or_else(|e| panic!("the 0.1 node under a 0.2 leader: {e}\n{}", c.logs()));

@@ -120,6 +120,10 @@ pub struct Status {
     /// cluster writes (1: release 0.1's; raised once every member runs a release that has a
     /// higher one; see docs/operations.md, "Upgrades").
     pub cluster_version: u32,
+    /// On a leader whose cluster version is below its build's: the members that keep it there
+    /// (they run an older release, or have not connected since this node took over). `None`
+    /// elsewhere.
+    pub cluster_version_held_by: Option<Vec<u64>>,
     /// Client request counters of this node (rates and latency are derived from two samples).
     pub requests: ServerSnapshot,
 }
@@ -192,6 +196,14 @@ pub async fn status(node: &Node) -> Status {
             cluster_version: synod_raft_store::types::CLUSTER_VERSION,
         },
         cluster_version,
+        cluster_version_held_by: (node.is_leader()
+            && cluster_version < synod_raft_store::types::CLUSTER_VERSION)
+            .then(|| {
+                crate::upgrade::holding_back(node)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect()
+            }),
         requests: node.stats.snapshot(),
     }
 }
