@@ -112,7 +112,7 @@ pub async fn cluster_version_loop(node: Arc<Node>) {
             }
             reported = behind.clone();
         }
-        if raise_due(&node) {
+        if current < CLUSTER_VERSION && behind.is_empty() {
             tracing::info!(
                 from = current,
                 to = CLUSTER_VERSION,

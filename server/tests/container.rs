@@ -20,7 +20,7 @@ use serde_json::Value;
 use synod_client::tls::TlsOptions;
 use synod_client::{Client, ConnectOptions, CreateMode};
 use synod_testkit::load::WriteLoad;
-use synod_testkit::{free_ports, wait_for, AdminHttp};
+use synod_testkit::{free_ports, synod_certs, wait_for, AdminHttp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_synod");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -129,19 +129,7 @@ fn the_container_image_runs_a_secure_cluster_that_survives_a_killed_container() 
     // Certificates for the containers' host names, readable by the image's `synod` user.
     let dir = tempfile::TempDir::new().expect("tempdir");
     let certs = dir.path().join("certs");
-    let issue = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["certs", "--dir"])
-            .arg(&certs)
-            .args(args)
-            .output()
-            .expect("run synod certs");
-        assert!(
-            out.status.success(),
-            "synod certs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let issue = |args: &[&str]| synod_certs(Path::new(BIN), &certs, args).expect("synod certs");
     issue(&["create-ca", "--name", "container test CA"]);
     for i in 1..=3 {
         let (id, host) = (i.to_string(), format!("zk{i}"));

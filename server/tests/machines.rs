@@ -8,7 +8,6 @@
 //! Needs root (network namespaces) and iproute2.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use serde_json::{json, Value};
 use synod_client::{Client, CreateMode};
 use synod_testkit::load::WriteLoad;
 use synod_testkit::netns::Netns;
-use synod_testkit::{Ensemble, NodeArgs, SynodEnsemble};
+use synod_testkit::{synod_certs, Ensemble, NodeArgs, SynodEnsemble};
 
 const BIN: &str = env!("CARGO_BIN_EXE_synod");
 const START: Duration = Duration::from_secs(60);
@@ -75,18 +74,9 @@ fn run(net: &Netns) {
             std::fs::remove_file(certs.join(format!("node{}.{ext}", i + 1)))
                 .expect("remove the ensemble's node certificate");
         }
-        let out = Command::new(BIN)
-            .args(["certs", "--dir"])
-            .arg(&certs)
-            .args(["create-node", "--id", &(i + 1).to_string(), "--host", name])
-            .args(["--host", &net.addr(i).to_string()])
-            .output()
-            .expect("run synod certs");
-        assert!(
-            out.status.success(),
-            "synod certs create-node: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (id, addr) = ((i + 1).to_string(), net.addr(i).to_string());
+        let args = ["create-node", "--id", &id, "--host", name, "--host", &addr];
+        synod_certs(Path::new(BIN), &certs, &args).expect("synod certs create-node");
     }
     for i in 0..3 {
         c.spawn(i).expect("start a machine");

@@ -517,21 +517,27 @@ impl Synod {
 
     /// Runs `synod certs --dir <dir> <args>`.
     fn certs(&self, dir: &Path, args: &[&str]) -> io::Result<()> {
-        let out = Command::new(&self.bin)
-            .arg("certs")
-            .arg("--dir")
-            .arg(dir)
-            .args(args)
-            .output()?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "synod certs {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
+        synod_certs(&self.bin, dir, args)
+    }
+}
+
+/// Runs `<bin> certs --dir <dir> <args>` (`synod certs`: a CA, node and client certificates);
+/// an error carries what it printed.
+pub fn synod_certs(bin: &Path, dir: &Path, args: &[&str]) -> io::Result<()> {
+    let out = Command::new(bin)
+        .arg("certs")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "synod certs {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 

@@ -33,8 +33,8 @@ pub mod load;
 pub mod netns;
 
 pub use ensemble::{
-    free_ports, from_env, http, http_get, http_post, members_arg, synod_bin, Ensemble, External,
-    Kind, Local, Node, NodeArgs, Probe, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
+    free_ports, from_env, http, http_get, http_post, members_arg, synod_bin, synod_certs, Ensemble,
+    External, Kind, Local, Node, NodeArgs, Probe, Synod, SynodEnsemble, ZkEnsemble, ZooKeeper,
 };
 pub use http::AdminHttp;
 
