@@ -23,6 +23,9 @@ use crate::session::{
 };
 use crate::watch::{OneshotWatch, PersistentWatch, WatchRegistration};
 
+/// ZooKeeper's configuration node ([`Client::get_config`]).
+pub const CONFIG_NODE: &str = "/zookeeper/config";
+
 /// Options for [`Client::connect`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -495,6 +498,66 @@ impl Client {
             .response
         {
             Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat, watch)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster's configuration, as ZooKeeper's `getConfig` returns it: the data of
+    /// `/zookeeper/config` (one `server.N=host:peerPort:electionPort:role;clientAddr` line per
+    /// member and `version=<hex>`) and its Stat. Never under the chroot.
+    pub async fn get_config(&self) -> Result<(Bytes, Stat)> {
+        let path = CONFIG_NODE.to_string();
+        match self
+            .response(Request::GetData(GetDataRequest { path, watch: false }))
+            .await?
+        {
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Like [`Client::get_config`], and leaves a watch that fires when the configuration
+    /// changes.
+    pub async fn get_config_watch(&self) -> Result<(Bytes, Stat, OneshotWatch)> {
+        let (tx, watch) = OneshotWatch::new();
+        let reg = (
+            CONFIG_NODE.to_string(),
+            CONFIG_NODE.to_string(),
+            WatchRegistration::Data(tx),
+        );
+        let request = Request::GetData(GetDataRequest {
+            path: CONFIG_NODE.to_string(),
+            watch: true,
+        });
+        match self.call(request, Some(reg)).await?.response {
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat, watch)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// ZooKeeper's `reconfig` (`ZooKeeperAdmin.reconfigure`): add `joining` servers
+    /// (comma-separated `server.N=host:peerPort:electionPort[:role];clientAddr` specs) and
+    /// remove `leaving` ones (comma-separated ids), or replace the whole configuration with
+    /// `new_members` (then the other two are ignored), if the configuration's version is
+    /// `from_config` (`-1`: any). Needs the super identity and a server with reconfig
+    /// enabled. Returns the new configuration and its Stat, as [`Client::get_config`].
+    pub async fn reconfig(
+        &self,
+        joining: &str,
+        leaving: &str,
+        new_members: &str,
+        from_config: i64,
+    ) -> Result<(Bytes, Stat)> {
+        // An empty list is sent as null, as ZooKeeperAdmin sends an absent one.
+        let given = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let request = Request::Reconfig(ReconfigRequest {
+            joining_servers: given(joining),
+            leaving_servers: given(leaving),
+            new_members: given(new_members),
+            cur_config_id: from_config,
+        });
+        match self.response(request).await? {
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
             other => Err(unexpected(other)),
         }
     }

@@ -33,7 +33,7 @@ pub mod tls;
 pub mod watch;
 
 pub use acl::digest_id;
-pub use client::{Client, ConnectOptions, Op, OpResult, StateStream};
+pub use client::{Client, ConnectOptions, Op, OpResult, StateStream, CONFIG_NODE};
 pub use error::{Error, Result};
 pub use session::SessionState;
 pub use synod_proto::records::ClientInfo;

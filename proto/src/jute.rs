@@ -184,6 +184,26 @@ impl Decode for Option<Bytes> {
         Ok(r.read_len(1)?.map(|n| r.buf.split_to(n)))
     }
 }
+/// A jute `ustring` that may be null (length -1): ZooKeeper tells an absent argument from an
+/// empty one (a `reconfig`'s server lists).
+impl Encode for Option<String> {
+    fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Some(s) => write_buffer(buf, s.as_bytes()),
+            None => buf.put_i32(-1),
+        }
+    }
+}
+impl Decode for Option<String> {
+    fn decode(r: &mut Reader) -> Result<Self, ProtoError> {
+        match r.read_len(1)? {
+            None => Ok(None),
+            Some(n) => String::from_utf8(r.buf.split_to(n).to_vec())
+                .map(Some)
+                .map_err(|_| ProtoError::InvalidUtf8),
+        }
+    }
+}
 impl<T: Encode> Encode for Vec<T> {
     fn encode(&self, buf: &mut BytesMut) {
         buf.put_i32(self.len() as i32);
@@ -284,6 +304,11 @@ pub(crate) mod arb {
     impl Arb for Option<Bytes> {
         fn arb() -> BoxedStrategy<Self> {
             proptest::option::of(Bytes::arb()).boxed()
+        }
+    }
+    impl Arb for Option<String> {
+        fn arb() -> BoxedStrategy<Self> {
+            proptest::option::of(String::arb()).boxed()
         }
     }
     impl<T: Arb + 'static> Arb for Vec<T> {

@@ -210,9 +210,11 @@ jute_record! {
 
 jute_record! {
     pub struct ReconfigRequest {
-        pub joining_servers: String,
-        pub leaving_servers: String,
-        pub new_members: String,
+        /// Null (`None`) when not given: a non-null `new_members` makes the reconfig
+        /// non-incremental.
+        pub joining_servers: Option<String>,
+        pub leaving_servers: Option<String>,
+        pub new_members: Option<String>,
         pub cur_config_id: i64,
     }
 }

@@ -194,6 +194,13 @@ pub enum AuditAction {
         voters: Vec<u64>,
         learners: Vec<u64>,
     },
+    /// `/zookeeper/config` was rewritten: by a client's `reconfig` (`request`, as sent), or by
+    /// the leader after a membership change on the admin port (`None`). `config` is the new
+    /// content.
+    Config {
+        request: Option<String>,
+        config: String,
+    },
 }
 
 /// One read of a tenant's node by a caller outside that tenant, allowed or refused.

@@ -374,6 +374,36 @@ fn apply_command<X: ApplyObserver>(
             }
             CommandResult::None
         }
+        Command::Config {
+            time_ms,
+            members,
+            request,
+            session_id,
+            auth,
+            ..
+        } => {
+            if tree.cluster_version() < crate::types::CONFIG_NODE_SINCE {
+                return CommandResult::None;
+            }
+            let applied = tree.set_config(zxid, *time_ms, members);
+            let action = AuditAction::Config {
+                request: request.clone(),
+                config: tree.config_text().to_string(),
+            };
+            audit(
+                tree,
+                trail,
+                zxid,
+                Some(*time_ms),
+                *session_id,
+                &ids(auth),
+                action,
+            );
+            observer.on_apply(tree, zxid, cmd, Outcome::Write { applied: &applied });
+            CommandResult::Write {
+                err: applied.err.as_i32(),
+            }
+        }
         Command::Batch(_) => CommandResult::None,
     }
 }

@@ -31,6 +31,11 @@ pub type Name = Arc<str>;
 /// The largest TTL ZooKeeper accepts (40 bits of milliseconds).
 pub const MAX_TTL_MS: i64 = 0x00ff_ffff_ffff;
 
+/// ZooKeeper's configuration node: the membership as `server.N=...` lines and a `version=`
+/// line (the zxid, in hex, of the change that wrote it), readable by everyone, written only by
+/// [`DataTree::set_config`].
+pub const CONFIG_NODE: &str = "/zookeeper/config";
+
 /// How a node ends. Snapshots serialize it by its derive (the variant's index, then its
 /// argument): add variants at the end only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -328,6 +333,45 @@ impl DataTree {
         self.cluster_version = self.cluster_version.max(version);
         debug_assert!(self.cluster_version >= crate::types::BASE_CLUSTER_VERSION);
         rose
+    }
+
+    /// Rewrites [`CONFIG_NODE`] with `members` (one `server.N=...` line each, newline-ended)
+    /// and the line `version=<zxid in hex>`, as ZooKeeper's reconfig does: data version -1 (as
+    /// ZooKeeper leaves it), mzxid and mtime of this change, a `NodeDataChanged` event. The response is what a
+    /// `reconfig` returns: the new data and the node's stat.
+    pub fn set_config(&mut self, zxid: i64, time: i64, members: &str) -> Applied {
+        let data = Bytes::from(format!("{members}version={zxid:x}"));
+        let Some(n) = self.node_mut(CONFIG_NODE) else {
+            // Every tree has it from `new` on, and no request can delete it (it has no
+            // children, but its ACL lets nobody but `super` write; see `delete`).
+            debug_assert!(false, "{CONFIG_NODE} is missing");
+            return Applied::error(ErrorCode::SystemError);
+        };
+        let old_len = n.data.len() as u64;
+        // ZooKeeper writes it with version -1 and keeps that as its data version.
+        n.version = -1;
+        n.mzxid = zxid;
+        n.mtime = time;
+        n.data = data.clone();
+        n.null_data = false;
+        let stat = n.stat();
+        let acl = n.acl.clone();
+        self.data_bytes = self.data_bytes - old_len + data.len() as u64;
+        let event = Event::new(EventType::NodeDataChanged, CONFIG_NODE, acl);
+        Applied::ok(
+            Response::GetData(GetDataResponse {
+                data: Some(data),
+                stat,
+            }),
+            vec![event],
+        )
+    }
+
+    /// The text of [`CONFIG_NODE`] (empty until the first [`DataTree::set_config`]).
+    pub fn config_text(&self) -> &str {
+        self.node(CONFIG_NODE)
+            .and_then(|n| std::str::from_utf8(&n.data).ok())
+            .unwrap_or("")
     }
 
     /// The audit chain's head.
@@ -703,6 +747,13 @@ impl DataTree {
     ) -> OpResult<()> {
         validate_path(path, false).map_err(|_| ErrorCode::BadArguments)?;
         if path == "/" {
+            return Err(ErrorCode::BadArguments);
+        }
+        // ZooKeeper's special paths are never deleted (from the cluster version that keeps
+        // the configuration there: before it, release 0.1's rules apply on every replica).
+        if self.cluster_version >= crate::types::CONFIG_NODE_SINCE
+            && matches!(path, "/zookeeper" | quota::QUOTA_ROOT | CONFIG_NODE)
+        {
             return Err(ErrorCode::BadArguments);
         }
         let p = self.nodes.get(parent(path)).ok_or(ErrorCode::NoNode)?;

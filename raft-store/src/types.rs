@@ -113,6 +113,24 @@ pub enum Command {
         /// The new cluster version.
         version: u32,
     },
+    /// ZooKeeper's view of the membership goes into `/zookeeper/config` (see
+    /// [`crate::tree::CONFIG_NODE`]): the leader writes it after every membership change, and a
+    /// client's `reconfig` ends with it. Applied from [`CONFIG_NODE_SINCE`] only.
+    Config {
+        /// The `reconfig` request waiting for the new configuration (`None`: the leader's own
+        /// update after a change made on the admin port).
+        origin: Option<Origin>,
+        /// The proposer's time: mtime of the config node.
+        time_ms: i64,
+        /// One `server.N=...` line per member, in ZooKeeper's dynamic-config format, each
+        /// ending in a newline; apply adds the `version=` line.
+        members: String,
+        /// For the audit trail: the `reconfig` request as the client sent it (`None` for the
+        /// leader's own update), its session and its identities.
+        request: Option<String>,
+        session_id: i64,
+        auth: Vec<(String, String)>,
+    },
 }
 
 /// The cluster version of the replicated state a tree starts with, and that a tree loaded from
@@ -137,6 +155,10 @@ pub const AUDIT_SINCE: u32 = 2;
 /// The cluster version from which a znode's data may be null (kept apart from empty, as
 /// ZooKeeper does); before it a null write stores empty data, as release 0.1 did.
 pub const NULL_DATA_SINCE: u32 = 2;
+
+/// The cluster version from which `/zookeeper/config` holds the membership
+/// ([`Command::Config`]); before it the node stays empty, as release 0.1 kept it.
+pub const CONFIG_NODE_SINCE: u32 = 2;
 
 /// What a [`Command::Tenant`] does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +244,7 @@ impl Command {
             | Command::Write { origin, .. }
             | Command::Tenant { origin, .. }
             | Command::OpenSession { origin, .. } => Some(*origin),
-            Command::CloseSession { origin, .. } => *origin,
+            Command::CloseSession { origin, .. } | Command::Config { origin, .. } => *origin,
             Command::Reap { .. }
             | Command::Batch(_)
             | Command::AuditReads { .. }

@@ -94,7 +94,8 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     let (rtx, rrx) = mpsc::unbounded_channel();
     let disk = crate::disk::DiskGuard::new(&cfg.data_dir, cfg.min_free_space);
     disk.spawn();
-    let node = Arc::new(Node {
+    let node = Arc::new_cyclic(|this| Node {
+        this: this.clone(),
         id: cfg.id,
         cfg,
         raft,
@@ -113,6 +114,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         disk,
         stopping: watch::channel(false).0,
         version_current: Default::default(),
+        reconfigs: Default::default(),
     });
     tokio::spawn(crate::pipeline::proposer::proposer_loop(node.clone(), prx));
     tokio::spawn(crate::pipeline::read_index::read_index_loop(
@@ -126,6 +128,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(crate::admin::audit::retention_loop(node.clone()));
     tokio::spawn(crate::pipeline::read_audit::flush_loop(node.clone()));
     tokio::spawn(crate::upgrade::cluster_version_loop(node.clone()));
+    tokio::spawn(crate::reconfig::sync::config_sync_loop(node.clone()));
     Ok(node)
 }
 

@@ -191,6 +191,12 @@ pub struct Args {
     /// needs only this node's own entry.
     #[arg(long, env = "SYNOD_JOIN")]
     pub join: bool,
+    /// Let clients change the membership with ZooKeeper's `reconfig` (as ZooKeeper's
+    /// `reconfigEnabled=true`); it still needs the super identity. Off by default: then
+    /// `reconfig` answers ReconfigDisabled and membership changes go through the admin port.
+    /// Every member should agree.
+    #[arg(long, env = "SYNOD_RECONFIG_ENABLED")]
+    pub reconfig_enabled: bool,
     /// Keep the replicated audit trail (`on`, the default) or not (`off`: for measuring its
     /// cost only; every member must agree).
     #[arg(long, env = "SYNOD_AUDIT", value_enum)]
@@ -261,6 +267,7 @@ struct FileConfig {
     max_queued_bytes_per_connection: Option<usize>,
     log_format: Option<LogFormat>,
     join: Option<bool>,
+    reconfig_enabled: Option<bool>,
     audit: Option<AuditMode>,
     audit_retention_days: Option<u64>,
     audit_reads: Option<AuditReads>,
@@ -316,6 +323,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Started with --join: never bootstraps a cluster; waits to be added by a leader.
     pub join: bool,
+    /// Whether clients may `reconfig` ([`crate::reconfig`]).
+    pub reconfig_enabled: bool,
     /// Whether the audit trail is kept (`<data-dir>/audit`).
     pub audit: AuditMode,
     /// How long an audit record is kept (`None`: forever).
@@ -581,6 +590,7 @@ impl Config {
                 .unwrap_or(8 << 20),
             log_format,
             join: args.join || file.join.unwrap_or(false),
+            reconfig_enabled: args.reconfig_enabled || file.reconfig_enabled.unwrap_or(false),
             audit: args.audit.or(file.audit).unwrap_or(AuditMode::On),
             audit_reads: args
                 .audit_reads
@@ -661,6 +671,7 @@ impl Config {
             max_queued_bytes_per_connection: Some(self.max_queued_bytes_per_connection),
             log_format: Some(self.log_format),
             join: Some(self.join),
+            reconfig_enabled: Some(self.reconfig_enabled),
             audit: Some(self.audit),
             audit_retention_days: Some(
                 self.audit_retention

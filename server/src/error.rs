@@ -52,3 +52,49 @@ pub enum ReadIndexError {
         timeout: std::time::Duration,
     },
 }
+
+/// Why a client's `reconfig` changed nothing. [`ReconfigError::code`] is where each becomes the
+/// ZooKeeper code the client gets; a follower receives the leader's as it is (peer port).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ReconfigError {
+    /// `--reconfig-enabled` is off (ZooKeeper's `reconfigEnabled=false`), or the cluster
+    /// version does not have it yet.
+    #[error("reconfig is disabled: {0}")]
+    Disabled(String),
+    /// The caller may not write `/zookeeper/config` (only `super` may).
+    #[error("reconfig needs the super identity")]
+    NoAuth,
+    /// A spec or id list that does not parse, or a change that leaves no voter.
+    #[error("bad reconfig arguments: {0}")]
+    BadArguments(String),
+    /// The request's `fromConfig` is not the current configuration's version.
+    #[error("configuration version {given:x} is not the current {current:x}")]
+    BadVersion { given: i64, current: i64 },
+    /// Another membership change is under way.
+    #[error("a reconfiguration is in progress")]
+    InProgress,
+    /// A majority of the new (or the current) voters is not reachable and caught up.
+    #[error("the new configuration has no quorum: {0}")]
+    NoQuorum(String),
+    /// Raft refused or failed the change (lost leadership, shutting down): its outcome is
+    /// unknown, so the client's connection closes as for any write.
+    #[error("reconfig failed: {0}")]
+    Failed(String),
+}
+
+impl ReconfigError {
+    /// The ZooKeeper error code a client gets; `None` for an unknown outcome (the connection
+    /// closes).
+    pub fn code(&self) -> Option<synod_proto::ErrorCode> {
+        use synod_proto::ErrorCode;
+        Some(match self {
+            ReconfigError::Disabled(_) => ErrorCode::ReconfigDisabled,
+            ReconfigError::NoAuth => ErrorCode::NoAuth,
+            ReconfigError::BadArguments(_) => ErrorCode::BadArguments,
+            ReconfigError::BadVersion { .. } => ErrorCode::BadVersion,
+            ReconfigError::InProgress => ErrorCode::ReconfigInProgress,
+            ReconfigError::NoQuorum(_) => ErrorCode::NewConfigNoQuorum,
+            ReconfigError::Failed(_) => return None,
+        })
+    }
+}

@@ -27,6 +27,7 @@
 //! [`tls`] (certificates, identities, `synod certs`); [`data_dir`] (whose data a directory
 //! holds: node id, cluster id); [`disk`] (its free space: writes refused in the reserve);
 //! [`notify`] (readiness for systemd); [`upgrade`] (the cluster version: rolling upgrades);
+//! [`reconfig`] (ZooKeeper's `reconfig` and `/zookeeper/config` over Raft membership);
 //! [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
@@ -44,6 +45,7 @@ pub mod node;
 pub mod notify;
 pub mod peer;
 pub mod pipeline;
+pub mod reconfig;
 pub mod server;
 pub mod session;
 pub mod stats;

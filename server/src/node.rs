@@ -33,6 +33,9 @@ pub type ReadWaiter = oneshot::Sender<Result<u64, ReadIndexError>>;
 
 /// Everything a connection or background task needs from its node.
 pub struct Node {
+    /// This node itself, for work a peer request starts that outlives the call
+    /// ([`Node::self_arc`]).
+    pub(crate) this: std::sync::Weak<Node>,
     /// The configuration it was started with.
     pub cfg: Config,
     /// Its Raft id.
@@ -73,9 +76,16 @@ pub struct Node {
     /// Set once the applied state has reached this build's cluster version (it never goes
     /// back): from then on nothing of [`crate::upgrade`] is checked on the write path.
     pub(crate) version_current: std::sync::atomic::AtomicBool,
+    /// One membership change at a time, and members' client addresses ([`crate::reconfig`]).
+    pub(crate) reconfigs: crate::reconfig::Reconfigs,
 }
 
 impl Node {
+    /// This node as an `Arc` (`None` once it is being dropped).
+    pub fn self_arc(&self) -> Option<Arc<Node>> {
+        self.this.upgrade()
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }

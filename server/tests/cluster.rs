@@ -1146,6 +1146,86 @@ fn zkcli_works_against_synod_over_tls() {
     });
 }
 
+/// zkCli's `config` and `reconfig -add/-remove` against synod: a fourth node started with
+/// `--join` becomes a participant through ZooKeeper's API and leaves again; every step is read
+/// back through another server. The tests' certificate (CN `tester`) is the super identity.
+#[test]
+fn zkcli_reconfig_adds_and_removes_a_server() {
+    assert!(
+        Path::new(ZK_JAR).exists(),
+        "{ZK_JAR} not installed (apt-get install zookeeper)"
+    );
+    run_test("zkcli_reconfig_adds_and_removes_a_server", || async {
+        let ens = SynodEnsemble::unstarted_tls(synod_bin(), 4).expect("lay out 4 nodes");
+        let extra = ["--reconfig-enabled", "--super-identities", "tester"];
+        let first = ens.members(&[0, 1, 2]);
+        for i in 0..3 {
+            ens.spawn_with(i, &first, &extra).expect("spawn synod");
+        }
+        ens.spawn_with(3, &ens.members(&[3]), &[&extra[..], &["--join"]].concat())
+            .expect("spawn the joiner");
+        blocking(|| ens.wait_leader_among(&[0, 1, 2], Duration::from_secs(60)));
+        let addrs = ens.addrs();
+        let node_dir = &ens.nodes()[0].dir;
+        let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
+        let stores = tempfile::tempdir().expect("temp dir");
+        let key_store = stores.path().join("tester.pem");
+        let pem = |f: &str| std::fs::read(certs.join(f)).expect("read the test certificate");
+        std::fs::write(&key_store, [pem("tester.key"), pem("tester.crt")].concat())
+            .expect("write the key store");
+        let flags = zkcli_tls_flags(&certs.join("ca.crt"), &key_store);
+        let run = |idx: usize, command: Vec<String>| {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            let run = zkcli(addrs[idx], &flags, &args);
+            let output = format!("{}\n{}", run.stdout, run.stderr);
+            assert!(
+                run.success,
+                "zkCli {command:?} via node {idx} failed:\n{output}"
+            );
+            eprintln!(
+                "zkCli {command:?} via node {idx}:\n{}",
+                run.stdout.trim_end()
+            );
+            output
+        };
+        let cmd = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The three members, as ZooKeeper prints its configuration.
+        let out = blocking(|| run(0, cmd(&["config"])));
+        for (node, client) in ens.nodes().iter().zip(&addrs).take(3) {
+            let line = format!(
+                "server.{}={}:0:participant;{client}",
+                node.id,
+                node.peer_addr()
+            );
+            assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+        }
+        assert!(out.lines().any(|l| l.starts_with("version=")), "{out}");
+        // Node 4 joins as a participant.
+        let spec = format!(
+            "server.4={}:0:participant;{}",
+            ens.nodes()[3].peer_addr(),
+            addrs[3]
+        );
+        let out = blocking(|| run(1, cmd(&["reconfig", "-add", &spec])));
+        assert!(out.contains("Committed new configuration"), "{out}");
+        assert!(out.lines().any(|l| l == spec), "{out}");
+        let (_, members) = ens.admin_json(0, "GET", "/members", None);
+        let voters = members["members"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["voter"] == true).count());
+        assert_eq!(voters, Some(4), "node 4 is no voter: {members}");
+        // The new member serves clients and shows the same configuration.
+        let out = blocking(|| run(3, cmd(&["config"])));
+        assert!(out.lines().any(|l| l == spec), "{out}");
+        // And leaves again.
+        let out = blocking(|| run(2, cmd(&["reconfig", "-remove", "4"])));
+        assert!(out.contains("Committed new configuration"), "{out}");
+        assert!(!out.contains("server.4="), "{out}");
+        let out = blocking(|| run(0, cmd(&["config"])));
+        assert!(!out.contains("server.4="), "{out}");
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Persistent recursive watch across a reconnect
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! The conformance suite (testkit/src/conformance.rs), unchanged, against a 3-node synod
 //! cluster started from the `synod` binary of this package, its clients speaking TLS 1.3 with a
 //! client certificate to the secure client port (none for the cases about unauthenticated
-//! clients, with `--client-auth optional`): every case that passes against Apache
+//! clients, with `--client-auth optional`; the super digest and reconfig enabled, as the
+//! oracle runs): every case that passes against Apache
 //! ZooKeeper (plaintext, testkit/tests/conformance.rs) must pass here too.
 
 use std::path::Path;
@@ -13,8 +14,18 @@ use synod_testkit::{Ensemble, SynodEnsemble};
 fn main() -> ExitCode {
     // Optional client certificates: the cases about unauthenticated clients connect without
     // one (a certificate is an identity); every other client presents the harness's.
-    let optional = ["--client-auth".to_string(), "optional".to_string()];
-    let ens = match SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &optional) {
+    // The super identity and reconfig, as the ZooKeeper oracle runs with them.
+    let args: Vec<String> = [
+        "--client-auth",
+        "optional",
+        "--super-digest",
+        synod_testkit::ensemble::SUPER_DIGEST,
+        "--reconfig-enabled",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let ens = match SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &args) {
         Ok(ens) => Arc::new(ens),
         Err(e) => {
             eprintln!("cannot start the synod cluster for the conformance suite: {e}");

@@ -9,6 +9,7 @@
 //! Every case works in its own subtree `/conformance/<case>-<n>`, so cases never see each other.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1257,6 +1258,203 @@ async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Dynamic reconfiguration: /zookeeper/config and reconfig
+// ---------------------------------------------------------------------------------------------
+
+/// One `server.N=...` line of `/zookeeper/config`.
+struct ConfigLine {
+    id: u64,
+    /// The whole line, as a joining spec gives it back.
+    line: String,
+    /// Its client address (after the `;`).
+    client: Option<SocketAddr>,
+}
+
+/// `/zookeeper/config`'s text: its server lines and the version (hex) of its last line.
+fn config_lines(data: &[u8]) -> Result<(Vec<ConfigLine>, i64), String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("config is not UTF-8: {e}"))?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let last = lines.pop().unwrap_or_default();
+    let version = last
+        .strip_prefix("version=")
+        .and_then(|v| i64::from_str_radix(v, 16).ok())
+        .ok_or_else(|| format!("config {text:?} does not end with version=<hex>"))?;
+    let servers = lines
+        .iter()
+        .map(|l| {
+            let (key, value) = l
+                .split_once('=')
+                .ok_or_else(|| format!("config line {l:?} is not server.N=..."))?;
+            let id = key
+                .strip_prefix("server.")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("config line {l:?} is not server.N=..."))?;
+            let client = value.split_once(';').and_then(|(_, c)| c.parse().ok());
+            Ok(ConfigLine {
+                id,
+                line: l.to_string(),
+                client,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((servers, version))
+}
+
+/// A client with the super identity ([`crate::ensemble::SUPER_PASSWORD`]).
+async fn super_client(ctx: &Ctx) -> Result<Client, String> {
+    let zk = ctx.client().await?;
+    let auth = format!("super:{}", crate::ensemble::SUPER_PASSWORD);
+    ok!(zk.add_auth("digest", auth.as_bytes()).await);
+    Ok(zk)
+}
+
+async fn config_node_lists_the_members(ctx: Ctx) -> CaseResult {
+    let zk = ctx.client().await?;
+    let (data, stat) = ok!(zk.get_config().await);
+    let (servers, version) = config_lines(&data)?;
+    let addrs = ctx.ens.addrs();
+    check_eq!(servers.len(), addrs.len());
+    for s in &servers {
+        check!(
+            s.line.contains(":participant;"),
+            "{} is no participant with a client address",
+            s.line
+        );
+        check!(
+            s.client.is_some_and(|c| addrs.contains(&c)),
+            "{} names no client address of the ensemble {addrs:?}",
+            s.line
+        );
+    }
+    // The version is the zxid of the change that wrote it; the data version stays -1.
+    check_eq!(version, stat.mzxid);
+    check_eq!(stat.version, -1);
+    check_eq!(stat.czxid, 0);
+    // getConfig never goes under the chroot.
+    let chrooted = ctx
+        .client_at(
+            &format!("{}{}", ctx.servers, ctx.root),
+            ConnectOptions::default(),
+        )
+        .await?;
+    check_eq!(ok!(chrooted.get_config().await).0, data);
+    // Only `super` writes it, and nobody deletes the special nodes.
+    fails!(
+        zk.set_data(synod_client::CONFIG_NODE, b"server.1=x", None)
+            .await,
+        Error::NoAuth
+    );
+    fails!(
+        zk.delete(synod_client::CONFIG_NODE, None).await,
+        Error::BadArguments
+    );
+    fails!(zk.delete("/zookeeper", None).await, Error::BadArguments);
+    check_eq!(ok!(zk.get_config().await).0, data);
+    Ok(())
+}
+
+async fn reconfig_refusals(ctx: Ctx) -> CaseResult {
+    let plain = ctx.client().await?;
+    let (data, _) = ok!(plain.get_config().await);
+    let (servers, version) = config_lines(&data)?;
+    let first = servers
+        .first()
+        .ok_or("no server in the config")?
+        .id
+        .to_string();
+    fails!(plain.reconfig("", &first, "", -1).await, Error::NoAuth);
+    let zk = super_client(&ctx).await?;
+    fails!(
+        zk.reconfig("", &first, "", version + 1).await,
+        Error::BadVersion
+    );
+    fails!(
+        zk.reconfig("server.9=127.0.0.1", "", "", -1).await,
+        Error::BadArguments
+    );
+    let all: Vec<String> = servers.iter().map(|s| s.id.to_string()).collect();
+    fails!(
+        zk.reconfig("", &all.join(","), "", -1).await,
+        Error::BadArguments
+    );
+    // Four participants that do not run: no quorum of the new configuration is connected.
+    let ports = crate::ensemble::free_ports(12).map_err(|e| e.to_string())?;
+    let joining: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "server.{}=127.0.0.1:{}:{}:participant;127.0.0.1:{}",
+                11 + i,
+                ports[3 * i],
+                ports[3 * i + 1],
+                ports[3 * i + 2]
+            )
+        })
+        .collect();
+    fails!(
+        zk.reconfig(&joining.join(","), "", "", -1).await,
+        Error::NewConfigNoQuorum
+    );
+    check_eq!(ok!(zk.get_config().await).0, data);
+    Ok(())
+}
+
+async fn reconfig_removes_and_adds_back_a_server(ctx: Ctx) -> CaseResult {
+    let zk = super_client(&ctx).await?;
+    let connected = zk.connected_server().ok_or("not connected")?;
+    let (data, _, watch) = ok!(zk.get_config_watch().await);
+    let (servers, version) = config_lines(&data)?;
+    let addrs = ctx.ens.addrs();
+    // A follower this client is not connected to.
+    let leader = ctx.ens.leader();
+    let idx = (0..addrs.len())
+        .find(|i| Some(*i) != leader && addrs[*i] != connected)
+        .ok_or("no follower to remove")?;
+    let gone = servers
+        .iter()
+        .find(|s| s.client == Some(addrs[idx]))
+        .ok_or_else(|| format!("no config line for {}", addrs[idx]))?;
+    let (new_data, stat) = ok!(zk.reconfig("", &gone.id.to_string(), "", version).await);
+    let ev = within(T, "the config watch", watch).await?;
+    check_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::NodeDataChanged, synod_client::CONFIG_NODE)
+    );
+    let (after, new_version) = config_lines(&new_data)?;
+    check_eq!(after.len(), servers.len() - 1);
+    check!(
+        after.iter().all(|s| s.id != gone.id),
+        "server.{} is still in {new_data:?}",
+        gone.id
+    );
+    check_eq!(new_version, stat.mzxid);
+    check!(new_version > version, "the version did not grow");
+    check_eq!(ok!(zk.get_config().await).0, new_data);
+
+    // Back, as the configuration showed it.
+    let (back, _) = ok!(zk.reconfig(&gone.line, "", "", -1).await);
+    let (again, _) = config_lines(&back)?;
+    check_eq!(again.len(), servers.len());
+    check!(
+        again.iter().any(|s| s.line == gone.line),
+        "{} is not back as it was: {back:?}",
+        gone.line
+    );
+    // It serves again: a write made now is read through it.
+    let p = ctx.p("after");
+    ok!(zk.create(&p, b"back", CreateMode::Persistent).await);
+    let there = addrs[idx].to_string();
+    let served = eventually(Duration::from_secs(60), || async {
+        match ctx.client_at(&there, ConnectOptions::default()).await {
+            Ok(c) => c.get_data(&p).await.is_ok_and(|(d, _)| &d[..] == b"back"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    check!(served, "{there} does not serve after it was added back");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Every case: its name, its body, and whether it must kill a server.
 fn cases() -> Vec<(&'static str, CaseFn, bool)> {
@@ -1297,6 +1495,9 @@ fn cases() -> Vec<(&'static str, CaseFn, bool)> {
         case!(sync_whoami_and_idle_session_stays_alive),
         case!(session_expiry),
         case!(reconnect_after_the_connected_server_is_killed, kills),
+        case!(config_node_lists_the_members),
+        case!(reconfig_refusals),
+        case!(reconfig_removes_and_adds_back_a_server),
     ]
 }
 

@@ -78,17 +78,25 @@ pub const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 /// Environment variable naming an external server list; see [`from_env`].
 pub const SERVERS_ENV: &str = "SYNOD_TEST_SERVERS";
 
+/// The password of the super identity every test ensemble grants (ZooKeeper's superDigest,
+/// synod's `--super-digest`): a client that sends `addauth digest super:<this>` is `super`.
+pub const SUPER_PASSWORD: &str = "conformance-super";
+/// [`SUPER_PASSWORD`]'s digest, as both servers are configured with it.
+pub const SUPER_DIGEST: &str = "super:vwF3b39JxzrgKUNiFet8/1LxKxY=";
+
 /// JVM arguments for every node. `extendedTypesEnabled` turns on TTL nodes (off by default in
 /// ZooKeeper, where creating one fails with `UNIMPLEMENTED`); the container check interval makes an
 /// empty container node vanish within ~1 s instead of 60 s; the AdminServer (Jetty, port 8080) would
 /// make N nodes collide on one port and nothing here uses it; `enforceQuota` makes hard quota
-/// limits refuse writes (synod always does); the simpleLogger options timestamp the log lines.
+/// limits refuse writes (synod always does); the super digest is [`SUPER_DIGEST`]; the
+/// simpleLogger options timestamp the log lines.
 pub const JVM_ARGS: &[&str] = &[
     "-Xmx512m",
     "-Dzookeeper.extendedTypesEnabled=true",
     "-Dznode.container.checkIntervalMs=1000",
     "-Dzookeeper.admin.enableServer=false",
     "-Dzookeeper.enforceQuota=true",
+    "-Dzookeeper.DigestAuthenticationProvider.superDigest=super:vwF3b39JxzrgKUNiFet8/1LxKxY=",
     "-Dorg.slf4j.simpleLogger.showDateTime=true",
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
 ];
@@ -150,6 +158,11 @@ pub trait Ensemble: Send + Sync {
             tls: self.tls(),
             ..Default::default()
         }
+    }
+
+    /// The index of the node leading now, if known (`None` for servers out of reach).
+    fn leader(&self) -> Option<usize> {
+        None
     }
 
     /// Whether [`Ensemble::kill`] and [`Ensemble::restart`] work; tests that need fault injection
@@ -383,6 +396,7 @@ impl Kind for ZooKeeper {
                  clientPortAddress=127.0.0.1\n\
                  maxClientCnxns=0\n\
                  4lw.commands.whitelist=*\n\
+                 reconfigEnabled=true\n\
                  admin.enableServer=false\n\
                  standaloneEnabled=false\n\
                  {servers}",
@@ -1530,6 +1544,10 @@ impl<K: Kind> Ensemble for Local<K> {
         true
     }
 
+    fn leader(&self) -> Option<usize> {
+        Local::leader(self)
+    }
+
     fn kill(&self, idx: usize) -> io::Result<()> {
         self.check_idx(idx)?;
         let taken = std::mem::take(&mut self.lock_slots()[idx]);
@@ -1648,8 +1666,9 @@ fn synod_status(http: &AdminHttp, admin: SocketAddr) -> Option<serde_json::Value
 
 /// The cluster version a leader is about to raise its cluster to, if it is due: every member
 /// has spoken the leader's protocol, but the version has not risen yet (a fresh cluster's first
-/// moments). A cluster is not formed until then: tenants and the audit trail wait for it. `None`
-/// also for a leader of a release without cluster versions, or with a member down or older.
+/// moments), or it has risen and `/zookeeper/config` is still to be written. A cluster is not
+/// formed until then: tenants, the audit trail and `reconfig` wait for it. `None` also for a
+/// leader of a release without cluster versions, or with a member down or older.
 fn cluster_version_due(
     http: &AdminHttp,
     admin: SocketAddr,
@@ -1658,7 +1677,10 @@ fn cluster_version_due(
     let current = status.get("cluster_version")?.as_u64()?;
     let supported = status.pointer("/formats/cluster_version")?.as_u64()?;
     if current >= supported {
-        return None;
+        // Raised; the leader then writes /zookeeper/config (formed once it has).
+        let pending =
+            status.get("zookeeper_config_pending") == Some(&serde_json::Value::Bool(true));
+        return pending.then_some(current);
     }
     let members: serde_json::Value =
         serde_json::from_str(&http.get(admin, "/members", PROBE_TIMEOUT).ok()?).ok()?;

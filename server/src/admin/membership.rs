@@ -99,7 +99,7 @@ fn change_error(
 
 /// The members of `ids` that are reachable over the peer port and caught up (leader's view);
 /// this node counts as both.
-async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+pub(crate) async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
     let m = node.raft.metrics().borrow().clone();
     let last = m.last_log_index.unwrap_or(0);
     let membership = m.membership_config.membership().clone();
@@ -296,28 +296,8 @@ pub async fn add_learner(
             .add_learner(req.id, BasicNode::new(req.peer_addr.clone()), true),
     )
     .await?;
-    // openraft's own "caught up" allows a lag of `replication_lag_threshold` entries (large here,
-    // for snapshot transfer); wait until the learner has everything the leader had by now.
     let target = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
-    let mut rx = node.raft.metrics();
-    let caught_up = tokio::time::timeout(timeout_of(req.timeout_ms), async {
-        loop {
-            let matched = rx
-                .borrow()
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&req.id).copied().flatten())
-                .map(|l| l.index);
-            if matched >= Some(target) {
-                return true;
-            }
-            if rx.changed().await.is_err() {
-                return false;
-            }
-        }
-    })
-    .await;
-    if !matches!(caught_up, Ok(true)) {
+    if !learner_caught_up(&node, req.id, timeout_of(req.timeout_ms)).await {
         return Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -329,6 +309,32 @@ pub async fn add_learner(
     }
     tracing::info!(id = req.id, addr = %req.peer_addr, elapsed_ms = started.elapsed().as_millis() as u64, "learner added and caught up");
     Ok(Json(views::membership(&node)))
+}
+
+/// Waits (up to `timeout`) until learner `id` has every entry the leader had when called:
+/// openraft's own "caught up" allows a lag of `replication_lag_threshold` entries (large here,
+/// for snapshot transfer).
+pub(crate) async fn learner_caught_up(node: &Node, id: NodeId, timeout: Duration) -> bool {
+    let target = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let mut rx = node.raft.metrics();
+    let caught_up = tokio::time::timeout(timeout, async {
+        loop {
+            let matched = rx
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied().flatten())
+                .map(|l| l.index);
+            if matched >= Some(target) {
+                return true;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    matches!(caught_up, Ok(true))
 }
 
 /// The current voters, and whether `id` is a learner.

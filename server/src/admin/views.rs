@@ -124,6 +124,9 @@ pub struct Status {
     /// (they run an older release, or have not connected since this node took over). `None`
     /// elsewhere.
     pub cluster_version_held_by: Option<Vec<u64>>,
+    /// On a leader: whether `/zookeeper/config` does not show the applied membership yet
+    /// (the leader is about to rewrite it; a `reconfig` meanwhile gets ReconfigInProgress).
+    pub zookeeper_config_pending: bool,
     /// Client request counters of this node (rates and latency are derived from two samples).
     pub requests: ServerSnapshot,
 }
@@ -204,6 +207,7 @@ pub async fn status(node: &Node) -> Status {
                     .map(|(id, _)| id)
                     .collect()
             }),
+        zookeeper_config_pending: node.is_leader() && crate::reconfig::config_pending(node),
         requests: node.stats.snapshot(),
     }
 }

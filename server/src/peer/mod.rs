@@ -68,6 +68,10 @@ pub enum PeerRequest {
     /// Where the receiver's clients and operators reach it (`/members`). Since protocol
     /// version 2: sent only to a peer whose handshake named 2 or later.
     Describe,
+    /// A client's `reconfig`, checked by the follower it is connected to, for the leader to
+    /// carry out ([`crate::reconfig`]). Since protocol version 2 (sent only once the cluster
+    /// version is 2: every member speaks it).
+    Reconfig(crate::reconfig::ReconfigOrder),
 }
 
 /// Client activity on a session, as reported to the leader.
@@ -102,6 +106,9 @@ pub enum PeerResponse {
     HistoryFloor(Option<i64>),
     /// The receiver's answer to [`PeerRequest::Describe`].
     Describe(NodeDescription),
+    /// The reconfig was carried out (its [`synod_raft_store::Command::Config`] entry applied
+    /// on the leader), or why not.
+    Reconfig(Result<(), crate::error::ReconfigError>),
 }
 
 /// Where a node's clients and operators reach it, as it advertises them
@@ -126,6 +133,7 @@ impl PeerResponse {
             PeerResponse::Touch(_) => "Touch",
             PeerResponse::HistoryFloor(_) => "HistoryFloor",
             PeerResponse::Describe(_) => "Describe",
+            PeerResponse::Reconfig(_) => "Reconfig",
         }
     }
 }

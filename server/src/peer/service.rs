@@ -44,6 +44,7 @@ impl PeerService for Node {
                 })
             }
             PeerRequest::Forward(cmd) => cmd.origin().map(|o| o.node),
+            PeerRequest::Reconfig(order) => Some(order.origin.node),
             PeerRequest::ReadIndex
             | PeerRequest::Touch(_)
             | PeerRequest::HistoryFloor
@@ -115,6 +116,16 @@ impl PeerService for Node {
                 let floor = lock(&self.replica).observer.history.floor();
                 futures_util::future::ready(PeerResponse::HistoryFloor(floor)).boxed()
             }
+            PeerRequest::Reconfig(order) => match self.self_arc() {
+                Some(node) => {
+                    async move { PeerResponse::Reconfig(node.execute_reconfig(order).await) }
+                        .boxed()
+                }
+                None => futures_util::future::ready(PeerResponse::Reconfig(Err(
+                    crate::error::ReconfigError::Failed("node shutting down".into()),
+                )))
+                .boxed(),
+            },
             PeerRequest::Describe => {
                 let description = super::NodeDescription {
                     client_addr: self.cfg.advertise_client_addr.clone(),

@@ -103,7 +103,7 @@ impl PeerService for Fake {
             // A response of the wrong kind.
             PeerRequest::InstallSnapshot(_) => future::ready(PeerResponse::Touch(None)).boxed(),
             PeerRequest::HistoryFloor => future::ready(PeerResponse::HistoryFloor(None)).boxed(),
-            PeerRequest::Describe => future::pending().boxed(),
+            PeerRequest::Describe | PeerRequest::Reconfig(_) => future::pending().boxed(),
         }
     }
 }

@@ -169,6 +169,17 @@ impl ApplyObserver for Applier {
                 };
                 self.pending.complete(Some(*origin), done);
             }
+            (Command::Config { origin, .. }, Outcome::Write { applied }) => {
+                for ev in &applied.events {
+                    self.notify(tenants, zxid, ev);
+                }
+                let done = Completion::Write {
+                    zxid,
+                    err: applied.err,
+                    response: applied.response.clone(),
+                };
+                self.pending.complete(*origin, done);
+            }
             (_, Outcome::Reaped { events }) => {
                 for ev in events {
                     self.notify(tenants, zxid, ev);

@@ -59,6 +59,14 @@ impl Pending {
         }
     }
 
+    /// Answers a waiting request now, without an entry (a `reconfig` refused before it was
+    /// proposed); no-op if already completed.
+    pub fn answer(&mut self, request: u64, c: Completion) {
+        if let Some(tx) = self.waiting.remove(&request) {
+            let _ = tx.send(c);
+        }
+    }
+
     /// The command from `origin` was applied with outcome `c`: its waiter (if this node
     /// proposed it) learns it once the whole entry is applied.
     pub fn complete(&mut self, origin: Option<Origin>, c: Completion) {

@@ -202,7 +202,20 @@ impl Conn {
                     None => ready(ErrorCode::AuthFailed, true),
                 }
             }
-            Request::Reconfig(_) | Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
+            Request::Reconfig(r) => {
+                let done = self.node.start_reconfig(self.session_id, auth, r);
+                (
+                    Slot::Write {
+                        xid,
+                        done,
+                        close_after: false,
+                        op,
+                        arrived: Instant::now(),
+                    },
+                    false,
+                )
+            }
+            Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
             Request::CloseSession => {
                 lock(&self.node.replica)
                     .observer
