@@ -48,6 +48,11 @@ pub struct ConnectOptions {
     /// `ACLProvider`) default to; a client shared by institutions should set
     /// [`Acl::creator_all`] or name its readers and writers.
     pub default_acl: Vec<Acl>,
+    /// Accept a read-only session from a server cut off from its quorum (ZooKeeper's
+    /// `canBeReadOnly`): possibly stale reads, writes refused with `NotReadOnly`, state
+    /// [`SessionState::ConnectedReadOnly`]. Meanwhile the client looks for a read-write server
+    /// (`isro`) and moves to it with a new session. Default false.
+    pub can_be_read_only: bool,
 }
 
 impl Default for ConnectOptions {
@@ -60,6 +65,7 @@ impl Default for ConnectOptions {
             shuffle_hosts: true,
             tls: None,
             default_acl: Acl::open_unsafe(),
+            can_be_read_only: false,
         }
     }
 }
@@ -88,6 +94,12 @@ impl ConnectOptions {
 
     pub fn shuffle_hosts(mut self, shuffle: bool) -> Self {
         self.shuffle_hosts = shuffle;
+        self
+    }
+
+    /// Accept read-only sessions (see [`ConnectOptions::can_be_read_only`]).
+    pub fn can_be_read_only(mut self, yes: bool) -> Self {
+        self.can_be_read_only = yes;
         self
     }
 
@@ -261,6 +273,7 @@ impl Client {
             max_frame: options.max_frame,
             session: options.session.map(|(id, p)| (id, Bytes::from(p))),
             tls: options.tls,
+            can_be_read_only: options.can_be_read_only,
         };
         let shared = session::new_shared(options.session_timeout);
         let (tx, rx) = mpsc::unbounded_channel();

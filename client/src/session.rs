@@ -19,7 +19,7 @@ use synod_proto::records::{
 use synod_proto::{
     xid, ErrorCode, EventType, FrameCodec, KeeperState, OpCode, Request, RequestPacket, Response,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -35,6 +35,11 @@ pub enum SessionState {
     Connecting,
     /// Connected to a server with a live session.
     Connected,
+    /// Connected to a server cut off from its quorum, with a read-only session of that server
+    /// alone (only with [`crate::ConnectOptions::can_be_read_only`]): reads may be stale, writes
+    /// fail with `NotReadOnly`. The client moves to a read-write server (a new session) once
+    /// it finds one.
+    ConnectedReadOnly,
     /// The connection broke; the client is reconnecting and the session may still be alive.
     Disconnected,
     /// The server declared the session expired; its ephemerals are gone. Terminal.
@@ -71,6 +76,8 @@ pub(crate) struct Config {
     pub session: Option<(i64, Bytes)>,
     /// Speak TLS to the servers (their secure client port).
     pub tls: Option<crate::tls::TlsConnector>,
+    /// Accept read-only sessions ([`crate::ConnectOptions::can_be_read_only`]).
+    pub can_be_read_only: bool,
 }
 
 /// The reading half of a connection to a server, plaintext or TLS.
@@ -178,6 +185,13 @@ enum Ended {
     AuthFailed,
 }
 
+/// How often a client on a read-only server first looks for a read-write one; doubled after
+/// each miss up to [`RW_PROBE_MAX`] (ZooKeeper's client starts at 100 ms, up to 60 s).
+const RW_PROBE_FIRST: Duration = Duration::from_millis(500);
+const RW_PROBE_MAX: Duration = Duration::from_secs(30);
+/// Bound on one `isro` probe.
+const RW_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 enum Round {
     Connected(FramedRead<ReadHalf, FrameCodec>, WriteHalf, SocketAddr),
     Expired,
@@ -208,6 +222,9 @@ pub(crate) struct SessionTask {
     held: VecDeque<Command>,
     /// Until the first session is established: when `connect` gives up. Bounds every attempt.
     connect_deadline: Option<Instant>,
+    /// The session is a read-only server's local one: the next handshake asks for a new
+    /// session (id 0), as ZooKeeper's client does until it has seen a read-write server.
+    read_only: bool,
 }
 
 impl SessionTask {
@@ -230,6 +247,7 @@ impl SessionTask {
             auths: Vec::new(),
             held: VecDeque::new(),
             connect_deadline: None,
+            read_only: false,
         }
     }
 
@@ -260,7 +278,12 @@ impl SessionTask {
                     backoff = Duration::from_millis(20);
                     self.connect_deadline = None;
                     // Published before `connect` returns, so the session id is readable at once.
-                    self.set_state(SessionState::Connected, Some(addr));
+                    let state = if self.read_only {
+                        SessionState::ConnectedReadOnly
+                    } else {
+                        SessionState::Connected
+                    };
+                    self.set_state(state, Some(addr));
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     }
@@ -369,15 +392,21 @@ impl SessionTask {
         for _ in 0..n {
             let (host, port) = self.cfg.hosts[self.next_host % n].clone();
             self.next_host += 1;
+            // A read-only session is the server's alone: ask for a new one.
+            let (session_id, passwd) = if self.read_only {
+                (0, Bytes::from(vec![0u8; 16]))
+            } else {
+                (self.session_id, self.passwd.clone())
+            };
             let req = ConnectRequest {
                 base: ConnectRequestBase {
                     protocol_version: 0,
                     last_zxid_seen: self.last_zxid,
                     timeout: self.cfg.session_timeout.as_millis() as i32,
-                    session_id: self.session_id,
-                    passwd: self.passwd.clone(),
+                    session_id,
+                    passwd,
                 },
-                read_only: false,
+                read_only: self.cfg.can_be_read_only,
             };
             let attempt = tokio::time::timeout(
                 per_host,
@@ -410,6 +439,7 @@ impl SessionTask {
                     }
                     self.session_id = resp.base.session_id;
                     self.passwd = resp.base.passwd;
+                    self.read_only = resp.read_only;
                     self.timeout = Duration::from_millis(resp.base.timeout as u64);
                     return Round::Connected(frames, wr, addr);
                 }
@@ -532,6 +562,9 @@ impl SessionTask {
         let mut last_recv = Instant::now();
         let mut last_send = Instant::now();
         let mut rx_open = true;
+        // On a read-only server: when to look for a read-write one next, and the wait after.
+        let mut rw_probe_every = RW_PROBE_FIRST;
+        let mut rw_probe_at = Instant::now() + rw_probe_every;
         let ended = loop {
             if !conn.out.is_empty() {
                 if wtx.send(conn.out.split().freeze()).is_err() {
@@ -576,6 +609,14 @@ impl SessionTask {
                         encode_frame(&RequestPacket { xid: xid::PING, request: Request::Ping }, &mut conn.out);
                     }
                 }
+                _ = tokio::time::sleep_until(rw_probe_at), if self.read_only => {
+                    if let Some(found) = self.find_read_write_server(addr).await {
+                        self.next_host = found;
+                        break Ended::Lost("a read-write server is reachable".into());
+                    }
+                    rw_probe_every = (rw_probe_every * 2).min(RW_PROBE_MAX);
+                    rw_probe_at = Instant::now() + rw_probe_every;
+                }
                 _ = &mut writer => break Ended::Lost("write to server failed".into()),
             }
         };
@@ -602,6 +643,18 @@ impl SessionTask {
         } else {
             ended
         }
+    }
+
+    /// Asks every other server `isro` (as ZooKeeper's client does while read-only): the index
+    /// of the first that answers `rw`.
+    async fn find_read_write_server(&self, current: SocketAddr) -> Option<usize> {
+        for (i, (host, port)) in self.cfg.hosts.iter().enumerate() {
+            let probe = is_read_write(host.clone(), *port, current, self.cfg.tls.clone());
+            if let Ok(true) = tokio::time::timeout(RW_PROBE_TIMEOUT, probe).await {
+                return Some(i);
+            }
+        }
+        None
     }
 
     fn last_zxid_to_shared(&self) {
@@ -772,6 +825,41 @@ async fn handshake(
     let resp = ConnectResponse::decode(&mut Reader::new(frame))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     Ok((frames, wr, addr, resp))
+}
+
+/// Whether the server at `host:port` (not `current`) answers the four-letter word `isro` with
+/// `rw`: it serves read-write sessions.
+async fn is_read_write(
+    host: String,
+    port: u16,
+    current: SocketAddr,
+    tls: Option<crate::tls::TlsConnector>,
+) -> bool {
+    let Ok(stream) = TcpStream::connect((host.as_str(), port)).await else {
+        return false;
+    };
+    if stream.peer_addr().ok() == Some(current) {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let asked = match tls {
+        None => ask_isro(stream, &mut answer).await,
+        Some(tls) => match tls.connect(&host, stream).await {
+            Ok(s) => ask_isro(s, &mut answer).await,
+            Err(_) => return false,
+        },
+    };
+    asked.is_ok() && answer == b"rw"
+}
+
+async fn ask_isro(
+    mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    answer: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    s.write_all(b"isro").await?;
+    s.flush().await?;
+    (&mut s).take(16).read_to_end(answer).await?;
+    Ok(())
 }
 
 /// Writes batches of frames; several queued batches go out in one write.

@@ -197,6 +197,12 @@ pub struct Args {
     /// Every member should agree.
     #[arg(long, env = "SYNOD_RECONFIG_ENABLED")]
     pub reconfig_enabled: bool,
+    /// Read-only mode (ZooKeeper's `readonlymode.enabled`): cut off from the quorum (no leader
+    /// for 2 s), serve possibly stale reads to clients that ask for read-only sessions
+    /// (`canBeReadOnly`), answering their writes NotReadOnly; other clients are refused as
+    /// always. Off by default.
+    #[arg(long, env = "SYNOD_READ_ONLY_MODE")]
+    pub read_only_mode: bool,
     /// Keep the replicated audit trail (`on`, the default) or not (`off`: for measuring its
     /// cost only; every member must agree).
     #[arg(long, env = "SYNOD_AUDIT", value_enum)]
@@ -268,6 +274,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     join: Option<bool>,
     reconfig_enabled: Option<bool>,
+    read_only_mode: Option<bool>,
     audit: Option<AuditMode>,
     audit_retention_days: Option<u64>,
     audit_reads: Option<AuditReads>,
@@ -325,6 +332,8 @@ pub struct Config {
     pub join: bool,
     /// Whether clients may `reconfig` ([`crate::reconfig`]).
     pub reconfig_enabled: bool,
+    /// Whether a node cut off from the quorum serves read-only clients ([`crate::read_only`]).
+    pub read_only_mode: bool,
     /// Whether the audit trail is kept (`<data-dir>/audit`).
     pub audit: AuditMode,
     /// How long an audit record is kept (`None`: forever).
@@ -591,6 +600,7 @@ impl Config {
             log_format,
             join: args.join || file.join.unwrap_or(false),
             reconfig_enabled: args.reconfig_enabled || file.reconfig_enabled.unwrap_or(false),
+            read_only_mode: args.read_only_mode || file.read_only_mode.unwrap_or(false),
             audit: args.audit.or(file.audit).unwrap_or(AuditMode::On),
             audit_reads: args
                 .audit_reads
@@ -672,6 +682,7 @@ impl Config {
             log_format: Some(self.log_format),
             join: Some(self.join),
             reconfig_enabled: Some(self.reconfig_enabled),
+            read_only_mode: Some(self.read_only_mode),
             audit: Some(self.audit),
             audit_retention_days: Some(
                 self.audit_retention

@@ -28,6 +28,7 @@
 //! holds: node id, cluster id); [`disk`] (its free space: writes refused in the reserve);
 //! [`notify`] (readiness for systemd); [`upgrade`] (the cluster version: rolling upgrades);
 //! [`reconfig`] (ZooKeeper's `reconfig` and `/zookeeper/config` over Raft membership);
+//! [`read_only`] (a node cut off from the quorum serving clients that allow read-only);
 //! [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
@@ -45,6 +46,7 @@ pub mod node;
 pub mod notify;
 pub mod peer;
 pub mod pipeline;
+pub mod read_only;
 pub mod reconfig;
 pub mod server;
 pub mod session;

@@ -78,6 +78,9 @@ pub struct Node {
     pub(crate) version_current: std::sync::atomic::AtomicBool,
     /// One membership change at a time, and members' client addresses ([`crate::reconfig`]).
     pub(crate) reconfigs: crate::reconfig::Reconfigs,
+    /// Whether this node, cut off from the quorum, serves read-only clients
+    /// ([`crate::read_only`]).
+    pub read_only: crate::read_only::ReadOnly,
 }
 
 impl Node {

@@ -2,7 +2,7 @@
 //! cluster started from the `synod` binary of this package, its clients speaking TLS 1.3 with a
 //! client certificate to the secure client port (none for the cases about unauthenticated
 //! clients, with `--client-auth optional`; the super digest and reconfig enabled, as the
-//! oracle runs): every case that passes against Apache
+//! oracle runs, and read-only mode): every case that passes against Apache
 //! ZooKeeper (plaintext, testkit/tests/conformance.rs) must pass here too.
 
 use std::path::Path;
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         "--super-digest",
         synod_testkit::ensemble::SUPER_DIGEST,
         "--reconfig-enabled",
+        "--read-only-mode",
     ]
     .iter()
     .map(|a| a.to_string())

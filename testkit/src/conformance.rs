@@ -1211,7 +1211,20 @@ async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult 
     let b = ctx
         .client_at(&others.join(","), ConnectOptions::default())
         .await?;
-    ok!(b.set_data(&p, b"changed while disconnected", None).await);
+    // B may have connected before the survivors elected a leader (ZooKeeper with local
+    // sessions admits it at once) and lose that connection to the election: retried then
+    // (the write is idempotent).
+    let mut tries = 0;
+    loop {
+        match b.set_data(&p, b"changed while disconnected", None).await {
+            Ok(_) => break,
+            Err(Error::ConnectionLoss) if tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(format!("set_data through the survivors: {e:?}")),
+        }
+    }
     let states_seen = within(Duration::from_secs(20), "reconnect", async {
         let mut seen = Vec::new();
         while let Some(s) = states.next().await {
@@ -1455,6 +1468,123 @@ async fn reconfig_removes_and_adds_back_a_server(ctx: Ctx) -> CaseResult {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Read-only mode
+// ---------------------------------------------------------------------------------------------
+
+async fn read_only_mode_serves_reads_when_cut_off(ctx: Ctx) -> CaseResult {
+    // Ignored by `run` for an ensemble that cannot pause a server.
+    check!(
+        ctx.ens.can_kill(),
+        "{} servers cannot be paused from here",
+        ctx.ens.name()
+    );
+    let zk = ctx.client().await?;
+    let p = ctx.p("config");
+    ok!(zk.create(&p, b"last known", CreateMode::Persistent).await);
+    ok!(zk.sync(&p).await);
+    let addrs = ctx.ens.addrs();
+    let leader = ctx.ens.leader().ok_or("no leader")?;
+    // A follower is cut off: every other server is frozen.
+    let alone = (0..addrs.len())
+        .find(|i| *i != leader)
+        .ok_or("no follower")?;
+    // It must have applied the node before it is cut off.
+    let there = addrs[alone].to_string();
+    let caught_up = eventually(T, || async {
+        match ctx.client_at(&there, ConnectOptions::default()).await {
+            Ok(c) => c.exists(&p).await.is_ok_and(|s| s.is_some()),
+            Err(_) => false,
+        }
+    })
+    .await;
+    check!(caught_up, "{there} did not apply {p}");
+    drop(zk);
+
+    struct Resume<'a>(&'a dyn Ensemble, Vec<usize>);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            for i in &self.1 {
+                if let Err(e) = self.0.resume(*i) {
+                    eprintln!("resuming node {i}: {e}");
+                }
+            }
+        }
+    }
+    let others: Vec<usize> = (0..addrs.len()).filter(|i| *i != alone).collect();
+    let mut frozen = Resume(&*ctx.ens, Vec::new());
+    for i in &others {
+        ctx.ens
+            .pause(*i)
+            .map_err(|e| format!("pause node {i}: {e}"))?;
+        frozen.1.push(*i);
+    }
+    let ro_opts = || {
+        ConnectOptions::default()
+            .can_be_read_only(true)
+            .connect_timeout(Duration::from_secs(3))
+    };
+    // Once it notices (ZooKeeper and synod wait 2 s without a leader), it serves a client
+    // that allows read-only.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ro = loop {
+        if let Ok(c) = ctx.client_at(&there, ro_opts()).await {
+            if c.state() == SessionState::ConnectedReadOnly {
+                break c;
+            }
+        }
+        check!(
+            Instant::now() < deadline,
+            "{there} never served a read-only session"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ro_session = ro.session_id();
+    check_eq!(&ok!(ro.get_data(&p).await).0[..], b"last known");
+    check!(
+        ok!(ro.get_children(&ctx.root).await).contains(&"config".to_string()),
+        "the read-only server lists no children"
+    );
+    fails!(ro.set_data(&p, b"new", None).await, Error::NotReadOnly);
+    fails!(
+        ro.create(&ctx.p("new"), b"", CreateMode::Persistent).await,
+        Error::NotReadOnly
+    );
+    fails!(ro.sync(&p).await, Error::NotReadOnly);
+    // A client that did not allow read-only gets no session there.
+    let plain = ctx
+        .client_at(
+            &there,
+            ConnectOptions::default().connect_timeout(Duration::from_secs(3)),
+        )
+        .await;
+    check!(
+        plain.is_err(),
+        "a client that did not allow read-only got a session on a cut-off server"
+    );
+
+    // The quorum comes back: the client moves to a read-write session of its own.
+    let mut states = ro.state_changes();
+    drop(frozen);
+    let back = within(Duration::from_secs(60), "a read-write session", async {
+        while let Some(s) = states.next().await {
+            if s == SessionState::Connected || s.is_terminal() {
+                return s;
+            }
+        }
+        SessionState::Closed
+    })
+    .await?;
+    check_eq!(back, SessionState::Connected);
+    check!(
+        ro.session_id() != ro_session,
+        "the read-only session id was kept"
+    );
+    ok!(ro.set_data(&p, b"new", None).await);
+    check_eq!(&ok!(ro.get_data(&p).await).0[..], b"new");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Every case: its name, its body, and whether it must kill a server.
 fn cases() -> Vec<(&'static str, CaseFn, bool)> {
@@ -1498,6 +1628,7 @@ fn cases() -> Vec<(&'static str, CaseFn, bool)> {
         case!(config_node_lists_the_members),
         case!(reconfig_refusals),
         case!(reconfig_removes_and_adds_back_a_server),
+        case!(read_only_mode_serves_reads_when_cut_off, kills),
     ]
 }
 

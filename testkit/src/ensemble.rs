@@ -176,6 +176,24 @@ pub trait Ensemble: Send + Sync {
     /// Starts node `idx` again on the same ports and data, and waits (bounded) until it serves
     /// clients as leader or follower. Fails if the node is still running.
     fn restart(&self, idx: usize) -> io::Result<()>;
+
+    /// Freezes node `idx` (SIGSTOP) until [`Ensemble::resume`]; only where [`Ensemble::can_kill`].
+    fn pause(&self, idx: usize) -> io::Result<()> {
+        let _ = idx;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{} servers cannot be paused from here", self.name()),
+        ))
+    }
+
+    /// Continues node `idx` after [`Ensemble::pause`].
+    fn resume(&self, idx: usize) -> io::Result<()> {
+        let _ = idx;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{} servers cannot be resumed from here", self.name()),
+        ))
+    }
 }
 
 /// Returns [`External`] for `SYNOD_TEST_SERVERS="host:port,..."` if that is set and non-empty,
@@ -184,6 +202,15 @@ pub fn from_env() -> io::Result<Box<dyn Ensemble>> {
     match std::env::var(SERVERS_ENV) {
         Ok(list) if !list.trim().is_empty() => Ok(Box::new(External::from_list(&list)?)),
         _ => Ok(Box::new(ZkEnsemble::start(3)?)),
+    }
+}
+
+/// Like [`from_env`], the local ensemble in read-only mode ([`ZkEnsemble::start_read_only`]):
+/// the conformance suite's.
+pub fn from_env_read_only() -> io::Result<Box<dyn Ensemble>> {
+    match std::env::var(SERVERS_ENV) {
+        Ok(list) if !list.trim().is_empty() => Ok(Box::new(External::from_list(&list)?)),
+        _ => Ok(Box::new(ZkEnsemble::start_read_only(3)?)),
     }
 }
 
@@ -353,7 +380,13 @@ pub enum Probe {
 
 /// Apache ZooKeeper from the Debian package; see [`ZkEnsemble`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ZooKeeper;
+pub struct ZooKeeper {
+    /// Read-only mode (`readonlymode.enabled`, with the local sessions it needs:
+    /// `localSessionsEnabled`, upgraded to global ones by an ephemeral): the conformance suite's
+    /// ensemble ([`ZkEnsemble::start_read_only`]). Local sessions let a client connect to a
+    /// follower before an election has ended, so other tests run without.
+    pub read_only_mode: bool,
+}
 
 impl Kind for ZooKeeper {
     const NAME: &'static str = "zookeeper";
@@ -397,6 +430,7 @@ impl Kind for ZooKeeper {
                  maxClientCnxns=0\n\
                  4lw.commands.whitelist=*\n\
                  reconfigEnabled=true\n\
+                 {read_only}
                  admin.enableServer=false\n\
                  standaloneEnabled=false\n\
                  {servers}",
@@ -404,6 +438,11 @@ impl Kind for ZooKeeper {
                 n = nodes.len(),
                 data = node.data_dir().display(),
                 client = node.client_port,
+                read_only = if self.read_only_mode {
+                    "localSessionsEnabled=true\nlocalSessionsUpgradingEnabled=true\n"
+                } else {
+                    ""
+                },
             );
             let mut f = File::create(zk_cfg_path(node))?;
             f.write_all(cfg.as_bytes())?;
@@ -418,8 +457,11 @@ impl Kind for ZooKeeper {
             classpath.push_str(SLF4J_SIMPLE_JAR);
         }
         let mut cmd = Command::new(JAVA);
-        cmd.args(JVM_ARGS)
-            .arg("-cp")
+        cmd.args(JVM_ARGS);
+        if self.read_only_mode {
+            cmd.arg("-Dreadonlymode.enabled=true");
+        }
+        cmd.arg("-cp")
             .arg(classpath)
             .arg(MAIN_CLASS)
             .arg(zk_cfg_path(node));
@@ -724,7 +766,15 @@ impl Local<ZooKeeper> {
     /// answers `srvr` as leader or follower with exactly one leader. One node works too: it runs as
     /// a one-voter quorum (`standaloneEnabled=false`) and reports `leader`.
     pub fn start(n: usize) -> io::Result<ZkEnsemble> {
-        Local::launch(ZooKeeper, n, n, "synod-zk-")
+        Local::launch(ZooKeeper::default(), n, n, "synod-zk-")
+    }
+
+    /// Like [`ZkEnsemble::start`], in read-only mode (see [`ZooKeeper::read_only_mode`]).
+    pub fn start_read_only(n: usize) -> io::Result<ZkEnsemble> {
+        let kind = ZooKeeper {
+            read_only_mode: true,
+        };
+        Local::launch(kind, n, n, "synod-zk-")
     }
 
     /// The mode node `idx` reports via the `srvr` four-letter word: `"leader"`, `"follower"`,
@@ -1546,6 +1596,14 @@ impl<K: Kind> Ensemble for Local<K> {
 
     fn leader(&self) -> Option<usize> {
         Local::leader(self)
+    }
+
+    fn pause(&self, idx: usize) -> io::Result<()> {
+        Local::pause(self, idx)
+    }
+
+    fn resume(&self, idx: usize) -> io::Result<()> {
+        Local::resume(self, idx)
     }
 
     fn kill(&self, idx: usize) -> io::Result<()> {

@@ -195,6 +195,9 @@ fn serving(node: &Node) -> bool {
 
 /// ZooKeeper's mode name of this node: `leader`, `follower`, `observer` (a Raft learner).
 fn mode(node: &Node) -> &'static str {
+    if node.read_only.active() {
+        return "read-only";
+    }
     let m = node.raft.metrics().borrow().clone();
     match m.state {
         openraft::ServerState::Leader => "leader",
@@ -254,6 +257,7 @@ fn summary(node: &Node) -> Summary {
 pub fn text(node: &Node, word: Word) -> String {
     match word {
         Word::Ruok => "imok".into(),
+        Word::Isro if node.read_only.active() => "ro".into(),
         Word::Isro => "rw".into(),
         Word::Envi => envi_text(),
         Word::Conf => conf_text(node),
@@ -267,7 +271,7 @@ pub fn text(node: &Node, word: Word) -> String {
             }
             "Connection stats reset.\n".into()
         }
-        _ if !serving(node) => NOT_SERVING.into(),
+        _ if !serving(node) && !node.read_only.active() => NOT_SERVING.into(),
         Word::Srvr => srvr_text(node, false),
         Word::Stat => srvr_text(node, true),
         Word::Mntr => mntr(node).into_iter().fold(String::new(), |mut s, (k, v)| {
@@ -335,6 +339,9 @@ fn srvr_text(node: &Node, with_clients: bool) -> String {
     let sum = summary(node);
     let l = sum.server.latency;
     let mut s = format!("Zookeeper version: {}\n", version());
+    if node.read_only.active() {
+        s.push_str("READ-ONLY mode; serving only read-only clients\n");
+    }
     if with_clients {
         s.push_str("Clients:\n");
         for c in snapshots(&node.connections()).iter().take(MAX_ITEMS) {
@@ -764,7 +771,7 @@ pub fn json(node: &Node, word: Word) -> Value {
             }
         }
         Word::Isro => {
-            out.insert("read_only".into(), json!(false));
+            out.insert("read_only".into(), json!(node.read_only.active()));
         }
         Word::Envi => {
             for (k, v) in envi_pairs() {

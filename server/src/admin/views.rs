@@ -127,6 +127,9 @@ pub struct Status {
     /// On a leader: whether `/zookeeper/config` does not show the applied membership yet
     /// (the leader is about to rewrite it; a `reconfig` meanwhile gets ReconfigInProgress).
     pub zookeeper_config_pending: bool,
+    /// Whether this node, cut off from the quorum, serves read-only clients now
+    /// (`--read-only-mode`).
+    pub read_only: bool,
     /// Client request counters of this node (rates and latency are derived from two samples).
     pub requests: ServerSnapshot,
 }
@@ -208,6 +211,7 @@ pub async fn status(node: &Node) -> Status {
                     .collect()
             }),
         zookeeper_config_pending: node.is_leader() && crate::reconfig::config_pending(node),
+        read_only: node.read_only.active(),
         requests: node.stats.snapshot(),
     }
 }

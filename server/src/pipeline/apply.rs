@@ -80,6 +80,24 @@ impl Applier {
         self.watches.remove_conn(id);
     }
 
+    /// Closes every connection whose entry `which` selects; returns how many.
+    pub fn kill_conns_where(
+        &mut self,
+        which: impl Fn(&crate::session::registry::ConnEntry) -> bool,
+        why: &str,
+    ) -> usize {
+        let doomed: Vec<ConnId> = self
+            .conns
+            .ids()
+            .into_iter()
+            .filter(|id| self.conns.get(*id).is_some_and(&which))
+            .collect();
+        for id in &doomed {
+            self.kill_conn(*id, why);
+        }
+        doomed.len()
+    }
+
     /// Closes a connection and forgets it.
     fn kill_conn(&mut self, id: ConnId, why: &str) {
         if let Some(e) = self.conns.get(id) {

@@ -53,6 +53,9 @@ pub struct Conn {
     pub id: ConnId,
     /// The session it carries.
     pub session_id: i64,
+    /// A read-only node's local session ([`crate::read_only`]): reads without a read point,
+    /// `NotReadOnly` for writes.
+    pub read_only: bool,
     /// The connection's outbound queue (bounded: replies wait for room, and a client whose
     /// events find none is dropped).
     pub out: Outbox,

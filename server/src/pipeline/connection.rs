@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::node::Node;
 use crate::pipeline::conn::{Conn, COMMIT_TIMEOUT};
 use crate::pipeline::handshake::{
-    connect_response, expired_response, handshake, read_connect_request,
+    connect_response, expired_response, handshake, read_connect_request, read_only_session,
 };
 use crate::pipeline::ordered::{Held, Slot};
 use crate::pipeline::outbox::outbox;
@@ -55,7 +55,17 @@ pub async fn serve(
             id: id.fingerprint.clone(),
         });
     }
-    let Some((session_id, timeout, passwd)) = handshake(&node, &req, peer, &stamped).await else {
+    // Cut off from the quorum: only new read-only sessions (see `crate::read_only`).
+    let read_only = node.read_only.active();
+    let session = if read_only {
+        match read_only_session(&node, &req, peer) {
+            Some(s) => Some(s),
+            None => return,
+        }
+    } else {
+        handshake(&node, &req, peer, &stamped).await
+    };
+    let Some((session_id, timeout, passwd)) = session else {
         // Tell an expired (or refused) session so, as ZooKeeper does: the client stops.
         let _ = wr.write_all(&expired_response()).await;
         let _ = wr.flush().await;
@@ -84,7 +94,13 @@ pub async fn serve(
         let mut r = lock(&node.replica);
         // Checked in the same hold as the registration: a session closed after the handshake
         // looked it up would otherwise leave this connection unknown to its close, never told.
-        let alive = r.tree.session(session_id).is_some();
+        // A read-only session lives while the node is cut off (the end of read-only mode
+        // closes its connections under this lock: checked again here).
+        let alive = if read_only {
+            node.read_only.active()
+        } else {
+            r.tree.session(session_id).is_some()
+        };
         if alive {
             r.observer.add_conn(
                 conn_id,
@@ -101,10 +117,14 @@ pub async fn serve(
                 timeout.as_millis() as i32,
                 session_id,
                 passwd,
+                read_only,
             ));
         }
         alive
     };
+    if !accepted && read_only {
+        return;
+    }
     if !accepted {
         let _ = wr.write_all(&expired_response()).await;
         let _ = wr.flush().await;
@@ -119,6 +139,7 @@ pub async fn serve(
         node: node.clone(),
         id: conn_id,
         session_id,
+        read_only,
         out: out_tx,
         stats: stats.clone(),
     };

@@ -63,6 +63,33 @@ pub async fn read_connect_request(
     }
 }
 
+/// The local session a read-only node gives a client that asked for one
+/// ([`crate::read_only`]): Some((id, timeout, password)), or None to close without an answer —
+/// a client that did not ask for read-only, that brings a session to resume, or that has seen
+/// more than this node has applied.
+pub fn read_only_session(
+    node: &Node,
+    req: &ConnectRequest,
+    peer: SocketAddr,
+) -> Option<(i64, Duration, Bytes)> {
+    let b = &req.base;
+    let applied = lock(&node.replica).applied_index();
+    if !req.read_only || b.session_id != 0 || zxid_index(b.last_zxid_seen) > applied {
+        tracing::info!(
+            %peer,
+            can_be_read_only = req.read_only,
+            session = format_args!("{:#x}", b.session_id),
+            last_zxid_seen = format_args!("{:#x}", b.last_zxid_seen),
+            "closing: this node is cut off from the quorum and serves only new read-only \
+             sessions of clients that allow them and have not seen more than it has applied"
+        );
+        return None;
+    }
+    let timeout = node.cfg.negotiate_timeout(b.timeout);
+    let passwd = Bytes::from(rand::random::<[u8; 16]>().to_vec());
+    Some((node.read_only.new_local_session(node.id), timeout, passwd))
+}
+
 /// Establishes or resumes the session: Some((id, timeout, password)); Some with id 0 to close
 /// without an answer (the client tries another server); None to answer that the session has
 /// expired (a resumed session that is gone, or a new one its tenant's quota refuses).
@@ -151,8 +178,9 @@ pub async fn handshake(
     }
 }
 
-/// An encoded ConnectResponse granting `session_id` for `timeout_ms`.
-pub fn connect_response(timeout_ms: i32, session_id: i64, passwd: Bytes) -> Bytes {
+/// An encoded ConnectResponse granting `session_id` for `timeout_ms`; `read_only` for a
+/// read-only node's local session ([`crate::read_only`]).
+pub fn connect_response(timeout_ms: i32, session_id: i64, passwd: Bytes, read_only: bool) -> Bytes {
     let resp = ConnectResponse {
         base: ConnectResponseBase {
             protocol_version: 0,
@@ -160,7 +188,7 @@ pub fn connect_response(timeout_ms: i32, session_id: i64, passwd: Bytes) -> Byte
             session_id,
             passwd,
         },
-        read_only: false,
+        read_only,
     };
     let mut b = BytesMut::new();
     encode_frame(&resp, &mut b);
@@ -170,5 +198,5 @@ pub fn connect_response(timeout_ms: i32, session_id: i64, passwd: Bytes) -> Byte
 /// The ConnectResponse that tells a client its session has expired (timeout 0), as ZooKeeper
 /// sends it.
 pub fn expired_response() -> Bytes {
-    connect_response(0, 0, Bytes::from(vec![0; 16]))
+    connect_response(0, 0, Bytes::from(vec![0; 16]), false)
 }

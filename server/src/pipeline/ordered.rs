@@ -110,9 +110,12 @@ impl Conn {
                     auth,
                     arrived,
                 } => {
-                    let needs_point = matches!(request, Request::Sync(_))
-                        || (self.node.cfg.read_consistency == ReadConsistency::Linearizable
-                            && is_data_read(&request));
+                    // A read-only session asked for possibly stale reads: no read point
+                    // (there is no quorum to give one).
+                    let needs_point = !self.read_only
+                        && (matches!(request, Request::Sync(_))
+                            || (self.node.cfg.read_consistency == ReadConsistency::Linearizable
+                                && is_data_read(&request)));
                     if needs_point {
                         let idx = match read_point {
                             Some((started, idx)) if started > arrived => idx,

@@ -202,6 +202,11 @@ impl Conn {
                     None => ready(ErrorCode::AuthFailed, true),
                 }
             }
+            // A read-only session: nothing that needs the quorum (see `crate::read_only`).
+            Request::CloseSession if self.read_only => ready(ErrorCode::Ok, true),
+            _ if self.read_only && (op.is_write() || op == synod_proto::OpCode::Sync) => {
+                ready(ErrorCode::NotReadOnly, false)
+            }
             Request::Reconfig(r) => {
                 let done = self.node.start_reconfig(self.session_id, auth, r);
                 (
