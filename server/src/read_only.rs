@@ -1,5 +1,6 @@
 //! Read-only mode (`--read-only-mode`, ZooKeeper's `readonlymode.enabled`): a node cut off from
-//! the quorum — no leader known for [`CUT_OFF_AFTER`] — keeps serving reads of its last applied
+//! the quorum — no leader known, or as leader no quorum's acknowledgement, for
+//! [`CUT_OFF_AFTER`] — keeps serving reads of its last applied
 //! tree to the clients that asked for it (`canBeReadOnly` in their ConnectRequest), and only to
 //! them:
 //! - such a client gets a *local* session, known to this node alone and never replicated (a
@@ -55,6 +56,20 @@ impl ReadOnly {
     }
 }
 
+/// Whether this node knows a working leader: a follower one it follows, a leader that a
+/// quorum acknowledged within [`CUT_OFF_AFTER`] (an openraft 0.9 leader cut off from its
+/// followers does not step down by itself).
+fn quorum_reachable(node: &Node) -> bool {
+    let m = node.raft.metrics().borrow().clone();
+    match m.current_leader {
+        None => false,
+        Some(l) if l == node.id => m
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms < CUT_OFF_AFTER.as_millis() as u64),
+        Some(_) => true,
+    }
+}
+
 /// Runs until the node stops (returns at once without `--read-only-mode`).
 pub async fn read_only_loop(node: Arc<Node>) {
     if !node.cfg.read_only_mode {
@@ -67,7 +82,7 @@ pub async fn read_only_loop(node: Arc<Node>) {
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        let has_leader = node.raft.metrics().borrow().current_leader.is_some();
+        let has_leader = quorum_reachable(&node);
         let active = node.read_only.active();
         if has_leader {
             leaderless_since = None;

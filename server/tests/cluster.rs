@@ -1227,6 +1227,72 @@ fn zkcli_reconfig_adds_and_removes_a_server() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Read-only mode: a leader cut off from its followers
+// ---------------------------------------------------------------------------------------------
+
+/// The conformance suite cuts a follower off; here the leader is (openraft 0.9 does not make
+/// a leader without a quorum step down): with both followers frozen it serves a read-only
+/// client within seconds, says so in `/status`, refuses a write, and when the
+/// followers continue its read-only connection is closed and the client gets a real session.
+#[test]
+fn a_leader_cut_off_serves_read_only_clients() {
+    run_test("a_leader_cut_off_serves_read_only_clients", || async {
+        let ens = start_cluster(&["--read-only-mode"]);
+        let leader = leader_of(&ens);
+        let zk = connect_only(&ens, leader).await;
+        must("create", zk.create("/ro", b"kept", CreateMode::Persistent)).await;
+        zk.close().await.ok();
+        let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        for i in &followers {
+            ens.pause(*i).expect("pause a follower");
+        }
+        let became = Instant::now();
+        let ro = loop {
+            let opts = ens
+                .connect_options()
+                .can_be_read_only(true)
+                .connect_timeout(Duration::from_secs(2));
+            if let Ok(c) = Client::connect(&ens.addrs()[leader].to_string(), opts).await {
+                if c.state() == synod_client::SessionState::ConnectedReadOnly {
+                    break c;
+                }
+            }
+            assert!(
+                became.elapsed() < Duration::from_secs(30),
+                "the cut-off leader never served a read-only session:\n{}",
+                ens.log_tail(leader)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!("read-only after {:.1?}", became.elapsed());
+        let st = blocking(|| ens.status_json(leader)).expect("status");
+        assert_eq!(st["read_only"], true, "{st}");
+        let (data, _) = must("read-only get", ro.get_data("/ro")).await;
+        assert_eq!(&data[..], b"kept");
+        assert!(matches!(
+            ro.set_data("/ro", b"x", None).await,
+            Err(Error::NotReadOnly)
+        ));
+        let ro_session = ro.session_id();
+        for i in &followers {
+            ens.resume(*i).expect("resume a follower");
+        }
+        let back = Instant::now();
+        while ro.state() != synod_client::SessionState::Connected {
+            assert!(
+                back.elapsed() < Duration::from_secs(60),
+                "the read-only client never got a read-write session"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_ne!(ro.session_id(), ro_session);
+        must("write after", ro.set_data("/ro", b"written", None)).await;
+        let st = blocking(|| ens.status_json(leader)).expect("status");
+        assert_eq!(st["read_only"], false, "{st}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Persistent recursive watch across a reconnect
 // ---------------------------------------------------------------------------------------------
 

@@ -56,6 +56,9 @@ pub struct Conn {
     /// A read-only node's local session ([`crate::read_only`]): reads without a read point,
     /// `NotReadOnly` for writes.
     pub read_only: bool,
+    /// How long the client may stay silent before the connection closes: a read-only session's
+    /// timeout (no leader expires it); `None` for a replicated session (the leader does).
+    pub idle_limit: Option<std::time::Duration>,
     /// The connection's outbound queue (bounded: replies wait for room, and a client whose
     /// events find none is dropped).
     pub out: Outbox,

@@ -140,6 +140,7 @@ pub async fn serve(
         id: conn_id,
         session_id,
         read_only,
+        idle_limit: read_only.then_some(timeout),
         out: out_tx,
         stats: stats.clone(),
     };

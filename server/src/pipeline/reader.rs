@@ -111,7 +111,17 @@ impl Conn {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return ReaderEnd::Stopped;
             };
-            let frame = match frames.next().await {
+            let next = match self.idle_limit {
+                None => frames.next().await,
+                Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        tracing::info!(%peer, ?limit, "closing read-only session: client silent");
+                        return ReaderEnd::ClientClosed;
+                    }
+                },
+            };
+            let frame = match next {
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
                     tracing::info!(%peer, %e, "closing connection: bad frame");

@@ -144,16 +144,24 @@ impl Node {
     /// caller may write `/zookeeper/config`, the arguments parse.
     fn check_reconfig(&self, auth: &[Id], order: &ReconfigOrder) -> Result<(), ReconfigError> {
         self.reconfig_enabled()?;
+        self.may_reconfig(auth)?;
+        parse(order).map(|_| ())
+    }
+
+    /// Whether `auth` may write `/zookeeper/config` (only `super` may: its ACL is read-only
+    /// for the world); checked where the client is connected and again on the leader.
+    fn may_reconfig(&self, auth: &[Id]) -> Result<(), ReconfigError> {
         let may = {
             let r = lock(&self.replica);
             r.tree
                 .node(CONFIG_NODE)
                 .is_some_and(|n| synod_raft_store::acl::check(&n.acl, perms::WRITE, auth))
         };
-        if !may {
-            return Err(ReconfigError::NoAuth);
+        if may {
+            Ok(())
+        } else {
+            Err(ReconfigError::NoAuth)
         }
-        parse(order).map(|_| ())
     }
 
     fn reconfig_enabled(&self) -> Result<(), ReconfigError> {
@@ -201,6 +209,15 @@ impl Node {
         order: ReconfigOrder,
     ) -> Result<(), ReconfigError> {
         self.reconfig_enabled()?;
+        let auth: Vec<Id> = order
+            .auth
+            .iter()
+            .map(|(scheme, id)| Id {
+                scheme: scheme.clone(),
+                id: id.clone(),
+            })
+            .collect();
+        self.may_reconfig(&auth)?;
         if !self.is_leader() {
             return Err(ReconfigError::Failed("this node no longer leads".into()));
         }
