@@ -16,6 +16,11 @@
 //! With `--tls-ca` (and a client certificate) the sessions speak TLS. `--handshakes SECS`
 //! instead measures how many new connections the first server accepts per second: each loop
 //! opens a TCP connection, completes the TLS handshake (with `--tls-ca`) and closes it.
+//! `--floor DIR` measures the machine's floor instead ([`floor`]); `--server-pid` adds the
+//! servers' CPU time per request to each workload's line ([`server_cpu`]).
+
+mod floor;
+mod server_cpu;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -126,6 +131,17 @@ struct Args {
     /// (children n0, n1, ...) and leave them, for measuring a server's memory with a known tree.
     #[arg(long)]
     fill: Option<u32>,
+
+    /// Instead of a workload: measure the machine's floor, the loopback round trip and a 4 KiB
+    /// append + fdatasync to a file in this directory (`workload=floor_rtt`, `floor_fsync`).
+    #[arg(long)]
+    floor: Option<std::path::PathBuf>,
+
+    /// A server process on this machine whose CPU time (user + system) during each measurement
+    /// window is added up and divided by the requests measured (`server_cpu_us_per_op=`).
+    /// Repeat for every server of the ensemble.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
 }
 
 /// The TLS connector `--tls-*` asks for, if any.
@@ -515,6 +531,8 @@ struct Report {
     errors: u64,
     /// Failed requests by `<request kind>:<error name>`.
     error_kinds: BTreeMap<String, u64>,
+    /// CPU time the `--server-pid` processes spent in the measurement window, summed (µs).
+    server_cpu_us: Option<u64>,
 }
 
 impl Report {
@@ -525,6 +543,14 @@ impl Report {
         } else {
             0.0
         }
+    }
+
+    /// Server CPU time per successful measured request, in µs (with `--server-pid`).
+    fn server_cpu_us_per_op(&self) -> Option<f64> {
+        let n = self.all.len();
+        self.server_cpu_us
+            .filter(|_| n > 0)
+            .map(|us| us as f64 / n as f64)
     }
 
     /// The one-line text result.
@@ -542,6 +568,9 @@ impl Report {
             h.max(),
             self.errors
         );
+        if let Some(cpu) = self.server_cpu_us_per_op() {
+            line.push_str(&format!(" server_cpu_us_per_op={cpu:.1}"));
+        }
         if let Some(kinds) = &self.by_kind {
             for (k, h) in OP_KINDS.iter().zip(kinds) {
                 line.push_str(&format!(
@@ -572,6 +601,7 @@ impl Report {
             "mean_us": h.mean(),
             "errors": self.errors,
             "error_kinds": self.error_kinds,
+            "server_cpu_us_per_op": self.server_cpu_us_per_op(),
             "sessions": args.sessions,
             "inflight": args.inflight,
             "value_size": args.value_size,
@@ -866,6 +896,14 @@ impl Bench {
             by_kind: None,
             errors: 0,
             error_kinds: BTreeMap::new(),
+            server_cpu_us: None,
+        };
+        // The servers' CPU time over the measurement window (warmup end to the last reply).
+        let cpu_at_start = if self.args.server_pids.is_empty() {
+            None
+        } else {
+            tokio::time::sleep_until(warm_end).await;
+            Some(server_cpu::cpu_us(&self.args.server_pids)?)
         };
         let mut failure = None;
         for h in handles {
@@ -890,6 +928,10 @@ impl Bench {
                 Ok(Err(f)) => failure = Some(f),
                 Err(e) => failure = Some(Fatal(format!("a request loop failed: {e}"))),
             }
+        }
+        if let Some(start) = cpu_at_start {
+            let end = server_cpu::cpu_us(&self.args.server_pids)?;
+            report.server_cpu_us = Some(end.saturating_sub(start));
         }
         // The measurement window: warmup end to run end, or to the interruption.
         let finished = Instant::now().min(plan.end);
@@ -1004,6 +1046,14 @@ fn main() -> ExitCode {
     };
     let outcome = if let Some(secs) = args.handshakes {
         runtime.block_on(handshakes(&args, secs)).map(|()| true)
+    } else if let Some(dir) = &args.floor {
+        floor::loopback_rtt(200, 5_000)
+            .and_then(|rtt| Ok((rtt, floor::append_fdatasync(dir, 20, 500)?)))
+            .map(|(rtt, sync)| {
+                println!("{}", rtt.text());
+                println!("{}", sync.text());
+                true
+            })
     } else if let Some(n) = args.fill {
         runtime.block_on(fill(&args, n)).map(|()| true)
     } else {
