@@ -955,6 +955,20 @@ struct CliRun {
     stderr: String,
 }
 
+/// zkCli's TLS flags as the tests' client (x509:tester), for the certificates of `node_dir`'s
+/// ensemble: its key and certificate written as a PEM key store into a temp dir, which the
+/// caller keeps while zkCli runs.
+fn zkcli_tester_tls(node_dir: &Path) -> (tempfile::TempDir, Vec<String>) {
+    let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
+    let stores = tempfile::tempdir().expect("temp dir");
+    let key_store = stores.path().join("tester.pem");
+    let pem = |f: &str| std::fs::read(certs.join(f)).expect("read the test certificate");
+    std::fs::write(&key_store, [pem("tester.key"), pem("tester.crt")].concat())
+        .expect("write the key store");
+    let flags = zkcli_tls_flags(&certs.join("ca.crt"), &key_store);
+    (stores, flags)
+}
+
 /// zkCli's TLS settings: ZooKeeper's `zookeeper.client.secure` with the Netty socket, a PEM
 /// key store (the client's key and certificate in one file) and a PEM trust store (the CA), TLS
 /// 1.3 (synod speaks nothing older; ZooKeeper 3.8 defaults to 1.2).
@@ -1057,14 +1071,7 @@ fn zkcli_works_against_synod_over_tls() {
         let ens = start_cluster(&[]);
         let addrs = ens.addrs();
         // The tests' client certificate (x509:tester) as a PEM key store: key, then certificate.
-        let node_dir = &ens.nodes()[0].dir;
-        let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
-        let stores = tempfile::tempdir().expect("temp dir");
-        let key_store = stores.path().join("tester.pem");
-        let pem = |f: &str| std::fs::read(certs.join(f)).expect("read the test certificate");
-        std::fs::write(&key_store, [pem("tester.key"), pem("tester.crt")].concat())
-            .expect("write the key store");
-        let flags = zkcli_tls_flags(&certs.join("ca.crt"), &key_store);
+        let (_stores, flags) = zkcli_tester_tls(&ens.nodes()[0].dir);
         // Each command runs against the next server, so the leader and both followers serve it.
         let steps = [
             Step::new(&["create", "/zkcli", "hello"], |out| {
@@ -1166,14 +1173,7 @@ fn zkcli_reconfig_adds_and_removes_a_server() {
             .expect("spawn the joiner");
         blocking(|| ens.wait_leader_among(&[0, 1, 2], Duration::from_secs(60)));
         let addrs = ens.addrs();
-        let node_dir = &ens.nodes()[0].dir;
-        let certs = node_dir.parent().unwrap_or(node_dir).join("certs");
-        let stores = tempfile::tempdir().expect("temp dir");
-        let key_store = stores.path().join("tester.pem");
-        let pem = |f: &str| std::fs::read(certs.join(f)).expect("read the test certificate");
-        std::fs::write(&key_store, [pem("tester.key"), pem("tester.crt")].concat())
-            .expect("write the key store");
-        let flags = zkcli_tls_flags(&certs.join("ca.crt"), &key_store);
+        let (_stores, flags) = zkcli_tester_tls(&ens.nodes()[0].dir);
         let run = |idx: usize, command: Vec<String>| {
             let args: Vec<&str> = command.iter().map(String::as_str).collect();
             let run = zkcli(addrs[idx], &flags, &args);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use synod_client::{Client, ConnectOptions, CreateMode, Error, Stat};
+use synod_client::{Client, ConnectOptions, CreateMode, Error, Stat, CONFIG_NODE};
 use synod_testkit::{blocking, runtime, SynodEnsemble};
 
 /// `n` nodes of the `synod` binary under test on free ports, none started yet.
@@ -328,10 +328,33 @@ fn backup_restores_into_a_new_cluster() {
         let after = dump(&zk, "/").await;
         assert_eq!(before.len(), after.len());
         for (path, (data, stat)) in &before {
+            if path == CONFIG_NODE {
+                // Derived from the membership, not restored: the new cluster's leader writes
+                // its own members there (checked below).
+                continue;
+            }
             let (d2, s2) = after
                 .get(path)
                 .unwrap_or_else(|| panic!("{path} missing after restore"));
             assert_eq!((data, stat), (d2, s2), "{path} differs after restore");
+        }
+        let members: Vec<String> = (0..3)
+            .map(|i| format!(";{}", b.nodes()[i].client_addr()))
+            .collect();
+        let deadline = Instant::now() + START;
+        loop {
+            let (data, _) = retried(|| zk.get_data(CONFIG_NODE))
+                .await
+                .expect("get the config node");
+            let config = String::from_utf8_lossy(&data).into_owned();
+            if members.iter().all(|m| config.contains(m.as_str())) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{CONFIG_NODE} does not list the restored cluster's members {members:?}: {config}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The backed-up session cannot be resumed in the new cluster, even by a client that
         // sends the empty password the backup left it.

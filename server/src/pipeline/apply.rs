@@ -176,7 +176,10 @@ impl ApplyObserver for Applier {
                     self.kill_conn(conn, "session closed");
                 }
             }
-            (Command::Write { origin, .. }, Outcome::Write { applied }) => {
+            (
+                cmd @ (Command::Write { .. } | Command::Config { .. }),
+                Outcome::Write { applied },
+            ) => {
                 for ev in &applied.events {
                     self.notify(tenants, zxid, ev);
                 }
@@ -185,18 +188,7 @@ impl ApplyObserver for Applier {
                     err: applied.err,
                     response: applied.response.clone(),
                 };
-                self.pending.complete(Some(*origin), done);
-            }
-            (Command::Config { origin, .. }, Outcome::Write { applied }) => {
-                for ev in &applied.events {
-                    self.notify(tenants, zxid, ev);
-                }
-                let done = Completion::Write {
-                    zxid,
-                    err: applied.err,
-                    response: applied.response.clone(),
-                };
-                self.pending.complete(*origin, done);
+                self.pending.complete(cmd.origin(), done);
             }
             (_, Outcome::Reaped { events }) => {
                 for ev in events {

@@ -46,6 +46,25 @@ pub enum Slot {
     Ready { frame: Bytes, close: bool },
 }
 
+impl Slot {
+    /// A proposed write whose reply comes from `done`, arriving now; `close_after` ends the
+    /// connection after its reply (closeSession).
+    pub fn write(
+        xid: i32,
+        op: synod_proto::OpCode,
+        done: oneshot::Receiver<Completion>,
+        close_after: bool,
+    ) -> Slot {
+        Slot::Write {
+            xid,
+            done,
+            close_after,
+            op,
+            arrived: Instant::now(),
+        }
+    }
+}
+
 impl Conn {
     /// Answers slots strictly in order.
     pub async fn process(self, mut slots: mpsc::UnboundedReceiver<(Slot, Held)>) {

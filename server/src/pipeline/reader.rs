@@ -219,16 +219,7 @@ impl Conn {
             }
             Request::Reconfig(r) => {
                 let done = self.node.start_reconfig(self.session_id, auth, r);
-                (
-                    Slot::Write {
-                        xid,
-                        done,
-                        close_after: false,
-                        op,
-                        arrived: Instant::now(),
-                    },
-                    false,
-                )
+                (Slot::write(xid, op, done, false), false)
             }
             Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
             Request::CloseSession => {
@@ -237,16 +228,7 @@ impl Conn {
                     .conns
                     .detach_session(self.session_id, self.id);
                 let (_, done) = self.propose_close();
-                (
-                    Slot::Write {
-                        xid,
-                        done,
-                        close_after: true,
-                        op,
-                        arrived: Instant::now(),
-                    },
-                    true,
-                )
+                (Slot::write(xid, op, done, true), true)
             }
             // A disk in its reserve: only what frees space or ends sessions goes on.
             _ if op.is_write() && self.node.disk.refuses(&p.request) => {
@@ -268,16 +250,7 @@ impl Conn {
                     body: Bytes::copy_from_slice(&frame[8..]),
                 };
                 let done = self.node.propose_and_wait(origin, cmd);
-                (
-                    Slot::Write {
-                        xid,
-                        done,
-                        close_after: false,
-                        op,
-                        arrived: Instant::now(),
-                    },
-                    false,
-                )
+                (Slot::write(xid, op, done, false), false)
             }
             request => (
                 Slot::Read {
