@@ -10,9 +10,16 @@
 # servers summed, from /proc). It ends with the table of docs/design.md §10's targets: ZooKeeper
 # and synod side by side, the ratios, and each target computed from this run's floor.
 #
+# The serial workloads go through a follower of each cluster (design §10 measures "a serial write
+# through a follower"), and for the plaintext synod cluster the time of a serial set and of set
+# at full load is broken into its stages on every node (synod_stage_seconds and the log and apply
+# histograms of /metrics: docs/operations.md, "Where a request's time goes").
+#
 # Usage: scripts/bench.sh [seconds per workload (default 10)]
 # Environment: BENCH_SESSIONS (16), BENCH_INFLIGHT (256), BENCH_VALUE (256), BENCH_FILL (100000),
-#              BENCH_WORKLOADS (create,set,get,mixed); ports as in zk-ensemble.sh / cluster.sh.
+#              BENCH_WORKLOADS (create,set,get,mixed), BENCH_WARMUP (seconds of unrecorded load
+#              before each loaded workload, 5: ZooKeeper's JIT needs it); ports as in
+#              zk-ensemble.sh / cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -24,6 +31,7 @@ inflight=${BENCH_INFLIGHT:-256}
 value=${BENCH_VALUE:-256}
 fill=${BENCH_FILL:-100000}
 workloads=${BENCH_WORKLOADS:-create,set,get,mixed}
+warmup=${BENCH_WARMUP:-5}
 BENCH="$CARGO_TARGET_DIR/release/synod-bench"
 out=$(mktemp -d)
 trap 'ZK_DIR=$out/zk bash scripts/zk-ensemble.sh stop --wipe >/dev/null 2>&1 || true; SYNOD_CLUSTER_DIR=$out/synod bash scripts/cluster.sh stop --wipe >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
@@ -43,25 +51,85 @@ rss_mib() { # pid files... → "a b c" MiB
 }
 
 tls=() # synod-bench's TLS flags for the side being measured
+stages=0 # 1: break the plaintext synod side's serial set and set into stages
 
-run_side() { # name connect-string pidfiles...
-    local name=$1 servers=$2 f
-    shift 2
+# The stage histograms of every node of the plaintext synod cluster (admin ports 8081…, plain
+# HTTP), as "node metric{labels}_sum|_count value" lines.
+stage_scrape() { # file
+    local i
+    for i in 1 2 3; do
+        curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + i))/metrics" \
+            | grep -E '^synod_(stage|log_fsync|log_append|apply)_seconds_(sum|count)' | sed "s/^/$i /"
+    done >"$1" || true
+}
+
+# Mean time per stage between two scrapes, node by node, and how often it ran per write (the
+# writes counted by write_applied on all nodes: the workload's own, its set-up's and warm-up's).
+stage_table() { # before after label
+    echo "-- stages of $3 (mean us per pass, passes per client write; docs/operations.md)"
+    awk '
+        NR == FNR { v[$1 " " $2] = $3; next }
+        {
+            metric = $2; kind = metric ~ /_sum($|[{])/ ? "sum" : "count"
+            sub(/_(sum|count)/, "", metric)
+            if (match(metric, /stage="[a-z_]+"/)) metric = "stage:" substr(metric, RSTART + 7, RLENGTH - 8)
+            else { sub(/^synod_/, "", metric); sub(/_seconds.*/, "", metric) }
+            k = "node" $1 " " metric
+            d = $3 - v[$1 " " $2]
+            if (kind == "sum") s[k] = d; else c[k] = d
+            if (kind == "count" && metric == "stage:write_applied") writes += d
+        }
+        END {
+            for (k in c) if (c[k] > 0)
+                printf "%-30s mean_us=%8.0f  per_write=%6.2f\n", k, s[k] / c[k] * 1e6, (writes > 0 ? c[k] / writes : 0)
+        }' "$1" "$2" | sort
+}
+
+# A follower's client address: the serial workloads go through one.
+zk_follower() { # ports...
+    local p mode
+    for p in "$@"; do
+        mode=$( (exec 3<>"/dev/tcp/127.0.0.1/$p" && printf srvr >&3 && timeout 5 cat <&3) 2>/dev/null || true)
+        if grep -q 'Mode: follower' <<<"$mode"; then echo "127.0.0.1:$p"; return; fi
+    done
+    echo "127.0.0.1:$1"
+}
+synod_follower() { # admin-curl-flags...
+    local i scheme=http
+    [ $# -gt 0 ] && scheme=https
+    for i in 1 2 3; do
+        if curl -fsS --max-time 5 "$@" "$scheme://127.0.0.1:$((8080 + i))/status" 2>/dev/null \
+            | grep -q '"role":"follower"'; then
+            echo "127.0.0.1:$((2180 + i))"; return
+        fi
+    done
+    echo 127.0.0.1:2181
+}
+
+run_side() { # name connect-string serial-server pidfiles...
+    local name=$1 servers=$2 serial=$3 f w
+    shift 3
     local pids=()
     for f in "$@"; do pids+=(--server-pid "$(cat "$f")"); done
-    echo "== $name ($servers)"
+    echo "== $name ($servers; serial workloads through the follower $serial)"
     IFS=, read -ra ws <<<"$workloads"
     for w in "${ws[@]}"; do
+        [ "$stages" = 1 ] && [ "$w" = set ] && stage_scrape "$out/stages.0"
         "$BENCH" "${tls[@]}" "${pids[@]}" --servers "$servers" --workload "$w" --sessions "$sessions" \
-            --inflight "$inflight" --value-size "$value" --duration-secs "$secs" --warmup-secs 2 \
+            --inflight "$inflight" --value-size "$value" --duration-secs "$secs" --warmup-secs "$warmup" \
             | grep -o 'workload=.*' | tee -a "$out/$name.txt"
+        [ "$stages" = 1 ] && [ "$w" = set ] && stage_scrape "$out/stages.set"
     done
-    # One session, one request in flight: the latency of one write, and of one read, on its own.
+    # One session, one request in flight: the latency of one write, and of one read, on its own
+    # (100 keys: a set-up of a few pipelined creates does not blur the stages of serial sets).
     for w in set get; do
-        "$BENCH" "${tls[@]}" "${pids[@]}" --servers "$servers" --workload $w --sessions 1 --inflight 1 \
-            --value-size "$value" --duration-secs "$secs" --warmup-secs 1 | grep -o 'workload=.*' \
+        [ "$stages" = 1 ] && [ "$w" = set ] && stage_scrape "$out/stages.1"
+        "$BENCH" "${tls[@]}" "${pids[@]}" --servers "$serial" --workload $w --sessions 1 --inflight 1 \
+            --keys 100 --value-size "$value" --duration-secs "$secs" --warmup-secs 1 | grep -o 'workload=.*' \
             | sed "s/^workload=$w/workload=serial_$w/" | tee -a "$out/$name.txt"
+        [ "$stages" = 1 ] && [ "$w" = set ] && stage_scrape "$out/stages.serial"
     done
+    true
     echo "rss_before_fill_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
     "$BENCH" "${tls[@]}" --servers "$servers" --fill "$fill" --value-size 100 --inflight 256 | tee -a "$out/$name.txt"
     sleep 2
@@ -75,23 +143,28 @@ echo "== the machine's floor"
 "$BENCH" --floor "$out" | tee "$out/floor.txt"
 
 ZK_DIR="$out/zk" bash scripts/zk-ensemble.sh start 3 >/dev/null
-run_side zookeeper 127.0.0.1:2281,127.0.0.1:2282,127.0.0.1:2283 "$out"/zk/node{1,2,3}/zookeeper.pid
+run_side zookeeper 127.0.0.1:2281,127.0.0.1:2282,127.0.0.1:2283 "$(zk_follower 2281 2282 2283)" \
+    "$out"/zk/node{1,2,3}/zookeeper.pid
 ZK_DIR="$out/zk" bash scripts/zk-ensemble.sh stop --wipe >/dev/null
 
 SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
-run_side synod_plain "$synod_servers" "$out"/synod/node{1,2,3}.pid
+stages=1
+run_side synod_plain "$synod_servers" "$(synod_follower)" "$out"/synod/node{1,2,3}.pid
+stages=0
 "$BENCH" --servers 127.0.0.1:2181 --handshakes 5 --warmup-secs 1 --inflight 8 | tee -a "$out/synod_plain.txt"
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
 
 # The same plaintext cluster without its audit trail: what recording every change costs.
 SYNOD_ARGS="--audit off" SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
-run_side synod_noaudit "$synod_servers" "$out"/synod/node{1,2,3}.pid
+run_side synod_noaudit "$synod_servers" "$(synod_follower)" "$out"/synod/node{1,2,3}.pid
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
 
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
 certs="$out/synod/certs"
 tls=(--tls-ca "$certs/ca.crt" --tls-cert "$certs/admin.crt" --tls-key "$certs/admin.key")
-run_side synod_tls "$synod_servers" "$out"/synod/node{1,2,3}.pid
+run_side synod_tls "$synod_servers" \
+    "$(synod_follower --cacert "$certs/ca.crt" --cert "$certs/admin.crt" --key "$certs/admin.key")" \
+    "$out"/synod/node{1,2,3}.pid
 "$BENCH" "${tls[@]}" --servers 127.0.0.1:2181 --handshakes 5 --warmup-secs 1 --inflight 8 | tee -a "$out/synod_tls.txt"
 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
 
@@ -118,6 +191,11 @@ for w in "${ws[@]}"; do
         "$(awk "BEGIN{ if (${no:-0} > 0) printf \"%.2f\", ${po:-0}/${no}; else print \"-\" }")"
 done
 echo "new connections/s one synod node accepts (8 at a time): plaintext=$(field handshake synod_plain ops/s) tls=$(field handshake synod_tls ops/s) (p50 $(ms "$(field handshake synod_tls p50_us)") ms)"
+
+echo
+echo "== where the time goes: synod plaintext, node by node"
+stage_table "$out/stages.1" "$out/stages.serial" "serial_set"
+stage_table "$out/stages.0" "$out/stages.set" "set ($sessions sessions, $inflight in flight)"
 
 # The targets of docs/design.md §10, ZooKeeper and synod (plaintext, like ZooKeeper) side by side.
 rtt=$(field floor_rtt floor p50_us); fsync=$(field floor_fsync floor p50_us)

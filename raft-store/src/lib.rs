@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod envelope;
 pub mod error;
+pub mod log_cache;
 pub mod log_store;
 pub mod quota;
 pub mod snapshot;

@@ -35,6 +35,10 @@
 //! (block checksums verified, each value decoded, none at or below the purge point). The node
 //! then does not start; docs/operations.md says how to rebuild it from its peers.
 //!
+//! The newest entries are also kept decoded in memory ([`TailCache`], a few MiB), so that
+//! replication and apply, which read each entry back right after it was appended, need neither
+//! an iterator nor a decode; everything else is read from RocksDB.
+//!
 //! All calls do their RocksDB work synchronously on the calling task and never hold an iterator
 //! or a write option across an `.await` (openraft 0.9 awaits each storage call before the next,
 //! which also serialises every write as openraft requires). Synced writes run under
@@ -45,7 +49,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -61,6 +65,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StoreError;
+use crate::log_cache::TailCache;
 use crate::types::{decode, encode, NodeId, TypeConfig};
 
 /// Column family of the log entries (big-endian index → bincode entry).
@@ -144,7 +149,15 @@ pub struct LogStore {
     /// Latency histograms in the process's `metrics` recorder, resolved once at open so that the
     /// write path records without a registry lookup.
     timings: Arc<Timings>,
+    /// The newest entries, decoded, shared by every clone: replication and apply read them from
+    /// here. Updated after an append is durable and before a truncation or purge is written, so
+    /// it never holds an entry the log does not.
+    tail: Arc<Mutex<TailCache>>,
 }
+
+/// Encoded bytes of the newest entries kept in memory ([`TailCache`]): a few hundred group-commit
+/// batches at full load, enough for followers that are a little behind.
+const TAIL_CACHE_BYTES: usize = 4 << 20;
 
 /// Handles of the log store's latency histograms (seconds), registered with whatever `metrics`
 /// recorder is installed when the store is opened (none: recording is a no-op).
@@ -268,6 +281,7 @@ impl LogStore {
             counters: Arc::new(Counters::default()),
             timings: Arc::new(Timings::register()),
             compactor: Arc::new(Compactor::default()),
+            tail: Arc::new(Mutex::new(TailCache::new(TAIL_CACHE_BYTES))),
         };
         // Fail at open, not at the first call, if the layout is not ours or a record is damaged.
         store.check_format()?;
@@ -358,6 +372,17 @@ impl LogStore {
         }
     }
 
+    /// The tail cache, locked. A panic while it was held may have left it half updated: it is
+    /// then emptied (the log is read instead) rather than trusted.
+    fn tail(&self) -> std::sync::MutexGuard<'_, TailCache> {
+        self.tail.lock().unwrap_or_else(|poisoned| {
+            self.tail.clear_poison();
+            let mut tail = poisoned.into_inner();
+            tail.clear();
+            tail
+        })
+    }
+
     /// The handle of column family `name`; its absence means the store is not ours.
     fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
         self.db
@@ -440,6 +465,9 @@ impl LogStore {
             Bound::Excluded(&e) => Some(e),
             Bound::Unbounded => None,
         };
+        if let Some(cached) = end.and_then(|end| self.tail().get(start, end)) {
+            return Ok(cached);
+        }
         let mut read_opts = ReadOptions::default();
         let mut out = Vec::new();
         if let Some(end) = end {
@@ -486,16 +514,23 @@ impl LogStore {
         let cf = self.cf(CF_LOGS)?;
         let mut batch = WriteBatch::default();
         let (mut count, mut bytes) = (0u64, 0u64);
+        let mut written = Vec::new();
         for entry in entries {
             let value = encode(&entry)?;
             bytes += value.len() as u64;
             count += 1;
-            batch.put_cf(cf, log_key(entry.log_id.index), value);
+            batch.put_cf(cf, log_key(entry.log_id.index), &value);
+            written.push((entry, value.len()));
         }
         if count == 0 {
             return Ok(());
         }
         self.write_synced(batch)?;
+        let mut tail = self.tail();
+        for (entry, size) in written {
+            tail.appended(entry, size);
+        }
+        drop(tail);
         self.timings.append.record(started.elapsed().as_secs_f64());
         let c = &self.counters;
         c.appends.fetch_add(1, Relaxed);
@@ -526,6 +561,9 @@ impl LogStore {
 
     /// Deletes the entries from `log_id.index` on, in one synced batch.
     fn truncate_from(&self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
+        // First out of the cache: until the write below, readers find the old entries in the
+        // log, as they would without a cache; never after it.
+        self.tail().truncate(log_id.index);
         let mut batch = WriteBatch::default();
         self.delete_entries(&mut batch, log_id.index, u64::MAX)?;
         self.write_synced(batch)
@@ -533,6 +571,7 @@ impl LogStore {
 
     /// Records `log_id` as purged and deletes the entries up to it, in one synced batch.
     fn purge_upto(&self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
+        self.tail().purge(log_id.index);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, KEY_LAST_PURGED, encode(&log_id)?);
         self.delete_entries(&mut batch, 0, log_id.index)?;
@@ -1017,6 +1056,9 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let mut store = LogStore::open(dir.path()).expect("open");
         let db = Arc::clone(&store.db); // write behind the store's back
+                                        // ... and past its tail cache, which only the store's own writes keep current: forget
+                                        // it, so that the reads below reach the damaged records (as after a reopen).
+        store.tail().clear();
         let meta = db.cf_handle(CF_META).expect("meta");
 
         db.put_cf(meta, KEY_VOTE, [0xff, 0xfe, 0x00, 0x13, 0x37])
@@ -1045,6 +1087,9 @@ mod tests {
         let mut store = LogStore::open(dir.path()).expect("open");
         store.blocking_append(sample_entries(5)).await?;
         let db = Arc::clone(&store.db); // write behind the store's back
+                                        // ... and past its tail cache, which only the store's own writes keep current: forget
+                                        // it, so that the reads below reach the damaged records (as after a reopen).
+        store.tail().clear();
         let meta = db.cf_handle(CF_META).expect("meta");
         let logs = db.cf_handle(CF_LOGS).expect("logs");
 
@@ -1151,6 +1196,43 @@ mod tests {
         store.save_committed(Some(log_id(1, 1, 7))).await?;
         store.save_committed(None).await?;
         assert_eq!(store.read_committed().await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_tail_cache_answers_what_the_log_holds() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        store
+            .blocking_append((1..=20).map(|i| write_entry(1, i, 100)))
+            .await?;
+        store.truncate(log_id(1, 1, 15)).await?;
+        store
+            .blocking_append((15..=18).map(|i| write_entry(2, i, 50)))
+            .await?;
+        store.purge(log_id(1, 1, 3)).await?;
+        let ranges = [
+            (1, 19),
+            (4, 19),
+            (4, 10),
+            (14, 17),
+            (18, 19),
+            (18, 25),
+            (19, 30),
+        ];
+        let mut cached = Vec::new();
+        for (from, to) in ranges {
+            cached.push(store.try_get_log_entries(from..to).await?);
+        }
+        store.tail().clear();
+        for ((from, to), from_cache) in ranges.into_iter().zip(cached) {
+            let from_log = store.try_get_log_entries(from..to).await?;
+            assert_eq!(from_cache, from_log, "entries {from}..{to}");
+        }
+        assert_eq!(
+            indexes(&store.try_get_log_entries(14..17).await?),
+            [14, 15, 16]
+        );
         Ok(())
     }
 

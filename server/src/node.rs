@@ -21,11 +21,36 @@ use crate::session::tracker::Touches;
 use crate::stats::ConnStats;
 
 /// A command for the proposer, from this node's connections or forwarded by a follower.
-pub enum Proposal {
-    /// Proposed by this node; its outcome reaches the waiter registered for its origin.
-    Local(Command),
-    /// Forwarded by a follower; its outcome goes back to it.
-    Remote(Command, oneshot::Sender<Result<(), ForwardError>>),
+pub struct Proposal {
+    /// What to propose.
+    pub cmd: Command,
+    /// Where the outcome goes: `None` for this node's own commands (it reaches the waiter
+    /// registered for the command's origin in [`crate::pipeline::pending::Pending`]), the
+    /// follower's answer channel for a forwarded one.
+    pub reply: Option<oneshot::Sender<Result<(), ForwardError>>>,
+    /// When it was proposed: the start of its `propose_queue` stage.
+    pub at: std::time::Instant,
+}
+
+impl Proposal {
+    /// A command of this node's own.
+    pub fn local(cmd: Command) -> Proposal {
+        Proposal {
+            cmd,
+            reply: None,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// A command forwarded by a follower (or proposed on the leader's behalf), whose outcome
+    /// goes to `reply`.
+    pub fn remote(cmd: Command, reply: oneshot::Sender<Result<(), ForwardError>>) -> Proposal {
+        Proposal {
+            cmd,
+            reply: Some(reply),
+            at: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Where a read-index round's result goes.

@@ -149,6 +149,27 @@ fn metrics_are_prometheus_text_and_move() {
             histogram_count(&after, "synod_log_fsync_seconds", &[]).expect("fsync histogram");
         assert!(fsyncs > histogram_count(&before, "synod_log_fsync_seconds", &[]).unwrap_or(0.0));
         assert!(histogram_count(&after, "synod_log_append_seconds", &[]).expect("append") > 0.0);
+        assert!(histogram_count(&after, "synod_apply_seconds", &[]).expect("apply") > 0.0);
+        // Where the time went: every stage a write and a linearizable read pass on the leader
+        // counted them (at least once each: a batch entry may carry several writes).
+        let stage = |m: &prometheus_parse::Scrape, s: &str| {
+            histogram_count(m, "synod_stage_seconds", &[("stage", s)]).unwrap_or(0.0)
+        };
+        for (name, at_least) in [
+            ("propose_queue", 20.0),
+            ("write_applied", 20.0),
+            ("commit", 1.0),
+            ("replicate", 1.0),
+            ("read_index", 1.0),
+            ("read_wait", 1.0),
+        ] {
+            let moved = stage(&after, name) - stage(&before, name);
+            assert!(moved >= at_least, "stage {name} counted {moved} passes");
+        }
+        // A follower counted the AppendEntries it handled.
+        let follower = (leader + 1) % 3;
+        let f = blocking(|| scrape(&c, follower));
+        assert!(stage(&f, "append_entries") >= 1.0, "follower append_entries");
         assert!(
             after.docs.contains_key("synod_requests_total"),
             "HELP lines present"

@@ -4,7 +4,12 @@
 //! node at scrape time, and the `/metrics` route that renders it all in the text format.
 //!
 //! Recorded elsewhere through the `metrics` facade: Raft log append and fsync latency
-//! (`raft-store` log store) and snapshot build time and size (`raft-store` state machine).
+//! (`raft-store` log store), apply time and snapshot build time and size (`raft-store` state
+//! machine).
+//!
+//! `synod_stage_seconds{stage}` breaks a request's time on this node into the stages of
+//! [`Stage`], so that where the time goes is read off a running cluster (docs/operations.md,
+//! "Where a request's time goes").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,11 +26,76 @@ use synod_proto::{ErrorCode, OpCode};
 use crate::admin::views::Role;
 use crate::node::Node;
 
-/// Bucket bounds (seconds) of every latency histogram: 50 µs to 10 s.
+/// Bucket bounds (seconds) of every latency histogram: 25 µs to 10 s, finest where one write's
+/// stages fall on a healthy cluster (a loopback round trip is tens of µs, an fdatasync hundreds).
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 10.0,
+    0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.00025, 0.0003, 0.0004, 0.0005, 0.00075,
+    0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+
+/// A stage of a request's way through this node, timed into `synod_stage_seconds{stage}`. A
+/// write through a follower passes `propose_queue`, `forward` (which contains the leader's
+/// `propose_queue` and `commit`), then waits here until its entry is applied: `write_applied`
+/// spans all of that from the moment the request was read. A linearizable read passes
+/// `read_index` and `read_wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A command in the proposer's queue: from being proposed to its batch entry being handed
+    /// to openraft (leader) or its forward frame being queued to the leader (follower) — the
+    /// group-commit wait.
+    ProposeQueue,
+    /// Follower: one forwarded write's round trip to the leader, until the leader applied it.
+    Forward,
+    /// Leader: one batch entry from `client_write` to applied on the leader — its append and
+    /// fdatasync here, replication to a quorum (their appends and fdatasyncs), commit, apply.
+    Commit,
+    /// Leader: one AppendEntries round trip to a follower, its append and fdatasync included.
+    Replicate,
+    /// Follower: handling one AppendEntries that carries entries, from its decoded request to
+    /// its answer (the append and fdatasync here, mostly); `replicate` less this is the
+    /// transport's and the two Raft cores' share.
+    AppendEntries,
+    /// A write from being read off its connection to its entry applied on this node (the whole
+    /// way to its reply, less queueing the reply).
+    WriteApplied,
+    /// One read-index round: the leader confirming its leadership with a quorum (forwarded to
+    /// it from a follower).
+    ReadIndex,
+    /// A linearizable read waiting for this node to apply up to its read point.
+    ReadWait,
+}
+
+impl Stage {
+    /// Every stage, in the order of [`Stage::index`].
+    const ALL: [Stage; 8] = [
+        Stage::ProposeQueue,
+        Stage::Forward,
+        Stage::Commit,
+        Stage::Replicate,
+        Stage::AppendEntries,
+        Stage::WriteApplied,
+        Stage::ReadIndex,
+        Stage::ReadWait,
+    ];
+
+    /// The `stage` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::ProposeQueue => "propose_queue",
+            Stage::Forward => "forward",
+            Stage::Commit => "commit",
+            Stage::Replicate => "replicate",
+            Stage::AppendEntries => "append_entries",
+            Stage::WriteApplied => "write_applied",
+            Stage::ReadIndex => "read_index",
+            Stage::ReadWait => "read_wait",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// The installed recorder and the per-operation handles, resolved once.
 struct Installed {
@@ -33,6 +103,8 @@ struct Installed {
     handle: PrometheusHandle,
     /// Count and latency histogram per opcode, so a request completes without a registry lookup.
     ops: HashMap<i32, (Counter, Histogram)>,
+    /// One histogram per [`Stage`], indexed by [`Stage::index`].
+    stages: Vec<Histogram>,
 }
 
 static INSTALLED: OnceLock<Option<Installed>> = OnceLock::new();
@@ -76,7 +148,15 @@ pub fn install() {
                 )
             })
             .collect();
-        Some(Installed { handle, ops })
+        let stages = Stage::ALL
+            .iter()
+            .map(|s| metrics::histogram!("synod_stage_seconds", "stage" => s.name()))
+            .collect();
+        Some(Installed {
+            handle,
+            ops,
+            stages,
+        })
     });
 }
 
@@ -112,6 +192,12 @@ fn describe() {
         "synod_request_duration_seconds",
         Unit::Seconds,
         "time from reading a client request to queueing its reply, by operation"
+    );
+    describe_histogram!(
+        "synod_stage_seconds",
+        Unit::Seconds,
+        "time a request spent in one stage on this node (propose_queue, forward, commit, \
+         replicate, append_entries, write_applied, read_index, read_wait)"
     );
     describe_counter!(
         "synod_request_errors_total",
@@ -219,6 +305,15 @@ pub fn request_done(op: OpCode, arrived: Instant, err: ErrorCode) {
     }
     if err != ErrorCode::Ok {
         metrics::counter!("synod_request_errors_total", "code" => err.name()).increment(1);
+    }
+}
+
+/// Records that a request (or batch) spent the time since `since` in `stage`.
+pub fn stage(stage: Stage, since: Instant) {
+    if let Some(Some(m)) = INSTALLED.get() {
+        if let Some(h) = m.stages.get(stage.index()) {
+            h.record(since.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -331,4 +426,23 @@ pub async fn render(State(node): State<Arc<Node>>) -> axum::response::Response {
         m.handle.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_has_its_own_histogram_slot_and_label() {
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in Stage::ALL.iter().enumerate() {
+            assert_eq!(s.index(), i, "{s:?} is out of place in Stage::ALL");
+            assert!(names.insert(s.name()), "{s:?} repeats a label");
+        }
+    }
+
+    #[test]
+    fn latency_buckets_grow() {
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
 }

@@ -112,7 +112,8 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         let action = RPCTypes::AppendEntries;
         let entries = rpc.entries.len() as u64;
         let ttl = option.hard_ttl();
-        match self
+        let sent = std::time::Instant::now();
+        let answer = self
             .pool
             .call(
                 self.target,
@@ -120,8 +121,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
                 PeerRequest::AppendEntries(rpc),
                 ttl,
             )
-            .await
-        {
+            .await;
+        if entries > 0 {
+            crate::admin::metrics::stage(crate::admin::metrics::Stage::Replicate, sent);
+        }
+        match answer {
             Ok(PeerResponse::AppendEntries(r)) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use synod_raft_store::types::NodeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -146,7 +147,18 @@ pub async fn serve_with_limits<S: PeerService>(
     debug!("peer server stopped");
 }
 
-/// A response on its way to the connection's writer.
+/// A request being handled: its id, the handler's future, and its in-flight permit, released
+/// once the response is written.
+struct InFlight {
+    /// The request's id, which its response carries.
+    id: u64,
+    /// The service's handler for it, already polled once by the reader.
+    response: BoxFuture<'static, PeerResponse>,
+    /// The request's place under [`PeerLimits::max_in_flight`].
+    permit: OwnedSemaphorePermit,
+}
+
+/// A response on its way to the socket.
 struct Outgoing {
     /// The encoded response frame, or why it could not be encoded (the writer then closes the
     /// connection, since the peer's call would otherwise never be answered).
@@ -155,7 +167,9 @@ struct Outgoing {
     _permit: OwnedSemaphorePermit,
 }
 
-/// One connection: this task reads and dispatches requests; a writer task writes responses.
+/// One connection: this task reads requests and starts their handlers; the writer task drives
+/// the handlers to completion and writes their responses (no task per request, and a response
+/// goes from its handler to the socket without another hop).
 async fn connection<S: PeerService>(
     stream: TcpStream,
     from: SocketAddr,
@@ -183,9 +197,14 @@ async fn connection<S: PeerService>(
         }
     };
     debug!(peer = %from, node = remote, "peer connection accepted");
-    // Unbounded, but never holding more than `max_in_flight` responses: each carries a permit.
-    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    let writer = AbortOnDrop(tokio::spawn(write_responses(writer, rx, from)));
+    // Unbounded, but never holding more than `max_in_flight` requests: each carries a permit.
+    let (tx, rx) = mpsc::unbounded_channel::<InFlight>();
+    let writer = AbortOnDrop(tokio::spawn(write_responses(
+        writer,
+        rx,
+        from,
+        limits.max_frame_len,
+    )));
     let permits = Arc::new(Semaphore::new(limits.max_in_flight));
     loop {
         let permit = tokio::select! {
@@ -228,37 +247,50 @@ async fn connection<S: PeerService>(
             warn!(peer = %from, node = remote, %refusal, "closing peer connection: request refused");
             break;
         }
-        let id = frame.id;
-        let response = service.handle(from, frame.body);
-        let tx = tx.clone();
-        let max_frame_len = limits.max_frame_len;
-        tokio::spawn(async move {
-            let response = tokio::select! {
-                r = response => r,
-                () = tx.closed() => return,
-            };
-            let payload = encode_frame(id, &response, max_frame_len)
-                .map_err(|e| format!("response to request {id}: {e}"));
-            // Fails only when the writer is gone, i.e. the connection is closing anyway.
-            let _ = tx.send(Outgoing {
-                payload,
-                _permit: permit,
-            });
-        });
+        let mut response = service.handle(from, frame.body);
+        // The first poll starts the work (e.g. hands an AppendEntries to the Raft core) now,
+        // from this task, instead of after the hop to the writer.
+        let response = match futures_util::poll!(&mut response) {
+            std::task::Poll::Ready(r) => futures_util::future::ready(r).boxed(),
+            std::task::Poll::Pending => response,
+        };
+        let started = InFlight {
+            id: frame.id,
+            response,
+            permit,
+        };
+        // Fails only when the writer is gone, i.e. the connection is closing anyway.
+        if tx.send(started).is_err() {
+            break;
+        }
     }
     drop(frames);
     writer.stop().await;
     debug!(peer = %from, "peer connection closed");
 }
 
-/// Writes responses as they complete, draining whatever is queued into one write.
+/// Drives the connection's handlers and writes each response as it completes, gathering the
+/// responses that are ready together into one write. Ends when the reader stops (its handlers
+/// still running are dropped, as the peer is gone or misbehaved) or a write fails.
 async fn write_responses(
     mut w: BatchWriter<BoxWrite>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<InFlight>,
     from: SocketAddr,
+    max_frame_len: usize,
 ) {
+    let mut handling: FuturesUnordered<BoxFuture<'static, Outgoing>> = FuturesUnordered::new();
     let mut written = Vec::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            started = rx.recv() => match started {
+                Some(f) => {
+                    handling.push(respond(f, max_frame_len));
+                    continue;
+                }
+                None => return,
+            },
+            Some(done) = handling.next(), if !handling.is_empty() => done,
+        };
         let mut next = Some(first);
         while let Some(out) = next.take() {
             let pushed = match &out.payload {
@@ -271,7 +303,11 @@ async fn write_responses(
             }
             written.push(out);
             if !w.is_full() {
-                next = rx.try_recv().ok();
+                // Requests that arrived meanwhile start; responses already done join this write.
+                while let Ok(f) = rx.try_recv() {
+                    handling.push(respond(f, max_frame_len));
+                }
+                next = handling.next().now_or_never().flatten();
             }
         }
         if let Err(e) = w.flush().await {
@@ -281,4 +317,22 @@ async fn write_responses(
         // Releases the permits of the responses just written.
         written.clear();
     }
+}
+
+/// Waits for a handler and encodes its response.
+fn respond(f: InFlight, max_frame_len: usize) -> BoxFuture<'static, Outgoing> {
+    async move {
+        let InFlight {
+            id,
+            response,
+            permit,
+        } = f;
+        let response = response.await;
+        Outgoing {
+            payload: encode_frame(id, &response, max_frame_len)
+                .map_err(|e| format!("response to request {id}: {e}")),
+            _permit: permit,
+        }
+    }
+    .boxed()
 }

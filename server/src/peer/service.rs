@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use synod_raft_store::state_machine::lock;
 use tokio::sync::oneshot;
 
+use crate::admin::metrics::{stage, Stage};
 use crate::node::{Node, Proposal};
 use synod_raft_store::{Command, NodeId};
 
@@ -63,7 +64,16 @@ impl PeerService for Node {
         let raft = self.raft.clone();
         match req {
             PeerRequest::AppendEntries(r) => {
-                async move { PeerResponse::AppendEntries(raft.append_entries(r).await) }.boxed()
+                let timed = !r.entries.is_empty();
+                async move {
+                    let started = Instant::now();
+                    let answer = raft.append_entries(r).await;
+                    if timed {
+                        stage(Stage::AppendEntries, started);
+                    }
+                    PeerResponse::AppendEntries(answer)
+                }
+                .boxed()
             }
             PeerRequest::Vote(r) => async move { PeerResponse::Vote(raft.vote(r).await) }.boxed(),
             PeerRequest::InstallSnapshot(r) => {
@@ -71,7 +81,7 @@ impl PeerService for Node {
             }
             PeerRequest::Forward(cmd) => {
                 let (tx, rx) = oneshot::channel();
-                if self.proposals.send(Proposal::Remote(cmd, tx)).is_err() {
+                if self.proposals.send(Proposal::remote(cmd, tx)).is_err() {
                     return futures_util::future::ready(PeerResponse::Forward(Err(
                         ForwardError::Failed("node shutting down".into()),
                     )))

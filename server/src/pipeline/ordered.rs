@@ -11,6 +11,7 @@ use synod_proto::{xid, ErrorCode, Id, Request, Response};
 use synod_raft_store::state_machine::lock;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use crate::admin::metrics::{stage, Stage};
 use crate::config::ReadConsistency;
 use crate::pipeline::conn::{reply_frame, Conn};
 use crate::pipeline::pending::Completion;
@@ -104,6 +105,7 @@ impl Conn {
                             err,
                             response,
                         }) => {
+                            stage(Stage::WriteApplied, arrived);
                             crate::admin::metrics::request_done(op, arrived, err);
                             reply_frame(xid, zxid, err, response)
                         }
@@ -142,6 +144,7 @@ impl Conn {
                                 let started = Instant::now();
                                 match self.node.read_index().await {
                                     Ok(idx) => {
+                                        stage(Stage::ReadIndex, started);
                                         read_point = Some((started, idx));
                                         idx
                                     }
@@ -152,10 +155,12 @@ impl Conn {
                                 }
                             }
                         };
+                        let waiting = Instant::now();
                         if let Err(e) = self.node.wait_applied(idx, Duration::from_secs(30)).await {
                             tracing::info!(conn = self.id, %e, "closing connection");
                             return;
                         }
+                        stage(Stage::ReadWait, waiting);
                     }
                     if let Some(since) = resumes_persistent_watches(&request) {
                         let reaches = lock(&self.node.replica).observer.history.reaches(since);

@@ -5,7 +5,7 @@
 //! pair plays this part.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -14,6 +14,7 @@ use synod_raft_store::state_machine::lock;
 use synod_raft_store::{Command, Origin};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admin::metrics::{stage, Stage};
 use crate::node::{Node, Proposal};
 use crate::peer::{ForwardError, PeerRequest, PeerResponse};
 use crate::pipeline::pending::Completion;
@@ -25,7 +26,7 @@ impl Node {
     /// waiter registered for its origin (see [`crate::pipeline::pending::Pending`]).
     pub fn propose(&self, cmd: Command) {
         let origin = cmd.origin();
-        if self.proposals.send(Proposal::Local(cmd)).is_err() {
+        if self.proposals.send(Proposal::local(cmd)).is_err() {
             if let Some(o) = origin {
                 lock(&self.replica)
                     .observer
@@ -73,18 +74,14 @@ fn command_bytes(cmd: &Command) -> usize {
 /// [`MAX_INFLIGHT_BATCHES`] at a time; on a follower each is forwarded over the one peer
 /// connection to the leader, written in order.
 pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let mut queue: std::collections::VecDeque<(Command, RemoteReply)> = Default::default();
+    let mut queue: std::collections::VecDeque<Proposal> = Default::default();
     let mut batches: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut forwards: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut open = true;
-    let split = |p: Proposal| match p {
-        Proposal::Local(c) => (c, None),
-        Proposal::Remote(c, tx) => (c, Some(tx)),
-    };
     loop {
         tokio::select! {
             p = rx.recv(), if open => match p {
-                Some(p) => queue.push_back(split(p)),
+                Some(p) => queue.push_back(p),
                 None => open = false,
             },
             Some(()) = batches.next(), if !batches.is_empty() => {}
@@ -92,7 +89,7 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
             else => break,
         }
         while let Ok(p) = rx.try_recv() {
-            queue.push_back(split(p));
+            queue.push_back(p);
         }
         if queue.is_empty() {
             continue;
@@ -110,26 +107,30 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                     }
                     let mut waiters: Vec<Waiter> = Vec::new();
                     let mut bytes = 0;
-                    while let Some((cmd, _)) = queue.front() {
+                    while let Some(p) = queue.front() {
                         if !cmds.is_empty()
                             && (cmds.len() >= synod_raft_store::types::MAX_BATCH
                                 || bytes >= MAX_BATCH_BYTES)
                         {
                             break;
                         }
-                        bytes += command_bytes(cmd);
-                        let Some((cmd, remote)) = queue.pop_front() else {
+                        bytes += command_bytes(&p.cmd);
+                        let Some(p) = queue.pop_front() else {
                             break;
                         };
-                        waiters.push((cmd.origin(), remote));
-                        cmds.push(cmd);
+                        stage(Stage::ProposeQueue, p.at);
+                        waiters.push((p.cmd.origin(), p.reply));
+                        cmds.push(p.cmd);
                     }
+                    let proposed = Instant::now();
                     match node.raft.client_write_ff(Command::Batch(cmds)).await {
                         Ok(responder) => {
                             let node = node.clone();
                             batches.push(
                                 async move {
-                                    let res = match responder.await {
+                                    let applied = responder.await;
+                                    stage(Stage::Commit, proposed);
+                                    let res = match applied {
                                         Ok(Ok(_)) => Ok(()),
                                         Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
                                         Err(e) => Err(ForwardError::Failed(e.to_string())),
@@ -155,7 +156,12 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 }
             }
             Some((id, addr)) => {
-                while let Some((cmd, remote)) = queue.pop_front() {
+                while let Some(Proposal {
+                    cmd,
+                    reply: remote,
+                    at,
+                }) = queue.pop_front()
+                {
                     let origin = cmd.origin();
                     if remote.is_some() {
                         // Forwarded to us, but we no longer lead: the follower will retry elsewhere.
@@ -167,8 +173,10 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         );
                         continue;
                     }
+                    stage(Stage::ProposeQueue, at);
                     let pool = node.pool.clone();
                     let addr = addr.clone();
+                    let sent = Instant::now();
                     let mut call = Box::pin(async move {
                         pool.call(id, &addr, PeerRequest::Forward(cmd), LEADER_CALL_TIMEOUT)
                             .await
@@ -182,6 +190,7 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                                 std::task::Poll::Ready(r) => r,
                                 std::task::Poll::Pending => call.await,
                             };
+                            stage(Stage::Forward, sent);
                             let res = match r {
                                 Ok(PeerResponse::Forward(r)) => r,
                                 Ok(other) => {
@@ -196,11 +205,11 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 }
             }
             None => {
-                while let Some((cmd, remote)) = queue.pop_front() {
+                while let Some(p) = queue.pop_front() {
                     finish(
                         &node,
-                        cmd.origin(),
-                        remote,
+                        p.cmd.origin(),
+                        p.reply,
                         Err(ForwardError::NotLeader { leader: None }),
                     );
                 }

@@ -375,7 +375,7 @@ impl Node {
     /// Proposes a [`Command::Config`] and waits until it is applied on this leader.
     async fn propose_config(&self, cmd: Command) -> Result<(), ReconfigError> {
         let (tx, rx) = oneshot::channel();
-        if self.proposals.send(Proposal::Remote(cmd, tx)).is_err() {
+        if self.proposals.send(Proposal::remote(cmd, tx)).is_err() {
             return Err(ReconfigError::Failed("node shutting down".into()));
         }
         match rx.await {
