@@ -15,13 +15,29 @@
 # at full load is broken into its stages on every node (synod_stage_seconds and the log and apply
 # histograms of /metrics: docs/operations.md, "Where a request's time goes").
 #
+# `scripts/bench.sh scale` runs the scale phases instead (synod alone, plaintext): for each size
+# of BENCH_SCALE (100000 and 1000000 znodes of 100 bytes, 1,000 children per parent) a fresh
+# 3-node cluster is filled, then it reports the fill rate, every server's RSS, the time and size
+# of a snapshot, get and set throughput at that size, the restart of a follower (snapshot load +
+# log replay, until /ready), an empty node catching up as a learner (snapshot install + log), and
+# the RSS with 10,000 more sessions holding 100,000 watches; last, how each cost grew from the
+# smallest size to the largest against the growth of the tree.
+#
 # Usage: scripts/bench.sh [seconds per workload (default 10)]
+#        scripts/bench.sh scale [seconds per workload (default 10)]
 # Environment: BENCH_SESSIONS (16), BENCH_INFLIGHT (256), BENCH_VALUE (256), BENCH_FILL (100000),
 #              BENCH_WORKLOADS (create,set,get,mixed), BENCH_WARMUP (seconds of unrecorded load
-#              before each loaded workload, 5: ZooKeeper's JIT needs it); ports as in
-#              zk-ensemble.sh / cluster.sh.
+#              before each side and before each loaded workload, 5: ZooKeeper's JIT needs it;
+#              0: none); for scale: BENCH_SCALE
+#              ("100000 1000000"), BENCH_HOLD_SESSIONS (10000), BENCH_HOLD_WATCHES (100000);
+#              ports as in zk-ensemble.sh / cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=compare
+if [ "${1:-}" = scale ]; then
+    mode=scale
+    shift
+fi
 secs=${1:-10}
 # The sides choose their own TLS material: nothing from the caller's shell (cluster.sh env).
 unset SYNOD_TLS_CA SYNOD_TLS_CERT SYNOD_TLS_KEY SYNOD_INSECURE
@@ -34,7 +50,7 @@ workloads=${BENCH_WORKLOADS:-create,set,get,mixed}
 warmup=${BENCH_WARMUP:-5}
 BENCH="$CARGO_TARGET_DIR/release/synod-bench"
 out=$(mktemp -d)
-trap 'ZK_DIR=$out/zk bash scripts/zk-ensemble.sh stop --wipe >/dev/null 2>&1 || true; SYNOD_CLUSTER_DIR=$out/synod bash scripts/cluster.sh stop --wipe >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
+trap 'ZK_DIR=$out/zk bash scripts/zk-ensemble.sh stop --wipe >/dev/null 2>&1 || true; SYNOD_CLUSTER_DIR=$out/synod bash scripts/cluster.sh stop 5 --wipe >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
 
 # The whole workspace's binaries: one feature set, so this, cluster.sh and the tests' release
 # builds share one RocksDB build (a `-p` build resolves other features and compiles it again).
@@ -112,6 +128,12 @@ run_side() { # name connect-string serial-server pidfiles...
     local pids=()
     for f in "$@"; do pids+=(--server-pid "$(cat "$f")"); done
     echo "== $name ($servers; serial workloads through the follower $serial)"
+    # Unrecorded load first, so that the first workload measured does not pay for a cold JVM.
+    if [ "$warmup" != 0 ]; then
+        "$BENCH" "${tls[@]}" --servers "$servers" --workload mixed --sessions "$sessions" \
+            --inflight "$inflight" --value-size "$value" --duration-secs "$warmup" --warmup-secs 0 \
+            >/dev/null
+    fi
     IFS=, read -ra ws <<<"$workloads"
     for w in "${ws[@]}"; do
         [ "$stages" = 1 ] && [ "$w" = set ] && stage_scrape "$out/stages.0"
@@ -137,6 +159,117 @@ run_side() { # name connect-string serial-server pidfiles...
 }
 
 synod_servers=127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183
+
+now() { date +%s.%N; }
+since() { awk "BEGIN{printf \"%.1f\", $(now) - $1}"; }
+metric() { # admin-port name → value
+    curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
+}
+
+# One scale phase: a fresh plaintext cluster holding $1 znodes; one "key=value ..." line.
+scale_phase() { # znodes
+    local n=$1 dir="$out/synod" i leader follower t0 line pid f rss snap_bytes build
+    export SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$dir"
+    # 10,000 sessions from one address: no per-address limit, room for all of them.
+    export SYNOD_ARGS="--max-connections-per-ip 0 --max-connections 30000"
+    bash scripts/cluster.sh start 3 >/dev/null
+    for i in 1 2 3; do
+        if curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + i))/status" | grep -q '"role":"leader"'; then
+            leader=$i
+        fi
+    done
+    follower=$(( leader % 3 + 1 ))
+    line="znodes=$n"
+    t0=$(now)
+    "$BENCH" --servers "$synod_servers" --fill "$n" --fill-fanout 1000 --value-size 100 >/dev/null
+    line+=" fill_secs=$(since "$t0")"
+    sleep 2
+    line+=" rss_mib=$(rss_mib "$dir"/node{1,2,3}.pid | tr ' ' ,)"
+    # A snapshot of the whole tree, on the leader (POST /snapshot returns once it is persisted).
+    t0=$(now)
+    curl -fsS --max-time 600 -X POST "http://127.0.0.1:$((8080 + leader))/snapshot" >/dev/null
+    line+=" snapshot_secs=$(since "$t0")"
+    snap_bytes=$(metric $((8080 + leader)) synod_snapshot_bytes)
+    line+=" snapshot_mib=$(awk "BEGIN{printf \"%.1f\", ${snap_bytes:-0}/1048576}")"
+    for w in set get; do
+        f=$("$BENCH" --servers "$synod_servers" --workload $w --sessions "$sessions" --inflight "$inflight" \
+            --value-size 100 --duration-secs "$secs" --warmup-secs 2 | grep -o 'ops/s=[0-9.]*' | cut -d= -f2)
+        line+=" ${w}_ops_s=$f"
+    done
+    # A follower restarted: its snapshot loaded and the log after it replayed, until /ready.
+    pid=$(cat "$dir/node$follower.pid")
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    cargo build --release -q --workspace --bins # (a no-op, so that the start below is only the node's)
+    t0=$(now)
+    bash scripts/cluster.sh start 3 >/dev/null
+    until curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + follower))/ready?timeout_ms=1000" >/dev/null 2>&1; do
+        sleep 0.1
+    done
+    line+=" restart_secs=$(since "$t0")"
+    # An empty node added as a learner: the leader's snapshot installed and the log after it
+    # (add-learner returns once it has caught up) — what rebuilding a wiped follower costs.
+    bash scripts/cluster.sh join 4 >/dev/null
+    t0=$(now)
+    "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
+        add-learner --id 4 --peer-addr 127.0.0.1:7004 >/dev/null
+    line+=" catch_up_secs=$(since "$t0")"
+    "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
+        remove --id 4 >/dev/null
+    kill -TERM "$(cat "$dir/node4.pid")" 2>/dev/null || true
+    # Many sessions and watches at once, spread over the three servers, held while RSS is read
+    # (and read just before, since the loaded workloads above grew the servers' buffers).
+    line+=" rss_before_hold_mib=$(rss_mib "$dir"/node{1,2,3}.pid | tr ' ' ,)"
+    "$BENCH" --servers "$synod_servers" --hold-sessions "$hold_sessions" --watches "$hold_watches" \
+        --inflight 64 --hold-secs 10 >"$out/hold.txt" &
+    local holder=$!
+    for _ in $(seq 1 1200); do grep -q hold_sessions= "$out/hold.txt" 2>/dev/null && break; sleep 0.1; done
+    line+=" $(grep -o 'hold_sessions=.*' "$out/hold.txt" | sed 's/connect_secs/sessions_secs/')"
+    line+=" rss_held_mib=$(rss_mib "$dir"/node{1,2,3}.pid | tr ' ' ,)"
+    wait "$holder"
+    bash scripts/cluster.sh stop 5 --wipe >/dev/null
+    unset SYNOD_INSECURE SYNOD_CLUSTER_DIR SYNOD_ARGS
+    echo "$line"
+}
+
+if [ "$mode" = scale ]; then
+    hold_sessions=${BENCH_HOLD_SESSIONS:-10000}
+    hold_watches=${BENCH_HOLD_WATCHES:-100000}
+    read -ra sizes <<<"${BENCH_SCALE:-100000 1000000}"
+    echo "== scale: synod plaintext, 3 nodes; znodes of 100 bytes, 1,000 children per parent"
+    for n in "${sizes[@]}"; do
+        scale_phase "$n" | tee -a "$out/scale.txt"
+    done
+    sf() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
+    maxof() { tr ',' '\n' | sort -n | tail -1; }
+    first=$(head -1 "$out/scale.txt"); last=$(tail -1 "$out/scale.txt")
+    n0=$(sf "$first" znodes); n1=$(sf "$last" znodes)
+    echo
+    echo "== growth from $n0 to $n1 znodes ($(awk "BEGIN{printf \"%.0fx\", $n1/$n0}") the tree; linear = the same factor)"
+    printf '%-34s %12s %12s %8s\n' measure "$n0" "$n1" growth
+    grow() { # label a b
+        printf '%-34s %12s %12s %8s\n' "$1" "$2" "$3" "$(awk "BEGIN{ if ($2 > 0) printf \"%.1fx\", $3/$2; else print \"-\" }")"
+    }
+    grow "fill seconds" "$(sf "$first" fill_secs)" "$(sf "$last" fill_secs)"
+    grow "max rss per server MiB" "$(sf "$first" rss_mib | maxof)" "$(sf "$last" rss_mib | maxof)"
+    grow "snapshot seconds" "$(sf "$first" snapshot_secs)" "$(sf "$last" snapshot_secs)"
+    grow "snapshot MiB" "$(sf "$first" snapshot_mib)" "$(sf "$last" snapshot_mib)"
+    grow "follower restart seconds" "$(sf "$first" restart_secs)" "$(sf "$last" restart_secs)"
+    grow "empty node catch-up seconds" "$(sf "$first" catch_up_secs)" "$(sf "$last" catch_up_secs)"
+    grow "set ops/s" "$(sf "$first" set_ops_s)" "$(sf "$last" set_ops_s)"
+    grow "get ops/s" "$(sf "$first" get_ops_s)" "$(sf "$last" get_ops_s)"
+    grow "max rss with sessions+watches MiB" "$(sf "$first" rss_held_mib | maxof)" "$(sf "$last" rss_held_mib | maxof)"
+    sum() { tr ',' '\n' | awk '{s += $1} END {print s}'; }
+    for l in "$first" "$last"; do
+        held=$(( $(sf "$l" rss_held_mib | sum) - $(sf "$l" rss_before_hold_mib | sum) ))
+        echo "at $(sf "$l" znodes) znodes, $(sf "$l" hold_sessions) sessions and $(sf "$l" watches) watches added ${held} MiB of RSS over the 3 servers"
+    done
+    for l in "$first" "$last"; do
+        n=$(sf "$l" znodes)
+        echo "bytes of rss per znode at $n: $(awk "BEGIN{printf \"%.0f\", $(sf "$l" rss_mib | maxof)*1048576/$n}") (whole process, largest server)"
+    done
+    exit 0
+fi
 
 # The floor, on the file system that holds the servers' data.
 echo "== the machine's floor"

@@ -301,3 +301,63 @@ fn synodctl_speaks_tls_with_identities_acls_and_an_operator_certificate() {
     let plain = node.ctl("tester", &["--insecure", "--timeout-ms", "2000", "ls", "/"]);
     assert!(!plain.status.success(), "plaintext to the TLS port");
 }
+
+/// A node started `--insecure`, killed when dropped.
+struct PlainNode {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PlainNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_insecure_cluster_is_reached_with_synod_insecure_set_as_cluster_sh_env_sets_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client, admin, peer) = (free_addr(), free_addr(), free_addr());
+    let log = std::fs::File::create(dir.path().join("synod.log")).expect("log file");
+    let child = Command::new(synod_bin())
+        .args(["--id", "1", "--members", &format!("1={peer}"), "--insecure"])
+        .args(["--client-addr", &client.to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start synod");
+    let _node = PlainNode { child, _dir: dir };
+    // `scripts/cluster.sh env` exports SYNOD_INSECURE=1 for an insecure cluster.
+    let ctl = |args: &[&str]| {
+        Command::new(synodctl_bin())
+            .args(["--servers", &client.to_string()])
+            .args(args)
+            .env_remove("SYNOD_TLS_CA")
+            .env_remove("SYNOD_TLS_CERT")
+            .env_remove("SYNOD_TLS_KEY")
+            .env_remove("SYNOD_AUTH")
+            .env("SYNOD_INSECURE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run synodctl")
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let out = ctl(&["--json", "cluster", "list", "--admin", &admin.to_string()]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"leader\":1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "synodctl cluster list over plain HTTP never succeeded: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(ctl(&["create", "/plain", "x"]), "create over plaintext");
+    assert!(ok(ctl(&["ls", "/"]), "ls over plaintext").contains("plain"));
+}

@@ -127,7 +127,12 @@ pub struct Args {
     pub four_letter_words: Option<String>,
     /// Serve every port in plaintext, with no authentication of peers or operators. For local
     /// experiments only: synod refuses to start without TLS material otherwise.
-    #[arg(long, env = "SYNOD_INSECURE")]
+    /// (`SYNOD_INSECURE` may be `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.)
+    #[arg(
+        long,
+        env = "SYNOD_INSECURE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub insecure: bool,
     /// Peer (Raft) listen address; defaults to this node's address in --members.
     #[arg(long, env = "SYNOD_PEER_ADDR")]

@@ -20,6 +20,7 @@
 //! servers' CPU time per request to each workload's line ([`server_cpu`]).
 
 mod floor;
+mod hold;
 mod server_cpu;
 
 use std::collections::BTreeMap;
@@ -132,6 +133,28 @@ struct Args {
     #[arg(long)]
     fill: Option<u32>,
 
+    /// With --fill: put at most this many znodes under one parent (/synod-fill/p0/n0, ...,
+    /// /synod-fill/p1/n1000, ...; the parents are created first, empty). 0: all directly under
+    /// /synod-fill.
+    #[arg(long, default_value_t = 0)]
+    fill_fanout: u32,
+
+    /// Instead of a workload: open this many sessions (round robin over --servers, --inflight
+    /// connecting at a time), register --watches watches spread over them, report how long
+    /// each took, hold everything for --hold-secs and close the sessions.
+    #[arg(long)]
+    hold_sessions: Option<u32>,
+
+    /// With --hold-sessions: how many watches to register (exists watches on paths that do not
+    /// exist, /synod-hold/w0, w1, ...; each a watch the servers keep).
+    #[arg(long, default_value_t = 0)]
+    watches: u32,
+
+    /// With --hold-sessions: how long to hold the sessions and watches open, so that the
+    /// servers' memory can be read meanwhile.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
+    hold_secs: f64,
+
     /// Instead of a workload: measure the machine's floor, the loopback round trip and a 4 KiB
     /// append + fdatasync to a file in this directory (`workload=floor_rtt`, `floor_fsync`).
     #[arg(long)]
@@ -230,36 +253,30 @@ async fn handshakes(args: &Args, secs: f64) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// `--fill`: creates `count` znodes under /synod-fill with up to --inflight creates in flight.
+/// `--fill`: creates `count` znodes under /synod-fill (under parents of at most --fill-fanout
+/// children, if set) with up to --inflight creates in flight.
 async fn fill(args: &Args, count: u32) -> Result<(), Fatal> {
     let zk = Client::connect(&args.servers, connect_options(args)?)
         .await
         .map_err(|e| Fatal(format!("connect: {e}")))?;
-    match zk.create("/synod-fill", b"", CreateMode::Persistent).await {
-        Ok(_) | Err(synod_client::Error::NodeExists) => {}
-        Err(e) => return Err(Fatal(format!("create /synod-fill: {e}"))),
-    }
-    let value = vec![b'v'; args.value_size];
     let started = std::time::Instant::now();
-    let mut next = 0u32;
-    let mut inflight = futures_util::stream::FuturesUnordered::new();
-    while next < count || !inflight.is_empty() {
-        while next < count && inflight.len() < args.inflight as usize {
-            let zk = zk.clone();
-            let value = value.clone();
-            let path = format!("/synod-fill/n{next}");
-            inflight.push(async move { zk.create(&path, &value, CreateMode::Persistent).await });
-            next += 1;
-        }
-        if let Some(r) = futures_util::StreamExt::next(&mut inflight).await {
-            match r {
-                Ok(_) | Err(synod_client::Error::NodeExists) => {}
-                Err(e) => return Err(Fatal(format!("fill: {e}"))),
-            }
-        }
+    let clients = [zk];
+    let empty = Arc::new(Vec::new());
+    create_all(&clients, vec!["/synod-fill".to_string()], empty.clone()).await?;
+    let fanout = args.fill_fanout;
+    if fanout > 0 {
+        let parents = (0..count.div_ceil(fanout)).map(|p| format!("/synod-fill/p{p}"));
+        create_all(&clients, parents.collect(), empty).await?;
     }
+    let path = |i: u32| match fanout {
+        0 => format!("/synod-fill/n{i}"),
+        f => format!("/synod-fill/p{}/n{i}", i / f),
+    };
+    let value = Arc::new(vec![b'v'; args.value_size]);
+    create_all(&clients, (0..count).map(path).collect(), value).await?;
+    let [zk] = clients;
     println!(
-        "fill={count} value_size={} secs={:.1}",
+        "fill={count} fanout={fanout} value_size={} secs={:.1}",
         args.value_size,
         started.elapsed().as_secs_f64()
     );
@@ -1056,6 +1073,8 @@ fn main() -> ExitCode {
             })
     } else if let Some(n) = args.fill {
         runtime.block_on(fill(&args, n)).map(|()| true)
+    } else if let Some(n) = args.hold_sessions {
+        runtime.block_on(hold::hold(&args, n)).map(|()| true)
     } else {
         runtime.block_on(bench(args))
     };

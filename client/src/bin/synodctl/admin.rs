@@ -41,7 +41,17 @@ impl Admin {
                     "https",
                 )
             }
-            None => (builder, "http"),
+            // Plain HTTP never uses TLS, but reqwest (built without a crypto provider of its
+            // own) sets up its TLS connector anyway: give it synod's, trusting nobody.
+            None => {
+                let config =
+                    rustls::ClientConfig::builder_with_provider(synod_client::tls::provider())
+                        .with_protocol_versions(synod_client::tls::PROTOCOL_VERSIONS)
+                        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth();
+                (builder.tls_backend_preconfigured(config), "http")
+            }
         };
         let client = builder
             .build()

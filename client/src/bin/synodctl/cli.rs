@@ -51,7 +51,14 @@ pub struct Cli {
     /// it and without --tls-ca, synodctl uses the certificates of the local cluster that
     /// scripts/cluster.sh made (`$SYNOD_CLUSTER_DIR/certs`, default `target/synod-cluster/certs`)
     /// if they exist.
-    #[arg(long, env = "SYNOD_INSECURE", global = true)]
+    /// (`SYNOD_INSECURE` may be `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`: `scripts/
+    /// cluster.sh env` sets it to `1`.)
+    #[arg(
+        long,
+        env = "SYNOD_INSECURE",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub insecure: bool,
 
     /// Authenticate the session with ZooKeeper's digest scheme (`addauth digest USER:PASSWORD`)
