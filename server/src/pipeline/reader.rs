@@ -18,6 +18,13 @@ use synod_raft_store::Command;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 
+/// A connection's read buffer to begin with: most requests are a few hundred bytes, and an idle
+/// session should cost little (10,000 of them are a normal day); it grows for a larger request.
+const READ_BUFFER: usize = 1024;
+/// A read buffer that grew past this for a large request is given back once it is empty, so a
+/// connection does not keep the largest request it ever sent (up to the frame limit) for life.
+const READ_BUFFER_KEEP: usize = 64 * 1024;
+
 use crate::pipeline::conn::{reply_frame, Conn};
 use crate::pipeline::ordered::{Held, Slot};
 use crate::tls::identity::CertIdentity;
@@ -105,7 +112,11 @@ impl Conn {
         mut auth: Arc<Vec<Id>>,
         slots: mpsc::UnboundedSender<(Slot, Held)>,
     ) -> ReaderEnd {
-        let mut frames = FramedRead::new(rd, FrameCodec::new(self.node.cfg.max_frame_bytes));
+        let mut frames = FramedRead::with_capacity(
+            rd,
+            FrameCodec::new(self.node.cfg.max_frame_bytes),
+            READ_BUFFER,
+        );
         let permits = Arc::new(Semaphore::new(self.node.cfg.max_outstanding));
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -129,6 +140,10 @@ impl Conn {
                 }
                 None => return ReaderEnd::ClientClosed,
             };
+            let buffer = frames.read_buffer_mut();
+            if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEEP {
+                *buffer = bytes::BytesMut::with_capacity(READ_BUFFER);
+            }
             let packet = match RequestPacket::decode(&mut Reader::new(frame.clone())) {
                 Ok(p) => p,
                 Err(e) => {

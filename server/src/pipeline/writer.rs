@@ -13,6 +13,9 @@ use crate::tls::stream::WriteHalf;
 const DIRECT_WRITE: usize = 64 * 1024;
 /// The writer stops gathering queued frames into one batch at this many bytes.
 const WRITE_BATCH: usize = 256 * 1024;
+/// A batch buffer that grew past this (a burst of replies or events) is given back after its
+/// write, so an idle connection does not keep its busiest moment's buffer for life.
+const BATCH_KEEP: usize = 16 * 1024;
 
 /// Writes queued frames to the client in order, gathering small ones into one write, and returns
 /// their room to the outbox after each batch.
@@ -74,7 +77,11 @@ pub async fn write_loop(
         if wr.flush().await.is_err() {
             return;
         }
-        buf.clear();
+        if buf.capacity() > BATCH_KEEP {
+            buf = BytesMut::new();
+        } else {
+            buf.clear();
+        }
         rx.release(frames, reply_bytes, event_bytes);
     }
     let _ = wr.shutdown().await;
