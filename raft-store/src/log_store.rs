@@ -166,6 +166,10 @@ struct Timings {
     fsync: metrics::Histogram,
     /// One `append` call: encoding its entries plus their synced write.
     append: metrics::Histogram,
+    /// Range reads the tail cache answered.
+    cache_hits: metrics::Counter,
+    /// Range reads that went to RocksDB (older entries, or ranges open at the end).
+    cache_misses: metrics::Counter,
 }
 
 impl Timings {
@@ -180,9 +184,16 @@ impl Timings {
             metrics::Unit::Seconds,
             "duration of one raft log append (encode + synced write of its entries)"
         );
+        metrics::describe_counter!(
+            "synod_log_reads_total",
+            "raft log range reads (replication, apply), by where they were answered: \
+             cache (the decoded tail in memory) or disk (RocksDB)"
+        );
         Timings {
             fsync: metrics::histogram!("synod_log_fsync_seconds"),
             append: metrics::histogram!("synod_log_append_seconds"),
+            cache_hits: metrics::counter!("synod_log_reads_total", "from" => "cache"),
+            cache_misses: metrics::counter!("synod_log_reads_total", "from" => "disk"),
         }
     }
 }
@@ -466,8 +477,10 @@ impl LogStore {
             Bound::Unbounded => None,
         };
         if let Some(cached) = end.and_then(|end| self.tail().get(start, end)) {
+            self.timings.cache_hits.increment(1);
             return Ok(cached);
         }
+        self.timings.cache_misses.increment(1);
         let mut read_opts = ReadOptions::default();
         let mut out = Vec::new();
         if let Some(end) = end {

@@ -150,6 +150,17 @@ fn metrics_are_prometheus_text_and_move() {
         assert!(fsyncs > histogram_count(&before, "synod_log_fsync_seconds", &[]).unwrap_or(0.0));
         assert!(histogram_count(&after, "synod_log_append_seconds", &[]).expect("append") > 0.0);
         assert!(histogram_count(&after, "synod_apply_seconds", &[]).expect("apply") > 0.0);
+        // Replication and apply read what was just appended from the decoded tail in memory.
+        let from_cache = |m: &prometheus_parse::Scrape| {
+            value(m, "synod_log_reads_total", &[("from", "cache")]).unwrap_or(0.0)
+        };
+        assert!(
+            from_cache(&after) >= from_cache(&before) + 20.0,
+            "log reads answered from the tail cache: {} -> {}",
+            from_cache(&before),
+            from_cache(&after)
+        );
+        assert!(value(&after, "synod_log_reads_total", &[("from", "disk")]).is_some());
         // Where the time went: every stage a write and a linearizable read pass on the leader
         // counted them (at least once each: a batch entry may carry several writes).
         let stage = |m: &prometheus_parse::Scrape, s: &str| {
