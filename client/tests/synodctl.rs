@@ -30,21 +30,24 @@ fn free_addr() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
-/// A running node; killed (by pid) and reaped when dropped.
+/// A started `synod` process, killed (by pid) and reaped when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running node; killed and reaped when dropped (before its directory is removed).
 struct Node {
-    child: Child,
+    _child: Running,
     client: SocketAddr,
     admin: SocketAddr,
     certs: PathBuf,
     /// Kept for its removal on drop.
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `synod certs --dir <dir> <args>`.
@@ -97,7 +100,7 @@ impl Node {
             .spawn()
             .expect("start synod");
         let node = Node {
-            child,
+            _child: Running(child),
             client,
             admin,
             certs: certs_dir,
@@ -302,19 +305,6 @@ fn synodctl_speaks_tls_with_identities_acls_and_an_operator_certificate() {
     assert!(!plain.status.success(), "plaintext to the TLS port");
 }
 
-/// A node started `--insecure`, killed when dropped.
-struct PlainNode {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PlainNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn an_insecure_cluster_is_reached_with_synod_insecure_set_as_cluster_sh_env_sets_it() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -330,7 +320,8 @@ fn an_insecure_cluster_is_reached_with_synod_insecure_set_as_cluster_sh_env_sets
         .stderr(log)
         .spawn()
         .expect("start synod");
-    let _node = PlainNode { child, _dir: dir };
+    // Killed and reaped before its directory is removed (fields drop in order).
+    let _node = (Running(child), dir);
     // `scripts/cluster.sh env` exports SYNOD_INSECURE=1 for an insecure cluster.
     let ctl = |args: &[&str]| {
         Command::new(synodctl_bin())
