@@ -268,7 +268,7 @@ impl TreeImage {
                     null_data: null_data.contains(&(i as u64)),
                     data: n.data,
                     acl: acl.into(),
-                    children: Default::default(),
+                    num_children: 0,
                     owner,
                 };
                 (n.path, node)

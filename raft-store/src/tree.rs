@@ -6,13 +6,19 @@
 //!
 //! Persistent maps (`imbl`) make a clone O(1): snapshots copy the tree without stopping apply, and a
 //! failing `multi` restores the state it started from.
+//!
+//! Layout, for memory (about 360 heap bytes for a znode of 100 bytes, see
+//! `tests/tree_memory.rs`): one ordered map from full path to node, so that a node's children
+//! are the keys right after `path/` and need no set of their own; each node counts its children
+//! and owns its data in an allocation of its own size.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 use synod_proto::mode::perms;
-use synod_proto::path::{basename, parent, validate_path};
+use synod_proto::path::{parent, validate_path};
 use synod_proto::records::*;
 use synod_proto::{
     Acl, CreateMode, ErrorCode, EventType, Id, MultiOp, MultiResult, OpCode, Request, Response,
@@ -27,6 +33,51 @@ use crate::tenants::{self, Tenant, Tenants};
 
 /// A path or child name, shared between the map key, the parent's child set and session sets.
 pub type Name = Arc<str>;
+
+/// What every path below `path` starts with: `path/`, or `/` for the root (whose own key it is
+/// too, which [`DataTree::children`] and the descendants skip).
+fn descendants_prefix(path: &str) -> String {
+    if path == "/" {
+        "/".to_string()
+    } else {
+        format!("{path}/")
+    }
+}
+
+/// The names of one node's children, in byte order ([`DataTree::children`]). The tree's keys
+/// run through the node's whole subtree in byte order; where a key is a grandchild or deeper,
+/// the iterator seeks past that child's subtree (`prefix + child + "0"`, `'0'` being the byte
+/// after `'/'`) instead of walking it.
+pub struct Children<'a> {
+    /// The tree's map, for the seeks.
+    nodes: &'a imbl::OrdMap<Name, Arc<Node>>,
+    /// The parent's path and a `/` (just `/` for the root).
+    prefix: String,
+    /// Where the walk stands.
+    iter: imbl::ordmap::RangedIter<'a, Name, Arc<Node>, imbl::shared_ptr::DefaultSharedPtr>,
+}
+
+impl<'a> Iterator for Children<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let (key, _) = self.iter.next()?;
+            let rest = key.strip_prefix(self.prefix.as_str())?;
+            match rest.find('/') {
+                // The root itself, under its own prefix.
+                None if rest.is_empty() => continue,
+                None => return Some(rest),
+                Some(end) => {
+                    let past = format!("{}{}0", self.prefix, &rest[..end]);
+                    self.iter = self
+                        .nodes
+                        .range::<_, str>((Bound::Included(&*past), Bound::Unbounded));
+                }
+            }
+        }
+    }
+}
 
 /// The largest TTL ZooKeeper accepts (40 bits of milliseconds).
 pub const MAX_TTL_MS: i64 = 0x00ff_ffff_ffff;
@@ -50,7 +101,8 @@ pub enum NodeKind {
     Ttl(i64),
 }
 
-/// One znode. Clones are cheap: data is `Bytes`, the ACL is shared, children are a persistent set.
+/// One znode. Clones are cheap: data is `Bytes` and the ACL is shared. Its children are not
+/// stored here: they are the tree's keys under `path/` ([`DataTree::children`]).
 /// The zxid and time fields are ZooKeeper's Stat fields, which clients read and compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -80,8 +132,10 @@ pub struct Node {
     pub null_data: bool,
     /// Who may do what; nodes with the open ACL share one allocation.
     pub acl: Arc<[Acl]>,
-    /// Child names (not paths), sorted: getChildren lists them and deletes check emptiness.
-    pub children: imbl::OrdSet<Name>,
+    /// How many children the node has: `numChildren`, and what a delete checks for emptiness.
+    /// Invariant: equals the number of names [`DataTree::children`] lists (kept by create and
+    /// remove, recounted by [`DataTree::from_parts`]).
+    pub num_children: u32,
     /// The tenant its creator belonged to ([`Tenants::owner_of`]), charged for it and its data
     /// until it is deleted; `None` outside every tenant (always, in a cluster without tenants).
     pub owner: Option<Name>,
@@ -103,7 +157,7 @@ impl Node {
                 _ => 0,
             },
             data_length: self.data.len() as i32,
-            num_children: self.children.len() as i32,
+            num_children: self.num_children as i32,
             pzxid: self.pzxid,
         }
     }
@@ -206,9 +260,12 @@ type OpResult<T> = Result<T, ErrorCode>;
 /// The znode tree and session table.
 #[derive(Debug, Clone)]
 pub struct DataTree {
-    /// Every node by full path. Values are `Arc`s so the map's chunks stay small and a snapshot
-    /// shares nodes: a write copies only the node it changes (`Arc::make_mut`).
-    nodes: imbl::HashMap<Name, Arc<Node>>,
+    /// Every node by full path, in byte order: a node's descendants are the keys in
+    /// [`descendants`]' range, its children those of them without a further `/`. A B-tree, not
+    /// a hash map: at 100,000 nodes imbl's HAMT cost 160 bytes per entry, this about 60.
+    /// Values are `Arc`s so the map's chunks stay small and a snapshot shares nodes: a write
+    /// copies only the node it changes (`Arc::make_mut`).
+    nodes: imbl::OrdMap<Name, Arc<Node>>,
     /// Live sessions by id.
     sessions: imbl::HashMap<i64, Session>,
     /// Paths of container and TTL nodes: the candidates for reaping.
@@ -251,7 +308,7 @@ impl DataTree {
     pub fn new() -> Self {
         let open_acl: Arc<[Acl]> = Acl::open_unsafe().into();
         let mut t = DataTree {
-            nodes: imbl::HashMap::new(),
+            nodes: imbl::OrdMap::new(),
             sessions: imbl::HashMap::new(),
             reapable: imbl::OrdSet::new(),
             data_bytes: 0,
@@ -261,7 +318,7 @@ impl DataTree {
             quota_roots: imbl::OrdSet::new(),
             cluster_version: crate::types::BASE_CLUSTER_VERSION,
         };
-        let mk = |children: &[&str]| Node {
+        let mk = |children: u32| Node {
             czxid: 0,
             mzxid: 0,
             pzxid: 0,
@@ -274,14 +331,13 @@ impl DataTree {
             data: Bytes::new(),
             null_data: false,
             acl: open_acl.clone(),
-            children: children.iter().map(|c| Name::from(*c)).collect(),
+            num_children: children,
             owner: None,
         };
-        t.nodes.insert("/".into(), Arc::new(mk(&["zookeeper"])));
-        t.nodes
-            .insert("/zookeeper".into(), Arc::new(mk(&["quota", "config"])));
-        t.nodes.insert("/zookeeper/quota".into(), Arc::new(mk(&[])));
-        let mut config = mk(&[]);
+        t.nodes.insert("/".into(), Arc::new(mk(1)));
+        t.nodes.insert("/zookeeper".into(), Arc::new(mk(2)));
+        t.nodes.insert("/zookeeper/quota".into(), Arc::new(mk(0)));
+        let mut config = mk(0);
         config.acl = Acl::read_unsafe().into();
         t.nodes.insert("/zookeeper/config".into(), Arc::new(config));
         t
@@ -384,9 +440,33 @@ impl DataTree {
         &mut self.audit
     }
 
-    /// Every node, in no particular order (snapshots, digests).
+    /// Every node, in byte order of the paths (snapshots, digests).
     pub fn nodes(&self) -> impl Iterator<Item = (&Name, &Node)> {
         self.nodes.iter().map(|(k, v)| (k, &**v))
+    }
+
+    /// The names of `path`'s children, in byte order (none for a missing node). O(1) per child
+    /// without children of its own; a child with descendants costs one O(log n) seek past them.
+    pub fn children<'a>(&'a self, path: &str) -> Children<'a> {
+        let prefix = descendants_prefix(path);
+        let iter = self
+            .nodes
+            .range::<_, str>((Bound::Included(&*prefix), Bound::Unbounded));
+        Children {
+            nodes: &self.nodes,
+            prefix,
+            iter,
+        }
+    }
+
+    /// The paths of every node below `path` (not `path` itself), in byte order.
+    fn descendants<'a>(&'a self, path: &str) -> impl Iterator<Item = (&'a Name, &'a Node)> {
+        let prefix = descendants_prefix(path);
+        self.nodes
+            .range::<_, str>((Bound::Included(&*prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&*prefix))
+            .filter(|(k, _)| &***k != "/")
+            .map(|(k, v)| (k, &**v))
     }
 
     fn acl_arc(&self, acl: Vec<Acl>) -> Arc<[Acl]> {
@@ -427,7 +507,9 @@ impl DataTree {
     /// data (before it, as release 0.1 stored it: empty).
     fn stored_data(&self, data: Option<Bytes>) -> (Bytes, bool) {
         match data {
-            Some(d) => (d, false),
+            // Its own allocation of its own size: the request's buffer (path, ACL, and in a
+            // batch every other write) is not kept alive by the node.
+            Some(d) => (Bytes::copy_from_slice(&d), false),
             None => (
                 Bytes::new(),
                 self.cluster_version >= crate::types::NULL_DATA_SINCE,
@@ -440,7 +522,8 @@ impl DataTree {
         if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        Ok((n.children.iter().map(|c| c.to_string()).collect(), n.stat()))
+        let children = self.children(path).map(str::to_string).collect();
+        Ok((children, n.stat()))
     }
 
     /// exists: the node's Stat if `auth` may READ it (ZooKeeper 3.8.4 / 3.9.2 check this; a
@@ -475,17 +558,7 @@ impl DataTree {
         if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        let mut count = 0i32;
-        let mut stack: Vec<String> = vec![path.to_string()];
-        while let Some(p) = stack.pop() {
-            if let Some(n) = self.nodes.get(p.as_str()) {
-                for c in &n.children {
-                    count += 1;
-                    stack.push(synod_proto::path::child(&p, c));
-                }
-            }
-        }
-        Ok(count)
+        Ok(i32::try_from(self.descendants(path).count()).unwrap_or(i32::MAX))
     }
 
     /// The session's ephemerals whose path starts with `prefix` (`/` for all).
@@ -694,7 +767,7 @@ impl DataTree {
             data,
             null_data,
             acl,
-            children: imbl::OrdSet::new(),
+            num_children: 0,
             owner,
         };
         let stat = node.stat();
@@ -703,7 +776,7 @@ impl DataTree {
         let parent_name: Name = parent_path.into();
         let mut parent_acl = None;
         if let Some(p) = self.node_mut(parent_path) {
-            p.children.insert(basename(&path).into());
+            p.num_children += 1;
             p.cversion += 1;
             p.pzxid = txn.zxid;
             parent_acl = Some(p.acl.clone());
@@ -762,7 +835,7 @@ impl DataTree {
             return Err(ErrorCode::NoAuth);
         }
         version_matches(version, n.version)?;
-        if !n.children.is_empty() {
+        if n.num_children > 0 {
             return Err(ErrorCode::NotEmpty);
         }
         self.may_change_quota(path, txn.caller.auth)?;
@@ -775,7 +848,7 @@ impl DataTree {
         let Some((name, node)) = self.nodes.remove_with_key(path) else {
             return;
         };
-        debug_assert!(node.children.is_empty(), "removing {path} with children");
+        debug_assert!(node.num_children == 0, "removing {path} with children");
         self.data_bytes -= node.data.len() as u64;
         if let Some(o) = &node.owner {
             let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
@@ -791,7 +864,8 @@ impl DataTree {
         let parent_path = parent(path);
         let mut parent_acl = None;
         if let Some(p) = self.node_mut(parent_path) {
-            p.children.remove(basename(path));
+            debug_assert!(p.num_children > 0, "{parent_path} lists no child to remove");
+            p.num_children = p.num_children.saturating_sub(1);
             p.cversion += 1;
             p.pzxid = zxid;
             parent_acl = Some(p.acl.clone());
@@ -1017,13 +1091,10 @@ impl DataTree {
     /// when `zookeeper_stats` is created). O(size of the subtree), once per `setquota`.
     fn recount_quota(&mut self, p: &str) {
         let (mut count, mut bytes) = (0i64, 0i64);
-        let mut stack = vec![p.to_string()];
-        while let Some(at) = stack.pop() {
-            if let Some(n) = self.nodes.get(at.as_str()) {
-                count += 1;
-                bytes += n.data.len() as i64;
-                stack.extend(n.children.iter().map(|c| synod_proto::path::child(&at, c)));
-            }
+        let subtree = self.nodes.get(p).map(|n| &**n).into_iter();
+        for n in subtree.chain(self.descendants(p).map(|(_, n)| n)) {
+            count += 1;
+            bytes += n.data.len() as i64;
         }
         let path = quota::stat_path(p);
         self.replace_data_quietly(&path, StatsTrack::usage(count, bytes).into());
@@ -1103,7 +1174,7 @@ impl DataTree {
             && self
                 .nodes
                 .get(home.as_str())
-                .is_some_and(|n| !n.children.is_empty())
+                .is_some_and(|n| n.num_children > 0)
         {
             return Err(StoreError::Tenant(format!(
                 "tenant {name:?}: {home} already exists with nodes in it; remove them first"
@@ -1174,7 +1245,7 @@ impl DataTree {
     // ------------------------------------------------------------------------------------------
 
     fn reap_due(node: &Node, now: i64) -> bool {
-        node.children.is_empty()
+        node.num_children == 0
             && match node.kind {
                 NodeKind::Container => node.cversion > 0,
                 NodeKind::Ttl(ttl) => now - node.mtime > ttl,
@@ -1201,7 +1272,7 @@ impl DataTree {
             .filter_map(|p| {
                 let n = self.nodes.get(&**p)?;
                 match n.kind {
-                    NodeKind::Ttl(ttl) if n.children.is_empty() => Some((p.clone(), n.mzxid, ttl)),
+                    NodeKind::Ttl(ttl) if n.num_children == 0 => Some((p.clone(), n.mzxid, ttl)),
                     _ => None,
                 }
             })
@@ -1223,7 +1294,7 @@ impl DataTree {
     }
 
     /// Rebuilds a tree from its nodes and sessions `(id, timeout_ms, passwd)` (snapshot
-    /// loading). Children sets, the reap set, the data size and the sessions' ephemeral sets are
+    /// loading). Children counts, the reap set, the data size and the sessions' ephemeral sets are
     /// derived here, so a snapshot stores each fact once. Nothing is checked: a node without its
     /// parent is kept but listed nowhere, a later duplicate path replaces an earlier one (the
     /// snapshot module refuses such images as corrupt).
@@ -1233,7 +1304,7 @@ impl DataTree {
         tenants: Vec<(String, Tenant)>,
     ) -> Self {
         let mut t = DataTree::new();
-        t.nodes = imbl::HashMap::new();
+        t.nodes = imbl::OrdMap::new();
         t.data_bytes = 0;
         t.sessions = sessions
             .into_iter()
@@ -1259,7 +1330,7 @@ impl DataTree {
             if *node.acl == *t.open_acl {
                 node.acl = t.open_acl.clone();
             }
-            node.children = imbl::OrdSet::new();
+            node.num_children = 0;
             t.data_bytes += node.data.len() as u64;
             if let Some(o) = &node.owner {
                 let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
@@ -1291,7 +1362,7 @@ impl DataTree {
         }
         for name in names.iter().filter(|n| &***n != "/") {
             if let Some(p) = t.nodes.get_mut(parent(name)).map(Arc::make_mut) {
-                p.children.insert(basename(name).into());
+                p.num_children += 1;
             }
         }
         t
@@ -1331,7 +1402,7 @@ impl DataTree {
     /// pzxid, ctime, mtime, version, cversion, aversion, kind (persistent / ephemeral + owner /
     /// container / TTL + ttl), data and ACL list (perms, scheme, id, in stored order); then every
     /// session sorted by id — its id, timeout and password. What is derived from those facts
-    /// (children sets, a session's ephemeral set, the reap set, the data size) is implied and not
+    /// (children counts, a session's ephemeral set, the reap set, the data size) is implied and not
     /// hashed again. Node-local state (watches, connections) is not replicated and not covered.
     /// The number of znodes and sessions is hashed first, every string is length-prefixed.
     ///
@@ -1339,16 +1410,12 @@ impl DataTree {
     /// on a clone (O(1)) to keep the replica lock short.
     pub fn digest(&self) -> [u8; 20] {
         let mut w = DigestWriter(Sha1::new());
-        let mut paths: Vec<&Name> = self.nodes.keys().collect();
-        paths.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut sessions: Vec<(i64, &Session)> = self.sessions().collect();
         sessions.sort_unstable_by_key(|(id, _)| *id);
-        w.int(paths.len() as i64);
+        w.int(self.nodes.len() as i64);
         w.int(sessions.len() as i64);
-        for path in paths {
-            let Some(n) = self.nodes.get(path) else {
-                continue;
-            };
+        // The map iterates in byte order of the paths.
+        for (path, n) in &self.nodes {
             w.bytes(path.as_bytes());
             for v in [n.czxid, n.mzxid, n.pzxid, n.ctime, n.mtime] {
                 w.int(v);
@@ -2360,6 +2427,101 @@ mod tests {
         assert_eq!(rebuilt.stat("/b"), t.stat("/b"));
         assert_eq!(rebuilt.data_bytes(), t.data_bytes());
         assert_eq!(t.all_children_number("/", &[]), Ok(5));
+    }
+
+    /// Every node's children as the tree lists them, against the parents of all paths, and
+    /// the counts the nodes keep.
+    fn assert_children_consistent(t: &DataTree) {
+        let mut expected: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (path, _) in t.nodes() {
+            expected.entry(path).or_default();
+            if &**path != "/" {
+                expected
+                    .entry(parent(path))
+                    .or_default()
+                    .push(synod_proto::path::basename(path));
+            }
+        }
+        for (path, mut names) in expected {
+            names.sort_unstable();
+            let listed: Vec<&str> = t.children(path).collect();
+            assert_eq!(listed, names, "children of {path}");
+            let count = t.node(path).map(|n| n.num_children as usize);
+            assert_eq!(count, Some(names.len()), "num_children of {path}");
+        }
+    }
+
+    /// The children are the keys under `path/` without a further `/`: siblings that sort
+    /// between a child and its own children (`b-x`, `b.y` before `b/c`) are listed, the
+    /// grandchildren are skipped, and so are names that merely start like the parent.
+    #[test]
+    fn children_are_listed_in_byte_order_past_their_subtrees() {
+        let mut t = tree();
+        let paths = [
+            "/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b-x", "/a/b.y", "/a/b0", "/a/bb", "/a/c",
+            "/a-z", "/a0", "/a/c/e",
+        ];
+        for (i, p) in paths.iter().enumerate() {
+            let a = t.apply(txn(10 + i as i64, &[]), &create(p, CreateMode::Persistent));
+            assert_eq!(a.err, ErrorCode::Ok, "{p}");
+        }
+        fn list(t: &DataTree, p: &str) -> Vec<String> {
+            t.children(p).map(str::to_string).collect()
+        }
+        assert_eq!(list(&t, "/a"), ["b", "b-x", "b.y", "b0", "bb", "c"]);
+        assert_eq!(list(&t, "/"), ["a", "a-z", "a0", "zookeeper"]);
+        assert_eq!(list(&t, "/a/b"), ["c"]);
+        assert!(list(&t, "/a/b/c/d").is_empty());
+        assert!(list(&t, "/missing").is_empty());
+        assert_eq!(t.stat("/a").map(|s| s.num_children), Some(6));
+        assert_eq!(t.all_children_number("/a", &[]), Ok(9));
+        assert_eq!(t.all_children_number("/a/b/c/d", &[]), Ok(0));
+        assert_children_consistent(&t);
+        let delete = |path: &str| {
+            Request::Delete(DeleteRequest {
+                path: path.into(),
+                version: -1,
+            })
+        };
+        assert_eq!(
+            t.apply(txn(30, &[]), &delete("/a/b")).err,
+            ErrorCode::NotEmpty
+        );
+        assert_eq!(t.apply(txn(31, &[]), &delete("/a/b-x")).err, ErrorCode::Ok);
+        assert_eq!(list(&t, "/a"), ["b", "b.y", "b0", "bb", "c"]);
+        assert_children_consistent(&t);
+    }
+
+    proptest::proptest! {
+        /// Whatever is created and deleted, each node lists exactly the nodes whose parent it
+        /// is and counts them, also once rebuilt from its parts as a snapshot loads it.
+        #[test]
+        fn children_and_counts_follow_any_creates_and_deletes(
+            ops in proptest::collection::vec(
+                (proptest::bool::weighted(0.7), proptest::collection::vec(0usize..5, 1..4)),
+                1..60,
+            )
+        ) {
+            // Names chosen to sort around `/`: '-' and '.' below it, '0' right above it.
+            const NAMES: [&str; 5] = ["x", "x-", "x.", "x0", "y"];
+            let mut t = tree();
+            for (i, (is_create, parts)) in ops.iter().enumerate() {
+                let path: String = parts.iter().map(|&p| format!("/{}", NAMES[p])).collect();
+                let request = if *is_create {
+                    create(&path, CreateMode::Persistent)
+                } else {
+                    Request::Delete(DeleteRequest { path, version: -1 })
+                };
+                t.apply(txn(10 + i as i64, &[]), &request);
+            }
+            assert_children_consistent(&t);
+            let rebuilt = DataTree::from_parts(
+                t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect(),
+                Vec::new(),
+                Vec::new(),
+            );
+            assert_children_consistent(&rebuilt);
+        }
     }
 
     #[test]

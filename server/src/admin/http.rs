@@ -278,14 +278,12 @@ pub fn tree(node: &Node, q: &TreeQuery) -> Response {
         if level >= depth {
             continue;
         }
-        if let Some(n) = t.node(&p) {
-            for c in n.children.iter() {
-                if order.len() >= limit {
-                    truncated = true;
-                    break;
-                }
-                order.push((child_path(&p, c), level + 1));
+        for c in t.children(&p) {
+            if order.len() >= limit {
+                truncated = true;
+                break;
             }
+            order.push((child_path(&p, c), level + 1));
         }
     }
     let included: std::collections::HashSet<&str> = order.iter().map(|(p, _)| p.as_str()).collect();
@@ -325,9 +323,8 @@ pub fn tree(node: &Node, q: &TreeQuery) -> Response {
                 "perms": a.perms, "scheme": a.id.scheme, "id": a.id.id,
             })).collect::<Vec<_>>(),
         });
-        let children: Vec<Value> = n
-            .children
-            .iter()
+        let children: Vec<Value> = t
+            .children(p)
             .map(|c| child_path(p, c))
             .filter(|c| included.contains(c.as_str()))
             .filter_map(|c| built.remove(&c))
