@@ -66,7 +66,13 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         election_timeout_min: cfg.election_timeout.as_millis() as u64,
         election_timeout_max: 2 * cfg.election_timeout.as_millis() as u64,
         install_snapshot_timeout: 10_000,
-        max_payload_entries: 1024,
+        // At most 128 entries per AppendEntries: an entry is a whole group-commit batch (up
+        // to 20 KiB at 100 writes of 100 bytes), so 1,024 made a catch-up message of ~20 MiB,
+        // held decoded and encoded at once. Measured on a 3-node cluster holding 100,000
+        // znodes, bringing an empty learner up: 1,024 peaked at 240-251 MiB RSS on the leader
+        // and 256-274 MiB on the learner and took 1.5 s; 128 peaked at 119-124 and 120-134 MiB
+        // and took 0.7-0.9 s. Live replication sends what is new, far fewer than 128.
+        max_payload_entries: 128,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_entries),
         replication_lag_threshold: cfg.snapshot_entries * 2,
         max_in_snapshot_log_to_keep: 1000,
