@@ -66,6 +66,17 @@ rss_mib() { # pid files... → "a b c" MiB
     echo "$s"
 }
 
+rss_settle() { # pid files... : waits (at most 40 s) until the servers' summed RSS stops falling
+    local before now i
+    before=$(( $(rss_mib "$@" | tr ' ' '+') ))
+    for i in $(seq 1 20); do
+        sleep 2
+        now=$(( $(rss_mib "$@" | tr ' ' '+') ))
+        [ $((before - now)) -lt 2 ] && return 0
+        before=$now
+    done
+}
+
 tls=() # synod-bench's TLS flags for the side being measured
 stages=0 # 1: break the plaintext synod side's serial set and set into stages
 
@@ -218,7 +229,9 @@ scale_phase() { # znodes
         remove --id 4 >/dev/null
     kill -TERM "$(cat "$dir/node4.pid")" 2>/dev/null || true
     # Many sessions and watches at once, spread over the three servers, held while RSS is read
-    # (and read just before, since the loaded workloads above grew the servers' buffers).
+    # (and read just before, since the loaded workloads above grew the servers' buffers, once
+    # the allocator has given back what the catch-up freed: jemalloc purges over ~10 s).
+    rss_settle "$dir"/node{1,2,3}.pid
     line+=" rss_before_hold_mib=$(rss_mib "$dir"/node{1,2,3}.pid | tr ' ' ,)"
     "$BENCH" --servers "$synod_servers" --hold-sessions "$hold_sessions" --watches "$hold_watches" \
         --inflight 64 --hold-secs 10 >"$out/hold.txt" &

@@ -36,7 +36,11 @@ pub enum Slot {
     /// A read or watch operation, evaluated in order against the applied tree.
     Read {
         xid: i32,
-        request: Request,
+        /// Boxed: `Request` is 128 bytes (`SetWatches2`'s five lists), which sized every slot
+        /// and the futures that hold one, and tokio allocates a connection's channel 32 slots at
+        /// a time. Boxed, 5,000 idle connections to one server added 58–59 MiB of RSS instead
+        /// of 79–80 (16.3 → 12.1 KiB each), for one allocation per read.
+        request: Box<Request>,
         auth: Arc<Vec<Id>>,
         arrived: Instant,
     },
@@ -131,6 +135,7 @@ impl Conn {
                     auth,
                     arrived,
                 } => {
+                    let request = *request;
                     // A read-only session asked for possibly stale reads: no read point
                     // (there is no quorum to give one).
                     let needs_point = !self.read_only

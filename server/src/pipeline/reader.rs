@@ -270,7 +270,7 @@ impl Conn {
             request => (
                 Slot::Read {
                     xid,
-                    request,
+                    request: Box::new(request),
                     auth: auth.clone(),
                     arrived: Instant::now(),
                 },
