@@ -31,7 +31,8 @@ use crate::error::StoreError;
 use crate::quota::{self, StatsTrack};
 use crate::tenants::{self, Tenant, Tenants};
 
-/// A path or child name, shared between the map key, the parent's child set and session sets.
+/// A path, shared between the tree's key, the events about the node and the sets that name it
+/// (a session's ephemerals, the reap set).
 pub type Name = Arc<str>;
 
 /// What every path below `path` starts with: `path/`, or `/` for the root (whose own key it is
@@ -260,8 +261,8 @@ type OpResult<T> = Result<T, ErrorCode>;
 /// The znode tree and session table.
 #[derive(Debug, Clone)]
 pub struct DataTree {
-    /// Every node by full path, in byte order: a node's descendants are the keys in
-    /// [`descendants`]' range, its children those of them without a further `/`. A B-tree, not
+    /// Every node by full path, in byte order: a node's descendants are the keys that start
+    /// with `path/` (`DataTree::descendants`), its children those of them without a further `/`. A B-tree, not
     /// a hash map: at 100,000 nodes imbl's HAMT cost 160 bytes per entry, this about 60.
     /// Values are `Arc`s so the map's chunks stay small and a snapshot shares nodes: a write
     /// copies only the node it changes (`Arc::make_mut`).
