@@ -12,6 +12,9 @@ use synod_testkit::{synod_bin, Ensemble, SynodEnsemble};
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `bin` against the cluster; returns its stdout. Kills it by pid after the timeout.
+/// The cluster's size.
+const NODES: usize = 3;
+
 fn run_example(ens: &SynodEnsemble, bin: &str) -> String {
     let started = Instant::now();
     let mut cmd = Command::new(bin);
@@ -67,6 +70,15 @@ fn run_example(ens: &SynodEnsemble, bin: &str) -> String {
     let err = err.join().expect("stderr reader");
     eprintln!("{bin} finished in {:.1?} with {status}", started.elapsed());
     eprintln!("--- stdout ---\n{out}--- stderr ---\n{err}");
+    if !status.success() {
+        // What the servers saw: an example that fails on a lost connection says why only here.
+        for idx in 0..NODES {
+            eprintln!(
+                "--- synod node {idx}, last lines ---\n{}",
+                ens.log_tail(idx)
+            );
+        }
+    }
     assert!(status.success(), "{bin} failed: {status}");
     out
 }
@@ -82,7 +94,8 @@ fn assert_lines(out: &str, needles: &[&str]) {
 #[test]
 fn examples_against_a_synod_cluster() {
     let bin = synod_bin().expect("the synod binary");
-    let ens = SynodEnsemble::start_tls(&bin, 3, &[]).expect("start a secure 3-node synod cluster");
+    let ens =
+        SynodEnsemble::start_tls(&bin, NODES, &[]).expect("start a secure 3-node synod cluster");
     diagnosis_workflow(&ens);
     shared_config(&ens);
     work_queue(&ens);
