@@ -74,19 +74,20 @@ impl AuditHead {
     }
 
     /// Appends `record` and returns it encoded for the store: the record is encoded once, for
-    /// its hash and its value alike (apply's path).
+    /// its hash and its value alike, straight into the value (apply's path: one allocation,
+    /// which a client write's record fits without growing).
     pub fn append_encoded(&mut self, record: &AuditRecord) -> Result<Encoded, StoreError> {
         // The first record may be at zxid 0: the initial membership is log entry 0.
         debug_assert!(
             record.zxid > self.zxid || self.count == 0,
             "audit records out of zxid order"
         );
-        let body = encode(record)?;
-        let hash = chain_bytes(&self.hash, &body);
-        let mut value = Vec::with_capacity(64 + body.len());
+        let mut value = Vec::with_capacity(RECORD_CAPACITY);
         value.extend_from_slice(&self.hash);
-        value.extend_from_slice(&hash);
-        value.extend_from_slice(&body);
+        value.extend_from_slice(&[0; 32]); // the record's hash, once the body is there
+        crate::types::encode_into(record, &mut value)?;
+        let hash = chain_bytes(&self.hash, &value[64..]);
+        value[32..64].copy_from_slice(&hash);
         self.count += 1;
         self.zxid = record.zxid;
         self.hash = hash;
@@ -96,6 +97,10 @@ impl AuditHead {
         })
     }
 }
+
+/// Room first reserved for a stored record: the two hashes and the body of a client write's
+/// record with a path of a hundred bytes or so (a longer one grows the buffer once).
+const RECORD_CAPACITY: usize = 256;
 
 /// A record as the store keeps it: `prev ‖ hash ‖ bincode(record)` under its zxid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +243,54 @@ impl AuditAction {
             Request::Check(r) => vec![version(&r.path)],
             _ => Vec::new(),
         }
+    }
+
+    /// Whether applying `req` may change what [`AuditAction::versions_before`] reads, so that
+    /// it must be read before the apply: a delete (its node is gone after) and a multi (its
+    /// ops may change one path several times). For any other write
+    /// [`AuditAction::versions_before_applied`] derives the same versions after the apply,
+    /// without a lookup for a set or create that succeeded (the common case).
+    pub fn versions_change_in_apply(req: &Request) -> bool {
+        matches!(req, Request::Multi(_) | Request::Delete(_))
+    }
+
+    /// [`AuditAction::versions_before`] of `req`, derived from `tree` as the apply of `req`
+    /// left it and from the apply's outcome `applied`, for a `req` that
+    /// [`AuditAction::versions_change_in_apply`] does not name. Exactly the versions the tree
+    /// held before, because a single op either fails and changes nothing, or succeeds and:
+    /// a set raised its node's version by one (wrapping, like the tree); a create found no
+    /// node at the path it created (a sequential create's requested path is another one,
+    /// which it left alone); a setACL or a check left the data version as it was.
+    pub fn versions_before_applied(
+        tree: &crate::tree::DataTree,
+        req: &Request,
+        applied: &Applied,
+    ) -> Vec<Option<i32>> {
+        debug_assert!(
+            !Self::versions_change_in_apply(req),
+            "read before the apply"
+        );
+        let version = |p: &str| tree.node(p).map(|n| n.version);
+        let done = applied.err == synod_proto::ErrorCode::Ok;
+        let requested = match req {
+            Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => {
+                r.path.as_str()
+            }
+            Request::CreateTtl(r) => r.path.as_str(),
+            Request::SetData(r) => r.path.as_str(),
+            Request::SetAcl(r) => r.path.as_str(),
+            Request::Check(r) => r.path.as_str(),
+            _ => return Vec::new(),
+        };
+        let before = match &applied.response {
+            Response::Stat(s) if done && matches!(req, Request::SetData(_)) => {
+                Some(s.version.wrapping_sub(1))
+            }
+            Response::Create(r) if done && r.path == requested => None,
+            Response::Create2(r) if done && r.path == requested => None,
+            _ => version(requested),
+        };
+        vec![before]
     }
 
     /// The audit of client write `req` that apply answered with `applied`; `before` is
@@ -887,5 +940,96 @@ mod tests {
             "an untimed first record is kept"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_record_is_stored_as_its_hash_chain_says() -> Result<(), StoreError> {
+        // One path short, one longer than the room first reserved: the buffer grows once.
+        let long = format!("/{}", "x".repeat(2 * RECORD_CAPACITY));
+        let mut head = AuditHead::default();
+        for (zxid, path) in [(1, "/a"), (2, long.as_str()), (3, "/b")] {
+            let prev = head.hash;
+            let r = record(zxid, path);
+            let value = head.append_encoded(&r)?.value;
+            let body = encode(&r)?;
+            assert_eq!(&value[..32], &prev);
+            assert_eq!(&value[32..64], &chain(&prev, &r)?);
+            assert_eq!(&value[64..], &body[..]);
+            assert_eq!(head.hash, chain(&prev, &r)?);
+        }
+        Ok(())
+    }
+
+    /// The single writes the proptest below applies: `(kind, path, version)`.
+    fn write(kind: u8, path: &str, version: i32) -> Request {
+        use synod_proto::records::{
+            CheckVersionRequest, CreateRequest, CreateTtlRequest, DeleteRequest, SetAclRequest,
+            SetDataRequest,
+        };
+        use synod_proto::{Acl, CreateMode};
+        let create = |mode: CreateMode| CreateRequest {
+            path: path.into(),
+            data: Some(bytes::Bytes::from_static(b"d")),
+            acl: Acl::open_unsafe(),
+            flags: mode.flags(),
+        };
+        match kind {
+            0 => Request::Create(create(CreateMode::Persistent)),
+            1 => Request::Create2(create(CreateMode::PersistentSequential)),
+            2 => Request::CreateContainer(create(CreateMode::Container)),
+            3 => Request::CreateTtl(CreateTtlRequest {
+                path: path.into(),
+                data: None,
+                acl: Acl::open_unsafe(),
+                flags: CreateMode::PersistentWithTtl.flags(),
+                ttl: 60_000,
+            }),
+            4 | 5 => Request::SetData(SetDataRequest {
+                path: path.into(),
+                data: Some(bytes::Bytes::from_static(b"set")),
+                version,
+            }),
+            // Read-only for everyone: later writes of the node fail with NoAuth.
+            6 => Request::SetAcl(SetAclRequest {
+                path: path.into(),
+                acl: Acl::read_unsafe(),
+                version,
+            }),
+            7 => Request::Check(CheckVersionRequest {
+                path: path.into(),
+                version,
+            }),
+            _ => Request::Delete(DeleteRequest {
+                path: path.into(),
+                version,
+            }),
+        }
+    }
+
+    proptest::proptest! {
+        /// What apply derives after a single write is what the tree held before it, for any
+        /// outcome: done, NoNode, NodeExists, BadVersion, NoAuth, a sequential create.
+        #[test]
+        fn versions_before_derived_after_the_apply_are_those_read_before(
+            ops in proptest::collection::vec((0u8..9, 0usize..4, -1i32..3), 1..60),
+        ) {
+            use crate::tree::{Caller, DataTree, Txn};
+            let paths = ["/a", "/a/b", "/b", "/a-"];
+            let mut tree = DataTree::new();
+            for (i, (kind, p, version)) in ops.into_iter().enumerate() {
+                let req = write(kind, paths[p], version);
+                let read = AuditAction::versions_before(&tree, &req);
+                let txn = Txn {
+                    zxid: i as i64 + 1,
+                    time: 1000,
+                    caller: Caller { session_id: 0, auth: &[] },
+                };
+                let applied = tree.apply(txn, &req);
+                if !AuditAction::versions_change_in_apply(&req) {
+                    let derived = AuditAction::versions_before_applied(&tree, &req, &applied);
+                    proptest::prop_assert_eq!(&derived, &read, "{:?} -> {:?}", req, applied.err);
+                }
+            }
+        }
     }
 }

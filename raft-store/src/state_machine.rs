@@ -266,9 +266,13 @@ fn apply_command<X: ApplyObserver>(
             let auth = ids(auth);
             let request = OpCode::from_i32(*opcode)
                 .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok());
-            let before = match (&request, &trail) {
-                (Some(req), Some(_)) => AuditAction::versions_before(tree, req),
-                _ => Vec::new(),
+            // Read before the apply only where the apply may change it (see there); a node
+            // that keeps no trail records none (every member runs alike: operations.md).
+            let read_before = match (&request, &trail) {
+                (Some(req), Some(_)) if AuditAction::versions_change_in_apply(req) => {
+                    Some(AuditAction::versions_before(tree, req))
+                }
+                _ => None,
             };
             let applied = match &request {
                 Some(req) => {
@@ -283,6 +287,13 @@ fn apply_command<X: ApplyObserver>(
                     tree.apply(txn, req)
                 }
                 None => Applied::error(ErrorCode::MarshallingError),
+            };
+            let before = match (&request, &trail, read_before) {
+                (_, _, Some(read)) => read,
+                (Some(req), Some(_), None) => {
+                    AuditAction::versions_before_applied(tree, req, &applied)
+                }
+                _ => Vec::new(),
             };
             let action = match &request {
                 Some(req) => AuditAction::of_write(req, &applied, &before),

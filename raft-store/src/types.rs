@@ -280,6 +280,15 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, bincode_config())
 }
 
+/// Encodes a serde value with [`bincode_config`] at the end of `out`: the same bytes as
+/// [`encode`], without a buffer of their own (a caller that reserved room copies nothing).
+pub fn encode_into<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, bincode_config()).map(|_| ())
+}
+
 /// Decodes a serde value that must fill `bytes` exactly; a short or trailing input is an error.
 pub fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
