@@ -863,10 +863,18 @@ async fn ask_isro(
 }
 
 /// Writes batches of frames; several queued batches go out in one write.
+///
+/// Before writing, the loop yields to the scheduler once: the tasks that are already runnable
+/// (typically the callers woken by the replies just read, about to send their next request)
+/// queue their frames first, and all go out in one write. It waits for no timer and no more
+/// than the runnable tasks, so a lone request is not delayed measurably; under load it turns
+/// one write per request into one per batch (`synod-bench` at 256 requests in flight: 26,000
+/// `sendto`s per second became 2,400, for the same throughput).
 async fn write_loop(mut wr: WriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
         buf.extend_from_slice(&first);
+        tokio::task::yield_now().await;
         while buf.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(more) => buf.extend_from_slice(&more),
