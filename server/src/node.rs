@@ -133,7 +133,10 @@ impl Node {
 
     /// The current leader and its peer address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        // Read in place (the proposer asks once per batch): a clone of the metrics would copy
+        // their replication map.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let addr = m
             .membership_config
@@ -144,7 +147,8 @@ impl Node {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 

@@ -18,7 +18,6 @@ use crate::node::{Node, Proposal};
 use synod_raft_store::{Command, NodeId};
 
 use crate::peer::{ForwardError, PeerRequest, PeerResponse, PeerService, Refusal};
-use crate::pipeline::read_index::leader_read_index;
 
 impl PeerService for Node {
     fn authorize(&self, from: NodeId, req: &PeerRequest) -> Result<(), Refusal> {
@@ -97,18 +96,20 @@ impl PeerService for Node {
                 .boxed()
             }
             PeerRequest::ReadIndex => {
-                let leader = self.is_leader();
-                let current = self.leader().map(|l| l.0);
+                if !self.is_leader() {
+                    let current = self.leader().map(|l| l.0);
+                    return futures_util::future::ready(PeerResponse::ReadIndex(Err(
+                        ForwardError::NotLeader { leader: current },
+                    )))
+                    .boxed();
+                }
+                // The followers' read points share the leader's own rounds (one heartbeat
+                // round serves every read queued while the previous one was in flight),
+                // rather than each request starting a round of its own.
+                let point = self.read_index();
                 async move {
-                    if !leader {
-                        return PeerResponse::ReadIndex(Err(ForwardError::NotLeader {
-                            leader: current,
-                        }));
-                    }
                     PeerResponse::ReadIndex(
-                        leader_read_index(&raft)
-                            .await
-                            .map_err(|e| ForwardError::Failed(e.to_string())),
+                        point.await.map_err(|e| ForwardError::Failed(e.to_string())),
                     )
                 }
                 .boxed()

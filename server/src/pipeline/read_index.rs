@@ -17,13 +17,17 @@ use crate::pipeline::proposer::LEADER_CALL_TIMEOUT;
 
 impl Node {
     /// A linearizable read point: an index such that every write acknowledged before this call is
-    /// at or below it. Calls made while a round is in flight share the next round.
-    pub async fn read_index(&self) -> Result<u64, ReadIndexError> {
+    /// at or below it. Calls made while a round is in flight share the next round. The call is
+    /// queued when made, not when the future is first polled, and the future borrows nothing.
+    pub fn read_index(
+        &self,
+    ) -> impl std::future::Future<Output = Result<u64, ReadIndexError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.read_waiters
-            .send(tx)
-            .map_err(|_| ReadIndexError::ShuttingDown)?;
-        rx.await.map_err(|_| ReadIndexError::ShuttingDown)?
+        let queued = self.read_waiters.send(tx);
+        async move {
+            queued.map_err(|_| ReadIndexError::ShuttingDown)?;
+            rx.await.map_err(|_| ReadIndexError::ShuttingDown)?
+        }
     }
 
     /// Waits until this node has applied `index` (bounded).
