@@ -4,6 +4,7 @@
 //! decides the rest.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,11 @@ pub enum Command {
     /// Group commit: the commands the leader had queued while its previous entry was being
     /// written, applied in order as independent commands (not all-or-nothing). Each command gets
     /// its own zxid ([`zxid`] of the entry's index and its position). Never nested.
-    Batch(Vec<Command>),
+    ///
+    /// Shared, not owned: openraft clones every entry it reads back (once per follower it
+    /// replicates to, once to apply it), and a clone of a batch is then one reference count,
+    /// not a copy of every command. Encoded exactly as a `Vec` (a length, then the commands).
+    Batch(Arc<[Command]>),
     /// An operator declares, changes or removes a tenant (admin port). Ordered with the writes:
     /// every write applied after it resolves `tenant:` ACLs and quotas with the new table.
     Tenant {
@@ -301,4 +306,44 @@ pub fn decode<T: serde::de::DeserializeOwned>(
         )));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch is stored and sent as it was when it held a `Vec`: its variant's index (4), then
+    /// the commands as a sequence. Logs and peers of earlier builds read it unchanged.
+    #[test]
+    fn a_shared_batch_encodes_as_a_sequence_of_commands() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let write = |request: u64| Command::Write {
+            origin: Origin { node: 2, request },
+            session_id: 0x100,
+            time_ms: 1_700_000_000_000,
+            auth: vec![("ip".into(), "127.0.0.1".into())],
+            opcode: 5,
+            body: Bytes::from_static(b"\0\0\0\x02/a\0\0\0\x01x\xff\xff\xff\xff"),
+        };
+        let cmds = vec![
+            write(1),
+            write(2),
+            Command::Reap {
+                time_ms: 9,
+                paths: vec!["/c".into()],
+            },
+        ];
+        let shared = Command::Batch(cmds.clone().into());
+        let mut expected = encode(&4u32)?;
+        expected.extend(encode(&cmds)?);
+        let bytes = encode(&shared)?;
+        assert_eq!(bytes, expected);
+        assert_eq!(decode::<Command>(&bytes)?, shared);
+        // A clone shares the commands.
+        let (Command::Batch(a), Command::Batch(b)) = (&shared, &shared.clone()) else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(a, b));
+        Ok(())
+    }
 }

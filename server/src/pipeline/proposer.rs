@@ -123,7 +123,7 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         cmds.push(p.cmd);
                     }
                     let proposed = Instant::now();
-                    match node.raft.client_write_ff(Command::Batch(cmds)).await {
+                    match node.raft.client_write_ff(Command::Batch(cmds.into())).await {
                         Ok(responder) => {
                             let node = node.clone();
                             batches.push(
