@@ -226,6 +226,20 @@ pub struct ReadAccess {
     pub err: i32,
 }
 
+/// The path a single (not multi) write names, as the client sent it; `None` for a request that
+/// is not one of the audited single writes.
+fn requested_path(req: &Request) -> Option<&str> {
+    match req {
+        Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => Some(&r.path),
+        Request::CreateTtl(r) => Some(&r.path),
+        Request::Delete(r) => Some(&r.path),
+        Request::SetData(r) => Some(&r.path),
+        Request::SetAcl(r) => Some(&r.path),
+        Request::Check(r) => Some(&r.path),
+        _ => None,
+    }
+}
+
 impl AuditAction {
     /// The data version of each path `req` writes (one per op), as the tree holds them before
     /// the write is applied: what [`AuditAction::of_write`] records as `version_before`.
@@ -233,15 +247,9 @@ impl AuditAction {
         let version = |p: &str| tree.node(p).map(|n| n.version);
         match req {
             Request::Multi(ops) => ops.iter().map(|op| version(op.path())).collect(),
-            Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => {
-                vec![version(&r.path)]
-            }
-            Request::CreateTtl(r) => vec![version(&r.path)],
-            Request::Delete(r) => vec![version(&r.path)],
-            Request::SetData(r) => vec![version(&r.path)],
-            Request::SetAcl(r) => vec![version(&r.path)],
-            Request::Check(r) => vec![version(&r.path)],
-            _ => Vec::new(),
+            single => requested_path(single)
+                .map(|p| vec![version(p)])
+                .unwrap_or_default(),
         }
     }
 
@@ -272,15 +280,8 @@ impl AuditAction {
         );
         let version = |p: &str| tree.node(p).map(|n| n.version);
         let done = applied.err == synod_proto::ErrorCode::Ok;
-        let requested = match req {
-            Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => {
-                r.path.as_str()
-            }
-            Request::CreateTtl(r) => r.path.as_str(),
-            Request::SetData(r) => r.path.as_str(),
-            Request::SetAcl(r) => r.path.as_str(),
-            Request::Check(r) => r.path.as_str(),
-            _ => return Vec::new(),
+        let Some(requested) = requested_path(req) else {
+            return Vec::new();
         };
         let before = match &applied.response {
             Response::Stat(s) if done && matches!(req, Request::SetData(_)) => {
@@ -332,17 +333,7 @@ impl AuditAction {
                 })
                 .collect(),
             (req, response) => {
-                let requested = match req {
-                    Request::Create(r) | Request::Create2(r) | Request::CreateContainer(r) => {
-                        r.path.as_str()
-                    }
-                    Request::CreateTtl(r) => r.path.as_str(),
-                    Request::Delete(r) => r.path.as_str(),
-                    Request::SetData(r) => r.path.as_str(),
-                    Request::SetAcl(r) => r.path.as_str(),
-                    Request::Check(r) => r.path.as_str(),
-                    _ => "",
-                };
+                let requested = requested_path(req).unwrap_or("");
                 let (path, version) = match response {
                     Response::Create(r) => (r.path.clone(), Some(0)),
                     Response::Create2(r) => (r.path.clone(), Some(r.stat.version)),
