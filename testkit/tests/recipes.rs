@@ -257,6 +257,15 @@ fn id_of(user: &str) -> Id {
     digest_id(user, "pw")
 }
 
+/// Makes `zk`'s server apply every write acknowledged so far, before `zk` reads what another
+/// session wrote: a rogue's read must find the node and be refused (NoAuth), not miss it
+/// (NoNode). ZooKeeper serves a read from the session's own server, which may not have applied
+/// another client's acknowledged write yet; its guide says a client that must see it syncs
+/// first. On synod every read is linearizable already.
+async fn caught_up(zk: &Client, path: &str) {
+    zk.sync(path).await.expect("sync");
+}
+
 /// Asserts that `r` is refused with NoAuth.
 fn refused<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
     assert!(
@@ -386,6 +395,7 @@ async fn lock_guarded(cs: &Servers) {
         .acquire()
         .await
         .expect("the hospital takes the lock");
+    caught_up(&rogue, dir).await;
     refused("the rogue lists the lock", rogue.get_children(dir).await);
     refused(
         "the rogue reads the holder",
@@ -1277,6 +1287,7 @@ async fn twophase_guarded(cs: &Servers) {
         .expect("begin");
     assert_eq!(proposal.identities.len(), 4);
     // The rogue institution: nothing.
+    caught_up(&rogue, &tx).await;
     refused("the rogue reads the proposal", rogue.get_data(&tx).await);
     refused("the rogue lists the votes", rogue.get_children(&tx).await);
     refused(
@@ -1332,6 +1343,7 @@ async fn twophase_guarded(cs: &Servers) {
         );
         p.ack(txid, Outcome::Commit).await.expect("ack");
     }
+    caught_up(&rogue, &decision).await;
     refused(
         "the rogue reads the decision",
         rogue.get_data(&decision).await,
@@ -1377,6 +1389,7 @@ async fn guarded_election_barrier_queue(cs: &Servers) {
         .await
         .expect("the lab stands");
     assert!(!second.is_leader());
+    caught_up(&rogue, &election).await;
     refused(
         "the rogue lists the election",
         rogue.get_children(&election).await,
@@ -1413,6 +1426,7 @@ async fn guarded_election_barrier_queue(cs: &Servers) {
     );
     a.await.expect("task").expect("the hospital enters");
     b.await.expect("task").expect("the lab enters");
+    caught_up(&rogue, &meeting).await;
     refused(
         "the rogue lists the meeting",
         rogue.get_children(&meeting).await,
@@ -1427,6 +1441,7 @@ async fn guarded_election_barrier_queue(cs: &Servers) {
         .await
         .expect("open");
     producer.put(b"study 1").await.expect("put");
+    caught_up(&rogue, &dir).await;
     refused(
         "the rogue reads the items",
         rogue.get_children(&format!("{dir}/items")).await,
