@@ -11,10 +11,10 @@ use synod_testkit::{synod_bin, Ensemble, SynodEnsemble};
 /// Upper bound of one example's run.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs `bin` against the cluster; returns its stdout. Kills it by pid after the timeout.
 /// The cluster's size.
 const NODES: usize = 3;
 
+/// Runs `bin` against the cluster; returns its stdout. Kills it by pid after the timeout.
 fn run_example(ens: &SynodEnsemble, bin: &str) -> String {
     let started = Instant::now();
     let mut cmd = Command::new(bin);
