@@ -19,8 +19,8 @@
 //! - [`save_vote`](RaftLogStorage::save_vote) returns only after its write is synced.
 //! - [`truncate`](RaftLogStorage::truncate) and [`purge`](RaftLogStorage::purge) are each one
 //!   synced `WriteBatch`; `purge` moves `last_purged` and deletes the entries atomically.
-//! - [`save_committed`](RaftLogStorage::save_committed) is written without sync: it is a hint
-//!   (see there why a stale value is safe).
+//! - [`save_committed`](RaftLogStorage::save_committed) is a hint, kept in memory and written
+//!   in the next synced batch (see there why a stale value is safe).
 //! - A stored value that fails to decode is a storage error, never "absent".
 //!
 //! "Synced" means the WAL was written and `fdatasync`ed (`use_fsync = false`: the WAL's data and
@@ -153,6 +153,10 @@ pub struct LogStore {
     /// here. Updated after an append is durable and before a truncation or purge is written, so
     /// it never holds an entry the log does not.
     tail: Arc<Mutex<TailCache>>,
+    /// The committed hint openraft saved last and no synced batch has written yet (`None`:
+    /// nothing pending; `Some(None)`: delete the key). [`LogStore::write_synced`] takes it into
+    /// its batch, so that a commit costs no write of its own.
+    committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
 /// Encoded bytes of the newest entries kept in memory ([`TailCache`]): a few hundred group-commit
@@ -293,6 +297,7 @@ impl LogStore {
             timings: Arc::new(Timings::register()),
             compactor: Arc::new(Compactor::default()),
             tail: Arc::new(Mutex::new(TailCache::new(TAIL_CACHE_BYTES))),
+            committed: Arc::new(Mutex::new(None)),
         };
         // Fail at open, not at the first call, if the layout is not ours or a record is damaged.
         store.check_format()?;
@@ -403,7 +408,20 @@ impl LogStore {
 
     /// Writes `batch` atomically and returns only after the WAL is fdatasync'd; records the
     /// latency. `WriteOptions` is made per call: it is not `Sync`, so it cannot live in `self`.
-    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    ///
+    /// A pending committed hint ([`LogStore::committed`]) goes into the same batch. It never
+    /// refers past what the log holds once the batch is written: openraft saves a committed id
+    /// only after the entries it covers were appended (synced), and a truncation never reaches
+    /// a committed entry.
+    fn write_synced(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
+        let pending = self.pending_committed().take();
+        if let Some(committed) = pending {
+            let cf = self.cf(CF_META)?;
+            match committed {
+                Some(log_id) => batch.put_cf(cf, KEY_COMMITTED, encode(&log_id)?),
+                None => batch.delete_cf(cf, KEY_COMMITTED),
+            }
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         let started = Instant::now();
@@ -559,17 +577,9 @@ impl LogStore {
         self.write_synced(batch)
     }
 
-    /// Writes (or, for `None`, deletes) `meta/committed` without sync.
-    fn put_committed(&self, committed: Option<LogId<NodeId>>) -> Result<(), StoreError> {
-        let cf = self.cf(CF_META)?;
-        let opts = WriteOptions::default();
-        match committed {
-            Some(log_id) => self
-                .db
-                .put_cf_opt(cf, KEY_COMMITTED, encode(&log_id)?, &opts)?,
-            None => self.db.delete_cf_opt(cf, KEY_COMMITTED, &opts)?,
-        }
-        Ok(())
+    /// The committed hint waiting for the next synced batch (see [`LogStore::committed`]).
+    fn pending_committed(&self) -> std::sync::MutexGuard<'_, Option<Option<LogId<NodeId>>>> {
+        self.committed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Deletes the entries from `log_id.index` on, in one synced batch.
@@ -700,25 +710,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| e.to_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
-    /// **Persisted, not synced.** The committed log id is a hint: openraft reads it only at
-    /// startup, to re-apply `(last_applied, committed]` before the leader repeats it. A stale
-    /// value is safe: it only re-applies less at startup, and the rest is applied when the
-    /// leader's next heartbeat brings the commit index again. It is never ahead of the log it
-    /// refers to: it is written after the entries it covers were appended with sync, and WAL
-    /// recovery keeps a prefix of the writes, so if it survives a crash so do they (and the next
-    /// synced write syncs it along). Syncing it would add an fdatasync per commit advance for
-    /// nothing. `None` deletes the key.
+    /// **Kept in memory, persisted with the next synced write.** The committed log id is a
+    /// hint: openraft reads it only at startup, to re-apply `(last_applied, committed]` before
+    /// the leader repeats it. A stale value is safe: it only re-applies less at startup, and the
+    /// rest is applied when the leader's next heartbeat brings the commit index again. So it
+    /// costs no write of its own (openraft awaits this call before every apply): the next
+    /// append, vote, truncation or purge carries it in its batch ([`LogStore::write_synced`]).
+    /// It is never ahead of the log it refers to: openraft saves it after the entries it covers
+    /// were appended with sync. `None` deletes the key.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.put_committed(committed)
-            .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Write))
+        *self.pending_committed() = Some(committed);
+        Ok(())
     }
 
     /// The last saved committed log id (possibly stale, see `save_committed`); an undecodable
     /// value is an error.
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let pending = *self.pending_committed();
+        if let Some(committed) = pending {
+            return Ok(committed);
+        }
         self.get_meta(KEY_COMMITTED)
             .map_err(|e| e.to_storage(ErrorSubject::Store, ErrorVerb::Read))
     }
@@ -1212,6 +1226,45 @@ mod tests {
         Ok(())
     }
 
+    /// A committed hint costs no write of its own: it is read back at once, and reaches the
+    /// disk with the next synced write (here an append), never before.
+    #[test]
+    fn a_committed_hint_rides_the_next_synced_write() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        runtime().block_on(async {
+            let mut store = LogStore::open(dir.path()).expect("open");
+            store.blocking_append(sample_entries(5)).await?;
+            store.save_committed(Some(log_id(1, 1, 4))).await?;
+            assert_eq!(store.read_committed().await?, Some(log_id(1, 1, 4)));
+            assert_eq!(
+                store.stats().synced_writes,
+                1,
+                "saving the hint wrote nothing"
+            );
+            let on_disk: Option<LogId<NodeId>> = store.get_meta(KEY_COMMITTED).expect("meta");
+            assert_eq!(on_disk, None, "not on disk before a synced write");
+
+            store.blocking_append([write_entry(1, 6, 10)]).await?;
+            let on_disk: Option<LogId<NodeId>> = store.get_meta(KEY_COMMITTED).expect("meta");
+            assert_eq!(on_disk, Some(log_id(1, 1, 4)), "the append carried it");
+
+            // A later hint that no synced write follows is lost with the process: the store
+            // reopens with the last one written (stale, which is safe).
+            store.save_committed(Some(log_id(1, 1, 6))).await?;
+            drop(store);
+            let mut store = LogStore::open(dir.path()).expect("reopen");
+            assert_eq!(store.read_committed().await?, Some(log_id(1, 1, 4)));
+
+            // Clearing rides along the same way.
+            store.save_committed(None).await?;
+            store.save_vote(&Vote::new(2, 1)).await?;
+            drop(store);
+            let mut store = LogStore::open(dir.path()).expect("reopen");
+            assert_eq!(store.read_committed().await?, None);
+            Ok(())
+        })
+    }
+
     #[tokio::test]
     async fn the_tail_cache_answers_what_the_log_holds() -> Result<(), SErr> {
         let dir = tempfile::TempDir::new().expect("tempdir");
@@ -1259,7 +1312,7 @@ mod tests {
         store.blocking_append([write_entry(1, 5, 10)]).await?;
         store.blocking_append([]).await?; // nothing to write: no write at all
         store.save_vote(&Vote::new(1, 1)).await?;
-        store.save_committed(Some(log_id(1, 1, 5))).await?; // unsynced: not counted
+        store.save_committed(Some(log_id(1, 1, 5))).await?; // kept for the next synced write
         let stats = reader.stats(); // clones share the counters
         assert_eq!(stats.appends, 2);
         assert_eq!(stats.entries_appended, 5);
