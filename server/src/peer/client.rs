@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -131,63 +132,141 @@ impl PeerPool {
         drop(req);
         // Connecting gives up at this deadline (as Unreachable), no later than the call's timeout.
         let connect_deadline = Instant::now().checked_add(timeout);
-        match tokio::time::timeout(
-            timeout,
-            self.send(target, addr, id, payload, connect_deadline),
-        )
-        .await
-        {
+        let sent = async {
+            let mut pending = self
+                .enqueue(target, addr, vec![(id, payload)], connect_deadline)
+                .await;
+            match pending.pop() {
+                Some(Ok(call)) => call.wait().await,
+                Some(Err(e)) => Err(e),
+                None => Err(PeerError::Closed("the call was not enqueued".to_string())),
+            }
+        };
+        match tokio::time::timeout(timeout, sent).await {
             Ok(result) => result,
             Err(_) => Err(PeerError::Timeout(timeout)),
         }
     }
 
-    /// Enqueues the frame on the address's connection (opening one if needed) and waits for the
-    /// response.
-    async fn send(
+    /// Sends `reqs` to node `target` at `addr` as [`PeerPool::call`] would send each, but as one
+    /// group: encoded together, written in order and back to back (one turn in the address's
+    /// line, see the ordering guarantee above), their responses awaited together within one
+    /// `timeout`. Returns one result per request, in order, each with the errors of
+    /// [`PeerPool::call`]. One group costs one timer and one task where as many calls would
+    /// cost one each: a follower forwards what its clients wrote meanwhile this way.
+    pub async fn call_all(
         &self,
         target: NodeId,
         addr: &str,
-        id: u64,
-        payload: Bytes,
+        reqs: Vec<PeerRequest>,
+        timeout: Duration,
+    ) -> Vec<Result<PeerResponse, PeerError>> {
+        let mut results: Vec<Option<Result<PeerResponse, PeerError>>> = Vec::new();
+        let mut payloads = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            match encode_frame(id, &req, self.inner.max_frame_len) {
+                Ok(payload) => {
+                    payloads.push((id, payload));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let connect_deadline = Instant::now().checked_add(timeout);
+        let slots: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        let waiting = async {
+            let pending = self.enqueue(target, addr, payloads, connect_deadline).await;
+            // Each answer is kept as it arrives: one that never comes does not cost the others.
+            let mut answers: FuturesUnordered<_> = slots
+                .iter()
+                .zip(pending)
+                .map(|(&slot, call)| async move {
+                    match call {
+                        Ok(call) => (slot, call.wait().await),
+                        Err(e) => (slot, Err(e)),
+                    }
+                })
+                .collect();
+            while let Some((slot, answer)) = answers.next().await {
+                results[slot] = Some(answer);
+            }
+        };
+        // On timeout the responses not yet in stay `None` and become the timeout below.
+        let _ = tokio::time::timeout(timeout, waiting).await;
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(PeerError::Timeout(timeout))))
+            .collect()
+    }
+
+    /// Enqueues the frames, in order, on the address's connection (opening one if needed);
+    /// returns a waiter per frame, in order. A frame that could not be enqueued (no connection,
+    /// or it broke) gets the error instead, and so do the frames after it.
+    async fn enqueue(
+        &self,
+        target: NodeId,
+        addr: &str,
+        payloads: Vec<(u64, Bytes)>,
         connect_deadline: Option<Instant>,
-    ) -> Result<PeerResponse, PeerError> {
+    ) -> Vec<Result<PendingCall, PeerError>> {
         let addr = self.inner.routes.get(&target).map_or(addr, String::as_str);
         let slot = self.slot(addr);
-        let pending = {
-            let mut slot = slot.lock().await;
-            let conn = match slot.take() {
-                // A connection whose hello predates this node's cluster id is replaced, so that
-                // the peer hears the id (it adopts it from the new hello).
-                Some(conn)
-                    if conn.shared.is_open()
-                        && conn.cluster_at_hello == self.inner.local.cluster.get() =>
-                {
-                    conn
-                }
-                stale => {
-                    // A broken connection is dropped here (its tasks stop, its socket closes).
-                    drop(stale);
-                    Conn::connect(
-                        &self.inner.local,
-                        target,
-                        addr,
-                        self.inner.max_frame_len,
-                        connect_deadline,
-                    )
-                    .await?
+        let mut slot = slot.lock().await;
+        let conn = match slot.take() {
+            // A connection whose hello predates this node's cluster id is replaced, so that
+            // the peer hears the id (it adopts it from the new hello).
+            Some(conn)
+                if conn.shared.is_open()
+                    && conn.cluster_at_hello == self.inner.local.cluster.get() =>
+            {
+                Ok(conn)
+            }
+            stale => {
+                // A broken connection is dropped here (its tasks stop, its socket closes).
+                drop(stale);
+                Conn::connect(
+                    &self.inner.local,
+                    target,
+                    addr,
+                    self.inner.max_frame_len,
+                    connect_deadline,
+                )
+                .await
+            }
+        };
+        let conn = match conn {
+            Ok(conn) => slot.insert(conn),
+            Err(e) => return payloads.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut pending = Vec::with_capacity(payloads.len());
+        let mut failed = None;
+        for (id, payload) in payloads {
+            if let Some(e) = &failed {
+                pending.push(Err(PeerError::clone(e)));
+                continue;
+            }
+            let call = match conn.shared.register(id) {
+                Ok(call) => call,
+                Err(e) => {
+                    failed = Some(e.clone());
+                    pending.push(Err(e));
+                    continue;
                 }
             };
-            let conn = slot.insert(conn);
-            let pending = conn.shared.register(id)?;
             if conn.tx.send(payload).await.is_err() {
-                return Err(conn.shared.error().unwrap_or_else(|| {
+                let e = conn.shared.error().unwrap_or_else(|| {
                     PeerError::Closed("the connection's writer stopped".to_string())
-                }));
+                });
+                failed = Some(e.clone());
+                pending.push(Err(e));
+                continue;
             }
-            pending
-        };
-        pending.wait().await
+            pending.push(Ok(call));
+        }
+        pending
     }
 
     /// The slot of `addr`, created empty on first use.

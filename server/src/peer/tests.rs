@@ -291,6 +291,92 @@ async fn peer_forwards_reach_the_service_in_call_order() {
     .await
 }
 
+/// (b2) Groups of calls (`call_all`), created in order and driven concurrently from one task,
+/// reach `handle` in order, while the connection is being opened and once it is open; each
+/// request gets its own answer, in its place: a refused one (too large) and an unanswered one
+/// (timed out) do not hold back or stop the others, and nothing stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_call_groups_reach_the_service_in_order_with_an_answer_each() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::new(LocalPeer::insecure(1), 512);
+        for round in 0..2i64 {
+            let groups: Vec<_> = (0..50i64)
+                .map(|g| {
+                    let reqs = (0..10i64)
+                        .map(|i| PeerRequest::Forward(reap(round * 1000 + g * 10 + i)))
+                        .collect();
+                    pool.call_all(2, &addr, reqs, CALL_TIMEOUT)
+                })
+                .collect();
+            for answers in future::join_all(groups).await {
+                assert_eq!(answers.len(), 10);
+                for answer in answers {
+                    assert!(
+                        matches!(answer, Ok(PeerResponse::Forward(Ok(())))),
+                        "{answer:?}"
+                    );
+                }
+            }
+        }
+        let expected: Vec<i64> = (0..500).chain(1000..1500).collect();
+        assert_eq!(*fake.forwards.lock().expect("forwards"), expected);
+
+        let timeout = Duration::from_millis(200);
+        let answers = pool
+            .call_all(
+                2,
+                &addr,
+                vec![
+                    PeerRequest::Forward(reap(7)),
+                    touch(&[1; 300]), // over the pool's 512 bytes
+                    PeerRequest::ReadIndex,
+                    PeerRequest::Vote(vote_req(9)),
+                ],
+                timeout,
+            )
+            .await;
+        assert_eq!(answers.len(), 4);
+        assert!(
+            matches!(answers[0], Ok(PeerResponse::Forward(Ok(())))),
+            "{:?}",
+            answers[0]
+        );
+        assert!(
+            matches!(answers[1], Err(PeerError::TooLarge { max: 512, .. })),
+            "{:?}",
+            answers[1]
+        );
+        assert_eq!(
+            answers[2].as_ref().err(),
+            Some(&PeerError::Timeout(timeout))
+        );
+        match &answers[3] {
+            Ok(PeerResponse::Vote(Ok(v))) => assert_eq!(v.vote, Vote::new(9, 1)),
+            other => panic!("the vote's answer: {other:?}"),
+        }
+        assert_eq!(fake.forwards.lock().expect("forwards").last(), Some(&7));
+        assert_eq!(pool.pending_calls(&addr).await, 0, "nothing left pending");
+
+        // A group to a port nothing listens on: every request is Unreachable.
+        let dead = dead_addr().await.to_string();
+        let answers = pool
+            .call_all(2, &dead, vec![touch(&[1]), touch(&[2])], CALL_TIMEOUT)
+            .await;
+        assert_eq!(answers.len(), 2);
+        for answer in answers {
+            assert!(
+                matches!(answer, Err(PeerError::Unreachable(_))),
+                "{answer:?}"
+            );
+        }
+        server.stop().await;
+    })
+    .await
+}
+
 /// (c) A call to a port nothing listens on fails at once with Unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_call_to_closed_port_is_unreachable() {

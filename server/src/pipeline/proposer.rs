@@ -1,7 +1,7 @@
 //! The proposer: every command this node proposes, and every write a follower forwards to it,
 //! in arrival order. On the leader, queued commands go out as batch entries (group commit: one
-//! entry, one fsync for many writes); on a follower each is forwarded to the leader over the one
-//! peer connection, written in order. ZooKeeper's ProposalRequestProcessor / SyncRequestProcessor
+//! entry, one fsync for many writes); on a follower what is queued is forwarded to the leader as
+//! one group over the one peer connection, written in order. ZooKeeper's ProposalRequestProcessor / SyncRequestProcessor
 //! pair plays this part.
 
 use std::sync::Arc;
@@ -71,8 +71,9 @@ fn command_bytes(cmd: &Command) -> usize {
 }
 
 /// Proposes in arrival order. On the leader, queued commands go out as batch entries, at most
-/// [`MAX_INFLIGHT_BATCHES`] at a time; on a follower each is forwarded over the one peer
-/// connection to the leader, written in order.
+/// [`MAX_INFLIGHT_BATCHES`] at a time; on a follower what is queued is forwarded as one group
+/// over the one peer connection to the leader ([`crate::peer::PeerPool::call_all`]), each
+/// command in its own frame, written in order.
 pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut queue: std::collections::VecDeque<Proposal> = Default::default();
     let mut batches: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
@@ -156,6 +157,10 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 }
             }
             Some((id, addr)) => {
+                // Everything queued goes to the leader as one group of forwards: written in
+                // order, back to back, awaited together (one task and one timer per group).
+                let mut origins = Vec::with_capacity(queue.len());
+                let mut requests = Vec::with_capacity(queue.len());
                 while let Some(Proposal {
                     cmd,
                     reply: remote,
@@ -174,35 +179,43 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         continue;
                     }
                     stage(Stage::ProposeQueue, at);
-                    let pool = node.pool.clone();
-                    let addr = addr.clone();
-                    let sent = Instant::now();
-                    let mut call = Box::pin(async move {
-                        pool.call(id, &addr, PeerRequest::Forward(cmd), LEADER_CALL_TIMEOUT)
-                            .await
-                    });
-                    // The first poll enqueues the frame: do it now, so forwards keep their order.
-                    let first = futures_util::poll!(&mut call);
-                    let node2 = node.clone();
-                    forwards.push(
-                        async move {
-                            let r = match first {
-                                std::task::Poll::Ready(r) => r,
-                                std::task::Poll::Pending => call.await,
-                            };
-                            stage(Stage::Forward, sent);
-                            let res = match r {
+                    origins.push(origin);
+                    requests.push(PeerRequest::Forward(cmd));
+                }
+                if requests.is_empty() {
+                    continue;
+                }
+                let pool = node.pool.clone();
+                let sent = Instant::now();
+                let mut call = Box::pin(async move {
+                    pool.call_all(id, &addr, requests, LEADER_CALL_TIMEOUT)
+                        .await
+                });
+                // The first poll enqueues the frames: do it now, so forwards keep their order.
+                let first = futures_util::poll!(&mut call);
+                let node2 = node.clone();
+                forwards.push(
+                    async move {
+                        let answers = match first {
+                            std::task::Poll::Ready(r) => r,
+                            std::task::Poll::Pending => call.await,
+                        };
+                        stage(Stage::Forward, sent);
+                        debug_assert_eq!(answers.len(), origins.len(), "one answer per forward");
+                        for (origin, answer) in origins.into_iter().zip(answers) {
+                            let res = match answer {
                                 Ok(PeerResponse::Forward(r)) => r,
-                                Ok(other) => {
-                                    Err(ForwardError::Failed(format!("unexpected reply {other:?}")))
-                                }
+                                Ok(other) => Err(ForwardError::Failed(format!(
+                                    "unexpected reply {}",
+                                    other.variant_name()
+                                ))),
                                 Err(e) => Err(ForwardError::Failed(e.to_string())),
                             };
                             finish(&node2, origin, None, res);
                         }
-                        .boxed(),
-                    );
-                }
+                    }
+                    .boxed(),
+                );
             }
             None => {
                 while let Some(p) = queue.pop_front() {
