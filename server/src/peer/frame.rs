@@ -107,16 +107,97 @@ impl<W: AsyncWrite + Unpin> BatchWriter<W> {
         self.buf.len() >= BATCH_SOFT_LIMIT
     }
 
-    /// Writes the batch in one go.
+    /// Writes the batch in one go, and returns once it is all on the socket: a TLS stream
+    /// accepts the last bytes of a write into its own buffer when the socket would block, and
+    /// sends them only when polled again, so it is flushed as well (for TCP that is free).
+    /// Without it, a request or response could wait there until the next frame on the
+    /// connection, which for an AppendEntries awaiting its response never comes.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         self.wr.write_all(&self.buf).await?;
+        self.wr.flush().await?;
         self.buf.clear();
         if self.buf.capacity() > RETAINED_BUF_CAP {
             self.buf = BytesMut::new();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use rustls_pki_types::ServerName;
+    use synod_client::tls::TlsOptions;
+    use tokio::io::AsyncWrite;
+    use tokio_util::codec::FramedRead;
+
+    use super::{codec, BatchWriter};
+    use crate::tls::certs::{create_ca, issue, Subject, Validity};
+    use crate::tls::{server_config, ClientAuth, TlsFiles};
+
+    /// A frame written over TLS onto a link that is full (a peer that reads slower than we
+    /// write) reaches the other end whole once the other end reads, with nothing written after
+    /// it: the writer's flush leaves nothing in the TLS stream's buffer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_over_tls_arrives_whole_with_nothing_written_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = create_ca("test CA", Validity::days(1)).expect("CA");
+        let (ca_crt, _) = ca.write(dir.path(), "ca").expect("write");
+        let node = Subject::Node {
+            id: 1,
+            hosts: vec!["127.0.0.1".into()],
+        };
+        let (crt, key) = issue(&ca, &node, Validity::days(1))
+            .expect("node cert")
+            .write(dir.path(), "node1")
+            .expect("write");
+        let files = TlsFiles {
+            ca: ca_crt.clone(),
+            cert: crt.clone(),
+            key: key.clone(),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            server_config(&files, ClientAuth::Required).expect("server config"),
+        );
+        let connector = tokio_rustls::TlsConnector::from(
+            TlsOptions::new(&ca_crt)
+                .identity(&crt, &key)
+                .client_config()
+                .expect("client config"),
+        );
+        // A link of 4 KiB: a write of more blocks until the other end reads.
+        let (near, far) = tokio::io::duplex(4096);
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let (client, server) = tokio::join!(connector.connect(name, near), acceptor.accept(far));
+        let (client, server) = (client.expect("client handshake"), server.expect("accept"));
+
+        let frame: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = frame.clone();
+        let writer = tokio::spawn(async move {
+            let (_read, write) = tokio::io::split(client);
+            let write: Box<dyn AsyncWrite + Send + Unpin> = Box::new(write);
+            let mut w = BatchWriter::new(write);
+            w.push(&sent).expect("push");
+            w.flush().await.expect("flush");
+            // Kept open (and idle) until the reader is done: nothing else is ever written.
+            std::future::pending::<()>().await;
+        });
+        // Let the writer fill the link first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (read, _write) = tokio::io::split(server);
+        let mut frames = FramedRead::new(read, codec(2 << 20));
+        let got = tokio::time::timeout(Duration::from_secs(10), frames.next())
+            .await
+            .expect("the whole frame arrives without another write")
+            .expect("a frame")
+            .expect("read");
+        assert_eq!(got.len(), frame.len());
+        assert!(got[..] == frame[..], "the frame arrives intact");
+        writer.abort();
     }
 }
