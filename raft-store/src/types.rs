@@ -157,6 +157,12 @@ pub const CLUSTER_VERSION: u32 = 2;
 /// The cluster version from which every replica keeps the audit trail's chain.
 pub const AUDIT_SINCE: u32 = 2;
 
+/// The cluster version from which tenants can be declared ([`Command::Tenant`]) and sessions
+/// are opened with their caller's identities ([`Command::OpenSession`], which a tenant's session
+/// quota needs); before it a session is opened as release 0.1 opened it
+/// ([`Command::CreateSession`]).
+pub const TENANTS_SINCE: u32 = 2;
+
 /// The cluster version from which a znode's data may be null (kept apart from empty, as
 /// ZooKeeper does); before it a null write stores empty data, as release 0.1 did.
 pub const NULL_DATA_SINCE: u32 = 2;

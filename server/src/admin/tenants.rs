@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use synod_raft_store::state_machine::lock;
-use synod_raft_store::types::CLUSTER_VERSION;
+use synod_raft_store::types::TENANTS_SINCE;
 use synod_raft_store::{Command, Quota, TenantChange, Usage};
 
 use crate::admin::membership::{ApiError, ApiResult};
@@ -126,11 +126,11 @@ pub async fn remove(
 /// Proposes a tenant change and waits until this node has applied it.
 async fn change(node: &Node, change: TenantChange) -> ApiResult<()> {
     let version = crate::upgrade::cluster_version(node);
-    if version < CLUSTER_VERSION {
+    if version < TENANTS_SINCE {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "the cluster version is {version}: tenants need version {CLUSTER_VERSION}, which \
+                "the cluster version is {version}: tenants need version {TENANTS_SINCE}, which \
                  the cluster reaches once every member runs release 0.2 or later (GET /status \
                  shows cluster_version)"
             ),

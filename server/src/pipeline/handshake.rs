@@ -12,7 +12,7 @@ use synod_proto::jute::{Decode, Reader};
 use synod_proto::records::*;
 use synod_proto::Id;
 use synod_raft_store::state_machine::lock;
-use synod_raft_store::types::{zxid_index, CLUSTER_VERSION};
+use synod_raft_store::types::{zxid_index, TENANTS_SINCE};
 use synod_raft_store::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -110,7 +110,7 @@ pub async fn handshake(
         let timeout_ms = timeout.as_millis() as i32;
         // A cluster still at release 0.1's version gets the session as 0.1 opened it (no
         // identities: no tenant can exist yet to charge it to).
-        let cmd = if crate::upgrade::cluster_has(node, CLUSTER_VERSION) {
+        let cmd = if crate::upgrade::cluster_has(node, TENANTS_SINCE) {
             Command::OpenSession {
                 origin,
                 timeout_ms,
