@@ -1,8 +1,8 @@
 //! The proposer: every command this node proposes, and every write a follower forwards to it,
 //! in arrival order. On the leader, queued commands go out as batch entries (group commit: one
 //! entry, one fsync for many writes); on a follower what is queued is forwarded to the leader as
-//! one group over the one peer connection, written in order. ZooKeeper's ProposalRequestProcessor / SyncRequestProcessor
-//! pair plays this part.
+//! one group over the one peer connection, written in order. ZooKeeper's
+//! ProposalRequestProcessor / SyncRequestProcessor pair plays this part.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
