@@ -242,10 +242,10 @@ impl PeerPool {
             Err(e) => return payloads.iter().map(|_| Err(e.clone())).collect(),
         };
         let mut pending = Vec::with_capacity(payloads.len());
-        let mut failed = None;
+        let mut failed: Option<PeerError> = None;
         for (id, payload) in payloads {
             if let Some(e) = &failed {
-                pending.push(Err(PeerError::clone(e)));
+                pending.push(Err(e.clone()));
                 continue;
             }
             let call = match conn.shared.register(id) {

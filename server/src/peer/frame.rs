@@ -133,10 +133,10 @@ mod tests {
     use futures_util::StreamExt;
     use rustls_pki_types::ServerName;
     use synod_client::tls::TlsOptions;
-    use tokio::io::AsyncWrite;
     use tokio_util::codec::FramedRead;
 
     use super::{codec, BatchWriter};
+    use crate::peer::transport::BoxWrite;
     use crate::tls::certs::{create_ca, issue, Subject, Validity};
     use crate::tls::{server_config, ClientAuth, TlsFiles};
 
@@ -180,7 +180,7 @@ mod tests {
         let sent = frame.clone();
         let writer = tokio::spawn(async move {
             let (_read, write) = tokio::io::split(client);
-            let write: Box<dyn AsyncWrite + Send + Unpin> = Box::new(write);
+            let write: BoxWrite = Box::new(write);
             let mut w = BatchWriter::new(write);
             w.push(&sent).expect("push");
             w.flush().await.expect("flush");
