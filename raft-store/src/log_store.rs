@@ -66,7 +66,7 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::log_cache::TailCache;
-use crate::types::{decode, encode, NodeId, TypeConfig};
+use crate::types::{decode, encode, with_encoded, NodeId, TypeConfig};
 
 /// Column family of the log entries (big-endian index → bincode entry).
 const CF_LOGS: &str = "logs";
@@ -547,11 +547,13 @@ impl LogStore {
         let (mut count, mut bytes) = (0u64, 0u64);
         let mut written = Vec::new();
         for entry in entries {
-            let value = encode(&entry)?;
-            bytes += value.len() as u64;
+            let size = with_encoded(&entry, |value| {
+                batch.put_cf(cf, log_key(entry.log_id.index), value);
+                value.len()
+            })?;
+            bytes += size as u64;
             count += 1;
-            batch.put_cf(cf, log_key(entry.log_id.index), &value);
-            written.push((entry, value.len()));
+            written.push((entry, size));
         }
         if count == 0 {
             return Ok(());

@@ -286,9 +286,68 @@ pub fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Encodes a serde value with [`bincode_config`].
+/// Encodes a serde value with [`bincode_config`], into a buffer of exactly its size.
+///
+/// The bytes are first written into this thread's scratch buffer, which keeps its room between
+/// calls: a value encoded into a fresh `Vec` would grow it step by step (a frame of a few
+/// hundred bytes took seven reallocations), and one copy into an allocation of the right size
+/// costs less. A value larger than the scratch keeps is returned in the buffer it grew in.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    bincode::serde::encode_to_vec(value, bincode_config())
+    let mut buf = scratch::take();
+    if let Err(e) = encode_into(value, &mut buf) {
+        scratch::give_back(buf);
+        return Err(e);
+    }
+    if buf.capacity() > scratch::RETAINED {
+        return Ok(buf);
+    }
+    let exact = buf.as_slice().to_vec();
+    scratch::give_back(buf);
+    Ok(exact)
+}
+
+/// Encodes a serde value with [`bincode_config`] and hands its bytes to `f`, without a buffer
+/// of their own (they are in this thread's scratch buffer, see [`encode`]): for a caller that
+/// copies them somewhere anyway, such as a RocksDB write batch.
+pub fn with_encoded<T: Serialize, R>(
+    value: &T,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, bincode::error::EncodeError> {
+    let mut buf = scratch::take();
+    let out = encode_into(value, &mut buf).map(|()| f(&buf));
+    scratch::give_back(buf);
+    out
+}
+
+/// Each thread's buffer for [`encode`] and [`with_encoded`]. It is taken out of its slot while
+/// in use (a `Serialize` that encodes something itself gets an empty one, never a borrow
+/// error), and put back only while it is at most [`scratch::RETAINED`] bytes large, so a thread
+/// keeps at most that much after a large value.
+mod scratch {
+    use std::cell::Cell;
+
+    /// The most room a thread keeps between encodes: a forwarded write, a response or a
+    /// batch entry fits; a large AppendEntries or a snapshot gets a buffer of its own.
+    pub(super) const RETAINED: usize = 256 << 10;
+
+    thread_local! {
+        /// Empty while a value is being encoded on this thread.
+        static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// This thread's scratch buffer, empty (its room kept).
+    pub(super) fn take() -> Vec<u8> {
+        let mut buf = SCRATCH.with(Cell::take);
+        buf.clear();
+        buf
+    }
+
+    /// Returns `buf` to this thread's slot, unless it grew past [`RETAINED`].
+    pub(super) fn give_back(buf: Vec<u8>) {
+        if buf.capacity() <= RETAINED {
+            SCRATCH.with(|s| s.set(buf));
+        }
+    }
 }
 
 /// Encodes a serde value with [`bincode_config`] at the end of `out`: the same bytes as
@@ -317,6 +376,58 @@ pub fn decode<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value that encodes another value while it is being encoded (as a `Serialize` that
+    /// nests bytes of its own would).
+    struct Nested(Vec<u8>);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = encode(&self.0).map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+
+    /// Encoding through the scratch buffer gives bincode's bytes, in a buffer of exactly their
+    /// size for a small value; a large value is handed over whole, and the thread keeps no more
+    /// than `RETAINED` afterwards; a value that encodes another while being encoded works.
+    #[test]
+    fn encoding_through_the_scratch_buffer_gives_bincode_bytes_of_exact_size(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        for len in [0usize, 1, 300, 70_000, scratch::RETAINED + 1, 3 * scratch::RETAINED] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let expected = bincode::serde::encode_to_vec(&value, bincode_config())?;
+            let got = encode(&value)?;
+            assert_eq!(got, expected, "{len} bytes");
+            if got.len() <= scratch::RETAINED {
+                assert_eq!(got.capacity(), got.len(), "{len} bytes: an exact buffer");
+            }
+            assert_eq!(with_encoded(&value, <[u8]>::to_vec)?, expected, "{len} bytes");
+            let kept = scratch::take();
+            assert!(kept.is_empty() && kept.capacity() <= scratch::RETAINED);
+            scratch::give_back(kept);
+        }
+        let nested = Nested(vec![7; 1000]);
+        let expected = bincode::serde::encode_to_vec(
+            serde_bytes_of(&bincode::serde::encode_to_vec(&nested.0, bincode_config())?),
+            bincode_config(),
+        )?;
+        assert_eq!(encode(&nested)?, expected);
+        assert_eq!(with_encoded(&nested, <[u8]>::to_vec)?, expected);
+        Ok(())
+    }
+
+    /// What `serialize_bytes` of `b` encodes as.
+    fn serde_bytes_of(b: &[u8]) -> impl Serialize + '_ {
+        struct AsBytes<'a>(&'a [u8]);
+        impl Serialize for AsBytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        AsBytes(b)
+    }
+
 
     /// A batch is stored and sent as it was when it held a `Vec`: its variant's index (4), then
     /// the commands as a sequence. Logs and peers of earlier builds read it unchanged.
