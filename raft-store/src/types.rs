@@ -394,7 +394,14 @@ mod tests {
     #[test]
     fn encoding_through_the_scratch_buffer_gives_bincode_bytes_of_exact_size(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        for len in [0usize, 1, 300, 70_000, scratch::RETAINED + 1, 3 * scratch::RETAINED] {
+        for len in [
+            0usize,
+            1,
+            300,
+            70_000,
+            scratch::RETAINED + 1,
+            3 * scratch::RETAINED,
+        ] {
             let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let expected = bincode::serde::encode_to_vec(&value, bincode_config())?;
             let got = encode(&value)?;
@@ -402,7 +409,11 @@ mod tests {
             if got.len() <= scratch::RETAINED {
                 assert_eq!(got.capacity(), got.len(), "{len} bytes: an exact buffer");
             }
-            assert_eq!(with_encoded(&value, <[u8]>::to_vec)?, expected, "{len} bytes");
+            assert_eq!(
+                with_encoded(&value, <[u8]>::to_vec)?,
+                expected,
+                "{len} bytes"
+            );
             let kept = scratch::take();
             assert!(kept.is_empty() && kept.capacity() <= scratch::RETAINED);
             scratch::give_back(kept);
@@ -427,7 +438,6 @@ mod tests {
         }
         AsBytes(b)
     }
-
 
     /// A batch is stored and sent as it was when it held a `Vec`: its variant's index (4), then
     /// the commands as a sequence. Logs and peers of earlier builds read it unchanged.
