@@ -29,7 +29,7 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use synod_proto::{MultiResult, Request, Response};
+use synod_proto::{Id, MultiResult, Request, Response};
 
 use crate::error::StoreError;
 use crate::tree::Applied;
@@ -77,9 +77,20 @@ impl AuditHead {
     /// its hash and its value alike, straight into the value (apply's path: one allocation,
     /// which a client write's record fits without growing).
     pub fn append_encoded(&mut self, record: &AuditRecord) -> Result<Encoded, StoreError> {
+        self.append_body(record.zxid, record)
+    }
+
+    /// [`AuditHead::append_encoded`] for a record borrowed from what apply has at hand: the
+    /// same bytes, without the owned record's strings.
+    pub fn append_borrowed(&mut self, record: &AuditRecordRef<'_>) -> Result<Encoded, StoreError> {
+        self.append_body(record.zxid, record)
+    }
+
+    /// Appends the record at `zxid` whose body `record` encodes.
+    fn append_body<R: Serialize>(&mut self, zxid: i64, record: &R) -> Result<Encoded, StoreError> {
         // The first record may be at zxid 0: the initial membership is log entry 0.
         debug_assert!(
-            record.zxid > self.zxid || self.count == 0,
+            zxid > self.zxid || self.count == 0,
             "audit records out of zxid order"
         );
         let mut value = Vec::with_capacity(RECORD_CAPACITY);
@@ -89,12 +100,9 @@ impl AuditHead {
         let hash = chain_bytes(&self.hash, &value[64..]);
         value[32..64].copy_from_slice(&hash);
         self.count += 1;
-        self.zxid = record.zxid;
+        self.zxid = zxid;
         self.hash = hash;
-        Ok(Encoded {
-            zxid: record.zxid,
-            value,
-        })
+        Ok(Encoded { zxid, value })
     }
 }
 
@@ -152,6 +160,46 @@ pub struct AuditRecord {
     pub tenant: Option<String>,
     /// What was done.
     pub action: AuditAction,
+}
+
+/// An [`AuditRecord`] borrowed from what apply has at hand: it encodes to the owned record's
+/// bytes (field for field, in the same order), so the chain and the store cannot tell them
+/// apart, without first building a string per identity.
+#[derive(Debug, Serialize)]
+pub struct AuditRecordRef<'a> {
+    /// [`AuditRecord::zxid`].
+    pub zxid: i64,
+    /// [`AuditRecord::time_ms`].
+    pub time_ms: Option<i64>,
+    /// [`AuditRecord::session`].
+    pub session: i64,
+    /// [`AuditRecord::identities`], from the stamped identities themselves.
+    pub identities: Identities<'a>,
+    /// [`AuditRecord::tenant`].
+    pub tenant: Option<&'a str>,
+    /// [`AuditRecord::action`].
+    pub action: &'a AuditAction,
+}
+
+/// Identities as a record names them (`scheme:id`), encoded as a `Vec<String>` of those.
+#[derive(Debug)]
+pub struct Identities<'a>(pub &'a [Id]);
+
+impl Serialize for Identities<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        // One buffer for them all: a record usually names one or two.
+        let mut name = String::new();
+        for id in self.0 {
+            name.clear();
+            name.push_str(&id.scheme);
+            name.push(':');
+            name.push_str(&id.id);
+            seq.serialize_element(name.as_str())?;
+        }
+        seq.end()
+    }
 }
 
 /// What an audited change did.
@@ -828,6 +876,54 @@ mod tests {
             })
             .collect();
         assert!(verify(redone.into_iter().map(Ok), &[], Some(&head)).is_err());
+        Ok(())
+    }
+
+    /// A record borrowed from apply's identities is stored as the owned record with those
+    /// identities named `scheme:id`: the same value, the same chain.
+    #[test]
+    fn a_borrowed_record_is_stored_as_the_owned_one() -> Result<(), StoreError> {
+        let id = |scheme: &str, id: &str| Id {
+            scheme: scheme.into(),
+            id: id.into(),
+        };
+        let cases: [(&[Id], Option<&str>); 4] = [
+            (&[], None),
+            (&[id("ip", "127.0.0.1")], None),
+            (
+                &[id("x509", "CN=lab-7,O=Lab"), id("org", "Lab")],
+                Some("lab"),
+            ),
+            (
+                &[id("digest", "ann:x1/y2+=="), id("", ""), id("é", ":")],
+                Some(""),
+            ),
+        ];
+        let (mut owned_head, mut borrowed_head) = (AuditHead::default(), AuditHead::default());
+        for (zxid, (ids, tenant)) in (1..).zip(cases) {
+            let owned = AuditRecord {
+                identities: ids
+                    .iter()
+                    .map(|i| format!("{}:{}", i.scheme, i.id))
+                    .collect(),
+                tenant: tenant.map(str::to_string),
+                ..record(zxid, "/a")
+            };
+            let borrowed = AuditRecordRef {
+                zxid,
+                time_ms: owned.time_ms,
+                session: owned.session,
+                identities: Identities(ids),
+                tenant,
+                action: &owned.action,
+            };
+            assert_eq!(
+                borrowed_head.append_borrowed(&borrowed)?,
+                owned_head.append_encoded(&owned)?,
+                "{ids:?} {tenant:?}"
+            );
+        }
+        assert_eq!(borrowed_head, owned_head);
         Ok(())
     }
 

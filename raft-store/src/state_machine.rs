@@ -25,7 +25,7 @@ use synod_proto::jute::Reader;
 use synod_proto::{ErrorCode, Id, OpCode, Request};
 use tokio::sync::watch;
 
-use crate::audit::{AuditAction, AuditRecord, AuditStore, Encoded};
+use crate::audit::{AuditAction, AuditRecordRef, AuditStore, Encoded, Identities};
 use crate::snapshot::{self, Persisted};
 use crate::tenants::Tenants;
 use crate::tree::{Applied, Caller, DataTree, Event, Txn};
@@ -139,19 +139,16 @@ fn audit(
     if tree.cluster_version() < crate::types::AUDIT_SINCE {
         return;
     }
-    let tenant = Tenants::owner_of(&tree.tenants().resolve(auth)).map(|t| t.to_string());
-    let record = AuditRecord {
+    let resolved = tree.tenants().resolve(auth);
+    let record = AuditRecordRef {
         zxid,
         time_ms,
         session,
-        identities: auth
-            .iter()
-            .map(|id| format!("{}:{}", id.scheme, id.id))
-            .collect(),
-        tenant,
-        action,
+        identities: Identities(auth),
+        tenant: Tenants::owner_name(&resolved),
+        action: &action,
     };
-    match tree.audit_head_mut().append_encoded(&record) {
+    match tree.audit_head_mut().append_borrowed(&record) {
         Ok(stored) => {
             if let Some(trail) = trail {
                 trail.push(stored);

@@ -238,10 +238,15 @@ impl Tenants {
     /// The tenant a caller's new znodes are charged to: the first (in name order) of the
     /// tenants its identities resolved to ([`Tenants::resolve`]); `None` outside every tenant.
     pub fn owner_of(resolved: &[Id]) -> Option<Arc<str>> {
+        Self::owner_name(resolved).map(Arc::from)
+    }
+
+    /// [`Tenants::owner_of`], borrowed from `resolved`.
+    pub fn owner_name(resolved: &[Id]) -> Option<&str> {
         resolved
             .iter()
             .find(|id| id.scheme == TENANT_SCHEME)
-            .map(|id| Arc::from(id.id.as_str()))
+            .map(|id| id.id.as_str())
     }
 
     /// Charges (or, with `add` false, credits) one znode of `bytes` bytes to `owner`; with
