@@ -240,8 +240,9 @@ pub enum AuditAction {
         reads: Vec<ReadAccess>,
         dropped: u64,
     },
-    /// The cluster version rose: every member runs a release that has it. The first record
-    /// of a cluster's trail (release 0.1 kept none), with the membership at that point.
+    /// The cluster version rose: every member runs a release that has it, with the membership
+    /// at that point. The first record of a cluster's trail (release 0.1 kept none), and one
+    /// more at each later rise.
     ClusterVersion {
         version: u32,
         voters: Vec<u64>,

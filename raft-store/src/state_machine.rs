@@ -371,7 +371,7 @@ fn apply_command<X: ApplyObserver>(
         }
         Command::ClusterVersion { version } => {
             if tree.raise_cluster_version(*version) {
-                // The trail's first record: it also says who the members are.
+                // The trail's first record (or a later rise): it also says who the members are.
                 let m = membership.membership();
                 let action = AuditAction::ClusterVersion {
                     version: *version,

@@ -144,7 +144,8 @@ pub enum Command {
 pub const BASE_CLUSTER_VERSION: u32 = 1;
 
 /// The highest cluster version this build can apply and write: 2 since release 0.2 (tenants,
-/// sessions opened with their identities, the audit trail, the cluster version in snapshots).
+/// sessions opened with their identities, the audit trail, the cluster version in snapshots),
+/// 3 since release 0.3 (see below).
 ///
 /// Contract: what changes the replicated state's encoding (a new [`Command`] variant, a field a
 /// snapshot carries) is written only once the tree's cluster version has it, and the leader
@@ -152,10 +153,20 @@ pub const BASE_CLUSTER_VERSION: u32 = 1;
 /// said, in its peer handshake, that its build reads it. A member whose build is older than the
 /// cluster version cannot join. Adjacent releases interoperate: release N reads every entry
 /// and snapshot that release N-1 writes.
-pub const CLUSTER_VERSION: u32 = 2;
+///
+/// Version 3 (release 0.3) changes nothing in the replicated state: it is the point from which
+/// followers forward writes in groups ([`FORWARD_GROUP_SINCE`]), a message only release 0.3
+/// reads, and the cluster version is how a node knows that every member does.
+pub const CLUSTER_VERSION: u32 = 3;
 
 /// The cluster version from which every replica keeps the audit trail's chain.
 pub const AUDIT_SINCE: u32 = 2;
+
+/// The cluster version from which a follower forwards its clients' writes to the leader in
+/// groups, one peer message and one answer for many (the server's `PeerRequest::ForwardGroup`);
+/// before it, one message per write, as releases 0.1 and 0.2 read them. Not a format of the
+/// replicated state: the leader puts a group's writes in an ordinary batch entry.
+pub const FORWARD_GROUP_SINCE: u32 = 3;
 
 /// The cluster version from which tenants can be declared ([`Command::Tenant`]) and sessions
 /// are opened with their caller's identities ([`Command::OpenSession`], which a tenant's session

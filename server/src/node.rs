@@ -23,20 +23,43 @@ use crate::stats::ConnStats;
 /// A command for the proposer, from this node's connections or forwarded by a follower.
 pub struct Proposal {
     /// What to propose.
-    pub cmd: Command,
+    pub what: Proposed,
     /// Where the outcome goes: `None` for this node's own commands (it reaches the waiter
     /// registered for the command's origin in [`crate::pipeline::pending::Pending`]), the
-    /// follower's answer channel for a forwarded one.
+    /// follower's answer channel for a forwarded one or group.
     pub reply: Option<oneshot::Sender<Result<(), ForwardError>>>,
     /// When it was proposed: the start of its `propose_queue` stage.
     pub at: std::time::Instant,
+}
+
+/// What a [`Proposal`] carries.
+pub enum Proposed {
+    /// One command: this node's own, or one a follower forwarded alone
+    /// ([`crate::peer::PeerRequest::Forward`]).
+    One(Command),
+    /// The commands a follower forwarded together
+    /// ([`crate::peer::PeerRequest::ForwardGroup`]): the leader puts them in one batch entry,
+    /// in this order, so that the entry's outcome is the answer for all of them.
+    /// Invariant: 1 ..= [`synod_raft_store::types::MAX_BATCH`] commands, none a batch (the peer
+    /// service refuses any other group before it gets here).
+    Group(Vec<Command>),
+}
+
+impl Proposed {
+    /// How many commands it holds.
+    pub fn count(&self) -> usize {
+        match self {
+            Proposed::One(_) => 1,
+            Proposed::Group(cmds) => cmds.len(),
+        }
+    }
 }
 
 impl Proposal {
     /// A command of this node's own.
     pub fn local(cmd: Command) -> Proposal {
         Proposal {
-            cmd,
+            what: Proposed::One(cmd),
             reply: None,
             at: std::time::Instant::now(),
         }
@@ -46,7 +69,20 @@ impl Proposal {
     /// goes to `reply`.
     pub fn remote(cmd: Command, reply: oneshot::Sender<Result<(), ForwardError>>) -> Proposal {
         Proposal {
-            cmd,
+            what: Proposed::One(cmd),
+            reply: Some(reply),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Commands a follower forwarded together, whose one outcome goes to `reply`.
+    pub fn group(cmds: Vec<Command>, reply: oneshot::Sender<Result<(), ForwardError>>) -> Proposal {
+        debug_assert!(
+            (1..=synod_raft_store::types::MAX_BATCH).contains(&cmds.len()),
+            "a forwarded group holds 1 ..= MAX_BATCH commands"
+        );
+        Proposal {
+            what: Proposed::Group(cmds),
             reply: Some(reply),
             at: std::time::Instant::now(),
         }

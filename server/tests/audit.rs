@@ -197,7 +197,8 @@ async fn every_change_is_recorded_alike_on_every_replica_and_verifiable() {
     // entry on every replica (the cluster's first entries, its initial membership included,
     // precede it).
     assert_eq!(
-        trail[0]["action"]["ClusterVersion"]["version"], 2,
+        trail[0]["action"]["ClusterVersion"]["version"],
+        synod_raft_store::types::CLUSTER_VERSION,
         "the trail starts with the cluster version: {}",
         trail[0]
     );

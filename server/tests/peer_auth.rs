@@ -57,15 +57,29 @@ fn peer(node_id: u64, tls: Option<&TlsFiles>, cluster: Option<ClusterId>) -> Arc
 
 /// A forwarded `create /forged` as `super`, claiming to come from node `origin`.
 fn forged_create(origin: u64) -> PeerRequest {
+    PeerRequest::Forward(create_as_super(origin, "/forged"))
+}
+
+/// A forwarded group: a `create /forged-own` from `own`, then `create /forged` claiming to come
+/// from node `origin` (every command of a group is checked, not only its first).
+fn forged_group(own: u64, origin: u64) -> PeerRequest {
+    PeerRequest::ForwardGroup(vec![
+        create_as_super(own, "/forged-own"),
+        create_as_super(origin, "/forged"),
+    ])
+}
+
+/// A `create path` as `super`, from node `origin`.
+fn create_as_super(origin: u64, path: &str) -> Command {
     let mut body = BytesMut::new();
     CreateRequest {
-        path: "/forged".into(),
+        path: path.into(),
         data: Some(Bytes::from_static(b"owned")),
         acl: vec![Acl::new(0x1f, "world", "anyone")],
         flags: 0,
     }
     .encode(&mut body);
-    PeerRequest::Forward(Command::Write {
+    Command::Write {
         origin: Origin {
             node: origin,
             request: 1,
@@ -75,7 +89,7 @@ fn forged_create(origin: u64) -> PeerRequest {
         auth: vec![("super".into(), String::new())],
         opcode: OpCode::Create.as_i32(),
         body: body.freeze(),
-    })
+    }
 }
 
 /// A vote request from `candidate` at `term`.
@@ -206,7 +220,12 @@ async fn the_peer_port_refuses_everyone_but_members_speaking_as_themselves() {
     ];
     for (what, local, claims) in attackers {
         let pool = PeerPool::new(local, 1 << 20);
-        for req in [forged_create(claims), vote(claims, before[leader].0 + 10)] {
+        let requests = [
+            forged_create(claims),
+            forged_group(member, claims),
+            vote(claims, before[leader].0 + 10),
+        ];
+        for req in requests {
             match pool.call(target, &target_addr, req, CALL_TIMEOUT).await {
                 Ok(response) => panic!("{what}: answered {}", response.variant_name()),
                 Err(e) => eprintln!("{what}: refused ({e})"),
@@ -229,6 +248,23 @@ async fn the_peer_port_refuses_everyone_but_members_speaking_as_themselves() {
         "a member is answered: {answer:?}"
     );
 
+    // A member's malformed groups: empty, or holding a batch (which only a leader builds).
+    let malformed = [
+        ("an empty group", PeerRequest::ForwardGroup(Vec::new())),
+        (
+            "a group holding a batch",
+            PeerRequest::ForwardGroup(vec![Command::Batch(
+                vec![create_as_super(member, "/forged")].into(),
+            )]),
+        ),
+    ];
+    for (what, req) in malformed {
+        match pool.call(target, &target_addr, req, CALL_TIMEOUT).await {
+            Ok(response) => panic!("{what}: answered {}", response.variant_name()),
+            Err(e) => eprintln!("{what}: refused ({e})"),
+        }
+    }
+
     // Nothing changed: no term moved, no entry appended, the node does not exist, and the
     // replicas agree.
     assert_eq!(raft_positions(&ens), before, "terms and logs unchanged");
@@ -236,6 +272,7 @@ async fn the_peer_port_refuses_everyone_but_members_speaking_as_themselves() {
         .await
         .expect("a client connects");
     assert_eq!(client.exists("/forged").await, Ok(None));
+    assert_eq!(client.exists("/forged-own").await, Ok(None));
     client.close().await.expect("close");
     let d = digests(&ens);
     assert!(d.iter().all(|x| x == &d[0]), "digests differ: {d:?}");

@@ -1,15 +1,17 @@
 //! A rolling upgrade from the previous release to this one, under load: a secure 3-node
-//! cluster of release 0.1 (built from its git tag by `scripts/previous-release.sh`) is
+//! cluster of release 0.2 (built from its git tag by `scripts/previous-release.sh`) is
 //! upgraded one node at a time — followers first, the leader last, each stopped with SIGTERM
-//! and started again on its own data by this build; in between, the 0.1 leader is paused until a
-//! 0.2 node leads, so that entries flow both ways between the releases. Checked: no acknowledged write is lost, a
-//! session opened before the upgrade and its ephemeral survive and its watch fires after it,
-//! the cluster version stays at 1 while a 0.1 node remains (tenants are refused meanwhile) and
-//! rises to 2 once the last node runs this release, after which every replica agrees on the
-//! digest and the audit trail begins with the version change.
+//! and started again on its own data by this build; in between, the 0.2 leader is paused until a
+//! 0.3 node leads, so that entries and forwarded writes flow both ways between the releases.
+//! Checked: no acknowledged write is lost, a session opened before the upgrade and its
+//! ephemeral survive and its watch fires after it, a tenant declared on 0.2 survives, the
+//! cluster version stays at 2 while a 0.2 node remains (so followers forward each write alone,
+//! as 0.2 reads them) and rises to 3 once the last node runs this release (from then on
+//! followers forward groups), after which every replica agrees on the digest and the audit
+//! trail, which began with 0.2's version change, still verifies.
 //!
-//! The first run builds release 0.1 (about 15 minutes on 2 cores: RocksDB); later runs reuse
-//! `$HOME/.cache/synod/releases/v0.1.0`.
+//! The first run builds release 0.2 (about 15 minutes on 2 cores: RocksDB); later runs reuse
+//! `$HOME/.cache/synod/releases/v0.2.0`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,13 +26,19 @@ use synod_testkit::{blocking, wait_for, Ensemble, SynodEnsemble};
 const BIN: &str = env!("CARGO_BIN_EXE_synod");
 const START: Duration = Duration::from_secs(60);
 const WRITERS: usize = 4;
+/// The previous release's tag, and the cluster versions before and after the upgrade.
+const PREVIOUS_TAG: &str = "v0.2.0";
+const PREVIOUS: &str = "0.2";
+const THIS: &str = "0.3";
+const PREVIOUS_VERSION: u64 = 2;
+const THIS_VERSION: u64 = synod_raft_store::types::CLUSTER_VERSION as u64;
 
 /// The previous release's `synod`, built (once) by `scripts/previous-release.sh`.
 fn previous_release() -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/previous-release.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .arg("v0.1.0")
+        .arg(PREVIOUS_TAG)
         .output()
         .expect("run scripts/previous-release.sh");
     assert!(
@@ -50,8 +58,7 @@ fn admin_get(c: &SynodEnsemble, idx: usize, path: &str) -> Value {
     v
 }
 
-/// The cluster version node `idx` reports (`None`: a release without one, i.e. 0.1, or no
-/// answer).
+/// The cluster version node `idx` reports (`None`: no answer).
 fn cluster_version(c: &SynodEnsemble, idx: usize) -> Option<u64> {
     c.status_json(idx)?.get("cluster_version")?.as_u64()
 }
@@ -63,16 +70,29 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     let members = c.members(&[0, 1, 2]);
     for i in 0..3 {
         c.spawn_binary(i, &old, &members, &[])
-            .expect("start release 0.1");
+            .expect("start the previous release");
     }
     let first_leader = c.wait_leader_among(&[0, 1, 2], START);
-    for i in 0..3 {
-        assert_eq!(
-            cluster_version(&c, i),
-            None,
-            "node {i} does not run release 0.1"
-        );
-    }
+    // A new cluster of the previous release raises its version to that release's.
+    wait_for(
+        Duration::from_secs(30),
+        "the previous release's cluster version on every node",
+        || {
+            (0..3)
+                .all(|i| cluster_version(&c, i) == Some(PREVIOUS_VERSION))
+                .then_some(())
+        },
+    );
+    let (status, v) = c.admin_json(
+        first_leader,
+        "POST",
+        "/tenants",
+        Some(json!({"name": "lab", "members": ["x509:lab"]})),
+    );
+    assert!(
+        status / 100 == 2,
+        "declare a tenant on {PREVIOUS}: {status} {v}"
+    );
 
     let rt = synod_testkit::runtime();
     let (watcher, watch, session) = rt.block_on(async {
@@ -102,7 +122,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         let session = zk.session_id();
         (zk, watch, session)
     });
-    // A snapshot on every 0.1 node: this build must load release 0.1's snapshot file.
+    // A snapshot on every old node: this build must load the previous release's snapshot file.
     for i in 0..3 {
         let (status, v) = c.admin_json(i, "POST", "/snapshot", None);
         assert_eq!(status, 200, "POST /snapshot on node {i}: {v}");
@@ -128,7 +148,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         "{:<28} {:>9} {:>8} {:>15} {:>12} {:>10}",
         "step", "releases", "leader", "cluster version", "acknowledged", "took"
     )];
-    let mut releases = ["0.1"; 3];
+    let mut releases = [PREVIOUS; 3];
     let row = |step: &str, releases: &[&str; 3], took: Duration, rows: &mut Vec<String>| {
         let leader = c
             .leader()
@@ -136,7 +156,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         let version = (0..3)
             .filter_map(|i| cluster_version(&c, i))
             .max()
-            .map_or("1 (0.1)".to_string(), |v| v.to_string());
+            .map_or("-".to_string(), |v| v.to_string());
         rows.push(format!(
             "{:<28} {:>9} {:>8} {:>15} {:>12} {:>9.1}s",
             step,
@@ -148,7 +168,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         ));
     };
     row(
-        "release 0.1, under load",
+        &format!("release {PREVIOUS}, under load"),
         &releases,
         Duration::ZERO,
         &mut rows,
@@ -162,7 +182,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         let status = c.terminate(idx, Duration::from_secs(20));
         assert!(
             status.is_some_and(|s| s.success()),
-            "node {idx} (release 0.1) did not stop cleanly on SIGTERM: {status:?}\n{}",
+            "node {idx} (release {PREVIOUS}) did not stop cleanly on SIGTERM: {status:?}\n{}",
             c.log_tail(idx)
         );
         c.spawn_with(idx, &members, &[])
@@ -170,7 +190,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         c.wait_leader_among(&[0, 1, 2], START);
         c.wait_caught_up(idx, START)
             .unwrap_or_else(|e| panic!("node {idx} after its upgrade: {e}\n{}", c.logs()));
-        releases[idx] = "0.2";
+        releases[idx] = THIS;
         row(
             &format!("node {} upgraded", idx + 1),
             &releases,
@@ -178,51 +198,40 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
             &mut rows,
         );
         if step < 2 {
-            // A 0.1 node remains: the version stays, and what needs it is refused.
+            // An old node remains: the version stays.
             for i in 0..3 {
                 if let Some(v) = cluster_version(&c, i) {
-                    assert_eq!(v, 1, "node {i} raised the version with a 0.1 member left");
+                    assert_eq!(
+                        v, PREVIOUS_VERSION,
+                        "node {i} raised the version with a {PREVIOUS} member left"
+                    );
                 }
             }
-            let (status, v) = c.admin_json(
-                idx,
-                "POST",
-                "/tenants",
-                Some(json!({"name": "lab", "members": ["x509:lab"]})),
-            );
-            assert_eq!(status, 409, "a tenant in a mixed cluster: {v}");
-            assert!(
-                v["error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("cluster version"),
-                "{v}"
-            );
         }
         if step == 1 {
-            // Two 0.2 nodes and the 0.1 leader: pause the leader until a 0.2 node leads, so that
-            // a 0.1 follower takes entries from a 0.2 leader too.
+            // Two new nodes and the old leader: pause the leader until a new node leads, so
+            // that an old follower takes entries from, and forwards writes to, a new leader.
             let t = Instant::now();
             let old_leader = order[2];
             let others: Vec<usize> = order[..2].to_vec();
-            c.pause(old_leader).expect("pause the 0.1 leader");
+            c.pause(old_leader).expect("pause the old leader");
             let new_leader = c.wait_leader_among(&others, START);
-            c.resume(old_leader).expect("resume the 0.1 node");
+            c.resume(old_leader).expect("resume the old node");
             assert_eq!(c.wait_leader_among(&[0, 1, 2], START), new_leader);
-            // The 0.2 leader names the 0.1 member that holds the version back.
+            // The new leader names the old member that holds the version back.
             let held = c
                 .status_json(new_leader)
                 .map(|s| s["cluster_version_held_by"].clone());
             assert_eq!(
                 held,
                 Some(json!([old_leader + 1])),
-                "the leader's /status names the 0.1 member"
+                "the leader's /status names the old member"
             );
             std::thread::sleep(Duration::from_secs(2));
             c.wait_caught_up(old_leader, START)
-                .unwrap_or_else(|e| panic!("the 0.1 node under a 0.2 leader: {e}\n{}", c.logs()));
+                .unwrap_or_else(|e| panic!("the old node under a new leader: {e}\n{}", c.logs()));
             row(
-                &format!("0.2 node {} leads 0.1", new_leader + 1),
+                &format!("{THIS} node {} leads {PREVIOUS}", new_leader + 1),
                 &releases,
                 t.elapsed(),
                 &mut rows,
@@ -239,10 +248,10 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     let t = Instant::now();
     wait_for(
         Duration::from_secs(30),
-        "cluster version 2 on every node",
+        "this release's cluster version on every node",
         || {
             (0..3)
-                .all(|i| cluster_version(&c, i) == Some(2))
+                .all(|i| cluster_version(&c, i) == Some(THIS_VERSION))
                 .then_some(())
         },
     );
@@ -295,13 +304,14 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         "writes acknowledged {acknowledged}, failed (not acknowledged) {}, lost {lost}",
         load.failed()
     ));
-    println!("\nrolling upgrade 0.1 -> 0.2, 3 nodes, {WRITERS} writers:");
+    println!("\nrolling upgrade {PREVIOUS} -> {THIS}, 3 nodes, {WRITERS} writers:");
     for r in &rows {
         println!("  {r}");
     }
     assert_eq!(lost, 0, "acknowledged writes lost in the upgrade");
 
-    // The replicas agree, and the trail starts with the version change.
+    // The replicas agree, the tenant is still declared, and the trail (which began with the
+    // previous release's version change) verifies.
     let digest = c.agreed_digest(&[0, 1, 2], Duration::from_secs(20));
     assert!(!digest.is_empty());
     for i in 0..3 {
@@ -315,6 +325,11 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
             first.to_string().contains("cluster_version")
                 || first.to_string().contains("ClusterVersion"),
             "node {i}'s trail does not begin with the version change: {trail}"
+        );
+        let tenants = admin_get(&c, i, "/tenants");
+        assert!(
+            tenants.to_string().contains("\"lab\""),
+            "node {i} lost the tenant: {tenants}"
         );
         let verified = admin_get(&c, i, "/audit/verify");
         assert_eq!(verified["ok"], true, "node {i}: {verified}");

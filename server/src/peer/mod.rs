@@ -72,6 +72,14 @@ pub enum PeerRequest {
     /// carry out ([`crate::reconfig`]). Since protocol version 2 (sent only once the cluster
     /// version is 2: every member speaks it).
     Reconfig(crate::reconfig::ReconfigOrder),
+    /// Client writes a follower forwards together, in the order its clients sent them: the
+    /// leader proposes them in one batch entry, in this order, so that one answer
+    /// ([`PeerResponse::ForwardGroup`]) serves them all. Never empty; at most
+    /// [`synod_raft_store::types::MAX_BATCH`] commands, none of them a batch. Since protocol
+    /// version 3 (sent only once the cluster version is
+    /// [`synod_raft_store::types::FORWARD_GROUP_SINCE`]: every member speaks it); before it
+    /// each write goes in a [`PeerRequest::Forward`] of its own.
+    ForwardGroup(Vec<Command>),
 }
 
 /// Client activity on a session, as reported to the leader.
@@ -109,6 +117,9 @@ pub enum PeerResponse {
     /// The reconfig was carried out (its [`synod_raft_store::Command::Config`] entry applied
     /// on the leader), or why not.
     Reconfig(Result<(), crate::error::ReconfigError>),
+    /// The outcome of a [`PeerRequest::ForwardGroup`], the same for every write in it (they
+    /// are in one entry): applied on the leader, or why not.
+    ForwardGroup(Result<(), ForwardError>),
 }
 
 /// Where a node's clients and operators reach it, as it advertises them
@@ -134,6 +145,7 @@ impl PeerResponse {
             PeerResponse::HistoryFloor(_) => "HistoryFloor",
             PeerResponse::Describe(_) => "Describe",
             PeerResponse::Reconfig(_) => "Reconfig",
+            PeerResponse::ForwardGroup(_) => "ForwardGroup",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! What this node answers on the peer port ([`PeerService`] for [`Node`]), and whom: a request
 //! is authorized only from a member of the current configuration (any authenticated node while
 //! this one has none yet), and only as itself — a Raft message's vote names its sender, a
-//! forwarded command's origin is its sender's. Then Raft's messages go to Raft; a forwarded write goes to the proposer; a read-index request is answered if this
+//! forwarded command's origin is its sender's (every command's, in a forwarded group). Then
+//! Raft's messages go to Raft; a forwarded write or group goes to the proposer; a read-index
+//! request is answered if this
 //! node leads; touches feed the session tracker; a history-floor request says how far back
 //! this node's watch-event history reaches.
 
@@ -15,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::admin::metrics::{stage, Stage};
 use crate::node::{Node, Proposal};
+use synod_raft_store::types::MAX_BATCH;
 use synod_raft_store::{Command, NodeId};
 
 use crate::peer::{ForwardError, PeerRequest, PeerResponse, PeerService, Refusal};
@@ -44,6 +47,34 @@ impl PeerService for Node {
                 })
             }
             PeerRequest::Forward(cmd) => cmd.origin().map(|o| o.node),
+            PeerRequest::ForwardGroup(cmds) => {
+                if cmds.is_empty() || cmds.len() > MAX_BATCH {
+                    return Err(Refusal::BadForward {
+                        from,
+                        what: "a group of no commands or of more than MAX_BATCH",
+                    });
+                }
+                // Every write of the group must be the sender's own.
+                let mut claimed = None;
+                for cmd in cmds {
+                    match cmd {
+                        Command::Batch(_) => {
+                            return Err(Refusal::BadForward {
+                                from,
+                                what: "a batch (only a leader builds them)",
+                            })
+                        }
+                        cmd => match cmd.origin() {
+                            Some(o) if o.node != from => {
+                                claimed = Some(o.node);
+                                break;
+                            }
+                            _ => {}
+                        },
+                    }
+                }
+                claimed
+            }
             PeerRequest::Reconfig(order) => Some(order.origin.node),
             PeerRequest::ReadIndex
             | PeerRequest::Touch(_)
@@ -78,23 +109,14 @@ impl PeerService for Node {
             PeerRequest::InstallSnapshot(r) => {
                 async move { PeerResponse::InstallSnapshot(raft.install_snapshot(r).await) }.boxed()
             }
-            PeerRequest::Forward(cmd) => {
-                let (tx, rx) = oneshot::channel();
-                if self.proposals.send(Proposal::remote(cmd, tx)).is_err() {
-                    return futures_util::future::ready(PeerResponse::Forward(Err(
-                        ForwardError::Failed("node shutting down".into()),
-                    )))
-                    .boxed();
-                }
-                async move {
-                    PeerResponse::Forward(
-                        rx.await.unwrap_or_else(|_| {
-                            Err(ForwardError::Failed("node shutting down".into()))
-                        }),
-                    )
-                }
-                .boxed()
-            }
+            PeerRequest::Forward(cmd) => self
+                .forwarded(|tx| Proposal::remote(cmd, tx))
+                .map(PeerResponse::Forward)
+                .boxed(),
+            PeerRequest::ForwardGroup(cmds) => self
+                .forwarded(|tx| Proposal::group(cmds, tx))
+                .map(PeerResponse::ForwardGroup)
+                .boxed(),
             PeerRequest::ReadIndex => {
                 if !self.is_leader() {
                     let current = self.leader().map(|l| l.0);
@@ -145,5 +167,21 @@ impl PeerService for Node {
                 futures_util::future::ready(PeerResponse::Describe(description)).boxed()
             }
         }
+    }
+}
+
+impl Node {
+    /// Hands a follower's forwarded write (or group) to the proposer, in arrival order; the
+    /// future is its outcome.
+    fn forwarded(
+        &self,
+        proposal: impl FnOnce(oneshot::Sender<Result<(), ForwardError>>) -> Proposal,
+    ) -> BoxFuture<'static, Result<(), ForwardError>> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || Err(ForwardError::Failed("node shutting down".into()));
+        if self.proposals.send(proposal(tx)).is_err() {
+            return futures_util::future::ready(gone()).boxed();
+        }
+        async move { rx.await.unwrap_or_else(|_| gone()) }.boxed()
     }
 }

@@ -93,6 +93,21 @@ impl PeerService for Fake {
                 ForwardError::Failed("unexpected command".to_string()),
             )))
             .boxed(),
+            PeerRequest::ForwardGroup(cmds) => {
+                let mut forwards = self.forwards.lock().expect("forwards");
+                for cmd in cmds {
+                    match cmd {
+                        Command::Reap { time_ms, .. } => forwards.push(time_ms),
+                        _ => {
+                            return future::ready(PeerResponse::ForwardGroup(Err(
+                                ForwardError::Failed("unexpected command".to_string()),
+                            )))
+                            .boxed()
+                        }
+                    }
+                }
+                future::ready(PeerResponse::ForwardGroup(Ok(()))).boxed()
+            }
             // Never answered.
             PeerRequest::ReadIndex => future::pending().boxed(),
             // The remote Raft refuses.
@@ -285,6 +300,51 @@ async fn peer_forwards_reach_the_service_in_call_order() {
             }
         }
         let expected: Vec<i64> = (0..500).chain(1000..1500).collect();
+        assert_eq!(*fake.forwards.lock().expect("forwards"), expected);
+        server.stop().await;
+    })
+    .await
+}
+
+/// (b1) Forwarded groups, one frame each, interleaved with single forwards: every command
+/// reaches `handle` in the order sent, and each group gets one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_forwarded_groups_keep_the_order_of_their_commands() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let addr = server.addr.to_string();
+        let pool = PeerPool::default();
+        let requests: Vec<PeerRequest> = (0..50i64)
+            .map(|g| {
+                if g % 5 == 4 {
+                    PeerRequest::Forward(reap(g * 100))
+                } else {
+                    PeerRequest::ForwardGroup((0..=g).map(|i| reap(g * 100 + i)).collect())
+                }
+            })
+            .collect();
+        let answers = pool.call_all(2, &addr, requests, CALL_TIMEOUT).await;
+        assert_eq!(answers.len(), 50, "one answer per request");
+        for (g, answer) in answers.iter().enumerate() {
+            if g % 5 == 4 {
+                assert!(
+                    matches!(answer, Ok(PeerResponse::Forward(Ok(())))),
+                    "{answer:?}"
+                );
+            } else {
+                assert!(
+                    matches!(answer, Ok(PeerResponse::ForwardGroup(Ok(())))),
+                    "{answer:?}"
+                );
+            }
+        }
+        let expected: Vec<i64> = (0..50i64)
+            .flat_map(|g| {
+                let n = if g % 5 == 4 { 1 } else { g + 1 };
+                (0..n).map(move |i| g * 100 + i)
+            })
+            .collect();
         assert_eq!(*fake.forwards.lock().expect("forwards"), expected);
         server.stop().await;
     })

@@ -27,8 +27,9 @@ use crate::tls::{ClientAuth, TlsFiles};
 /// the build can apply a higher cluster version. The hello's version is also the highest
 /// cluster version ([`synod_raft_store::types::CLUSTER_VERSION`]) the sender applies: that is how
 /// the leader learns that every member can read a higher one. Version 2 (release 0.2) has the
-/// messages of version 1.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// messages of version 1; version 3 (release 0.3) adds the forwarded group
+/// (`PeerRequest::ForwardGroup`, sent only once the cluster version is 3).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest version still spoken (release 0.1's): a hello of any version from this one to
 /// [`PROTOCOL_VERSION`] is accepted, and a node that refuses our version because it is older
@@ -510,14 +511,19 @@ mod tests {
     #[test]
     fn an_older_peer_is_dialled_again_in_its_version() {
         use super::{older_speaker, Refusal};
-        // What release 0.1 answers to a hello of version 2.
+        // What release 0.1 answers to a hello of version 2, and release 0.2 to one of 3.
         assert_eq!(
             older_speaker("peer protocol version 2, this node speaks 1", 2),
             Some(1)
         );
+        assert_eq!(
+            older_speaker("peer protocol version 3, this node speaks 2", 3),
+            Some(2)
+        );
         // What this release answers to a hello of a version it does not speak.
-        let ours = Refusal::Version { theirs: 3 }.to_string();
-        assert_eq!(older_speaker(&ours, 3), Some(super::PROTOCOL_VERSION));
+        let next = super::PROTOCOL_VERSION + 1;
+        let ours = Refusal::Version { theirs: next }.to_string();
+        assert_eq!(older_speaker(&ours, next), Some(super::PROTOCOL_VERSION));
         // Nothing else is read as a version: another refusal, a newer or an unknown version.
         assert_eq!(older_speaker("node 4 is not a member", 2), None);
         assert_eq!(

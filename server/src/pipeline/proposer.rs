@@ -1,7 +1,8 @@
 //! The proposer: every command this node proposes, and every write a follower forwards to it,
 //! in arrival order. On the leader, queued commands go out as batch entries (group commit: one
-//! entry, one fsync for many writes); on a follower what is queued is forwarded to the leader as
-//! one group over the one peer connection, written in order. ZooKeeper's
+//! entry, one fsync for many writes); on a follower what is queued is forwarded to the leader
+//! over the one peer connection, in order, as groups of commands that the leader keeps together
+//! in one entry (one frame and one answer per group). ZooKeeper's
 //! ProposalRequestProcessor / SyncRequestProcessor pair plays this part.
 
 use std::sync::Arc;
@@ -11,11 +12,12 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use synod_raft_store::state_machine::lock;
+use synod_raft_store::types::{FORWARD_GROUP_SINCE, MAX_BATCH};
 use synod_raft_store::{Command, Origin};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::metrics::{stage, Stage};
-use crate::node::{Node, Proposal};
+use crate::node::{Node, Proposal, Proposed};
 use crate::peer::{ForwardError, PeerRequest, PeerResponse};
 use crate::pipeline::pending::Completion;
 
@@ -63,6 +65,8 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 type RemoteReply = Option<oneshot::Sender<Result<(), ForwardError>>>;
 type Waiter = (Option<Origin>, RemoteReply);
 
+/// About how many bytes a command adds to an entry or a frame (its client bytes and a
+/// little for the rest).
 fn command_bytes(cmd: &Command) -> usize {
     match cmd {
         Command::Write { body, .. } => body.len() + 64,
@@ -70,10 +74,77 @@ fn command_bytes(cmd: &Command) -> usize {
     }
 }
 
+/// [`command_bytes`] of all a proposal holds.
+fn proposed_bytes(what: &Proposed) -> usize {
+    match what {
+        Proposed::One(cmd) => command_bytes(cmd),
+        Proposed::Group(cmds) => cmds.iter().map(command_bytes).sum(),
+    }
+}
+
+/// What a follower sends the leader for the commands it has queued, as it builds it: the
+/// requests, in order, and for each the origins of its commands (whose waiters its answer
+/// settles).
+#[derive(Default)]
+struct ForwardGroups {
+    /// The requests complete so far.
+    requests: Vec<PeerRequest>,
+    /// Per request, its commands' origins, in order.
+    origins: Vec<Vec<Option<Origin>>>,
+    /// The group being filled (not yet in `requests`).
+    open: Vec<Command>,
+    /// Its commands' origins.
+    open_origins: Vec<Option<Origin>>,
+    /// Its [`command_bytes`].
+    open_bytes: usize,
+}
+
+impl ForwardGroups {
+    /// Adds `cmd` to the open group, first closing it if `cmd` would take it past
+    /// [`MAX_BATCH`] commands or `max_bytes` (a command larger than that goes alone).
+    fn add(&mut self, cmd: Command, max_bytes: usize) {
+        let size = command_bytes(&cmd);
+        if !self.open.is_empty()
+            && (self.open.len() >= MAX_BATCH || self.open_bytes + size > max_bytes)
+        {
+            self.close();
+        }
+        self.open_bytes += size;
+        self.open_origins.push(cmd.origin());
+        self.open.push(cmd);
+    }
+
+    /// Adds `cmd` as a request of its own ([`PeerRequest::Forward`], what a leader of protocol
+    /// 1 or 2 reads).
+    fn add_alone(&mut self, cmd: Command) {
+        self.close();
+        self.origins.push(vec![cmd.origin()]);
+        self.requests.push(PeerRequest::Forward(cmd));
+    }
+
+    /// Ends the open group, if any, as a request.
+    fn close(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        self.open_bytes = 0;
+        self.origins.push(std::mem::take(&mut self.open_origins));
+        self.requests
+            .push(PeerRequest::ForwardGroup(std::mem::take(&mut self.open)));
+    }
+
+    /// The requests and, per request, its commands' origins.
+    fn finish(mut self) -> (Vec<PeerRequest>, Vec<Vec<Option<Origin>>>) {
+        self.close();
+        (self.requests, self.origins)
+    }
+}
+
 /// Proposes in arrival order. On the leader, queued commands go out as batch entries, at most
-/// [`MAX_INFLIGHT_BATCHES`] at a time; on a follower what is queued is forwarded as one group
-/// over the one peer connection to the leader ([`crate::peer::PeerPool::call_all`]), each
-/// command in its own frame, written in order.
+/// [`MAX_INFLIGHT_BATCHES`] at a time (a forwarded group whole, in one entry); on a follower
+/// what is queued is forwarded over the one peer connection to the leader
+/// ([`crate::peer::PeerPool::call_all`]), written in order: as [`ForwardGroups`] once the
+/// cluster version has them, before that each command in its own frame.
 pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut queue: std::collections::VecDeque<Proposal> = Default::default();
     let mut batches: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
@@ -110,19 +181,33 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                     let mut bytes = 0;
                     while let Some(p) = queue.front() {
                         if !cmds.is_empty()
-                            && (cmds.len() >= synod_raft_store::types::MAX_BATCH
-                                || bytes >= MAX_BATCH_BYTES)
+                            && (cmds.len() + p.what.count() > MAX_BATCH || bytes >= MAX_BATCH_BYTES)
                         {
                             break;
                         }
-                        bytes += command_bytes(&p.cmd);
+                        bytes += proposed_bytes(&p.what);
                         let Some(p) = queue.pop_front() else {
                             break;
                         };
                         stage(Stage::ProposeQueue, p.at);
-                        waiters.push((p.cmd.origin(), p.reply));
-                        cmds.push(p.cmd);
+                        match p.what {
+                            Proposed::One(cmd) => {
+                                waiters.push((cmd.origin(), p.reply));
+                                cmds.push(cmd);
+                            }
+                            // The whole group goes into this entry: its outcome is the one
+                            // answer the follower waits for.
+                            Proposed::Group(group) => {
+                                waiters.push((None, p.reply));
+                                cmds.extend(group);
+                            }
+                        }
                     }
+                    debug_assert!(
+                        cmds.len() <= MAX_BATCH,
+                        "a batch entry of {} commands",
+                        cmds.len()
+                    );
                     let proposed = Instant::now();
                     match node.raft.client_write_ff(Command::Batch(cmds.into())).await {
                         Ok(responder) => {
@@ -157,31 +242,40 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 }
             }
             Some((id, addr)) => {
-                // Everything queued goes to the leader as one group of forwards: written in
-                // order, back to back, awaited together (one task and one timer per group).
-                let mut origins = Vec::with_capacity(queue.len());
-                let mut requests = Vec::with_capacity(queue.len());
-                while let Some(Proposal {
-                    cmd,
-                    reply: remote,
-                    at,
-                }) = queue.pop_front()
-                {
-                    let origin = cmd.origin();
-                    if remote.is_some() {
-                        // Forwarded to us, but we no longer lead: the follower will retry elsewhere.
-                        finish(
-                            &node,
-                            origin,
-                            remote,
-                            Err(ForwardError::NotLeader { leader: Some(id) }),
-                        );
-                        continue;
-                    }
+                // Everything queued goes to the leader, in order, back to back, awaited together
+                // (one task and one timer for all of it): in groups of commands, one frame and
+                // one answer each, once every member speaks them; before that one frame per
+                // command.
+                let grouped = crate::upgrade::cluster_has(&node, FORWARD_GROUP_SINCE);
+                let max_group_bytes = MAX_BATCH_BYTES.min(node.pool.max_frame_len() / 2);
+                let mut groups = ForwardGroups::default();
+                while let Some(Proposal { what, reply, at }) = queue.pop_front() {
+                    let cmd = match (what, reply) {
+                        (Proposed::One(cmd), None) => cmd,
+                        (_, remote) => {
+                            // Forwarded to us, but we no longer lead: the follower will retry
+                            // elsewhere.
+                            debug_assert!(
+                                remote.is_some(),
+                                "only a forwarded proposal holds a group"
+                            );
+                            finish(
+                                &node,
+                                None,
+                                remote,
+                                Err(ForwardError::NotLeader { leader: Some(id) }),
+                            );
+                            continue;
+                        }
+                    };
                     stage(Stage::ProposeQueue, at);
-                    origins.push(origin);
-                    requests.push(PeerRequest::Forward(cmd));
+                    if grouped {
+                        groups.add(cmd, max_group_bytes);
+                    } else {
+                        groups.add_alone(cmd);
+                    }
                 }
+                let (requests, origins) = groups.finish();
                 if requests.is_empty() {
                     continue;
                 }
@@ -201,17 +295,19 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                             std::task::Poll::Pending => call.await,
                         };
                         stage(Stage::Forward, sent);
-                        debug_assert_eq!(answers.len(), origins.len(), "one answer per forward");
-                        for (origin, answer) in origins.into_iter().zip(answers) {
+                        debug_assert_eq!(answers.len(), origins.len(), "one answer per request");
+                        for (origins, answer) in origins.into_iter().zip(answers) {
                             let res = match answer {
-                                Ok(PeerResponse::Forward(r)) => r,
+                                Ok(PeerResponse::Forward(r) | PeerResponse::ForwardGroup(r)) => r,
                                 Ok(other) => Err(ForwardError::Failed(format!(
                                     "unexpected reply {}",
                                     other.variant_name()
                                 ))),
                                 Err(e) => Err(ForwardError::Failed(e.to_string())),
                             };
-                            finish(&node2, origin, None, res);
+                            for origin in origins {
+                                finish(&node2, origin, None, res.clone());
+                            }
                         }
                     }
                     .boxed(),
@@ -219,9 +315,13 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
             }
             None => {
                 while let Some(p) = queue.pop_front() {
+                    let origin = match &p.what {
+                        Proposed::One(cmd) => cmd.origin(),
+                        Proposed::Group(_) => None,
+                    };
                     finish(
                         &node,
-                        p.cmd.origin(),
+                        origin,
                         p.reply,
                         Err(ForwardError::NotLeader { leader: None }),
                     );
