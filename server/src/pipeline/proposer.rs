@@ -58,7 +58,8 @@ impl Node {
 /// written and replicated, new writes queue up and go out together in the next entry: group
 /// commit, one fsync for many writes (openraft 0.9 writes and syncs one entry per proposal).
 const MAX_INFLIGHT_BATCHES: usize = 2;
-/// Upper bound on the client bytes of one batch entry.
+/// Upper bound on the client bytes of one batch entry (exceeded only by a single proposal
+/// larger than it: a command, or a forwarded group, which its follower bounds the same way).
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// Where a forwarded command's outcome goes (None for this node's own commands).
@@ -180,12 +181,14 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                     let mut waiters: Vec<Waiter> = Vec::new();
                     let mut bytes = 0;
                     while let Some(p) = queue.front() {
+                        let size = proposed_bytes(&p.what);
                         if !cmds.is_empty()
-                            && (cmds.len() + p.what.count() > MAX_BATCH || bytes >= MAX_BATCH_BYTES)
+                            && (cmds.len() + p.what.count() > MAX_BATCH
+                                || bytes + size > MAX_BATCH_BYTES)
                         {
                             break;
                         }
-                        bytes += proposed_bytes(&p.what);
+                        bytes += size;
                         let Some(p) = queue.pop_front() else {
                             break;
                         };
@@ -346,5 +349,111 @@ fn finish(
                 node.fail(origin, e.to_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A forwarded write of `len` body bytes (its [`command_bytes`] is `len + 64`).
+    fn write(request: u64, len: usize) -> Command {
+        Command::Write {
+            origin: Origin { node: 2, request },
+            session_id: 1,
+            time_ms: 0,
+            auth: Vec::new(),
+            opcode: 5,
+            body: Bytes::from(vec![0u8; len]),
+        }
+    }
+
+    /// Per request: its kind (`true` for a group) and its commands' request numbers, checked
+    /// against the origins recorded for it.
+    fn shape(requests: &[PeerRequest], origins: &[Vec<Option<Origin>>]) -> Vec<(bool, Vec<u64>)> {
+        assert_eq!(requests.len(), origins.len(), "origins for every request");
+        requests
+            .iter()
+            .zip(origins)
+            .map(|(req, origins)| {
+                let (group, cmds) = match req {
+                    PeerRequest::ForwardGroup(cmds) => (true, cmds.iter().collect::<Vec<_>>()),
+                    PeerRequest::Forward(cmd) => (false, vec![cmd]),
+                    other => panic!("not a forward: {other:?}"),
+                };
+                let numbers: Vec<u64> = cmds
+                    .iter()
+                    .map(|c| c.origin().expect("a write has an origin").request)
+                    .collect();
+                let recorded: Vec<u64> = origins
+                    .iter()
+                    .map(|o| o.expect("recorded origin").request)
+                    .collect();
+                assert_eq!(numbers, recorded, "origins in the order of the commands");
+                (group, numbers)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forward_groups_close_at_max_batch_commands() {
+        let mut groups = ForwardGroups::default();
+        let n = MAX_BATCH as u64 + 10;
+        for r in 0..n {
+            groups.add(write(r, 10), usize::MAX);
+        }
+        let (requests, origins) = groups.finish();
+        let shape = shape(&requests, &origins);
+        assert_eq!(shape.len(), 2);
+        assert_eq!(shape[0], (true, (0..MAX_BATCH as u64).collect()));
+        assert_eq!(shape[1], (true, (MAX_BATCH as u64..n).collect()));
+    }
+
+    #[test]
+    fn forward_groups_close_at_their_byte_bound_and_a_larger_write_goes_alone() {
+        let mut groups = ForwardGroups::default();
+        // 74 bytes each against a bound of 1,000: 13 to a group.
+        for r in 0..30 {
+            groups.add(write(r, 10), 1000);
+        }
+        groups.add(write(30, 2000), 1000);
+        groups.add(write(31, 10), 1000);
+        let (requests, origins) = groups.finish();
+        assert_eq!(
+            shape(&requests, &origins),
+            vec![
+                (true, (0..13).collect()),
+                (true, (13..26).collect()),
+                (true, (26..30).collect()),
+                (true, vec![30]),
+                (true, vec![31]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_write_forwarded_alone_closes_the_open_group_first() {
+        let mut groups = ForwardGroups::default();
+        groups.add(write(0, 10), usize::MAX);
+        groups.add(write(1, 10), usize::MAX);
+        groups.add_alone(write(2, 10));
+        groups.add_alone(write(3, 10));
+        groups.add(write(4, 10), usize::MAX);
+        let (requests, origins) = groups.finish();
+        assert_eq!(
+            shape(&requests, &origins),
+            vec![
+                (true, vec![0, 1]),
+                (false, vec![2]),
+                (false, vec![3]),
+                (true, vec![4]),
+            ]
+        );
+        let (requests, origins) = ForwardGroups::default().finish();
+        assert!(
+            requests.is_empty() && origins.is_empty(),
+            "nothing queued, nothing sent"
+        );
     }
 }
