@@ -63,6 +63,19 @@ fn cluster_version(c: &SynodEnsemble, idx: usize) -> Option<u64> {
     c.status_json(idx)?.get("cluster_version")?.as_u64()
 }
 
+/// Waits (30 s at most) until every node reports cluster version `version`.
+fn wait_cluster_version(c: &SynodEnsemble, version: u64) {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("cluster version {version} on every node"),
+        || {
+            (0..3)
+                .all(|i| cluster_version(c, i) == Some(version))
+                .then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     let old = previous_release();
@@ -74,15 +87,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     }
     let first_leader = c.wait_leader_among(&[0, 1, 2], START);
     // A new cluster of the previous release raises its version to that release's.
-    wait_for(
-        Duration::from_secs(30),
-        "the previous release's cluster version on every node",
-        || {
-            (0..3)
-                .all(|i| cluster_version(&c, i) == Some(PREVIOUS_VERSION))
-                .then_some(())
-        },
-    );
+    wait_cluster_version(&c, PREVIOUS_VERSION);
     let (status, v) = c.admin_json(
         first_leader,
         "POST",
@@ -246,15 +251,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     );
 
     let t = Instant::now();
-    wait_for(
-        Duration::from_secs(30),
-        "this release's cluster version on every node",
-        || {
-            (0..3)
-                .all(|i| cluster_version(&c, i) == Some(THIS_VERSION))
-                .then_some(())
-        },
-    );
+    wait_cluster_version(&c, THIS_VERSION);
     row("cluster version raised", &releases, t.elapsed(), &mut rows);
     std::thread::sleep(Duration::from_secs(2));
     load.stop();
