@@ -295,6 +295,15 @@ impl Default for DataTree {
     }
 }
 
+/// Whether `auth` may set `n`'s data at `version`: `NoAuth` before `BadVersion`, as ZooKeeper
+/// checks them.
+fn may_set_data(n: &Node, version: i32, auth: &[Id]) -> OpResult<()> {
+    if !acl::check(&n.acl, perms::WRITE, auth) {
+        return Err(ErrorCode::NoAuth);
+    }
+    version_matches(version, n.version)
+}
+
 fn version_matches(expected: i32, actual: i32) -> OpResult<()> {
     if expected == -1 || expected == actual {
         Ok(())
@@ -895,27 +904,34 @@ impl DataTree {
         events: &mut Vec<Event>,
     ) -> OpResult<Stat> {
         validate_path(&r.path, false).map_err(|_| ErrorCode::BadArguments)?;
-        let n = self.nodes.get(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
-        if !acl::check(&n.acl, perms::WRITE, txn.caller.auth) {
-            return Err(ErrorCode::NoAuth);
-        }
-        version_matches(r.version, n.version)?;
-        let old_len = n.data.len() as u64;
-        let owner = n.owner.clone();
+        let path = r.path.as_str();
+        let auth = txn.caller.auth;
+        let quota = self.quota_of(path);
         let (data, null_data) = self.stored_data(r.data.clone());
-        self.may_change_quota(&r.path, txn.caller.auth)?;
-        let quota = self.quota_of(&r.path);
-        let diff = data.len() as i64 - old_len as i64;
-        if let Some(q) = &quota {
-            self.check_quota(q, 0, diff, txn.caller.auth)?;
+        let new_len = data.len() as u64;
+        // Under a quota, or on a quota's own nodes, the checks read other nodes, so they run on
+        // a lookup of their own before the write's; otherwise the write's lookup serves both.
+        let apart = quota.is_some() || quota::quota_node(path).is_some();
+        if apart {
+            self.check_set_data(path, r.version, auth, quota.as_deref(), new_len)?;
         }
-        if let Some(o) = owner {
-            if !self.tenants.recharge_bytes(&o, old_len, data.len() as u64) {
-                return Err(ErrorCode::QuotaExceeded);
+        let DataTree {
+            nodes,
+            tenants,
+            data_bytes,
+            ..
+        } = self;
+        let slot = nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
+        let old_len = slot.data.len() as u64;
+        if !apart {
+            may_set_data(slot, r.version, auth)?;
+            if let Some(o) = &slot.owner {
+                if !tenants.recharge_bytes(o, old_len, new_len) {
+                    return Err(ErrorCode::QuotaExceeded);
+                }
             }
         }
-        let new_len = data.len() as u64;
-        let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
+        let n = Arc::make_mut(slot);
         n.version += 1;
         n.mzxid = txn.zxid;
         n.mtime = txn.time;
@@ -923,12 +939,40 @@ impl DataTree {
         n.null_data = null_data;
         let stat = n.stat();
         let acl = n.acl.clone();
-        self.data_bytes = self.data_bytes - old_len + new_len;
+        *data_bytes = *data_bytes - old_len + new_len;
         if let Some(q) = &quota {
-            self.count_in_quota(q, 0, diff);
+            self.count_in_quota(q, 0, new_len as i64 - old_len as i64);
         }
-        events.push(Event::new(EventType::NodeDataChanged, r.path.as_str(), acl));
+        events.push(Event::new(EventType::NodeDataChanged, path, acl));
         Ok(stat)
+    }
+
+    /// set_data's checks for a node under a quota or of a quota, in ZooKeeper's order: the
+    /// node exists, the caller may write it, the version matches, the caller may change the
+    /// quota, the quota's hard limits hold, and the owning tenant's byte quota; the last
+    /// charges the tenant with the new size.
+    fn check_set_data(
+        &mut self,
+        path: &str,
+        version: i32,
+        auth: &[Id],
+        quota: Option<&str>,
+        new_len: u64,
+    ) -> OpResult<()> {
+        let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
+        may_set_data(n, version, auth)?;
+        let old_len = n.data.len() as u64;
+        let owner = n.owner.clone();
+        self.may_change_quota(path, auth)?;
+        if let Some(q) = quota {
+            self.check_quota(q, 0, new_len as i64 - old_len as i64, auth)?;
+        }
+        if let Some(o) = owner {
+            if !self.tenants.recharge_bytes(&o, old_len, new_len) {
+                return Err(ErrorCode::QuotaExceeded);
+            }
+        }
+        Ok(())
     }
 
     fn set_acl(&mut self, txn: Txn<'_>, r: &SetAclRequest) -> OpResult<Stat> {
