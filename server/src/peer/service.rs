@@ -40,13 +40,7 @@ impl PeerService for Node {
             PeerRequest::AppendEntries(r) => r.vote.leader_id().voted_for(),
             PeerRequest::Vote(r) => r.vote.leader_id().voted_for(),
             PeerRequest::InstallSnapshot(r) => r.vote.leader_id().voted_for(),
-            PeerRequest::Forward(Command::Batch(_)) => {
-                return Err(Refusal::BadForward {
-                    from,
-                    what: "a batch (only a leader builds them)",
-                })
-            }
-            PeerRequest::Forward(cmd) => cmd.origin().map(|o| o.node),
+            PeerRequest::Forward(cmd) => forwarded_as(from, cmd)?,
             PeerRequest::ForwardGroup(cmds) => {
                 if cmds.is_empty() || cmds.len() > MAX_BATCH {
                     return Err(Refusal::BadForward {
@@ -54,23 +48,13 @@ impl PeerService for Node {
                         what: "a group of no commands or of more than MAX_BATCH",
                     });
                 }
-                // Every write of the group must be the sender's own.
+                // Every write of the group must be the sender's own: the first that is not
+                // is the claim refused below.
                 let mut claimed = None;
                 for cmd in cmds {
-                    match cmd {
-                        Command::Batch(_) => {
-                            return Err(Refusal::BadForward {
-                                from,
-                                what: "a batch (only a leader builds them)",
-                            })
-                        }
-                        cmd => match cmd.origin() {
-                            Some(o) if o.node != from => {
-                                claimed = Some(o.node);
-                                break;
-                            }
-                            _ => {}
-                        },
+                    if let Some(other) = forwarded_as(from, cmd)?.filter(|n| *n != from) {
+                        claimed = Some(other);
+                        break;
                     }
                 }
                 claimed
@@ -167,6 +151,18 @@ impl PeerService for Node {
                 futures_util::future::ready(PeerResponse::Describe(description)).boxed()
             }
         }
+    }
+}
+
+/// The node a forwarded command says it comes from (`None`: it names none); a batch is
+/// refused, since only a leader builds them.
+fn forwarded_as(from: NodeId, cmd: &Command) -> Result<Option<NodeId>, Refusal> {
+    match cmd {
+        Command::Batch(_) => Err(Refusal::BadForward {
+            from,
+            what: "a batch (only a leader builds them)",
+        }),
+        cmd => Ok(cmd.origin().map(|o| o.node)),
     }
 }
 
