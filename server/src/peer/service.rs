@@ -3,9 +3,8 @@
 //! this one has none yet), and only as itself — a Raft message's vote names its sender, a
 //! forwarded command's origin is its sender's (every command's, in a forwarded group). Then
 //! Raft's messages go to Raft; a forwarded write or group goes to the proposer; a read-index
-//! request is answered if this
-//! node leads; touches feed the session tracker; a history-floor request says how far back
-//! this node's watch-event history reaches.
+//! request is answered if this node leads; touches feed the session tracker; a history-floor
+//! request says how far back this node's watch-event history reaches.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -168,16 +167,17 @@ fn forwarded_as(from: NodeId, cmd: &Command) -> Result<Option<NodeId>, Refusal> 
 
 impl Node {
     /// Hands a follower's forwarded write (or group) to the proposer, in arrival order; the
-    /// future is its outcome.
+    /// future is its outcome. If the proposer is gone, the proposal (and with it the answer's
+    /// sender) is dropped, and the outcome says the node is shutting down.
     fn forwarded(
         &self,
         proposal: impl FnOnce(oneshot::Sender<Result<(), ForwardError>>) -> Proposal,
-    ) -> BoxFuture<'static, Result<(), ForwardError>> {
+    ) -> impl std::future::Future<Output = Result<(), ForwardError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let gone = || Err(ForwardError::Failed("node shutting down".into()));
-        if self.proposals.send(proposal(tx)).is_err() {
-            return futures_util::future::ready(gone()).boxed();
+        let _ = self.proposals.send(proposal(tx));
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ForwardError::Failed("node shutting down".into())))
         }
-        async move { rx.await.unwrap_or_else(|_| gone()) }.boxed()
     }
 }
