@@ -4,9 +4,11 @@
 //! an operator's certificate, refused for anyone else's. The node is killed by its pid and its
 //! directory removed when the test ends, also when it fails.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long the node may take to serve.
@@ -24,10 +26,25 @@ fn synod_bin() -> PathBuf {
         .unwrap_or_else(|| synodctl_bin().with_file_name("synod"))
 }
 
-/// A loopback address nothing listens on right now.
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    l.local_addr().expect("local addr")
+/// Three distinct loopback addresses nothing listens on right now, none handed out before by
+/// this process (the kernel may offer a released port again, and the tests run in parallel).
+/// This crate cannot use the testkit's `free_ports` (the testkit depends on the client).
+fn free_addrs() -> (SocketAddr, SocketAddr, SocketAddr) {
+    static HANDED_OUT: Mutex<BTreeSet<SocketAddr>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    // Held until the end, so the kernel cannot offer the same port twice here.
+    let mut probes = Vec::new();
+    let mut addrs = Vec::new();
+    while addrs.len() < 3 {
+        assert!(probes.len() < 1024, "no free loopback ports");
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = probe.local_addr().expect("local addr");
+        if handed_out.insert(addr) {
+            addrs.push(addr);
+        }
+        probes.push(probe);
+    }
+    (addrs[0], addrs[1], addrs[2])
 }
 
 /// A started `synod` process, killed (by pid) and reaped when dropped.
@@ -81,7 +98,7 @@ impl Node {
                 &["create-client", "--name", name, "--institution", "lab-1"],
             );
         }
-        let (client, admin, peer) = (free_addr(), free_addr(), free_addr());
+        let (client, admin, peer) = free_addrs();
         let log = std::fs::File::create(dir.path().join("synod.log")).expect("log file");
         let child = Command::new(synod_bin())
             .args(["--id", "1", "--members", &format!("1={peer}")])
@@ -308,7 +325,7 @@ fn synodctl_speaks_tls_with_identities_acls_and_an_operator_certificate() {
 #[test]
 fn an_insecure_cluster_is_reached_with_synod_insecure_set_as_cluster_sh_env_sets_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (client, admin, peer) = (free_addr(), free_addr(), free_addr());
+    let (client, admin, peer) = free_addrs();
     let log = std::fs::File::create(dir.path().join("synod.log")).expect("log file");
     let child = Command::new(synod_bin())
         .args(["--id", "1", "--members", &format!("1={peer}"), "--insecure"])

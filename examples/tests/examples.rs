@@ -204,10 +204,7 @@ fn work_queue(ens: &SynodEnsemble) {
 #[test]
 fn examples_refuse_an_unreachable_cluster() {
     // Nothing listens on a just-freed port: the example must fail (non-zero), not hang.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = synod_testkit::free_ports(1).expect("a free port")[0];
     let started = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_work_queue"))
         .env("SYNOD_SERVERS", format!("127.0.0.1:{port}"))

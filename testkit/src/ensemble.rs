@@ -20,6 +20,7 @@
 //!
 //! Linux only.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -1692,15 +1693,38 @@ fn poll_until<T, E>(
     }
 }
 
-/// `count` distinct free loopback ports: all are bound at once (so none repeats), then released.
+/// Ports [`free_ports`] has handed out in this process. The kernel may offer a port again as
+/// soon as its probe listener is released, so without this record a test that takes one port
+/// for itself and then starts an ensemble could be given the same port twice (a node then
+/// refuses to start: "--client-addr and --secure-client-addr are both ...").
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// How many probe binds [`free_ports`] tries beyond `count` before it gives up.
+const PORT_PROBES: usize = 4096;
+
+/// `count` distinct free loopback ports, none handed out before by this process: all are bound
+/// at once (so none repeats within the call), then released.
 pub fn free_ports(count: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    // Held until the end, so the kernel cannot offer the same port twice in this call.
+    let mut probes = Vec::new();
+    let mut ports = Vec::with_capacity(count);
+    while ports.len() < count {
+        if probes.len() >= count + PORT_PROBES {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no {count} loopback ports free that this process has not used"),
+            ));
+        }
+        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = probe.local_addr()?.port();
+        if !handed_out.contains(&port) {
+            ports.push(port);
+        }
+        probes.push(probe);
+    }
+    handed_out.extend(ports.iter().copied());
+    Ok(ports)
 }
 
 /// `127.0.0.1:port`.
