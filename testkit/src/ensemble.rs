@@ -1693,37 +1693,97 @@ fn poll_until<T, E>(
     }
 }
 
-/// Ports [`free_ports`] has handed out in this process. The kernel may offer a port again as
-/// soon as its probe listener is released, so without this record a test that takes one port
-/// for itself and then starts an ensemble could be given the same port twice (a node then
-/// refuses to start: "--client-addr and --secure-client-addr are both ...").
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+/// What [`free_ports`] remembers between calls in this process.
+struct PortPicker {
+    /// Ports handed out already. The kernel may offer a port again as soon as its probe
+    /// listener is released, so without this record a test that takes one port for itself and
+    /// then starts an ensemble could be given the same port twice (a node then refuses to
+    /// start: "--client-addr and --secure-client-addr are both ...").
+    handed_out: BTreeSet<u16>,
+    /// State of the generator that draws candidate ports (splitmix64); 0 until first seeded.
+    state: u64,
+}
+
+static PORT_PICKER: Mutex<PortPicker> = Mutex::new(PortPicker {
+    handed_out: BTreeSet::new(),
+    state: 0,
+});
 
 /// How many probe binds [`free_ports`] tries beyond `count` before it gives up.
 const PORT_PROBES: usize = 4096;
 
+/// The lowest port [`free_ports`] draws from; it draws below the kernel's ephemeral range.
+const LOWEST_PORT: u16 = 16384;
+
+impl PortPicker {
+    /// The next candidate port, drawn from `range` (see [`free_ports`]).
+    fn draw(&mut self, range: std::ops::Range<u16>) -> u16 {
+        if self.state == 0 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            self.state = nanos ^ (u64::from(std::process::id()) << 32) | 1;
+        }
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let span = u64::from(range.end - range.start);
+        range.start + (z % span) as u16
+    }
+}
+
+/// The ports below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), from
+/// [`LOWEST_PORT`]; `None` if that range starts too low to leave room.
+fn below_ephemeral_range() -> Option<std::ops::Range<u16>> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (low >= LOWEST_PORT + 1024).then_some(LOWEST_PORT..low)
+}
+
 /// `count` distinct free loopback ports, none handed out before by this process: all are bound
-/// at once (so none repeats within the call), then released.
+/// at once (so none repeats within the call), then released for the caller to bind.
+///
+/// They are drawn at random below the kernel's ephemeral range where it leaves room, so no
+/// outgoing connection can take one as its source port between this call and the caller's bind
+/// (the kernel's own `bind(0)` choice lies inside that range); otherwise the kernel picks them.
 pub fn free_ports(count: usize) -> io::Result<Vec<u16>> {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    // Held until the end, so the kernel cannot offer the same port twice in this call.
+    let mut picker = PORT_PICKER.lock().unwrap_or_else(PoisonError::into_inner);
+    let range = below_ephemeral_range();
+    // Held until the end, so no port is offered twice in this call.
     let mut probes = Vec::new();
     let mut ports = Vec::with_capacity(count);
-    while ports.len() < count {
-        if probes.len() >= count + PORT_PROBES {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                format!("no {count} loopback ports free that this process has not used"),
-            ));
+    for _ in 0..count + PORT_PROBES {
+        if ports.len() == count {
+            break;
         }
-        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let candidate = match &range {
+            Some(range) => picker.draw(range.clone()),
+            None => 0,
+        };
+        if candidate != 0 && picker.handed_out.contains(&candidate) {
+            continue;
+        }
+        let probe = match TcpListener::bind((Ipv4Addr::LOCALHOST, candidate)) {
+            Ok(probe) => probe,
+            // Taken by someone else: draw again.
+            Err(e) if candidate != 0 && e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        };
         let port = probe.local_addr()?.port();
-        if !handed_out.contains(&port) {
+        if !picker.handed_out.contains(&port) {
             ports.push(port);
         }
         probes.push(probe);
     }
-    handed_out.extend(ports.iter().copied());
+    if ports.len() < count {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("no {count} loopback ports free that this process has not used"),
+        ));
+    }
+    picker.handed_out.extend(ports.iter().copied());
     Ok(ports)
 }
 
@@ -1870,4 +1930,27 @@ fn invalid_input(msg: String) -> io::Error {
 /// A `TimedOut` error with `msg`.
 fn timed_out(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_never_repeat_in_a_process_and_avoid_the_ephemeral_range() {
+        let first = free_ports(200).expect("ports");
+        let second = free_ports(200).expect("ports");
+        let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
+        assert_eq!(all.len(), 400, "a port was handed out twice");
+        for port in &all {
+            // Each is free: the caller can bind it.
+            TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).expect("a handed-out port binds");
+        }
+        if let Some(range) = below_ephemeral_range() {
+            assert!(
+                all.iter().all(|p| range.contains(p)),
+                "{all:?} not in {range:?}"
+            );
+        }
+    }
 }
