@@ -18,7 +18,21 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 static malloc_conf: &[u8; 23] = b"background_thread:true\0";
+use synod_server::admin::metrics::AllocatorStats;
 use synod_server::config::{Args, Config};
+
+/// jemalloc's counters, refreshed (its `epoch`) at each read; `None` if it cannot tell.
+fn allocator_stats() -> Option<AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(AllocatorStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        active: stats::active::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+        retained: stats::retained::read().ok()? as u64,
+        metadata: stats::metadata::read().ok()? as u64,
+    })
+}
 
 fn main() -> std::process::ExitCode {
     match std::env::args().nth(1).as_deref() {
@@ -76,6 +90,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    synod_server::admin::metrics::set_allocator_stats(allocator_stats);
     let result = rt.block_on(synod_server::server::run(cfg, shutdown_signal()));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -141,6 +141,20 @@ fn metrics_are_prometheus_text_and_move() {
         assert!(value(&after, "synod_sessions", &[]).expect("sessions") >= 1.0);
         assert!(value(&after, "synod_connections", &[]).expect("connections") >= 1.0);
         assert!(value(&after, "synod_outstanding_requests", &[]).is_some());
+        // What the node's memory holds: the process's resident set, and the allocator's live
+        // heap within it (jemalloc's counters), each a plausible size.
+        let rss = value(&after, "process_resident_memory_bytes", &[]).expect("process RSS");
+        let heap = |kind| value(&after, "synod_allocator_bytes", &[("kind", kind)]);
+        let allocated = heap("allocated").expect("allocated bytes");
+        let resident = heap("resident").expect("allocator's resident bytes");
+        assert!(rss > 1e6, "RSS {rss}");
+        assert!(
+            0.0 < allocated && allocated <= resident && resident <= rss,
+            "allocated {allocated} <= resident {resident} <= RSS {rss}"
+        );
+        // Whole seconds (a counter of integers): present, not necessarily past 0 yet.
+        assert!(value(&after, "process_cpu_seconds_total", &[]).is_some());
+        assert!(value(&after, "process_threads", &[]).expect("threads") >= 2.0);
         assert!(value(&after, "synod_watches", &[]).is_some());
         assert!(
             value(&after, "synod_raft_leader_changes_total", &[]).expect("leader changes") >= 1.0

@@ -1,7 +1,8 @@
 //! Prometheus metrics: owns the process's `metrics` recorder (metrics-exporter-prometheus, without
 //! its own HTTP listener), the cheap hot-path hooks the request pipeline calls (per-operation
 //! counts and latency, errors per ZooKeeper code, requests in flight), the gauges sampled from the
-//! node at scrape time, and the `/metrics` route that renders it all in the text format.
+//! node at scrape time (with the standard `process_*` series and what the allocator holds), and
+//! the `/metrics` route that renders it all in the text format.
 //!
 //! Recorded elsewhere through the `metrics` facade: Raft log append and fsync latency
 //! (`raft-store` log store), apply time and snapshot build time and size (`raft-store` state
@@ -105,6 +106,36 @@ struct Installed {
     ops: HashMap<i32, (Counter, Histogram)>,
     /// One histogram per [`Stage`], indexed by [`Stage::index`].
     stages: Vec<Histogram>,
+    /// The standard `process_*` series (resident memory, CPU seconds, open fds, threads), read
+    /// from `/proc` at each scrape.
+    process: metrics_process::Collector,
+}
+
+/// What the process's allocator holds, in bytes, as its own counters tell (jemalloc's
+/// `stats.*`). A program that embeds the node with another allocator reports none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes the program has allocated and not freed: the live heap.
+    pub allocated: u64,
+    /// Bytes in the pages that hold those allocations (`allocated` plus the unused rest of
+    /// those pages).
+    pub active: u64,
+    /// Bytes of the allocator's memory that are resident: the heap's share of the process's
+    /// RSS, freed pages not yet given back included.
+    pub resident: u64,
+    /// Bytes the allocator keeps mapped but has given back to the OS (not resident).
+    pub retained: u64,
+    /// Bytes of the allocator's own bookkeeping.
+    pub metadata: u64,
+}
+
+/// Reads [`AllocatorStats`]; set once by the binary that chose the allocator.
+static ALLOCATOR_STATS: OnceLock<fn() -> Option<AllocatorStats>> = OnceLock::new();
+
+/// Makes `/metrics` report the allocator's counters as `synod_allocator_bytes{kind}`, read
+/// by `read` at each scrape (`None`: nothing to report this time). Later calls do nothing.
+pub fn set_allocator_stats(read: fn() -> Option<AllocatorStats>) {
+    let _ = ALLOCATOR_STATS.set(read);
 }
 
 static INSTALLED: OnceLock<Option<Installed>> = OnceLock::new();
@@ -135,6 +166,8 @@ pub fn install() {
         };
         describe();
         build_info();
+        let process = metrics_process::Collector::default();
+        process.describe();
         let ops = OpCode::ALL
             .iter()
             .map(|&op| {
@@ -156,6 +189,7 @@ pub fn install() {
             handle,
             ops,
             stages,
+            process,
         })
     });
 }
@@ -269,6 +303,11 @@ fn describe() {
         "bytes of znode data in the tree"
     );
     describe_gauge!("synod_connections", "client connections on this node");
+    describe_gauge!(
+        "synod_allocator_bytes",
+        Unit::Bytes,
+        "what the allocator holds: kind=allocated (live heap), active, resident, retained, metadata"
+    );
 }
 
 /// A request read from a client and not yet answered; counted in `synod_outstanding_requests`
@@ -360,6 +399,21 @@ async fn sample(node: &Node) {
         "synod_outstanding_requests",
         IN_FLIGHT.load(Ordering::Relaxed).max(0) as f64,
     );
+    if let Some(Some(m)) = INSTALLED.get() {
+        m.process.collect();
+    }
+    if let Some(stats) = ALLOCATOR_STATS.get().and_then(|read| read()) {
+        let kinds = [
+            ("allocated", stats.allocated),
+            ("active", stats.active),
+            ("resident", stats.resident),
+            ("retained", stats.retained),
+            ("metadata", stats.metadata),
+        ];
+        for (kind, bytes) in kinds {
+            metrics::gauge!("synod_allocator_bytes", "kind" => kind).set(bytes as f64);
+        }
+    }
     for t in crate::admin::tenants::views(node) {
         let usage = [
             ("znodes", t.usage.znodes, t.quota.znodes),
