@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # prune-target.sh — removes from $CARGO_TARGET_DIR (debug profile) the workspace's build
-# artifacts that belong to other checkouts, keeping this checkout's and every dependency's.
+# artifacts that the current checkout does not use, keeping its own and every dependency's.
 #
-# Why: cargo names a path package's artifacts by its path, so every fresh clone that shares one
-# target directory (CI clones `main` anew each time, into a new temporary directory) adds its own
-# copy of the whole workspace's test binaries, libraries and incremental caches, which no later
-# clone can use. About twenty such clones had filled 53 GB of this machine's disk (19 GB of it
-# incremental caches); the dependencies, RocksDB first, are shared and stay. scripts/test.sh runs
-# this when it ends.
+# Why: cargo gives a crate's artifacts a new name (hash) whenever the crate, its dependencies,
+# its features or the workspace's version change, and never removes the old ones; the scripts
+# share one target directory across every clone and commit (CI builds each commit of `main`
+# anew), so the workspace's old test binaries, libraries and incremental caches pile up. They
+# had filled 53 GB of this machine's disk (19 GB of it incremental caches); the dependencies,
+# RocksDB first, stay. scripts/test.sh runs this when it ends.
 #
 # Usage: scripts/prune-target.sh STAMP_FILE
 #   What is kept of the workspace's crates: in debug/deps, exactly the files cargo names as this

@@ -54,8 +54,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 
-# When the run ends, the workspace's artifacts of other checkouts go from the shared target
-# directory (every fresh clone adds its own copy: scripts/prune-target.sh); the run's status stays.
+# When the run ends, the workspace's artifacts that this checkout does not use (of earlier
+# commits: cargo never removes them) go from the shared target directory
+# (scripts/prune-target.sh); the run's exit status stays.
 prune_stamp=$(mktemp)
 trap 'rc=$?; scripts/prune-target.sh "$prune_stamp" || true; rm -f "$prune_stamp"; exit $rc' EXIT
 
