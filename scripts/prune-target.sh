@@ -2,8 +2,8 @@
 # prune-target.sh — removes from $CARGO_TARGET_DIR (debug profile) the workspace's build
 # artifacts that the current checkout does not use, keeping its own and every dependency's.
 #
-# Why: cargo gives a crate's artifacts a new name (hash) whenever the crate, its dependencies,
-# its features or the workspace's version change, and never removes the old ones; the scripts
+# Why: cargo gives a crate's artifacts a new name (hash) whenever its dependencies, its features,
+# the workspace's version or the compiler change, and never removes the old ones; the scripts
 # share one target directory across every clone and commit (CI builds each commit of `main`
 # anew), so the workspace's old test binaries, libraries and incremental caches pile up. They
 # had filled 53 GB of this machine's disk (19 GB of it incremental caches); the dependencies,
