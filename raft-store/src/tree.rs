@@ -362,6 +362,14 @@ impl DataTree {
         self.nodes.get_mut(path).map(Arc::make_mut)
     }
 
+    /// [`DataTree::node_mut`], with the tree's key of the node: an event about the node names
+    /// it by that key and so shares its allocation (the watch event history keeps 65,536).
+    fn keyed_node_mut(&mut self, path: &str) -> Option<(Name, &mut Node)> {
+        self.nodes
+            .get_key_value_mut(path)
+            .map(|(name, node)| (name.clone(), Arc::make_mut(node)))
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
@@ -783,13 +791,12 @@ impl DataTree {
         let stat = node.stat();
         let node_acl = node.acl.clone();
         self.data_bytes += node.data.len() as u64;
-        let parent_name: Name = parent_path.into();
-        let mut parent_acl = None;
-        if let Some(p) = self.node_mut(parent_path) {
+        let mut parent_changed = None;
+        if let Some((parent_name, p)) = self.keyed_node_mut(parent_path) {
             p.num_children += 1;
             p.cversion += 1;
             p.pzxid = txn.zxid;
-            parent_acl = Some(p.acl.clone());
+            parent_changed = Some((parent_name, p.acl.clone()));
         }
         match kind {
             NodeKind::Ephemeral(owner) => {
@@ -815,7 +822,7 @@ impl DataTree {
             None => {}
         }
         events.push(Event::new(EventType::NodeCreated, path.clone(), node_acl));
-        if let Some(acl) = parent_acl {
+        if let Some((parent_name, acl)) = parent_changed {
             events.push(Event::new(EventType::NodeChildrenChanged, parent_name, acl));
         }
         Ok((path.to_string(), stat))
@@ -872,13 +879,13 @@ impl DataTree {
             self.count_in_quota(&q, -1, -(node.data.len() as i64));
         }
         let parent_path = parent(path);
-        let mut parent_acl = None;
-        if let Some(p) = self.node_mut(parent_path) {
+        let mut parent_changed = None;
+        if let Some((parent_name, p)) = self.keyed_node_mut(parent_path) {
             debug_assert!(p.num_children > 0, "{parent_path} lists no child to remove");
             p.num_children = p.num_children.saturating_sub(1);
             p.cversion += 1;
             p.pzxid = zxid;
-            parent_acl = Some(p.acl.clone());
+            parent_changed = Some((parent_name, p.acl.clone()));
         }
         match node.kind {
             NodeKind::Ephemeral(owner) => {
@@ -892,8 +899,8 @@ impl DataTree {
             NodeKind::Persistent => {}
         }
         events.push(Event::new(EventType::NodeDeleted, name, node.acl.clone()));
-        if let Some(acl) = parent_acl {
-            events.push(Event::new(EventType::NodeChildrenChanged, parent_path, acl));
+        if let Some((parent_name, acl)) = parent_changed {
+            events.push(Event::new(EventType::NodeChildrenChanged, parent_name, acl));
         }
     }
 
@@ -921,7 +928,10 @@ impl DataTree {
             data_bytes,
             ..
         } = self;
-        let slot = nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
+        // The key comes with the node: the event names the node by it, sharing the tree's
+        // allocation (a watch event history of 65,536 changes holds one name per change).
+        let (name, slot) = nodes.get_key_value_mut(path).ok_or(ErrorCode::NoNode)?;
+        let name = name.clone();
         let old_len = slot.data.len() as u64;
         if !apart {
             may_set_data(slot, r.version, auth)?;
@@ -943,7 +953,7 @@ impl DataTree {
         if let Some(q) = &quota {
             self.count_in_quota(q, 0, new_len as i64 - old_len as i64);
         }
-        events.push(Event::new(EventType::NodeDataChanged, path, acl));
+        events.push(Event::new(EventType::NodeDataChanged, name, acl));
         Ok(stat)
     }
 
@@ -2233,6 +2243,41 @@ mod tests {
                 .err,
             ErrorCode::SessionExpired
         );
+    }
+
+    /// The events of a change name their nodes by the tree's own keys, not by copies: the watch
+    /// event history keeps 65,536 events, and a copied name per event was half its memory.
+    #[test]
+    fn events_share_the_names_of_the_tree() {
+        let mut t = tree();
+        let key = |t: &DataTree, p: &str| -> Name {
+            t.nodes.get_key_value(p).expect("node exists").0.clone()
+        };
+        let shares = |ev: &Event, name: &Name| Arc::ptr_eq(&ev.path, name);
+        let a = t.apply(txn(1, &[]), &create("/a", CreateMode::Persistent));
+        assert!(shares(&a.events[0], &key(&t, "/a")), "created");
+        assert!(shares(&a.events[1], &key(&t, "/")), "the parent");
+        let b = t.apply(txn(2, &[]), &create("/a/b", CreateMode::Persistent));
+        assert!(shares(&b.events[1], &key(&t, "/a")), "the parent");
+        let set = Request::SetData(SetDataRequest {
+            path: "/a/b".into(),
+            data: Some(Bytes::from_static(b"x")),
+            version: -1,
+        });
+        let s = t.apply(txn(3, &[]), &set);
+        assert_eq!(s.err, ErrorCode::Ok);
+        assert!(shares(&s.events[0], &key(&t, "/a/b")), "changed");
+        let b_name = key(&t, "/a/b");
+        let d = t.apply(
+            txn(4, &[]),
+            &Request::Delete(DeleteRequest {
+                path: "/a/b".into(),
+                version: -1,
+            }),
+        );
+        assert_eq!(d.err, ErrorCode::Ok);
+        assert!(shares(&d.events[0], &b_name), "deleted");
+        assert!(shares(&d.events[1], &key(&t, "/a")), "the parent");
     }
 
     #[test]
