@@ -5,6 +5,8 @@
 //! configuration (and `--print-config` prints the effective one) without starting.
 
 use clap::Parser;
+use synod_server::admin::metrics::AllocatorStats;
+use synod_server::config::{Args, Config};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -18,8 +20,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 static malloc_conf: &[u8; 23] = b"background_thread:true\0";
-use synod_server::admin::metrics::AllocatorStats;
-use synod_server::config::{Args, Config};
 
 /// jemalloc's counters, refreshed (its `epoch`) at each read; `None` if it cannot tell.
 fn allocator_stats() -> Option<AllocatorStats> {
