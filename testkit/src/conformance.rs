@@ -1208,12 +1208,14 @@ async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult 
         .filter(|x| **x != addr)
         .map(|x| x.to_string())
         .collect();
-    let b = ctx
-        .client_at(&others.join(","), ConnectOptions::default())
-        .await?;
+    let survivors = others.join(",");
+    let mut b = ctx.client_at(&survivors, ConnectOptions::default()).await?;
     // B may have connected before the survivors elected a leader (ZooKeeper with local
     // sessions admits it at once) and lose that connection to the election: retried then
-    // (the write is idempotent).
+    // (the write is idempotent). A local session lives on its server alone, so the election can
+    // also end it: B opens a new one then. (B is only the helper here; a session that must
+    // outlive its server is A's, checked below, and local sessions are an oracle's option,
+    // never synod's: it opens every session through Raft.)
     let mut tries = 0;
     loop {
         match b.set_data(&p, b"changed while disconnected", None).await {
@@ -1221,6 +1223,10 @@ async fn reconnect_after_the_connected_server_is_killed(ctx: Ctx) -> CaseResult 
             Err(Error::ConnectionLoss) if tries < 40 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(Error::SessionExpired) if ctx.ens.local_sessions() && tries < 40 => {
+                tries += 1;
+                b = ctx.client_at(&survivors, ConnectOptions::default()).await?;
             }
             Err(e) => return Err(format!("set_data through the survivors: {e:?}")),
         }

@@ -170,6 +170,14 @@ pub trait Ensemble: Send + Sync {
     /// skip themselves when this is false.
     fn can_kill(&self) -> bool;
 
+    /// Whether a session may live on its server alone (ZooKeeper's `localSessionsEnabled`), so
+    /// that an election its server takes part in can end it (`SessionExpired` on the next
+    /// request). `false` for synod, which opens every session through Raft, and for servers
+    /// out of reach (nothing known: a test must not excuse a lost session there).
+    fn local_sessions(&self) -> bool {
+        false
+    }
+
     /// SIGKILLs node `idx` and waits for the process to exit. A node that is already down is left
     /// alone (`Ok`).
     fn kill(&self, idx: usize) -> io::Result<()>;
@@ -321,6 +329,11 @@ pub trait Kind: Send + Sync + 'static {
     /// they serve clients over TLS.
     fn client_tls(&self, _root: &Path) -> Option<synod_client::tls::TlsOptions> {
         None
+    }
+
+    /// Whether the nodes keep sessions on one server alone ([`Ensemble::local_sessions`]).
+    fn local_sessions(&self) -> bool {
+        false
     }
 }
 
@@ -476,6 +489,10 @@ impl Kind for ZooKeeper {
             Some("follower") => Probe::Follower(None),
             Some(other) => Probe::NotServing(other.to_string()),
         }
+    }
+
+    fn local_sessions(&self) -> bool {
+        self.read_only_mode
     }
 }
 
@@ -1593,6 +1610,10 @@ impl<K: Kind> Ensemble for Local<K> {
 
     fn can_kill(&self) -> bool {
         true
+    }
+
+    fn local_sessions(&self) -> bool {
+        self.kind.local_sessions()
     }
 
     fn leader(&self) -> Option<usize> {
