@@ -34,7 +34,36 @@ fn allocator_stats() -> Option<AllocatorStats> {
     })
 }
 
+/// The x86-64 features this build's RocksDB is compiled for (`.cargo/config.toml`: its CRC32C)
+/// that this CPU lacks.
+#[cfg(target_arch = "x86_64")]
+fn missing_cpu_features() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !std::arch::is_x86_feature_detected!("sse4.2") {
+        missing.push("SSE4.2");
+    }
+    if !std::arch::is_x86_feature_detected!("pclmulqdq") {
+        missing.push("PCLMULQDQ");
+    }
+    missing
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn missing_cpu_features() -> Vec<&'static str> {
+    Vec::new()
+}
+
 fn main() -> std::process::ExitCode {
+    let missing = missing_cpu_features();
+    if !missing.is_empty() {
+        eprintln!(
+            "synod: this build needs a CPU with {} (x86-64 server CPUs since 2010–2011 have \
+             them); this one lacks them. Build without them by removing the CXXFLAGS line of \
+             .cargo/config.toml (RocksDB then checksums without the CRC32 instruction).",
+            missing.join(" and ")
+        );
+        return std::process::ExitCode::from(2);
+    }
     match std::env::args().nth(1).as_deref() {
         Some("restore") => {
             private_files();
