@@ -23,13 +23,22 @@
 # the RSS with 10,000 more sessions holding 100,000 watches; last, how each cost grew from the
 # smallest size to the largest against the growth of the tree.
 #
+# `scripts/bench.sh ab A B` compares two synod binaries (a change against its base: build each
+# into its own CARGO_TARGET_DIR), since one run of each on this noisy machine proves nothing: a
+# fresh plaintext 3-node cluster of each in turn, for several rounds (order A B, then B A, ...),
+# each round the loaded workloads and a serial set through a follower; then per side the median
+# and the range of throughput, CPU per request and p50, B against A, and whether the ranges
+# overlap (then the runs do not tell the two apart).
+#
 # Usage: scripts/bench.sh [seconds per workload (default 10)]
 #        scripts/bench.sh scale [seconds per workload (default 10)]
+#        scripts/bench.sh ab SYNOD_A SYNOD_B [rounds (default 5)] [seconds per workload (default 8)]
 # Environment: BENCH_SESSIONS (16), BENCH_INFLIGHT (256), BENCH_VALUE (256), BENCH_FILL (100000),
 #              BENCH_WORKLOADS (create,set,get,mixed), BENCH_WARMUP (seconds of unrecorded load
 #              before each side and before each loaded workload, 5: ZooKeeper's JIT needs it;
 #              0: none); for scale: BENCH_SCALE
 #              ("100000 1000000"), BENCH_HOLD_SESSIONS (10000), BENCH_HOLD_WATCHES (100000);
+#              for ab: BENCH_WORKLOADS (set,create,get), BENCH_WARMUP (2);
 #              ports as in zk-ensemble.sh / cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +46,17 @@ mode=compare
 if [ "${1:-}" = scale ]; then
     mode=scale
     shift
+fi
+if [ "${1:-}" = ab ]; then
+    mode=ab
+    if [ $# -lt 3 ]; then echo "usage: scripts/bench.sh ab SYNOD_A SYNOD_B [rounds] [seconds]" >&2; exit 2; fi
+    bin_a=$(realpath "$2"); bin_b=$(realpath "$3"); rounds=${4:-5}
+    for b in "$bin_a" "$bin_b"; do
+        [ -x "$b" ] || { echo "bench.sh ab: $b is not an executable" >&2; exit 2; }
+    done
+    shift 4 2>/dev/null || shift $#
+    set -- "${1:-8}"
+    : "${BENCH_WORKLOADS:=set,create,get}" "${BENCH_WARMUP:=2}"
 fi
 secs=${1:-10}
 # The sides choose their own TLS material: nothing from the caller's shell (cluster.sh env).
@@ -244,6 +264,64 @@ scale_phase() { # znodes
     unset SYNOD_INSECURE SYNOD_CLUSTER_DIR SYNOD_ARGS
     echo "$line"
 }
+
+# A/B: both binaries in turn, $rounds rounds; then the summary.
+if [ "$mode" = ab ]; then
+    IFS=, read -ra ws <<<"$workloads"
+    echo "== A/B, plaintext 3-node clusters: A=$bin_a B=$bin_b"
+    echo "   $rounds rounds (A B, B A, ...); $secs s per workload after $warmup s of its load;" \
+        "$sessions sessions, $inflight in flight, ${value}-byte values; serial_set: 1 in flight, through a follower"
+    for r in $(seq 1 "$rounds"); do
+        order="A B"
+        [ $((r % 2)) = 0 ] && order="B A"
+        for side in $order; do
+            bin=$bin_a
+            [ "$side" = B ] && bin=$bin_b
+            SYNOD_BIN=$bin SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
+            pids=()
+            for f in "$out"/synod/node{1,2,3}.pid; do pids+=(--server-pid "$(cat "$f")"); done
+            for w in "${ws[@]}"; do
+                "$BENCH" "${pids[@]}" --servers "$synod_servers" --workload "$w" --sessions "$sessions" \
+                    --inflight "$inflight" --value-size "$value" --duration-secs "$secs" --warmup-secs "$warmup" \
+                    | grep -o 'workload=.*' | sed "s/^/round=$r side=$side /" | tee -a "$out/ab.txt"
+            done
+            "$BENCH" "${pids[@]}" --servers "$(synod_follower)" --workload set --sessions 1 --inflight 1 \
+                --keys 100 --value-size "$value" --duration-secs "$secs" --warmup-secs 1 | grep -o 'workload=.*' \
+                | sed "s/^workload=set/workload=serial_set/; s/^/round=$r side=$side /" | tee -a "$out/ab.txt"
+            SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
+        done
+    done
+    values() { # side workload key → one value per round
+        grep " side=$1 workload=$2 " "$out/ab.txt" | sed -n "s|.* $3=\([0-9.]*\).*|\1|p"
+    }
+    spread() { # → "median min max" of the values on stdin
+        sort -g | awk '{ v[NR] = $1 } END {
+            if (NR == 0) { print "- - -"; exit }
+            m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
+    }
+    echo
+    echo "== A/B summary: median [min-max] over $rounds rounds; B/A of the medians; in how many"
+    echo "   rounds B's value was above A's (paired by round); whether the ranges overlap"
+    printf '%-11s %-21s %-28s %-28s %6s %5s  %s\n' workload measure A B B/A 'B>A' ranges
+    for w in "${ws[@]}" serial_set; do
+        for key in ops/s server_cpu_us_per_op p50_us; do
+            read -r am alo ahi <<<"$(values A "$w" "$key" | spread)"
+            read -r bm blo bhi <<<"$(values B "$w" "$key" | spread)"
+            verdict=$(awk -v alo="$alo" -v ahi="$ahi" -v blo="$blo" -v bhi="$bhi" 'BEGIN {
+                if (alo == "-" || blo == "-") print "-"
+                else if (blo > ahi) print "B higher in every round"
+                else if (bhi < alo) print "B lower in every round"
+                else print "overlap" }')
+            above=$(paste <(values A "$w" "$key") <(values B "$w" "$key") \
+                | awk '$1 != "" && $2 != "" { n++; if ($2 > $1) k++ } END { printf "%d/%d", k, n }')
+            printf '%-11s %-21s %-28s %-28s %6s %5s  %s\n' "$w" "$key" "$am [$alo-$ahi]" "$bm [$blo-$bhi]" \
+                "$(awk -v a="$am" -v b="$bm" 'BEGIN { if (a + 0 > 0 && b != "-") printf "%.3f", b / a; else print "-" }')" \
+                "$above" "$verdict"
+        done
+    done
+    exit 0
+fi
 
 if [ "$mode" = scale ]; then
     hold_sessions=${BENCH_HOLD_SESSIONS:-10000}

@@ -29,6 +29,7 @@
 #   SYNOD_INSECURE     1: plaintext everywhere (default: TLS)
 #   SYNOD_ARGS         extra flags for every node (e.g. "--read-consistency session")
 #   CARGO_TARGET_DIR   where cargo builds                  (default $HOME/.cache/synod/target)
+#   SYNOD_BIN          run this synod binary instead of building one (bench.sh ab compares two)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +50,7 @@ AB=${SYNOD_ADMIN_BASE:-8081}
 PB=${SYNOD_PEER_BASE:-7001}
 DIR=${SYNOD_CLUSTER_DIR:-./target/synod-cluster}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/synod/target}"
-BIN="$CARGO_TARGET_DIR/release/synod"
+BIN="${SYNOD_BIN:-$CARGO_TARGET_DIR/release/synod}"
 INSECURE=${SYNOD_INSECURE:-0}
 CERTS="$DIR/certs"
 
@@ -129,12 +130,12 @@ admin_list() {
     echo "$s"
 }
 
-field() { # json key → value (flat JSON from /status)
-    sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\)\"\{0,1\}[,}].*/\1/p"
-}
-
-case "$cmd" in
-start)
+# Builds the binaries, unless SYNOD_BIN names the one to run (then it must exist).
+build() {
+    if [ -n "${SYNOD_BIN:-}" ]; then
+        [ -x "$SYNOD_BIN" ] || { echo "cluster.sh: SYNOD_BIN=$SYNOD_BIN is not an executable" >&2; exit 2; }
+        return
+    fi
     if ! command -v cargo >/dev/null; then echo "cluster.sh: cargo not found" >&2; exit 2; fi
     if ! dpkg -s libclang-dev >/dev/null 2>&1 || ! command -v curl >/dev/null; then
         echo "== installing clang/libclang-dev (needed to build RocksDB) and curl"
@@ -143,6 +144,15 @@ start)
     # Every binary of the workspace (synodctl too): one feature set shared with bench.sh, so
     # RocksDB is compiled once for both.
     cargo build --release -q --workspace --bins
+}
+
+field() { # json key → value (flat JSON from /status)
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\)\"\{0,1\}[,}].*/\1/p"
+}
+
+case "$cmd" in
+start)
+    build
     mkdir -p "$DIR"
     [ "$INSECURE" = 1 ] || issue_certs
     for i in $(seq 1 "$n"); do
@@ -183,7 +193,7 @@ env)
     ;;
 join)
     if [ "$n" != 4 ] && [ "$n" != 5 ]; then echo "cluster.sh: join 4 or join 5" >&2; exit 2; fi
-    cargo build --release -q --workspace --bins
+    build
     mkdir -p "$DIR"
     [ "$INSECURE" = 1 ] || issue_certs
     pidf="$DIR/node$n.pid"
