@@ -15,7 +15,8 @@
 //!
 //! With `--tls-ca` (and a client certificate) the sessions speak TLS. `--handshakes SECS`
 //! instead measures how many new connections the first server accepts per second: each loop
-//! opens a TCP connection, completes the TLS handshake (with `--tls-ca`) and closes it.
+//! opens a TCP connection, completes the TLS handshake and closes it (without `--tls-ca`: closes
+//! its side and waits for the server to close the connection, [`handshakes`]).
 //! `--floor DIR` measures the machine's floor instead ([`floor`]); `--server-pid` adds the
 //! servers' CPU time per request to each workload's line ([`server_cpu`]).
 
@@ -123,8 +124,9 @@ struct Args {
     tls_key: Option<std::path::PathBuf>,
 
     /// Instead of a workload: open connections to the first server for this many seconds, --inflight
-    /// at a time, each closed right after its TLS handshake (or TCP connect without --tls-ca), and
-    /// report connections per second and the handshake latency (`workload=handshake`).
+    /// at a time, each closed right after its TLS handshake (without --tls-ca: after its TCP
+    /// connect, once the server has closed it too), and report connections per second and the
+    /// handshake latency (`workload=handshake`).
     #[arg(long, value_parser = positive_secs)]
     handshakes: Option<f64>,
 
@@ -190,8 +192,14 @@ fn connect_options(args: &Args) -> Result<ConnectOptions, Fatal> {
     })
 }
 
+/// How long a plaintext `--handshakes` connection waits for the server to close it.
+const HANDSHAKE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// `--handshakes SECS`: new connections per second the first server accepts, each completing
-/// its TLS handshake (without --tls-ca, its TCP connect) and closing at once.
+/// its TLS handshake and closing at once. Without --tls-ca, each connects, closes its sending
+/// side and waits (at most [`HANDSHAKE_CLOSE_WAIT`]) for the server to close its own: a bare TCP
+/// connect completes in the kernel before the server accepts it, so loops of them only fill the
+/// listen queue, and what they would count is SYN retransmissions after it overflows.
 async fn handshakes(args: &Args, secs: f64) -> Result<(), Fatal> {
     let cs = ConnectString::parse(&args.servers).map_err(|e| Fatal(e.to_string()))?;
     let (host, port) = cs
@@ -211,10 +219,23 @@ async fn handshakes(args: &Args, secs: f64) -> Result<(), Fatal> {
                 while Instant::now() < end {
                     let t0 = Instant::now();
                     let done = async {
-                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                        let mut tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                         tcp.set_nodelay(true)?;
-                        if let Some(tls) = &tls {
-                            drop(tls.connect(&host, tcp).await?);
+                        match &tls {
+                            Some(tls) => drop(tls.connect(&host, tcp).await?),
+                            None => {
+                                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                                tcp.shutdown().await?;
+                                let closed = tokio::time::timeout(
+                                    HANDSHAKE_CLOSE_WAIT,
+                                    tcp.read(&mut [0u8; 64]),
+                                )
+                                .await
+                                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+                                if closed? != 0 {
+                                    return Err(std::io::Error::other("server sent bytes"));
+                                }
+                            }
                         }
                         Ok::<(), std::io::Error>(())
                     }
