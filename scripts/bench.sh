@@ -197,6 +197,31 @@ metric() { # admin-port name → value
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
 }
 
+# Where the RSS of the largest server of the scale cluster goes, just after a fill of $1 znodes,
+# as "key=value" pairs: the pages of files (the binary's code and the shared libraries), what
+# jemalloc holds resident (the node's Rust heap, its free pages and its metadata), the rest of
+# the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), and the
+# heap bytes the fill added per znode (jemalloc's allocated bytes, after minus before).
+mem_parts() { # znodes cluster-dir allocated-before-fill-of-node-1 …-2 …-3
+    local n=$1 dir=$2 i pid rss best=0 bi=1 alloc resident
+    shift 2
+    for i in 1 2 3; do
+        pid=$(cat "$dir/node$i.pid")
+        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        [ "$rss" -gt "$best" ] && { best=$rss; bi=$i; }
+    done
+    pid=$(cat "$dir/node$bi.pid")
+    alloc=$(metric $((8080 + bi)) 'synod_allocator_bytes{kind="allocated"}')
+    resident=$(metric $((8080 + bi)) 'synod_allocator_bytes{kind="resident"}')
+    awk -v n="$n" -v a0="${!bi}" -v a="$alloc" -v r="$resident" '
+        /^RssFile:/ { file = $2 } /^RssAnon:/ { anon = $2 } /^VmRSS:/ { rss = $2 }
+        END {
+            mib = 1024
+            printf "mem_rss_mib=%.1f mem_files_mib=%.1f mem_jemalloc_resident_mib=%.1f mem_jemalloc_allocated_mib=%.1f mem_other_anon_mib=%.1f heap_bytes_per_znode=%.0f",
+                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib - r / 1048576, (a - a0) / n
+        }' "/proc/$pid/status"
+}
+
 # One scale phase: a fresh plaintext cluster holding $1 znodes; one "key=value ..." line.
 scale_phase() { # znodes
     local n=$1 dir="$out/synod" i leader follower t0 line pid f rss snap_bytes build
@@ -211,11 +236,14 @@ scale_phase() { # znodes
     done
     follower=$(( leader % 3 + 1 ))
     line="znodes=$n"
+    local heap0=() i
+    for i in 1 2 3; do heap0+=("$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"); done
     t0=$(now)
     "$BENCH" --servers "$synod_servers" --fill "$n" --fill-fanout 1000 --value-size 100 >/dev/null
     line+=" fill_secs=$(since "$t0")"
     sleep 2
     line+=" rss_mib=$(rss_mib "$dir"/node{1,2,3}.pid | tr ' ' ,)"
+    line+=" $(mem_parts "$n" "$dir" "${heap0[@]}")"
     # A snapshot of the whole tree, on the leader (POST /snapshot returns once it is persisted).
     t0=$(now)
     curl -fsS --max-time 600 -X POST "http://127.0.0.1:$((8080 + leader))/snapshot" >/dev/null
@@ -343,6 +371,7 @@ if [ "$mode" = scale ]; then
     }
     grow "fill seconds" "$(sf "$first" fill_secs)" "$(sf "$last" fill_secs)"
     grow "max rss per server MiB" "$(sf "$first" rss_mib | maxof)" "$(sf "$last" rss_mib | maxof)"
+    grow "heap bytes per znode" "$(sf "$first" heap_bytes_per_znode)" "$(sf "$last" heap_bytes_per_znode)"
     grow "snapshot seconds" "$(sf "$first" snapshot_secs)" "$(sf "$last" snapshot_secs)"
     grow "snapshot MiB" "$(sf "$first" snapshot_mib)" "$(sf "$last" snapshot_mib)"
     grow "follower restart seconds" "$(sf "$first" restart_secs)" "$(sf "$last" restart_secs)"
@@ -357,7 +386,11 @@ if [ "$mode" = scale ]; then
     done
     for l in "$first" "$last"; do
         n=$(sf "$l" znodes)
-        echo "bytes of rss per znode at $n: $(awk "BEGIN{printf \"%.0f\", $(sf "$l" rss_mib | maxof)*1048576/$n}") (whole process, largest server)"
+        echo "bytes of rss per znode at $n: $(awk "BEGIN{printf \"%.0f\", $(sf "$l" rss_mib | maxof)*1048576/$n}") (whole process, largest server);" \
+            "heap bytes per znode: $(sf "$l" heap_bytes_per_znode) (what the fill added to the node's allocated heap)"
+        echo "  where that server's $(sf "$l" mem_rss_mib) MiB of RSS go: files (code, libraries) $(sf "$l" mem_files_mib)," \
+            "jemalloc resident $(sf "$l" mem_jemalloc_resident_mib) (allocated $(sf "$l" mem_jemalloc_allocated_mib))," \
+            "other anonymous (RocksDB's heap, stacks) $(sf "$l" mem_other_anon_mib)"
     done
     exit 0
 fi
