@@ -236,7 +236,7 @@ scale_phase() { # znodes
     done
     follower=$(( leader % 3 + 1 ))
     line="znodes=$n"
-    local heap0=() i
+    local heap0=()
     for i in 1 2 3; do heap0+=("$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"); done
     t0=$(now)
     "$BENCH" --servers "$synod_servers" --fill "$n" --fill-fanout 1000 --value-size 100 >/dev/null

@@ -39,8 +39,9 @@ fn allocator_stats() -> Option<AllocatorStats> {
 /// jemalloc): its memtables grow in blocks of 512 KiB and 1 MiB, freed after each flush. glibc
 /// raises this threshold by itself after the first such block is freed, and from then on keeps
 /// every freed memtable block in its heap: measured on a 3-node cluster (10 s of set at 256 in
-/// flight, then 100,000 znodes), 8.5–17 MiB of each node's RSS, against 2.2–5.4 MiB with the
-/// threshold held at glibc's initial 128 KiB (docs/operations.md, "What a node's memory holds").
+/// flight, then 100,000 znodes), 10–21 MiB of each node's anonymous memory outside jemalloc,
+/// against 5–7.5 MiB with the threshold held at glibc's initial 128 KiB (docs/operations.md,
+/// "What a node's memory holds").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const C_MALLOC_MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
