@@ -184,9 +184,17 @@ run_side() { # name connect-string serial-server pidfiles...
     done
     true
     echo "rss_before_fill_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
+    # The plaintext synod sides also say where the RSS goes (their admin ports are plain HTTP).
+    local heap0=() i
+    if [[ $name == synod_plain || $name == synod_noaudit ]]; then
+        for i in 1 2 3; do heap0+=("$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"); done
+    fi
     "$BENCH" "${tls[@]}" --servers "$servers" --fill "$fill" --value-size 100 --inflight 256 | tee -a "$out/$name.txt"
     sleep 2
     echo "rss_after_fill_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
+    if [ ${#heap0[@]} = 3 ]; then
+        echo "$(mem_parts "$fill" "$out/synod" "${heap0[@]}")" | tee -a "$out/$name.txt"
+    fi
 }
 
 synod_servers=127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183
@@ -197,7 +205,7 @@ metric() { # admin-port name → value
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
 }
 
-# Where the RSS of the largest server of the scale cluster goes, just after a fill of $1 znodes,
+# Where the RSS of the largest server of a plaintext cluster goes, just after a fill of $1 znodes,
 # as "key=value" pairs: the pages of files (the binary's code and the shared libraries), what
 # jemalloc holds resident (the node's Rust heap, its free pages and its metadata), the rest of
 # the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), and the
@@ -429,7 +437,7 @@ echo
 echo "== side by side ($secs s per workload, $sessions sessions, $inflight in flight, ${value}-byte values;"
 echo "   serial_set: 1 session, 1 in flight; p50 is its latency)"
 printf '%-11s %11s %9s %11s %9s %11s %9s %9s\n' workload zk_ops/s zk_p50ms plain_ops/s plain_p50 tls_ops/s tls_p50 tls/plain
-field() { grep "workload=$1 " "$out/$2.txt" | sed -n "s|.* $3=\([0-9.]*\).*|\1|p"; }
+field() { grep "workload=$1 " "$out/$2.txt" | sed -n "s|.* $3=\([0-9.]*\).*|\1|p" || true; } # (empty: not run)
 ms() { awk "BEGIN{printf \"%.2f\", ${1:-0}/1000}"; }
 IFS=, read -ra ws <<<"$workloads,serial_set,serial_get"
 for w in "${ws[@]}"; do
@@ -465,7 +473,7 @@ printf '%-34s %11s %11s %8s   %s\n' measure zookeeper synod ratio goal
 row() { # label zk synod ratio goal
     printf '%-34s %11s %11s %8s   %s\n' "$1" "${2:--}" "${3:--}" "$4" "$5"
 }
-ratio() { awk "BEGIN{ if (${2:-0} > 0) printf \"%.2fx\", ${1:-0}/${2}; else print \"-\" }"; }
+ratio() { awk "BEGIN{ if (${2:-0} > 0) printf \"%.2fx\", ${1:-0}/${2:-1}; else print \"-\" }"; }
 for w in set create get; do
     zo=$(field "$w" zookeeper ops/s); so=$(field "$w" synod_plain ops/s)
     label="$w ops/s"; [ "$w" = get ] && label="get ops/s (zk local, synod lin.)"
@@ -480,3 +488,10 @@ zc=$(field set zookeeper server_cpu_us_per_op); sc=$(field set synod_plain serve
 row "server cpu per set us (3 summed)" "$zc" "$sc" "$(ratio "$sc" "$zc")" "<= 15"
 row "max rss per server MiB, $fill znodes" "$rss_zk" "$rss_synod" "$(ratio "$rss_synod" "$rss_zk")" "<= 50"
 echo "rss after $fill znodes of 100 bytes (MiB per server): zookeeper=[$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt")] synod_plain=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_plain.txt")] synod_tls=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_tls.txt")]"
+parts=$(grep '^mem_rss_mib=' "$out/synod_plain.txt" || true)
+if [ -n "$parts" ]; then
+    part() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$parts"; }
+    echo "where the largest synod_plain server's $(part mem_rss_mib) MiB go: files (code, libraries) $(part mem_files_mib)," \
+        "jemalloc resident $(part mem_jemalloc_resident_mib) (allocated $(part mem_jemalloc_allocated_mib))," \
+        "other anonymous (RocksDB's heap, stacks) $(part mem_other_anon_mib); the fill added $(part heap_bytes_per_znode) heap bytes per znode"
+fi
