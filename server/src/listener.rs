@@ -2,12 +2,13 @@
 //! secure (TLS) client port and bound them — in total (`--max-connections`, both ports
 //! together) and per client address (`--max-connections-per-ip`) — before anything is read
 //! from them; a secure connection's TLS handshake (bounded in time) verifies its certificate;
-//! each admitted one goes to [`crate::pipeline::connection::serve`].
+//! each admitted one goes to [`crate::pipeline::connection::serve`]. A refused connection is
+//! counted in `/metrics` and logged at most once per interval and reason ([`RefusalLog`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -55,6 +56,96 @@ impl PerIp {
     }
 }
 
+/// Why a client connection was turned away before it was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `--max-connections` connections were open (both client ports together).
+    MaxConnections,
+    /// `--max-connections-per-ip` connections from the client's address were open.
+    MaxConnectionsPerIp,
+    /// The secure port's TLS handshake failed (no certificate, one that does not verify, a
+    /// timeout, not TLS at all).
+    TlsHandshake,
+}
+
+impl Refusal {
+    /// The `reason` label of `synod_client_connections_refused_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+            Refusal::TlsHandshake => "tls_handshake",
+        }
+    }
+}
+
+/// The shortest time between two log lines about refused connections of one reason.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refused client connections: every one is counted in `/metrics`
+/// (`synod_client_connections_refused_total{reason}`), but the log says so at most once per
+/// [`REFUSAL_LOG_INTERVAL`] and reason, with how many went unlogged since its last line, so that a
+/// client flooding a port cannot grow the node's log at its own pace. One serves both client
+/// ports.
+#[derive(Default)]
+pub struct RefusalLog {
+    /// Per reason (indexed by `Refusal as usize`): when its last line was logged (`None`:
+    /// never), and the refusals since then that got none.
+    windows: Mutex<[(Option<Instant>, u64); 3]>,
+}
+
+impl RefusalLog {
+    /// Whether a refusal for `why` at `now` gets a log line: `Some(unlogged)`, the refusals of
+    /// that reason since its last line, if the last line is at least [`REFUSAL_LOG_INTERVAL`]
+    /// old (or there was none); otherwise `None`, and this one is counted as unlogged.
+    fn admit(&self, why: Refusal, now: Instant) -> Option<u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, unlogged) = &mut windows[why as usize];
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL => {
+                *unlogged += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(unlogged))
+            }
+        }
+    }
+
+    /// Counts a refused connection from `addr` and logs it if [`RefusalLog::admit`] lets it;
+    /// `error`: what failed (a TLS handshake's error).
+    fn refused(&self, why: Refusal, addr: SocketAddr, error: Option<&dyn std::fmt::Display>) {
+        metrics::counter!("synod_client_connections_refused_total", "reason" => why.label())
+            .increment(1);
+        let Some(unlogged) = self.admit(why, Instant::now()) else {
+            return;
+        };
+        let every = REFUSAL_LOG_INTERVAL.as_secs();
+        match (why, error) {
+            (Refusal::MaxConnections, _) => tracing::warn!(
+                %addr,
+                unlogged,
+                "refusing connection: --max-connections reached (logged at most every {every} s; \
+                 `unlogged`: refusals since the last line)"
+            ),
+            (Refusal::MaxConnectionsPerIp, _) => tracing::warn!(
+                %addr,
+                unlogged,
+                "refusing connection: --max-connections-per-ip reached (logged at most every \
+                 {every} s; `unlogged`: refusals since the last line)"
+            ),
+            (Refusal::TlsHandshake, e) => tracing::info!(
+                %addr,
+                error = %e.unwrap_or(&"-"),
+                unlogged,
+                "refusing client: TLS handshake failed (logged at most every {every} s; \
+                 `unlogged`: refusals since the last line)"
+            ),
+        }
+    }
+}
+
 /// See the module documentation.
 pub struct Listener {
     /// The bound client port.
@@ -67,19 +158,22 @@ pub struct Listener {
     per_ip: Arc<PerIp>,
     /// The secure port's TLS configuration (re-read on reload); `None`: plaintext.
     tls: Option<Arc<ServerTls>>,
+    /// Where refusals are counted and (rate-limited) logged; shared with the other client port.
+    refusals: Arc<RefusalLog>,
 }
 
 /// How long the accept loop pauses after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Listener {
-    /// A listener sharing the connection bounds `total` and `per_ip` with the node's other
-    /// client port; `tls`: this is the secure port.
+    /// A listener sharing the connection bounds `total` and `per_ip`, and the log of refusals,
+    /// with the node's other client port; `tls`: this is the secure port.
     pub fn new(
         listener: TcpListener,
         node: Arc<Node>,
         total: Arc<Semaphore>,
         per_ip: Arc<PerIp>,
+        refusals: Arc<RefusalLog>,
         tls: Option<Arc<ServerTls>>,
     ) -> Self {
         Listener {
@@ -88,6 +182,7 @@ impl Listener {
             total,
             per_ip,
             tls,
+            refusals,
         }
     }
 
@@ -106,26 +201,28 @@ impl Listener {
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             };
             let Ok(permit) = self.total.clone().try_acquire_owned() else {
-                tracing::warn!(%addr, "refusing connection: --max-connections reached");
+                self.refusals.refused(Refusal::MaxConnections, addr, None);
                 continue;
             };
             let Some(guard) = self
                 .per_ip
                 .admit(addr.ip(), self.node.cfg.max_connections_per_ip)
             else {
-                tracing::warn!(%addr, "refusing connection: --max-connections-per-ip reached");
+                self.refusals
+                    .refused(Refusal::MaxConnectionsPerIp, addr, None);
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let node = self.node.clone();
             let tls = self.tls.clone();
+            let refusals = self.refusals.clone();
             tokio::spawn(async move {
                 let admitted = match tls {
                     None => Some((ServerStream::Plain(stream), None)),
                     Some(tls) => match crate::tls::stream::accept(&tls.acceptor(), stream).await {
                         Ok(admitted) => Some(admitted),
                         Err(e) => {
-                            tracing::info!(%addr, %e, "refusing client");
+                            refusals.refused(Refusal::TlsHandshake, addr, Some(&e));
                             None
                         }
                     },
@@ -137,5 +234,34 @@ impl Listener {
                 drop(permit);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_one_reason_get_one_line_per_interval_with_the_count_of_the_rest() {
+        let log = RefusalLog::default();
+        let t0 = Instant::now();
+        let half = REFUSAL_LOG_INTERVAL / 2;
+        assert_eq!(log.admit(Refusal::MaxConnectionsPerIp, t0), Some(0));
+        for _ in 0..100 {
+            assert_eq!(log.admit(Refusal::MaxConnectionsPerIp, t0 + half), None);
+        }
+        // Another reason has a window of its own.
+        assert_eq!(log.admit(Refusal::MaxConnections, t0 + half), Some(0));
+        assert_eq!(log.admit(Refusal::TlsHandshake, t0 + half), Some(0));
+        // Once the interval has passed: one line, saying how many went unlogged.
+        let later = t0 + REFUSAL_LOG_INTERVAL;
+        assert_eq!(log.admit(Refusal::MaxConnectionsPerIp, later), Some(100));
+        assert_eq!(log.admit(Refusal::MaxConnectionsPerIp, later), None);
+        assert_eq!(
+            log.admit(Refusal::MaxConnectionsPerIp, later + REFUSAL_LOG_INTERVAL),
+            Some(1)
+        );
+        // A clock read before the last line (another thread's `now`) is inside the interval.
+        assert_eq!(log.admit(Refusal::MaxConnections, t0), None);
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::admin::listener::{AdminListener, AdminPeer};
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::listener::{Listener, PerIp};
+use crate::listener::{Listener, PerIp, RefusalLog};
 use crate::node::Node;
 use crate::tls::{ClientAuth, ServerTls};
 
@@ -110,12 +110,19 @@ pub async fn run(
         node.clone(),
     ));
     let per_ip = Arc::new(PerIp::default());
+    let refusals = Arc::new(RefusalLog::default());
     let client_tasks: Vec<_> = [(client, None), (secure_client, tls)]
         .into_iter()
         .filter_map(|(listener, tls)| Some((listener?, tls)))
         .map(|(listener, tls)| {
-            let listener =
-                Listener::new(listener, node.clone(), total.clone(), per_ip.clone(), tls);
+            let listener = Listener::new(
+                listener,
+                node.clone(),
+                total.clone(),
+                per_ip.clone(),
+                refusals.clone(),
+                tls,
+            );
             tokio::spawn(listener.run(client_stop_rx.clone()))
         })
         .collect();

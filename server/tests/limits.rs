@@ -1,8 +1,9 @@
 //! The limits of DESIGN.md §8, each against a real single-node synod server (the `synod` binary)
 //! on loopback: oversized and malformed frames close only the offending connection; pipelined
 //! requests are answered in order under a small outstanding bound; connections per address and
-//! in total are capped; a client that stops reading while its watches fire is disconnected
-//! instead of buffered without end. After each abuse, other clients are still served.
+//! in total are capped, and a flood of refused connections is counted but logged at most once
+//! per interval; a client that stops reading while its watches fire is disconnected instead of
+//! buffered without end. After each abuse, other clients are still served.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -250,6 +251,57 @@ async fn connections_per_address_and_in_total_are_capped() {
     );
     drop(held);
     drop(others);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.still_serves().await;
+    srv.stop().await;
+}
+
+/// A client that keeps connecting past its address's limit is refused every time, and every
+/// refusal is counted in `/metrics`; but the node's log says so at most once per
+/// `REFUSAL_LOG_INTERVAL` (10 s), so the flood cannot grow the log at the client's pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_connections_is_counted_and_logged_at_most_once_per_interval() {
+    const FLOOD: u64 = 200;
+    const INTERVAL_SECS: u64 = 10;
+    let srv = Server::start(&["--max-connections-per-ip", "1"]).await;
+    let held = raw_session(srv.client).await;
+    let started = std::time::Instant::now();
+    for i in 0..FLOOD {
+        let mut s = TcpStream::connect(srv.client).await.expect("tcp connect");
+        assert!(
+            closed_by_server(&mut s, Duration::from_secs(5)).await,
+            "connection {i} past the per-address limit was kept"
+        );
+    }
+    let elapsed = started.elapsed().as_secs();
+    let (status, body) = blocking(|| srv.ens.http(0, "GET", "/metrics", None)).expect("/metrics");
+    assert_eq!(status, 200);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let counted: u64 = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "synod_client_connections_refused_total{reason=\"max_connections_per_ip\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no per-address refusal count in /metrics:\n{body}"));
+    assert!(
+        counted >= FLOOD,
+        "{counted} refusals counted, {FLOOD} connections refused"
+    );
+    let log = srv.ens.log(0);
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refusing connection: --max-connections-per-ip"))
+        .count() as u64;
+    // One line when the flood began, then at most one per interval it lasted.
+    assert!(
+        (1..=1 + elapsed / INTERVAL_SECS + 1).contains(&lines),
+        "{lines} log lines for {FLOOD} refusals over {elapsed} s:\n{}",
+        srv.ens.log_tail(0)
+    );
+    drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
     srv.still_serves().await;
     srv.stop().await;

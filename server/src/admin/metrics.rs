@@ -288,6 +288,11 @@ fn describe() {
         "1 while writes that grow the tree are refused: free space below --min-free-space-mb"
     );
     describe_counter!(
+        "synod_client_connections_refused_total",
+        "client connections turned away before being served, by reason (max_connections, \
+         max_connections_per_ip, tls_handshake)"
+    );
+    describe_counter!(
         "synod_disk_refused_writes_total",
         "client writes refused because the data directory's disk was almost full"
     );
