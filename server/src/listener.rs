@@ -69,6 +69,10 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// How many reasons there are: the length of [`RefusalLog`]'s windows, which `Refusal as
+    /// usize` indexes.
+    const COUNT: usize = 3;
+
     /// The `reason` label of `synod_client_connections_refused_total`.
     fn label(self) -> &'static str {
         match self {
@@ -89,9 +93,9 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// ports.
 #[derive(Default)]
 pub struct RefusalLog {
-    /// Per reason (indexed by `Refusal as usize`): when its last line was logged (`None`:
-    /// never), and the refusals since then that got none.
-    windows: Mutex<[(Option<Instant>, u64); 3]>,
+    /// Per reason (indexed by `Refusal as usize`, below [`Refusal::COUNT`]): when its last line
+    /// was logged (`None`: never), and the refusals since then that got none.
+    windows: Mutex<[(Option<Instant>, u64); Refusal::COUNT]>,
 }
 
 impl RefusalLog {
@@ -100,7 +104,11 @@ impl RefusalLog {
     /// old (or there was none); otherwise `None`, and this one is counted as unlogged.
     fn admit(&self, why: Refusal, now: Instant) -> Option<u64> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let (last, unlogged) = &mut windows[why as usize];
+        let Some((last, unlogged)) = windows.get_mut(why as usize) else {
+            // A reason added without raising `Refusal::COUNT`: log it rather than fail.
+            debug_assert!(false, "{why:?} has no window: raise Refusal::COUNT");
+            return Some(0);
+        };
         match *last {
             Some(t) if now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL => {
                 *unlogged += 1;
@@ -263,5 +271,12 @@ mod tests {
         );
         // A clock read before the last line (another thread's `now`) is inside the interval.
         assert_eq!(log.admit(Refusal::MaxConnections, t0), None);
+        for why in [
+            Refusal::MaxConnections,
+            Refusal::MaxConnectionsPerIp,
+            Refusal::TlsHandshake,
+        ] {
+            assert!((why as usize) < Refusal::COUNT, "{why:?} has no window");
+        }
     }
 }
