@@ -185,9 +185,9 @@ run_side() { # name connect-string serial-server pidfiles...
     true
     echo "rss_before_fill_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
     # The plaintext synod sides also say where the RSS goes (their admin ports are plain HTTP).
-    local heap0=() i
+    local heap0=()
     if [[ $name == synod_plain || $name == synod_noaudit ]]; then
-        for i in 1 2 3; do heap0+=("$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"); done
+        mapfile -t heap0 < <(heap_allocated)
     fi
     "$BENCH" "${tls[@]}" --servers "$servers" --fill "$fill" --value-size 100 --inflight 256 | tee -a "$out/$name.txt"
     sleep 2
@@ -203,6 +203,24 @@ now() { date +%s.%N; }
 since() { awk "BEGIN{printf \"%.1f\", $(now) - $1}"; }
 metric() { # admin-port name → value
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
+}
+
+# Each node's jemalloc allocated bytes, from its plain-HTTP admin port: "a1 a2 a3" (mem_parts'
+# before-fill arguments).
+heap_allocated() {
+    local i
+    for i in 1 2 3; do echo "$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"; done
+}
+
+# kv "key=value ..." key → value.
+kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
+
+# The sentence for mem_parts' pairs (found in the line $1).
+mem_summary() {
+    echo "where that server's $(kv "$1" mem_rss_mib) MiB of RSS go: files (code, libraries) $(kv "$1" mem_files_mib)," \
+        "jemalloc resident $(kv "$1" mem_jemalloc_resident_mib) (allocated $(kv "$1" mem_jemalloc_allocated_mib))," \
+        "other anonymous (RocksDB's heap, stacks) $(kv "$1" mem_other_anon_mib); the fill added" \
+        "$(kv "$1" heap_bytes_per_znode) heap bytes per znode"
 }
 
 # Where the RSS of the largest server of a plaintext cluster goes, just after a fill of $1 znodes,
@@ -245,7 +263,7 @@ scale_phase() { # znodes
     follower=$(( leader % 3 + 1 ))
     line="znodes=$n"
     local heap0=()
-    for i in 1 2 3; do heap0+=("$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"); done
+    mapfile -t heap0 < <(heap_allocated)
     t0=$(now)
     "$BENCH" --servers "$synod_servers" --fill "$n" --fill-fanout 1000 --value-size 100 >/dev/null
     line+=" fill_secs=$(since "$t0")"
@@ -367,38 +385,34 @@ if [ "$mode" = scale ]; then
     for n in "${sizes[@]}"; do
         scale_phase "$n" | tee -a "$out/scale.txt"
     done
-    sf() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
     maxof() { tr ',' '\n' | sort -n | tail -1; }
     first=$(head -1 "$out/scale.txt"); last=$(tail -1 "$out/scale.txt")
-    n0=$(sf "$first" znodes); n1=$(sf "$last" znodes)
+    n0=$(kv "$first" znodes); n1=$(kv "$last" znodes)
     echo
     echo "== growth from $n0 to $n1 znodes ($(awk "BEGIN{printf \"%.0fx\", $n1/$n0}") the tree; linear = the same factor)"
     printf '%-34s %12s %12s %8s\n' measure "$n0" "$n1" growth
     grow() { # label a b
         printf '%-34s %12s %12s %8s\n' "$1" "$2" "$3" "$(awk "BEGIN{ if ($2 > 0) printf \"%.1fx\", $3/$2; else print \"-\" }")"
     }
-    grow "fill seconds" "$(sf "$first" fill_secs)" "$(sf "$last" fill_secs)"
-    grow "max rss per server MiB" "$(sf "$first" rss_mib | maxof)" "$(sf "$last" rss_mib | maxof)"
-    grow "heap bytes per znode" "$(sf "$first" heap_bytes_per_znode)" "$(sf "$last" heap_bytes_per_znode)"
-    grow "snapshot seconds" "$(sf "$first" snapshot_secs)" "$(sf "$last" snapshot_secs)"
-    grow "snapshot MiB" "$(sf "$first" snapshot_mib)" "$(sf "$last" snapshot_mib)"
-    grow "follower restart seconds" "$(sf "$first" restart_secs)" "$(sf "$last" restart_secs)"
-    grow "empty node catch-up seconds" "$(sf "$first" catch_up_secs)" "$(sf "$last" catch_up_secs)"
-    grow "set ops/s" "$(sf "$first" set_ops_s)" "$(sf "$last" set_ops_s)"
-    grow "get ops/s" "$(sf "$first" get_ops_s)" "$(sf "$last" get_ops_s)"
-    grow "max rss with sessions+watches MiB" "$(sf "$first" rss_held_mib | maxof)" "$(sf "$last" rss_held_mib | maxof)"
+    grow "fill seconds" "$(kv "$first" fill_secs)" "$(kv "$last" fill_secs)"
+    grow "max rss per server MiB" "$(kv "$first" rss_mib | maxof)" "$(kv "$last" rss_mib | maxof)"
+    grow "heap bytes per znode" "$(kv "$first" heap_bytes_per_znode)" "$(kv "$last" heap_bytes_per_znode)"
+    grow "snapshot seconds" "$(kv "$first" snapshot_secs)" "$(kv "$last" snapshot_secs)"
+    grow "snapshot MiB" "$(kv "$first" snapshot_mib)" "$(kv "$last" snapshot_mib)"
+    grow "follower restart seconds" "$(kv "$first" restart_secs)" "$(kv "$last" restart_secs)"
+    grow "empty node catch-up seconds" "$(kv "$first" catch_up_secs)" "$(kv "$last" catch_up_secs)"
+    grow "set ops/s" "$(kv "$first" set_ops_s)" "$(kv "$last" set_ops_s)"
+    grow "get ops/s" "$(kv "$first" get_ops_s)" "$(kv "$last" get_ops_s)"
+    grow "max rss with sessions+watches MiB" "$(kv "$first" rss_held_mib | maxof)" "$(kv "$last" rss_held_mib | maxof)"
     sum() { tr ',' '\n' | awk '{s += $1} END {print s}'; }
     for l in "$first" "$last"; do
-        held=$(( $(sf "$l" rss_held_mib | sum) - $(sf "$l" rss_before_hold_mib | sum) ))
-        echo "at $(sf "$l" znodes) znodes, $(sf "$l" hold_sessions) sessions and $(sf "$l" watches) watches added ${held} MiB of RSS over the 3 servers"
+        held=$(( $(kv "$l" rss_held_mib | sum) - $(kv "$l" rss_before_hold_mib | sum) ))
+        echo "at $(kv "$l" znodes) znodes, $(kv "$l" hold_sessions) sessions and $(kv "$l" watches) watches added ${held} MiB of RSS over the 3 servers"
     done
     for l in "$first" "$last"; do
-        n=$(sf "$l" znodes)
-        echo "bytes of rss per znode at $n: $(awk "BEGIN{printf \"%.0f\", $(sf "$l" rss_mib | maxof)*1048576/$n}") (whole process, largest server);" \
-            "heap bytes per znode: $(sf "$l" heap_bytes_per_znode) (what the fill added to the node's allocated heap)"
-        echo "  where that server's $(sf "$l" mem_rss_mib) MiB of RSS go: files (code, libraries) $(sf "$l" mem_files_mib)," \
-            "jemalloc resident $(sf "$l" mem_jemalloc_resident_mib) (allocated $(sf "$l" mem_jemalloc_allocated_mib))," \
-            "other anonymous (RocksDB's heap, stacks) $(sf "$l" mem_other_anon_mib)"
+        n=$(kv "$l" znodes)
+        echo "bytes of rss per znode at $n: $(awk "BEGIN{printf \"%.0f\", $(kv "$l" rss_mib | maxof)*1048576/$n}") (whole process, largest server)"
+        echo "  $(mem_summary "$l")"
     done
     exit 0
 fi
@@ -490,8 +504,5 @@ row "max rss per server MiB, $fill znodes" "$rss_zk" "$rss_synod" "$(ratio "$rss
 echo "rss after $fill znodes of 100 bytes (MiB per server): zookeeper=[$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt")] synod_plain=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_plain.txt")] synod_tls=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_tls.txt")]"
 parts=$(grep '^mem_rss_mib=' "$out/synod_plain.txt" || true)
 if [ -n "$parts" ]; then
-    part() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$parts"; }
-    echo "where the largest synod_plain server's $(part mem_rss_mib) MiB go: files (code, libraries) $(part mem_files_mib)," \
-        "jemalloc resident $(part mem_jemalloc_resident_mib) (allocated $(part mem_jemalloc_allocated_mib))," \
-        "other anonymous (RocksDB's heap, stacks) $(part mem_other_anon_mib); the fill added $(part heap_bytes_per_znode) heap bytes per znode"
+    echo "largest synod_plain server after the fill: $(mem_summary "$parts")"
 fi
