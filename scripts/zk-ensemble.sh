@@ -37,7 +37,10 @@ ZK_START_TIMEOUT=${ZK_START_TIMEOUT:-60}
 # them. extendedTypesEnabled enables TTL nodes; the container check interval makes empty container
 # nodes disappear within ~1 s instead of 60 s; the AdminServer (Jetty on :8080) is off because N nodes
 # would fight over its port and nothing here uses it; the simpleLogger options timestamp log lines.
+# With them, one JVM flag: no /tmp/hsperfdata_<user>/<pid> file, which a node killed by SIGKILL (a
+# fault, or `stop` after SIGTERM was not enough) never removes.
 ZK_SYS_PROPS=(
+  -XX:-UsePerfData
   -Dzookeeper.extendedTypesEnabled=true
   -Dznode.container.checkIntervalMs=1000
   -Dzookeeper.admin.enableServer=false

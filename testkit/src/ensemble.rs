@@ -90,9 +90,12 @@ pub const SUPER_DIGEST: &str = "super:vwF3b39JxzrgKUNiFet8/1LxKxY=";
 /// empty container node vanish within ~1 s instead of 60 s; the AdminServer (Jetty, port 8080) would
 /// make N nodes collide on one port and nothing here uses it; `enforceQuota` makes hard quota
 /// limits refuse writes (synod always does); the super digest is [`SUPER_DIGEST`]; the
-/// simpleLogger options timestamp the log lines.
+/// simpleLogger options timestamp the log lines. `-XX:-UsePerfData`: the JVM keeps no
+/// `/tmp/hsperfdata_<user>/<pid>` file, which a node killed by SIGKILL (as dropping an ensemble
+/// kills every node) never removes: each run of the suite left one per node behind.
 pub const JVM_ARGS: &[&str] = &[
     "-Xmx512m",
+    "-XX:-UsePerfData",
     "-Dzookeeper.extendedTypesEnabled=true",
     "-Dznode.container.checkIntervalMs=1000",
     "-Dzookeeper.admin.enableServer=false",
