@@ -2,8 +2,9 @@
 //! secure (TLS) client port and bound them — in total (`--max-connections`, both ports
 //! together) and per client address (`--max-connections-per-ip`) — before anything is read
 //! from them; a secure connection's TLS handshake (bounded in time) verifies its certificate;
-//! each admitted one goes to [`crate::pipeline::connection::serve`]. A refused connection is
-//! counted in `/metrics` and logged at most once per interval and reason ([`RefusalLog`]).
+//! each admitted one goes to [`crate::pipeline::connection::serve`]. A refused connection, or
+//! a failed accept, is counted in `/metrics` and logged at most once per interval and reason
+//! ([`RefusalLog`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -66,12 +67,15 @@ enum Refusal {
     /// The secure port's TLS handshake failed (no certificate, one that does not verify, a
     /// timeout, not TLS at all).
     TlsHandshake,
+    /// The port could not take a connection from its queue: `accept` failed (out of file
+    /// descriptors, most often). The client is not known; the connection waits in the queue.
+    AcceptFailed,
 }
 
 impl Refusal {
     /// How many reasons there are: the length of [`RefusalLog`]'s windows, which `Refusal as
     /// usize` indexes.
-    const COUNT: usize = 3;
+    const COUNT: usize = 4;
 
     /// The `reason` label of `synod_client_connections_refused_total`.
     fn label(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Refusal {
             Refusal::MaxConnections => "max_connections",
             Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
             Refusal::TlsHandshake => "tls_handshake",
+            Refusal::AcceptFailed => "accept_failed",
         }
     }
 }
@@ -121,34 +126,49 @@ impl RefusalLog {
         }
     }
 
-    /// Counts a refused connection from `addr` and logs it if [`RefusalLog::admit`] lets it;
-    /// `error`: what failed (a TLS handshake's error).
-    fn refused(&self, why: Refusal, addr: SocketAddr, error: Option<&dyn std::fmt::Display>) {
+    /// Counts a refused connection from `addr` (`None`: not known, a failed accept) and logs it
+    /// if [`RefusalLog::admit`] lets it; `error`: what failed (a TLS handshake's or `accept`'s
+    /// error).
+    fn refused(
+        &self,
+        why: Refusal,
+        addr: Option<SocketAddr>,
+        error: Option<&dyn std::fmt::Display>,
+    ) {
         metrics::counter!("synod_client_connections_refused_total", "reason" => why.label())
             .increment(1);
         let Some(unlogged) = self.admit(why, Instant::now()) else {
             return;
         };
         let every = REFUSAL_LOG_INTERVAL.as_secs();
-        match (why, error) {
-            (Refusal::MaxConnections, _) => tracing::warn!(
+        let addr = addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let error = error.map_or_else(|| "-".to_string(), |e| e.to_string());
+        match why {
+            Refusal::MaxConnections => tracing::warn!(
                 %addr,
                 unlogged,
                 "refusing connection: --max-connections reached (logged at most every {every} s; \
                  `unlogged`: refusals since the last line)"
             ),
-            (Refusal::MaxConnectionsPerIp, _) => tracing::warn!(
+            Refusal::MaxConnectionsPerIp => tracing::warn!(
                 %addr,
                 unlogged,
                 "refusing connection: --max-connections-per-ip reached (logged at most every \
                  {every} s; `unlogged`: refusals since the last line)"
             ),
-            (Refusal::TlsHandshake, e) => tracing::info!(
+            Refusal::TlsHandshake => tracing::info!(
                 %addr,
-                error = %e.unwrap_or(&"-"),
+                %error,
                 unlogged,
                 "refusing client: TLS handshake failed (logged at most every {every} s; \
                  `unlogged`: refusals since the last line)"
+            ),
+            Refusal::AcceptFailed => tracing::warn!(
+                %error,
+                unlogged,
+                "accept failed; retrying in {} ms (logged at most every {every} s; `unlogged`: \
+                 failures since the last line)",
+                ACCEPT_BACKOFF.as_millis()
             ),
         }
     }
@@ -201,7 +221,7 @@ impl Listener {
                 r = self.listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::warn!(%e, "accept failed");
+                        self.refusals.refused(Refusal::AcceptFailed, None, Some(&e));
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
@@ -209,7 +229,8 @@ impl Listener {
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             };
             let Ok(permit) = self.total.clone().try_acquire_owned() else {
-                self.refusals.refused(Refusal::MaxConnections, addr, None);
+                self.refusals
+                    .refused(Refusal::MaxConnections, Some(addr), None);
                 continue;
             };
             let Some(guard) = self
@@ -217,7 +238,7 @@ impl Listener {
                 .admit(addr.ip(), self.node.cfg.max_connections_per_ip)
             else {
                 self.refusals
-                    .refused(Refusal::MaxConnectionsPerIp, addr, None);
+                    .refused(Refusal::MaxConnectionsPerIp, Some(addr), None);
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -230,7 +251,7 @@ impl Listener {
                     Some(tls) => match crate::tls::stream::accept(&tls.acceptor(), stream).await {
                         Ok(admitted) => Some(admitted),
                         Err(e) => {
-                            refusals.refused(Refusal::TlsHandshake, addr, Some(&e));
+                            refusals.refused(Refusal::TlsHandshake, Some(addr), Some(&e));
                             None
                         }
                     },
@@ -261,6 +282,7 @@ mod tests {
         // Another reason has a window of its own.
         assert_eq!(log.admit(Refusal::MaxConnections, t0 + half), Some(0));
         assert_eq!(log.admit(Refusal::TlsHandshake, t0 + half), Some(0));
+        assert_eq!(log.admit(Refusal::AcceptFailed, t0 + half), Some(0));
         // Once the interval has passed: one line, saying how many went unlogged.
         let later = t0 + REFUSAL_LOG_INTERVAL;
         assert_eq!(log.admit(Refusal::MaxConnectionsPerIp, later), Some(100));
@@ -275,6 +297,7 @@ mod tests {
             Refusal::MaxConnections,
             Refusal::MaxConnectionsPerIp,
             Refusal::TlsHandshake,
+            Refusal::AcceptFailed,
         ] {
             assert!((why as usize) < Refusal::COUNT, "{why:?} has no window");
         }

@@ -1,9 +1,10 @@
 //! The limits of DESIGN.md §8, each against a real single-node synod server (the `synod` binary)
 //! on loopback: oversized and malformed frames close only the offending connection; pipelined
 //! requests are answered in order under a small outstanding bound; connections per address and
-//! in total are capped, and a flood of refused connections is counted but logged at most once
-//! per interval; a client that stops reading while its watches fire is disconnected instead of
-//! buffered without end. After each abuse, other clients are still served.
+//! in total are capped, and a flood of refused connections (or of failed accepts, out of file
+//! descriptors) is counted but logged at most once per interval; a client that stops reading
+//! while its watches fire is disconnected instead of buffered without end. After each abuse,
+//! other clients are still served.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -319,6 +320,87 @@ async fn a_flood_of_refused_connections_is_counted_and_logged_at_most_once_per_i
     );
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.still_serves().await;
+    srv.stop().await;
+}
+
+/// Sets the soft limit on `pid`'s open files to `limit`; returns the limits it replaced.
+fn set_open_files_limit(pid: u32, limit: Option<libc::rlim_t>) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads the current limits into `old`, a valid rlimit.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    if let Some(cur) = limit {
+        let new = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: `new` is a valid rlimit; the old value is not asked for again.
+        let rc = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &new,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+    old
+}
+
+/// A node out of file descriptors cannot accept: it says so in `/metrics` and, however long it
+/// lasts, in at most one log line per `REFUSAL_LOG_INTERVAL` (10 s), not one per retry (20 per
+/// second); the connections wait in the kernel's queue and are served once descriptors are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_accepts_are_counted_logged_once_per_interval_and_the_queue_is_served_after() {
+    const INTERVAL_SECS: u64 = 10;
+    let srv = Server::start(&[]).await;
+    let pid = srv.ens.pid(0).expect("the node's pid");
+    // The lowest free descriptor number becomes the limit: no new descriptor fits under it.
+    let open: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the node's descriptors")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !open.contains(n)).unwrap_or(0);
+    let old = set_open_files_limit(pid, Some(lowest_free));
+    let started = std::time::Instant::now();
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(TcpStream::connect(srv.client).await.expect("tcp connect"));
+    }
+    // Long enough for dozens of retries (one per 50 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    set_open_files_limit(pid, Some(old.rlim_cur));
+    for s in queued {
+        tokio::time::timeout(Duration::from_secs(10), handshake(s))
+            .await
+            .expect("a queued connection is served once descriptors are back");
+    }
+    let elapsed = started.elapsed().as_secs();
+    let failed = srv.metric("synod_client_connections_refused_total{reason=\"accept_failed\"} ");
+    assert!(failed >= 2, "{failed} failed accepts counted in 2 s");
+    let lines = srv
+        .ens
+        .log(0)
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count() as u64;
+    assert!(
+        (1..=1 + elapsed / INTERVAL_SECS + 1).contains(&lines),
+        "{lines} log lines for {failed} failed accepts over {elapsed} s:\n{}",
+        srv.ens.log_tail(0)
+    );
     srv.still_serves().await;
     srv.stop().await;
 }

@@ -290,7 +290,7 @@ fn describe() {
     describe_counter!(
         "synod_client_connections_refused_total",
         "client connections turned away before being served, by reason (max_connections, \
-         max_connections_per_ip, tls_handshake)"
+         max_connections_per_ip, tls_handshake, accept_failed)"
     );
     describe_counter!(
         "synod_disk_refused_writes_total",
