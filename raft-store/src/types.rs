@@ -156,8 +156,10 @@ pub const BASE_CLUSTER_VERSION: u32 = 1;
 ///
 /// Version 3 (release 0.3) changes nothing in the replicated state: it is the point from which
 /// followers forward writes in groups ([`FORWARD_GROUP_SINCE`]), a message only release 0.3
-/// reads, and the cluster version is how a node knows that every member does.
-pub const CLUSTER_VERSION: u32 = 3;
+/// reads, and the cluster version is how a node knows that every member does. Version 4
+/// (release 0.4) changes nothing in it either: from it, a follower asks for a read point
+/// saying that its own vote names the leader ([`READ_INDEX_FOLLOWING_SINCE`]).
+pub const CLUSTER_VERSION: u32 = 4;
 
 /// The cluster version from which every replica keeps the audit trail's chain.
 pub const AUDIT_SINCE: u32 = 2;
@@ -167,6 +169,13 @@ pub const AUDIT_SINCE: u32 = 2;
 /// before it, one message per write, as releases 0.1 and 0.2 read them. Not a format of the
 /// replicated state: the leader puts a group's writes in an ordinary batch entry.
 pub const FORWARD_GROUP_SINCE: u32 = 3;
+
+/// The cluster version from which a follower asks the leader for a read point with its own vote
+/// (the server's `PeerRequest::ReadIndexFollowing`), read in its Raft core after the reads it
+/// serves began, and a leader of three voters answers it without a heartbeat round (design.md
+/// §5); before it, every follower's read point costs a round (`PeerRequest::ReadIndex`), as
+/// release 0.3 reads them. Not a format of the replicated state.
+pub const READ_INDEX_FOLLOWING_SINCE: u32 = 4;
 
 /// The cluster version from which tenants can be declared ([`Command::Tenant`]) and sessions
 /// are opened with their caller's identities ([`Command::OpenSession`], which a tenant's session

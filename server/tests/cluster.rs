@@ -1,7 +1,8 @@
 //! Cluster tests of the synod server with real `synod` processes on 127.0.0.1 ([`SynodEnsemble`]):
 //! a leader SIGKILLed under write load (no acknowledged write lost, bounded unavailability), a full
 //! cluster restart (the tree and its Stats survive, also through a snapshot plus log replay), a
-//! paused follower catching up, requests that end a connection being answered first, and Apache
+//! paused follower catching up, reads through followers (each sees the write acknowledged before
+//! it, and costs the leader no heartbeat round), requests that end a connection being answered first, and Apache
 //! ZooKeeper's own command-line client (Debian's, over TLS with a client certificate) against
 //! synod. Every cluster is secure (TLS on every port), as synod is by default.
 //!
@@ -825,6 +826,75 @@ fn paused_follower_catches_up_after_resume() {
             50
         );
     });
+}
+
+/// Node `idx`'s count of read points it gave followers on their vote, without a heartbeat
+/// round (`synod_read_points_total{how="follower_vote"}`; 0 before the first).
+fn follower_vote_read_points(ens: &SynodEnsemble, idx: usize) -> u64 {
+    let (status, body) = blocking(|| ens.http(idx, "GET", "/metrics", None)).expect("GET /metrics");
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("synod_read_points_total{how=\"follower_vote\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// A linearizable read through a follower of three voters sees every write acknowledged
+/// before it, through another node, and costs the leader no heartbeat round: the follower sends
+/// its vote, and the leader gives its commit index (design.md §6); so does one with the other
+/// follower paused.
+#[test]
+fn reads_through_followers_see_the_last_write_without_a_heartbeat_round() {
+    run_test(
+        "reads_through_followers_see_the_last_write_without_a_heartbeat_round",
+        || async {
+            let ens = start_cluster(&[]);
+            let leader = leader_of(&ens);
+            let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+            let writer = connect_only(&ens, leader).await;
+            create_empty(&writer, "/read-point").await;
+            let readers = [
+                connect_only(&ens, followers[0]).await,
+                connect_only(&ens, followers[1]).await,
+            ];
+            let before = follower_vote_read_points(&ens, leader);
+            const ROUNDS: u64 = 20;
+            for i in 0..ROUNDS {
+                let value = format!("v{i}");
+                must(
+                    "set",
+                    writer.set_data("/read-point", value.as_bytes(), None),
+                )
+                .await;
+                for (r, &node) in readers.iter().zip(&followers) {
+                    let (data, _) = must("get", r.get_data("/read-point")).await;
+                    assert_eq!(
+                        data,
+                        value.as_bytes(),
+                        "node {node} missed the write acknowledged before the read"
+                    );
+                }
+            }
+            blocking(|| ens.pause(followers[1])).expect("pause a follower");
+            must("set", writer.set_data("/read-point", b"paused", None)).await;
+            let (data, _) = must("get", readers[0].get_data("/read-point")).await;
+            assert_eq!(&data[..], b"paused");
+            let after = follower_vote_read_points(&ens, leader);
+            assert_eq!(
+                leader_of(&ens),
+                leader,
+                "the leader changed during the test"
+            );
+            blocking(|| ens.resume(followers[1])).expect("resume the follower");
+            let reads = 2 * ROUNDS + 1;
+            assert!(
+                after.saturating_sub(before) >= reads,
+                "{} of {reads} reads through followers took no heartbeat round",
+                after.saturating_sub(before)
+            );
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

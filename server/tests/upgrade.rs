@@ -1,17 +1,18 @@
 //! A rolling upgrade from the previous release to this one, under load: a secure 3-node
-//! cluster of release 0.2 (built from its git tag by `scripts/previous-release.sh`) is
+//! cluster of release 0.3 (built from its git tag by `scripts/previous-release.sh`) is
 //! upgraded one node at a time — followers first, the leader last, each stopped with SIGTERM
-//! and started again on its own data by this build; in between, the 0.2 leader is paused until a
-//! 0.3 node leads, so that entries and forwarded writes flow both ways between the releases.
-//! Checked: no acknowledged write is lost, a session opened before the upgrade and its
-//! ephemeral survive and its watch fires after it, a tenant declared on 0.2 survives, the
-//! cluster version stays at 2 while a 0.2 node remains (so followers forward each write alone,
-//! as 0.2 reads them) and rises to 3 once the last node runs this release (from then on
-//! followers forward groups), after which every replica agrees on the digest and the audit
-//! trail, which began with 0.2's version change, still verifies.
+//! and started again on its own data by this build; in between, the 0.3 leader is paused until a
+//! 0.4 node leads, so that entries, forwarded writes and read points flow both ways between the
+//! releases. Checked: no acknowledged write is lost, a read through every node succeeds after
+//! every step, a session opened before the upgrade and its ephemeral survive and its watch
+//! fires after it, a tenant declared on 0.3 survives, the cluster version stays at 3 while a
+//! 0.3 node remains (so followers ask for read points as 0.3 reads them) and rises to 4 once
+//! the last node runs this release (from then on a follower's read point needs no heartbeat
+//! round: the leader counts them), after which every replica agrees on the digest and the
+//! audit trail, which began with 0.3's version change, still verifies.
 //!
-//! The first run builds release 0.2 (about 15 minutes on 2 cores: RocksDB); later runs reuse
-//! `$HOME/.cache/synod/releases/v0.2.0`.
+//! The first run builds release 0.3 (about 15 minutes on 2 cores: RocksDB); later runs reuse
+//! `$HOME/.cache/synod/releases/v0.3.0`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,10 +28,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_synod");
 const START: Duration = Duration::from_secs(60);
 const WRITERS: usize = 4;
 /// The previous release's tag, and the cluster versions before and after the upgrade.
-const PREVIOUS_TAG: &str = "v0.2.0";
-const PREVIOUS: &str = "0.2";
-const THIS: &str = "0.3";
-const PREVIOUS_VERSION: u64 = 2;
+const PREVIOUS_TAG: &str = "v0.3.0";
+const PREVIOUS: &str = "0.3";
+const THIS: &str = "0.4";
+const PREVIOUS_VERSION: u64 = 3;
 const THIS_VERSION: u64 = synod_raft_store::types::CLUSTER_VERSION as u64;
 
 /// The previous release's `synod`, built (once) by `scripts/previous-release.sh`.
@@ -61,6 +62,33 @@ fn admin_get(c: &SynodEnsemble, idx: usize, path: &str) -> Value {
 /// The cluster version node `idx` reports (`None`: no answer).
 fn cluster_version(c: &SynodEnsemble, idx: usize) -> Option<u64> {
     c.status_json(idx)?.get("cluster_version")?.as_u64()
+}
+
+/// Reads `/upgrade/config` through each node on its own (a linearizable read: through a
+/// follower, a read point from the leader, whichever releases the two run).
+fn read_through_each(c: &SynodEnsemble, rt: &tokio::runtime::Runtime, step: &str) {
+    for i in 0..3 {
+        rt.block_on(async {
+            let zk = Client::connect(&c.connect_string_of(&[i]), c.connect_options())
+                .await
+                .unwrap_or_else(|e| panic!("{step}: connect to node {i}: {e}"));
+            zk.get_data("/upgrade/config")
+                .await
+                .unwrap_or_else(|e| panic!("{step}: read through node {i}: {e}\n{}", c.logs()));
+            let _ = zk.close().await;
+        });
+    }
+}
+
+/// The `synod_read_points_total{how="follower_vote"}` count node `idx` reports (0 if none).
+fn follower_vote_read_points(c: &SynodEnsemble, idx: usize) -> u64 {
+    let (status, body) = c.http(idx, "GET", "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("synod_read_points_total{how=\"follower_vote\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// Waits (30 s at most) until every node reports cluster version `version`.
@@ -202,6 +230,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
             t.elapsed(),
             &mut rows,
         );
+        read_through_each(&c, &rt, &format!("node {} upgraded", idx + 1));
         if step < 2 {
             // An old node remains: the version stays.
             for i in 0..3 {
@@ -235,6 +264,7 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
             std::thread::sleep(Duration::from_secs(2));
             c.wait_caught_up(old_leader, START)
                 .unwrap_or_else(|e| panic!("the old node under a new leader: {e}\n{}", c.logs()));
+            read_through_each(&c, &rt, "a new leader");
             row(
                 &format!("{THIS} node {} leads {PREVIOUS}", new_leader + 1),
                 &releases,
@@ -253,6 +283,17 @@ fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
     let t = Instant::now();
     wait_cluster_version(&c, THIS_VERSION);
     row("cluster version raised", &releases, t.elapsed(), &mut rows);
+    // Now a follower's read point takes its vote instead of a heartbeat round.
+    let leader = c.leader().expect("a leader");
+    let before = follower_vote_read_points(&c, leader);
+    read_through_each(&c, &rt, "cluster version raised");
+    let leader_after = c.leader().expect("a leader");
+    if leader_after == leader {
+        assert!(
+            follower_vote_read_points(&c, leader) >= before + 2,
+            "the followers' reads took heartbeat rounds after the version was raised"
+        );
+    }
     std::thread::sleep(Duration::from_secs(2));
     load.stop();
     rt.block_on(async {

@@ -288,6 +288,12 @@ fn describe() {
         "1 while writes that grow the tree are refused: free space below --min-free-space-mb"
     );
     describe_counter!(
+        "synod_read_points_total",
+        "linearizable read points this node confirmed as leader, by how: quorum_round (a \
+         heartbeat round to a quorum, shared by every read queued meanwhile) or follower_vote \
+         (a follower of a 3-voter cluster whose vote names this leader: no round)"
+    );
+    describe_counter!(
         "synod_client_connections_refused_total",
         "client connections turned away before being served, by reason (max_connections, \
          max_connections_per_ip, tls_handshake, accept_failed)"

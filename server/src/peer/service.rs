@@ -3,7 +3,7 @@
 //! this one has none yet), and only as itself — a Raft message's vote names its sender, a
 //! forwarded command's origin is its sender's (every command's, in a forwarded group). Then
 //! Raft's messages go to Raft; a forwarded write or group goes to the proposer; a read-index
-//! request is answered if this node leads; touches feed the session tracker; a history-floor
+//! request is answered if this node leads (one with the follower's vote names its sender); touches feed the session tracker; a history-floor
 //! request says how far back this node's watch-event history reaches.
 
 use std::net::SocketAddr;
@@ -59,6 +59,7 @@ impl PeerService for Node {
                 claimed
             }
             PeerRequest::Reconfig(order) => Some(order.origin.node),
+            PeerRequest::ReadIndexFollowing { follower, .. } => Some(*follower),
             PeerRequest::ReadIndex
             | PeerRequest::Touch(_)
             | PeerRequest::HistoryFloor
@@ -100,7 +101,7 @@ impl PeerService for Node {
                 .forwarded(|tx| Proposal::group(cmds, tx))
                 .map(PeerResponse::ForwardGroup)
                 .boxed(),
-            PeerRequest::ReadIndex => {
+            PeerRequest::ReadIndex | PeerRequest::ReadIndexFollowing { .. } => {
                 if !self.is_leader() {
                     let current = self.leader().map(|l| l.0);
                     return futures_util::future::ready(PeerResponse::ReadIndex(Err(
@@ -110,8 +111,14 @@ impl PeerService for Node {
                 }
                 // The followers' read points share the leader's own rounds (one heartbeat
                 // round serves every read queued while the previous one was in flight),
-                // rather than each request starting a round of its own.
-                let point = self.read_index();
+                // rather than each request starting a round of its own; a follower whose
+                // vote names this leader may need none.
+                let point = match req {
+                    PeerRequest::ReadIndexFollowing { follower, vote } => {
+                        self.read_index_following(follower, vote).boxed()
+                    }
+                    _ => self.read_index().boxed(),
+                };
                 async move {
                     PeerResponse::ReadIndex(
                         point.await.map_err(|e| ForwardError::Failed(e.to_string())),

@@ -28,8 +28,10 @@ use crate::tls::{ClientAuth, TlsFiles};
 /// cluster version ([`synod_raft_store::types::CLUSTER_VERSION`]) the sender applies: that is how
 /// the leader learns that every member can read a higher one. Version 2 (release 0.2) has the
 /// messages of version 1; version 3 (release 0.3) adds the forwarded group
-/// (`PeerRequest::ForwardGroup`, sent only once the cluster version is 3).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (`PeerRequest::ForwardGroup`, sent only once the cluster version is 3); version 4 (release
+/// 0.4) adds the follower's read-point request with its vote (`PeerRequest::ReadIndexFollowing`,
+/// sent only once the cluster version is 4).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The oldest version still spoken (release 0.1's): a hello of any version from this one to
 /// [`PROTOCOL_VERSION`] is accepted, and a node that refuses our version because it is older

@@ -1,12 +1,15 @@
 //! Linearizable reads: a read point is an index such that every write acknowledged before it
 //! was asked for is at or below it (openraft's read index: a heartbeat round to a quorum, on
 //! the leader). Reads queued while a round is in flight share the next round; a follower asks
-//! the leader over the peer port. A reader then waits until its node has applied the point.
+//! the leader over the peer port, with its own vote when it names that leader, and a leader of
+//! three voters then answers without a round ([`follower_vote_read_point`]). A reader then
+//! waits until its node has applied the point.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::Raft;
+use openraft::{LogId, Raft, RaftState, ServerState, Vote};
+use synod_raft_store::types::{NodeId, READ_INDEX_FOLLOWING_SINCE};
 use synod_raft_store::TypeConfig;
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,19 +56,159 @@ impl Node {
     async fn read_index_round(&self) -> Result<u64, ReadIndexError> {
         match self.leader() {
             Some((id, _)) if id == self.id => leader_read_index(&self.raft).await,
-            Some((id, addr)) => match self
-                .pool
-                .call(id, &addr, PeerRequest::ReadIndex, LEADER_CALL_TIMEOUT)
-                .await
-            {
-                Ok(PeerResponse::ReadIndex(Ok(i))) => Ok(i),
-                Ok(PeerResponse::ReadIndex(Err(e))) => Err(e.into()),
-                Ok(other) => Err(ReadIndexError::UnexpectedReply(other.variant_name())),
-                Err(e) => Err(e.into()),
-            },
+            Some((id, addr)) => {
+                let req = match self.vote_naming(id).await {
+                    Some(vote) => PeerRequest::ReadIndexFollowing {
+                        follower: self.id,
+                        vote,
+                    },
+                    None => PeerRequest::ReadIndex,
+                };
+                self.ask_leader_for_read_point(id, &addr, req).await
+            }
             None => Err(ReadIndexError::NoLeader),
         }
     }
+
+    /// Sends a read-point request to the leader `id` at `addr`.
+    async fn ask_leader_for_read_point(
+        &self,
+        id: NodeId,
+        addr: &str,
+        req: PeerRequest,
+    ) -> Result<u64, ReadIndexError> {
+        match self.pool.call(id, addr, req, LEADER_CALL_TIMEOUT).await {
+            Ok(PeerResponse::ReadIndex(Ok(i))) => Ok(i),
+            Ok(PeerResponse::ReadIndex(Err(e))) => Err(e.into()),
+            Ok(other) => Err(ReadIndexError::UnexpectedReply(other.variant_name())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// This node's vote as its Raft core holds it now, if it names `leader` and every member
+    /// reads [`PeerRequest::ReadIndexFollowing`]. Read in the core, not from the metrics, which
+    /// may lag behind a vote the core has already granted to a newer candidate.
+    async fn vote_naming(&self, leader: NodeId) -> Option<Vote<NodeId>> {
+        if !crate::upgrade::cluster_has(self, READ_INDEX_FOLLOWING_SINCE) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.raft.external_request(move |st| {
+            let _ = tx.send(*st.vote_ref());
+        });
+        let vote = rx.await.ok()?;
+        (vote.leader_id().voted_for() == Some(leader)).then_some(vote)
+    }
+
+    /// On the leader: the read point for a follower's [`PeerRequest::ReadIndexFollowing`] —
+    /// without a heartbeat round if [`follower_vote_read_point`] allows it, else from the next
+    /// shared round, as for [`PeerRequest::ReadIndex`]. The future borrows nothing.
+    pub fn read_index_following(
+        &self,
+        follower: NodeId,
+        vote: Vote<NodeId>,
+    ) -> impl std::future::Future<Output = Result<u64, ReadIndexError>> + Send + 'static {
+        let me = self.id;
+        let (tx, rx) = oneshot::channel();
+        self.raft.external_request(move |st| {
+            let facts = LeaderFacts::of(st);
+            let _ = tx.send(follower_vote_read_point(&facts, me, follower, &vote));
+        });
+        let node = self.self_arc();
+        async move {
+            if let Ok(Some(point)) = rx.await {
+                metrics::counter!("synod_read_points_total", "how" => "follower_vote").increment(1);
+                return Ok(point);
+            }
+            match node {
+                Some(node) => node.read_index().await,
+                None => Err(ReadIndexError::ShuttingDown),
+            }
+        }
+    }
+}
+
+/// What the leader's Raft core holds at one moment that decides whether a follower's vote can
+/// stand in for a heartbeat round ([`follower_vote_read_point`]).
+#[derive(Debug, Clone)]
+struct LeaderFacts {
+    /// The core is in the leader state.
+    leading: bool,
+    /// Its vote (a leader's is committed and names itself).
+    vote: Vote<NodeId>,
+    /// Its commit index.
+    committed: Option<LogId<NodeId>>,
+    /// The voters of its effective configuration: one set, or two while joint.
+    voters: Vec<Vec<NodeId>>,
+    /// The effective configuration is committed (no change of it is under way).
+    membership_committed: bool,
+}
+
+impl LeaderFacts {
+    fn of<I>(st: &RaftState<NodeId, openraft::BasicNode, I>) -> LeaderFacts
+    where
+        I: openraft::Instant,
+    {
+        let effective = st.membership_state.effective();
+        LeaderFacts {
+            leading: st.server_state == ServerState::Leader,
+            vote: *st.vote_ref(),
+            committed: st.committed,
+            voters: effective
+                .membership()
+                .get_joint_config()
+                .iter()
+                .map(|c| c.iter().copied().collect())
+                .collect(),
+            membership_committed: effective.log_id() == st.membership_state.committed().log_id(),
+        }
+    }
+}
+
+/// The read point a leader may give `follower` for reads that began before the follower read
+/// `follower_vote` in its Raft core, without a heartbeat round: its commit index, if
+/// - this node leads (its vote is committed and names it), and the follower's vote names it in
+///   the same term;
+/// - the configuration is committed, not joint, and has exactly three voters, this node and the
+///   follower among them;
+/// - this node has committed an entry of its own term.
+///
+/// Otherwise `None`: the read point needs a heartbeat round.
+///
+/// Why it is linearizable. A write acknowledged before the reads began was committed in some
+/// term. In this leader's term or before, it is in this leader's log (Raft's leader
+/// completeness) and at or below its commit index, which covers its own term's entry. In a
+/// later term, its leader was elected before the follower read its vote, by two of the three
+/// voters: one of them this leader or the follower, since any two of three include one of
+/// them (a later configuration is reached only through a joint one that needs two of these
+/// three, and this configuration is committed). The follower had not voted in a later term
+/// when it read its vote, and this leader has not (it still holds its own term's vote now). So
+/// there is no such write. With five voters, two votes besides this leader's are needed, and
+/// the follower's is only one: a heartbeat round it is.
+fn follower_vote_read_point(
+    facts: &LeaderFacts,
+    me: NodeId,
+    follower: NodeId,
+    follower_vote: &Vote<NodeId>,
+) -> Option<u64> {
+    let leading = facts.leading
+        && facts.vote.is_committed()
+        && facts.vote.leader_id().voted_for() == Some(me);
+    if !leading || follower == me || follower_vote.leader_id() != facts.vote.leader_id() {
+        return None;
+    }
+    let [voters] = facts.voters.as_slice() else {
+        return None;
+    };
+    if voters.len() != 3
+        || !voters.contains(&me)
+        || !voters.contains(&follower)
+        || !facts.membership_committed
+    {
+        return None;
+    }
+    let committed = facts.committed?;
+    (committed.leader_id == *facts.vote.leader_id()).then_some(committed.index)
 }
 
 /// One read-index round at a time; waiters queued during a round share the next one.
@@ -85,8 +228,128 @@ pub async fn read_index_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Re
 /// On the leader: a read point confirmed by a heartbeat round to a quorum (openraft's read index:
 /// the commit index, or this term's first entry if later).
 pub async fn leader_read_index(raft: &Raft<TypeConfig>) -> Result<u64, ReadIndexError> {
+    metrics::counter!("synod_read_points_total", "how" => "quorum_round").increment(1);
     raft.get_read_log_id()
         .await
         .map(|(read, _)| read.map(|l| l.index).unwrap_or(0))
         .map_err(|e| ReadIndexError::Raft(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    /// Leader 1 in term 5 of the voters {1, 2, 3}, committed up to index 40 of its own term.
+    fn leading() -> LeaderFacts {
+        LeaderFacts {
+            leading: true,
+            vote: Vote::new_committed(5, 1),
+            committed: Some(LogId::new(CommittedLeaderId::new(5, 1), 40)),
+            voters: vec![vec![1, 2, 3]],
+            membership_committed: true,
+        }
+    }
+
+    #[test]
+    fn a_follower_of_this_leader_in_its_term_gets_the_commit_index_of_three_voters() {
+        let follows = Vote::new_committed(5, 1);
+        assert_eq!(
+            follower_vote_read_point(&leading(), 1, 2, &follows),
+            Some(40)
+        );
+        // A vote granted to this leader as a candidate, not yet committed, is as good: the
+        // follower had not voted in a later term.
+        assert_eq!(
+            follower_vote_read_point(&leading(), 1, 3, &Vote::new(5, 1)),
+            Some(40)
+        );
+    }
+
+    #[test]
+    fn anything_else_needs_a_heartbeat_round() {
+        let follows = Vote::new_committed(5, 1);
+        let refused = |facts: LeaderFacts, me: NodeId, follower: NodeId, vote: Vote<NodeId>| {
+            assert_eq!(
+                follower_vote_read_point(&facts, me, follower, &vote),
+                None,
+                "{facts:?}, me {me}, follower {follower}, vote {vote}"
+            );
+        };
+        // Not leading, or not this node's leadership.
+        refused(
+            LeaderFacts {
+                leading: false,
+                ..leading()
+            },
+            1,
+            2,
+            follows,
+        );
+        refused(
+            LeaderFacts {
+                vote: Vote::new(5, 1),
+                ..leading()
+            },
+            1,
+            2,
+            Vote::new(5, 1),
+        );
+        refused(leading(), 2, 3, follows);
+        // The follower's vote names another leader, or this one in another term.
+        refused(leading(), 1, 2, Vote::new_committed(5, 3));
+        refused(leading(), 1, 2, Vote::new_committed(4, 1));
+        refused(leading(), 1, 2, Vote::new_committed(6, 1));
+        // The sender is this node.
+        refused(leading(), 1, 1, follows);
+        // A follower outside the voters (a learner).
+        refused(leading(), 1, 4, follows);
+        // Five voters, or a joint configuration, or one not yet committed.
+        refused(
+            LeaderFacts {
+                voters: vec![vec![1, 2, 3, 4, 5]],
+                ..leading()
+            },
+            1,
+            2,
+            follows,
+        );
+        refused(
+            LeaderFacts {
+                voters: vec![vec![1, 2, 3], vec![1, 2, 4]],
+                ..leading()
+            },
+            1,
+            2,
+            follows,
+        );
+        refused(
+            LeaderFacts {
+                membership_committed: false,
+                ..leading()
+            },
+            1,
+            2,
+            follows,
+        );
+        // Nothing of this term committed yet: the commit index may miss an earlier leader's.
+        refused(
+            LeaderFacts {
+                committed: Some(LogId::new(CommittedLeaderId::new(4, 2), 39)),
+                ..leading()
+            },
+            1,
+            2,
+            follows,
+        );
+        refused(
+            LeaderFacts {
+                committed: None,
+                ..leading()
+            },
+            1,
+            2,
+            follows,
+        );
+    }
 }
