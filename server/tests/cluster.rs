@@ -828,16 +828,12 @@ fn paused_follower_catches_up_after_resume() {
     });
 }
 
-/// Node `idx`'s count of read points it gave followers on their vote, without a heartbeat
-/// round (`synod_read_points_total{how="follower_vote"}`; 0 before the first).
+/// The series of read points a leader gave followers on their vote, without a heartbeat round.
+const FOLLOWER_VOTE_READ_POINTS: &str = "synod_read_points_total{how=\"follower_vote\"} ";
+
+/// Node `idx`'s count of [`FOLLOWER_VOTE_READ_POINTS`] (0 before the first).
 fn follower_vote_read_points(ens: &SynodEnsemble, idx: usize) -> u64 {
-    let (status, body) = blocking(|| ens.http(idx, "GET", "/metrics", None)).expect("GET /metrics");
-    assert_eq!(status, 200);
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix("synod_read_points_total{how=\"follower_vote\"} "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    blocking(|| ens.metric(idx, FOLLOWER_VOTE_READ_POINTS)).map_or(0, |v| v as u64)
 }
 
 /// A linearizable read through a follower of three voters sees every write acknowledged

@@ -65,15 +65,9 @@ impl Server {
     /// The value of the `/metrics` line that starts with `prefix` (a name and its labels, then a
     /// space).
     fn metric(&self, prefix: &str) -> u64 {
-        let (status, body) =
-            blocking(|| self.ens.http(0, "GET", "/metrics", None)).expect("/metrics");
-        assert_eq!(status, 200);
-        let body = String::from_utf8_lossy(&body);
-        body.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        blocking(|| self.ens.metric(0, prefix))
             .map(|v| v as u64)
-            .unwrap_or_else(|| panic!("no `{prefix}` line in /metrics:\n{body}"))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in /metrics"))
     }
 
     async fn client(&self) -> Client {

@@ -82,12 +82,7 @@ fn read_through_each(c: &SynodEnsemble, rt: &tokio::runtime::Runtime, step: &str
 
 /// The `synod_read_points_total{how="follower_vote"}` count node `idx` reports (0 if none).
 fn follower_vote_read_points(c: &SynodEnsemble, idx: usize) -> u64 {
-    let (status, body) = c.http(idx, "GET", "/metrics", None).expect("GET /metrics");
-    assert_eq!(status, 200);
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix("synod_read_points_total{how=\"follower_vote\"} "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    c.metric(idx, "synod_read_points_total{how=\"follower_vote\"} ")
         .map_or(0, |v| v as u64)
 }
 

@@ -1005,6 +1005,20 @@ impl Local<Synod> {
             .ok()
     }
 
+    /// The value of the `/metrics` line of node `idx` that starts with `prefix` (a series' name
+    /// and labels, then a space); `None` if the node does not answer or has no such line (a
+    /// counter never incremented has none).
+    pub fn metric(&self, idx: usize, prefix: &str) -> Option<f64> {
+        let (status, body) = self.http(idx, "GET", "/metrics", None)?;
+        if status != 200 {
+            return None;
+        }
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// [`Local::http`] with the answer parsed as JSON (`Null` if it is not JSON).
     pub fn json(
         &self,
