@@ -3,8 +3,9 @@
 //! this one has none yet), and only as itself — a Raft message's vote names its sender, a
 //! forwarded command's origin is its sender's (every command's, in a forwarded group). Then
 //! Raft's messages go to Raft; a forwarded write or group goes to the proposer; a read-index
-//! request is answered if this node leads (one with the follower's vote names its sender); touches feed the session tracker; a history-floor
-//! request says how far back this node's watch-event history reaches.
+//! request is answered if this node leads (one with the follower's vote names its sender);
+//! touches feed the session tracker; a history-floor request says how far back this node's
+//! watch-event history reaches.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
