@@ -487,8 +487,21 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     summary.anomalies = summary.anomalies.max(details.len());
     summary.max_unavailability = max_unavailability(&load.registers.operations());
     drop(mounts);
+    // How the leaders confirmed read points (counted since each node's last start): reads
+    // through a follower take none of the rounds when its vote stands in for one, and the
+    // checker above holds them to linearizability like every other read.
+    let read_points = |how: &str| -> u64 {
+        let series = format!("synod_read_points_total{{how=\"{how}\"}} ");
+        members
+            .iter()
+            .filter_map(|&i| ens.metric(i, &series))
+            .sum::<f64>() as u64
+    };
+    let (by_vote, by_round) =
+        blocking(|| (read_points("follower_vote"), read_points("quorum_round")));
     eprintln!(
-        "  {}: {} (leader faults at {:?}, new leaders seen at {:?})",
+        "  {}: {} (leader faults at {:?}, new leaders seen at {:?}); read points: {by_vote} on a \
+         follower's vote, {by_round} heartbeat rounds",
         spec.name,
         fault_log.join("; "),
         leader_faults,
