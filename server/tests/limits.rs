@@ -70,6 +70,23 @@ impl Server {
             .unwrap_or_else(|| panic!("no `{prefix}` line in /metrics"))
     }
 
+    /// Checks that the node's log has one line containing `needle` for the first of `events`
+    /// over `elapsed_secs`, then at most one per `REFUSAL_LOG_INTERVAL` (10 s) they lasted.
+    fn logged_once_per_interval(&self, needle: &str, events: u64, elapsed_secs: u64) {
+        const INTERVAL_SECS: u64 = 10;
+        let lines = self
+            .ens
+            .log(0)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count() as u64;
+        assert!(
+            (1..=1 + elapsed_secs / INTERVAL_SECS + 1).contains(&lines),
+            "{lines} log lines `{needle}` for {events} events over {elapsed_secs} s:\n{}",
+            self.ens.log_tail(0)
+        );
+    }
+
     async fn client(&self) -> Client {
         Client::connect(&self.client.to_string(), ConnectOptions::default())
             .await
@@ -282,7 +299,6 @@ async fn connections_per_address_and_in_total_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_refused_connections_is_counted_and_logged_at_most_once_per_interval() {
     const FLOOD: u64 = 200;
-    const INTERVAL_SECS: u64 = 10;
     let srv = Server::start(&["--max-connections-per-ip", "1"]).await;
     // The one connection this address may hold.
     let held = raw_session(srv.client).await;
@@ -301,16 +317,10 @@ async fn a_flood_of_refused_connections_is_counted_and_logged_at_most_once_per_i
         counted >= FLOOD,
         "{counted} refusals counted, {FLOOD} connections refused"
     );
-    let log = srv.ens.log(0);
-    let lines = log
-        .lines()
-        .filter(|l| l.contains("refusing connection: --max-connections-per-ip"))
-        .count() as u64;
-    // One line when the flood began, then at most one per interval it lasted.
-    assert!(
-        (1..=1 + elapsed / INTERVAL_SECS + 1).contains(&lines),
-        "{lines} log lines for {FLOOD} refusals over {elapsed} s:\n{}",
-        srv.ens.log_tail(0)
+    srv.logged_once_per_interval(
+        "refusing connection: --max-connections-per-ip",
+        counted,
+        elapsed,
     );
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -358,7 +368,6 @@ fn set_open_files_limit(pid: u32, limit: Option<libc::rlim_t>) -> libc::rlimit {
 /// second); the connections wait in the kernel's queue and are served once descriptors are back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_accepts_are_counted_logged_once_per_interval_and_the_queue_is_served_after() {
-    const INTERVAL_SECS: u64 = 10;
     let srv = Server::start(&[]).await;
     let pid = srv.ens.pid(0).expect("the node's pid");
     // The lowest free descriptor number becomes the limit: no new descriptor fits under it.
@@ -384,17 +393,7 @@ async fn failed_accepts_are_counted_logged_once_per_interval_and_the_queue_is_se
     let elapsed = started.elapsed().as_secs();
     let failed = srv.metric("synod_client_connections_refused_total{reason=\"accept_failed\"} ");
     assert!(failed >= 2, "{failed} failed accepts counted in 2 s");
-    let lines = srv
-        .ens
-        .log(0)
-        .lines()
-        .filter(|l| l.contains("accept failed"))
-        .count() as u64;
-    assert!(
-        (1..=1 + elapsed / INTERVAL_SECS + 1).contains(&lines),
-        "{lines} log lines for {failed} failed accepts over {elapsed} s:\n{}",
-        srv.ens.log_tail(0)
-    );
+    srv.logged_once_per_interval("accept failed", failed, elapsed);
     srv.still_serves().await;
     srv.stop().await;
 }
