@@ -173,7 +173,7 @@ pub const FORWARD_GROUP_SINCE: u32 = 3;
 /// The cluster version from which a follower asks the leader for a read point with its own vote
 /// (the server's `PeerRequest::ReadIndexFollowing`), read in its Raft core after the reads it
 /// serves began, and a leader of three voters answers it without a heartbeat round (design.md
-/// §5); before it, every follower's read point costs a round (`PeerRequest::ReadIndex`), as
+/// §6); before it, every follower's read point costs a round (`PeerRequest::ReadIndex`), as
 /// release 0.3 reads them. Not a format of the replicated state.
 pub const READ_INDEX_FOLLOWING_SINCE: u32 = 4;
 
