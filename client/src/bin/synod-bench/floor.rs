@@ -2,10 +2,17 @@
 //! run as the servers: the loopback TCP round trip (a small request and its reply between two
 //! threads, Nagle off) and an append of 4 KiB to a file in DIR followed by `fdatasync`. A serial
 //! write through a follower needs about two round trips and one such sync on its critical path.
+//!
+//! Two more syncs say what that floor is made of. An append makes the file longer, so its
+//! `fdatasync` also commits the file system's journal (the new length); rewriting 4 KiB of a file
+//! whose blocks are already written needs no journal commit (`floor_fsync_overwrite`: what a
+//! log kept in pre-written segments would pay). And three appenders on the same file system at
+//! once (`floor_fsync_3way`) is what each node of a 3-node cluster on one machine pays while all
+//! three sync: their journal commits queue behind each other.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -16,10 +23,12 @@ use crate::{new_histogram, Fatal};
 const PING_BYTES: usize = 64;
 /// Bytes of each appended block.
 const BLOCK_BYTES: usize = 4096;
+/// Appenders of `floor_fsync_3way`: the nodes of a 3-node cluster on one machine.
+const APPENDERS: u32 = 3;
 
 /// One floor measurement: its name and the latency of each round, in µs.
 pub struct Floor {
-    /// `floor_rtt` or `floor_fsync`.
+    /// `floor_rtt`, `floor_fsync`, `floor_fsync_overwrite` or `floor_fsync_3way`.
     pub name: &'static str,
     /// Latency of every measured round.
     pub rounds: Histogram<u64>,
@@ -84,21 +93,43 @@ pub fn loopback_rtt(warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
     })
 }
 
-/// `rounds` appends of 4 KiB + `fdatasync` to a new file in `dir` (removed afterwards), after
-/// `warmup` unrecorded ones.
-pub fn append_fdatasync(dir: &Path, warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
-    let path = dir.join(format!(".synod-bench-floor-{}", std::process::id()));
+/// Where each timed block of a sync floor goes.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// At the end of the file, which grows by a block each round.
+    Append,
+    /// Over a block written (and synced) before the timing starts: the file's length and its
+    /// block map never change while it is timed.
+    Overwrite,
+}
+
+/// `rounds` writes of 4 KiB + `fdatasync` to a new file at `path` (removed afterwards), after
+/// `warmup` unrecorded ones, each block placed as `placement` says.
+fn sync_rounds(
+    path: &Path,
+    placement: Placement,
+    warmup: u32,
+    rounds: u32,
+) -> Result<Histogram<u64>, Fatal> {
     let measured = (|| -> Result<Histogram<u64>, Fatal> {
         let mut f = std::fs::OpenOptions::new()
             .create_new(true)
-            .append(true)
-            .open(&path)
+            .read(true)
+            .write(true)
+            .open(path)
             .map_err(io("create the file"))?;
         let block = vec![0x5au8; BLOCK_BYTES];
+        if let Placement::Overwrite = placement {
+            for _ in 0..warmup + rounds {
+                f.write_all(&block).map_err(io("pre-write"))?;
+            }
+            f.sync_all().map_err(io("fsync the pre-written file"))?;
+            f.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
+        }
         let mut h = new_histogram(3)?;
         for i in 0..warmup + rounds {
             let t0 = Instant::now();
-            f.write_all(&block).map_err(io("append"))?;
+            f.write_all(&block).map_err(io("write"))?;
             f.sync_data().map_err(io("fdatasync"))?;
             if i >= warmup {
                 h.saturating_record(t0.elapsed().as_micros().max(1) as u64);
@@ -106,10 +137,63 @@ pub fn append_fdatasync(dir: &Path, warmup: u32, rounds: u32) -> Result<Floor, F
         }
         Ok(h)
     })();
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path);
+    measured
+}
+
+/// The file a sync floor writes in `dir`: unique to this process and `what`.
+fn floor_file(dir: &Path, what: &str) -> PathBuf {
+    dir.join(format!(".synod-bench-{what}-{}", std::process::id()))
+}
+
+/// `rounds` appends of 4 KiB + `fdatasync` to a new file in `dir` (removed afterwards), after
+/// `warmup` unrecorded ones.
+pub fn append_fdatasync(dir: &Path, warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
     Ok(Floor {
         name: "floor_fsync",
-        rounds: measured?,
+        rounds: sync_rounds(
+            &floor_file(dir, "append"),
+            Placement::Append,
+            warmup,
+            rounds,
+        )?,
+    })
+}
+
+/// `rounds` rewrites of 4 KiB + `fdatasync`, in order, of a file in `dir` written and synced
+/// whole beforehand (removed afterwards), after `warmup` unrecorded ones.
+pub fn overwrite_fdatasync(dir: &Path, warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
+    Ok(Floor {
+        name: "floor_fsync_overwrite",
+        rounds: sync_rounds(
+            &floor_file(dir, "overwrite"),
+            Placement::Overwrite,
+            warmup,
+            rounds,
+        )?,
+    })
+}
+
+/// [`append_fdatasync`] on [`APPENDERS`] threads at once, each to its own file in `dir`; every
+/// thread's rounds in one histogram.
+pub fn concurrent_append_fdatasync(dir: &Path, warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
+    let threads: Vec<_> = (0..APPENDERS)
+        .map(|w| {
+            let path = floor_file(dir, &format!("append{w}"));
+            std::thread::spawn(move || sync_rounds(&path, Placement::Append, warmup, rounds))
+        })
+        .collect();
+    let mut all = new_histogram(3)?;
+    for t in threads {
+        let h = t
+            .join()
+            .map_err(|_| Fatal("floor: a sync thread panicked".into()))??;
+        all.add(&h)
+            .map_err(|e| Fatal(format!("floor: merging histograms: {e}")))?;
+    }
+    Ok(Floor {
+        name: "floor_fsync_3way",
+        rounds: all,
     })
 }
 
@@ -125,6 +209,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sync = append_fdatasync(dir.path(), 1, 5).unwrap();
         assert_eq!(sync.rounds.len(), 5);
+        let over = overwrite_fdatasync(dir.path(), 1, 5).unwrap();
+        assert_eq!(over.rounds.len(), 5);
+        assert!(over
+            .text()
+            .starts_with("workload=floor_fsync_overwrite ops=5 "));
+        let three = concurrent_append_fdatasync(dir.path(), 1, 5).unwrap();
+        assert_eq!(three.rounds.len(), 15);
+        assert!(three
+            .text()
+            .starts_with("workload=floor_fsync_3way ops=15 "));
         // The file is gone afterwards.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

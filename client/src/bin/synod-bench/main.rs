@@ -158,7 +158,10 @@ struct Args {
     hold_secs: f64,
 
     /// Instead of a workload: measure the machine's floor, the loopback round trip and a 4 KiB
-    /// append + fdatasync to a file in this directory (`workload=floor_rtt`, `floor_fsync`).
+    /// append + fdatasync to a file in this directory (`workload=floor_rtt`, `floor_fsync`);
+    /// then, to show what that sync is made of, a 4 KiB rewrite of already written blocks +
+    /// fdatasync (`floor_fsync_overwrite`) and three appenders syncing at once
+    /// (`floor_fsync_3way`).
     #[arg(long)]
     floor: Option<std::path::PathBuf>,
 
@@ -1086,10 +1089,18 @@ fn main() -> ExitCode {
         runtime.block_on(handshakes(&args, secs)).map(|()| true)
     } else if let Some(dir) = &args.floor {
         floor::loopback_rtt(200, 5_000)
-            .and_then(|rtt| Ok((rtt, floor::append_fdatasync(dir, 20, 500)?)))
-            .map(|(rtt, sync)| {
-                println!("{}", rtt.text());
-                println!("{}", sync.text());
+            .and_then(|rtt| {
+                Ok([
+                    rtt,
+                    floor::append_fdatasync(dir, 20, 500)?,
+                    floor::overwrite_fdatasync(dir, 20, 500)?,
+                    floor::concurrent_append_fdatasync(dir, 20, 300)?,
+                ])
+            })
+            .map(|floors| {
+                for f in floors {
+                    println!("{}", f.text());
+                }
                 true
             })
     } else if let Some(n) = args.fill {
