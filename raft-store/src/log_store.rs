@@ -157,6 +157,40 @@ pub struct LogStore {
     /// nothing pending; `Some(None)`: delete the key). [`LogStore::write_synced`] takes it into
     /// its batch, so that a commit costs no write of its own.
     committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
+    /// The vote this store last made durable, shared by every clone and readable without the
+    /// Raft core ([`LogStore::saved_vote`]).
+    saved_vote: SavedVote,
+}
+
+/// The vote a [`LogStore`] last made durable (read at open, then set by each `save_vote` after
+/// its synced write and before the call returns). Cheap to clone; clones share it.
+///
+/// **What a reader may conclude:** openraft saves a vote before it acts on it — before it
+/// grants it to a candidate, and before it accepts a leader's entries under it — and votes
+/// only grow. So while [`get`](SavedVote::get) returns `v`, this node has granted and accepted
+/// no greater vote, even if its Raft core already holds one whose save is under way. That
+/// makes it a vote a follower may offer a leader as a witness for a linearizable read
+/// (docs/design.md §6), without a trip into its Raft core, which waits behind the fdatasync
+/// of every append.
+#[derive(Clone, Debug, Default)]
+pub struct SavedVote(Arc<Mutex<Option<Vote<NodeId>>>>);
+
+impl SavedVote {
+    /// The vote last made durable; `None` if none ever was.
+    pub fn get(&self) -> Option<Vote<NodeId>> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `vote` as durable (only ever a vote at least as great as the last: openraft's
+    /// votes grow).
+    fn set(&self, vote: Vote<NodeId>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        debug_assert!(
+            !matches!(*held, Some(v) if vote < v),
+            "saved vote went back from {held:?} to {vote}"
+        );
+        *held = Some(vote);
+    }
 }
 
 /// Encoded bytes of the newest entries kept in memory ([`TailCache`]; decoded they take about
@@ -302,10 +336,14 @@ impl LogStore {
             compactor: Arc::new(Compactor::default()),
             tail: Arc::new(Mutex::new(TailCache::new(TAIL_CACHE_BYTES))),
             committed: Arc::new(Mutex::new(None)),
+            saved_vote: SavedVote::default(),
         };
         // Fail at open, not at the first call, if the layout is not ours or a record is damaged.
         store.check_format()?;
         store.verify()?;
+        if let Some(vote) = store.get_meta(KEY_VOTE)? {
+            store.saved_vote.set(vote);
+        }
         Ok(store)
     }
 
@@ -655,6 +693,11 @@ impl LogStore {
         }
     }
 
+    /// The vote this store last made durable, as a handle that stays current ([`SavedVote`]).
+    pub fn saved_vote(&self) -> SavedVote {
+        self.saved_vote.clone()
+    }
+
     /// The total size of the `logs` column family's table files, in bytes (what purge and
     /// compaction shrink).
     pub fn sst_bytes(&self) -> Result<u64, StoreError> {
@@ -704,9 +747,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// **Durable on return:** the vote is written in its own batch with `sync = true`, so it is
     /// in the fdatasync'd WAL before openraft acts on it (a vote that could be forgotten would
     /// let this node vote twice in one term).
+    /// [`LogStore::saved_vote`] shows it from then on, before this call returns.
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.put_meta_synced(KEY_VOTE, vote)
-            .map_err(|e| e.to_storage(ErrorSubject::Vote, ErrorVerb::Write))
+            .map_err(|e| e.to_storage(ErrorSubject::Vote, ErrorVerb::Write))?;
+        self.saved_vote.set(*vote);
+        Ok(())
     }
 
     /// The last saved vote; `None` only if none was ever saved. A stored vote that does not
@@ -1305,6 +1351,25 @@ mod tests {
             indexes(&store.try_get_log_entries(14..17).await?),
             [14, 15, 16]
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_saved_vote_is_shown_once_durable_and_again_after_reopening() -> Result<(), SErr> {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        {
+            let mut store = LogStore::open(dir.path()).expect("open");
+            let seen = store.saved_vote();
+            assert_eq!(seen.get(), None);
+            store.save_vote(&Vote::new(3, 2)).await?;
+            // A handle taken before the save shows it, as does one of a clone.
+            assert_eq!(seen.get(), Some(Vote::new(3, 2)));
+            store.save_vote(&Vote::new_committed(3, 2)).await?;
+            let reader = store.get_log_reader().await;
+            assert_eq!(reader.saved_vote().get(), Some(Vote::new_committed(3, 2)));
+        }
+        let store = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.saved_vote().get(), Some(Vote::new_committed(3, 2)));
         Ok(())
     }
 

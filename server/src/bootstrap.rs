@@ -81,6 +81,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     }
     .validate()
     .map_err(|e| ServerError::Config(e.to_string()))?;
+    let saved_vote = log_store.saved_vote();
     let routes = cfg
         .peer_routes
         .iter()
@@ -105,6 +106,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         id: cfg.id,
         cfg,
         raft,
+        saved_vote,
         replica,
         applied,
         audit,

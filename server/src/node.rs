@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::{Raft, ServerState};
+use synod_raft_store::log_store::SavedVote;
 use synod_raft_store::state_machine::{lock, SharedReplica};
 use synod_raft_store::{Command, NodeId, Origin, TypeConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -103,6 +104,10 @@ pub struct Node {
     pub id: NodeId,
     /// Its Raft instance.
     pub raft: Raft<TypeConfig>,
+    /// The vote its log store last made durable: what a follower offers the leader as the
+    /// witness of a linearizable read, read without a trip into the Raft core
+    /// ([`crate::pipeline::read_index`]).
+    pub saved_vote: SavedVote,
     /// The applied tree and node-local state (watches, connections, waiting requests, event
     /// history), under one lock that apply holds for a whole batch of entries.
     pub replica: SharedReplica<Applier>,

@@ -80,8 +80,8 @@ pub enum PeerRequest {
     /// [`synod_raft_store::types::FORWARD_GROUP_SINCE`]: every member speaks it); before it
     /// each write goes in a [`PeerRequest::Forward`] of its own.
     ForwardGroup(Vec<Command>),
-    /// A follower asks the leader for a read point, saying that its vote, read in its Raft core
-    /// after every read this point serves began, names the receiver as leader. A leader of
+    /// A follower asks the leader for a read point, saying that its vote, as its log store had
+    /// made it durable after every read this point serves began, names the receiver as leader. A leader of
     /// three voters then needs no heartbeat round (`crate::pipeline::read_index`); otherwise
     /// it answers as [`PeerRequest::ReadIndex`]. Since protocol version 4 (sent only once the
     /// cluster version is [`synod_raft_store::types::READ_INDEX_FOLLOWING_SINCE`]: every

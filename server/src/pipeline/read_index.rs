@@ -57,7 +57,7 @@ impl Node {
         match self.leader() {
             Some((id, _)) if id == self.id => leader_read_index(&self.raft).await,
             Some((id, addr)) => {
-                let req = match self.vote_naming(id).await {
+                let req = match self.vote_naming(id) {
                     Some(vote) => PeerRequest::ReadIndexFollowing {
                         follower: self.id,
                         vote,
@@ -85,13 +85,17 @@ impl Node {
         }
     }
 
-    /// This node's vote as its Raft core holds it now, if it names `leader` and every member
-    /// reads [`PeerRequest::ReadIndexFollowing`]. Read in the core, not from the metrics, which
-    /// may lag behind a vote the core has already granted to a newer candidate. Not asked for
-    /// unless the configuration, as the metrics show it, has three voters and is not joint:
-    /// otherwise the leader needs a round anyway, and the two trips into the Raft cores would
-    /// only delay it. (Only a shortcut: the leader decides on its own core's configuration.)
-    async fn vote_naming(&self, leader: NodeId) -> Option<Vote<NodeId>> {
+    /// The vote this node's log store last made durable, if it names `leader` and every member
+    /// reads [`PeerRequest::ReadIndexFollowing`]. Not the metrics' vote, which may lag behind a
+    /// vote already granted to a newer candidate; not the Raft core's either, which is never
+    /// behind the saved one but answers only after the append it is syncing (up to a
+    /// millisecond under write load): openraft saves a vote before it grants or acts on it, so
+    /// while the saved vote names `leader` this node has granted no later one
+    /// ([`SavedVote`](synod_raft_store::log_store::SavedVote)). Not offered unless the
+    /// configuration, as the metrics show it, has three voters and is not joint: otherwise the
+    /// leader needs a round anyway. (Only a shortcut: the leader decides on its own core's
+    /// configuration.)
+    fn vote_naming(&self, leader: NodeId) -> Option<Vote<NodeId>> {
         if !crate::upgrade::cluster_has(self, READ_INDEX_FOLLOWING_SINCE) {
             return None;
         }
@@ -111,11 +115,7 @@ impl Node {
         if !three_voters {
             return None;
         }
-        let (tx, rx) = oneshot::channel();
-        self.raft.external_request(move |st| {
-            let _ = tx.send(*st.vote_ref());
-        });
-        let vote = rx.await.ok()?;
+        let vote = self.saved_vote.get()?;
         (vote.leader_id().voted_for() == Some(leader)).then_some(vote)
     }
 
@@ -185,7 +185,8 @@ impl LeaderFacts {
 }
 
 /// The read point a leader may give `follower` for reads that began before the follower read
-/// `follower_vote` in its Raft core, without a heartbeat round: its commit index, if
+/// `follower_vote` (the vote its log store last made durable), without a heartbeat round: its
+/// commit index, if
 /// - this node leads (its vote is committed and names it), and the follower's vote names it in
 ///   the same term;
 /// - the configuration is committed, not joint, and has exactly three voters, this node and the
@@ -201,8 +202,9 @@ impl LeaderFacts {
 /// voters: one of them this leader or the follower, since any two of three include one of
 /// them (a later configuration is reached only through a joint one that needs two of these
 /// three, and this configuration is committed). The follower had not voted in a later term
-/// when it read its vote, and this leader has not (it still holds its own term's vote now). So
-/// there is no such write. With five voters, two votes besides this leader's are needed, and
+/// when it read its vote (a vote is made durable before it is granted, and votes only grow),
+/// and this leader has not (it still holds its own term's vote now). So there is no such
+/// write. With five voters, two votes besides this leader's are needed, and
 /// the follower's is only one: a heartbeat round it is.
 fn follower_vote_read_point(
     facts: &LeaderFacts,
