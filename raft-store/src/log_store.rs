@@ -166,8 +166,9 @@ pub struct LogStore {
 /// its synced write and before the call returns). Cheap to clone; clones share it.
 ///
 /// **What a reader may conclude:** openraft saves a vote before it acts on it — before it
-/// grants it to a candidate, and before it accepts a leader's entries under it — and votes
-/// only grow. So while [`get`](SavedVote::get) returns `v`, this node has granted and accepted
+/// grants it to a candidate, and before it accepts a leader's entries under it (0.9.25 queues
+/// `SaveVote` before the response and runs its commands in order; check again on an upgrade)
+/// — and votes only grow. So while [`get`](SavedVote::get) returns `v`, this node has granted and accepted
 /// no greater vote, even if its Raft core already holds one whose save is under way. That
 /// makes it a vote a follower may offer a leader as a witness for a linearizable read
 /// (docs/design.md §6), without a trip into its Raft core, which waits behind the fdatasync

@@ -206,6 +206,11 @@ impl LeaderFacts {
 /// and this leader has not (it still holds its own term's vote now). So there is no such
 /// write. With five voters, two votes besides this leader's are needed, and
 /// the follower's is only one: a heartbeat round it is.
+///
+/// This rests on two rules of openraft 0.9.25 that an upgrade of openraft must check again: a
+/// configuration changes only through a joint one, and not while another change is
+/// uncommitted; and a vote is saved before it is granted or entries are accepted under it
+/// (`SaveVote` is queued before the response, and the core runs its commands in order).
 fn follower_vote_read_point(
     facts: &LeaderFacts,
     me: NodeId,
