@@ -8,18 +8,19 @@
 # binaries are kept under $HOME/.cache/synod/releases/<tag>/ so that a second run costs nothing.
 # The first run compiles RocksDB again: about 15 minutes on 2 cores.
 #
-# Usage: scripts/previous-release.sh [TAG]      (default: v0.3.0)
+# Usage: scripts/previous-release.sh [TAG]      (default: v0.4.0)
 # Environment:
 #   SYNOD_RELEASES_DIR  where built releases are kept (default: $HOME/.cache/synod/releases)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tag="${1:-v0.3.0}"
+tag="${1:-v0.4.0}"
 # The commit each known tag names, so that a clone without tags still builds the same tree.
 case "$tag" in
     v0.1.0) commit=289fcaa ;;
     v0.2.0) commit=3afabe7 ;;
     v0.3.0) commit=9adfedf ;;
+    v0.4.0) commit=96b2df0 ;;
     *) commit="$tag" ;;
 esac
 releases="${SYNOD_RELEASES_DIR:-$HOME/.cache/synod/releases}"

@@ -158,8 +158,10 @@ pub const BASE_CLUSTER_VERSION: u32 = 1;
 /// followers forward writes in groups ([`FORWARD_GROUP_SINCE`]), a message only release 0.3
 /// reads, and the cluster version is how a node knows that every member does. Version 4
 /// (release 0.4) changes nothing in it either: from it, a follower asks for a read point
-/// saying that its own vote names the leader ([`READ_INDEX_FOLLOWING_SINCE`]).
-pub const CLUSTER_VERSION: u32 = 4;
+/// saying that its own vote names the leader ([`READ_INDEX_FOLLOWING_SINCE`]). Nor does
+/// version 5 (release 0.5): from it, a leader asks a follower for its saved vote instead of a
+/// heartbeat round for its own reads ([`LEADER_READ_ON_FOLLOWER_VOTE_SINCE`]).
+pub const CLUSTER_VERSION: u32 = 5;
 
 /// The cluster version from which every replica keeps the audit trail's chain.
 pub const AUDIT_SINCE: u32 = 2;
@@ -171,11 +173,17 @@ pub const AUDIT_SINCE: u32 = 2;
 pub const FORWARD_GROUP_SINCE: u32 = 3;
 
 /// The cluster version from which a follower asks the leader for a read point with its own vote
-/// (the server's `PeerRequest::ReadIndexFollowing`), read in its Raft core after the reads it
-/// serves began, and a leader of three voters answers it without a heartbeat round (design.md
+/// (the server's `PeerRequest::ReadIndexFollowing`), as its log store saved it after the reads
+/// it serves began, and a leader of three voters answers it without a heartbeat round (design.md
 /// §6); before it, every follower's read point costs a round (`PeerRequest::ReadIndex`), as
 /// release 0.3 reads them. Not a format of the replicated state.
 pub const READ_INDEX_FOLLOWING_SINCE: u32 = 4;
+
+/// The cluster version from which a leader of three voters confirms a read point for its own
+/// reads with one follower's saved vote (the server's `PeerRequest::SavedVote`, asked after
+/// those reads began) instead of a heartbeat round (design.md §6); before it, the leader's
+/// every read point costs a round, as release 0.4's. Not a format of the replicated state.
+pub const LEADER_READ_ON_FOLLOWER_VOTE_SINCE: u32 = 5;
 
 /// The cluster version from which tenants can be declared ([`Command::Tenant`]) and sessions
 /// are opened with their caller's identities ([`Command::OpenSession`], which a tenant's session

@@ -116,21 +116,21 @@ fn metrics_are_prometheus_text_and_move() {
         // What this node runs and speaks, for a mixed-version cluster.
         let build = [
             ("version", env!("CARGO_PKG_VERSION")),
-            ("peer_protocol", "4"),
+            ("peer_protocol", "5"),
             ("snapshot_format", "1"),
             ("backup_format", "1"),
             ("log_format", "1"),
-            ("cluster_version", "4"),
+            ("cluster_version", "5"),
         ];
         assert_eq!(value(&after, "synod_build_info", &build), Some(1.0));
         // A cluster of this release alone runs at its cluster version.
-        assert_eq!(value(&after, "synod_cluster_version", &[]), Some(4.0));
+        assert_eq!(value(&after, "synod_cluster_version", &[]), Some(5.0));
         let (_, status) = blocking(|| c.json(leader, "GET", "/status", None)).expect("/status");
         assert_eq!(
             status["formats"],
-            serde_json::json!({"peer_protocol": 4, "snapshot": 1, "backup": 1, "log": 1, "cluster_version": 4})
+            serde_json::json!({"peer_protocol": 5, "snapshot": 1, "backup": 1, "log": 1, "cluster_version": 5})
         );
-        assert_eq!(status["cluster_version"], 4);
+        assert_eq!(status["cluster_version"], 5);
         assert_eq!(value(&after, "synod_raft_is_leader", &[]), Some(1.0));
         assert_eq!(value(&after, "synod_raft_voters", &[]), Some(3.0));
         let applied = value(&after, "synod_raft_applied_index", &[]).expect("applied");

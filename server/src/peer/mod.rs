@@ -92,6 +92,13 @@ pub enum PeerRequest {
         /// The sender's vote, naming the receiver.
         vote: openraft::Vote<NodeId>,
     },
+    /// The leader asks a follower for the vote its log store last made durable
+    /// ([`synod_raft_store::log_store::SavedVote`]), which the follower reads after the leader's
+    /// reads that the answer serves began: if it names the leader, a leader of three voters
+    /// needs no heartbeat round for those reads (`crate::pipeline::read_index`). Since protocol
+    /// version 5 (sent only once the cluster version is
+    /// [`synod_raft_store::types::LEADER_READ_ON_FOLLOWER_VOTE_SINCE`]: every member speaks it).
+    SavedVote,
 }
 
 /// Client activity on a session, as reported to the leader.
@@ -132,6 +139,8 @@ pub enum PeerResponse {
     /// The outcome of a [`PeerRequest::ForwardGroup`], the same for every write in it (they
     /// are in one entry): applied on the leader, or why not.
     ForwardGroup(Result<(), ForwardError>),
+    /// The receiver's answer to [`PeerRequest::SavedVote`] (`None`: it never saved one).
+    SavedVote(Option<openraft::Vote<NodeId>>),
 }
 
 /// Where a node's clients and operators reach it, as it advertises them
@@ -158,6 +167,7 @@ impl PeerResponse {
             PeerResponse::Describe(_) => "Describe",
             PeerResponse::Reconfig(_) => "Reconfig",
             PeerResponse::ForwardGroup(_) => "ForwardGroup",
+            PeerResponse::SavedVote(_) => "SavedVote",
         }
     }
 }

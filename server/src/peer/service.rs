@@ -64,7 +64,8 @@ impl PeerService for Node {
             PeerRequest::ReadIndex
             | PeerRequest::Touch(_)
             | PeerRequest::HistoryFloor
-            | PeerRequest::Describe => None,
+            | PeerRequest::Describe
+            | PeerRequest::SavedVote => None,
         };
         match speaks_as {
             Some(claimed) if claimed != from => Err(Refusal::WrongNode {
@@ -150,6 +151,10 @@ impl PeerService for Node {
                 )))
                 .boxed(),
             },
+            // Read without the Raft core, which may be syncing an append (see `SavedVote`).
+            PeerRequest::SavedVote => {
+                futures_util::future::ready(PeerResponse::SavedVote(self.saved_vote.get())).boxed()
+            }
             PeerRequest::Describe => {
                 let description = super::NodeDescription {
                     client_addr: self.cfg.advertise_client_addr.clone(),

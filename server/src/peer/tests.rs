@@ -109,9 +109,9 @@ impl PeerService for Fake {
                 future::ready(PeerResponse::ForwardGroup(Ok(()))).boxed()
             }
             // Never answered.
-            PeerRequest::ReadIndex | PeerRequest::ReadIndexFollowing { .. } => {
-                future::pending().boxed()
-            }
+            PeerRequest::ReadIndex
+            | PeerRequest::ReadIndexFollowing { .. }
+            | PeerRequest::SavedVote => future::pending().boxed(),
             // The remote Raft refuses.
             PeerRequest::AppendEntries(_) => future::ready(PeerResponse::AppendEntries(Err(
                 RaftError::Fatal(Fatal::Stopped),

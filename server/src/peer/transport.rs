@@ -30,8 +30,10 @@ use crate::tls::{ClientAuth, TlsFiles};
 /// messages of version 1; version 3 (release 0.3) adds the forwarded group
 /// (`PeerRequest::ForwardGroup`, sent only once the cluster version is 3); version 4 (release
 /// 0.4) adds the follower's read-point request with its vote (`PeerRequest::ReadIndexFollowing`,
-/// sent only once the cluster version is 4).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// sent only once the cluster version is 4); version 5 (release 0.5) adds the leader's question
+/// for a follower's saved vote (`PeerRequest::SavedVote`, sent only once the cluster version is
+/// 5).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The oldest version still spoken (release 0.1's): a hello of any version from this one to
 /// [`PROTOCOL_VERSION`] is accepted, and a node that refuses our version because it is older

@@ -1,15 +1,19 @@
 //! Linearizable reads: a read point is an index such that every write acknowledged before it
 //! was asked for is at or below it (openraft's read index: a heartbeat round to a quorum, on
 //! the leader). Reads queued while a round is in flight share the next round; a follower asks
-//! the leader over the peer port, with its own vote when it names that leader, and a leader of
-//! three voters then answers without a round ([`follower_vote_read_point`]). A reader then
-//! waits until its node has applied the point.
+//! the leader over the peer port, with its own saved vote when it names that leader, and a
+//! leader of three voters then answers without a round ([`follower_vote_read_point`]); for its
+//! own reads such a leader asks one follower for its saved vote instead of a round. A reader
+//! then waits until its node has applied the point.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use openraft::{LogId, Raft, RaftState, ServerState, Vote};
-use synod_raft_store::types::{NodeId, READ_INDEX_FOLLOWING_SINCE};
+use synod_raft_store::types::{
+    NodeId, LEADER_READ_ON_FOLLOWER_VOTE_SINCE, READ_INDEX_FOLLOWING_SINCE,
+};
 use synod_raft_store::TypeConfig;
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,7 +59,10 @@ impl Node {
 
     async fn read_index_round(&self) -> Result<u64, ReadIndexError> {
         match self.leader() {
-            Some((id, _)) if id == self.id => leader_read_index(&self.raft).await,
+            Some((id, _)) if id == self.id => match self.read_point_on_a_follower_vote().await {
+                Some(point) => Ok(point),
+                None => leader_read_index(&self.raft).await,
+            },
             Some((id, addr)) => {
                 let req = match self.vote_naming(id) {
                     Some(vote) => PeerRequest::ReadIndexFollowing {
@@ -117,6 +124,63 @@ impl Node {
         }
         let vote = self.saved_vote.get()?;
         (vote.leader_id().voted_for() == Some(leader)).then_some(vote)
+    }
+
+    /// On the leader, for its own reads: a read point without a heartbeat round, on the saved
+    /// vote ([`PeerRequest::SavedVote`]) of a follower, asked now, after those reads began —
+    /// if every member reads that request, the metrics show three voters and no joint
+    /// configuration, and the first follower to answer (both are asked, so that one down or
+    /// cut off costs nothing; within the heartbeat interval) has a vote that
+    /// [`follower_vote_read_point`] accepts in this node's Raft core. `None` otherwise: a
+    /// heartbeat round it is.
+    async fn read_point_on_a_follower_vote(&self) -> Option<u64> {
+        if !crate::upgrade::cluster_has(self, LEADER_READ_ON_FOLLOWER_VOTE_SINCE) {
+            return None;
+        }
+        let followers: Vec<(NodeId, String)> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let [voters] = membership.get_joint_config().as_slice() else {
+                return None;
+            };
+            if voters.len() != 3 || !voters.contains(&self.id) {
+                return None;
+            }
+            voters
+                .iter()
+                .filter(|id| **id != self.id)
+                .filter_map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
+                .collect()
+        };
+        let mut asked: FuturesUnordered<_> = followers
+            .into_iter()
+            .map(|(id, addr)| {
+                let pool = self.pool.clone();
+                let timeout = self.cfg.heartbeat;
+                async move {
+                    (
+                        id,
+                        pool.call(id, &addr, PeerRequest::SavedVote, timeout).await,
+                    )
+                }
+            })
+            .collect();
+        let (follower, vote) = loop {
+            match asked.next().await? {
+                (id, Ok(PeerResponse::SavedVote(Some(vote)))) => break (id, vote),
+                _ => continue,
+            }
+        };
+        let me = self.id;
+        let (tx, rx) = oneshot::channel();
+        self.raft.external_request(move |st| {
+            let facts = LeaderFacts::of(st);
+            let _ = tx.send(follower_vote_read_point(&facts, me, follower, &vote));
+        });
+        let point = rx.await.ok()??;
+        metrics::counter!("synod_read_points_total", "how" => "follower_vote").increment(1);
+        Some(point)
     }
 
     /// On the leader: the read point for a follower's [`PeerRequest::ReadIndexFollowing`] —
