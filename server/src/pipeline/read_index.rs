@@ -3,8 +3,8 @@
 //! the leader). Reads queued while a round is in flight share the next round; a follower asks
 //! the leader over the peer port, with its own saved vote when it names that leader, and a
 //! leader of three voters then answers without a round ([`follower_vote_read_point`]); for its
-//! own reads such a leader asks one follower for its saved vote instead of a round. A reader
-//! then waits until its node has applied the point.
+//! own reads such a leader asks its followers for their saved votes instead of a round, and
+//! decides on the first answer. A reader then waits until its node has applied the point.
 
 use std::sync::Arc;
 use std::time::Duration;
