@@ -104,8 +104,9 @@ pub struct Node {
     pub id: NodeId,
     /// Its Raft instance.
     pub raft: Raft<TypeConfig>,
-    /// The vote its log store last made durable: what a follower offers the leader as the
-    /// witness of a linearizable read, read without a trip into the Raft core
+    /// The vote its log store last made durable: what this node, as a follower, offers the
+    /// leader as the witness of a linearizable read (with its own read-point request, or when
+    /// the leader asks for it), read without a trip into the Raft core
     /// ([`crate::pipeline::read_index`]).
     pub saved_vote: SavedVote,
     /// The applied tree and node-local state (watches, connections, waiting requests, event
