@@ -106,22 +106,7 @@ impl Node {
         if !crate::upgrade::cluster_has(self, READ_INDEX_FOLLOWING_SINCE) {
             return None;
         }
-        let three_voters = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            match m
-                .membership_config
-                .membership()
-                .get_joint_config()
-                .as_slice()
-            {
-                [voters] => voters.len() == 3,
-                _ => false,
-            }
-        };
-        if !three_voters {
-            return None;
-        }
+        self.three_voters_seen()?;
         let vote = self.saved_vote.get()?;
         (vote.leader_id().voted_for() == Some(leader)).then_some(vote)
     }
@@ -137,24 +122,13 @@ impl Node {
         if !crate::upgrade::cluster_has(self, LEADER_READ_ON_FOLLOWER_VOTE_SINCE) {
             return None;
         }
-        let followers: Vec<(NodeId, String)> = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            let membership = m.membership_config.membership();
-            let [voters] = membership.get_joint_config().as_slice() else {
-                return None;
-            };
-            if voters.len() != 3 || !voters.contains(&self.id) {
-                return None;
-            }
-            voters
-                .iter()
-                .filter(|id| **id != self.id)
-                .filter_map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
-                .collect()
-        };
+        let followers = self.three_voters_seen()?;
+        if followers.iter().all(|(id, _)| *id != self.id) {
+            return None;
+        }
         let mut asked: FuturesUnordered<_> = followers
             .into_iter()
+            .filter(|(id, _)| *id != self.id)
             .map(|(id, addr)| {
                 let pool = self.pool.clone();
                 let timeout = self.cfg.heartbeat;
@@ -172,15 +146,46 @@ impl Node {
                 _ => continue,
             }
         };
+        self.read_point_on_vote(follower, vote).await
+    }
+
+    /// The voters and their peer addresses, if the metrics show exactly three and no joint
+    /// configuration: only then can a follower's vote stand in for a heartbeat round. (Only a
+    /// shortcut: the leader decides on its own core's configuration.)
+    fn three_voters_seen(&self) -> Option<Vec<(NodeId, String)>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let [voters] = membership.get_joint_config().as_slice() else {
+            return None;
+        };
+        if voters.len() != 3 {
+            return None;
+        }
+        voters
+            .iter()
+            .map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
+            .collect()
+    }
+
+    /// On the leader: [`follower_vote_read_point`] for `follower`'s `vote`, decided in this
+    /// node's Raft core now, and counted when it gives a point. The future borrows nothing.
+    fn read_point_on_vote(
+        &self,
+        follower: NodeId,
+        vote: Vote<NodeId>,
+    ) -> impl std::future::Future<Output = Option<u64>> + Send + 'static {
         let me = self.id;
         let (tx, rx) = oneshot::channel();
         self.raft.external_request(move |st| {
             let facts = LeaderFacts::of(st);
             let _ = tx.send(follower_vote_read_point(&facts, me, follower, &vote));
         });
-        let point = rx.await.ok()??;
-        metrics::counter!("synod_read_points_total", "how" => "follower_vote").increment(1);
-        Some(point)
+        async move {
+            let point = rx.await.ok()??;
+            metrics::counter!("synod_read_points_total", "how" => "follower_vote").increment(1);
+            Some(point)
+        }
     }
 
     /// On the leader: the read point for a follower's [`PeerRequest::ReadIndexFollowing`] —
@@ -191,16 +196,10 @@ impl Node {
         follower: NodeId,
         vote: Vote<NodeId>,
     ) -> impl std::future::Future<Output = Result<u64, ReadIndexError>> + Send + 'static {
-        let me = self.id;
-        let (tx, rx) = oneshot::channel();
-        self.raft.external_request(move |st| {
-            let facts = LeaderFacts::of(st);
-            let _ = tx.send(follower_vote_read_point(&facts, me, follower, &vote));
-        });
+        let on_vote = self.read_point_on_vote(follower, vote);
         let node = self.self_arc();
         async move {
-            if let Ok(Some(point)) = rx.await {
-                metrics::counter!("synod_read_points_total", "how" => "follower_vote").increment(1);
+            if let Some(point) = on_vote.await {
                 return Ok(point);
             }
             match node {
