@@ -124,6 +124,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         version_current: Default::default(),
         reconfigs: Default::default(),
         read_only: Default::default(),
+        cut_off: Default::default(),
     });
     tokio::spawn(crate::pipeline::proposer::proposer_loop(node.clone(), prx));
     tokio::spawn(crate::pipeline::read_index::read_index_loop(
@@ -138,7 +139,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(crate::pipeline::read_audit::flush_loop(node.clone()));
     tokio::spawn(crate::upgrade::cluster_version_loop(node.clone()));
     tokio::spawn(crate::reconfig::sync::config_sync_loop(node.clone()));
-    tokio::spawn(crate::read_only::read_only_loop(node.clone()));
+    tokio::spawn(crate::cut_off::cut_off_loop(node.clone()));
     Ok(node)
 }
 

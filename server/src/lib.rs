@@ -28,7 +28,8 @@
 //! holds: node id, cluster id); [`disk`] (its free space: writes refused in the reserve);
 //! [`notify`] (readiness for systemd); [`upgrade`] (the cluster version: rolling upgrades);
 //! [`reconfig`] (ZooKeeper's `reconfig` and `/zookeeper/config` over Raft membership);
-//! [`read_only`] (a node cut off from the quorum serving clients that allow read-only);
+//! [`cut_off`] (a node cut off from the quorum closes its clients' connections);
+//! [`read_only`] (such a node serving clients that allow read-only);
 //! [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
 
@@ -38,6 +39,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod cut_off;
 pub mod data_dir;
 pub mod disk;
 pub mod error;

@@ -31,6 +31,12 @@ pub struct Proposal {
     pub reply: Option<oneshot::Sender<Result<(), ForwardError>>>,
     /// When it was proposed: the start of its `propose_queue` stage.
     pub at: std::time::Instant,
+    /// A leader's duty (a session expiry, a reap, a raise of the cluster version): the term in
+    /// which this node led when it decided it. It is proposed only while this node leads in
+    /// that term, and never forwarded: a deposed leader's expiry rests on deadlines that its
+    /// successor restarted at its takeover (docs/design.md §6, "Sessions"), so it is dropped.
+    /// `None` for everything else.
+    pub duty_of_term: Option<u64>,
 }
 
 /// What a [`Proposal`] carries.
@@ -63,6 +69,15 @@ impl Proposal {
             what: Proposed::One(cmd),
             reply: None,
             at: std::time::Instant::now(),
+            duty_of_term: None,
+        }
+    }
+
+    /// A duty this node decided as the leader of `term` (see [`Proposal::duty_of_term`]).
+    pub fn duty(cmd: Command, term: u64) -> Proposal {
+        Proposal {
+            duty_of_term: Some(term),
+            ..Proposal::local(cmd)
         }
     }
 
@@ -73,6 +88,7 @@ impl Proposal {
             what: Proposed::One(cmd),
             reply: Some(reply),
             at: std::time::Instant::now(),
+            duty_of_term: None,
         }
     }
 
@@ -86,6 +102,7 @@ impl Proposal {
             what: Proposed::Group(cmds),
             reply: Some(reply),
             at: std::time::Instant::now(),
+            duty_of_term: None,
         }
     }
 }
@@ -148,6 +165,9 @@ pub struct Node {
     /// Whether this node, cut off from the quorum, serves read-only clients
     /// ([`crate::read_only`]).
     pub read_only: crate::read_only::ReadOnly,
+    /// Whether this node is cut off from the quorum, and so serves no replicated session
+    /// ([`crate::cut_off`]).
+    pub cut_off: crate::cut_off::CutOff,
 }
 
 impl Node {
@@ -189,9 +209,15 @@ impl Node {
     }
 
     pub fn is_leader(&self) -> bool {
+        self.leading_term().is_some()
+    }
+
+    /// The term in which this node leads now; `None` unless it leads.
+    pub fn leading_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
+            .then_some(m.current_term)
     }
 
     /// The counters of every client connection on this node, by connection id (copied outside

@@ -1,8 +1,6 @@
 //! Read-only mode (`--read-only-mode`, ZooKeeper's `readonlymode.enabled`): a node cut off from
-//! the quorum — no leader known, or as leader no quorum's acknowledgement, for
-//! [`CUT_OFF_AFTER`] — keeps serving reads of its last applied
-//! tree to the clients that asked for it (`canBeReadOnly` in their ConnectRequest), and only to
-//! them:
+//! the quorum ([`crate::cut_off`]) keeps serving reads of its last applied tree to the clients
+//! that asked for it (`canBeReadOnly` in their ConnectRequest), and only to them:
 //! - such a client gets a *local* session, known to this node alone and never replicated (a
 //!   negative id, [`is_local_session`]), and a ConnectResponse with `readOnly` set;
 //! - its writes, `sync` and `reconfig` are answered `NotReadOnly`; its reads are served without a
@@ -15,18 +13,6 @@
 //! `isro` answers `ro` and `srvr`'s mode is `read-only` meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use synod_raft_store::state_machine::lock;
-
-use crate::node::Node;
-
-/// How long a node must know no leader before it serves read-only clients (ZooKeeper waits
-/// max(2 s, tickTime) in LOOKING).
-pub const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
-/// How often the node looks.
-const INTERVAL: Duration = Duration::from_millis(100);
 
 /// Whether a session id is a read-only (local) session's: global ids are zxids, never negative.
 pub fn is_local_session(session_id: i64) -> bool {
@@ -48,64 +34,17 @@ impl ReadOnly {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Starts or ends read-only mode ([`crate::cut_off::cut_off_loop`] does); returns whether
+    /// it was on.
+    pub(crate) fn set_active(&self, on: bool) -> bool {
+        self.active.swap(on, Ordering::AcqRel)
+    }
+
     /// A new local session id of node `node_id`: negative, unique on this node, and unlike any
     /// other node's.
     pub fn new_local_session(&self, node_id: u64) -> i64 {
         let n = self.last_local.fetch_add(1, Ordering::Relaxed) + 1;
         -(((node_id as i64) << 40) | (n & ((1 << 40) - 1)))
-    }
-}
-
-/// Whether this node knows a working leader: a follower one it follows, a leader that a
-/// quorum acknowledged within [`CUT_OFF_AFTER`] (an openraft 0.9 leader cut off from its
-/// followers does not step down by itself).
-fn quorum_reachable(node: &Node) -> bool {
-    let m = node.raft.metrics().borrow().clone();
-    match m.current_leader {
-        None => false,
-        Some(l) if l == node.id => m
-            .millis_since_quorum_ack
-            .is_some_and(|ms| ms < CUT_OFF_AFTER.as_millis() as u64),
-        Some(_) => true,
-    }
-}
-
-/// Runs until the node stops (returns at once without `--read-only-mode`).
-pub async fn read_only_loop(node: Arc<Node>) {
-    if !node.cfg.read_only_mode {
-        return;
-    }
-    let mut stopping = node.stopping.subscribe();
-    let mut leaderless_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
-            _ = stopping.wait_for(|s| *s) => return,
-        }
-        let has_leader = quorum_reachable(&node);
-        let active = node.read_only.active();
-        if has_leader {
-            leaderless_since = None;
-            if active {
-                node.read_only.active.store(false, Ordering::Release);
-                let closed = lock(&node.replica)
-                    .observer
-                    .kill_conns_where(|e| is_local_session(e.session_id), "the quorum is back");
-                tracing::warn!(
-                    closed,
-                    "read-only mode ends: a leader is known again; read-only clients reconnect"
-                );
-            }
-            continue;
-        }
-        let since = *leaderless_since.get_or_insert_with(Instant::now);
-        if !active && since.elapsed() >= CUT_OFF_AFTER {
-            node.read_only.active.store(true, Ordering::Release);
-            tracing::warn!(
-                after_ms = since.elapsed().as_millis() as u64,
-                "read-only mode: no leader known; serving reads to clients that allow read-only"
-            );
-        }
     }
 }
 

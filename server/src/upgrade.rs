@@ -84,9 +84,9 @@ pub async fn cluster_version_loop(node: Arc<Node>) {
         if *node.stopping.borrow() {
             return;
         }
-        if !node.is_leader() {
+        let Some(term) = node.leading_term() else {
             continue;
-        }
+        };
         let current = cluster_version(&node);
         debug_assert!((BASE_CLUSTER_VERSION..=CLUSTER_VERSION).contains(&current));
         let behind = holding_back(&node);
@@ -118,9 +118,10 @@ pub async fn cluster_version_loop(node: Arc<Node>) {
                 to = CLUSTER_VERSION,
                 "every member runs this release: raising the cluster version"
             );
-            node.propose(Command::ClusterVersion {
+            let raise = Command::ClusterVersion {
                 version: CLUSTER_VERSION,
-            });
+            };
+            node.propose_duty(raise, term);
             // Wait for it to apply before proposing again.
             let mut applied = node.applied.clone();
             let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -1368,6 +1368,70 @@ fn a_leader_cut_off_serves_read_only_clients() {
     });
 }
 
+/// Without read-only mode, a leader cut off from its followers closes its clients'
+/// connections within seconds, as ZooKeeper's server does when it stops leading, and accepts
+/// no session while cut off (`/status` says so); its client is disconnected meanwhile (not
+/// answered pings: its session may end on the quorum's side), and when the followers continue
+/// it resumes the same session.
+#[test]
+fn a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back() {
+    run_test(
+        "a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back",
+        || async {
+            let ens = start_cluster(&[]);
+            let leader = leader_of(&ens);
+            let zk = connect_only(&ens, leader).await;
+            must("create", zk.create("/cut", b"", CreateMode::Persistent)).await;
+            let session = zk.session_id();
+            let mut states = zk.state_changes();
+            let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+            for i in &followers {
+                ens.pause(*i).expect("pause a follower");
+            }
+            let cut = Instant::now();
+            let first = tokio::time::timeout(Duration::from_secs(30), states.next()).await;
+            assert_eq!(
+                first,
+                Ok(Some(synod_client::SessionState::Disconnected)),
+                "the cut-off leader kept its client connected:\n{}",
+                ens.log_tail(leader)
+            );
+            eprintln!("disconnected after {:.1?}", cut.elapsed());
+            let st = blocking(|| ens.status_json(leader)).expect("status");
+            assert_eq!(st["cut_off"], true, "{st}");
+            assert_eq!(st["read_only"], false, "{st}");
+            // Nobody gets a session there meanwhile (closed without an answer).
+            let opts = ens
+                .connect_options()
+                .connect_timeout(Duration::from_secs(2));
+            let other = Client::connect(&ens.addrs()[leader].to_string(), opts).await;
+            assert!(other.is_err(), "a session on a cut-off leader: {other:?}");
+            assert_eq!(zk.state(), synod_client::SessionState::Disconnected);
+            for i in &followers {
+                ens.resume(*i).expect("resume a follower");
+            }
+            let back = tokio::time::timeout(Duration::from_secs(60), states.next()).await;
+            assert_eq!(back, Ok(Some(synod_client::SessionState::Connected)));
+            assert_eq!(zk.session_id(), session, "the session was not resumed");
+            // The followers may elect a new leader as they continue: a write under way then
+            // loses its connection, and the client resumes again (the write is idempotent).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match tokio::time::timeout(OP_TIMEOUT, zk.set_data("/cut", b"back", None)).await {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(Error::ConnectionLoss)) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => panic!("write after the quorum is back: {other:?}"),
+                }
+            }
+            assert_eq!(zk.session_id(), session, "the session did not survive");
+            let st = blocking(|| ens.status_json(leader)).expect("status");
+            assert_eq!(st["cut_off"], false, "{st}");
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Persistent recursive watch across a reconnect
 // ---------------------------------------------------------------------------------------------

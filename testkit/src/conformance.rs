@@ -1505,6 +1505,9 @@ async fn read_only_mode_serves_reads_when_cut_off(ctx: Ctx) -> CaseResult {
     .await;
     check!(caught_up, "{there} did not apply {p}");
     drop(zk);
+    // A client of a replicated session there, which did not allow read-only.
+    let plain = ctx.client_at(&there, ConnectOptions::default()).await?;
+    let mut plain_states = plain.state_changes();
 
     struct Resume<'a>(&'a dyn Ensemble, Vec<usize>);
     impl Drop for Resume<'_> {
@@ -1545,6 +1548,11 @@ async fn read_only_mode_serves_reads_when_cut_off(ctx: Ctx) -> CaseResult {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let ro_session = ro.session_id();
+    // The cut-off server closed that client's connection (it serves no replicated session
+    // meanwhile): the client knows it is disconnected.
+    let dropped = within(T, "the plain client's disconnection", plain_states.next()).await?;
+    check_eq!(dropped, Some(SessionState::Disconnected));
+    check_eq!(plain.state(), SessionState::Disconnected);
     check_eq!(&ok!(ro.get_data(&p).await).0[..], b"last known");
     check!(
         ok!(ro.get_children(&ctx.root).await).contains(&"config".to_string()),

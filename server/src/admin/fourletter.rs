@@ -188,9 +188,10 @@ pub fn answer(node: &Node, head: &[u8; 4]) -> Option<String> {
     Some(text(node, word))
 }
 
-/// Whether this node is in a working cluster (knows a leader), as ZooKeeper's "serving".
+/// Whether this node is in a working cluster (knows a leader, and is not cut off from the
+/// quorum: [`crate::cut_off`]), as ZooKeeper's "serving".
 fn serving(node: &Node) -> bool {
-    node.raft.metrics().borrow().current_leader.is_some()
+    node.raft.metrics().borrow().current_leader.is_some() && !node.cut_off.active()
 }
 
 /// ZooKeeper's mode name of this node: `leader`, `follower`, `observer` (a Raft learner).

@@ -127,6 +127,9 @@ pub struct Status {
     /// On a leader: whether `/zookeeper/config` does not show the applied membership yet
     /// (the leader is about to rewrite it; a `reconfig` meanwhile gets ReconfigInProgress).
     pub zookeeper_config_pending: bool,
+    /// Whether this node is cut off from the quorum (no leader known, or as leader no quorum's
+    /// acknowledgement, for 2 s): it has closed its clients' connections and accepts none.
+    pub cut_off: bool,
     /// Whether this node, cut off from the quorum, serves read-only clients now
     /// (`--read-only-mode`).
     pub read_only: bool,
@@ -211,6 +214,7 @@ pub async fn status(node: &Node) -> Status {
                     .collect()
             }),
         zookeeper_config_pending: node.is_leader() && crate::reconfig::config_pending(node),
+        cut_off: node.cut_off.active(),
         read_only: node.read_only.active(),
         requests: node.stats.snapshot(),
     }

@@ -55,13 +55,21 @@ pub async fn serve(
             id: id.fingerprint.clone(),
         });
     }
-    // Cut off from the quorum: only new read-only sessions (see `crate::read_only`).
+    // Cut off from the quorum: no replicated session (`crate::cut_off`), and with read-only
+    // mode only new read-only sessions (`crate::read_only`).
     let read_only = node.read_only.active();
     let session = if read_only {
         match read_only_session(&node, &req, peer) {
             Some(s) => Some(s),
             None => return,
         }
+    } else if node.cut_off.active() {
+        tracing::debug!(
+            %peer,
+            session = format_args!("{:#x}", req.base.session_id),
+            "closing: this node is cut off from the quorum and serves no session"
+        );
+        return;
     } else {
         handshake(&node, &req, peer, &stamped).await
     };
@@ -90,17 +98,19 @@ pub async fn serve(
         session_id,
         identity.as_ref(),
     ));
-    let accepted = {
+    let (accepted, refused) = {
         let mut r = lock(&node.replica);
         // Checked in the same hold as the registration: a session closed after the handshake
         // looked it up would otherwise leave this connection unknown to its close, never told.
-        // A read-only session lives while the node is cut off (the end of read-only mode
-        // closes its connections under this lock: checked again here).
-        let alive = if read_only {
-            node.read_only.active()
+        // A read-only session lives while the node is cut off, a replicated one while it is
+        // not (the end of read-only mode, and the start of a cut-off, close the connections
+        // under this lock: checked again here).
+        let refused = if read_only {
+            !node.read_only.active()
         } else {
-            r.tree.session(session_id).is_some()
+            node.cut_off.active()
         };
+        let alive = !refused && (read_only || r.tree.session(session_id).is_some());
         if alive {
             r.observer.add_conn(
                 conn_id,
@@ -120,9 +130,10 @@ pub async fn serve(
                 read_only,
             ));
         }
-        alive
+        (alive, refused)
     };
-    if !accepted && read_only {
+    if refused {
+        // Closed without an answer: the client tries another server.
         return;
     }
     if !accepted {

@@ -5,6 +5,7 @@
 //! in one entry (one frame and one answer per group). ZooKeeper's
 //! ProposalRequestProcessor / SyncRequestProcessor pair plays this part.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,14 @@ impl Node {
                     .fail(o.request, "node shutting down".into());
             }
         }
+    }
+
+    /// Proposes a duty this node decided as the leader of `term` (a session expiry, a reap, a
+    /// raise of the cluster version): dropped, never forwarded, once this node no longer leads
+    /// in that term (see [`Proposal::duty_of_term`]). Such a command has no waiter.
+    pub fn propose_duty(&self, cmd: Command, term: u64) {
+        debug_assert!(cmd.origin().is_none(), "a duty has no waiter");
+        let _ = self.proposals.send(Proposal::duty(cmd, term));
     }
 
     /// Registers a waiter for `origin` and proposes `cmd`.
@@ -147,14 +156,20 @@ impl ForwardGroups {
 /// ([`crate::peer::PeerPool::call_all`]), written in order: as [`ForwardGroups`] once the
 /// cluster version has them, before that each command in its own frame.
 pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let mut queue: std::collections::VecDeque<Proposal> = Default::default();
+    let mut queue: VecDeque<Proposal> = Default::default();
     let mut batches: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut forwards: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut open = true;
+    // At least the number of duties in `queue` (rare: expiries, reaps): while it is 0 the
+    // queue is not scanned for stale ones, which would cost a pass over every queued write.
+    let mut duties = 0usize;
     loop {
         tokio::select! {
             p = rx.recv(), if open => match p {
-                Some(p) => queue.push_back(p),
+                Some(p) => {
+                    duties += usize::from(p.duty_of_term.is_some());
+                    queue.push_back(p);
+                }
                 None => open = false,
             },
             Some(()) = batches.next(), if !batches.is_empty() => {}
@@ -162,10 +177,15 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
             else => break,
         }
         while let Ok(p) = rx.try_recv() {
+            duties += usize::from(p.duty_of_term.is_some());
             queue.push_back(p);
         }
         if queue.is_empty() {
+            duties = 0;
             continue;
+        }
+        if duties > 0 {
+            duties = drop_stale_duties(&mut queue, node.leading_term());
         }
         match node.leader() {
             Some((id, _)) if id == node.id => {
@@ -252,7 +272,10 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 let grouped = crate::upgrade::cluster_has(&node, FORWARD_GROUP_SINCE);
                 let max_group_bytes = MAX_BATCH_BYTES.min(node.pool.max_frame_len() / 2);
                 let mut groups = ForwardGroups::default();
-                while let Some(Proposal { what, reply, at }) = queue.pop_front() {
+                while let Some(Proposal {
+                    what, reply, at, ..
+                }) = queue.pop_front()
+                {
                     let cmd = match (what, reply) {
                         (Proposed::One(cmd), None) => cmd,
                         (_, remote) => {
@@ -334,6 +357,43 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
     }
 }
 
+/// Drops the queued duties of a term in which this node does not lead (`leading`: the term it
+/// leads in now, if it does), and says so: a deposed leader's session expiry or reap is not its
+/// to make any more, and forwarding it would have its successor carry it out (the new leader
+/// restarted every session's deadline at its takeover and decides its own duties). Returns how
+/// many duties are left.
+fn drop_stale_duties(queue: &mut VecDeque<Proposal>, leading: Option<u64>) -> usize {
+    let mut left = 0;
+    queue.retain(|p| match p.duty_of_term {
+        Some(term) if leading != Some(term) => {
+            let duty = match &p.what {
+                Proposed::One(Command::CloseSession { session_id, .. }) => {
+                    format!("the expiry of session {session_id:#x}")
+                }
+                Proposed::One(Command::Reap { paths, .. }) => {
+                    format!("a reap of {} znodes", paths.len())
+                }
+                Proposed::One(Command::ClusterVersion { version }) => {
+                    format!("a raise of the cluster version to {version}")
+                }
+                Proposed::One(_) | Proposed::Group(_) => "a command".to_string(),
+            };
+            tracing::info!(
+                decided_in_term = term,
+                leading_term = ?leading,
+                "dropping {duty}, decided as leader: this node no longer leads in that term"
+            );
+            false
+        }
+        Some(_) => {
+            left += 1;
+            true
+        }
+        None => true,
+    });
+    left
+}
+
 fn finish(
     node: &Node,
     origin: Option<Origin>,
@@ -394,6 +454,53 @@ mod tests {
                 (group, numbers)
             })
             .collect()
+    }
+
+    /// What is left of `queue`, by request number (duties: 1000 + session id).
+    fn left(queue: &VecDeque<Proposal>) -> Vec<u64> {
+        queue
+            .iter()
+            .map(|p| match &p.what {
+                Proposed::One(Command::CloseSession { session_id, .. }) => {
+                    1000 + *session_id as u64
+                }
+                Proposed::One(cmd) => cmd.origin().expect("a write has an origin").request,
+                Proposed::Group(_) => panic!("no groups here"),
+            })
+            .collect()
+    }
+
+    fn expiry(session_id: i64, term: u64) -> Proposal {
+        let cmd = Command::CloseSession {
+            origin: None,
+            session_id,
+        };
+        Proposal::duty(cmd, term)
+    }
+
+    #[test]
+    fn a_duty_is_proposed_only_by_the_leader_of_the_term_that_decided_it() {
+        let queue = || {
+            VecDeque::from(vec![
+                Proposal::local(write(1, 10)),
+                expiry(7, 3),
+                Proposal::local(write(2, 10)),
+                expiry(8, 4),
+            ])
+        };
+        // Leading in term 4: the expiry decided in term 3 goes, the one of term 4 stays, and so
+        // does every client write, in order.
+        let mut q = queue();
+        assert_eq!(drop_stale_duties(&mut q, Some(4)), 1);
+        assert_eq!(left(&q), vec![1, 2, 1008]);
+        // Deposed (a follower now): no duty is left to forward; the writes are forwarded.
+        let mut q = queue();
+        assert_eq!(drop_stale_duties(&mut q, None), 0);
+        assert_eq!(left(&q), vec![1, 2]);
+        // Still leading in term 3: its own duty stays.
+        let mut q = queue();
+        assert_eq!(drop_stale_duties(&mut q, Some(3)), 1);
+        assert_eq!(left(&q), vec![1, 1007, 2]);
     }
 
     #[test]

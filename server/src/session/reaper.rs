@@ -35,13 +35,12 @@ pub async fn session_loop(node: Arc<Node>) {
         tick.tick().await;
         round = round.wrapping_add(1);
         let touched = node.touches.take();
-        let leading = node.is_leader();
-        if !leading {
+        let Some(term) = node.leading_term() else {
             tracker.check(Instant::now(), false, &HashMap::new(), &HashMap::new());
             ttl_clock.check(Instant::now(), false, Vec::new());
             report_touches(&node, touched);
             continue;
-        }
+        };
         if !tracker.was_leader() {
             tracing::info!("leading: every session's deadline restarts now");
         }
@@ -75,16 +74,20 @@ pub async fn session_loop(node: Arc<Node>) {
         };
         for id in tracker.check(Instant::now(), true, &sessions, &touched) {
             tracing::info!(session = format_args!("{id:#x}"), "session expired");
-            node.propose(Command::CloseSession {
-                origin: None,
-                session_id: id,
-            });
+            node.propose_duty(
+                Command::CloseSession {
+                    origin: None,
+                    session_id: id,
+                },
+                term,
+            );
         }
         if !due.is_empty() {
-            node.propose(Command::Reap {
+            let reap = Command::Reap {
                 time_ms: crate::clock::now_ms(),
                 paths: due,
-            });
+            };
+            node.propose_duty(reap, term);
         }
     }
 }

@@ -497,7 +497,15 @@ pub async fn watcher(servers: String, load: Arc<Load>, ready: tokio::sync::onesh
                     kind,
                 });
             }
-            Ok(None) => break,
+            Ok(None) => {
+                // Every acknowledged change after this is reported missed: say why.
+                eprintln!(
+                    "  watcher: its session {:#x} ended ({:?}) before the watcher was done",
+                    c.session_id(),
+                    c.state()
+                );
+                break;
+            }
             Err(_) => {
                 let last_acked = plock(&load.acked_changes)
                     .iter()
