@@ -573,6 +573,10 @@ pub struct LeaderFault {
     pub end: Duration,
 }
 
+/// How long into a fault a leader may first count as cut off from the quorum (the server's
+/// `cut_off.rs`: 2 s without a quorum's acknowledgement, seen for 2 s on end).
+pub const LEADER_CUT_OFF: Duration = Duration::from_secs(4);
+
 /// By when a session whose client went silent at `until` must have ended (DESIGN.md §6,
 /// "Sessions"): `timeout` + `tick` after `until`, moved later by
 /// - every takeover after `until` and before the bound: to the takeover + `timeout` + `tick` (a
@@ -580,7 +584,10 @@ pub struct LeaderFault {
 /// - every leader fault under way before the bound: to the first takeover after the fault's
 ///   start + `timeout` + `tick` (the fault's election may end after the old bound), and to the
 ///   fault's end + `tick` (no session ends while no leader can commit; a leader that kept its
-///   office through the fault ends what fell due within one check after it).
+///   office through the fault ends what fell due within one check after it); and, for a fault
+///   longer than [`LEADER_CUT_OFF`], to its end + `timeout` + `tick` (a leader cut off from
+///   the quorum for that long restarts every deadline when the quorum is back, as a new leader
+///   does: the server's `cut_off.rs`).
 ///
 /// `faults` in start order, `takeovers` sorted.
 pub fn session_end_bound(
@@ -603,6 +610,9 @@ pub fn session_end_bound(
                 bound = bound.max(*takeover + timeout + tick);
             }
             bound = bound.max(fault.end + tick);
+            if fault.end.saturating_sub(fault.start) > LEADER_CUT_OFF {
+                bound = bound.max(fault.end + timeout + tick);
+            }
         }
         for takeover in takeovers.iter().filter(|t| **t >= until) {
             if *takeover > bound {
@@ -1209,6 +1219,13 @@ mod tests {
         assert_eq!(
             session_end_bound(ms(5000), timeout, tick, &muted, &[]),
             ms(8500)
+        );
+        // A leader cut off for longer than LEADER_CUT_OFF restarts the countdown when the
+        // quorum is back, even without a takeover.
+        let cut = [fault(6000, 10_500)];
+        assert_eq!(
+            session_end_bound(ms(5000), timeout, tick, &cut, &[]),
+            ms(12_000)
         );
         // A fault already under way when the client went silent counts too.
         let paused = [fault(4000, 7000)];

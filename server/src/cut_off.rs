@@ -1,15 +1,18 @@
 //! A node cut off from the quorum serves no replicated session, as ZooKeeper's server serves
 //! none once it stops LEADING or FOLLOWING.
 //!
-//! Cut off: it has seen for [`CUT_OFF_AFTER`] on end no leader, or, as leader, no quorum's
-//! acknowledgement within the last [`CUT_OFF_AFTER`] (so about twice that after the last one: a
-//! leader just resumed from a pause rides out its first stale look). It then closes the
+//! Cut off: it has seen for [`CUT_OFF_AFTER`] (2 s; longer with slow heartbeats or elections:
+//! [`cut_off_after`]) on end no leader, or, as leader, no quorum's acknowledgement within the
+//! last [`CUT_OFF_AFTER`] (so about twice that after the last one: a leader just resumed from a
+//! pause rides out its first stale look). It then closes the
 //! connection of every replicated session, and closes new ones without an answer until a leader
 //! is known again (the client tries another server). So its clients learn at once that they are
 //! disconnected, as ZooKeeper's clients do — a lock holder must not go on as if it held the
 //! lock, for the quorum may expire its session meanwhile — and move on to a server that reaches
-//! the quorum, where their sessions live on. With `--read-only-mode` it serves read-only
-//! sessions meanwhile ([`crate::read_only`]).
+//! the quorum, where their sessions live on. A cut-off leader decides no session expiry, and
+//! restarts every deadline once the quorum is back, as a new leader does
+//! ([`crate::session::reaper`]). With `--read-only-mode` it serves read-only sessions meanwhile
+//! ([`crate::read_only`]). A learner is never found cut off (it keeps naming its leader).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,9 +24,20 @@ use crate::node::Node;
 use crate::read_only::is_local_session;
 
 /// How long a node must know no leader (or, as leader, no quorum's acknowledgement) before it
-/// counts as cut off (ZooKeeper's follower waits syncLimit ticks for its leader; its read-only
-/// server starts after max(2 s, tickTime) in LOOKING).
+/// counts as cut off, at least (ZooKeeper's follower waits syncLimit ticks for its leader; its
+/// read-only server starts after max(2 s, tickTime) in LOOKING). Longer with slow heartbeats or
+/// elections: [`cut_off_after`].
 pub const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
+
+/// [`CUT_OFF_AFTER`], or longer where the configuration's heartbeats or elections are slow
+/// enough that a working leader or follower could look cut off for that long: four heartbeat
+/// intervals (a leader hears its quorum's acknowledgements once per heartbeat when idle) or two
+/// election timeouts (a follower knows no leader for up to one election).
+pub fn cut_off_after(cfg: &crate::config::Config) -> Duration {
+    CUT_OFF_AFTER
+        .max(cfg.heartbeat * 4)
+        .max(cfg.election_timeout * 2)
+}
 /// How often the node looks.
 const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -44,16 +58,17 @@ impl CutOff {
 }
 
 /// Whether this node knows a working leader: a follower one it follows, a leader that a
-/// quorum acknowledged within [`CUT_OFF_AFTER`] (an openraft 0.9 leader cut off from its
-/// followers does not step down by itself).
-fn quorum_reachable(node: &Node) -> bool {
+/// quorum acknowledged within `after` (an openraft 0.9 leader cut off from its followers does
+/// not step down by itself). A learner that lost its leader keeps naming it (it holds no
+/// elections): it is never found cut off.
+fn quorum_reachable(node: &Node, after: Duration) -> bool {
     let metrics = node.raft.metrics();
     let m = metrics.borrow();
     match m.current_leader {
         None => false,
         Some(l) if l == node.id => m
             .millis_since_quorum_ack
-            .is_some_and(|ms| ms < CUT_OFF_AFTER.as_millis() as u64),
+            .is_some_and(|ms| ms < after.as_millis() as u64),
         Some(_) => true,
     }
 }
@@ -62,12 +77,13 @@ fn quorum_reachable(node: &Node) -> bool {
 pub async fn cut_off_loop(node: Arc<Node>) {
     let mut stopping = node.stopping.subscribe();
     let mut leaderless_since: Option<Instant> = None;
+    let after = cut_off_after(&node.cfg);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        if quorum_reachable(&node) {
+        if quorum_reachable(&node, after) {
             leaderless_since = None;
             if node.cut_off.cut_off.swap(false, Ordering::AcqRel) {
                 tracing::warn!("the quorum is back: this node accepts sessions again");
@@ -84,7 +100,7 @@ pub async fn cut_off_loop(node: Arc<Node>) {
             continue;
         }
         let since = *leaderless_since.get_or_insert_with(Instant::now);
-        if node.cut_off.active() || since.elapsed() < CUT_OFF_AFTER {
+        if node.cut_off.active() || since.elapsed() < after {
             continue;
         }
         // Set before the closing, under the lock the registration holds (see `CutOff::cut_off`).

@@ -1372,7 +1372,9 @@ fn a_leader_cut_off_serves_read_only_clients() {
 /// connections within seconds, as ZooKeeper's server does when it stops leading, and accepts
 /// no session while cut off (`/status` says so); its client is disconnected meanwhile (not
 /// answered pings: its session may end on the quorum's side), and when the followers continue
-/// it resumes the same session.
+/// it resumes the same session — though it stayed away for longer than its timeout: the
+/// cut-off leader expired nothing meanwhile (it restarts every deadline when the quorum is
+/// back, as a new leader does).
 #[test]
 fn a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back() {
     run_test(
@@ -1380,7 +1382,12 @@ fn a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back() {
         || async {
             let ens = start_cluster(&[]);
             let leader = leader_of(&ens);
-            let zk = connect_only(&ens, leader).await;
+            let timeout = Duration::from_secs(2);
+            let opts = ens.connect_options().session_timeout(timeout);
+            let zk = Client::connect(&ens.addrs()[leader].to_string(), opts)
+                .await
+                .expect("connect to the leader");
+            assert_eq!(zk.session_timeout(), timeout);
             must("create", zk.create("/cut", b"", CreateMode::Persistent)).await;
             let session = zk.session_id();
             let mut states = zk.state_changes();
@@ -1407,6 +1414,8 @@ fn a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back() {
             let other = Client::connect(&ens.addrs()[leader].to_string(), opts).await;
             assert!(other.is_err(), "a session on a cut-off leader: {other:?}");
             assert_eq!(zk.state(), synod_client::SessionState::Disconnected);
+            // Away for longer than the session's timeout and a tick.
+            tokio::time::sleep(timeout * 2).await;
             for i in &followers {
                 ens.resume(*i).expect("resume a follower");
             }

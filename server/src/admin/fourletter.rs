@@ -763,7 +763,8 @@ fn server_stats_json(node: &Node) -> (Value, usize) {
 /// The AdminServer JSON answer of a word: the word's fields plus `"command"` and `"error"`.
 pub fn json(node: &Node, word: Word) -> Value {
     let mut out = Map::new();
-    let is_serving = serving(node);
+    // A read-only node answers, as in the text form.
+    let is_serving = serving(node) || node.read_only.active();
     match word {
         Word::Ruok | Word::Srst | Word::Crst => {
             // The side effect (for the resets) is the text form's.
@@ -788,7 +789,7 @@ pub fn json(node: &Node, word: Word) -> Value {
         Word::Srvr | Word::Stat => {
             let (stats, znodes) = server_stats_json(node);
             out.insert("version".into(), json!(version()));
-            out.insert("read_only".into(), json!(false));
+            out.insert("read_only".into(), json!(node.read_only.active()));
             out.insert("server_stats".into(), stats);
             out.insert("node_count".into(), json!(znodes));
             if word == Word::Stat {

@@ -95,14 +95,30 @@ impl PeerService for Node {
             PeerRequest::InstallSnapshot(r) => {
                 async move { PeerResponse::InstallSnapshot(raft.install_snapshot(r).await) }.boxed()
             }
+            PeerRequest::Forward(cmd) if Node::is_leader_duty(&cmd) => {
+                refused_duties(1);
+                futures_util::future::ready(PeerResponse::Forward(Err(ForwardError::Failed(
+                    "a leader's duty is proposed by the leader that decided it, never forwarded"
+                        .into(),
+                ))))
+                .boxed()
+            }
             PeerRequest::Forward(cmd) => self
                 .forwarded(|tx| Proposal::remote(cmd, tx))
                 .map(PeerResponse::Forward)
                 .boxed(),
-            PeerRequest::ForwardGroup(cmds) => self
-                .forwarded(|tx| Proposal::group(cmds, tx))
-                .map(PeerResponse::ForwardGroup)
-                .boxed(),
+            PeerRequest::ForwardGroup(mut cmds) => {
+                let before = cmds.len();
+                cmds.retain(|c| !Node::is_leader_duty(c));
+                refused_duties(before - cmds.len());
+                if cmds.is_empty() {
+                    // Nobody waits for a duty: the group's answer settles nothing else.
+                    return futures_util::future::ready(PeerResponse::ForwardGroup(Ok(()))).boxed();
+                }
+                self.forwarded(|tx| Proposal::group(cmds, tx))
+                    .map(PeerResponse::ForwardGroup)
+                    .boxed()
+            }
             PeerRequest::ReadIndex | PeerRequest::ReadIndexFollowing { .. } => {
                 if !self.is_leader() {
                     let current = self.leader().map(|l| l.0);
@@ -163,6 +179,17 @@ impl PeerService for Node {
                 futures_util::future::ready(PeerResponse::Describe(description)).boxed()
             }
         }
+    }
+}
+
+/// Says that `n` forwarded duties were not proposed ([`Node::is_leader_duty`]).
+fn refused_duties(n: usize) {
+    if n > 0 {
+        tracing::warn!(
+            n,
+            "not proposing a leader's duty that a follower forwarded (a deposed leader's expiry, \
+             reap or version raise): the leader decides its own"
+        );
     }
 }
 

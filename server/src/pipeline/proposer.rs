@@ -47,6 +47,18 @@ impl Node {
         let _ = self.proposals.send(Proposal::duty(cmd, term));
     }
 
+    /// Whether `cmd` is a leader's duty, which only the leader that decided it proposes: an
+    /// expiry, a reap, a raise of the cluster version. A leader refuses it forwarded (a
+    /// follower of release 0.5.0 or earlier could forward its own as it lost office).
+    pub fn is_leader_duty(cmd: &Command) -> bool {
+        matches!(
+            cmd,
+            Command::CloseSession { origin: None, .. }
+                | Command::Reap { .. }
+                | Command::ClusterVersion { .. }
+        )
+    }
+
     /// Registers a waiter for `origin` and proposes `cmd`.
     pub fn propose_and_wait(&self, origin: Origin, cmd: Command) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
@@ -265,6 +277,10 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 }
             }
             Some((id, addr)) => {
+                // A duty is never forwarded, whatever the metrics said a moment ago.
+                if duties > 0 {
+                    duties = drop_stale_duties(&mut queue, None);
+                }
                 // Everything queued goes to the leader, in order, back to back, awaited together
                 // (one task and one timer for all of it): in groups of commands, one frame and
                 // one answer each, once every member speaks them; before that one frame per
@@ -340,6 +356,9 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 );
             }
             None => {
+                if duties > 0 {
+                    duties = drop_stale_duties(&mut queue, None);
+                }
                 while let Some(p) = queue.pop_front() {
                     let origin = match &p.what {
                         Proposed::One(cmd) => cmd.origin(),
@@ -476,6 +495,35 @@ mod tests {
             session_id,
         };
         Proposal::duty(cmd, term)
+    }
+
+    #[test]
+    fn a_leader_refuses_only_duties_forwarded_to_it() {
+        let close = |origin| Command::CloseSession {
+            origin,
+            session_id: 7,
+        };
+        let reap = Command::Reap {
+            time_ms: 0,
+            paths: vec!["/c".into()],
+        };
+        let raise = Command::ClusterVersion { version: 5 };
+        for duty in [close(None), reap, raise] {
+            assert!(Node::is_leader_duty(&duty), "{duty:?}");
+        }
+        let audit = Command::AuditReads {
+            time_ms: 0,
+            node: 2,
+            reads: Vec::new(),
+            dropped: 1,
+        };
+        let own_close = close(Some(Origin {
+            node: 2,
+            request: 1,
+        }));
+        for forwarded in [write(1, 10), own_close, audit] {
+            assert!(!Node::is_leader_duty(&forwarded), "{forwarded:?}");
+        }
     }
 
     #[test]

@@ -35,11 +35,21 @@ pub async fn session_loop(node: Arc<Node>) {
         tick.tick().await;
         round = round.wrapping_add(1);
         let touched = node.touches.take();
-        let Some(term) = node.leading_term() else {
-            tracker.check(Instant::now(), false, &HashMap::new(), &HashMap::new());
-            ttl_clock.check(Instant::now(), false, Vec::new());
-            report_touches(&node, touched);
-            continue;
+        let leading = node.leading_term();
+        // A leader cut off from the quorum decides nothing: it has closed its clients'
+        // connections (with no other leader they have nowhere to keep their sessions alive),
+        // and when the quorum is back it restarts every deadline, as a new leader does
+        // (`crate::cut_off`; ZooKeeper's leader goes back to an election).
+        let term = match leading {
+            Some(term) if !node.cut_off.active() => term,
+            _ => {
+                tracker.check(Instant::now(), false, &HashMap::new(), &HashMap::new());
+                ttl_clock.check(Instant::now(), false, Vec::new());
+                if leading.is_none() {
+                    report_touches(&node, touched);
+                }
+                continue;
+            }
         };
         if !tracker.was_leader() {
             tracing::info!("leading: every session's deadline restarts now");
