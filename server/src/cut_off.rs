@@ -14,7 +14,7 @@
 //! ([`crate::session::reaper`]). With `--read-only-mode` it serves read-only sessions meanwhile
 //! ([`crate::read_only`]). A learner is never found cut off (it keeps naming its leader).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,12 +48,20 @@ pub struct CutOff {
     /// replica lock), and read under that lock where a connection registers: a connection
     /// registered after the closing sees it set and is refused.
     cut_off: AtomicBool,
+    /// How many times the node has been found cut off since it started: a duty that looks only
+    /// now and then (the reaper) learns of a cut-off that began and ended between two looks.
+    times: AtomicU64,
 }
 
 impl CutOff {
     /// Whether the node is cut off from the quorum now: it serves no replicated session.
     pub fn active(&self) -> bool {
         self.cut_off.load(Ordering::Acquire)
+    }
+
+    /// How many times the node has been found cut off since it started.
+    pub fn times(&self) -> u64 {
+        self.times.load(Ordering::Acquire)
     }
 }
 
@@ -105,6 +113,7 @@ pub async fn cut_off_loop(node: Arc<Node>) {
         }
         // Set before the closing, under the lock the registration holds (see `CutOff::cut_off`).
         node.cut_off.cut_off.store(true, Ordering::Release);
+        node.cut_off.times.fetch_add(1, Ordering::AcqRel);
         let closed = lock(&node.replica).observer.kill_conns_where(
             |e| !is_local_session(e.session_id),
             "this node is cut off from the quorum",

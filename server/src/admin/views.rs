@@ -128,8 +128,8 @@ pub struct Status {
     /// (the leader is about to rewrite it; a `reconfig` meanwhile gets ReconfigInProgress).
     pub zookeeper_config_pending: bool,
     /// Whether this node is cut off from the quorum (no leader known, or as leader no quorum's
-    /// acknowledgement, for 2 s): it has closed its replicated sessions' connections and
-    /// accepts none ([`crate::cut_off`]).
+    /// acknowledgement, for 2 s or more): it has closed its replicated sessions' connections
+    /// and accepts none ([`crate::cut_off`]).
     pub cut_off: bool,
     /// Whether this node, cut off from the quorum, serves read-only clients now
     /// (`--read-only-mode`).

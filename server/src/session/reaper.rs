@@ -31,17 +31,23 @@ pub async fn session_loop(node: Arc<Node>) {
     let mut tick = tokio::time::interval(node.cfg.tick / SESSION_CHECKS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u32 = 0;
+    // `CutOff::times` at the previous round: a cut-off that began and ended between two rounds
+    // still counts.
+    let mut cut_offs_seen = node.cut_off.times();
     loop {
         tick.tick().await;
         round = round.wrapping_add(1);
         let touched = node.touches.take();
         let leading = node.leading_term();
+        let cut_offs = node.cut_off.times();
+        let cut_off = node.cut_off.active() || cut_offs != cut_offs_seen;
+        cut_offs_seen = cut_offs;
         // A leader cut off from the quorum decides nothing: it has closed its clients'
         // connections (with no other leader they have nowhere to keep their sessions alive),
         // and when the quorum is back it restarts every deadline, as a new leader does
         // (`crate::cut_off`; ZooKeeper's leader goes back to an election).
         let term = match leading {
-            Some(term) if !node.cut_off.active() => term,
+            Some(term) if !cut_off => term,
             _ => {
                 tracker.check(Instant::now(), false, &HashMap::new(), &HashMap::new());
                 ttl_clock.check(Instant::now(), false, Vec::new());
@@ -102,19 +108,22 @@ pub async fn session_loop(node: Arc<Node>) {
     }
 }
 
-/// A follower reports its sessions' activity to the leader (fire and forget: a lost report
-/// costs at most one check period of a session's life, the next one is on its way).
+/// A follower reports its sessions' activity to the leader. A report that cannot be sent (no
+/// leader known) or that fails is kept for the next one: in an outage shorter than the
+/// sessions' timeout, the activity in it would otherwise be lost and a session whose client
+/// kept pinging could end after the heal. Kept activity still counts from when it happened.
 fn report_touches(node: &Arc<Node>, touched: HashMap<i64, Instant>) {
     if touched.is_empty() {
         return;
     }
     let Some((id, addr)) = node.leader() else {
+        node.touches.keep(touched);
         return;
     };
     let now = Instant::now();
-    let touched: Vec<SessionTouch> = touched
-        .into_iter()
-        .map(|(session_id, at)| SessionTouch {
+    let report: Vec<SessionTouch> = touched
+        .iter()
+        .map(|(&session_id, &at)| SessionTouch {
             session_id,
             idle_ms: now
                 .saturating_duration_since(at)
@@ -127,10 +136,11 @@ fn report_touches(node: &Arc<Node>, touched: HashMap<i64, Instant>) {
     tokio::spawn(async move {
         if let Err(e) = node
             .pool
-            .call(id, &addr, PeerRequest::Touch(touched), tick * 4)
+            .call(id, &addr, PeerRequest::Touch(report), tick * 4)
             .await
         {
-            tracing::debug!(%e, "session touch to the leader failed");
+            tracing::debug!(%e, "session touch to the leader failed: kept for the next report");
+            node.touches.keep(touched);
         }
     });
 }

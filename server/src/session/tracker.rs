@@ -27,14 +27,28 @@ impl Touches {
     /// Notes activity on `session_id` at `at` (the latest activity of a session counts).
     pub fn touch(&self, session_id: i64, at: Instant) {
         let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let latest = t.entry(session_id).or_insert(at);
-        *latest = (*latest).max(at);
+        note(&mut t, session_id, at);
     }
 
     /// The activity noted since the last call.
     pub fn take(&self) -> HashMap<i64, Instant> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// Notes again activity [`Touches::take`] returned that could not be reported (the latest
+    /// of each session counts, as ever).
+    pub fn keep(&self, touched: HashMap<i64, Instant>) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (session_id, at) in touched {
+            note(&mut t, session_id, at);
+        }
+    }
+}
+
+/// Notes activity on `session_id` at `at` in `touched`: the latest of a session's counts.
+fn note(touched: &mut HashMap<i64, Instant>, session_id: i64, at: Instant) {
+    let latest = touched.entry(session_id).or_insert(at);
+    *latest = (*latest).max(at);
 }
 
 /// See the module documentation.
@@ -112,6 +126,19 @@ mod tests {
 
     fn sessions(ids: &[i64]) -> HashMap<i64, Duration> {
         ids.iter().map(|id| (*id, 2 * S)).collect()
+    }
+
+    #[test]
+    fn activity_kept_after_a_failed_report_merges_with_newer_activity() {
+        let t0 = Instant::now();
+        let touches = Touches::default();
+        touches.touch(1, t0 + S);
+        // A report of session 1 at t0 and session 2 at t0 + 2 s failed: kept, and the latest
+        // activity of each session wins.
+        touches.keep(HashMap::from([(1, t0), (2, t0 + 2 * S)]));
+        let taken = touches.take();
+        assert_eq!(taken, HashMap::from([(1, t0 + S), (2, t0 + 2 * S)]));
+        assert!(touches.take().is_empty());
     }
 
     #[test]
