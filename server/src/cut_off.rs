@@ -1,12 +1,11 @@
 //! A node cut off from the quorum serves no replicated session, as ZooKeeper's server serves
 //! none once it stops LEADING or FOLLOWING.
 //!
-//! Cut off: it has seen for [`CUT_OFF_AFTER`] (2 s; longer with slow heartbeats or elections:
-//! [`cut_off_after`]) on end no leader, or, as leader, no quorum's acknowledgement within the
-//! last [`CUT_OFF_AFTER`] (so about twice that after the last one: a leader just resumed from a
-//! pause rides out its first stale look). It then closes the
-//! connection of every replicated session, and closes new ones without an answer until a leader
-//! is known again (the client tries another server). So its clients learn at once that they are
+//! Cut off: for [`cut_off_after`] on end (2 s, longer with slow heartbeats or elections) it has
+//! seen no leader, or, as leader, no quorum's acknowledgement within that time (so about twice
+//! that after the last one: a leader just resumed from a pause rides out its first stale look).
+//! It then closes the connection of every replicated session, and closes new ones without an
+//! answer until a leader is known again (the client tries another server). So its clients learn at once that they are
 //! disconnected, as ZooKeeper's clients do — a lock holder must not go on as if it held the
 //! lock, for the quorum may expire its session meanwhile — and move on to a server that reaches
 //! the quorum, where their sessions live on. A cut-off leader decides no session expiry, and
@@ -38,6 +37,7 @@ pub fn cut_off_after(cfg: &crate::config::Config) -> Duration {
         .max(cfg.heartbeat * 4)
         .max(cfg.election_timeout * 2)
 }
+
 /// How often the node looks.
 const INTERVAL: Duration = Duration::from_millis(100);
 
