@@ -436,9 +436,7 @@ impl Conn {
             let mut speak = transport::PROTOCOL_VERSION;
             loop {
                 let stream = TcpStream::connect(addr).await?;
-                if let Err(e) = stream.set_nodelay(true) {
-                    warn!(node = target, addr, error = %e, "cannot set TCP_NODELAY on peer connection");
-                }
+                transport::tune_socket(&stream, &format_args!("node {target} at {addr}"));
                 match transport::dial(local, target, addr, stream, max_frame_len, speak).await {
                     // An older release (a rolling upgrade): once more, in its version.
                     Err(transport::Refusal::Older { speaks }) if speaks < speak => {

@@ -178,9 +178,7 @@ async fn connection<S: PeerService>(
     limits: PeerLimits,
     stop: CancellationToken,
 ) {
-    if let Err(e) = stream.set_nodelay(true) {
-        warn!(peer = %from, error = %e, "cannot set TCP_NODELAY on peer connection");
-    }
+    transport::tune_socket(&stream, &from);
     let established = tokio::select! {
         e = transport::accept(&local, stream, limits.max_frame_len) => e,
         () = stop.cancelled() => return,
