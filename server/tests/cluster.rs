@@ -828,7 +828,7 @@ fn paused_follower_catches_up_after_resume() {
     });
 }
 
-/// The series of read points a leader gave on a follower's vote, without a heartbeat round.
+/// The series of read points a leader gave on followers' saved votes, without a heartbeat round.
 const FOLLOWER_VOTE_READ_POINTS: &str = "synod_read_points_total{how=\"follower_vote\"} ";
 
 /// Node `idx`'s count of [`FOLLOWER_VOTE_READ_POINTS`] (0 before the first).
@@ -845,61 +845,89 @@ fn follower_vote_read_points(ens: &SynodEnsemble, idx: usize) -> u64 {
 fn reads_through_any_node_see_the_last_write_without_a_heartbeat_round() {
     run_test(
         "reads_through_any_node_see_the_last_write_without_a_heartbeat_round",
+        || async { reads_see_the_last_write_on_saved_votes(start_cluster(&[])).await },
+    );
+}
+
+/// The same with five voters: every read point, a follower's too, is confirmed on the saved
+/// votes of two followers (with the leader's, a majority of five), still with no heartbeat
+/// round; with two followers paused, the other two are that majority.
+#[test]
+fn reads_through_any_node_of_five_see_the_last_write_without_a_heartbeat_round() {
+    run_test(
+        "reads_through_any_node_of_five_see_the_last_write_without_a_heartbeat_round",
         || async {
-            let ens = start_cluster(&[]);
-            let leader = leader_of(&ens);
-            let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-            let writer = connect_only(&ens, leader).await;
-            create_empty(&writer, "/read-point").await;
-            // A reader on each node: the leader's own reads are confirmed on a follower's
-            // saved vote, the followers' on their own.
-            let nodes = [leader, followers[0], followers[1]];
-            let readers = [
-                connect_only(&ens, leader).await,
-                connect_only(&ens, followers[0]).await,
-                connect_only(&ens, followers[1]).await,
-            ];
-            let before = follower_vote_read_points(&ens, leader);
-            const ROUNDS: u64 = 20;
-            for i in 0..ROUNDS {
-                let value = format!("v{i}");
-                must(
-                    "set",
-                    writer.set_data("/read-point", value.as_bytes(), None),
-                )
-                .await;
-                for (r, &node) in readers.iter().zip(&nodes) {
-                    let (data, _) = must("get", r.get_data("/read-point")).await;
-                    assert_eq!(
-                        data,
-                        value.as_bytes(),
-                        "node {node} missed the write acknowledged before the read"
-                    );
-                }
-            }
-            let after = follower_vote_read_points(&ens, leader);
-            // With a follower paused, reads still see the last write: through the other
-            // follower on its vote, and at the leader on that follower's vote or, if it asks
-            // the paused one, after a heartbeat round.
-            blocking(|| ens.pause(followers[1])).expect("pause a follower");
-            must("set", writer.set_data("/read-point", b"paused", None)).await;
-            for (r, &node) in readers[..2].iter().zip(&nodes) {
-                let (data, _) = must("get", r.get_data("/read-point")).await;
-                assert_eq!(&data[..], b"paused", "node {node} with a follower paused");
-            }
-            assert_eq!(
-                leader_of(&ens),
-                leader,
-                "the leader changed during the test"
-            );
-            blocking(|| ens.resume(followers[1])).expect("resume the follower");
-            let reads = 3 * ROUNDS;
-            assert!(
-                after.saturating_sub(before) >= reads,
-                "{} of {reads} reads took no heartbeat round",
-                after.saturating_sub(before)
-            );
+            let t = Instant::now();
+            let ens = blocking(|| SynodEnsemble::start_tls(synod_bin(), 5, &[]))
+                .expect("start a 5-node synod cluster");
+            eprintln!("5-node cluster serving after {:.1?}", t.elapsed());
+            reads_see_the_last_write_on_saved_votes(ens).await
         },
+    );
+}
+
+/// Writes at the leader of `ens` and reads the value back through every node after each
+/// write; every read must see it, and every read point must have been given on followers'
+/// saved votes. Then pauses a minority of the followers (as many as the voters can lose), and
+/// the leader and the other followers must still read the next write.
+async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
+    let n = ens.nodes().len();
+    let leader = leader_of(&ens);
+    let followers: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+    let writer = connect_only(&ens, leader).await;
+    create_empty(&writer, "/read-point").await;
+    // A reader on each node, the leader first.
+    let nodes: Vec<usize> = std::iter::once(leader)
+        .chain(followers.iter().copied())
+        .collect();
+    let mut readers = Vec::with_capacity(n);
+    for &node in &nodes {
+        readers.push(connect_only(&ens, node).await);
+    }
+    let before = follower_vote_read_points(&ens, leader);
+    const ROUNDS: u64 = 20;
+    for i in 0..ROUNDS {
+        let value = format!("v{i}");
+        must(
+            "set",
+            writer.set_data("/read-point", value.as_bytes(), None),
+        )
+        .await;
+        for (r, &node) in readers.iter().zip(&nodes) {
+            let (data, _) = must("get", r.get_data("/read-point")).await;
+            assert_eq!(
+                data,
+                value.as_bytes(),
+                "node {node} missed the write acknowledged before the read"
+            );
+        }
+    }
+    let after = follower_vote_read_points(&ens, leader);
+    // With a minority paused, reads still see the last write: on the votes of the followers
+    // that answer, or, if they answer too late, after a heartbeat round.
+    let paused = &followers[followers.len() - (n - 1) / 2..];
+    for &f in paused {
+        blocking(|| ens.pause(f)).expect("pause a follower");
+    }
+    must("set", writer.set_data("/read-point", b"paused", None)).await;
+    let serving = n - paused.len();
+    for (r, &node) in readers[..serving].iter().zip(&nodes) {
+        let (data, _) = must("get", r.get_data("/read-point")).await;
+        assert_eq!(&data[..], b"paused", "node {node} with {paused:?} paused");
+    }
+    assert_eq!(
+        leader_of(&ens),
+        leader,
+        "the leader changed during the test"
+    );
+    for &f in paused {
+        blocking(|| ens.resume(f)).expect("resume the follower");
+    }
+    let reads = n as u64 * ROUNDS;
+    assert!(
+        after.saturating_sub(before) >= reads,
+        "{} of {reads} reads took no heartbeat round",
+        after.saturating_sub(before)
     );
 }
 

@@ -1,10 +1,12 @@
 //! Linearizable reads: a read point is an index such that every write acknowledged before it
 //! was asked for is at or below it (openraft's read index: a heartbeat round to a quorum, on
-//! the leader). Reads queued while a round is in flight share the next round; a follower asks
-//! the leader over the peer port, with its own saved vote when it names that leader, and a
-//! leader of three voters then answers without a round ([`follower_vote_read_point`]); for its
-//! own reads such a leader asks its followers for their saved votes instead of a round, and
-//! decides on the first answer. A reader then waits until its node has applied the point.
+//! the leader). Reads queued while a round is in flight share the next round. The leader
+//! confirms a point without a round on saved votes ([`votes_read_point`]): for its own reads
+//! (and a follower's plain request) it asks every follower for the vote its log store last
+//! made durable, and decides once enough answers name it to make a majority with it — the first
+//! answer of three voters, the second of five; a follower of three voters sends its own saved
+//! vote with its request, which is enough alone. A reader then waits until its node has applied
+//! the point.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +61,7 @@ impl Node {
 
     async fn read_index_round(&self) -> Result<u64, ReadIndexError> {
         match self.leader() {
-            Some((id, _)) if id == self.id => match self.read_point_on_a_follower_vote().await {
+            Some((id, _)) if id == self.id => match self.read_point_on_followers_votes().await {
                 Some(point) => Ok(point),
                 None => leader_read_index(&self.raft).await,
             },
@@ -99,34 +101,39 @@ impl Node {
     /// millisecond under write load): openraft saves a vote before it grants or acts on it, so
     /// while the saved vote names `leader` this node has granted no later one
     /// ([`SavedVote`](synod_raft_store::log_store::SavedVote)). Not offered unless the
-    /// configuration, as the metrics show it, has three voters and is not joint: otherwise the
-    /// leader needs a round anyway. (Only a shortcut: the leader decides on its own core's
-    /// configuration.)
+    /// configuration, as the metrics show it, has three voters and is not joint: with more, one
+    /// follower's vote is not enough, and the leader asks the others for theirs anyway (its own
+    /// reads' path). (Only a shortcut: the leader decides on its own core's configuration.)
     fn vote_naming(&self, leader: NodeId) -> Option<Vote<NodeId>> {
         if !crate::upgrade::cluster_has(self, READ_INDEX_FOLLOWING_SINCE) {
             return None;
         }
-        self.three_voters_seen()?;
+        if self.voters_seen()?.len() != 3 {
+            return None;
+        }
         let vote = self.saved_vote.get()?;
         (vote.leader_id().voted_for() == Some(leader)).then_some(vote)
     }
 
-    /// On the leader, for its own reads: a read point without a heartbeat round, on the saved
-    /// vote ([`PeerRequest::SavedVote`]) of a follower, asked now, after those reads began —
-    /// if every member reads that request, the metrics show three voters and no joint
-    /// configuration, and the first follower to answer (both are asked, so that one down or
-    /// cut off costs nothing; within the heartbeat interval) has a vote that
-    /// [`follower_vote_read_point`] accepts in this node's Raft core. `None` otherwise: a
-    /// heartbeat round it is.
-    async fn read_point_on_a_follower_vote(&self) -> Option<u64> {
+    /// On the leader, for its own reads and a follower's plain request: a read point without a
+    /// heartbeat round, on the saved votes ([`PeerRequest::SavedVote`]) of its followers, asked
+    /// now, after those reads began — if every member reads that request, the metrics show one
+    /// configuration (not joint) with this node among its voters, and enough followers answer
+    /// (within the heartbeat interval) with a vote naming this node that, with its own, they
+    /// make a majority of the voters, which [`votes_read_point`] then checks in this node's
+    /// Raft core. Every follower is asked, so that the slowest ones (down, paused, cut off)
+    /// cost nothing while a majority answers. `None` otherwise: a heartbeat round it is.
+    async fn read_point_on_followers_votes(&self) -> Option<u64> {
         if !crate::upgrade::cluster_has(self, LEADER_READ_ON_FOLLOWER_VOTE_SINCE) {
             return None;
         }
-        let followers = self.three_voters_seen()?;
-        if followers.iter().all(|(id, _)| *id != self.id) {
+        let voters = self.voters_seen()?;
+        if voters.iter().all(|(id, _)| *id != self.id) {
             return None;
         }
-        let mut asked: FuturesUnordered<_> = followers
+        // Votes needed besides this node's for a majority of the voters.
+        let needed = voters.len() / 2;
+        let mut asked: FuturesUnordered<_> = voters
             .into_iter()
             .filter(|(id, _)| *id != self.id)
             .map(|(id, addr)| {
@@ -140,46 +147,47 @@ impl Node {
                 }
             })
             .collect();
-        let (follower, vote) = loop {
+        let mut votes = Vec::with_capacity(needed);
+        while votes.len() < needed {
             match asked.next().await? {
-                (id, Ok(PeerResponse::SavedVote(Some(vote)))) => break (id, vote),
+                (id, Ok(PeerResponse::SavedVote(Some(vote))))
+                    if vote.leader_id().voted_for() == Some(self.id) =>
+                {
+                    votes.push((id, vote))
+                }
                 _ => continue,
             }
-        };
-        self.read_point_on_vote(follower, vote).await
+        }
+        self.read_point_on_votes(votes).await
     }
 
-    /// The voters and their peer addresses, if the metrics show exactly three and no joint
-    /// configuration: only then can a follower's vote stand in for a heartbeat round. (Only a
-    /// shortcut: the leader decides on its own core's configuration.)
-    fn three_voters_seen(&self) -> Option<Vec<(NodeId, String)>> {
+    /// The voters and their peer addresses, if the metrics show one configuration, not joint:
+    /// only then can saved votes stand in for a heartbeat round. (Only a shortcut: the leader
+    /// decides on its own core's configuration.)
+    fn voters_seen(&self) -> Option<Vec<(NodeId, String)>> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let [voters] = membership.get_joint_config().as_slice() else {
             return None;
         };
-        if voters.len() != 3 {
-            return None;
-        }
         voters
             .iter()
             .map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
             .collect()
     }
 
-    /// On the leader: [`follower_vote_read_point`] for `follower`'s `vote`, decided in this
-    /// node's Raft core now, and counted when it gives a point. The future borrows nothing.
-    fn read_point_on_vote(
+    /// On the leader: [`votes_read_point`] for the followers' `votes`, decided in this node's
+    /// Raft core now, and counted when it gives a point. The future borrows nothing.
+    fn read_point_on_votes(
         &self,
-        follower: NodeId,
-        vote: Vote<NodeId>,
+        votes: Vec<(NodeId, Vote<NodeId>)>,
     ) -> impl std::future::Future<Output = Option<u64>> + Send + 'static {
         let me = self.id;
         let (tx, rx) = oneshot::channel();
         self.raft.external_request(move |st| {
             let facts = LeaderFacts::of(st);
-            let _ = tx.send(follower_vote_read_point(&facts, me, follower, &vote));
+            let _ = tx.send(votes_read_point(&facts, me, &votes));
         });
         async move {
             let point = rx.await.ok()??;
@@ -189,14 +197,15 @@ impl Node {
     }
 
     /// On the leader: the read point for a follower's [`PeerRequest::ReadIndexFollowing`] —
-    /// without a heartbeat round if [`follower_vote_read_point`] allows it, else from the next
-    /// shared round, as for [`PeerRequest::ReadIndex`]. The future borrows nothing.
+    /// without a heartbeat round if [`votes_read_point`] allows it on that follower's vote
+    /// alone (three voters), else as for [`PeerRequest::ReadIndex`]: the next shared read
+    /// point. The future borrows nothing.
     pub fn read_index_following(
         &self,
         follower: NodeId,
         vote: Vote<NodeId>,
     ) -> impl std::future::Future<Output = Result<u64, ReadIndexError>> + Send + 'static {
-        let on_vote = self.read_point_on_vote(follower, vote);
+        let on_vote = self.read_point_on_votes(vec![(follower, vote)]);
         let node = self.self_arc();
         async move {
             if let Some(point) = on_vote.await {
@@ -210,8 +219,8 @@ impl Node {
     }
 }
 
-/// What the leader's Raft core holds at one moment that decides whether a follower's vote can
-/// stand in for a heartbeat round ([`follower_vote_read_point`]).
+/// What the leader's Raft core holds at one moment that decides whether followers' votes can
+/// stand in for a heartbeat round ([`votes_read_point`]).
 #[derive(Debug, Clone)]
 struct LeaderFacts {
     /// The core is in the leader state.
@@ -247,53 +256,63 @@ impl LeaderFacts {
     }
 }
 
-/// The read point a leader may give `follower` for reads that began before the follower read
-/// `follower_vote` (the vote its log store last made durable), without a heartbeat round: its
-/// commit index, if
-/// - this node leads (its vote is committed and names it), and the follower's vote names it in
-///   the same term;
-/// - the configuration is committed, not joint, and has exactly three voters, this node and the
-///   follower among them;
+/// The read point a leader may give, without a heartbeat round, for reads that began before
+/// each of its followers in `votes` read its vote there (the vote its log store last made
+/// durable): its commit index, if
+/// - this node leads (its vote is committed and names it);
+/// - the configuration is committed and not joint, with this node among its voters;
+/// - the followers of `votes` that are voters, other than this node, and whose votes name this
+///   leader in its term, are enough to make a majority of the voters with it (one of three,
+///   two of four or five; counted once each);
 /// - this node has committed an entry of its own term.
 ///
 /// Otherwise `None`: the read point needs a heartbeat round.
 ///
-/// Why it is linearizable. A write acknowledged before the reads began was committed in some
-/// term. In this leader's term or before, it is in this leader's log (Raft's leader
-/// completeness) and at or below its commit index, which covers its own term's entry. In a
-/// later term, its leader was elected before the follower read its vote, by two of the three
-/// voters: one of them this leader or the follower, since any two of three include one of
-/// them (a later configuration is reached only through a joint one that needs two of these
-/// three, and this configuration is committed). The follower had not voted in a later term
-/// when it read its vote (a vote is made durable before it is granted, and votes only grow),
-/// and this leader has not (it still holds its own term's vote now). So there is no such
-/// write. With five voters, two votes besides this leader's are needed, and
-/// the follower's is only one: a heartbeat round it is.
+/// Why it is linearizable. Call S this node and those followers: a majority of the voters. A
+/// write acknowledged before the reads began was committed in some term. In this leader's term
+/// or before, it is in this leader's log (Raft's leader completeness) and at or below its
+/// commit index, which covers its own term's entry. In a later term, its leader was elected
+/// before the reads began, by a majority of the voters (a later configuration is reached only
+/// through a joint one that needs a majority of these voters too, and this configuration is
+/// committed): a majority that includes a member of S, since two majorities of one set meet.
+/// No follower of S had voted in a later term when it read its vote, after the reads began (a
+/// vote is made durable before it is granted, and votes only grow), and this leader has not (it
+/// still holds its own term's vote now). So there is no such write.
 ///
 /// This rests on two rules of openraft 0.9.25 that an upgrade of openraft must check again: a
 /// configuration changes only through a joint one, and not while another change is
 /// uncommitted; and a vote is saved before it is granted or entries are accepted under it
 /// (`SaveVote` is queued before the response, and the core runs its commands in order).
-fn follower_vote_read_point(
+fn votes_read_point(
     facts: &LeaderFacts,
     me: NodeId,
-    follower: NodeId,
-    follower_vote: &Vote<NodeId>,
+    votes: &[(NodeId, Vote<NodeId>)],
 ) -> Option<u64> {
     let leading = facts.leading
         && facts.vote.is_committed()
         && facts.vote.leader_id().voted_for() == Some(me);
-    if !leading || follower == me || follower_vote.leader_id() != facts.vote.leader_id() {
+    if !leading || !facts.membership_committed {
         return None;
     }
     let [voters] = facts.voters.as_slice() else {
         return None;
     };
-    if voters.len() != 3
-        || !voters.contains(&me)
-        || !voters.contains(&follower)
-        || !facts.membership_committed
-    {
+    if !voters.contains(&me) {
+        return None;
+    }
+    let mut backing: Vec<NodeId> = votes
+        .iter()
+        .filter(|(follower, vote)| {
+            *follower != me
+                && voters.contains(follower)
+                && vote.leader_id() == facts.vote.leader_id()
+        })
+        .map(|(follower, _)| *follower)
+        .collect();
+    backing.sort_unstable();
+    backing.dedup();
+    // This node's vote and the followers': a majority of the voters?
+    if backing.len() < voters.len() / 2 {
         return None;
     }
     let committed = facts.committed?;
@@ -340,19 +359,88 @@ mod tests {
         }
     }
 
+    /// [`votes_read_point`] on one follower's vote.
+    fn on_vote(
+        facts: &LeaderFacts,
+        me: NodeId,
+        follower: NodeId,
+        vote: Vote<NodeId>,
+    ) -> Option<u64> {
+        votes_read_point(facts, me, &[(follower, vote)])
+    }
+
     #[test]
     fn a_follower_of_this_leader_in_its_term_gets_the_commit_index_of_three_voters() {
         let follows = Vote::new_committed(5, 1);
-        assert_eq!(
-            follower_vote_read_point(&leading(), 1, 2, &follows),
-            Some(40)
-        );
+        assert_eq!(on_vote(&leading(), 1, 2, follows), Some(40));
         // A vote granted to this leader as a candidate, not yet committed, is as good: the
         // follower had not voted in a later term.
+        assert_eq!(on_vote(&leading(), 1, 3, Vote::new(5, 1)), Some(40));
+    }
+
+    #[test]
+    fn more_voters_need_as_many_votes_as_make_a_majority_with_the_leader() {
+        let follows = Vote::new_committed(5, 1);
+        let of = |voters: Vec<NodeId>| LeaderFacts {
+            voters: vec![voters],
+            ..leading()
+        };
+        let five = of(vec![1, 2, 3, 4, 5]);
+        // One of four followers is not enough; two are, whichever two.
+        assert_eq!(on_vote(&five, 1, 2, follows), None);
         assert_eq!(
-            follower_vote_read_point(&leading(), 1, 3, &Vote::new(5, 1)),
+            votes_read_point(&five, 1, &[(2, follows), (5, follows)]),
             Some(40)
         );
+        assert_eq!(
+            votes_read_point(&five, 1, &[(4, Vote::new(5, 1)), (3, follows)]),
+            Some(40)
+        );
+        // A vote counts once, and only a voter's that names this leader in its term counts.
+        assert_eq!(
+            votes_read_point(&five, 1, &[(2, follows), (2, follows)]),
+            None
+        );
+        assert_eq!(
+            votes_read_point(&five, 1, &[(2, follows), (6, follows)]),
+            None
+        );
+        assert_eq!(
+            votes_read_point(&five, 1, &[(2, follows), (1, follows)]),
+            None
+        );
+        assert_eq!(
+            votes_read_point(&five, 1, &[(2, follows), (3, Vote::new_committed(6, 3))]),
+            None
+        );
+        assert_eq!(
+            votes_read_point(&five, 1, &[(2, follows), (3, Vote::new(5, 3))]),
+            None
+        );
+        // Extra votes do no harm.
+        assert_eq!(
+            votes_read_point(
+                &five,
+                1,
+                &[(2, follows), (3, Vote::new_committed(6, 3)), (4, follows)]
+            ),
+            Some(40)
+        );
+        // Four voters: three of them are a majority, so two followers as with five.
+        let four = of(vec![1, 2, 3, 4]);
+        assert_eq!(on_vote(&four, 1, 2, follows), None);
+        assert_eq!(
+            votes_read_point(&four, 1, &[(2, follows), (4, follows)]),
+            Some(40)
+        );
+        // This node outside the voters (a leader removed by the change it led) confirms nothing.
+        assert_eq!(
+            votes_read_point(&of(vec![2, 3, 4]), 1, &[(2, follows), (3, follows)]),
+            None
+        );
+        // A lone voter is a majority by itself.
+        assert_eq!(votes_read_point(&of(vec![1]), 1, &[]), Some(40));
+        assert_eq!(votes_read_point(&leading(), 1, &[]), None);
     }
 
     #[test]
@@ -360,7 +448,7 @@ mod tests {
         let follows = Vote::new_committed(5, 1);
         let refused = |facts: LeaderFacts, me: NodeId, follower: NodeId, vote: Vote<NodeId>| {
             assert_eq!(
-                follower_vote_read_point(&facts, me, follower, &vote),
+                on_vote(&facts, me, follower, vote),
                 None,
                 "{facts:?}, me {me}, follower {follower}, vote {vote}"
             );
@@ -393,7 +481,8 @@ mod tests {
         refused(leading(), 1, 1, follows);
         // A follower outside the voters (a learner).
         refused(leading(), 1, 4, follows);
-        // Five voters, or a joint configuration, or one not yet committed.
+        // Five voters (one follower's vote is not enough), a joint configuration, or one not
+        // yet committed.
         refused(
             LeaderFacts {
                 voters: vec![vec![1, 2, 3, 4, 5]],

@@ -500,8 +500,8 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     let (by_vote, by_round) =
         blocking(|| (read_points("follower_vote"), read_points("quorum_round")));
     eprintln!(
-        "  {}: {} (leader faults at {:?}, new leaders seen at {:?}); read points: {by_vote} on a \
-         follower's vote, {by_round} heartbeat rounds",
+        "  {}: {} (leader faults at {:?}, new leaders seen at {:?}); read points: {by_vote} on \
+         followers' votes, {by_round} heartbeat rounds",
         spec.name,
         fault_log.join("; "),
         leader_faults,
