@@ -1,5 +1,6 @@
 //! Checks over recorded data other than linearizability — lost writes, sequential node names,
-//! lock holders, watch delivery, ephemeral lifetimes — and the per-scenario [`Summary`] row.
+//! lock holders, watch delivery, ephemeral lifetimes, what an idle session's client was told —
+//! and the per-scenario [`Summary`] row.
 //!
 //! Each check is a pure function of what the driver recorded and returns the [`Anomaly`]s it
 //! found (empty = the guarantee held). Logical times (`u64`) are the stamps of
@@ -100,6 +101,17 @@ pub enum Anomaly {
         /// The latest instant it could legitimately still exist.
         deadline: Duration,
     },
+    /// A session ended while its client had been told, for a whole session timeout before it
+    /// learned so, that it was connected: a lock holder would have gone on as if it held the
+    /// lock while the quorum released it.
+    SessionEndedWhileConnected {
+        /// The session.
+        session: u64,
+        /// When its client last became connected, before the end.
+        connected_at: Duration,
+        /// When its client learned that the session had ended.
+        ended_at: Duration,
+    },
 }
 
 impl fmt::Display for Anomaly {
@@ -142,6 +154,15 @@ impl fmt::Display for Anomaly {
             Anomaly::EphemeralOutlived { path, session, at, deadline } => write!(
                 f,
                 "ephemeral {path} of session {session:#x} still present at {at:.3?} (deadline {deadline:.3?})"
+            ),
+            Anomaly::SessionEndedWhileConnected {
+                session,
+                connected_at,
+                ended_at,
+            } => write!(
+                f,
+                "session {session:#x} ended (its client learned so at {ended_at:.3?}) while its \
+                 client was told it was connected, without a break since {connected_at:.3?}"
             ),
         }
     }
@@ -735,6 +756,73 @@ pub fn max_unavailability<O, R>(ops: &[Operation<O, R>]) -> Duration {
         last = last.max(t);
     }
     worst
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an idle session's client was told
+// ---------------------------------------------------------------------------------------------
+
+/// A client's view of its session, as its state changes told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientView {
+    /// Connected to a server, the session alive as far as the client knows.
+    Connected,
+    /// The connection broke; the client is looking for a server.
+    Disconnected,
+    /// The session ended (expired, or closed).
+    Ended,
+}
+
+/// The state changes an idle session's client saw, at offsets from the history's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientStates {
+    /// The session.
+    pub session: u64,
+    /// Its negotiated timeout.
+    pub timeout: Duration,
+    /// Each change of view, in order; the first is the connection at the start.
+    pub changes: Vec<(Duration, ClientView)>,
+}
+
+/// How long a client may take to learn that its session ended once its server knows (the
+/// server closes the connection; the client reconnects and is told): a change of view within
+/// this before the end does not count as a warning.
+pub const END_NOTICE: Duration = Duration::from_secs(2);
+
+/// A client told that it is connected holds a live session (ZooKeeper's promise, on which the
+/// lock and election recipes rest): its server stops answering it before its quorum can expire
+/// the session, so the client sees `Disconnected` first. So a session must not end while its
+/// client saw itself connected without a break over the whole `timeout` before it learned of
+/// the end (less [`END_NOTICE`], the time the news takes to reach it).
+pub fn session_ended_while_connected(clients: &[ClientStates]) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    for c in clients {
+        let Some(end) = c.changes.iter().position(|(_, v)| *v == ClientView::Ended) else {
+            continue;
+        };
+        let ended_at = c.changes[end].0;
+        let before = &c.changes[..end];
+        // The last change at or before the window's start must be a connection, and no change
+        // may fall inside the window.
+        let window_start = ended_at.saturating_sub(c.timeout);
+        let window_end = ended_at.saturating_sub(END_NOTICE);
+        let Some(&(connected_at, ClientView::Connected)) =
+            before.iter().rev().find(|(at, _)| *at <= window_start)
+        else {
+            continue;
+        };
+        let broken = before
+            .iter()
+            .any(|(at, _)| *at > window_start && *at <= window_end);
+        if !broken && window_end > window_start {
+            anomalies.push(Anomaly::SessionEndedWhileConnected {
+                session: c.session,
+                connected_at,
+                ended_at,
+            });
+        }
+    }
+    anomalies
 }
 
 /// One row of the fault suite's result table.
@@ -1348,5 +1436,52 @@ mod tests {
             "{row}"
         );
         println!("{header}\n{row}");
+    }
+}
+
+#[cfg(test)]
+mod client_view_tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn states(changes: &[(u32, ClientView)]) -> ClientStates {
+        ClientStates {
+            session: 7,
+            timeout: 6 * S,
+            changes: changes.iter().map(|(at, v)| (*at * S, *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_session_may_end_only_after_its_client_saw_a_break() {
+        use ClientView::*;
+        // Connected from 1 s to the end's news at 20 s: the quorum ended a session whose
+        // client was told all along that it was connected.
+        let told_connected = states(&[(1, Connected), (19, Disconnected), (20, Ended)]);
+        assert_eq!(
+            session_ended_while_connected(&[told_connected]),
+            vec![Anomaly::SessionEndedWhileConnected {
+                session: 7,
+                connected_at: S,
+                ended_at: 20 * S,
+            }]
+        );
+        // Disconnected for the timeout before the end: the expiry is what the client expects.
+        let away = states(&[(1, Connected), (10, Disconnected), (20, Ended)]);
+        // Back for a moment within the last timeout, then away again: warned.
+        let warned = states(&[
+            (1, Connected),
+            (15, Disconnected),
+            (16, Connected),
+            (20, Ended),
+        ]);
+        // Closed soon after connecting, and never ended.
+        let early = states(&[(1, Connected), (3, Ended)]);
+        let alive = states(&[(1, Connected), (5, Disconnected), (6, Connected)]);
+        assert_eq!(
+            session_ended_while_connected(&[away, warned, early, alive]),
+            vec![]
+        );
     }
 }

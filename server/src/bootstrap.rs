@@ -140,6 +140,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     tokio::spawn(crate::upgrade::cluster_version_loop(node.clone()));
     tokio::spawn(crate::reconfig::sync::config_sync_loop(node.clone()));
     tokio::spawn(crate::cut_off::cut_off_loop(node.clone()));
+    tokio::spawn(crate::cut_off::probe_loop(node.clone()));
     Ok(node)
 }
 

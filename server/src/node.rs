@@ -208,6 +208,25 @@ impl Node {
         Some((id, addr))
     }
 
+    /// The voters of the configuration the metrics show — one set, or two while a change is
+    /// joint — each with its peer address (a voter the membership names no address for is left
+    /// out). The metrics may lag behind the Raft core: a shortcut's guide, never a safety check.
+    pub fn voters_seen(&self) -> Vec<Vec<(NodeId, String)>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .get_joint_config()
+            .iter()
+            .map(|voters| {
+                voters
+                    .iter()
+                    .filter_map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
+                    .collect()
+            })
+            .collect()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leading_term().is_some()
     }

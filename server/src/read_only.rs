@@ -7,7 +7,7 @@
 //!   read point (the client asked for possibly stale data); its `closeSession` just ends it;
 //! - a client that did not ask, or that brings an existing session, is refused (the connection is
 //!   closed without an answer, as ZooKeeper does), so nobody else's reads lose linearizability;
-//! - once a leader is known again, every read-only connection is closed: its client reconnects
+//! - once the quorum is back, every read-only connection is closed: its client reconnects
 //!   and gets a real session (ZooKeeper's clients, and synod's, then send session id 0).
 //!
 //! `isro` answers `ro` and `srvr`'s mode is `read-only` meanwhile.

@@ -1469,6 +1469,79 @@ fn a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back() {
     );
 }
 
+/// A follower left on the minority's side with its leader (three of five voters paused) keeps
+/// hearing that leader's heartbeats, but hears from no majority of the voters: it is cut off
+/// too, and closes its client's connection, as the leader does (ZooKeeper's leader steps down
+/// and its followers drop their clients); the client resumes its session once the quorum is
+/// back.
+#[test]
+fn a_follower_on_the_minority_side_with_its_leader_closes_its_clients_connections() {
+    run_test(
+        "a_follower_on_the_minority_side_with_its_leader_closes_its_clients_connections",
+        || async {
+            let t = Instant::now();
+            let ens = blocking(|| SynodEnsemble::start_tls(synod_bin(), 5, &[]))
+                .expect("start a 5-node synod cluster");
+            eprintln!("5-node cluster serving after {:.1?}", t.elapsed());
+            let leader = leader_of(&ens);
+            let followers: Vec<usize> = (0..5).filter(|i| *i != leader).collect();
+            let (kept, paused) = (followers[0], &followers[1..]);
+            let timeout = Duration::from_secs(2);
+            let opts = ens.connect_options().session_timeout(timeout);
+            let zk = Client::connect(&ens.addrs()[kept].to_string(), opts)
+                .await
+                .expect("connect to a follower");
+            must(
+                "create",
+                zk.create("/minority", b"", CreateMode::Persistent),
+            )
+            .await;
+            let session = zk.session_id();
+            let mut states = zk.state_changes();
+            for i in paused {
+                ens.pause(*i).expect("pause a follower");
+            }
+            let cut = Instant::now();
+            let first = tokio::time::timeout(Duration::from_secs(30), states.next()).await;
+            assert_eq!(
+                first,
+                Ok(Some(synod_client::SessionState::Disconnected)),
+                "the follower on the minority side kept its client connected:\n{}",
+                ens.log_tail(kept)
+            );
+            eprintln!("disconnected after {:.1?}", cut.elapsed());
+            let st = blocking(|| ens.status_json(kept)).expect("status");
+            assert_eq!(st["cut_off"], true, "{st}");
+            assert_eq!(st["leader"], ens.nodes()[leader].id, "{st}");
+            // Nobody gets a session there meanwhile (closed without an answer).
+            let opts = ens
+                .connect_options()
+                .connect_timeout(Duration::from_secs(2));
+            let other = Client::connect(&ens.addrs()[kept].to_string(), opts).await;
+            assert!(other.is_err(), "a session on a cut-off follower: {other:?}");
+            for i in paused {
+                ens.resume(*i).expect("resume a follower");
+            }
+            let back = tokio::time::timeout(Duration::from_secs(60), states.next()).await;
+            assert_eq!(back, Ok(Some(synod_client::SessionState::Connected)));
+            assert_eq!(zk.session_id(), session, "the session was not resumed");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match tokio::time::timeout(OP_TIMEOUT, zk.set_data("/minority", b"back", None))
+                    .await
+                {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(Error::ConnectionLoss)) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => panic!("write after the quorum is back: {other:?}"),
+                }
+            }
+            assert_eq!(zk.session_id(), session, "the session did not survive");
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Persistent recursive watch across a reconnect
 // ---------------------------------------------------------------------------------------------

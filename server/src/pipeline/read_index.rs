@@ -108,7 +108,7 @@ impl Node {
         if !crate::upgrade::cluster_has(self, READ_INDEX_FOLLOWING_SINCE) {
             return None;
         }
-        if self.voters_seen()?.len() != 3 {
+        if self.one_config_voters()?.len() != 3 {
             return None;
         }
         let vote = self.saved_vote.get()?;
@@ -127,7 +127,7 @@ impl Node {
         if !crate::upgrade::cluster_has(self, LEADER_READ_ON_FOLLOWER_VOTE_SINCE) {
             return None;
         }
-        let voters = self.voters_seen()?;
+        let voters = self.one_config_voters()?;
         if voters.iter().all(|(id, _)| *id != self.id) {
             return None;
         }
@@ -164,17 +164,9 @@ impl Node {
     /// The voters and their peer addresses, if the metrics show one configuration, not joint:
     /// only then can saved votes stand in for a heartbeat round. (Only a shortcut: the leader
     /// decides on its own core's configuration.)
-    fn voters_seen(&self) -> Option<Vec<(NodeId, String)>> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        let [voters] = membership.get_joint_config().as_slice() else {
-            return None;
-        };
-        voters
-            .iter()
-            .map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
-            .collect()
+    fn one_config_voters(&self) -> Option<Vec<(NodeId, String)>> {
+        let [voters]: [Vec<(NodeId, String)>; 1] = self.voters_seen().try_into().ok()?;
+        Some(voters)
     }
 
     /// On the leader: [`votes_read_point`] for the followers' `votes`, decided in this node's

@@ -162,10 +162,17 @@ impl FaultNet {
 
     /// Cuts every link of `node`, both ways.
     pub fn isolate(&self, node: NodeId, all: &[NodeId]) {
+        self.split(&[node], all);
+    }
+
+    /// Cuts every link between the nodes of `side` and the other nodes of `all`, both ways.
+    pub fn split(&self, side: &[NodeId], all: &[NodeId]) {
         self.cuts.update(|b| {
-            for &o in all.iter().filter(|&&o| o != node) {
-                b.insert((node, o));
-                b.insert((o, node));
+            for &n in side {
+                for &o in all.iter().filter(|o| !side.contains(o)) {
+                    b.insert((n, o));
+                    b.insert((o, n));
+                }
             }
         });
     }

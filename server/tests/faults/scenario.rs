@@ -13,8 +13,9 @@ use synod_client::{Client, ConnectOptions, Op, OpResult};
 use synod_faults::checker::{check, Budget, Verdict};
 use synod_faults::checks::{
     ephemeral_lifetime, lock_never_two_holders, max_unavailability, no_lost_writes,
-    sequential_names_unique_increasing, session_end_bound, watch_events_exactly_once_in_order,
-    AckedWrite, FinalNode, HoldInterval, LeaderFault, SeqCreate, Summary,
+    sequential_names_unique_increasing, session_end_bound, session_ended_while_connected,
+    watch_events_exactly_once_in_order, AckedWrite, FinalNode, HoldInterval, LeaderFault,
+    SeqCreate, Summary,
 };
 use synod_faults::history::{Operation, Outcome as HOutcome};
 use synod_faults::model::{
@@ -48,6 +49,11 @@ pub enum Fault {
     PauseLeader,
     /// Cut every peer link of the leader, both ways, then heal.
     PartitionLeader,
+    /// Five voters: the leader and a follower with clients cut from the other three, both
+    /// ways, for longer than a session's timeout, then healed. The follower keeps hearing the
+    /// old leader; it must close its clients' connections, or the majority expires their
+    /// sessions while they see themselves connected.
+    MinorityPartition,
     /// Drop everything the leader sends to its peers (it still hears them), then heal.
     OneWayLeader,
     /// A follower down while the others write past a snapshot and purge their logs: it must
@@ -128,6 +134,12 @@ pub const FULL: &[Spec] = &[
         name: "one-way-partition",
         fault: Fault::OneWayLeader,
         hold: Duration::from_secs(4),
+    },
+    // Longer than a session's timeout after the majority's takeover.
+    Spec {
+        name: "minority-partition",
+        fault: Fault::MinorityPartition,
+        hold: Duration::from_secs(12),
     },
     Spec {
         name: "snapshot-catch-up",
@@ -232,11 +244,11 @@ pub struct Outcome_ {
     pub details: Vec<String>,
 }
 
-/// Every node's flags: the first three are the initial voters, later ones join (`--join`); each
-/// dials the others through its own proxy of `net`.
-fn node_args(net: Arc<FaultNet>) -> NodeArgs {
+/// Every node's flags: the first `voters` are the initial voters, later ones join (`--join`);
+/// each dials the others through its own proxy of `net`.
+fn node_args(net: Arc<FaultNet>, voters: usize) -> NodeArgs {
     Arc::new(move |node: &Node, nodes: &[Node]| {
-        let initial = &nodes[..nodes.len().min(3)];
+        let initial = &nodes[..nodes.len().min(voters)];
         let mut routes = Vec::new();
         for other in nodes.iter().filter(|o| o.id != node.id) {
             let target: SocketAddr = ([127, 0, 0, 1], other.peer_port).into();
@@ -246,7 +258,7 @@ fn node_args(net: Arc<FaultNet>) -> NodeArgs {
             }
         }
         let mut args = vec!["--peer-route".into(), routes.join(",")];
-        if node.id <= 3 {
+        if node.id <= voters {
             args.extend(["--members".into(), members_arg(initial)]);
         } else {
             let own = std::slice::from_ref(node);
@@ -256,8 +268,9 @@ fn node_args(net: Arc<FaultNet>) -> NodeArgs {
     })
 }
 
-/// The connect string of all nodes, starting with node `first` (clients do not shuffle, so
-/// their sessions spread over the nodes deterministically).
+/// The connect string of all nodes, starting with node `first`. Only the idle session keeps that
+/// order (`workload::idle_session`); the other clients shuffle it, as ZooKeeper's do, so their
+/// sessions land on any node.
 fn servers_from(addrs: &[SocketAddr], first: usize) -> String {
     (0..addrs.len())
         .map(|i| addrs[(first + i) % addrs.len()].to_string())
@@ -296,21 +309,24 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     } else {
         Vec::new()
     };
-    let total = if spec.fault == Fault::Membership {
-        5
-    } else {
-        3
+    // Nodes, and how many of them are the initial voters (the others join).
+    let (total, voters) = match spec.fault {
+        Fault::Membership => (5, 3),
+        Fault::MinorityPartition => (5, 5),
+        _ => (3, 3),
     };
     let ens = match hosts {
         Some(h) => {
             let on: Vec<_> = (0..total).map(|i| (h.addr(i), Some(h.name(i)))).collect();
             let members: NodeArgs =
                 Arc::new(|_, all| vec!["--members".to_string(), members_arg(all)]);
-            blocking(|| SynodEnsemble::start_custom_on(bin, total, 3, &extra, members, env, on))
+            blocking(|| {
+                SynodEnsemble::start_custom_on(bin, total, voters, &extra, members, env, on)
+            })
         }
         None => blocking(|| {
-            let args = node_args(net.clone());
-            SynodEnsemble::start_custom_on(bin, total, 3, &extra, args, env, Vec::new())
+            let args = node_args(net.clone(), voters);
+            SynodEnsemble::start_custom_on(bin, total, voters, &extra, args, env, Vec::new())
         }),
     }
     .map_err(|e| format!("start cluster: {e}"))?;
@@ -318,7 +334,7 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     // Tmpfs mounts of the scenario, unmounted before the cluster is dropped.
     let mut mounts: Vec<Tmpfs> = Vec::new();
     let addrs = ens.addrs();
-    let ids: Vec<usize> = (1..=3).collect();
+    let ids: Vec<usize> = (1..=voters).collect();
 
     let load = Arc::new(Load {
         tls: ens.tls(),
@@ -378,6 +394,12 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     tasks.push(tokio::spawn(workload::ephemerals(
         servers_from(&addrs, leader),
         addrs.clone(),
+        load.clone(),
+    )));
+    // An idle session (a lock holder's, between acquiring and releasing), on the watcher's
+    // follower.
+    tasks.push(tokio::spawn(workload::idle_session(
+        servers_from(&addrs, watched),
         load.clone(),
     )));
     // Leader takeovers, as seen by polling every node: a node that reports itself leader after
@@ -606,6 +628,21 @@ async fn inject(
                 let start = now();
                 net.isolate(l + 1, ids);
                 log.push(format!("isolated leader {}", l + 1));
+                tokio::time::sleep(hold).await;
+                net.heal();
+                log.push("healed".into());
+                leader_faults.push(LeaderFault { start, end: now() });
+            }
+            Fault::MinorityPartition => {
+                // The follower the watcher, and a share of the other clients, are on.
+                let minority = [l + 1, watched + 1];
+                let start = now();
+                net.split(&minority, ids);
+                log.push(format!(
+                    "cut leader {} and follower {} from the others",
+                    l + 1,
+                    watched + 1
+                ));
                 tokio::time::sleep(hold).await;
                 net.heal();
                 log.push("healed".into());
@@ -1303,6 +1340,24 @@ fn analyse(
     let a = ephemeral_lifetime(&sessions, &nodes, &observations, TICK);
     summary.add_anomalies(&a);
     details.extend(a.iter().take(20).map(|a| format!("ephemeral: {a}")));
+
+    // The idle session: never ended while its client was told it was connected.
+    let idle = plock(&load.idle).clone();
+    for c in &idle {
+        let seen: Vec<String> = c
+            .changes
+            .iter()
+            .map(|(at, v)| format!("{v:?} at {:.1}s", at.as_secs_f64()))
+            .collect();
+        eprintln!(
+            "  {name}: idle session {:#x} saw {}",
+            c.session,
+            seen.join(", ")
+        );
+    }
+    let a = session_ended_while_connected(&idle);
+    summary.add_anomalies(&a);
+    details.extend(a.iter().map(|a| format!("idle session: {a}")));
     summary
 }
 

@@ -18,7 +18,8 @@ use synod_client::{
     AddWatchMode, Client, ConnectOptions, CreateMode, Error, EventType, Op, OpResult, SessionState,
 };
 use synod_faults::checks::{
-    Change, ChangeKind, Drained, EphemeralNode, Observation, SessionLife, WatchDrain,
+    Change, ChangeKind, ClientStates, ClientView, Drained, EphemeralNode, Observation, SessionLife,
+    WatchDrain,
 };
 use synod_faults::history::{History, Outcome};
 use synod_faults::model::{
@@ -72,6 +73,8 @@ pub struct Load {
     pub ephemerals: Mutex<Vec<(EphemeralNode, SessionLife)>>,
     /// Reads of the ephemerals' paths by the observer.
     pub observations: Mutex<Vec<Observation>>,
+    /// What the idle session's client was told ([`idle_session`]).
+    pub idle: Mutex<Vec<ClientStates>>,
     /// Acknowledged changes under [`REGISTER_ROOT`], for the watch check.
     pub acked_changes: Mutex<Vec<Change>>,
     /// The zxid of each acknowledged register write, by (path, version after it).
@@ -98,13 +101,19 @@ pub fn register_key(i: usize) -> String {
     format!("{REGISTER_ROOT}/k{i}")
 }
 
-/// Connects (bounded), retrying until `load.stop`.
+/// Connects (bounded), retrying until `load.stop`, to the servers in a shuffled order.
 async fn connect(servers: &str, load: &Load) -> Option<Client> {
+    connect_in_order(servers, load, true).await
+}
+
+/// [`connect`], trying the servers in the order given unless `shuffle`.
+async fn connect_in_order(servers: &str, load: &Load, shuffle: bool) -> Option<Client> {
     while !load.stop.load(Ordering::Relaxed) {
         let opts = ConnectOptions {
             tls: load.tls.clone(),
             ..ConnectOptions::default()
         }
+        .shuffle_hosts(shuffle)
         .session_timeout(SESSION_TIMEOUT)
         .connect_timeout(Duration::from_secs(5));
         if let Ok(c) = Client::connect(servers, opts).await {
@@ -649,4 +658,49 @@ pub async fn ephemerals(servers: String, addrs: Vec<SocketAddr>, load: Arc<Load>
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = timed(observer.close()).await;
+}
+
+/// An idle session, as a lock holder's between its acquisition and its release, on the first of
+/// `servers` (the others in order after it): it creates an ephemeral under [`EPHEMERAL_ROOT`],
+/// then only pings, and notes every state change its client is told, until the scenario stops
+/// (its own closing is not noted). A new session after one ends.
+pub async fn idle_session(servers: String, load: Arc<Load>) {
+    let start = load.registers.start();
+    let mut n = 0;
+    while !load.stop.load(Ordering::Relaxed) {
+        let Some(c) = connect_in_order(&servers, &load, false).await else {
+            return;
+        };
+        n += 1;
+        let mut states = c.state_changes();
+        let mut seen = ClientStates {
+            session: c.session_id() as u64,
+            timeout: c.session_timeout(),
+            changes: vec![(start.elapsed(), ClientView::Connected)],
+        };
+        let path = format!("{EPHEMERAL_ROOT}/idle{n}");
+        let _ = timed(c.create(&path, b"", CreateMode::Ephemeral)).await;
+        let mut ended = false;
+        while !ended && !load.stop.load(Ordering::Relaxed) {
+            let Ok(next) = tokio::time::timeout(Duration::from_millis(200), states.next()).await
+            else {
+                continue;
+            };
+            let view = match next {
+                Some(SessionState::Connected | SessionState::ConnectedReadOnly) => {
+                    ClientView::Connected
+                }
+                Some(SessionState::Disconnected | SessionState::Connecting) => {
+                    ClientView::Disconnected
+                }
+                Some(_) | None => ClientView::Ended,
+            };
+            ended = view == ClientView::Ended;
+            seen.changes.push((start.elapsed(), view));
+        }
+        plock(&load.idle).push(seen);
+        if !ended {
+            let _ = timed(c.close()).await;
+        }
+    }
 }
