@@ -785,9 +785,11 @@ pub struct ClientStates {
 }
 
 /// How long a client may take to learn that its session ended once its server knows (the
-/// server closes the connection; the client reconnects and is told): a change of view within
-/// this before the end does not count as a warning.
-pub const END_NOTICE: Duration = Duration::from_secs(2);
+/// server closes the connection; the client reconnects and is told, within milliseconds): a
+/// change of view within this before the end does not count as a warning. Well under a third
+/// of the timeouts the fault suite uses: a client whose server stopped answering is
+/// `Disconnected` after two thirds of its timeout, and that must count as a warning.
+pub const END_NOTICE: Duration = Duration::from_secs(1);
 
 /// A client told that it is connected holds a live session (ZooKeeper's promise, on which the
 /// lock and election recipes rest): its server stops answering it before its quorum can expire
@@ -1456,9 +1458,10 @@ mod client_view_tests {
     #[test]
     fn a_session_may_end_only_after_its_client_saw_a_break() {
         use ClientView::*;
-        // Connected from 1 s to the end's news at 20 s: the quorum ended a session whose
-        // client was told all along that it was connected.
-        let told_connected = states(&[(1, Connected), (19, Disconnected), (20, Ended)]);
+        // Connected from 1 s to the end's news at 20 s (its server closed the connection and
+        // told it at once): the quorum ended a session whose client was told all along that it
+        // was connected.
+        let told_connected = states(&[(1, Connected), (20, Disconnected), (20, Ended)]);
         assert_eq!(
             session_ended_while_connected(&[told_connected]),
             vec![Anomaly::SessionEndedWhileConnected {
@@ -1469,6 +1472,9 @@ mod client_view_tests {
         );
         // Disconnected for the timeout before the end: the expiry is what the client expects.
         let away = states(&[(1, Connected), (10, Disconnected), (20, Ended)]);
+        // Its server stopped answering 2 s before the end's news (a client gives up on a
+        // silent server after two thirds of its timeout): warned.
+        let silent = states(&[(1, Connected), (18, Disconnected), (20, Ended)]);
         // Back for a moment within the last timeout, then away again: warned.
         let warned = states(&[
             (1, Connected),
@@ -1480,7 +1486,7 @@ mod client_view_tests {
         let early = states(&[(1, Connected), (3, Ended)]);
         let alive = states(&[(1, Connected), (5, Disconnected), (6, Connected)]);
         assert_eq!(
-            session_ended_while_connected(&[away, warned, early, alive]),
+            session_ended_while_connected(&[away, silent, warned, early, alive]),
             vec![]
         );
     }

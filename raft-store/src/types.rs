@@ -179,11 +179,18 @@ pub const FORWARD_GROUP_SINCE: u32 = 3;
 /// release 0.3 reads them. Not a format of the replicated state.
 pub const READ_INDEX_FOLLOWING_SINCE: u32 = 4;
 
-/// The cluster version from which a leader of three voters confirms a read point for its own
-/// reads with one follower's saved vote (the server's `PeerRequest::SavedVote`, asked after
-/// those reads began) instead of a heartbeat round (design.md §6); before it, the leader's
-/// every read point costs a round, as release 0.4's. Not a format of the replicated state.
+/// The cluster version from which a leader confirms a read point for its own reads on the saved
+/// votes of as many followers as make a majority with its own (the server's
+/// `PeerRequest::SavedVote`, asked after those reads began) instead of a heartbeat round
+/// (design.md §6); before it, the leader's every read point costs a round, as release 0.4's.
+/// Release 0.5.0 did so only with three voters (one follower's vote); 0.5.2 with any number.
+/// Not a format of the replicated state.
 pub const LEADER_READ_ON_FOLLOWER_VOTE_SINCE: u32 = 5;
+
+/// The cluster version from which every member answers `PeerRequest::SavedVote`: the leader's
+/// question above, and, from release 0.5.2, the probe by which a follower or learner learns
+/// whether it hears from a majority of the voters (design.md §6, "Sessions").
+pub const SAVED_VOTE_SINCE: u32 = LEADER_READ_ON_FOLLOWER_VOTE_SINCE;
 
 /// The cluster version from which tenants can be declared ([`Command::Tenant`]) and sessions
 /// are opened with their caller's identities ([`Command::OpenSession`], which a tenant's session

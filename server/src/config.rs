@@ -202,8 +202,8 @@ pub struct Args {
     /// Every member should agree.
     #[arg(long, env = "SYNOD_RECONFIG_ENABLED")]
     pub reconfig_enabled: bool,
-    /// Read-only mode (ZooKeeper's `readonlymode.enabled`): cut off from the quorum (no leader
-    /// for 2 s), serve possibly stale reads to clients that ask for read-only sessions
+    /// Read-only mode (ZooKeeper's `readonlymode.enabled`): cut off from the quorum (no leader,
+    /// no quorum's acknowledgement or no majority heard, for 2 s), serve possibly stale reads to clients that ask for read-only sessions
     /// (`canBeReadOnly`), answering their writes NotReadOnly; other clients are refused as
     /// always. Off by default.
     #[arg(long, env = "SYNOD_READ_ONLY_MODE")]

@@ -18,16 +18,16 @@
 //! ([`crate::read_only`]).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use synod_raft_store::state_machine::lock;
-use synod_raft_store::types::LEADER_READ_ON_FOLLOWER_VOTE_SINCE;
+use synod_raft_store::types::SAVED_VOTE_SINCE;
 use synod_raft_store::NodeId;
 
 use crate::node::Node;
-use crate::peer::{PeerRequest, PeerResponse};
 use crate::read_only::is_local_session;
 
 /// How long a node must know no leader (or, as leader, have no quorum's acknowledgement; as
@@ -60,9 +60,9 @@ pub struct CutOff {
     /// How many times the node has been found cut off since it started: a duty that looks only
     /// now and then (the reaper) learns of a cut-off that began and ended between two looks.
     times: AtomicU64,
-    /// When each voter last answered this node's probe ([`probe_loop`]); only the voters the
-    /// last probe asked are kept, so it holds at most one entry per voter.
-    heard: Mutex<HashMap<NodeId, Instant>>,
+    /// The voters as this node's probe knows them ([`probe_loop`]): only the voters of the
+    /// configuration last seen are kept, so it holds at most one entry per voter.
+    probes: Mutex<HashMap<NodeId, Probe>>,
 }
 
 impl CutOff {
@@ -74,6 +74,11 @@ impl CutOff {
     /// How many times the node has been found cut off since it started.
     pub fn times(&self) -> u64 {
         self.times.load(Ordering::Acquire)
+    }
+
+    /// The probe's view of the voters, locked (a panic elsewhere left no half-made entry).
+    fn probes(&self) -> MutexGuard<'_, HashMap<NodeId, Probe>> {
+        self.probes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -90,20 +95,19 @@ enum Isolation {
     MinorityHeard,
 }
 
-impl Isolation {
-    /// What the node's log says about it.
-    fn describe(self) -> &'static str {
-        match self {
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             Isolation::NoLeader => "no leader known",
             Isolation::NoQuorumAck => "leading without a quorum's acknowledgement",
             Isolation::MinorityHeard => "following, but hearing from no majority of the voters",
-        }
+        })
     }
 }
 
 /// Whether this node is in touch with a working quorum now (`Err`: why not, for this look).
 fn quorum_reachable(node: &Node, after: Duration) -> Result<(), Isolation> {
-    let leader = {
+    {
         let metrics = node.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {
@@ -118,47 +122,61 @@ fn quorum_reachable(node: &Node, after: Duration) -> Result<(), Isolation> {
                     Err(Isolation::NoQuorumAck)
                 };
             }
-            Some(l) => l,
+            Some(_) => {}
         }
-    };
-    if !probing(node, leader) || majority_heard(node, after) {
+    }
+    if !probing(node) || majority_heard(node, after) {
         Ok(())
     } else {
         Err(Isolation::MinorityHeard)
     }
 }
 
-/// Whether this node probes the voters now: it follows or learns from `leader`, another node,
-/// and every member answers the probe ([`PeerRequest::SavedVote`], read since cluster version
-/// 5).
-fn probing(node: &Node, leader: NodeId) -> bool {
-    leader != node.id && crate::upgrade::cluster_has(node, LEADER_READ_ON_FOLLOWER_VOTE_SINCE)
+/// Whether this node probes the voters now: it does not lead, and every member answers the
+/// probe ([`SavedVote`](crate::peer::PeerRequest::SavedVote), read since cluster version 5).
+fn probing(node: &Node) -> bool {
+    !node.is_leader() && crate::upgrade::cluster_has(node, SAVED_VOTE_SINCE)
 }
 
 /// Whether, in every configuration the metrics show (two while joint), a majority of the voters
 /// answered this node's probe within `after` — this node counted as answering if it is one.
 fn majority_heard(node: &Node, after: Duration) -> bool {
     let configs = node.voters_seen();
-    let heard = node.cut_off.heard.lock().unwrap_or_else(|p| p.into_inner());
+    let probes = node.cut_off.probes();
     configs.iter().all(|voters| {
         let reached = voters
             .iter()
             .filter(|(id, _)| {
-                *id == node.id || heard.get(id).is_some_and(|at| at.elapsed() < after)
+                *id == node.id
+                    || probes
+                        .get(id)
+                        .and_then(|p| p.answered)
+                        .is_some_and(|at| at.elapsed() < after)
             })
             .count();
         reached > voters.len() / 2
     })
 }
 
+/// A voter as this node's probe knows it.
+#[derive(Debug, Default)]
+struct Probe {
+    /// When it last answered.
+    answered: Option<Instant>,
+    /// A probe of it is in flight (at most one per voter).
+    asking: bool,
+}
+
 /// How often a follower or learner probes the voters.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Runs until the node stops: while this node follows or learns, asks every other voter for its
-/// saved vote ([`PeerRequest::SavedVote`], answered without the Raft core: an answer says the
-/// voter is up and reachable, whatever its disk is doing) and notes who answered when. One
-/// round at a time, each call bounded by half of [`cut_off_after`], so a voter is heard from
-/// at least twice per threshold while it answers.
+/// Runs until the node stops: while this node does not lead (a follower, a candidate or a
+/// learner), asks every other voter for its saved vote every [`PROBE_INTERVAL`]
+/// ([`SavedVote`](crate::peer::PeerRequest::SavedVote), answered without the Raft core: an
+/// answer says the voter is up and reachable, whatever its disk is doing) and notes when each
+/// answered, as each answer arrives. At most one probe per voter is in flight, bounded by half
+/// of [`cut_off_after`]: a voter that answers is heard from every [`PROBE_INTERVAL`] or so,
+/// whatever the others do.
 pub async fn probe_loop(node: Arc<Node>) {
     let mut stopping = node.stopping.subscribe();
     let timeout = cut_off_after(&node.cfg) / 2;
@@ -167,34 +185,43 @@ pub async fn probe_loop(node: Arc<Node>) {
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        let Some((leader, _)) = node.leader() else {
-            continue;
-        };
-        if !probing(&node, leader) {
+        if !probing(&node) {
             continue;
         }
         let mut voters: Vec<(NodeId, String)> = node.voters_seen().into_iter().flatten().collect();
         voters.sort_unstable();
         voters.dedup();
         voters.retain(|(id, _)| *id != node.id);
-        let answers = futures_util::future::join_all(voters.iter().map(|(id, addr)| {
-            let pool = node.pool.clone();
-            async move {
-                let answer = pool.call(*id, addr, PeerRequest::SavedVote, timeout).await;
-                matches!(answer, Ok(PeerResponse::SavedVote(_))).then(|| (*id, Instant::now()))
+        let mut probes = node.cut_off.probes();
+        probes.retain(|id, _| voters.iter().any(|(v, _)| v == id));
+        for (id, addr) in voters {
+            let probe = probes.entry(id).or_default();
+            if probe.asking {
+                continue;
             }
-        }))
-        .await;
-        let mut heard = node.cut_off.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.retain(|id, _| voters.iter().any(|(v, _)| v == id));
-        heard.extend(answers.into_iter().flatten());
+            probe.asking = true;
+            let answer = node.ask_saved_vote(id, addr, timeout);
+            let node = node.clone();
+            tokio::spawn(async move {
+                let answered = answer.await.is_some();
+                let mut probes = node.cut_off.probes();
+                if let Some(probe) = probes.get_mut(&id) {
+                    probe.asking = false;
+                    if answered {
+                        probe.answered = Some(Instant::now());
+                    }
+                }
+            });
+        }
     }
 }
 
 /// Runs until the node stops: notices when the node is cut off and when the quorum is back.
 pub async fn cut_off_loop(node: Arc<Node>) {
     let mut stopping = node.stopping.subscribe();
-    let mut isolated_since: Option<Instant> = None;
+    // Since when the node has been isolated, for one reason on end: a follower whose election
+    // ends (no leader known) does not carry that time into a lapse of its probe's answers.
+    let mut isolated: Option<(Isolation, Instant)> = None;
     let after = cut_off_after(&node.cfg);
     loop {
         tokio::select! {
@@ -203,7 +230,7 @@ pub async fn cut_off_loop(node: Arc<Node>) {
         }
         let isolation = match quorum_reachable(&node, after) {
             Ok(()) => {
-                isolated_since = None;
+                isolated = None;
                 if node.cut_off.cut_off.swap(false, Ordering::AcqRel) {
                     tracing::warn!("the quorum is back: this node accepts sessions again");
                 }
@@ -220,7 +247,10 @@ pub async fn cut_off_loop(node: Arc<Node>) {
             }
             Err(why) => why,
         };
-        let since = *isolated_since.get_or_insert_with(Instant::now);
+        let since = match isolated {
+            Some((reason, since)) if reason == isolation => since,
+            _ => isolated.insert((isolation, Instant::now())).1,
+        };
         if node.cut_off.active() || since.elapsed() < after {
             continue;
         }
@@ -234,7 +264,7 @@ pub async fn cut_off_loop(node: Arc<Node>) {
         tracing::warn!(
             after_ms = since.elapsed().as_millis() as u64,
             closed,
-            why = isolation.describe(),
+            why = %isolation,
             "cut off from the quorum: closed every client connection; their clients resume their \
              sessions on a server that reaches it, and this node accepts none until it reaches the \
              quorum again"

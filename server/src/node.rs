@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use openraft::{Raft, ServerState};
+use openraft::{Raft, ServerState, Vote};
 use synod_raft_store::log_store::SavedVote;
 use synod_raft_store::state_machine::{lock, SharedReplica};
 use synod_raft_store::{Command, NodeId, Origin, TypeConfig};
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::error::ReadIndexError;
-use crate::peer::{ForwardError, LocalPeer, PeerPool};
+use crate::peer::{ForwardError, LocalPeer, PeerPool, PeerRequest, PeerResponse};
 use crate::pipeline::apply::Applier;
 use crate::session::tracker::Touches;
 use crate::stats::ConnStats;
@@ -225,6 +225,25 @@ impl Node {
                     .collect()
             })
             .collect()
+    }
+
+    /// Asks node `id` at `addr` for the vote its log store last made durable
+    /// ([`PeerRequest::SavedVote`], answered without its Raft core, which may be syncing an
+    /// append), within `timeout`: `Some(vote)` once it answered (`vote` is `None` if it never
+    /// saved one), `None` if it did not. The future borrows nothing.
+    pub fn ask_saved_vote(
+        &self,
+        id: NodeId,
+        addr: String,
+        timeout: std::time::Duration,
+    ) -> impl std::future::Future<Output = Option<Option<Vote<NodeId>>>> + Send + 'static {
+        let pool = self.pool.clone();
+        async move {
+            match pool.call(id, &addr, PeerRequest::SavedVote, timeout).await {
+                Ok(PeerResponse::SavedVote(vote)) => Some(vote),
+                _ => None,
+            }
+        }
     }
 
     pub fn is_leader(&self) -> bool {

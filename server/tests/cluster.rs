@@ -433,6 +433,15 @@ fn leader_killed_under_write_load() {
             10 * ELECTION_TIMEOUT,
             all_log_tails(&ens)
         );
+        // An election is no isolation: the two nodes left heard each other, a majority,
+        // throughout, so neither closed its clients' connections as cut off.
+        for idx in (0..3).filter(|&i| i != victim) {
+            assert!(
+                !ens.log(idx).contains("cut off from the quorum"),
+                "node {idx} counted itself cut off during the failover:\n{}",
+                ens.log_tail(idx)
+            );
+        }
     });
 }
 

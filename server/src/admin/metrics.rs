@@ -291,8 +291,8 @@ fn describe() {
         "synod_read_points_total",
         "linearizable read points this node confirmed as leader, by how: quorum_round (a \
          heartbeat round to a quorum, shared by every read queued meanwhile) or follower_vote \
-         (a 3-voter cluster, no round: a follower whose saved vote names this leader asked, or \
-         the leader's own reads took a follower's saved vote)"
+         (no round: on the saved votes of as many followers as make a majority with this \
+         leader's, read after the reads began)"
     );
     describe_counter!(
         "synod_client_connections_refused_total",

@@ -127,9 +127,10 @@ pub struct Status {
     /// On a leader: whether `/zookeeper/config` does not show the applied membership yet
     /// (the leader is about to rewrite it; a `reconfig` meanwhile gets ReconfigInProgress).
     pub zookeeper_config_pending: bool,
-    /// Whether this node is cut off from the quorum (no leader known, or as leader no quorum's
-    /// acknowledgement, for 2 s or more): it has closed its replicated sessions' connections
-    /// and accepts none ([`crate::cut_off`]).
+    /// Whether this node is cut off from the quorum (no leader known, as leader no quorum's
+    /// acknowledgement, or as follower or learner no answer from a majority of the voters, for
+    /// 2 s or more): it has closed its replicated sessions' connections and accepts none
+    /// ([`crate::cut_off`]).
     pub cut_off: bool,
     /// Whether this node, cut off from the quorum, serves read-only clients now
     /// (`--read-only-mode`).

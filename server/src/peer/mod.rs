@@ -92,12 +92,14 @@ pub enum PeerRequest {
         /// The sender's vote, naming the receiver.
         vote: openraft::Vote<NodeId>,
     },
-    /// The leader asks a follower for the vote its log store last made durable
-    /// ([`synod_raft_store::log_store::SavedVote`]), which the follower reads after the leader's
-    /// reads that the answer serves began: if it names the leader, a leader of three voters
-    /// needs no heartbeat round for those reads (`crate::pipeline::read_index`). Since protocol
-    /// version 5 (sent only once the cluster version is
-    /// [`synod_raft_store::types::LEADER_READ_ON_FOLLOWER_VOTE_SINCE`]: every member speaks it).
+    /// Asks a node for the vote its log store last made durable
+    /// ([`synod_raft_store::log_store::SavedVote`]), answered without its Raft core. The leader
+    /// asks its followers after the reads the answers serve began: once the votes naming it make
+    /// a majority with its own, it needs no heartbeat round for those reads
+    /// (`crate::pipeline::read_index`). A follower or learner asks every voter to learn whether
+    /// it hears from a majority (`crate::cut_off`). Since protocol version 5 (sent only once the
+    /// cluster version is [`synod_raft_store::types::SAVED_VOTE_SINCE`]: every member speaks
+    /// it).
     SavedVote,
 }
 

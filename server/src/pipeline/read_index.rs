@@ -4,9 +4,9 @@
 //! confirms a point without a round on saved votes ([`votes_read_point`]): for its own reads
 //! (and a follower's plain request) it asks every follower for the vote its log store last
 //! made durable, and decides once enough answers name it to make a majority with it — the first
-//! answer of three voters, the second of five; a follower of three voters sends its own saved
-//! vote with its request, which is enough alone. A reader then waits until its node has applied
-//! the point.
+//! answer of three voters, the second of four or five; a follower of three voters sends its own
+//! saved vote with its request, which is enough alone. A reader then waits until its node has
+//! applied the point.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,30 +131,22 @@ impl Node {
         if voters.iter().all(|(id, _)| *id != self.id) {
             return None;
         }
-        // Votes needed besides this node's for a majority of the voters.
+        // Votes needed besides this node's for a majority of the voters, and the leadership
+        // they must name (this node's own saved vote: a stale answer is not waited for).
         let needed = voters.len() / 2;
+        let mine = *self.saved_vote.get()?.leader_id();
         let mut asked: FuturesUnordered<_> = voters
             .into_iter()
             .filter(|(id, _)| *id != self.id)
             .map(|(id, addr)| {
-                let pool = self.pool.clone();
-                let timeout = self.cfg.heartbeat;
-                async move {
-                    (
-                        id,
-                        pool.call(id, &addr, PeerRequest::SavedVote, timeout).await,
-                    )
-                }
+                let answer = self.ask_saved_vote(id, addr, self.cfg.heartbeat);
+                async move { (id, answer.await) }
             })
             .collect();
         let mut votes = Vec::with_capacity(needed);
         while votes.len() < needed {
             match asked.next().await? {
-                (id, Ok(PeerResponse::SavedVote(Some(vote))))
-                    if vote.leader_id().voted_for() == Some(self.id) =>
-                {
-                    votes.push((id, vote))
-                }
+                (id, Some(Some(vote))) if *vote.leader_id() == mine => votes.push((id, vote)),
                 _ => continue,
             }
         }

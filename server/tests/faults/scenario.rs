@@ -634,14 +634,20 @@ async fn inject(
                 leader_faults.push(LeaderFault { start, end: now() });
             }
             Fault::MinorityPartition => {
-                // The follower the watcher, and a share of the other clients, are on.
-                let minority = [l + 1, watched + 1];
+                // The follower the idle session and the watcher are on (another one if the
+                // leadership moved there since).
+                let follower = if watched != l {
+                    watched
+                } else {
+                    (l + 1) % ids.len()
+                };
+                let minority = [l + 1, follower + 1];
                 let start = now();
                 net.split(&minority, ids);
                 log.push(format!(
                     "cut leader {} and follower {} from the others",
                     l + 1,
-                    watched + 1
+                    follower + 1
                 ));
                 tokio::time::sleep(hold).await;
                 net.heal();

@@ -678,6 +678,11 @@ pub async fn idle_session(servers: String, load: Arc<Load>) {
             timeout: c.session_timeout(),
             changes: vec![(start.elapsed(), ClientView::Connected)],
         };
+        // A change between the connection and the subscription would not be in the stream.
+        if c.state() != SessionState::Connected {
+            seen.changes
+                .push((start.elapsed(), ClientView::Disconnected));
+        }
         let path = format!("{EPHEMERAL_ROOT}/idle{n}");
         let _ = timed(c.create(&path, b"", CreateMode::Ephemeral)).await;
         let mut ended = false;
