@@ -1419,59 +1419,13 @@ fn a_leader_cut_off_closes_its_clients_connections_until_the_quorum_is_back() {
         || async {
             let ens = start_cluster(&[]);
             let leader = leader_of(&ens);
-            let timeout = Duration::from_secs(2);
-            let opts = ens.connect_options().session_timeout(timeout);
-            let zk = Client::connect(&ens.addrs()[leader].to_string(), opts)
-                .await
-                .expect("connect to the leader");
-            assert_eq!(zk.session_timeout(), timeout);
-            must("create", zk.create("/cut", b"", CreateMode::Persistent)).await;
-            let session = zk.session_id();
-            let mut states = zk.state_changes();
             let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-            for i in &followers {
-                ens.pause(*i).expect("pause a follower");
-            }
-            let cut = Instant::now();
-            let first = tokio::time::timeout(Duration::from_secs(30), states.next()).await;
-            assert_eq!(
-                first,
-                Ok(Some(synod_client::SessionState::Disconnected)),
-                "the cut-off leader kept its client connected:\n{}",
-                ens.log_tail(leader)
-            );
-            eprintln!("disconnected after {:.1?}", cut.elapsed());
-            let st = blocking(|| ens.status_json(leader)).expect("status");
-            assert_eq!(st["cut_off"], true, "{st}");
-            assert_eq!(st["read_only"], false, "{st}");
-            // Nobody gets a session there meanwhile (closed without an answer).
-            let opts = ens
-                .connect_options()
-                .connect_timeout(Duration::from_secs(2));
-            let other = Client::connect(&ens.addrs()[leader].to_string(), opts).await;
-            assert!(other.is_err(), "a session on a cut-off leader: {other:?}");
-            assert_eq!(zk.state(), synod_client::SessionState::Disconnected);
             // Away for longer than the session's timeout and a tick.
-            tokio::time::sleep(timeout * 2).await;
-            for i in &followers {
-                ens.resume(*i).expect("resume a follower");
-            }
-            let back = tokio::time::timeout(Duration::from_secs(60), states.next()).await;
-            assert_eq!(back, Ok(Some(synod_client::SessionState::Connected)));
-            assert_eq!(zk.session_id(), session, "the session was not resumed");
-            // The followers may elect a new leader as they continue: a write under way then
-            // loses its connection, and the client resumes again (the write is idempotent).
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match tokio::time::timeout(OP_TIMEOUT, zk.set_data("/cut", b"back", None)).await {
-                    Ok(Ok(_)) => break,
-                    Ok(Err(Error::ConnectionLoss)) if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    other => panic!("write after the quorum is back: {other:?}"),
-                }
-            }
-            assert_eq!(zk.session_id(), session, "the session did not survive");
+            let away = CUT_OFF_SESSION_TIMEOUT * 2;
+            cut_off_and_back(&ens, leader, &followers, away, |st| {
+                assert_eq!(st["read_only"], false, "{st}");
+            })
+            .await;
             let st = blocking(|| ens.status_json(leader)).expect("status");
             assert_eq!(st["cut_off"], false, "{st}");
         },
@@ -1494,61 +1448,81 @@ fn a_follower_on_the_minority_side_with_its_leader_closes_its_clients_connection
             eprintln!("5-node cluster serving after {:.1?}", t.elapsed());
             let leader = leader_of(&ens);
             let followers: Vec<usize> = (0..5).filter(|i| *i != leader).collect();
-            let (kept, paused) = (followers[0], &followers[1..]);
-            let timeout = Duration::from_secs(2);
-            let opts = ens.connect_options().session_timeout(timeout);
-            let zk = Client::connect(&ens.addrs()[kept].to_string(), opts)
-                .await
-                .expect("connect to a follower");
-            must(
-                "create",
-                zk.create("/minority", b"", CreateMode::Persistent),
-            )
+            let leader_id = ens.nodes()[leader].id;
+            cut_off_and_back(&ens, followers[0], &followers[1..], Duration::ZERO, |st| {
+                assert_eq!(st["leader"], leader_id, "it still hears its leader: {st}");
+            })
             .await;
-            let session = zk.session_id();
-            let mut states = zk.state_changes();
-            for i in paused {
-                ens.pause(*i).expect("pause a follower");
-            }
-            let cut = Instant::now();
-            let first = tokio::time::timeout(Duration::from_secs(30), states.next()).await;
-            assert_eq!(
-                first,
-                Ok(Some(synod_client::SessionState::Disconnected)),
-                "the follower on the minority side kept its client connected:\n{}",
-                ens.log_tail(kept)
-            );
-            eprintln!("disconnected after {:.1?}", cut.elapsed());
-            let st = blocking(|| ens.status_json(kept)).expect("status");
-            assert_eq!(st["cut_off"], true, "{st}");
-            assert_eq!(st["leader"], ens.nodes()[leader].id, "{st}");
-            // Nobody gets a session there meanwhile (closed without an answer).
-            let opts = ens
-                .connect_options()
-                .connect_timeout(Duration::from_secs(2));
-            let other = Client::connect(&ens.addrs()[kept].to_string(), opts).await;
-            assert!(other.is_err(), "a session on a cut-off follower: {other:?}");
-            for i in paused {
-                ens.resume(*i).expect("resume a follower");
-            }
-            let back = tokio::time::timeout(Duration::from_secs(60), states.next()).await;
-            assert_eq!(back, Ok(Some(synod_client::SessionState::Connected)));
-            assert_eq!(zk.session_id(), session, "the session was not resumed");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match tokio::time::timeout(OP_TIMEOUT, zk.set_data("/minority", b"back", None))
-                    .await
-                {
-                    Ok(Ok(_)) => break,
-                    Ok(Err(Error::ConnectionLoss)) if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    other => panic!("write after the quorum is back: {other:?}"),
-                }
-            }
-            assert_eq!(zk.session_id(), session, "the session did not survive");
         },
     );
+}
+
+/// The session timeout of [`cut_off_and_back`]'s client.
+const CUT_OFF_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects a client to node `on` alone and pauses the nodes `paused`, which cuts `on` off from
+/// the quorum: `on` must close the client's connection (`Disconnected`, within 30 s), show
+/// `cut_off` in `/status` (and whatever `status` checks there) and refuse new sessions. After
+/// `away` the paused nodes resume, and the client must resume its session and write.
+async fn cut_off_and_back(
+    ens: &SynodEnsemble,
+    on: usize,
+    paused: &[usize],
+    away: Duration,
+    status: impl Fn(&serde_json::Value),
+) {
+    let opts = ens
+        .connect_options()
+        .session_timeout(CUT_OFF_SESSION_TIMEOUT);
+    let zk = Client::connect(&ens.addrs()[on].to_string(), opts)
+        .await
+        .unwrap_or_else(|e| panic!("connect to node {on}: {e}"));
+    assert_eq!(zk.session_timeout(), CUT_OFF_SESSION_TIMEOUT);
+    must("create", zk.create("/cut", b"", CreateMode::Persistent)).await;
+    let session = zk.session_id();
+    let mut states = zk.state_changes();
+    for i in paused {
+        ens.pause(*i).expect("pause a node");
+    }
+    let cut = Instant::now();
+    let first = tokio::time::timeout(Duration::from_secs(30), states.next()).await;
+    assert_eq!(
+        first,
+        Ok(Some(synod_client::SessionState::Disconnected)),
+        "node {on}, cut off, kept its client connected:\n{}",
+        ens.log_tail(on)
+    );
+    eprintln!("disconnected after {:.1?}", cut.elapsed());
+    let st = blocking(|| ens.status_json(on)).expect("status");
+    assert_eq!(st["cut_off"], true, "{st}");
+    status(&st);
+    // Nobody gets a session there meanwhile (closed without an answer).
+    let opts = ens
+        .connect_options()
+        .connect_timeout(Duration::from_secs(2));
+    let other = Client::connect(&ens.addrs()[on].to_string(), opts).await;
+    assert!(other.is_err(), "a session on cut-off node {on}: {other:?}");
+    assert_eq!(zk.state(), synod_client::SessionState::Disconnected);
+    tokio::time::sleep(away).await;
+    for i in paused {
+        ens.resume(*i).expect("resume a node");
+    }
+    let back = tokio::time::timeout(Duration::from_secs(60), states.next()).await;
+    assert_eq!(back, Ok(Some(synod_client::SessionState::Connected)));
+    assert_eq!(zk.session_id(), session, "the session was not resumed");
+    // The nodes may elect a new leader as they continue: a write under way then loses its
+    // connection, and the client resumes again (the write is idempotent).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout(OP_TIMEOUT, zk.set_data("/cut", b"back", None)).await {
+            Ok(Ok(_)) => break,
+            Ok(Err(Error::ConnectionLoss)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("write after the quorum is back: {other:?}"),
+        }
+    }
+    assert_eq!(zk.session_id(), session, "the session did not survive");
 }
 
 // ---------------------------------------------------------------------------------------------
