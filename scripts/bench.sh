@@ -213,6 +213,13 @@ heap_allocated() {
     for i in 1 2 3; do echo "$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"; done
 }
 
+# What RocksDB holds in memory on a node (synod_rocksdb_memory_bytes summed over the log and the
+# audit trail: memtables, table readers, block caches), in bytes, from its plain-HTTP admin port.
+rocksdb_memory() { # admin-port
+    curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
+        awk 'index($1, "synod_rocksdb_memory_bytes{") == 1 { r += $2 } END { printf "%.0f\n", r }'
+}
+
 # kv "key=value ..." key → value.
 kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 
@@ -220,17 +227,19 @@ kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 mem_summary() {
     echo "where that server's $(kv "$1" mem_rss_mib) MiB of RSS go: files (code, libraries) $(kv "$1" mem_files_mib)," \
         "jemalloc resident $(kv "$1" mem_jemalloc_resident_mib) (allocated $(kv "$1" mem_jemalloc_allocated_mib))," \
-        "other anonymous (RocksDB's heap, stacks) $(kv "$1" mem_other_anon_mib); the fill added" \
+        "other anonymous (RocksDB's heap, stacks) $(kv "$1" mem_other_anon_mib), of which RocksDB reports" \
+        "$(kv "$1" mem_rocksdb_mib) in use; the fill added" \
         "$(kv "$1" heap_bytes_per_znode) heap bytes per znode"
 }
 
 # Where the RSS of the largest server of a plaintext cluster goes, just after a fill of $1 znodes,
 # as "key=value" pairs: the pages of files (the binary's code and the shared libraries), what
 # jemalloc holds resident (the node's Rust heap, its free pages and its metadata), the rest of
-# the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), and the
-# heap bytes the fill added per znode (jemalloc's allocated bytes, after minus before).
+# the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), how much
+# RocksDB itself reports in use (rocksdb_memory), and the heap bytes the fill added per znode
+# (jemalloc's allocated bytes, after minus before).
 mem_parts() { # znodes cluster-dir allocated-before-fill-of-node-1 …-2 …-3
-    local n=$1 dir=$2 i pid rss best=0 bi=1 alloc resident
+    local n=$1 dir=$2 i pid rss best=0 bi=1 alloc resident rocks
     shift 2
     for i in 1 2 3; do
         pid=$(cat "$dir/node$i.pid")
@@ -240,12 +249,13 @@ mem_parts() { # znodes cluster-dir allocated-before-fill-of-node-1 …-2 …-3
     pid=$(cat "$dir/node$bi.pid")
     alloc=$(metric $((8080 + bi)) 'synod_allocator_bytes{kind="allocated"}')
     resident=$(metric $((8080 + bi)) 'synod_allocator_bytes{kind="resident"}')
-    awk -v n="$n" -v a0="${!bi}" -v a="$alloc" -v r="$resident" '
+    rocks=$(rocksdb_memory $((8080 + bi)))
+    awk -v n="$n" -v a0="${!bi}" -v a="$alloc" -v r="$resident" -v k="$rocks" '
         /^RssFile:/ { file = $2 } /^RssAnon:/ { anon = $2 } /^VmRSS:/ { rss = $2 }
         END {
             mib = 1024
-            printf "mem_rss_mib=%.1f mem_files_mib=%.1f mem_jemalloc_resident_mib=%.1f mem_jemalloc_allocated_mib=%.1f mem_other_anon_mib=%.1f heap_bytes_per_znode=%.0f",
-                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib - r / 1048576, (a - a0) / n
+            printf "mem_rss_mib=%.1f mem_files_mib=%.1f mem_jemalloc_resident_mib=%.1f mem_jemalloc_allocated_mib=%.1f mem_other_anon_mib=%.1f mem_rocksdb_mib=%.1f heap_bytes_per_znode=%.0f",
+                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib - r / 1048576, k / 1048576, (a - a0) / n
         }' "/proc/$pid/status"
 }
 

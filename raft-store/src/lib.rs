@@ -3,7 +3,8 @@
 //! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
 //! file and restore ([`snapshot`]), the backup file around it ([`backup`]), the checksummed
 //! envelope of both ([`envelope`]), the tenant
-//! table ([`tenants`]) and the audit trail ([`audit`]).
+//! table ([`tenants`]), the audit trail ([`audit`]) and what RocksDB holds in memory for the
+//! log and the trail ([`rocks_memory`]).
 //! No sockets: time, zxid and caller are inputs.
 
 pub mod acl;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod log_cache;
 pub mod log_store;
 pub mod quota;
+pub mod rocks_memory;
 pub mod snapshot;
 pub mod state_machine;
 pub mod tenants;

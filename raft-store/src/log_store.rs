@@ -66,6 +66,7 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::log_cache::TailCache;
+use crate::rocks_memory::RocksMemory;
 use crate::types::{decode, encode, with_encoded, NodeId, TypeConfig};
 
 /// Column family of the log entries (big-endian index → bincode entry).
@@ -191,6 +192,23 @@ impl SavedVote {
             "saved vote went back from {held:?} to {vote}"
         );
         *held = Some(vote);
+    }
+}
+
+/// Reads what the log's RocksDB holds in memory ([`crate::rocks_memory`]) for as long as the
+/// store is open: it does not keep the database open itself (a node's metrics hold one, and a
+/// store is closed when its last clone drops).
+#[derive(Clone, Debug)]
+pub struct LogMemory(
+    /// The store's database; gone once every clone of the store has dropped.
+    std::sync::Weak<DB>,
+);
+
+impl LogMemory {
+    /// The log's memory now; `None` once the store is closed.
+    pub fn read(&self) -> Option<Result<RocksMemory, StoreError>> {
+        let db = self.0.upgrade()?;
+        Some(crate::rocks_memory::of(&db, &[CF_LOGS, CF_META]))
     }
 }
 
@@ -697,6 +715,12 @@ impl LogStore {
     /// The vote this store last made durable, as a handle that stays current ([`SavedVote`]).
     pub fn saved_vote(&self) -> SavedVote {
         self.saved_vote.clone()
+    }
+
+    /// A handle that reads what this store's RocksDB holds in memory, without keeping the
+    /// database open ([`LogMemory`]).
+    pub fn memory(&self) -> LogMemory {
+        LogMemory(Arc::downgrade(&self.db))
     }
 
     /// The total size of the `logs` column family's table files, in bytes (what purge and

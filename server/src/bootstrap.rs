@@ -82,6 +82,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     .validate()
     .map_err(|e| ServerError::Config(e.to_string()))?;
     let saved_vote = log_store.saved_vote();
+    let log_memory = log_store.memory();
     let routes = cfg
         .peer_routes
         .iter()
@@ -107,6 +108,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         cfg,
         raft,
         saved_vote,
+        log_memory,
         replica,
         applied,
         audit,

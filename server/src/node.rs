@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::{Raft, ServerState, Vote};
-use synod_raft_store::log_store::SavedVote;
+use synod_raft_store::log_store::{LogMemory, SavedVote};
 use synod_raft_store::state_machine::{lock, SharedReplica};
 use synod_raft_store::{Command, NodeId, Origin, TypeConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -126,6 +126,8 @@ pub struct Node {
     /// the leader asks for it), read without a trip into the Raft core
     /// ([`crate::pipeline::read_index`]).
     pub saved_vote: SavedVote,
+    /// What the log's RocksDB holds in memory, for `/metrics` (it does not keep the log open).
+    pub log_memory: LogMemory,
     /// The applied tree and node-local state (watches, connections, waiting requests, event
     /// history), under one lock that apply holds for a whole batch of entries.
     pub replica: SharedReplica<Applier>,

@@ -152,6 +152,23 @@ fn metrics_are_prometheus_text_and_move() {
             0.0 < allocated && allocated <= resident && resident <= rss,
             "allocated {allocated} <= resident {resident} <= RSS {rss}"
         );
+        // What RocksDB holds beside it (its own malloc): the log's memtable holds what was just
+        // written; the audit trail's is reported too.
+        let rocks = |store, kind| {
+            value(
+                &after,
+                "synod_rocksdb_memory_bytes",
+                &[("store", store), ("kind", kind)],
+            )
+        };
+        let log_memtables = rocks("log", "memtables").expect("log memtables");
+        assert!(
+            0.0 < log_memtables && log_memtables < rss,
+            "log memtables {log_memtables} within RSS {rss}"
+        );
+        for kind in ["memtables", "table_readers", "block_cache"] {
+            assert!(rocks("audit", kind).is_some(), "audit {kind}");
+        }
         // Whole seconds (a counter of integers): present, not necessarily past 0 yet.
         assert!(value(&after, "process_cpu_seconds_total", &[]).is_some());
         assert!(value(&after, "process_threads", &[]).expect("threads") >= 2.0);

@@ -320,6 +320,12 @@ fn describe() {
         Unit::Bytes,
         "what the allocator holds: kind=allocated (live heap), active, resident, retained, metadata"
     );
+    describe_gauge!(
+        "synod_rocksdb_memory_bytes",
+        Unit::Bytes,
+        "what RocksDB holds in memory (its own malloc, outside synod_allocator_bytes): \
+         store=log|audit, kind=memtables|table_readers|block_cache"
+    );
 }
 
 /// A request read from a client and not yet answered; counted in `synod_outstanding_requests`
@@ -424,6 +430,27 @@ async fn sample(node: &Node) {
         ];
         for (kind, bytes) in kinds {
             metrics::gauge!("synod_allocator_bytes", "kind" => kind).set(bytes as f64);
+        }
+    }
+    let stores = [
+        ("log", node.log_memory.read()),
+        ("audit", node.audit.as_ref().map(|a| a.memory())),
+    ];
+    for (store, memory) in stores {
+        match memory {
+            Some(Ok(m)) => {
+                let kinds = [
+                    ("memtables", m.memtables),
+                    ("table_readers", m.table_readers),
+                    ("block_cache", m.block_cache),
+                ];
+                for (kind, bytes) in kinds {
+                    metrics::gauge!("synod_rocksdb_memory_bytes", "store" => store, "kind" => kind)
+                        .set(bytes as f64);
+                }
+            }
+            Some(Err(e)) => tracing::debug!(%e, store, "cannot read RocksDB's memory"),
+            None => {}
         }
     }
     for t in crate::admin::tenants::views(node) {
