@@ -875,6 +875,23 @@ mod tests {
         }
     }
 
+    /// Writes `records` to `store` in batches of `batch` (as apply does, one batch per run of
+    /// entries) and makes them durable, in table files.
+    fn store_synced(
+        store: &AuditStore,
+        records: &[StoredRecord],
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        for chunk in records.chunks(batch) {
+            let encoded = chunk
+                .iter()
+                .map(Encoded::of)
+                .collect::<Result<Vec<_>, _>>()?;
+            store.append(&encoded)?;
+        }
+        store.sync()
+    }
+
     fn trail(n: i64) -> (Vec<StoredRecord>, AuditHead) {
         let mut head = AuditHead::default();
         let records = (1..=n)
@@ -1015,12 +1032,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = AuditStore::open(dir.path())?;
         let (records, head) = trail(6);
-        let encoded = records
-            .iter()
-            .map(Encoded::of)
-            .collect::<Result<Vec<_>, _>>()?;
-        store.append(&encoded)?;
-        store.sync()?;
+        store_synced(&store, &records, 6)?;
         let (got, next) = store.scan(3, i64::MAX, 2, 100, |_| true)?;
         assert_eq!((got, next), (records[2..4].to_vec(), Some(5)));
         // A scan cut short by its read limit says where to go on, even with nothing kept.
@@ -1078,14 +1090,7 @@ mod tests {
         let store = AuditStore::open(dir.path())?;
         // About 6 MiB of records in table files: several times the records' cache.
         let (records, head) = trail(30_000);
-        for chunk in records.chunks(1_000) {
-            let encoded = chunk
-                .iter()
-                .map(Encoded::of)
-                .collect::<Result<Vec<_>, _>>()?;
-            store.append(&encoded)?;
-        }
-        store.sync()?;
+        store_synced(&store, &records, 1_000)?;
         assert!(verify(store.all(), &[], Some(&head))?.head_matched);
         let (kept, _) = store.scan(0, i64::MAX, 10, usize::MAX, |r| r.record.zxid < 0)?;
         assert!(kept.is_empty());
