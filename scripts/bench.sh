@@ -227,17 +227,18 @@ kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 mem_summary() {
     echo "where that server's $(kv "$1" mem_rss_mib) MiB of RSS go: files (code, libraries) $(kv "$1" mem_files_mib)," \
         "jemalloc resident $(kv "$1" mem_jemalloc_resident_mib) (allocated $(kv "$1" mem_jemalloc_allocated_mib))," \
-        "other anonymous (RocksDB's heap, stacks) $(kv "$1" mem_other_anon_mib), of which RocksDB reports" \
-        "$(kv "$1" mem_rocksdb_mib) in use; the fill added" \
+        "other anonymous (RocksDB's heap, stacks) $(kv "$1" mem_other_anon_mib); RocksDB reports" \
+        "$(kv "$1" mem_rocksdb_mib) allocated (its memtables' blocks whole, touched or not); the fill added" \
         "$(kv "$1" heap_bytes_per_znode) heap bytes per znode"
 }
 
 # Where the RSS of the largest server of a plaintext cluster goes, just after a fill of $1 znodes,
 # as "key=value" pairs: the pages of files (the binary's code and the shared libraries), what
 # jemalloc holds resident (the node's Rust heap, its free pages and its metadata), the rest of
-# the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), how much
-# RocksDB itself reports in use (rocksdb_memory), and the heap bytes the fill added per znode
-# (jemalloc's allocated bytes, after minus before).
+# the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), what
+# RocksDB itself reports allocated (rocksdb_memory: a memtable's blocks count whole, though only
+# their touched pages are resident, so it may exceed the other anonymous memory), and the heap
+# bytes the fill added per znode (jemalloc's allocated bytes, after minus before).
 mem_parts() { # znodes cluster-dir allocated-before-fill-of-node-1 …-2 …-3
     local n=$1 dir=$2 i pid rss best=0 bi=1 alloc resident rocks
     shift 2

@@ -146,6 +146,31 @@ build() {
     cargo build --release -q --workspace --bins
 }
 
+# Refuses to start node $1 on a port another process listens on: a synod of another cluster
+# (another SYNOD_CLUSTER_DIR, or one whose pid file is gone) would otherwise answer on it, and
+# the new cluster would run with a stranger in it ("cluster id mismatch" in the logs).
+ports_free() { # node id
+    local i=$1 p
+    for p in $((CB + i - 1)) $((PB + i - 1)) $((AB + i - 1)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "cluster.sh: port $p of node $i is taken by another process (another cluster?" \
+                "see: ss -ltnp 'sport = :$p'); stop it, or choose other ports (SYNOD_*_BASE)" >&2
+            return 1
+        fi
+    done
+}
+
+# Fails if node $1 was started and has exited, with the end of its log.
+still_running() { # node id
+    local i=$1 pid
+    pid=$(cat "$DIR/node$i.pid" 2>/dev/null || true)
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null \
+        && return 0
+    echo "cluster.sh: node $i exited; the end of $DIR/node$i.log:" >&2
+    tail -n 5 "$DIR/node$i.log" >&2
+    return 1
+}
+
 field() { # json key → value (flat JSON from /status)
     sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\)\"\{0,1\}[,}].*/\1/p"
 }
@@ -155,6 +180,9 @@ start)
     build
     mkdir -p "$DIR"
     [ "$INSECURE" = 1 ] || issue_certs
+    for i in $(seq 1 "$n"); do
+        alive "$DIR/node$i.pid" || ports_free "$i" || exit 1
+    done
     for i in $(seq 1 "$n"); do
         pidf="$DIR/node$i.pid"
         if alive "$pidf"; then continue; fi
@@ -168,6 +196,7 @@ start)
     while :; do
         leaders=0
         for i in $(seq 1 "$n"); do
+            still_running "$i" || exit 1
             role=$(http_get $((AB + i - 1)) /status 2>/dev/null | field role || true)
             [ "$role" = leader ] && leaders=$((leaders + 1))
         done
