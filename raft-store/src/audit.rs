@@ -48,9 +48,9 @@ const KEY_ANCHORS: &[u8] = b"anchors";
 
 /// The records' block cache, which also holds their table files' index blocks. The trail is only
 /// ever read in scans that go through it once (`GET /audit`, verification, export, retention),
-/// which bypass the cache ([`scan_options`]), so it holds little more than the index blocks. Left to RocksDB's default (32 MiB),
-/// one `GET /audit/verify` of a trail of 780,000 records filled it, and the node's RSS went from
-/// 52 to 118 MiB and stayed there.
+/// which bypass the cache ([`scan_options`]), so it holds little more than the index blocks.
+/// Left to RocksDB's default (32 MiB), one `GET /audit/verify` of a trail of 950,000 records
+/// filled it, and the node's RSS went from 55 to 123 MiB and stayed above 110.
 const RECORDS_BLOCK_CACHE: usize = 1 << 20;
 
 /// Read options of a scan of the records: what it reads is not kept in the block cache (each
