@@ -66,12 +66,14 @@ connect_string() {
     echo "$s"
 }
 
+running() { # pid file → its process exists (and is no zombie)?
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
+}
+
 alive() { # pid file → running synod?
-    local f=$1 pid
-    [ -f "$f" ] || return 1
-    pid=$(cat "$f")
-    [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -q synod "/proc/$pid/cmdline" 2>/dev/null \
-        && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
+    running "$1" && grep -q synod "/proc/$(cat "$1")/cmdline" 2>/dev/null
 }
 
 http_get() { # port path → body (the open admin endpoints need no client certificate)
@@ -161,11 +163,10 @@ ports_free() { # node id
 }
 
 # Fails if node $1 was started and has exited, with the end of its log.
+# (Any process: SYNOD_BIN may be a wrapper that has not yet exec'd synod.)
 still_running() { # node id
-    local i=$1 pid
-    pid=$(cat "$DIR/node$i.pid" 2>/dev/null || true)
-    [ -n "$pid" ] && [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null \
-        && return 0
+    local i=$1
+    running "$DIR/node$i.pid" && return 0
     echo "cluster.sh: node $i exited; the end of $DIR/node$i.log:" >&2
     tail -n 5 "$DIR/node$i.log" >&2
     return 1
