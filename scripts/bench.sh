@@ -206,18 +206,22 @@ metric() { # admin-port name → value
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
 }
 
-# Each node's jemalloc allocated bytes, from its plain-HTTP admin port: "a1 a2 a3" (mem_parts'
-# before-fill arguments).
-heap_allocated() {
-    local i
-    for i in 1 2 3; do echo "$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')"; done
-}
-
 # What RocksDB holds in memory on a node (synod_rocksdb_memory_bytes summed over the log and the
 # audit trail: memtables, table readers, block caches), in bytes, from its plain-HTTP admin port.
 rocksdb_memory() { # admin-port
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
         awk 'index($1, "synod_rocksdb_memory_bytes{") == 1 { r += $2 } END { printf "%.0f\n", r }'
+}
+
+# Each node's Rust heap in bytes: jemalloc's allocated bytes less what RocksDB reports (RocksDB's
+# C++ allocates from the same jemalloc: server/src/cxx_alloc.rs), from its plain-HTTP admin port:
+# "h1 h2 h3" (mem_parts' before-fill arguments).
+heap_allocated() {
+    local i a
+    for i in 1 2 3; do
+        a=$(metric $((8080 + i)) 'synod_allocator_bytes{kind="allocated"}')
+        awk -v a="$a" -v k="$(rocksdb_memory $((8080 + i)))" 'BEGIN { printf "%.0f\n", a - k }'
+    done
 }
 
 # kv "key=value ..." key → value.
@@ -226,20 +230,20 @@ kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 # The sentence for mem_parts' pairs (found in the line $1).
 mem_summary() {
     echo "where that server's $(kv "$1" mem_rss_mib) MiB of RSS go: files (code, libraries) $(kv "$1" mem_files_mib)," \
-        "jemalloc resident $(kv "$1" mem_jemalloc_resident_mib) (allocated $(kv "$1" mem_jemalloc_allocated_mib))," \
-        "other anonymous (RocksDB's heap, stacks) $(kv "$1" mem_other_anon_mib); RocksDB reports" \
-        "$(kv "$1" mem_rocksdb_mib) allocated (its memtables' blocks whole, touched or not); the fill added" \
-        "$(kv "$1" heap_bytes_per_znode) heap bytes per znode"
+        "jemalloc resident $(kv "$1" mem_jemalloc_resident_mib) (allocated $(kv "$1" mem_jemalloc_allocated_mib)," \
+        "of it RocksDB's $(kv "$1" mem_rocksdb_mib) as RocksDB reports it, its memtables' blocks whole)," \
+        "other anonymous (the C library's heap, thread stacks) $(kv "$1" mem_other_anon_mib); the fill" \
+        "added $(kv "$1" heap_bytes_per_znode) bytes of Rust heap per znode"
 }
 
 # Where the RSS of the largest server of a plaintext cluster goes, just after a fill of $1 znodes,
 # as "key=value" pairs: the pages of files (the binary's code and the shared libraries), what
-# jemalloc holds resident (the node's Rust heap, its free pages and its metadata), the rest of
-# the anonymous memory (RocksDB's C++ heap: memtables and block cache; thread stacks), what
-# RocksDB itself reports allocated (rocksdb_memory: a memtable's blocks count whole, though only
-# their touched pages are resident, so it may exceed the other anonymous memory), and the heap
-# bytes the fill added per znode (jemalloc's allocated bytes, after minus before).
-mem_parts() { # znodes cluster-dir allocated-before-fill-of-node-1 …-2 …-3
+# jemalloc holds resident (the node's Rust heap and RocksDB's C++ allocations, their free pages
+# and jemalloc's metadata) and how much of it is allocated, what RocksDB reports of that
+# (rocksdb_memory: memtables, table readers, block caches; a memtable's blocks count whole), the
+# rest of the anonymous memory (the C library's heap, thread stacks), and the Rust heap bytes the
+# fill added per znode (jemalloc's allocated bytes less RocksDB's, after minus before).
+mem_parts() { # znodes cluster-dir rust-heap-before-fill-of-node-1 …-2 …-3
     local n=$1 dir=$2 i pid rss best=0 bi=1 alloc resident rocks
     shift 2
     for i in 1 2 3; do
@@ -256,7 +260,7 @@ mem_parts() { # znodes cluster-dir allocated-before-fill-of-node-1 …-2 …-3
         END {
             mib = 1024
             printf "mem_rss_mib=%.1f mem_files_mib=%.1f mem_jemalloc_resident_mib=%.1f mem_jemalloc_allocated_mib=%.1f mem_other_anon_mib=%.1f mem_rocksdb_mib=%.1f heap_bytes_per_znode=%.0f",
-                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib - r / 1048576, k / 1048576, (a - a0) / n
+                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib - r / 1048576, k / 1048576, (a - k - a0) / n
         }' "/proc/$pid/status"
 }
 

@@ -1,7 +1,8 @@
 //! What RocksDB holds in memory for one of a node's databases (the Raft log, the audit trail),
-//! read from RocksDB's own properties. RocksDB allocates with the C library's `malloc`, not
-//! jemalloc, so this is part of the resident set that the allocator's counters do not cover;
-//! `/metrics` reports it as `synod_rocksdb_memory_bytes`.
+//! read from RocksDB's own properties; `/metrics` reports it as `synod_rocksdb_memory_bytes`. In
+//! the `synod` binary RocksDB's C++ allocates from the same jemalloc as the node's Rust heap
+//! (`server/src/cxx_alloc.rs`), so this is the part of the allocator's figures that is
+//! RocksDB's.
 
 use rocksdb::DB;
 

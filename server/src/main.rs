@@ -11,15 +11,24 @@ use synod_server::config::{Args, Config};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// RocksDB's C++ allocations go to the same jemalloc (`cxx_alloc.rs` says why; the C library's
+/// `malloc` is left with little: RocksDB's C interface copies values and names with it).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod cxx_alloc;
+
 /// jemalloc's options, read before `main` (the C string `malloc_conf` of a jemalloc built with
 /// the `_rjem_` prefix). `background_thread`: freed pages go back to the OS after
 /// `dirty_decay_ms` even while the process is idle; without it jemalloc purges only when it is
 /// called, so a burst (sending a snapshot and the log to a new member) left its peak resident:
 /// measured on a 3-node cluster holding 100,000 znodes, a leader that had just brought a learner
-/// up stayed at 243 MiB, and returned to 113 MiB with it.
+/// up stayed at 243 MiB, and returned to 113 MiB with it. `dirty_decay_ms:3000` (jemalloc's
+/// default is 10 s): a flush frees a memtable's blocks 8 MiB at a time (RocksDB allocates from
+/// this jemalloc, `cxx_alloc.rs`), which write load reuses within a second; kept 10 s, they
+/// held 2–7 MiB more resident after a burst, and 3 s cost no CPU measurably
+/// (docs/operations.md, "What a node's memory holds").
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-static malloc_conf: &[u8; 23] = b"background_thread:true\0";
+static malloc_conf: &[u8; 43] = b"background_thread:true,dirty_decay_ms:3000\0";
 
 /// jemalloc's counters, refreshed (its `epoch`) at each read; `None` if it cannot tell.
 fn allocator_stats() -> Option<AllocatorStats> {
@@ -33,41 +42,6 @@ fn allocator_stats() -> Option<AllocatorStats> {
         metadata: stats::metadata::read().ok()? as u64,
     })
 }
-
-/// The largest request the C library's `malloc` serves from its heap; larger ones get pages of
-/// their own, returned to the OS on `free`. That `malloc` is RocksDB's (synod's own heap is
-/// jemalloc): its memtables grow in blocks of 512 KiB and 1 MiB, freed after each flush. glibc
-/// raises this threshold by itself after the first such block is freed, and from then on keeps
-/// every freed memtable block in its heap: measured on a 3-node cluster (10 s of set at 256 in
-/// flight, then 100,000 znodes), 10–21 MiB of each node's anonymous memory outside jemalloc,
-/// against 5–7.5 MiB with the threshold held at glibc's initial 128 KiB (docs/operations.md,
-/// "What a node's memory holds").
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const C_MALLOC_MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
-/// Holds the C library's `malloc` at [`C_MALLOC_MMAP_THRESHOLD`], unless the operator tuned it
-/// (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…` or `MALLOC_MMAP_THRESHOLD_`). Call before
-/// RocksDB allocates.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_c_malloc() {
-    let tuned = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"));
-    if tuned {
-        return;
-    }
-    // SAFETY: mallopt takes no pointer and only sets a parameter of the C library's allocator
-    // (under that allocator's own lock).
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, C_MALLOC_MMAP_THRESHOLD) };
-    if ok != 1 {
-        tracing::warn!(
-            threshold = C_MALLOC_MMAP_THRESHOLD,
-            "the C library refused its mmap threshold; RocksDB's freed memtables may stay resident"
-        );
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_c_malloc() {}
 
 /// The x86-64 features this build's RocksDB is compiled for (`.cargo/config.toml`: its CRC32C)
 /// that this CPU lacks.
@@ -147,7 +121,6 @@ fn main() -> std::process::ExitCode {
             .with_ansi(false)
             .init();
     }
-    tune_c_malloc();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Operations tests with real `synod` processes: `/metrics` scraped from a live node and parsed
 //! with a Prometheus text-format parser; a backup (`GET /snapshot`) restored with `synod restore`
 //! into a fresh cluster with another membership (same tree and Stats, writes continue after the
-//! backup's zxid); snapshot trigger and log purge; graceful shutdown of a leader under load.
+//! backup's zxid); snapshot trigger and log purge; graceful shutdown of a leader under load; C++'s
+//! `operator new` and `delete` bound to synod's (RocksDB on jemalloc).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -152,8 +153,9 @@ fn metrics_are_prometheus_text_and_move() {
             0.0 < allocated && allocated <= resident && resident <= rss,
             "allocated {allocated} <= resident {resident} <= RSS {rss}"
         );
-        // What RocksDB holds beside it (its own malloc): the log's memtable holds what was just
-        // written; the audit trail's is reported too.
+        // What RocksDB holds, within that heap (its C++ allocates from the same jemalloc:
+        // server/src/cxx_alloc.rs): the log's memtable holds what was just written; the audit
+        // trail's is reported too.
         let rocks = |store, kind| {
             value(
                 &after,
@@ -166,9 +168,16 @@ fn metrics_are_prometheus_text_and_move() {
             0.0 < log_memtables && log_memtables < rss,
             "log memtables {log_memtables} within RSS {rss}"
         );
-        for kind in ["memtables", "table_readers", "block_cache"] {
-            assert!(rocks("audit", kind).is_some(), "audit {kind}");
+        let mut rocksdb = 0.0;
+        for store in ["log", "audit"] {
+            for kind in ["memtables", "table_readers", "block_cache"] {
+                rocksdb += rocks(store, kind).unwrap_or_else(|| panic!("{store} {kind}"));
+            }
         }
+        assert!(
+            rocksdb <= allocated,
+            "RocksDB's {rocksdb} bytes are part of the allocated {allocated}"
+        );
         // Whole seconds (a counter of integers): present, not necessarily past 0 yet.
         assert!(value(&after, "process_cpu_seconds_total", &[]).is_some());
         assert!(value(&after, "process_threads", &[]).expect("threads") >= 2.0);
@@ -555,4 +564,63 @@ fn leader_shuts_down_gracefully_under_load() {
             acked.len()
         );
     });
+}
+
+/// RocksDB's C++ allocates from synod's jemalloc (`server/src/cxx_alloc.rs`), and every
+/// `operator new` and `delete` of the process is synod's: `libstdc++`'s own calls too, which the
+/// dynamic linker binds to the executable's definitions only if it exports them. Were one of
+/// them bound inside `libstdc++`, a block allocated by one allocator could be freed by the
+/// other. Read from the dynamic linker itself (`LD_DEBUG=bindings`, every symbol bound at
+/// start).
+#[test]
+fn every_cxx_new_and_delete_is_synods() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+        .arg("--version")
+        .env("LD_DEBUG", "bindings")
+        .env("LD_BIND_NOW", "1")
+        .output()
+        .expect("run synod --version");
+    assert!(out.status.success(), "synod --version failed: {out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    // "binding file /lib/.../libstdc++.so.6 [0] to /.../synod [0]: normal symbol `_Znwm' [...]"
+    let bindings: Vec<(&str, &str, &str)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("binding file ")?.1;
+            let (from, rest) = rest.split_once(" to ")?;
+            let (to, rest) = rest.split_once(": normal symbol `")?;
+            let symbol = rest.split_once('\'')?.0;
+            Some((from, to, symbol))
+        })
+        .collect();
+    assert!(
+        !bindings.is_empty(),
+        "no bindings in LD_DEBUG's output: {log}"
+    );
+    let operator = |s: &str| {
+        s.starts_with("_Znw")
+            || s.starts_with("_Zna")
+            || s.starts_with("_Zdl")
+            || s.starts_with("_Zda")
+    };
+    let stdcxx: Vec<_> = bindings
+        .iter()
+        .filter(|(from, _, s)| from.contains("libstdc++") && operator(s))
+        .collect();
+    if stdcxx.is_empty() {
+        // libstdc++ linked statically (or not at all): its calls are bound at link time.
+        return;
+    }
+    for (_, to, symbol) in &stdcxx {
+        assert!(
+            !to.contains("libstdc++"),
+            "libstdc++'s {symbol} is bound to its own, not synod's: {stdcxx:?}"
+        );
+    }
+    for needed in ["_Znwm", "_ZdlPv"] {
+        assert!(
+            stdcxx.iter().any(|(_, _, s)| *s == needed),
+            "libstdc++'s {needed} is not bound at all: {stdcxx:?}"
+        );
+    }
 }

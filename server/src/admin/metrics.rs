@@ -318,13 +318,14 @@ fn describe() {
     describe_gauge!(
         "synod_allocator_bytes",
         Unit::Bytes,
-        "what the allocator holds: kind=allocated (live heap), active, resident, retained, metadata"
+        "what the allocator (jemalloc: synod's heap and RocksDB's) holds: kind=allocated (live \
+         heap), active, resident, retained, metadata"
     );
     describe_gauge!(
         "synod_rocksdb_memory_bytes",
         Unit::Bytes,
-        "what RocksDB holds in memory (its own malloc, outside synod_allocator_bytes): \
-         store=log|audit, kind=memtables|table_readers|block_cache"
+        "what RocksDB holds in memory (part of synod_allocator_bytes): store=log|audit, \
+         kind=memtables|table_readers|block_cache"
     );
 }
 
