@@ -3,13 +3,13 @@
 //! rather than the C library's `malloc`.
 //!
 //! Why: RocksDB's memtables grow in blocks of 512 KiB (the audit trail) and 1 MiB (the log),
-//! freed whole at each flush. The C library serves blocks that large with pages of their own
-//! and unmaps them on `free` (releases up to 0.5.3 held its mmap threshold at 128 KiB so that it
-//! always did: otherwise its heap kept every freed memtable), so under write load each new block
-//! was faulted in again page by page: 3.4% of a 3-node cluster's CPU samples under set at 256 in
+//! freed whole at each flush. With the C library's `malloc`, blocks that large got pages of
+//! their own, unmapped on `free` (releases up to 0.5.3 held its mmap threshold at 128 KiB so
+//! that they always did: otherwise its heap kept every freed memtable), so under write load each
+//! new block was faulted in again page by page: 3.4% of a 3-node cluster's CPU samples under set at 256 in
 //! flight, 0.1% with this file (docs/operations.md, "What a node's memory holds"). jemalloc keeps
-//! a freed block for reuse and gives it back to the OS after `dirty_decay_ms` (3 s, `main.rs`)
-//! from its background thread.
+//! a freed block for reuse and gives it back to the OS gradually over `dirty_decay_ms` (3 s,
+//! `main.rs`), from its background thread.
 //!
 //! Why not jemalloc as the process's `malloc` (its unprefixed build): jemalloc's initialisation
 //! reads the clock, and under libfaketime (the clock tests, or an operator testing certificate
@@ -35,11 +35,16 @@ use tikv_jemalloc_sys as jemalloc;
 /// C++ would throw `std::bad_alloc`; synod's Rust heap aborts when it runs out, and so does
 /// RocksDB's, with the size it asked for on stderr.
 fn out_of_memory(size: usize, align: usize) -> ! {
-    let layout = Layout::from_size_align(size.max(1), align.max(1)).unwrap_or(Layout::new::<u8>());
-    std::alloc::handle_alloc_error(layout)
+    match Layout::from_size_align(size.max(1), align.max(1)) {
+        Ok(layout) => std::alloc::handle_alloc_error(layout),
+        Err(_) => {
+            eprintln!("synod: out of memory: C++ asked for {size} bytes aligned to {align}");
+            std::process::abort()
+        }
+    }
 }
 
-/// `size` bytes aligned for any fundamental type (jemalloc's `malloc` aligns to 16), or null.
+/// `size` bytes aligned for any type that fits in them (as `malloc` aligns), or null.
 fn allocate(size: usize) -> *mut c_void {
     // SAFETY: jemalloc's malloc accepts any size; zero gives a unique, freeable block.
     unsafe { jemalloc::malloc(size) }
@@ -125,7 +130,7 @@ macro_rules! operators {
         };)*
         $(const _: () = {
             #[export_name = $del_sz_al]
-            extern "C" fn delete_sized_aligned(p: *mut c_void, _size: usize, _align_or_nothrow: usize) {
+            extern "C" fn delete_sized_aligned(p: *mut c_void, _size_or_align: usize, _align_or_nothrow: usize) {
                 release(p)
             }
         };)*
