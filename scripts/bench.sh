@@ -232,8 +232,9 @@ mem_summary() {
     echo "where that server's $(kv "$1" mem_rss_mib) MiB of RSS go: files (code, libraries) $(kv "$1" mem_files_mib)," \
         "jemalloc resident $(kv "$1" mem_jemalloc_resident_mib) (allocated $(kv "$1" mem_jemalloc_allocated_mib)," \
         "of it RocksDB's $(kv "$1" mem_rocksdb_mib) as RocksDB reports it, its memtables' blocks whole)," \
-        "other anonymous (the C library's heap, thread stacks) $(kv "$1" mem_other_anon_mib); the fill" \
-        "added $(kv "$1" heap_bytes_per_znode) bytes of Rust heap per znode"
+        "anonymous memory in all $(kv "$1" mem_anon_mib) (jemalloc's resident figure is an upper" \
+        "bound: it counts pages handed out and not yet touched); the fill added" \
+        "$(kv "$1" heap_bytes_per_znode) bytes of Rust heap per znode"
 }
 
 # Where the RSS of the largest server of a plaintext cluster goes, just after a fill of $1 znodes,
@@ -241,8 +242,9 @@ mem_summary() {
 # jemalloc holds resident (the node's Rust heap and RocksDB's C++ allocations, their free pages
 # and jemalloc's metadata) and how much of it is allocated, what RocksDB reports of that
 # (rocksdb_memory: memtables, table readers, block caches; a memtable's blocks count whole), the
-# rest of the anonymous memory (the C library's heap, thread stacks), and the Rust heap bytes the
-# fill added per znode (jemalloc's allocated bytes less RocksDB's, after minus before).
+# anonymous memory in all (jemalloc's, the C library's heap, thread stacks: jemalloc's resident
+# figure may exceed it, since it counts pages handed out and not yet touched), and the Rust heap
+# bytes the fill added per znode (jemalloc's allocated bytes less RocksDB's, after minus before).
 mem_parts() { # znodes cluster-dir rust-heap-before-fill-of-node-1 …-2 …-3
     local n=$1 dir=$2 i pid rss best=0 bi=1 alloc resident rocks
     shift 2
@@ -259,8 +261,8 @@ mem_parts() { # znodes cluster-dir rust-heap-before-fill-of-node-1 …-2 …-3
         /^RssFile:/ { file = $2 } /^RssAnon:/ { anon = $2 } /^VmRSS:/ { rss = $2 }
         END {
             mib = 1024
-            printf "mem_rss_mib=%.1f mem_files_mib=%.1f mem_jemalloc_resident_mib=%.1f mem_jemalloc_allocated_mib=%.1f mem_other_anon_mib=%.1f mem_rocksdb_mib=%.1f heap_bytes_per_znode=%.0f",
-                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib - r / 1048576, k / 1048576, (a - k - a0) / n
+            printf "mem_rss_mib=%.1f mem_files_mib=%.1f mem_jemalloc_resident_mib=%.1f mem_jemalloc_allocated_mib=%.1f mem_anon_mib=%.1f mem_rocksdb_mib=%.1f heap_bytes_per_znode=%.0f",
+                rss / mib, file / mib, r / 1048576, a / 1048576, anon / mib, k / 1048576, (a - k - a0) / n
         }' "/proc/$pid/status"
 }
 
