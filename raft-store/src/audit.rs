@@ -14,6 +14,18 @@
 //! deterministic). Before a snapshot is persisted (after which the log before it may be
 //! purged), [`AuditStore::sync`] flushes them to a synced table file.
 //!
+//! # Layout
+//!
+//! The records of one log entry (one index, `zxid >> 16`) are stored as one value under the
+//! first one's zxid: their stored forms ([`Encoded`]) one after another. Under write load an
+//! entry holds a batch of writes, and one key for the batch instead of one per record is what
+//! RocksDB's memtable, flushes and index blocks pay for (release 0.5.5; before it every record
+//! had a key of its own). A value of one record is that record's stored form, as before, so a
+//! reader handles both: see [`Runs`]. Apply is deterministic, so a replayed entry is stored
+//! again with the same bytes; where an older build had stored that entry a record per key, the
+//! keys after the first still hold single records that the new value repeats, and readers skip
+//! a record whose zxid they have passed.
+//!
 //! # Gaps
 //!
 //! A replica that catches up by installing a leader's snapshot does not apply the entries the
@@ -37,14 +49,23 @@ use synod_proto::{Id, MultiResult, Request, Response};
 use crate::error::StoreError;
 use crate::rocks_memory::RocksMemory;
 use crate::tree::Applied;
-use crate::types::{decode, encode};
+use crate::types::{decode, encode, zxid_index, POSITION_BITS};
 
-/// Column family of the records, keyed by zxid (8 bytes, big-endian: scans go in zxid order).
+/// Column family of the records: each log entry's records under the zxid of its first (8 bytes,
+/// big-endian: scans go in zxid order). See the module documentation, "Layout".
 const CF_RECORDS: &str = "records";
 /// Column family of the anchors.
 const CF_META: &str = "meta";
 /// Key of the anchors in [`CF_META`].
 const KEY_ANCHORS: &[u8] = b"anchors";
+/// Key (in [`CF_META`]) of the store's format version: [`AUDIT_FORMAT`].
+const KEY_FORMAT: &[u8] = b"format";
+
+/// The trail's format version (its layout; the records' encoding follows the cluster version).
+/// 1: a record per key (releases before 0.5.5, which wrote no version); 2: an entry's records
+/// as one value (the module documentation, "Layout"). This build reads both, and records 2 at
+/// open; a store of a later version is refused with both named.
+pub const AUDIT_FORMAT: u32 = 2;
 
 /// The records' block cache, which also holds their table files' index blocks. The trail is only
 /// ever read in scans that go through it once (`GET /audit`, verification, export, retention),
@@ -95,35 +116,120 @@ impl AuditHead {
     }
 
     /// Appends `record` and returns it encoded for the store: the record is encoded once, for
-    /// its hash and its value alike, straight into the value (apply's path: one allocation,
-    /// which a client write's record fits without growing).
+    /// its hash and its value alike, straight into the value (one allocation, which a client
+    /// write's record fits without growing).
     pub fn append_encoded(&mut self, record: &AuditRecord) -> Result<Encoded, StoreError> {
-        self.append_body(record.zxid, record)
+        self.append_alone(record.zxid, record)
     }
 
     /// [`AuditHead::append_encoded`] for a record borrowed from what apply has at hand: the
     /// same bytes, without the owned record's strings.
     pub fn append_borrowed(&mut self, record: &AuditRecordRef<'_>) -> Result<Encoded, StoreError> {
-        self.append_body(record.zxid, record)
+        self.append_alone(record.zxid, record)
     }
 
-    /// Appends the record at `zxid` whose body `record` encodes.
-    fn append_body<R: Serialize>(&mut self, zxid: i64, record: &R) -> Result<Encoded, StoreError> {
+    /// Appends the record at `zxid` whose body `record` encodes, stored alone.
+    fn append_alone<R: Serialize>(&mut self, zxid: i64, record: &R) -> Result<Encoded, StoreError> {
+        let mut value = Vec::with_capacity(RECORD_CAPACITY);
+        self.append_body(zxid, record, &mut value)?;
+        Ok(Encoded { zxid, value })
+    }
+
+    /// Appends the record at `zxid` whose body `record` encodes, its stored form
+    /// (`prev ‖ hash ‖ body`) at the end of `out`; on an error `out` is as it was.
+    fn append_body<R: Serialize>(
+        &mut self,
+        zxid: i64,
+        record: &R,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
         // The first record may be at zxid 0: the initial membership is log entry 0.
         debug_assert!(
             zxid > self.zxid || self.count == 0,
             "audit records out of zxid order"
         );
-        let mut value = Vec::with_capacity(RECORD_CAPACITY);
-        value.extend_from_slice(&self.hash);
-        value.extend_from_slice(&[0; 32]); // the record's hash, once the body is there
-        crate::types::encode_into(record, &mut value)?;
-        let hash = chain_bytes(&self.hash, &value[64..]);
-        value[32..64].copy_from_slice(&hash);
+        let start = out.len();
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&[0; 32]); // the record's hash, once the body is there
+        if let Err(e) = crate::types::encode_into(record, out) {
+            out.truncate(start);
+            return Err(e.into());
+        }
+        let hash = chain_bytes(&self.hash, &out[start + 64..]);
+        out[start + 32..start + 64].copy_from_slice(&hash);
         self.count += 1;
         self.zxid = zxid;
         self.hash = hash;
-        Ok(Encoded { zxid, value })
+        Ok(())
+    }
+}
+
+/// The records apply made, waiting for [`AuditStore::append`]: their stored forms one after
+/// another in one buffer, as the store keeps an entry's (the module documentation, "Layout"),
+/// so that storing them copies nothing and a record costs no allocation of its own. Kept and
+/// reused by the state machine across applies.
+#[derive(Debug, Default)]
+pub struct RecordBuffer {
+    /// The stored forms, in zxid order.
+    bytes: Vec<u8>,
+    /// Each record's zxid and where its stored form ends in `bytes`. Invariant: zxids grow,
+    /// ends grow, the last end is `bytes.len()`.
+    ends: Vec<(i64, usize)>,
+}
+
+/// What a [`RecordBuffer`] keeps of its room between applies: a larger one (a catch-up's, or
+/// a huge entry's) is given back.
+const RECORD_BUFFER_RETAINED: usize = 1 << 20;
+
+impl RecordBuffer {
+    /// Appends `record` to `head`'s chain and its stored form here.
+    pub fn append_borrowed(
+        &mut self,
+        head: &mut AuditHead,
+        record: &AuditRecordRef<'_>,
+    ) -> Result<(), StoreError> {
+        head.append_body(record.zxid, record, &mut self.bytes)?;
+        self.ends.push((record.zxid, self.bytes.len()));
+        Ok(())
+    }
+
+    /// The records `encoded` made, in this buffer.
+    pub fn of(encoded: &[Encoded]) -> RecordBuffer {
+        let mut buffer = RecordBuffer::default();
+        for e in encoded {
+            debug_assert!(buffer.ends.last().is_none_or(|&(z, _)| z < e.zxid));
+            buffer.bytes.extend_from_slice(&e.value);
+            buffer.ends.push((e.zxid, buffer.bytes.len()));
+        }
+        buffer
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each entry's records (those whose zxids share an index): the first one's zxid and the
+    /// stored forms of all, one after another.
+    fn entries(&self) -> impl Iterator<Item = (i64, &[u8])> + '_ {
+        let mut start = 0;
+        self.ends
+            .chunk_by(|a, b| zxid_index(a.0) == zxid_index(b.0))
+            .map(move |run| {
+                let end = run[run.len() - 1].1;
+                let bytes = &self.bytes[start..end];
+                start = end;
+                (run[0].0, bytes)
+            })
+    }
+
+    /// Empties the buffer for the next apply, keeping its room up to a bound.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        if self.bytes.capacity() > RECORD_BUFFER_RETAINED {
+            self.bytes = Vec::new();
+            self.ends = Vec::new();
+        }
     }
 }
 
@@ -131,7 +237,8 @@ impl AuditHead {
 /// record with a path of a hundred bytes or so (a longer one grows the buffer once).
 const RECORD_CAPACITY: usize = 256;
 
-/// A record as the store keeps it: `prev ‖ hash ‖ bincode(record)` under its zxid.
+/// A record as the store keeps it: `prev ‖ hash ‖ bincode(record)`, alone or after the records
+/// before it in its entry (the module documentation, "Layout").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     pub zxid: i64,
@@ -460,8 +567,44 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// Decodes a stored value ([`Encoded`]); a short or undecodable one is an error.
+    /// Decodes a stored record that fills `v` exactly; a short, undecodable or longer one is an
+    /// error.
     pub fn decode_value(v: &[u8]) -> Result<StoredRecord, StoreError> {
+        let (record, used) = Self::decode_prefix(v)?;
+        if used != v.len() {
+            return Err(StoreError::Audit(format!(
+                "{} bytes after a stored record",
+                v.len() - used
+            )));
+        }
+        Ok(record)
+    }
+
+    /// Decodes the records of one stored value (an entry's, one after another; see the module
+    /// documentation, "Layout"), in zxid order: one at least, each after the one before it.
+    pub fn decode_run(mut v: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut out: Vec<StoredRecord> = Vec::new();
+        loop {
+            let (record, used) = Self::decode_prefix(v)?;
+            if out
+                .last()
+                .is_some_and(|before| before.record.zxid >= record.record.zxid)
+            {
+                return Err(StoreError::Audit(format!(
+                    "a stored run of records whose zxids do not grow at {:#x}",
+                    record.record.zxid
+                )));
+            }
+            out.push(record);
+            v = &v[used..];
+            if v.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Decodes the stored record at the start of `v`: it and how many bytes it took.
+    fn decode_prefix(v: &[u8]) -> Result<(StoredRecord, usize), StoreError> {
         if v.len() < 64 {
             return Err(StoreError::Audit(format!(
                 "a stored record of {} bytes",
@@ -472,11 +615,8 @@ impl StoredRecord {
         let mut hash = [0u8; 32];
         prev.copy_from_slice(&v[..32]);
         hash.copy_from_slice(&v[32..64]);
-        Ok(StoredRecord {
-            prev,
-            hash,
-            record: decode(&v[64..])?,
-        })
+        let (record, used) = crate::types::decode_prefix(&v[64..])?;
+        Ok((StoredRecord { prev, hash, record }, 64 + used))
     }
 }
 
@@ -584,8 +724,31 @@ impl AuditStore {
             anchor_lock: Default::default(),
         };
         store.cf(CF_RECORDS)?;
-        store.cf(CF_META)?;
+        store.check_format()?;
         Ok(store)
+    }
+
+    /// Refuses a store of a later format version than [`AUDIT_FORMAT`]; records that version in
+    /// one of an earlier one (or none), synced, before this build writes to it.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let found = match self.db.get_cf(self.cf(CF_META)?, KEY_FORMAT)? {
+            Some(bytes) => decode::<u32>(&bytes)?,
+            None => 1,
+        };
+        if found > AUDIT_FORMAT {
+            return Err(StoreError::FormatVersion {
+                what: "audit trail",
+                found,
+                supported: AUDIT_FORMAT,
+            });
+        }
+        if found < AUDIT_FORMAT {
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.set_sync(true);
+            self.db
+                .put_cf_opt(self.cf(CF_META)?, KEY_FORMAT, encode(&AUDIT_FORMAT)?, &opts)?;
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -594,18 +757,19 @@ impl AuditStore {
             .ok_or_else(|| StoreError::Corrupt(format!("audit: missing column family {name}")))
     }
 
-    /// Writes records (as [`AuditHead::append_encoded`] made them) in one batch, neither
-    /// logged nor synced (see the module documentation: replaying the Raft log rewrites what a
-    /// crash loses, and [`AuditStore::sync`] runs before a snapshot). A record already there is
-    /// overwritten with the same bytes.
-    pub fn append(&self, records: &[Encoded]) -> Result<(), StoreError> {
+    /// Writes records (every entry's whole: apply's) in one batch, each entry's as one value
+    /// (the module documentation, "Layout"), neither logged nor synced (see the module
+    /// documentation: replaying the Raft log rewrites what a crash loses, and
+    /// [`AuditStore::sync`] runs before a snapshot). An entry already there is overwritten
+    /// with the same bytes.
+    pub fn append(&self, records: &RecordBuffer) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let cf = self.cf(CF_RECORDS)?;
         let mut batch = WriteBatch::default();
-        for r in records {
-            batch.put_cf(cf, key(r.zxid), &r.value);
+        for (first, value) in records.entries() {
+            batch.put_cf(cf, key(first), value);
         }
         let mut opts = rocksdb::WriteOptions::default();
         opts.disable_wal(true);
@@ -664,58 +828,61 @@ impl AuditStore {
         scan_limit: usize,
         mut keep: impl FnMut(&StoredRecord) -> bool,
     ) -> Result<(Vec<StoredRecord>, Option<i64>), StoreError> {
-        let cf = self.cf(CF_RECORDS)?;
-        let start = key(since.max(0));
+        // From the first key of `since`'s entry: its record may be inside that entry's value.
+        let since = since.max(0);
+        let start = key(since & !((1 << POSITION_BITS) - 1));
         let mut out = Vec::new();
-        let mut iter = self.db.iterator_cf_opt(
-            cf,
-            scan_options(),
-            IteratorMode::From(&start, Direction::Forward),
-        );
         let mut read = 0;
         let mut last = None;
-        while read < scan_limit && out.len() < limit {
-            let Some(item) = iter.next() else {
-                return Ok((out, None));
-            };
-            let (_, v) = item?;
-            let r = StoredRecord::decode_value(&v)?;
-            if r.record.zxid > until {
-                return Ok((out, None));
-            }
-            read += 1;
-            last = Some(r.record.zxid);
-            if keep(&r) {
-                out.push(r);
+        for run in self.runs(IteratorMode::From(&start, Direction::Forward))? {
+            for r in run? {
+                let zxid = r.record.zxid;
+                if zxid < since {
+                    continue;
+                }
+                if read >= scan_limit || out.len() >= limit {
+                    return Ok((out, last.map(|z: i64| z + 1)));
+                }
+                if zxid > until {
+                    return Ok((out, None));
+                }
+                read += 1;
+                last = Some(zxid);
+                if keep(&r) {
+                    out.push(r);
+                }
             }
         }
-        Ok((out, last.map(|z| z + 1)))
+        Ok((out, None))
     }
 
     /// Deletes records whose time is before `cutoff_ms` (a record without a time goes with the
-    /// one before it), at most `max` at a time, keeping the last deleted one's hash as the
-    /// start anchor. Returns how many were deleted.
+    /// one before it), an entry's records all or none (they are stored together: the module
+    /// documentation, "Layout"), at most `max` at a time (or one entry's, if that has more),
+    /// keeping the last deleted one's hash as the start anchor. Returns how many were deleted.
     pub fn prune(&self, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {
         let _one_at_a_time = self.anchor_lock.lock().unwrap_or_else(|p| p.into_inner());
         let cf = self.cf(CF_RECORDS)?;
         let mut last: Option<StoredRecord> = None;
         let mut n = 0;
         let mut time = None;
-        for item in self
-            .db
-            .iterator_cf_opt(cf, scan_options(), IteratorMode::Start)
-            .take(max)
-        {
-            let (_, v) = item?;
-            let r = StoredRecord::decode_value(&v)?;
-            // A record without a time is as old as the timed one before it; with none before
-            // it, it is kept (its age is unknown).
-            time = r.record.time_ms.or(time);
-            if time.is_none_or(|t| t >= cutoff_ms) {
+        'runs: for run in self.runs(IteratorMode::Start)? {
+            let run = run?;
+            if max == 0 || (n > 0 && n + run.len() > max) {
                 break;
             }
-            last = Some(r);
-            n += 1;
+            let mut run_time = time;
+            for r in &run {
+                // A record without a time is as old as the timed one before it; with none
+                // before it, it is kept (its age is unknown).
+                run_time = r.record.time_ms.or(run_time);
+                if run_time.is_none_or(|t| t >= cutoff_ms) {
+                    break 'runs;
+                }
+            }
+            time = run_time;
+            n += run.len();
+            last = run.into_iter().last();
         }
         let Some(last) = last else {
             return Ok(0);
@@ -740,12 +907,82 @@ impl AuditStore {
 
     /// Every record, in zxid order (for `synod audit verify` and export).
     pub fn all(&self) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + '_ {
-        let iter = self.cf(CF_RECORDS).ok().map(|cf| {
-            self.db
-                .iterator_cf_opt(cf, scan_options(), IteratorMode::Start)
-                .map(|item| StoredRecord::decode_value(&item?.1))
-        });
-        iter.into_iter().flatten()
+        let (runs, missing) = match self.runs(IteratorMode::Start) {
+            Ok(runs) => (Some(runs), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        missing
+            .into_iter()
+            .chain(runs.into_iter().flatten().flat_map(
+                |run| -> Vec<Result<StoredRecord, StoreError>> {
+                    match run {
+                        Ok(records) => records.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    }
+                },
+            ))
+    }
+
+    /// The stored records from `from` on, an entry at a time ([`Runs`]).
+    fn runs(&self, from: IteratorMode<'_>) -> Result<Runs<'_>, StoreError> {
+        Ok(Runs {
+            iter: self
+                .db
+                .iterator_cf_opt(self.cf(CF_RECORDS)?, scan_options(), from),
+            passed: Vec::new(),
+        })
+    }
+}
+
+/// The records of a scan of the store, a stored value (an entry's records) at a time, each
+/// record once. A record whose zxid the scan has passed is one that an older build stored
+/// under a key of its own and that a replay stored again in its entry's value (the module
+/// documentation, "Layout"): it is skipped, and must have the hash the entry's value gives it —
+/// a different one is a trail edited or diverged, an error.
+struct Runs<'a> {
+    /// Over the records' column family, in key (zxid) order.
+    iter: rocksdb::DBIteratorWithThreadMode<'a, DB>,
+    /// The zxids and hashes of the last records yielded (the last value's that had any): what a
+    /// record must come after, and what a repeated one must match.
+    passed: Vec<(i64, Hash)>,
+}
+
+impl Iterator for Runs<'_> {
+    type Item = Result<Vec<StoredRecord>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let run = match self.iter.next()? {
+                Ok((_, value)) => StoredRecord::decode_run(&value),
+                Err(e) => Err(e.into()),
+            };
+            let mut run = match run {
+                Ok(run) => run,
+                Err(e) => return Some(Err(e)),
+            };
+            if let Some(&(last, _)) = self.passed.last() {
+                let repeated = run.partition_point(|r| r.record.zxid <= last);
+                for r in &run[..repeated] {
+                    let zxid = r.record.zxid;
+                    let same = self
+                        .passed
+                        .binary_search_by_key(&zxid, |&(z, _)| z)
+                        .is_ok_and(|i| self.passed[i].1 == r.hash);
+                    if !same {
+                        return Some(Err(StoreError::Audit(format!(
+                            "the record of zxid {zxid:#x} is stored twice, with different hashes"
+                        ))));
+                    }
+                }
+                run.drain(..repeated);
+            }
+            if !run.is_empty() {
+                self.passed.clear();
+                self.passed
+                    .extend(run.iter().map(|r| (r.record.zxid, r.hash)));
+                return Some(Ok(run));
+            }
+        }
     }
 }
 
@@ -853,6 +1090,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::zxid;
 
     fn record(zxid: i64, path: &str) -> AuditRecord {
         AuditRecord {
@@ -887,7 +1125,7 @@ mod tests {
                 .iter()
                 .map(Encoded::of)
                 .collect::<Result<Vec<_>, _>>()?;
-            store.append(&encoded)?;
+            store.append(&RecordBuffer::of(&encoded))?;
         }
         store.sync()
     }
@@ -1027,32 +1265,49 @@ mod tests {
         Ok(())
     }
 
+    /// `n` records, one per log entry (entries 1 to `n`, as serial writes make them), timed
+    /// 1001 to 1000 + `n`.
+    fn one_per_entry(n: u64) -> (Vec<StoredRecord>, AuditHead) {
+        let mut head = AuditHead::default();
+        let records = (1..=n)
+            .map(|i| {
+                let r = AuditRecord {
+                    time_ms: Some(1000 + i as i64),
+                    ..record(zxid(i, 0), &format!("/n{i}"))
+                };
+                head.append(r).expect("append")
+            })
+            .collect();
+        (records, head)
+    }
+
     #[test]
     fn the_store_keeps_scans_prunes_and_anchors() -> Result<(), StoreError> {
         let dir = tempfile::tempdir()?;
         let store = AuditStore::open(dir.path())?;
-        let (records, head) = trail(6);
+        let (records, head) = one_per_entry(6);
         store_synced(&store, &records, 6)?;
-        let (got, next) = store.scan(3, i64::MAX, 2, 100, |_| true)?;
-        assert_eq!((got, next), (records[2..4].to_vec(), Some(5)));
+        let (got, next) = store.scan(zxid(3, 0), i64::MAX, 2, 100, |_| true)?;
+        assert_eq!((got, next), (records[2..4].to_vec(), Some(zxid(4, 0) + 1)));
         // A scan cut short by its read limit says where to go on, even with nothing kept.
-        let (got, next) = store.scan(0, i64::MAX, 10, 3, |r| r.record.zxid > 5)?;
-        assert_eq!((got.len(), next), (0, Some(4)));
+        let (got, next) = store.scan(0, i64::MAX, 10, 3, |r| r.record.zxid > zxid(5, 0))?;
+        assert_eq!((got.len(), next), (0, Some(zxid(3, 0) + 1)));
         let (_, next) = store.scan(0, i64::MAX, 10, 100, |_| true)?;
         assert_eq!(next, None, "read to the end");
-        // Prune the records before time 1003 (zxids 1 and 2).
+        // Prune the records before time 1003 (entries 1 and 2).
         assert_eq!(store.prune(1003, 100)?, 2);
         let anchors = store.anchors()?;
         assert_eq!(
             anchors,
             [Anchor {
-                zxid: 2,
+                zxid: zxid(2, 0),
                 hash: records[1].hash
             }]
         );
         let ok = verify(store.all(), &anchors, Some(&head))?;
-        assert_eq!((ok.records, ok.first), (4, Some(3)));
-        // An installed snapshot at 4: the trail restarts there, every local record dropped.
+        assert_eq!((ok.records, ok.first), (4, Some(zxid(3, 0))));
+        // An installed snapshot at entry 4: the trail restarts there, every local record
+        // dropped.
         let mut at4 = AuditHead::default();
         for r in &records[..4] {
             at4.append(r.record.clone())?;
@@ -1067,17 +1322,203 @@ mod tests {
             ..record(zxid, "/s")
         };
         let mut head = at4;
-        let next = [untimed(5), record(6, "/t"), untimed(7)];
+        let next = [
+            untimed(zxid(5, 0)),
+            record(zxid(6, 0), "/t"),
+            untimed(zxid(7, 0)),
+        ];
         let encoded = next
             .iter()
             .map(|r| head.append_encoded(r))
             .collect::<Result<Vec<_>, _>>()?;
-        store.append(&encoded)?;
+        store.append(&RecordBuffer::of(&encoded))?;
         assert_eq!(
             store.prune(i64::MAX, 100)?,
             0,
             "an untimed first record is kept"
         );
+        Ok(())
+    }
+
+    /// `entries` log entries (1 to `entries`) of `per_entry` records each, as apply makes them
+    /// under write load; an entry's records share its time, 1000 + its index.
+    fn batched(entries: u64, per_entry: usize) -> (Vec<Encoded>, Vec<StoredRecord>, AuditHead) {
+        let mut head = AuditHead::default();
+        let (mut encoded, mut stored) = (Vec::new(), Vec::new());
+        for i in 1..=entries {
+            for p in 0..per_entry {
+                let r = AuditRecord {
+                    time_ms: Some(1000 + i as i64),
+                    ..record(zxid(i, p), &format!("/e{i}/r{p}"))
+                };
+                let prev = head.hash;
+                encoded.push(head.append_encoded(&r).expect("append"));
+                stored.push(StoredRecord {
+                    prev,
+                    hash: head.hash,
+                    record: r,
+                });
+            }
+        }
+        (encoded, stored, head)
+    }
+
+    /// A key and its value, as stored.
+    type Stored = (Vec<u8>, Vec<u8>);
+
+    /// The keys and values of the records' column family, in order.
+    fn raw(store: &AuditStore) -> Result<Vec<Stored>, StoreError> {
+        let cf = store.cf(CF_RECORDS)?;
+        store
+            .db
+            .iterator_cf(cf, IteratorMode::Start)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// An entry's records are one value under the first one's zxid; a lone record's value is
+    /// its stored form alone, as every record's was before release 0.5.5. Scans, paging,
+    /// verification and retention see the records one by one, wherever a value starts.
+    #[test]
+    fn an_entrys_records_are_one_value_and_read_one_by_one() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let store = AuditStore::open(dir.path())?;
+        let (encoded, records, head) = batched(4, 3);
+        let (lone, lone_record, _) = {
+            let mut h = head;
+            let r = record(zxid(5, 0), "/lone");
+            let prev = h.hash;
+            let e = h.append_encoded(&r)?;
+            let s = StoredRecord {
+                prev,
+                hash: h.hash,
+                record: r,
+            };
+            (e, s, h)
+        };
+        // One apply of entries 1 to 4, then one of entry 5.
+        store.append(&RecordBuffer::of(&encoded))?;
+        store.append(&RecordBuffer::of(std::slice::from_ref(&lone)))?;
+        let stored = raw(&store)?;
+        let keys: Vec<Vec<u8>> = stored.iter().map(|(k, _)| k.clone()).collect();
+        let expected: Vec<Vec<u8>> = [1, 2, 3, 4, 5]
+            .iter()
+            .map(|&i| key(zxid(i, 0)).to_vec())
+            .collect();
+        assert_eq!(keys, expected, "one key per entry");
+        let concatenated: Vec<u8> = encoded[3..6].iter().flat_map(|e| e.value.clone()).collect();
+        assert_eq!(stored[1].1, concatenated);
+        assert_eq!(stored[4].1, lone.value, "a lone record is stored as before");
+        assert_eq!(StoredRecord::decode_value(&stored[4].1)?, lone_record);
+        let mut all = records.clone();
+        all.push(lone_record);
+        assert_eq!(store.all().collect::<Result<Vec<_>, _>>()?, all);
+        assert!(verify(store.all(), &[], None)?.head_matched);
+        // A scan from the middle of an entry, a page of two: the next page starts after it.
+        let (got, next) = store.scan(zxid(2, 1), i64::MAX, 2, 100, |_| true)?;
+        assert_eq!((got, next), (records[4..6].to_vec(), Some(zxid(2, 2) + 1)));
+        // Paging one record at a time reads the whole trail once, in order.
+        let (mut paged, mut since) = (Vec::new(), Some(0));
+        while let Some(from) = since {
+            let (page, next) = store.scan(from, i64::MAX, 1, 100, |_| true)?;
+            paged.extend(page);
+            since = next;
+        }
+        assert_eq!(paged, all);
+        // Up to a zxid inside an entry.
+        let (got, next) = store.scan(0, zxid(1, 1), 100, 100, |_| true)?;
+        assert_eq!((got, next), (records[..2].to_vec(), None));
+        // Retention deletes whole entries: a cutoff inside entry 3's time keeps entry 3, and a
+        // limit smaller than an entry still deletes one entry.
+        assert_eq!(store.prune(1003, 1)?, 3, "one entry, though over the limit");
+        assert_eq!(store.prune(1003, 4)?, 3, "entry 2; entry 3 is not due");
+        assert_eq!(
+            store.anchors()?,
+            [Anchor {
+                zxid: zxid(2, 2),
+                hash: records[5].hash
+            }]
+        );
+        let ok = verify(store.all(), &store.anchors()?, None)?;
+        assert_eq!((ok.records, ok.first), (7, Some(zxid(3, 0))));
+        Ok(())
+    }
+
+    /// A trail that an older build stored a record per key, whose entries are replayed after
+    /// the upgrade (stored again as one value per entry): every record is read once. A record
+    /// stored twice with different hashes is an error, not a choice.
+    #[test]
+    fn records_stored_one_per_key_read_once_after_their_entry_is_stored_again(
+    ) -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let store = AuditStore::open(dir.path())?;
+        let (encoded, records, head) = batched(3, 3);
+        // The older build: a key per record.
+        let cf = store.cf(CF_RECORDS)?;
+        for e in &encoded {
+            store.db.put_cf(cf, key(e.zxid), &e.value)?;
+        }
+        assert_eq!(store.all().collect::<Result<Vec<_>, _>>()?, records);
+        // Entries 2 and 3 replayed by this build.
+        store.append(&RecordBuffer::of(&encoded[3..]))?;
+        let stored = raw(&store)?;
+        assert_eq!(stored.len(), 9, "the singles after an entry's first stay");
+        let run: Vec<u8> = encoded[3..6].iter().flat_map(|e| e.value.clone()).collect();
+        assert_eq!(stored[3], (key(zxid(2, 0)).to_vec(), run));
+        assert_eq!(store.all().collect::<Result<Vec<_>, _>>()?, records);
+        assert!(verify(store.all(), &[], Some(&head))?.head_matched);
+        let (got, next) = store.scan(zxid(2, 2), i64::MAX, 2, 100, |_| true)?;
+        assert_eq!((got, next), (records[5..7].to_vec(), Some(zxid(3, 0) + 1)));
+        assert_eq!(store.prune(1003, 100)?, 6);
+        assert_eq!(store.all().collect::<Result<Vec<_>, _>>()?, records[6..]);
+        // A single left behind that differs from its entry's run.
+        let mut forged = StoredRecord::decode_value(&encoded[7].value)?;
+        forged.hash = [7; 32];
+        store
+            .db
+            .put_cf(cf, key(forged.record.zxid), Encoded::of(&forged)?.value)?;
+        assert!(store.all().any(|r| r.is_err()));
+        Ok(())
+    }
+
+    /// A trail records its format version at open; one of a later version is refused.
+    #[test]
+    fn a_trail_of_a_later_format_is_refused() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let store = AuditStore::open(dir.path())?;
+        let meta = store.cf(CF_META)?;
+        assert_eq!(
+            store.db.get_cf(meta, KEY_FORMAT)?,
+            Some(encode(&AUDIT_FORMAT)?)
+        );
+        store
+            .db
+            .put_cf(meta, KEY_FORMAT, encode(&(AUDIT_FORMAT + 1))?)?;
+        drop(store);
+        assert!(matches!(
+            AuditStore::open(dir.path()),
+            Err(StoreError::FormatVersion { found, .. }) if found == AUDIT_FORMAT + 1
+        ));
+        Ok(())
+    }
+
+    /// A stored value is one record or more, each after the one before; anything else is an
+    /// error.
+    #[test]
+    fn a_stored_value_is_records_in_zxid_order() -> Result<(), StoreError> {
+        let (encoded, records, _) = batched(1, 2);
+        let two: Vec<u8> = encoded.iter().flat_map(|e| e.value.clone()).collect();
+        assert_eq!(StoredRecord::decode_run(&two)?, records);
+        assert!(StoredRecord::decode_value(&two).is_err(), "two are not one");
+        let swapped: Vec<u8> = encoded.iter().rev().flat_map(|e| e.value.clone()).collect();
+        assert!(StoredRecord::decode_run(&swapped).is_err());
+        let mut trailing = two.clone();
+        trailing.push(0);
+        assert!(StoredRecord::decode_run(&trailing).is_err());
+        assert!(StoredRecord::decode_run(&[]).is_err());
         Ok(())
     }
 

@@ -398,7 +398,7 @@ pub fn encode_into<T: Serialize>(
 pub fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, bincode::error::DecodeError> {
-    let (v, used) = bincode::serde::decode_from_slice(bytes, bincode_config())?;
+    let (v, used) = decode_prefix(bytes)?;
     if used != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!(
             "{} trailing bytes after the value",
@@ -406,6 +406,14 @@ pub fn decode<T: serde::de::DeserializeOwned>(
         )));
     }
     Ok(v)
+}
+
+/// Decodes the serde value at the start of `bytes`: it and how many bytes it took (what follows
+/// is the caller's). A short input is an error.
+pub fn decode_prefix<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode_config())
 }
 
 #[cfg(test)]
