@@ -166,8 +166,8 @@ impl AuditHead {
 
 /// The records apply made, waiting for [`AuditStore::append`]: their stored forms one after
 /// another in one buffer, as the store keeps an entry's (the module documentation, "Layout"),
-/// so that storing them copies nothing and a record costs no allocation of its own. Kept and
-/// reused by the state machine across applies.
+/// so that an entry's value is a slice of it (copied only into RocksDB's write batch) and a
+/// record costs no allocation of its own. Kept and reused by the state machine across applies.
 #[derive(Debug, Default)]
 pub struct RecordBuffer {
     /// The stored forms, in zxid order.
@@ -177,8 +177,9 @@ pub struct RecordBuffer {
     ends: Vec<(i64, usize)>,
 }
 
-/// What a [`RecordBuffer`] keeps of its room between applies: a larger one (a catch-up's, or
-/// a huge entry's) is given back.
+/// The most room a [`RecordBuffer`] keeps between applies: about one full batch entry's
+/// records (4,096 writes of a few hundred bytes); what a larger apply (several full entries, a
+/// catch-up) grew beyond it is given back.
 const RECORD_BUFFER_RETAINED: usize = 1 << 20;
 
 impl RecordBuffer {
@@ -226,10 +227,9 @@ impl RecordBuffer {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
-        if self.bytes.capacity() > RECORD_BUFFER_RETAINED {
-            self.bytes = Vec::new();
-            self.ends = Vec::new();
-        }
+        self.bytes.shrink_to(RECORD_BUFFER_RETAINED);
+        self.ends
+            .shrink_to(RECORD_BUFFER_RETAINED / RECORD_CAPACITY);
     }
 }
 
@@ -581,19 +581,18 @@ impl StoredRecord {
     }
 
     /// Decodes the records of one stored value (an entry's, one after another; see the module
-    /// documentation, "Layout"), in zxid order: one at least, each after the one before it.
+    /// documentation, "Layout"): one at least, each after the one before it in the same entry.
     pub fn decode_run(mut v: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
         let mut out: Vec<StoredRecord> = Vec::new();
         loop {
             let (record, used) = Self::decode_prefix(v)?;
-            if out
-                .last()
-                .is_some_and(|before| before.record.zxid >= record.record.zxid)
-            {
-                return Err(StoreError::Audit(format!(
-                    "a stored run of records whose zxids do not grow at {:#x}",
-                    record.record.zxid
-                )));
+            if let Some(before) = out.last() {
+                let (before, zxid) = (before.record.zxid, record.record.zxid);
+                if before >= zxid || zxid_index(before) != zxid_index(zxid) {
+                    return Err(StoreError::Audit(format!(
+                        "a stored value of records not of one entry in zxid order, at {zxid:#x}"
+                    )));
+                }
             }
             out.push(record);
             v = &v[used..];
@@ -760,8 +759,9 @@ impl AuditStore {
     /// Writes records (every entry's whole: apply's) in one batch, each entry's as one value
     /// (the module documentation, "Layout"), neither logged nor synced (see the module
     /// documentation: replaying the Raft log rewrites what a crash loses, and
-    /// [`AuditStore::sync`] runs before a snapshot). An entry already there is overwritten
-    /// with the same bytes.
+    /// [`AuditStore::sync`] runs before a snapshot). An entry stored before is stored again with
+    /// the same bytes (over the single record that a build before 0.5.5 kept under its first
+    /// zxid; its later ones stay, and readers pass over them).
     pub fn append(&self, records: &RecordBuffer) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
@@ -817,9 +817,10 @@ impl AuditStore {
     }
 
     /// Up to `limit` records with zxid ≥ `since` and ≤ `until`, in zxid order, that `keep`
-    /// accepts, reading at most `scan_limit` records; and where to go on from (the zxid after
-    /// the last record read) if the range was not read to its end — a page is full, or the
-    /// scan limit cut it short — so that a caller paging through never misses records.
+    /// accepts, reading at most `scan_limit` records from `since` on (the records of `since`'s
+    /// entry before it are decoded too, and passed over); and where to go on from (the zxid
+    /// after the last record read) if the range was not read to its end — a page is full, or
+    /// the scan limit cut it short — so that a caller paging through never misses records.
     pub fn scan(
         &self,
         since: i64,
@@ -833,23 +834,24 @@ impl AuditStore {
         let start = key(since & !((1 << POSITION_BITS) - 1));
         let mut out = Vec::new();
         let mut read = 0;
-        let mut last = None;
+        if scan_limit == 0 || limit == 0 {
+            return Ok((out, None));
+        }
         for run in self.runs(IteratorMode::From(&start, Direction::Forward))? {
             for r in run? {
                 let zxid = r.record.zxid;
                 if zxid < since {
                     continue;
                 }
-                if read >= scan_limit || out.len() >= limit {
-                    return Ok((out, last.map(|z: i64| z + 1)));
-                }
                 if zxid > until {
                     return Ok((out, None));
                 }
                 read += 1;
-                last = Some(zxid);
                 if keep(&r) {
                     out.push(r);
+                }
+                if read >= scan_limit || out.len() >= limit {
+                    return Ok((out, Some(zxid + 1)));
                 }
             }
         }
@@ -937,14 +939,49 @@ impl AuditStore {
 /// The records of a scan of the store, a stored value (an entry's records) at a time, each
 /// record once. A record whose zxid the scan has passed is one that an older build stored
 /// under a key of its own and that a replay stored again in its entry's value (the module
-/// documentation, "Layout"): it is skipped, and must have the hash the entry's value gives it —
-/// a different one is a trail edited or diverged, an error.
+/// documentation, "Layout"): it is skipped, and must be that record — the same `prev` and
+/// `hash`, and contents that match its hash. Anything else (a copy that differs, a record out
+/// of order, a value not under its first record's zxid or holding records of two entries) is a
+/// trail edited or diverged: an error.
 struct Runs<'a> {
     /// Over the records' column family, in key (zxid) order.
     iter: rocksdb::DBIteratorWithThreadMode<'a, DB>,
-    /// The zxids and hashes of the last records yielded (the last value's that had any): what a
-    /// record must come after, and what a repeated one must match.
-    passed: Vec<(i64, Hash)>,
+    /// The zxids and hashes (`prev`, own) of the last records yielded (the last value's that had
+    /// any): what a record must come after, and what a repeated one must match.
+    passed: Vec<(i64, Hash, Hash)>,
+}
+
+impl Runs<'_> {
+    /// Whether `r`, whose zxid the scan has passed, is the record yielded at that zxid.
+    fn is_repeat(&self, r: &StoredRecord) -> Result<bool, StoreError> {
+        let Ok(i) = self
+            .passed
+            .binary_search_by_key(&r.record.zxid, |&(z, _, _)| z)
+        else {
+            return Ok(false);
+        };
+        let (_, prev, hash) = self.passed[i];
+        Ok(r.prev == prev && r.hash == hash && chain(&r.prev, &r.record)? == r.hash)
+    }
+
+    /// The next stored value's records, checked against its key.
+    fn next_value(&mut self) -> Option<Result<Vec<StoredRecord>, StoreError>> {
+        let (k, value) = match self.iter.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let run = match StoredRecord::decode_run(&value) {
+            Ok(run) => run,
+            Err(e) => return Some(Err(e)),
+        };
+        let first = run[0].record.zxid;
+        if *k != key(first) {
+            return Some(Err(StoreError::Audit(format!(
+                "the records from zxid {first:#x} are stored under another key"
+            ))));
+        }
+        Some(Ok(run))
+    }
 }
 
 impl Iterator for Runs<'_> {
@@ -952,26 +989,23 @@ impl Iterator for Runs<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let run = match self.iter.next()? {
-                Ok((_, value)) => StoredRecord::decode_run(&value),
-                Err(e) => Err(e.into()),
-            };
-            let mut run = match run {
+            let mut run = match self.next_value()? {
                 Ok(run) => run,
                 Err(e) => return Some(Err(e)),
             };
-            if let Some(&(last, _)) = self.passed.last() {
+            if let Some(&(last, _, _)) = self.passed.last() {
                 let repeated = run.partition_point(|r| r.record.zxid <= last);
                 for r in &run[..repeated] {
-                    let zxid = r.record.zxid;
-                    let same = self
-                        .passed
-                        .binary_search_by_key(&zxid, |&(z, _)| z)
-                        .is_ok_and(|i| self.passed[i].1 == r.hash);
-                    if !same {
-                        return Some(Err(StoreError::Audit(format!(
-                            "the record of zxid {zxid:#x} is stored twice, with different hashes"
-                        ))));
+                    match self.is_repeat(r) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Some(Err(StoreError::Audit(format!(
+                                "the record of zxid {:#x} is out of order, or stored twice \
+                                 with different contents",
+                                r.record.zxid
+                            ))))
+                        }
+                        Err(e) => return Some(Err(e)),
                     }
                 }
                 run.drain(..repeated);
@@ -979,7 +1013,7 @@ impl Iterator for Runs<'_> {
             if !run.is_empty() {
                 self.passed.clear();
                 self.passed
-                    .extend(run.iter().map(|r| (r.record.zxid, r.hash)));
+                    .extend(run.iter().map(|r| (r.record.zxid, r.prev, r.hash)));
                 return Some(Ok(run));
             }
         }
@@ -1434,7 +1468,12 @@ mod tests {
         // Retention deletes whole entries: a cutoff inside entry 3's time keeps entry 3, and a
         // limit smaller than an entry still deletes one entry.
         assert_eq!(store.prune(1003, 1)?, 3, "one entry, though over the limit");
-        assert_eq!(store.prune(1003, 4)?, 3, "entry 2; entry 3 is not due");
+        assert_eq!(
+            store.prune(1003, 4)?,
+            3,
+            "entry 2; entry 3 is over the limit"
+        );
+        assert_eq!(store.prune(1003, 100)?, 0, "entry 3 is not due");
         assert_eq!(
             store.anchors()?,
             [Anchor {
@@ -1474,12 +1513,25 @@ mod tests {
         assert_eq!((got, next), (records[5..7].to_vec(), Some(zxid(3, 0) + 1)));
         assert_eq!(store.prune(1003, 100)?, 6);
         assert_eq!(store.all().collect::<Result<Vec<_>, _>>()?, records[6..]);
-        // A single left behind that differs from its entry's run.
-        let mut forged = StoredRecord::decode_value(&encoded[7].value)?;
-        forged.hash = [7; 32];
+        // A single left behind that differs from its entry's run: in its hash, or in its
+        // contents under the same hashes.
+        let genuine = StoredRecord::decode_value(&encoded[7].value)?;
+        let mut forged_hash = genuine.clone();
+        forged_hash.hash = [7; 32];
+        let mut forged_body = genuine.clone();
+        forged_body.record.session = 99;
+        for forged in [forged_hash, forged_body] {
+            store
+                .db
+                .put_cf(cf, key(genuine.record.zxid), Encoded::of(&forged)?.value)?;
+            assert!(store.all().any(|r| r.is_err()), "{forged:?}");
+        }
         store
             .db
-            .put_cf(cf, key(forged.record.zxid), Encoded::of(&forged)?.value)?;
+            .put_cf(cf, key(genuine.record.zxid), &encoded[7].value)?;
+        assert_eq!(store.all().collect::<Result<Vec<_>, _>>()?, records[6..]);
+        // A value under a key other than its first record's zxid.
+        store.db.put_cf(cf, key(zxid(9, 0)), &encoded[8].value)?;
         assert!(store.all().any(|r| r.is_err()));
         Ok(())
     }
@@ -1515,6 +1567,12 @@ mod tests {
         assert!(StoredRecord::decode_value(&two).is_err(), "two are not one");
         let swapped: Vec<u8> = encoded.iter().rev().flat_map(|e| e.value.clone()).collect();
         assert!(StoredRecord::decode_run(&swapped).is_err());
+        let (two_entries, _, _) = batched(2, 1);
+        let across: Vec<u8> = two_entries.iter().flat_map(|e| e.value.clone()).collect();
+        assert!(
+            StoredRecord::decode_run(&across).is_err(),
+            "one value, one entry"
+        );
         let mut trailing = two.clone();
         trailing.push(0);
         assert!(StoredRecord::decode_run(&trailing).is_err());
@@ -1530,7 +1588,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = AuditStore::open(dir.path())?;
         // About 6 MiB of records in table files: several times the records' cache.
-        let (records, head) = trail(30_000);
+        let (records, head) = one_per_entry(30_000);
         store_synced(&store, &records, 1_000)?;
         assert!(verify(store.all(), &[], Some(&head))?.head_matched);
         let (kept, _) = store.scan(0, i64::MAX, 10, usize::MAX, |r| r.record.zxid < 0)?;
