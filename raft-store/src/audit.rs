@@ -194,7 +194,8 @@ impl RecordBuffer {
         Ok(())
     }
 
-    /// The records `encoded` made, in this buffer.
+    /// The records `encoded` made, in this buffer (for tests, which build records one by one).
+    #[cfg(test)]
     pub fn of(encoded: &[Encoded]) -> RecordBuffer {
         let mut buffer = RecordBuffer::default();
         for e in encoded {
@@ -568,7 +569,8 @@ pub struct StoredRecord {
 
 impl StoredRecord {
     /// Decodes a stored record that fills `v` exactly; a short, undecodable or longer one is an
-    /// error.
+    /// error (for tests: the store reads values with [`StoredRecord::decode_run`]).
+    #[cfg(test)]
     pub fn decode_value(v: &[u8]) -> Result<StoredRecord, StoreError> {
         let (record, used) = Self::decode_prefix(v)?;
         if used != v.len() {
