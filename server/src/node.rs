@@ -190,9 +190,14 @@ impl Node {
         }
     }
 
-    /// Notes client activity on a session (kept alive by the leader).
+    /// Notes client activity on a session now (kept alive by the leader).
     pub fn touch(&self, session_id: i64) {
-        self.touches.touch(session_id, Instant::now());
+        self.touch_at(session_id, Instant::now());
+    }
+
+    /// Notes client activity on a session at `at`, a moment just read from the clock.
+    pub fn touch_at(&self, session_id: i64, at: Instant) {
+        self.touches.touch(session_id, at);
     }
 
     /// The current leader and its peer address.

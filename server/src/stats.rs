@@ -108,6 +108,9 @@ pub struct ConnStats {
     pub timeout_ms: u64,
     /// When the session was established on this connection (ms since the epoch).
     pub established_ms: i64,
+    /// The same moment on the monotonic clock: a reply's wall time is `established_ms` plus
+    /// the time since, from the one clock read that also times the reply.
+    established_at: Instant,
     /// Frames received from the client (requests, pings).
     received: AtomicU64,
     /// Frames queued for the client (replies, events).
@@ -182,8 +185,8 @@ impl Drop for ConnStats {
 }
 
 impl ConnStats {
-    /// A request arrived (`op` is its opcode, `xid` its xid).
-    pub fn request(&self, op: i32, xid: i32) {
+    /// A request arrived at `arrived` (`op` is its opcode, `xid` its xid).
+    pub fn request(&self, op: i32, xid: i32, arrived: Instant) {
         self.received.fetch_add(1, Relaxed);
         self.server.packets_received.fetch_add(1, Relaxed);
         self.last_op.store(op, Relaxed);
@@ -191,22 +194,33 @@ impl ConnStats {
         if xid >= 0 {
             self.last_cxid.store(xid, Relaxed);
         }
-        self.arrivals().push_back(Instant::now());
+        self.arrivals().push_back(arrived);
         self.server.outstanding.fetch_add(1, Relaxed);
     }
 
-    /// The oldest outstanding request was answered with `zxid`.
+    /// The oldest outstanding request was answered with `zxid`, now.
     pub fn answered(&self, zxid: i64) {
+        self.answered_at(zxid, Instant::now());
+    }
+
+    /// The oldest outstanding request was answered with `zxid` at `now`, a moment just read
+    /// from the clock.
+    pub fn answered_at(&self, zxid: i64, now: Instant) {
         let Some(arrived) = self.arrivals().pop_front() else {
             return;
         };
         self.server.outstanding.fetch_sub(1, Relaxed);
-        let us = arrived.elapsed().as_micros() as u64;
+        let us = now.saturating_duration_since(arrived).as_micros() as u64;
         self.latency.record(us);
         self.server.latency.record(us);
         self.last_latency_us.store(us, Relaxed);
         self.last_zxid.store(zxid, Relaxed);
-        self.last_response_ms.store(crate::clock::now_ms(), Relaxed);
+        let since = now
+            .saturating_duration_since(self.established_at)
+            .as_millis();
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        self.last_response_ms
+            .store(self.established_ms.saturating_add(since), Relaxed);
     }
 
     /// A frame (reply or event) went to the client.
@@ -316,6 +330,7 @@ impl ServerStats {
             session_id,
             timeout_ms,
             established_ms: crate::clock::now_ms(),
+            established_at: Instant::now(),
             // The ConnectRequest that established it.
             received: AtomicU64::new(1),
             sent: AtomicU64::new(0),
@@ -365,8 +380,8 @@ mod tests {
         s.handshake_received();
         let g = s.connection(7, "127.0.0.1:5000".parse().expect("addr"), 0x42, 10_000);
         g.sent();
-        g.request(4, 1);
-        g.request(11, -2);
+        g.request(4, 1, Instant::now());
+        g.request(11, -2, Instant::now());
         assert_eq!(s.snapshot().outstanding, 2);
         g.answered(9);
         g.sent();

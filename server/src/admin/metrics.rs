@@ -10,9 +10,10 @@
 //!
 //! `synod_stage_seconds{stage}` breaks a request's time on this node into the stages of
 //! [`Stage`], so that where the time goes is read off a running cluster (docs/operations.md,
-//! "Where a request's time goes").
+//! "Where a request's time goes"). It and `synod_request_duration_seconds{op}`, recorded for
+//! every request, are synod's own fixed-bucket histograms ([`crate::admin::histogram`]),
+//! rendered after the exporter's series.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,19 +21,23 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use synod_proto::{ErrorCode, OpCode};
 
+use crate::admin::histogram::{Family, Histogram, LATENCY_BUCKETS};
 use crate::admin::views::Role;
 use crate::node::Node;
 
-/// Bucket bounds (seconds) of every latency histogram: 25 µs to 10 s, finest where one write's
-/// stages fall on a healthy cluster (a loopback round trip is tens of µs, an fdatasync hundreds).
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.00025, 0.0003, 0.0004, 0.0005, 0.00075,
-    0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+/// The operations of [`OpCode::ALL`]; `op as usize` is an operation's place in it.
+const OPS: usize = OpCode::ALL.len();
+
+/// `synod_request_duration_seconds{op}`, indexed by `op as usize`.
+static OP_LATENCY: [Histogram; OPS] = [const { Histogram::new() }; OPS];
+
+/// `synod_stage_seconds{stage}`, indexed by [`Stage::index`].
+static STAGE_LATENCY: [Histogram; Stage::ALL.len()] =
+    [const { Histogram::new() }; Stage::ALL.len()];
 
 /// A stage of a request's way through this node, timed into `synod_stage_seconds{stage}`. A
 /// write through a follower passes `propose_queue`, `forward` (which contains the leader's
@@ -102,10 +107,9 @@ impl Stage {
 struct Installed {
     /// Renders the registry in the Prometheus text format.
     handle: PrometheusHandle,
-    /// Count and latency histogram per opcode, so a request completes without a registry lookup.
-    ops: HashMap<i32, (Counter, Histogram)>,
-    /// One histogram per [`Stage`], indexed by [`Stage::index`].
-    stages: Vec<Histogram>,
+    /// `synod_requests_total{op}`, indexed by `op as usize`, so that a request completes
+    /// without a registry lookup.
+    ops: Vec<Counter>,
     /// The standard `process_*` series (resident memory, CPU seconds, open fds, threads), read
     /// from `/proc` at each scrape.
     process: metrics_process::Collector,
@@ -149,7 +153,7 @@ static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 pub fn install() {
     INSTALLED.get_or_init(|| {
         let builder = match PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         {
             Ok(b) => b,
             Err(e) => {
@@ -170,25 +174,11 @@ pub fn install() {
         process.describe();
         let ops = OpCode::ALL
             .iter()
-            .map(|&op| {
-                let name = op.name();
-                (
-                    op.as_i32(),
-                    (
-                        metrics::counter!("synod_requests_total", "op" => name),
-                        metrics::histogram!("synod_request_duration_seconds", "op" => name),
-                    ),
-                )
-            })
-            .collect();
-        let stages = Stage::ALL
-            .iter()
-            .map(|s| metrics::histogram!("synod_stage_seconds", "stage" => s.name()))
+            .map(|&op| metrics::counter!("synod_requests_total", "op" => op.name()))
             .collect();
         Some(Installed {
             handle,
             ops,
-            stages,
             process,
         })
     });
@@ -221,17 +211,6 @@ fn describe() {
     describe_counter!(
         "synod_requests_total",
         "client requests answered, by operation"
-    );
-    describe_histogram!(
-        "synod_request_duration_seconds",
-        Unit::Seconds,
-        "time from reading a client request to queueing its reply, by operation"
-    );
-    describe_histogram!(
-        "synod_stage_seconds",
-        Unit::Seconds,
-        "time a request spent in one stage on this node (propose_queue, forward, commit, \
-         replicate, append_entries, write_applied, read_index, read_wait)"
     );
     describe_counter!(
         "synod_request_errors_total",
@@ -352,14 +331,16 @@ impl Drop for InFlight {
     }
 }
 
-/// Records one answered client request: its operation, how long since it was read, its result.
-pub fn request_done(op: OpCode, arrived: Instant, err: ErrorCode) {
+/// Records one answered client request: its operation, how long it took from being read to
+/// its reply, its result.
+pub fn request_done(op: OpCode, took: Duration, err: ErrorCode) {
     let Some(Some(m)) = INSTALLED.get() else {
         return;
     };
-    if let Some((count, latency)) = m.ops.get(&op.as_i32()) {
+    let op = op as usize;
+    if let (Some(count), Some(latency)) = (m.ops.get(op), OP_LATENCY.get(op)) {
         count.increment(1);
-        latency.record(arrived.elapsed().as_secs_f64());
+        latency.record(took);
     }
     if err != ErrorCode::Ok {
         metrics::counter!("synod_request_errors_total", "code" => err.name()).increment(1);
@@ -368,11 +349,41 @@ pub fn request_done(op: OpCode, arrived: Instant, err: ErrorCode) {
 
 /// Records that a request (or batch) spent the time since `since` in `stage`.
 pub fn stage(stage: Stage, since: Instant) {
-    if let Some(Some(m)) = INSTALLED.get() {
-        if let Some(h) = m.stages.get(stage.index()) {
-            h.record(since.elapsed().as_secs_f64());
-        }
+    stage_took(stage, since.elapsed());
+}
+
+/// Records that a request (or batch) spent `took` in `stage`.
+pub fn stage_took(stage: Stage, took: Duration) {
+    if let Some(h) = STAGE_LATENCY.get(stage.index()) {
+        h.record(took);
     }
+}
+
+/// Appends synod's own histograms ([`OP_LATENCY`], [`STAGE_LATENCY`]) to `out`.
+fn render_histograms(out: &mut String) {
+    Family {
+        name: "synod_request_duration_seconds",
+        help: "time from reading a client request to queueing its reply, by operation",
+        label: "op",
+        series: OpCode::ALL
+            .iter()
+            .zip(&OP_LATENCY)
+            .map(|(op, h)| (op.name(), h))
+            .collect(),
+    }
+    .render(out);
+    Family {
+        name: "synod_stage_seconds",
+        help: "time a request spent in one stage on this node (propose_queue, forward, commit, \
+               replicate, append_entries, write_applied, read_index, read_wait)",
+        label: "stage",
+        series: Stage::ALL
+            .iter()
+            .zip(&STAGE_LATENCY)
+            .map(|(s, h)| (s.name(), h))
+            .collect(),
+    }
+    .render(out);
 }
 
 /// Samples the node's state into the gauges.
@@ -515,11 +526,12 @@ pub async fn render(State(node): State<Arc<Node>>) -> axum::response::Response {
             .into_response();
     };
     sample(&node).await;
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.handle.render(),
-    )
-        .into_response()
+    let mut text = m.handle.render();
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    render_histograms(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[cfg(test)]
@@ -536,7 +548,31 @@ mod tests {
     }
 
     #[test]
-    fn latency_buckets_grow() {
-        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    fn an_operation_is_at_its_place_in_all() {
+        for (i, &op) in OpCode::ALL.iter().enumerate() {
+            assert_eq!(op as usize, i, "{op:?}");
+        }
+    }
+
+    #[test]
+    fn the_request_histograms_render_every_operation_and_stage() {
+        stage(Stage::ReadWait, Instant::now());
+        let mut out = String::new();
+        render_histograms(&mut out);
+        for op in OpCode::ALL {
+            let line = format!(
+                "synod_request_duration_seconds_count{{op=\"{}\"}} ",
+                op.name()
+            );
+            assert!(out.contains(&line), "no {line}");
+        }
+        for s in Stage::ALL {
+            let line = format!(
+                "synod_stage_seconds_bucket{{stage=\"{}\",le=\"+Inf\"}} ",
+                s.name()
+            );
+            assert!(out.contains(&line), "no {line}");
+        }
+        assert!(!out.contains("synod_stage_seconds_count{stage=\"read_wait\"} 0\n"));
     }
 }

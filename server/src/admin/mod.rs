@@ -2,7 +2,7 @@
 //! [`http`] (health, readiness, status, sessions, watches, tree, digest, four-letter words),
 //! [`membership`] (changes), [`tenants`] (the tenant table), [`audit`] (the audit trail),
 //! [`snapshot`] (trigger, download),
-//! [`metrics`] (Prometheus), [`ui`]
+//! [`metrics`] (Prometheus, with [`histogram`]'s fixed-bucket request histograms), [`ui`]
 //! (the dashboard) — and render [`views`], the plain-data views that [`fourletter`] renders too
 //! (the four-letter words are also answered on the client port, which never reaches axum).
 //! Every answer is bounded: lists are paged, the tree view is limited, waits have a timeout.
@@ -13,6 +13,7 @@
 pub mod access;
 pub mod audit;
 pub mod fourletter;
+pub mod histogram;
 pub mod http;
 pub mod listener;
 pub mod membership;

@@ -11,7 +11,7 @@ use synod_proto::{xid, ErrorCode, Id, Request, Response};
 use synod_raft_store::state_machine::lock;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use crate::admin::metrics::{stage, Stage};
+use crate::admin::metrics::{stage, stage_took, Stage};
 use crate::config::ReadConsistency;
 use crate::pipeline::conn::{reply_frame, Conn};
 use crate::pipeline::pending::Completion;
@@ -52,20 +52,21 @@ pub enum Slot {
 }
 
 impl Slot {
-    /// A proposed write whose reply comes from `done`, arriving now; `close_after` ends the
-    /// connection after its reply (closeSession).
+    /// A proposed write, read at `arrived`, whose reply comes from `done`; `close_after` ends
+    /// the connection after its reply (closeSession).
     pub fn write(
         xid: i32,
         op: synod_proto::OpCode,
         done: oneshot::Receiver<Completion>,
         close_after: bool,
+        arrived: Instant,
     ) -> Slot {
         Slot::Write {
             xid,
             done,
             close_after,
             op,
-            arrived: Instant::now(),
+            arrived,
         }
     }
 }
@@ -109,8 +110,9 @@ impl Conn {
                             err,
                             response,
                         }) => {
-                            stage(Stage::WriteApplied, arrived);
-                            crate::admin::metrics::request_done(op, arrived, err);
+                            let took = arrived.elapsed();
+                            stage_took(Stage::WriteApplied, took);
+                            crate::admin::metrics::request_done(op, took, err);
                             reply_frame(xid, zxid, err, response)
                         }
                         // A client's write never completes as a session or a tenant change.
@@ -160,12 +162,19 @@ impl Conn {
                                 }
                             }
                         };
-                        let waiting = Instant::now();
-                        if let Err(e) = self.node.wait_applied(idx, Duration::from_secs(30)).await {
-                            tracing::info!(conn = self.id, %e, "closing connection");
-                            return;
+                        if self.node.has_applied(idx) {
+                            // Already there (the common case): no wait, and no clock read.
+                            stage_took(Stage::ReadWait, Duration::ZERO);
+                        } else {
+                            let waiting = Instant::now();
+                            if let Err(e) =
+                                self.node.wait_applied(idx, Duration::from_secs(30)).await
+                            {
+                                tracing::info!(conn = self.id, %e, "closing connection");
+                                return;
+                            }
+                            stage(Stage::ReadWait, waiting);
                         }
-                        stage(Stage::ReadWait, waiting);
                     }
                     if let Some(since) = resumes_persistent_watches(&request) {
                         let reaches = lock(&self.node.replica).observer.history.reaches(since);
@@ -179,12 +188,20 @@ impl Conn {
                     let Some(room) = self.out.reserve_reply().await else {
                         return;
                     };
+                    let op = request.opcode();
                     let mut r = lock(&self.node.replica);
-                    if !self.evaluate(&mut r, xid, request, &auth, room, arrived) {
+                    let Some(err) = self.evaluate(&mut r, xid, request, &auth, room) else {
                         return;
-                    }
+                    };
                     drop(r);
-                    self.stats.answered(self.applied());
+                    // One clock read for the request's metrics and the connection's figures.
+                    let now = Instant::now();
+                    crate::admin::metrics::request_done(
+                        op,
+                        now.saturating_duration_since(arrived),
+                        err,
+                    );
+                    self.stats.answered_at(self.applied(), now);
                 }
             }
         }

@@ -2,8 +2,6 @@
 //! under the replica lock (so a watch it leaves can never miss, nor precede, an event of a change
 //! the reply reflects). ZooKeeper answers these in its FinalRequestProcessor.
 
-use std::time::Instant;
-
 use synod_proto::records::*;
 use synod_proto::{
     xid, AddWatchMode, ErrorCode, Id, MultiOp, MultiResult, Request, Response, WatcherType,
@@ -64,6 +62,8 @@ fn may_watch(
 
 impl Conn {
     /// Evaluates a read against the applied tree and queues its reply, under the replica lock.
+    /// Returns the reply's error code, or `None` if the connection is ending (the reply could
+    /// not be queued).
     pub fn evaluate(
         &self,
         r: &mut Replica<Applier>,
@@ -71,10 +71,8 @@ impl Conn {
         request: Request,
         auth: &[Id],
         room: ReplyRoom<'_>,
-        arrived: Instant,
-    ) -> bool {
+    ) -> Option<ErrorCode> {
         let zxid = r.applied_zxid();
-        let op = request.opcode();
         let Replica { tree, observer, .. } = r;
         let conn = self.id;
         let mut xid = xid;
@@ -84,8 +82,7 @@ impl Conn {
                 xid = xid::SET_WATCHES;
             }
             let frame = reply_frame(xid, zxid, ErrorCode::QuotaExceeded, Response::Empty);
-            crate::admin::metrics::request_done(op, arrived, ErrorCode::QuotaExceeded);
-            return room.send(frame);
+            return room.send(frame).then_some(ErrorCode::QuotaExceeded);
         }
         // Reads across tenants are audited (`--audit-reads`): the request is kept for that.
         let audited =
@@ -222,14 +219,14 @@ impl Conn {
                     ..Default::default()
                 };
                 if !self.set_watches(tree, observer, w, auth) {
-                    return false;
+                    return None;
                 }
                 (ErrorCode::Ok, Response::Empty)
             }
             Request::SetWatches2(w) => {
                 xid = xid::SET_WATCHES;
                 if !self.set_watches(tree, observer, w, auth) {
-                    return false;
+                    return None;
                 }
                 (ErrorCode::Ok, Response::Empty)
             }
@@ -248,13 +245,12 @@ impl Conn {
             }
             _ => (ErrorCode::Unimplemented, Response::Empty),
         };
-        crate::admin::metrics::request_done(op, arrived, err);
         if let Some(req) = audited {
             observer
                 .read_audit
                 .note(tree, self.session_id, auth, &req, err, &resp);
         }
-        room.send(reply_frame(xid, zxid, err, resp))
+        room.send(reply_frame(xid, zxid, err, resp)).then_some(err)
     }
 }
 

@@ -39,8 +39,16 @@ impl Node {
         }
     }
 
+    /// Whether this node has applied `index` already: a read at that point need not wait.
+    pub fn has_applied(&self, index: u64) -> bool {
+        *self.applied.borrow() >= index
+    }
+
     /// Waits until this node has applied `index` (bounded).
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ReadIndexError> {
+        if self.has_applied(index) {
+            return Ok(());
+        }
         let mut rx = self.applied.clone();
         let res = tokio::time::timeout(timeout, async move {
             rx.wait_for(|a| *a >= index).await.map(|_| ())

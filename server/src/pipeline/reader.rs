@@ -151,13 +151,16 @@ impl Conn {
                     return ReaderEnd::Malformed;
                 }
             };
-            self.node.touch(self.session_id);
+            // One clock read per request: the session's activity, the connection's latency
+            // figures and the request's metrics all start here.
+            let arrived = Instant::now();
+            self.node.touch_at(self.session_id, arrived);
             self.stats
-                .request(packet.request.opcode().as_i32(), packet.xid);
+                .request(packet.request.opcode().as_i32(), packet.xid, arrived);
             if auth.iter().any(|id| id.scheme == "super") {
                 tracing::warn!(%peer, session = self.session_id, op = packet.request.opcode().name(), "break-glass: request as super");
             }
-            let (slot, stop) = self.dispatch(packet, frame, &mut auth);
+            let (slot, stop) = self.dispatch(packet, frame, &mut auth, arrived);
             if slots
                 .send((slot, (permit, crate::admin::metrics::InFlight::new())))
                 .is_err()
@@ -170,12 +173,14 @@ impl Conn {
         }
     }
 
-    /// Turns one request into its slot; writes are proposed here, in arrival order.
+    /// Turns one request, read at `arrived`, into its slot; writes are proposed here, in
+    /// arrival order.
     pub fn dispatch(
         &self,
         p: RequestPacket,
         frame: Bytes,
         auth: &mut Arc<Vec<Id>>,
+        arrived: Instant,
     ) -> (Slot, bool) {
         let xid = p.xid;
         let ready = |err: ErrorCode, close: bool| {
@@ -234,7 +239,7 @@ impl Conn {
             }
             Request::Reconfig(r) => {
                 let done = self.node.start_reconfig(self.session_id, auth, r);
-                (Slot::write(xid, op, done, false), false)
+                (Slot::write(xid, op, done, false, arrived), false)
             }
             Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),
             Request::CloseSession => {
@@ -243,7 +248,7 @@ impl Conn {
                     .conns
                     .detach_session(self.session_id, self.id);
                 let (_, done) = self.propose_close();
-                (Slot::write(xid, op, done, true), true)
+                (Slot::write(xid, op, done, true, arrived), true)
             }
             // A disk in its reserve: only what frees space or ends sessions goes on.
             _ if op.is_write() && self.node.disk.refuses(&p.request) => {
@@ -265,14 +270,14 @@ impl Conn {
                     body: Bytes::copy_from_slice(&frame[8..]),
                 };
                 let done = self.node.propose_and_wait(origin, cmd);
-                (Slot::write(xid, op, done, false), false)
+                (Slot::write(xid, op, done, false, arrived), false)
             }
             request => (
                 Slot::Read {
                     xid,
                     request: Box::new(request),
                     auth: auth.clone(),
-                    arrived: Instant::now(),
+                    arrived,
                 },
                 false,
             ),
