@@ -3,11 +3,11 @@
 //! memory is fixed, whatever the request rate.
 //!
 //! The Prometheus exporter's own histograms keep every sample, with the time it was taken, until
-//! the next upkeep folds them into buckets (every 5 s here): 24 bytes and a clock read per
-//! sample. Under 86,000 linearizable reads a second on one node, that buffer grew the node's
-//! resident set by about 4 MiB a second between upkeeps, and recording took 3.6% of the node's
-//! CPU samples. These record into their buckets directly; `/metrics` renders them in the same
-//! text format, names, labels and bucket bounds as before.
+//! the next upkeep or scrape folds them into buckets (upkeep every 5 s here): 16 bytes and a
+//! clock read per sample, in blocks of 64. Under 86,000 linearizable reads a second on one
+//! node, that buffer grew the node's resident set by about 4 MiB a second between upkeeps, and
+//! recording took 3.6% of the node's CPU samples. These record into their buckets directly;
+//! `/metrics` renders them in the same text format, names, labels and bucket bounds as before.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -55,8 +55,11 @@ const BOUNDS_NS: [u64; 24] = [
 pub struct Histogram {
     /// Samples per bucket (not cumulative: rendering sums them up), the last one `+Inf`'s own.
     buckets: [AtomicU64; BOUNDS_NS.len() + 1],
-    /// Sum of all samples in nanoseconds: `_sum` (584 years of samples before it wraps).
-    sum_ns: AtomicU64,
+    /// Sum of all samples in seconds, an `f64`'s bits: `_sum`. A float, as Prometheus's own
+    /// clients keep it, because it must not wrap: the sum grows by the number of requests in
+    /// the stage at once each second, and nanoseconds in a `u64` would wrap within two years
+    /// at 256 in flight.
+    sum_bits: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -70,7 +73,7 @@ impl Histogram {
     pub const fn new() -> Histogram {
         Histogram {
             buckets: [const { AtomicU64::new(0) }; BOUNDS_NS.len() + 1],
-            sum_ns: AtomicU64::new(0),
+            sum_bits: AtomicU64::new(0), // 0.0
         }
     }
 
@@ -79,7 +82,11 @@ impl Histogram {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let slot = BOUNDS_NS.partition_point(|&bound| bound < ns);
         self.buckets[slot].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
+        let seconds = took.as_secs_f64();
+        // Cannot fail: the closure always gives a value.
+        let _ = self.sum_bits.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + seconds).to_bits())
+        });
     }
 
     /// Appends this histogram's series to `out` in the Prometheus text format: cumulative
@@ -101,7 +108,7 @@ impl Histogram {
                 ),
             };
         }
-        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        let sum = f64::from_bits(self.sum_bits.load(Relaxed));
         let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {sum}");
         let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {cumulative}");
     }

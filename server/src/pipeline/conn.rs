@@ -2,7 +2,7 @@
 //! and counters) and the framing of replies.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use synod_proto::frame::encode_frame;
@@ -90,6 +90,14 @@ impl Conn {
     pub async fn send(&self, frame: Bytes) -> bool {
         let ok = self.out.send_reply(frame).await;
         self.stats.answered(self.applied());
+        ok
+    }
+
+    /// [`Conn::send`] for a reply whose request's time ends at `answered` (read from the
+    /// clock as the reply was made; a wait for room in the queue is the client's own).
+    pub async fn send_answer(&self, frame: Bytes, answered: Instant) -> bool {
+        let ok = self.out.send_reply(frame).await;
+        self.stats.answered_at(self.applied(), answered);
         ok
     }
 }

@@ -104,16 +104,19 @@ impl Conn {
                     op,
                     arrived,
                 } => {
-                    let frame = match done.await {
+                    let (frame, answered) = match done.await {
                         Ok(Completion::Write {
                             zxid,
                             err,
                             response,
                         }) => {
-                            let took = arrived.elapsed();
+                            // One clock read for the request's metrics and the connection's
+                            // figures.
+                            let now = Instant::now();
+                            let took = now.saturating_duration_since(arrived);
                             stage_took(Stage::WriteApplied, took);
                             crate::admin::metrics::request_done(op, took, err);
-                            reply_frame(xid, zxid, err, response)
+                            (reply_frame(xid, zxid, err, response), now)
                         }
                         // A client's write never completes as a session or a tenant change.
                         Ok(
@@ -127,7 +130,7 @@ impl Conn {
                         }
                         Err(_) => return,
                     };
-                    if !self.send(frame).await || close_after {
+                    if !self.send_answer(frame, answered).await || close_after {
                         return;
                     }
                 }
