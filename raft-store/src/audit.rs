@@ -122,12 +122,6 @@ impl AuditHead {
         self.append_alone(record.zxid, record)
     }
 
-    /// [`AuditHead::append_encoded`] for a record borrowed from what apply has at hand: the
-    /// same bytes, without the owned record's strings.
-    pub fn append_borrowed(&mut self, record: &AuditRecordRef<'_>) -> Result<Encoded, StoreError> {
-        self.append_alone(record.zxid, record)
-    }
-
     /// Appends the record at `zxid` whose body `record` encodes, stored alone.
     fn append_alone<R: Serialize>(&mut self, zxid: i64, record: &R) -> Result<Encoded, StoreError> {
         let mut value = Vec::with_capacity(RECORD_CAPACITY);
@@ -740,7 +734,7 @@ impl AuditStore {
             return Err(StoreError::FormatVersion {
                 what: "audit trail",
                 found,
-                supported: AUDIT_FORMAT,
+                supported: 1..=AUDIT_FORMAT,
             });
         }
         if found < AUDIT_FORMAT {
@@ -1231,6 +1225,7 @@ mod tests {
             ),
         ];
         let (mut owned_head, mut borrowed_head) = (AuditHead::default(), AuditHead::default());
+        let mut buffer = RecordBuffer::default();
         for (zxid, (ids, tenant)) in (1..).zip(cases) {
             let owned = AuditRecord {
                 identities: ids
@@ -1248,9 +1243,11 @@ mod tests {
                 tenant,
                 action: &owned.action,
             };
+            let start = buffer.bytes.len();
+            buffer.append_borrowed(&mut borrowed_head, &borrowed)?;
             assert_eq!(
-                borrowed_head.append_borrowed(&borrowed)?,
-                owned_head.append_encoded(&owned)?,
+                buffer.bytes[start..],
+                owned_head.append_encoded(&owned)?.value[..],
                 "{ids:?} {tenant:?}"
             );
         }
@@ -1552,10 +1549,19 @@ mod tests {
             .db
             .put_cf(meta, KEY_FORMAT, encode(&(AUDIT_FORMAT + 1))?)?;
         drop(store);
-        assert!(matches!(
-            AuditStore::open(dir.path()),
-            Err(StoreError::FormatVersion { found, .. }) if found == AUDIT_FORMAT + 1
-        ));
+        match AuditStore::open(dir.path()) {
+            Err(e @ StoreError::FormatVersion { found, .. }) if found == AUDIT_FORMAT + 1 => {
+                assert_eq!(
+                    e.to_string(),
+                    "audit trail format version 3; this synod reads versions 1 to 2"
+                );
+            }
+            other => panic!(
+                "a trail of format {}: {:?}",
+                AUDIT_FORMAT + 1,
+                other.map(|_| "opened")
+            ),
+        }
         Ok(())
     }
 

@@ -73,7 +73,7 @@ impl Kind {
             return Err(StoreError::FormatVersion {
                 what,
                 found,
-                supported: self.version,
+                supported: self.version..=self.version,
             });
         }
         let expected = ((HEADER + TRAILER) as u64).saturating_add(word(12..20));

@@ -10,6 +10,15 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
 use crate::types::NodeId;
 
+/// `version 2`, or `versions 1 to 2`: the format versions of `supported`.
+fn versions(supported: &std::ops::RangeInclusive<u32>) -> String {
+    if supported.start() == supported.end() {
+        format!("version {}", supported.start())
+    } else {
+        format!("versions {} to {}", supported.start(), supported.end())
+    }
+}
+
 /// Everything that can fail in synod's durable storage (log store, state machine, snapshots).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,14 +57,17 @@ pub enum StoreError {
     },
 
     /// A file (or a peer) of another format version than this synod reads; names both.
-    #[error("{what} format version {found}; this synod reads version {supported}")]
+    #[error(
+        "{what} format version {found}; this synod reads {}",
+        versions(supported)
+    )]
     FormatVersion {
         /// What it is.
         what: &'static str,
         /// The version it says it is.
         found: u32,
-        /// The version this synod reads.
-        supported: u32,
+        /// The versions this synod reads (one, for most formats).
+        supported: std::ops::RangeInclusive<u32>,
     },
 
     /// An enveloped file is shorter or longer than its header says.

@@ -373,7 +373,7 @@ impl LogStore {
             Some(found) if found != LOG_FORMAT => Err(StoreError::FormatVersion {
                 what: "raft log",
                 found,
-                supported: LOG_FORMAT,
+                supported: LOG_FORMAT..=LOG_FORMAT,
             }),
             Some(_) => Ok(()),
             None => {

@@ -118,9 +118,15 @@ pub fn lock<X>(r: &SharedReplica<X>) -> MutexGuard<'_, Replica<X>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The audit records made while applying entries (`None`: auditing is off), written to the
-/// [`AuditStore`] once the entries are applied.
-type Trail<'a> = Option<&'a mut RecordBuffer>;
+/// The audit records made while applying entries.
+struct Trail<'a> {
+    /// Their stored forms, written to the [`AuditStore`] once the entries are applied; dropped
+    /// then when auditing is off, where the chain's head advances all the same (encoding the
+    /// records here spares it an allocation per record).
+    records: &'a mut RecordBuffer,
+    /// Whether this node keeps a trail (`--audit on`): what a record holds depends on it.
+    kept: bool,
+}
 
 /// Appends the record of the change at `zxid` to the tree's chain and to `trail`.
 fn audit(
@@ -148,12 +154,11 @@ fn audit(
         tenant: Tenants::owner_name(&resolved),
         action: &action,
     };
-    let appended = match trail {
-        Some(trail) => trail.append_borrowed(tree.audit_head_mut(), &record),
-        None => tree.audit_head_mut().append_borrowed(&record).map(drop),
-    };
     // Deterministic (the same bytes fail alike everywhere), and never expected.
-    if let Err(e) = appended {
+    if let Err(e) = trail
+        .records
+        .append_borrowed(tree.audit_head_mut(), &record)
+    {
         tracing::error!(%e, zxid, "audit: cannot encode a record");
     }
 }
@@ -264,8 +269,8 @@ fn apply_command<X: ApplyObserver>(
                 .and_then(|op| Request::decode_body(op, &mut Reader::new(body.clone())).ok());
             // Read before the apply only where the apply may change it (see there); a node
             // that keeps no trail records none (every member runs alike: operations.md).
-            let read_before = match (&request, &trail) {
-                (Some(req), Some(_)) if AuditAction::versions_change_in_apply(req) => {
+            let read_before = match (&request, trail.kept) {
+                (Some(req), true) if AuditAction::versions_change_in_apply(req) => {
                     Some(AuditAction::versions_before(tree, req))
                 }
                 _ => None,
@@ -284,9 +289,9 @@ fn apply_command<X: ApplyObserver>(
                 }
                 None => Applied::error(ErrorCode::MarshallingError),
             };
-            let before = match (&request, &trail, read_before) {
+            let before = match (&request, trail.kept, read_before) {
                 (_, _, Some(read)) => read,
-                (Some(req), Some(_), None) => {
+                (Some(req), true, None) => {
                     AuditAction::versions_before_applied(tree, req, &applied)
                 }
                 _ => Vec::new(),
@@ -575,7 +580,10 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
         let started = std::time::Instant::now();
         let mut results = Vec::new();
         let last = {
-            let mut trail: Trail<'_> = self.audit.as_ref().map(|_| &mut self.records);
+            let mut trail = Trail {
+                records: &mut self.records,
+                kept: self.audit.is_some(),
+            };
             let mut r = lock(&self.replica);
             for entry in entries {
                 debug_assert!(
@@ -607,9 +615,9 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
         };
         // Before the entries are published as applied: a reader of the trail (GET /audit)
         // that has seen an entry's effect finds its record.
-        if let Some(store) = &self.audit {
-            let stored = store.append(&self.records);
-            self.records.clear();
+        let stored = self.audit.as_ref().map(|store| store.append(&self.records));
+        self.records.clear();
+        if let Some(stored) = stored {
             stored.map_err(|e| {
                 e.to_storage(
                     openraft::ErrorSubject::StateMachine,
