@@ -431,10 +431,12 @@ pub struct StateMachine<X> {
     dir: PathBuf,
     /// See [`Persisted`].
     persisted: Persisted,
-    /// Where audit records go (`None`: auditing is off, and no record is made).
+    /// Where audit records go (`None`: auditing is off, and no record is stored; each is still
+    /// made, for the chain's head, then dropped).
     audit: Option<AuditStore>,
     /// The audit records of the `apply` under way, empty between applies: kept so that its
-    /// room is reused (it holds a few hundred bytes per write of a batch).
+    /// room is reused (it holds a few hundred bytes per write of a batch), with auditing off
+    /// too.
     records: RecordBuffer,
     /// `synod_apply_seconds`: one `apply` call (a run of committed entries, their audit
     /// records included), resolved once so that apply records without a registry lookup.
