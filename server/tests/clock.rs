@@ -9,7 +9,8 @@
 //!
 //! Throughout: no live session expires (its ephemeral stays), every read reflects every write
 //! acknowledged before it began (no stale read), and a TTL node is reaped neither before its TTL
-//! has passed in real time nor long after.
+//! has passed in real time nor long after. A killed node leaves nothing of libfaketime's behind
+//! in `/dev/shm`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -209,4 +210,33 @@ fn clock_jumps_and_fast_clocks_expire_nothing_early() {
             "a live session's ephemeral vanished"
         );
     });
+
+    // libfaketime made a semaphore and a shared-memory object for each node; a SIGKILLed node
+    // cannot remove them, so the ensemble does once it has reaped the node.
+    let pids: Vec<u32> = (0..3).filter_map(|i| c.pid(i)).collect();
+    assert_eq!(pids.len(), 3, "a node is down before the end");
+    for &pid in &pids {
+        assert!(
+            faketime_objects(pid).iter().all(|p| p.exists()),
+            "libfaketime made no objects for node pid {pid}: {:?}",
+            faketime_objects(pid)
+        );
+    }
+    c.kill(leader).expect("SIGKILL the leader");
+    drop(c); // SIGKILLs the other two
+    for &pid in &pids {
+        let left: Vec<_> = faketime_objects(pid)
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
+        assert!(left.is_empty(), "a killed node left {left:?}");
+    }
+}
+
+/// Where libfaketime keeps the semaphore and shared memory it makes for the process `pid`.
+fn faketime_objects(pid: u32) -> [std::path::PathBuf; 2] {
+    [
+        format!("/dev/shm/sem.faketime_sem_{pid}").into(),
+        format!("/dev/shm/faketime_shm_{pid}").into(),
+    ]
 }

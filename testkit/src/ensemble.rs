@@ -972,11 +972,11 @@ impl Local<Synod> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                crate::inject::remove_faketime_objects(child.id());
                 return Some(status);
             }
             if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                reap(child);
                 return None;
             }
             thread::sleep(Duration::from_millis(20));
@@ -1514,9 +1514,8 @@ impl<K: Kind> Local<K> {
                 paused: false,
             },
         );
-        if let Some(mut dead) = old.child {
-            let _ = dead.kill();
-            let _ = dead.wait();
+        if let Some(dead) = old.child {
+            reap(dead);
         }
         Ok(())
     }
@@ -1542,9 +1541,8 @@ impl<K: Kind> Local<K> {
     /// SIGKILLs and reaps every live process.
     fn kill_all(&self) {
         for slot in self.lock_slots().iter_mut() {
-            if let Some(mut child) = slot.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(child) = slot.child.take() {
+                reap(child);
             }
             slot.paused = false;
         }
@@ -1651,6 +1649,7 @@ impl<K: Kind> Ensemble for Local<K> {
         if let Some(mut child) = taken.child {
             child.kill()?; // SIGKILL on Unix (works on a paused node); Ok if it already exited
             child.wait()?;
+            crate::inject::remove_faketime_objects(child.id());
         }
         Ok(())
     }
@@ -1925,6 +1924,15 @@ fn tail(path: &Path, lines: usize) -> String {
             all[all.len().saturating_sub(lines)..].join("\n")
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// SIGKILLs `child` (a no-op if it already exited), waits for it, and removes what libfaketime
+/// left behind for it (a killed process cannot remove it itself).
+fn reap(mut child: Child) {
+    let _ = child.kill();
+    if child.wait().is_ok() {
+        crate::inject::remove_faketime_objects(child.id());
     }
 }
 

@@ -1,7 +1,8 @@
 //! Faults of the machine under a running node, for the disk, clock and fault-suite tests:
 //! `strace` attached to a node to delay or fail its fsyncs ([`Strace`]), a small tmpfs to fill
 //! ([`Tmpfs`]), a flipped byte in a file ([`flip_middle`]), and libfaketime to move a node's
-//! clock ([`faketime_env`], [`set_clock`]). Each undoes itself when dropped. Needs root (ptrace,
+//! clock ([`faketime_env`], [`set_clock`], [`remove_faketime_objects`]). Each undoes itself when
+//! dropped or reaped. Needs root (ptrace,
 //! mount), `strace` and `faketime` (scripts/test.sh installs both).
 
 use std::path::{Path, PathBuf};
@@ -188,6 +189,28 @@ pub fn faketime_env(monotonic: bool) -> Vec<(String, String)> {
         ),
         ("FAKETIME_DONT_RESET".into(), "1".into()),
     ]
+}
+
+/// Removes the semaphore and shared-memory object that libfaketime made for the process `pid`
+/// (`/faketime_sem_<pid>` and `/faketime_shm_<pid>`, in `/dev/shm`), once that process has been
+/// reaped. libfaketime makes them in every process it is preloaded into and unlinks them in its
+/// destructor, which a SIGKILLed process never runs: without this, every killed node of the
+/// fault suite left two files in `/dev/shm` until the machine restarted. Absent objects (a
+/// process that exited by itself, or one that never ran under libfaketime) are no error. Only
+/// ever called with the pid of a child already waited for: if the pid has since been reused by
+/// another process under libfaketime, that process holds its objects open, and unlinking their
+/// names takes nothing from it.
+pub fn remove_faketime_objects(pid: u32) {
+    let sem = std::ffi::CString::new(format!("/faketime_sem_{pid}"));
+    let shm = std::ffi::CString::new(format!("/faketime_shm_{pid}"));
+    if let (Ok(sem), Ok(shm)) = (sem, shm) {
+        // SAFETY: both are NUL-terminated names that outlive the calls, which only remove a name
+        // (ENOENT when there is none: the common case, ignored).
+        unsafe {
+            libc::sem_unlink(sem.as_ptr());
+            libc::shm_unlink(shm.as_ptr());
+        }
+    }
 }
 
 /// Sets the clock of the process running in `node_dir` under [`faketime_env`], in libfaketime's

@@ -4,11 +4,13 @@
 //! write through a follower needs about two round trips and one such sync on its critical path.
 //!
 //! Two more syncs say what that floor is made of. An append makes the file longer, so its
-//! `fdatasync` also commits the file system's journal (the new length); rewriting 4 KiB of a file
-//! whose blocks are already written needs no journal commit (`floor_fsync_overwrite`: what a
-//! log kept in pre-written segments would pay). And three appenders on the same file system at
-//! once (`floor_fsync_3way`) is what each node of a 3-node cluster on one machine pays while all
-//! three sync: their journal commits queue behind each other.
+//! `fdatasync` must also make the new length durable: a journal commit on a journalling file
+//! system, a synchronous write of the inode on one without a journal (such as ext4 made without
+//! one). Rewriting 4 KiB of a file whose blocks are already written changes no length and
+//! allocates nothing, so its sync writes the data alone (`floor_fsync_overwrite`: what a log kept
+//! in pre-written segments would pay). And three appenders on the same file system at once
+//! (`floor_fsync_3way`) is what each node of a 3-node cluster on one machine pays while all three
+//! sync: their writes and cache flushes queue on the one disk.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
