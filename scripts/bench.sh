@@ -7,7 +7,8 @@
 # Last, the new connections per second one synod node accepts, with and without TLS.
 # First of all, the machine's floor in the same run (synod-bench --floor: loopback round trip,
 # 4 KiB append + fdatasync; and what that sync is made of: the same over blocks already
-# written, and three appenders at once), and with every workload the servers' CPU time per
+# written, and three appenders at once; and a round trip to a thread that was asleep, what each
+# hop of a serial write pays), and with every workload the servers' CPU time per
 # request (all servers summed, from /proc). It ends with the table of docs/design.md §10's targets: ZooKeeper
 # and synod side by side, the ratios, and each target computed from this run's floor.
 #
@@ -497,13 +498,15 @@ stage_table "$out/stages.0" "$out/stages.set" "set ($sessions sessions, $infligh
 # The targets of docs/design.md §10, ZooKeeper and synod (plaintext, like ZooKeeper) side by side.
 rtt=$(field floor_rtt floor p50_us); fsync=$(field floor_fsync floor p50_us)
 fsync_over=$(field floor_fsync_overwrite floor p50_us); fsync_3=$(field floor_fsync_3way floor p50_us)
+rtt_idle=$(field floor_rtt_idle floor p50_us)
 max_of() { tr ' ' '\n' | sort -n | tail -1; }
 rss_zk=$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt" | max_of)
 rss_synod=$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_plain.txt" | max_of)
 echo
 echo "== targets (docs/design.md §10); floor in this run: loopback round trip p50 ${rtt} us, 4 KiB append+fdatasync p50 ${fsync} us"
 echo "   (the same sync over blocks already written, as a log in pre-written segments would: ${fsync_over:--} us;"
-echo "   three appenders syncing at once, as three nodes on one disk do: ${fsync_3:--} us)"
+echo "   three appenders syncing at once, as three nodes on one disk do: ${fsync_3:--} us;"
+echo "   a round trip to a thread asleep 1 ms, as each hop of a serial write wakes one: ${rtt_idle:--} us)"
 printf '%-34s %11s %11s %8s   %s\n' measure zookeeper synod ratio goal
 row() { # label zk synod ratio goal
     printf '%-34s %11s %11s %8s   %s\n' "$1" "${2:--}" "${3:--}" "$4" "$5"

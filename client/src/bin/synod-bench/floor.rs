@@ -11,11 +11,16 @@
 //! in pre-written segments would pay). And three appenders on the same file system at once
 //! (`floor_fsync_3way`) is what each node of a 3-node cluster on one machine pays while all three
 //! sync: their writes and cache flushes queue on the one disk.
+//!
+//! One more round trip says what a hop of a serial write costs: the same ping and pong 1 ms
+//! after the last (`floor_rtt_idle`), when both threads were asleep. Back-to-back round trips
+//! keep the CPUs busy; the processes of a serial write sleep between its steps, and on a virtual
+//! machine waking an idle CPU is part of each hop.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -30,7 +35,8 @@ const APPENDERS: u32 = 3;
 
 /// One floor measurement: its name and the latency of each round, in µs.
 pub struct Floor {
-    /// `floor_rtt`, `floor_fsync`, `floor_fsync_overwrite` or `floor_fsync_3way`.
+    /// `floor_rtt`, `floor_rtt_idle`, `floor_fsync`, `floor_fsync_overwrite` or
+    /// `floor_fsync_3way`.
     pub name: &'static str,
     /// Latency of every measured round.
     pub rounds: Histogram<u64>,
@@ -55,9 +61,32 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Fatal {
     move |e| Fatal(format!("floor: {what}: {e}"))
 }
 
+/// How long the measuring thread rests between the round trips of `floor_rtt_idle`: long
+/// enough for both threads to sleep and their CPUs to go idle, as they do between the steps of
+/// a serial write (an fdatasync takes a few hundred µs), short enough to be done in seconds.
+const IDLE_PAUSE: Duration = Duration::from_millis(1);
+
 /// `rounds` loopback round trips after `warmup` unrecorded ones, between this thread and an
-/// echo thread.
+/// echo thread, back to back (`floor_rtt`).
 pub fn loopback_rtt(warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
+    ping_pong("floor_rtt", None, warmup, rounds)
+}
+
+/// [`loopback_rtt`], with [`IDLE_PAUSE`] before each round trip (`floor_rtt_idle`): what a
+/// message costs to a process that was asleep. Each hop of a serial write (client, follower,
+/// leader, followers and back) wakes such a process; on a virtual machine an idle CPU's wake-up
+/// is part of that cost, which back-to-back round trips, never idle, do not pay.
+pub fn loopback_rtt_idle(warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
+    ping_pong("floor_rtt_idle", Some(IDLE_PAUSE), warmup, rounds)
+}
+
+/// Round trips between this thread and an echo thread, resting `pause` before each.
+fn ping_pong(
+    name: &'static str,
+    pause: Option<Duration>,
+    warmup: u32,
+    rounds: u32,
+) -> Result<Floor, Fatal> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
@@ -78,6 +107,9 @@ pub fn loopback_rtt(warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
     let mut h = new_histogram(3)?;
     let mut buf = [7u8; PING_BYTES];
     for i in 0..warmup + rounds {
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
+        }
         let t0 = Instant::now();
         s.write_all(&buf).map_err(io("ping"))?;
         s.read_exact(&mut buf).map_err(io("pong"))?;
@@ -89,10 +121,7 @@ pub fn loopback_rtt(warmup: u32, rounds: u32) -> Result<Floor, Fatal> {
     echo.join()
         .map_err(|_| Fatal("floor: the echo thread panicked".into()))?
         .map_err(io("echo"))?;
-    Ok(Floor {
-        name: "floor_rtt",
-        rounds: h,
-    })
+    Ok(Floor { name, rounds: h })
 }
 
 /// Where each timed block of a sync floor goes.

@@ -161,7 +161,8 @@ struct Args {
     /// append + fdatasync to a file in this directory (`workload=floor_rtt`, `floor_fsync`);
     /// then, to show what that sync is made of, a 4 KiB rewrite of already written blocks +
     /// fdatasync (`floor_fsync_overwrite`) and three appenders syncing at once
-    /// (`floor_fsync_3way`).
+    /// (`floor_fsync_3way`); and a round trip to a thread that was asleep, 1 ms after the last
+    /// (`floor_rtt_idle`: what each hop of a serial write pays on a machine whose CPUs idle).
     #[arg(long)]
     floor: Option<std::path::PathBuf>,
 
@@ -1092,6 +1093,7 @@ fn main() -> ExitCode {
             .and_then(|rtt| {
                 Ok([
                     rtt,
+                    floor::loopback_rtt_idle(20, 1_000)?,
                     floor::append_fdatasync(dir, 20, 500)?,
                     floor::overwrite_fdatasync(dir, 20, 500)?,
                     floor::concurrent_append_fdatasync(dir, 20, 300)?,
