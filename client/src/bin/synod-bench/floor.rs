@@ -237,6 +237,9 @@ mod tests {
         let rtt = loopback_rtt(2, 20).unwrap();
         assert_eq!(rtt.rounds.len(), 20);
         assert!(rtt.text().starts_with("workload=floor_rtt ops=20 "));
+        let idle = loopback_rtt_idle(1, 5).unwrap();
+        assert_eq!(idle.rounds.len(), 5);
+        assert!(idle.text().starts_with("workload=floor_rtt_idle ops=5 "));
         let dir = tempfile::tempdir().unwrap();
         let sync = append_fdatasync(dir.path(), 1, 5).unwrap();
         assert_eq!(sync.rounds.len(), 5);
