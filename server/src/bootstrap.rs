@@ -22,6 +22,7 @@ use crate::error::ServerError;
 use crate::node::Node;
 use crate::peer::{LocalPeer, PeerNetwork, PeerPool, PeerRequest, PeerResponse, PeerTls};
 use crate::pipeline::apply::Applier;
+use crate::pipeline::read_index::VoteAsking;
 use crate::session::tracker::Touches;
 
 /// Opens storage, starts Raft and the background tasks. Listening sockets are the caller's.
@@ -116,6 +117,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         local,
         proposals: ptx,
         read_waiters: rtx,
+        vote_asking: VoteAsking::default(),
         touches: Touches::default(),
         next_request: AtomicU64::new(1),
         next_conn: AtomicU64::new(1),

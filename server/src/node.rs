@@ -144,6 +144,9 @@ pub struct Node {
     pub(crate) proposals: mpsc::UnboundedSender<Proposal>,
     /// The read-index batcher's input ([`crate::pipeline::read_index`]).
     pub(crate) read_waiters: mpsc::UnboundedSender<ReadWaiter>,
+    /// As the leader, which followers to ask first for their saved votes, and how long to wait
+    /// for them before asking the rest ([`crate::pipeline::read_index`]).
+    pub(crate) vote_asking: crate::pipeline::read_index::VoteAsking,
     /// Client activity since the last tick, for the session tracker ([`crate::session`]).
     pub(crate) touches: Touches,
     /// The next request number of a command this node proposes (its [`Origin`]).

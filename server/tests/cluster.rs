@@ -849,7 +849,8 @@ fn follower_vote_read_points(ens: &SynodEnsemble, idx: usize) -> u64 {
 /// it, through another node, and costs the leader no heartbeat round: a follower sends its
 /// saved vote, the leader asks a follower for its saved vote for its own reads, and gives its
 /// commit index (design.md §6). With a follower paused, reads through the other follower and
-/// the leader still see the last write.
+/// the leader still see the last write, still without a heartbeat round, also when the paused
+/// follower is the one the leader was asking.
 #[test]
 fn reads_through_any_node_see_the_last_write_without_a_heartbeat_round() {
     run_test(
@@ -860,7 +861,8 @@ fn reads_through_any_node_see_the_last_write_without_a_heartbeat_round() {
 
 /// The same with five voters: every read point, a follower's too, is confirmed on the saved
 /// votes of two followers (with the leader's, a majority of five), still with no heartbeat
-/// round; with two followers paused, the other two are that majority.
+/// round; with two followers paused (the two the leader was asking, the second time), the
+/// other two are that majority.
 #[test]
 fn reads_through_any_node_of_five_see_the_last_write_without_a_heartbeat_round() {
     run_test(
@@ -877,8 +879,10 @@ fn reads_through_any_node_of_five_see_the_last_write_without_a_heartbeat_round()
 
 /// Writes at the leader of `ens` and reads the value back through every node after each
 /// write; every read must see it, and every read point must have been given on followers'
-/// saved votes. Then pauses a minority of the followers (as many as the voters can lose), and
-/// the leader and the other followers must still read the next write.
+/// saved votes. Then pauses a minority of the followers (as many as the voters can lose), the
+/// last ones and then the first: the leader and the other followers must still read the next
+/// write, each read point still given on saved votes, and during the second pause the leader
+/// must have stopped waiting for the followers it was asking first and asked the others.
 async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
     let n = ens.nodes().len();
     let leader = leader_of(&ens);
@@ -912,32 +916,80 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
         }
     }
     let after = follower_vote_read_points(&ens, leader);
-    // With a minority paused, reads still see the last write: on the votes of the followers
-    // that answer, or, if they answer too late, after a heartbeat round.
-    let paused = &followers[followers.len() - (n - 1) / 2..];
-    for &f in paused {
-        blocking(|| ens.pause(f)).expect("pause a follower");
-    }
-    must("set", writer.set_data("/read-point", b"paused", None)).await;
-    let serving = n - paused.len();
-    for (r, &node) in readers[..serving].iter().zip(&nodes) {
-        let (data, _) = must("get", r.get_data("/read-point")).await;
-        assert_eq!(&data[..], b"paused", "node {node} with {paused:?} paused");
-    }
-    assert_eq!(
-        leader_of(&ens),
-        leader,
-        "the leader changed during the test"
-    );
-    for &f in paused {
-        blocking(|| ens.resume(f)).expect("resume the follower");
-    }
     let reads = n as u64 * ROUNDS;
     assert!(
         after.saturating_sub(before) >= reads,
         "{} of {reads} reads took no heartbeat round",
         after.saturating_sub(before)
     );
+    // With a minority paused, reads still see the last write, on the votes of the followers
+    // that answer. The leader asks first the followers that answered first last time, and the
+    // others only once those are late: so a minority is paused twice, the last followers and
+    // then the first, and one of the two is the minority it was asking first.
+    let minority = (n - 1) / 2;
+    let mut hedges_before_second = 0;
+    for (phase, paused) in [
+        &followers[followers.len() - minority..],
+        &followers[..minority],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if phase == 1 {
+            hedges_before_second = read_point_hedges(&ens, leader);
+        }
+        for &f in paused {
+            blocking(|| ens.pause(f)).expect("pause a follower");
+        }
+        let value = format!("paused {phase}");
+        must(
+            "set",
+            writer.set_data("/read-point", value.as_bytes(), None),
+        )
+        .await;
+        let at_leader = follower_vote_read_points(&ens, leader);
+        let serving: Vec<(&Client, usize)> = readers
+            .iter()
+            .zip(nodes.iter().copied())
+            .filter(|(_, node)| !paused.contains(node))
+            .collect();
+        const PAUSED_ROUNDS: u64 = 5;
+        for _ in 0..PAUSED_ROUNDS {
+            for (r, node) in &serving {
+                let (data, _) = must("get", r.get_data("/read-point")).await;
+                assert_eq!(data, value.as_bytes(), "node {node} with {paused:?} paused");
+            }
+        }
+        // Every read point, the leader's own reads' too, was still given on followers' votes:
+        // none took a heartbeat round.
+        let given = follower_vote_read_points(&ens, leader).saturating_sub(at_leader);
+        let reads = PAUSED_ROUNDS * serving.len() as u64;
+        assert!(
+            given >= reads,
+            "with {paused:?} paused, {given} of {reads} reads took no heartbeat round"
+        );
+        assert_eq!(
+            leader_of(&ens),
+            leader,
+            "the leader changed during the test"
+        );
+        for &f in paused {
+            blocking(|| ens.resume(f)).expect("resume the follower");
+        }
+    }
+    // The second pause took the followers the leader had asked first while the first lasted
+    // (the only ones that answered it): it had to ask the others once they were late.
+    let hedges = read_point_hedges(&ens, leader).saturating_sub(hedges_before_second);
+    assert!(
+        hedges >= 1,
+        "the leader never asked the other followers when the ones it asked first were paused"
+    );
+}
+
+/// Node `idx`'s count of rounds in which, as leader, it asked every follower for its saved
+/// vote because the ones it asked first were late (0 before the first).
+fn read_point_hedges(ens: &SynodEnsemble, idx: usize) -> u64 {
+    blocking(|| ens.metric(idx, "synod_read_point_hedges_total ")).map_or(0, |v| v as u64)
 }
 
 // ---------------------------------------------------------------------------------------------

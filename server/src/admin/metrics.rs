@@ -274,6 +274,11 @@ fn describe() {
          leader's, read after the reads began)"
     );
     describe_counter!(
+        "synod_read_point_hedges_total",
+        "read-point rounds in which this leader, the followers it asked first for their saved \
+         votes being late, asked the others too (a follower down, paused or slow)"
+    );
+    describe_counter!(
         "synod_client_connections_refused_total",
         "client connections turned away before being served, by reason (max_connections, \
          max_connections_per_ip, tls_handshake, accept_failed)"

@@ -2,14 +2,17 @@
 //! was asked for is at or below it (openraft's read index: a heartbeat round to a quorum, on
 //! the leader). Reads queued while a round is in flight share the next round. The leader
 //! confirms a point without a round on saved votes ([`votes_read_point`]): for its own reads
-//! (and a follower's plain request) it asks every follower for the vote its log store last
-//! made durable, and decides once enough answers name it to make a majority with it — the first
-//! answer of three voters, the second of four or five; a follower of three voters sends its own
-//! saved vote with its request, which is enough alone. A reader then waits until its node has
-//! applied the point.
+//! (and a follower's plain request) it asks followers for the vote their log stores last made
+//! durable, and decides once enough answers name it to make a majority with it — one answer of
+//! three voters, two of four or five. It asks as many followers as it needs answers, those
+//! that answered first last time ([`VoteAsking`]); the next one when an asked one cannot tell,
+//! and all the rest once the asked ones take longer than usual. A follower of three voters sends its own saved vote
+//! with its request, which is enough alone. A reader then waits until its node has applied the
+//! point.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use openraft::{LogId, Raft, RaftState, ServerState, Vote};
@@ -127,10 +130,20 @@ impl Node {
     /// heartbeat round, on the saved votes ([`PeerRequest::SavedVote`]) of its followers, asked
     /// now, after those reads began — if every member reads that request, the metrics show one
     /// configuration (not joint) with this node among its voters, and enough followers answer
-    /// (within the heartbeat interval) with a vote naming this node that, with its own, they
-    /// make a majority of the voters, which [`votes_read_point`] then checks in this node's
-    /// Raft core. Every follower is asked, so that the slowest ones (down, paused, cut off)
-    /// cost nothing while a majority answers. `None` otherwise: a heartbeat round it is.
+    /// (each within the heartbeat interval) with a vote naming this node that, with its own,
+    /// they make a majority of the voters, which [`votes_read_point`] then checks in this node's
+    /// Raft core. `None` otherwise: a heartbeat round it is.
+    ///
+    /// It asks as many followers as it needs answers, those whose answers made the last point
+    /// first ([`VoteAsking`]): asking every follower made each round cost every follower a
+    /// request and this node an answer it did not need (with three voters, half of the
+    /// saved-vote requests). The next follower is asked as soon as an asked one answers without
+    /// a vote naming this node (or fails), and all the rest once the asked ones take longer
+    /// than [`VoteAsking::hedge`]: a follower that is down, paused or cut off costs the first
+    /// round after it stopped that wait, and none after, since it is then no longer asked
+    /// first. Each answer may take the heartbeat interval, so a round without enough answers
+    /// ends within that and the hedge. Which followers are asked changes nothing of what an
+    /// answer must show.
     async fn read_point_on_followers_votes(&self) -> Option<u64> {
         if !crate::upgrade::cluster_has(self, LEADER_READ_ON_FOLLOWER_VOTE_SINCE) {
             return None;
@@ -143,20 +156,39 @@ impl Node {
         // they must name (this node's own saved vote: a stale answer is not waited for).
         let needed = voters.len() / 2;
         let mine = *self.saved_vote.get()?.leader_id();
-        let mut asked: FuturesUnordered<_> = voters
+        let followers: Vec<(NodeId, String)> = voters
             .into_iter()
             .filter(|(id, _)| *id != self.id)
-            .map(|(id, addr)| {
-                let answer = self.ask_saved_vote(id, addr, self.cfg.heartbeat);
-                async move { (id, answer.await) }
-            })
             .collect();
+        let mut rest = self.vote_asking.in_order(followers).into_iter();
+        let ask = |(id, addr): (NodeId, String)| {
+            let answer = self.ask_saved_vote(id, addr, self.cfg.heartbeat);
+            async move { (id, answer.await) }
+        };
+        let started = Instant::now();
+        let mut asked: FuturesUnordered<_> = rest.by_ref().take(needed).map(ask).collect();
+        let hedge = tokio::time::sleep(self.vote_asking.hedge(self.cfg.heartbeat));
+        tokio::pin!(hedge);
+        let mut hedged = false;
         let mut votes = Vec::with_capacity(needed);
         while votes.len() < needed {
-            match asked.next().await? {
-                (id, Some(Some(vote))) if *vote.leader_id() == mine => votes.push((id, vote)),
-                _ => continue,
+            tokio::select! {
+                biased;
+                Some(answer) = asked.next(), if !asked.is_empty() => match answer {
+                    (id, Some(Some(vote))) if *vote.leader_id() == mine => votes.push((id, vote)),
+                    // It cannot vouch for this leadership: ask the next one now.
+                    _ => asked.extend(rest.next().map(ask)),
+                },
+                () = &mut hedge, if !hedged && rest.len() > 0 => {
+                    hedged = true;
+                    metrics::counter!("synod_read_point_hedges_total").increment(1);
+                    asked.extend(rest.by_ref().map(ask));
+                }
+                else => return None,
             }
+        }
+        if needed > 0 {
+            self.vote_asking.answered(&votes, started.elapsed());
         }
         self.read_point_on_votes(votes).await
     }
@@ -245,6 +277,61 @@ impl LeaderFacts {
                 .collect(),
             membership_committed: effective.log_id() == st.membership_state.committed().log_id(),
         }
+    }
+}
+
+/// The fewest microseconds the leader waits for the followers it asked first before it asks
+/// the rest: about three times a loopback round trip to an idle process.
+const MIN_HEDGE: Duration = Duration::from_micros(250);
+
+/// How many times their usual answer time the leader waits for the followers it asked first.
+const HEDGE_FACTOR: u64 = 4;
+
+/// The leader's memory of its followers' answers to [`PeerRequest::SavedVote`]: whom to ask
+/// first, and how long they usually take. Only an ordering and a patience: which answers count
+/// is decided by [`votes_read_point`] alone.
+#[derive(Debug, Default)]
+pub(crate) struct VoteAsking {
+    /// The followers whose answers made the last read point, first answer first: asked first
+    /// in the next round. Empty before the first.
+    first: Mutex<Vec<NodeId>>,
+    /// Exponentially weighted mean (1/8 per round) of a round's time from asking to the last
+    /// needed answer, in µs, over the rounds that got their point (a round that had to wait
+    /// for the hedge counts too, so that the mean follows answers slower than the hedge
+    /// instead of never learning them); 0 before the first.
+    answer_us: AtomicU64,
+}
+
+impl VoteAsking {
+    /// `followers` with the ones that answered first last time ahead, in that order; the others
+    /// keep their order.
+    fn in_order(&self, mut followers: Vec<(NodeId, String)>) -> Vec<(NodeId, String)> {
+        let first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        followers.sort_by_key(|(id, _)| first.iter().position(|f| f == id).unwrap_or(usize::MAX));
+        followers
+    }
+
+    /// How long to wait for the followers asked first before asking the rest:
+    /// [`HEDGE_FACTOR`] times their usual time, at least [`MIN_HEDGE`], at most a quarter of
+    /// the heartbeat interval (each answer may take the whole interval).
+    fn hedge(&self, heartbeat: Duration) -> Duration {
+        let usual =
+            Duration::from_micros(self.answer_us.load(Relaxed).saturating_mul(HEDGE_FACTOR));
+        usual.clamp(MIN_HEDGE, (heartbeat / 4).max(MIN_HEDGE))
+    }
+
+    /// A round got its point on `votes` (at least one), `took` after it began asking.
+    fn answered(&self, votes: &[(NodeId, Vote<NodeId>)], took: Duration) {
+        debug_assert!(
+            !votes.is_empty(),
+            "a round that needed no answer asked no one"
+        );
+        *self.first.lock().unwrap_or_else(PoisonError::into_inner) =
+            votes.iter().map(|(id, _)| *id).collect();
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.answer_us.load(Relaxed);
+        let new = if old == 0 { us } else { old - old / 8 + us / 8 };
+        self.answer_us.store(new, Relaxed);
     }
 }
 
@@ -339,6 +426,44 @@ pub async fn leader_read_index(raft: &Raft<TypeConfig>) -> Result<u64, ReadIndex
 mod tests {
     use super::*;
     use openraft::CommittedLeaderId;
+
+    fn addrs(ids: &[NodeId]) -> Vec<(NodeId, String)> {
+        ids.iter().map(|&id| (id, format!("n{id}:7001"))).collect()
+    }
+
+    fn ids(followers: &[(NodeId, String)]) -> Vec<NodeId> {
+        followers.iter().map(|(id, _)| *id).collect()
+    }
+
+    #[test]
+    fn the_followers_that_answered_first_are_asked_first() {
+        let asking = VoteAsking::default();
+        // Before any answer: the configuration's order.
+        assert_eq!(ids(&asking.in_order(addrs(&[2, 3, 4, 5]))), [2, 3, 4, 5]);
+        let vote = Vote::new_committed(5, 1);
+        asking.answered(&[(4, vote), (2, vote)], Duration::from_micros(100));
+        assert_eq!(ids(&asking.in_order(addrs(&[2, 3, 4, 5]))), [4, 2, 3, 5]);
+        // A follower no longer among the voters is simply not asked.
+        assert_eq!(ids(&asking.in_order(addrs(&[3, 2, 5]))), [2, 3, 5]);
+    }
+
+    #[test]
+    fn the_wait_for_the_first_asked_follows_their_answers_within_bounds() {
+        let heartbeat = Duration::from_millis(100);
+        let asking = VoteAsking::default();
+        assert_eq!(asking.hedge(heartbeat), MIN_HEDGE, "no answer yet");
+        let vote = Vote::new_committed(5, 1);
+        asking.answered(&[(2, vote)], Duration::from_micros(500));
+        assert_eq!(asking.hedge(heartbeat), Duration::from_micros(2_000));
+        // Each round weighs 1/8, one that waited for the hedge too: answers slower than the
+        // hedge raise it.
+        asking.answered(&[(3, vote)], Duration::from_micros(4_500));
+        assert_eq!(asking.answer_us.load(Relaxed), 500 - 500 / 8 + 4_500 / 8);
+        // Never below the floor, never above a quarter of the heartbeat interval.
+        asking.answered(&[(3, vote)], Duration::from_secs(1));
+        assert_eq!(asking.hedge(heartbeat), heartbeat / 4);
+        assert_eq!(asking.hedge(Duration::from_micros(400)), MIN_HEDGE);
+    }
 
     /// Leader 1 in term 5 of the voters {1, 2, 3}, committed up to index 40 of its own term.
     fn leading() -> LeaderFacts {
