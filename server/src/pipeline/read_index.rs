@@ -6,9 +6,9 @@
 //! durable, and decides once enough answers name it to make a majority with it — one answer of
 //! three voters, two of four or five. It asks as many followers as it needs answers, those
 //! that answered first last time ([`VoteAsking`]); the next one when an asked one cannot tell,
-//! and all the rest once the asked ones take longer than usual. A follower of three voters sends its own saved vote
-//! with its request, which is enough alone. A reader then waits until its node has applied the
-//! point.
+//! and all the rest once the asked ones take longer than usual. A follower of three voters
+//! sends its own saved vote with its request, which is enough alone. A reader then waits until
+//! its node has applied the point.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -280,8 +280,9 @@ impl LeaderFacts {
     }
 }
 
-/// The fewest microseconds the leader waits for the followers it asked first before it asks
-/// the rest: about three times a loopback round trip to an idle process.
+/// The least the leader waits for the followers it asked first before it asks the rest: ten
+/// times or more a loopback round trip to a sleeping process (10–27 µs on the benchmark
+/// machine), so that a follower answering from the same host is not hedged against.
 const MIN_HEDGE: Duration = Duration::from_micros(250);
 
 /// How many times their usual answer time the leader waits for the followers it asked first.
