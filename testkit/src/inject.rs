@@ -2,8 +2,8 @@
 //! `strace` attached to a node to delay or fail its fsyncs ([`Strace`]), a small tmpfs to fill
 //! ([`Tmpfs`]), a flipped byte in a file ([`flip_middle`]), and libfaketime to move a node's
 //! clock ([`faketime_env`], [`set_clock`], [`remove_faketime_objects`]). Each undoes itself when
-//! dropped or reaped. Needs root (ptrace,
-//! mount), `strace` and `faketime` (scripts/test.sh installs both).
+//! dropped or reaped. Needs root (ptrace, mount), `strace` and `faketime` (scripts/test.sh
+//! installs both).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
