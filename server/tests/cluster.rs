@@ -986,6 +986,50 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
     );
 }
 
+/// A linearizable read through a follower whose leader stops answering after it got the
+/// follower's read-point request (SIGSTOP: its host still acknowledges the request) completes
+/// once the others have elected a new leader, while the old one is still paused: the follower
+/// abandons the request and asks the new leader. Before, every read of that follower waited for
+/// the paused leader, or for the 30 s call timeout.
+#[test]
+fn a_read_through_a_follower_moves_on_when_its_leader_stops_answering() {
+    run_test(
+        "a_read_through_a_follower_moves_on_when_its_leader_stops_answering",
+        || async {
+            let ens = start_cluster(&[]);
+            let leader = leader_of(&ens);
+            let follower = (leader + 1) % 3;
+            let zk = connect_only(&ens, follower).await;
+            must(
+                "create",
+                zk.create("/stuck-leader", b"before", CreateMode::Persistent),
+            )
+            .await;
+            let moved_before = read_point_leader_changes(&ens, follower);
+            blocking(|| ens.pause(leader)).expect("pause the leader");
+            // Well under the 30 s a call to the leader may take, well over an election.
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), zk.get_data("/stuck-leader")).await;
+            let moved = read_point_leader_changes(&ens, follower).saturating_sub(moved_before);
+            blocking(|| ens.resume(leader)).expect("resume the old leader");
+            let (data, _) = read
+                .expect("the read waited for the paused leader")
+                .expect("the read through the follower failed");
+            assert_eq!(&data[..], b"before");
+            assert!(
+                moved >= 1,
+                "the follower never abandoned its request to the paused leader"
+            );
+        },
+    );
+}
+
+/// Node `idx`'s count of read-point requests it abandoned, as a follower, for a newly known
+/// leader (0 before the first).
+fn read_point_leader_changes(ens: &SynodEnsemble, idx: usize) -> u64 {
+    blocking(|| ens.metric(idx, "synod_read_point_leader_changes_total ")).map_or(0, |v| v as u64)
+}
+
 /// Node `idx`'s count of rounds in which, as leader, it asked every follower for its saved
 /// vote because the ones it asked first were late (0 before the first).
 fn read_point_hedges(ens: &SynodEnsemble, idx: usize) -> u64 {

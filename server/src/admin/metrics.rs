@@ -274,6 +274,11 @@ fn describe() {
          leader's, read after the reads began)"
     );
     describe_counter!(
+        "synod_read_point_leader_changes_total",
+        "read-point requests this follower abandoned because it learned of another leader \
+         while the one it had asked did not answer (the round then asked the new leader)"
+    );
+    describe_counter!(
         "synod_read_point_hedges_total",
         "read-point rounds in which this leader, the followers it asked first for their saved \
          votes being late, asked the others too (a follower down, paused or slow)"

@@ -70,24 +70,52 @@ impl Node {
         self.wait_applied(idx, LEADER_CALL_TIMEOUT).await
     }
 
+    /// One round: the leader's own ([`Node::read_point_on_followers_votes`], else a heartbeat
+    /// round), or a request to the leader. A request to a leader that stops answering once it
+    /// has the request (paused, or cut off after its host acknowledged it) would hold this
+    /// node's every read until it answers or [`LEADER_CALL_TIMEOUT`] passes, since rounds run
+    /// one at a time: so a request is abandoned as soon as this node knows another leader, and
+    /// the round asks that one (at most [`LEADER_CHANGES_PER_ROUND`] times). The reads began
+    /// before either request, so the new leader's point serves them as well.
     async fn read_index_round(&self) -> Result<u64, ReadIndexError> {
-        match self.leader() {
-            Some((id, _)) if id == self.id => match self.read_point_on_followers_votes().await {
-                Some(point) => Ok(point),
-                None => leader_read_index(&self.raft).await,
-            },
-            Some((id, addr)) => {
-                let req = match self.vote_naming(id) {
-                    Some(vote) => PeerRequest::ReadIndexFollowing {
-                        follower: self.id,
-                        vote,
-                    },
-                    None => PeerRequest::ReadIndex,
-                };
-                self.ask_leader_for_read_point(id, &addr, req).await
+        for _ in 0..LEADER_CHANGES_PER_ROUND {
+            match self.leader() {
+                Some((id, _)) if id == self.id => {
+                    return match self.read_point_on_followers_votes().await {
+                        Some(point) => Ok(point),
+                        None => leader_read_index(&self.raft).await,
+                    }
+                }
+                Some((id, addr)) => {
+                    let req = match self.vote_naming(id) {
+                        Some(vote) => PeerRequest::ReadIndexFollowing {
+                            follower: self.id,
+                            vote,
+                        },
+                        None => PeerRequest::ReadIndex,
+                    };
+                    let mut metrics = self.raft.metrics();
+                    let another_leader = async move {
+                        // Err: the Raft instance is gone, and with it any other leader.
+                        if metrics
+                            .wait_for(|m| m.current_leader.is_some_and(|l| l != id))
+                            .await
+                            .is_err()
+                        {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        r = self.ask_leader_for_read_point(id, &addr, req) => return r,
+                        () = another_leader => {
+                            metrics::counter!("synod_read_point_leader_changes_total").increment(1);
+                        }
+                    }
+                }
+                None => return Err(ReadIndexError::NoLeader),
             }
-            None => Err(ReadIndexError::NoLeader),
         }
+        Err(ReadIndexError::NoLeader)
     }
 
     /// Sends a read-point request to the leader `id` at `addr`.
@@ -279,6 +307,10 @@ impl LeaderFacts {
         }
     }
 }
+
+/// How many times one read round moves on to a newly known leader before it gives up
+/// ([`Node::read_index_round`]); more changes than that during one round is an election storm.
+const LEADER_CHANGES_PER_ROUND: usize = 3;
 
 /// The least the leader waits for the followers it asked first before it asks the rest: ten
 /// times or more a loopback round trip to a sleeping process (10–27 µs on the benchmark
