@@ -840,9 +840,16 @@ fn paused_follower_catches_up_after_resume() {
 /// The series of read points a leader gave on followers' saved votes, without a heartbeat round.
 const FOLLOWER_VOTE_READ_POINTS: &str = "synod_read_points_total{how=\"follower_vote\"} ";
 
-/// Node `idx`'s count of [`FOLLOWER_VOTE_READ_POINTS`] (0 before the first).
-fn follower_vote_read_points(ens: &SynodEnsemble, idx: usize) -> u64 {
-    blocking(|| ens.metric(idx, FOLLOWER_VOTE_READ_POINTS)).map_or(0, |v| v as u64)
+/// Rounds in which a leader asked every follower for its saved vote because the ones it asked
+/// first were late.
+const READ_POINT_HEDGES: &str = "synod_read_point_hedges_total ";
+
+/// Read-point requests a follower abandoned for a newly known leader.
+const READ_POINT_LEADER_CHANGES: &str = "synod_read_point_leader_changes_total ";
+
+/// Node `idx`'s count of the counter `series` of `/metrics` (0 before its first increment).
+fn counter(ens: &SynodEnsemble, idx: usize, series: &str) -> u64 {
+    blocking(|| ens.metric(idx, series)).map_or(0, |v| v as u64)
 }
 
 /// A linearizable read through any node of three voters sees every write acknowledged before
@@ -897,7 +904,7 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
     for &node in &nodes {
         readers.push(connect_only(&ens, node).await);
     }
-    let before = follower_vote_read_points(&ens, leader);
+    let before = counter(&ens, leader, FOLLOWER_VOTE_READ_POINTS);
     const ROUNDS: u64 = 20;
     for i in 0..ROUNDS {
         let value = format!("v{i}");
@@ -915,7 +922,7 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
             );
         }
     }
-    let after = follower_vote_read_points(&ens, leader);
+    let after = counter(&ens, leader, FOLLOWER_VOTE_READ_POINTS);
     let reads = n as u64 * ROUNDS;
     assert!(
         after.saturating_sub(before) >= reads,
@@ -936,7 +943,7 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
     .enumerate()
     {
         if phase == 1 {
-            hedges_before_second = read_point_hedges(&ens, leader);
+            hedges_before_second = counter(&ens, leader, READ_POINT_HEDGES);
         }
         for &f in paused {
             blocking(|| ens.pause(f)).expect("pause a follower");
@@ -947,7 +954,7 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
             writer.set_data("/read-point", value.as_bytes(), None),
         )
         .await;
-        let at_leader = follower_vote_read_points(&ens, leader);
+        let at_leader = counter(&ens, leader, FOLLOWER_VOTE_READ_POINTS);
         let serving: Vec<(&Client, usize)> = readers
             .iter()
             .zip(nodes.iter().copied())
@@ -962,7 +969,7 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
         }
         // Every read point, the leader's own reads' too, was still given on followers' votes:
         // none took a heartbeat round.
-        let given = follower_vote_read_points(&ens, leader).saturating_sub(at_leader);
+        let given = counter(&ens, leader, FOLLOWER_VOTE_READ_POINTS).saturating_sub(at_leader);
         let reads = PAUSED_ROUNDS * serving.len() as u64;
         assert!(
             given >= reads,
@@ -979,7 +986,7 @@ async fn reads_see_the_last_write_on_saved_votes(ens: SynodEnsemble) {
     }
     // The second pause took the followers the leader had asked first while the first lasted
     // (the only ones that answered it): it had to ask the others once they were late.
-    let hedges = read_point_hedges(&ens, leader).saturating_sub(hedges_before_second);
+    let hedges = counter(&ens, leader, READ_POINT_HEDGES).saturating_sub(hedges_before_second);
     assert!(
         hedges >= 1,
         "the leader never asked the other followers when the ones it asked first were paused"
@@ -1006,12 +1013,13 @@ fn a_read_through_a_follower_moves_on_when_its_leader_stops_answering() {
                 zk.create("/stuck-leader", b"before", CreateMode::Persistent),
             )
             .await;
-            let moved_before = read_point_leader_changes(&ens, follower);
+            let moved_before = counter(&ens, follower, READ_POINT_LEADER_CHANGES);
             blocking(|| ens.pause(leader)).expect("pause the leader");
             // Well under the 30 s a call to the leader may take, well over an election.
             let read =
                 tokio::time::timeout(Duration::from_secs(20), zk.get_data("/stuck-leader")).await;
-            let moved = read_point_leader_changes(&ens, follower).saturating_sub(moved_before);
+            let moved =
+                counter(&ens, follower, READ_POINT_LEADER_CHANGES).saturating_sub(moved_before);
             blocking(|| ens.resume(leader)).expect("resume the old leader");
             let (data, _) = read
                 .expect("the read waited for the paused leader")
@@ -1023,18 +1031,6 @@ fn a_read_through_a_follower_moves_on_when_its_leader_stops_answering() {
             );
         },
     );
-}
-
-/// Node `idx`'s count of read-point requests it abandoned, as a follower, for a newly known
-/// leader (0 before the first).
-fn read_point_leader_changes(ens: &SynodEnsemble, idx: usize) -> u64 {
-    blocking(|| ens.metric(idx, "synod_read_point_leader_changes_total ")).map_or(0, |v| v as u64)
-}
-
-/// Node `idx`'s count of rounds in which, as leader, it asked every follower for its saved
-/// vote because the ones it asked first were late (0 before the first).
-fn read_point_hedges(ens: &SynodEnsemble, idx: usize) -> u64 {
-    blocking(|| ens.metric(idx, "synod_read_point_hedges_total ")).map_or(0, |v| v as u64)
 }
 
 // ---------------------------------------------------------------------------------------------
