@@ -53,6 +53,28 @@ pub enum ReadIndexError {
     },
 }
 
+/// Why the proposer refused a connection's write to keep its writes in order across leaders
+/// ([`crate::pipeline::write_order`]): the write is failed (outcome: not applied) and its
+/// connection closes, as for any write whose outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutOfOrder {
+    /// An earlier write of the connection failed or was refused.
+    #[error("an earlier write of this connection failed; its outcome is unknown")]
+    EarlierFailed,
+    /// The leader changed while earlier writes of the connection were in flight to the old one.
+    #[error(
+        "the leader changed (now node {} in term {}) while earlier writes of this connection were \
+         in flight to node {} in term {}; their outcome is unknown",
+        now.leader, now.term, was.leader, was.term
+    )]
+    LeaderChanged {
+        /// Where the writes in flight went.
+        was: crate::pipeline::write_order::Route,
+        /// Where this one would have gone.
+        now: crate::pipeline::write_order::Route,
+    },
+}
+
 /// Why a client's `reconfig` changed nothing. [`ReconfigError::code`] is where each becomes the
 /// ZooKeeper code the client gets; a follower receives the leader's as it is (peer port).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]

@@ -8,7 +8,8 @@
 //!    (in arrival order), registering a waiter in [`pipeline::pending`];
 //! 3. the proposer batches it into one Raft entry with other writes (group commit) on the
 //!    leader, or forwards it to the leader over the peer port ([`peer`], answered by
-//!    [`peer::service`]); Raft replicates and fsyncs the entry (raft-store's log store);
+//!    [`peer::service`]), keeping each connection's writes with one leader at a time
+//!    ([`pipeline::write_order`]); Raft replicates and fsyncs the entry (raft-store's log store);
 //! 4. raft-store applies the entry to the DataTree; [`pipeline::apply`] (ZooKeeper's
 //!    FinalRequestProcessor) records and delivers its watch events ([`watch`]) and completes
 //!    the waiter once the whole entry is applied;

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::ReadIndexError;
 use crate::peer::{ForwardError, LocalPeer, PeerPool, PeerRequest, PeerResponse};
 use crate::pipeline::apply::Applier;
+use crate::pipeline::write_order::{Route, WriteOrder};
 use crate::session::tracker::Touches;
 use crate::stats::ConnStats;
 
@@ -37,6 +38,9 @@ pub struct Proposal {
     /// successor restarted at its takeover (docs/design.md §6, "Sessions"), so it is dropped.
     /// `None` for everything else.
     pub duty_of_term: Option<u64>,
+    /// The order of the client connection that proposed it, for one of this node's own
+    /// commands that a connection sent ([`crate::pipeline::write_order`]); `None` otherwise.
+    pub order: Option<Arc<WriteOrder>>,
 }
 
 /// What a [`Proposal`] carries.
@@ -70,6 +74,15 @@ impl Proposal {
             reply: None,
             at: std::time::Instant::now(),
             duty_of_term: None,
+            order: None,
+        }
+    }
+
+    /// A command a client connection of this node sent, kept in that connection's `order`.
+    pub fn in_order(cmd: Command, order: Arc<WriteOrder>) -> Proposal {
+        Proposal {
+            order: Some(order),
+            ..Proposal::local(cmd)
         }
     }
 
@@ -89,6 +102,7 @@ impl Proposal {
             reply: Some(reply),
             at: std::time::Instant::now(),
             duty_of_term: None,
+            order: None,
         }
     }
 
@@ -103,6 +117,7 @@ impl Proposal {
             reply: Some(reply),
             at: std::time::Instant::now(),
             duty_of_term: None,
+            order: None,
         }
     }
 }
@@ -205,17 +220,47 @@ impl Node {
 
     /// The current leader and its peer address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
+        self.leader_route()
+            .map(|(route, addr)| (route.leader, addr))
+    }
+
+    /// The current leader with the term the metrics show it leading in, and its peer address.
+    pub fn leader_route(&self) -> Option<(Route, String)> {
         // Read in place (the proposer asks once per batch): a clone of the metrics would copy
         // their replication map.
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let id = m.current_leader?;
+        let leader = m.current_leader?;
         let addr = m
             .membership_config
             .membership()
-            .get_node(&id)
+            .get_node(&leader)
             .map(|n| n.addr.clone())?;
-        Some((id, addr))
+        let route = Route {
+            leader,
+            term: m.current_term,
+        };
+        Some((route, addr))
+    }
+
+    /// Completes once this node's Raft metrics name a leader other than `id` (never while they
+    /// name none, or `id`): a call to `id` raced against it is abandoned once another leads.
+    /// The future borrows nothing.
+    pub fn another_leader_than(
+        &self,
+        id: NodeId,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut metrics = self.raft.metrics();
+        async move {
+            // Err: the Raft instance is gone, and with it any other leader.
+            if metrics
+                .wait_for(|m| m.current_leader.is_some_and(|l| l != id))
+                .await
+                .is_err()
+            {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The voters of the configuration the metrics show — one set, or two while a change is

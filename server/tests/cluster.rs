@@ -1033,6 +1033,76 @@ fn a_read_through_a_follower_moves_on_when_its_leader_stops_answering() {
     );
 }
 
+/// Forwards of writes a follower abandoned for a newly known leader.
+const FORWARD_LEADER_CHANGES: &str = "synod_forward_leader_changes_total ";
+
+/// A write through a follower whose leader stops answering after it got the forward (SIGSTOP:
+/// its host still acknowledges the frames) fails once the others have elected a new leader, while
+/// the old one is still paused: the follower abandons the forward, the write's outcome is
+/// unknown, so its connection closes (ConnectionLoss), and the session's retry goes to the new
+/// leader. Before, the write, and every later reply of its session (pings included), waited for
+/// the paused leader or the 30 s call timeout, or until the client gave up on the connection.
+#[test]
+fn a_write_through_a_follower_moves_on_when_its_leader_stops_answering() {
+    run_test(
+        "a_write_through_a_follower_moves_on_when_its_leader_stops_answering",
+        || async {
+            // A session long enough that the client itself would wait longer than `limit`
+            // before it gave up on a connection whose replies stopped (two thirds of it).
+            let ens = start_cluster(&["--max-session-timeout-ms", "60000"]);
+            let leader = leader_of(&ens);
+            let follower = (leader + 1) % 3;
+            let addr = ens.addrs()[follower].to_string();
+            let options = ens
+                .connect_options()
+                .session_timeout(Duration::from_secs(45))
+                .connect_timeout(Duration::from_secs(20));
+            let zk = Client::connect(&addr, options)
+                .await
+                .unwrap_or_else(|e| panic!("connect to node {follower} ({addr}): {e}"));
+            must(
+                "create",
+                zk.create("/stuck-write", b"before", CreateMode::Persistent),
+            )
+            .await;
+            let abandoned_before = counter(&ens, follower, FORWARD_LEADER_CHANGES);
+            blocking(|| ens.pause(leader)).expect("pause the leader");
+            // Well under the 30 s a call to the leader may take, well over an election.
+            let limit = Duration::from_secs(20);
+            let write =
+                tokio::time::timeout(limit, zk.set_data("/stuck-write", b"during", None)).await;
+            // The session resumes on the follower, which forwards to the new leader.
+            let deadline = Instant::now() + limit;
+            let retried = loop {
+                match tokio::time::timeout(limit, zk.set_data("/stuck-write", b"retried", None))
+                    .await
+                {
+                    Ok(Err(Error::ConnectionLoss)) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => break other,
+                }
+            };
+            let abandoned =
+                counter(&ens, follower, FORWARD_LEADER_CHANGES).saturating_sub(abandoned_before);
+            blocking(|| ens.resume(leader)).expect("resume the old leader");
+            match write.expect("the write waited for the paused leader") {
+                Err(Error::ConnectionLoss) => {}
+                other => panic!("the write's outcome is unknown, yet it ended {other:?}"),
+            }
+            retried
+                .expect("the retry waited for the paused leader")
+                .expect("the retry through the follower failed");
+            assert!(
+                abandoned >= 1,
+                "the follower never abandoned its forward to the paused leader"
+            );
+            let (data, _) = must("read back", zk.get_data("/stuck-write")).await;
+            assert_eq!(&data[..], b"retried");
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Last replies before the server closes a connection (wire level)
 // ---------------------------------------------------------------------------------------------

@@ -279,6 +279,16 @@ fn describe() {
          while the one it had asked did not answer (the round then asked the new leader)"
     );
     describe_counter!(
+        "synod_forward_leader_changes_total",
+        "forwards of client writes this follower abandoned because it learned of another leader \
+         while the one it had sent them to did not answer (their connections closed)"
+    );
+    describe_counter!(
+        "synod_writes_refused_out_of_order_total",
+        "client writes refused to keep a connection's writes in order: an earlier one was in \
+         flight to another leader, or had failed (the connection closes)"
+    );
+    describe_counter!(
         "synod_read_point_hedges_total",
         "read-point rounds in which this leader, the followers it asked first for their saved \
          votes being late, asked the others too (a follower down, paused or slow)"

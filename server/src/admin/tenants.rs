@@ -146,6 +146,7 @@ async fn change(node: &Node, change: TenantChange) -> ApiResult<()> {
             time_ms,
             change,
         },
+        None,
     );
     match tokio::time::timeout(CHANGE_TIMEOUT, rx).await {
         Ok(Ok(Completion::Tenant {

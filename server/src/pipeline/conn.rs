@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::node::Node;
 use crate::pipeline::outbox::Outbox;
 use crate::pipeline::pending::Completion;
+use crate::pipeline::write_order::WriteOrder;
 use crate::session::registry::ConnId;
 
 /// How long a proposed session change (create, close) may take to be committed before the
@@ -64,6 +65,9 @@ pub struct Conn {
     pub out: Outbox,
     /// This connection's request counters (`cons`), answered in request order.
     pub stats: Arc<crate::stats::ConnStats>,
+    /// Keeps its writes in order across a change of leader: the proposer refuses a write that
+    /// would go to another leader than earlier ones still in flight, or follow a failed one.
+    pub order: Arc<WriteOrder>,
 }
 
 impl Conn {
@@ -76,6 +80,7 @@ impl Conn {
                 origin: Some(origin),
                 session_id: self.session_id,
             },
+            Some(&self.order),
         );
         (origin, done)
     }

@@ -28,6 +28,7 @@ use crate::pipeline::handshake::{
 use crate::pipeline::ordered::{Held, Slot};
 use crate::pipeline::outbox::outbox;
 use crate::pipeline::reader::{certificate_identities, initial_identities, ReaderEnd};
+use crate::pipeline::write_order::WriteOrder;
 use crate::pipeline::writer::write_loop;
 use crate::session::registry::ConnEntry;
 use crate::tls::identity::CertIdentity;
@@ -154,6 +155,7 @@ pub async fn serve(
         idle_limit: read_only.then_some(timeout),
         out: out_tx,
         stats: stats.clone(),
+        order: WriteOrder::new(),
     };
     let mut processor = tokio::spawn(conn.clone().process(slot_rx));
     let reader = conn.read_loop(rd, peer, auth, slot_tx);

@@ -127,7 +127,7 @@ pub async fn handshake(
                 passwd: passwd.clone(),
             }
         };
-        let done = node.propose_and_wait(origin, cmd);
+        let done = node.propose_and_wait(origin, cmd, None);
         return match tokio::time::timeout(COMMIT_TIMEOUT, done).await {
             Ok(Ok(Completion::Session { session_id })) => Some((session_id, timeout, passwd)),
             Ok(Ok(Completion::SessionRefused { err })) => {

@@ -14,4 +14,5 @@ pub mod read;
 pub mod read_audit;
 pub mod read_index;
 pub mod reader;
+pub mod write_order;
 pub mod writer;

@@ -21,6 +21,7 @@ use crate::admin::metrics::{stage, Stage};
 use crate::node::{Node, Proposal, Proposed};
 use crate::peer::{ForwardError, PeerRequest, PeerResponse};
 use crate::pipeline::pending::Completion;
+use crate::pipeline::write_order::{InFlight, Route, WriteOrder};
 
 /// Timeout for calls to the leader on behalf of clients (forwarded writes).
 pub const LEADER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,13 +29,18 @@ pub const LEADER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 impl Node {
     /// waiter registered for its origin (see [`crate::pipeline::pending::Pending`]).
     pub fn propose(&self, cmd: Command) {
-        let origin = cmd.origin();
-        if self.proposals.send(Proposal::local(cmd)).is_err() {
-            if let Some(o) = origin {
-                lock(&self.replica)
-                    .observer
-                    .pending
-                    .fail(o.request, "node shutting down".into());
+        self.submit(Proposal::local(cmd));
+    }
+
+    /// Queues a proposal of this node's own for the proposer; if the proposer is gone (the node
+    /// is shutting down), fails its waiter and breaks its connection's order.
+    fn submit(&self, p: Proposal) {
+        if let Err(mpsc::error::SendError(p)) = self.proposals.send(p) {
+            if let Some(order) = &p.order {
+                order.break_off();
+            }
+            if let Proposed::One(cmd) = &p.what {
+                self.fail(cmd.origin(), "node shutting down".into());
             }
         }
     }
@@ -59,11 +65,20 @@ impl Node {
         )
     }
 
-    /// Registers a waiter for `origin` and proposes `cmd`.
-    pub fn propose_and_wait(&self, origin: Origin, cmd: Command) -> oneshot::Receiver<Completion> {
+    /// Registers a waiter for `origin` and proposes `cmd`; a client connection's command comes
+    /// with the connection's `order`, which keeps its writes in order across leaders.
+    pub fn propose_and_wait(
+        &self,
+        origin: Origin,
+        cmd: Command,
+        order: Option<&Arc<WriteOrder>>,
+    ) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
         lock(&self.replica).observer.pending.add(origin.request, tx);
-        self.propose(cmd);
+        self.submit(match order {
+            Some(order) => Proposal::in_order(cmd, order.clone()),
+            None => Proposal::local(cmd),
+        });
         rx
     }
 
@@ -85,7 +100,66 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// Where a forwarded command's outcome goes (None for this node's own commands).
 type RemoteReply = Option<oneshot::Sender<Result<(), ForwardError>>>;
-type Waiter = (Option<Origin>, RemoteReply);
+
+/// Who learns how a proposed command (or a forwarded group) ended.
+struct Waiter {
+    /// The command's origin: its waiter in [`crate::pipeline::pending::Pending`] learns a
+    /// failure (success reaches it from apply). `None` for a duty, or a forwarded group (its
+    /// commands' waiters are on the follower).
+    origin: Option<Origin>,
+    /// The follower's answer channel, for a command or group it forwarded here.
+    remote: RemoteReply,
+    /// The place of the command in its connection's order, settled with its outcome.
+    in_flight: Option<InFlight>,
+}
+
+impl Waiter {
+    /// Delivers the outcome.
+    fn finish(self, node: &Node, res: Result<(), ForwardError>) {
+        if let Some(in_flight) = self.in_flight {
+            in_flight.settle(res.is_ok());
+        }
+        finish(node, self.origin, self.remote, res);
+    }
+}
+
+/// Whether a proposal may go out by a route (see [`admit`]).
+enum Admission {
+    /// Yes: no connection sent it (a duty, a session's creation, a forwarded command).
+    Untracked,
+    /// Yes, in its connection's order.
+    Admitted(InFlight),
+    /// No: its connection's order refused it, and its waiter has failed.
+    Refused,
+}
+
+impl Admission {
+    /// The place in its connection's order of an admitted proposal.
+    fn in_flight(self) -> Option<InFlight> {
+        match self {
+            Admission::Admitted(in_flight) => Some(in_flight),
+            Admission::Untracked | Admission::Refused => None,
+        }
+    }
+}
+
+/// Admits one of this node's own commands for `route` in its connection's order (see
+/// [`crate::pipeline::write_order`]); fails its waiter if the order refuses it.
+fn admit(node: &Node, p: &Proposal, route: Route) -> Admission {
+    let Some(order) = &p.order else {
+        return Admission::Untracked;
+    };
+    match order.admit(route) {
+        Ok(in_flight) => Admission::Admitted(in_flight),
+        Err(e) => {
+            metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
+            if let Proposed::One(cmd) = &p.what {
+                node.fail(cmd.origin(), e.to_string());
+            }
+            Admission::Refused
+        }
+    }
+}
 
 /// About how many bytes a command adds to an entry or a frame (its client bytes and a
 /// little for the rest).
@@ -105,26 +179,34 @@ fn proposed_bytes(what: &Proposed) -> usize {
 }
 
 /// What a follower sends the leader for the commands it has queued, as it builds it: the
-/// requests, in order, and for each the origins of its commands (whose waiters its answer
-/// settles).
+/// requests, in order, and for each the waiters of its commands (whom its answer settles).
 #[derive(Default)]
 struct ForwardGroups {
     /// The requests complete so far.
     requests: Vec<PeerRequest>,
-    /// Per request, its commands' origins, in order.
-    origins: Vec<Vec<Option<Origin>>>,
+    /// Per request, its commands' waiters, in order.
+    waiters: Vec<Vec<Waiter>>,
     /// The group being filled (not yet in `requests`).
     open: Vec<Command>,
-    /// Its commands' origins.
-    open_origins: Vec<Option<Origin>>,
+    /// Its commands' waiters.
+    open_waiters: Vec<Waiter>,
     /// Its [`command_bytes`].
     open_bytes: usize,
+}
+
+/// The waiter of a command this node forwards.
+fn forwarded(cmd: &Command, in_flight: Option<InFlight>) -> Waiter {
+    Waiter {
+        origin: cmd.origin(),
+        remote: None,
+        in_flight,
+    }
 }
 
 impl ForwardGroups {
     /// Adds `cmd` to the open group, first closing it if `cmd` would take it past
     /// [`MAX_BATCH`] commands or `max_bytes` (a command larger than that goes alone).
-    fn add(&mut self, cmd: Command, max_bytes: usize) {
+    fn add(&mut self, cmd: Command, in_flight: Option<InFlight>, max_bytes: usize) {
         let size = command_bytes(&cmd);
         if !self.open.is_empty()
             && (self.open.len() >= MAX_BATCH || self.open_bytes + size > max_bytes)
@@ -132,15 +214,15 @@ impl ForwardGroups {
             self.close();
         }
         self.open_bytes += size;
-        self.open_origins.push(cmd.origin());
+        self.open_waiters.push(forwarded(&cmd, in_flight));
         self.open.push(cmd);
     }
 
     /// Adds `cmd` as a request of its own ([`PeerRequest::Forward`], what a leader of protocol
     /// 1 or 2 reads).
-    fn add_alone(&mut self, cmd: Command) {
+    fn add_alone(&mut self, cmd: Command, in_flight: Option<InFlight>) {
         self.close();
-        self.origins.push(vec![cmd.origin()]);
+        self.waiters.push(vec![forwarded(&cmd, in_flight)]);
         self.requests.push(PeerRequest::Forward(cmd));
     }
 
@@ -150,15 +232,15 @@ impl ForwardGroups {
             return;
         }
         self.open_bytes = 0;
-        self.origins.push(std::mem::take(&mut self.open_origins));
+        self.waiters.push(std::mem::take(&mut self.open_waiters));
         self.requests
             .push(PeerRequest::ForwardGroup(std::mem::take(&mut self.open)));
     }
 
-    /// The requests and, per request, its commands' origins.
-    fn finish(mut self) -> (Vec<PeerRequest>, Vec<Vec<Option<Origin>>>) {
+    /// The requests and, per request, its commands' waiters.
+    fn finish(mut self) -> (Vec<PeerRequest>, Vec<Vec<Waiter>>) {
         self.close();
-        (self.requests, self.origins)
+        (self.requests, self.waiters)
     }
 }
 
@@ -199,8 +281,8 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
         if duties > 0 {
             duties = drop_stale_duties(&mut queue, node.leading_term());
         }
-        match node.leader() {
-            Some((id, _)) if id == node.id => {
+        match node.leader_route() {
+            Some((route, _)) if route.leader == node.id => {
                 while batches.len() < MAX_INFLIGHT_BATCHES && !queue.is_empty() {
                     let mut cmds = Vec::new();
                     // A due raise of the cluster version goes before any write (applying it
@@ -220,23 +302,39 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         {
                             break;
                         }
-                        bytes += size;
                         let Some(p) = queue.pop_front() else {
                             break;
                         };
                         stage(Stage::ProposeQueue, p.at);
+                        let in_flight = match admit(&node, &p, route) {
+                            Admission::Refused => continue,
+                            admitted => admitted.in_flight(),
+                        };
+                        bytes += size;
                         match p.what {
                             Proposed::One(cmd) => {
-                                waiters.push((cmd.origin(), p.reply));
+                                waiters.push(Waiter {
+                                    origin: cmd.origin(),
+                                    remote: p.reply,
+                                    in_flight,
+                                });
                                 cmds.push(cmd);
                             }
                             // The whole group goes into this entry: its outcome is the one
                             // answer the follower waits for.
                             Proposed::Group(group) => {
-                                waiters.push((None, p.reply));
+                                waiters.push(Waiter {
+                                    origin: None,
+                                    remote: p.reply,
+                                    in_flight,
+                                });
                                 cmds.extend(group);
                             }
                         }
+                    }
+                    if cmds.is_empty() {
+                        // Every proposal taken was refused.
+                        continue;
                     }
                     debug_assert!(
                         cmds.len() <= MAX_BATCH,
@@ -256,27 +354,23 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                                         Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
                                         Err(e) => Err(ForwardError::Failed(e.to_string())),
                                     };
-                                    for (origin, remote) in waiters {
-                                        finish(&node, origin, remote, res.clone());
+                                    for waiter in waiters {
+                                        waiter.finish(&node, res.clone());
                                     }
                                 }
                                 .boxed(),
                             );
                         }
                         Err(e) => {
-                            for (origin, remote) in waiters {
-                                finish(
-                                    &node,
-                                    origin,
-                                    remote,
-                                    Err(ForwardError::Failed(e.to_string())),
-                                );
+                            for waiter in waiters {
+                                waiter.finish(&node, Err(ForwardError::Failed(e.to_string())));
                             }
                         }
                     }
                 }
             }
-            Some((id, addr)) => {
+            Some((route, addr)) => {
+                let id = route.leader;
                 // A duty is never forwarded, whatever the metrics said a moment ago.
                 if duties > 0 {
                     duties = drop_stale_duties(&mut queue, None);
@@ -288,10 +382,11 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 let grouped = crate::upgrade::cluster_has(&node, FORWARD_GROUP_SINCE);
                 let max_group_bytes = MAX_BATCH_BYTES.min(node.pool.max_frame_len() / 2);
                 let mut groups = ForwardGroups::default();
-                while let Some(Proposal {
-                    what, reply, at, ..
-                }) = queue.pop_front()
-                {
+                while let Some(p) = queue.pop_front() {
+                    let admission = admit(&node, &p, route);
+                    let Proposal {
+                        what, reply, at, ..
+                    } = p;
                     let cmd = match (what, reply) {
                         (Proposed::One(cmd), None) => cmd,
                         (_, remote) => {
@@ -311,13 +406,17 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         }
                     };
                     stage(Stage::ProposeQueue, at);
+                    let in_flight = match admission {
+                        Admission::Refused => continue,
+                        admitted => admitted.in_flight(),
+                    };
                     if grouped {
-                        groups.add(cmd, max_group_bytes);
+                        groups.add(cmd, in_flight, max_group_bytes);
                     } else {
-                        groups.add_alone(cmd);
+                        groups.add_alone(cmd, in_flight);
                     }
                 }
-                let (requests, origins) = groups.finish();
+                let (requests, waiters) = groups.finish();
                 if requests.is_empty() {
                     continue;
                 }
@@ -329,16 +428,27 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 });
                 // The first poll enqueues the frames: do it now, so forwards keep their order.
                 let first = futures_util::poll!(&mut call);
+                // A leader that stops answering once its host has the frames (paused, cut off)
+                // would hold these writes, and every later reply of their connections, until
+                // it answers or the call times out: they are abandoned once another leads.
+                let another_leader = node.another_leader_than(id);
                 let node2 = node.clone();
                 forwards.push(
                     async move {
                         let answers = match first {
                             std::task::Poll::Ready(r) => r,
-                            std::task::Poll::Pending => call.await,
+                            std::task::Poll::Pending => tokio::select! {
+                                biased;
+                                r = call => r,
+                                () = another_leader => {
+                                    abandon(&node2, id, waiters);
+                                    return;
+                                }
+                            },
                         };
                         stage(Stage::Forward, sent);
-                        debug_assert_eq!(answers.len(), origins.len(), "one answer per request");
-                        for (origins, answer) in origins.into_iter().zip(answers) {
+                        debug_assert_eq!(answers.len(), waiters.len(), "one answer per request");
+                        for (waiters, answer) in waiters.into_iter().zip(answers) {
                             let res = match answer {
                                 Ok(PeerResponse::Forward(r) | PeerResponse::ForwardGroup(r)) => r,
                                 Ok(other) => Err(ForwardError::Failed(format!(
@@ -347,8 +457,8 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                                 ))),
                                 Err(e) => Err(ForwardError::Failed(e.to_string())),
                             };
-                            for origin in origins {
-                                finish(&node2, origin, None, res.clone());
+                            for waiter in waiters {
+                                waiter.finish(&node2, res.clone());
                             }
                         }
                     }
@@ -360,6 +470,9 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                     duties = drop_stale_duties(&mut queue, None);
                 }
                 while let Some(p) = queue.pop_front() {
+                    if let Some(order) = &p.order {
+                        order.break_off();
+                    }
                     let origin = match &p.what {
                         Proposed::One(cmd) => cmd.origin(),
                         Proposed::Group(_) => None,
@@ -373,6 +486,19 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 }
             }
         }
+    }
+}
+
+/// Fails the writes of a forward to `leader` that was abandoned because another node leads now:
+/// their outcome is unknown (the old leader may have replicated them, and then its successor
+/// commits them), so their connections close, as for a forward that timed out.
+fn abandon(node: &Node, leader: synod_raft_store::NodeId, waiters: Vec<Vec<Waiter>>) {
+    metrics::counter!("synod_forward_leader_changes_total").increment(1);
+    let why = ForwardError::Failed(format!(
+        "leader {leader} stopped answering and another node leads now: the outcome is unknown"
+    ));
+    for waiter in waiters.into_iter().flatten() {
+        waiter.finish(node, Err(why.clone()));
     }
 }
 
@@ -449,13 +575,13 @@ mod tests {
     }
 
     /// Per request: its kind (`true` for a group) and its commands' request numbers, checked
-    /// against the origins recorded for it.
-    fn shape(requests: &[PeerRequest], origins: &[Vec<Option<Origin>>]) -> Vec<(bool, Vec<u64>)> {
-        assert_eq!(requests.len(), origins.len(), "origins for every request");
+    /// against the origins of the waiters recorded for it.
+    fn shape(requests: &[PeerRequest], waiters: &[Vec<Waiter>]) -> Vec<(bool, Vec<u64>)> {
+        assert_eq!(requests.len(), waiters.len(), "waiters for every request");
         requests
             .iter()
-            .zip(origins)
-            .map(|(req, origins)| {
+            .zip(waiters)
+            .map(|(req, waiters)| {
                 let (group, cmds) = match req {
                     PeerRequest::ForwardGroup(cmds) => (true, cmds.iter().collect::<Vec<_>>()),
                     PeerRequest::Forward(cmd) => (false, vec![cmd]),
@@ -465,9 +591,9 @@ mod tests {
                     .iter()
                     .map(|c| c.origin().expect("a write has an origin").request)
                     .collect();
-                let recorded: Vec<u64> = origins
+                let recorded: Vec<u64> = waiters
                     .iter()
-                    .map(|o| o.expect("recorded origin").request)
+                    .map(|w| w.origin.expect("recorded origin").request)
                     .collect();
                 assert_eq!(numbers, recorded, "origins in the order of the commands");
                 (group, numbers)
@@ -556,10 +682,10 @@ mod tests {
         let mut groups = ForwardGroups::default();
         let n = MAX_BATCH as u64 + 10;
         for r in 0..n {
-            groups.add(write(r, 10), usize::MAX);
+            groups.add(write(r, 10), None, usize::MAX);
         }
-        let (requests, origins) = groups.finish();
-        let shape = shape(&requests, &origins);
+        let (requests, waiters) = groups.finish();
+        let shape = shape(&requests, &waiters);
         assert_eq!(shape.len(), 2);
         assert_eq!(shape[0], (true, (0..MAX_BATCH as u64).collect()));
         assert_eq!(shape[1], (true, (MAX_BATCH as u64..n).collect()));
@@ -570,13 +696,13 @@ mod tests {
         let mut groups = ForwardGroups::default();
         // 74 bytes each against a bound of 1,000: 13 to a group.
         for r in 0..30 {
-            groups.add(write(r, 10), 1000);
+            groups.add(write(r, 10), None, 1000);
         }
-        groups.add(write(30, 2000), 1000);
-        groups.add(write(31, 10), 1000);
-        let (requests, origins) = groups.finish();
+        groups.add(write(30, 2000), None, 1000);
+        groups.add(write(31, 10), None, 1000);
+        let (requests, waiters) = groups.finish();
         assert_eq!(
-            shape(&requests, &origins),
+            shape(&requests, &waiters),
             vec![
                 (true, (0..13).collect()),
                 (true, (13..26).collect()),
@@ -590,14 +716,14 @@ mod tests {
     #[test]
     fn a_write_forwarded_alone_closes_the_open_group_first() {
         let mut groups = ForwardGroups::default();
-        groups.add(write(0, 10), usize::MAX);
-        groups.add(write(1, 10), usize::MAX);
-        groups.add_alone(write(2, 10));
-        groups.add_alone(write(3, 10));
-        groups.add(write(4, 10), usize::MAX);
-        let (requests, origins) = groups.finish();
+        groups.add(write(0, 10), None, usize::MAX);
+        groups.add(write(1, 10), None, usize::MAX);
+        groups.add_alone(write(2, 10), None);
+        groups.add_alone(write(3, 10), None);
+        groups.add(write(4, 10), None, usize::MAX);
+        let (requests, waiters) = groups.finish();
         assert_eq!(
-            shape(&requests, &origins),
+            shape(&requests, &waiters),
             vec![
                 (true, vec![0, 1]),
                 (false, vec![2]),
@@ -605,9 +731,9 @@ mod tests {
                 (true, vec![4]),
             ]
         );
-        let (requests, origins) = ForwardGroups::default().finish();
+        let (requests, waiters) = ForwardGroups::default().finish();
         assert!(
-            requests.is_empty() && origins.is_empty(),
+            requests.is_empty() && waiters.is_empty(),
             "nothing queued, nothing sent"
         );
     }

@@ -94,20 +94,9 @@ impl Node {
                         },
                         None => PeerRequest::ReadIndex,
                     };
-                    let mut metrics = self.raft.metrics();
-                    let another_leader = async move {
-                        // Err: the Raft instance is gone, and with it any other leader.
-                        if metrics
-                            .wait_for(|m| m.current_leader.is_some_and(|l| l != id))
-                            .await
-                            .is_err()
-                        {
-                            std::future::pending::<()>().await;
-                        }
-                    };
                     tokio::select! {
                         r = self.ask_leader_for_read_point(id, &addr, req) => return r,
-                        () = another_leader => {
+                        () = self.another_leader_than(id) => {
                             metrics::counter!("synod_read_point_leader_changes_total").increment(1);
                         }
                     }

@@ -269,7 +269,7 @@ impl Conn {
                     // for as long as the tree keeps the value.
                     body: Bytes::copy_from_slice(&frame[8..]),
                 };
-                let done = self.node.propose_and_wait(origin, cmd);
+                let done = self.node.propose_and_wait(origin, cmd, Some(&self.order));
                 (Slot::write(xid, op, done, false, arrived), false)
             }
             request => (

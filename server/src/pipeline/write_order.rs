@@ -1,0 +1,214 @@
+//! A connection's writes kept in order across a change of leader ([`WriteOrder`]): the proposer
+//! sends a connection's write to a leader only while every earlier write of that connection
+//! still in flight went to the same leader in the same term, and none has failed.
+//!
+//! Why: a client may pipeline writes W1, W2 on one connection, and ZooKeeper promises they take
+//! effect in that order — in particular, never W2 without W1. The proposer routes each write to
+//! the leader its Raft metrics name *when the write reaches it*. If the leader changes between
+//! W1 and W2, W1 may sit with the old leader (paused, cut off, deposed before replicating it)
+//! while W2 commits with the new one; W1 is then lost (an entry of the old term that the new
+//! leader's log does not hold never commits once the new leader commits anything). Both
+//! replies fail (W1's failure closes the connection, and replies go out in order), but the
+//! client would find W2's effect without W1's. ZooKeeper closes every client connection of a
+//! follower that loses its leader, so a connection's writes never straddle two leaders; here
+//! the proposer refuses W2 instead (its connection closes the same way).
+//!
+//! The rule, per connection: a write is admitted for a [`Route`] only if the connection has no
+//! write in flight or they all went by that route; once one of its writes has failed (its
+//! outcome unknown, or refused as above), every later one is refused. The state lives with the
+//! connection, so it is bounded by the connections and needs no cleanup.
+//!
+//! Not covered: a leader deposed and re-elected while a follower still believes it leads in the
+//! old term (so the follower's route does not change) could fail W1 at its step-down and accept
+//! W2 after its re-election, if W2's frame reached it only after a whole election.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use synod_raft_store::NodeId;
+
+use crate::error::OutOfOrder;
+
+/// Where a write was sent: the leader its node's Raft metrics named, in the term they named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The leader's id (this node's own when it leads).
+    pub leader: NodeId,
+    /// The term in which the metrics showed it leading: a leader deposed and re-elected may
+    /// have lost what it held in the earlier term.
+    pub term: u64,
+}
+
+/// See the module documentation. One per client connection, shared by its reader (which
+/// proposes) and the proposer (which admits and settles); only the proposer's task changes it.
+#[derive(Debug, Default)]
+pub struct WriteOrder {
+    state: Mutex<OrderState>,
+}
+
+#[derive(Debug, Default)]
+struct OrderState {
+    /// Where the writes in flight went. Meaningful only while `in_flight > 0`.
+    route: Option<Route>,
+    /// Writes admitted whose outcome is not known yet.
+    in_flight: u32,
+    /// A write of the connection failed or was refused: every later one is refused. Never
+    /// cleared (the connection is closing).
+    broken: bool,
+}
+
+impl WriteOrder {
+    pub fn new() -> Arc<WriteOrder> {
+        Arc::new(WriteOrder::default())
+    }
+
+    fn state(&self) -> MutexGuard<'_, OrderState> {
+        // The state is a few fields set together; a panic elsewhere cannot leave it half set.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits the connection's next write for `route`, or refuses it (and every later one).
+    /// The returned [`InFlight`] must be settled with the write's outcome.
+    pub fn admit(self: &Arc<Self>, route: Route) -> Result<InFlight, OutOfOrder> {
+        let mut s = self.state();
+        if s.broken {
+            return Err(OutOfOrder::EarlierFailed);
+        }
+        if s.in_flight > 0 {
+            debug_assert!(s.route.is_some(), "writes in flight have a route");
+            if let Some(was) = s.route.filter(|was| *was != route) {
+                s.broken = true;
+                return Err(OutOfOrder::LeaderChanged { was, now: route });
+            }
+        }
+        s.route = Some(route);
+        s.in_flight += 1;
+        Ok(InFlight {
+            order: Some(self.clone()),
+        })
+    }
+
+    /// A write of the connection failed before it was admitted (no leader known, node shutting
+    /// down): every later one is refused.
+    pub fn break_off(&self) {
+        self.state().broken = true;
+    }
+
+    /// Whether a write of the connection failed or was refused.
+    pub fn is_broken(&self) -> bool {
+        self.state().broken
+    }
+
+    /// Settles one admitted write.
+    fn settle(&self, applied: bool) {
+        let mut s = self.state();
+        debug_assert!(s.in_flight > 0, "settling a write that is not in flight");
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if !applied {
+            s.broken = true;
+        }
+    }
+}
+
+/// An admitted write whose outcome is not known yet. Settle it with [`InFlight::settle`];
+/// dropped unsettled (its proposal was dropped at shutdown), it counts as failed.
+#[derive(Debug)]
+pub struct InFlight {
+    /// `None` once settled.
+    order: Option<Arc<WriteOrder>>,
+}
+
+impl InFlight {
+    /// The write was applied (`true`), or failed and its outcome is unknown (`false`).
+    pub fn settle(mut self, applied: bool) {
+        if let Some(order) = self.order.take() {
+            order.settle(applied);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(order) = self.order.take() {
+            order.settle(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Route = Route { leader: 1, term: 5 };
+    const B: Route = Route { leader: 2, term: 6 };
+
+    #[test]
+    fn writes_to_one_leader_are_admitted_however_many_are_in_flight() {
+        let order = WriteOrder::new();
+        let first = order.admit(A).expect("first write");
+        let second = order.admit(A).expect("second write, same leader");
+        first.settle(true);
+        second.settle(true);
+        assert!(!order.is_broken());
+    }
+
+    #[test]
+    fn a_write_for_another_leader_waits_for_nothing_once_the_earlier_ones_are_applied() {
+        let order = WriteOrder::new();
+        order.admit(A).expect("first write").settle(true);
+        order
+            .admit(B)
+            .expect("nothing in flight: the new leader may take it")
+            .settle(true);
+        assert!(!order.is_broken());
+    }
+
+    #[test]
+    fn a_write_for_another_leader_is_refused_while_earlier_ones_are_in_flight() {
+        let order = WriteOrder::new();
+        let first = order.admit(A).expect("first write");
+        assert_eq!(
+            order.admit(B).expect_err("W1 still with the old leader"),
+            OutOfOrder::LeaderChanged { was: A, now: B }
+        );
+        // Even once W1 turns out applied, the refused W2 broke the order for good.
+        first.settle(true);
+        assert_eq!(order.admit(B).unwrap_err(), OutOfOrder::EarlierFailed);
+        assert_eq!(order.admit(A).unwrap_err(), OutOfOrder::EarlierFailed);
+    }
+
+    #[test]
+    fn the_same_leader_in_a_later_term_is_another_route() {
+        let order = WriteOrder::new();
+        let _first = order.admit(A).expect("first write");
+        let reelected = Route { term: 7, ..A };
+        assert!(matches!(
+            order.admit(reelected),
+            Err(OutOfOrder::LeaderChanged { .. })
+        ));
+    }
+
+    #[test]
+    fn after_a_failed_write_every_later_one_is_refused() {
+        let order = WriteOrder::new();
+        let first = order.admit(A).expect("first write");
+        let second = order.admit(A).expect("second write");
+        first.settle(false);
+        assert_eq!(order.admit(A).unwrap_err(), OutOfOrder::EarlierFailed);
+        second.settle(true);
+        assert!(order.is_broken());
+    }
+
+    #[test]
+    fn a_write_dropped_unsettled_counts_as_failed() {
+        let order = WriteOrder::new();
+        drop(order.admit(A).expect("first write"));
+        assert_eq!(order.admit(A).unwrap_err(), OutOfOrder::EarlierFailed);
+    }
+
+    #[test]
+    fn a_write_refused_before_admission_breaks_the_order() {
+        let order = WriteOrder::new();
+        order.break_off();
+        assert_eq!(order.admit(A).unwrap_err(), OutOfOrder::EarlierFailed);
+    }
+}
