@@ -6,10 +6,11 @@
 //! their sessions, a recursive watcher seeing every change once in zxid order, and every replica
 //! converging to the same digest. Prints one table row per scenario.
 //!
-//! `cargo test -p synod-server --test faults` runs the short version (three scenarios);
+//! `cargo test -p synod-server --test faults` runs the short version (four scenarios);
 //! `scripts/faults.sh` (or `-- --full`) runs every scenario; `-- --scenario NAME` runs one.
 //! Exits non-zero if any scenario finds an anomaly or cannot run.
 
+mod kept_logs;
 mod net;
 mod scenario;
 mod workload;

@@ -23,6 +23,7 @@ use synod_faults::model::{
     Znode, ZnodeOp,
 };
 
+use crate::kept_logs::LogsOnFailure;
 use crate::net::{FaultNet, Wan};
 use crate::workload::{self, plock, Load, LockOp, MULTI_KEYS, OP_TIMEOUT};
 use synod_testkit::inject::{flip_middle, free_bytes, record_files, set_clock, Strace, Tmpfs};
@@ -331,6 +332,8 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     }
     .map_err(|e| format!("start cluster: {e}"))?;
     let ens = Arc::new(ens);
+    // Its node logs outlive it if the scenario fails in any way (they go with its directory).
+    let mut logs = LogsOnFailure::new(ens.clone(), spec.name);
     // Tmpfs mounts of the scenario, unmounted before the cluster is dropped.
     let mut mounts: Vec<Tmpfs> = Vec::new();
     let addrs = ens.addrs();
@@ -529,6 +532,9 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
         leader_faults,
         plock(&changes)
     );
+    if summary.anomalies == 0 && details.is_empty() {
+        logs.passed();
+    }
     Ok(Outcome_ { summary, details })
 }
 
