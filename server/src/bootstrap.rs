@@ -12,7 +12,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft};
 use synod_raft_store::audit::AuditStore;
 use synod_raft_store::log_store::LogStore;
-use synod_raft_store::state_machine::StateMachine;
+use synod_raft_store::state_machine::{lock, StateMachine};
 use synod_raft_store::NodeId;
 use tokio::sync::{mpsc, watch};
 
@@ -61,6 +61,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
     .map_err(|e| storage_error(&cfg, "the state machine (state)", e))?;
     let replica = sm.replica();
     let applied = sm.applied();
+    let snapshot_installs = lock(&replica).observer.installs.subscribe();
     let raft_cfg = openraft::Config {
         cluster_name: "synod".into(),
         heartbeat_interval: cfg.heartbeat.as_millis() as u64,
@@ -112,6 +113,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         log_memory,
         replica,
         applied,
+        snapshot_installs,
         audit,
         pool,
         local,

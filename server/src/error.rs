@@ -63,9 +63,10 @@ pub enum OutOfOrder {
     EarlierFailed,
     /// The leader changed while earlier writes of the connection were in flight to the old one.
     #[error(
-        "the leader changed (now node {} in term {}) while earlier writes of this connection were \
-         in flight to node {} in term {}; their outcome is unknown",
-        now.leader, now.term, was.leader, was.term
+        "the leader or the link to it changed (now node {} in term {}, link {}) while earlier \
+         writes of this connection were in flight to node {} in term {} (link {}); their outcome \
+         is unknown",
+        now.leader, now.term, now.link, was.leader, was.term, was.link
     )]
     LeaderChanged {
         /// Where the writes in flight went.
@@ -73,6 +74,13 @@ pub enum OutOfOrder {
         /// Where this one would have gone.
         now: crate::pipeline::write_order::Route,
     },
+    /// A `reconfig`, which goes to the leader apart from the connection's other writes, was
+    /// sent while another write of the connection was in flight, or a write while it was.
+    #[error(
+        "a reconfig and another write of this connection were in flight together: their order \
+         could not be kept"
+    )]
+    NotAlone,
 }
 
 /// Why a client's `reconfig` changed nothing. [`ReconfigError::code`] is where each becomes the

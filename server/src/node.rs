@@ -148,6 +148,13 @@ pub struct Node {
     pub replica: SharedReplica<Applier>,
     /// The last applied index, for readers waiting to catch up.
     pub applied: watch::Receiver<u64>,
+    /// How many snapshots replaced this node's state ([`Applier::installs`]). A batch entry this
+    /// node proposed as leader and a snapshot then covered may never be answered: openraft
+    /// answers an entry's proposer when it applies the entry or truncates it, and a deposed
+    /// leader that installs a snapshot past its log's end does neither. So the proposer fails
+    /// its batches in flight at each install (their outcome unknown), or they would hold its
+    /// places for batches in flight for good.
+    pub snapshot_installs: watch::Receiver<u64>,
     /// The audit trail's records (`None` with `--audit off`); apply writes them, the admin
     /// port reads them.
     pub audit: Option<synod_raft_store::audit::AuditStore>,
@@ -224,7 +231,8 @@ impl Node {
             .map(|(route, addr)| (route.leader, addr))
     }
 
-    /// The current leader with the term the metrics show it leading in, and its peer address.
+    /// The current leader with the term the metrics show it leading in (the route's `link` 0:
+    /// the proposer sets a follower's), and its peer address.
     pub fn leader_route(&self) -> Option<(Route, String)> {
         // Read in place (the proposer asks once per batch): a clone of the metrics would copy
         // their replication map.
@@ -239,6 +247,7 @@ impl Node {
         let route = Route {
             leader,
             term: m.current_term,
+            link: 0,
         };
         Some((route, addr))
     }

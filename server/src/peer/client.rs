@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +44,7 @@ const QUEUE_LEN: usize = 1024;
 /// [`super::PeerService::handle`] in that order. Calls from different tasks are ordered by the
 /// moment each first reaches the pool. The guarantee holds per connection: a call that fails
 /// because the connection broke may or may not have been delivered, and the calls after it may
-/// travel on a new connection.
+/// travel on a new connection — unless they are calls of one [`CallStream`], which fail instead.
 #[derive(Clone)]
 pub struct PeerPool {
     /// Shared by the clones.
@@ -134,7 +134,14 @@ impl PeerPool {
         let connect_deadline = Instant::now().checked_add(timeout);
         let sent = async {
             let mut pending = self
-                .enqueue(target, addr, vec![(id, payload)], connect_deadline)
+                .enqueue(
+                    None,
+                    target,
+                    addr,
+                    vec![(id, payload)],
+                    connect_deadline,
+                    None,
+                )
                 .await;
             match pending.pop() {
                 Some(Ok(call)) => call.wait().await,
@@ -161,16 +168,55 @@ impl PeerPool {
         reqs: Vec<PeerRequest>,
         timeout: Duration,
     ) -> Vec<Result<PeerResponse, PeerError>> {
+        self.call_group(None, target, addr, reqs, timeout).await
+    }
+
+    /// [`PeerPool::call_all`] as the next calls of `stream`: they are sent only on the
+    /// connection that carried the stream's earlier calls (or, for its first, on any), and a
+    /// request that cannot be sent (not encodable, no connection, the stream's connection broke
+    /// or was replaced) fails every later request of the group and of the stream, unsent.
+    pub async fn call_all_in(
+        &self,
+        stream: &CallStream,
+        target: NodeId,
+        addr: &str,
+        reqs: Vec<PeerRequest>,
+        timeout: Duration,
+    ) -> Vec<Result<PeerResponse, PeerError>> {
+        self.call_group(Some(stream), target, addr, reqs, timeout)
+            .await
+    }
+
+    /// [`PeerPool::call_all`], in `stream` if given ([`PeerPool::call_all_in`]).
+    async fn call_group(
+        &self,
+        stream: Option<&CallStream>,
+        target: NodeId,
+        addr: &str,
+        reqs: Vec<PeerRequest>,
+        timeout: Duration,
+    ) -> Vec<Result<PeerResponse, PeerError>> {
         let mut results: Vec<Option<Result<PeerResponse, PeerError>>> = Vec::new();
         let mut payloads = Vec::with_capacity(reqs.len());
+        // In a stream, nothing after a request that cannot be encoded may be sent.
+        let mut unsendable: Option<PeerError> = None;
         for req in reqs {
+            if let Some(e) = &unsendable {
+                results.push(Some(Err(e.clone())));
+                continue;
+            }
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             match encode_frame(id, &req, self.inner.max_frame_len) {
                 Ok(payload) => {
                     payloads.push((id, payload));
                     results.push(None);
                 }
-                Err(e) => results.push(Some(Err(e))),
+                Err(e) => {
+                    if stream.is_some() {
+                        unsendable = Some(e.clone());
+                    }
+                    results.push(Some(Err(e)));
+                }
             }
         }
         let connect_deadline = Instant::now().checked_add(timeout);
@@ -178,7 +224,19 @@ impl PeerPool {
             .filter(|&i| results[i].is_none())
             .collect();
         let waiting = async {
-            let pending = self.enqueue(target, addr, payloads, connect_deadline).await;
+            // A stream's call that times out before its frames are enqueued (waiting for the
+            // connection, or behind other calls) stops the stream: a later call must not go
+            // where this one did not.
+            let mut unqueued = stream.map(|stream| StopOnDrop {
+                stream,
+                why: Some(PeerError::Timeout(timeout)),
+            });
+            let pending = self
+                .enqueue(stream, target, addr, payloads, connect_deadline, unsendable)
+                .await;
+            if let Some(guard) = &mut unqueued {
+                guard.why = None;
+            }
             // Each answer is kept as it arrives: one that never comes does not cost the others.
             let mut answers: FuturesUnordered<_> = slots
                 .iter()
@@ -204,26 +262,35 @@ impl PeerPool {
 
     /// Enqueues the frames, in order, on the address's connection (opening one if needed);
     /// returns a waiter per frame, in order. A frame that could not be enqueued (no connection,
-    /// or it broke) gets the error instead, and so do the frames after it.
+    /// or it broke) gets the error instead, and so do the frames after it. Frames of `stream`
+    /// go only on the stream's connection (see [`CallStream`]); `stop_after` stops the stream
+    /// once these frames are enqueued, before any later call's (a request after them that
+    /// could not be encoded).
     async fn enqueue(
         &self,
+        stream: Option<&CallStream>,
         target: NodeId,
         addr: &str,
         payloads: Vec<(u64, Bytes)>,
         connect_deadline: Option<Instant>,
+        stop_after: Option<PeerError>,
     ) -> Vec<Result<PendingCall, PeerError>> {
         let addr = self.inner.routes.get(&target).map_or(addr, String::as_str);
         let slot = self.slot(addr);
         let mut slot = slot.lock().await;
-        let conn = match slot.take() {
-            // A connection whose hello predates this node's cluster id is replaced, so that
-            // the peer hears the id (it adopts it from the new hello).
-            Some(conn)
-                if conn.shared.is_open()
-                    && conn.cluster_at_hello == self.inner.local.cluster.get() =>
-            {
-                Ok(conn)
+        // A connection whose hello predates this node's cluster id is replaced, so that the
+        // peer hears the id (it adopts it from the new hello).
+        let reusable = slot.as_ref().filter(|conn| {
+            conn.shared.is_open() && conn.cluster_at_hello == self.inner.local.cluster.get()
+        });
+        if let Some(stream) = stream {
+            if let Err(e) = stream.may_use(reusable.map(|conn| &conn.shared)) {
+                return payloads.iter().map(|_| Err(e.clone())).collect();
             }
+        }
+        let reuse = reusable.is_some();
+        let conn = match slot.take() {
+            Some(conn) if reuse => Ok(conn),
             stale => {
                 // A broken connection is dropped here (its tasks stop, its socket closes).
                 drop(stale);
@@ -239,8 +306,16 @@ impl PeerPool {
         };
         let conn = match conn {
             Ok(conn) => slot.insert(conn),
-            Err(e) => return payloads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => {
+                if let Some(stream) = stream {
+                    stream.fail(e.clone());
+                }
+                return payloads.iter().map(|_| Err(e.clone())).collect();
+            }
         };
+        if let Some(stream) = stream {
+            stream.bind(&conn.shared);
+        }
         let mut pending = Vec::with_capacity(payloads.len());
         let mut failed: Option<PeerError> = None;
         for (id, payload) in payloads {
@@ -251,6 +326,9 @@ impl PeerPool {
             let call = match conn.shared.register(id) {
                 Ok(call) => call,
                 Err(e) => {
+                    if let Some(stream) = stream {
+                        stream.fail(e.clone());
+                    }
                     failed = Some(e.clone());
                     pending.push(Err(e));
                     continue;
@@ -260,11 +338,17 @@ impl PeerPool {
                 let e = conn.shared.error().unwrap_or_else(|| {
                     PeerError::Closed("the connection's writer stopped".to_string())
                 });
+                if let Some(stream) = stream {
+                    stream.fail(e.clone());
+                }
                 failed = Some(e.clone());
                 pending.push(Err(e));
                 continue;
             }
             pending.push(Ok(call));
+        }
+        if let (Some(stream), Some(e)) = (stream, stop_after) {
+            stream.fail(e);
         }
         pending
     }
@@ -297,6 +381,97 @@ impl PeerPool {
         let slot = slot.lock().await;
         slot.as_ref()
             .map_or(0, |c| lock(&c.shared.state).pending.len())
+    }
+}
+
+/// A sequence of calls to one node that must reach it in order or not at all: a follower's
+/// forwards of client writes ([`crate::pipeline::write_order`]). The pool's ordering guarantee
+/// holds per connection, and a call after one that failed because its connection broke may
+/// travel on a new connection, overtaking what the broken one lost. A stream's calls all go on
+/// the connection that carried its first; once a call of the stream could not be sent (not
+/// encodable, no connection) or that connection broke or was replaced, every later call of the
+/// stream fails unsent. A caller that still has calls to make starts a new stream.
+#[derive(Default)]
+pub struct CallStream {
+    state: Mutex<StreamState>,
+}
+
+/// Stops `stream` with `why`, if still set, when dropped.
+struct StopOnDrop<'a> {
+    stream: &'a CallStream,
+    why: Option<PeerError>,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.why.take() {
+            self.stream.fail(e);
+        }
+    }
+}
+
+/// See [`CallStream`].
+#[derive(Default)]
+struct StreamState {
+    /// The connection that carried the stream's calls (`None` before the first was enqueued).
+    /// Weak: the pool owns connections; a stream only recognises its own.
+    conn: Option<Weak<ConnShared>>,
+    /// Why the stream stopped, once it has: every later call fails with it.
+    failed: Option<PeerError>,
+}
+
+impl CallStream {
+    pub fn new() -> Arc<CallStream> {
+        Arc::new(CallStream::default())
+    }
+
+    /// Whether later calls may still go: the stream has not failed, and its connection, if it
+    /// has one yet, is still open.
+    pub fn is_usable(&self) -> bool {
+        let s = lock(&self.state);
+        s.failed.is_none()
+            && s.conn
+                .as_ref()
+                .is_none_or(|conn| conn.upgrade().is_some_and(|c| c.is_open()))
+    }
+
+    /// Stops the stream (the first reason stays).
+    fn fail(&self, e: PeerError) {
+        lock(&self.state).failed.get_or_insert(e);
+    }
+
+    /// Whether the stream's next call may go on `reusable` (the address's open connection, if
+    /// any; `None`: a new one would be made): yes if the stream has not failed and it is the
+    /// stream's connection, or the stream has none yet. A refusal stops the stream.
+    fn may_use(&self, reusable: Option<&Arc<ConnShared>>) -> Result<(), PeerError> {
+        let mut s = lock(&self.state);
+        if let Some(e) = &s.failed {
+            return Err(e.clone());
+        }
+        let Some(own) = &s.conn else {
+            return Ok(());
+        };
+        if reusable.is_some_and(|conn| std::ptr::eq(own.as_ptr(), Arc::as_ptr(conn))) {
+            return Ok(());
+        }
+        let e = PeerError::Closed(
+            "the connection that carried the earlier calls of this stream broke or was replaced"
+                .to_string(),
+        );
+        s.failed = Some(e.clone());
+        Err(e)
+    }
+
+    /// The stream's calls go on `conn` (the first call's; later ones pass [`Self::may_use`]).
+    fn bind(&self, conn: &Arc<ConnShared>) {
+        let mut s = lock(&self.state);
+        debug_assert!(
+            s.conn
+                .as_ref()
+                .is_none_or(|own| std::ptr::eq(own.as_ptr(), Arc::as_ptr(conn))),
+            "a stream changed connections"
+        );
+        s.conn = Some(Arc::downgrade(conn));
     }
 }
 

@@ -35,7 +35,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use synod_raft_store::types::{Command, NodeId, TypeConfig};
 
-pub use client::PeerPool;
+pub use client::{CallStream, PeerPool};
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub use network::{PeerConn, PeerNetwork};
 pub use server::{

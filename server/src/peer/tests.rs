@@ -500,6 +500,98 @@ async fn peer_pool_reconnects_after_server_restart() {
     .await
 }
 
+/// (d2) The calls of a [`CallStream`] travel only on the connection its first call went on:
+/// after that connection broke (the server went away and came back), the stream's next call
+/// fails unsent, and so does every later one, while a plain call, or a new stream, reconnects.
+/// A request of a stream that cannot be encoded, or a first call that finds no connection, stops
+/// the stream the same way: nothing after it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stream_never_moves_to_another_connection() {
+    bounded(async {
+        let fake = Arc::new(Fake::default());
+        let server = TestServer::any_port(fake.clone()).await;
+        let sock = server.addr;
+        let addr = sock.to_string();
+        let pool = PeerPool::new(LocalPeer::insecure(1), 512);
+        let forward = |marker| PeerRequest::Forward(reap(marker));
+        let forwarded = |answers: &[Result<PeerResponse, PeerError>]| {
+            answers
+                .iter()
+                .map(|a| matches!(a, Ok(PeerResponse::Forward(Ok(())))))
+                .collect::<Vec<bool>>()
+        };
+
+        let stream = CallStream::new();
+        let answers = pool
+            .call_all_in(&stream, 2, &addr, vec![forward(1)], CALL_TIMEOUT)
+            .await;
+        assert_eq!(forwarded(&answers), [true]);
+        assert!(stream.is_usable());
+
+        server.stop().await;
+        while pool.is_connected(&addr).await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!stream.is_usable(), "its connection broke");
+        let server = TestServer::start(sock, fake.clone(), PeerLimits::default()).await;
+        for marker in [2, 3] {
+            let answers = pool
+                .call_all_in(&stream, 2, &addr, vec![forward(marker)], CALL_TIMEOUT)
+                .await;
+            assert!(
+                matches!(answers[..], [Err(PeerError::Closed(_))]),
+                "{answers:?}"
+            );
+        }
+        let answers = pool
+            .call_all(2, &addr, vec![forward(4)], CALL_TIMEOUT)
+            .await;
+        assert_eq!(forwarded(&answers), [true], "a plain call reconnects");
+        let fresh = CallStream::new();
+        let answers = pool
+            .call_all_in(&fresh, 2, &addr, vec![forward(5)], CALL_TIMEOUT)
+            .await;
+        assert_eq!(forwarded(&answers), [true], "so does a new stream");
+        assert_eq!(*fake.forwards.lock().expect("forwards"), vec![1, 4, 5]);
+
+        // A request too large to send: the one before it goes, the one after it does not.
+        let answers = pool
+            .call_all_in(
+                &fresh,
+                2,
+                &addr,
+                vec![forward(6), touch(&[1; 300]), forward(7)],
+                CALL_TIMEOUT,
+            )
+            .await;
+        assert_eq!(forwarded(&answers), [true, false, false]);
+        assert!(
+            matches!(answers[1], Err(PeerError::TooLarge { max: 512, .. })),
+            "{:?}",
+            answers[1]
+        );
+        let answers = pool
+            .call_all_in(&fresh, 2, &addr, vec![forward(8)], CALL_TIMEOUT)
+            .await;
+        assert_eq!(forwarded(&answers), [false], "the stream stopped");
+        assert_eq!(*fake.forwards.lock().expect("forwards"), vec![1, 4, 5, 6]);
+
+        // A first call that finds no connection stops its stream too.
+        let dead = dead_addr().await.to_string();
+        let unreachable = CallStream::new();
+        let answers = pool
+            .call_all_in(&unreachable, 2, &dead, vec![forward(9)], CALL_TIMEOUT)
+            .await;
+        assert!(
+            matches!(answers[..], [Err(PeerError::Unreachable(_))]),
+            "{answers:?}"
+        );
+        assert!(!unreachable.is_usable());
+        server.stop().await;
+    })
+    .await
+}
+
 /// A call in flight when the server goes away fails with Closed, not at its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_calls_in_flight_fail_when_the_connection_breaks() {

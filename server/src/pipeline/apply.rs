@@ -30,6 +30,9 @@ pub struct Applier {
     pub history: EventHistory,
     /// Reads across tenants noted for the audit trail, until the next flush.
     pub read_audit: crate::pipeline::read_audit::ReadAudit,
+    /// How many snapshots replaced this node's state. The proposer fails its batch entries in
+    /// flight at each one ([`crate::node::Node::snapshot_installs`]).
+    pub installs: tokio::sync::watch::Sender<u64>,
 }
 
 /// Encodes one watch notification for the change at `zxid` as a complete frame.
@@ -60,6 +63,7 @@ impl Applier {
             pending: Pending::new(node_id),
             history: EventHistory::default(),
             read_audit: Default::default(),
+            installs: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -219,6 +223,7 @@ impl ApplyObserver for Applier {
     fn on_install(&mut self, _tree: &DataTree) {
         self.history.clear();
         self.pending.fail_all("state replaced by a snapshot");
+        self.installs.send_modify(|n| *n += 1);
         for id in self.conns.ids() {
             self.kill_conn(id, "state replaced by a snapshot");
         }

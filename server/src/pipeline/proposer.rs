@@ -14,12 +14,12 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::types::{FORWARD_GROUP_SINCE, MAX_BATCH};
-use synod_raft_store::{Command, Origin};
+use synod_raft_store::{Command, NodeId, Origin};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::metrics::{stage, Stage};
 use crate::node::{Node, Proposal, Proposed};
-use crate::peer::{ForwardError, PeerRequest, PeerResponse};
+use crate::peer::{CallStream, ForwardError, PeerRequest, PeerResponse};
 use crate::pipeline::pending::Completion;
 use crate::pipeline::write_order::{InFlight, Route, WriteOrder};
 
@@ -257,6 +257,10 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
     // At least the number of duties in `queue` (rare: expiries, reaps): while it is 0 the
     // queue is not scanned for stale ones, which would cost a pass over every queued write.
     let mut duties = 0usize;
+    // As a follower: the stream its forwards go to the leader on (the leader, the stream's
+    // number, the stream), replaced when the leader changes or the stream's connection broke.
+    let mut link: Option<(NodeId, u64, Arc<CallStream>)> = None;
+    let mut links = 0u64;
     loop {
         tokio::select! {
             p = rx.recv(), if open => match p {
@@ -342,17 +346,32 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         cmds.len()
                     );
                     let proposed = Instant::now();
+                    // Seen now: only a snapshot installed after the proposal fails the batch.
+                    let mut installs = node.snapshot_installs.clone();
+                    installs.mark_unchanged();
                     match node.raft.client_write_ff(Command::Batch(cmds.into())).await {
                         Ok(responder) => {
                             let node = node.clone();
                             batches.push(
                                 async move {
-                                    let applied = responder.await;
-                                    stage(Stage::Commit, proposed);
-                                    let res = match applied {
-                                        Ok(Ok(_)) => Ok(()),
-                                        Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
-                                        Err(e) => Err(ForwardError::Failed(e.to_string())),
+                                    let res = tokio::select! {
+                                        biased;
+                                        applied = responder => {
+                                            stage(Stage::Commit, proposed);
+                                            match applied {
+                                                Ok(Ok(_)) => Ok(()),
+                                                Ok(Err(e)) => {
+                                                    Err(ForwardError::Failed(e.to_string()))
+                                                }
+                                                Err(e) => Err(ForwardError::Failed(e.to_string())),
+                                            }
+                                        }
+                                        // Also when the replica is gone (shutting down).
+                                        _ = installs.changed() => Err(ForwardError::Failed(
+                                            "a snapshot replaced this node's state while the \
+                                             entry was in flight: its outcome is unknown"
+                                                .to_string(),
+                                        )),
                                     };
                                     for waiter in waiters {
                                         waiter.finish(&node, res.clone());
@@ -369,8 +388,23 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                     }
                 }
             }
-            Some((route, addr)) => {
+            Some((mut route, addr)) => {
                 let id = route.leader;
+                // What the last stream carried may have been lost with its connection: the
+                // writes after it go on a new one, as another route.
+                let stream = match &link {
+                    Some((leader, number, stream)) if *leader == id && stream.is_usable() => {
+                        route.link = *number;
+                        stream.clone()
+                    }
+                    _ => {
+                        links += 1;
+                        let stream = CallStream::new();
+                        link = Some((id, links, stream.clone()));
+                        route.link = links;
+                        stream
+                    }
+                };
                 // A duty is never forwarded, whatever the metrics said a moment ago.
                 if duties > 0 {
                     duties = drop_stale_duties(&mut queue, None);
@@ -423,7 +457,7 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 let pool = node.pool.clone();
                 let sent = Instant::now();
                 let mut call = Box::pin(async move {
-                    pool.call_all(id, &addr, requests, LEADER_CALL_TIMEOUT)
+                    pool.call_all_in(&stream, id, &addr, requests, LEADER_CALL_TIMEOUT)
                         .await
                 });
                 // The first poll enqueues the frames: do it now, so forwards keep their order.
@@ -492,7 +526,7 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
 /// Fails the writes of a forward to `leader` that was abandoned because another node leads now:
 /// their outcome is unknown (the old leader may have replicated them, and then its successor
 /// commits them), so their connections close, as for a forward that timed out.
-fn abandon(node: &Node, leader: synod_raft_store::NodeId, waiters: Vec<Vec<Waiter>>) {
+fn abandon(node: &Node, leader: NodeId, waiters: Vec<Vec<Waiter>>) {
     metrics::counter!("synod_forward_leader_changes_total").increment(1);
     let why = ForwardError::Failed(format!(
         "leader {leader} stopped answering and another node leads now: the outcome is unknown"

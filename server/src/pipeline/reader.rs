@@ -238,7 +238,9 @@ impl Conn {
                 ready(ErrorCode::NotReadOnly, false)
             }
             Request::Reconfig(r) => {
-                let done = self.node.start_reconfig(self.session_id, auth, r);
+                let done = self
+                    .node
+                    .start_reconfig(self.session_id, auth, r, &self.order);
                 (Slot::write(xid, op, done, false, arrived), false)
             }
             Request::Sasl(_) => ready(ErrorCode::Unimplemented, false),

@@ -15,8 +15,13 @@
 //!
 //! The rule, per connection: a write is admitted for a [`Route`] only if the connection has no
 //! write in flight or they all went by that route; once one of its writes has failed (its
-//! outcome unknown, or refused as above), every later one is refused. The state lives with the
-//! connection, so it is bounded by the connections and needs no cleanup.
+//! outcome unknown, or refused as above), every later one is refused. A route names the leader,
+//! its term, and on a follower the ordered link the forwards travel on
+//! ([`crate::peer::CallStream`]: one peer connection; a follower starts a new one after the
+//! connection breaks, since what the broken one carried may be lost). A `reconfig`, which goes
+//! to the leader its own way ([`crate::reconfig`]), is admitted only alone
+//! ([`WriteOrder::admit_alone`]). The state lives with the connection, so it is bounded by the
+//! connections and needs no cleanup.
 //!
 //! Not covered: a leader deposed and re-elected while a follower still believes it leads in the
 //! old term (so the follower's route does not change) could fail W1 at its step-down and accept
@@ -28,7 +33,8 @@ use synod_raft_store::NodeId;
 
 use crate::error::OutOfOrder;
 
-/// Where a write was sent: the leader its node's Raft metrics named, in the term they named.
+/// Where a write was sent: the leader its node's Raft metrics named, in the term they named, and
+/// by which link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     /// The leader's id (this node's own when it leads).
@@ -36,10 +42,14 @@ pub struct Route {
     /// The term in which the metrics showed it leading: a leader deposed and re-elected may
     /// have lost what it held in the earlier term.
     pub term: u64,
+    /// On a follower, which of its forward streams to the leader carried it (a new one after
+    /// each broken connection); 0 on the leader itself.
+    pub link: u64,
 }
 
 /// See the module documentation. One per client connection, shared by its reader (which
-/// proposes) and the proposer (which admits and settles); only the proposer's task changes it.
+/// proposes, and breaks the order if the proposer is gone) and the proposer (which admits and
+/// settles).
 #[derive(Debug, Default)]
 pub struct WriteOrder {
     state: Mutex<OrderState>,
@@ -47,7 +57,8 @@ pub struct WriteOrder {
 
 #[derive(Debug, Default)]
 struct OrderState {
-    /// Where the writes in flight went. Meaningful only while `in_flight > 0`.
+    /// Where the writes in flight went (`None` for a write admitted alone). Meaningful only
+    /// while `in_flight > 0`.
     route: Option<Route>,
     /// Writes admitted whose outcome is not known yet.
     in_flight: u32,
@@ -74,14 +85,39 @@ impl WriteOrder {
             return Err(OutOfOrder::EarlierFailed);
         }
         if s.in_flight > 0 {
-            debug_assert!(s.route.is_some(), "writes in flight have a route");
-            if let Some(was) = s.route.filter(|was| *was != route) {
-                s.broken = true;
-                return Err(OutOfOrder::LeaderChanged { was, now: route });
+            match s.route {
+                Some(was) if was == route => {}
+                Some(was) => {
+                    s.broken = true;
+                    return Err(OutOfOrder::LeaderChanged { was, now: route });
+                }
+                None => {
+                    s.broken = true;
+                    return Err(OutOfOrder::NotAlone);
+                }
             }
         }
         s.route = Some(route);
         s.in_flight += 1;
+        Ok(InFlight {
+            order: Some(self.clone()),
+        })
+    }
+
+    /// Admits a write that goes to the leader by a way of its own, ordered with nothing else
+    /// (a `reconfig`): only while no other write of the connection is in flight, and none is
+    /// admitted until it is settled.
+    pub fn admit_alone(self: &Arc<Self>) -> Result<InFlight, OutOfOrder> {
+        let mut s = self.state();
+        if s.broken {
+            return Err(OutOfOrder::EarlierFailed);
+        }
+        if s.in_flight > 0 {
+            s.broken = true;
+            return Err(OutOfOrder::NotAlone);
+        }
+        s.route = None;
+        s.in_flight = 1;
         Ok(InFlight {
             order: Some(self.clone()),
         })
@@ -99,11 +135,11 @@ impl WriteOrder {
     }
 
     /// Settles one admitted write.
-    fn settle(&self, applied: bool) {
+    fn settle(&self, known: bool) {
         let mut s = self.state();
         debug_assert!(s.in_flight > 0, "settling a write that is not in flight");
         s.in_flight = s.in_flight.saturating_sub(1);
-        if !applied {
+        if !known {
             s.broken = true;
         }
     }
@@ -118,10 +154,12 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// The write was applied (`true`), or failed and its outcome is unknown (`false`).
-    pub fn settle(mut self, applied: bool) {
+    /// The write's outcome is known and final (`true`: applied, or refused with an error its
+    /// client is told, and the connection goes on), or it failed and its connection closes
+    /// (`false`: the outcome is unknown, or the client is told nothing of it).
+    pub fn settle(mut self, known: bool) {
         if let Some(order) = self.order.take() {
-            order.settle(applied);
+            order.settle(known);
         }
     }
 }
@@ -138,8 +176,16 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
 
-    const A: Route = Route { leader: 1, term: 5 };
-    const B: Route = Route { leader: 2, term: 6 };
+    const A: Route = Route {
+        leader: 1,
+        term: 5,
+        link: 1,
+    };
+    const B: Route = Route {
+        leader: 2,
+        term: 6,
+        link: 1,
+    };
 
     #[test]
     fn writes_to_one_leader_are_admitted_however_many_are_in_flight() {
@@ -185,6 +231,37 @@ mod tests {
             order.admit(reelected),
             Err(OutOfOrder::LeaderChanged { .. })
         ));
+    }
+
+    #[test]
+    fn another_link_to_the_same_leader_is_another_route() {
+        let order = WriteOrder::new();
+        let _first = order.admit(A).expect("first write");
+        let reconnected = Route { link: 2, ..A };
+        assert!(matches!(
+            order.admit(reconnected),
+            Err(OutOfOrder::LeaderChanged { .. })
+        ));
+    }
+
+    #[test]
+    fn a_write_admitted_alone_has_nothing_in_flight_beside_it() {
+        let order = WriteOrder::new();
+        order.admit_alone().expect("nothing in flight").settle(true);
+        let alone = order.admit_alone().expect("nothing in flight again");
+        assert_eq!(order.admit(A).unwrap_err(), OutOfOrder::NotAlone);
+        alone.settle(true);
+        assert!(order.is_broken(), "the refusal broke the order");
+
+        let order = WriteOrder::new();
+        let _first = order.admit(A).expect("first write");
+        assert_eq!(order.admit_alone().unwrap_err(), OutOfOrder::NotAlone);
+
+        // Once it is settled, writes go on as usual.
+        let order = WriteOrder::new();
+        order.admit_alone().expect("alone").settle(true);
+        order.admit(A).expect("after it").settle(true);
+        assert!(!order.is_broken());
     }
 
     #[test]

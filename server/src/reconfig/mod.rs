@@ -41,6 +41,7 @@ use crate::error::ReconfigError;
 use crate::node::{Node, Proposal};
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::pipeline::pending::Completion;
+use crate::pipeline::write_order::WriteOrder;
 use spec::{Member, Members, Role};
 
 /// How long a probe of a (new) member may take.
@@ -91,16 +92,30 @@ pub struct Reconfigs {
 
 impl Node {
     /// Starts a client's `reconfig`; the returned receiver gets its outcome (the new
-    /// configuration, or a ZooKeeper error code). Called in request order by the connection.
+    /// configuration, or a ZooKeeper error code). Called in request order by the connection,
+    /// whose `write_order` admits it only alone: it goes to the leader apart from the connection's
+    /// other writes ([`crate::pipeline::write_order`]).
     pub fn start_reconfig(
         self: &Arc<Self>,
         session_id: i64,
         auth: &[Id],
         req: ReconfigRequest,
+        write_order: &Arc<WriteOrder>,
     ) -> oneshot::Receiver<Completion> {
         let origin = self.origin();
         let (tx, rx) = oneshot::channel();
         lock(&self.replica).observer.pending.add(origin.request, tx);
+        let in_flight = match write_order.admit_alone() {
+            Ok(in_flight) => in_flight,
+            Err(e) => {
+                metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
+                lock(&self.replica)
+                    .observer
+                    .pending
+                    .fail(origin.request, e.to_string());
+                return rx;
+            }
+        };
         let order = ReconfigOrder {
             joining: req.joining_servers.unwrap_or_default(),
             leaving: req.leaving_servers.unwrap_or_default(),
@@ -120,6 +135,12 @@ impl Node {
                 Ok(()) => node.route_reconfig(order).await,
                 Err(e) => Err(e),
             };
+            // Known: applied, or refused with a code the client is told.
+            in_flight.settle(
+                outcome
+                    .as_ref()
+                    .map_or_else(|e| e.code().is_some(), |()| true),
+            );
             if let Err(e) = outcome {
                 tracing::info!(session = session_id, error = %e, "reconfig refused");
                 let mut r = lock(&node.replica);
