@@ -13,6 +13,11 @@ use crate::admin::fourletter::Allowed;
 use crate::error::ServerError;
 use crate::tls::{ClientAuth, TlsFiles};
 
+/// The largest `--max-frame-bytes` accepted: a quarter of the peer port's frame limit
+/// ([`crate::peer::DEFAULT_MAX_FRAME_LEN`]), so that a write a follower forwards (the client's
+/// request, its identities, a group's framing) always fits in one peer frame.
+pub const MAX_CLIENT_FRAME_BYTES: usize = crate::peer::DEFAULT_MAX_FRAME_LEN / 4;
+
 /// How the node writes its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -785,6 +790,15 @@ impl Config {
         if self.max_frame_bytes < 1024 {
             return bad("--max-frame-bytes must be at least 1024".into());
         }
+        // A forwarded write (the client's request and its identities) must fit in one peer
+        // frame: one that does not could not be forwarded, and it would stop the follower's
+        // ordered stream of forwards for every other client too.
+        if self.max_frame_bytes > MAX_CLIENT_FRAME_BYTES {
+            return bad(format!(
+                "--max-frame-bytes must be at most {MAX_CLIENT_FRAME_BYTES} (a quarter of the \
+                 peer port's frame limit, so that a forwarded write always fits in one frame)"
+            ));
+        }
         if self.max_outstanding == 0
             || self.max_queued_per_connection == 0
             || self.max_queued_bytes_per_connection == 0
@@ -1053,6 +1067,7 @@ mod tests {
             (&["--heartbeat-ms", "0"], "--heartbeat-ms must be > 0"),
             (&["--tick-ms", "0"], "--tick-ms must be > 0"),
             (&["--max-frame-bytes", "10"], "--max-frame-bytes"),
+            (&["--max-frame-bytes", "16777217"], "--max-frame-bytes"),
             (
                 &[
                     "--max-outstanding",

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::ReadIndexError;
 use crate::peer::{ForwardError, LocalPeer, PeerPool, PeerRequest, PeerResponse};
 use crate::pipeline::apply::Applier;
-use crate::pipeline::write_order::{Route, WriteOrder};
+use crate::pipeline::write_order::{Queued, Route, WriteOrder};
 use crate::session::tracker::Touches;
 use crate::stats::ConnStats;
 
@@ -39,8 +39,9 @@ pub struct Proposal {
     /// `None` for everything else.
     pub duty_of_term: Option<u64>,
     /// The order of the client connection that proposed it, for one of this node's own
-    /// commands that a connection sent ([`crate::pipeline::write_order`]); `None` otherwise.
-    pub order: Option<Arc<WriteOrder>>,
+    /// commands that a connection sent ([`crate::pipeline::write_order`]), counting it as
+    /// queued until the proposer admits or refuses it; `None` otherwise.
+    pub order: Option<Queued>,
 }
 
 /// What a [`Proposal`] carries.
@@ -79,9 +80,9 @@ impl Proposal {
     }
 
     /// A command a client connection of this node sent, kept in that connection's `order`.
-    pub fn in_order(cmd: Command, order: Arc<WriteOrder>) -> Proposal {
+    pub fn in_order(cmd: Command, order: &Arc<WriteOrder>) -> Proposal {
         Proposal {
-            order: Some(order),
+            order: Some(order.queue()),
             ..Proposal::local(cmd)
         }
     }

@@ -113,6 +113,12 @@ impl PeerPool {
         self.inner.max_frame_len
     }
 
+    /// Whether the next calls of `stream` may still go: it has not stopped, and the connection
+    /// its calls went on, if any yet, is still open and would not be replaced by the next call.
+    pub fn is_usable(&self, stream: &CallStream) -> bool {
+        stream.is_usable(self.inner.local.cluster.get())
+    }
+
     /// Sends `req` to node `target` at `addr` and waits at most `timeout` for its response.
     ///
     /// Errors: [`PeerError::Unreachable`] if no connection could be made (nothing was sent);
@@ -224,12 +230,15 @@ impl PeerPool {
             .filter(|&i| results[i].is_none())
             .collect();
         let waiting = async {
-            // A stream's call that times out before its frames are enqueued (waiting for the
-            // connection, or behind other calls) stops the stream: a later call must not go
-            // where this one did not.
+            // A stream's call that times out or is dropped before its frames are enqueued
+            // (waiting for the connection, or behind other calls) stops the stream: a later
+            // call must not go where this one did not.
             let mut unqueued = stream.map(|stream| StopOnDrop {
                 stream,
-                why: Some(PeerError::Timeout(timeout)),
+                why: Some(PeerError::Closed(
+                    "an earlier call of this stream timed out or was dropped before it was sent"
+                        .to_string(),
+                )),
             });
             let pending = self
                 .enqueue(stream, target, addr, payloads, connect_deadline, unsendable)
@@ -281,7 +290,7 @@ impl PeerPool {
         // A connection whose hello predates this node's cluster id is replaced, so that the
         // peer hears the id (it adopts it from the new hello).
         let reusable = slot.as_ref().filter(|conn| {
-            conn.shared.is_open() && conn.cluster_at_hello == self.inner.local.cluster.get()
+            conn.shared.is_open() && conn.shared.cluster_at_hello == self.inner.local.cluster.get()
         });
         if let Some(stream) = stream {
             if let Err(e) = stream.may_use(reusable.map(|conn| &conn.shared)) {
@@ -389,8 +398,9 @@ impl PeerPool {
 /// holds per connection, and a call after one that failed because its connection broke may
 /// travel on a new connection, overtaking what the broken one lost. A stream's calls all go on
 /// the connection that carried its first; once a call of the stream could not be sent (not
-/// encodable, no connection) or that connection broke or was replaced, every later call of the
-/// stream fails unsent. A caller that still has calls to make starts a new stream.
+/// encodable, no connection, timed out or dropped before it was queued) or that connection broke
+/// or was replaced, every later call of the stream fails unsent. A caller that still has calls
+/// to make starts a new stream ([`PeerPool::is_usable`] says when).
 #[derive(Default)]
 pub struct CallStream {
     state: Mutex<StreamState>,
@@ -425,14 +435,16 @@ impl CallStream {
         Arc::new(CallStream::default())
     }
 
-    /// Whether later calls may still go: the stream has not failed, and its connection, if it
-    /// has one yet, is still open.
-    pub fn is_usable(&self) -> bool {
+    /// Whether later calls may still go, for a pool whose node now has cluster id `cluster`:
+    /// the stream has not failed, and its connection, if it has one yet, is still open and
+    /// not about to be replaced ([`PeerPool::is_usable`]).
+    fn is_usable(&self, cluster: Option<crate::data_dir::ClusterId>) -> bool {
         let s = lock(&self.state);
         s.failed.is_none()
-            && s.conn
-                .as_ref()
-                .is_none_or(|conn| conn.upgrade().is_some_and(|c| c.is_open()))
+            && s.conn.as_ref().is_none_or(|conn| {
+                conn.upgrade()
+                    .is_some_and(|c| c.is_open() && c.cluster_at_hello == cluster)
+            })
     }
 
     /// Stops the stream (the first reason stays).
@@ -482,8 +494,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One connection to a peer, as the pool holds it.
 struct Conn {
-    /// The cluster id this node sent in the connection's hello.
-    cluster_at_hello: Option<crate::data_dir::ClusterId>,
     /// What the connection's tasks and its callers share.
     shared: Arc<ConnShared>,
     /// Frames for the writer task, in the order they are to be written.
@@ -496,6 +506,9 @@ struct Conn {
 
 /// The state of a connection shared by its pool slot, its tasks and its pending calls.
 struct ConnShared {
+    /// The cluster id this node sent in the connection's hello: the pool replaces a connection
+    /// whose hello predates this node's cluster id.
+    cluster_at_hello: Option<crate::data_dir::ClusterId>,
     /// The node at the other end, for logs.
     target: NodeId,
     /// The address dialled, for logs.
@@ -642,6 +655,7 @@ impl Conn {
             })?;
         debug!(node = target, addr, "peer connection established");
         let shared = Arc::new(ConnShared {
+            cluster_at_hello,
             target,
             addr: addr.to_string(),
             state: Mutex::new(ConnState {
@@ -654,7 +668,6 @@ impl Conn {
         let reader = tokio::spawn(read_responses(established.frames, shared.clone()));
         let writer = tokio::spawn(write_requests(established.writer, rx, shared.clone()));
         Ok(Conn {
-            cluster_at_hello,
             shared,
             tx,
             _reader: AbortOnDrop(reader),

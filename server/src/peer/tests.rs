@@ -526,13 +526,13 @@ async fn a_call_stream_never_moves_to_another_connection() {
             .call_all_in(&stream, 2, &addr, vec![forward(1)], CALL_TIMEOUT)
             .await;
         assert_eq!(forwarded(&answers), [true]);
-        assert!(stream.is_usable());
+        assert!(pool.is_usable(&stream));
 
         server.stop().await;
         while pool.is_connected(&addr).await {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!stream.is_usable(), "its connection broke");
+        assert!(!pool.is_usable(&stream), "its connection broke");
         let server = TestServer::start(sock, fake.clone(), PeerLimits::default()).await;
         for marker in [2, 3] {
             let answers = pool
@@ -586,7 +586,7 @@ async fn a_call_stream_never_moves_to_another_connection() {
             matches!(answers[..], [Err(PeerError::Unreachable(_))]),
             "{answers:?}"
         );
-        assert!(!unreachable.is_usable());
+        assert!(!pool.is_usable(&unreachable));
         server.stop().await;
     })
     .await

@@ -1,9 +1,10 @@
 //! The proposer: every command this node proposes, and every write a follower forwards to it,
 //! in arrival order. On the leader, queued commands go out as batch entries (group commit: one
 //! entry, one fsync for many writes); on a follower what is queued is forwarded to the leader
-//! over the one peer connection, in order, as groups of commands that the leader keeps together
-//! in one entry (one frame and one answer per group). ZooKeeper's
-//! ProposalRequestProcessor / SyncRequestProcessor pair plays this part.
+//! over one peer connection (a [`crate::peer::CallStream`]), in order, as groups of commands
+//! that the leader keeps together in one entry (one frame and one answer per group). Each client
+//! connection's writes are admitted in its [`crate::pipeline::write_order::WriteOrder`].
+//! ZooKeeper's ProposalRequestProcessor / SyncRequestProcessor pair plays this part.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -36,8 +37,8 @@ impl Node {
     /// is shutting down), fails its waiter and breaks its connection's order.
     fn submit(&self, p: Proposal) {
         if let Err(mpsc::error::SendError(p)) = self.proposals.send(p) {
-            if let Some(order) = &p.order {
-                order.break_off();
+            if let Some(queued) = &p.order {
+                queued.order().break_off();
             }
             if let Proposed::One(cmd) = &p.what {
                 self.fail(cmd.origin(), "node shutting down".into());
@@ -76,7 +77,7 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         lock(&self.replica).observer.pending.add(origin.request, tx);
         self.submit(match order {
-            Some(order) => Proposal::in_order(cmd, order.clone()),
+            Some(order) => Proposal::in_order(cmd, order),
             None => Proposal::local(cmd),
         });
         rx
@@ -146,10 +147,10 @@ impl Admission {
 /// Admits one of this node's own commands for `route` in its connection's order (see
 /// [`crate::pipeline::write_order`]); fails its waiter if the order refuses it.
 fn admit(node: &Node, p: &Proposal, route: Route) -> Admission {
-    let Some(order) = &p.order else {
+    let Some(queued) = &p.order else {
         return Admission::Untracked;
     };
-    match order.admit(route) {
+    match queued.order().admit(route) {
         Ok(in_flight) => Admission::Admitted(in_flight),
         Err(e) => {
             metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
@@ -246,8 +247,8 @@ impl ForwardGroups {
 
 /// Proposes in arrival order. On the leader, queued commands go out as batch entries, at most
 /// [`MAX_INFLIGHT_BATCHES`] at a time (a forwarded group whole, in one entry); on a follower
-/// what is queued is forwarded over the one peer connection to the leader
-/// ([`crate::peer::PeerPool::call_all`]), written in order: as [`ForwardGroups`] once the
+/// what is queued is forwarded to the leader on a [`CallStream`] (one peer connection,
+/// [`crate::peer::PeerPool::call_all_in`]), written in order: as [`ForwardGroups`] once the
 /// cluster version has them, before that each command in its own frame.
 pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut queue: VecDeque<Proposal> = Default::default();
@@ -366,7 +367,6 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                                                 Err(e) => Err(ForwardError::Failed(e.to_string())),
                                             }
                                         }
-                                        // Also when the replica is gone (shutting down).
                                         _ = installs.changed() => Err(ForwardError::Failed(
                                             "a snapshot replaced this node's state while the \
                                              entry was in flight: its outcome is unknown"
@@ -393,7 +393,9 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 // What the last stream carried may have been lost with its connection: the
                 // writes after it go on a new one, as another route.
                 let stream = match &link {
-                    Some((leader, number, stream)) if *leader == id && stream.is_usable() => {
+                    Some((leader, number, stream))
+                        if *leader == id && node.pool.is_usable(stream) =>
+                    {
                         route.link = *number;
                         stream.clone()
                     }
@@ -504,8 +506,8 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                     duties = drop_stale_duties(&mut queue, None);
                 }
                 while let Some(p) = queue.pop_front() {
-                    if let Some(order) = &p.order {
-                        order.break_off();
+                    if let Some(queued) = &p.order {
+                        queued.order().break_off();
                     }
                     let origin = match &p.what {
                         Proposed::One(cmd) => cmd.origin(),

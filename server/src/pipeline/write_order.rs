@@ -1,6 +1,7 @@
 //! A connection's writes kept in order across a change of leader ([`WriteOrder`]): the proposer
 //! sends a connection's write to a leader only while every earlier write of that connection
-//! still in flight went to the same leader in the same term, and none has failed.
+//! still in flight went by the same route (the same leader, in the same term, on a follower over
+//! the same stream of forwards), and none has failed.
 //!
 //! Why: a client may pipeline writes W1, W2 on one connection, and ZooKeeper promises they take
 //! effect in that order — in particular, never W2 without W1. The proposer routes each write to
@@ -57,6 +58,9 @@ pub struct WriteOrder {
 
 #[derive(Debug, Default)]
 struct OrderState {
+    /// Writes handed to the proposer and not yet admitted or refused ([`Queued`]): a write
+    /// admitted alone must not overtake them.
+    queued: u32,
     /// Where the writes in flight went (`None` for a write admitted alone). Meaningful only
     /// while `in_flight > 0`.
     route: Option<Route>,
@@ -104,15 +108,22 @@ impl WriteOrder {
         })
     }
 
+    /// Notes a write handed to the proposer, which admits or refuses it later; the returned
+    /// [`Queued`] goes with it ([`crate::node::Proposal::order`]).
+    pub fn queue(self: &Arc<Self>) -> Queued {
+        self.state().queued += 1;
+        Queued(self.clone())
+    }
+
     /// Admits a write that goes to the leader by a way of its own, ordered with nothing else
-    /// (a `reconfig`): only while no other write of the connection is in flight, and none is
-    /// admitted until it is settled.
+    /// (a `reconfig`): only while no other write of the connection is queued for the proposer
+    /// or in flight, and none is admitted until it is settled.
     pub fn admit_alone(self: &Arc<Self>) -> Result<InFlight, OutOfOrder> {
         let mut s = self.state();
         if s.broken {
             return Err(OutOfOrder::EarlierFailed);
         }
-        if s.in_flight > 0 {
+        if s.in_flight > 0 || s.queued > 0 {
             s.broken = true;
             return Err(OutOfOrder::NotAlone);
         }
@@ -142,6 +153,26 @@ impl WriteOrder {
         if !known {
             s.broken = true;
         }
+    }
+}
+
+/// A write of the connection queued for the proposer: counted by its [`WriteOrder`] until
+/// dropped (admitted, refused, or dropped with its proposal).
+#[derive(Debug)]
+pub struct Queued(Arc<WriteOrder>);
+
+impl Queued {
+    /// The connection's order.
+    pub fn order(&self) -> &Arc<WriteOrder> {
+        &self.0
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut s = self.0.state();
+        debug_assert!(s.queued > 0, "a queued write was not counted");
+        s.queued = s.queued.saturating_sub(1);
     }
 }
 
@@ -256,6 +287,19 @@ mod tests {
         let order = WriteOrder::new();
         let _first = order.admit(A).expect("first write");
         assert_eq!(order.admit_alone().unwrap_err(), OutOfOrder::NotAlone);
+
+        // A write handed to the proposer but not yet admitted counts too.
+        let order = WriteOrder::new();
+        let queued = order.queue();
+        assert_eq!(order.admit_alone().unwrap_err(), OutOfOrder::NotAlone);
+        drop(queued);
+        assert!(order.is_broken());
+        let order = WriteOrder::new();
+        drop(order.queue());
+        order
+            .admit_alone()
+            .expect("nothing queued any more")
+            .settle(true);
 
         // Once it is settled, writes go on as usual.
         let order = WriteOrder::new();
