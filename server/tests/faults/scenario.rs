@@ -515,18 +515,27 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     // How the leaders confirmed read points (counted since each node's last start): reads
     // through a follower take none of the rounds when its vote stands in for one, and the
     // checker above holds them to linearizability like every other read.
-    let read_points = |how: &str| -> u64 {
-        let series = format!("synod_read_points_total{{how=\"{how}\"}} ");
+    // And how often a follower gave up on a leader that stopped answering, and how many client
+    // writes were refused to keep their connection's writes in order (design.md §6).
+    let summed = |series: &str| -> u64 {
         members
             .iter()
-            .filter_map(|&i| ens.metric(i, &series))
+            .filter_map(|&i| ens.metric(i, series))
             .sum::<f64>() as u64
     };
-    let (by_vote, by_round) =
-        blocking(|| (read_points("follower_vote"), read_points("quorum_round")));
+    let read_points = |how: &str| summed(&format!("synod_read_points_total{{how=\"{how}\"}} "));
+    let (by_vote, by_round, abandoned, refused) = blocking(|| {
+        (
+            read_points("follower_vote"),
+            read_points("quorum_round"),
+            summed("synod_forward_leader_changes_total "),
+            summed("synod_writes_refused_out_of_order_total "),
+        )
+    });
     eprintln!(
         "  {}: {} (leader faults at {:?}, new leaders seen at {:?}); read points: {by_vote} on \
-         followers' votes, {by_round} heartbeat rounds",
+         followers' votes, {by_round} heartbeat rounds; forwards abandoned for a new leader: \
+         {abandoned}; writes refused to keep their connection's order: {refused}",
         spec.name,
         fault_log.join("; "),
         leader_faults,
