@@ -233,18 +233,15 @@ impl PeerPool {
             // A stream's call that times out or is dropped before its frames are enqueued
             // (waiting for the connection, or behind other calls) stops the stream: a later
             // call must not go where this one did not.
-            let mut unqueued = stream.map(|stream| StopOnDrop {
+            let unqueued = stream.map(|stream| StopOnDrop {
                 stream,
-                why: Some(PeerError::Closed(
-                    "an earlier call of this stream timed out or was dropped before it was sent"
-                        .to_string(),
-                )),
+                why: "an earlier call of this stream timed out or was dropped before it was sent",
             });
             let pending = self
                 .enqueue(stream, target, addr, payloads, connect_deadline, unsendable)
                 .await;
-            if let Some(guard) = &mut unqueued {
-                guard.why = None;
+            if let Some(guard) = unqueued {
+                guard.disarm();
             }
             // Each answer is kept as it arrives: one that never comes does not cost the others.
             let mut answers: FuturesUnordered<_> = slots
@@ -287,6 +284,14 @@ impl PeerPool {
         let addr = self.inner.routes.get(&target).map_or(addr, String::as_str);
         let slot = self.slot(addr);
         let mut slot = slot.lock().await;
+        // A stream's call dropped from here on (its caller gave up) before all its frames are
+        // queued stops the stream while it still holds the address's turn (dropped before
+        // `slot`), so that no later call of the stream is queued after the gap, whichever task
+        // makes it.
+        let unfinished = stream.map(|stream| StopOnDrop {
+            stream,
+            why: "an earlier call of this stream was dropped before all its frames were queued",
+        });
         // A connection whose hello predates this node's cluster id is replaced, so that the
         // peer hears the id (it adopts it from the new hello).
         let reusable = slot.as_ref().filter(|conn| {
@@ -356,6 +361,9 @@ impl PeerPool {
             }
             pending.push(Ok(call));
         }
+        if let Some(guard) = unfinished {
+            guard.disarm();
+        }
         if let (Some(stream), Some(e)) = (stream, stop_after) {
             stream.fail(e);
         }
@@ -406,17 +414,23 @@ pub struct CallStream {
     state: Mutex<StreamState>,
 }
 
-/// Stops `stream` with `why`, if still set, when dropped.
+/// Stops `stream` when dropped, saying `why`, unless disarmed: a call that got past the point
+/// it guards disarms it.
 struct StopOnDrop<'a> {
     stream: &'a CallStream,
-    why: Option<PeerError>,
+    why: &'static str,
+}
+
+impl StopOnDrop<'_> {
+    fn disarm(self) {
+        // Nothing to release: it only borrows the stream.
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(e) = self.why.take() {
-            self.stream.fail(e);
-        }
+        self.stream.fail(PeerError::Closed(self.why.to_string()));
     }
 }
 

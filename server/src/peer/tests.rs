@@ -503,8 +503,8 @@ async fn peer_pool_reconnects_after_server_restart() {
 /// (d2) The calls of a [`CallStream`] travel only on the connection its first call went on:
 /// after that connection broke (the server went away and came back), the stream's next call
 /// fails unsent, and so does every later one, while a plain call, or a new stream, reconnects.
-/// A request of a stream that cannot be encoded, or a first call that finds no connection, stops
-/// the stream the same way: nothing after it is sent.
+/// A request of a stream that cannot be encoded, a first call that finds no connection, or one
+/// given up on before it was sent, stops the stream the same way: nothing after it is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_stream_never_moves_to_another_connection() {
     bounded(async {
@@ -587,6 +587,19 @@ async fn a_call_stream_never_moves_to_another_connection() {
             "{answers:?}"
         );
         assert!(!pool.is_usable(&unreachable));
+
+        // A first call given up on while it still connects (a listener that never answers the
+        // hello) stops its stream as well.
+        let mute = TcpListener::bind(loopback()).await.expect("bind");
+        let mute_addr = mute.local_addr().expect("addr").to_string();
+        let dropped = CallStream::new();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            pool.call_all_in(&dropped, 2, &mute_addr, vec![forward(10)], CALL_TIMEOUT),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the hello is never answered: {gave_up:?}");
+        assert!(!pool.is_usable(&dropped));
         server.stop().await;
     })
     .await
