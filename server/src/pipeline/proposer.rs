@@ -19,6 +19,7 @@ use synod_raft_store::{Command, NodeId, Origin};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::metrics::{stage, Stage};
+use crate::error::OutOfOrder;
 use crate::node::{Node, Proposal, Proposed};
 use crate::peer::{CallStream, ForwardError, PeerRequest, PeerResponse};
 use crate::pipeline::pending::Completion;
@@ -81,6 +82,12 @@ impl Node {
             None => Proposal::local(cmd),
         });
         rx
+    }
+
+    /// Fails the waiter of a command its connection's [`WriteOrder`] refused (and counts it).
+    pub(crate) fn refuse_out_of_order(&self, origin: Option<Origin>, e: OutOfOrder) {
+        metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
+        self.fail(origin, e.to_string());
     }
 
     /// Fails the waiter of a command whose proposal or forward failed.
@@ -153,9 +160,8 @@ fn admit(node: &Node, p: &Proposal, route: Route) -> Admission {
     match queued.order().admit(route) {
         Ok(in_flight) => Admission::Admitted(in_flight),
         Err(e) => {
-            metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
             if let Proposed::One(cmd) = &p.what {
-                node.fail(cmd.origin(), e.to_string());
+                node.refuse_out_of_order(cmd.origin(), e);
             }
             Admission::Refused
         }

@@ -108,11 +108,7 @@ impl Node {
         let in_flight = match write_order.admit_alone() {
             Ok(in_flight) => in_flight,
             Err(e) => {
-                metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
-                lock(&self.replica)
-                    .observer
-                    .pending
-                    .fail(origin.request, e.to_string());
+                self.refuse_out_of_order(Some(origin), e);
                 return rx;
             }
         };
