@@ -38,9 +38,10 @@ pub struct Proposal {
     /// successor restarted at its takeover (docs/design.md §6, "Sessions"), so it is dropped.
     /// `None` for everything else.
     pub duty_of_term: Option<u64>,
-    /// The order of the client connection that proposed it, for one of this node's own
-    /// commands that a connection sent ([`crate::pipeline::write_order`]), counting it as
-    /// queued until the proposer admits or refuses it; `None` otherwise.
+    /// The order it is kept in ([`crate::pipeline::write_order`]), counting it as queued until
+    /// the proposer admits or refuses it: for one of this node's own commands, the order of
+    /// the client connection that sent it; for a forwarded one, the order of the peer
+    /// connection it came on. `None` for a command no connection sent.
     pub order: Option<Queued>,
 }
 
@@ -95,8 +96,8 @@ impl Proposal {
         }
     }
 
-    /// A command forwarded by a follower (or proposed on the leader's behalf), whose outcome
-    /// goes to `reply`.
+    /// A command the leader proposes for a task of its own that waits for it (a `reconfig`'s
+    /// new configuration), in no connection's order; the outcome goes to `reply`.
     pub fn remote(cmd: Command, reply: oneshot::Sender<Result<(), ForwardError>>) -> Proposal {
         Proposal {
             what: Proposed::One(cmd),
@@ -107,18 +108,23 @@ impl Proposal {
         }
     }
 
-    /// Commands a follower forwarded together, whose one outcome goes to `reply`.
-    pub fn group(cmds: Vec<Command>, reply: oneshot::Sender<Result<(), ForwardError>>) -> Proposal {
+    /// A command, or commands together, that a follower forwarded on a peer connection whose
+    /// forwards keep `order`; the one outcome goes to `reply`.
+    pub fn forwarded(
+        what: Proposed,
+        reply: oneshot::Sender<Result<(), ForwardError>>,
+        order: &Arc<WriteOrder>,
+    ) -> Proposal {
         debug_assert!(
-            (1..=synod_raft_store::types::MAX_BATCH).contains(&cmds.len()),
+            (1..=synod_raft_store::types::MAX_BATCH).contains(&what.count()),
             "a forwarded group holds 1 ..= MAX_BATCH commands"
         );
         Proposal {
-            what: Proposed::Group(cmds),
+            what,
             reply: Some(reply),
             at: std::time::Instant::now(),
             duty_of_term: None,
-            order: None,
+            order: Some(order.queue()),
         }
     }
 }

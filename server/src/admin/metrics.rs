@@ -286,7 +286,13 @@ fn describe() {
     describe_counter!(
         "synod_writes_refused_out_of_order_total",
         "client writes refused to keep a connection's writes in order: an earlier one was in \
-         flight to another leader, or had failed (the connection closes)"
+         flight to another leader, or had failed (the connection closes); on the leader also a \
+         follower's forwards, for their peer connection's order"
+    );
+    describe_counter!(
+        "synod_peer_connections_spent_total",
+        "peer connections this node closed because a write forwarded on them failed: none after \
+         it may take effect, so the follower's next forwards go on a new connection"
     );
     describe_counter!(
         "synod_read_point_hedges_total",

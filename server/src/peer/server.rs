@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::frame::{clamp_max_frame_len, decode_frame, encode_frame, BatchWriter};
 use super::transport::{self, BoxWrite, LocalPeer, Refusal};
@@ -36,10 +36,27 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What answers peer requests (the node; a fake in tests).
 pub trait PeerService: Send + Sync + 'static {
+    /// What the service keeps about one connection, from its handshake to its close (the node:
+    /// the order of the writes forwarded on it).
+    type Conn: Send + Sync + 'static;
+
+    /// Called once a connection from `from`, authenticated as node `node`, has passed its
+    /// handshake, before any of its requests.
+    fn open(&self, from: SocketAddr, node: NodeId) -> Self::Conn;
+
     /// Called in arrival order for each request of a connection; whatever it does before returning
     /// (e.g. enqueueing a forwarded write) happens in that order. The returned future produces the
     /// response. It is dropped unfinished if the connection closes first.
-    fn handle(&self, from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse>;
+    fn handle(&self, conn: &Self::Conn, req: PeerRequest) -> BoxFuture<'static, PeerResponse>;
+
+    /// Whether the connection is spent: checked each time responses have been written, and if
+    /// so the server closes the connection (requests still being handled are dropped), so that
+    /// the peer's later requests go on a new one. The node's is spent once a write forwarded on
+    /// it failed ([`crate::pipeline::write_order`]).
+    fn spent(&self, conn: &Self::Conn) -> bool {
+        let _ = conn;
+        false
+    }
 
     /// Whether node `from` (authenticated by the connection's handshake) may send `req`; called
     /// before [`PeerService::handle`]. A refusal closes the connection, and `req` is not handled.
@@ -195,6 +212,11 @@ async fn connection<S: PeerService>(
         }
     };
     debug!(peer = %from, node = remote, "peer connection accepted");
+    let conn = Arc::new(service.open(from, remote));
+    let spent = {
+        let (service, conn) = (service.clone(), conn.clone());
+        move || service.spent(&conn)
+    };
     // Unbounded, but never holding more than `max_in_flight` requests: each carries a permit.
     let (tx, rx) = mpsc::unbounded_channel::<InFlight>();
     let writer = AbortOnDrop(tokio::spawn(write_responses(
@@ -202,6 +224,7 @@ async fn connection<S: PeerService>(
         rx,
         from,
         limits.max_frame_len,
+        spent,
     )));
     let permits = Arc::new(Semaphore::new(limits.max_in_flight));
     loop {
@@ -245,7 +268,7 @@ async fn connection<S: PeerService>(
             warn!(peer = %from, node = remote, %refusal, "closing peer connection: request refused");
             break;
         }
-        let mut response = service.handle(from, frame.body);
+        let mut response = service.handle(&conn, frame.body);
         // The first poll starts the work (e.g. hands an AppendEntries to the Raft core) now,
         // from this task, instead of after the hop to the writer.
         let response = match futures_util::poll!(&mut response) {
@@ -269,12 +292,15 @@ async fn connection<S: PeerService>(
 
 /// Drives the connection's handlers and writes each response as it completes, gathering the
 /// responses that are ready together into one write. Ends when the reader stops (its handlers
-/// still running are dropped, as the peer is gone or misbehaved) or a write fails.
+/// still running are dropped, as the peer is gone or misbehaved), a write fails, or `spent`
+/// says after a write that the connection is spent ([`PeerService::spent`]); the reader then
+/// stops too.
 async fn write_responses(
     mut w: BatchWriter<BoxWrite>,
     mut rx: mpsc::UnboundedReceiver<InFlight>,
     from: SocketAddr,
     max_frame_len: usize,
+    spent: impl Fn() -> bool + Send + 'static,
 ) {
     let mut handling: FuturesUnordered<BoxFuture<'static, Outgoing>> = FuturesUnordered::new();
     let mut written = Vec::new();
@@ -314,6 +340,15 @@ async fn write_responses(
         }
         // Releases the permits of the responses just written.
         written.clear();
+        if spent() {
+            metrics::counter!("synod_peer_connections_spent_total").increment(1);
+            info!(
+                peer = %from,
+                "closing peer connection: spent (on a node: a write forwarded on it failed, so \
+                 none after it may take effect; the peer's next ones go on a new connection)"
+            );
+            return;
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! watch-event history reaches.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -16,13 +17,26 @@ use synod_raft_store::state_machine::lock;
 use tokio::sync::oneshot;
 
 use crate::admin::metrics::{stage, Stage};
-use crate::node::{Node, Proposal};
+use crate::node::{Node, Proposal, Proposed};
+use crate::pipeline::write_order::WriteOrder;
 use synod_raft_store::types::MAX_BATCH;
 use synod_raft_store::{Command, NodeId};
 
 use crate::peer::{ForwardError, PeerRequest, PeerResponse, PeerService, Refusal};
 
 impl PeerService for Node {
+    /// The order of the writes the peer forwards on the connection: once one of them failed,
+    /// every later one is refused and the connection is closed (see [`Node::forwarded`]).
+    type Conn = Arc<WriteOrder>;
+
+    fn open(&self, _from: SocketAddr, _node: NodeId) -> Arc<WriteOrder> {
+        WriteOrder::new()
+    }
+
+    fn spent(&self, forwards: &Arc<WriteOrder>) -> bool {
+        forwards.is_broken()
+    }
+
     fn authorize(&self, from: NodeId, req: &PeerRequest) -> Result<(), Refusal> {
         let member = {
             let metrics = self.raft.metrics();
@@ -76,7 +90,11 @@ impl PeerService for Node {
         }
     }
 
-    fn handle(&self, _from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+    fn handle(
+        &self,
+        forwards: &Arc<WriteOrder>,
+        req: PeerRequest,
+    ) -> BoxFuture<'static, PeerResponse> {
         let raft = self.raft.clone();
         match req {
             PeerRequest::AppendEntries(r) => {
@@ -104,7 +122,7 @@ impl PeerService for Node {
                 .boxed()
             }
             PeerRequest::Forward(cmd) => self
-                .forwarded(|tx| Proposal::remote(cmd, tx))
+                .forwarded(Proposed::One(cmd), forwards)
                 .map(PeerResponse::Forward)
                 .boxed(),
             PeerRequest::ForwardGroup(mut cmds) => {
@@ -115,7 +133,7 @@ impl PeerService for Node {
                     // Nobody waits for a duty: the group's answer settles nothing else.
                     return futures_util::future::ready(PeerResponse::ForwardGroup(Ok(()))).boxed();
                 }
-                self.forwarded(|tx| Proposal::group(cmds, tx))
+                self.forwarded(Proposed::Group(cmds), forwards)
                     .map(PeerResponse::ForwardGroup)
                     .boxed()
             }
@@ -206,15 +224,26 @@ fn forwarded_as(from: NodeId, cmd: &Command) -> Result<Option<NodeId>, Refusal> 
 }
 
 impl Node {
-    /// Hands a follower's forwarded write (or group) to the proposer, in arrival order; the
-    /// future is its outcome. If the proposer is gone, the proposal (and with it the answer's
-    /// sender) is dropped, and the outcome says the node is shutting down.
+    /// Hands a follower's forwarded write (or group) to the proposer, in arrival order and in
+    /// the order of the connection's forwards (`forwards`); the future is its outcome. If the
+    /// proposer is gone, the proposal (and with it the answer's sender) is dropped, and the
+    /// outcome says the node is shutting down.
+    ///
+    /// Why the connection's order: the follower's clients pipeline their writes, and a write
+    /// failed here (its outcome unknown: this node stepped down with it in flight) must not be
+    /// followed by a later one that takes effect, which a leader deposed and re-elected could
+    /// otherwise accept if it arrived after the re-election. The follower keeps each client
+    /// connection's writes on one route, but it cannot see a change of term it has not heard of
+    /// yet; this node can. So a connection's forwards are admitted only in the term of those
+    /// still in flight, and after a failure none is: the connection is then closed, and the
+    /// follower's next forwards go on a new one, as after any broken connection.
     fn forwarded(
         &self,
-        proposal: impl FnOnce(oneshot::Sender<Result<(), ForwardError>>) -> Proposal,
+        what: Proposed,
+        forwards: &Arc<WriteOrder>,
     ) -> impl std::future::Future<Output = Result<(), ForwardError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let _ = self.proposals.send(proposal(tx));
+        let _ = self.proposals.send(Proposal::forwarded(what, tx, forwards));
         async move {
             rx.await
                 .unwrap_or_else(|_| Err(ForwardError::Failed("node shutting down".into())))

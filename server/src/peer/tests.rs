@@ -58,8 +58,15 @@ struct Fake {
 }
 
 impl PeerService for Fake {
-    fn handle(&self, from: SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
-        self.peers.lock().expect("peers").insert(from);
+    /// Where the connection comes from.
+    type Conn = SocketAddr;
+
+    fn open(&self, from: SocketAddr, _node: NodeId) -> SocketAddr {
+        from
+    }
+
+    fn handle(&self, from: &SocketAddr, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+        self.peers.lock().expect("peers").insert(*from);
         let completed = self.completed.clone();
         match req {
             // Echoes the request, so the caller can check it got its own response.
@@ -129,7 +136,11 @@ impl PeerService for Fake {
 struct Silent;
 
 impl PeerService for Silent {
-    fn handle(&self, _from: SocketAddr, _req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+    type Conn = ();
+
+    fn open(&self, _from: SocketAddr, _node: NodeId) {}
+
+    fn handle(&self, _conn: &(), _req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
         future::pending().boxed()
     }
 }
@@ -631,6 +642,92 @@ async fn peer_calls_in_flight_fail_when_the_connection_breaks() {
             "took {:?}",
             started.elapsed()
         );
+    })
+    .await
+}
+
+/// A node whose connections are spent once one of their forwards failed (as the node's are
+/// once a forwarded write failed): a forwarded group holding a `Reap` of negative time fails.
+#[derive(Default)]
+struct SpentOnFailure {
+    /// Connections opened so far.
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl PeerService for SpentOnFailure {
+    /// Whether a forward of the connection failed.
+    type Conn = std::sync::atomic::AtomicBool;
+
+    fn open(&self, _from: SocketAddr, _node: NodeId) -> Self::Conn {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Default::default()
+    }
+
+    fn handle(&self, failed: &Self::Conn, req: PeerRequest) -> BoxFuture<'static, PeerResponse> {
+        let answer = match req {
+            PeerRequest::ForwardGroup(cmds)
+                if cmds
+                    .iter()
+                    .any(|c| matches!(c, Command::Reap { time_ms, .. } if *time_ms < 0)) =>
+            {
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(ForwardError::Failed("refused".to_string()))
+            }
+            PeerRequest::ForwardGroup(_) => Ok(()),
+            _ => return future::pending().boxed(),
+        };
+        future::ready(PeerResponse::ForwardGroup(answer)).boxed()
+    }
+
+    fn spent(&self, failed: &Self::Conn) -> bool {
+        failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A connection its service calls spent is closed once the answer that spent it is written (the
+/// peer gets that answer, then the close); the others stay open, and a new connection is
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_server_closes_a_spent_connection_after_its_answer() {
+    bounded(async {
+        let service = Arc::new(SpentOnFailure::default());
+        let server = TestServer::any_port(service.clone()).await;
+        let group = |time_ms| PeerRequest::ForwardGroup(vec![reap(time_ms)]);
+
+        let mut kept = TcpStream::connect(server.addr).await.expect("connect");
+        say_hello(&mut kept).await;
+        let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+        say_hello(&mut conn).await;
+        write_frame(&mut conn, 1, group(1)).await;
+        let reply: Frame<PeerResponse> = read_frame(&mut conn).await;
+        assert!(
+            matches!(reply.body, PeerResponse::ForwardGroup(Ok(()))),
+            "{:?}",
+            reply.body
+        );
+        write_frame(&mut conn, 2, group(-1)).await;
+        let reply: Frame<PeerResponse> = read_frame(&mut conn).await;
+        assert_eq!(reply.id, 2);
+        assert!(
+            matches!(reply.body, PeerResponse::ForwardGroup(Err(_))),
+            "{:?}",
+            reply.body
+        );
+        expect_closed(&mut conn).await;
+
+        // The other connection is still served, and so is a new one.
+        write_frame(&mut kept, 3, group(3)).await;
+        let reply: Frame<PeerResponse> = read_frame(&mut kept).await;
+        assert!(matches!(reply.body, PeerResponse::ForwardGroup(Ok(()))));
+        let pool = PeerPool::default();
+        let r = pool
+            .call(2, &server.addr.to_string(), group(4), CALL_TIMEOUT)
+            .await;
+        assert!(matches!(r, Ok(PeerResponse::ForwardGroup(Ok(())))), "{r:?}");
+        assert_eq!(service.opened.load(std::sync::atomic::Ordering::SeqCst), 3);
+        drop((kept, pool));
+        server.stop().await;
     })
     .await
 }

@@ -28,6 +28,10 @@ use crate::pipeline::write_order::{InFlight, Route, WriteOrder};
 /// Timeout for calls to the leader on behalf of clients (forwarded writes).
 pub const LEADER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The counter of writes refused to keep their connection's order: a client connection's on
+/// this node, or a peer connection's forwards on the leader.
+const REFUSED_OUT_OF_ORDER: &str = "synod_writes_refused_out_of_order_total";
+
 impl Node {
     /// waiter registered for its origin (see [`crate::pipeline::pending::Pending`]).
     pub fn propose(&self, cmd: Command) {
@@ -86,7 +90,7 @@ impl Node {
 
     /// Fails the waiter of a command its connection's [`WriteOrder`] refused (and counts it).
     pub(crate) fn refuse_out_of_order(&self, origin: Option<Origin>, e: OutOfOrder) {
-        metrics::counter!("synod_writes_refused_out_of_order_total").increment(1);
+        metrics::counter!(REFUSED_OUT_OF_ORDER).increment(1);
         self.fail(origin, e.to_string());
     }
 
@@ -151,17 +155,26 @@ impl Admission {
     }
 }
 
-/// Admits one of this node's own commands for `route` in its connection's order (see
-/// [`crate::pipeline::write_order`]); fails its waiter if the order refuses it.
-fn admit(node: &Node, p: &Proposal, route: Route) -> Admission {
+/// Admits a proposal for `route` in its connection's order (see
+/// [`crate::pipeline::write_order`]): one of this node's own commands in its client
+/// connection's, a forwarded one in its peer connection's. If the order refuses it, its waiter
+/// (or the follower) is told, and it is counted.
+fn admit(node: &Node, p: &mut Proposal, route: Route) -> Admission {
     let Some(queued) = &p.order else {
         return Admission::Untracked;
     };
     match queued.order().admit(route) {
         Ok(in_flight) => Admission::Admitted(in_flight),
         Err(e) => {
-            if let Proposed::One(cmd) = &p.what {
-                node.refuse_out_of_order(cmd.origin(), e);
+            match (p.reply.take(), &p.what) {
+                (Some(reply), what) => {
+                    metrics::counter!(REFUSED_OUT_OF_ORDER).increment(what.count() as u64);
+                    let _ = reply.send(Err(ForwardError::Failed(e.to_string())));
+                }
+                (None, Proposed::One(cmd)) => node.refuse_out_of_order(cmd.origin(), e),
+                (None, Proposed::Group(_)) => {
+                    debug_assert!(false, "only a forwarded proposal holds a group")
+                }
             }
             Admission::Refused
         }
@@ -313,11 +326,11 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                         {
                             break;
                         }
-                        let Some(p) = queue.pop_front() else {
+                        let Some(mut p) = queue.pop_front() else {
                             break;
                         };
                         stage(Stage::ProposeQueue, p.at);
-                        let in_flight = match admit(&node, &p, route) {
+                        let in_flight = match admit(&node, &mut p, route) {
                             Admission::Refused => continue,
                             admitted => admitted.in_flight(),
                         };
@@ -424,28 +437,26 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
                 let grouped = crate::upgrade::cluster_has(&node, FORWARD_GROUP_SINCE);
                 let max_group_bytes = MAX_BATCH_BYTES.min(node.pool.max_frame_len() / 2);
                 let mut groups = ForwardGroups::default();
-                while let Some(p) = queue.pop_front() {
-                    let admission = admit(&node, &p, route);
-                    let Proposal {
-                        what, reply, at, ..
-                    } = p;
-                    let cmd = match (what, reply) {
-                        (Proposed::One(cmd), None) => cmd,
-                        (_, remote) => {
-                            // Forwarded to us, but we no longer lead: the follower will retry
-                            // elsewhere.
-                            debug_assert!(
-                                remote.is_some(),
-                                "only a forwarded proposal holds a group"
-                            );
-                            finish(
-                                &node,
-                                None,
-                                remote,
-                                Err(ForwardError::NotLeader { leader: Some(id) }),
-                            );
-                            continue;
+                while let Some(mut p) = queue.pop_front() {
+                    if p.reply.is_some() {
+                        // Forwarded to us, but we no longer lead: the follower's clients retry
+                        // elsewhere, and nothing more of that peer connection is admitted.
+                        if let Some(queued) = &p.order {
+                            queued.order().break_off();
                         }
+                        finish(
+                            &node,
+                            None,
+                            p.reply,
+                            Err(ForwardError::NotLeader { leader: Some(id) }),
+                        );
+                        continue;
+                    }
+                    let admission = admit(&node, &mut p, route);
+                    let Proposal { what, at, .. } = p;
+                    let Proposed::One(cmd) = what else {
+                        debug_assert!(false, "only a forwarded proposal holds a group");
+                        continue;
                     };
                     stage(Stage::ProposeQueue, at);
                     let in_flight = match admission {

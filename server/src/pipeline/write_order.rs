@@ -24,9 +24,16 @@
 //! ([`WriteOrder::admit_alone`]). The state lives with the connection, so it is bounded by the
 //! connections and needs no cleanup.
 //!
-//! Not covered: a leader deposed and re-elected while a follower still believes it leads in the
-//! old term (so the follower's route does not change) could fail W1 at its step-down and accept
-//! W2 after its re-election, if W2's frame reached it only after a whole election.
+//! The leader keeps one more order per peer connection, over the writes a follower forwards on
+//! it ([`crate::peer::PeerService::open`] for the node). A leader deposed and re-elected while
+//! the follower still believes it leads in the old term (so the follower's route does not
+//! change) could otherwise fail W1 at its step-down and accept W2 after its re-election, if
+//! W2's frame reached it only after a whole election: the follower cannot see a change of term
+//! it has not heard of, the leader can. So the leader admits a connection's forwards for its
+//! own route (itself, in its current term) by the same rule, and refuses them all once one has
+//! failed; the connection is then spent and closed, and the follower's next forwards go on a
+//! new one, a new route. This needs nothing from the follower, so it holds with followers of
+//! any release.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 

@@ -515,8 +515,9 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     // How the leaders confirmed read points (counted since each node's last start): reads
     // through a follower take none of the rounds when its vote stands in for one, and the
     // checker above holds them to linearizability like every other read.
-    // And how often a follower gave up on a leader that stopped answering, and how many client
-    // writes were refused to keep their connection's writes in order (design.md §6).
+    // And how often a follower gave up on a leader that stopped answering, how many client
+    // writes were refused to keep their connection's writes in order, and how many peer
+    // connections a leader closed after a forward on them failed (design.md §6).
     let summed = |series: &str| -> u64 {
         members
             .iter()
@@ -524,18 +525,20 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
             .sum::<f64>() as u64
     };
     let read_points = |how: &str| summed(&format!("synod_read_points_total{{how=\"{how}\"}} "));
-    let (by_vote, by_round, abandoned, refused) = blocking(|| {
+    let (by_vote, by_round, abandoned, refused, spent) = blocking(|| {
         (
             read_points("follower_vote"),
             read_points("quorum_round"),
             summed("synod_forward_leader_changes_total "),
             summed("synod_writes_refused_out_of_order_total "),
+            summed("synod_peer_connections_spent_total "),
         )
     });
     eprintln!(
         "  {}: {} (leader faults at {:?}, new leaders seen at {:?}); read points: {by_vote} on \
          followers' votes, {by_round} heartbeat rounds; forwards abandoned for a new leader: \
-         {abandoned}; writes refused to keep their connection's order: {refused}",
+         {abandoned}; writes refused to keep their connection's order: {refused}; peer \
+         connections closed after a failed forward: {spent}",
         spec.name,
         fault_log.join("; "),
         leader_faults,
