@@ -5,9 +5,8 @@
 # behavioural oracle the conformance suite runs against; clang for RocksDB's build; chromium,
 # libnss3-tools and openssl for the dashboard test; python3-kazoo for the TLS test; strace and
 # faketime for the disk and clock fault tests), builds the previous release for the
-# rolling-upgrade test, then checks
-# formatting and lints and runs every test of the workspace. Safe to run again: nothing is
-# installed twice.
+# rolling-upgrade test, then checks formatting, lints and the code's documentation and runs
+# every test of the workspace. Safe to run again: nothing is installed twice.
 #
 # Environment:
 #   CARGO_TARGET_DIR  where cargo builds (default: $HOME/.cache/synod/target, outside the clone,
@@ -65,6 +64,11 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The code's documentation is for its developers: private items included, and a broken link,
+# an ambiguous one or bad markup in a doc comment fails the run.
+echo "== cargo doc (private items too, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked
 
 # The rolling-upgrade test (server/tests/upgrade.rs) runs the previous release: built once from
 # its git tag into $HOME/.cache/synod/releases (about 15 minutes without that cache).

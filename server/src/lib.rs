@@ -7,9 +7,10 @@
 //! 2. [`pipeline::reader`] decodes the request and hands it to [`pipeline::proposer`] at once
 //!    (in arrival order), registering a waiter in [`pipeline::pending`];
 //! 3. the proposer batches it into one Raft entry with other writes (group commit) on the
-//!    leader, or forwards it to the leader over the peer port ([`peer`], answered by
-//!    [`peer::service`]), keeping each connection's writes with one leader at a time
-//!    ([`pipeline::write_order`]); Raft replicates and fsyncs the entry (raft-store's log store);
+//!    leader, or forwards it to the leader over the peer port ([`peer`]; the node's
+//!    [`peer::PeerService`] in `peer/service.rs` answers), keeping each connection's writes
+//!    with one leader at a time ([`pipeline::write_order`]); Raft replicates and fsyncs the
+//!    entry (raft-store's log store);
 //! 4. raft-store applies the entry to the DataTree; [`pipeline::apply`] (ZooKeeper's
 //!    FinalRequestProcessor) records and delivers its watch events ([`watch`]) and completes
 //!    the waiter once the whole entry is applied;
@@ -33,6 +34,10 @@
 //! [`read_only`] (such a node serving clients that allow read-only);
 //! [`config`], [`error`], [`stats`],
 //! [`clock`], [`backup`] (`synod restore`).
+
+// The crate's documentation is for its developers: `scripts/test.sh` builds it with
+// `--document-private-items` (warnings are errors), where links to private items resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod admin;
 pub mod audit;

@@ -5,7 +5,7 @@
 //!   (`SYNOD_TEST_SERVERS`, [`External`]), with kill/restart/pause/resume, per-node membership for
 //!   the operations tests, peer routes for fault proxies, logs and data directories; the `synod`
 //!   binary ([`synod_bin`]); free ports.
-//! - [`http`]: the admin-port client ([`AdminHttp`]): plaintext, or HTTPS with a certificate.
+//! - [`mod@http`]: the admin-port client ([`AdminHttp`]): plaintext, or HTTPS with a certificate.
 //! - [`authz`]: the authorization sweep, run against synod and ZooKeeper alike.
 //! - [`inject`]: faults of the machine under a node: fsyncs delayed or failed by `strace`, a
 //!   small tmpfs, a flipped byte, a clock moved by libfaketime.

@@ -532,7 +532,7 @@ pub(crate) async fn dial(
 
 /// The version a peer that refused our hello in version `sent` speaks, if its reason says it
 /// refused that version for an older one that we speak too (release 0.1 and later say "peer
-/// protocol version <sent>, this node speaks <theirs>").
+/// protocol version SENT, this node speaks THEIRS").
 fn older_speaker(reason: &str, sent: u32) -> Option<u32> {
     let rest = reason.strip_prefix(&format!("peer protocol version {sent}, this node speaks "))?;
     let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;

@@ -384,7 +384,7 @@ pub enum TenantCmd {
     /// List the tenants with their identities, quotas and usage.
     List,
     /// Declare a tenant, or replace a declared one's identities and quotas (what is not given
-    /// is dropped: give the whole declaration). Its home /tenants/<name> becomes private to it.
+    /// is dropped: give the whole declaration). Its home /tenants/NAME becomes private to it.
     Add {
         /// The tenant's name (letters, digits, '-', '_', '.').
         name: String,
