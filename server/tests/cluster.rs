@@ -1036,12 +1036,18 @@ fn a_read_through_a_follower_moves_on_when_its_leader_stops_answering() {
 /// Forwards of writes a follower abandoned for a newly known leader.
 const FORWARD_LEADER_CHANGES: &str = "synod_forward_leader_changes_total ";
 
+/// Peer connections a node closed after a write forwarded on one failed.
+const PEER_CONNECTIONS_SPENT: &str = "synod_peer_connections_spent_total ";
+
 /// A write through a follower whose leader stops answering after it got the forward (SIGSTOP:
 /// its host still acknowledges the frames) fails once the others have elected a new leader, while
 /// the old one is still paused: the follower abandons the forward, the write's outcome is
 /// unknown, so its connection closes (ConnectionLoss), and the session's retry goes to the new
 /// leader. Before, the write, and every later reply of its session (pings included), waited for
 /// the paused leader or the 30 s call timeout, or until the client gave up on the connection.
+/// Once resumed, the old leader reads the abandoned forward, fails it (it no longer leads, or
+/// steps down with it in flight) and closes the follower's peer connection it came on
+/// (design.md §6): the forward never takes effect after the retry that followed it.
 #[test]
 fn a_write_through_a_follower_moves_on_when_its_leader_stops_answering() {
     run_test(
@@ -1066,6 +1072,8 @@ fn a_write_through_a_follower_moves_on_when_its_leader_stops_answering() {
             )
             .await;
             let abandoned_before = counter(&ens, follower, FORWARD_LEADER_CHANGES);
+            // Read while the leader answers (a paused node's admin port does not).
+            let spent_before = counter(&ens, leader, PEER_CONNECTIONS_SPENT);
             blocking(|| ens.pause(leader)).expect("pause the leader");
             // Well under the 30 s a call to the leader may take, well over an election.
             let limit = Duration::from_secs(20);
@@ -1099,6 +1107,29 @@ fn a_write_through_a_follower_moves_on_when_its_leader_stops_answering() {
             );
             let (data, _) = must("read back", zk.get_data("/stuck-write")).await;
             assert_eq!(&data[..], b"retried");
+            let deadline = Instant::now() + limit;
+            while counter(&ens, leader, PEER_CONNECTIONS_SPENT) <= spent_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "the old leader never closed the connection of the forward it failed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (data, _) = must(
+                "read back after the old leader",
+                zk.get_data("/stuck-write"),
+            )
+            .await;
+            assert_eq!(
+                &data[..],
+                b"retried",
+                "the abandoned write took effect after its retry"
+            );
+            must(
+                "a write through the follower after the old leader closed its connection",
+                zk.set_data("/stuck-write", b"after", None),
+            )
+            .await;
         },
     );
 }

@@ -291,8 +291,9 @@ fn describe() {
     );
     describe_counter!(
         "synod_peer_connections_spent_total",
-        "peer connections this node closed because a write forwarded on them failed: none after \
-         it may take effect, so the follower's next forwards go on a new connection"
+        "peer connections this node closed because a write forwarded on them failed (this node \
+         stepped down with it in flight, or no longer led when it came) or was refused: none \
+         after it may take effect, so the follower's next forwards go on a new connection"
     );
     describe_counter!(
         "synod_read_point_hedges_total",

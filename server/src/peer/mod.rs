@@ -229,6 +229,15 @@ impl AbortOnDrop {
         self.0.abort();
         let _ = (&mut self.0).await;
     }
+
+    /// Waits for the task to end by itself, for at most `limit`; then aborts it as [`stop`].
+    ///
+    /// [`stop`]: AbortOnDrop::stop
+    pub(crate) async fn join_within(mut self, limit: Duration) {
+        if tokio::time::timeout(limit, &mut self.0).await.is_err() {
+            self.stop().await;
+        }
+    }
 }
 
 impl Drop for AbortOnDrop {

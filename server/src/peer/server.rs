@@ -30,6 +30,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// probes and reconnects add a few).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
+/// How long a spent connection ([`PeerService::spent`]) still waits for the handlers of the
+/// requests it had read, to write their answers, before it closes: the peer's pool sends all
+/// its traffic to this node on the connection (Raft's messages, read points, touches), and an
+/// answer it gets is one it need not retry or give up as unknown.
+const SPENT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
 /// After a failed accept (e.g. out of file descriptors) the server waits this long before the
 /// next one instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -227,18 +233,27 @@ async fn connection<S: PeerService>(
         spent,
     )));
     let permits = Arc::new(Semaphore::new(limits.max_in_flight));
+    // The writer closed the channel: it failed, or the connection is spent and it is writing the
+    // answers of the requests already handed to it.
+    let mut writer_ending = false;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // never closed; nothing sensible to do but stop
             },
-            () = tx.closed() => break,
+            () = tx.closed() => {
+                writer_ending = true;
+                break;
+            }
             () = stop.cancelled() => break,
         };
         let next = tokio::select! {
             next = frames.next() => next,
-            () = tx.closed() => break,
+            () = tx.closed() => {
+                writer_ending = true;
+                break;
+            }
             () = stop.cancelled() => break,
         };
         let payload = match next {
@@ -280,21 +295,32 @@ async fn connection<S: PeerService>(
             response,
             permit,
         };
-        // Fails only when the writer is gone, i.e. the connection is closing anyway.
+        // Fails only when the writer closed the channel (see `writer_ending`); this request,
+        // handed to the service already, goes unanswered.
         if tx.send(started).is_err() {
+            writer_ending = true;
             break;
         }
     }
     drop(frames);
-    writer.stop().await;
+    if writer_ending {
+        // Dropped unfinished (and so aborted) if the server stops meanwhile.
+        tokio::select! {
+            () = writer.join_within(SPENT_DRAIN_LIMIT + Duration::from_secs(1)) => {}
+            () = stop.cancelled() => {}
+        }
+    } else {
+        writer.stop().await;
+    }
     debug!(peer = %from, "peer connection closed");
 }
 
 /// Drives the connection's handlers and writes each response as it completes, gathering the
 /// responses that are ready together into one write. Ends when the reader stops (its handlers
 /// still running are dropped, as the peer is gone or misbehaved), a write fails, or `spent`
-/// says after a write that the connection is spent ([`PeerService::spent`]); the reader then
-/// stops too.
+/// says after a write that the connection is spent ([`PeerService::spent`]): it then takes no
+/// more requests (the reader stops), and writes the answers of those it had within
+/// [`SPENT_DRAIN_LIMIT`] ([`drain`]).
 async fn write_responses(
     mut w: BatchWriter<BoxWrite>,
     mut rx: mpsc::UnboundedReceiver<InFlight>,
@@ -347,8 +373,47 @@ async fn write_responses(
                 "closing peer connection: spent (on a node: a write forwarded on it failed, so \
                  none after it may take effect; the peer's next ones go on a new connection)"
             );
+            rx.close();
+            drain(w, rx, handling, from, max_frame_len).await;
             return;
         }
+    }
+}
+
+/// Writes the answers of the requests a spent connection had taken (`rx` is closed: what it
+/// holds is all), each as it completes, for at most [`SPENT_DRAIN_LIMIT`]; the handlers not
+/// done by then are dropped.
+async fn drain(
+    mut w: BatchWriter<BoxWrite>,
+    mut rx: mpsc::UnboundedReceiver<InFlight>,
+    mut handling: FuturesUnordered<BoxFuture<'static, Outgoing>>,
+    from: SocketAddr,
+    max_frame_len: usize,
+) {
+    while let Ok(f) = rx.try_recv() {
+        handling.push(respond(f, max_frame_len));
+    }
+    let drained = async {
+        while let Some(out) = handling.next().await {
+            let pushed = match &out.payload {
+                Ok(payload) => w.push(payload).map_err(|e| e.to_string()),
+                Err(reason) => Err(reason.clone()),
+            };
+            if let Err(reason) = pushed {
+                debug!(peer = %from, reason = %reason, "spent peer connection: cannot send a response");
+                return;
+            }
+            if let Err(e) = w.flush().await {
+                debug!(peer = %from, error = %e, "spent peer connection: write failed");
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(SPENT_DRAIN_LIMIT, drained)
+        .await
+        .is_err()
+    {
+        debug!(peer = %from, "spent peer connection: closing with requests unanswered");
     }
 }
 

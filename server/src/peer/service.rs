@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use synod_raft_store::state_machine::lock;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::metrics::{stage, Stage};
 use crate::node::{Node, Proposal, Proposed};
@@ -226,8 +226,8 @@ fn forwarded_as(from: NodeId, cmd: &Command) -> Result<Option<NodeId>, Refusal> 
 impl Node {
     /// Hands a follower's forwarded write (or group) to the proposer, in arrival order and in
     /// the order of the connection's forwards (`forwards`); the future is its outcome. If the
-    /// proposer is gone, the proposal (and with it the answer's sender) is dropped, and the
-    /// outcome says the node is shutting down.
+    /// proposer is gone, the proposal (and with it the answer's sender) is dropped, the
+    /// connection's order broken, and the outcome says the node is shutting down.
     ///
     /// Why the connection's order: the follower's clients pipeline their writes, and a write
     /// failed here (its outcome unknown: this node stepped down with it in flight) must not be
@@ -243,7 +243,14 @@ impl Node {
         forwards: &Arc<WriteOrder>,
     ) -> impl std::future::Future<Output = Result<(), ForwardError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let _ = self.proposals.send(Proposal::forwarded(what, tx, forwards));
+        if let Err(mpsc::error::SendError(p)) =
+            self.proposals.send(Proposal::forwarded(what, tx, forwards))
+        {
+            // Shutting down: nothing after it is proposed either, as for a client connection.
+            if let Some(queued) = &p.order {
+                queued.order().break_off();
+            }
+        }
         async move {
             rx.await
                 .unwrap_or_else(|_| Err(ForwardError::Failed("node shutting down".into())))

@@ -136,6 +136,7 @@ impl PeerService for Fake {
 struct Silent;
 
 impl PeerService for Silent {
+    /// Nothing to keep.
     type Conn = ();
 
     fn open(&self, _from: SocketAddr, _node: NodeId) {}
@@ -647,7 +648,8 @@ async fn peer_calls_in_flight_fail_when_the_connection_breaks() {
 }
 
 /// A node whose connections are spent once one of their forwards failed (as the node's are
-/// once a forwarded write failed): a forwarded group holding a `Reap` of negative time fails.
+/// once a forwarded write failed): a forwarded group holding a `Reap` of negative time fails;
+/// one whose first `Reap` has a time of 1000 + N is answered N ms late.
 #[derive(Default)]
 struct SpentOnFailure {
     /// Connections opened so far.
@@ -674,7 +676,17 @@ impl PeerService for SpentOnFailure {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 Err(ForwardError::Failed("refused".to_string()))
             }
-            PeerRequest::ForwardGroup(_) => Ok(()),
+            PeerRequest::ForwardGroup(cmds) => match cmds.first() {
+                Some(Command::Reap { time_ms, .. }) if *time_ms >= 1000 => {
+                    let late = Duration::from_millis((*time_ms - 1000) as u64);
+                    return async move {
+                        tokio::time::sleep(late).await;
+                        PeerResponse::ForwardGroup(Ok(()))
+                    }
+                    .boxed();
+                }
+                _ => Ok(()),
+            },
             _ => return future::pending().boxed(),
         };
         future::ready(PeerResponse::ForwardGroup(answer)).boxed()
@@ -685,9 +697,9 @@ impl PeerService for SpentOnFailure {
     }
 }
 
-/// A connection its service calls spent is closed once the answer that spent it is written (the
-/// peer gets that answer, then the close); the others stay open, and a new connection is
-/// served.
+/// A connection its service calls spent is closed once the answer that spent it is written, and
+/// those of the requests it had taken before (the peer gets them, then the close); the others
+/// stay open, and a new connection is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_server_closes_a_spent_connection_after_its_answer() {
     bounded(async {
@@ -706,18 +718,28 @@ async fn peer_server_closes_a_spent_connection_after_its_answer() {
             "{:?}",
             reply.body
         );
-        write_frame(&mut conn, 2, group(-1)).await;
+        // A slow request, then the one that spends the connection: its answer comes first, the
+        // slow one's after it, then the close.
+        write_frame(&mut conn, 2, group(1300)).await;
+        write_frame(&mut conn, 3, group(-1)).await;
+        let reply: Frame<PeerResponse> = read_frame(&mut conn).await;
+        assert_eq!(reply.id, 3);
+        assert!(
+            matches!(reply.body, PeerResponse::ForwardGroup(Err(_))),
+            "{:?}",
+            reply.body
+        );
         let reply: Frame<PeerResponse> = read_frame(&mut conn).await;
         assert_eq!(reply.id, 2);
         assert!(
-            matches!(reply.body, PeerResponse::ForwardGroup(Err(_))),
+            matches!(reply.body, PeerResponse::ForwardGroup(Ok(()))),
             "{:?}",
             reply.body
         );
         expect_closed(&mut conn).await;
 
         // The other connection is still served, and so is a new one.
-        write_frame(&mut kept, 3, group(3)).await;
+        write_frame(&mut kept, 4, group(3)).await;
         let reply: Frame<PeerResponse> = read_frame(&mut kept).await;
         assert!(matches!(reply.body, PeerResponse::ForwardGroup(Ok(()))));
         let pool = PeerPool::default();

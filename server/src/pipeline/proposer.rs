@@ -3,7 +3,8 @@
 //! entry, one fsync for many writes); on a follower what is queued is forwarded to the leader
 //! over one peer connection (a [`crate::peer::CallStream`]), in order, as groups of commands
 //! that the leader keeps together in one entry (one frame and one answer per group). Each client
-//! connection's writes are admitted in its [`crate::pipeline::write_order::WriteOrder`].
+//! connection's writes are admitted in its [`crate::pipeline::write_order::WriteOrder`], and on
+//! the leader the writes a follower forwards in the order of the peer connection they came on.
 //! ZooKeeper's ProposalRequestProcessor / SyncRequestProcessor pair plays this part.
 
 use std::collections::VecDeque;
@@ -137,11 +138,12 @@ impl Waiter {
 
 /// Whether a proposal may go out by a route (see [`admit`]).
 enum Admission {
-    /// Yes: no connection sent it (a duty, a session's creation, a forwarded command).
+    /// Yes: in no connection's order (a duty, a session's creation, a `reconfig`'s new
+    /// configuration).
     Untracked,
     /// Yes, in its connection's order.
     Admitted(InFlight),
-    /// No: its connection's order refused it, and its waiter has failed.
+    /// No: its connection's order refused it, and its waiter (or the follower) was told.
     Refused,
 }
 
@@ -305,6 +307,11 @@ pub async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Prop
         if duties > 0 {
             duties = drop_stale_duties(&mut queue, node.leading_term());
         }
+        // The batches and forwards already answered are settled first (`select!` may have
+        // taken a proposal before one): a failed one breaks its connections' orders before any
+        // write queued behind it is admitted.
+        while let Some(Some(())) = batches.next().now_or_never() {}
+        while let Some(Some(())) = forwards.next().now_or_never() {}
         match node.leader_route() {
             Some((route, _)) if route.leader == node.id => {
                 while batches.len() < MAX_INFLIGHT_BATCHES && !queue.is_empty() {

@@ -31,9 +31,10 @@
 //! W2's frame reached it only after a whole election: the follower cannot see a change of term
 //! it has not heard of, the leader can. So the leader admits a connection's forwards for its
 //! own route (itself, in its current term) by the same rule, and refuses them all once one has
-//! failed; the connection is then spent and closed, and the follower's next forwards go on a
-//! new one, a new route. This needs nothing from the follower, so it holds with followers of
-//! any release.
+//! failed; the connection is then spent and closed (once the answers of the requests it had
+//! taken are written, [`crate::peer::PeerService::spent`]), and the follower's next forwards go
+//! on a new one, a new route. No protocol change: it needs only what followers do from
+//! release 0.5.8 (one stream of forwards per route, each client connection in order).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -57,9 +58,13 @@ pub struct Route {
 
 /// See the module documentation. One per client connection, shared by its reader (which
 /// proposes, and breaks the order if the proposer is gone) and the proposer (which admits and
-/// settles).
+/// settles); and one per peer connection, over the writes a follower forwards on it, shared
+/// by the peer service (which hands them to the proposer, and breaks the order if the proposer
+/// is gone) and the proposer.
 #[derive(Debug, Default)]
 pub struct WriteOrder {
+    /// The connection's writes queued and in flight; locked briefly, by one connection's tasks
+    /// and the proposer.
     state: Mutex<OrderState>,
 }
 
