@@ -343,11 +343,7 @@ async fn write_responses(
         };
         let mut next = Some(first);
         while let Some(out) = next.take() {
-            let pushed = match &out.payload {
-                Ok(payload) => w.push(payload).map_err(|e| e.to_string()),
-                Err(reason) => Err(reason.clone()),
-            };
-            if let Err(reason) = pushed {
+            if let Err(reason) = push(&mut w, &out) {
                 error!(peer = %from, reason = %reason, "closing peer connection: cannot send a response");
                 return;
             }
@@ -395,11 +391,7 @@ async fn drain(
     }
     let drained = async {
         while let Some(out) = handling.next().await {
-            let pushed = match &out.payload {
-                Ok(payload) => w.push(payload).map_err(|e| e.to_string()),
-                Err(reason) => Err(reason.clone()),
-            };
-            if let Err(reason) = pushed {
+            if let Err(reason) = push(&mut w, &out) {
                 debug!(peer = %from, reason = %reason, "spent peer connection: cannot send a response");
                 return;
             }
@@ -414,6 +406,16 @@ async fn drain(
         .is_err()
     {
         debug!(peer = %from, "spent peer connection: closing with requests unanswered");
+    }
+}
+
+/// Adds a response to the next write, or says why it cannot go (it could not be encoded, or
+/// the writer refused it); the connection then closes, since the peer's call would otherwise
+/// never be answered.
+fn push(w: &mut BatchWriter<BoxWrite>, out: &Outgoing) -> Result<(), String> {
+    match &out.payload {
+        Ok(payload) => w.push(payload).map_err(|e| e.to_string()),
+        Err(reason) => Err(reason.clone()),
     }
 }
 
