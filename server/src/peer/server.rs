@@ -55,10 +55,11 @@ pub trait PeerService: Send + Sync + 'static {
     /// response. It is dropped unfinished if the connection closes first.
     fn handle(&self, conn: &Self::Conn, req: PeerRequest) -> BoxFuture<'static, PeerResponse>;
 
-    /// Whether the connection is spent: checked each time responses have been written, and if
-    /// so the server closes the connection (requests still being handled are dropped), so that
-    /// the peer's later requests go on a new one. The node's is spent once a write forwarded on
-    /// it failed ([`crate::pipeline::write_order`]).
+    /// Whether the connection is spent: checked each time responses have been written. If so,
+    /// the server reads no more requests, writes the answers of those it had taken (for at
+    /// most [`SPENT_DRAIN_LIMIT`]; handlers not done by then are dropped) and closes the
+    /// connection, so that the peer's later requests go on a new one. The node's is spent once
+    /// a write forwarded on it failed ([`crate::pipeline::write_order`]).
     fn spent(&self, conn: &Self::Conn) -> bool {
         let _ = conn;
         false
