@@ -451,22 +451,17 @@ async fn peer_call_groups_reach_the_service_in_order_with_an_answer_each() {
     .await
 }
 
-/// (c) A call to a port nothing listens on fails at once with Unreachable.
+/// (c) A call to a port nothing listens on fails at once with Unreachable: the connection is
+/// refused, the call does not wait out its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_call_to_closed_port_is_unreachable() {
     bounded(async {
         let addr = dead_addr().await.to_string();
         let pool = PeerPool::default();
-        let started = Instant::now();
         let result = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
         assert!(
-            matches!(result, Err(PeerError::Unreachable(_))),
+            matches!(&result, Err(PeerError::Unreachable(why)) if !why.contains("timed out")),
             "{result:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            started.elapsed()
         );
         // And again: a failed connect leaves nothing behind that would change the outcome.
         let result = pool.call(2, &addr, touch(&[1]), CALL_TIMEOUT).await;
@@ -634,15 +629,10 @@ async fn peer_calls_in_flight_fail_when_the_connection_breaks() {
         while pool.pending_calls(&addr).await == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let started = Instant::now();
         server.stop().await;
+        // Closed, not the Timeout of its 15 s: it did not wait for its timeout.
         let r = call.await.expect("call task");
         assert!(matches!(r, Err(PeerError::Closed(_))), "{r:?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            started.elapsed()
-        );
     })
     .await
 }
@@ -766,10 +756,7 @@ async fn peer_call_without_answer_times_out() {
         let r = pool.call(2, &addr, PeerRequest::ReadIndex, timeout).await;
         let took = started.elapsed();
         assert_eq!(r.err(), Some(PeerError::Timeout(timeout)));
-        assert!(
-            took >= timeout && took < Duration::from_secs(2),
-            "took {took:?}"
-        );
+        assert!(took >= timeout, "timed out early, after {took:?}");
         assert_eq!(
             pool.pending_calls(&addr).await,
             0,
