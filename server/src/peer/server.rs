@@ -234,27 +234,18 @@ async fn connection<S: PeerService>(
         spent,
     )));
     let permits = Arc::new(Semaphore::new(limits.max_in_flight));
-    // The writer closed the channel: it failed, or the connection is spent and it is writing the
-    // answers of the requests already handed to it.
-    let mut writer_ending = false;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // never closed; nothing sensible to do but stop
             },
-            () = tx.closed() => {
-                writer_ending = true;
-                break;
-            }
+            () = tx.closed() => break,
             () = stop.cancelled() => break,
         };
         let next = tokio::select! {
             next = frames.next() => next,
-            () = tx.closed() => {
-                writer_ending = true;
-                break;
-            }
+            () = tx.closed() => break,
             () = stop.cancelled() => break,
         };
         let payload = match next {
@@ -296,15 +287,16 @@ async fn connection<S: PeerService>(
             response,
             permit,
         };
-        // Fails only when the writer closed the channel (see `writer_ending`); this request,
-        // handed to the service already, goes unanswered.
+        // Fails only when the writer closed the channel (see below); this request, handed to
+        // the service already, goes unanswered.
         if tx.send(started).is_err() {
-            writer_ending = true;
             break;
         }
     }
     drop(frames);
-    if writer_ending {
+    // A closed channel means the writer ended by itself: it failed, or the connection is spent
+    // and it is writing the answers of the requests already handed to it.
+    if tx.is_closed() {
         // Dropped unfinished (and so aborted) if the server stops meanwhile.
         tokio::select! {
             () = writer.join_within(SPENT_DRAIN_LIMIT + Duration::from_secs(1)) => {}

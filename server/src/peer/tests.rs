@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -643,16 +644,15 @@ async fn peer_calls_in_flight_fail_when_the_connection_breaks() {
 #[derive(Default)]
 struct SpentOnFailure {
     /// Connections opened so far.
-    opened: std::sync::atomic::AtomicUsize,
+    opened: AtomicUsize,
 }
 
 impl PeerService for SpentOnFailure {
     /// Whether a forward of the connection failed.
-    type Conn = std::sync::atomic::AtomicBool;
+    type Conn = AtomicBool;
 
     fn open(&self, _from: SocketAddr, _node: NodeId) -> Self::Conn {
-        self.opened
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.opened.fetch_add(1, Ordering::SeqCst);
         Default::default()
     }
 
@@ -663,7 +663,7 @@ impl PeerService for SpentOnFailure {
                     .iter()
                     .any(|c| matches!(c, Command::Reap { time_ms, .. } if *time_ms < 0)) =>
             {
-                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                failed.store(true, Ordering::SeqCst);
                 Err(ForwardError::Failed("refused".to_string()))
             }
             PeerRequest::ForwardGroup(cmds) => match cmds.first() {
@@ -683,7 +683,7 @@ impl PeerService for SpentOnFailure {
     }
 
     fn spent(&self, failed: &Self::Conn) -> bool {
-        failed.load(std::sync::atomic::Ordering::SeqCst)
+        failed.load(Ordering::SeqCst)
     }
 }
 
@@ -737,7 +737,7 @@ async fn peer_server_closes_a_spent_connection_after_its_answer() {
             .call(2, &server.addr.to_string(), group(4), CALL_TIMEOUT)
             .await;
         assert!(matches!(r, Ok(PeerResponse::ForwardGroup(Ok(())))), "{r:?}");
-        assert_eq!(service.opened.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(service.opened.load(Ordering::SeqCst), 3);
         drop((kept, pool));
         server.stop().await;
     })
