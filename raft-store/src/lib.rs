@@ -1,5 +1,5 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
-//! deterministically from log entries; the openraft type configuration ([`types`]); the RocksDB
+//! deterministically from log entries, and its znodes ([`znode`]); the openraft type configuration ([`types`]); the RocksDB
 //! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
 //! file and restore ([`snapshot`]), the backup file around it ([`backup`]), the checksummed
 //! envelope of both ([`envelope`]), the tenant
@@ -25,7 +25,9 @@ pub mod state_machine;
 pub mod tenants;
 pub mod tree;
 pub mod types;
+pub mod znode;
 
 pub use tenants::{Quota, Tenant, Tenants, Usage};
-pub use tree::{Applied, Caller, DataTree, Event, Node, NodeKind, Session, Txn};
+pub use tree::{Applied, Caller, DataTree, Event, Session, Txn};
 pub use types::{Command, CommandResult, NodeId, Origin, TenantChange, TypeConfig};
+pub use znode::{Node, NodeKind, NodeMeta};

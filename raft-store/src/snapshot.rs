@@ -45,8 +45,9 @@ use crate::audit::AuditHead;
 use crate::envelope::Kind;
 use crate::error::StoreError;
 use crate::tenants::Tenant;
-use crate::tree::{DataTree, Node, NodeKind};
+use crate::tree::DataTree;
 use crate::types::{decode, encode, NodeId};
+use crate::znode::{Node, NodeKind, NodeMeta};
 
 /// The current snapshot's file name in the state machine's directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -199,7 +200,7 @@ impl TreeImage {
                     cversion: n.cversion,
                     aversion: n.aversion,
                     kind: n.kind,
-                    data: n.data.clone(),
+                    data: n.shared_data(),
                     acl: n
                         .acl
                         .iter()
@@ -255,7 +256,7 @@ impl TreeImage {
                         },
                     })
                     .collect();
-                let node = Node {
+                let meta = NodeMeta {
                     czxid: n.czxid,
                     mzxid: n.mzxid,
                     pzxid: n.pzxid,
@@ -266,12 +267,11 @@ impl TreeImage {
                     aversion: n.aversion,
                     kind: n.kind,
                     null_data: null_data.contains(&(i as u64)),
-                    data: n.data,
                     acl: acl.into(),
                     num_children: 0,
                     owner,
                 };
-                (n.path, node)
+                (n.path, Node::new(meta, &n.data))
             })
             .collect();
         let session_tenants: std::collections::HashMap<i64, String> =

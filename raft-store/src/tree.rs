@@ -7,10 +7,10 @@
 //! Persistent maps (`imbl`) make a clone O(1): snapshots copy the tree without stopping apply, and a
 //! failing `multi` restores the state it started from.
 //!
-//! Layout, for memory (about 360 heap bytes for a znode of 100 bytes, see
+//! Layout, for memory (about 340 heap bytes for a znode of 100 bytes, see
 //! `tests/tree_memory.rs`): one ordered map from full path to node, so that a node's children
 //! are the keys right after `path/` and need no set of their own; each node counts its children
-//! and owns its data in an allocation of its own size.
+//! and holds its metadata and data in one allocation of its own size ([`crate::znode`]).
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use crate::audit::AuditHead;
 use crate::error::StoreError;
 use crate::quota::{self, StatsTrack};
 use crate::tenants::{self, Tenant, Tenants};
+pub use crate::znode::{Node, NodeKind, NodeMeta};
 
 /// A path, shared between the tree's key, the events about the node and the sets that name it
 /// (a session's ephemerals, the reap set).
@@ -51,11 +52,11 @@ fn descendants_prefix(path: &str) -> String {
 /// after `'/'`) instead of walking it.
 pub struct Children<'a> {
     /// The tree's map, for the seeks.
-    nodes: &'a imbl::OrdMap<Name, Arc<Node>>,
+    nodes: &'a imbl::OrdMap<Name, Node>,
     /// The parent's path and a `/` (just `/` for the root).
     prefix: String,
     /// Where the walk stands.
-    iter: imbl::ordmap::RangedIter<'a, Name, Arc<Node>, imbl::shared_ptr::DefaultSharedPtr>,
+    iter: imbl::ordmap::RangedIter<'a, Name, Node, imbl::shared_ptr::DefaultSharedPtr>,
 }
 
 impl<'a> Iterator for Children<'a> {
@@ -87,82 +88,6 @@ pub const MAX_TTL_MS: i64 = 0x00ff_ffff_ffff;
 /// line (the zxid, in hex, of the change that wrote it), readable by everyone, written only by
 /// [`DataTree::set_config`].
 pub const CONFIG_NODE: &str = "/zookeeper/config";
-
-/// How a node ends. Snapshots serialize it by its derive (the variant's index, then its
-/// argument): add variants at the end only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum NodeKind {
-    /// Lives until deleted.
-    Persistent,
-    /// Deleted with its owning session.
-    Ephemeral(i64),
-    /// Deleted by the leader once it has had children and has none.
-    Container,
-    /// Deleted by the leader once childless and unmodified for this many milliseconds.
-    Ttl(i64),
-}
-
-/// One znode. Clones are cheap: data is `Bytes` and the ACL is shared. Its children are not
-/// stored here: they are the tree's keys under `path/` ([`DataTree::children`]).
-/// The zxid and time fields are ZooKeeper's Stat fields, which clients read and compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    /// zxid of the write that created the node.
-    pub czxid: i64,
-    /// zxid of the last change to its data (its creation if none).
-    pub mzxid: i64,
-    /// zxid of the last change to the set of children.
-    pub pzxid: i64,
-    /// Proposer's time (ms since the epoch) of the creation.
-    pub ctime: i64,
-    /// Proposer's time of the last data change: a TTL node is due this long after it.
-    pub mtime: i64,
-    /// Number of data changes: what a conditional setData or delete compares.
-    pub version: i32,
-    /// Bumped on every child create and delete; the sequential suffix of a new child.
-    pub cversion: i32,
-    /// Number of ACL changes: what a conditional setACL compares.
-    pub aversion: i32,
-    /// How the node ends (and, for an ephemeral, its owner).
-    pub kind: NodeKind,
-    /// Its data; empty when [`Node::null_data`].
-    pub data: Bytes,
-    /// The data is null, not empty: it was created or last set with null data (jute length
-    /// -1), which ZooKeeper keeps apart and clients tell apart. Only from cluster version 2
-    /// ([`crate::types::NULL_DATA_SINCE`]); `data` is then empty.
-    pub null_data: bool,
-    /// Who may do what; nodes with the open ACL share one allocation.
-    pub acl: Arc<[Acl]>,
-    /// How many children the node has: `numChildren`, and what a delete checks for emptiness.
-    /// Invariant: equals the number of names [`DataTree::children`] lists (kept by create and
-    /// remove, recounted by [`DataTree::from_parts`]).
-    pub num_children: u32,
-    /// The tenant its creator belonged to ([`Tenants::owner_of`]), charged for it and its data
-    /// until it is deleted; `None` outside every tenant (always, in a cluster without tenants).
-    pub owner: Option<Name>,
-}
-
-impl Node {
-    /// The Stat clients see (container and TTL markers are not shown in ephemeralOwner).
-    pub fn stat(&self) -> Stat {
-        Stat {
-            czxid: self.czxid,
-            mzxid: self.mzxid,
-            ctime: self.ctime,
-            mtime: self.mtime,
-            version: self.version,
-            cversion: self.cversion,
-            aversion: self.aversion,
-            ephemeral_owner: match self.kind {
-                NodeKind::Ephemeral(owner) => owner,
-                _ => 0,
-            },
-            data_length: self.data.len() as i32,
-            num_children: self.num_children as i32,
-            pzxid: self.pzxid,
-        }
-    }
-}
 
 /// A session in the replicated table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,11 +187,14 @@ type OpResult<T> = Result<T, ErrorCode>;
 #[derive(Debug, Clone)]
 pub struct DataTree {
     /// Every node by full path, in byte order: a node's descendants are the keys that start
-    /// with `path/` (`DataTree::descendants`), its children those of them without a further `/`. A B-tree, not
-    /// a hash map: at 100,000 nodes imbl's HAMT cost 160 bytes per entry, this about 60.
-    /// Values are `Arc`s so the map's chunks stay small and a snapshot shares nodes: a write
-    /// copies only the node it changes (`Arc::make_mut`).
-    nodes: imbl::OrdMap<Name, Arc<Node>>,
+    /// with `path/` ([`DataTree::descendants`]), its children those of them without a further
+    /// `/`. A B-tree, not a hash map: at 100,000 nodes imbl's HAMT cost 160 bytes per entry,
+    /// this about 80 (leaves of up to 16 entries of 32 bytes, and the branches' copies of keys).
+    /// Values are pointers ([`Node`]) so the map's chunks stay small and a snapshot shares
+    /// nodes: a write copies only the node it changes ([`Node::meta_mut`]). The keys are the
+    /// paths apart from the nodes: a branch of the B-tree holds copies of keys, and a copy of
+    /// a node there would keep that version of the node (and its data) alive.
+    nodes: imbl::OrdMap<Name, Node>,
     /// Live sessions by id.
     sessions: imbl::HashMap<i64, Session>,
     /// Paths of container and TTL nodes: the candidates for reaping.
@@ -328,7 +256,7 @@ impl DataTree {
             quota_roots: imbl::OrdSet::new(),
             cluster_version: crate::types::BASE_CLUSTER_VERSION,
         };
-        let mk = |children: u32| Node {
+        let mk = |children: u32| NodeMeta {
             czxid: 0,
             mzxid: 0,
             pzxid: 0,
@@ -338,36 +266,38 @@ impl DataTree {
             cversion: 0,
             aversion: 0,
             kind: NodeKind::Persistent,
-            data: Bytes::new(),
             null_data: false,
             acl: open_acl.clone(),
             num_children: children,
             owner: None,
         };
-        t.nodes.insert("/".into(), Arc::new(mk(1)));
-        t.nodes.insert("/zookeeper".into(), Arc::new(mk(2)));
-        t.nodes.insert("/zookeeper/quota".into(), Arc::new(mk(0)));
+        t.nodes.insert("/".into(), Node::new(mk(1), b""));
+        t.nodes.insert("/zookeeper".into(), Node::new(mk(2), b""));
+        t.nodes
+            .insert("/zookeeper/quota".into(), Node::new(mk(0), b""));
         let mut config = mk(0);
         config.acl = Acl::read_unsafe().into();
-        t.nodes.insert("/zookeeper/config".into(), Arc::new(config));
+        t.nodes.insert(CONFIG_NODE.into(), Node::new(config, b""));
         t
     }
 
     pub fn node(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path).map(|n| &**n)
+        self.nodes.get(path)
     }
 
-    /// The node at `path` for changing; copied first if a snapshot still shares it.
+    /// The node at `path` for changing (its metadata with [`Node::meta_mut`], which copies it
+    /// first if a snapshot still shares it; its data by replacing it).
     fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
-        self.nodes.get_mut(path).map(Arc::make_mut)
+        self.nodes.get_mut(path)
     }
 
-    /// [`DataTree::node_mut`], with the tree's key of the node: an event about the node names
-    /// it by that key and so shares its allocation (the watch event history keeps 65,536).
-    fn keyed_node_mut(&mut self, path: &str) -> Option<(Name, &mut Node)> {
+    /// The metadata of the node at `path` for changing, with the tree's key of the node: an
+    /// event about the node names it by that key and so shares its allocation (the watch event
+    /// history keeps 65,536).
+    fn keyed_meta_mut(&mut self, path: &str) -> Option<(Name, &mut NodeMeta)> {
         self.nodes
             .get_key_value_mut(path)
-            .map(|(name, node)| (name.clone(), Arc::make_mut(node)))
+            .map(|(name, node)| (name.clone(), node.meta_mut()))
     }
 
     pub fn node_count(&self) -> usize {
@@ -421,13 +351,14 @@ impl DataTree {
             debug_assert!(false, "{CONFIG_NODE} is missing");
             return Applied::error(ErrorCode::SystemError);
         };
-        let old_len = n.data.len() as u64;
+        let old_len = n.data().len() as u64;
+        *n = n.with_data(&data);
+        let m = n.meta_mut();
         // ZooKeeper writes it with version -1 and keeps that as its data version.
-        n.version = -1;
-        n.mzxid = zxid;
-        n.mtime = time;
-        n.data = data.clone();
-        n.null_data = false;
+        m.version = -1;
+        m.mzxid = zxid;
+        m.mtime = time;
+        m.null_data = false;
         let stat = n.stat();
         let acl = n.acl.clone();
         self.data_bytes = self.data_bytes - old_len + data.len() as u64;
@@ -444,7 +375,7 @@ impl DataTree {
     /// The text of [`CONFIG_NODE`] (empty until the first [`DataTree::set_config`]).
     pub fn config_text(&self) -> &str {
         self.node(CONFIG_NODE)
-            .and_then(|n| std::str::from_utf8(&n.data).ok())
+            .and_then(|n| std::str::from_utf8(n.data()).ok())
             .unwrap_or("")
     }
 
@@ -460,7 +391,7 @@ impl DataTree {
 
     /// Every node, in byte order of the paths (snapshots, digests).
     pub fn nodes(&self) -> impl Iterator<Item = (&Name, &Node)> {
-        self.nodes.iter().map(|(k, v)| (k, &**v))
+        self.nodes.iter()
     }
 
     /// The names of `path`'s children, in byte order (none for a missing node). O(1) per child
@@ -484,7 +415,6 @@ impl DataTree {
             .range::<_, str>((Bound::Included(&*prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&*prefix))
             .filter(|(k, _)| &***k != "/")
-            .map(|(k, v)| (k, &**v))
     }
 
     fn acl_arc(&self, acl: Vec<Acl>) -> Arc<[Acl]> {
@@ -517,21 +447,17 @@ impl DataTree {
         if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        let data = (!n.null_data).then(|| n.data.clone());
+        let data = (!n.null_data).then(|| n.shared_data());
         Ok((data, n.stat()))
     }
 
-    /// Data as a write stores it: null stays null only at a cluster version that has null
-    /// data (before it, as release 0.1 stored it: empty).
-    fn stored_data(&self, data: Option<Bytes>) -> (Bytes, bool) {
+    /// Data as a write stores it, and whether it is null: null stays null only at a cluster
+    /// version that has null data (before it, as release 0.1 stored it: empty). The node
+    /// copies the bytes into its own allocation ([`Node::new`]).
+    fn stored_data<'d>(&self, data: Option<&'d Bytes>) -> (&'d [u8], bool) {
         match data {
-            // Its own allocation of its own size: the request's buffer (path, ACL, and in a
-            // batch every other write) is not kept alive by the node.
-            Some(d) => (Bytes::copy_from_slice(&d), false),
-            None => (
-                Bytes::new(),
-                self.cluster_version >= crate::types::NULL_DATA_SINCE,
-            ),
+            Some(d) => (d, false),
+            None => (&[], self.cluster_version >= crate::types::NULL_DATA_SINCE),
         }
     }
 
@@ -756,7 +682,7 @@ impl DataTree {
             _ if mode.is_ttl() => NodeKind::Ttl(r.ttl),
             _ => NodeKind::Persistent,
         };
-        let (data, null_data) = self.stored_data(r.data);
+        let (data, null_data) = self.stored_data(r.data.as_ref());
         self.may_change_quota(&path, txn.caller.auth)?;
         let quota = self.quota_of(&path);
         if let Some(q) = &quota {
@@ -772,7 +698,7 @@ impl DataTree {
                 return Err(ErrorCode::QuotaExceeded);
             }
         }
-        let node = Node {
+        let meta = NodeMeta {
             czxid: txn.zxid,
             mzxid: txn.zxid,
             pzxid: txn.zxid,
@@ -782,17 +708,17 @@ impl DataTree {
             cversion: 0,
             aversion: 0,
             kind,
-            data,
             null_data,
             acl,
             num_children: 0,
             owner,
         };
+        let node = Node::new(meta, data);
         let stat = node.stat();
         let node_acl = node.acl.clone();
-        self.data_bytes += node.data.len() as u64;
+        self.data_bytes += data.len() as u64;
         let mut parent_changed = None;
-        if let Some((parent_name, p)) = self.keyed_node_mut(parent_path) {
+        if let Some((parent_name, p)) = self.keyed_meta_mut(parent_path) {
             p.num_children += 1;
             p.cversion += 1;
             p.pzxid = txn.zxid;
@@ -809,8 +735,8 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
-        let len = node.data.len() as i64;
-        self.nodes.insert(path.clone(), Arc::new(node));
+        let len = data.len() as i64;
+        self.nodes.insert(path.clone(), node);
         if let Some(q) = &quota {
             self.count_in_quota(q, 1, len);
         }
@@ -866,21 +792,21 @@ impl DataTree {
             return;
         };
         debug_assert!(node.num_children == 0, "removing {path} with children");
-        self.data_bytes -= node.data.len() as u64;
+        let len = node.data().len();
+        self.data_bytes -= len as u64;
         if let Some(o) = &node.owner {
             let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
-            self.tenants
-                .charge(o, node.data.len() as u64, ephemeral, false, false);
+            self.tenants.charge(o, len as u64, ephemeral, false, false);
         }
         if let Some((p, quota::LIMIT_NODE)) = quota::quota_node(path) {
             self.quota_roots.remove(p);
         }
         if let Some(q) = self.quota_of(path) {
-            self.count_in_quota(&q, -1, -(node.data.len() as i64));
+            self.count_in_quota(&q, -1, -(len as i64));
         }
         let parent_path = parent(path);
         let mut parent_changed = None;
-        if let Some((parent_name, p)) = self.keyed_node_mut(parent_path) {
+        if let Some((parent_name, p)) = self.keyed_meta_mut(parent_path) {
             debug_assert!(p.num_children > 0, "{parent_path} lists no child to remove");
             p.num_children = p.num_children.saturating_sub(1);
             p.cversion += 1;
@@ -914,7 +840,7 @@ impl DataTree {
         let path = r.path.as_str();
         let auth = txn.caller.auth;
         let quota = self.quota_of(path);
-        let (data, null_data) = self.stored_data(r.data.clone());
+        let (data, null_data) = self.stored_data(r.data.as_ref());
         let new_len = data.len() as u64;
         // Under a quota, or on a quota's own nodes, the checks read other nodes, so they run on
         // a lookup of their own before the write's; otherwise the write's lookup serves both.
@@ -932,7 +858,7 @@ impl DataTree {
         // allocation (a watch event history of 65,536 changes holds one name per change).
         let (name, slot) = nodes.get_key_value_mut(path).ok_or(ErrorCode::NoNode)?;
         let name = name.clone();
-        let old_len = slot.data.len() as u64;
+        let old_len = slot.data().len() as u64;
         if !apart {
             may_set_data(slot, r.version, auth)?;
             if let Some(o) = &slot.owner {
@@ -941,14 +867,14 @@ impl DataTree {
                 }
             }
         }
-        let n = Arc::make_mut(slot);
+        *slot = slot.with_data(data);
+        let n = slot.meta_mut();
         n.version += 1;
         n.mzxid = txn.zxid;
         n.mtime = txn.time;
-        n.data = data;
         n.null_data = null_data;
-        let stat = n.stat();
-        let acl = n.acl.clone();
+        let stat = slot.stat();
+        let acl = slot.acl.clone();
         *data_bytes = *data_bytes - old_len + new_len;
         if let Some(q) = &quota {
             self.count_in_quota(q, 0, new_len as i64 - old_len as i64);
@@ -971,7 +897,7 @@ impl DataTree {
     ) -> OpResult<()> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         may_set_data(n, version, auth)?;
-        let old_len = n.data.len() as u64;
+        let old_len = n.data().len() as u64;
         let owner = n.owner.clone();
         self.may_change_quota(path, auth)?;
         if let Some(q) = quota {
@@ -995,8 +921,9 @@ impl DataTree {
         version_matches(r.version, n.aversion)?;
         let acl = self.acl_arc(acl);
         let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
-        n.aversion += 1;
-        n.acl = acl;
+        let m = n.meta_mut();
+        m.aversion += 1;
+        m.acl = acl;
         Ok(n.stat())
     }
 
@@ -1110,7 +1037,7 @@ impl DataTree {
             return Ok(());
         }
         let read =
-            |p: String| StatsTrack::parse(self.nodes.get(p.as_str()).map_or(&[][..], |n| &n.data));
+            |p: String| StatsTrack::parse(self.nodes.get(p.as_str()).map_or(&[][..], |n| n.data()));
         let limits = read(quota::limit_path(q));
         let stats = read(quota::stat_path(q));
         if quota::over_hard_limit(&limits, &stats, count, bytes) {
@@ -1134,36 +1061,36 @@ impl DataTree {
         let Some(n) = self.nodes.get(path.as_str()) else {
             return;
         };
-        let now = StatsTrack::parse(&n.data);
+        let now = StatsTrack::parse(n.data());
         let data = StatsTrack::usage(
             now.count().saturating_add(count),
             now.bytes().saturating_add(bytes),
         );
-        self.replace_data_quietly(&path, data.into());
+        self.replace_data_quietly(&path, &data);
     }
 
     /// Recounts the subtree at `p` into its quota's usage node (a new quota: ZooKeeper counts
     /// when `zookeeper_stats` is created). O(size of the subtree), once per `setquota`.
     fn recount_quota(&mut self, p: &str) {
         let (mut count, mut bytes) = (0i64, 0i64);
-        let subtree = self.nodes.get(p).map(|n| &**n).into_iter();
+        let subtree = self.nodes.get(p).into_iter();
         for n in subtree.chain(self.descendants(p).map(|(_, n)| n)) {
             count += 1;
-            bytes += n.data.len() as i64;
+            bytes += n.data().len() as i64;
         }
         let path = quota::stat_path(p);
-        self.replace_data_quietly(&path, StatsTrack::usage(count, bytes).into());
+        self.replace_data_quietly(&path, &StatsTrack::usage(count, bytes));
     }
 
     /// Sets a node's data without a version, an mzxid or an event (the server's own quota
     /// bookkeeping), keeping the byte counts right.
-    fn replace_data_quietly(&mut self, path: &str, data: Bytes) {
+    fn replace_data_quietly(&mut self, path: &str, data: &[u8]) {
         let Some(n) = self.node_mut(path) else {
             return;
         };
-        let old = n.data.len() as u64;
+        let old = n.data().len() as u64;
         let new = data.len() as u64;
-        n.data = data;
+        *n = n.with_data(data);
         let owner = n.owner.clone();
         self.data_bytes = self.data_bytes - old + new;
         if let Some(o) = owner {
@@ -1251,16 +1178,18 @@ impl DataTree {
         let root_acl = Acl::read_unsafe();
         match self.node_mut(tenants::TENANTS_ROOT) {
             Some(n) if *n.acl != *root_acl => {
-                n.acl = root_acl.into();
-                n.aversion += 1;
+                let m = n.meta_mut();
+                m.acl = root_acl.into();
+                m.aversion += 1;
             }
             Some(_) => {}
             None => self.internal_create(txn, tenants::TENANTS_ROOT, root_acl, &mut events)?,
         }
         match self.node_mut(&home) {
             Some(n) if *n.acl != *home_acl => {
-                n.acl = home_acl.into();
-                n.aversion += 1;
+                let m = n.meta_mut();
+                m.acl = home_acl.into();
+                m.aversion += 1;
             }
             Some(_) => {}
             None => self.internal_create(txn, &home, home_acl, &mut events)?,
@@ -1382,15 +1311,20 @@ impl DataTree {
         }
         let mut names = Vec::with_capacity(nodes.len());
         for (path, mut node) in nodes {
-            if *node.acl == *t.open_acl {
-                node.acl = t.open_acl.clone();
+            // Nodes a snapshot load made are held by nothing else: changed in place.
+            let share_open = *node.acl == *t.open_acl && !Arc::ptr_eq(&node.acl, &t.open_acl);
+            if share_open || node.num_children != 0 {
+                let m = node.meta_mut();
+                if share_open {
+                    m.acl = t.open_acl.clone();
+                }
+                m.num_children = 0;
             }
-            node.num_children = 0;
-            t.data_bytes += node.data.len() as u64;
+            let len = node.data().len() as u64;
+            t.data_bytes += len;
             if let Some(o) = &node.owner {
                 let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
-                t.tenants
-                    .charge(o, node.data.len() as u64, ephemeral, true, false);
+                t.tenants.charge(o, len, ephemeral, true, false);
             }
             let name: Name = path.into();
             match node.kind {
@@ -1405,7 +1339,7 @@ impl DataTree {
                 NodeKind::Persistent => {}
             }
             names.push(name.clone());
-            t.nodes.insert(name, Arc::new(node));
+            t.nodes.insert(name, node);
         }
         for (name, tenant) in tenants {
             t.tenants.put(&name, tenant);
@@ -1416,8 +1350,8 @@ impl DataTree {
             }
         }
         for name in names.iter().filter(|n| &***n != "/") {
-            if let Some(p) = t.nodes.get_mut(parent(name)).map(Arc::make_mut) {
-                p.num_children += 1;
+            if let Some(p) = t.nodes.get_mut(parent(name)) {
+                p.meta_mut().num_children += 1;
             }
         }
         t
@@ -1486,7 +1420,7 @@ impl DataTree {
             };
             w.int(tag);
             w.int(arg);
-            w.bytes(&n.data);
+            w.bytes(n.data());
             // Only null data adds a field, so a tree without any hashes as it always did.
             if n.null_data {
                 w.int(-3);
@@ -1856,7 +1790,7 @@ mod tests {
             t.apply(txn(22, &nurse), &mk(&stats, b"")).err,
             ErrorCode::Ok
         );
-        assert_eq!(&t.node(&stats).expect("stats").data[..], b"count=1,bytes=3");
+        assert_eq!(t.node(&stats).expect("stats").data(), b"count=1,bytes=3");
         assert_eq!(
             t.apply(txn(23, &nurse), &mk("/tenants/hospital/q/a", b"12"))
                 .err,
@@ -1867,14 +1801,14 @@ mod tests {
                 .err,
             ErrorCode::QuotaExceeded
         );
-        assert_eq!(&t.node(&stats).expect("stats").data[..], b"count=2,bytes=5");
+        assert_eq!(t.node(&stats).expect("stats").data(), b"count=2,bytes=5");
         let before = t.data_bytes();
         let del = Request::Delete(DeleteRequest {
             path: "/tenants/hospital/q/a".into(),
             version: -1,
         });
         assert_eq!(t.apply(txn(25, &nurse), &del).err, ErrorCode::Ok);
-        assert_eq!(&t.node(&stats).expect("stats").data[..], b"count=1,bytes=3");
+        assert_eq!(t.node(&stats).expect("stats").data(), b"count=1,bytes=3");
         assert_eq!(
             t.data_bytes(),
             before - 2,
@@ -2648,14 +2582,11 @@ mod tests {
             f(&mut t);
             t.digest()
         };
-        let node = |t: &mut DataTree, p: &str, f: &dyn Fn(&mut Node)| {
-            f(t.node_mut(p).expect("node exists"))
+        let node = |t: &mut DataTree, p: &str, f: &dyn Fn(&mut NodeMeta)| {
+            f(t.node_mut(p).expect("node exists").meta_mut())
         };
         let variants: Vec<(&str, [u8; 20])> = vec![
-            (
-                "data",
-                change(&|t| node(t, "/a", &|n| n.data = Bytes::from_static(b"e"))),
-            ),
+            ("data", change(&|t| t.replace_data_quietly("/a", b"e"))),
             ("czxid", change(&|t| node(t, "/a", &|n| n.czxid += 1))),
             ("mzxid", change(&|t| node(t, "/a", &|n| n.mzxid += 1))),
             ("pzxid", change(&|t| node(t, "/a", &|n| n.pzxid += 1))),

@@ -118,8 +118,10 @@ fn fill(count: u32) -> (f64, DataTree) {
 
 /// §10's target is 50 MiB of RSS per server at 100,000 znodes of 100 bytes, about 25 MiB of it
 /// the process without a tree: the tree may hold about 250 bytes per znode, of which 100 are the
-/// data. This bounds the heap the tree holds (what RSS adds beyond it is the allocator's).
-const MAX_BYTES_PER_ZNODE: f64 = 400.0;
+/// data. This bounds the heap the tree holds (what RSS adds beyond it is the allocator's) close
+/// above where it stands (339: the node with its data 220, its path 38, the map's share about
+/// 80), so that no change gives the gain back unnoticed.
+const MAX_BYTES_PER_ZNODE: f64 = 350.0;
 
 #[test]
 fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {
@@ -139,8 +141,8 @@ fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {
     }
     let grown = (live() - before) as f64 / 100_000.0;
     println!("after a set of every znode: {grown:+.0} heap bytes per znode");
-    // A read shares the node's data with the reply; the first one of each node gives its
-    // data a reference count (the `bytes` crate's, 24 bytes), and no read keeps more.
+    // A read shares the node's data with the reply (the reply's `Bytes` own a reference to
+    // the node, released with them): no read keeps anything.
     let before = live();
     for _ in 0..2 {
         for i in 0..100_000u32 {
@@ -159,7 +161,7 @@ fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {
         "a set of every znode changed the heap by {grown:.0} bytes per znode"
     );
     assert!(
-        read <= 32.0,
+        read.abs() <= 1.0,
         "reading every znode twice grew the heap by {read:.0} bytes per znode"
     );
     drop(tree);

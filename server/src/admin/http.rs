@@ -290,7 +290,7 @@ pub fn tree(node: &Node, q: &TreeQuery) -> Response {
     let mut built: std::collections::HashMap<String, Value> = Default::default();
     for (p, _) in order.iter().rev() {
         let Some(n) = t.node(p) else { continue };
-        let (data, encoding, data_truncated) = show_data(&n.data, max_data);
+        let (data, encoding, data_truncated) = show_data(n.data(), max_data);
         let stat = n.stat();
         let kind = match n.kind {
             NodeKind::Persistent => "persistent".to_string(),
