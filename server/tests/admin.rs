@@ -480,7 +480,8 @@ fn admin_endpoints_and_four_letter_words() {
     for &i in &others {
         ens.pause(i).expect("pause");
     }
-    let t = Instant::now();
+    // Answered (the request's read timeout, IO_TIMEOUT, bounds the wait), and with the wait
+    // asked for, not the default 2 s.
     let (code, body) = http(admin(follower), "/ready?timeout_ms=1000");
     // Seen once (a fresh-clone CI run, 2026-12-04): 200 at once, with both others paused. Not
     // reproduced since; the logs say which node answered the read index.
@@ -490,14 +491,14 @@ fn admin_endpoints_and_four_letter_words() {
         "{body}\nleader at the start: node {leader_id}; follower asked: node {follower_id}\n{}",
         ens.logs()
     );
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t.elapsed()
-    );
     let r: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(r["ready"], false);
-    assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(!reason.is_empty(), "{r}");
+    assert!(
+        !reason.contains("within") || reason.contains("within 1s"),
+        "{r}"
+    );
     eprintln!("/ready without a quorum: {body}");
     for &i in &others {
         ens.resume(i).expect("resume");
