@@ -2,7 +2,51 @@
 //! The caller's identities are stamped into each write entry by the proposing server (they are
 //! connection state), so these checks are deterministic on every replica.
 
+use std::ops::Deref;
+
 use synod_proto::{Acl, Id};
+
+/// An ACL as nodes and events hold it: one thin pointer to one shared allocation (every node
+/// with the open ACL shares one). Thin, so that a node's metadata fits its allocation into
+/// jemalloc's 224-byte class with 100 bytes of data ([`crate::znode`]) and an event of the watch
+/// history is 8 bytes smaller.
+#[derive(Clone)]
+pub struct SharedAcl(triomphe::ThinArc<(), Acl>);
+
+impl SharedAcl {
+    /// Whether `a` and `b` are the same allocation (not merely equal lists).
+    pub fn ptr_eq(a: &SharedAcl, b: &SharedAcl) -> bool {
+        a.0.ptr() == b.0.ptr()
+    }
+}
+
+impl Deref for SharedAcl {
+    type Target = [Acl];
+
+    fn deref(&self) -> &[Acl] {
+        &self.0.slice
+    }
+}
+
+impl From<Vec<Acl>> for SharedAcl {
+    fn from(acl: Vec<Acl>) -> SharedAcl {
+        SharedAcl(triomphe::ThinArc::from_header_and_iter((), acl.into_iter()))
+    }
+}
+
+impl PartialEq for SharedAcl {
+    fn eq(&self, other: &SharedAcl) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedAcl {}
+
+impl std::fmt::Debug for SharedAcl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
 
 /// Whether `auth` (the caller's identities) grants `perm` on a node with `acl`.
 /// An empty ACL grants everything, as in ZooKeeper; `super` identities pass every check.

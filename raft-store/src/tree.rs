@@ -7,7 +7,7 @@
 //! Persistent maps (`imbl`) make a clone O(1): snapshots copy the tree without stopping apply, and a
 //! failing `multi` restores the state it started from.
 //!
-//! Layout, for memory (about 340 heap bytes for a znode of 100 bytes, see
+//! Layout, for memory (about 320 heap bytes for a znode of 100 bytes, see
 //! `tests/tree_memory.rs`): one ordered map from full path to node, so that a node's children
 //! are the keys right after `path/` and need no set of their own; each node counts its children
 //! and holds its metadata and data in one allocation of its own size ([`crate::znode`]).
@@ -25,7 +25,7 @@ use synod_proto::{
     Stat,
 };
 
-use crate::acl;
+use crate::acl::{self, SharedAcl};
 use crate::audit::AuditHead;
 use crate::error::StoreError;
 use crate::quota::{self, StatsTrack};
@@ -136,12 +136,12 @@ pub struct Event {
     /// That node's ACL as of the change (the deleted node's last one; the parent's for a change
     /// of its children): a watcher is told only if this lets it READ the node, checked at
     /// delivery and again when the event is replayed (ZooKeeper's fix of CVE-2024-23944).
-    pub acl: Arc<[Acl]>,
+    pub acl: SharedAcl,
 }
 
 impl Event {
     /// `event_type` on `path`, whose ACL at the time was `acl`.
-    pub fn new(event_type: EventType, path: impl Into<Name>, acl: Arc<[Acl]>) -> Event {
+    pub fn new(event_type: EventType, path: impl Into<Name>, acl: SharedAcl) -> Event {
         Event {
             event_type,
             path: path.into(),
@@ -189,9 +189,9 @@ pub struct DataTree {
     /// Every node by full path, in byte order: a node's descendants are the keys that start
     /// with `path/` ([`DataTree::descendants`]), its children those of them without a further
     /// `/`. A B-tree, not a hash map: at 100,000 nodes imbl's HAMT cost 160 bytes per entry,
-    /// this about 80 (leaves of up to 16 entries of 32 bytes, and the branches' copies of keys).
+    /// this about 65 (leaves of up to 16 entries of 24 bytes, and the branches' copies of keys).
     /// Values are pointers ([`Node`]) so the map's chunks stay small and a snapshot shares
-    /// nodes: a write copies only the node it changes ([`Node::meta_mut`]). The keys are the
+    /// nodes: a write copies only the node it changes ([`Node::change`]). The keys are the
     /// paths apart from the nodes: a branch of the B-tree holds copies of keys, and a copy of
     /// a node there would keep that version of the node (and its data) alive.
     nodes: imbl::OrdMap<Name, Node>,
@@ -202,7 +202,7 @@ pub struct DataTree {
     /// Total bytes of node data (for status and metrics).
     data_bytes: u64,
     /// The open ACL, shared by every node that uses it.
-    open_acl: Arc<[Acl]>,
+    open_acl: SharedAcl,
     /// The declared tenants and what each uses; empty in a cluster that behaves as ZooKeeper.
     tenants: Tenants,
     /// The audit chain's head as of the last applied entry (zero with auditing off): the state
@@ -244,7 +244,7 @@ impl DataTree {
     /// An empty tree: `/` and ZooKeeper's system nodes `/zookeeper`, `/zookeeper/quota` and
     /// `/zookeeper/config`, all at zxid 0.
     pub fn new() -> Self {
-        let open_acl: Arc<[Acl]> = Acl::open_unsafe().into();
+        let open_acl: SharedAcl = Acl::open_unsafe().into();
         let mut t = DataTree {
             nodes: imbl::OrdMap::new(),
             sessions: imbl::HashMap::new(),
@@ -285,19 +285,23 @@ impl DataTree {
         self.nodes.get(path)
     }
 
-    /// The node at `path` for changing (its metadata with [`Node::meta_mut`], which copies it
+    /// The node at `path` for changing (its metadata with [`Node::change`], which copies it
     /// first if a snapshot still shares it; its data by replacing it).
     fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
         self.nodes.get_mut(path)
     }
 
-    /// The metadata of the node at `path` for changing, with the tree's key of the node: an
-    /// event about the node names it by that key and so shares its allocation (the watch event
-    /// history keeps 65,536).
-    fn keyed_meta_mut(&mut self, path: &str) -> Option<(Name, &mut NodeMeta)> {
-        self.nodes
-            .get_key_value_mut(path)
-            .map(|(name, node)| (name.clone(), node.meta_mut()))
+    /// Applies `change` to the metadata of the node at `path`; returns the tree's key of the
+    /// node and the node as changed. An event about the node names it by that key and so
+    /// shares its allocation (the watch event history keeps 65,536).
+    fn change_node(
+        &mut self,
+        path: &str,
+        change: impl FnOnce(&mut NodeMeta),
+    ) -> Option<(Name, &Node)> {
+        let (name, node) = self.nodes.get_key_value_mut(path)?;
+        node.change(change);
+        Some((name.clone(), node))
     }
 
     pub fn node_count(&self) -> usize {
@@ -353,12 +357,13 @@ impl DataTree {
         };
         let old_len = n.data().len() as u64;
         *n = n.with_data(&data);
-        let m = n.meta_mut();
-        // ZooKeeper writes it with version -1 and keeps that as its data version.
-        m.version = -1;
-        m.mzxid = zxid;
-        m.mtime = time;
-        m.null_data = false;
+        n.change(|m| {
+            // ZooKeeper writes it with version -1 and keeps that as its data version.
+            m.version = -1;
+            m.mzxid = zxid;
+            m.mtime = time;
+            m.null_data = false;
+        });
         let stat = n.stat();
         let acl = n.acl.clone();
         self.data_bytes = self.data_bytes - old_len + data.len() as u64;
@@ -417,7 +422,7 @@ impl DataTree {
             .filter(|(k, _)| &***k != "/")
     }
 
-    fn acl_arc(&self, acl: Vec<Acl>) -> Arc<[Acl]> {
+    fn acl_arc(&self, acl: Vec<Acl>) -> SharedAcl {
         if *acl == *self.open_acl {
             self.open_acl.clone()
         } else {
@@ -656,7 +661,7 @@ impl DataTree {
         }
         let parent_path = parent(&r.path);
         let p = self.nodes.get(parent_path).ok_or(ErrorCode::NoNode)?;
-        let acl: Arc<[Acl]> = match given {
+        let acl: SharedAcl = match given {
             Some(acl) => self.acl_arc(acl),
             None if tenanted(&p.acl) => p.acl.clone(),
             None => self.acl_arc(self.fixup(&r.acl, txn.caller.auth)?),
@@ -718,10 +723,12 @@ impl DataTree {
         let node_acl = node.acl.clone();
         self.data_bytes += data.len() as u64;
         let mut parent_changed = None;
-        if let Some((parent_name, p)) = self.keyed_meta_mut(parent_path) {
+        let changed = self.change_node(parent_path, |p| {
             p.num_children += 1;
             p.cversion += 1;
             p.pzxid = txn.zxid;
+        });
+        if let Some((parent_name, p)) = changed {
             parent_changed = Some((parent_name, p.acl.clone()));
         }
         match kind {
@@ -806,11 +813,13 @@ impl DataTree {
         }
         let parent_path = parent(path);
         let mut parent_changed = None;
-        if let Some((parent_name, p)) = self.keyed_meta_mut(parent_path) {
+        let changed = self.change_node(parent_path, |p| {
             debug_assert!(p.num_children > 0, "{parent_path} lists no child to remove");
             p.num_children = p.num_children.saturating_sub(1);
             p.cversion += 1;
             p.pzxid = zxid;
+        });
+        if let Some((parent_name, p)) = changed {
             parent_changed = Some((parent_name, p.acl.clone()));
         }
         match node.kind {
@@ -868,11 +877,12 @@ impl DataTree {
             }
         }
         *slot = slot.with_data(data);
-        let n = slot.meta_mut();
-        n.version += 1;
-        n.mzxid = txn.zxid;
-        n.mtime = txn.time;
-        n.null_data = null_data;
+        slot.change(|n| {
+            n.version += 1;
+            n.mzxid = txn.zxid;
+            n.mtime = txn.time;
+            n.null_data = null_data;
+        });
         let stat = slot.stat();
         let acl = slot.acl.clone();
         *data_bytes = *data_bytes - old_len + new_len;
@@ -920,10 +930,12 @@ impl DataTree {
         }
         version_matches(r.version, n.aversion)?;
         let acl = self.acl_arc(acl);
-        let n = self.node_mut(r.path.as_str()).ok_or(ErrorCode::NoNode)?;
-        let m = n.meta_mut();
-        m.aversion += 1;
-        m.acl = acl;
+        let (_, n) = self
+            .change_node(&r.path, |m| {
+                m.aversion += 1;
+                m.acl = acl;
+            })
+            .ok_or(ErrorCode::NoNode)?;
         Ok(n.stat())
     }
 
@@ -1177,20 +1189,18 @@ impl DataTree {
         // `/tenants` is readable by anyone and writable by nobody (but `super`), whoever made it.
         let root_acl = Acl::read_unsafe();
         match self.node_mut(tenants::TENANTS_ROOT) {
-            Some(n) if *n.acl != *root_acl => {
-                let m = n.meta_mut();
+            Some(n) if *n.acl != *root_acl => n.change(|m| {
                 m.acl = root_acl.into();
                 m.aversion += 1;
-            }
+            }),
             Some(_) => {}
             None => self.internal_create(txn, tenants::TENANTS_ROOT, root_acl, &mut events)?,
         }
         match self.node_mut(&home) {
-            Some(n) if *n.acl != *home_acl => {
-                let m = n.meta_mut();
+            Some(n) if *n.acl != *home_acl => n.change(|m| {
                 m.acl = home_acl.into();
                 m.aversion += 1;
-            }
+            }),
             Some(_) => {}
             None => self.internal_create(txn, &home, home_acl, &mut events)?,
         }
@@ -1312,13 +1322,14 @@ impl DataTree {
         let mut names = Vec::with_capacity(nodes.len());
         for (path, mut node) in nodes {
             // Nodes a snapshot load made are held by nothing else: changed in place.
-            let share_open = *node.acl == *t.open_acl && !Arc::ptr_eq(&node.acl, &t.open_acl);
+            let share_open = *node.acl == *t.open_acl && !SharedAcl::ptr_eq(&node.acl, &t.open_acl);
             if share_open || node.num_children != 0 {
-                let m = node.meta_mut();
-                if share_open {
-                    m.acl = t.open_acl.clone();
-                }
-                m.num_children = 0;
+                node.change(|m| {
+                    if share_open {
+                        m.acl = t.open_acl.clone();
+                    }
+                    m.num_children = 0;
+                });
             }
             let len = node.data().len() as u64;
             t.data_bytes += len;
@@ -1351,7 +1362,7 @@ impl DataTree {
         }
         for name in names.iter().filter(|n| &***n != "/") {
             if let Some(p) = t.nodes.get_mut(parent(name)) {
-                p.meta_mut().num_children += 1;
+                p.change(|m| m.num_children += 1);
             }
         }
         t
@@ -1528,7 +1539,7 @@ mod tests {
         }
     }
 
-    fn open() -> Arc<[Acl]> {
+    fn open() -> SharedAcl {
         Acl::open_unsafe().into()
     }
 
@@ -2583,7 +2594,7 @@ mod tests {
             t.digest()
         };
         let node = |t: &mut DataTree, p: &str, f: &dyn Fn(&mut NodeMeta)| {
-            f(t.node_mut(p).expect("node exists").meta_mut())
+            t.node_mut(p).expect("node exists").change(f)
         };
         let variants: Vec<(&str, [u8; 20])> = vec![
             ("data", change(&|t| t.replace_data_quietly("/a", b"e"))),

@@ -4,17 +4,17 @@
 //! Why one allocation: the tree holds 100,000 znodes in tens of MiB (design.md §10). Kept apart
 //! (the metadata in an `Arc`, the data in a `Bytes` of its own), a znode of 100 bytes cost about
 //! 360 heap bytes in three allocations, with its path and its share of the tree's map; together,
-//! about 340 in two (`tests/tree_memory.rs`). A node is immutable once shared: a change makes a
-//! copy ([`Node::meta_mut`], [`Node::with_data`]), so a snapshot that shares the tree keeps
-//! seeing the node as it was.
+//! and behind thin pointers, about 320 in two (`tests/tree_memory.rs`). A node is immutable once
+//! shared: a change makes a copy ([`Node::change`], [`Node::with_data`]), so a snapshot that
+//! shares the tree keeps seeing the node as it was.
 
 use std::ops::Deref;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use synod_proto::{Acl, Stat};
-use triomphe::HeaderSlice;
+use synod_proto::Stat;
+use triomphe::ThinArc;
 
+use crate::acl::SharedAcl;
 use crate::tree::Name;
 
 /// How a node ends. Snapshots serialize it by its derive (the variant's index, then its
@@ -59,7 +59,7 @@ pub struct NodeMeta {
     /// ([`crate::types::NULL_DATA_SINCE`]); the data is then empty.
     pub null_data: bool,
     /// Who may do what; nodes with the open ACL share one allocation.
-    pub acl: Arc<[Acl]>,
+    pub acl: SharedAcl,
     /// How many children the node has: `numChildren`, and what a delete checks for emptiness.
     /// Invariant: equals the number of names [`crate::tree::DataTree::children`] lists (kept
     /// by create and remove, recounted by [`crate::tree::DataTree::from_parts`]).
@@ -74,17 +74,18 @@ pub struct NodeMeta {
 /// reference count); a node that is shared never changes.
 #[derive(Clone)]
 pub struct Node(
-    /// The metadata, then the data's bytes. A fat pointer (the data's length is in it, not in
-    /// the allocation): 8 bytes more in the tree's map, and a node of 100 bytes fits jemalloc's
-    /// 224-byte class instead of the 256-byte one.
-    triomphe::Arc<HeaderSlice<NodeMeta, [u8]>>,
+    /// The metadata, the data's length, the data's bytes. A thin pointer: the tree's map holds
+    /// 8 bytes per node instead of 16, which at imbl's chunk sizes saves about 24 bytes per
+    /// znode; the allocation of a node of 100 bytes (8 + 104 + 8 + 100) fits jemalloc's
+    /// 224-byte class.
+    ThinArc<NodeMeta, u8>,
 );
 
 impl Node {
     /// A node holding `meta` and `data`, in one allocation of its own size: the request's
     /// buffer the data came in (path, ACL, and in a batch every other write) is not kept alive.
     pub fn new(meta: NodeMeta, data: &[u8]) -> Node {
-        Node(triomphe::Arc::from_header_and_slice(meta, data))
+        Node(ThinArc::from_header_and_slice(meta, data))
     }
 
     /// The node's data (empty when null, see [`NodeMeta::null_data`]).
@@ -123,25 +124,30 @@ impl Node {
 
     /// This node's metadata.
     pub fn meta(&self) -> &NodeMeta {
-        &self.0.header
+        &self.0.header.header
     }
 
-    /// The metadata for changing: in place if nothing else holds this node, else in a copy
-    /// that this handle then holds (as `Arc::make_mut` does).
-    pub fn meta_mut(&mut self) -> &mut NodeMeta {
-        if !self.0.is_unique() {
+    /// Applies `change` to the metadata: in place if nothing else holds this node, else to a
+    /// copy that this handle then holds (as `Arc::make_mut` does).
+    pub fn change(&mut self, change: impl FnOnce(&mut NodeMeta)) {
+        if !self.0.with_arc(|a| a.is_unique()) {
             *self = Node::new(self.meta().clone(), self.data());
         }
-        match triomphe::Arc::get_mut(&mut self.0) {
-            Some(inner) => &mut inner.header,
+        self.0.with_arc_mut(|a| match triomphe::Arc::get_mut(a) {
+            Some(inner) => change(inner.header_mut()),
             // Unique: just checked, or just made.
             None => unreachable!("a node just made unique is shared"),
-        }
+        });
     }
 
     /// A copy of this node's metadata holding `data` instead.
     pub fn with_data(&self, data: &[u8]) -> Node {
         Node::new(self.meta().clone(), data)
+    }
+
+    /// Whether `a` and `b` are the same allocation (one version of one node).
+    pub fn ptr_eq(a: &Node, b: &Node) -> bool {
+        a.0.ptr() == b.0.ptr()
     }
 }
 
@@ -181,6 +187,8 @@ impl AsRef<[u8]> for DataOf {
 
 #[cfg(test)]
 mod tests {
+    use synod_proto::Acl;
+
     use super::*;
 
     fn meta() -> NodeMeta {
@@ -201,13 +209,13 @@ mod tests {
         }
     }
 
-    /// The layout the tree's memory figures rest on: the map holds a fat pointer, and the
-    /// allocation is a reference count, the metadata and the data (8 + 112 + 100 bytes for a
-    /// node of 100 bytes: jemalloc's 224-byte class).
+    /// The layout the tree's memory figures rest on: the map holds a thin pointer, and the
+    /// allocation is a reference count, the metadata, the data's length and the data (8 + 104 +
+    /// 8 + 100 bytes for a node of 100 bytes: jemalloc's 224-byte class).
     #[test]
     fn a_node_is_its_metadata_and_data_behind_one_pointer() {
-        assert_eq!(std::mem::size_of::<Node>(), 16);
-        assert!(std::mem::size_of::<NodeMeta>() <= 112);
+        assert_eq!(std::mem::size_of::<Node>(), 8);
+        assert!(std::mem::size_of::<NodeMeta>() <= 104);
         let n = Node::new(meta(), &[7; 100]);
         assert_eq!(n.data(), &[7; 100][..]);
         assert_eq!(n.stat().data_length, 100);
@@ -226,19 +234,19 @@ mod tests {
     fn changing_a_shared_node_copies_it() {
         let mut n = Node::new(meta(), b"abc");
         let at = n.data().as_ptr();
-        n.meta_mut().version = 1;
+        n.change(|m| m.version = 1);
         assert_eq!(n.data().as_ptr(), at, "unique: changed in place");
         let snapshot = n.clone();
         let reply = n.shared_data();
-        n.meta_mut().version = 2;
-        assert_ne!(n.data().as_ptr(), at, "shared: copied");
+        n.change(|m| m.version = 2);
+        assert!(!Node::ptr_eq(&n, &snapshot), "shared: copied");
         assert_eq!((snapshot.version, n.version), (1, 2));
         assert_eq!((n.data(), &reply[..]), (&b"abc"[..], &b"abc"[..]));
         let replaced = n.with_data(b"xy");
         assert_eq!((replaced.data(), replaced.meta()), (&b"xy"[..], n.meta()));
         assert_ne!(replaced, n);
         let mut again = snapshot.with_data(b"abc");
-        again.meta_mut().version = 2;
+        again.change(|m| m.version = 2);
         assert_eq!(again, n, "equal: the same metadata and data");
     }
 }

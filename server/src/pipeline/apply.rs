@@ -273,7 +273,8 @@ mod tests {
         applier.watches.add(1, WatchKind::Recursive, "/");
         applier.watches.add(2, WatchKind::Recursive, "/");
         applier.watches.add(1, WatchKind::Data, "/secret");
-        let private: Arc<[Acl]> = vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
+        let private: synod_raft_store::acl::SharedAcl =
+            vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
         applier.notify(
             &Tenants::default(),
             5 << 16,
@@ -301,7 +302,8 @@ mod tests {
         );
         // addauth: from now on the identity counts.
         applier.conns.set_auth(1, Arc::new(vec![alice_id]));
-        let private: Arc<[Acl]> = vec![Acl::new(perms::READ, "digest", "alice:h")].into();
+        let private: synod_raft_store::acl::SharedAcl =
+            vec![Acl::new(perms::READ, "digest", "alice:h")].into();
         applier.notify(
             &Tenants::default(),
             7 << 16,

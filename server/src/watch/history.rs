@@ -112,7 +112,7 @@ mod tests {
     fn after_gives_the_events_past_a_zxid_in_order() {
         let mut h = EventHistory::default();
         h.entry_applied(1);
-        let open: std::sync::Arc<[synod_proto::Acl]> = synod_proto::Acl::open_unsafe().into();
+        let open: synod_raft_store::acl::SharedAcl = synod_proto::Acl::open_unsafe().into();
         // One multi (one zxid) deletes two children; then another change.
         h.record(
             10,

@@ -268,8 +268,9 @@ mod tests {
     /// change, and only what its watches would have been sent.
     #[test]
     fn a_replay_leaves_out_what_the_connection_may_not_read() {
-        let open: std::sync::Arc<[Acl]> = Acl::open_unsafe().into();
-        let private: std::sync::Arc<[Acl]> = vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
+        let open: synod_raft_store::acl::SharedAcl = Acl::open_unsafe().into();
+        let private: synod_raft_store::acl::SharedAcl =
+            vec![Acl::new(perms::ALL, "digest", "alice:h")].into();
         let mut missed = Events::new();
         missed.push_back((
             10,
