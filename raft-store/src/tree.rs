@@ -189,7 +189,7 @@ pub struct DataTree {
     /// Every node by full path, in byte order: a node's descendants are the keys that start
     /// with `path/` ([`DataTree::descendants`]), its children those of them without a further
     /// `/`. A B-tree, not a hash map: at 100,000 nodes imbl's HAMT cost 160 bytes per entry,
-    /// this about 65 (leaves of up to 16 entries of 24 bytes, and the branches' copies of keys).
+    /// this about 60 (leaves of up to 16 entries of 24 bytes, and the branches' copies of keys).
     /// Values are pointers ([`Node`]) so the map's chunks stay small and a snapshot shares
     /// nodes: a write copies only the node it changes ([`Node::change`]). The keys are the
     /// paths apart from the nodes: a branch of the B-tree holds copies of keys, and a copy of

@@ -76,8 +76,8 @@ pub struct NodeMeta {
 pub struct Node(
     /// The metadata, the data's length, the data's bytes. A thin pointer: the tree's map holds
     /// 8 bytes per node instead of 16, which at imbl's chunk sizes saves about 24 bytes per
-    /// znode; the allocation of a node of 100 bytes (8 + 104 + 8 + 100) fits jemalloc's
-    /// 224-byte class.
+    /// znode in jemalloc's size classes (16 as requested); the allocation of a node of 100
+    /// bytes (8 + 104 + 8 + 100, padded to 224) fills jemalloc's 224-byte class.
     ThinArc<NodeMeta, u8>,
 );
 
@@ -128,16 +128,23 @@ impl Node {
     }
 
     /// Applies `change` to the metadata: in place if nothing else holds this node, else to a
-    /// copy that this handle then holds (as `Arc::make_mut` does).
+    /// copy (of the metadata and the data) that this handle then holds, as `Arc::make_mut`
+    /// does.
     pub fn change(&mut self, change: impl FnOnce(&mut NodeMeta)) {
-        if !self.0.with_arc(|a| a.is_unique()) {
-            *self = Node::new(self.meta().clone(), self.data());
-        }
-        self.0.with_arc_mut(|a| match triomphe::Arc::get_mut(a) {
-            Some(inner) => change(inner.header_mut()),
-            // Unique: just checked, or just made.
-            None => unreachable!("a node just made unique is shared"),
+        let copied = self.0.with_arc_mut(|a| match triomphe::Arc::get_mut(a) {
+            Some(inner) => {
+                change(inner.header_mut());
+                None
+            }
+            None => {
+                let mut meta = a.header().clone();
+                change(&mut meta);
+                Some(meta)
+            }
         });
+        if let Some(meta) = copied {
+            *self = Node::new(meta, self.data());
+        }
     }
 
     /// A copy of this node's metadata holding `data` instead.

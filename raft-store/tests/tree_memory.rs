@@ -147,8 +147,8 @@ fn fill(count: u32) -> (f64, f64, DataTree) {
 /// §10's target is 50 MiB of RSS per server at 100,000 znodes of 100 bytes, about 25 MiB of it
 /// the process without a tree: the tree may hold about 250 bytes per znode, of which 100 are the
 /// data. This bounds the heap the tree holds (what RSS adds beyond it is the allocator's) close
-/// above where it stands (323: the node with its data 220, its path 38, the map's share about
-/// 65), so that no change gives the gain back unnoticed.
+/// above where it stands (323: the node with its data 224, its path 40, the map's share about
+/// 59), so that no change gives the gain back unnoticed.
 const MAX_BYTES_PER_ZNODE: f64 = 332.0;
 
 /// The same in jemalloc's size classes (335: 224, 48, about 63), where one byte more in a node's

@@ -493,10 +493,16 @@ fn admin_endpoints_and_four_letter_words() {
     );
     let r: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(r["ready"], false);
+    // One of the reasons a node without a quorum gives; the one of a read index that did not
+    // come names the wait asked for, not the default 2 s.
     let reason = r["reason"].as_str().unwrap_or_default();
-    assert!(!reason.is_empty(), "{r}");
+    let no_read_index = reason.starts_with("no read index from leader");
     assert!(
-        !reason.contains("within") || reason.contains("within 1s"),
+        no_read_index || reason == "no leader known" || reason.starts_with("not caught up"),
+        "{r}"
+    );
+    assert!(
+        !no_read_index || !reason.contains("within") || reason.ends_with("within 1s"),
         "{r}"
     );
     eprintln!("/ready without a quorum: {body}");
