@@ -162,8 +162,118 @@ pub(crate) struct SessionImage {
     pub(crate) passwd: Bytes,
 }
 
-impl TreeImage {
-    fn of(tree: &DataTree) -> (Self, Option<ExtensionImage>) {
+/// [`TreeImage`] borrowed from the tree, for encoding a snapshot without a copy of every node:
+/// the same bincode bytes, field by field (a path as a string, the data as a byte string, each
+/// ACL entry's strings). The owned image of 1,000,000 znodes took about 300 MB while it was
+/// encoded, on top of the tree and the encoded data.
+#[derive(Serialize)]
+struct TreeImageRef<'a> {
+    nodes: NodeImages<'a>,
+    sessions: Vec<SessionImage>,
+}
+
+/// Every node of a tree, serialized as [`TreeImage::nodes`] is.
+struct NodeImages<'a>(&'a DataTree);
+
+impl Serialize for NodeImages<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.node_count()))?;
+        for (path, n) in self.0.nodes() {
+            seq.serialize_element(&NodeImageRef {
+                path,
+                czxid: n.czxid,
+                mzxid: n.mzxid,
+                pzxid: n.pzxid,
+                ctime: n.ctime,
+                mtime: n.mtime,
+                version: n.version,
+                cversion: n.cversion,
+                aversion: n.aversion,
+                kind: n.kind,
+                data: ByteString(n.data()),
+                acl: AclImages(&n.acl),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// [`NodeImage`] borrowed from a node.
+#[derive(Serialize)]
+struct NodeImageRef<'a> {
+    path: &'a str,
+    czxid: i64,
+    mzxid: i64,
+    pzxid: i64,
+    ctime: i64,
+    mtime: i64,
+    version: i32,
+    cversion: i32,
+    aversion: i32,
+    kind: NodeKind,
+    data: ByteString<'a>,
+    acl: AclImages<'a>,
+}
+
+/// Bytes serialized as `Bytes` serializes them (a byte string).
+struct ByteString<'a>(&'a [u8]);
+
+impl Serialize for ByteString<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// An ACL serialized as a `Vec<AclImage>`.
+struct AclImages<'a>(&'a [Acl]);
+
+impl Serialize for AclImages<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for a in self.0 {
+            seq.serialize_element(&AclImageRef {
+                perms: a.perms,
+                scheme: &a.id.scheme,
+                id: &a.id.id,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// [`AclImage`] borrowed from an ACL entry.
+#[derive(Serialize)]
+struct AclImageRef<'a> {
+    perms: i32,
+    scheme: &'a str,
+    id: &'a str,
+}
+
+impl<'a> TreeImageRef<'a> {
+    /// The image of `tree`, and its extension if the tree needs one.
+    fn of(tree: &'a DataTree) -> (Self, Option<ExtensionImage>) {
+        let sessions = tree
+            .sessions()
+            .map(|(id, s)| SessionImage {
+                id,
+                timeout_ms: s.timeout_ms,
+                passwd: s.passwd.clone(),
+            })
+            .collect();
+        let image = TreeImageRef {
+            nodes: NodeImages(tree),
+            sessions,
+        };
+        (image, ExtensionImage::of(tree))
+    }
+}
+
+impl ExtensionImage {
+    /// What `tree` adds after its image, `None` if nothing (a tree without tenants, audit
+    /// trail, raised cluster version or null data is encoded as release 0.1 encoded it).
+    fn of(tree: &DataTree) -> Option<ExtensionImage> {
         let mut ext = ExtensionImage {
             tenants: tree
                 .tenants()
@@ -179,56 +289,63 @@ impl TreeImage {
             cluster_version: tree.cluster_version(),
             null_data: Vec::new(),
         };
-        let nodes = tree
-            .nodes()
-            .enumerate()
-            .map(|(i, (path, n))| {
-                if let Some(o) = &n.owner {
-                    ext.owners.push((i as u64, o.to_string()));
-                }
-                if n.null_data {
-                    ext.null_data.push(i as u64);
-                }
-                NodeImage {
-                    path: path.to_string(),
-                    czxid: n.czxid,
-                    mzxid: n.mzxid,
-                    pzxid: n.pzxid,
-                    ctime: n.ctime,
-                    mtime: n.mtime,
-                    version: n.version,
-                    cversion: n.cversion,
-                    aversion: n.aversion,
-                    kind: n.kind,
-                    data: n.shared_data(),
-                    acl: n
-                        .acl
-                        .iter()
-                        .map(|a| AclImage {
-                            perms: a.perms,
-                            scheme: a.id.scheme.clone(),
-                            id: a.id.id.clone(),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        let sessions = tree
-            .sessions()
-            .map(|(id, s)| SessionImage {
-                id,
-                timeout_ms: s.timeout_ms,
-                passwd: s.passwd.clone(),
-            })
-            .collect();
-        let ext = (!ext.tenants.is_empty()
+        // In the order of the image's nodes: the tree's.
+        for (i, (_, n)) in tree.nodes().enumerate() {
+            if let Some(o) = &n.owner {
+                ext.owners.push((i as u64, o.to_string()));
+            }
+            if n.null_data {
+                ext.null_data.push(i as u64);
+            }
+        }
+        (!ext.tenants.is_empty()
             || !ext.owners.is_empty()
             || !ext.session_tenants.is_empty()
             || ext.audit.count > 0
             || ext.cluster_version > crate::types::BASE_CLUSTER_VERSION
             || !ext.null_data.is_empty())
-        .then_some(ext);
-        (TreeImage { nodes, sessions }, ext)
+        .then_some(ext)
+    }
+}
+
+impl TreeImage {
+    /// The owned image of `tree` (what decoding makes): the tests' oracle of
+    /// [`TreeImageRef`]'s bytes, and a tree to break in tests.
+    #[cfg(test)]
+    fn of(tree: &DataTree) -> (Self, Option<ExtensionImage>) {
+        let nodes = tree
+            .nodes()
+            .map(|(path, n)| NodeImage {
+                path: path.to_string(),
+                czxid: n.czxid,
+                mzxid: n.mzxid,
+                pzxid: n.pzxid,
+                ctime: n.ctime,
+                mtime: n.mtime,
+                version: n.version,
+                cversion: n.cversion,
+                aversion: n.aversion,
+                kind: n.kind,
+                data: n.shared_data(),
+                acl: n
+                    .acl
+                    .iter()
+                    .map(|a| AclImage {
+                        perms: a.perms,
+                        scheme: a.id.scheme.clone(),
+                        id: a.id.id.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let (image, ext) = TreeImageRef::of(tree);
+        (
+            TreeImage {
+                nodes,
+                sessions: image.sessions,
+            },
+            ext,
+        )
     }
 
     /// Rebuilds the tree; an image that no tree produces (a path twice, no root, a node without
@@ -323,7 +440,7 @@ impl TreeImage {
 
 /// Encodes `tree` as a snapshot's data. Blocking: O(size of the tree).
 pub(crate) fn encode_tree(tree: &DataTree) -> Result<Vec<u8>, StoreError> {
-    let (image, ext) = TreeImage::of(tree);
+    let (image, ext) = TreeImageRef::of(tree);
     let mut bytes = encode(&image)?;
     if let Some(ext) = ext {
         bytes.extend(encode(&ext)?);
@@ -662,6 +779,32 @@ mod tests {
             back.node("/tenants/lab/x").and_then(|n| n.owner.as_deref()),
             Some("lab")
         );
+        // With null data and an ACL of two entries as well, the image encoded from the tree
+        // has the bytes of the owned image (the format's oracle), its extension included.
+        tree.raise_cluster_version(crate::types::CLUSTER_VERSION);
+        let r = synod_proto::Request::Create2(synod_proto::records::CreateRequest {
+            path: "/n".into(),
+            data: None,
+            acl: vec![
+                Acl::new(synod_proto::mode::perms::ALL, "digest", "alice:h"),
+                Acl::new(synod_proto::mode::perms::READ, "world", "anyone"),
+            ],
+            flags: 0,
+        });
+        let txn = crate::tree::Txn {
+            zxid: crate::types::zxid(5, 0),
+            ..txn
+        };
+        assert_eq!(tree.apply(txn, &r).err, synod_proto::ErrorCode::Ok);
+        assert!(tree
+            .node("/n")
+            .is_some_and(|n| n.null_data && n.acl.len() == 2));
+        let (image, ext) = TreeImage::of(&tree);
+        let mut owned = encode(&image)?;
+        owned.extend(encode(
+            &ext.ok_or(StoreError::Corrupt("no extension".into()))?,
+        )?);
+        assert_eq!(encode_tree(&tree)?, owned);
         Ok(())
     }
 
