@@ -21,7 +21,8 @@
 # of BENCH_SCALE (100000 and 1000000 znodes of 100 bytes, 1,000 children per parent) a fresh
 # 3-node cluster is filled, then it reports the fill rate, every server's RSS, the time and size
 # of a snapshot, get and set throughput at that size, the restart of a follower (snapshot load +
-# log replay, until /ready), an empty node catching up as a learner (snapshot install + log), and
+# log replay, until /ready), an empty node catching up as a learner (snapshot install + log) —
+# for the snapshot, the restart and the catch-up also the node's RSS at its peak — and
 # the RSS with 10,000 more sessions holding 100,000 watches; last, how each cost grew from the
 # smallest size to the largest against the growth of the tree.
 #
@@ -86,6 +87,21 @@ rss_mib() { # pid files... → "a b c" MiB
         s+="${s:+ }$((kb / 1024))"
     done
     echo "$s"
+}
+
+rss_peak_during() { # pid-file command... → the most RSS (MiB) of the pid in pid-file (read anew at
+    # each sample, so a restart is followed) while the command runs, sampled every 50 ms
+    local f=$1 max=0 kb job
+    shift
+    "$@" >/dev/null &
+    job=$!
+    while kill -0 "$job" 2>/dev/null; do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$(cat "$f" 2>/dev/null)/status" 2>/dev/null || echo 0)
+        [ "${kb:-0}" -gt "$max" ] && max=$kb
+        sleep 0.05
+    done
+    wait "$job"
+    echo $((max / 1024))
 }
 
 rss_settle() { # pid files... : waits (at most 40 s) until the servers' summed RSS stops falling
@@ -267,9 +283,16 @@ mem_parts() { # znodes cluster-dir rust-heap-before-fill-of-node-1 …-2 …-3
         }' "/proc/$pid/status"
 }
 
+start_until_ready() { # node: starts the cluster's stopped nodes, returns once node answers /ready
+    bash scripts/cluster.sh start 3 >/dev/null
+    until curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + $1))/ready?timeout_ms=1000" >/dev/null 2>&1; do
+        sleep 0.1
+    done
+}
+
 # One scale phase: a fresh plaintext cluster holding $1 znodes; one "key=value ..." line.
 scale_phase() { # znodes
-    local n=$1 dir="$out/synod" i leader follower t0 line pid f rss snap_bytes build
+    local n=$1 dir="$out/synod" i leader follower t0 line pid f rss snap_bytes peak
     export SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$dir"
     # 10,000 sessions from one address: no per-address limit, room for all of them.
     export SYNOD_ARGS="--max-connections-per-ip 0 --max-connections 30000"
@@ -289,10 +312,12 @@ scale_phase() { # znodes
     sleep 2
     line+=" rss_mib=$(rss_mib "$dir"/node{1,2,3}.pid | tr ' ' ,)"
     line+=" $(mem_parts "$n" "$dir" "${heap0[@]}")"
-    # A snapshot of the whole tree, on the leader (POST /snapshot returns once it is persisted).
+    # A snapshot of the whole tree, on the leader (POST /snapshot returns once it is persisted),
+    # with the leader's RSS at its peak while it is built and written.
     t0=$(now)
-    curl -fsS --max-time 600 -X POST "http://127.0.0.1:$((8080 + leader))/snapshot" >/dev/null
-    line+=" snapshot_secs=$(since "$t0")"
+    peak=$(rss_peak_during "$dir/node$leader.pid" \
+        curl -fsS --max-time 600 -o /dev/null -X POST "http://127.0.0.1:$((8080 + leader))/snapshot")
+    line+=" snapshot_secs=$(since "$t0") snapshot_peak_rss_mib=$peak"
     snap_bytes=$(metric $((8080 + leader)) synod_snapshot_bytes)
     line+=" snapshot_mib=$(awk "BEGIN{printf \"%.1f\", ${snap_bytes:-0}/1048576}")"
     for w in set get; do
@@ -306,18 +331,16 @@ scale_phase() { # znodes
     for _ in $(seq 1 300); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
     cargo build --release -q --workspace --bins # (a no-op, so that the start below is only the node's)
     t0=$(now)
-    bash scripts/cluster.sh start 3 >/dev/null
-    until curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + follower))/ready?timeout_ms=1000" >/dev/null 2>&1; do
-        sleep 0.1
-    done
-    line+=" restart_secs=$(since "$t0")"
+    peak=$(rss_peak_during "$dir/node$follower.pid" start_until_ready "$follower")
+    line+=" restart_secs=$(since "$t0") restart_peak_rss_mib=$peak"
     # An empty node added as a learner: the leader's snapshot installed and the log after it
     # (add-learner returns once it has caught up) — what rebuilding a wiped follower costs.
     bash scripts/cluster.sh join 4 >/dev/null
     t0=$(now)
-    "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
-        add-learner --id 4 --peer-addr 127.0.0.1:7004 >/dev/null
-    line+=" catch_up_secs=$(since "$t0")"
+    peak=$(rss_peak_during "$dir/node4.pid" \
+        "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
+        add-learner --id 4 --peer-addr 127.0.0.1:7004)
+    line+=" catch_up_secs=$(since "$t0") catch_up_peak_rss_mib=$peak"
     "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
         remove --id 4 >/dev/null
     kill -TERM "$(cat "$dir/node4.pid")" 2>/dev/null || true
@@ -417,9 +440,12 @@ if [ "$mode" = scale ]; then
     grow "max rss per server MiB" "$(kv "$first" rss_mib | maxof)" "$(kv "$last" rss_mib | maxof)"
     grow "heap bytes per znode" "$(kv "$first" heap_bytes_per_znode)" "$(kv "$last" heap_bytes_per_znode)"
     grow "snapshot seconds" "$(kv "$first" snapshot_secs)" "$(kv "$last" snapshot_secs)"
+    grow "leader rss at the snapshot's peak MiB" "$(kv "$first" snapshot_peak_rss_mib)" "$(kv "$last" snapshot_peak_rss_mib)"
     grow "snapshot MiB" "$(kv "$first" snapshot_mib)" "$(kv "$last" snapshot_mib)"
     grow "follower restart seconds" "$(kv "$first" restart_secs)" "$(kv "$last" restart_secs)"
+    grow "its rss at the restart's peak MiB" "$(kv "$first" restart_peak_rss_mib)" "$(kv "$last" restart_peak_rss_mib)"
     grow "empty node catch-up seconds" "$(kv "$first" catch_up_secs)" "$(kv "$last" catch_up_secs)"
+    grow "its rss at the catch-up's peak MiB" "$(kv "$first" catch_up_peak_rss_mib)" "$(kv "$last" catch_up_peak_rss_mib)"
     grow "set ops/s" "$(kv "$first" set_ops_s)" "$(kv "$last" set_ops_s)"
     grow "get ops/s" "$(kv "$first" get_ops_s)" "$(kv "$last" get_ops_s)"
     grow "max rss with sessions+watches MiB" "$(kv "$first" rss_held_mib | maxof)" "$(kv "$last" rss_held_mib | maxof)"

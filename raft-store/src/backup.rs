@@ -14,10 +14,12 @@
 //! sessions no client can resume (they expire, with their ephemerals, once their timeout passes),
 //! and a password in a backup would only be a secret more to keep.
 
+use std::io::Write;
+
 use crate::envelope::Kind;
 use crate::error::StoreError;
-use crate::snapshot::{decode_image, snapshot_body, SnapshotFile};
-use crate::types::{decode, encode};
+use crate::snapshot::{body_head, sessions_of, snapshot_body, split_body};
+use crate::types::encode;
 
 /// The backup's envelope ([`crate::envelope`]): magic `SYNODBAK`, format version 1. The body is
 /// a snapshot file's body (metadata, then the tree image) without session passwords.
@@ -28,17 +30,29 @@ pub const BACKUP: Kind = Kind {
 };
 
 /// Wraps a snapshot file (as stored in a state directory, checked on the way) into a backup,
-/// without its sessions' passwords. Blocking: O(size of the snapshot).
+/// without its sessions' passwords. Blocking: O(size of the snapshot). The backup is written
+/// into a buffer of its exact size from pieces of the file, with only the sessions decoded and
+/// encoded again: at most the file and the backup are in memory, never the tree.
 pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut file: SnapshotFile = decode(snapshot_body(snapshot_file)?)?;
-    let (mut image, rest) = decode_image(&file.data)?;
-    for s in &mut image.sessions {
+    let body = snapshot_body(snapshot_file)?;
+    let (meta, data) = split_body(body)?;
+    let data = &body[data];
+    let (mut sessions, at) = sessions_of(data)?;
+    for s in &mut sessions {
         s.passwd = bytes::Bytes::new();
     }
-    let mut data = encode(&image)?;
-    data.extend_from_slice(rest);
-    file.data = data;
-    Ok(BACKUP.seal(&encode(&file)?))
+    let sessions = encode(&sessions)?;
+    let pieces = [&data[..at.start], &sessions[..], &data[at.end..]];
+    let data_len = pieces.iter().map(|p| p.len()).sum();
+    let head = body_head(&meta, data_len)?;
+    let body_len = head.len() + data_len;
+    let out = Vec::with_capacity(Kind::sealed_len(body_len));
+    let mut sealer = BACKUP.sealer(out, body_len as u64)?;
+    sealer.write_all(&head)?;
+    for piece in pieces {
+        sealer.write_all(piece)?;
+    }
+    Ok(sealer.finish()?)
 }
 
 /// The snapshot file's body inside a backup, once its header, version and checksum are checked;
@@ -50,7 +64,8 @@ pub fn open(backup: &[u8]) -> Result<&[u8], StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::SnapshotFile;
+    use crate::snapshot::{decode_image, SnapshotFile};
+    use crate::types::decode;
     use crate::DataTree;
     use bytes::Bytes;
     use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership};
@@ -79,6 +94,37 @@ mod tests {
             .ok_or(StoreError::Corrupt("session".into()))?;
         assert!(s.passwd.is_empty(), "a password in a backup");
         assert_eq!(s.timeout_ms, 10_000);
+        Ok(())
+    }
+
+    /// The backup is the bytes of decoding the whole snapshot file, clearing the passwords and
+    /// encoding it again (as releases up to 0.5.10 made it), extension included.
+    #[test]
+    fn a_backup_in_pieces_is_the_file_decoded_and_encoded_again() -> Result<(), StoreError> {
+        let mut t = DataTree::new();
+        t.create_session(0x42, 10_000, Bytes::from_static(&[7; 16]));
+        t.create_session(0x43, 20_000, Bytes::from_static(&[8; 16]));
+        t.raise_cluster_version(crate::types::CLUSTER_VERSION);
+        let mut file = SnapshotFile {
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 11)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "s-11".into(),
+            },
+            data: crate::snapshot::encode_tree(&t)?,
+        };
+        let snapshot = crate::snapshot::SNAPSHOT.seal(&encode(&file)?);
+        let (mut image, rest) = decode_image(&file.data)?;
+        assert!(!rest.is_empty(), "an extension");
+        for s in &mut image.sessions {
+            s.passwd = Bytes::new();
+        }
+        let mut data = encode(&image)?;
+        data.extend_from_slice(rest);
+        file.data = data;
+        let sealed = seal(&snapshot)?;
+        assert_eq!(sealed, BACKUP.seal(&encode(&file)?));
+        assert_eq!(sealed.capacity(), sealed.len());
         Ok(())
     }
 

@@ -16,11 +16,26 @@
 //!
 //! The file [`SNAPSHOT_FILE`] is an envelope ([`crate::envelope`]: magic `SYNODSNP`, format
 //! version, length, SHA-256) around its body: the bincode of the snapshot's metadata (openraft's
-//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string. A file
-//! whose checksum does not match is refused at start, never loaded; a file written by v0.1.0
-//! (the body alone, before envelopes) is still read. A backup wraps the same body in an envelope
-//! of its own ([`crate::backup`]). The data sent to a peer is checked by decoding it whole
-//! before it is installed; on the wire it is protected by TLS.
+//! [`SnapshotMeta`]: last log id, membership, id) followed by that data as a byte string (its
+//! length, then its bytes). A file whose checksum does not match is refused at start, never
+//! loaded; a file written by v0.1.0 (the body alone, before envelopes) is still read. A backup
+//! wraps the same body in an envelope of its own ([`crate::backup`]). The data sent to a peer is
+//! checked by decoding it whole before it is installed; on the wire it is protected by TLS.
+//!
+//! # Memory
+//!
+//! The data is hundreds of MB at a million znodes, so no path holds a second image of the tree:
+//! - a build encodes the image from the tree's own nodes ([`NodeImages`]) into a buffer of its
+//!   exact size ([`encode_tree`]), and writes the file's body and envelope around it in pieces
+//!   ([`write_snapshot_file`]), never as copies;
+//! - a load or an install decodes the image node by node, each straight into its [`Node`]
+//!   ([`Streamed`]), never as an owned image of every node;
+//! - the data sent to a peer stays in the file's buffer ([`read_current`]), and a backup rewrites
+//!   only the sessions ([`sessions_of`]).
+//!
+//! The bytes are those of serde's encoding of the whole structs ([`TreeImage`] of owned nodes,
+//! a struct of the metadata and the data), which is how release 0.1 wrote them; the tests check
+//! each path against it.
 //!
 //! # Durability
 //!
@@ -30,7 +45,11 @@
 //! may purge the log up to a snapshot as soon as it is built or installed, so the file must never
 //! go back to an older one whose following entries are gone.
 
-use std::io::Write;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -46,7 +65,7 @@ use crate::envelope::Kind;
 use crate::error::StoreError;
 use crate::tenants::Tenant;
 use crate::tree::DataTree;
-use crate::types::{decode, encode, NodeId};
+use crate::types::{decode, decode_prefix, encode, encode_into, NodeId};
 use crate::znode::{Node, NodeKind, NodeMeta};
 
 /// The current snapshot's file name in the state machine's directory.
@@ -63,31 +82,74 @@ pub const SNAPSHOT: Kind = Kind {
 /// enveloped, as is if it predates envelopes (v0.1.0 wrote the body alone; its first byte is
 /// bincode's `Option` tag, never the `S` of the magic).
 pub(crate) fn snapshot_body(file: &[u8]) -> Result<&[u8], StoreError> {
+    Ok(&file[snapshot_body_range(file)?])
+}
+
+/// Where [`snapshot_body`] is in `file`.
+fn snapshot_body_range(file: &[u8]) -> Result<Range<usize>, StoreError> {
     if SNAPSHOT.is_enveloped(file) {
-        SNAPSHOT.open(file)
+        SNAPSHOT.body_range(file)
     } else {
-        Ok(file)
+        Ok(0..file.len())
     }
 }
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 
-/// The snapshot file's layout: metadata, then the snapshot's data (an encoded [`TreeImage`]).
-/// Nothing of a snapshot stays in memory: [`SNAPSHOT_FILE`] is the current snapshot, read when a
-/// peer needs it.
+/// A snapshot file's body as one serde struct, the way release 0.1 wrote it: the tests' oracle
+/// of the bytes [`write_snapshot_file`] writes in pieces.
+#[cfg(test)]
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotFile {
     pub(crate) meta: Meta,
     pub(crate) data: Vec<u8>,
 }
 
-/// [`SnapshotFile`] borrowed, for writing without copying the data (same bincode bytes: a
-/// slice and a `Vec` of `u8` both serialize as a length and the bytes).
-#[derive(Serialize)]
-struct SnapshotFileRef<'a> {
-    meta: &'a Meta,
-    data: &'a [u8],
+/// The start of a snapshot file's body, before its data: the metadata, then the data's length
+/// (as bincode writes a byte string's).
+pub(crate) fn body_head(meta: &Meta, data_len: usize) -> Result<Vec<u8>, StoreError> {
+    let mut head = encode(meta)?;
+    encode_into(&(data_len as u64), &mut head)?;
+    Ok(head)
+}
+
+/// A snapshot file's body split: its metadata, and where its data is in the body. An error
+/// (`Decode`) if the metadata does not decode or the data's length is not what is left.
+pub(crate) fn split_body(body: &[u8]) -> Result<(Meta, Range<usize>), StoreError> {
+    let (meta, meta_len): (Meta, usize) = decode_prefix(body)?;
+    let (data_len, len_len): (u64, usize) = decode_prefix(&body[meta_len..])?;
+    let start = meta_len + len_len;
+    let left = (body.len() - start) as u64;
+    if data_len > left {
+        return Err(bincode::error::DecodeError::UnexpectedEnd {
+            additional: (data_len - left) as usize,
+        }
+        .into());
+    }
+    if data_len < left {
+        return Err(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes after the snapshot's data",
+            left - data_len
+        ))
+        .into());
+    }
+    Ok((meta, start..body.len()))
+}
+
+/// Writes a whole snapshot file (the envelope around [`body_head`] and `data`) to `out`, in
+/// pieces: `data` is not copied.
+pub(crate) fn write_snapshot_file(
+    out: &mut impl Write,
+    meta: &Meta,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let head = body_head(meta, data.len())?;
+    let mut sealer = SNAPSHOT.sealer(out, (head.len() + data.len()) as u64)?;
+    sealer.write_all(&head)?;
+    sealer.write_all(data)?;
+    sealer.finish()?;
+    Ok(())
 }
 
 /// The `last_log_id` of the snapshot in [`SNAPSHOT_FILE`] (`None`: no file yet), shared by the
@@ -97,11 +159,15 @@ struct SnapshotFileRef<'a> {
 /// newer one (whose log may already be purged).
 pub(crate) type Persisted = Arc<Mutex<Option<LogId<NodeId>>>>;
 
-/// The whole replicated state as a snapshot stores it.
+/// The whole replicated state as a snapshot stores it. `N` is how its nodes are held: owned
+/// [`NodeImage`]s (the tests' form), borrowed from a tree ([`NodeImages`], for encoding), or
+/// consumed one by one as they are decoded ([`Streamed`], for loading), so that neither
+/// encoding nor loading holds an image of every node (about 300 bytes a znode at 1,000,000
+/// znodes, on top of the tree and the encoded data).
 #[derive(Serialize, Deserialize)]
-pub(crate) struct TreeImage {
+pub(crate) struct TreeImage<N = Vec<NodeImage>> {
     /// Every znode, in no particular order.
-    nodes: Vec<NodeImage>,
+    nodes: N,
     /// Every live session (their ephemerals are found from the nodes' owners).
     pub(crate) sessions: Vec<SessionImage>,
 }
@@ -109,7 +175,7 @@ pub(crate) struct TreeImage {
 /// One znode: its path and the fields of [`Node`] that are not derived from other nodes
 /// (children are rebuilt from the paths).
 #[derive(Serialize, Deserialize)]
-struct NodeImage {
+pub(crate) struct NodeImage {
     path: String,
     czxid: i64,
     mzxid: i64,
@@ -152,6 +218,64 @@ struct AclImage {
     id: String,
 }
 
+/// A sequence of `T` decoded one element at a time, each handed to `G` ([`Gather`]) as soon as
+/// it is read: the elements are never held together.
+pub(crate) struct Streamed<T, G>(G, PhantomData<T>);
+
+/// What the elements of a [`Streamed`] sequence become.
+pub(crate) trait Gather<T>: Default {
+    /// Takes the next element.
+    fn gather(&mut self, element: T);
+}
+
+/// Elements dropped: only where the sequence ends is wanted.
+impl<T> Gather<T> for () {
+    fn gather(&mut self, _: T) {}
+}
+
+/// Each node image becomes its path and [`Node`] at once (without what the extension adds,
+/// set when the extension is read: see [`TreeImage::into_tree`]).
+impl Gather<NodeImage> for Vec<(String, Node)> {
+    fn gather(&mut self, n: NodeImage) {
+        self.push(n.into_entry());
+    }
+}
+
+impl<'de, T: Deserialize<'de>, G: Gather<T>> Deserialize<'de> for Streamed<T, G> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Elements<T, G>(PhantomData<(T, G)>);
+        impl<'de, T: Deserialize<'de>, G: Gather<T>> serde::de::Visitor<'de> for Elements<T, G> {
+            type Value = Streamed<T, G>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut gathered = G::default();
+                while let Some(element) = seq.next_element::<T>()? {
+                    gathered.gather(element);
+                }
+                Ok(Streamed(gathered, PhantomData))
+            }
+        }
+        d.deserialize_seq(Elements(PhantomData))
+    }
+}
+
+/// The nodes of an image as loading decodes them: each path and [`Node`] as it is read.
+type LoadedNodes = Streamed<NodeImage, Vec<(String, Node)>>;
+
+/// The sessions of a snapshot's data, and where they are in it. The nodes before them are
+/// decoded one at a time and dropped (only where they end is needed): a backup rewrites the
+/// sessions of a file of any size without the tree in memory.
+pub(crate) fn sessions_of(data: &[u8]) -> Result<(Vec<SessionImage>, Range<usize>), StoreError> {
+    let (Streamed::<NodeImage, ()>(..), start) = decode_prefix(data)?;
+    let (sessions, len): (Vec<SessionImage>, usize) = decode_prefix(&data[start..])?;
+    Ok((sessions, start..start + len))
+}
+
 /// One session of the replicated session table.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SessionImage {
@@ -162,17 +286,8 @@ pub(crate) struct SessionImage {
     pub(crate) passwd: Bytes,
 }
 
-/// [`TreeImage`] borrowed from the tree, for encoding a snapshot without a copy of every node:
-/// the same bincode bytes, field by field (a path as a string, the data as a byte string, each
-/// ACL entry's strings). The owned image of 1,000,000 znodes took about 300 MB while it was
-/// encoded, on top of the tree and the encoded data.
-#[derive(Serialize)]
-struct TreeImageRef<'a> {
-    nodes: NodeImages<'a>,
-    sessions: Vec<SessionImage>,
-}
-
-/// Every node of a tree, serialized as [`TreeImage::nodes`] is.
+/// Every node of a tree, serialized as the owned [`TreeImage::nodes`] is, field by field (a
+/// path as a string, the data as a byte string, each ACL entry's strings), without a copy.
 struct NodeImages<'a>(&'a DataTree);
 
 impl Serialize for NodeImages<'_> {
@@ -251,7 +366,7 @@ struct AclImageRef<'a> {
     id: &'a str,
 }
 
-impl<'a> TreeImageRef<'a> {
+impl<'a> TreeImage<NodeImages<'a>> {
     /// The image of `tree`, and its extension if the tree needs one.
     fn of(tree: &'a DataTree) -> (Self, Option<ExtensionImage>) {
         let sessions = tree
@@ -262,7 +377,7 @@ impl<'a> TreeImageRef<'a> {
                 passwd: s.passwd.clone(),
             })
             .collect();
-        let image = TreeImageRef {
+        let image = TreeImage {
             nodes: NodeImages(tree),
             sessions,
         };
@@ -308,50 +423,67 @@ impl ExtensionImage {
     }
 }
 
-impl TreeImage {
+impl NodeImage {
+    /// The path and the node this image restores, without what the extension adds (its owner,
+    /// whether its data is null).
+    fn into_entry(self) -> (String, Node) {
+        let acl: Vec<Acl> = self
+            .acl
+            .into_iter()
+            .map(|a| Acl {
+                perms: a.perms,
+                id: Id {
+                    scheme: a.scheme,
+                    id: a.id,
+                },
+            })
+            .collect();
+        let meta = NodeMeta {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            pzxid: self.pzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.cversion,
+            aversion: self.aversion,
+            kind: self.kind,
+            null_data: false,
+            acl: acl.into(),
+            num_children: 0,
+            owner: None,
+        };
+        (self.path, Node::new(meta, &self.data))
+    }
+}
+
+impl TreeImage<LoadedNodes> {
     /// Rebuilds the tree; an image that no tree produces (a path twice, no root, a node without
     /// its parent, an ephemeral without its session) is `Corrupt`.
     fn into_tree(self, ext: ExtensionImage) -> Result<DataTree, StoreError> {
-        let count = self.nodes.len();
-        let mut owners = ext.owners.into_iter().peekable();
-        let null_data: std::collections::HashSet<u64> = ext.null_data.into_iter().collect();
-        let nodes = self
-            .nodes
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let owner = owners
-                    .next_if(|(at, _)| *at == i as u64)
-                    .map(|(_, o)| o.into());
-                let acl: Vec<Acl> = n
-                    .acl
-                    .into_iter()
-                    .map(|a| Acl {
-                        perms: a.perms,
-                        id: Id {
-                            scheme: a.scheme,
-                            id: a.id,
-                        },
-                    })
-                    .collect();
-                let meta = NodeMeta {
-                    czxid: n.czxid,
-                    mzxid: n.mzxid,
-                    pzxid: n.pzxid,
-                    ctime: n.ctime,
-                    mtime: n.mtime,
-                    version: n.version,
-                    cversion: n.cversion,
-                    aversion: n.aversion,
-                    kind: n.kind,
-                    null_data: null_data.contains(&(i as u64)),
-                    acl: acl.into(),
-                    num_children: 0,
-                    owner,
-                };
-                (n.path, Node::new(meta, &n.data))
-            })
-            .collect();
+        let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
+        let Streamed(mut nodes, _) = self.nodes;
+        let count = nodes.len();
+        // Nodes just decoded are held by nothing else: `change` changes them in place.
+        let mut next = 0;
+        for (at, owner) in ext.owners {
+            match nodes.get_mut(at as usize) {
+                Some((_, node)) if at >= next => {
+                    node.change(|m| m.owner = Some(owner.into()));
+                    next = at + 1;
+                }
+                _ => {
+                    return corrupt(format!(
+                        "an owner for node {at}, out of order or out of range"
+                    ))
+                }
+            }
+        }
+        for at in ext.null_data {
+            if let Some((_, node)) = nodes.get_mut(at as usize) {
+                node.change(|m| m.null_data = true);
+            }
+        }
         let session_tenants: std::collections::HashMap<i64, String> =
             ext.session_tenants.into_iter().collect();
         let sessions = self
@@ -362,12 +494,6 @@ impl TreeImage {
                 (s.id, s.timeout_ms, s.passwd, tenant)
             })
             .collect();
-        let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
-        if let Some((at, _)) = owners.next() {
-            return corrupt(format!(
-                "an owner for node {at}, out of order or out of range"
-            ));
-        }
         let tenants = ext.tenants.len();
         let mut tree = DataTree::from_parts(nodes, sessions, ext.tenants);
         *tree.audit_head_mut() = ext.audit;
@@ -399,45 +525,88 @@ impl TreeImage {
     }
 }
 
-/// Encodes `tree` as a snapshot's data. Blocking: O(size of the tree).
+/// Encodes `tree` as a snapshot's data, into a buffer of exactly its size. Blocking: O(size of
+/// the tree).
+///
+/// The image is encoded twice: first only counted, then into a buffer of the size counted. A
+/// buffer grown by doubling holds up to twice the data (and both while its last doubling copies:
+/// 384 MB for the 178 MB of 1,000,000 znodes), and pieces gathered into one buffer keep their
+/// pages resident until the allocator returns them, so either way a build would hold about
+/// twice what it produces; counting costs a pass over the tree without a copy.
 pub(crate) fn encode_tree(tree: &DataTree) -> Result<Vec<u8>, StoreError> {
-    let (image, ext) = TreeImageRef::of(tree);
-    let mut bytes = encode(&image)?;
-    if let Some(ext) = ext {
-        bytes.extend(encode(&ext)?);
+    let (image, ext) = TreeImage::<NodeImages>::of(tree);
+    let mut counted = Counted::default();
+    encode_into(&image, &mut counted)?;
+    if let Some(ext) = &ext {
+        encode_into(ext, &mut counted)?;
     }
-    Ok(bytes)
+    let mut data = Vec::with_capacity(counted.0);
+    encode_into(&image, &mut data)?;
+    if let Some(ext) = &ext {
+        encode_into(ext, &mut data)?;
+    }
+    debug_assert_eq!(data.len(), counted.0, "the image encodes as it was counted");
+    Ok(data)
 }
 
-/// Decodes a snapshot's data (as [`encode_tree`] made it) into a tree. Blocking.
+/// A `Write` that keeps nothing and counts the bytes written to it.
+#[derive(Default)]
+struct Counted(usize);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes a snapshot's data (as [`encode_tree`] made it) into a tree, each node as it is read.
+/// Blocking.
 pub(crate) fn decode_tree(data: &[u8]) -> Result<DataTree, StoreError> {
-    let (image, rest) = decode_image(data)?;
-    let ext = match rest {
+    let (image, used): (TreeImage<LoadedNodes>, usize) = decode_prefix(data)?;
+    let ext = match &data[used..] {
         [] => ExtensionImage::default(),
         rest => decode::<ExtensionImage>(rest)?,
     };
     image.into_tree(ext)
 }
 
-/// Splits a snapshot's data into its [`TreeImage`] and the bytes after it (an encoded
-/// [`ExtensionImage`], or nothing).
+/// Splits a snapshot's data into its owned [`TreeImage`] and the bytes after it (an encoded
+/// [`ExtensionImage`], or nothing): the tests' view of what a peer decodes.
+#[cfg(test)]
 pub(crate) fn decode_image(data: &[u8]) -> Result<(TreeImage, &[u8]), StoreError> {
-    let (image, used): (TreeImage, usize) =
-        bincode::serde::decode_from_slice(data, crate::types::bincode_config())?;
+    let (image, used): (TreeImage, usize) = decode_prefix(data)?;
     Ok((image, &data[used..]))
 }
 
-/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync. A crash
-/// at any point leaves the old file or the new one, whole.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `dir/name` atomically: `fill` writes the contents to a temp file (through a buffer),
+/// which is fsynced and renamed over `name`, then the directory is fsynced. A crash at any
+/// point leaves the old file or the new one, whole; an error leaves the old one (and removes
+/// the temp file).
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let written = File::create(&tmp)
+        .map_err(StoreError::from)
+        .and_then(|f| {
+            let mut out = BufWriter::with_capacity(1 << 20, f);
+            fill(&mut out)?;
+            let f = out.into_inner().map_err(|e| e.into_error())?;
+            Ok(f.sync_all()?)
+        })
+        .and_then(|()| Ok(std::fs::rename(&tmp, dir.join(name))?));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok(File::open(dir)?.sync_all()?)
 }
 
 /// Writes the snapshot `meta` + `data` as `dir/`[`SNAPSHOT_FILE`] unless the file already holds
@@ -452,8 +621,9 @@ pub(crate) fn persist_snapshot(
     if current.is_some() && *current >= meta.last_log_id {
         return Ok(false);
     }
-    let bytes = SNAPSHOT.seal(&encode(&SnapshotFileRef { meta, data })?);
-    write_atomically(dir, SNAPSHOT_FILE, &bytes)?;
+    write_atomically(dir, SNAPSHOT_FILE, |out| {
+        write_snapshot_file(out, meta, data)
+    })?;
     *current = meta.last_log_id;
     Ok(true)
 }
@@ -461,13 +631,17 @@ pub(crate) fn persist_snapshot(
 /// Reads `dir/`[`SNAPSHOT_FILE`] as it is now: its metadata and data, not decoded into a tree
 /// (what a lagging peer is sent). `None` if there is no snapshot yet. Blocking.
 pub(crate) fn read_current(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
-    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+    let mut bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let file: SnapshotFile = decode(snapshot_body(&bytes)?)?;
-    Ok(Some((file.meta, file.data)))
+    let body = snapshot_body_range(&bytes)?;
+    let (meta, data) = split_body(&bytes[body.clone()])?;
+    // The data is most of the file: moved to the front of the file's buffer, not copied out.
+    bytes.truncate(body.start + data.end);
+    bytes.drain(..body.start + data.start);
+    Ok(Some((meta, bytes)))
 }
 
 /// Loads the latest snapshot of a state-machine directory at start-up (openraft then replays the
@@ -506,11 +680,12 @@ pub struct SnapshotContents {
 /// backup holds it); a damaged envelope (`Checksum`, `Length`, `FormatVersion`), a body that
 /// does not decode completely (`Decode`), or a tree that makes no sense (`Corrupt`), is an error.
 pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, StoreError> {
-    let file: SnapshotFile = decode(snapshot_body(bytes)?)?;
-    let tree = decode_tree(&file.data)?;
+    let body = snapshot_body(bytes)?;
+    let (meta, data) = split_body(body)?;
+    let tree = decode_tree(&body[data])?;
     Ok(SnapshotContents {
-        last_log_id: file.meta.last_log_id,
-        membership: file.meta.last_membership,
+        last_log_id: meta.last_log_id,
+        membership: meta.last_membership,
         tree,
     })
 }
@@ -518,10 +693,7 @@ pub fn read_snapshot_file(bytes: &[u8]) -> Result<SnapshotContents, StoreError> 
 /// The last log id a snapshot file covers, from its metadata (the data, which may be large, is
 /// checksummed but not decoded). An error if the file is damaged or its metadata does not decode.
 pub fn snapshot_file_log_id(bytes: &[u8]) -> Result<Option<LogId<NodeId>>, StoreError> {
-    // The metadata is the body's first field: bincode writes a struct as its fields in order.
-    let (meta, _): (Meta, usize) =
-        bincode::serde::decode_from_slice(snapshot_body(bytes)?, crate::types::bincode_config())?;
-    Ok(meta.last_log_id)
+    Ok(split_body(snapshot_body(bytes)?)?.0.last_log_id)
 }
 
 /// Restores a backup ([`crate::backup`]) into a fresh state-machine directory: checks its
@@ -538,11 +710,12 @@ pub fn restore_snapshot_file(
     backup: &[u8],
     membership: openraft::Membership<NodeId, BasicNode>,
 ) -> Result<(LogId<NodeId>, usize), StoreError> {
-    let file: SnapshotFile = decode(crate::backup::open(backup)?)?;
+    let body = crate::backup::open(backup)?;
+    let (backed_up, data) = split_body(body)?;
+    let data = &body[data];
     // Check that the tree decodes before anything is written.
-    let znodes = decode_tree(&file.data)?.node_count();
-    let last = file
-        .meta
+    let znodes = decode_tree(data)?.node_count();
+    let last = backed_up
         .last_log_id
         .ok_or_else(|| StoreError::Corrupt("the snapshot holds no applied entry".into()))?;
     let meta = SnapshotMeta {
@@ -551,11 +724,9 @@ pub fn restore_snapshot_file(
         snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
     std::fs::create_dir_all(state_dir)?;
-    let restored = SNAPSHOT.seal(&encode(&SnapshotFileRef {
-        meta: &meta,
-        data: &file.data,
-    })?);
-    write_atomically(state_dir, SNAPSHOT_FILE, &restored)?;
+    write_atomically(state_dir, SNAPSHOT_FILE, |out| {
+        write_snapshot_file(out, &meta, data)
+    })?;
     Ok((last, znodes))
 }
 
@@ -625,10 +796,9 @@ mod tests {
             &meta(20),
             b"same"
         )?);
-        let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE))?;
-        let file: SnapshotFile = decode(snapshot_body(&bytes)?)?;
+        let (kept, data) = read_current(dir.path())?.ok_or(StoreError::Corrupt("none".into()))?;
         assert_eq!(
-            (file.meta.snapshot_id.as_str(), &file.data[..]),
+            (kept.snapshot_id.as_str(), &data[..]),
             ("s-20", &b"newer"[..])
         );
         assert!(persist_snapshot(
@@ -637,6 +807,78 @@ mod tests {
             &meta(30),
             b"newest"
         )?);
+        Ok(())
+    }
+
+    /// The file is written and read in pieces (head, data, checksum), with the bytes of the
+    /// envelope around serde's encoding of the body as one struct, at every size of bincode's
+    /// length prefix (one byte below 251, then 3, 5 and 9 bytes).
+    #[test]
+    fn a_snapshot_file_in_pieces_is_the_file_as_one_struct() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        for len in [0, 1, 250, 251, 65_535, 65_536, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut pieces = Vec::new();
+            write_snapshot_file(&mut pieces, &meta(9), &data)?;
+            let whole = SNAPSHOT.seal(&encode(&SnapshotFile {
+                meta: meta(9),
+                data: data.clone(),
+            })?);
+            assert_eq!(pieces, whole, "{len} bytes of data");
+            let body = snapshot_body(&pieces)?;
+            let (read, range) = split_body(body)?;
+            assert_eq!(
+                (read.snapshot_id.as_str(), &body[range]),
+                ("s-9", &data[..])
+            );
+            // What a lagging peer is sent, moved within the file's buffer.
+            let persisted: Persisted = Arc::new(Mutex::new(None));
+            let dir = dir.path().join(len.to_string());
+            std::fs::create_dir(&dir)?;
+            assert!(persist_snapshot(&dir, &persisted, &meta(9), &data)?);
+            let current = read_current(&dir)?.map(|(m, d)| (m.snapshot_id, d));
+            assert_eq!(current, Some(("s-9".to_string(), data)));
+            assert!(!dir.join(format!("{SNAPSHOT_FILE}.tmp")).exists());
+        }
+        // A body whose data is shorter or longer than its length says does not decode.
+        let body = encode(&SnapshotFile {
+            meta: meta(9),
+            data: vec![1, 2, 3],
+        })?;
+        for wrong in [&body[..body.len() - 1], &[&body[..], &[0]].concat()[..]] {
+            assert!(matches!(split_body(wrong), Err(StoreError::Decode(_))));
+        }
+        Ok(())
+    }
+
+    /// The data is encoded into a buffer of its exact size, with the bytes of one `encode` of
+    /// the owned image.
+    #[test]
+    fn an_image_is_encoded_into_a_buffer_of_its_size() -> Result<(), StoreError> {
+        let mut tree = DataTree::new();
+        for i in 0..40 {
+            let r = Request::Create(CreateRequest {
+                path: format!("/n{i}"),
+                data: Some(Bytes::from(vec![i as u8; 64 << 10])),
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            });
+            let txn = Txn {
+                zxid: crate::types::zxid(i + 1, 0),
+                time: 1000,
+                caller: Caller {
+                    session_id: 0,
+                    auth: &[],
+                },
+            };
+            assert_eq!(tree.apply(txn, &r).err, ErrorCode::Ok);
+        }
+        let data = encode_tree(&tree)?;
+        assert!(data.len() > 40 * (64 << 10));
+        assert_eq!(data.capacity(), data.len());
+        let (image, ext) = image_of(&tree)?;
+        assert!(ext.is_none());
+        assert_eq!(data, encode(&image)?);
         Ok(())
     }
 
@@ -813,9 +1055,9 @@ mod tests {
     #[test]
     fn the_log_id_is_read_from_the_metadata_alone() -> Result<(), StoreError> {
         let data = encode_tree(&sample_tree())?;
-        let bytes = encode(&SnapshotFileRef {
-            meta: &meta(42),
-            data: &data,
+        let bytes = encode(&SnapshotFile {
+            meta: meta(42),
+            data,
         })?;
         assert_eq!(snapshot_file_log_id(&bytes)?.map(|l| l.index), Some(42));
         let read = read_snapshot_file(&bytes)?;

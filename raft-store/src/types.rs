@@ -385,11 +385,12 @@ mod scratch {
     }
 }
 
-/// Encodes a serde value with [`bincode_config`] at the end of `out`: the same bytes as
-/// [`encode`], without a buffer of their own (a caller that reserved room copies nothing).
-pub fn encode_into<T: Serialize>(
+/// Encodes a serde value with [`bincode_config`] at the end of `out` (a `Vec`, or any writer):
+/// the same bytes as [`encode`], without a buffer of their own (a caller that reserved room
+/// copies nothing).
+pub fn encode_into<T: Serialize, W: std::io::Write>(
     value: &T,
-    out: &mut Vec<u8>,
+    out: &mut W,
 ) -> Result<(), bincode::error::EncodeError> {
     bincode::serde::encode_into_std_write(value, out, bincode_config()).map(|_| ())
 }

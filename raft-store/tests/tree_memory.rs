@@ -1,14 +1,19 @@
-//! What a znode costs in memory: the heap bytes a DataTree holds per znode of 100 bytes, counted
-//! by a global allocator that tracks live bytes (this test binary only), with the nodes created as
-//! the state machine creates them (the request decoded from the entry's jute body).
+//! What a znode costs in memory: the heap bytes a DataTree holds per znode of 100 bytes, and the
+//! most a snapshot of such a tree holds at once while it is built, loaded, sent or backed up,
+//! counted by a global allocator that tracks live bytes (this test binary only), with the nodes
+//! created as the state machine creates them (the request decoded from the entry's jute body).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{CommittedLeaderId, LogId};
 use synod_proto::jute::Reader;
 use synod_proto::records::{CreateRequest, SetDataRequest};
 use synod_proto::{Acl, CreateMode, OpCode, Request};
+use synod_raft_store::state_machine::{lock, StateMachine, SNAPSHOT_FILE};
 use synod_raft_store::{Caller, DataTree, Txn};
 
 /// Counts the bytes the program holds, as the allocator was asked for them.
@@ -16,8 +21,12 @@ struct Counting;
 
 /// Live heap bytes (requested sizes, without the allocator's own overhead).
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// The most live heap bytes at any moment since [`peak_above`] last reset it.
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 /// Live allocations.
 static COUNT: AtomicIsize = AtomicIsize::new(0);
+/// Held by each test for its whole run: each measures the whole process's heap.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Live heap bytes as the server's allocator (jemalloc) holds them: each allocation rounded up
 /// to its size class ([`size_class`]). This test runs on the system allocator, so this is what
 /// the same allocations would cost in the server.
@@ -38,7 +47,11 @@ fn size_class(size: usize) -> usize {
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        let size = layout.size() as isize;
+        PEAK.fetch_max(
+            LIVE.fetch_add(size, Ordering::Relaxed) + size,
+            Ordering::Relaxed,
+        );
         CLASSED.fetch_add(size_class(layout.size()) as isize, Ordering::Relaxed);
         COUNT.fetch_add(1, Ordering::Relaxed);
         // SAFETY: forwarded with the caller's layout.
@@ -52,8 +65,9 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
+        let grown = new_size as isize - layout.size() as isize;
+        PEAK.fetch_max(
+            LIVE.fetch_add(grown, Ordering::Relaxed) + grown,
             Ordering::Relaxed,
         );
         CLASSED.fetch_add(
@@ -70,6 +84,15 @@ static ALLOCATOR: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Runs `f`; returns what it returned, the most heap it held above the live bytes at its start
+/// (its peak), and what it left held (what it returned, mostly).
+fn peak_above<R>(f: impl FnOnce() -> R) -> (R, isize, isize) {
+    let before = live();
+    PEAK.store(before, Ordering::Relaxed);
+    let r = f();
+    (r, PEAK.load(Ordering::Relaxed) - before, live() - before)
 }
 
 /// Applies `request` the way the state machine does: from its encoded jute body, so that the
@@ -157,6 +180,7 @@ const MAX_CLASSED_BYTES_PER_ZNODE: f64 = 345.0;
 
 #[test]
 fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (per_znode, classed, mut tree) = fill(100_000);
     println!("100000 znodes of 100 B: {per_znode:.0} heap bytes per znode");
     // Overwriting every value once (data changes, copy-on-write of every node) leaves the same
@@ -202,4 +226,113 @@ fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {
         "reading every znode twice grew the heap by {read:.0} bytes per znode"
     );
     drop(tree);
+}
+
+/// Room for what a snapshot path holds besides the images it is measured against: the file's
+/// write buffer (1 MiB), the metadata, the sessions.
+const SLACK: isize = 4 << 20;
+
+/// A snapshot of 100,000 znodes holds no second image of the tree at any point:
+/// - built: the encoded data (which openraft is handed), in a buffer of its exact size, and the
+///   file's write buffer; not also the file's body and envelope as copies, nor a buffer grown
+///   by doubling;
+/// - sent to a lagging peer: the file, its data moved within the file's buffer;
+/// - backed up (`GET /snapshot`): the file and the backup, the tree never decoded;
+/// - loaded at start: the file and the tree it becomes, each node decoded straight into its
+///   `Node`, plus the paths and a vector of the nodes while the map is built (about 60 bytes a
+///   znode), not an owned image of every node (about 350).
+#[test]
+fn a_snapshot_is_built_sent_backed_up_and_loaded_without_a_second_image() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let n = 100_000;
+    let (_, _, tree) = fill(n);
+    let znodes = tree.node_count();
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("temp dir: {e}"),
+    };
+    let state = dir.path().join("sm");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    };
+    let mut sm = match StateMachine::open(&state, (), None) {
+        Ok(sm) => sm,
+        Err(e) => panic!("open: {e}"),
+    };
+    {
+        let replica = sm.replica();
+        let mut r = lock(&replica);
+        r.tree = tree;
+        r.last_applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 100_102));
+    }
+
+    let (built, build_peak, _) = peak_above(|| {
+        rt.block_on(async { sm.get_snapshot_builder().await.build_snapshot().await })
+            .map_err(|e| e.to_string())
+    });
+    let data_len = match built {
+        Ok(s) => s.snapshot.get_ref().len() as isize,
+        Err(e) => panic!("build: {e}"),
+    };
+    let file_len = match std::fs::metadata(state.join(SNAPSHOT_FILE)) {
+        Ok(m) => m.len() as isize,
+        Err(e) => panic!("the snapshot file: {e}"),
+    };
+    println!("snapshot of {n} znodes: {data_len} bytes of data, built with a peak of {build_peak} heap bytes");
+
+    let (current, send_peak, _) = peak_above(|| {
+        rt.block_on(sm.get_current_snapshot())
+            .map_err(|e| e.to_string())
+    });
+    match current {
+        Ok(Some(s)) => assert_eq!(s.snapshot.get_ref().len() as isize, data_len),
+        Ok(None) => panic!("no current snapshot"),
+        Err(e) => panic!("the current snapshot: {e}"),
+    }
+    println!("read for a peer with a peak of {send_peak} heap bytes");
+
+    let file = match std::fs::read(state.join(SNAPSHOT_FILE)) {
+        Ok(f) => f,
+        Err(e) => panic!("read the snapshot file: {e}"),
+    };
+    let (backup, backup_peak, _) = peak_above(|| synod_raft_store::backup::seal(&file));
+    let backup_len = match backup {
+        Ok(b) => b.len() as isize,
+        Err(e) => panic!("backup: {e}"),
+    };
+    drop(file);
+    println!("backed up ({backup_len} bytes) with a peak of {backup_peak} heap bytes");
+
+    drop(sm);
+    let (loaded, load_peak, tree_bytes) = peak_above(|| StateMachine::open(&state, (), None));
+    match &loaded {
+        Ok(sm) => assert_eq!(lock(&sm.replica()).tree.node_count(), znodes),
+        Err(e) => panic!("load: {e}"),
+    }
+    let beyond = (load_peak - file_len - tree_bytes) as f64 / f64::from(n);
+    println!(
+        "loaded ({tree_bytes} heap bytes) with a peak of {load_peak} heap bytes: \
+         {beyond:.0} bytes per znode beyond the file and the tree"
+    );
+
+    assert!(
+        build_peak <= data_len + SLACK,
+        "building held {build_peak} bytes for {data_len} bytes of data"
+    );
+    assert!(
+        send_peak <= file_len + SLACK,
+        "reading for a peer held {send_peak} bytes for a file of {file_len}"
+    );
+    assert!(
+        backup_peak <= backup_len + SLACK,
+        "backing up held {backup_peak} bytes for a backup of {backup_len}"
+    );
+    assert!(
+        beyond <= 100.0,
+        "loading held {beyond:.0} bytes per znode beyond the file and the tree"
+    );
 }
