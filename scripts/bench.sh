@@ -89,19 +89,12 @@ rss_mib() { # pid files... → "a b c" MiB
     echo "$s"
 }
 
-rss_peak_during() { # pid-file command... → the most RSS (MiB) of the pid in pid-file (read anew at
-    # each sample, so a restart is followed) while the command runs, sampled every 50 ms
-    local f=$1 max=0 kb job
-    shift
-    "$@" >/dev/null &
-    job=$!
-    while kill -0 "$job" 2>/dev/null; do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$(cat "$f" 2>/dev/null)/status" 2>/dev/null || echo 0)
-        [ "${kb:-0}" -gt "$max" ] && max=$kb
-        sleep 0.05
-    done
-    wait "$job"
-    echo $((max / 1024))
+rss_peak_reset() { # pid-file: from now on, VmHWM (rss_peak_mib) is the process's most RSS since now
+    echo 5 >"/proc/$(cat "$1")/clear_refs"
+}
+
+rss_peak_mib() { # pid-file → the process's most RSS (MiB) since it started or rss_peak_reset
+    awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$(cat "$1")/status"
 }
 
 rss_settle() { # pid files... : waits (at most 40 s) until the servers' summed RSS stops falling
@@ -283,16 +276,9 @@ mem_parts() { # znodes cluster-dir rust-heap-before-fill-of-node-1 …-2 …-3
         }' "/proc/$pid/status"
 }
 
-start_until_ready() { # node: starts the cluster's stopped nodes, returns once node answers /ready
-    bash scripts/cluster.sh start 3 >/dev/null
-    until curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + $1))/ready?timeout_ms=1000" >/dev/null 2>&1; do
-        sleep 0.1
-    done
-}
-
 # One scale phase: a fresh plaintext cluster holding $1 znodes; one "key=value ..." line.
 scale_phase() { # znodes
-    local n=$1 dir="$out/synod" i leader follower t0 line pid f rss snap_bytes peak
+    local n=$1 dir="$out/synod" i leader follower t0 line pid f rss snap_bytes
     export SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$dir"
     # 10,000 sessions from one address: no per-address limit, room for all of them.
     export SYNOD_ARGS="--max-connections-per-ip 0 --max-connections 30000"
@@ -314,10 +300,10 @@ scale_phase() { # znodes
     line+=" $(mem_parts "$n" "$dir" "${heap0[@]}")"
     # A snapshot of the whole tree, on the leader (POST /snapshot returns once it is persisted),
     # with the leader's RSS at its peak while it is built and written.
+    rss_peak_reset "$dir/node$leader.pid"
     t0=$(now)
-    peak=$(rss_peak_during "$dir/node$leader.pid" \
-        curl -fsS --max-time 600 -o /dev/null -X POST "http://127.0.0.1:$((8080 + leader))/snapshot")
-    line+=" snapshot_secs=$(since "$t0") snapshot_peak_rss_mib=$peak"
+    curl -fsS --max-time 600 -X POST "http://127.0.0.1:$((8080 + leader))/snapshot" >/dev/null
+    line+=" snapshot_secs=$(since "$t0") snapshot_peak_rss_mib=$(rss_peak_mib "$dir/node$leader.pid")"
     snap_bytes=$(metric $((8080 + leader)) synod_snapshot_bytes)
     line+=" snapshot_mib=$(awk "BEGIN{printf \"%.1f\", ${snap_bytes:-0}/1048576}")"
     for w in set get; do
@@ -331,16 +317,20 @@ scale_phase() { # znodes
     for _ in $(seq 1 300); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
     cargo build --release -q --workspace --bins # (a no-op, so that the start below is only the node's)
     t0=$(now)
-    peak=$(rss_peak_during "$dir/node$follower.pid" start_until_ready "$follower")
-    line+=" restart_secs=$(since "$t0") restart_peak_rss_mib=$peak"
+    bash scripts/cluster.sh start 3 >/dev/null
+    until curl -fsS --max-time 5 "http://127.0.0.1:$((8080 + follower))/ready?timeout_ms=1000" >/dev/null 2>&1; do
+        sleep 0.1
+    done
+    # (its peak since it started: the snapshot's load and the log's replay)
+    line+=" restart_secs=$(since "$t0") restart_peak_rss_mib=$(rss_peak_mib "$dir/node$follower.pid")"
     # An empty node added as a learner: the leader's snapshot installed and the log after it
     # (add-learner returns once it has caught up) — what rebuilding a wiped follower costs.
     bash scripts/cluster.sh join 4 >/dev/null
+    rss_peak_reset "$dir/node4.pid"
     t0=$(now)
-    peak=$(rss_peak_during "$dir/node4.pid" \
-        "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
-        add-learner --id 4 --peer-addr 127.0.0.1:7004)
-    line+=" catch_up_secs=$(since "$t0") catch_up_peak_rss_mib=$peak"
+    "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
+        add-learner --id 4 --peer-addr 127.0.0.1:7004 >/dev/null
+    line+=" catch_up_secs=$(since "$t0") catch_up_peak_rss_mib=$(rss_peak_mib "$dir/node4.pid")"
     "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
         remove --id 4 >/dev/null
     kill -TERM "$(cat "$dir/node4.pid")" 2>/dev/null || true

@@ -467,7 +467,7 @@ impl TreeImage<LoadedNodes> {
         // Nodes just decoded are held by nothing else: `change` changes them in place.
         let mut next = 0;
         for (at, owner) in ext.owners {
-            match nodes.get_mut(at as usize) {
+            match usize::try_from(at).ok().and_then(|i| nodes.get_mut(i)) {
                 Some((_, node)) if at >= next => {
                     node.change(|m| m.owner = Some(owner.into()));
                     next = at + 1;
@@ -480,7 +480,7 @@ impl TreeImage<LoadedNodes> {
             }
         }
         for at in ext.null_data {
-            if let Some((_, node)) = nodes.get_mut(at as usize) {
+            if let Some((_, node)) = usize::try_from(at).ok().and_then(|i| nodes.get_mut(i)) {
                 node.change(|m| m.null_data = true);
             }
         }
@@ -585,8 +585,9 @@ pub(crate) fn decode_image(data: &[u8]) -> Result<(TreeImage, &[u8]), StoreError
 
 /// Writes `dir/name` atomically: `fill` writes the contents to a temp file (through a buffer),
 /// which is fsynced and renamed over `name`, then the directory is fsynced. A crash at any
-/// point leaves the old file or the new one, whole; an error leaves the old one (and removes
-/// the temp file).
+/// point leaves the old file or the new one, whole. An error before the rename leaves the old
+/// one (and removes the temp file); after it (the directory's fsync), the new one is in place
+/// but may not be durable, and the error says so to the caller, who does not count it written.
 fn write_atomically(
     dir: &Path,
     name: &str,
@@ -812,7 +813,8 @@ mod tests {
 
     /// The file is written and read in pieces (head, data, checksum), with the bytes of the
     /// envelope around serde's encoding of the body as one struct, at every size of bincode's
-    /// length prefix (one byte below 251, then 3, 5 and 9 bytes).
+    /// length prefix up to 5 bytes (one byte below 251, then 3, then 5; 9 from 4 GiB, written
+    /// by the same varint of a `u64`).
     #[test]
     fn a_snapshot_file_in_pieces_is_the_file_as_one_struct() -> Result<(), StoreError> {
         let dir = tempfile::tempdir()?;
