@@ -399,7 +399,27 @@ pub fn encode_into<T: Serialize, W: std::io::Write>(
 pub fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, bincode::error::DecodeError> {
-    let (v, used) = decode_prefix(bytes)?;
+    decode_exact(bytes, bincode_config())
+}
+
+/// Decodes, as [`decode`] does, an input from outside this node (a peer's frame), with what it
+/// may make this node allocate bounded: every length inside it (of a string, a byte string, a
+/// vector) and every fixed-size value, counted by its size in memory, is claimed against `CLAIM`
+/// bytes before anything is allocated for it, and a claim beyond is `LimitExceeded`. Without a
+/// bound bincode allocates a string's bytes before it reads them, so a length of 2^60 would be
+/// an allocation that aborts the process, whatever the input's own length.
+pub fn decode_bounded<T: serde::de::DeserializeOwned, const CLAIM: usize>(
+    bytes: &[u8],
+) -> Result<T, bincode::error::DecodeError> {
+    decode_exact(bytes, bincode_config().with_limit::<CLAIM>())
+}
+
+/// [`decode`] with the given configuration (the same encoding; only the decoder's limit differs).
+fn decode_exact<T: serde::de::DeserializeOwned, C: bincode::config::Config>(
+    bytes: &[u8],
+    config: C,
+) -> Result<T, bincode::error::DecodeError> {
+    let (v, used) = bincode::serde::decode_from_slice(bytes, config)?;
     if used != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!(
             "{} trailing bytes after the value",

@@ -3,14 +3,21 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use synod_raft_store::types::{decode, encode};
+use synod_raft_store::types::{decode_bounded, encode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use super::PeerError;
 
-/// The default maximum length of a frame's payload (the bytes after the length prefix).
+/// The default maximum length of a frame's payload (the bytes after the length prefix), and the
+/// most a pool or a server may be configured with ([`clamp_max_frame_len`]).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
+
+/// What decoding one frame may claim ([`decode_bounded`]): 16 bytes for each byte of a payload of
+/// the largest length, since one byte of varint decodes into at most 16 bytes (a `u128`). No frame
+/// a peer may send is refused for it, and none can make this node allocate more than 1 GiB for
+/// its lengths, however large the lengths it announces.
+const FRAME_CLAIM_LIMIT: usize = 16 * DEFAULT_MAX_FRAME_LEN;
 
 /// Bytes of the length prefix.
 const HEADER_LEN: usize = 4;
@@ -32,10 +39,11 @@ pub(crate) struct Frame<B> {
     pub body: B,
 }
 
-/// Clamps a configured maximum frame length to what the 4-byte prefix can express (and to at
-/// least one byte, so a zero does not reject every frame).
+/// Clamps a configured maximum frame length to [`DEFAULT_MAX_FRAME_LEN`] (so that no frame
+/// reaches [`FRAME_CLAIM_LIMIT`]; it is also below what the 4-byte prefix can express), and to at
+/// least one byte, so a zero does not reject every frame.
 pub(crate) fn clamp_max_frame_len(max: usize) -> usize {
-    max.clamp(1, u32::MAX as usize)
+    max.clamp(1, DEFAULT_MAX_FRAME_LEN)
 }
 
 /// The decoder for incoming frames: a frame whose prefix announces more than `max_frame_len`
@@ -64,11 +72,13 @@ pub(crate) fn encode_frame<B: Serialize>(id: u64, body: B, max: usize) -> Result
     Ok(Bytes::from(payload))
 }
 
-/// Decodes a frame's payload; the value must fill it exactly.
+/// Decodes a frame's payload; the value must fill it exactly. A length inside it that a frame
+/// cannot hold is an error before anything is allocated for it ([`FRAME_CLAIM_LIMIT`]): the peer
+/// loses its connection, the node nothing.
 pub(crate) fn decode_frame<B: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<Frame<B>, bincode::error::DecodeError> {
-    decode(payload)
+    decode_bounded::<_, FRAME_CLAIM_LIMIT>(payload)
 }
 
 /// Writes length-prefixed frames, several per write: the owner pushes what is queued, then
@@ -135,10 +145,33 @@ mod tests {
     use synod_client::tls::TlsOptions;
     use tokio_util::codec::FramedRead;
 
-    use super::{codec, BatchWriter};
+    use super::{codec, decode_frame, BatchWriter, Frame};
     use crate::peer::transport::BoxWrite;
     use crate::tls::certs::{create_ca, issue, Subject, Validity};
     use crate::tls::{server_config, ClientAuth, TlsFiles};
+
+    /// A frame whose string announces 2^60 bytes is a decode error before anything is allocated
+    /// for it (bincode allocates a string's bytes before it reads them, and an allocation of that
+    /// size aborts the process); a frame of the largest length still decodes.
+    #[test]
+    fn a_length_no_frame_can_hold_is_refused_before_it_is_allocated() {
+        let mut hostile = vec![0u8]; // the id, 0
+        hostile.push(0xfd); // bincode's varint: a u64 follows, little-endian
+        hostile.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(
+            decode_frame::<String>(&hostile),
+            Err(bincode::error::DecodeError::LimitExceeded)
+        ));
+        // The largest frame of the smallest values claims the most: 8 bytes per byte.
+        let body = vec![1u64; super::DEFAULT_MAX_FRAME_LEN - 16];
+        let payload = synod_raft_store::types::encode(&Frame { id: 7, body }).expect("encode");
+        assert!(payload.len() <= super::DEFAULT_MAX_FRAME_LEN);
+        let back = decode_frame::<Vec<u64>>(&payload).expect("decode");
+        assert_eq!(
+            (back.id, back.body.len()),
+            (7, super::DEFAULT_MAX_FRAME_LEN - 16)
+        );
+    }
 
     /// A frame written over TLS onto a link that is full (a peer that reads slower than we
     /// write) reaches the other end whole once the other end reads, with nothing written after
