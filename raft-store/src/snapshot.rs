@@ -173,10 +173,12 @@ pub(crate) struct TreeImage<N = Vec<NodeImage>> {
 }
 
 /// One znode: its path and the fields of [`Node`] that are not derived from other nodes
-/// (children are rebuilt from the paths).
+/// (children are rebuilt from the paths). The path, the data and the ACL are owned as decoded
+/// (the defaults), or borrowed from a node for encoding ([`NodeImages`]): one field list, the
+/// same bytes.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct NodeImage {
-    path: String,
+pub(crate) struct NodeImage<P = String, D = Bytes, A = Vec<AclImage>> {
+    path: P,
     czxid: i64,
     mzxid: i64,
     pzxid: i64,
@@ -187,8 +189,8 @@ pub(crate) struct NodeImage {
     aversion: i32,
     /// Serialized by its derive: the variant's index, then its argument if it has one.
     kind: NodeKind,
-    data: Bytes,
-    acl: Vec<AclImage>,
+    data: D,
+    acl: A,
 }
 
 /// What a tree with tenants, an audit trail or a raised cluster version adds after its
@@ -212,7 +214,7 @@ pub(crate) struct ExtensionImage {
 
 /// One ACL entry ([`Acl`] is a jute record of the wire protocol, without serde).
 #[derive(Serialize, Deserialize)]
-struct AclImage {
+pub(crate) struct AclImage {
     perms: i32,
     scheme: String,
     id: String,
@@ -295,8 +297,8 @@ impl Serialize for NodeImages<'_> {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.node_count()))?;
         for (path, n) in self.0.nodes() {
-            seq.serialize_element(&NodeImageRef {
-                path,
+            seq.serialize_element(&NodeImage {
+                path: &**path,
                 czxid: n.czxid,
                 mzxid: n.mzxid,
                 pzxid: n.pzxid,
@@ -312,23 +314,6 @@ impl Serialize for NodeImages<'_> {
         }
         seq.end()
     }
-}
-
-/// [`NodeImage`] borrowed from a node.
-#[derive(Serialize)]
-struct NodeImageRef<'a> {
-    path: &'a str,
-    czxid: i64,
-    mzxid: i64,
-    pzxid: i64,
-    ctime: i64,
-    mtime: i64,
-    version: i32,
-    cversion: i32,
-    aversion: i32,
-    kind: NodeKind,
-    data: ByteString<'a>,
-    acl: AclImages<'a>,
 }
 
 /// Bytes serialized as `Bytes` serializes them (a byte string).
