@@ -22,7 +22,8 @@
 # 3-node cluster is filled, then it reports the fill rate, every server's RSS, the time and size
 # of a snapshot, get and set throughput at that size, the restart of a follower (snapshot load +
 # log replay, until /ready), an empty node catching up as a learner (snapshot install + log) —
-# for the snapshot, the restart and the catch-up also the node's RSS at its peak — and
+# for the snapshot, the restart and the catch-up also the node's RSS at its peak (for the
+# catch-up, the learner's and the leader's, which sends the snapshot) — and
 # the RSS with 10,000 more sessions holding 100,000 watches; last, how each cost grew from the
 # smallest size to the largest against the growth of the tree.
 #
@@ -325,12 +326,15 @@ scale_phase() { # znodes
     line+=" restart_secs=$(since "$t0") restart_peak_rss_mib=$(rss_peak_mib "$dir/node$follower.pid")"
     # An empty node added as a learner: the leader's snapshot installed and the log after it
     # (add-learner returns once it has caught up) — what rebuilding a wiped follower costs.
+    # (the learner's peak: receiving and installing; the leader's: sending)
     bash scripts/cluster.sh join 4 >/dev/null
     rss_peak_reset "$dir/node4.pid"
+    rss_peak_reset "$dir/node$leader.pid"
     t0=$(now)
     "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
         add-learner --id 4 --peer-addr 127.0.0.1:7004 >/dev/null
     line+=" catch_up_secs=$(since "$t0") catch_up_peak_rss_mib=$(rss_peak_mib "$dir/node4.pid")"
+    line+=" catch_up_leader_peak_rss_mib=$(rss_peak_mib "$dir/node$leader.pid")"
     "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
         remove --id 4 >/dev/null
     kill -TERM "$(cat "$dir/node4.pid")" 2>/dev/null || true
@@ -436,6 +440,7 @@ if [ "$mode" = scale ]; then
     grow "restart peak rss MiB" "$(kv "$first" restart_peak_rss_mib)" "$(kv "$last" restart_peak_rss_mib)"
     grow "empty node catch-up seconds" "$(kv "$first" catch_up_secs)" "$(kv "$last" catch_up_secs)"
     grow "catch-up peak rss MiB" "$(kv "$first" catch_up_peak_rss_mib)" "$(kv "$last" catch_up_peak_rss_mib)"
+    grow "catch-up peak rss MiB (leader)" "$(kv "$first" catch_up_leader_peak_rss_mib)" "$(kv "$last" catch_up_leader_peak_rss_mib)"
     grow "set ops/s" "$(kv "$first" set_ops_s)" "$(kv "$last" set_ops_s)"
     grow "get ops/s" "$(kv "$first" get_ops_s)" "$(kv "$last" get_ops_s)"
     grow "max rss with sessions+watches MiB" "$(kv "$first" rss_held_mib | maxof)" "$(kv "$last" rss_held_mib | maxof)"

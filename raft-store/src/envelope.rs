@@ -17,15 +17,17 @@
 //! where a deliberate edit must not go unnoticed either, and at the sizes of a snapshot (hundreds
 //! of MB at a million znodes) it costs well under a second, off the apply path.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 
-/// Bytes before the body: magic, version, body length.
-const HEADER: usize = 8 + 4 + 8;
+/// Bytes before the body: magic, version, body length (where the body starts in the file).
+pub(crate) const HEADER: usize = 8 + 4 + 8;
 /// Bytes after the body: the checksum.
 const TRAILER: usize = 32;
 
@@ -97,18 +99,56 @@ impl Kind {
     }
 
     /// Where the body of an envelope of this kind is in `bytes`, once its magic, version,
-    /// length and checksum are checked (for a caller that keeps the body in the file's buffer
-    /// rather than copy it out).
+    /// length and checksum are checked.
     pub fn body_range(&self, bytes: &[u8]) -> Result<Range<usize>, StoreError> {
+        let body = self.check_header(bytes, bytes.len() as u64)?;
+        let (sealed, sum) = bytes.split_at(bytes.len() - TRAILER);
+        if Sha256::digest(sealed).as_slice() != sum {
+            return Err(StoreError::Checksum { what: self.what });
+        }
+        Ok(body.start as usize..body.end as usize)
+    }
+
+    /// Where the body of an envelope of this kind is in `file`, once its magic, version, length
+    /// and checksum are checked, reading the file in pieces (1 MiB at a time, whatever its
+    /// size). Blocking.
+    pub fn body_range_in_file(&self, file: &File) -> Result<Range<u64>, StoreError> {
+        let len = file.metadata()?.len();
+        let mut header = [0; HEADER];
+        let head = usize::try_from(len).map_or(HEADER, |len| len.min(HEADER));
+        file.read_exact_at(&mut header[..head], 0)?;
+        let body = self.check_header(&header[..head], len)?;
+        let mut hash = Sha256::new();
+        let mut piece = vec![0; 1 << 20];
+        let mut at = 0;
+        while at < body.end {
+            let n = piece
+                .len()
+                .min(usize::try_from(body.end - at).unwrap_or(usize::MAX));
+            file.read_exact_at(&mut piece[..n], at)?;
+            hash.update(&piece[..n]);
+            at += n as u64;
+        }
+        let mut sum = [0; TRAILER];
+        file.read_exact_at(&mut sum, body.end)?;
+        if hash.finalize().as_slice() != sum {
+            return Err(StoreError::Checksum { what: self.what });
+        }
+        Ok(body)
+    }
+
+    /// Checks an envelope's header (its first bytes, `header`) against this kind and the whole
+    /// envelope's length `len`; where its body is.
+    fn check_header(&self, header: &[u8], len: u64) -> Result<Range<u64>, StoreError> {
         let what = self.what;
-        if bytes.len() < HEADER + TRAILER || !self.is_enveloped(bytes) {
+        if len < (HEADER + TRAILER) as u64 || header.len() < HEADER || !self.is_enveloped(header) {
             return Err(StoreError::NotThisKind {
                 what,
                 magic: String::from_utf8_lossy(self.magic).into_owned(),
             });
         }
         let word = |range: std::ops::Range<usize>| -> u64 {
-            bytes[range]
+            header[range]
                 .iter()
                 .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
         };
@@ -121,18 +161,14 @@ impl Kind {
             });
         }
         let expected = ((HEADER + TRAILER) as u64).saturating_add(word(12..20));
-        if bytes.len() as u64 != expected {
+        if len != expected {
             return Err(StoreError::Length {
                 what,
-                actual: bytes.len() as u64,
+                actual: len,
                 expected,
             });
         }
-        let (sealed, sum) = bytes.split_at(bytes.len() - TRAILER);
-        if Sha256::digest(sealed).as_slice() != sum {
-            return Err(StoreError::Checksum { what });
-        }
-        Ok(HEADER..sealed.len())
+        Ok(HEADER as u64..len - TRAILER as u64)
     }
 }
 

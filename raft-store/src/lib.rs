@@ -1,10 +1,11 @@
 //! synod's replicated state: the znode [`tree::DataTree`] and session table, applied
-//! deterministically from log entries, and its znodes ([`znode`]); the openraft type configuration ([`types`]); the RocksDB
-//! log store ([`log_store`]); the state machine ([`state_machine`]) and its snapshots' format,
-//! file and restore ([`snapshot`]), the backup file around it ([`backup`]), the checksummed
-//! envelope of both ([`envelope`]), the tenant
-//! table ([`tenants`]), the audit trail ([`audit`]) and what RocksDB holds in memory for the
-//! log and the trail ([`rocks_memory`]).
+//! deterministically from log entries, and its znodes ([`znode`]); the openraft type
+//! configuration ([`types`]); the RocksDB log store ([`log_store`]); the state machine
+//! ([`state_machine`]) and its snapshots' format, file and restore ([`snapshot`]), the snapshot
+//! data openraft moves as a window of a file ([`snapshot_data`]), the backup file around it
+//! ([`backup`]), the checksummed envelope of both ([`envelope`]); how every decode reads its
+//! strings in place ([`in_place`]); the tenant table ([`tenants`]), the audit trail ([`audit`])
+//! and what RocksDB holds in memory for the log and the trail ([`rocks_memory`]).
 //! No sockets: time, zxid and caller are inputs.
 
 // The crate's documentation is for its developers: `scripts/test.sh` builds it with
@@ -16,11 +17,13 @@ pub mod audit;
 pub mod backup;
 pub mod envelope;
 pub mod error;
+mod in_place;
 pub mod log_cache;
 pub mod log_store;
 pub mod quota;
 pub mod rocks_memory;
 pub mod snapshot;
+pub mod snapshot_data;
 pub mod state_machine;
 pub mod tenants;
 pub mod tree;

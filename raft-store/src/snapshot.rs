@@ -24,14 +24,22 @@
 //!
 //! # Memory
 //!
-//! The data is hundreds of MB at a million znodes, so no path holds a second image of the tree:
-//! - a build encodes the image from the tree's own nodes ([`NodeImages`]) into a buffer of its
-//!   exact size ([`encode_tree`]), and writes the file's body and envelope around it in pieces
-//!   ([`write_snapshot_file`]), never as copies;
+//! The data is hundreds of MB at a million znodes, so no path holds a second image of the tree,
+//! and the paths that only move the data never hold it whole:
+//! - a build encodes the image from the tree's own nodes ([`NodeImages`]) straight into the file
+//!   ([`TreeEncoding`]: counted first, since the file's header announces its length), and
+//!   openraft is handed a window of the file ([`SnapshotData`]), not the data;
+//! - the data sent to a lagging peer is read from the file a chunk at a time as it is sent
+//!   ([`open_current`] checks the file's checksum reading it in pieces);
+//! - the data received from the leader is written to a file as its chunks arrive, then read into
+//!   a buffer of its exact size to be installed ([`read_data`]);
 //! - a load or an install decodes the image node by node, each straight into its [`Node`]
-//!   ([`Streamed`]), never as an owned image of every node;
-//! - the data sent to a peer stays in the file's buffer ([`read_current`]), and a backup rewrites
-//!   only the sessions ([`sessions_of`]).
+//!   ([`Streamed`]), never as an owned image of every node; every length in it is checked
+//!   against the bytes there before anything is allocated for it ([`crate::in_place`]: the data
+//!   comes from a leader, or a backup from another institution);
+//! - a backup rewrites only the sessions ([`sessions_of`]).
+//!
+//! [`SnapshotData`]: crate::snapshot_data::SnapshotData
 //!
 //! The bytes are those of serde's encoding of the whole structs ([`TreeImage`] of owned nodes,
 //! a struct of the metadata and the data), which is how release 0.1 wrote them; the tests check
@@ -50,6 +58,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -117,10 +126,25 @@ pub(crate) fn body_head(meta: &Meta, data_len: usize) -> Result<Vec<u8>, StoreEr
 /// A snapshot file's body split: its metadata, and where its data is in the body. An error
 /// (`Decode`) if the metadata does not decode or the data's length is not what is left.
 pub(crate) fn split_body(body: &[u8]) -> Result<(Meta, Range<usize>), StoreError> {
-    let (meta, meta_len): (Meta, usize) = decode_prefix(body)?;
-    let (data_len, len_len): (u64, usize) = decode_prefix(&body[meta_len..])?;
-    let start = meta_len + len_len;
-    let left = (body.len() - start) as u64;
+    let (meta, data) = split_head(body, body.len() as u64)?;
+    Ok((meta, data.start as usize..body.len()))
+}
+
+/// The head of a snapshot file's body from its first bytes, `prefix`: the metadata, the data's
+/// length as announced, and where the data starts. A prefix shorter than the head is `Decode`
+/// (`UnexpectedEnd`).
+fn decode_head(prefix: &[u8]) -> Result<(Meta, u64, u64), StoreError> {
+    let (meta, meta_len): (Meta, usize) = decode_prefix(prefix)?;
+    let (data_len, len_len): (u64, usize) = decode_prefix(&prefix[meta_len..])?;
+    Ok((meta, data_len, (meta_len + len_len) as u64))
+}
+
+/// [`split_body`] from `prefix`, the first bytes of a body of `body_len` bytes (at least its
+/// head, or it does not decode: `Decode`, `UnexpectedEnd`).
+fn split_head(prefix: &[u8], body_len: u64) -> Result<(Meta, Range<u64>), StoreError> {
+    let (meta, data_len, start) = decode_head(prefix)?;
+    debug_assert!(start <= prefix.len() as u64 && prefix.len() as u64 <= body_len);
+    let left = body_len - start;
     if data_len > left {
         return Err(bincode::error::DecodeError::UnexpectedEnd {
             additional: (data_len - left) as usize,
@@ -134,22 +158,44 @@ pub(crate) fn split_body(body: &[u8]) -> Result<(Meta, Range<usize>), StoreError
         ))
         .into());
     }
-    Ok((meta, start..body.len()))
+    Ok((meta, start..body_len))
 }
 
 /// Writes a whole snapshot file (the envelope around [`body_head`] and `data`) to `out`, in
-/// pieces: `data` is not copied.
+/// pieces: `data` is not copied (nor, for a tree, held encoded). Returns where the data is in
+/// the file.
 pub(crate) fn write_snapshot_file(
     out: &mut impl Write,
     meta: &Meta,
-    data: &[u8],
-) -> Result<(), StoreError> {
+    data: &(impl Data + ?Sized),
+) -> Result<Range<u64>, StoreError> {
     let head = body_head(meta, data.len())?;
     let mut sealer = SNAPSHOT.sealer(out, (head.len() + data.len()) as u64)?;
     sealer.write_all(&head)?;
-    sealer.write_all(data)?;
+    data.write_to(&mut sealer)?;
     sealer.finish()?;
-    Ok(())
+    let start = (crate::envelope::HEADER + head.len()) as u64;
+    Ok(start..start + data.len() as u64)
+}
+
+/// A snapshot's data as a file is written from it: its length is known first (the file's
+/// header announces it), then its bytes are written.
+pub(crate) trait Data {
+    /// How many bytes [`Data::write_to`] writes.
+    fn len(&self) -> usize;
+    /// Writes the data to `out`.
+    fn write_to(&self, out: &mut dyn Write) -> Result<(), StoreError>;
+}
+
+/// Data already encoded (received from the leader, or read from a backup).
+impl Data for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn write_to(&self, out: &mut dyn Write) -> Result<(), StoreError> {
+        Ok(out.write_all(self)?)
+    }
 }
 
 /// The `last_log_id` of the snapshot in [`SNAPSHOT_FILE`] (`None`: no file yet), shared by the
@@ -510,27 +556,68 @@ impl TreeImage<LoadedNodes> {
     }
 }
 
-/// Encodes `tree` as a snapshot's data, into a buffer of exactly its size. Blocking: O(size of
-/// the tree).
+/// A tree's image ready to be written as a snapshot's data, its length counted (a build writes
+/// it into the file as it encodes it, and never holds it encoded).
 ///
-/// The image is encoded twice: first only counted, then into a buffer of the size counted. A
-/// buffer grown by doubling holds up to twice the data (and both while its last doubling copies:
-/// 384 MB for the 178 MB of 1,000,000 znodes), and pieces gathered into one buffer keep their
-/// pages resident until the allocator returns them, so either way a build would hold about
-/// twice what it produces; counting costs a pass over the tree without a copy.
+/// The image is encoded twice: first only counted, then into the file (or, for the tests, into
+/// a buffer of the size counted). A buffer grown by doubling would hold up to twice the data,
+/// and the encoded data whole is as large as the file (178 MB at 1,000,000 znodes); counting
+/// costs a pass over the tree without a copy.
+pub(crate) struct TreeEncoding<'a> {
+    /// The image, borrowed from the tree's nodes.
+    image: TreeImage<NodeImages<'a>>,
+    /// What the tree adds after its image, if anything.
+    ext: Option<ExtensionImage>,
+    /// How many bytes `image` and `ext` encode into.
+    len: usize,
+}
+
+impl<'a> TreeEncoding<'a> {
+    /// `tree`'s image, counted. Blocking: O(size of the tree).
+    pub(crate) fn of(tree: &'a DataTree) -> Result<Self, StoreError> {
+        let (image, ext) = TreeImage::<NodeImages>::of(tree);
+        let mut counted = Counted::default();
+        encode_into(&image, &mut counted)?;
+        if let Some(ext) = &ext {
+            encode_into(ext, &mut counted)?;
+        }
+        Ok(TreeEncoding {
+            image,
+            ext,
+            len: counted.0,
+        })
+    }
+}
+
+/// The tree encoded as it is written. Blocking: O(size of the tree).
+impl Data for TreeEncoding<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn write_to(&self, out: &mut dyn Write) -> Result<(), StoreError> {
+        // Many small fields: gathered before they reach the checksum and the file.
+        let mut out = BufWriter::with_capacity(64 << 10, out);
+        encode_into(&self.image, &mut out)?;
+        if let Some(ext) = &self.ext {
+            encode_into(ext, &mut out)?;
+        }
+        Ok(out.flush()?)
+    }
+}
+
+/// Encodes `tree` as a snapshot's data, into a buffer of exactly its size: the tests' view of
+/// the data a build writes.
+#[cfg(test)]
 pub(crate) fn encode_tree(tree: &DataTree) -> Result<Vec<u8>, StoreError> {
-    let (image, ext) = TreeImage::<NodeImages>::of(tree);
-    let mut counted = Counted::default();
-    encode_into(&image, &mut counted)?;
-    if let Some(ext) = &ext {
-        encode_into(ext, &mut counted)?;
-    }
-    let mut data = Vec::with_capacity(counted.0);
-    encode_into(&image, &mut data)?;
-    if let Some(ext) = &ext {
-        encode_into(ext, &mut data)?;
-    }
-    debug_assert_eq!(data.len(), counted.0, "the image encodes as it was counted");
+    let encoding = TreeEncoding::of(tree)?;
+    let mut data = Vec::with_capacity(encoding.len);
+    encoding.write_to(&mut data)?;
+    debug_assert_eq!(
+        data.len(),
+        encoding.len,
+        "the image encodes as it was counted"
+    );
     Ok(data)
 }
 
@@ -549,7 +636,7 @@ impl Write for Counted {
     }
 }
 
-/// Decodes a snapshot's data (as [`encode_tree`] made it) into a tree, each node as it is read.
+/// Decodes a snapshot's data (as [`TreeEncoding`] writes it) into a tree, each node as it is read.
 /// Blocking.
 pub(crate) fn decode_tree(data: &[u8]) -> Result<DataTree, StoreError> {
     let (image, used): (TreeImage<LoadedNodes>, usize) = decode_prefix(data)?;
@@ -569,30 +656,49 @@ pub(crate) fn decode_image(data: &[u8]) -> Result<(TreeImage, &[u8]), StoreError
 }
 
 /// Writes `dir/name` atomically: `fill` writes the contents to a temp file (through a buffer),
-/// which is fsynced and renamed over `name`, then the directory is fsynced. A crash at any
-/// point leaves the old file or the new one, whole. An error before the rename leaves the old
-/// one (and removes the temp file); after it (the directory's fsync), the new one is in place
-/// but may not be durable, and the error says so to the caller, who does not count it written.
-fn write_atomically(
+/// which is fsynced and renamed over `name` (then `renamed` is called), then the directory is
+/// fsynced. A crash at any point leaves the old file or the new one, whole. An error before the
+/// rename leaves the old one (and removes the temp file); after it (the directory's fsync), the
+/// new one is in place but may not be durable: `renamed` was called (the caller knows which file
+/// is there, so that an older one never replaces it), and the error says it may not be durable.
+///
+/// Returns the file, open for reading and writing, and what `fill` returned.
+fn write_atomically<T>(
     dir: &Path,
     name: &str,
-    fill: impl FnOnce(&mut BufWriter<File>) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<T, StoreError>,
+    renamed: impl FnOnce(),
+) -> Result<(File, T), StoreError> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let written = File::create(&tmp)
+    let written = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
         .map_err(StoreError::from)
         .and_then(|f| {
             let mut out = BufWriter::with_capacity(1 << 20, f);
-            fill(&mut out)?;
+            let filled = fill(&mut out)?;
             let f = out.into_inner().map_err(|e| e.into_error())?;
-            Ok(f.sync_all()?)
+            f.sync_all()?;
+            Ok((f, filled))
         })
-        .and_then(|()| Ok(std::fs::rename(&tmp, dir.join(name))?));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        .and_then(|written| {
+            std::fs::rename(&tmp, dir.join(name))?;
+            Ok(written)
+        });
+    match written {
+        Ok(written) => {
+            renamed();
+            File::open(dir)?.sync_all()?;
+            Ok(written)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    Ok(File::open(dir)?.sync_all()?)
 }
 
 /// Writes the snapshot `meta` + `data` as `dir/`[`SNAPSHOT_FILE`] unless the file already holds
@@ -601,33 +707,119 @@ pub(crate) fn persist_snapshot(
     dir: &Path,
     persisted: &Persisted,
     meta: &Meta,
-    data: &[u8],
+    data: &(impl Data + ?Sized),
 ) -> Result<bool, StoreError> {
-    let mut current = persisted.lock().unwrap_or_else(|p| p.into_inner());
-    if current.is_some() && *current >= meta.last_log_id {
-        return Ok(false);
-    }
-    write_atomically(dir, SNAPSHOT_FILE, |out| {
-        write_snapshot_file(out, meta, data)
-    })?;
-    *current = meta.last_log_id;
-    Ok(true)
+    Ok(persist(dir, persisted, meta, data)?.is_some())
 }
 
-/// Reads `dir/`[`SNAPSHOT_FILE`] as it is now: its metadata and data, not decoded into a tree
-/// (what a lagging peer is sent). `None` if there is no snapshot yet. Blocking.
-pub(crate) fn read_current(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
-    let mut bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(b) => b,
+/// [`persist_snapshot`], returning the file written (open, whatever replaces it later) and
+/// where its data is in it; `None` if a snapshot at least as new was already there.
+pub(crate) fn persist(
+    dir: &Path,
+    persisted: &Persisted,
+    meta: &Meta,
+    data: &(impl Data + ?Sized),
+) -> Result<Option<(File, Range<u64>)>, StoreError> {
+    let mut current = persisted.lock().unwrap_or_else(|p| p.into_inner());
+    if current.is_some() && *current >= meta.last_log_id {
+        return Ok(None);
+    }
+    let written = write_atomically(
+        dir,
+        SNAPSHOT_FILE,
+        |out| write_snapshot_file(out, meta, data),
+        || *current = meta.last_log_id,
+    )?;
+    Ok(Some(written))
+}
+
+/// Writes the snapshot `meta` + `data` to a file of its own in `dir`, with no name (gone when
+/// closed): a build that a newer snapshot overtook still hands openraft its data. Blocking.
+pub(crate) fn write_unnamed(
+    dir: &Path,
+    meta: &Meta,
+    data: &(impl Data + ?Sized),
+) -> Result<(File, Range<u64>), StoreError> {
+    let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?);
+    let range = write_snapshot_file(&mut out, meta, data)?;
+    Ok((out.into_inner().map_err(|e| e.into_error())?, range))
+}
+
+/// Opens `dir/`[`SNAPSHOT_FILE`] as it is now (what a lagging peer is sent): its metadata, the
+/// file, and where the data is in it. The file is checked against its checksum and its head
+/// decoded, reading it in pieces: the data is neither held in memory nor decoded. `None` if
+/// there is no snapshot yet. Blocking.
+pub(crate) fn open_current(dir: &Path) -> Result<Option<(Meta, File, Range<u64>)>, StoreError> {
+    let file = match File::open(dir.join(SNAPSHOT_FILE)) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let body = snapshot_body_range(&bytes)?;
-    let (meta, data) = split_body(&bytes[body.clone()])?;
-    // The data is most of the file: moved to the front of the file's buffer, not copied out.
-    bytes.truncate(body.start + data.end);
-    bytes.drain(..body.start + data.start);
-    Ok(Some((meta, bytes)))
+    let len = file.metadata()?.len();
+    let mut magic = [0; 8];
+    let enveloped = len >= 8 && {
+        file.read_exact_at(&mut magic, 0)?;
+        SNAPSHOT.is_enveloped(&magic)
+    };
+    let body = match enveloped {
+        true => SNAPSHOT.body_range_in_file(&file)?,
+        false => 0..len,
+    };
+    // The head is the metadata (a membership: small) and the data's length: read from a few
+    // KiB of the body, more only if it does not fit.
+    let body_len = body.end - body.start;
+    let mut want: u64 = 4 << 10;
+    loop {
+        let read = want.min(body_len);
+        let mut prefix = vec![0; usize::try_from(read).unwrap_or(usize::MAX)];
+        file.read_exact_at(&mut prefix, body.start)?;
+        // Only a head cut short by the prefix is read again, longer: a data length that does
+        // not match the body is an error at once (`split_head`).
+        match decode_head(&prefix) {
+            Err(StoreError::Decode(bincode::error::DecodeError::UnexpectedEnd { .. }))
+                if read < body_len =>
+            {
+                want = want.saturating_mul(2)
+            }
+            head => {
+                head?;
+                let (meta, data) = split_head(&prefix, body_len)?;
+                let data = body.start + data.start..body.start + data.end;
+                return Ok(Some((meta, file, data)));
+            }
+        }
+    }
+}
+
+/// The data of a [`SnapshotData`] to install (usually what it received from the leader): the
+/// bytes of `file` from `start` to `end` (to its end if `None`), read into a buffer of their
+/// exact size. A size this node cannot allocate is an error (`Io`, `OutOfMemory`), not an
+/// abort. Blocking.
+///
+/// [`SnapshotData`]: crate::snapshot_data::SnapshotData
+pub(crate) fn read_data(file: &File, start: u64, end: Option<u64>) -> Result<Vec<u8>, StoreError> {
+    use std::io::{Read, Seek};
+    let end = match end {
+        Some(end) => end,
+        None => file.metadata()?.len(),
+    };
+    let len = end.saturating_sub(start);
+    let too_large = |e: &dyn fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("a snapshot of {len} bytes: {e}"),
+        )
+    };
+    let mut data = Vec::new();
+    data.try_reserve_exact(usize::try_from(len).map_err(|e| too_large(&e))?)
+        .map_err(|e| too_large(&e))?;
+    let mut file = file;
+    file.seek(std::io::SeekFrom::Start(start))?;
+    file.take(len).read_to_end(&mut data)?;
+    if data.len() as u64 != len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(data)
 }
 
 /// Loads the latest snapshot of a state-machine directory at start-up (openraft then replays the
@@ -710,9 +902,12 @@ pub fn restore_snapshot_file(
         snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
     std::fs::create_dir_all(state_dir)?;
-    write_atomically(state_dir, SNAPSHOT_FILE, |out| {
-        write_snapshot_file(out, &meta, data)
-    })?;
+    write_atomically(
+        state_dir,
+        SNAPSHOT_FILE,
+        |out| write_snapshot_file(out, &meta, data),
+        || (),
+    )?;
     Ok((last, znodes))
 }
 
@@ -733,6 +928,17 @@ mod tests {
         }
     }
 
+    /// What a lagging peer is sent: the current snapshot's metadata, and its data read from the
+    /// window of the file.
+    fn read_current(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
+        let Some((meta, file, range)) = open_current(dir)? else {
+            return Ok(None);
+        };
+        let mut data = vec![0; (range.end - range.start) as usize];
+        file.read_exact_at(&mut data, range.start)?;
+        Ok(Some((meta, data)))
+    }
+
     /// The file is enveloped: a flipped byte anywhere is refused by name at load; a file of
     /// v0.1.0 (the body alone) is still read.
     #[test]
@@ -740,7 +946,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let persisted: Persisted = Arc::new(Mutex::new(None));
         let data = encode_tree(&DataTree::new())?;
-        assert!(persist_snapshot(dir.path(), &persisted, &meta(7), &data)?);
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(7),
+            &data[..]
+        )?);
         let path = dir.path().join(SNAPSHOT_FILE);
         let good = std::fs::read(&path)?;
         assert!(SNAPSHOT.is_enveloped(&good));
@@ -767,20 +978,20 @@ mod tests {
             dir.path(),
             &persisted,
             &meta(20),
-            b"newer"
+            &b"newer"[..]
         )?);
         // A build that started before an install finishes after it: not written.
         assert!(!persist_snapshot(
             dir.path(),
             &persisted,
             &meta(10),
-            b"older"
+            &b"older"[..]
         )?);
         assert!(!persist_snapshot(
             dir.path(),
             &persisted,
             &meta(20),
-            b"same"
+            &b"same"[..]
         )?);
         let (kept, data) = read_current(dir.path())?.ok_or(StoreError::Corrupt("none".into()))?;
         assert_eq!(
@@ -791,7 +1002,7 @@ mod tests {
             dir.path(),
             &persisted,
             &meta(30),
-            b"newest"
+            &b"newest"[..]
         )?);
         Ok(())
     }
@@ -806,7 +1017,7 @@ mod tests {
         for len in [0, 1, 250, 251, 65_535, 65_536, 300_000] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut pieces = Vec::new();
-            write_snapshot_file(&mut pieces, &meta(9), &data)?;
+            write_snapshot_file(&mut pieces, &meta(9), &data[..])?;
             let whole = SNAPSHOT.seal(&encode(&SnapshotFile {
                 meta: meta(9),
                 data: data.clone(),
@@ -818,11 +1029,11 @@ mod tests {
                 (read.snapshot_id.as_str(), &body[range]),
                 ("s-9", &data[..])
             );
-            // What a lagging peer is sent, moved within the file's buffer.
+            // What a lagging peer is sent: the window of the file.
             let persisted: Persisted = Arc::new(Mutex::new(None));
             let dir = dir.path().join(len.to_string());
             std::fs::create_dir(&dir)?;
-            assert!(persist_snapshot(&dir, &persisted, &meta(9), &data)?);
+            assert!(persist_snapshot(&dir, &persisted, &meta(9), &data[..])?);
             let current = read_current(&dir)?.map(|(m, d)| (m.snapshot_id, d));
             assert_eq!(current, Some(("s-9".to_string(), data)));
             assert!(!dir.join(format!("{SNAPSHOT_FILE}.tmp")).exists());
@@ -1035,6 +1246,66 @@ mod tests {
                 }
             })?,
             "a path twice"
+        );
+        Ok(())
+    }
+
+    /// A snapshot from a leader or a backup from another institution is input from outside:
+    /// a length in it that claims more than the bytes there (here 2^60, in each place a string
+    /// or a byte string sits) is a decode error, for an install, a load and a restore alike,
+    /// not an allocation that aborts the node (as it was before 0.5.12).
+    #[test]
+    fn a_length_beyond_a_snapshot_is_refused_before_it_is_allocated() -> Result<(), StoreError> {
+        use crate::in_place::claiming_2_pow_60;
+        let (mut img, _) = image_of(&sample_tree())?;
+        let node = img
+            .nodes
+            .iter_mut()
+            .find(|n| n.path == "/c")
+            .ok_or(StoreError::Corrupt("no /c".into()))?;
+        node.path = "/marked-path".into();
+        node.data = Bytes::from_static(b"marked-data");
+        node.acl[0].scheme = "marked-scheme".into();
+        node.acl[0].id = "marked-id".into();
+        img.sessions[0].passwd = Bytes::from_static(b"marked-passwd");
+        let data = encode(&img)?;
+        assert!(decode_tree(&data).is_ok(), "the marked image is a tree");
+        let mut marked = meta(5);
+        marked.snapshot_id = "marked-snapshot-id".into();
+        let membership = marked.last_membership.membership().clone();
+        let restore = |meta: &Meta, data: &[u8]| -> Result<(), StoreError> {
+            let mut body = body_head(meta, data.len())?;
+            body.extend_from_slice(data);
+            let dir = tempfile::tempdir()?;
+            restore_snapshot_file(
+                dir.path(),
+                &crate::backup::BACKUP.seal(&body),
+                membership.clone(),
+            )
+            .map(|_| ())
+        };
+        restore(&marked, &data)?;
+        for marker in [
+            "/marked-path",
+            "marked-data",
+            "marked-scheme",
+            "marked-id",
+            "marked-passwd",
+        ] {
+            let hostile = claiming_2_pow_60(&data, marker);
+            assert!(
+                matches!(decode_tree(&hostile), Err(StoreError::Decode(_))),
+                "{marker}: load and install"
+            );
+            assert!(
+                matches!(restore(&meta(5), &hostile), Err(StoreError::Decode(_))),
+                "{marker}: restore"
+            );
+        }
+        let head = claiming_2_pow_60(&body_head(&marked, data.len())?, "marked-snapshot-id");
+        assert!(
+            matches!(split_body(&head), Err(StoreError::Decode(_))),
+            "metadata"
         );
         Ok(())
     }

@@ -11,7 +11,6 @@
 // the size elsewhere.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -26,7 +25,9 @@ use synod_proto::{ErrorCode, Id, OpCode, Request};
 use tokio::sync::watch;
 
 use crate::audit::{AuditAction, AuditRecordRef, AuditStore, Identities, RecordBuffer};
+use crate::error::StoreError;
 use crate::snapshot::{self, Persisted};
+use crate::snapshot_data::SnapshotData;
 use crate::tenants::Tenants;
 use crate::tree::{Applied, Caller, DataTree, Event, Txn};
 use crate::types::{Command, CommandResult, NodeId, TenantChange, TypeConfig};
@@ -515,10 +516,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
         let started = Instant::now();
         let tree = self.tree.clone();
-        let data = tokio::task::spawn_blocking(move || snapshot::encode_tree(&tree))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, std::process::id()),
             None => format!("0-0-{}", std::process::id()),
@@ -530,24 +527,34 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let (dir, persisted, to_write) = (self.dir.clone(), self.persisted.clone(), meta.clone());
         let audit = self.audit.clone();
+        // The tree is encoded straight into the file (counted first: the file's header announces
+        // its length), and openraft is handed the file, never the encoded data.
         let (wrote, data) = tokio::task::spawn_blocking(move || {
-            if let Some(a) = &audit {
-                a.sync()
-                    .map_err(|e| StorageIOError::write_snapshot(Some(to_write.signature()), &e))?;
-            }
-            snapshot::persist_snapshot(&dir, &persisted, &to_write, &data)
-                .map(|wrote| (wrote, data))
-                .map_err(|e| StorageIOError::write_snapshot(Some(to_write.signature()), &e))
+            let sig = Some(to_write.signature());
+            let written = || -> Result<_, StoreError> {
+                if let Some(a) = &audit {
+                    a.sync()?;
+                }
+                let encoding = snapshot::TreeEncoding::of(&tree)?;
+                let (wrote, (file, range)) =
+                    match snapshot::persist(&dir, &persisted, &to_write, &encoding)? {
+                        Some(written) => (true, written),
+                        None => (false, snapshot::write_unnamed(&dir, &to_write, &encoding)?),
+                    };
+                Ok((wrote, SnapshotData::window(file, range)?))
+            };
+            written().map_err(|e| StorageIOError::write_snapshot(sig, &e))
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
+        let bytes = data.data_len().unwrap_or_default();
         let elapsed = started.elapsed();
         metrics::histogram!("synod_snapshot_build_seconds").record(elapsed.as_secs_f64());
-        metrics::gauge!("synod_snapshot_bytes").set(data.len() as f64);
+        metrics::gauge!("synod_snapshot_bytes").set(bytes as f64);
         metrics::counter!("synod_snapshots_built_total").increment(1);
         tracing::info!(
             last_applied = ?meta.last_log_id,
-            bytes = data.len(),
+            bytes,
             elapsed_ms = elapsed.as_millis() as u64,
             "snapshot built"
         );
@@ -559,7 +566,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         }
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -644,22 +651,34 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// The chunks from the leader are written to a file of their own, with no name (gone when
+    /// closed, whether the snapshot is installed or abandoned), in the state machine's directory.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, SErr> {
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(SnapshotData::receiving(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), SErr> {
         let sig = Some(meta.signature());
-        let data = snapshot.into_inner();
-        // Decoding the tree and writing the file block: off the async workers.
+        let (file, start, end) = snapshot
+            .into_file()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        // Reading and decoding the tree and writing the file block: off the async workers.
         let (dir, persisted, to_write) = (self.dir.clone(), self.persisted.clone(), meta.clone());
         let audit = self.audit.clone();
         let tree = tokio::task::spawn_blocking(move || -> Result<DataTree, SErr> {
             let sig = Some(to_write.signature());
+            let data = snapshot::read_data(&file, start, end)
+                .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
             let tree = snapshot::decode_tree(&data)
                 .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
             // The entries the snapshot covers are not applied here: the trail goes on from
@@ -668,7 +687,7 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
                 a.anchor(tree.audit_head())
                     .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
             }
-            snapshot::persist_snapshot(&dir, &persisted, &to_write, &data)
+            snapshot::persist_snapshot(&dir, &persisted, &to_write, &data[..])
                 .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
             Ok(tree)
         })
@@ -691,14 +710,18 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
     /// The snapshot in [`SNAPSHOT_FILE`], whichever is there now: a build or an install may have
     /// replaced the one openraft last heard of, and the newer one serves a lagging peer as well.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let Some((meta, data)) = snapshot::read_current(&self.dir)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        let dir = self.dir.clone();
+        let current = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let Some((meta, file, data)) = snapshot::open_current(&dir)? else {
+                return Ok(None);
+            };
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(SnapshotData::window(file, data)?),
+            }))
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        current.map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }

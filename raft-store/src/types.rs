@@ -3,12 +3,12 @@
 //! the caller's session and identities, and the request itself (as its jute bytes); the state
 //! decides the rest.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::in_place::Decoded;
 use crate::tenants::Tenant;
 
 /// A node's id in the cluster (1-based, from the configuration).
@@ -23,7 +23,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot_data::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -396,6 +396,10 @@ pub fn encode_into<T: Serialize, W: std::io::Write>(
 }
 
 /// Decodes a serde value that must fill `bytes` exactly; a short or trailing input is an error.
+///
+/// Every decode here reads strings and byte strings in place ([`crate::in_place`]): a length
+/// that claims more than the input holds is an error (`UnexpectedEnd`) before anything is
+/// allocated for it, so no input, whoever wrote it, can make a decode abort the process.
 pub fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, bincode::error::DecodeError> {
@@ -403,11 +407,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// Decodes, as [`decode`] does, an input from outside this node (a peer's frame), with what it
-/// may make this node allocate bounded: every length inside it (of a string, a byte string, a
-/// vector) and every fixed-size value, counted by its size in memory, is claimed against `CLAIM`
-/// bytes before anything is allocated for it, and a claim beyond is `LimitExceeded`. Without a
-/// bound bincode allocates a string's bytes before it reads them, so a length of 2^60 would be
-/// an allocation that aborts the process, whatever the input's own length.
+/// may make this node allocate bounded as well: every length inside it (of a string, a byte
+/// string, a vector) and every fixed-size value, counted by its size in memory, is claimed
+/// against `CLAIM` bytes before anything is allocated for it, and a claim beyond is
+/// `LimitExceeded`. Reading in place already refuses a length beyond the input; the bound also
+/// caps what a valid input may claim in all (16 bytes of `u128` per byte of varint).
 pub fn decode_bounded<T: serde::de::DeserializeOwned, const CLAIM: usize>(
     bytes: &[u8],
 ) -> Result<T, bincode::error::DecodeError> {
@@ -419,7 +423,7 @@ fn decode_exact<T: serde::de::DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     config: C,
 ) -> Result<T, bincode::error::DecodeError> {
-    let (v, used) = bincode::serde::decode_from_slice(bytes, config)?;
+    let (Decoded(v), used) = bincode::serde::decode_from_slice(bytes, config)?;
     if used != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!(
             "{} trailing bytes after the value",
@@ -434,7 +438,8 @@ fn decode_exact<T: serde::de::DeserializeOwned, C: bincode::config::Config>(
 pub fn decode_prefix<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
-    bincode::serde::decode_from_slice(bytes, bincode_config())
+    let (Decoded(v), used) = bincode::serde::decode_from_slice(bytes, bincode_config())?;
+    Ok((v, used))
 }
 
 #[cfg(test)]
@@ -505,6 +510,22 @@ mod tests {
 
     /// A batch is stored and sent as it was when it held a `Vec`: its variant's index (4), then
     /// the commands as a sequence. Logs and peers of earlier builds read it unchanged.
+    /// A batch is never nested, but its type could be: a peer's frame of a batch in a batch a
+    /// million times over (two bytes a level) is a decode error, not a recursion that overflows
+    /// the stack and aborts the node.
+    #[test]
+    fn a_batch_nested_a_million_times_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let empty = encode(&Command::Batch(Vec::new().into()))?;
+        let [variant, 0] = empty[..] else {
+            panic!("an empty batch encodes as {empty:?}");
+        };
+        let mut hostile = [variant, 1].repeat(1_000_000);
+        hostile.extend([variant, 0]);
+        assert!(decode::<Command>(&hostile).is_err());
+        assert!(decode_bounded::<Command, { 1 << 30 }>(&hostile).is_err());
+        Ok(())
+    }
+
     #[test]
     fn a_shared_batch_encodes_as_a_sequence_of_commands() -> Result<(), Box<dyn std::error::Error>>
     {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use bytes::{Bytes, BytesMut};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, LogId};
+use sha2::{Digest, Sha256};
 use synod_proto::jute::Reader;
 use synod_proto::records::{CreateRequest, SetDataRequest};
 use synod_proto::{Acl, CreateMode, OpCode, Request};
@@ -229,20 +230,29 @@ fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {
 }
 
 /// Room for what a snapshot path holds besides the images it is measured against: the file's
-/// write buffer (1 MiB), the metadata, the sessions.
+/// write buffers (1 MiB, and 64 KiB before the checksum), the checksum's read buffer (1 MiB),
+/// tokio's buffer of a file (at most 2 MiB), the metadata, the sessions.
 const SLACK: isize = 4 << 20;
 
-/// A snapshot of 100,000 znodes holds no second image of the tree at any point:
-/// - built: the encoded data (which openraft is handed), in a buffer of its exact size, and the
-///   file's write buffer; not also the file's body and envelope as copies, nor a buffer grown
-///   by doubling;
-/// - sent to a lagging peer: the file, its data moved within the file's buffer;
+/// What openraft reads a snapshot's data in to send it, and what a peer receives it in: its
+/// default `snapshot_max_chunk_size` (3 MiB), which synod keeps.
+const CHUNK: usize = 3 << 20;
+
+/// A snapshot of 100,000 znodes holds no second image of the tree at any point, and the paths
+/// that only move its data never hold the data whole:
+/// - built: encoded straight into the file (openraft is handed a window of the file), holding
+///   the file's write buffers only;
+/// - sent to a lagging peer: the file checked against its checksum in pieces, then its data read
+///   a chunk at a time, as openraft sends it;
+/// - received and installed: the chunks written to a file, then the data read into a buffer of
+///   its exact size and decoded into the new tree (no buffer grown by doubling as chunks came);
 /// - backed up (`GET /snapshot`): the file and the backup, the tree never decoded;
 /// - loaded at start: the file and the tree it becomes, each node decoded straight into its
 ///   `Node`, plus the paths and a vector of the nodes while the map is built (about 60 bytes a
 ///   znode), not an owned image of every node (about 350).
 #[test]
-fn a_snapshot_is_built_sent_backed_up_and_loaded_without_a_second_image() {
+fn a_snapshot_is_built_sent_installed_backed_up_and_loaded_without_a_second_image() {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let n = 100_000;
     let (_, _, tree) = fill(n);
@@ -274,37 +284,95 @@ fn a_snapshot_is_built_sent_backed_up_and_loaded_without_a_second_image() {
         rt.block_on(async { sm.get_snapshot_builder().await.build_snapshot().await })
             .map_err(|e| e.to_string())
     });
-    let data_len = match built {
-        Ok(s) => s.snapshot.get_ref().len() as isize,
+    let (meta, data_len) = match built {
+        Ok(s) => (
+            s.meta.clone(),
+            s.snapshot.data_len().unwrap_or_default() as isize,
+        ),
         Err(e) => panic!("build: {e}"),
     };
-    let file_len = match std::fs::metadata(state.join(SNAPSHOT_FILE)) {
-        Ok(m) => m.len() as isize,
-        Err(e) => panic!("the snapshot file: {e}"),
-    };
-    println!("snapshot of {n} znodes: {data_len} bytes of data, built with a peak of {build_peak} heap bytes");
-
-    let (current, send_peak, _) = peak_above(|| {
-        rt.block_on(sm.get_current_snapshot())
-            .map_err(|e| e.to_string())
-    });
-    match current {
-        Ok(Some(s)) => assert_eq!(s.snapshot.get_ref().len() as isize, data_len),
-        Ok(None) => panic!("no current snapshot"),
-        Err(e) => panic!("the current snapshot: {e}"),
-    }
-    println!("read for a peer with a peak of {send_peak} heap bytes");
-
     let file = match std::fs::read(state.join(SNAPSHOT_FILE)) {
         Ok(f) => f,
         Err(e) => panic!("read the snapshot file: {e}"),
     };
+    let file_len = file.len() as isize;
+    // The data is the file's last bytes before its checksum (32 bytes).
+    let data = file[file.len() - 32 - data_len as usize..file.len() - 32].to_vec();
+    println!("snapshot of {n} znodes: {data_len} bytes of data, built with a peak of {build_peak} heap bytes");
+
+    // What openraft's sender does: the data's end, then each chunk from its offset.
+    let (sent, send_peak, _) = peak_above(|| {
+        rt.block_on(async {
+            let Some(mut s) = sm.get_current_snapshot().await.map_err(|e| e.to_string())? else {
+                return Err("no current snapshot".to_string());
+            };
+            let io = |e: std::io::Error| e.to_string();
+            let end = s
+                .snapshot
+                .seek(std::io::SeekFrom::End(0))
+                .await
+                .map_err(io)?;
+            let (mut offset, mut sum) = (0, Sha256::new());
+            while offset < end {
+                s.snapshot
+                    .seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(io)?;
+                let mut chunk = Vec::with_capacity(CHUNK);
+                while chunk.capacity() > chunk.len() {
+                    if s.snapshot.read_buf(&mut chunk).await.map_err(io)? == 0 {
+                        break;
+                    }
+                }
+                offset += chunk.len() as u64;
+                sum.update(&chunk);
+            }
+            Ok(sum.finalize())
+        })
+    });
+    match sent {
+        Ok(sum) => assert_eq!(
+            sum,
+            Sha256::digest(&data),
+            "the data sent is the data built"
+        ),
+        Err(e) => panic!("the current snapshot: {e}"),
+    }
+    println!("sent to a peer with a peak of {send_peak} heap bytes");
+
+    let mut learner = match StateMachine::open(&dir.path().join("learner"), (), None) {
+        Ok(sm) => sm,
+        Err(e) => panic!("open: {e}"),
+    };
+    let (installed, install_peak, _) = peak_above(|| {
+        rt.block_on(async {
+            let mut received = learner
+                .begin_receiving_snapshot()
+                .await
+                .map_err(|e| e.to_string())?;
+            for chunk in data.chunks(CHUNK) {
+                received.write_all(chunk).await.map_err(|e| e.to_string())?;
+            }
+            received.shutdown().await.map_err(|e| e.to_string())?;
+            learner
+                .install_snapshot(&meta, received)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    if let Err(e) = installed {
+        panic!("install: {e}");
+    }
+    assert_eq!(lock(&learner.replica()).tree.node_count(), znodes);
+    drop(learner);
+    println!("received and installed with a peak of {install_peak} heap bytes");
+
     let (backup, backup_peak, _) = peak_above(|| synod_raft_store::backup::seal(&file));
     let backup_len = match backup {
         Ok(b) => b.len() as isize,
         Err(e) => panic!("backup: {e}"),
     };
-    drop(file);
+    drop((file, data));
     println!("backed up ({backup_len} bytes) with a peak of {backup_peak} heap bytes");
 
     drop(sm);
@@ -313,26 +381,35 @@ fn a_snapshot_is_built_sent_backed_up_and_loaded_without_a_second_image() {
         Ok(sm) => assert_eq!(lock(&sm.replica()).tree.node_count(), znodes),
         Err(e) => panic!("load: {e}"),
     }
-    let beyond = (load_peak - file_len - tree_bytes) as f64 / f64::from(n);
+    let per_znode = |peak: isize, held: isize| (peak - held - tree_bytes) as f64 / f64::from(n);
+    let (load_beyond, install_beyond) = (
+        per_znode(load_peak, file_len),
+        per_znode(install_peak, data_len),
+    );
     println!(
         "loaded ({tree_bytes} heap bytes) with a peak of {load_peak} heap bytes: \
-         {beyond:.0} bytes per znode beyond the file and the tree"
+         {load_beyond:.0} bytes per znode beyond the file and the tree \
+         (installed: {install_beyond:.0} beyond the data and the tree)"
     );
 
     assert!(
-        build_peak <= data_len + SLACK,
+        build_peak <= SLACK,
         "building held {build_peak} bytes for {data_len} bytes of data"
     );
     assert!(
-        send_peak <= file_len + SLACK,
-        "reading for a peer held {send_peak} bytes for a file of {file_len}"
+        send_peak <= CHUNK as isize + SLACK,
+        "sending held {send_peak} bytes for {data_len} bytes of data"
     );
     assert!(
         backup_peak <= backup_len + SLACK,
         "backing up held {backup_peak} bytes for a backup of {backup_len}"
     );
     assert!(
-        beyond <= 100.0,
-        "loading held {beyond:.0} bytes per znode beyond the file and the tree"
+        load_beyond <= 100.0,
+        "loading held {load_beyond:.0} bytes per znode beyond the file and the tree"
+    );
+    assert!(
+        install_beyond <= 100.0 + (SLACK as f64) / f64::from(n),
+        "installing held {install_beyond:.0} bytes per znode beyond the data and the tree"
     );
 }
