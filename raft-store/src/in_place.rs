@@ -378,7 +378,7 @@ mod tests {
     }
 
     /// A distinct marker for each place, of one length (its length prefix is one byte).
-    const MARKERS: [&str; 10] = [
+    const MARKERS: [&str; 11] = [
         "plain-mark",
         "bytes-mark",
         "maybe-mark",
@@ -389,6 +389,7 @@ mod tests {
         "tuple-mark",
         "ntvar-mark",
         "stvar-mark",
+        "tpvar-mark",
     ];
 
     fn everywhere() -> Everywhere {
@@ -404,7 +405,7 @@ mod tests {
             variants: vec![
                 Variant::Unit,
                 Variant::Newtype(m(8)),
-                Variant::Tuple(3, Bytes::from_static(b"t")),
+                Variant::Tuple(3, Bytes::from(m(10))),
                 Variant::Struct { id: -1, name: m(9) },
             ],
         }
@@ -424,27 +425,43 @@ mod tests {
         Ok(())
     }
 
-    /// A type that holds itself, as a batch of commands or an error and its source do.
+    /// A type that holds itself, as a batch of commands or an error and its source do, in
+    /// every way a value can hold another: an enum's payload, an option, a sequence, a struct
+    /// variant's field.
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     enum Nest {
         End,
         In(Box<Nest>),
+        Maybe(Option<Box<Nest>>),
+        Many(Vec<Nest>),
+        Field { inner: Box<Nest> },
     }
 
-    /// A value may nest 100 deep (synod's deepest nests under 20); ten bytes a million levels
-    /// deep are an error, where the decoder's recursion overflowed the stack and aborted the
-    /// test binary.
+    /// Values nest 40 deep each way (synod's deepest nests under 20, about 2 levels each);
+    /// a million levels of each (one to two bytes a level) are an error, where the decoder's
+    /// recursion overflowed the stack and aborted the test binary.
     #[test]
     fn values_nested_past_the_limit_are_refused_not_recursed_into(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let nest = (0..100).fold(Nest::End, |inner, _| Nest::In(Box::new(inner)));
-        assert_eq!(decode::<Nest>(&encode(&nest)?)?, nest);
-        assert_eq!(encode(&Nest::In(Box::new(Nest::End)))?, [1, 0]);
-        let mut hostile = vec![1u8; 1_000_000];
-        hostile.push(0);
-        match decode::<Nest>(&hostile) {
-            Err(e) => assert!(e.to_string().contains("nested more than"), "{e}"),
-            Ok(_) => panic!("a million levels decoded"),
+        /// One level of a way to nest, and its bytes.
+        type Way = (fn(Nest) -> Nest, &'static [u8]);
+        let ways: [Way; 4] = [
+            (|n| Nest::In(Box::new(n)), &[1]),
+            (|n| Nest::Maybe(Some(Box::new(n))), &[2, 1]),
+            (|n| Nest::Many(vec![n]), &[3, 1]),
+            (|n| Nest::Field { inner: Box::new(n) }, &[4]),
+        ];
+        for (wrap, level) in ways {
+            let nest = (0..40).fold(Nest::End, |inner, _| wrap(inner));
+            let bytes = encode(&nest)?;
+            assert_eq!(decode::<Nest>(&bytes)?, nest);
+            assert_eq!(bytes, [level.repeat(40), vec![0]].concat(), "{level:?}");
+            let mut hostile = level.repeat(1_000_000);
+            hostile.push(0);
+            match decode::<Nest>(&hostile) {
+                Err(e) => assert!(e.to_string().contains("nested more than"), "{level:?}: {e}"),
+                Ok(_) => panic!("{level:?}: a million levels decoded"),
+            }
         }
         Ok(())
     }

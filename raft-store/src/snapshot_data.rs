@@ -127,19 +127,26 @@ impl AsyncWrite for SnapshotData {
 
 impl AsyncSeek for SnapshotData {
     /// Positions are the window's: `Start(p)` is `p` bytes into the data, `End(o)` is `o` bytes
-    /// from its end. A position before the window's start is `InvalidInput`.
+    /// from its end. A window is never left: a position before its start or past its end is
+    /// `InvalidInput`, and the file stays where it was (so its position is always the window's
+    /// end less the read limit). Data being received seeks as its file does.
     fn start_seek(mut self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
-        let outside = || io::Error::new(io::ErrorKind::InvalidInput, "a seek outside the snapshot");
-        let in_file = match (position, self.end) {
-            (SeekFrom::Start(p), _) => {
-                SeekFrom::Start(self.start.checked_add(p).ok_or_else(outside)?)
+        let in_file = match self.end {
+            Some(end) => {
+                let at = end - self.file.limit();
+                let target = match position {
+                    SeekFrom::Start(p) => self.start.checked_add(p),
+                    SeekFrom::End(o) => end.checked_add_signed(o),
+                    SeekFrom::Current(o) => at.checked_add_signed(o),
+                };
+                let target = target
+                    .filter(|t| (self.start..=end).contains(t))
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "a seek outside the snapshot")
+                    })?;
+                SeekFrom::Start(target)
             }
-            (SeekFrom::End(o), Some(end)) => SeekFrom::Start(
-                end.checked_add_signed(o)
-                    .filter(|p| *p >= self.start)
-                    .ok_or_else(outside)?,
-            ),
-            (other, _) => other,
+            None => position,
         };
         self.inner().start_seek(in_file)?;
         self.seeking = true;
@@ -217,6 +224,15 @@ mod tests {
             assert_eq!(tail, bytes[8_990..9_000]);
             assert_eq!(data.seek(SeekFrom::End(-8_000)).await?, 0);
             assert!(data.seek(SeekFrom::End(-8_001)).await.is_err());
+            assert!(data.seek(SeekFrom::End(1)).await.is_err());
+            assert!(data.seek(SeekFrom::Start(8_001)).await.is_err());
+            // A refused seek leaves the position: relative seeks and reads go on from it.
+            assert_eq!(data.seek(SeekFrom::Current(100)).await?, 100);
+            assert!(data.seek(SeekFrom::Current(-101)).await.is_err());
+            let mut two = [0; 2];
+            data.read_exact(&mut two).await?;
+            assert_eq!(two, bytes[1_100..1_102]);
+            assert_eq!(data.seek(SeekFrom::Current(0)).await?, 102);
             // The window is the node's snapshot: never written to.
             assert!(data.write_all(b"x").await.is_err());
             Ok(())
