@@ -30,10 +30,20 @@ pub const BACKUP: Kind = Kind {
 };
 
 /// Wraps a snapshot file (as stored in a state directory, checked on the way) into a backup,
-/// without its sessions' passwords. Blocking: O(size of the snapshot). The backup is written
-/// into a buffer of its exact size from pieces of the file, with only the sessions decoded and
-/// encoded again: at most the file and the backup are in memory, never the tree.
+/// without its sessions' passwords, in a buffer of its exact size: [`seal_into`] a `Vec`.
 pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
+    seal_into(snapshot_file, |len| Ok(Vec::with_capacity(len)))
+}
+
+/// Wraps a snapshot file into a backup, as [`seal`] does, written to the writer `out` makes
+/// (given the backup's length, known before it is written): a file, for a backup that is served
+/// from disk rather than held in memory. Blocking: O(size of the snapshot). The backup is
+/// written from pieces of the file, with only the sessions decoded and encoded again: never the
+/// tree. Returns the writer, not flushed.
+pub fn seal_into<W: Write>(
+    snapshot_file: &[u8],
+    out: impl FnOnce(usize) -> std::io::Result<W>,
+) -> Result<W, StoreError> {
     let body = snapshot_body(snapshot_file)?;
     let (meta, data) = split_body(body)?;
     let data = &body[data];
@@ -46,7 +56,7 @@ pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
     let data_len = pieces.iter().map(|p| p.len()).sum();
     let head = body_head(&meta, data_len)?;
     let body_len = head.len() + data_len;
-    let out = Vec::with_capacity(Kind::sealed_len(body_len));
+    let out = out(Kind::sealed_len(body_len))?;
     let mut sealer = BACKUP.sealer(out, body_len as u64)?;
     sealer.write_all(&head)?;
     for piece in pieces {
