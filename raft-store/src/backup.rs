@@ -16,10 +16,15 @@
 
 use std::io::Write;
 
+use openraft::{BasicNode, LogId, SnapshotMeta};
+
 use crate::envelope::Kind;
 use crate::error::StoreError;
-use crate::snapshot::{body_head, sessions_of, snapshot_body, split_body};
-use crate::types::encode;
+use crate::snapshot::{
+    self, body_head, open_body, sessions_in, snapshot_body, split_body, DataSource, FilePiece,
+    Opened,
+};
+use crate::types::{encode, NodeId};
 
 /// The backup's envelope ([`crate::envelope`]): magic `SYNODBAK`, format version 1. The body is
 /// a snapshot file's body (metadata, then the tree image) without session passwords.
@@ -30,39 +35,59 @@ pub const BACKUP: Kind = Kind {
 };
 
 /// Wraps a snapshot file (as stored in a state directory, checked on the way) into a backup,
-/// without its sessions' passwords, in a buffer of its exact size: [`seal_into`] a `Vec`.
+/// without its sessions' passwords, in a buffer of its exact size.
 pub fn seal(snapshot_file: &[u8]) -> Result<Vec<u8>, StoreError> {
-    seal_into(snapshot_file, |len| Ok(Vec::with_capacity(len)))
-}
-
-/// Wraps a snapshot file into a backup, as [`seal`] does, written to the writer `out` makes
-/// (given the backup's length, known before it is written): a file, for a backup that is served
-/// from disk rather than held in memory. Blocking: O(size of the snapshot). The backup is
-/// written from pieces of the file, with only the sessions decoded and encoded again: never the
-/// tree. Returns the writer, not flushed.
-pub fn seal_into<W: Write>(
-    snapshot_file: &[u8],
-    out: impl FnOnce(usize) -> std::io::Result<W>,
-) -> Result<W, StoreError> {
     let body = snapshot_body(snapshot_file)?;
     let (meta, data) = split_body(body)?;
-    let data = &body[data];
-    let (mut sessions, at) = sessions_of(data)?;
+    seal_data(&meta, &body[data], |len| Ok(Vec::with_capacity(len)))
+}
+
+/// Wraps the snapshot file `snapshot_file` (open, read by position) into a backup, as [`seal`]
+/// does, written to the writer `out` makes (given the backup's length, known before it is
+/// written): a file, for a backup that is served from disk rather than held in memory.
+/// Blocking: O(size of the snapshot), holding a window of it, never the tree or the file whole
+/// (the file's checksum is checked reading it in pieces, then only the sessions are decoded and
+/// encoded again). Returns the writer, not flushed, and the last log id the snapshot covers.
+pub fn seal_file<W: Write>(
+    snapshot_file: std::fs::File,
+    out: impl FnOnce(usize) -> std::io::Result<W>,
+) -> Result<(W, Option<LogId<NodeId>>), StoreError> {
+    let (meta, file, data) = snapshot::open_file(snapshot_file)?;
+    let sealed = seal_data(&meta, &FilePiece::new(&file, data), out)?;
+    Ok((sealed, meta.last_log_id))
+}
+
+/// The backup of the snapshot of `meta` and `data`, written to the writer `out` makes.
+fn seal_data<W: Write>(
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    data: &(impl DataSource + ?Sized),
+    out: impl FnOnce(usize) -> std::io::Result<W>,
+) -> Result<W, StoreError> {
+    let len = data.len() as u64;
+    let (mut sessions, at) = sessions_in(data.range(0..len), len)?;
     for s in &mut sessions {
         s.passwd = bytes::Bytes::new();
     }
     let sessions = encode(&sessions)?;
-    let pieces = [&data[..at.start], &sessions[..], &data[at.end..]];
-    let data_len = pieces.iter().map(|p| p.len()).sum();
-    let head = body_head(&meta, data_len)?;
+    let data_len = usize::try_from(at.start + (len - at.end))
+        .map_err(|e| StoreError::Corrupt(format!("a snapshot of {len} bytes: {e}")))?
+        + sessions.len();
+    let head = body_head(meta, data_len)?;
     let body_len = head.len() + data_len;
     let out = out(Kind::sealed_len(body_len))?;
     let mut sealer = BACKUP.sealer(out, body_len as u64)?;
     sealer.write_all(&head)?;
-    for piece in pieces {
-        sealer.write_all(piece)?;
-    }
+    std::io::copy(&mut data.range(0..at.start), &mut sealer)?;
+    sealer.write_all(&sessions)?;
+    std::io::copy(&mut data.range(at.end..len), &mut sealer)?;
     Ok(sealer.finish()?)
+}
+
+/// The snapshot in an open backup file, its envelope checked reading it in pieces: the
+/// snapshot's metadata, the file, and where the snapshot's data is in it. Blocking.
+pub(crate) fn open_file(backup: std::fs::File) -> Result<Opened, StoreError> {
+    let body = BACKUP.body_range_in_file(&backup)?;
+    open_body(backup, body)
 }
 
 /// The snapshot file's body inside a backup, once its header, version and checksum are checked;

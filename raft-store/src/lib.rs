@@ -4,7 +4,8 @@
 //! ([`state_machine`]) and its snapshots' format, file and restore ([`snapshot`]), the snapshot
 //! data openraft moves as a window of a file ([`snapshot_data`]), the backup file around it
 //! ([`backup`]), the checksummed envelope of both ([`envelope`]); how every decode reads its
-//! strings in place ([`in_place`]); the tenant table ([`tenants`]), the audit trail ([`audit`])
+//! strings in place ([`in_place`]) and how a snapshot's data is decoded a window at a time
+//! ([`value_reader`]); the tenant table ([`tenants`]), the audit trail ([`audit`])
 //! and what RocksDB holds in memory for the log and the trail ([`rocks_memory`]).
 //! No sockets: time, zxid and caller are inputs.
 
@@ -28,6 +29,7 @@ pub mod state_machine;
 pub mod tenants;
 pub mod tree;
 pub mod types;
+mod value_reader;
 pub mod znode;
 
 pub use tenants::{Quota, Tenant, Tenants, Usage};

@@ -25,19 +25,21 @@
 //! # Memory
 //!
 //! The data is hundreds of MB at a million znodes, so no path holds a second image of the tree,
-//! and the paths that only move the data never hold it whole:
+//! and no path holds the data whole:
 //! - a build encodes the image from the tree's own nodes ([`NodeImages`]) straight into the file
 //!   ([`TreeEncoding`]: counted first, since the file's header announces its length), and
 //!   openraft is handed a window of the file ([`SnapshotData`]), not the data;
 //! - the data sent to a lagging peer is read from the file a chunk at a time as it is sent
 //!   ([`open_current`] checks the file's checksum reading it in pieces);
-//! - the data received from the leader is written to a file as its chunks arrive, then read into
-//!   a buffer of its exact size to be installed ([`read_data`]);
-//! - a load or an install decodes the image node by node, each straight into its [`Node`]
-//!   ([`Streamed`]), never as an owned image of every node; every length in it is checked
-//!   against the bytes there before anything is allocated for it ([`crate::in_place`]: the data
-//!   comes from a leader, or a backup from another institution);
-//! - a backup rewrites only the sessions ([`sessions_of`]).
+//! - the data received from the leader is written to a file as its chunks arrive, then decoded
+//!   from it and copied from it into the snapshot file ([`FilePiece`]);
+//! - a load or an install decodes the image from the file a window at a time
+//!   ([`ValueReader`]), node by node, each straight into its [`Node`] and the tree's map
+//!   ([`TreeLoader`]), never as an owned image or a list of every node; every length in it is
+//!   checked against the bytes there before anything is allocated for it
+//!   ([`crate::in_place`]: the data comes from a leader, or a backup from another institution);
+//! - a backup rewrites only the sessions ([`sessions_in`]), copying the rest from the file a
+//!   piece at a time.
 //!
 //! [`SnapshotData`]: crate::snapshot_data::SnapshotData
 //!
@@ -53,10 +55,8 @@
 //! may purge the log up to a snapshot as soon as it is built or installed, so the file must never
 //! go back to an older one whose following entries are gone.
 
-use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::marker::PhantomData;
+use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -73,8 +73,9 @@ use crate::audit::AuditHead;
 use crate::envelope::Kind;
 use crate::error::StoreError;
 use crate::tenants::Tenant;
-use crate::tree::DataTree;
-use crate::types::{decode, decode_prefix, encode, encode_into, NodeId};
+use crate::tree::{DataTree, Name, TreeLoader};
+use crate::types::{decode_prefix, encode, encode_into, NodeId};
+use crate::value_reader::ValueReader;
 use crate::znode::{Node, NodeKind, NodeMeta};
 
 /// The current snapshot's file name in the state machine's directory.
@@ -104,6 +105,10 @@ fn snapshot_body_range(file: &[u8]) -> Result<Range<usize>, StoreError> {
 }
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+/// A snapshot file (or a backup) opened and checked: its metadata, the file, and where the
+/// snapshot's data is in it.
+pub(crate) type Opened = (Meta, File, Range<u64>);
 type Membership = StoredMembership<NodeId, BasicNode>;
 
 /// A snapshot file's body as one serde struct, the way release 0.1 wrote it: the tests' oracle
@@ -198,6 +203,83 @@ impl Data for [u8] {
     }
 }
 
+/// A range of a file, read by position (the file's offset is neither used nor moved): a
+/// snapshot's data on disk, read or copied a piece at a time. Reading it advances its start,
+/// and what it gives ([`Data`], [`DataSource::range`]) is what is left of it: the callers read
+/// a clone.
+#[derive(Clone, Debug)]
+pub(crate) struct FilePiece<'a> {
+    /// The file.
+    file: &'a File,
+    /// What is left to read of it.
+    range: Range<u64>,
+}
+
+impl<'a> FilePiece<'a> {
+    /// The bytes of `file` in `range`.
+    pub(crate) fn new(file: &'a File, range: Range<u64>) -> Self {
+        FilePiece { file, range }
+    }
+
+    /// How many bytes are left to read (those past the file's end included: reading them is
+    /// `UnexpectedEof`).
+    pub(crate) fn len(&self) -> u64 {
+        self.range.end.saturating_sub(self.range.start)
+    }
+}
+
+impl Read for FilePiece<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.len()).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..n], self.range.start)?;
+        self.range.start += n as u64;
+        Ok(n)
+    }
+}
+
+/// Data on disk (received from the leader): copied a piece at a time. Its bytes, not a prefix:
+/// a file shorter than the range is an error.
+impl Data for FilePiece<'_> {
+    fn len(&self) -> usize {
+        usize::try_from(FilePiece::len(self)).unwrap_or(usize::MAX)
+    }
+
+    fn write_to(&self, out: &mut dyn Write) -> Result<(), StoreError> {
+        let copied = std::io::copy(&mut self.clone(), out)?;
+        if copied != FilePiece::len(self) {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot's data that can be read a range at a time: in a buffer, or on disk.
+pub(crate) trait DataSource: Data {
+    /// A reader of the bytes in `range` (positions in the data, within `0..len`).
+    fn range(&self, range: Range<u64>) -> Box<dyn Read + '_>;
+}
+
+impl DataSource for [u8] {
+    fn range(&self, range: Range<u64>) -> Box<dyn Read + '_> {
+        debug_assert!(range.start <= range.end && range.end <= self.len() as u64);
+        let (start, end) = (range.start as usize, range.end as usize);
+        Box::new(self.get(start..end).unwrap_or_default())
+    }
+}
+
+impl DataSource for FilePiece<'_> {
+    fn range(&self, range: Range<u64>) -> Box<dyn Read + '_> {
+        debug_assert!(range.start <= range.end && range.end <= FilePiece::len(self));
+        let start = self.range.start;
+        Box::new(FilePiece::new(
+            self.file,
+            start.saturating_add(range.start)..start.saturating_add(range.end),
+        ))
+    }
+}
+
 /// The `last_log_id` of the snapshot in [`SNAPSHOT_FILE`] (`None`: no file yet), shared by the
 /// state machine (which installs snapshots) and its builders (which openraft runs in tasks of
 /// their own, so a build may finish during or after an install). A writer holds the lock for the
@@ -206,10 +288,10 @@ impl Data for [u8] {
 pub(crate) type Persisted = Arc<Mutex<Option<LogId<NodeId>>>>;
 
 /// The whole replicated state as a snapshot stores it. `N` is how its nodes are held: owned
-/// [`NodeImage`]s (the tests' form), borrowed from a tree ([`NodeImages`], for encoding), or
-/// consumed one by one as they are decoded ([`Streamed`], for loading), so that neither
-/// encoding nor loading holds an image of every node (about 300 bytes a znode at 1,000,000
-/// znodes, on top of the tree and the encoded data).
+/// [`NodeImage`]s (the tests' form, and the oracle of the bytes), or borrowed from a tree
+/// ([`NodeImages`], for encoding); loading reads the same bytes one node at a time
+/// ([`decode_tree_from`]), so that neither encoding nor loading holds an image of every node
+/// (about 300 bytes a znode at 1,000,000 znodes, on top of the tree).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct TreeImage<N = Vec<NodeImage>> {
     /// Every znode, in no particular order.
@@ -240,7 +322,8 @@ pub(crate) struct NodeImage<P = String, D = Bytes, A = Vec<AclImage>> {
 }
 
 /// What a tree with tenants, an audit trail or a raised cluster version adds after its
-/// [`TreeImage`].
+/// [`TreeImage`]. Loading decodes it field by field, in this order ([`decode_tree_from`]: serde
+/// encodes a struct as its fields), so that a list of every node's owner is never held.
 #[derive(Serialize, Deserialize, Default)]
 pub(crate) struct ExtensionImage {
     /// The declared tenants, by name.
@@ -266,62 +349,29 @@ pub(crate) struct AclImage {
     id: String,
 }
 
-/// A sequence of `T` decoded one element at a time, each handed to `G` ([`Gather`]) as soon as
-/// it is read: the elements are never held together.
-pub(crate) struct Streamed<T, G>(G, PhantomData<T>);
-
-/// What the elements of a [`Streamed`] sequence become.
-pub(crate) trait Gather<T>: Default {
-    /// Takes the next element.
-    fn gather(&mut self, element: T);
+/// The sessions of a snapshot's data (`len` bytes read from `data`), and where they are in it.
+/// The nodes before them are decoded one at a time and dropped (only where they end is needed):
+/// a backup rewrites the sessions of data of any size holding a window of it.
+pub(crate) fn sessions_in(
+    data: impl Read,
+    len: u64,
+) -> Result<(Vec<SessionImage>, Range<u64>), StoreError> {
+    let mut input = ValueReader::new(data, len);
+    input.sequence(|_: NodeImage| Ok(()))?;
+    let start = input.position();
+    let sessions = read_sessions(&mut input)?;
+    Ok((sessions, start..input.position()))
 }
 
-/// Elements dropped: only where the sequence ends is wanted.
-impl<T> Gather<T> for () {
-    fn gather(&mut self, _: T) {}
-}
-
-/// Each node image becomes its path and [`Node`] at once (without what the extension adds,
-/// set when the extension is read: see [`TreeImage::into_tree`]).
-impl Gather<NodeImage> for Vec<(String, Node)> {
-    fn gather(&mut self, n: NodeImage) {
-        self.push(n.into_entry());
-    }
-}
-
-impl<'de, T: Deserialize<'de>, G: Gather<T>> Deserialize<'de> for Streamed<T, G> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Elements<T, G>(PhantomData<(T, G)>);
-        impl<'de, T: Deserialize<'de>, G: Gather<T>> serde::de::Visitor<'de> for Elements<T, G> {
-            type Value = Streamed<T, G>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a sequence")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut gathered = G::default();
-                while let Some(element) = seq.next_element::<T>()? {
-                    gathered.gather(element);
-                }
-                Ok(Streamed(gathered, PhantomData))
-            }
-        }
-        d.deserialize_seq(Elements(PhantomData))
-    }
-}
-
-/// The nodes of an image as loading decodes them: each path and [`Node`] as it is read.
-type LoadedNodes = Streamed<NodeImage, Vec<(String, Node)>>;
-
-/// The sessions of a snapshot's data, and where they are in it. The nodes before them are
-/// decoded one at a time and dropped (only where they end is needed): a backup rewrites the
-/// sessions of a file of any size without the tree in memory.
-pub(crate) fn sessions_of(data: &[u8]) -> Result<(Vec<SessionImage>, Range<usize>), StoreError> {
-    let (Streamed::<NodeImage, ()>(..), start) = decode_prefix(data)?;
-    let (sessions, len): (Vec<SessionImage>, usize) = decode_prefix(&data[start..])?;
-    Ok((sessions, start..start + len))
+/// The sessions of an image, each decoded as it is read (a backup of 100,000 sessions is a few
+/// MiB: more than the window).
+fn read_sessions<R: Read>(input: &mut ValueReader<R>) -> Result<Vec<SessionImage>, StoreError> {
+    let mut sessions = Vec::new();
+    input.sequence(|s| {
+        sessions.push(s);
+        Ok(())
+    })?;
+    Ok(sessions)
 }
 
 /// One session of the replicated session table.
@@ -488,72 +538,105 @@ impl NodeImage {
     }
 }
 
-impl TreeImage<LoadedNodes> {
-    /// Rebuilds the tree; an image that no tree produces (a path twice, no root, a node without
-    /// its parent, an ephemeral without its session) is `Corrupt`.
-    fn into_tree(self, ext: ExtensionImage) -> Result<DataTree, StoreError> {
-        let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
-        let Streamed(mut nodes, _) = self.nodes;
-        let count = nodes.len();
-        // Nodes just decoded are held by nothing else: `change` changes them in place.
-        let mut next = 0;
-        for (at, owner) in ext.owners {
-            match usize::try_from(at).ok().and_then(|i| nodes.get_mut(i)) {
-                Some((_, node)) if at >= next => {
-                    node.change(|m| m.owner = Some(owner.into()));
-                    next = at + 1;
-                }
-                _ => {
-                    return corrupt(format!(
-                        "an owner for node {at}, out of order or out of range"
-                    ))
-                }
-            }
+/// Decodes the [`ExtensionImage`] at `input`'s position field by field: the nodes' owners and
+/// null data are set on `loader`'s nodes as they are read (an owner out of order or out of
+/// range is `Corrupt`), the rest is returned, and bytes after it are an error (`Decode`).
+fn read_extension<R: Read>(
+    input: &mut ValueReader<R>,
+    loader: &mut TreeLoader,
+) -> Result<ExtensionImage, StoreError> {
+    let mut ext = ExtensionImage {
+        tenants: input.next()?,
+        ..ExtensionImage::default()
+    };
+    let mut next = 0;
+    input.sequence(|(at, owner): (u64, String)| {
+        let owner: Name = owner.into();
+        let set = at >= next
+            && usize::try_from(at).is_ok_and(|i| loader.change_at(i, |m| m.owner = Some(owner)));
+        if !set {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot: an owner for node {at}, out of order or out of range"
+            )));
         }
-        for at in ext.null_data {
-            if let Some((_, node)) = usize::try_from(at).ok().and_then(|i| nodes.get_mut(i)) {
-                node.change(|m| m.null_data = true);
-            }
+        next = at.saturating_add(1);
+        Ok(())
+    })?;
+    ext.audit = input.next()?;
+    ext.session_tenants = input.next()?;
+    ext.cluster_version = input.next()?;
+    // In increasing order, as written (so that finding them walks the tree once); one out of
+    // range names no node and is passed over, as it always was.
+    let mut next = 0;
+    input.sequence(|at: u64| {
+        if at < next {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot: null data for node {at}, out of order"
+            )));
         }
-        let session_tenants: std::collections::HashMap<i64, String> =
-            ext.session_tenants.into_iter().collect();
-        let sessions = self
-            .sessions
-            .into_iter()
-            .map(|s| {
-                let tenant = session_tenants.get(&s.id).map(|t| t.as_str().into());
-                (s.id, s.timeout_ms, s.passwd, tenant)
-            })
-            .collect();
-        let tenants = ext.tenants.len();
-        let mut tree = DataTree::from_parts(nodes, sessions, ext.tenants);
-        *tree.audit_head_mut() = ext.audit;
-        tree.raise_cluster_version(ext.cluster_version);
-        if tree.tenants().iter().count() != tenants {
-            return corrupt(format!("{tenants} tenants for fewer distinct names"));
+        if let Ok(i) = usize::try_from(at) {
+            loader.change_at(i, |m| m.null_data = true);
         }
-        if tree.node_count() != count {
-            return corrupt(format!(
-                "{} znodes for {} distinct paths",
-                count,
-                tree.node_count()
-            ));
-        }
-        if tree.node("/").is_none() {
-            return corrupt("no root znode".into());
-        }
-        for (path, node) in tree.nodes() {
-            if &**path != "/" && tree.node(parent(path)).is_none() {
-                return corrupt(format!("{path} has no parent"));
-            }
-            if let NodeKind::Ephemeral(owner) = node.kind {
-                if tree.session(owner).is_none() {
-                    return corrupt(format!("{path} is owned by no session ({owner:#x})"));
-                }
-            }
-        }
-        Ok(tree)
+        next = at.saturating_add(1);
+        Ok(())
+    })?;
+    if !input.at_end()? {
+        return Err(bincode::error::DecodeError::OtherString(
+            "trailing bytes after the snapshot's extension".into(),
+        )
+        .into());
     }
+    Ok(ext)
+}
+
+/// Finishes the tree whose nodes `loader` holds with the sessions and extension that follow
+/// them (the owners and null data of the extension already set on the nodes); an image that no
+/// tree produces (a path twice, no root, a node without its parent, an ephemeral without its
+/// session) is `Corrupt`.
+fn into_tree(
+    loader: TreeLoader,
+    sessions: Vec<SessionImage>,
+    ext: ExtensionImage,
+) -> Result<DataTree, StoreError> {
+    let corrupt = |what: String| Err(StoreError::Corrupt(format!("snapshot: {what}")));
+    let count = loader.len();
+    let session_tenants: std::collections::HashMap<i64, String> =
+        ext.session_tenants.into_iter().collect();
+    let sessions = sessions
+        .into_iter()
+        .map(|s| {
+            let tenant = session_tenants.get(&s.id).map(|t| t.as_str().into());
+            (s.id, s.timeout_ms, s.passwd, tenant)
+        })
+        .collect();
+    let tenants = ext.tenants.len();
+    let mut tree = loader.finish(sessions, ext.tenants);
+    *tree.audit_head_mut() = ext.audit;
+    tree.raise_cluster_version(ext.cluster_version);
+    if tree.tenants().iter().count() != tenants {
+        return corrupt(format!("{tenants} tenants for fewer distinct names"));
+    }
+    if tree.node_count() != count {
+        return corrupt(format!(
+            "{} znodes for {} distinct paths",
+            count,
+            tree.node_count()
+        ));
+    }
+    if tree.node("/").is_none() {
+        return corrupt("no root znode".into());
+    }
+    for (path, node) in tree.nodes() {
+        if &**path != "/" && tree.node(parent(path)).is_none() {
+            return corrupt(format!("{path} has no parent"));
+        }
+        if let NodeKind::Ephemeral(owner) = node.kind {
+            if tree.session(owner).is_none() {
+                return corrupt(format!("{path} is owned by no session ({owner:#x})"));
+            }
+        }
+    }
+    Ok(tree)
 }
 
 /// A tree's image ready to be written as a snapshot's data, its length counted (a build writes
@@ -639,12 +722,26 @@ impl Write for Counted {
 /// Decodes a snapshot's data (as [`TreeEncoding`] writes it) into a tree, each node as it is read.
 /// Blocking.
 pub(crate) fn decode_tree(data: &[u8]) -> Result<DataTree, StoreError> {
-    let (image, used): (TreeImage<LoadedNodes>, usize) = decode_prefix(data)?;
-    let ext = match &data[used..] {
-        [] => ExtensionImage::default(),
-        rest => decode::<ExtensionImage>(rest)?,
+    decode_tree_from(data, data.len() as u64)
+}
+
+/// [`decode_tree`] of the `len` bytes read from `data` (a file), a window at a time
+/// ([`ValueReader`]): what it holds beyond the tree is the window ([`TreeLoader`] keeps no list
+/// of the nodes for an image in the tree's order, as every image synod writes). Blocking.
+pub(crate) fn decode_tree_from(data: impl Read, len: u64) -> Result<DataTree, StoreError> {
+    let mut input = ValueReader::new(data, len);
+    let mut loader = TreeLoader::new();
+    input.sequence(|n: NodeImage| {
+        let (path, node) = n.into_entry();
+        loader.push(path, node);
+        Ok(())
+    })?;
+    let sessions = read_sessions(&mut input)?;
+    let ext = match input.at_end()? {
+        true => ExtensionImage::default(),
+        false => read_extension(&mut input, &mut loader)?,
     };
-    image.into_tree(ext)
+    into_tree(loader, sessions, ext)
 }
 
 /// Splits a snapshot's data into its owned [`TreeImage`] and the bytes after it (an encoded
@@ -749,12 +846,17 @@ pub(crate) fn write_unnamed(
 /// file, and where the data is in it. The file is checked against its checksum and its head
 /// decoded, reading it in pieces: the data is neither held in memory nor decoded. `None` if
 /// there is no snapshot yet. Blocking.
-pub(crate) fn open_current(dir: &Path) -> Result<Option<(Meta, File, Range<u64>)>, StoreError> {
-    let file = match File::open(dir.join(SNAPSHOT_FILE)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+pub(crate) fn open_current(dir: &Path) -> Result<Option<Opened>, StoreError> {
+    match File::open(dir.join(SNAPSHOT_FILE)) {
+        Ok(file) => open_file(file).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`open_current`] of a snapshot file already open (which a newer snapshot may have replaced
+/// since: it is read whole as it was). Blocking.
+pub(crate) fn open_file(file: File) -> Result<Opened, StoreError> {
     let len = file.metadata()?.len();
     let mut magic = [0; 8];
     let enveloped = len >= 8 && {
@@ -765,6 +867,12 @@ pub(crate) fn open_current(dir: &Path) -> Result<Option<(Meta, File, Range<u64>)
         true => SNAPSHOT.body_range_in_file(&file)?,
         false => 0..len,
     };
+    open_body(file, body)
+}
+
+/// The snapshot file's body at `body` in `file` (checked already: a snapshot file's, or a
+/// backup's): its metadata, the file, and where the data is in it. Blocking.
+pub(crate) fn open_body(file: File, body: Range<u64>) -> Result<Opened, StoreError> {
     // The head is the metadata (a membership: small) and the data's length: read from a few
     // KiB of the body, more only if it does not fit.
     let body_len = body.end - body.start;
@@ -785,41 +893,10 @@ pub(crate) fn open_current(dir: &Path) -> Result<Option<(Meta, File, Range<u64>)
                 head?;
                 let (meta, data) = split_head(&prefix, body_len)?;
                 let data = body.start + data.start..body.start + data.end;
-                return Ok(Some((meta, file, data)));
+                return Ok((meta, file, data));
             }
         }
     }
-}
-
-/// The data of a [`SnapshotData`] to install (usually what it received from the leader): the
-/// bytes of `file` from `start` to `end` (to its end if `None`), read into a buffer of their
-/// exact size. A size this node cannot allocate is an error (`Io`, `OutOfMemory`), not an
-/// abort. Blocking.
-///
-/// [`SnapshotData`]: crate::snapshot_data::SnapshotData
-pub(crate) fn read_data(file: &File, start: u64, end: Option<u64>) -> Result<Vec<u8>, StoreError> {
-    use std::io::{Read, Seek};
-    let end = match end {
-        Some(end) => end,
-        None => file.metadata()?.len(),
-    };
-    let len = end.saturating_sub(start);
-    let too_large = |e: &dyn fmt::Display| {
-        std::io::Error::new(
-            std::io::ErrorKind::OutOfMemory,
-            format!("a snapshot of {len} bytes: {e}"),
-        )
-    };
-    let mut data = Vec::new();
-    data.try_reserve_exact(usize::try_from(len).map_err(|e| too_large(&e))?)
-        .map_err(|e| too_large(&e))?;
-    let mut file = file;
-    file.seek(std::io::SeekFrom::Start(start))?;
-    file.take(len).read_to_end(&mut data)?;
-    if data.len() as u64 != len {
-        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-    }
-    Ok(data)
 }
 
 /// Loads the latest snapshot of a state-machine directory at start-up (openraft then replays the
@@ -828,12 +905,10 @@ pub(crate) fn read_data(file: &File, start: u64, end: Option<u64>) -> Result<Vec
 /// Logs the time the load took. Blocking.
 pub(crate) fn load_latest(dir: &Path) -> Result<Option<SnapshotContents>, StoreError> {
     let started = Instant::now();
-    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some((meta, file, data)) = open_current(dir)? else {
+        return Ok(None);
     };
-    let contents = read_snapshot_file(&bytes)?;
+    let contents = SnapshotContents::decode(meta, &file, data)?;
     tracing::info!(
         nodes = contents.tree.node_count(),
         last_applied = ?contents.last_log_id,
@@ -852,6 +927,32 @@ pub struct SnapshotContents {
     pub membership: Membership,
     /// The tree as of `last_log_id`.
     pub tree: DataTree,
+}
+
+impl SnapshotContents {
+    /// The snapshot of `meta` whose data is at `data` in `file`, decoded a window at a time.
+    fn decode(meta: Meta, file: &File, data: Range<u64>) -> Result<Self, StoreError> {
+        let data = FilePiece::new(file, data);
+        Ok(SnapshotContents {
+            tree: decode_tree_from(data.clone(), data.len())?,
+            last_log_id: meta.last_log_id,
+            membership: meta.last_membership,
+        })
+    }
+}
+
+/// [`read_snapshot_file`] of an open snapshot file, read a piece at a time (its checksum
+/// checked first): what the file holds is never in memory whole. Blocking.
+pub fn read_snapshot_from(file: File) -> Result<SnapshotContents, StoreError> {
+    let (meta, file, data) = open_file(file)?;
+    SnapshotContents::decode(meta, &file, data)
+}
+
+/// The snapshot in an open backup file ([`crate::backup`]), read as [`read_snapshot_from`]
+/// reads a snapshot file. Blocking.
+pub fn read_backup_from(file: File) -> Result<SnapshotContents, StoreError> {
+    let (meta, file, data) = crate::backup::open_file(file)?;
+    SnapshotContents::decode(meta, &file, data)
 }
 
 /// Decodes a snapshot file as written to [`SNAPSHOT_FILE`] (or a snapshot file's body, as a
@@ -878,21 +979,22 @@ pub fn snapshot_file_log_id(bytes: &[u8]) -> Result<Option<LogId<NodeId>>, Store
 /// format version and checksum, then writes its snapshot to `state_dir/`[`SNAPSHOT_FILE`] with
 /// the membership replaced by `membership` (recorded at the snapshot's last log id), so that a
 /// node opened on it starts from the backed-up tree as a member of the new cluster. Returns the
-/// snapshot's last log id and its number of znodes; the caller must mark the Raft log as purged
-/// up to it (and keep the vote's term at least its term), so that new entries continue after it.
+/// snapshot's last log id and the tree; the caller must mark the Raft log as purged up to it
+/// (and keep the vote's term at least its term), so that new entries continue after it, and
+/// start the audit trail at the tree's head.
 /// Refuses, before writing anything, a file that is no backup of this format, a damaged one
 /// (`Backup`), a snapshot of an empty log (`Corrupt`) and anything that does not decode as a
-/// snapshot (`Decode` or `Corrupt`); a failed write is `Io` or `Encode`.
+/// snapshot (`Decode` or `Corrupt`); a failed write is `Io` or `Encode`. The backup is read a
+/// piece at a time, never held whole: its checksum checked, then its data copied into the new
+/// snapshot file, and the tree decoded from that copy before it is renamed into place (so the
+/// tree checked is the one the file holds). Blocking.
 pub fn restore_snapshot_file(
     state_dir: &Path,
-    backup: &[u8],
+    backup: File,
     membership: openraft::Membership<NodeId, BasicNode>,
-) -> Result<(LogId<NodeId>, usize), StoreError> {
-    let body = crate::backup::open(backup)?;
-    let (backed_up, data) = split_body(body)?;
-    let data = &body[data];
-    // Check that the tree decodes before anything is written.
-    let znodes = decode_tree(data)?.node_count();
+) -> Result<(LogId<NodeId>, DataTree), StoreError> {
+    let (backed_up, backup, data) = crate::backup::open_file(backup)?;
+    let data = FilePiece::new(&backup, data);
     let last = backed_up
         .last_log_id
         .ok_or_else(|| StoreError::Corrupt("the snapshot holds no applied entry".into()))?;
@@ -902,18 +1004,24 @@ pub fn restore_snapshot_file(
         snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
     std::fs::create_dir_all(state_dir)?;
-    write_atomically(
+    let (_, tree) = write_atomically(
         state_dir,
         SNAPSHOT_FILE,
-        |out| write_snapshot_file(out, &meta, data),
+        |out| {
+            let written = write_snapshot_file(out, &meta, &data)?;
+            out.flush()?;
+            let copy = FilePiece::new(out.get_ref(), written);
+            decode_tree_from(copy.clone(), copy.len())
+        },
         || (),
     )?;
-    Ok((last, znodes))
+    Ok((last, tree))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::decode;
     use openraft::CommittedLeaderId;
     use synod_proto::records::{CreateRequest, CreateTtlRequest};
     use synod_proto::{CreateMode, ErrorCode, Request};
@@ -1277,12 +1385,9 @@ mod tests {
             let mut body = body_head(meta, data.len())?;
             body.extend_from_slice(data);
             let dir = tempfile::tempdir()?;
-            restore_snapshot_file(
-                dir.path(),
-                &crate::backup::BACKUP.seal(&body),
-                membership.clone(),
-            )
-            .map(|_| ())
+            let mut backup = tempfile::tempfile()?;
+            backup.write_all(&crate::backup::BACKUP.seal(&body))?;
+            restore_snapshot_file(dir.path(), backup, membership.clone()).map(|_| ())
         };
         restore(&marked, &data)?;
         for marker in [

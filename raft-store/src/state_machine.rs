@@ -34,8 +34,8 @@ use crate::types::{Command, CommandResult, NodeId, TenantChange, TypeConfig};
 
 // The snapshot API's former home: server/ and tools name these through this module.
 pub use crate::snapshot::{
-    read_snapshot_file, restore_snapshot_file, snapshot_file_log_id, SnapshotContents,
-    SNAPSHOT_FILE,
+    read_backup_from, read_snapshot_file, read_snapshot_from, restore_snapshot_file,
+    snapshot_file_log_id, SnapshotContents, SNAPSHOT_FILE,
 };
 
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -677,9 +677,17 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
         let audit = self.audit.clone();
         let tree = tokio::task::spawn_blocking(move || -> Result<DataTree, SErr> {
             let sig = Some(to_write.signature());
-            let data = snapshot::read_data(&file, start, end)
-                .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-            let tree = snapshot::decode_tree(&data)
+            let end = match end {
+                Some(end) => end,
+                None => file
+                    .metadata()
+                    .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?
+                    .len(),
+            };
+            // Decoded from the file a window at a time, and copied from it into the snapshot
+            // file: never held whole.
+            let data = snapshot::FilePiece::new(&file, start..end);
+            let tree = snapshot::decode_tree_from(data.clone(), data.len())
                 .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
             // The entries the snapshot covers are not applied here: the trail goes on from
             // the snapshot's head (see `crate::audit`).
@@ -687,7 +695,7 @@ impl<X: ApplyObserver> RaftStateMachine<TypeConfig> for StateMachine<X> {
                 a.anchor(tree.audit_head())
                     .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
             }
-            snapshot::persist_snapshot(&dir, &persisted, &to_write, &data[..])
+            snapshot::persist_snapshot(&dir, &persisted, &to_write, &data)
                 .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
             Ok(tree)
         })

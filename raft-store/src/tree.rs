@@ -1287,19 +1287,179 @@ impl DataTree {
         events
     }
 
-    /// Rebuilds a tree from its nodes and sessions `(id, timeout_ms, passwd)` (snapshot
-    /// loading). Children counts, the reap set, the data size and the sessions' ephemeral sets are
-    /// derived here, so a snapshot stores each fact once. Nothing is checked: a node without its
-    /// parent is kept but listed nowhere, a later duplicate path replaces an earlier one (the
-    /// snapshot module refuses such images as corrupt).
+    /// Rebuilds a tree from its nodes and sessions `(id, timeout_ms, passwd, tenant)` and its
+    /// tenants, as [`TreeLoader`] does when they are pushed one by one.
     pub fn from_parts(
         nodes: Vec<(String, Node)>,
         sessions: Vec<(i64, i32, Bytes, Option<Name>)>,
         tenants: Vec<(String, Tenant)>,
     ) -> Self {
-        let mut t = DataTree::new();
-        t.nodes = imbl::OrdMap::new();
-        t.data_bytes = 0;
+        let mut loader = TreeLoader::new();
+        for (path, node) in nodes {
+            loader.push(path, node);
+        }
+        loader.finish(sessions, tenants)
+    }
+}
+
+/// Rebuilds a tree from what a snapshot stores of it ([`crate::snapshot`]), a node at a time as
+/// they are decoded, holding nothing but the tree: no list of the nodes, nor (for an image in
+/// the tree's order, as every snapshot synod writes) of their paths. Everything the tree derives
+/// from its nodes (children counts, the reap set, the data size, the sessions' ephemeral sets,
+/// the quota roots, the tenants' usage) is derived here, so a snapshot stores each fact once.
+/// Nothing is checked: a node without its parent is kept but listed nowhere, a later duplicate
+/// path replaces an earlier one (the snapshot module refuses such images as corrupt).
+pub struct TreeLoader {
+    /// The tree so far. Its nodes are held by nothing else (no snapshot, no clone of the
+    /// tree), so [`Node::change`] changes them in place. Invariant: each node's
+    /// `num_children` counts its children pushed so far, whichever came first.
+    tree: DataTree,
+    /// How many nodes were pushed: the position of the next one.
+    pushed: usize,
+    /// What a position (how a snapshot's extension names a node) is the node of.
+    positions: Positions,
+    /// The last node [`TreeLoader::change_at`] found in a tree in order, and its position:
+    /// changes at increasing positions walk the tree's keys once in all.
+    cursor: Option<(usize, Name)>,
+}
+
+/// How [`TreeLoader`] finds the node pushed at a position.
+enum Positions {
+    /// Every path pushed was greater than the one before (the last one is kept): the node at
+    /// position `i` is the tree's `i`-th, and no path needs to be kept.
+    InOrder(Option<Name>),
+    /// A path was not: the paths in the order pushed (each sharing its allocation with the
+    /// tree's key).
+    Pushed(Vec<Name>),
+}
+
+impl Default for TreeLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TreeLoader {
+    /// An empty tree to load into: not even a root.
+    pub fn new() -> Self {
+        let mut tree = DataTree::new();
+        tree.nodes = imbl::OrdMap::new();
+        tree.data_bytes = 0;
+        TreeLoader {
+            tree,
+            pushed: 0,
+            positions: Positions::InOrder(None),
+            cursor: None,
+        }
+    }
+
+    /// How many nodes were pushed: the position of the next one.
+    pub fn len(&self) -> usize {
+        self.pushed
+    }
+
+    /// Whether no node was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.pushed == 0
+    }
+
+    /// Adds the node at `path`, at position [`TreeLoader::len`], its children counted as they
+    /// are pushed (no owner is charged yet: [`TreeLoader::finish`]).
+    pub fn push(&mut self, path: String, mut node: Node) {
+        let name: Name = path.into();
+        match &mut self.positions {
+            Positions::InOrder(last) if last.as_ref().is_none_or(|l| *l < name) => {
+                *last = Some(name.clone());
+            }
+            Positions::InOrder(_) => {
+                // Until now the keys were pushed in their order, once each.
+                let mut names: Vec<Name> = self.tree.nodes.keys().cloned().collect();
+                names.push(name.clone());
+                self.positions = Positions::Pushed(names);
+            }
+            Positions::Pushed(names) => names.push(name.clone()),
+        }
+        self.pushed += 1;
+        let t = &mut self.tree;
+        // In the tree's order a parent comes before its children; out of it, the children
+        // already there are counted.
+        let children = match self.positions {
+            Positions::InOrder(_) => 0,
+            Positions::Pushed(_) => t.children(&name).count() as u32,
+        };
+        let share_open = *node.acl == *t.open_acl && !SharedAcl::ptr_eq(&node.acl, &t.open_acl);
+        if share_open || node.num_children != children {
+            node.change(|m| {
+                if share_open {
+                    m.acl = t.open_acl.clone();
+                }
+                m.num_children = children;
+            });
+        }
+        t.data_bytes += node.data().len() as u64;
+        if matches!(node.kind, NodeKind::Container | NodeKind::Ttl(_)) {
+            t.reapable.insert(name.clone());
+        } else {
+            t.reapable.remove(&name);
+        }
+        match t.nodes.insert(name.clone(), node) {
+            // A path pushed twice: the tree derives its facts from the later node only.
+            Some(replaced) => t.data_bytes -= replaced.data().len() as u64,
+            None if &*name != "/" => {
+                if let Some(p) = t.nodes.get_mut(parent(&name)) {
+                    p.change(|m| m.num_children += 1);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Changes the node at the path pushed at `position` (what a snapshot's extension adds to
+    /// it: its owner, data that is null; the later node if that path was pushed twice); `false`
+    /// if no node was pushed there. Cheap for positions in increasing order; an earlier
+    /// position than the last one walks the tree from its first key.
+    pub fn change_at(&mut self, position: usize, f: impl FnOnce(&mut NodeMeta)) -> bool {
+        let name = match &self.positions {
+            Positions::Pushed(names) => names.get(position).cloned(),
+            Positions::InOrder(_) => self.key_at(position),
+        };
+        match name.and_then(|n| self.tree.nodes.get_mut(&n)) {
+            Some(node) => {
+                node.change(f);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The `position`-th key of a tree pushed in order, from the cursor if it is not past it.
+    fn key_at(&mut self, position: usize) -> Option<Name> {
+        if position >= self.pushed {
+            return None;
+        }
+        let (from, skip) = match &self.cursor {
+            Some((at, key)) if *at <= position => (Bound::Included(&**key), position - at),
+            _ => (Bound::Unbounded, position),
+        };
+        let key = self
+            .tree
+            .nodes
+            .range::<_, str>((from, Bound::Unbounded))
+            .nth(skip)
+            .map(|(k, _)| k.clone())?;
+        self.cursor = Some((position, key.clone()));
+        Some(key)
+    }
+
+    /// The tree, with its sessions `(id, timeout_ms, passwd, tenant)` and its tenants, and
+    /// everything derived from its nodes.
+    pub fn finish(
+        self,
+        sessions: Vec<(i64, i32, Bytes, Option<Name>)>,
+        tenants: Vec<(String, Tenant)>,
+    ) -> DataTree {
+        let mut tree = self.tree;
+        let t = &mut tree;
         t.sessions = sessions
             .into_iter()
             .map(|(id, timeout_ms, passwd, tenant)| {
@@ -1319,53 +1479,28 @@ impl DataTree {
                 t.tenants.charge_session(tenant, true, false);
             }
         }
-        let mut names = Vec::with_capacity(nodes.len());
-        for (path, mut node) in nodes {
-            // Nodes a snapshot load made are held by nothing else: changed in place.
-            let share_open = *node.acl == *t.open_acl && !SharedAcl::ptr_eq(&node.acl, &t.open_acl);
-            if share_open || node.num_children != 0 {
-                node.change(|m| {
-                    if share_open {
-                        m.acl = t.open_acl.clone();
-                    }
-                    m.num_children = 0;
-                });
-            }
-            let len = node.data().len() as u64;
-            t.data_bytes += len;
-            if let Some(o) = &node.owner {
-                let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
-                t.tenants.charge(o, len, ephemeral, true, false);
-            }
-            let name: Name = path.into();
-            match node.kind {
-                NodeKind::Container | NodeKind::Ttl(_) => {
-                    t.reapable.insert(name.clone());
-                }
+        for (name, node) in t.nodes.iter() {
+            let ephemeral = match node.kind {
                 NodeKind::Ephemeral(owner) => {
                     if let Some(s) = t.sessions.get_mut(&owner) {
                         s.ephemerals.insert(name.clone());
                     }
+                    true
                 }
-                NodeKind::Persistent => {}
+                _ => false,
+            };
+            if let Some(o) = &node.owner {
+                t.tenants
+                    .charge(o, node.data().len() as u64, ephemeral, true, false);
             }
-            names.push(name.clone());
-            t.nodes.insert(name, node);
-        }
-        for (name, tenant) in tenants {
-            t.tenants.put(&name, tenant);
-        }
-        for name in &names {
             if let Some((p, quota::LIMIT_NODE)) = quota::quota_node(name) {
                 t.quota_roots.insert(p.into());
             }
         }
-        for name in names.iter().filter(|n| &***n != "/") {
-            if let Some(p) = t.nodes.get_mut(parent(name)) {
-                p.change(|m| m.num_children += 1);
-            }
+        for (name, tenant) in tenants {
+            t.tenants.put(&name, tenant);
         }
-        t
+        tree
     }
 }
 
@@ -2486,6 +2621,42 @@ mod tests {
         }
     }
 
+    /// A snapshot's extension names nodes by their position in the image: the loader finds
+    /// the node pushed there whether the image was in the tree's order or not, at increasing
+    /// positions and at an earlier one.
+    #[test]
+    fn a_position_names_the_node_pushed_there_in_order_or_not() {
+        let mut t = tree();
+        for (i, path) in ["/a", "/a/b", "/a-b", "/c", "/c/d"].iter().enumerate() {
+            t.apply(
+                txn(2 + i as i64, &[]),
+                &create(path, CreateMode::Persistent),
+            );
+        }
+        let parts: Vec<(String, Node)> =
+            t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect();
+        for order in [parts.clone(), parts.iter().rev().cloned().collect()] {
+            let mut loader = TreeLoader::new();
+            for (p, n) in &order {
+                loader.push(p.clone(), n.clone());
+            }
+            for i in (0..order.len()).step_by(2) {
+                assert!(loader.change_at(i, |m| m.version = 1000 + i as i32));
+            }
+            assert!(
+                loader.change_at(1, |m| m.aversion = 7),
+                "an earlier position"
+            );
+            assert!(!loader.change_at(order.len(), |_| {}), "no node there");
+            let rebuilt = loader.finish(Vec::new(), Vec::new());
+            for (i, (p, _)) in order.iter().enumerate() {
+                let node = rebuilt.node(p).expect("pushed");
+                let version = if i % 2 == 0 { 1000 + i as i32 } else { 0 };
+                assert_eq!((node.version, node.aversion == 7), (version, i == 1), "{p}");
+            }
+        }
+    }
+
     /// The children are the keys under `path/` without a further `/`: siblings that sort
     /// between a child and its own children (`b-x`, `b.y` before `b/c`) are listed, the
     /// grandchildren are skipped, and so are names that merely start like the parent.
@@ -2550,12 +2721,24 @@ mod tests {
                 t.apply(txn(10 + i as i64, &[]), &request);
             }
             assert_children_consistent(&t);
-            let rebuilt = DataTree::from_parts(
-                t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect(),
-                Vec::new(),
-                Vec::new(),
-            );
-            assert_children_consistent(&rebuilt);
+            let parts: Vec<(String, Node)> =
+                t.nodes().map(|(p, n)| (p.to_string(), n.clone())).collect();
+            // In the tree's order (as snapshots are written), in reverse (children before
+            // their parents), and rotated with a node pushed twice (in order, then not).
+            let half = parts.len() / 2;
+            let mut rotated = parts[half..].to_vec();
+            rotated.extend_from_slice(&parts[..half]);
+            rotated.push(parts[parts.len() - 1].clone());
+            for order in [parts.clone(), parts.iter().rev().cloned().collect(), rotated] {
+                let sessions = t
+                    .sessions()
+                    .map(|(id, s)| (id, s.timeout_ms, s.passwd.clone(), s.tenant.clone()))
+                    .collect();
+                let rebuilt = DataTree::from_parts(order, sessions, Vec::new());
+                assert_children_consistent(&rebuilt);
+                proptest::prop_assert_eq!(rebuilt.digest(), t.digest());
+                proptest::prop_assert_eq!(rebuilt.data_bytes(), t.data_bytes());
+            }
         }
     }
 

@@ -62,7 +62,7 @@ pub struct NodeMeta {
     pub acl: SharedAcl,
     /// How many children the node has: `numChildren`, and what a delete checks for emptiness.
     /// Invariant: equals the number of names [`crate::tree::DataTree::children`] lists (kept
-    /// by create and remove, recounted by [`crate::tree::DataTree::from_parts`]).
+    /// by create and remove, recounted by [`crate::tree::TreeLoader`]).
     pub num_children: u32,
     /// The tenant its creator belonged to ([`crate::tenants::Tenants::owner_of`]), charged for
     /// it and its data until it is deleted; `None` outside every tenant (always, in a cluster

@@ -123,9 +123,9 @@ pub fn verify_data_dir(dir: &Path) -> Result<Verified, ServerError> {
     let snapshot = dir
         .join("state")
         .join(synod_raft_store::state_machine::SNAPSHOT_FILE);
-    let head = match std::fs::read(&snapshot) {
-        Ok(bytes) => Some(
-            *synod_raft_store::state_machine::read_snapshot_file(&bytes)
+    let head = match std::fs::File::open(&snapshot) {
+        Ok(file) => Some(
+            *synod_raft_store::state_machine::read_snapshot_from(file)
                 .map_err(storage)?
                 .tree
                 .audit_head(),
@@ -139,10 +139,8 @@ pub fn verify_data_dir(dir: &Path) -> Result<Verified, ServerError> {
 
 /// The replicated audit head recorded in a backup file (checked whole first).
 fn backup_head(path: &Path) -> Result<AuditHead, ServerError> {
-    let bytes = std::fs::read(path)?;
-    let snapshot = synod_raft_store::backup::open(&bytes).map_err(storage)?;
-    let contents =
-        synod_raft_store::state_machine::read_snapshot_file(snapshot).map_err(storage)?;
+    let contents = synod_raft_store::state_machine::read_backup_from(std::fs::File::open(path)?)
+        .map_err(storage)?;
     Ok(*contents.tree.audit_head())
 }
 

@@ -66,11 +66,11 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
             args.data_dir.display()
         )));
     }
-    let bytes = std::fs::read(&args.from)
+    let backup = std::fs::File::open(&args.from)
         .map_err(|e| bad(format!("cannot read {}: {e}", args.from.display())))?;
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let membership = Membership::new(vec![voters], members);
-    let (last, znodes) = restore_snapshot_file(&args.data_dir.join("state"), &bytes, membership)
+    let (last, tree) = restore_snapshot_file(&args.data_dir.join("state"), backup, membership)
         .map_err(|e| match e {
             e if e.is_damaged_file() => bad(format!(
                 "{} is not a usable synod backup: {e}",
@@ -89,15 +89,12 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
         .await
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     // The new cluster's audit trail starts at the backup's head: its first record follows it.
-    let snapshot = synod_raft_store::backup::open(&bytes)
-        .and_then(synod_raft_store::state_machine::read_snapshot_file)
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
     synod_raft_store::audit::AuditStore::open(&args.data_dir.join("audit"))
-        .and_then(|a| a.anchor(snapshot.tree.audit_head()))
+        .and_then(|a| a.anchor(tree.audit_head()))
         .map_err(|e| ServerError::Storage(format!("audit trail: {e}")))?;
     Ok(Restored {
         last_log_id: last,
-        znodes,
+        znodes: tree.node_count(),
     })
 }
 

@@ -102,28 +102,25 @@ pub async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<S
 
 /// `GET /snapshot`: the current snapshot file (built first if there is none), as a backup.
 ///
-/// The backup is written to a file of its own, with no name (gone when the download ends or is
-/// dropped), in the state directory, and streamed from it: the node holds the snapshot file
-/// while it makes the backup, never the backup as well (at 1,000,000 znodes, 178 MB each).
+/// The backup is written from the snapshot file, a window of it at a time, to a file of its own,
+/// with no name (gone when the download ends or is dropped), in the state directory, and
+/// streamed from it: the node holds neither file in memory (at 1,000,000 znodes, 178 MB each).
 pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
     let info = snapshot_at_least(&node, 1).await?;
     let path = snapshot_path(&node);
     let read = tokio::task::spawn_blocking(move || {
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read the snapshot file: {e}"))?;
-        // The file may have been replaced by a newer snapshot since `info`: name what was read.
-        let log_id = synod_raft_store::state_machine::snapshot_file_log_id(&bytes)
-            .ok()
-            .flatten();
+        // Open, the file is read whole as it is now, even if a newer snapshot replaces it.
+        let snapshot = std::fs::File::open(&path)
+            .map_err(|e| format!("cannot read the snapshot file: {e}"))?;
         let dir = path.parent().unwrap_or(&path);
-        let backup = synod_raft_store::backup::seal_into(&bytes, |len| {
+        let (backup, log_id) = synod_raft_store::backup::seal_file(snapshot, |len| {
             let file = tempfile::tempfile_in(dir)?;
             Ok(std::io::BufWriter::with_capacity(len.min(1 << 20), file))
         })
-        .and_then(|out| {
+        .and_then(|(out, log_id)| {
             let mut file = out.into_inner().map_err(|e| e.into_error())?;
             std::io::Seek::rewind(&mut file)?;
-            Ok(file)
+            Ok((file, log_id))
         })
         .map_err(|e| format!("cannot make a backup of the snapshot file: {e}"))?;
         let len = backup
