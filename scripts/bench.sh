@@ -22,6 +22,8 @@
 # 3-node cluster is filled, then it reports the fill rate, every server's RSS, the time and size
 # of a snapshot, get and set throughput at that size, the restart of a follower (snapshot load +
 # log replay, until /ready), an empty node catching up as a learner (snapshot install + log) —
+# each with what it started from (restart_from, catch_up_by: `snapshot`, or `log` where the node
+# had no snapshot of its own or the leader still held every entry the learner needed) —
 # for the snapshot, the restart and the catch-up also the node's RSS at its peak (for the
 # catch-up, the learner's and the leader's, which sends the snapshot) — and
 # the RSS with 10,000 more sessions holding 100,000 watches; last, how each cost grew from the
@@ -324,6 +326,8 @@ scale_phase() { # znodes
     done
     # (its peak since it started: the snapshot's load and the log's replay)
     line+=" restart_secs=$(since "$t0") restart_peak_rss_mib=$(rss_peak_mib "$dir/node$follower.pid")"
+    # (its first start had no snapshot to load: a load in its log is the restart's)
+    line+=" restart_from=$(grep -q 'loaded snapshot' "$dir/node$follower.log" && echo snapshot || echo log)"
     # An empty node added as a learner: the leader's snapshot installed and the log after it
     # (add-learner returns once it has caught up) — what rebuilding a wiped follower costs.
     # (the learner's peak: receiving and installing; the leader's: sending)
@@ -335,6 +339,7 @@ scale_phase() { # znodes
         add-learner --id 4 --peer-addr 127.0.0.1:7004 >/dev/null
     line+=" catch_up_secs=$(since "$t0") catch_up_peak_rss_mib=$(rss_peak_mib "$dir/node4.pid")"
     line+=" catch_up_leader_peak_rss_mib=$(rss_peak_mib "$dir/node$leader.pid")"
+    line+=" catch_up_by=$(grep -q 'installed snapshot from the leader' "$dir/node4.log" && echo snapshot || echo log)"
     "$CARGO_TARGET_DIR/release/synodctl" --insecure cluster --admin 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
         remove --id 4 >/dev/null
     kill -TERM "$(cat "$dir/node4.pid")" 2>/dev/null || true
@@ -444,6 +449,9 @@ if [ "$mode" = scale ]; then
     grow "set ops/s" "$(kv "$first" set_ops_s)" "$(kv "$last" set_ops_s)"
     grow "get ops/s" "$(kv "$first" get_ops_s)" "$(kv "$last" get_ops_s)"
     grow "max rss with sessions+watches MiB" "$(kv "$first" rss_held_mib | maxof)" "$(kv "$last" rss_held_mib | maxof)"
+    echo "restarts from: $(kv "$first" restart_from) -> $(kv "$last" restart_from); catch-ups by:" \
+        "$(kv "$first" catch_up_by) -> $(kv "$last" catch_up_by) (from the log at one size and a snapshot at" \
+        "the other, a growth compares two different paths)"
     sum() { tr ',' '\n' | awk '{s += $1} END {print s}'; }
     for l in "$first" "$last"; do
         held=$(( $(kv "$l" rss_held_mib | sum) - $(kv "$l" rss_before_hold_mib | sum) ))
