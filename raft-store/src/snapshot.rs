@@ -50,8 +50,9 @@
 //! # Durability
 //!
 //! The file is only ever replaced whole: written to a temp file, fsynced, renamed over the old
-//! one, and the directory fsynced, so a crash leaves either the old snapshot or the new one. A
-//! snapshot is written only if it is newer than the one in the file (see [`Persisted`]): openraft
+//! one, and the directory fsynced, so a crash leaves either the old snapshot or the new one (and
+//! perhaps a temp file, removed at the next start). A snapshot is written only if it is newer
+//! than the one in the file (see [`Persisted`]): openraft
 //! may purge the log up to a snapshot as soon as it is built or installed, so the file must never
 //! go back to an older one whose following entries are gone.
 
@@ -282,9 +283,9 @@ impl DataSource for FilePiece<'_> {
 
 /// The `last_log_id` of the snapshot in [`SNAPSHOT_FILE`] (`None`: no file yet), shared by the
 /// state machine (which installs snapshots) and its builders (which openraft runs in tasks of
-/// their own, so a build may finish during or after an install). A writer holds the lock for the
-/// whole write: two writes never overlap on the temp file, and an older snapshot never replaces a
-/// newer one (whose log may already be purged).
+/// their own, so a build may finish during or after an install). A writer holds the lock while
+/// it compares its snapshot with this one and renames its file into place ([`persist`]), so an
+/// older snapshot never replaces a newer one (whose log may already be purged).
 pub(crate) type Persisted = Arc<Mutex<Option<LogId<NodeId>>>>;
 
 /// The whole replicated state as a snapshot stores it. `N` is how its nodes are held: owned
@@ -752,86 +753,113 @@ pub(crate) fn decode_image(data: &[u8]) -> Result<(TreeImage, &[u8]), StoreError
     Ok((image, &data[used..]))
 }
 
-/// Writes `dir/name` atomically: `fill` writes the contents to a temp file (through a buffer),
-/// which is fsynced and renamed over `name` (then `renamed` is called), then the directory is
-/// fsynced. A crash at any point leaves the old file or the new one, whole. An error before the
-/// rename leaves the old one (and removes the temp file); after it (the directory's fsync), the
-/// new one is in place but may not be durable: `renamed` was called (the caller knows which file
-/// is there, so that an older one never replaces it), and the error says it may not be durable.
-///
-/// Returns the file, open for reading and writing, and what `fill` returned.
-fn write_atomically<T>(
+/// Writes a new snapshot file to a temp file of its own in `dir` ([`TEMP_PREFIX`]), through a
+/// buffer, and fsyncs it: `fill` writes the contents. Returns the temp file (removed if it is
+/// dropped, as on an error here) and what `fill` returned. Blocking.
+fn write_temp<T>(
     dir: &Path,
-    name: &str,
-    fill: impl FnOnce(&mut BufWriter<File>) -> Result<T, StoreError>,
-    renamed: impl FnOnce(),
-) -> Result<(File, T), StoreError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let written = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(StoreError::from)
-        .and_then(|f| {
-            let mut out = BufWriter::with_capacity(1 << 20, f);
-            let filled = fill(&mut out)?;
-            let f = out.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            Ok((f, filled))
-        })
-        .and_then(|written| {
-            std::fs::rename(&tmp, dir.join(name))?;
-            Ok(written)
-        });
-    match written {
-        Ok(written) => {
-            renamed();
-            File::open(dir)?.sync_all()?;
-            Ok(written)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    fill: impl FnOnce(&mut BufWriter<&mut File>) -> Result<T, StoreError>,
+) -> Result<(tempfile::NamedTempFile, T), StoreError> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)?;
+    let filled = {
+        let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let filled = fill(&mut out)?;
+        out.flush()?;
+        filled
+    };
+    tmp.as_file().sync_all()?;
+    Ok((tmp, filled))
 }
 
-/// Writes the snapshot `meta` + `data` as `dir/`[`SNAPSHOT_FILE`] unless the file already holds
-/// one at least as new; returns whether it wrote. Durable when it returns `Ok(true)`. Blocking.
+/// Renames `tmp` (written by [`write_temp`]) over `dir/`[`SNAPSHOT_FILE`], calls `renamed`, and
+/// fsyncs the directory. A crash at any point leaves the old file or the new one, whole. An
+/// error before the rename leaves the old one (and removes the temp file); after it (the
+/// directory's fsync), the new one is in place but may not be durable: `renamed` was called
+/// (the caller knows which file is there, so that an older one never replaces it), and the
+/// error says it may not be durable. Returns the file, open for reading and writing. Blocking.
+fn rename_into_place(
+    dir: &Path,
+    tmp: tempfile::NamedTempFile,
+    renamed: impl FnOnce(),
+) -> Result<File, StoreError> {
+    let file = tmp
+        .persist(dir.join(SNAPSHOT_FILE))
+        .map_err(|e| StoreError::Io(e.error))?;
+    renamed();
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+/// Writes the snapshot `meta` + `data` as `dir/`[`SNAPSHOT_FILE`] unless the file holds one at
+/// least as new; returns whether it wrote. Durable when it returns `Ok(true)`. Blocking.
 pub(crate) fn persist_snapshot(
     dir: &Path,
     persisted: &Persisted,
     meta: &Meta,
     data: &(impl Data + ?Sized),
 ) -> Result<bool, StoreError> {
-    Ok(persist(dir, persisted, meta, data)?.is_some())
+    Ok(matches!(
+        persist(dir, persisted, meta, data)?,
+        Some((true, ..))
+    ))
 }
 
-/// [`persist_snapshot`], returning the file written (open, whatever replaces it later) and
-/// where its data is in it; `None` if a snapshot at least as new was already there.
+/// The temp files a snapshot is written to before it is renamed into place ([`write_temp`]):
+/// `snapshot.bin.<random>.tmp` (and `snapshot.bin.tmp`, up to release 0.5.12). What a crash
+/// leaves of them is removed when the state machine opens ([`remove_temp_files`]).
+const TEMP_PREFIX: &str = "snapshot.bin.";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// [`persist_snapshot`], returning the file written (open, whatever replaces it later), where
+/// its data is in it, and whether it is [`SNAPSHOT_FILE`] now; `None` if a snapshot at least as
+/// new was already there, and nothing was written.
+///
+/// The snapshot is written to a temp file of its own, without the [`Persisted`] lock, which is
+/// taken only to compare and rename: an install never waits for a build's encoding of a large
+/// tree, and two writes never share a temp file. A newer snapshot that replaced the file while
+/// this one was written wins: this one is not renamed, and its file is returned without a
+/// name (gone when closed; a build still hands openraft its data), not written again.
 pub(crate) fn persist(
     dir: &Path,
     persisted: &Persisted,
     meta: &Meta,
     data: &(impl Data + ?Sized),
-) -> Result<Option<(File, Range<u64>)>, StoreError> {
-    let mut current = persisted.lock().unwrap_or_else(|p| p.into_inner());
-    if current.is_some() && *current >= meta.last_log_id {
+) -> Result<Option<(bool, File, Range<u64>)>, StoreError> {
+    let lock = || persisted.lock().unwrap_or_else(|p| p.into_inner());
+    let newer = |current: &Option<LogId<NodeId>>| current.is_some() && *current >= meta.last_log_id;
+    if newer(&lock()) {
         return Ok(None);
     }
-    let written = write_atomically(
-        dir,
-        SNAPSHOT_FILE,
-        |out| write_snapshot_file(out, meta, data),
-        || *current = meta.last_log_id,
-    )?;
-    Ok(Some(written))
+    let (tmp, data_range) = write_temp(dir, |out| write_snapshot_file(out, meta, data))?;
+    let mut current = lock();
+    if newer(&current) {
+        return Ok(Some((false, tmp.into_file(), data_range)));
+    }
+    let file = rename_into_place(dir, tmp, || *current = meta.last_log_id)?;
+    Ok(Some((true, file, data_range)))
+}
+
+/// Removes the temp files of snapshot writes a crash interrupted ([`TEMP_PREFIX`]) from `dir`.
+/// Run before anything writes a snapshot there. Blocking.
+pub(crate) fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            tracing::info!(file = %name, "removing a snapshot write a stop interrupted");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the snapshot `meta` + `data` to a file of its own in `dir`, with no name (gone when
-/// closed): a build that a newer snapshot overtook still hands openraft its data. Blocking.
+/// closed): a build that a newer snapshot overtook before it was written still hands openraft
+/// its data. Blocking.
 pub(crate) fn write_unnamed(
     dir: &Path,
     meta: &Meta,
@@ -1004,17 +1032,13 @@ pub fn restore_snapshot_file(
         snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
     std::fs::create_dir_all(state_dir)?;
-    let (_, tree) = write_atomically(
-        state_dir,
-        SNAPSHOT_FILE,
-        |out| {
-            let written = write_snapshot_file(out, &meta, &data)?;
-            out.flush()?;
-            let copy = FilePiece::new(out.get_ref(), written);
-            decode_tree_from(copy.clone(), copy.len())
-        },
-        || (),
-    )?;
+    let (tmp, tree) = write_temp(state_dir, |out| {
+        let written = write_snapshot_file(out, &meta, &data)?;
+        out.flush()?;
+        let copy = FilePiece::new(out.get_ref(), written);
+        decode_tree_from(copy.clone(), copy.len())
+    })?;
+    rename_into_place(state_dir, tmp, || ())?;
     Ok((last, tree))
 }
 
@@ -1112,6 +1136,83 @@ mod tests {
             &meta(30),
             &b"newest"[..]
         )?);
+        Ok(())
+    }
+
+    /// A snapshot is written without the lock (here a newer one is recorded while it is being
+    /// written, which would deadlock if the lock were held), and, overtaken, is not renamed
+    /// into place: its data comes back in a file without a name, and no temp file is left.
+    #[test]
+    fn a_snapshot_overtaken_while_it_is_written_is_not_kept() -> Result<(), StoreError> {
+        /// Data that records a newer snapshot while it is written.
+        struct Overtaken<'a>(&'a Persisted, &'a Path);
+        impl Data for Overtaken<'_> {
+            fn len(&self) -> usize {
+                5
+            }
+            fn write_to(&self, out: &mut dyn Write) -> Result<(), StoreError> {
+                assert!(persist_snapshot(self.1, self.0, &meta(50), &b"newer"[..])?);
+                Ok(out.write_all(b"older")?)
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let persisted: Persisted = Arc::new(Mutex::new(None));
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(20),
+            &b"first"[..]
+        )?);
+        let written = persist(
+            dir.path(),
+            &persisted,
+            &meta(40),
+            &Overtaken(&persisted, dir.path()),
+        )?;
+        let Some((false, file, range)) = written else {
+            panic!("an overtaken snapshot was kept");
+        };
+        let mut data = Vec::new();
+        FilePiece::new(&file, range).read_to_end(&mut data)?;
+        assert_eq!(data, b"older");
+        let (kept, data) = read_current(dir.path())?.ok_or(StoreError::Corrupt("none".into()))?;
+        assert_eq!(
+            (kept.snapshot_id.as_str(), &data[..]),
+            ("s-50", &b"newer"[..])
+        );
+        let names: Vec<String> = std::fs::read_dir(dir.path())?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(names, [SNAPSHOT_FILE]);
+        Ok(())
+    }
+
+    /// What a crash leaves of a snapshot's write (this release's temp files and 0.5.12's) is
+    /// removed at start; the snapshot file and anything else stay.
+    #[test]
+    fn temp_files_a_crash_left_are_removed() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let persisted: Persisted = Arc::new(Mutex::new(None));
+        assert!(persist_snapshot(
+            dir.path(),
+            &persisted,
+            &meta(20),
+            &b"kept"[..]
+        )?);
+        for name in ["snapshot.bin.tmp", "snapshot.bin.a1B2c3.tmp", "other.tmp"] {
+            std::fs::write(dir.path().join(name), b"partial")?;
+        }
+        remove_temp_files(dir.path())?;
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        assert_eq!(names, ["other.tmp", SNAPSHOT_FILE]);
+        let (kept, data) = read_current(dir.path())?.ok_or(StoreError::Corrupt("none".into()))?;
+        assert_eq!(
+            (kept.snapshot_id.as_str(), &data[..]),
+            ("s-20", &b"kept"[..])
+        );
         Ok(())
     }
 

@@ -455,6 +455,7 @@ impl<X: ApplyObserver> StateMachine<X> {
         audit: Option<AuditStore>,
     ) -> Result<Self, crate::error::StoreError> {
         std::fs::create_dir_all(dir)?;
+        snapshot::remove_temp_files(dir)?;
         let (tree, last_applied, membership) = match snapshot::load_latest(dir)? {
             Some(c) => (c.tree, c.last_log_id, c.membership),
             None => (DataTree::new(), None, Membership::default()),
@@ -536,10 +537,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     a.sync()?;
                 }
                 let encoding = snapshot::TreeEncoding::of(&tree)?;
-                let (wrote, (file, range)) =
+                let (wrote, file, range) =
                     match snapshot::persist(&dir, &persisted, &to_write, &encoding)? {
-                        Some(written) => (true, written),
-                        None => (false, snapshot::write_unnamed(&dir, &to_write, &encoding)?),
+                        Some(written) => written,
+                        None => {
+                            let (file, range) =
+                                snapshot::write_unnamed(&dir, &to_write, &encoding)?;
+                            (false, file, range)
+                        }
                     };
                 Ok((wrote, SnapshotData::window(file, range)?))
             };
