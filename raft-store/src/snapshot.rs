@@ -775,7 +775,8 @@ fn write_temp<T>(
 }
 
 /// Renames `tmp` (written by [`write_temp`]) over `dir/`[`SNAPSHOT_FILE`], calls `renamed`, and
-/// fsyncs the directory. A crash at any point leaves the old file or the new one, whole. An
+/// fsyncs the directory. A crash at any point leaves the old file or the new one, whole (and
+/// perhaps the temp file, removed at the next start: [`remove_temp_files`]). An
 /// error before the rename leaves the old one (and removes the temp file); after it (the
 /// directory's fsync), the new one is in place but may not be durable: `renamed` was called
 /// (the caller knows which file is there, so that an older one never replaces it), and the
@@ -794,7 +795,8 @@ fn rename_into_place(
 }
 
 /// Writes the snapshot `meta` + `data` as `dir/`[`SNAPSHOT_FILE`] unless the file holds one at
-/// least as new; returns whether it wrote. Durable when it returns `Ok(true)`. Blocking.
+/// least as new, before or once it is written; returns whether the file holds it now (durable
+/// then). Blocking.
 pub(crate) fn persist_snapshot(
     dir: &Path,
     persisted: &Persisted,
@@ -849,7 +851,10 @@ pub(crate) fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+        if name.starts_with(TEMP_PREFIX)
+            && name.ends_with(TEMP_SUFFIX)
+            && entry.file_type()?.is_file()
+        {
             tracing::info!(file = %name, "removing a snapshot write a stop interrupted");
             std::fs::remove_file(entry.path())?;
         }
@@ -1245,7 +1250,10 @@ mod tests {
             assert!(persist_snapshot(&dir, &persisted, &meta(9), &data[..])?);
             let current = read_current(&dir)?.map(|(m, d)| (m.snapshot_id, d));
             assert_eq!(current, Some(("s-9".to_string(), data)));
-            assert!(!dir.join(format!("{SNAPSHOT_FILE}.tmp")).exists());
+            let names: Vec<String> = std::fs::read_dir(&dir)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<_, _>>()?;
+            assert_eq!(names, [SNAPSHOT_FILE], "no temp file is left");
         }
         // A body whose data is shorter or longer than its length says does not decode.
         let body = encode(&SnapshotFile {
