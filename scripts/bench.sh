@@ -450,8 +450,10 @@ if [ "$mode" = scale ]; then
     grow "get ops/s" "$(kv "$first" get_ops_s)" "$(kv "$last" get_ops_s)"
     grow "max rss with sessions+watches MiB" "$(kv "$first" rss_held_mib | maxof)" "$(kv "$last" rss_held_mib | maxof)"
     echo "restarts from: $(kv "$first" restart_from) -> $(kv "$last" restart_from); catch-ups by:" \
-        "$(kv "$first" catch_up_by) -> $(kv "$last" catch_up_by) (from the log at one size and a snapshot at" \
-        "the other, a growth compares two different paths)"
+        "$(kv "$first" catch_up_by) -> $(kv "$last" catch_up_by)"
+    if [ "$(kv "$first" restart_from) $(kv "$first" catch_up_by)" != "$(kv "$last" restart_from) $(kv "$last" catch_up_by)" ]; then
+        echo "  (from the log at one size and a snapshot at the other: that growth compares two different paths)"
+    fi
     sum() { tr ',' '\n' | awk '{s += $1} END {print s}'; }
     for l in "$first" "$last"; do
         held=$(( $(kv "$l" rss_held_mib | sum) - $(kv "$l" rss_before_hold_mib | sum) ))
