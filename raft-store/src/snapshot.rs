@@ -1107,16 +1107,35 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn an_older_snapshot_never_replaces_a_newer_one() -> Result<(), StoreError> {
+    /// A directory whose snapshot file is the snapshot at index `index` holding `data`, and
+    /// its [`Persisted`].
+    fn with_snapshot(
+        index: u64,
+        data: &[u8],
+    ) -> Result<(tempfile::TempDir, Persisted), StoreError> {
         let dir = tempfile::tempdir()?;
         let persisted: Persisted = Arc::new(Mutex::new(None));
         assert!(persist_snapshot(
             dir.path(),
             &persisted,
-            &meta(20),
-            &b"newer"[..]
+            &meta(index),
+            data
         )?);
+        Ok((dir, persisted))
+    }
+
+    /// The names of the files in `dir`, sorted.
+    fn names_in(dir: &Path) -> Result<Vec<String>, StoreError> {
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() -> Result<(), StoreError> {
+        let (dir, persisted) = with_snapshot(20, b"newer")?;
         // A build that started before an install finishes after it: not written.
         assert!(!persist_snapshot(
             dir.path(),
@@ -1160,14 +1179,7 @@ mod tests {
                 Ok(out.write_all(b"older")?)
             }
         }
-        let dir = tempfile::tempdir()?;
-        let persisted: Persisted = Arc::new(Mutex::new(None));
-        assert!(persist_snapshot(
-            dir.path(),
-            &persisted,
-            &meta(20),
-            &b"first"[..]
-        )?);
+        let (dir, persisted) = with_snapshot(20, b"first")?;
         let written = persist(
             dir.path(),
             &persisted,
@@ -1185,10 +1197,7 @@ mod tests {
             (kept.snapshot_id.as_str(), &data[..]),
             ("s-50", &b"newer"[..])
         );
-        let names: Vec<String> = std::fs::read_dir(dir.path())?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<Result<_, _>>()?;
-        assert_eq!(names, [SNAPSHOT_FILE]);
+        assert_eq!(names_in(dir.path())?, [SNAPSHOT_FILE]);
         Ok(())
     }
 
@@ -1196,23 +1205,12 @@ mod tests {
     /// removed at start; the snapshot file and anything else stay.
     #[test]
     fn temp_files_a_crash_left_are_removed() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir()?;
-        let persisted: Persisted = Arc::new(Mutex::new(None));
-        assert!(persist_snapshot(
-            dir.path(),
-            &persisted,
-            &meta(20),
-            &b"kept"[..]
-        )?);
+        let (dir, _) = with_snapshot(20, b"kept")?;
         for name in ["snapshot.bin.tmp", "snapshot.bin.a1B2c3.tmp", "other.tmp"] {
             std::fs::write(dir.path().join(name), b"partial")?;
         }
         remove_temp_files(dir.path())?;
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<Result<_, _>>()?;
-        names.sort();
-        assert_eq!(names, ["other.tmp", SNAPSHOT_FILE]);
+        assert_eq!(names_in(dir.path())?, ["other.tmp", SNAPSHOT_FILE]);
         let (kept, data) = read_current(dir.path())?.ok_or(StoreError::Corrupt("none".into()))?;
         assert_eq!(
             (kept.snapshot_id.as_str(), &data[..]),
@@ -1250,10 +1248,7 @@ mod tests {
             assert!(persist_snapshot(&dir, &persisted, &meta(9), &data[..])?);
             let current = read_current(&dir)?.map(|(m, d)| (m.snapshot_id, d));
             assert_eq!(current, Some(("s-9".to_string(), data)));
-            let names: Vec<String> = std::fs::read_dir(&dir)?
-                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect::<Result<_, _>>()?;
-            assert_eq!(names, [SNAPSHOT_FILE], "no temp file is left");
+            assert_eq!(names_in(&dir)?, [SNAPSHOT_FILE], "no temp file is left");
         }
         // A body whose data is shorter or longer than its length says does not decode.
         let body = encode(&SnapshotFile {
