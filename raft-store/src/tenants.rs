@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use synod_proto::Id;
 
 use crate::error::StoreError;
+use crate::tree::Name;
 
 /// The ACL scheme (and resolved identity scheme) that names a tenant.
 pub const TENANT_SCHEME: &str = "tenant";
@@ -170,10 +171,10 @@ pub fn validate(tenants: &Tenants, name: &str, tenant: &Tenant) -> Result<(), St
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tenants {
     /// Declared tenants by name.
-    table: imbl::OrdMap<Arc<str>, Arc<Tenant>>,
+    table: imbl::OrdMap<Name, Arc<Tenant>>,
     /// Usage by owner tenant name: kept for names that own znodes even while undeclared (a
     /// removed tenant's nodes stay), so a re-declared tenant finds its usage.
-    usage: imbl::OrdMap<Arc<str>, Usage>,
+    usage: imbl::OrdMap<Name, Usage>,
 }
 
 impl Tenants {
@@ -187,7 +188,7 @@ impl Tenants {
     }
 
     /// Declared tenants in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Tenant)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Name, &Tenant)> {
         self.table.iter().map(|(n, t)| (n, &**t))
     }
 
@@ -214,7 +215,7 @@ impl Tenants {
         if self.table.is_empty() && !claimed {
             return Cow::Borrowed(raw);
         }
-        let found: Vec<&Arc<str>> = self
+        let found: Vec<&Name> = self
             .table
             .iter()
             .filter(|(_, t)| raw.iter().any(|id| t.has(id)))
@@ -237,8 +238,8 @@ impl Tenants {
 
     /// The tenant a caller's new znodes are charged to: the first (in name order) of the
     /// tenants its identities resolved to ([`Tenants::resolve`]); `None` outside every tenant.
-    pub fn owner_of(resolved: &[Id]) -> Option<Arc<str>> {
-        Self::owner_name(resolved).map(Arc::from)
+    pub fn owner_of(resolved: &[Id]) -> Option<Name> {
+        Self::owner_name(resolved).map(Name::from)
     }
 
     /// [`Tenants::owner_of`], borrowed from `resolved`.
@@ -254,7 +255,7 @@ impl Tenants {
     /// its quota. Crediting always succeeds.
     pub(crate) fn charge(
         &mut self,
-        owner: &Arc<str>,
+        owner: &Name,
         bytes: u64,
         ephemeral: bool,
         add: bool,
@@ -282,7 +283,7 @@ impl Tenants {
 
     /// Counts (`add`) or forgets one session of `owner`; with `check`, refuses with `false`
     /// (changing nothing) if that takes a declared tenant over its session quota.
-    pub(crate) fn charge_session(&mut self, owner: &Arc<str>, add: bool, check: bool) -> bool {
+    pub(crate) fn charge_session(&mut self, owner: &Name, add: bool, check: bool) -> bool {
         let mut u = self.usage(owner);
         u.sessions = if add {
             u.sessions.saturating_add(1)
@@ -299,7 +300,7 @@ impl Tenants {
         true
     }
 
-    fn set_usage(&mut self, owner: &Arc<str>, u: Usage) {
+    fn set_usage(&mut self, owner: &Name, u: Usage) {
         if u == Usage::default() {
             self.usage.remove(owner);
         } else {
@@ -309,7 +310,7 @@ impl Tenants {
 
     /// Replaces `old` bytes of `owner`'s data by `new` bytes, unchecked (the server's own
     /// bookkeeping in a tenant's node).
-    pub(crate) fn adjust_bytes(&mut self, owner: &Arc<str>, old: u64, new: u64) {
+    pub(crate) fn adjust_bytes(&mut self, owner: &Name, old: u64, new: u64) {
         let mut u = self.usage(owner);
         u.bytes = u.bytes.saturating_sub(old).saturating_add(new);
         self.set_usage(owner, u);
@@ -317,7 +318,7 @@ impl Tenants {
 
     /// Replaces `old` bytes of `owner`'s data by `new` bytes, refusing with `false` (changing
     /// nothing) if that takes a declared tenant over its byte quota.
-    pub(crate) fn recharge_bytes(&mut self, owner: &Arc<str>, old: u64, new: u64) -> bool {
+    pub(crate) fn recharge_bytes(&mut self, owner: &Name, old: u64, new: u64) -> bool {
         let mut u = self.usage(owner);
         u.bytes = u.bytes.saturating_sub(old).saturating_add(new);
         if new > old {
@@ -415,7 +416,7 @@ mod tests {
             watches: None,
         };
         t.put("lab", lab);
-        let owner: Arc<str> = "lab".into();
+        let owner: Name = "lab".into();
         assert!(t.charge(&owner, 4, true, true, true));
         assert!(!t.charge(&owner, 1, true, true, true), "second ephemeral");
         assert!(!t.charge(&owner, 7, false, true, true), "eleven bytes");

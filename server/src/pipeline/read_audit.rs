@@ -70,7 +70,7 @@ impl ReadAudit {
             }
             _ => return,
         }
-        let mut caller: Option<Option<Arc<str>>> = None;
+        let mut caller: Option<Option<synod_raft_store::tree::Name>> = None;
         for (path, code) in paths {
             // A node's owner is its creator's tenant; a home (made by the declaration) is its
             // tenant's.
