@@ -35,8 +35,8 @@ pub use crate::znode::{Node, NodeKind, NodeMeta};
 /// (a session's ephemerals, the reap set, the watch tables), and a tenant's name. A thin
 /// pointer (8 bytes; `Arc<str>` is 16): the tree's map holds one per znode, and at imbl's leaf
 /// size that made a znode 18 bytes dearer in jemalloc's size classes (335 against 317 at
-/// 100,000 znodes of 100 bytes, `tests/tree_memory.rs`). Serialized as a string, as `Arc<str>`
-/// was: no byte of a snapshot or a message changes.
+/// 100,000 znodes of 100 bytes, `tests/tree_memory.rs`). Never serialized: snapshots and
+/// messages carry paths and tenant names as strings.
 pub type Name = arcstr::ArcStr;
 
 /// What every path below `path` starts with: `path/`, or `/` for the root (whose own key it is
@@ -1317,9 +1317,9 @@ impl DataTree {
 /// Why every other node waits ([`TreeLoader::deferred`]): the map's B-tree splits a full leaf
 /// in two halves, so keys inserted in their order leave every leaf half full (the left half
 /// never gets another key). Inserting the nodes at even positions first leaves 8 of them in a
-/// leaf of 16, and each leaf then has room for exactly the odd ones between them: a tree
-/// loaded in order holds full leaves, about 20 bytes of map per znode fewer
-/// (`tests/tree_memory.rs`).
+/// leaf of 16, and each leaf then takes exactly the 8 nodes at odd positions that sort after
+/// its first key and before the next leaf's: a tree loaded in order holds full leaves, about
+/// 20 bytes of map per znode fewer (`tests/tree_memory.rs`).
 pub struct TreeLoader {
     /// The tree so far, without [`TreeLoader::deferred`]'s nodes. Its nodes are held by nothing
     /// else (no snapshot, no clone of the tree), so [`Node::change`] changes them in place.
@@ -1330,9 +1330,11 @@ pub struct TreeLoader {
     /// the others ([`TreeLoader::settle`]). Invariant: in increasing path order, each greater
     /// than the node pushed before it, and empty once the paths are out of order.
     deferred: Vec<(Name, Node)>,
-    /// The parent the last node pushed in order was counted on, and where it is: its index in
-    /// [`TreeLoader::deferred`], or `None` for the tree. Siblings come one after another in
-    /// order, so this spares all but the first of them a search of the deferred nodes.
+    /// The parent the last node pushed in order was looked up for, and where it is: its index
+    /// in [`TreeLoader::deferred`], or `None` for the tree (or nowhere). Siblings come one after
+    /// another in order, so this spares all but the first of them a search of the deferred
+    /// nodes. Invariant: the index names that parent; `None` is cleared when that path is
+    /// deferred.
     last_parent: Option<(Name, Option<usize>)>,
     /// How many nodes were pushed: the position of the next one.
     pushed: usize,
@@ -1437,7 +1439,8 @@ impl TreeLoader {
                         .deferred
                         .binary_search_by(|(n, _)| n.as_str().cmp(p))
                         .ok();
-                    self.last_parent = Some((p.into(), at));
+                    let key = at.map_or_else(|| p.into(), |i| self.deferred[i].0.clone());
+                    self.last_parent = Some((key, at));
                     at
                 }
             };
@@ -1452,6 +1455,15 @@ impl TreeLoader {
         }
         if in_order && self.pushed.is_multiple_of(2) {
             debug_assert!(self.deferred.last().is_none_or(|(l, _)| *l < name));
+            // A parent looked up before it was pushed (only a path that sorts before its parent,
+            // such as `.x` before `/`: not one synod writes) is found now.
+            if self
+                .last_parent
+                .as_ref()
+                .is_some_and(|(last, _)| *last == name)
+            {
+                self.last_parent = None;
+            }
             self.deferred.push((name, node));
             return;
         }
@@ -2723,6 +2735,41 @@ mod tests {
                 assert_eq!((node.version, node.aversion == 7), (version, i == 1), "{p}");
             }
         }
+    }
+
+    /// A node's parent is counted on wherever it waits: in the map or among the nodes the
+    /// loader inserts last (every other one, in order), also when an image that is not synod's
+    /// puts a path before its parent (`.x`, whose parent is `/`, sorts before `/`) and the
+    /// parent is looked up before it is pushed.
+    #[test]
+    fn a_loaded_parent_counts_its_children_wherever_it_waits() {
+        let mut t = tree();
+        for (i, path) in ["/a", "/a/b", "/a/c", "/b", "/b/x", "/b/x/y", "/c"]
+            .iter()
+            .enumerate()
+        {
+            t.apply(
+                txn(2 + i as i64, &[]),
+                &create(path, CreateMode::Persistent),
+            );
+        }
+        let node = t.node("/a").expect("created").clone();
+        let mut loader = TreeLoader::new();
+        for (p, n) in t.nodes() {
+            loader.push(p.to_string(), n.clone());
+        }
+        let rebuilt = loader.finish(Vec::new(), Vec::new());
+        for (p, n) in t.nodes() {
+            let count = rebuilt.node(p).map(|r| r.num_children);
+            assert_eq!(count, Some(n.num_children), "{p}");
+            assert_eq!(count, Some(rebuilt.children(p).count() as u32), "{p}");
+        }
+        let mut loader = TreeLoader::new();
+        for p in [".x", "/", "/a", "/b"] {
+            loader.push(p.to_string(), node.clone());
+        }
+        let rebuilt = loader.finish(Vec::new(), Vec::new());
+        assert_eq!(rebuilt.node("/").map(|r| r.num_children), Some(2));
     }
 
     /// The children are the keys under `path/` without a further `/`: siblings that sort
