@@ -1488,6 +1488,7 @@ impl TreeLoader {
             let replaced = self.tree.nodes.insert(name, node);
             debug_assert!(replaced.is_none(), "a deferred path was pushed twice");
         }
+        // Its room too (8 MB at 1,000,000 znodes): it only fills again if more are pushed.
         self.deferred = Vec::new();
     }
 
@@ -1532,13 +1533,12 @@ impl TreeLoader {
     /// The tree, with its sessions `(id, timeout_ms, passwd, tenant)` and its tenants, and
     /// everything derived from its nodes.
     pub fn finish(
-        self,
+        mut self,
         sessions: Vec<(i64, i32, Bytes, Option<Name>)>,
         tenants: Vec<(String, Tenant)>,
     ) -> DataTree {
-        let mut loader = self;
-        loader.settle();
-        let mut tree = loader.tree;
+        self.settle();
+        let mut tree = self.tree;
         let t = &mut tree;
         t.sessions = sessions
             .into_iter()
