@@ -551,8 +551,17 @@ fn read_extension<R: Read>(
         ..ExtensionImage::default()
     };
     let mut next = 0;
+    // One allocation per tenant name, shared by every node it owns (as the live tree does).
+    let mut names: std::collections::HashSet<Name> = std::collections::HashSet::new();
     input.sequence(|(at, owner): (u64, String)| {
-        let owner: Name = owner.into();
+        let owner = match names.get(owner.as_str()) {
+            Some(name) => name.clone(),
+            None => {
+                let name = Name::from(owner);
+                names.insert(name.clone());
+                name
+            }
+        };
         let set = at >= next
             && usize::try_from(at).is_ok_and(|i| loader.change_at(i, |m| m.owner = Some(owner)));
         if !set {

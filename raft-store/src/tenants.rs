@@ -242,6 +242,22 @@ impl Tenants {
         Self::owner_name(resolved).map(Name::from)
     }
 
+    /// [`Tenants::owner_of`], sharing the allocation of the name this table already holds (every
+    /// znode a tenant owns names it: one allocation per tenant, not per znode).
+    pub(crate) fn owner_shared(&self, resolved: &[Id]) -> Option<Name> {
+        Self::owner_name(resolved).map(|name| self.shared_name(name))
+    }
+
+    /// `name` as this table's own copy of it (its usage's key, or its declaration's), or a new
+    /// one if it holds none.
+    pub(crate) fn shared_name(&self, name: &str) -> Name {
+        let held = match self.usage.get_key_value(name) {
+            Some((k, _)) => Some(k),
+            None => self.table.get_key_value(name).map(|(k, _)| k),
+        };
+        held.map_or_else(|| name.into(), Name::clone)
+    }
+
     /// [`Tenants::owner_of`], borrowed from `resolved`.
     pub fn owner_name(resolved: &[Id]) -> Option<&str> {
         resolved
