@@ -8,7 +8,7 @@ use synod_proto::{Acl, Id};
 
 /// An ACL as nodes and events hold it: one thin pointer to one shared allocation (every node
 /// with the open ACL shares one). Thin, so that a node's metadata fits its allocation into
-/// jemalloc's 224-byte class with 100 bytes of data ([`crate::znode`]) and an event of the watch
+/// jemalloc's 192-byte class with 100 bytes of data ([`crate::znode`]) and an event of the watch
 /// history is 8 bytes smaller.
 #[derive(Clone)]
 pub struct SharedAcl(triomphe::ThinArc<(), Acl>);

@@ -404,7 +404,7 @@ impl Serialize for NodeImages<'_> {
                 version: n.version,
                 cversion: n.cversion,
                 aversion: n.aversion,
-                kind: n.kind,
+                kind: n.kind(),
                 data: ByteString(n.data()),
                 acl: AclImages(&n.acl),
             })?;
@@ -491,7 +491,7 @@ impl ExtensionImage {
             if let Some(o) = &n.owner {
                 ext.owners.push((i as u64, o.to_string()));
             }
-            if n.null_data {
+            if n.null_data() {
                 ext.null_data.push(i as u64);
             }
         }
@@ -520,22 +520,14 @@ impl NodeImage {
                 },
             })
             .collect();
-        let meta = NodeMeta {
-            czxid: self.czxid,
-            mzxid: self.mzxid,
-            pzxid: self.pzxid,
-            ctime: self.ctime,
-            mtime: self.mtime,
-            version: self.version,
-            cversion: self.cversion,
-            aversion: self.aversion,
-            kind: self.kind,
-            null_data: false,
-            acl: acl.into(),
-            num_children: 0,
-            owner: None,
-        };
-        (self.path, Node::new(meta, &self.data))
+        let mut meta = NodeMeta::new(self.czxid, self.ctime, acl.into(), None);
+        meta.mzxid = self.mzxid;
+        meta.pzxid = self.pzxid;
+        meta.mtime = self.mtime;
+        meta.version = self.version;
+        meta.cversion = self.cversion;
+        meta.aversion = self.aversion;
+        (self.path, Node::new(meta, self.kind, &self.data))
     }
 }
 
@@ -585,7 +577,7 @@ fn read_extension<R: Read>(
             )));
         }
         if let Ok(i) = usize::try_from(at) {
-            loader.change_at(i, |m| m.null_data = true);
+            loader.change_at(i, |m| m.set_null_data(true));
         }
         next = at.saturating_add(1);
         Ok(())
@@ -640,7 +632,7 @@ fn into_tree(
         if &**path != "/" && tree.node(parent(path)).is_none() {
             return corrupt(format!("{path} has no parent"));
         }
-        if let NodeKind::Ephemeral(owner) = node.kind {
+        if let NodeKind::Ephemeral(owner) = node.kind() {
             if tree.session(owner).is_none() {
                 return corrupt(format!("{path} is owned by no session ({owner:#x})"));
             }
@@ -1430,7 +1422,7 @@ mod tests {
         assert_eq!(tree.apply(txn, &r).err, synod_proto::ErrorCode::Ok);
         assert!(tree
             .node("/n")
-            .is_some_and(|n| n.null_data && n.acl.len() == 2));
+            .is_some_and(|n| n.null_data() && n.acl.len() == 2));
         let (image, ext) = image_of(&tree)?;
         let mut owned = encode(&image)?;
         owned.extend(encode(

@@ -29,13 +29,14 @@ use crate::audit::AuditHead;
 use crate::error::StoreError;
 use crate::quota::{self, StatsTrack};
 use crate::tenants::{self, Tenant, Tenants};
+use crate::znode::MAX_CHILDREN;
 pub use crate::znode::{Node, NodeKind, NodeMeta};
 
 /// A path, shared between the tree's key, the events about the node and the sets that name it
 /// (a session's ephemerals, the reap set, the watch tables), and a tenant's name. A thin
 /// pointer (8 bytes; `Arc<str>` is 16): the tree's map holds one per znode, and at imbl's leaf
 /// size that made a znode 18 bytes dearer in jemalloc's size classes (335 against 317 at
-/// 100,000 znodes of 100 bytes, `tests/tree_memory.rs`). Never serialized: snapshots and
+/// 100,000 znodes of 100 bytes in release 0.5.14, `tests/tree_memory.rs`). Never serialized: snapshots and
 /// messages carry paths and tenant names as strings.
 pub type Name = arcstr::ArcStr;
 
@@ -259,28 +260,18 @@ impl DataTree {
             quota_roots: imbl::OrdSet::new(),
             cluster_version: crate::types::BASE_CLUSTER_VERSION,
         };
-        let mk = |children: u32| NodeMeta {
-            czxid: 0,
-            mzxid: 0,
-            pzxid: 0,
-            ctime: 0,
-            mtime: 0,
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            kind: NodeKind::Persistent,
-            null_data: false,
-            acl: open_acl.clone(),
-            num_children: children,
-            owner: None,
+        let mk = |children: u32| {
+            let mut m = NodeMeta::new(0, 0, open_acl.clone(), None);
+            m.set_num_children(children);
+            m
         };
-        t.nodes.insert("/".into(), Node::new(mk(1), b""));
-        t.nodes.insert("/zookeeper".into(), Node::new(mk(2), b""));
-        t.nodes
-            .insert("/zookeeper/quota".into(), Node::new(mk(0), b""));
+        let persistent = |m: NodeMeta| Node::new(m, NodeKind::Persistent, b"");
+        t.nodes.insert("/".into(), persistent(mk(1)));
+        t.nodes.insert("/zookeeper".into(), persistent(mk(2)));
+        t.nodes.insert("/zookeeper/quota".into(), persistent(mk(0)));
         let mut config = mk(0);
         config.acl = Acl::read_unsafe().into();
-        t.nodes.insert(CONFIG_NODE.into(), Node::new(config, b""));
+        t.nodes.insert(CONFIG_NODE.into(), persistent(config));
         t
     }
 
@@ -365,7 +356,7 @@ impl DataTree {
             m.version = -1;
             m.mzxid = zxid;
             m.mtime = time;
-            m.null_data = false;
+            m.set_null_data(false);
         });
         let stat = n.stat();
         let acl = n.acl.clone();
@@ -455,7 +446,7 @@ impl DataTree {
         if !self.may(&n.acl, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        let data = (!n.null_data).then(|| n.shared_data());
+        let data = (!n.null_data()).then(|| n.shared_data());
         Ok((data, n.stat()))
     }
 
@@ -681,8 +672,11 @@ impl DataTree {
         if self.nodes.contains_key(&path) {
             return Err(ErrorCode::NodeExists);
         }
-        if matches!(p.kind, NodeKind::Ephemeral(_)) {
+        if matches!(p.kind(), NodeKind::Ephemeral(_)) {
             return Err(ErrorCode::NoChildrenForEphemerals);
+        }
+        if p.num_children() >= MAX_CHILDREN {
+            return Err(ErrorCode::QuotaExceeded);
         }
         let kind = match mode {
             _ if mode.is_ephemeral() => NodeKind::Ephemeral(txn.caller.session_id),
@@ -706,28 +700,15 @@ impl DataTree {
                 return Err(ErrorCode::QuotaExceeded);
             }
         }
-        let meta = NodeMeta {
-            czxid: txn.zxid,
-            mzxid: txn.zxid,
-            pzxid: txn.zxid,
-            ctime: txn.time,
-            mtime: txn.time,
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            kind,
-            null_data,
-            acl,
-            num_children: 0,
-            owner,
-        };
-        let node = Node::new(meta, data);
+        let mut meta = NodeMeta::new(txn.zxid, txn.time, acl, owner);
+        meta.set_null_data(null_data);
+        let node = Node::new(meta, kind, data);
         let stat = node.stat();
         let node_acl = node.acl.clone();
         self.data_bytes += data.len() as u64;
         let mut parent_changed = None;
         let changed = self.change_node(parent_path, |p| {
-            p.num_children += 1;
+            p.set_num_children(p.num_children() + 1);
             p.cversion += 1;
             p.pzxid = txn.zxid;
         });
@@ -788,7 +769,7 @@ impl DataTree {
             return Err(ErrorCode::NoAuth);
         }
         version_matches(version, n.version)?;
-        if n.num_children > 0 {
+        if n.num_children() > 0 {
             return Err(ErrorCode::NotEmpty);
         }
         self.may_change_quota(path, txn.caller.auth)?;
@@ -801,11 +782,11 @@ impl DataTree {
         let Some((name, node)) = self.nodes.remove_with_key(path) else {
             return;
         };
-        debug_assert!(node.num_children == 0, "removing {path} with children");
+        debug_assert!(node.num_children() == 0, "removing {path} with children");
         let len = node.data().len();
         self.data_bytes -= len as u64;
         if let Some(o) = &node.owner {
-            let ephemeral = matches!(node.kind, NodeKind::Ephemeral(_));
+            let ephemeral = matches!(node.kind(), NodeKind::Ephemeral(_));
             self.tenants.charge(o, len as u64, ephemeral, false, false);
         }
         if let Some((p, quota::LIMIT_NODE)) = quota::quota_node(path) {
@@ -817,15 +798,18 @@ impl DataTree {
         let parent_path = parent(path);
         let mut parent_changed = None;
         let changed = self.change_node(parent_path, |p| {
-            debug_assert!(p.num_children > 0, "{parent_path} lists no child to remove");
-            p.num_children = p.num_children.saturating_sub(1);
+            debug_assert!(
+                p.num_children() > 0,
+                "{parent_path} lists no child to remove"
+            );
+            p.set_num_children(p.num_children().saturating_sub(1));
             p.cversion += 1;
             p.pzxid = zxid;
         });
         if let Some((parent_name, p)) = changed {
             parent_changed = Some((parent_name, p.acl.clone()));
         }
-        match node.kind {
+        match node.kind() {
             NodeKind::Ephemeral(owner) => {
                 if let Some(s) = self.sessions.get_mut(&owner) {
                     s.ephemerals.remove(path);
@@ -884,7 +868,7 @@ impl DataTree {
             n.version += 1;
             n.mzxid = txn.zxid;
             n.mtime = txn.time;
-            n.null_data = null_data;
+            n.set_null_data(null_data);
         });
         let stat = slot.stat();
         let acl = slot.acl.clone();
@@ -1171,7 +1155,7 @@ impl DataTree {
             && self
                 .nodes
                 .get(home.as_str())
-                .is_some_and(|n| n.num_children > 0)
+                .is_some_and(|n| n.num_children() > 0)
         {
             return Err(StoreError::Tenant(format!(
                 "tenant {name:?}: {home} already exists with nodes in it; remove them first"
@@ -1242,8 +1226,8 @@ impl DataTree {
     // ------------------------------------------------------------------------------------------
 
     fn reap_due(node: &Node, now: i64) -> bool {
-        node.num_children == 0
-            && match node.kind {
+        node.num_children() == 0
+            && match node.kind() {
                 NodeKind::Container => node.cversion > 0,
                 NodeKind::Ttl(ttl) => now - node.mtime > ttl,
                 _ => false,
@@ -1268,8 +1252,8 @@ impl DataTree {
             .iter()
             .filter_map(|p| {
                 let n = self.nodes.get(&**p)?;
-                match n.kind {
-                    NodeKind::Ttl(ttl) if n.num_children == 0 => Some((p.clone(), n.mzxid, ttl)),
+                match n.kind() {
+                    NodeKind::Ttl(ttl) if n.num_children() == 0 => Some((p.clone(), n.mzxid, ttl)),
                     _ => None,
                 }
             })
@@ -1303,6 +1287,12 @@ impl DataTree {
         }
         loader.finish(sessions, tenants)
     }
+}
+
+/// Counts one more child on a node [`TreeLoader`] holds (at most [`MAX_CHILDREN`]: an image
+/// with more under one node, which no tree writes, keeps that many).
+fn add_child(m: &mut NodeMeta) {
+    m.set_num_children(m.num_children().saturating_add(1).min(MAX_CHILDREN));
 }
 
 /// Rebuilds a tree from what a snapshot stores of it ([`crate::snapshot`]), a node at a time as
@@ -1410,19 +1400,19 @@ impl TreeLoader {
         // already there are counted.
         let children = match self.positions {
             Positions::InOrder(_) => 0,
-            Positions::Pushed(_) => t.children(&name).count() as u32,
+            Positions::Pushed(_) => t.children(&name).count().min(MAX_CHILDREN as usize) as u32,
         };
         let share_open = *node.acl == *t.open_acl && !SharedAcl::ptr_eq(&node.acl, &t.open_acl);
-        if share_open || node.num_children != children {
+        if share_open || node.num_children() != children {
             node.change(|m| {
                 if share_open {
                     m.acl = t.open_acl.clone();
                 }
-                m.num_children = children;
+                m.set_num_children(children);
             });
         }
         t.data_bytes += node.data().len() as u64;
-        if matches!(node.kind, NodeKind::Container | NodeKind::Ttl(_)) {
+        if matches!(node.kind(), NodeKind::Container | NodeKind::Ttl(_)) {
             t.reapable.insert(name.clone());
         } else {
             t.reapable.remove(&name);
@@ -1445,10 +1435,10 @@ impl TreeLoader {
                 }
             };
             match waiting {
-                Some(i) => self.deferred[i].1.change(|m| m.num_children += 1),
+                Some(i) => self.deferred[i].1.change(add_child),
                 None => {
                     if let Some(p) = t.nodes.get_mut(p) {
-                        p.change(|m| m.num_children += 1);
+                        p.change(add_child);
                     }
                 }
             }
@@ -1473,7 +1463,7 @@ impl TreeLoader {
             t.data_bytes -= replaced.data().len() as u64;
             if &*name != "/" {
                 if let Some(p) = t.nodes.get_mut(parent(&name)) {
-                    p.change(|m| m.num_children -= 1);
+                    p.change(|m| m.set_num_children(m.num_children().saturating_sub(1)));
                 }
             }
         }
@@ -1560,7 +1550,7 @@ impl TreeLoader {
             }
         }
         for (name, node) in t.nodes.iter() {
-            let ephemeral = match node.kind {
+            let ephemeral = match node.kind() {
                 NodeKind::Ephemeral(owner) => {
                     if let Some(s) = t.sessions.get_mut(&owner) {
                         s.ephemerals.insert(name.clone());
@@ -1638,7 +1628,7 @@ impl DataTree {
             for v in [n.version, n.cversion, n.aversion] {
                 w.int(i64::from(v));
             }
-            let (tag, arg) = match n.kind {
+            let (tag, arg) = match n.kind() {
                 NodeKind::Persistent => (0, 0),
                 NodeKind::Ephemeral(owner) => (1, owner),
                 NodeKind::Container => (2, 0),
@@ -1648,7 +1638,7 @@ impl DataTree {
             w.int(arg);
             w.bytes(n.data());
             // Only null data adds a field, so a tree without any hashes as it always did.
-            if n.null_data {
+            if n.null_data() {
                 w.int(-3);
             }
             w.int(n.acl.len() as i64);
@@ -2414,6 +2404,46 @@ mod tests {
         );
     }
 
+    /// A node's children count shares a word with its kind and null-data flag, so it stops at
+    /// `MAX_CHILDREN`: a create under a node that has that many is refused and changes
+    /// nothing, and one child fewer makes room again.
+    #[test]
+    fn a_node_with_the_most_children_takes_no_more() {
+        let mut t = tree();
+        t.apply(txn(1, &[]), &create("/a", CreateMode::Persistent));
+        t.apply(txn(2, &[]), &create("/a/x", CreateMode::Persistent));
+        t.node_mut("/a")
+            .expect("created")
+            .change(|m| m.set_num_children(MAX_CHILDREN));
+        let before = t.digest();
+        for mode in [CreateMode::Persistent, CreateMode::EphemeralSequential] {
+            let refused = t.apply(txn(3, &[]), &create("/a/y", mode));
+            assert_eq!(refused.err, ErrorCode::QuotaExceeded);
+            assert!(refused.events.is_empty());
+        }
+        assert_eq!(t.digest(), before, "nothing changed");
+        assert!(t.stat("/a/y").is_none());
+        let deleted = t.apply(
+            txn(4, &[]),
+            &Request::Delete(DeleteRequest {
+                path: "/a/x".into(),
+                version: -1,
+            }),
+        );
+        assert_eq!(deleted.err, ErrorCode::Ok);
+        assert_eq!(
+            t.stat("/a").map(|s| s.num_children),
+            Some(MAX_CHILDREN as i32 - 1)
+        );
+        let (p, _) = created(&t.apply(txn(5, &[]), &create("/a/y", CreateMode::Ephemeral)));
+        assert_eq!(p, "/a/y");
+        assert_eq!(
+            t.stat("/a").map(|s| s.num_children),
+            Some(MAX_CHILDREN as i32)
+        );
+        assert_eq!(t.stat("/a/y").map(|s| s.ephemeral_owner), Some(S));
+    }
+
     #[test]
     fn ephemerals_go_with_their_session_and_refuse_children() {
         let mut t = tree();
@@ -2727,7 +2757,7 @@ mod tests {
             names.sort_unstable();
             let listed: Vec<&str> = t.children(path).collect();
             assert_eq!(listed, names, "children of {path}");
-            let count = t.node(path).map(|n| n.num_children as usize);
+            let count = t.node(path).map(|n| n.num_children() as usize);
             assert_eq!(count, Some(names.len()), "num_children of {path}");
         }
     }
@@ -2791,8 +2821,8 @@ mod tests {
         }
         let rebuilt = loader.finish(Vec::new(), Vec::new());
         for (p, n) in t.nodes() {
-            let count = rebuilt.node(p).map(|r| r.num_children);
-            assert_eq!(count, Some(n.num_children), "{p}");
+            let count = rebuilt.node(p).map(|r| r.num_children());
+            assert_eq!(count, Some(n.num_children()), "{p}");
             assert_eq!(count, Some(rebuilt.children(p).count() as u32), "{p}");
         }
         let mut loader = TreeLoader::new();
@@ -2800,7 +2830,7 @@ mod tests {
             loader.push(p.to_string(), node.clone());
         }
         let rebuilt = loader.finish(Vec::new(), Vec::new());
-        assert_eq!(rebuilt.node("/").map(|r| r.num_children), Some(2));
+        assert_eq!(rebuilt.node("/").map(|r| r.num_children()), Some(2));
     }
 
     /// The children are the keys under `path/` without a further `/`: siblings that sort
@@ -2925,6 +2955,10 @@ mod tests {
         let node = |t: &mut DataTree, p: &str, f: &dyn Fn(&mut NodeMeta)| {
             t.node_mut(p).expect("node exists").change(f)
         };
+        let kind = |t: &mut DataTree, p: &str, k: NodeKind| {
+            let n = t.node_mut(p).expect("node exists");
+            *n = Node::new(n.meta().clone(), k, n.data());
+        };
         let variants: Vec<(&str, [u8; 20])> = vec![
             ("data", change(&|t| t.replace_data_quietly("/a", b"e"))),
             ("czxid", change(&|t| node(t, "/a", &|n| n.czxid += 1))),
@@ -2935,17 +2969,11 @@ mod tests {
             ("version", change(&|t| node(t, "/a", &|n| n.version += 1))),
             ("cversion", change(&|t| node(t, "/a", &|n| n.cversion += 1))),
             ("aversion", change(&|t| node(t, "/a", &|n| n.aversion += 1))),
-            (
-                "kind",
-                change(&|t| node(t, "/a", &|n| n.kind = NodeKind::Container)),
-            ),
-            (
-                "ttl",
-                change(&|t| node(t, "/a", &|n| n.kind = NodeKind::Ttl(5))),
-            ),
+            ("kind", change(&|t| kind(t, "/a", NodeKind::Container))),
+            ("ttl", change(&|t| kind(t, "/a", NodeKind::Ttl(5)))),
             (
                 "owner",
-                change(&|t| node(t, "/a/e", &|n| n.kind = NodeKind::Ephemeral(S + 1))),
+                change(&|t| kind(t, "/a/e", NodeKind::Ephemeral(S + 1))),
             ),
             (
                 "acl",

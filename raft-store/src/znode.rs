@@ -4,7 +4,7 @@
 //! Why one allocation: the tree holds 100,000 znodes in tens of MiB (design.md §10). Kept apart
 //! (the metadata in an `Arc`, the data in a `Bytes` of its own), a znode of 100 bytes cost about
 //! 360 heap bytes in three allocations, with its path and its share of the tree's map; together,
-//! and behind thin pointers, about 320 in two (`tests/tree_memory.rs`). A node is immutable once
+//! and behind thin pointers, about 285 in two (`tests/tree_memory.rs`). A node is immutable once
 //! shared: a change makes a copy ([`Node::change`], [`Node::with_data`]), so a snapshot that
 //! shares the tree keeps seeing the node as it was.
 
@@ -31,10 +31,52 @@ pub enum NodeKind {
     Ttl(i64),
 }
 
-/// Everything a znode holds but its path and data. The zxid and time fields are ZooKeeper's
-/// Stat fields, which clients read and compare. Its children are not stored here: they are the
-/// tree's paths under `path/` ([`crate::tree::DataTree::children`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The most children a znode can have: the count shares a 32-bit word with the node's kind and
+/// its null-data flag ([`NodeMeta`]). A create under a node that has this many is refused
+/// (`QuotaExceeded`); a tree this wide would take about 160 GB of memory before it got there.
+pub const MAX_CHILDREN: u32 = (1 << KIND_SHIFT) - 1;
+
+/// Where [`NodeMeta::packed`] keeps the kind's variant (two bits: [`NodeKind::tag`]).
+const KIND_SHIFT: u32 = 29;
+/// [`NodeMeta::packed`]'s bits of the kind's variant.
+const KIND_MASK: u32 = 0b11 << KIND_SHIFT;
+/// [`NodeMeta::packed`]'s bit that says the data is null.
+const NULL_DATA: u32 = 1 << 31;
+/// The bytes of a kind's argument (the ephemeral's session, the TTL) ahead of the data in a
+/// [`Node`]'s allocation.
+const ARG_BYTES: usize = 8;
+
+impl NodeKind {
+    /// The variant as [`NodeMeta::packed`] stores it.
+    fn tag(self) -> u32 {
+        match self {
+            NodeKind::Persistent => 0,
+            NodeKind::Ephemeral(_) => 1,
+            NodeKind::Container => 2,
+            NodeKind::Ttl(_) => 3,
+        }
+    }
+
+    /// The argument a [`Node`] stores ahead of its data, if the variant has one.
+    fn arg(self) -> Option<i64> {
+        match self {
+            NodeKind::Ephemeral(v) | NodeKind::Ttl(v) => Some(v),
+            NodeKind::Persistent | NodeKind::Container => None,
+        }
+    }
+}
+
+/// Everything a znode holds but its path, its data and its kind's argument (which its [`Node`]
+/// holds). The zxid and time fields are ZooKeeper's Stat fields, which clients read and
+/// compare. Its children are not stored here: they are the tree's paths under `path/`
+/// ([`crate::tree::DataTree::children`]).
+///
+/// Why 72 bytes: a node's allocation is a reference count, this, the data's length and the
+/// data; for a node of 100 bytes 8 + 72 + 8 + 100 = 188 bytes, in jemalloc's 192-byte class
+/// (with the 96 bytes this was up to release 0.5.14, 212 in the 224-byte class). So the
+/// children count, the kind's variant and the null-data flag share one word, and the kind's
+/// argument, which only ephemeral and TTL nodes have, is stored with the data.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NodeMeta {
     /// zxid of the write that created the node.
     pub czxid: i64,
@@ -52,45 +94,154 @@ pub struct NodeMeta {
     pub cversion: i32,
     /// Number of ACL changes: what a conditional setACL compares.
     pub aversion: i32,
-    /// How the node ends (and, for an ephemeral, its owner).
-    pub kind: NodeKind,
-    /// The data is null, not empty: it was created or last set with null data (jute length
-    /// -1), which ZooKeeper keeps apart and clients tell apart. Only from cluster version 2
-    /// ([`crate::types::NULL_DATA_SINCE`]); the data is then empty.
-    pub null_data: bool,
+    /// Three facts in one word (why: the type's comment), read and written only through
+    /// methods:
+    /// - bits 0–28, how many children the node has ([`NodeMeta::num_children`]): `numChildren`,
+    ///   and what a delete checks for emptiness. Invariant: at most [`MAX_CHILDREN`], and equal
+    ///   to the number of names [`crate::tree::DataTree::children`] lists (kept by create and
+    ///   remove, recounted by [`crate::tree::TreeLoader`]);
+    /// - bits 29–30, the kind's variant ([`NodeKind::tag`]): set by [`Node::new`] only, so that
+    ///   it always agrees with the argument the node stores ahead of its data;
+    /// - bit 31, the data is null, not empty ([`NodeMeta::null_data`]).
+    packed: u32,
     /// Who may do what; nodes with the open ACL share one allocation.
     pub acl: SharedAcl,
-    /// How many children the node has: `numChildren`, and what a delete checks for emptiness.
-    /// Invariant: equals the number of names [`crate::tree::DataTree::children`] lists (kept
-    /// by create and remove, recounted by [`crate::tree::TreeLoader`]).
-    pub num_children: u32,
     /// The tenant its creator belonged to ([`crate::tenants::Tenants::owner_of`]), charged for
     /// it and its data until it is deleted; `None` outside every tenant (always, in a cluster
     /// without tenants).
     pub owner: Option<Name>,
 }
 
-/// One znode: its [`NodeMeta`] (which it dereferences to) and its data. Clones are cheap (a
-/// reference count); a node that is shared never changes.
+impl NodeMeta {
+    /// The metadata of a node created at `zxid` and `time` and unchanged since: no children,
+    /// versions 0, data not null, under `acl` and charged to `owner`. Its kind is the one
+    /// [`Node::new`] is given.
+    pub fn new(zxid: i64, time: i64, acl: SharedAcl, owner: Option<Name>) -> NodeMeta {
+        NodeMeta {
+            czxid: zxid,
+            mzxid: zxid,
+            pzxid: zxid,
+            ctime: time,
+            mtime: time,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            packed: 0,
+            acl,
+            owner,
+        }
+    }
+
+    /// How many children the node has: `numChildren`, and what a delete checks for emptiness.
+    pub fn num_children(&self) -> u32 {
+        self.packed & MAX_CHILDREN
+    }
+
+    /// Sets the children count to `n`, or to [`MAX_CHILDREN`] if `n` is more (which the tree
+    /// never asks for: a create under a node that has that many is refused).
+    pub fn set_num_children(&mut self, n: u32) {
+        debug_assert!(n <= MAX_CHILDREN, "{n} children");
+        self.packed = (self.packed & !MAX_CHILDREN) | n.min(MAX_CHILDREN);
+    }
+
+    /// The data is null, not empty: it was created or last set with null data (jute length
+    /// -1), which ZooKeeper keeps apart and clients tell apart. Only from cluster version 2
+    /// ([`crate::types::NULL_DATA_SINCE`]); the data is then empty.
+    pub fn null_data(&self) -> bool {
+        self.packed & NULL_DATA != 0
+    }
+
+    /// Says whether the data is null ([`NodeMeta::null_data`]).
+    pub fn set_null_data(&mut self, null: bool) {
+        if null {
+            self.packed |= NULL_DATA;
+        } else {
+            self.packed &= !NULL_DATA;
+        }
+    }
+
+    /// The kind's variant ([`NodeKind::tag`]).
+    fn kind_tag(&self) -> u32 {
+        (self.packed & KIND_MASK) >> KIND_SHIFT
+    }
+
+    /// Whether the kind has an argument the node stores ahead of its data.
+    fn has_arg(&self) -> bool {
+        matches!(self.kind_tag(), 1 | 3)
+    }
+}
+
+impl std::fmt::Debug for NodeMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMeta")
+            .field("czxid", &self.czxid)
+            .field("mzxid", &self.mzxid)
+            .field("pzxid", &self.pzxid)
+            .field("ctime", &self.ctime)
+            .field("mtime", &self.mtime)
+            .field("version", &self.version)
+            .field("cversion", &self.cversion)
+            .field("aversion", &self.aversion)
+            .field("num_children", &self.num_children())
+            .field("kind_tag", &self.kind_tag())
+            .field("null_data", &self.null_data())
+            .field("acl", &self.acl)
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// One znode: its [`NodeMeta`] (which it dereferences to), its kind's argument and its data.
+/// Clones are cheap (a reference count); a node that is shared never changes.
 #[derive(Clone)]
 pub struct Node(
-    /// The metadata, the data's length, the data's bytes. A thin pointer: the tree's map holds
-    /// 8 bytes per node instead of 16, which at imbl's chunk sizes saves about 24 bytes per
-    /// znode in jemalloc's size classes (16 as requested); the allocation of a node of 100
-    /// bytes (8 + 96 + 8 + 100 = 212) is in jemalloc's 224-byte class.
+    /// The metadata, the length of what follows, then the kind's argument ([`ARG_BYTES`],
+    /// little-endian, for an ephemeral or TTL node only) and the data's bytes. A thin pointer:
+    /// the tree's map holds 8 bytes per node instead of 16, which at imbl's chunk sizes saves
+    /// about 24 bytes per znode in jemalloc's size classes (16 as requested).
     ThinArc<NodeMeta, u8>,
 );
 
 impl Node {
-    /// A node holding `meta` and `data`, in one allocation of its own size: the request's
-    /// buffer the data came in (path, ACL, and in a batch every other write) is not kept alive.
-    pub fn new(meta: NodeMeta, data: &[u8]) -> Node {
-        Node(ThinArc::from_header_and_slice(meta, data))
+    /// A node of kind `kind` holding `meta` and `data`, in one allocation of its own size: the
+    /// request's buffer the data came in (path, ACL, and in a batch every other write) is not
+    /// kept alive.
+    pub fn new(mut meta: NodeMeta, kind: NodeKind, data: &[u8]) -> Node {
+        meta.packed = (meta.packed & !KIND_MASK) | (kind.tag() << KIND_SHIFT);
+        debug_assert_eq!(meta.has_arg(), kind.arg().is_some());
+        match kind.arg() {
+            None => Node(ThinArc::from_header_and_slice(meta, data)),
+            Some(arg) => Node(ThinArc::from_header_and_iter(
+                meta,
+                Prefixed {
+                    arg: arg.to_le_bytes(),
+                    data,
+                    at: 0,
+                },
+            )),
+        }
     }
 
     /// The node's data (empty when null, see [`NodeMeta::null_data`]).
     pub fn data(&self) -> &[u8] {
-        &self.0.slice
+        let skip = if self.meta().has_arg() { ARG_BYTES } else { 0 };
+        self.0.slice.get(skip..).unwrap_or_default()
+    }
+
+    /// How the node ends (and, for an ephemeral, its owner).
+    pub fn kind(&self) -> NodeKind {
+        let arg = || {
+            self.0
+                .slice
+                .first_chunk::<ARG_BYTES>()
+                .map_or(0, |b| i64::from_le_bytes(*b))
+        };
+        match self.meta().kind_tag() {
+            1 => NodeKind::Ephemeral(arg()),
+            2 => NodeKind::Container,
+            3 => NodeKind::Ttl(arg()),
+            _ => NodeKind::Persistent,
+        }
     }
 
     /// The data as `Bytes` that share this node's allocation: a reply holds them without a
@@ -112,12 +263,12 @@ impl Node {
             version: self.version,
             cversion: self.cversion,
             aversion: self.aversion,
-            ephemeral_owner: match self.kind {
+            ephemeral_owner: match self.kind() {
                 NodeKind::Ephemeral(owner) => owner,
                 _ => 0,
             },
             data_length: self.data().len() as i32,
-            num_children: self.num_children as i32,
+            num_children: self.num_children() as i32,
             pzxid: self.pzxid,
         }
     }
@@ -128,9 +279,10 @@ impl Node {
     }
 
     /// Applies `change` to the metadata: in place if nothing else holds this node, else to a
-    /// copy (of the metadata and the data) that this handle then holds, as `Arc::make_mut`
-    /// does.
+    /// copy (of the metadata, the kind's argument and the data) that this handle then holds,
+    /// as `Arc::make_mut` does. The kind stays what it was.
     pub fn change(&mut self, change: impl FnOnce(&mut NodeMeta)) {
+        let tag = self.meta().kind_tag();
         let copied = self.0.with_arc_mut(|a| match triomphe::Arc::get_mut(a) {
             Some(inner) => {
                 change(inner.header_mut());
@@ -142,14 +294,19 @@ impl Node {
                 Some(meta)
             }
         });
+        debug_assert_eq!(
+            self.meta().kind_tag(),
+            tag,
+            "a change may not change the kind"
+        );
         if let Some(meta) = copied {
-            *self = Node::new(meta, self.data());
+            *self = Node(ThinArc::from_header_and_slice(meta, &self.0.slice));
         }
     }
 
-    /// A copy of this node's metadata holding `data` instead.
+    /// A copy of this node's metadata and kind holding `data` instead.
     pub fn with_data(&self, data: &[u8]) -> Node {
-        Node::new(self.meta().clone(), data)
+        Node::new(self.meta().clone(), self.kind(), data)
     }
 
     /// Whether `a` and `b` are the same allocation (one version of one node).
@@ -157,6 +314,38 @@ impl Node {
         a.0.ptr() == b.0.ptr()
     }
 }
+
+/// The bytes a node with a kind's argument holds after its metadata: the argument, then the
+/// data, counted exactly (what [`ThinArc::from_header_and_iter`] needs to allocate once).
+struct Prefixed<'a> {
+    /// The kind's argument, little-endian.
+    arg: [u8; ARG_BYTES],
+    /// The node's data.
+    data: &'a [u8],
+    /// How many bytes were yielded.
+    at: usize,
+}
+
+impl Iterator for Prefixed<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = match self.at.checked_sub(ARG_BYTES) {
+            None => self.arg.get(self.at),
+            Some(i) => self.data.get(i),
+        }
+        .copied()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (ARG_BYTES + self.data.len()).saturating_sub(self.at);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Prefixed<'_> {}
 
 impl Deref for Node {
     type Target = NodeMeta;
@@ -168,7 +357,8 @@ impl Deref for Node {
 
 impl PartialEq for Node {
     fn eq(&self, other: &Node) -> bool {
-        self.meta() == other.meta() && self.data() == other.data()
+        // The slice is the kind's argument (whose variant the metadata holds) and the data.
+        self.meta() == other.meta() && self.0.slice == other.0.slice
     }
 }
 
@@ -178,6 +368,7 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("meta", self.meta())
+            .field("kind", &self.kind())
             .field("data", &self.data())
             .finish()
     }
@@ -199,33 +390,19 @@ mod tests {
     use super::*;
 
     fn meta() -> NodeMeta {
-        NodeMeta {
-            czxid: 1,
-            mzxid: 1,
-            pzxid: 1,
-            ctime: 5,
-            mtime: 5,
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            kind: NodeKind::Persistent,
-            null_data: false,
-            acl: Acl::open_unsafe().into(),
-            num_children: 0,
-            owner: None,
-        }
+        NodeMeta::new(1, 5, Acl::open_unsafe().into(), None)
     }
 
     /// The layout the tree's memory figures rest on: the map holds two thin pointers, the
     /// path's and the node's, and the node's allocation is a reference count, the metadata, the
-    /// data's length and the data (8 + 96 + 8 + 100 bytes for a node of 100 bytes: jemalloc's
-    /// 224-byte class).
+    /// data's length and the data (8 + 72 + 8 + 100 bytes for a persistent node of 100 bytes:
+    /// jemalloc's 192-byte class; an ephemeral's or a TTL node's 8 more).
     #[test]
     fn a_node_is_its_metadata_and_data_behind_one_pointer() {
         assert_eq!(std::mem::size_of::<Node>(), 8);
         assert_eq!(std::mem::size_of::<Name>(), 8);
-        assert!(std::mem::size_of::<NodeMeta>() <= 96);
-        let n = Node::new(meta(), &[7; 100]);
+        assert_eq!(std::mem::size_of::<NodeMeta>(), 72);
+        let n = Node::new(meta(), NodeKind::Persistent, &[7; 100]);
         assert_eq!(n.data(), &[7; 100][..]);
         assert_eq!(n.stat().data_length, 100);
         let shared = n.shared_data();
@@ -234,14 +411,85 @@ mod tests {
             n.data().as_ptr(),
             "a reply shares the node's bytes"
         );
-        assert!(Node::new(meta(), b"").shared_data().is_empty());
+        assert!(Node::new(meta(), NodeKind::Persistent, b"")
+            .shared_data()
+            .is_empty());
+    }
+
+    /// Every kind comes back as it was given, its argument apart from the data (which a reply
+    /// still shares), whatever the data and the word it shares its variant with hold.
+    #[test]
+    fn a_node_keeps_its_kind_apart_from_its_data() {
+        let kinds = [
+            NodeKind::Persistent,
+            NodeKind::Ephemeral(0x0102_0304_0506_0708),
+            NodeKind::Ephemeral(-1),
+            NodeKind::Container,
+            NodeKind::Ttl(i64::MAX),
+            NodeKind::Ttl(0),
+        ];
+        for kind in kinds {
+            for data in [&b""[..], b"x", &[0xff; 300]] {
+                let mut m = meta();
+                m.set_num_children(MAX_CHILDREN);
+                m.set_null_data(true);
+                let n = Node::new(m, kind, data);
+                assert_eq!((n.kind(), n.data()), (kind, data), "{kind:?}");
+                assert_eq!((n.num_children(), n.null_data()), (MAX_CHILDREN, true));
+                let owner = match kind {
+                    NodeKind::Ephemeral(s) => s,
+                    _ => 0,
+                };
+                assert_eq!(n.stat().ephemeral_owner, owner);
+                assert_eq!(n.stat().data_length as usize, data.len());
+                assert_eq!(&n.shared_data()[..], data);
+                if !data.is_empty() {
+                    assert_eq!(n.shared_data().as_ptr(), n.data().as_ptr());
+                }
+                let mut copy = n.with_data(b"new");
+                assert_eq!((copy.kind(), copy.data()), (kind, &b"new"[..]));
+                let held = copy.clone();
+                copy.change(|m| {
+                    m.set_num_children(0);
+                    m.set_null_data(false);
+                });
+                assert_eq!((copy.kind(), copy.data()), (kind, &b"new"[..]));
+                assert_eq!((copy.num_children(), copy.null_data()), (0, false));
+                assert_eq!(
+                    (held.num_children(), held.null_data()),
+                    (MAX_CHILDREN, true)
+                );
+                assert_eq!(held.kind(), kind);
+            }
+        }
+        let ephemeral = Node::new(meta(), NodeKind::Ephemeral(7), b"");
+        let ttl = Node::new(meta(), NodeKind::Ttl(7), b"");
+        assert_ne!(ephemeral, ttl, "the same argument, another kind");
+        assert_ne!(ephemeral, Node::new(meta(), NodeKind::Ephemeral(8), b""));
+    }
+
+    /// The children count never reaches into the kind's bits or the null-data flag.
+    #[test]
+    fn the_children_count_keeps_to_its_bits() {
+        let mut m = meta();
+        m.set_null_data(true);
+        let mut n = Node::new(m, NodeKind::Ttl(3), b"d");
+        n.change(|m| m.set_num_children(MAX_CHILDREN));
+        n.change(|m| m.set_num_children(m.num_children().saturating_sub(1)));
+        assert_eq!(n.num_children(), MAX_CHILDREN - 1);
+        n.change(|m| m.set_null_data(false));
+        assert_eq!(n.num_children(), MAX_CHILDREN - 1);
+        assert_eq!(
+            (n.kind(), n.null_data(), n.data()),
+            (NodeKind::Ttl(3), false, &b"d"[..])
+        );
     }
 
     /// A node nothing else holds changes in place; a shared one is copied, and whoever shares
     /// it (a snapshot, a reply) keeps seeing it as it was.
     #[test]
     fn changing_a_shared_node_copies_it() {
-        let mut n = Node::new(meta(), b"abc");
+        let mut n = Node::new(meta(), NodeKind::Persistent, b"abc");
         let at = n.data().as_ptr();
         n.change(|m| m.version = 1);
         assert_eq!(n.data().as_ptr(), at, "unique: changed in place");

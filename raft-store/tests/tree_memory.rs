@@ -171,13 +171,14 @@ fn fill(count: u32) -> (f64, f64, DataTree) {
 /// §10's target is 50 MiB of RSS per server at 100,000 znodes of 100 bytes, about 25 MiB of it
 /// the process without a tree: the tree may hold about 250 bytes per znode, of which 100 are the
 /// data. This bounds the heap the tree holds (what RSS adds beyond it is the allocator's) close
-/// above where it stands (295: the node with its data 212, its path 40, the map's share about
+/// above where it stands (271: the node with its data 188, its path 40, the map's share about
 /// 43), so that no change gives the gain back unnoticed.
-const MAX_BYTES_PER_ZNODE: f64 = 305.0;
+const MAX_BYTES_PER_ZNODE: f64 = 281.0;
 
-/// The same in jemalloc's size classes (317: 224, 48, about 45), where 13 bytes more in a
-/// node's metadata would cost 32 (its allocation would move to the 256-byte class).
-const MAX_CLASSED_BYTES_PER_ZNODE: f64 = 327.0;
+/// The same in jemalloc's size classes (285: 192, 48, about 45), where a field more in a
+/// node's metadata would cost 32 (its allocation would move to the 224-byte class, where it
+/// was up to release 0.5.14: 317).
+const MAX_CLASSED_BYTES_PER_ZNODE: f64 = 295.0;
 
 #[test]
 fn a_znode_of_100_bytes_costs_a_bounded_number_of_heap_bytes() {

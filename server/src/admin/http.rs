@@ -292,7 +292,7 @@ pub fn tree(node: &Node, q: &TreeQuery) -> Response {
         let Some(n) = t.node(p) else { continue };
         let (data, encoding, data_truncated) = show_data(n.data(), max_data);
         let stat = n.stat();
-        let kind = match n.kind {
+        let kind = match n.kind() {
             NodeKind::Persistent => "persistent".to_string(),
             NodeKind::Ephemeral(_) => "ephemeral".to_string(),
             NodeKind::Container => "container".to_string(),
@@ -303,7 +303,7 @@ pub fn tree(node: &Node, q: &TreeQuery) -> Response {
             "name": synod_proto::path::basename(p),
             "kind": kind,
             // Null data (ZooKeeper's, kept apart from empty) shows as null.
-            "data": if n.null_data { Value::Null } else { Value::String(data) },
+            "data": if n.null_data() { Value::Null } else { Value::String(data) },
             "data_encoding": encoding,
             "data_truncated": data_truncated,
             "stat": {
