@@ -137,8 +137,10 @@ impl NodeMeta {
         self.packed & MAX_CHILDREN
     }
 
-    /// Sets the children count to `n`, or to [`MAX_CHILDREN`] if `n` is more (which the tree
-    /// never asks for: a create under a node that has that many is refused).
+    /// Sets the children count to `n`, which must be at most [`MAX_CHILDREN`] (a debug build
+    /// asserts it; a release build stores `MAX_CHILDREN` for more). The tree never asks for
+    /// more: a create under a node that has that many is refused, and the loader stops
+    /// counting there.
     pub fn set_num_children(&mut self, n: u32) {
         debug_assert!(n <= MAX_CHILDREN, "{n} children");
         self.packed = (self.packed & !MAX_CHILDREN) | n.min(MAX_CHILDREN);
@@ -163,6 +165,11 @@ impl NodeMeta {
     /// The kind's variant ([`NodeKind::tag`]).
     fn kind_tag(&self) -> u32 {
         (self.packed & KIND_MASK) >> KIND_SHIFT
+    }
+
+    /// Sets the kind's variant: [`Node`]'s business only, which stores the argument to match.
+    fn set_kind_tag(&mut self, tag: u32) {
+        self.packed = (self.packed & !KIND_MASK) | ((tag << KIND_SHIFT) & KIND_MASK);
     }
 
     /// Whether the kind has an argument the node stores ahead of its data.
@@ -207,18 +214,18 @@ impl Node {
     /// request's buffer the data came in (path, ACL, and in a batch every other write) is not
     /// kept alive.
     pub fn new(mut meta: NodeMeta, kind: NodeKind, data: &[u8]) -> Node {
-        meta.packed = (meta.packed & !KIND_MASK) | (kind.tag() << KIND_SHIFT);
+        meta.set_kind_tag(kind.tag());
         debug_assert_eq!(meta.has_arg(), kind.arg().is_some());
         match kind.arg() {
             None => Node(ThinArc::from_header_and_slice(meta, data)),
-            Some(arg) => Node(ThinArc::from_header_and_iter(
-                meta,
-                Prefixed {
-                    arg: arg.to_le_bytes(),
-                    data,
-                    at: 0,
-                },
-            )),
+            Some(arg) => {
+                // One copy more for an ephemeral or a TTL node (triomphe fills a slice from
+                // one slice, or from an iterator a byte at a time).
+                let mut bytes = Vec::with_capacity(ARG_BYTES + data.len());
+                bytes.extend_from_slice(&arg.to_le_bytes());
+                bytes.extend_from_slice(data);
+                Node(ThinArc::from_header_and_slice(meta, &bytes))
+            }
         }
     }
 
@@ -280,25 +287,24 @@ impl Node {
 
     /// Applies `change` to the metadata: in place if nothing else holds this node, else to a
     /// copy (of the metadata, the kind's argument and the data) that this handle then holds,
-    /// as `Arc::make_mut` does. The kind stays what it was.
+    /// as `Arc::make_mut` does. The kind stays what it was, whatever `change` does (even
+    /// replacing the whole metadata), so that it keeps agreeing with the argument stored.
     pub fn change(&mut self, change: impl FnOnce(&mut NodeMeta)) {
         let tag = self.meta().kind_tag();
         let copied = self.0.with_arc_mut(|a| match triomphe::Arc::get_mut(a) {
             Some(inner) => {
-                change(inner.header_mut());
+                let meta = inner.header_mut();
+                change(meta);
+                meta.set_kind_tag(tag);
                 None
             }
             None => {
                 let mut meta = a.header().clone();
                 change(&mut meta);
+                meta.set_kind_tag(tag);
                 Some(meta)
             }
         });
-        debug_assert_eq!(
-            self.meta().kind_tag(),
-            tag,
-            "a change may not change the kind"
-        );
         if let Some(meta) = copied {
             *self = Node(ThinArc::from_header_and_slice(meta, &self.0.slice));
         }
@@ -314,38 +320,6 @@ impl Node {
         a.0.ptr() == b.0.ptr()
     }
 }
-
-/// The bytes a node with a kind's argument holds after its metadata: the argument, then the
-/// data, counted exactly (what [`ThinArc::from_header_and_iter`] needs to allocate once).
-struct Prefixed<'a> {
-    /// The kind's argument, little-endian.
-    arg: [u8; ARG_BYTES],
-    /// The node's data.
-    data: &'a [u8],
-    /// How many bytes were yielded.
-    at: usize,
-}
-
-impl Iterator for Prefixed<'_> {
-    type Item = u8;
-
-    fn next(&mut self) -> Option<u8> {
-        let byte = match self.at.checked_sub(ARG_BYTES) {
-            None => self.arg.get(self.at),
-            Some(i) => self.data.get(i),
-        }
-        .copied()?;
-        self.at += 1;
-        Some(byte)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = (ARG_BYTES + self.data.len()).saturating_sub(self.at);
-        (left, Some(left))
-    }
-}
-
-impl ExactSizeIterator for Prefixed<'_> {}
 
 impl Deref for Node {
     type Target = NodeMeta;
@@ -462,6 +436,22 @@ mod tests {
                 assert_eq!(held.kind(), kind);
             }
         }
+        // A change that puts another kind's metadata in keeps the node's kind, in place and
+        // on a copy.
+        let mut unique = Node::new(meta(), NodeKind::Persistent, b"p");
+        let ephemeral = Node::new(meta(), NodeKind::Ephemeral(9), b"e");
+        unique.change(|m| *m = ephemeral.meta().clone());
+        assert_eq!(
+            (unique.kind(), unique.data()),
+            (NodeKind::Persistent, &b"p"[..])
+        );
+        let mut shared = ephemeral.clone();
+        shared.change(|m| *m = unique.meta().clone());
+        assert!(!Node::ptr_eq(&shared, &ephemeral), "copied");
+        assert_eq!(
+            (shared.kind(), shared.data()),
+            (NodeKind::Ephemeral(9), &b"e"[..])
+        );
         let ephemeral = Node::new(meta(), NodeKind::Ephemeral(7), b"");
         let ttl = Node::new(meta(), NodeKind::Ttl(7), b"");
         assert_ne!(ephemeral, ttl, "the same argument, another kind");
