@@ -1,6 +1,6 @@
 //! What this node answers on the peer port ([`PeerService`] for [`Node`]), and whom: a request
-//! is authorized only from a member of the current configuration (any authenticated node while
-//! this one has none yet), and only as itself — a Raft message's vote names its sender, a
+//! is authorized only from a member of the current configuration (the last one in the log, or
+//! the last one applied; any authenticated node while this one has none yet), and only as itself — a Raft message's vote names its sender, a
 //! forwarded command's origin is its sender's (every command's, in a forwarded group). Then
 //! Raft's messages go to Raft; a forwarded write or group goes to the proposer; a read-index
 //! request is answered if this node leads (one with the follower's vote names its sender);
@@ -38,7 +38,7 @@ impl PeerService for Node {
     }
 
     fn authorize(&self, from: NodeId, req: &PeerRequest) -> Result<(), Refusal> {
-        let member = {
+        let effective = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
             let membership = m.membership_config.membership();
@@ -47,6 +47,21 @@ impl PeerService for Node {
             // signed), until the configuration arrives.
             membership.get_node(&from).is_some() || membership.nodes().next().is_none()
         };
+        // The effective configuration is the last one in this node's log, committed or not. A
+        // leader that removes itself appends a configuration without itself and leads until
+        // it commits it: its followers must still take its entries and heartbeats once they
+        // hold that configuration, or it never hears a quorum acknowledge it (openraft counts
+        // only the acknowledgements of replication started under the new configuration), its
+        // removal never completes, and it goes on leading a cluster that refuses it. So a
+        // member of the configuration this node last applied (committed) is a member too,
+        // until the configuration that removes it is applied here. Asked only when the
+        // effective configuration refuses: it takes the replica's lock.
+        let member = effective
+            || lock(&self.replica)
+                .membership
+                .membership()
+                .get_node(&from)
+                .is_some();
         if !member {
             return Err(Refusal::NotAMember(from));
         }
