@@ -1831,10 +1831,7 @@ mod tests {
         });
         let a = t.apply(txn(2, &alice), &child);
         assert_eq!(a.events[1].acl.to_vec(), private, "the parent's ACL");
-        let del = Request::Delete(DeleteRequest {
-            path: "/p/c".into(),
-            version: -1,
-        });
+        let del = delete("/p/c");
         let a = t.apply(txn(3, &alice), &del);
         assert_eq!(a.events[0].acl, open(), "the deleted node's last ACL");
         assert_eq!(a.events[1].acl.to_vec(), private);
@@ -2050,10 +2047,7 @@ mod tests {
         );
         assert_eq!(t.node(&stats).expect("stats").data(), b"count=2,bytes=5");
         let before = t.data_bytes();
-        let del = Request::Delete(DeleteRequest {
-            path: "/tenants/hospital/q/a".into(),
-            version: -1,
-        });
+        let del = delete("/tenants/hospital/q/a");
         assert_eq!(t.apply(txn(25, &nurse), &del).err, ErrorCode::Ok);
         assert_eq!(t.node(&stats).expect("stats").data(), b"count=1,bytes=3");
         assert_eq!(
@@ -2308,10 +2302,7 @@ mod tests {
             )),
             ErrorCode::Ok
         );
-        let del = Request::Delete(DeleteRequest {
-            path: "/b".into(),
-            version: -1,
-        });
+        let del = delete("/b");
         assert_eq!(t.apply(txn(17, &nurse), &del).err, ErrorCode::Ok);
         assert_eq!(t.tenants().usage("lab").znodes, 1);
         t.close_session(18, S);
@@ -2324,6 +2315,14 @@ mod tests {
             data: Some(Bytes::from_static(b"d")),
             acl: Acl::open_unsafe(),
             flags: mode.flags(),
+        })
+    }
+
+    /// An unconditional delete of `path`.
+    fn delete(path: &str) -> Request {
+        Request::Delete(DeleteRequest {
+            path: path.into(),
+            version: -1,
         })
     }
 
@@ -2386,13 +2385,7 @@ mod tests {
         ))
         .0;
         t.apply(txn(3, &[]), &create("/p/x", CreateMode::Persistent));
-        t.apply(
-            txn(4, &[]),
-            &Request::Delete(DeleteRequest {
-                path: "/p/x".into(),
-                version: -1,
-            }),
-        );
+        t.apply(txn(4, &[]), &delete("/p/x"));
         let n3 = created(&t.apply(
             txn(5, &[]),
             &create("/p/n-", CreateMode::EphemeralSequential),
@@ -2423,13 +2416,7 @@ mod tests {
         }
         assert_eq!(t.digest(), before, "nothing changed");
         assert!(t.stat("/a/y").is_none());
-        let deleted = t.apply(
-            txn(4, &[]),
-            &Request::Delete(DeleteRequest {
-                path: "/a/x".into(),
-                version: -1,
-            }),
-        );
+        let deleted = t.apply(txn(4, &[]), &delete("/a/x"));
         assert_eq!(deleted.err, ErrorCode::Ok);
         assert_eq!(
             t.stat("/a").map(|s| s.num_children),
@@ -2489,13 +2476,7 @@ mod tests {
         assert_eq!(s.err, ErrorCode::Ok);
         assert!(shares(&s.events[0], &key(&t, "/a/b")), "changed");
         let b_name = key(&t, "/a/b");
-        let d = t.apply(
-            txn(4, &[]),
-            &Request::Delete(DeleteRequest {
-                path: "/a/b".into(),
-                version: -1,
-            }),
-        );
+        let d = t.apply(txn(4, &[]), &delete("/a/b"));
         assert_eq!(d.err, ErrorCode::Ok);
         assert!(shares(&d.events[0], &b_name), "deleted");
         assert!(shares(&d.events[1], &key(&t, "/a")), "the parent");
@@ -2695,13 +2676,7 @@ mod tests {
             "fresh container and young TTL node are not due"
         );
         t.apply(txn(4, &[]), &create("/c/x", CreateMode::Persistent));
-        t.apply(
-            txn(5, &[]),
-            &Request::Delete(DeleteRequest {
-                path: "/c/x".into(),
-                version: -1,
-            }),
-        );
+        t.apply(txn(5, &[]), &delete("/c/x"));
         assert_eq!(
             t.reap_candidates(5000, 10),
             vec!["/c".to_string(), "/t".to_string()]
@@ -2859,12 +2834,6 @@ mod tests {
         assert_eq!(t.all_children_number("/a", &[]), Ok(9));
         assert_eq!(t.all_children_number("/a/b/c/d", &[]), Ok(0));
         assert_children_consistent(&t);
-        let delete = |path: &str| {
-            Request::Delete(DeleteRequest {
-                path: path.into(),
-                version: -1,
-            })
-        };
         assert_eq!(
             t.apply(txn(30, &[]), &delete("/a/b")).err,
             ErrorCode::NotEmpty
