@@ -46,14 +46,20 @@ const NULL_DATA: u32 = 1 << 31;
 /// [`Node`]'s allocation.
 const ARG_BYTES: usize = 8;
 
+/// [`NodeKind::tag`]'s values, one per variant.
+const PERSISTENT: u32 = 0;
+const EPHEMERAL: u32 = 1;
+const CONTAINER: u32 = 2;
+const TTL: u32 = 3;
+
 impl NodeKind {
     /// The variant as [`NodeMeta::packed`] stores it.
     fn tag(self) -> u32 {
         match self {
-            NodeKind::Persistent => 0,
-            NodeKind::Ephemeral(_) => 1,
-            NodeKind::Container => 2,
-            NodeKind::Ttl(_) => 3,
+            NodeKind::Persistent => PERSISTENT,
+            NodeKind::Ephemeral(_) => EPHEMERAL,
+            NodeKind::Container => CONTAINER,
+            NodeKind::Ttl(_) => TTL,
         }
     }
 
@@ -174,7 +180,7 @@ impl NodeMeta {
 
     /// Whether the kind has an argument the node stores ahead of its data.
     fn has_arg(&self) -> bool {
-        matches!(self.kind_tag(), 1 | 3)
+        matches!(self.kind_tag(), EPHEMERAL | TTL)
     }
 }
 
@@ -244,9 +250,9 @@ impl Node {
                 .map_or(0, |b| i64::from_le_bytes(*b))
         };
         match self.meta().kind_tag() {
-            1 => NodeKind::Ephemeral(arg()),
-            2 => NodeKind::Container,
-            3 => NodeKind::Ttl(arg()),
+            EPHEMERAL => NodeKind::Ephemeral(arg()),
+            CONTAINER => NodeKind::Container,
+            TTL => NodeKind::Ttl(arg()),
             _ => NodeKind::Persistent,
         }
     }
