@@ -68,6 +68,14 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, ServerError> {
     }
     let backup = std::fs::File::open(&args.from)
         .map_err(|e| bad(format!("cannot read {}: {e}", args.from.display())))?;
+    // Opening a directory succeeds; reading it would fail with a bare "Is a directory".
+    if backup.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(bad(format!(
+            "--from {} is a directory: give the backup file (what synodctl backup or GET \
+             /snapshot wrote), not a data directory",
+            args.from.display()
+        )));
+    }
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let membership = Membership::new(vec![voters], members);
     let (last, tree) = restore_snapshot_file(&args.data_dir.join("state"), backup, membership)

@@ -828,7 +828,20 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A file that exists wherever the tests run: this test binary.
+    fn a_file() -> PathBuf {
+        std::env::current_exe().expect("the test binary's path")
+    }
+
+    /// A data directory that cannot exist, whatever else is on the machine: a path under a
+    /// file. (A fixed path such as `/tmp/x` failed every test here once something else left a
+    /// file there.)
+    fn absent_dir() -> String {
+        a_file().join("data").to_string_lossy().into_owned()
+    }
+
     fn args(extra: &[&str]) -> Args {
+        let data_dir = absent_dir();
         let mut v = vec![
             "synod",
             "--id",
@@ -840,7 +853,7 @@ mod tests {
             "--admin-addr",
             "127.0.0.1:8082",
             "--data-dir",
-            "/tmp/x",
+            &data_dir,
         ];
         v.extend_from_slice(extra);
         Args::parse_from(v)
@@ -1100,7 +1113,7 @@ mod tests {
         let e = Config::load(args(&clash)).unwrap_err().to_string();
         assert!(e.contains("--secure-client-addr and --admin-addr"), "{e}");
         let mut a = insecure(&[]);
-        a.data_dir = Some("/etc/hostname".into());
+        a.data_dir = Some(a_file());
         let e = Config::load(a).unwrap_err().to_string();
         assert!(e.contains("is not a directory"), "{e}");
         let member_cases: &[(&str, &str)] = &[
@@ -1141,7 +1154,12 @@ mod tests {
         let p = dir.path().join("synod.toml");
         std::fs::write(
             &p,
-            "id = 1\nclient_addr = \"127.0.0.1:2181\"\nadmin_addr = \"127.0.0.1:8081\"\ndata_dir = \"/tmp/d\"\ntick_ms = 200\nread_consistency = \"session\"\ninsecure = true\n[members]\n1 = \"127.0.0.1:7001\"\n",
+            format!(
+                "id = 1\nclient_addr = \"127.0.0.1:2181\"\nadmin_addr = \"127.0.0.1:8081\"\n\
+                 data_dir = {:?}\ntick_ms = 200\nread_consistency = \"session\"\n\
+                 insecure = true\n[members]\n1 = \"127.0.0.1:7001\"\n",
+                dir.path().join("data")
+            ),
         )
         .unwrap();
         let a = Args::parse_from(["synod", "--config", p.to_str().unwrap(), "--tick-ms", "300"]);

@@ -336,15 +336,20 @@ fn backup_restores_into_a_new_cluster() {
     // A new cluster on other ports, with ids 1..3 in a different order of addresses.
     let b = new_cluster(3);
     let members = b.members(&[0, 1, 2]);
-    for i in 0..3 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+    let restore = |from: &std::path::Path, data_dir: &std::path::Path, id: usize| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["restore", "--from"])
-            .arg(&file)
+            .arg(from)
             .arg("--data-dir")
-            .arg(b.nodes()[i].data_dir())
-            .args(["--id", &b.nodes()[i].id.to_string(), "--members", &members])
+            .arg(data_dir)
+            .args(["--id", &id.to_string(), "--members", &members])
             .output()
-            .expect("synod restore");
+            .expect("synod restore")
+    };
+    let left_empty =
+        |dir: &std::path::Path| std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    for i in 0..3 {
+        let out = restore(&file, &b.nodes()[i].data_dir(), b.nodes()[i].id);
         assert!(
             out.status.success(),
             "restore: {}",
@@ -360,30 +365,23 @@ fn backup_restores_into_a_new_cluster() {
     bytes[middle] ^= 0x20;
     std::fs::write(&damaged, &bytes).expect("write the damaged copy");
     let scratch = a.root().join("scratch-restore");
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
-        .args(["restore", "--from"])
-        .arg(&damaged)
-        .arg("--data-dir")
-        .arg(&scratch)
-        .args(["--id", "1", "--members", &members])
-        .output()
-        .expect("synod restore");
+    let refused = restore(&damaged, &scratch, 1);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "a damaged backup was restored");
     assert!(said.contains("checksum mismatch"), "{said}");
+    assert!(left_empty(&scratch), "a refused restore wrote something");
+    // A directory given as the backup (a node's data directory, say) is refused by name,
+    // before anything is written.
+    let not_a_file = restore(a.root(), &scratch, 1);
+    let said = String::from_utf8_lossy(&not_a_file.stderr);
+    assert!(!not_a_file.status.success(), "a directory was restored");
     assert!(
-        std::fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()),
-        "a refused restore wrote something"
+        said.contains("is a directory: give the backup file"),
+        "{said}"
     );
+    assert!(left_empty(&scratch), "a refused restore wrote something");
     // Restoring onto a non-empty directory is refused.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
-        .args(["restore", "--from"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(b.nodes()[0].data_dir())
-        .args(["--id", "1", "--members", &members])
-        .output()
-        .expect("synod restore");
+    let again = restore(&file, &b.nodes()[0].data_dir(), 1);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 
