@@ -34,17 +34,22 @@
 # fresh plaintext 3-node cluster of each in turn, for several rounds (order A B, then B A, ...),
 # each round the loaded workloads and a serial set through a follower; then per side the median
 # and the range of throughput, CPU per request and p50, B against A, and whether the ranges
-# overlap (then the runs do not tell the two apart).
+# overlap (then the runs do not tell the two apart). A side named `zookeeper` is a 3-node ZooKeeper
+# ensemble (as the compare mode's): `bench.sh ab zookeeper SYNOD` gives design §10's ratios
+# round by round, each pair measured minutes apart, so a drift of the machine hits both.
 #
 # Usage: scripts/bench.sh [seconds per workload (default 10)]
 #        scripts/bench.sh scale [seconds per workload (default 10)]
 #        scripts/bench.sh ab SYNOD_A SYNOD_B [rounds (default 5)] [seconds per workload (default 8)]
+#          (either side may be the word `zookeeper`: a 3-node ZooKeeper ensemble instead of a binary)
 # Environment: BENCH_SESSIONS (16), BENCH_INFLIGHT (256), BENCH_VALUE (256), BENCH_FILL (100000),
 #              BENCH_WORKLOADS (create,set,get,mixed), BENCH_WARMUP (seconds of unrecorded load
 #              before each side and before each loaded workload, 5: ZooKeeper's JIT needs it;
 #              0: none); for scale: BENCH_SCALE
 #              ("100000 1000000"), BENCH_HOLD_SESSIONS (10000), BENCH_HOLD_WATCHES (100000);
-#              for ab: BENCH_WORKLOADS (set,create,get), BENCH_WARMUP (2);
+#              for ab: BENCH_WORKLOADS (set,create,get), BENCH_WARMUP (2; 5 with a zookeeper side),
+#              BENCH_SIDE_WARMUP (seconds of mixed load on each fresh cluster: BENCH_WARMUP; 20
+#              with a zookeeper side);
 #              ports as in zk-ensemble.sh / cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,12 +61,22 @@ fi
 if [ "${1:-}" = ab ]; then
     mode=ab
     if [ $# -lt 3 ]; then echo "usage: scripts/bench.sh ab SYNOD_A SYNOD_B [rounds] [seconds]" >&2; exit 2; fi
-    bin_a=$(realpath "$2"); bin_b=$(realpath "$3"); rounds=${4:-5}
-    for b in "$bin_a" "$bin_b"; do
-        [ -x "$b" ] || { echo "bench.sh ab: $b is not an executable" >&2; exit 2; }
+    bin_a=$2; bin_b=$3; rounds=${4:-5}
+    for side in a b; do
+        var=bin_$side
+        [ "${!var}" = zookeeper ] && continue
+        printf -v "$var" '%s' "$(realpath "${!var}")"
+        [ -x "${!var}" ] || { echo "bench.sh ab: ${!var} is not an executable" >&2; exit 2; }
     done
     shift 4 2>/dev/null || shift $#
     set -- "${1:-8}"
+    # A fresh ZooKeeper JVM each round wants more warm-up than synod: with 5 s of mixed load before
+    # its first workload, its set took twice the CPU per write it takes in the compare mode, whose
+    # set comes after 20 s of load. Both sides get the same warm-up.
+    side_warmup=${BENCH_SIDE_WARMUP:-}
+    if [ "$bin_a" = zookeeper ] || [ "$bin_b" = zookeeper ]; then
+        : "${BENCH_WARMUP:=5}" "${side_warmup:=20}"
+    fi
     : "${BENCH_WORKLOADS:=set,create,get}" "${BENCH_WARMUP:=2}"
 fi
 secs=${1:-10}
@@ -364,7 +379,8 @@ scale_phase() { # znodes
 if [ "$mode" = ab ]; then
     IFS=, read -ra ws <<<"$workloads"
     echo "== A/B, plaintext 3-node clusters: A=$bin_a B=$bin_b"
-    echo "   $rounds rounds (A B, B A, ...); $secs s per workload after $warmup s of its load;" \
+    echo "   $rounds rounds (A B, B A, ...); ${side_warmup:-$warmup} s of mixed load on each fresh cluster," \
+        "then $secs s per workload after $warmup s of its load;" \
         "$sessions sessions, $inflight in flight, ${value}-byte values; serial_set: 1 in flight, through a follower"
     for r in $(seq 1 "$rounds"); do
         order="A B"
@@ -372,18 +388,36 @@ if [ "$mode" = ab ]; then
         for side in $order; do
             bin=$bin_a
             [ "$side" = B ] && bin=$bin_b
-            SYNOD_BIN=$bin SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
             pids=()
-            for f in "$out"/synod/node{1,2,3}.pid; do pids+=(--server-pid "$(cat "$f")"); done
+            if [ "$bin" = zookeeper ]; then
+                ZK_DIR="$out/zk" bash scripts/zk-ensemble.sh start 3 >/dev/null
+                for f in "$out"/zk/node{1,2,3}/zookeeper.pid; do pids+=(--server-pid "$(cat "$f")"); done
+                servers=127.0.0.1:2281,127.0.0.1:2282,127.0.0.1:2283
+                serial=$(zk_follower 2281 2282 2283)
+            else
+                SYNOD_BIN=$bin SYNOD_INSECURE=1 SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh start 3 >/dev/null
+                for f in "$out"/synod/node{1,2,3}.pid; do pids+=(--server-pid "$(cat "$f")"); done
+                servers=$synod_servers
+                serial=$(synod_follower)
+            fi
+            # As run_side does: unrecorded load first (a fresh JVM each round for ZooKeeper).
+            if [ "${side_warmup:-$warmup}" != 0 ]; then
+                "$BENCH" --servers "$servers" --workload mixed --sessions "$sessions" --inflight "$inflight" \
+                    --value-size "$value" --duration-secs "${side_warmup:-$warmup}" --warmup-secs 0 >/dev/null
+            fi
             for w in "${ws[@]}"; do
-                "$BENCH" "${pids[@]}" --servers "$synod_servers" --workload "$w" --sessions "$sessions" \
+                "$BENCH" "${pids[@]}" --servers "$servers" --workload "$w" --sessions "$sessions" \
                     --inflight "$inflight" --value-size "$value" --duration-secs "$secs" --warmup-secs "$warmup" \
                     | grep -o 'workload=.*' | sed "s/^/round=$r side=$side /" | tee -a "$out/ab.txt"
             done
-            "$BENCH" "${pids[@]}" --servers "$(synod_follower)" --workload set --sessions 1 --inflight 1 \
+            "$BENCH" "${pids[@]}" --servers "$serial" --workload set --sessions 1 --inflight 1 \
                 --keys 100 --value-size "$value" --duration-secs "$secs" --warmup-secs 1 | grep -o 'workload=.*' \
                 | sed "s/^workload=set/workload=serial_set/; s/^/round=$r side=$side /" | tee -a "$out/ab.txt"
-            SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
+            if [ "$bin" = zookeeper ]; then
+                ZK_DIR="$out/zk" bash scripts/zk-ensemble.sh stop --wipe >/dev/null
+            else
+                SYNOD_CLUSTER_DIR="$out/synod" bash scripts/cluster.sh stop --wipe >/dev/null
+            fi
         done
     done
     values() { # side workload key → one value per round
@@ -396,9 +430,10 @@ if [ "$mode" = ab ]; then
             printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
     }
     echo
-    echo "== A/B summary: median [min-max] over $rounds rounds; B/A of the medians; in how many"
-    echo "   rounds B's value was above A's (paired by round); whether the ranges overlap"
-    printf '%-11s %-21s %-28s %-28s %6s %5s  %s\n' workload measure A B B/A 'B>A' ranges
+    echo "== A/B summary: median [min-max] over $rounds rounds; B/A of the medians, and its least and"
+    echo "   greatest value in one round (A and B paired by round); in how many rounds B's value was"
+    echo "   above A's; whether the ranges overlap"
+    printf '%-11s %-21s %-28s %-28s %6s %-13s %5s  %s\n' workload measure A B B/A 'by round' 'B>A' ranges
     for w in "${ws[@]}" serial_set; do
         for key in ops/s server_cpu_us_per_op p50_us; do
             read -r am alo ahi <<<"$(values A "$w" "$key" | spread)"
@@ -410,9 +445,12 @@ if [ "$mode" = ab ]; then
                 else print "overlap" }')
             above=$(paste <(values A "$w" "$key") <(values B "$w" "$key") \
                 | awk '$1 != "" && $2 != "" { n++; if ($2 > $1) k++ } END { printf "%d/%d", k, n }')
-            printf '%-11s %-21s %-28s %-28s %6s %5s  %s\n' "$w" "$key" "$am [$alo-$ahi]" "$bm [$blo-$bhi]" \
+            paired=$(paste <(values A "$w" "$key") <(values B "$w" "$key") \
+                | awk '$1 + 0 > 0 && $2 != "" { r = $2 / $1; if (n++ == 0 || r < lo) lo = r; if (n == 1 || r > hi) hi = r }
+                       END { if (n) printf "%.3f-%.3f", lo, hi; else print "-" }')
+            printf '%-11s %-21s %-28s %-28s %6s %-13s %5s  %s\n' "$w" "$key" "$am [$alo-$ahi]" "$bm [$blo-$bhi]" \
                 "$(awk -v a="$am" -v b="$bm" 'BEGIN { if (a + 0 > 0 && b != "-") printf "%.3f", b / a; else print "-" }')" \
-                "$above" "$verdict"
+                "$paired" "$above" "$verdict"
         done
     done
     exit 0
