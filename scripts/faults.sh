@@ -13,7 +13,7 @@
 #
 # Needs root (ptrace, mount) and strace + faketime (scripts/test.sh installs them). The clusters
 # are secure (TLS on every port), as synod is by default. The test command runs the short
-# version (four scenarios) as part of `cargo test --workspace`. Builds with `--workspace`, as
+# version (five scenarios) as part of `cargo test --workspace`. Builds with `--workspace`, as
 # scripts/test.sh does: a `-p` build resolves other features and compiles RocksDB again (about
 # 20 minutes; a first release build takes as long). Uses the same CARGO_TARGET_DIR default as
 # scripts/test.sh.

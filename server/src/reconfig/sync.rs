@@ -2,9 +2,18 @@
 //! the admin port (or by a reconfig that failed half-way), after an election, and once the
 //! cluster version first allows it, it writes the membership there with a [`Command::Config`]
 //! entry of its own. It never runs while a reconfig holds the node's reconfig lock.
+//!
+//! It also leaves a joint configuration nobody is finishing. openraft changes the membership
+//! in two entries (the joint configuration, then the new one alone) from the leader that was
+//! asked; a leader that dies or loses its office between them leaves the cluster in the joint
+//! configuration, where it would stay: every later change (`/members/...`, `reconfig`) waits
+//! for it to end, and `/zookeeper/config` is not rewritten. A leader that finds a committed
+//! joint configuration still in effect after [`JOINT_GRACE`] proposes its second half (the new
+//! voters alone; a node only the old configuration had stays as a learner, for the operator to
+//! remove), as etcd's raft leaves a joint configuration on its own.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::tree::CONFIG_NODE;
@@ -17,17 +26,88 @@ use crate::node::Node;
 /// How often the leader compares `/zookeeper/config` with the membership.
 const INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long a committed joint configuration may stay in effect before the leader ends it: the
+/// leader that proposed it proposes the second half as soon as the first commits, so only a
+/// change whose leader is gone lasts this long.
+const JOINT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the leader waits for the second half of a joint change it finishes to commit.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs until the node stops.
 pub async fn config_sync_loop(node: Arc<Node>) {
     let mut stopping = node.stopping.subscribe();
+    // The committed joint configuration in effect, by the index of its entry, and since when
+    // this node has seen it while leading.
+    let mut joint_since: Option<(u64, Instant)> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
+        if let Err(e) = leave_joint_once(&node, &mut joint_since).await {
+            tracing::warn!(error = %e, "could not leave the joint configuration");
+        }
         if let Err(e) = sync_once(&node).await {
             tracing::warn!(error = %e, "could not write /zookeeper/config");
         }
+    }
+}
+
+/// Proposes the second half of a committed joint configuration this leader has seen in effect
+/// for [`JOINT_GRACE`] (see the module documentation); `since` is the loop's memory of it.
+async fn leave_joint_once(
+    node: &Arc<Node>,
+    since: &mut Option<(u64, Instant)>,
+) -> Result<(), crate::error::ReconfigError> {
+    let joint = {
+        let r = lock(&node.replica);
+        let membership = r.membership.membership();
+        match membership.get_joint_config().last() {
+            Some(last) if membership.get_joint_config().len() > 1 => {
+                let index = r.membership.log_id().as_ref().map_or(0, |l| l.index);
+                Some((index, last.clone()))
+            }
+            _ => None,
+        }
+    };
+    let Some((index, voters)) = joint.filter(|_| node.is_leader()) else {
+        *since = None;
+        return Ok(());
+    };
+    let first_seen = match *since {
+        Some((i, at)) if i == index => at,
+        _ => {
+            *since = Some((index, Instant::now()));
+            return Ok(());
+        }
+    };
+    if first_seen.elapsed() < JOINT_GRACE {
+        return Ok(());
+    }
+    // Not while a reconfig of this node is under way: it finishes its own change.
+    let Ok(_one) = node.reconfigs.one_at_a_time.try_lock() else {
+        return Ok(());
+    };
+    tracing::warn!(
+        index,
+        ?voters,
+        "a joint configuration was left unfinished (its leader is gone): proposing the new \
+         voters alone"
+    );
+    let change = openraft::ChangeMembers::ReplaceAllVoters(voters);
+    match tokio::time::timeout(LEAVE_TIMEOUT, node.raft.change_membership(change, true)).await {
+        Ok(Ok(_)) => {
+            *since = None;
+            tracing::info!(index, "left the joint configuration");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(crate::error::ReconfigError::Failed(format!(
+            "membership change: {e}"
+        ))),
+        Err(_) => Err(crate::error::ReconfigError::Failed(format!(
+            "the change did not commit within {LEAVE_TIMEOUT:?}"
+        ))),
     }
 }
 

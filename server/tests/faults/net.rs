@@ -186,6 +186,15 @@ impl FaultNet {
         });
     }
 
+    /// Cuts what every other node sends to `node`; what it sends still reaches them.
+    pub fn deafen(&self, node: NodeId, all: &[NodeId]) {
+        self.cuts.update(|b| {
+            for &o in all.iter().filter(|&&o| o != node) {
+                b.insert((o, node));
+            }
+        });
+    }
+
     /// Makes every link follow `wan` (`None`: a local network again) from the next chunk on.
     pub fn set_wan(&self, wan: Option<Wan>) {
         *plock(&self.cuts.wan) = wan;

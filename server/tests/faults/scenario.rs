@@ -63,6 +63,12 @@ pub enum Fault {
     /// Add a fourth and a fifth node as learners, promote them, remove the leader (joint
     /// consensus at each step).
     Membership,
+    /// A fourth node joins as a learner; its promotion (joint consensus) is proposed by a
+    /// leader that hears no acknowledgement (its peers' replies are cut), so the joint
+    /// configuration reaches the others uncommitted; the leader is killed. The new leader
+    /// (elected under the joint configuration: the newcomer votes) must carry the change on,
+    /// and the promotion, asked again of it, completes.
+    MembershipFailover,
     /// All of the above that keep a majority, one after the other.
     Mixed,
     /// Every peer link becomes a WAN link ([`Wan::PROFILE`]) for the hold: no election may
@@ -153,6 +159,11 @@ pub const FULL: &[Spec] = &[
         hold: Duration::from_secs(1),
     },
     Spec {
+        name: "membership-failover",
+        fault: Fault::MembershipFailover,
+        hold: Duration::from_secs(2),
+    },
+    Spec {
         name: "mixed",
         fault: Fault::Mixed,
         hold: Duration::from_secs(2),
@@ -200,7 +211,7 @@ pub const FULL: &[Spec] = &[
 ];
 
 /// The scenarios the test command runs (`cargo test`): one crash, one partition, one snapshot
-/// catch-up.
+/// catch-up, one failing disk, one leader lost during a membership change.
 pub const SHORT: &[Spec] = &[
     Spec {
         name: "kill-leader",
@@ -224,6 +235,13 @@ pub const SHORT: &[Spec] = &[
     Spec {
         name: "fsync-eio",
         fault: Fault::FsyncEio,
+        hold: Duration::from_secs(2),
+    },
+    // A leader lost between the two halves of a membership change: its successor must end the
+    // joint configuration (it once stayed forever).
+    Spec {
+        name: "membership-failover",
+        fault: Fault::MembershipFailover,
         hold: Duration::from_secs(2),
     },
 ];
@@ -313,6 +331,7 @@ pub async fn run(bin: &Path, spec: Spec, hosts: Option<&Netns>) -> Result<Outcom
     // Nodes, and how many of them are the initial voters (the others join).
     let (total, voters) = match spec.fault {
         Fault::Membership => (5, 3),
+        Fault::MembershipFailover => (4, 3),
         Fault::MinorityPartition => (5, 5),
         _ => (3, 3),
     };
@@ -740,6 +759,107 @@ async fn inject(
                 blocking(|| ens.kill(l)).map_err(|e| e.to_string())?;
                 leader_faults.push(LeaderFault { start, end: now() });
                 members = (0..5).filter(|&i| i != l).collect();
+            }
+            Fault::MembershipFailover => {
+                let (newcomer, id) = (3, 4);
+                let call = |at: usize, path: &str, body: serde_json::Value| {
+                    blocking(|| ens.http(at, "POST", path, Some(&body)))
+                        .map(|(code, reply)| (code, String::from_utf8_lossy(&reply).into_owned()))
+                        .ok_or(format!("POST {path} to node {}: no answer", at + 1))
+                };
+                let peer = ens
+                    .node(newcomer)
+                    .map(|n| n.peer_port)
+                    .ok_or(format!("no node {id}"))?;
+                blocking(|| ens.spawn(newcomer)).map_err(|e| e.to_string())?;
+                let (code, reply) = call(
+                    l,
+                    "/members/add-learner",
+                    serde_json::json!({"id": id, "peer_addr": format!("127.0.0.1:{peer}")}),
+                )?;
+                log.push(format!("add-learner {id}: {code}"));
+                if code != 200 {
+                    return Err(format!("add-learner {id}: {code} {reply}"));
+                }
+                let everyone: Vec<usize> = (1..=id).collect();
+                net.deafen(l + 1, &everyone);
+                log.push(format!("deafened leader {}", l + 1));
+                // Forced: the leader's own checks would refuse (it hears no one), and the point
+                // is a change its peers receive and it cannot commit.
+                let asked = {
+                    let ens = ens.clone();
+                    let body = serde_json::json!({"id": id, "force": true});
+                    tokio::task::spawn_blocking(move || {
+                        ens.http(l, "POST", "/members/promote", Some(&body))
+                    })
+                };
+                // Long enough for the joint configuration to reach the others.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let start = now();
+                blocking(|| ens.kill(l)).map_err(|e| e.to_string())?;
+                let answer = asked.await.map_err(|e| e.to_string())?;
+                log.push(format!(
+                    "killed leader {} during the promotion (its answer: {})",
+                    l + 1,
+                    answer.map_or("none".to_string(), |(code, _)| code.to_string())
+                ));
+                net.heal();
+                let view_of = |at: usize| {
+                    blocking(|| ens.http(at, "GET", "/members", None))
+                        .and_then(|(_, body)| {
+                            serde_json::from_slice::<serde_json::Value>(&body).ok()
+                        })
+                        .unwrap_or_default()
+                };
+                // A follower received the joint configuration (in effect there, uncommitted).
+                let follower = (l + 1) % 3;
+                let joint_seen = view_of(follower)["joint"].as_bool().unwrap_or(false);
+                log.push(format!(
+                    "joint configuration {}in effect on node {}",
+                    if joint_seen { "" } else { "not " },
+                    follower + 1
+                ));
+                tokio::time::sleep(hold).await;
+                // The new leader ends the joint configuration by itself; had the change not
+                // reached it, the newcomer would still be a learner, and is promoted again.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let at = leader()?;
+                    let view = view_of(at);
+                    let joint = view["joint"].as_bool().unwrap_or(false);
+                    let voter = view["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|m| m["id"] == id && m["voter"] == true));
+                    if !joint && voter {
+                        log.push(format!("node {id} a voter on leader {}", at + 1));
+                        break;
+                    }
+                    if !joint && view["members"].is_array() {
+                        if joint_seen {
+                            // The joint configuration made the newcomer a voter: its end can
+                            // only keep it one.
+                            return Err(format!(
+                                "the joint configuration ended without node {id} a voter: {view}"
+                            ));
+                        }
+                        let (code, reply) =
+                            call(at, "/members/promote", serde_json::json!({"id": id}))?;
+                        log.push(format!("promote {id} on node {}: {code}", at + 1));
+                        if code != 200 {
+                            return Err(format!("promote {id} after the failover: {code} {reply}"));
+                        }
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "node {id} is not a voter 60 s after the failover: {view}"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                blocking(|| ens.restart(l)).map_err(|e| format!("restart: {e}"))?;
+                log.push(format!("restarted node {}", l + 1));
+                leader_faults.push(LeaderFault { start, end: now() });
+                members = (0..4).collect();
             }
             Fault::Wan => {
                 let start = now();
