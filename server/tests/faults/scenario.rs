@@ -722,25 +722,11 @@ async fn inject(
                 // Nodes 4 and 5 join as learners and become voters (5 voters), then the leader
                 // is removed (4 voters), each step a joint-consensus change under load.
                 let call = |path: &str, body: serde_json::Value| {
-                    blocking(|| ens.http(l, "POST", path, Some(&body)))
-                        .map(|(code, reply)| (code, String::from_utf8_lossy(&reply).into_owned()))
-                        .ok_or(format!("POST {path}: no answer"))
+                    blocking(|| admin_post(ens, l, path, body))
                 };
                 for new in [3, 4] {
                     let id = new + 1;
-                    let peer = ens
-                        .node(new)
-                        .map(|n| n.peer_port)
-                        .ok_or(format!("no node {id}"))?;
-                    blocking(|| ens.spawn(new)).map_err(|e| e.to_string())?;
-                    let (code, reply) = call(
-                        "/members/add-learner",
-                        serde_json::json!({"id": id, "peer_addr": format!("127.0.0.1:{peer}")}),
-                    )?;
-                    log.push(format!("add-learner {id}: {code}"));
-                    if code != 200 {
-                        return Err(format!("add-learner {id}: {code} {reply}"));
-                    }
+                    blocking(|| join_as_learner(ens, l, new, &mut log))?;
                     let (code, reply) = call("/members/promote", serde_json::json!({"id": id}))?;
                     log.push(format!("promote {id}: {code}"));
                     if code != 200 {
@@ -762,25 +748,7 @@ async fn inject(
             }
             Fault::MembershipFailover => {
                 let (newcomer, id) = (3, 4);
-                let call = |at: usize, path: &str, body: serde_json::Value| {
-                    blocking(|| ens.http(at, "POST", path, Some(&body)))
-                        .map(|(code, reply)| (code, String::from_utf8_lossy(&reply).into_owned()))
-                        .ok_or(format!("POST {path} to node {}: no answer", at + 1))
-                };
-                let peer = ens
-                    .node(newcomer)
-                    .map(|n| n.peer_port)
-                    .ok_or(format!("no node {id}"))?;
-                blocking(|| ens.spawn(newcomer)).map_err(|e| e.to_string())?;
-                let (code, reply) = call(
-                    l,
-                    "/members/add-learner",
-                    serde_json::json!({"id": id, "peer_addr": format!("127.0.0.1:{peer}")}),
-                )?;
-                log.push(format!("add-learner {id}: {code}"));
-                if code != 200 {
-                    return Err(format!("add-learner {id}: {code} {reply}"));
-                }
+                blocking(|| join_as_learner(ens, l, newcomer, &mut log))?;
                 let everyone: Vec<usize> = (1..=id).collect();
                 net.deafen(l + 1, &everyone);
                 log.push(format!("deafened leader {}", l + 1));
@@ -842,8 +810,9 @@ async fn inject(
                                 "the joint configuration ended without node {id} a voter: {view}"
                             ));
                         }
+                        let body = serde_json::json!({"id": id});
                         let (code, reply) =
-                            call(at, "/members/promote", serde_json::json!({"id": id}))?;
+                            blocking(|| admin_post(ens, at, "/members/promote", body))?;
                         log.push(format!("promote {id} on node {}: {code}", at + 1));
                         if code != 200 {
                             return Err(format!("promote {id} after the failover: {code} {reply}"));
@@ -1131,6 +1100,41 @@ async fn inject(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(Injected { log, members, wan })
+}
+
+/// `POST path` of a JSON `body` to node `at`'s admin port: its status and body.
+fn admin_post(
+    ens: &SynodEnsemble,
+    at: usize,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<(u16, String), String> {
+    ens.http(at, "POST", path, Some(&body))
+        .map(|(code, reply)| (code, String::from_utf8_lossy(&reply).into_owned()))
+        .ok_or(format!("POST {path} to node {}: no answer", at + 1))
+}
+
+/// Starts node `newcomer` (it joins) and has the leader `at` add it as a learner, which answers
+/// once it has caught up.
+fn join_as_learner(
+    ens: &SynodEnsemble,
+    at: usize,
+    newcomer: usize,
+    log: &mut Vec<String>,
+) -> Result<(), String> {
+    let id = newcomer + 1;
+    let peer = ens
+        .node(newcomer)
+        .map(|n| n.peer_port)
+        .ok_or(format!("no node {id}"))?;
+    ens.spawn(newcomer).map_err(|e| e.to_string())?;
+    let body = serde_json::json!({"id": id, "peer_addr": format!("127.0.0.1:{peer}")});
+    let (code, reply) = admin_post(ens, at, "/members/add-learner", body)?;
+    log.push(format!("add-learner {id}: {code}"));
+    if code != 200 {
+        return Err(format!("add-learner {id}: {code} {reply}"));
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until the nodes `members` have applied the same index and report the same
