@@ -60,12 +60,19 @@ async fn leave_joint_once(
     node: &Arc<Node>,
     since: &mut Option<(u64, Instant)>,
 ) -> Result<(), crate::error::ReconfigError> {
+    // The last membership entry in the log (openraft's effective one) must be the committed
+    // (applied) joint one: once the second half is proposed, by its leader or by this loop,
+    // there is nothing to do, committed or not.
+    let effective = *node.raft.metrics().borrow().membership_config.log_id();
     let joint = {
         let r = lock(&node.replica);
         let membership = r.membership.membership();
         match membership.get_joint_config().last() {
-            Some(last) if membership.get_joint_config().len() > 1 => {
-                let index = r.membership.log_id().as_ref().map_or(0, |l| l.index);
+            Some(last)
+                if membership.get_joint_config().len() > 1
+                    && *r.membership.log_id() == effective =>
+            {
+                let index = effective.as_ref().map_or(0, |l| l.index);
                 Some((index, last.clone()))
             }
             _ => None,
