@@ -737,7 +737,14 @@ impl Kind for Synod {
             .map(|l| l as usize);
         match (status.get("role").and_then(|r| r.as_str()), leader) {
             (Some("leader"), Some(l)) if l == node.id => {
+                let current = status
+                    .get("cluster_version")
+                    .and_then(serde_json::Value::as_u64);
                 match cluster_version_due(&self.admin_http(&node.dir), node.aux_addr(), &status) {
+                    // Raised already: the membership is still to be written there.
+                    Some(due) if Some(due) == current => {
+                        Probe::NotServing("/zookeeper/config still to be written".into())
+                    }
                     Some(due) => Probe::NotServing(format!("raising the cluster version to {due}")),
                     None => Probe::Leader,
                 }

@@ -17,7 +17,9 @@
 //!
 //! Unlike ZooKeeper, whose reconfig is one atomic proposal, a change that fails half-way (a new
 //! member that does not catch up in time, a leader lost) leaves the steps already taken; the
-//! leader's [`sync`] then shows the membership as it is.
+//! leader's [`sync`] then shows the membership as it is. A leader lost inside the joint change
+//! leaves it to the next leader, which ends it ([`sync`]): the new voters, with the members
+//! that were to leave still there as learners (observers), since the removal step never ran.
 
 pub mod spec;
 pub mod sync;

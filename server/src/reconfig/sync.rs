@@ -103,19 +103,23 @@ async fn leave_joint_once(
          voters alone"
     );
     let change = openraft::ChangeMembers::ReplaceAllVoters(voters);
-    match tokio::time::timeout(LEAVE_TIMEOUT, node.raft.change_membership(change, true)).await {
+    let failed = match tokio::time::timeout(
+        LEAVE_TIMEOUT,
+        node.raft.change_membership(change, true),
+    )
+    .await
+    {
         Ok(Ok(_)) => {
             *since = None;
             tracing::info!(index, "left the joint configuration");
-            Ok(())
+            return Ok(());
         }
-        Ok(Err(e)) => Err(crate::error::ReconfigError::Failed(format!(
-            "membership change: {e}"
-        ))),
-        Err(_) => Err(crate::error::ReconfigError::Failed(format!(
-            "the change did not commit within {LEAVE_TIMEOUT:?}"
-        ))),
-    }
+        Ok(Err(e)) => format!("membership change: {e}"),
+        Err(_) => format!("the change did not commit within {LEAVE_TIMEOUT:?}"),
+    };
+    // The next attempt after another grace period, not on the next tick.
+    *since = Some((index, Instant::now()));
+    Err(crate::error::ReconfigError::Failed(failed))
 }
 
 /// One comparison; writes `/zookeeper/config` if it shows another membership than the
