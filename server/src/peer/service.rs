@@ -1,11 +1,11 @@
-//! What this node answers on the peer port ([`PeerService`] for [`Node`]), and whom: a request
-//! is authorized only from a member of the current configuration (the last one in the log, or
-//! the last one applied; any authenticated node while this one has none yet), and only as itself — a Raft message's vote names its sender, a
-//! forwarded command's origin is its sender's (every command's, in a forwarded group). Then
-//! Raft's messages go to Raft; a forwarded write or group goes to the proposer; a read-index
-//! request is answered if this node leads (one with the follower's vote names its sender);
-//! touches feed the session tracker; a history-floor request says how far back this node's
-//! watch-event history reaches.
+//! What this node answers on the peer port ([`PeerService`] for [`Node`]), and whom: a request is
+//! authorized only from a member of the current configuration (the last one in the log, or the last
+//! one applied; any authenticated node while this one has none yet), and only as itself — a Raft
+//! message's vote names its sender, a forwarded command's origin is its sender's (every command's,
+//! in a forwarded group). Then Raft's messages go to Raft; a forwarded write or group goes to the
+//! proposer; a read-index request is answered if this node leads (one with the follower's vote
+//! names its sender); touches feed the session tracker; a history-floor request says how far back
+//! this node's watch-event history reaches.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
