@@ -4,7 +4,8 @@
 //! and the cluster keeps serving. Also: requests to a follower are refused naming the leader,
 //! and a removal that would leave the new configuration without a healthy majority is refused
 //! unless forced. The cluster is secure (TLS on every port): a joining node is brought in over
-//! mutual TLS and adopts the cluster's id.
+//! mutual TLS and adopts the cluster's id. And a change whose request timed out half-way still
+//! ends as asked, while other changes wait for it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -284,4 +285,77 @@ fn grow_to_five_and_shrink_to_three_under_load() {
             *failed.lock().expect("failed")
         );
     });
+}
+
+fn member_ids(m: &Value) -> BTreeSet<u64> {
+    m["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// A removal whose request times out between openraft's two entries (the joint configuration,
+/// then the new one alone) still ends as asked: the node is no member at all, not a learner,
+/// which is what the leader's end of an abandoned joint configuration would have left. The
+/// joint configuration cannot commit while a voter of the new one is frozen, so the request
+/// answers 504; another change asked meanwhile is refused (409); once the voter runs again, the
+/// change goes on without its caller.
+#[test]
+fn a_removal_whose_request_timed_out_still_ends_as_asked() {
+    let c = SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[])
+        .expect("start a cluster");
+    let leader = blocking(|| c.wait_leader_among(&[0, 1, 2], START));
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (frozen, removed) = (others[0], others[1]);
+    let removed_id = c.nodes()[removed].id as u64;
+    c.pause(frozen).expect("freeze a follower");
+
+    let (st, r) = c.admin_json(
+        leader,
+        "POST",
+        "/members/remove",
+        Some(json!({"id": removed_id, "force": true, "timeout_ms": 1500})),
+    );
+    assert_eq!(st, 504, "the joint configuration cannot commit yet: {r}");
+    let (_, m) = c.admin_json(leader, "GET", "/membership", None);
+    assert_eq!(m["joint"], true, "the change is under way: {m}");
+    // One change at a time: this one waits for the removal, then gives up.
+    let (st, r) = c.admin_json(
+        leader,
+        "POST",
+        "/members/remove",
+        Some(json!({"id": c.nodes()[frozen].id, "force": true, "timeout_ms": 500})),
+    );
+    assert_eq!(st, 409, "{r}");
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("under way"),
+        "{r}"
+    );
+
+    c.resume(frozen).expect("thaw the follower");
+    let stay: BTreeSet<u64> = [leader, frozen]
+        .iter()
+        .map(|&i| c.nodes()[i].id as u64)
+        .collect();
+    let mut last = Value::Null;
+    let done = blocking(|| {
+        let deadline = Instant::now() + START;
+        while Instant::now() < deadline {
+            if let Some((200, m)) = c.json(leader, "GET", "/membership", None) {
+                let finished = m["joint"] == false && member_ids(&m) == stay;
+                last = m;
+                if finished {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    assert!(
+        done,
+        "node {removed_id} should be no member at all (not a learner): {last}\n{}",
+        c.logs()
+    );
+    assert_eq!(voters(&last), stay, "{last}");
 }

@@ -2,6 +2,12 @@
 //! through openraft's joint consensus, guarded against losing quorum by mistake. Each answers
 //! with the resulting membership ([`crate::admin::views::membership`]).
 //!
+//! One change at a time: a request waits (within its `timeout_ms`) for the leader's right to
+//! change the membership, which a ZooKeeper `reconfig` or another request may hold
+//! ([`crate::reconfig::ChangeRight`]), and answers `409` if it is still held then. A change, once
+//! proposed, runs to its end on a task of its own ([`Node::change_membership`]): a request that
+//! times out (`504`) or whose client goes away leaves it going, not half-done.
+//!
 //! Membership changes must run on the leader: any other node answers `421 Misdirected Request`
 //! naming the leader (id and peer address). openraft 0.9 has no leadership transfer, so there is
 //! no endpoint for it: removing the leader makes it step down once the new membership commits,
@@ -20,10 +26,12 @@ use openraft::{BasicNode, ChangeMembers};
 use serde::Deserialize;
 use serde_json::json;
 use synod_raft_store::NodeId;
+use tokio::time::Instant as Deadline;
 
 use crate::admin::views::{self, matched_index, CAUGHT_UP_LAG};
 use crate::node::Node;
 use crate::peer::PeerRequest;
+use crate::reconfig::ChangeRight;
 
 /// How long a reachability probe of a member may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -190,9 +198,28 @@ fn leader_only(node: &Node) -> ApiResult<()> {
     }
 }
 
-fn timeout_of(ms: Option<u64>) -> Duration {
-    ms.map(Duration::from_millis)
-        .unwrap_or(DEFAULT_CHANGE_TIMEOUT)
+/// When a request's waits end: `timeout_ms` (default [`DEFAULT_CHANGE_TIMEOUT`]) from now.
+fn deadline_of(ms: Option<u64>) -> Deadline {
+    let timeout = ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_CHANGE_TIMEOUT);
+    Deadline::now() + timeout
+}
+
+/// The leader's right to change the membership, waited for until `deadline`; `409` if another
+/// change still holds it then.
+async fn claim(node: &Node, deadline: Deadline) -> ApiResult<ChangeRight> {
+    let right = node.claim_membership(deadline).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "another membership change (a reconfig, another /members request, or the leader \
+             ending a joint configuration) is still under way; retry once GET /membership shows \
+             it done",
+        )
+    })?;
+    // Leadership may have moved while this waited.
+    leader_only(node)?;
+    Ok(right)
 }
 
 /// Waits briefly until this node's metrics show the membership entry at `index` or later, so
@@ -209,21 +236,25 @@ async fn settle(node: &Node, index: u64) {
     .await;
 }
 
-/// Runs a membership call with a bound; a timeout is `504` (the change may still complete).
+/// Waits for a membership call until `deadline`; then `504` (the change goes on: see the
+/// module documentation).
 async fn bounded<T>(
     node: &Node,
-    timeout: Duration,
+    deadline: Deadline,
     what: &str,
     call: impl std::future::Future<
         Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
     >,
 ) -> ApiResult<T> {
-    match tokio::time::timeout(timeout, call).await {
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => Err(change_error(node, e)),
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("{what} did not complete within {timeout:?}; it may still complete: see GET /membership"),
+            format!(
+                "{what} did not complete in time; it goes on (unless this node stops leading): \
+                 see GET /membership"
+            ),
         )),
     }
 }
@@ -254,6 +285,7 @@ pub async fn add_learner(
     Json(req): Json<AddLearner>,
 ) -> ApiResult<Json<views::Membership>> {
     leader_only(&node)?;
+    let deadline = deadline_of(req.timeout_ms);
     if req
         .peer_addr
         .rsplit_once(':')
@@ -265,6 +297,7 @@ pub async fn add_learner(
             format!("peer_addr {:?} is not host:port", req.peer_addr),
         ));
     }
+    let right = claim(&node, deadline).await?;
     {
         let m = node.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -288,16 +321,20 @@ pub async fn add_learner(
     }
     refuse_older_release(&node, req.id, &req.peer_addr).await?;
     let started = Instant::now();
+    // One entry (no joint configuration): committed, the right goes back before the catch-up,
+    // which may take long.
     bounded(
         &node,
-        timeout_of(req.timeout_ms),
-        "adding the learner (it was added; catching up)",
+        deadline,
+        "adding the learner",
         node.raft
-            .add_learner(req.id, BasicNode::new(req.peer_addr.clone()), true),
+            .add_learner(req.id, BasicNode::new(req.peer_addr.clone()), false),
     )
     .await?;
+    drop(right);
     let target = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
-    if !learner_caught_up(&node, req.id, timeout_of(req.timeout_ms)).await {
+    let left = deadline.saturating_duration_since(Deadline::now());
+    if !learner_caught_up(&node, req.id, left).await {
         return Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -351,6 +388,8 @@ pub async fn promote(
     Json(req): Json<ChangeOne>,
 ) -> ApiResult<Json<views::Membership>> {
     leader_only(&node)?;
+    let deadline = deadline_of(req.timeout_ms);
+    let right = claim(&node, deadline).await?;
     let (old, is_learner) = voters_and_is_learner(&node, req.id);
     if old.contains(&req.id) {
         return Err(ApiError::new(
@@ -381,12 +420,12 @@ pub async fn promote(
         }
         check_quorum(&node, &old, &new).await?;
     }
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.id]));
     let done = bounded(
         &node,
-        timeout_of(req.timeout_ms),
+        deadline,
         "the promotion",
-        node.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false),
+        node.change_membership(change, false, right),
     )
     .await
     .map(|r| r.log_id.index)?;
@@ -400,15 +439,16 @@ pub async fn remove(
     Json(req): Json<ChangeOne>,
 ) -> ApiResult<Json<views::Membership>> {
     leader_only(&node)?;
+    let deadline = deadline_of(req.timeout_ms);
+    let right = claim(&node, deadline).await?;
     let (old, is_learner) = voters_and_is_learner(&node, req.id);
-    let timeout = timeout_of(req.timeout_ms);
     if is_learner {
+        let change = ChangeMembers::RemoveNodes(BTreeSet::from([req.id]));
         let done = bounded(
             &node,
-            timeout,
+            deadline,
             "the removal",
-            node.raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false),
+            node.change_membership(change, false, right),
         )
         .await?
         .log_id
@@ -434,12 +474,12 @@ pub async fn remove(
     if !req.force {
         check_quorum(&node, &old, &new).await?;
     }
+    let change = ChangeMembers::RemoveVoters(BTreeSet::from([req.id]));
     let done = bounded(
         &node,
-        timeout,
+        deadline,
         "the removal",
-        node.raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false),
+        node.change_membership(change, false, right),
     )
     .await?
     .log_id

@@ -20,6 +20,9 @@
 //! leader's [`sync`] then shows the membership as it is. A leader lost inside the joint change
 //! leaves it to the next leader, which ends it ([`sync`]): the new voters, with the members
 //! that were to leave still there as learners (observers), since the removal step never ran.
+//! A step whose caller stops waiting (a timeout, the follower's forward lost) still ends: every
+//! membership change, a reconfig's or the admin port's, runs on a task of its own that holds
+//! the node's right to change the membership ([`ChangeRight`], [`Node::change_membership`]).
 
 pub mod spec;
 pub mod sync;
@@ -28,6 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use synod_proto::mode::perms;
@@ -36,7 +40,7 @@ use synod_proto::{Id, Response};
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::tree::CONFIG_NODE;
 use synod_raft_store::types::CONFIG_NODE_SINCE;
-use synod_raft_store::{Command, NodeId, Origin};
+use synod_raft_store::{Command, NodeId, Origin, TypeConfig};
 use tokio::sync::oneshot;
 
 use crate::error::ReconfigError;
@@ -81,18 +85,74 @@ impl ReconfigOrder {
     }
 }
 
-/// Reconfig state of a node: one change at a time (a reconfig or the leader's [`sync`]), and
-/// the client addresses members advertised, for `/zookeeper/config`.
+/// Reconfig state of a node: one change at a time (a reconfig, an admin request or the
+/// leader's [`sync`]), and the client addresses members advertised, for `/zookeeper/config`.
 #[derive(Default)]
 pub struct Reconfigs {
-    /// Held by the leader while it changes the membership or rewrites `/zookeeper/config`.
-    one_at_a_time: tokio::sync::Mutex<()>,
+    /// Held by the leader while it changes the membership or rewrites `/zookeeper/config`
+    /// ([`ChangeRight`]). Behind an `Arc` so that a change's own task can hold it
+    /// ([`Node::change_membership`]).
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
     /// Each member's advertised client address, by id, with the peer address it was asked at
     /// (a member that moves is asked again). Bounded by the number of members ever described.
     client_addrs: std::sync::Mutex<HashMap<NodeId, (String, String)>>,
 }
 
+/// The right to change the membership ([`Reconfigs::one_at_a_time`]), shared by whoever asked
+/// for a change and the task that carries it out ([`Node::change_membership`]): it is given
+/// back when both are done, so a change whose caller stopped waiting keeps it until it ends.
+pub type ChangeRight = Arc<tokio::sync::OwnedMutexGuard<()>>;
+
+/// What a membership change comes to: openraft's reply once the change is committed, or why it
+/// was refused or failed.
+pub type ChangeOutcome = Result<
+    openraft::raft::ClientWriteResponse<TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+>;
+
 impl Node {
+    /// The right to change the membership, if nobody holds it now.
+    pub fn try_claim_membership(&self) -> Option<ChangeRight> {
+        let lock = self.reconfigs.one_at_a_time.clone();
+        lock.try_lock_owned().ok().map(Arc::new)
+    }
+
+    /// The right to change the membership, waiting until `deadline` for whoever holds it (a
+    /// reconfig adding a learner holds it while the learner catches up).
+    pub async fn claim_membership(&self, deadline: tokio::time::Instant) -> Option<ChangeRight> {
+        let lock = self.reconfigs.one_at_a_time.clone().lock_owned();
+        let held = tokio::time::timeout_at(deadline, lock).await.ok()?;
+        Some(Arc::new(held))
+    }
+
+    /// Makes the membership change `change` on a task of its own, which holds `right` until the
+    /// change has ended, and returns its outcome. openraft changes the voters in two entries (the
+    /// joint configuration, then the new one alone), and it is its caller that proposes the
+    /// second once the first commits: a caller that stopped waiting in between (a timeout, an
+    /// HTTP client that went away, a peer connection lost) would leave the joint configuration
+    /// to [`sync`], which ends it keeping the leavers as learners. Run here, the change goes to
+    /// its end whoever stops waiting for it; dropping the returned future only stops waiting.
+    pub fn change_membership(
+        self: &Arc<Self>,
+        change: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+        right: ChangeRight,
+    ) -> impl std::future::Future<Output = ChangeOutcome> + Send + 'static {
+        let node = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = node.raft.change_membership(change, retain).await;
+            drop(right);
+            outcome
+        });
+        async move {
+            match task.await {
+                Ok(outcome) => outcome,
+                Err(e) if e.is_panic() => Err(RaftError::Fatal(Fatal::Panicked)),
+                Err(_) => Err(RaftError::Fatal(Fatal::Stopped)),
+            }
+        }
+    }
+
     /// Starts a client's `reconfig`; the returned receiver gets its outcome (the new
     /// configuration, or a ZooKeeper error code). Called in request order by the connection,
     /// whose `write_order` admits it only alone: it goes to the leader apart from the connection's
@@ -240,11 +300,9 @@ impl Node {
         if !self.is_leader() {
             return Err(ReconfigError::Failed("this node no longer leads".into()));
         }
-        let _one = self
-            .reconfigs
-            .one_at_a_time
-            .try_lock()
-            .map_err(|_| ReconfigError::InProgress)?;
+        let right = self
+            .try_claim_membership()
+            .ok_or(ReconfigError::InProgress)?;
         let (current, version) = self.config_in_effect()?;
         if order.from_config != -1 && order.from_config != version {
             return Err(ReconfigError::BadVersion {
@@ -263,7 +321,7 @@ impl Node {
         }
         // 2. One joint change to the new voters (a demoted voter stays as a learner).
         if new != old {
-            self.change(ChangeMembers::ReplaceAllVoters(new.clone()), true)
+            self.change(ChangeMembers::ReplaceAllVoters(new.clone()), true, &right)
                 .await?;
         }
         // 3. Members that leave go.
@@ -273,7 +331,8 @@ impl Node {
             .copied()
             .collect();
         if !gone.is_empty() && self.is_leader() {
-            self.change(ChangeMembers::RemoveNodes(gone), false).await?;
+            self.change(ChangeMembers::RemoveNodes(gone), false, &right)
+                .await?;
         }
         if !self.is_leader() {
             return Err(ReconfigError::Failed(
@@ -376,13 +435,16 @@ impl Node {
         }
     }
 
+    /// One membership step of a reconfig, under its `right` ([`Node::change_membership`]: it
+    /// ends even if the reconfig stops waiting for it).
     async fn change(
-        &self,
+        self: &Arc<Self>,
         change: ChangeMembers<NodeId, BasicNode>,
         retain: bool,
+        right: &ChangeRight,
     ) -> Result<(), ReconfigError> {
-        match tokio::time::timeout(STEP_TIMEOUT, self.raft.change_membership(change, retain)).await
-        {
+        let changed = self.change_membership(change, retain, right.clone());
+        match tokio::time::timeout(STEP_TIMEOUT, changed).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(ReconfigError::Failed(format!("membership change: {e}"))),
             Err(_) => Err(ReconfigError::Failed(format!(

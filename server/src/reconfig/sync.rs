@@ -92,8 +92,8 @@ async fn leave_joint_once(
     if first_seen.elapsed() < JOINT_GRACE {
         return Ok(());
     }
-    // Not while a reconfig of this node is under way: it finishes its own change.
-    let Ok(_one) = node.reconfigs.one_at_a_time.try_lock() else {
+    // Not while another change of this node's is under way: it finishes its own.
+    let Some(right) = node.try_claim_membership() else {
         return Ok(());
     };
     tracing::warn!(
@@ -105,7 +105,7 @@ async fn leave_joint_once(
     let change = openraft::ChangeMembers::ReplaceAllVoters(voters);
     let failed = match tokio::time::timeout(
         LEAVE_TIMEOUT,
-        node.raft.change_membership(change, true),
+        node.change_membership(change, true, right),
     )
     .await
     {
@@ -128,7 +128,7 @@ async fn sync_once(node: &Arc<Node>) -> Result<(), crate::error::ReconfigError> 
     if !node.is_leader() || crate::upgrade::cluster_version(node) < CONFIG_NODE_SINCE {
         return Ok(());
     }
-    let Ok(_one) = node.reconfigs.one_at_a_time.try_lock() else {
+    let Some(_right) = node.try_claim_membership() else {
         return Ok(());
     };
     let (mut desired, shown) = {
