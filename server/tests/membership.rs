@@ -302,7 +302,11 @@ fn member_ids(m: &Value) -> BTreeSet<u64> {
 /// change goes on without its caller.
 #[test]
 fn a_removal_whose_request_timed_out_still_ends_as_asked() {
-    let c = SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &[])
+    // The freeze below lasts about 2 s: with a longer election timeout the thawed node does
+    // not stand for election, which could depose the leader and let the node being removed
+    // lead and end the joint configuration its own way (keeping itself as a learner).
+    let slow_elections = ["--election-timeout-ms".to_string(), "5000".to_string()];
+    let c = SynodEnsemble::start_tls(Path::new(env!("CARGO_BIN_EXE_synod")), 3, &slow_elections)
         .expect("start a cluster");
     let leader = blocking(|| c.wait_leader_among(&[0, 1, 2], START));
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();

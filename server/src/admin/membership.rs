@@ -4,9 +4,10 @@
 //!
 //! One change at a time: a request waits (within its `timeout_ms`) for the leader's right to
 //! change the membership, which a ZooKeeper `reconfig` or another request may hold
-//! ([`crate::reconfig::ChangeRight`]), and answers `409` if it is still held then. A change, once
-//! proposed, runs to its end on a task of its own ([`Node::change_membership`]): a request that
-//! times out (`504`) or whose client goes away leaves it going, not half-done.
+//! ([`crate::reconfig::ChangeRight`]), and answers `409` if it is still held then. A change of
+//! the voters, once proposed, runs to its end on a task of its own while this node leads
+//! ([`Node::change_membership`]): a request that times out (`504`) or whose client goes away
+//! leaves it going, not half-done. (Adding a learner is one entry: nothing to leave half-done.)
 //!
 //! Membership changes must run on the leader: any other node answers `421 Misdirected Request`
 //! naming the leader (id and peer address). openraft 0.9 has no leadership transfer, so there is
@@ -198,12 +199,16 @@ fn leader_only(node: &Node) -> ApiResult<()> {
     }
 }
 
-/// When a request's waits end: `timeout_ms` (default [`DEFAULT_CHANGE_TIMEOUT`]) from now.
+/// When a request's waits end: `timeout_ms` (default [`DEFAULT_CHANGE_TIMEOUT`]) from now; a
+/// `timeout_ms` too large for the clock means a year.
 fn deadline_of(ms: Option<u64>) -> Deadline {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
     let timeout = ms
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_CHANGE_TIMEOUT);
-    Deadline::now() + timeout
+    let now = Deadline::now();
+    now.checked_add(timeout.min(FAR))
+        .unwrap_or(now + DEFAULT_CHANGE_TIMEOUT)
 }
 
 /// The leader's right to change the membership, waited for until `deadline`; `409` if another
@@ -212,9 +217,10 @@ async fn claim(node: &Node, deadline: Deadline) -> ApiResult<ChangeRight> {
     let right = node.claim_membership(deadline).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
-            "another membership change (a reconfig, another /members request, or the leader \
-             ending a joint configuration) is still under way; retry once GET /membership shows \
-             it done",
+            "another membership change (a reconfig, another /members request, the leader ending \
+             a joint configuration or rewriting /zookeeper/config) is still under way; retry \
+             once GET /membership shows it done (a change that cannot commit, as without a \
+             quorum, holds it until it gives up)",
         )
     })?;
     // Leadership may have moved while this waited.

@@ -20,9 +20,11 @@
 //! leader's [`sync`] then shows the membership as it is. A leader lost inside the joint change
 //! leaves it to the next leader, which ends it ([`sync`]): the new voters, with the members
 //! that were to leave still there as learners (observers), since the removal step never ran.
-//! A step whose caller stops waiting (a timeout, the follower's forward lost) still ends: every
-//! membership change, a reconfig's or the admin port's, runs on a task of its own that holds
+//! A change of the voters whose caller stops waiting (a timeout, the follower's forward lost)
+//! still makes both its entries while this node leads: it runs on a task of its own that holds
 //! the node's right to change the membership ([`ChangeRight`], [`Node::change_membership`]).
+//! Only that step ends so: the steps after it (removing the leavers, writing
+//! `/zookeeper/config` for the client) are the reconfig's, and do not run.
 
 pub mod spec;
 pub mod sync;
@@ -31,7 +33,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use synod_proto::mode::perms;
@@ -132,6 +134,14 @@ impl Node {
     /// HTTP client that went away, a peer connection lost) would leave the joint configuration
     /// to [`sync`], which ends it keeping the leavers as learners. Run here, the change goes to
     /// its end whoever stops waiting for it; dropping the returned future only stops waiting.
+    ///
+    /// If this node stops leading (a new term, or another leader), the task gives the right
+    /// back and waits at most [`STEP_TIMEOUT`] more, then answers as a follower would
+    /// (`ForwardToLeader`). A leader deposed before its entry committed usually learns its fate
+    /// when the entry is applied (and proposes the second step if it leads again), but may
+    /// never (a snapshot that covers the entry answers no one): the right must not stay with
+    /// such a change, nor the task for ever. A joint configuration left so is ended by the
+    /// leader ([`sync`]).
     pub fn change_membership(
         self: &Arc<Self>,
         change: ChangeMembers<NodeId, BasicNode>,
@@ -140,9 +150,32 @@ impl Node {
     ) -> impl std::future::Future<Output = ChangeOutcome> + Send + 'static {
         let node = self.clone();
         let task = tokio::spawn(async move {
-            let outcome = node.raft.change_membership(change, retain).await;
-            drop(right);
-            outcome
+            let mut metrics = node.raft.metrics();
+            let term = metrics.borrow().current_term;
+            let deposed = async {
+                let me = Some(node.id);
+                let moved = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+                    m.current_term != term || m.current_leader != me
+                };
+                // An error: the metrics' sender is gone, openraft stopped.
+                metrics.wait_for(moved).await.is_ok()
+            };
+            let changed = node.raft.change_membership(change, retain);
+            tokio::pin!(changed);
+            tokio::select! {
+                outcome = &mut changed => outcome,
+                still_running = deposed => {
+                    drop(right);
+                    if !still_running {
+                        return Err(RaftError::Fatal(Fatal::Stopped));
+                    }
+                    tokio::time::timeout(STEP_TIMEOUT, changed)
+                        .await
+                        .unwrap_or(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                            ForwardToLeader::empty(),
+                        ))))
+                }
+            }
         });
         async move {
             match task.await {
@@ -350,7 +383,7 @@ impl Node {
             session_id: order.session_id,
             auth: order.auth,
         };
-        self.propose_config(cmd).await
+        self.propose_config(cmd, STEP_TIMEOUT).await
     }
 
     /// The applied membership as ZooKeeper names it, with `/zookeeper/config`'s version;
@@ -453,16 +486,21 @@ impl Node {
         }
     }
 
-    /// Proposes a [`Command::Config`] and waits until it is applied on this leader.
-    async fn propose_config(&self, cmd: Command) -> Result<(), ReconfigError> {
+    /// Proposes a [`Command::Config`] and waits until it is applied on this leader, at most
+    /// `timeout` (its callers hold the right to change the membership, which must not stay with
+    /// a write that cannot commit, as without a quorum; the entry may still commit later).
+    async fn propose_config(&self, cmd: Command, timeout: Duration) -> Result<(), ReconfigError> {
         let (tx, rx) = oneshot::channel();
         if self.proposals.send(Proposal::remote(cmd, tx)).is_err() {
             return Err(ReconfigError::Failed("node shutting down".into()));
         }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ReconfigError::Failed(e.to_string())),
-            Err(_) => Err(ReconfigError::Failed("node shutting down".into())),
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ReconfigError::Failed(e.to_string())),
+            Ok(Err(_)) => Err(ReconfigError::Failed("node shutting down".into())),
+            Err(_) => Err(ReconfigError::Failed(format!(
+                "/zookeeper/config's write was not applied within {timeout:?}"
+            ))),
         }
     }
 

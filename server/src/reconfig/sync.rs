@@ -1,7 +1,8 @@
 //! The leader keeps `/zookeeper/config` showing the applied membership: after a change made on
 //! the admin port (or by a reconfig that failed half-way), after an election, and once the
 //! cluster version first allows it, it writes the membership there with a [`Command::Config`]
-//! entry of its own. It never runs while a reconfig holds the node's reconfig lock.
+//! entry of its own. It never runs while another holds the node's right to change the
+//! membership (a reconfig, an admin request: [`super::ChangeRight`]).
 //!
 //! It also leaves a joint configuration nobody is finishing. openraft changes the membership
 //! in two entries (the joint configuration, then the new one alone) from the leader that was
@@ -33,6 +34,10 @@ const JOINT_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the leader waits for the second half of a joint change it finishes to commit.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the leader waits for its rewrite of `/zookeeper/config` to be applied, holding the
+/// right to change the membership (a later tick tries again).
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until the node stops.
 pub async fn config_sync_loop(node: Arc<Node>) {
@@ -157,5 +162,5 @@ async fn sync_once(node: &Arc<Node>) -> Result<(), crate::error::ReconfigError> 
         session_id: 0,
         auth: Vec::new(),
     };
-    node.propose_config(cmd).await
+    node.propose_config(cmd, CONFIG_TIMEOUT).await
 }
