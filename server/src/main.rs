@@ -130,6 +130,10 @@ fn main() -> std::process::ExitCode {
     };
     synod_server::admin::metrics::set_allocator_stats(allocator_stats);
     let result = rt.block_on(synod_server::server::run(cfg, shutdown_signal()));
+    // What is left (requests the admin port dropped, work on the blocking pool such as a
+    // backup's copy) gets this long, not for ever: dropping the runtime would wait for the
+    // blocking pool.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

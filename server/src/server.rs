@@ -18,13 +18,18 @@ use crate::tls::{ClientAuth, ServerTls};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a shutting-down leader waits for its followers to match its last log entry.
 const REPLICATION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the admin port's requests in flight (a backup being
+/// downloaded, a membership change waiting for its commit, up to the `timeout_ms` its caller
+/// chose) before it drops them.
+const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds every listener, starts the node and serves until `shutdown` resolves. Then, in order:
 /// stops accepting clients; lets every connection answer the requests it has read (it reads no
 /// more) and close, bounded by [`DRAIN_TIMEOUT`]; if leading, waits (bounded) until every
 /// follower has matched the last log entry, so none needs a catch-up after the leader is gone
 /// (openraft 0.9 cannot hand leadership over: the followers elect a new leader after an
-/// election timeout); then stops the peer and admin listeners and Raft.
+/// election timeout); then stops the admin listener, letting its requests in flight finish
+/// within [`ADMIN_DRAIN_TIMEOUT`], the peer listener and Raft.
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -163,7 +168,17 @@ pub async fn run(
     }
     reloader.abort();
     let _ = stop_tx.send(true);
-    let _ = admin_task.await;
+    let mut admin_task = admin_task;
+    if tokio::time::timeout(ADMIN_DRAIN_TIMEOUT, &mut admin_task)
+        .await
+        .is_err()
+    {
+        // The requests' own tasks end with the runtime (`main` bounds its shutdown too).
+        tracing::warn!(
+            "admin requests still in flight after {ADMIN_DRAIN_TIMEOUT:?}; dropping them"
+        );
+        admin_task.abort();
+    }
     peer_task.abort();
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!(%e, "raft shutdown");

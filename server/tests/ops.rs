@@ -564,6 +564,40 @@ fn leader_shuts_down_gracefully_under_load() {
     });
 }
 
+/// A shutdown lets the admin port's requests in flight finish only within a bound: here a
+/// removal that cannot commit (both followers frozen) would wait two minutes, its `timeout_ms`.
+/// Before release 0.5.17 the node waited for it, until systemd (or this test) killed it.
+#[test]
+fn shutdown_does_not_wait_for_an_admin_request_in_flight() {
+    let c = new_cluster(3);
+    let leader = start3(&c, &[]);
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        c.pause(f).expect("freeze a follower");
+    }
+    let removed = c.nodes()[followers[0]].id;
+    std::thread::scope(|s| {
+        let pending = s.spawn(|| {
+            let body = serde_json::json!({"id": removed, "force": true, "timeout_ms": 120_000});
+            c.json(leader, "POST", "/members/remove", Some(&body))
+        });
+        synod_testkit::wait_until(START, "the removal under way", || {
+            c.json(leader, "GET", "/membership", None)
+                .is_some_and(|(_, m)| m["joint"] == true)
+        });
+        let exit = c.terminate(leader, Duration::from_secs(60));
+        let answer = pending.join().expect("the request's thread");
+        let log = c.log(leader);
+        let exit = exit.unwrap_or_else(|| panic!("still running 60 s after SIGTERM\n{log}"));
+        assert!(exit.success(), "exit status {exit:?}\n{log}");
+        assert!(log.contains("admin requests still in flight"), "{log}");
+        assert!(
+            answer.as_ref().is_none_or(|(status, _)| *status != 200),
+            "the removal cannot have succeeded: {answer:?}"
+        );
+    });
+}
+
 /// RocksDB's C++ allocates from synod's jemalloc (`server/src/cxx_alloc.rs`), and every
 /// `operator new` and `delete` of the process is synod's: `libstdc++`'s own calls too, which the
 /// dynamic linker binds to the executable's definitions only if it exports them. Were one of
