@@ -3,7 +3,9 @@
 # workloads and settings, one after the other in one run on this machine — ZooKeeper (plaintext),
 # synod --insecure (plaintext), the same with --audit off (so the audit trail's cost is known) and
 # synod with TLS on every port (its default), so the cost of TLS is known; each also serially (one session, one request in flight: the latency of one write);
-# then each holds 100,000 znodes of 100 bytes and its servers' resident memory is read from /proc.
+# then each holds 100,000 znodes of 100 bytes and its servers' resident memory is read from /proc,
+# 2 s after the fill and again at rest (once the servers' summed RSS stops falling: freed pages
+# go back to the system a few seconds after a burst).
 # Last, the new connections per second one synod node accepts, with and without TLS.
 # First of all, the machine's floor in the same run (synod-bench --floor: loopback round trip,
 # 4 KiB append + fdatasync; and what that sync is made of: the same over blocks already
@@ -224,6 +226,8 @@ run_side() { # name connect-string serial-server pidfiles...
     if [ ${#heap0[@]} = 3 ]; then
         echo "$(mem_parts "$fill" "$out/synod" "${heap0[@]}")" | tee -a "$out/$name.txt"
     fi
+    rss_settle "$@"
+    echo "rss_at_rest_mib=$(rss_mib "$@")" | tee -a "$out/$name.txt"
 }
 
 synod_servers=127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183
@@ -594,6 +598,9 @@ row "serial get p50 us (zk local)" "$zg" "$sg" "$(ratio "$sg" "$zg")" "<= zookee
 zc=$(field set zookeeper server_cpu_us_per_op); sc=$(field set synod_plain server_cpu_us_per_op)
 row "server cpu per set us (3 summed)" "$zc" "$sc" "$(ratio "$sc" "$zc")" "<= 15"
 row "max rss per server MiB, $fill znodes" "$rss_zk" "$rss_synod" "$(ratio "$rss_synod" "$rss_zk")" "<= 50"
+rest_zk=$(sed -n 's/rss_at_rest_mib=//p' "$out/zookeeper.txt" | max_of)
+rest_synod=$(sed -n 's/rss_at_rest_mib=//p' "$out/synod_plain.txt" | max_of)
+row "  the same at rest" "$rest_zk" "$rest_synod" "$(ratio "$rest_synod" "$rest_zk")" "<= 50"
 echo "rss after $fill znodes of 100 bytes (MiB per server): zookeeper=[$(sed -n 's/rss_after_fill_mib=//p' "$out/zookeeper.txt")] synod_plain=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_plain.txt")] synod_tls=[$(sed -n 's/rss_after_fill_mib=//p' "$out/synod_tls.txt")]"
 parts=$(grep '^mem_rss_mib=' "$out/synod_plain.txt" || true)
 if [ -n "$parts" ]; then
