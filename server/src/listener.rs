@@ -25,7 +25,8 @@ pub struct PerIp {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
-struct IpGuard {
+/// One connection's count in a [`PerIp`] table, released on drop.
+pub(crate) struct IpGuard {
     table: Arc<PerIp>,
     ip: IpAddr,
 }
@@ -43,7 +44,8 @@ impl Drop for IpGuard {
 }
 
 impl PerIp {
-    fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpGuard> {
+    /// Counts a connection from `ip`, unless `limit` (0: none) are open from it already.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpGuard> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = c.entry(ip).or_insert(0);
         if limit > 0 && *n >= limit {

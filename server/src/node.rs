@@ -196,6 +196,10 @@ pub struct Node {
     pub(crate) version_current: std::sync::atomic::AtomicBool,
     /// One membership change at a time, and members' client addresses ([`crate::reconfig`]).
     pub(crate) reconfigs: crate::reconfig::Reconfigs,
+    /// One backup download at a time (`GET /snapshot`): each writes a copy of the snapshot to
+    /// the state directory, held until its download ends, so retried or parallel downloads
+    /// could fill the data disk ([`crate::admin::snapshot`]).
+    pub(crate) backups: Arc<tokio::sync::Semaphore>,
     /// Whether this node, cut off from the quorum, serves read-only clients
     /// ([`crate::read_only`]).
     pub read_only: crate::read_only::ReadOnly,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::admin::listener::{AdminListener, AdminPeer};
+use crate::admin::listener::AdminListener;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::listener::{Listener, PerIp, RefusalLog};
@@ -22,6 +22,10 @@ const REPLICATION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// downloaded, a membership change waiting for its commit, up to the `timeout_ms` its caller
 /// chose) before it drops them.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the Raft core to stop (it finishes the command under way, such
+/// as a log sync) before the process exits without it: every acknowledged entry is already
+/// durable, and what the core had not finished is not acknowledged.
+const RAFT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds every listener, starts the node and serves until `shutdown` resolves. Then, in order:
 /// stops accepting clients; lets every connection answer the requests it has read (it reads no
@@ -96,19 +100,9 @@ pub async fn run(
         })
     };
     let admin_task = {
-        let mut stop = stop_rx.clone();
         let app = crate::admin::router(node.clone());
         let admin = AdminListener::new(admin, admin_tls.clone())?;
-        tokio::spawn(async move {
-            axum::serve(
-                admin,
-                app.into_make_service_with_connect_info::<AdminPeer>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        })
+        tokio::spawn(crate::admin::serve::serve(admin, app, stop_rx.clone()))
     };
     let reloader = tokio::spawn(reload_on_sighup(
         [tls.clone(), admin_tls].into_iter().flatten().collect(),
@@ -180,8 +174,12 @@ pub async fn run(
         admin_task.abort();
     }
     peer_task.abort();
-    if let Err(e) = node.raft.shutdown().await {
-        tracing::warn!(%e, "raft shutdown");
+    // The Raft core sees the request between commands: one stuck in a sync on a stalled disk
+    // would hold it, and the process, until killed.
+    match tokio::time::timeout(RAFT_STOP_TIMEOUT, node.raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(%e, "raft shutdown"),
+        Err(_) => tracing::warn!("raft did not stop within {RAFT_STOP_TIMEOUT:?}; exiting anyway"),
     }
     Ok(())
 }

@@ -293,6 +293,48 @@ async fn connections_per_address_and_in_total_are_capped() {
     srv.stop().await;
 }
 
+/// The admin port bounds what one client can hold: at most 32 connections from one address
+/// (another address is still served), and a connection that sends no request head is closed
+/// after 30 s (`HEADER_READ_TIMEOUT`, `server/src/admin/serve.rs`), so connections left open and
+/// silent do not keep the port's slots from the probes and the operators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_connections_per_address_and_silent_ones_are_bounded() {
+    let srv = Server::start(&[]).await;
+    let admin = srv.ens.admin_addr(0).expect("admin address");
+    let mut silent = Vec::new();
+    for _ in 0..32 {
+        silent.push(TcpStream::connect(admin).await.expect("connect"));
+    }
+    let mut over = TcpStream::connect(admin).await.expect("tcp connect");
+    assert!(
+        closed_by_server(&mut over, Duration::from_secs(5)).await,
+        "a 33rd admin connection from one address was kept"
+    );
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let mut other = sock.connect(admin).await.expect("connect from 127.0.0.2");
+    other
+        .write_all(b"GET /health HTTP/1.1\r\nhost: synod\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), other.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read the answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for s in &mut silent {
+        assert!(
+            closed_by_server(s, Duration::from_secs(60)).await,
+            "a silent admin connection was kept open"
+        );
+    }
+    let (status, _) = blocking(|| srv.ens.http(0, "GET", "/health", None)).expect("answer");
+    assert_eq!(status, 200);
+    srv.stop().await;
+}
+
 /// A client that keeps connecting past its address's limit is refused every time, and every
 /// refusal is counted in `/metrics`; but the node's log says so at most once per
 /// `REFUSAL_LOG_INTERVAL` (10 s), so the flood cannot grow the log at the client's pace.

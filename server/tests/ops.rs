@@ -564,6 +564,57 @@ fn leader_shuts_down_gracefully_under_load() {
     });
 }
 
+/// One backup download at a time: each holds a copy of the snapshot on the node's disk until
+/// it ends, so a second one meanwhile is answered 429, and the next one after the first client
+/// hangs up is served. The snapshot (about 27 MB) is larger than the socket buffers, so the
+/// first download cannot end while its client reads nothing.
+#[test]
+fn one_backup_download_at_a_time() {
+    use std::io::{Read, Write};
+    let c = new_cluster(3);
+    let leader = start3(&c, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let zk = connect(&c.connect_string_of(&[0, 1, 2])).await;
+        let value = vec![7u8; 900_000];
+        for i in 0..30 {
+            zk.create(&format!("/big-{i}"), &value, CreateMode::Persistent)
+                .await
+                .expect("create");
+        }
+    });
+    let (st, info) = c
+        .json(leader, "POST", "/snapshot", None)
+        .expect("POST /snapshot");
+    assert_eq!(st, 200, "{info}");
+    let addr = c.admin_addr(leader).expect("admin address");
+    let mut slow = std::net::TcpStream::connect(addr).expect("connect");
+    slow.write_all(b"GET /snapshot HTTP/1.1\r\nhost: synod\r\n\r\n")
+        .expect("send the request");
+    let mut head = [0u8; 12];
+    slow.read_exact(&mut head).expect("the response starts");
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+
+    let (st, body) = c
+        .json(leader, "GET", "/snapshot", None)
+        .expect("a second GET /snapshot");
+    assert_eq!(st, 429, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("already"),
+        "{body}"
+    );
+
+    drop(slow);
+    synod_testkit::wait_until(
+        START,
+        "a download served once the first client left",
+        || {
+            c.http(leader, "GET", "/snapshot", None)
+                .is_some_and(|(st, bytes)| st == 200 && bytes.len() > 27_000_000)
+        },
+    );
+}
+
 /// A shutdown lets the admin port's requests in flight finish only within a bound: here a
 /// removal that cannot commit (both followers frozen) would wait two minutes, its `timeout_ms`.
 /// Before release 0.5.17 the node waited for it, until systemd (or this test) killed it.

@@ -1,8 +1,9 @@
-//! The admin port's listener for axum ([`AdminListener`]): accepts connections (at most
-//! [`MAX_ADMIN_CONNECTIONS`] open at once), runs each TLS handshake in a task of its own so that
-//! a slow or hostile client never stalls the accept loop, and hands axum the established stream
-//! together with [`AdminPeer`] — its address and the identity its certificate names — which
-//! handlers and [`super::access`] read as `ConnectInfo<AdminPeer>`.
+//! The admin port's listener ([`AdminListener`]): accepts connections (at most
+//! [`MAX_ADMIN_CONNECTIONS`] open at once, [`MAX_ADMIN_CONNECTIONS_PER_IP`] from one address),
+//! runs each TLS handshake in a task of its own so that a slow or hostile client never stalls
+//! the accept loop, and hands [`super::serve`] the established stream together with
+//! [`AdminPeer`] — its address and the identity its certificate names — which handlers and
+//! [`super::access`] read as `ConnectInfo<AdminPeer>`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,12 +11,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::listener::{IpGuard, PerIp};
 use crate::peer::AbortOnDrop;
 use crate::tls::identity::CertIdentity;
 use crate::tls::stream::ServerStream;
@@ -23,6 +23,10 @@ use crate::tls::ServerTls;
 
 /// Open admin connections, handshaking ones included; a connection beyond it is closed at once.
 pub const MAX_ADMIN_CONNECTIONS: usize = 256;
+
+/// Open admin connections from one address: one client (a script looping, or sending nothing)
+/// cannot take every slot from the probes and the operators.
+pub const MAX_ADMIN_CONNECTIONS_PER_IP: usize = 32;
 
 /// Established connections waiting for axum to take them.
 const READY_QUEUE: usize = 64;
@@ -43,16 +47,23 @@ pub struct AdminPeer {
 pub struct AdminStream {
     /// Plaintext under `--insecure`, TLS otherwise.
     inner: ServerStream,
-    /// Read by [`Connected::connect_info`] when axum takes the connection.
+    /// Who is on the other end, for the handlers ([`AdminStream::peer`]).
     peer: AdminPeer,
     /// Released when the connection closes.
     _slot: OwnedSemaphorePermit,
+    /// Its address's count, released when the connection closes.
+    _ip: IpGuard,
+}
+
+impl AdminStream {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &AdminPeer {
+        &self.peer
+    }
 }
 
 /// See the module documentation.
 pub struct AdminListener {
-    /// The bound address.
-    local: SocketAddr,
     /// Connections past their handshake.
     ready: mpsc::Receiver<AdminStream>,
     /// The accept loop; stops with the listener.
@@ -63,11 +74,9 @@ impl AdminListener {
     /// Starts accepting on `listener`; `tls`: HTTPS (a client certificate is optional at this
     /// level; [`super::access`] decides what needs one).
     pub fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let accepting = AbortOnDrop(tokio::spawn(accept_loop(listener, tls, tx)));
         Ok(AdminListener {
-            local,
             ready,
             _accepting: accepting,
         })
@@ -81,6 +90,7 @@ async fn accept_loop(
     tx: mpsc::Sender<AdminStream>,
 ) {
     let open = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -92,6 +102,10 @@ async fn accept_loop(
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
             tracing::warn!(%addr, max = MAX_ADMIN_CONNECTIONS, "admin connection refused: too many open");
+            continue;
+        };
+        let Some(ip) = per_ip.admit(addr.ip(), MAX_ADMIN_CONNECTIONS_PER_IP) else {
+            tracing::warn!(%addr, max = MAX_ADMIN_CONNECTIONS_PER_IP, "admin connection refused: too many open from its address");
             continue;
         };
         let tx = tx.clone();
@@ -111,6 +125,7 @@ async fn accept_loop(
                 inner,
                 peer: AdminPeer { addr, identity },
                 _slot: slot,
+                _ip: ip,
             };
             // Fails only when the listener is gone (shutdown): the connection just closes.
             let _ = tx.send(conn).await;
@@ -118,29 +133,14 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for AdminListener {
-    type Io = AdminStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (AdminStream, SocketAddr) {
+impl AdminListener {
+    /// The next connection past its handshake.
+    pub async fn accept(&mut self) -> AdminStream {
         match self.ready.recv().await {
-            Some(conn) => {
-                let addr = conn.peer.addr;
-                (conn, addr)
-            }
+            Some(conn) => conn,
             // The accept loop never ends on its own; if it is gone, nothing more will come.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-impl Connected<IncomingStream<'_, AdminListener>> for AdminPeer {
-    fn connect_info(stream: IncomingStream<'_, AdminListener>) -> Self {
-        stream.io().peer.clone()
     }
 }
 

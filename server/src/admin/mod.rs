@@ -18,6 +18,7 @@ pub mod http;
 pub mod listener;
 pub mod membership;
 pub mod metrics;
+pub mod serve;
 pub mod snapshot;
 pub mod tenants;
 pub mod ui;

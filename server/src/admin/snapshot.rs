@@ -105,7 +105,15 @@ pub async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<S
 /// The backup is written from the snapshot file, a window of it at a time, to a file of its own,
 /// with no name (gone when the download ends or is dropped), in the state directory, and
 /// streamed from it: the node holds neither file in memory (at 1,000,000 znodes, 178 MB each).
+/// One download at a time: another meanwhile is answered `429`.
 pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
+    let permit = node.backups.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "a backup is being downloaded from this node already (each holds a copy of the \
+             snapshot on its disk until it ends); retry when it has ended",
+        )
+    })?;
     let info = snapshot_at_least(&node, 1).await?;
     let path = snapshot_path(&node);
     let read = tokio::task::spawn_blocking(move || {
@@ -133,10 +141,13 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (backup, len, log_id) =
         read.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        tokio::fs::File::from_std(backup),
-        256 << 10,
-    ));
+    let chunks =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(backup), 256 << 10);
+    // The permit goes with the body: released when the download ends or is dropped.
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::map(chunks, move |chunk| {
+        let _held = &permit;
+        chunk
+    }));
     let (index, term) = log_id
         .map(|l| (l.index, l.leader_id.term))
         .unwrap_or((info.last_log_index, info.last_log_term));

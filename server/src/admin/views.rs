@@ -156,13 +156,20 @@ pub struct Formats {
 }
 
 /// This node's status.
+/// How long `/status` waits for the Raft core's answer (its committed index).
+const CORE_QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn status(node: &Node) -> Status {
-    let committed = node
-        .raft
-        .with_raft_state(|s| s.committed.map(|l| l.index))
-        .await
-        .ok()
-        .flatten();
+    // Asked of the Raft core, which may be inside a sync of a stalled disk: `/status` and
+    // `/metrics` answer without it then (`committed` null) rather than hang with the disk.
+    let committed = tokio::time::timeout(
+        CORE_QUESTION_TIMEOUT,
+        node.raft.with_raft_state(|s| s.committed.map(|l| l.index)),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .flatten();
     let m = node.raft.metrics().borrow().clone();
     let (applied, znodes, data_bytes, sessions, watches, connections, cluster_version) = {
         let r = lock(&node.replica);

@@ -190,10 +190,20 @@ impl PeerService for Node {
                 let floor = lock(&self.replica).observer.history.floor();
                 futures_util::future::ready(PeerResponse::HistoryFloor(floor)).boxed()
             }
+            // On a task of its own: a reconfig is several steps, and the peer connection that
+            // asked may close before they are done (a request future here is dropped with its
+            // connection); cut short, the steps after the one under way would never run.
             PeerRequest::Reconfig(order) => match self.self_arc() {
                 Some(node) => {
-                    async move { PeerResponse::Reconfig(node.execute_reconfig(order).await) }
-                        .boxed()
+                    let run = tokio::spawn(async move { node.execute_reconfig(order).await });
+                    async move {
+                        PeerResponse::Reconfig(run.await.unwrap_or_else(|e| {
+                            Err(crate::error::ReconfigError::Failed(format!(
+                                "the reconfig's task ended: {e}"
+                            )))
+                        }))
+                    }
+                    .boxed()
                 }
                 None => futures_util::future::ready(PeerResponse::Reconfig(Err(
                     crate::error::ReconfigError::Failed("node shutting down".into()),

@@ -39,9 +39,16 @@ pub async fn read_connect_request(
         _ => return None,
     }
     if let Some(answer) = crate::admin::fourletter::answer(node, &head) {
-        let _ = stream.write_all(answer.as_bytes()).await;
-        let _ = stream.flush().await;
-        let _ = stream.shutdown().await;
+        // Bounded: a client that never reads a large answer (`cons`, `dump`, `wchp`) must not
+        // keep its connection slot.
+        let send = async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.flush().await?;
+            stream.shutdown().await
+        };
+        if tokio::time::timeout(HANDSHAKE_TIMEOUT, send).await.is_err() {
+            tracing::info!(%peer, "closing: the four-letter word's answer was not read in time");
+        }
         return None;
     }
     let len = i32::from_be_bytes(head);

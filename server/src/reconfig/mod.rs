@@ -58,6 +58,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a follower waits for the leader to carry out a forwarded reconfig.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3 * 60);
+/// How long the node holding a client's reconfig waits, once the leader has carried it out,
+/// for the entry that answers the client to be applied here. A node the reconfig removed never
+/// gets it (the leader no longer replicates to it): the client's connection then closes (an
+/// unknown outcome, as for any write) rather than wait for ever, its later requests behind it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client's `reconfig`, checked by the node it is connected to, for the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,20 +237,33 @@ impl Node {
                     .as_ref()
                     .map_or_else(|e| e.code().is_some(), |()| true),
             );
-            if let Err(e) = outcome {
-                tracing::info!(session = session_id, error = %e, "reconfig refused");
-                let mut r = lock(&node.replica);
-                let zxid = r.applied_zxid();
-                match e.code() {
-                    Some(err) => r.observer.pending.answer(
+            match outcome {
+                Ok(()) => {
+                    tokio::time::sleep(ANSWER_TIMEOUT).await;
+                    // A no-op once the entry was applied here and answered the client.
+                    lock(&node.replica).observer.pending.fail(
                         origin.request,
-                        Completion::Write {
-                            zxid,
-                            err,
-                            response: Response::Empty,
-                        },
-                    ),
-                    None => r.observer.pending.fail(origin.request, e.to_string()),
+                        format!(
+                            "the reconfig was carried out, but its entry was not applied on this \
+                             node within {ANSWER_TIMEOUT:?} (a node it removed never gets it)"
+                        ),
+                    );
+                }
+                Err(e) => {
+                    tracing::info!(session = session_id, error = %e, "reconfig refused");
+                    let mut r = lock(&node.replica);
+                    let zxid = r.applied_zxid();
+                    match e.code() {
+                        Some(err) => r.observer.pending.answer(
+                            origin.request,
+                            Completion::Write {
+                                zxid,
+                                err,
+                                response: Response::Empty,
+                            },
+                        ),
+                        None => r.observer.pending.fail(origin.request, e.to_string()),
+                    }
                 }
             }
         });
