@@ -32,7 +32,12 @@ pub struct Admin {
 impl Admin {
     /// HTTPS with `tls` (trusting its CA, presenting its certificate), plaintext without.
     pub fn new(tls: Option<&TlsOptions>) -> Result<Admin, String> {
-        let builder = reqwest::Client::builder().timeout(HTTP_TIMEOUT).no_proxy();
+        // Idle connections are dropped after 15 s: a node closes one that sends no request
+        // for 30 s, and a request sent on a connection being closed would fail.
+        let builder = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .pool_idle_timeout(std::time::Duration::from_secs(15))
+            .no_proxy();
         let (builder, scheme) = match tls {
             Some(tls) => {
                 let config = tls.client_config().map_err(|e| e.to_string())?;
