@@ -301,19 +301,29 @@ async fn connections_per_address_and_in_total_are_capped() {
 async fn admin_connections_per_address_and_silent_ones_are_bounded() {
     let srv = Server::start(&[]).await;
     let admin = srv.ens.admin_addr(0).expect("admin address");
+    // From an address of their own (the harness keeps a connection from 127.0.0.1).
+    let from = |ip: &str| {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(format!("{ip}:0").parse().expect("addr"))
+            .expect("bind a loopback address");
+        sock.connect(admin)
+    };
     let mut silent = Vec::new();
     for _ in 0..32 {
-        silent.push(TcpStream::connect(admin).await.expect("connect"));
+        silent.push(from("127.0.0.4").await.expect("connect"));
     }
-    let mut over = TcpStream::connect(admin).await.expect("tcp connect");
+    for s in &mut silent {
+        assert!(
+            !closed_by_server(s, Duration::from_millis(50)).await,
+            "one of the first 32 admin connections from an address was closed"
+        );
+    }
+    let mut over = from("127.0.0.4").await.expect("tcp connect");
     assert!(
         closed_by_server(&mut over, Duration::from_secs(5)).await,
         "a 33rd admin connection from one address was kept"
     );
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.bind("127.0.0.2:0".parse().expect("addr"))
-        .expect("bind 127.0.0.2");
-    let mut other = sock.connect(admin).await.expect("connect from 127.0.0.2");
+    let mut other = from("127.0.0.2").await.expect("connect from 127.0.0.2");
     other
         .write_all(b"GET /health HTTP/1.1\r\nhost: synod\r\nconnection: close\r\n\r\n")
         .await

@@ -565,9 +565,9 @@ fn leader_shuts_down_gracefully_under_load() {
 }
 
 /// One backup download at a time: each holds a copy of the snapshot on the node's disk until
-/// it ends, so a second one meanwhile is answered 429, and the next one after the first client
-/// hangs up is served. The snapshot (about 27 MB) is larger than the socket buffers, so the
-/// first download cannot end while its client reads nothing.
+/// it ends, so a second one meanwhile is answered 429. The snapshot (about 27 MB) is larger
+/// than the socket buffers, so the first download cannot end while its client reads nothing;
+/// the node ends it after 60 s of that (`WRITE_STALL_TIMEOUT`), and serves the next one.
 #[test]
 fn one_backup_download_at_a_time() {
     use std::io::{Read, Write};
@@ -604,15 +604,16 @@ fn one_backup_download_at_a_time() {
         "{body}"
     );
 
-    drop(slow);
+    // The first client stays connected, reading nothing.
     synod_testkit::wait_until(
-        START,
-        "a download served once the first client left",
+        Duration::from_secs(120),
+        "a download served once the node gave up on the stalled one",
         || {
             c.http(leader, "GET", "/snapshot", None)
                 .is_some_and(|(st, bytes)| st == 200 && bytes.len() > 27_000_000)
         },
     );
+    drop(slow);
 }
 
 /// A shutdown lets the admin port's requests in flight finish only within a bound: here a

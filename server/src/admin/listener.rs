@@ -5,6 +5,7 @@
 //! [`AdminPeer`] — its address and the identity its certificate names — which handlers and
 //! [`super::access`] read as `ConnectInfo<AdminPeer>`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,8 +29,13 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 256;
 /// cannot take every slot from the probes and the operators.
 pub const MAX_ADMIN_CONNECTIONS_PER_IP: usize = 32;
 
-/// Established connections waiting for axum to take them.
+/// Established connections waiting for [`super::serve`] to take them.
 const READY_QUEUE: usize = 64;
+
+/// How long a write to an admin client may stay blocked because the client reads nothing
+/// before the connection is closed: a download no longer read, or answers never read, do not
+/// keep a connection slot (or the backup download's turn) for ever.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// After a failed accept (e.g. out of file descriptors) the loop waits this long.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -53,12 +59,38 @@ pub struct AdminStream {
     _slot: OwnedSemaphorePermit,
     /// Its address's count, released when the connection closes.
     _ip: IpGuard,
+    /// Armed while a write waits for the client to read, dropped at any progress
+    /// ([`WRITE_STALL_TIMEOUT`]).
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl AdminStream {
     /// Who is on the other end.
     pub fn peer(&self) -> &AdminPeer {
         &self.peer
+    }
+
+    /// Passes on a write's outcome, unless it has been blocked for [`WRITE_STALL_TIMEOUT`]:
+    /// then an error, which ends the connection.
+    fn unless_stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_TIMEOUT)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the admin client read nothing for {WRITE_STALL_TIMEOUT:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -126,6 +158,7 @@ async fn accept_loop(
                 peer: AdminPeer { addr, identity },
                 _slot: slot,
                 _ip: ip,
+                stalled: None,
             };
             // Fails only when the listener is gone (shutdown): the connection just closes.
             let _ = tx.send(conn).await;
@@ -160,14 +193,20 @@ impl AsyncWrite for AdminStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.unless_stalled(cx, poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.unless_stalled(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.unless_stalled(cx, poll)
     }
 }

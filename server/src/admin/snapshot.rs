@@ -116,7 +116,10 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
     })?;
     let info = snapshot_at_least(&node, 1).await?;
     let path = snapshot_path(&node);
+    // The permit goes with the copy (the blocking work goes on if this request is dropped),
+    // then with the body that streams it.
     let read = tokio::task::spawn_blocking(move || {
+        let permit = permit;
         // Open, the file is read whole as it is now, even if a newer snapshot replaces it.
         let snapshot = std::fs::File::open(&path)
             .map_err(|e| format!("cannot read the snapshot file: {e}"))?;
@@ -135,11 +138,11 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
             .metadata()
             .map_err(|e| format!("cannot read the backup's length: {e}"))?
             .len();
-        Ok::<_, String>((backup, len, log_id))
+        Ok::<_, String>((backup, len, log_id, permit))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (backup, len, log_id) =
+    let (backup, len, log_id, permit) =
         read.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let chunks =
         tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(backup), 256 << 10);

@@ -155,10 +155,10 @@ pub struct Formats {
     pub cluster_version: u32,
 }
 
-/// This node's status.
 /// How long `/status` waits for the Raft core's answer (its committed index).
 const CORE_QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// This node's status.
 pub async fn status(node: &Node) -> Status {
     // Asked of the Raft core, which may be inside a sync of a stalled disk: `/status` and
     // `/metrics` answer without it then (`committed` null) rather than hang with the disk.

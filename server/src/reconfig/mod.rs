@@ -20,11 +20,15 @@
 //! leader's [`sync`] then shows the membership as it is. A leader lost inside the joint change
 //! leaves it to the next leader, which ends it ([`sync`]): the new voters, with the members
 //! that were to leave still there as learners (observers), since the removal step never ran.
-//! A change of the voters whose caller stops waiting (a timeout, the follower's forward lost)
-//! still makes both its entries while this node leads: it runs on a task of its own that holds
-//! the node's right to change the membership ([`ChangeRight`], [`Node::change_membership`]).
-//! Only that step ends so: the steps after it (removing the leavers, writing
-//! `/zookeeper/config` for the client) are the reconfig's, and do not run.
+//! A reconfig forwarded by a follower runs on the leader on a task of its own, so it goes on
+//! if the peer connection that asked closes; a change of the voters whose caller stops waiting
+//! (a step's timeout) still makes both its entries while this node leads: it runs on a task of
+//! its own that holds the node's right to change the membership ([`ChangeRight`],
+//! [`Node::change_membership`]); the reconfig's later steps then do not run. The client of a
+//! reconfig carried out is answered when its `Config` entry is applied on its own node, which
+//! waits for that at most [`ANSWER_TIMEOUT`], then closes the connection (an unknown outcome):
+//! a node the reconfig removed never gets the entry, and one more than that far behind gets it
+//! too late.
 
 pub mod spec;
 pub mod sync;
@@ -62,7 +66,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(3 * 60);
 /// for the entry that answers the client to be applied here. A node the reconfig removed never
 /// gets it (the leader no longer replicates to it): the client's connection then closes (an
 /// unknown outcome, as for any write) rather than wait for ever, its later requests behind it.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client's `reconfig`, checked by the node it is connected to, for the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
