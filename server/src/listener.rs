@@ -93,6 +93,33 @@ impl Refusal {
 /// The shortest time between two log lines about refused connections of one reason.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// One kind of refusal's log line, at most once per [`REFUSAL_LOG_INTERVAL`]: when the last
+/// line was logged (`None`: never), and the refusals since then that got none. Used by the
+/// client ports ([`RefusalLog`]) and the admin port (`crate::admin::listener`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LogWindow {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl LogWindow {
+    /// Whether a refusal at `now` gets a log line: `Some(unlogged)`, the refusals since the
+    /// last line, if that line is at least [`REFUSAL_LOG_INTERVAL`] old (or there was none);
+    /// otherwise `None`, and this one is counted as unlogged.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+}
+
 /// Refused client connections: every one is counted in `/metrics`
 /// (`synod_client_connections_refused_total{reason}`), but the log says so at most once per
 /// [`REFUSAL_LOG_INTERVAL`] and reason, with how many went unlogged since its last line, so that a
@@ -100,32 +127,20 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// ports.
 #[derive(Default)]
 pub struct RefusalLog {
-    /// Per reason (indexed by `Refusal as usize`, below [`Refusal::COUNT`]): when its last line
-    /// was logged (`None`: never), and the refusals since then that got none.
-    windows: Mutex<[(Option<Instant>, u64); Refusal::COUNT]>,
+    /// Per reason (indexed by `Refusal as usize`, below [`Refusal::COUNT`]).
+    windows: Mutex<[LogWindow; Refusal::COUNT]>,
 }
 
 impl RefusalLog {
-    /// Whether a refusal for `why` at `now` gets a log line: `Some(unlogged)`, the refusals of
-    /// that reason since its last line, if the last line is at least [`REFUSAL_LOG_INTERVAL`]
-    /// old (or there was none); otherwise `None`, and this one is counted as unlogged.
+    /// Whether a refusal for `why` at `now` gets a log line ([`LogWindow::admit`], per reason).
     fn admit(&self, why: Refusal, now: Instant) -> Option<u64> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((last, unlogged)) = windows.get_mut(why as usize) else {
+        let Some(window) = windows.get_mut(why as usize) else {
             // A reason added without raising `Refusal::COUNT`: log it rather than fail.
             debug_assert!(false, "{why:?} has no window: raise Refusal::COUNT");
             return Some(0);
         };
-        match *last {
-            Some(t) if now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL => {
-                *unlogged += 1;
-                None
-            }
-            _ => {
-                *last = Some(now);
-                Some(std::mem::take(unlogged))
-            }
-        }
+        window.admit(now)
     }
 
     /// Counts a refused connection from `addr` (`None`: not known, a failed accept) and logs it

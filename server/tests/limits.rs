@@ -323,6 +323,10 @@ async fn admin_connections_per_address_and_silent_ones_are_bounded() {
         closed_by_server(&mut over, Duration::from_secs(5)).await,
         "a 33rd admin connection from one address was kept"
     );
+    assert_eq!(
+        srv.metric("synod_admin_connections_refused_total{reason=\"max_connections_per_ip\"} "),
+        1
+    );
     let mut other = from("127.0.0.2").await.expect("connect from 127.0.0.2");
     other
         .write_all(b"GET /health HTTP/1.1\r\nhost: synod\r\nconnection: close\r\n\r\n")

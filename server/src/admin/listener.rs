@@ -8,15 +8,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::listener::{IpGuard, PerIp};
+use crate::listener::{IpGuard, LogWindow, PerIp, REFUSAL_LOG_INTERVAL};
 use crate::peer::AbortOnDrop;
 use crate::tls::identity::CertIdentity;
 use crate::tls::stream::ServerStream;
@@ -115,6 +115,63 @@ impl AdminListener {
     }
 }
 
+/// Why an admin connection was closed before it was served.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// [`MAX_ADMIN_CONNECTIONS`] were open.
+    MaxConnections,
+    /// [`MAX_ADMIN_CONNECTIONS_PER_IP`] were open from the client's address.
+    MaxConnectionsPerIp,
+    /// The TLS handshake failed or timed out.
+    TlsHandshake,
+}
+
+impl Refusal {
+    /// The `reason` label of `synod_admin_connections_refused_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+            Refusal::TlsHandshake => "tls_handshake",
+        }
+    }
+}
+
+/// Refused admin connections: each counted in `/metrics`, logged at most once per
+/// [`REFUSAL_LOG_INTERVAL`] and reason (a client looping on the port cannot grow the log at
+/// its own pace), as the client ports do.
+#[derive(Default)]
+struct Refusals {
+    /// Per reason, indexed by `Refusal as usize`.
+    windows: Mutex<[LogWindow; 3]>,
+}
+
+impl Refusals {
+    fn refused(&self, why: Refusal, addr: SocketAddr, error: Option<&dyn std::fmt::Display>) {
+        metrics::counter!("synod_admin_connections_refused_total", "reason" => why.label())
+            .increment(1);
+        let admitted = {
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            windows
+                .get_mut(why as usize)
+                .map_or(Some(0), |w| w.admit(Instant::now()))
+        };
+        let Some(unlogged) = admitted else {
+            return;
+        };
+        let every = REFUSAL_LOG_INTERVAL.as_secs();
+        let error = error.map_or_else(|| "-".to_string(), |e| e.to_string());
+        tracing::warn!(
+            %addr,
+            reason = why.label(),
+            %error,
+            unlogged,
+            "admin connection refused (logged at most every {every} s per reason; `unlogged`: \
+             refusals since the last line)"
+        );
+    }
+}
+
 /// Accepts connections and hands each to a handshake task.
 async fn accept_loop(
     listener: TcpListener,
@@ -123,6 +180,7 @@ async fn accept_loop(
 ) {
     let open = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let per_ip = Arc::new(PerIp::default());
+    let refusals = Arc::new(Refusals::default());
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -133,22 +191,23 @@ async fn accept_loop(
             }
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, max = MAX_ADMIN_CONNECTIONS, "admin connection refused: too many open");
+            refusals.refused(Refusal::MaxConnections, addr, None);
             continue;
         };
         let Some(ip) = per_ip.admit(addr.ip(), MAX_ADMIN_CONNECTIONS_PER_IP) else {
-            tracing::warn!(%addr, max = MAX_ADMIN_CONNECTIONS_PER_IP, "admin connection refused: too many open from its address");
+            refusals.refused(Refusal::MaxConnectionsPerIp, addr, None);
             continue;
         };
         let tx = tx.clone();
         let tls = tls.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let (inner, identity) = match tls {
                 None => (ServerStream::Plain(stream), None),
                 Some(tls) => match crate::tls::stream::accept(&tls.acceptor(), stream).await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::info!(%addr, %e, "admin connection refused");
+                        refusals.refused(Refusal::TlsHandshake, addr, Some(&e));
                         return;
                     }
                 },

@@ -306,6 +306,11 @@ fn describe() {
          max_connections_per_ip, tls_handshake, accept_failed)"
     );
     describe_counter!(
+        "synod_admin_connections_refused_total",
+        "admin connections turned away before being served, by reason (max_connections, \
+         max_connections_per_ip, tls_handshake)"
+    );
+    describe_counter!(
         "synod_disk_refused_writes_total",
         "client writes refused because the data directory's disk was almost full"
     );
