@@ -129,7 +129,7 @@ pub async fn start(cfg: Config) -> Result<Arc<Node>, ServerError> {
         stopping: watch::channel(false).0,
         version_current: Default::default(),
         reconfigs: Default::default(),
-        backups: Arc::new(tokio::sync::Semaphore::new(1)),
+        backup_download: Arc::new(tokio::sync::Semaphore::new(1)),
         read_only: Default::default(),
         cut_off: Default::default(),
     });

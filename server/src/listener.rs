@@ -19,7 +19,7 @@ use crate::tls::stream::ServerStream;
 use crate::tls::ServerTls;
 
 /// Counts connections per client address; a guard releases its count on drop. One table serves
-/// both client ports.
+/// both client ports; the admin port keeps one of its own (`crate::admin::listener`).
 #[derive(Default)]
 pub struct PerIp {
     counts: Mutex<HashMap<IpAddr, usize>>,
@@ -27,7 +27,9 @@ pub struct PerIp {
 
 /// One connection's count in a [`PerIp`] table, released on drop.
 pub(crate) struct IpGuard {
+    /// The table the count is in.
     table: Arc<PerIp>,
+    /// The address counted.
     ip: IpAddr,
 }
 
@@ -98,7 +100,9 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// client ports ([`RefusalLog`]) and the admin port (`crate::admin::listener`).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct LogWindow {
+    /// When the last line was logged; `None`: never.
     last: Option<Instant>,
+    /// Refusals since that line that got none of their own.
     unlogged: u64,
 }
 

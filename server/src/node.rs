@@ -199,7 +199,7 @@ pub struct Node {
     /// One backup download at a time (`GET /snapshot`): each writes a copy of the snapshot to
     /// the state directory, held until its download ends, so retried or parallel downloads
     /// could fill the data disk ([`crate::admin::snapshot`]).
-    pub(crate) backups: Arc<tokio::sync::Semaphore>,
+    pub(crate) backup_download: Arc<tokio::sync::Semaphore>,
     /// Whether this node, cut off from the quorum, serves read-only clients
     /// ([`crate::read_only`]).
     pub read_only: crate::read_only::ReadOnly,

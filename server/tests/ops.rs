@@ -589,6 +589,8 @@ fn one_backup_download_at_a_time() {
     assert_eq!(st, 200, "{info}");
     let addr = c.admin_addr(leader).expect("admin address");
     let mut slow = std::net::TcpStream::connect(addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
     slow.write_all(b"GET /snapshot HTTP/1.1\r\nhost: synod\r\n\r\n")
         .expect("send the request");
     let mut head = [0u8; 12];

@@ -127,6 +127,9 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// How many reasons there are: the length of [`Refusals`]' windows.
+    const COUNT: usize = 3;
+
     /// The `reason` label of `synod_admin_connections_refused_total`.
     fn label(self) -> &'static str {
         match self {
@@ -142,19 +145,26 @@ impl Refusal {
 /// its own pace), as the client ports do.
 #[derive(Default)]
 struct Refusals {
-    /// Per reason, indexed by `Refusal as usize`.
-    windows: Mutex<[LogWindow; 3]>,
+    /// Per reason, indexed by `Refusal as usize` (below [`Refusal::COUNT`]).
+    windows: Mutex<[LogWindow; Refusal::COUNT]>,
 }
 
 impl Refusals {
+    /// Counts a connection from `addr` refused for `why` and logs it, if its reason's window
+    /// lets it ([`LogWindow::admit`]); `error`: what failed (a TLS handshake's error).
     fn refused(&self, why: Refusal, addr: SocketAddr, error: Option<&dyn std::fmt::Display>) {
         metrics::counter!("synod_admin_connections_refused_total", "reason" => why.label())
             .increment(1);
         let admitted = {
             let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-            windows
-                .get_mut(why as usize)
-                .map_or(Some(0), |w| w.admit(Instant::now()))
+            match windows.get_mut(why as usize) {
+                Some(window) => window.admit(Instant::now()),
+                None => {
+                    // A reason added without raising `Refusal::COUNT`: log it rather than fail.
+                    debug_assert!(false, "{why:?} has no window: raise Refusal::COUNT");
+                    Some(0)
+                }
+            }
         };
         let Some(unlogged) = admitted else {
             return;

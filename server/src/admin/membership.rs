@@ -220,7 +220,7 @@ async fn claim(node: &Node, deadline: Deadline) -> ApiResult<ChangeRight> {
             "another membership change (a reconfig, another /members request, the leader ending \
              a joint configuration or rewriting /zookeeper/config) is still under way; retry \
              once GET /membership shows it done (a change that cannot commit, as without a \
-             quorum, holds it until it gives up)",
+             quorum, holds it until it commits or this node stops leading)",
         )
     })?;
     // Leadership may have moved while this waited.

@@ -18,9 +18,9 @@ use super::listener::{AdminListener, AdminStream};
 
 /// How long a client may take to send a request's head, counted from the connection's start
 /// or from the end of the previous answer: also how long an idle kept-alive connection stays
-/// open. Longer than the idle time HTTP clients keep pooled connections for (ureq: 15 s), so
-/// that the client, not the server, closes an idle one and no request is sent on a connection
-/// being closed.
+/// open. Longer than the idle time synod's HTTP clients keep pooled connections for (15 s:
+/// synodctl's reqwest pool, set so, and the tests' ureq agent), so that the client, not the
+/// server, closes an idle one and no request is sent on a connection being closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `listener`'s connections with `app` until `stop` becomes true, then waits until every

@@ -107,13 +107,17 @@ pub async fn trigger_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Json<S
 /// streamed from it: the node holds neither file in memory (at 1,000,000 znodes, 178 MB each).
 /// One download at a time: another meanwhile is answered `429`.
 pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
-    let permit = node.backups.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "a backup is being downloaded from this node already (each holds a copy of the \
+    let permit = node
+        .backup_download
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "a backup is being downloaded from this node already (each holds a copy of the \
              snapshot on its disk until it ends); retry when it has ended",
-        )
-    })?;
+            )
+        })?;
     let info = snapshot_at_least(&node, 1).await?;
     let path = snapshot_path(&node);
     // The permit goes with the copy (the blocking work goes on if this request is dropped),

@@ -161,7 +161,8 @@ const CORE_QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// This node's status.
 pub async fn status(node: &Node) -> Status {
     // Asked of the Raft core, which may be inside a sync of a stalled disk: `/status` and
-    // `/metrics` answer without it then (`committed` null) rather than hang with the disk.
+    // `/metrics` answer without it then (the committed index shown is the applied one) rather
+    // than hang with the disk.
     let committed = tokio::time::timeout(
         CORE_QUESTION_TIMEOUT,
         node.raft.with_raft_state(|s| s.committed.map(|l| l.index)),

@@ -52,6 +52,11 @@ impl Pending {
         self.waiting.insert(request, tx);
     }
 
+    /// Whether `request` still waits for its outcome.
+    pub fn is_waiting(&self, request: u64) -> bool {
+        self.waiting.contains_key(&request)
+    }
+
     /// Fails a waiting request (its proposal or forward failed); no-op if already completed.
     pub fn fail(&mut self, request: u64, why: String) {
         if let Some(tx) = self.waiting.remove(&request) {

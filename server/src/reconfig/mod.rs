@@ -103,13 +103,13 @@ pub struct Reconfigs {
     /// Held by the leader while it changes the membership or rewrites `/zookeeper/config`
     /// ([`ChangeRight`]). Behind an `Arc` so that a change's own task can hold it
     /// ([`Node::change_membership`]).
-    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    change_right: Arc<tokio::sync::Mutex<()>>,
     /// Each member's advertised client address, by id, with the peer address it was asked at
     /// (a member that moves is asked again). Bounded by the number of members ever described.
     client_addrs: std::sync::Mutex<HashMap<NodeId, (String, String)>>,
 }
 
-/// The right to change the membership ([`Reconfigs::one_at_a_time`]), shared by whoever asked
+/// The right to change the membership ([`Reconfigs::change_right`]), shared by whoever asked
 /// for a change and the task that carries it out ([`Node::change_membership`]): it is given
 /// back when both are done, so a change whose caller stopped waiting keeps it until it ends.
 pub type ChangeRight = Arc<tokio::sync::OwnedMutexGuard<()>>;
@@ -124,14 +124,14 @@ pub type ChangeOutcome = Result<
 impl Node {
     /// The right to change the membership, if nobody holds it now.
     pub fn try_claim_membership(&self) -> Option<ChangeRight> {
-        let lock = self.reconfigs.one_at_a_time.clone();
+        let lock = self.reconfigs.change_right.clone();
         lock.try_lock_owned().ok().map(Arc::new)
     }
 
     /// The right to change the membership, waiting until `deadline` for whoever holds it (a
     /// reconfig adding a learner holds it while the learner catches up).
     pub async fn claim_membership(&self, deadline: tokio::time::Instant) -> Option<ChangeRight> {
-        let lock = self.reconfigs.one_at_a_time.clone().lock_owned();
+        let lock = self.reconfigs.change_right.clone().lock_owned();
         let held = tokio::time::timeout_at(deadline, lock).await.ok()?;
         Some(Arc::new(held))
     }
@@ -144,8 +144,8 @@ impl Node {
     /// to [`sync`], which ends it keeping the leavers as learners. Run here, the change goes to
     /// its end whoever stops waiting for it; dropping the returned future only stops waiting.
     ///
-    /// If this node stops leading (a new term, or another leader), the task gives the right
-    /// back and waits at most [`STEP_TIMEOUT`] more, then answers as a follower would
+    /// If this node stops leading (a new term, or another leader), the task gives its share of
+    /// the right back (a caller that still waits holds its own, at most its timeout) and waits at most [`STEP_TIMEOUT`] more, then answers as a follower would
     /// (`ForwardToLeader`). A leader deposed before its entry committed usually learns its fate
     /// when the entry is applied (and proposes the second step if it leads again), but may
     /// never (a snapshot that covers the entry answers no one): the right must not stay with
@@ -242,6 +242,12 @@ impl Node {
                     .map_or_else(|e| e.code().is_some(), |()| true),
             );
             match outcome {
+                // Answered already where this node led (its entry applied here first).
+                Ok(())
+                    if !lock(&node.replica)
+                        .observer
+                        .pending
+                        .is_waiting(origin.request) => {}
                 Ok(()) => {
                     tokio::time::sleep(ANSWER_TIMEOUT).await;
                     // A no-op once the entry was applied here and answered the client.
