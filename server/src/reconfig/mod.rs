@@ -145,12 +145,12 @@ impl Node {
     /// its end whoever stops waiting for it; dropping the returned future only stops waiting.
     ///
     /// If this node stops leading (a new term, or another leader), the task gives its share of
-    /// the right back (a caller that still waits holds its own, at most its timeout) and waits at most [`STEP_TIMEOUT`] more, then answers as a follower would
-    /// (`ForwardToLeader`). A leader deposed before its entry committed usually learns its fate
-    /// when the entry is applied (and proposes the second step if it leads again), but may
-    /// never (a snapshot that covers the entry answers no one): the right must not stay with
-    /// such a change, nor the task for ever. A joint configuration left so is ended by the
-    /// leader ([`sync`]).
+    /// the right back (a caller that still waits holds its own, at most its timeout) and waits
+    /// at most [`STEP_TIMEOUT`] more, then answers as a follower would (`ForwardToLeader`). A
+    /// leader deposed before its entry committed usually learns its fate when the entry is
+    /// applied (and proposes the second step if it leads again), but may never (a snapshot that
+    /// covers the entry answers no one): the right must not stay with such a change, nor the
+    /// task for ever. A joint configuration left so is ended by the leader ([`sync`]).
     pub fn change_membership(
         self: &Arc<Self>,
         change: ChangeMembers<NodeId, BasicNode>,
