@@ -123,6 +123,16 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     .unwrap_or(false)
 }
 
+/// What the server sends on `s` until it closes it (or `within` passes: the test fails).
+async fn read_until_closed(s: &mut TcpStream, within: Duration) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A raw connection with an established session (handshake read and checked).
 async fn raw_session(addr: SocketAddr) -> TcpStream {
     handshake(TcpStream::connect(addr).await.expect("connect")).await
@@ -294,11 +304,14 @@ async fn connections_per_address_and_in_total_are_capped() {
 }
 
 /// The admin port bounds what one client can hold: at most 32 connections from one address
-/// (another address is still served), and a connection that sends no request head is closed
-/// after 30 s (`HEADER_READ_TIMEOUT`, `server/src/admin/serve.rs`), so connections left open and
-/// silent do not keep the port's slots from the probes and the operators.
+/// (another address is still served); a connection that sends no request head is closed after
+/// 30 s (`HEADER_READ_TIMEOUT`, `server/src/admin/serve.rs`), one whose request body has not
+/// come whole 30 s after its head is answered `408` and closed (`BODY_READ_TIMEOUT`,
+/// `server/src/admin/body.rs`), and a body longer than 64 KiB is refused `413` by its length,
+/// so connections left open and silent do not keep the port's slots from the probes and the
+/// operators.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_connections_per_address_and_silent_ones_are_bounded() {
+async fn admin_connections_per_address_silent_ones_and_slow_bodies_are_bounded() {
     let srv = Server::start(&[]).await;
     let admin = srv.ens.admin_addr(0).expect("admin address");
     // From an address of their own (the harness keeps a connection from 127.0.0.1).
@@ -313,6 +326,15 @@ async fn admin_connections_per_address_and_silent_ones_are_bounded() {
     for _ in 0..32 {
         silent.push(from("127.0.0.4").await.expect("connect"));
     }
+    // A request whose body never comes whole: its head arrives, then one byte of 100.
+    let mut slow_body = from("127.0.0.3").await.expect("connect from 127.0.0.3");
+    slow_body
+        .write_all(
+            b"POST /tenants HTTP/1.1\r\nhost: synod\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("send a head and a byte");
     for s in &mut silent {
         assert!(
             !closed_by_server(s, Duration::from_millis(50)).await,
@@ -339,6 +361,17 @@ async fn admin_connections_per_address_and_silent_ones_are_bounded() {
         .expect("answered in time")
         .expect("read the answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A body longer than the port reads is refused by its length, at once.
+    let mut large = from("127.0.0.2").await.expect("connect from 127.0.0.2");
+    large
+        .write_all(
+            b"POST /tenants HTTP/1.1\r\nhost: synod\r\ncontent-type: application/json\r\n\
+              content-length: 100000\r\n\r\n",
+        )
+        .await
+        .expect("send");
+    let answer = read_until_closed(&mut large, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     for s in &mut silent {
         assert!(
             closed_by_server(s, Duration::from_secs(60)).await,
@@ -350,6 +383,11 @@ async fn admin_connections_per_address_and_silent_ones_are_bounded() {
         opened.elapsed() >= Duration::from_secs(25),
         "silent connections closed after {:?}",
         opened.elapsed()
+    );
+    let answer = read_until_closed(&mut slow_body, Duration::from_secs(60)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a body that never came whole: {answer}"
     );
     let (status, _) = blocking(|| srv.ens.http(0, "GET", "/health", None)).expect("answer");
     assert_eq!(status, 200);

@@ -6,12 +6,13 @@
 //! (the dashboard) — and render [`views`], the plain-data views that [`fourletter`] renders too
 //! (the four-letter words are also answered on the client port, which never reaches axum).
 //! Every answer is bounded: lists are paged, the tree view is limited, waits have a timeout.
-//! [`listener`] accepts HTTPS connections and names their certificates; [`access`] decides which
-//! endpoints need an operator.
+//! [`listener`] accepts HTTPS connections and names their certificates, [`serve`] answers them;
+//! [`access`] decides which endpoints need an operator; [`body`] reads request bodies, bounded.
 //! docs/admin-api.md documents each endpoint.
 
 pub mod access;
 pub mod audit;
+pub mod body;
 pub mod fourletter;
 pub mod histogram;
 pub mod http;
@@ -107,6 +108,8 @@ pub fn router(node: Arc<Node>) -> Router {
             "/ui/style.css",
             get(|| async { http::asset("text/css; charset=utf-8", ui::STYLE_CSS) }),
         )
+        // Inside the access guard: a request it refuses is answered without its body read.
+        .layer(axum::middleware::from_fn(body::read_whole))
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .with_state(node)
 }
