@@ -605,6 +605,18 @@ fn one_backup_download_at_a_time() {
         body["error"].as_str().unwrap_or("").contains("already"),
         "{body}"
     );
+    // A HEAD says which snapshot a download would be, meanwhile: it makes no backup, so it
+    // needs no turn.
+    let mut head = std::net::TcpStream::connect(addr).expect("connect");
+    head.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    head.write_all(b"HEAD /snapshot HTTP/1.1\r\nhost: synod\r\nconnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut answer = String::new();
+    head.read_to_string(&mut answer).expect("the answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let index = format!("x-synod-snapshot-index: {}\r\n", info["last_log_index"]);
+    assert!(answer.contains(&index), "{index:?} in {answer}");
 
     // The first client stays connected, reading nothing.
     synod_testkit::wait_until(

@@ -69,7 +69,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/tenants/{name}", axum::routing::delete(tenants::remove))
         .route(
             "/snapshot",
-            post(snapshot::trigger_snapshot).get(snapshot::download_snapshot),
+            post(snapshot::trigger_snapshot)
+                .get(snapshot::download_snapshot)
+                .head(snapshot::describe_snapshot),
         )
         .route("/metrics", get(metrics::render))
         .route(

@@ -1,7 +1,7 @@
 //! Snapshots on the admin port: `POST /snapshot` triggers one covering everything applied on
 //! this node; `GET /snapshot` downloads the current snapshot as a backup (a consistent one,
 //! checksummed and without session passwords: [`synod_raft_store::backup`]), restorable with
-//! `synod restore`.
+//! `synod restore`; `HEAD /snapshot` says which snapshot that would be, without making it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,24 +158,44 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
     let (index, term) = log_id
         .map(|l| (l.index, l.leader_id.term))
         .unwrap_or((info.last_log_index, info.last_log_term));
+    let mut response = (backup_headers(index, term), body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    Ok(response)
+}
+
+/// `HEAD /snapshot`: which snapshot `GET /snapshot` would download now (its index and term,
+/// built first if there is none), without making the backup: no copy on the disk, no turn
+/// among the downloads, and so no length (known only once the backup is made).
+pub async fn describe_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Response> {
+    let info = snapshot_at_least(&node, 1).await?;
+    // A body of no known length: an empty one would be announced as `content-length: 0`.
+    let unknown_length = axum::body::Body::from_stream(futures_util::stream::empty::<
+        Result<bytes::Bytes, std::io::Error>,
+    >());
     Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"synod-backup-{index}.bin\""),
-            ),
-            (
-                header::HeaderName::from_static("x-synod-snapshot-index"),
-                index.to_string(),
-            ),
-            (
-                header::HeaderName::from_static("x-synod-snapshot-term"),
-                term.to_string(),
-            ),
-        ],
-        body,
+        backup_headers(info.last_log_index, info.last_log_term),
+        unknown_length,
     )
         .into_response())
+}
+
+/// The headers of a backup of the snapshot at `index` in `term`, but its length.
+fn backup_headers(index: u64, term: u64) -> [(header::HeaderName, String); 4] {
+    [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"synod-backup-{index}.bin\""),
+        ),
+        (
+            header::HeaderName::from_static("x-synod-snapshot-index"),
+            index.to_string(),
+        ),
+        (
+            header::HeaderName::from_static("x-synod-snapshot-term"),
+            term.to_string(),
+        ),
+    ]
 }
