@@ -107,12 +107,14 @@ fn change_error(
 }
 
 /// The members of `ids` that are reachable over the peer port and caught up (leader's view);
-/// this node counts as both.
+/// this node counts as both. The members are probed at once, so the answer takes at most one
+/// [`PROBE_TIMEOUT`], however many are down.
 pub(crate) async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
     let m = node.raft.metrics().borrow().clone();
     let last = m.last_log_index.unwrap_or(0);
     let membership = m.membership_config.membership().clone();
     let mut out = BTreeSet::new();
+    let mut probes = Vec::new();
     for id in ids {
         if *id == node.id {
             out.insert(*id);
@@ -125,13 +127,15 @@ pub(crate) async fn healthy(node: &Node, ids: &BTreeSet<NodeId>) -> BTreeSet<Nod
         let Some(addr) = membership.get_node(id).map(|n| n.addr.clone()) else {
             continue;
         };
-        if node
-            .pool
-            .call(*id, &addr, PeerRequest::Touch(Vec::new()), PROBE_TIMEOUT)
-            .await
-            .is_ok()
-        {
-            out.insert(*id);
+        probes.push(async move {
+            let touch = PeerRequest::Touch(Vec::new());
+            let reached = node.pool.call(*id, &addr, touch, PROBE_TIMEOUT).await;
+            (*id, reached.is_ok())
+        });
+    }
+    for (id, reached) in futures_util::future::join_all(probes).await {
+        if reached {
+            out.insert(id);
         }
     }
     out
