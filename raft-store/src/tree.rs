@@ -141,17 +141,46 @@ pub struct Event {
     /// of its children): a watcher is told only if this lets it READ the node, checked at
     /// delivery and again when the event is replayed (ZooKeeper's fix of CVE-2024-23944).
     pub acl: SharedAcl,
+    /// For a node of ZooKeeper's quota tree, what the watcher must also be allowed as of the
+    /// change ([`DataTree::quota_guard`]); `None` elsewhere.
+    pub guard: Option<QuotaGuard>,
 }
 
 impl Event {
-    /// `event_type` on `path`, whose ACL at the time was `acl`.
+    /// `event_type` on `path`, whose ACL at the time was `acl` (no guard: not a node of the
+    /// quota tree).
     pub fn new(event_type: EventType, path: impl Into<Name>, acl: SharedAcl) -> Event {
         Event {
             event_type,
             path: path.into(),
             acl,
+            guard: None,
         }
     }
+
+    /// Whether identities `auth` (tenants resolved) may be told of this event: READ on the
+    /// node, and for a node of the quota tree its guard's permission.
+    pub fn may_hear(&self, auth: &[Id]) -> bool {
+        acl::check(&self.acl, perms::READ, auth)
+            && self
+                .guard
+                .as_ref()
+                .is_none_or(|g| acl::check(&g.acl, g.perm, auth))
+    }
+}
+
+/// What reading a node of ZooKeeper's quota tree (`/zookeeper/quota<P>`, and P's
+/// `zookeeper_limits` and `zookeeper_stats`) needs besides READ on the node itself: READ on P,
+/// or, while P does not exist, ADMIN on its nearest existing ancestor (what setting a quota on
+/// P needs). Those nodes are made by clients (zkCli's `setquota`) with ZooKeeper's open ACL,
+/// and their paths and stats name and measure P's subtree: without the guard, anyone could
+/// list the names of another tenant's nodes under `/zookeeper/quota/tenants/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaGuard {
+    /// P's ACL, or its nearest existing ancestor's.
+    pub acl: SharedAcl,
+    /// [`perms::READ`] on P itself, [`perms::ADMIN`] on an ancestor.
+    pub perm: i32,
 }
 
 /// The outcome of applying one write: the reply's error code and body, and the events caused
@@ -436,6 +465,54 @@ impl DataTree {
         acl::check(acl, perm, &self.tenants.resolve(auth))
     }
 
+    /// Whether identities `auth` (tenants resolved: [`Tenants::resolve`]) may `perm` the node
+    /// `n` at `path`: by its ACL, and for a node of the quota tree by its guard too
+    /// ([`QuotaGuard`]). Every read of a node asks this.
+    pub fn may_read_node(&self, path: &str, n: &Node, perm: i32, auth: &[Id]) -> bool {
+        acl::check(&n.acl, perm, auth)
+            && self
+                .quota_guard(path)
+                .is_none_or(|g| acl::check(&g.acl, g.perm, auth))
+    }
+
+    /// [`may_read_node`](Self::may_read_node) with raw identities.
+    fn may_read(&self, path: &str, n: &Node, perm: i32, auth: &[Id]) -> bool {
+        self.may_read_node(path, n, perm, &self.tenants.resolve(auth))
+    }
+
+    /// The guard of `path` if it is a node of ZooKeeper's quota tree below its root
+    /// (`/zookeeper/quota<P>`, or P's limits or stats node), as the tree is now.
+    pub fn quota_guard(&self, path: &str) -> Option<QuotaGuard> {
+        let rest = path.strip_prefix(quota::QUOTA_ROOT)?;
+        if !rest.starts_with('/') {
+            return None;
+        }
+        let p = quota::quota_node(path).map_or(rest, |(p, _)| p);
+        if let Some(n) = self.nodes.get(p) {
+            return Some(QuotaGuard {
+                acl: n.acl.clone(),
+                perm: perms::READ,
+            });
+        }
+        let ancestor = synod_proto::path::ancestors_or_self(p).find_map(|a| self.nodes.get(a))?;
+        Some(QuotaGuard {
+            acl: ancestor.acl.clone(),
+            perm: perms::ADMIN,
+        })
+    }
+
+    /// An event on `path`, whose ACL as of the change is `acl`, with the guard it has if it is
+    /// a node of the quota tree.
+    fn event(&self, event_type: EventType, path: Name, acl: SharedAcl) -> Event {
+        let guard = self.quota_guard(&path);
+        Event {
+            event_type,
+            path,
+            acl,
+            guard,
+        }
+    }
+
     pub fn stat(&self, path: &str) -> Option<Stat> {
         self.nodes.get(path).map(|n| n.stat())
     }
@@ -443,7 +520,7 @@ impl DataTree {
     /// The node's data (`None`: null) and Stat.
     pub fn get_data(&self, path: &str, auth: &[Id]) -> OpResult<(Option<Bytes>, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !self.may(&n.acl, perms::READ, auth) {
+        if !self.may_read(path, n, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         let data = (!n.null_data()).then(|| n.shared_data());
@@ -462,7 +539,7 @@ impl DataTree {
 
     pub fn get_children(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<String>, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !self.may(&n.acl, perms::READ, auth) {
+        if !self.may_read(path, n, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         let children = self.children(path).map(str::to_string).collect();
@@ -473,7 +550,7 @@ impl DataTree {
     /// missing node is `NoNode` for anyone, as there is nothing to protect).
     pub fn exists(&self, path: &str, auth: &[Id]) -> OpResult<Stat> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !self.may(&n.acl, perms::READ, auth) {
+        if !self.may_read(path, n, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         Ok(n.stat())
@@ -484,7 +561,7 @@ impl DataTree {
     /// (`user:x`), so that nobody can take a hash away to crack it.
     pub fn get_acl(&self, path: &str, auth: &[Id]) -> OpResult<(Vec<Acl>, Stat)> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !self.may(&n.acl, perms::READ | perms::ADMIN, auth) {
+        if !self.may_read(path, n, perms::READ | perms::ADMIN, auth) {
             return Err(ErrorCode::NoAuth);
         }
         let acl = if self.may(&n.acl, perms::ADMIN, auth) {
@@ -498,7 +575,7 @@ impl DataTree {
     /// The number of descendants of `path`.
     pub fn all_children_number(&self, path: &str, auth: &[Id]) -> OpResult<i32> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
-        if !self.may(&n.acl, perms::READ, auth) {
+        if !self.may_read(path, n, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
         Ok(i32::try_from(self.descendants(path).count()).unwrap_or(i32::MAX))
@@ -738,9 +815,9 @@ impl DataTree {
             Some((p, _)) => self.recount_quota(p),
             None => {}
         }
-        events.push(Event::new(EventType::NodeCreated, path.clone(), node_acl));
+        events.push(self.event(EventType::NodeCreated, path.clone(), node_acl));
         if let Some((parent_name, acl)) = parent_changed {
-            events.push(Event::new(EventType::NodeChildrenChanged, parent_name, acl));
+            events.push(self.event(EventType::NodeChildrenChanged, parent_name, acl));
         }
         Ok((path.to_string(), stat))
     }
@@ -820,9 +897,9 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
-        events.push(Event::new(EventType::NodeDeleted, name, node.acl.clone()));
+        events.push(self.event(EventType::NodeDeleted, name, node.acl.clone()));
         if let Some((parent_name, acl)) = parent_changed {
-            events.push(Event::new(EventType::NodeChildrenChanged, parent_name, acl));
+            events.push(self.event(EventType::NodeChildrenChanged, parent_name, acl));
         }
     }
 
@@ -876,7 +953,7 @@ impl DataTree {
         if let Some(q) = &quota {
             self.count_in_quota(q, 0, new_len as i64 - old_len as i64);
         }
-        events.push(Event::new(EventType::NodeDataChanged, name, acl));
+        events.push(self.event(EventType::NodeDataChanged, name, acl));
         Ok(stat)
     }
 
@@ -2307,6 +2384,27 @@ mod tests {
         assert_eq!(t.tenants().usage("lab").znodes, 1);
         t.close_session(18, S);
         assert_eq!(t.tenants().usage("lab"), tenants::Usage::default());
+    }
+
+    /// A node of the quota tree is guarded by the path it mirrors (its limits and stats node by
+    /// the path they count): READ on it, or ADMIN on its nearest ancestor while it is missing;
+    /// nothing else is guarded, the quota root included.
+    #[test]
+    fn a_quota_node_is_guarded_by_the_path_it_mirrors() {
+        let mut t = tree();
+        t.apply(txn(1, &[]), &create("/a", CreateMode::Persistent));
+        for unguarded in ["/a", "/zookeeper/quota", "/zookeeper/quotas", "/zookeeper"] {
+            assert_eq!(t.quota_guard(unguarded), None, "{unguarded}");
+        }
+        let a_acl = t.node("/a").map(|n| n.acl.clone());
+        for on_a in ["/zookeeper/quota/a", "/zookeeper/quota/a/zookeeper_stats"] {
+            let g = t.quota_guard(on_a);
+            assert_eq!(g.as_ref().map(|g| g.perm), Some(perms::READ), "{on_a}");
+            assert_eq!(g.map(|g| g.acl), a_acl, "{on_a}");
+        }
+        let missing = t.quota_guard("/zookeeper/quota/a/b/zookeeper_limits");
+        assert_eq!(missing.as_ref().map(|g| g.perm), Some(perms::ADMIN));
+        assert_eq!(missing.map(|g| g.acl), a_acl);
     }
 
     fn create(path: &str, mode: CreateMode) -> Request {

@@ -495,3 +495,132 @@ async fn nothing_of_another_institutions_node_leaks_through_any_door() {
         "a door leaks:\n{table}"
     );
 }
+
+/// ZooKeeper's quota nodes of a tenant's node are as private as the node: zkCli's `setquota` on
+/// `/tenants/hospital/case-17` makes `/zookeeper/quota/tenants/hospital/case-17` and its limits
+/// and stats nodes with the open ACL, and their names and stats name and measure the case.
+/// Another institution can neither list, read nor hear of them (`QuotaGuard`,
+/// `raft-store/src/tree.rs`), also once the case is deleted; the hospital still can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_nodes_of_a_private_node_are_as_private_as_it_is() {
+    let ens = SynodEnsemble::start_tls(Path::new(BIN), 3, &[]).expect("start a 3-node cluster");
+    issue(&ens, "nurse", "St Mary Hospital");
+    issue(&ens, "analyst", "City Lab");
+    for (name, org) in [("hospital", "St Mary Hospital"), ("lab", "City Lab")] {
+        let body = json!({"name": name, "members": [format!("org:{org}")]});
+        let (status, v) = admin(&ens, 0, "POST", "/tenants", Some(body));
+        assert_eq!(status, 200, "declare {name}: {v}");
+    }
+    let nurse = as_cert(&ens, "nurse").await;
+    let analyst = as_cert(&ens, "analyst").await;
+    let mut heard = analyst
+        .add_watch("/zookeeper/quota", AddWatchMode::PersistentRecursive)
+        .await
+        .expect("a recursive watch on the quota tree");
+
+    let case = "/tenants/hospital/case-17";
+    nurse
+        .create(case, b"findings", CreateMode::Persistent)
+        .await
+        .expect("the hospital's case");
+    // zkCli's `setquota -n 10 /tenants/hospital/case-17`: the path's mirror, open, then the
+    // limits and the stats.
+    let mirror = format!("/zookeeper/quota{case}");
+    for p in [
+        "/zookeeper/quota/tenants",
+        "/zookeeper/quota/tenants/hospital",
+        &mirror,
+    ] {
+        nurse
+            .create(p, b"", CreateMode::Persistent)
+            .await
+            .unwrap_or_else(|e| panic!("create {p}: {e}"));
+    }
+    let limits = format!("{mirror}/zookeeper_limits");
+    let stats = format!("{mirror}/zookeeper_stats");
+    nurse
+        .create(&limits, b"count=10,bytes=-1", CreateMode::Persistent)
+        .await
+        .expect("the limits");
+    nurse
+        .create(&stats, b"count=0,bytes=0", CreateMode::Persistent)
+        .await
+        .expect("the stats");
+    let (counted, _) = nurse
+        .get_data(&stats)
+        .await
+        .expect("the hospital reads its stats");
+    assert_eq!(&counted[..], b"count=1,bytes=8");
+
+    // The lab: tenant names are public (as /tenants is), the hospital's mirror is not.
+    assert_eq!(
+        analyst
+            .get_children("/zookeeper/quota/tenants")
+            .await
+            .expect("list the tenants' mirrors"),
+        vec!["hospital".to_string()]
+    );
+    let refused = |what: &str, r: ErrorCode| {
+        assert_eq!(r, ErrorCode::NoAuth, "the lab's {what}");
+    };
+    refused(
+        "listing of the hospital's mirror",
+        code(
+            analyst
+                .get_children("/zookeeper/quota/tenants/hospital")
+                .await,
+        ),
+    );
+    refused(
+        "listing of the case's mirror",
+        code(analyst.get_children(&mirror).await),
+    );
+    refused("read of the stats", code(analyst.get_data(&stats).await));
+    refused("read of the limits", code(analyst.get_data(&limits).await));
+    refused("exists of the stats", code(analyst.exists(&stats).await));
+
+    // Its own mirror, made after the hospital's: once its event arrives, every earlier one has.
+    analyst
+        .create("/zookeeper/quota/tenants/lab", b"", CreateMode::Persistent)
+        .await
+        .expect("the lab's mirror");
+    let mut paths = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(WAIT, heard.next())
+            .await
+            .expect("the lab's own event arrives")
+            .expect("the watch stays");
+        if ev.path == "/zookeeper/quota/tenants/lab" {
+            break;
+        }
+        paths.push(ev.path);
+    }
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.starts_with("/zookeeper/quota/tenants/hospital")),
+        "the lab heard of the hospital's quota nodes: {paths:?}"
+    );
+
+    // The case deleted, its quota nodes stay (as in ZooKeeper): who may set a quota there (ADMIN
+    // on the hospital's home) may still read them, nobody else.
+    nurse.delete(case, None).await.expect("delete the case");
+    refused(
+        "read of a deleted case's stats",
+        code(analyst.get_data(&stats).await),
+    );
+    refused(
+        "listing of a deleted case's mirror",
+        code(
+            analyst
+                .get_children("/zookeeper/quota/tenants/hospital")
+                .await,
+        ),
+    );
+    nurse
+        .get_data(&limits)
+        .await
+        .expect("the hospital still reads its limits");
+    nurse.close().await.expect("close");
+    analyst.close().await.expect("close");
+}

@@ -49,10 +49,10 @@ pub fn notification_frame(zxid: i64, event_type: synod_proto::EventType, path: &
 
 /// Whether a connection with identities `auth` (tenants resolved: [`Tenants::resolve`]) may be
 /// told of `ev`: it must be allowed to READ the node the event is about, by that node's ACL as
-/// of the change. Used wherever an event leaves this node: live delivery and replays to
-/// resuming sessions.
+/// of the change (and, for a node of ZooKeeper's quota tree, its guard: [`Event::may_hear`]).
+/// Used wherever an event leaves this node: live delivery and replays to resuming sessions.
 pub fn may_hear(ev: &Event, auth: &[synod_proto::Id]) -> bool {
-    synod_raft_store::acl::check(&ev.acl, synod_proto::mode::perms::READ, auth)
+    ev.may_hear(auth)
 }
 
 impl Applier {

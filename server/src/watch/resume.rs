@@ -14,7 +14,6 @@ use futures_util::StreamExt;
 use synod_proto::mode::perms;
 use synod_proto::records::SetWatches2;
 use synod_proto::{EventType, Id, Request};
-use synod_raft_store::acl;
 use synod_raft_store::state_machine::lock;
 use synod_raft_store::NodeId;
 
@@ -90,12 +89,13 @@ impl Conn {
         let conn = self.id;
         // Tenants as of now: the replay is filtered with them off the lock.
         let auth = tree.tenants().resolve(auth);
-        let readable = |n: &synod_raft_store::Node| acl::check(&n.acl, perms::READ, &auth);
+        let readable =
+            |p: &str, n: &synod_raft_store::Node| tree.may_read_node(p, n, perms::READ, &auth);
         let mut fired = Vec::new();
         for p in w.data_watches {
             match tree.node(&p) {
                 None => fired.push((EventType::NodeDeleted, p)),
-                Some(n) if n.mzxid > rel && readable(n) => {
+                Some(n) if n.mzxid > rel && readable(&p, n) => {
                     fired.push((EventType::NodeDataChanged, p))
                 }
                 Some(_) => observer.watches.add(conn, WatchKind::Data, &p),
@@ -103,14 +103,14 @@ impl Conn {
         }
         for p in w.exist_watches {
             match tree.node(&p) {
-                Some(n) if readable(n) => fired.push((EventType::NodeCreated, p)),
+                Some(n) if readable(&p, n) => fired.push((EventType::NodeCreated, p)),
                 _ => observer.watches.add(conn, WatchKind::Data, &p),
             }
         }
         for p in w.child_watches {
             match tree.node(&p) {
                 None => fired.push((EventType::NodeDeleted, p)),
-                Some(n) if n.pzxid > rel && readable(n) => {
+                Some(n) if n.pzxid > rel && readable(&p, n) => {
                     fired.push((EventType::NodeChildrenChanged, p))
                 }
                 Some(_) => observer.watches.add(conn, WatchKind::Child, &p),
