@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use synod_client::{Acl, Client, CreateMode, Error, Stat};
 use synod_proto::frame::encode_frame;
-use synod_proto::records::{AuthPacket, ConnectRequest, ConnectRequestBase, ReplyHeader};
+use synod_proto::records::{
+    AuthPacket, ConnectRequest, ConnectRequestBase, ReplyHeader, SetWatches2,
+};
 use synod_proto::{Decode, ErrorCode, Reader, Request, RequestPacket};
 use synod_testkit::{blocking, Ensemble, SynodEnsemble};
 
@@ -1867,6 +1869,8 @@ struct Resumed {
     /// The notifications before that reply (or before the server closed the connection): the
     /// replayed events, as (zxid, path).
     events: Vec<(i64, String)>,
+    /// The answers to the checkWatches asked after that reply, in order.
+    checked: Vec<ErrorCode>,
 }
 
 /// Opens a session of 60 s on `addr` and drops the connection without closing the session:
@@ -1890,8 +1894,27 @@ fn resume_watch(
     last_zxid: i64,
     root: &str,
 ) -> std::io::Result<Resumed> {
+    let watches = SetWatches2 {
+        relative_zxid: last_zxid,
+        persistent_recursive_watches: vec![root.to_string()],
+        ..Default::default()
+    };
+    resume(tls, addr, session, watches, &[])
+}
+
+/// Resumes `session` on `addr` as a client that has seen `watches.relative_zxid` and holds
+/// `watches`; reads until the setWatches2 reply or the end of the connection, then asks
+/// checkWatches of each of `checks` in turn.
+fn resume(
+    tls: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    session: (i64, &Bytes),
+    watches: SetWatches2,
+    checks: &[(&str, synod_proto::WatcherType)],
+) -> std::io::Result<Resumed> {
     use std::io::Write as _;
-    use synod_proto::records::{ConnectResponse, SetWatches2, WatcherEvent};
+    use synod_proto::records::{CheckWatchesRequest, ConnectResponse, WatcherEvent};
+    let last_zxid = watches.relative_zxid;
     let mut s = raw_connect(tls, addr, OP_TIMEOUT * 2)?;
     let mut out = BytesMut::new();
     let hello = ConnectRequest {
@@ -1921,11 +1944,6 @@ fn resume_watch(
         return Ok(resumed);
     }
     out.clear();
-    let watches = SetWatches2 {
-        relative_zxid: last_zxid,
-        persistent_recursive_watches: vec![root.to_string()],
-        ..Default::default()
-    };
     encode_frame(
         &RequestPacket {
             xid: synod_proto::xid::SET_WATCHES,
@@ -1950,6 +1968,32 @@ fn resume_watch(
             }
             other => return Err(std::io::Error::other(format!("unexpected xid {other}"))),
         }
+    }
+    for (xid, (path, kind)) in (1..).zip(checks) {
+        out.clear();
+        let check = CheckWatchesRequest {
+            path: path.to_string(),
+            watcher_type: kind.as_i32(),
+        };
+        encode_frame(
+            &RequestPacket {
+                xid,
+                request: Request::CheckWatches(check),
+            },
+            &mut out,
+        );
+        s.write_all(&out)?;
+        let frame = read_frame(&mut s)?
+            .ok_or_else(|| std::io::Error::other("closed before a checkWatches reply"))?;
+        let header = ReplyHeader::decode(&mut Reader::new(frame))
+            .map_err(|e| std::io::Error::other(format!("bad reply header: {e}")))?;
+        if header.xid != xid {
+            return Err(std::io::Error::other(format!(
+                "unexpected xid {}",
+                header.xid
+            )));
+        }
+        resumed.checked.push(ErrorCode::from_i32(header.err));
     }
     Ok(resumed)
 }
@@ -2029,6 +2073,67 @@ fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
             let after = blocking(|| resume_watch(&tls, addrs[other], (id, &passwd), seen, "/gap"))
                 .expect("reconnect after the refusal");
             assert!(after.expired, "the session must have expired: {after:?}");
+        },
+    );
+}
+
+/// A resuming session's one-shot watches are left only where `exists` and `getData` would leave
+/// them: on a missing node or one it may READ. A setWatches2 naming a node only its owner may
+/// read leaves no watch there: left, it would be used up by the owner's next change, which
+/// the session is not told of, and `checkWatches` would then tell it that something changed.
+#[test]
+fn a_resumed_watch_is_left_only_where_the_session_may_read() {
+    run_test(
+        "a_resumed_watch_is_left_only_where_the_session_may_read",
+        || async {
+            use synod_proto::WatcherType::{Children, Data};
+            let ens = start_cluster(&["--max-session-timeout-ms", "60000"]);
+            let tls = raw_tls(&ens);
+            let leader = leader_of(&ens);
+            let owner = connect_only(&ens, leader).await;
+            must("addauth", owner.add_auth("digest", b"alice:secret")).await;
+            let private = vec![Acl::new(
+                synod_client::perms::ALL,
+                "digest",
+                "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=",
+            )];
+            must(
+                "create the private node",
+                owner.create_full("/case", b"", &private, CreateMode::Persistent, None),
+            )
+            .await;
+            create_empty(&owner, "/open").await;
+            let (_, stat) = must("get /open", owner.get_data("/open")).await;
+            let (id, passwd) = blocking(|| parked_session(&tls, ens.addrs()[leader]))
+                .expect("a session to resume");
+            let watches = SetWatches2 {
+                relative_zxid: stat.mzxid,
+                data_watches: vec!["/case".into(), "/open".into()],
+                exist_watches: vec!["/case".into()],
+                child_watches: vec!["/case".into(), "/open".into()],
+                ..Default::default()
+            };
+            let checks = [
+                ("/case", Data),
+                ("/case", Children),
+                ("/open", Data),
+                ("/open", Children),
+            ];
+            let resumed =
+                blocking(|| resume(&tls, ens.addrs()[leader], (id, &passwd), watches, &checks))
+                    .expect("resume");
+            assert!(resumed.replied, "resumed: {resumed:?}");
+            assert!(resumed.events.is_empty(), "nothing changed: {resumed:?}");
+            assert_eq!(
+                resumed.checked,
+                [
+                    ErrorCode::NoWatcher,
+                    ErrorCode::NoWatcher,
+                    ErrorCode::Ok,
+                    ErrorCode::Ok
+                ],
+                "watches on the private node, then on the open one"
+            );
         },
     );
 }

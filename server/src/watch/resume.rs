@@ -74,7 +74,10 @@ impl Conn {
     /// zxid the client had seen: one event per one-shot watch (as ZooKeeper's
     /// DataTree.setWatches does), and every missed event of a persistent watch, in zxid order,
     /// from this node's recent history (ZooKeeper sends those none). Only what `auth` may READ
-    /// is told (a node it may not read gets its watch back instead of an event). Under the
+    /// is told, and a one-shot watch is left only where `exists` and `getData` would leave one:
+    /// on a missing node or one `auth` may READ. (Left on a node it may not read, a watch would
+    /// be used up by a change it is not told of, and `checkWatches` would tell it that much:
+    /// ZooKeeper registers it all the same.) Under the
     /// replica lock this costs O(log n) plus the request's own paths: the missed events are
     /// queued as one [`Replay`], filtered and encoded by the connection's writer, ahead of any
     /// later event.
@@ -95,24 +98,23 @@ impl Conn {
         for p in w.data_watches {
             match tree.node(&p) {
                 None => fired.push((EventType::NodeDeleted, p)),
-                Some(n) if n.mzxid > rel && readable(&p, n) => {
-                    fired.push((EventType::NodeDataChanged, p))
-                }
+                Some(n) if !readable(&p, n) => {}
+                Some(n) if n.mzxid > rel => fired.push((EventType::NodeDataChanged, p)),
                 Some(_) => observer.watches.add(conn, WatchKind::Data, &p),
             }
         }
         for p in w.exist_watches {
             match tree.node(&p) {
-                Some(n) if readable(&p, n) => fired.push((EventType::NodeCreated, p)),
-                _ => observer.watches.add(conn, WatchKind::Data, &p),
+                None => observer.watches.add(conn, WatchKind::Data, &p),
+                Some(n) if !readable(&p, n) => {}
+                Some(_) => fired.push((EventType::NodeCreated, p)),
             }
         }
         for p in w.child_watches {
             match tree.node(&p) {
                 None => fired.push((EventType::NodeDeleted, p)),
-                Some(n) if n.pzxid > rel && readable(&p, n) => {
-                    fired.push((EventType::NodeChildrenChanged, p))
-                }
+                Some(n) if !readable(&p, n) => {}
+                Some(n) if n.pzxid > rel => fired.push((EventType::NodeChildrenChanged, p)),
                 Some(_) => observer.watches.add(conn, WatchKind::Child, &p),
             }
         }
