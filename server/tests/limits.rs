@@ -335,6 +335,12 @@ async fn admin_connections_per_address_silent_ones_and_slow_bodies_are_bounded()
         )
         .await
         .expect("send a head and a byte");
+    let sent_head = std::time::Instant::now();
+    // Read as it comes, so that when it came is known.
+    let slow_answer = tokio::spawn(async move {
+        let answer = read_until_closed(&mut slow_body, Duration::from_secs(90)).await;
+        (answer, sent_head.elapsed())
+    });
     for s in &mut silent {
         assert!(
             !closed_by_server(s, Duration::from_millis(50)).await,
@@ -372,6 +378,7 @@ async fn admin_connections_per_address_silent_ones_and_slow_bodies_are_bounded()
         .expect("send");
     let answer = read_until_closed(&mut large, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
     for s in &mut silent {
         assert!(
             closed_by_server(s, Duration::from_secs(60)).await,
@@ -384,10 +391,16 @@ async fn admin_connections_per_address_silent_ones_and_slow_bodies_are_bounded()
         "silent connections closed after {:?}",
         opened.elapsed()
     );
-    let answer = read_until_closed(&mut slow_body, Duration::from_secs(60)).await;
+    let (answer, after) = slow_answer.await.expect("the slow body's reader");
     assert!(
         answer.starts_with("HTTP/1.1 408"),
         "a body that never came whole: {answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    // Answered for its slowness (30 s after its head), not at once.
+    assert!(
+        after >= Duration::from_secs(25),
+        "a slow body answered after {after:?}"
     );
     let (status, _) = blocking(|| srv.ens.http(0, "GET", "/health", None)).expect("answer");
     assert_eq!(status, 200);

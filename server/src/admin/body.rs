@@ -26,7 +26,7 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a body was not read.
 enum Unread {
-    /// Longer than [`MAX_BODY_BYTES`]: by its `Content-Length`, or once that much had come.
+    /// Longer than [`MAX_BODY_BYTES`]: by its `Content-Length`, or once more than that had come.
     TooLarge,
     /// Not complete within [`BODY_READ_TIMEOUT`].
     TooSlow,
@@ -37,7 +37,8 @@ enum Unread {
 /// Middleware: reads the request's body whole, then hands the handler the request with the
 /// bytes read; a body that is too large or too slow is answered `413` or `408` and the
 /// connection closed (the rest of the body is never read, so the connection cannot carry
-/// another request). A request without a body passes as it is.
+/// another request; a client that has sent more than was read may see the connection reset
+/// before it reads the answer). A request without a body passes as it is.
 pub async fn read_whole(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     if body.is_end_stream() {
@@ -51,7 +52,9 @@ pub async fn read_whole(req: Request, next: Next) -> Response {
     let read = if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         Err(Unread::TooLarge)
     } else {
-        tokio::time::timeout(BODY_READ_TIMEOUT, collect(body))
+        // hyper ends a body at its declared length: a buffer of that size never grows.
+        let capacity = declared.map_or(MAX_BODY_BYTES, |len| len as usize);
+        tokio::time::timeout(BODY_READ_TIMEOUT, collect(body, capacity))
             .await
             .unwrap_or(Err(Unread::TooSlow))
     };
@@ -93,10 +96,11 @@ fn refuse(why: Unread, req: &axum::http::request::Parts) -> Response {
     response
 }
 
-/// The body's bytes, if they come to at most [`MAX_BODY_BYTES`].
-async fn collect(body: Body) -> Result<BytesMut, Unread> {
+/// The body's bytes, if they come to at most [`MAX_BODY_BYTES`], in a buffer of `capacity`
+/// (at most that too) to begin with.
+async fn collect(body: Body, capacity: usize) -> Result<BytesMut, Unread> {
     let mut chunks = body.into_data_stream();
-    let mut bytes = BytesMut::new();
+    let mut bytes = BytesMut::with_capacity(capacity.min(MAX_BODY_BYTES));
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(Unread::Broken)?;
         if bytes.len() + chunk.len() > MAX_BODY_BYTES {

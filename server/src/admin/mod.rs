@@ -1,7 +1,7 @@
 //! The admin HTTP port (axum): every route is listed in [`router`]. Handlers live by concern —
 //! [`http`] (health, readiness, status, sessions, watches, tree, digest, four-letter words),
 //! [`membership`] (changes), [`tenants`] (the tenant table), [`audit`] (the audit trail),
-//! [`snapshot`] (trigger, download),
+//! [`snapshot`] (trigger, download, describe),
 //! [`metrics`] (Prometheus, with [`histogram`]'s fixed-bucket request histograms), [`ui`]
 //! (the dashboard) — and render [`views`], the plain-data views that [`fourletter`] renders too
 //! (the four-letter words are also answered on the client port, which never reaches axum).

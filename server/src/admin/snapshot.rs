@@ -90,6 +90,11 @@ async fn snapshot_at_least(node: &Node, index: u64) -> ApiResult<SnapshotInfo> {
     })
 }
 
+/// A `500` saying what failed.
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
 fn snapshot_path(node: &Node) -> std::path::PathBuf {
     node.cfg.data_dir.join("state").join(SNAPSHOT_FILE)
 }
@@ -126,7 +131,7 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
         let permit = permit;
         // Open, the file is read whole as it is now, even if a newer snapshot replaces it.
         let snapshot = std::fs::File::open(&path)
-            .map_err(|e| format!("cannot read the snapshot file: {e}"))?;
+            .map_err(|e| internal(format!("cannot read the snapshot file: {e}")))?;
         let dir = path.parent().unwrap_or(&path);
         let (backup, log_id) = synod_raft_store::backup::seal_file(snapshot, |len| {
             let file = tempfile::tempfile_in(dir)?;
@@ -137,17 +142,16 @@ pub async fn download_snapshot(State(node): State<Arc<Node>>) -> ApiResult<Respo
             std::io::Seek::rewind(&mut file)?;
             Ok((file, log_id))
         })
-        .map_err(|e| format!("cannot make a backup of the snapshot file: {e}"))?;
+        .map_err(|e| internal(format!("cannot make a backup of the snapshot file: {e}")))?;
         let len = backup
             .metadata()
-            .map_err(|e| format!("cannot read the backup's length: {e}"))?
+            .map_err(|e| internal(format!("cannot read the backup's length: {e}")))?
             .len();
-        Ok::<_, String>((backup, len, log_id, permit))
+        Ok::<_, ApiError>((backup, len, log_id, permit))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (backup, len, log_id, permit) =
-        read.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    .map_err(|e| internal(format!("the backup's copy did not finish: {e}")))?;
+    let (backup, len, log_id, permit) = read?;
     let chunks =
         tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(backup), 256 << 10);
     // The permit goes with the body: released when the download ends or is dropped.

@@ -442,27 +442,28 @@ impl Node {
     ) -> Result<(), ReconfigError> {
         let members: BTreeSet<NodeId> = old.union(new).copied().collect();
         let mut ok = crate::admin::membership::healthy(self, &members).await;
-        for id in new.difference(&ok.clone()) {
-            if current.contains_key(id) {
+        // The joining servers not yet members, probed at once.
+        let joining = new
+            .difference(&ok)
+            .filter(|id| !current.contains_key(id))
+            .filter_map(|id| target.get(id).map(|m| (*id, m.peer_addr.clone())))
+            .map(|(id, addr)| async move {
+                let probe = PeerRequest::Touch(Vec::new());
+                let reached = self.pool.call(id, &addr, probe, PROBE_TIMEOUT).await;
+                (id, reached.is_ok())
+            });
+        for (id, reached) in futures_util::future::join_all(joining).await {
+            if !reached {
                 continue;
             }
-            let Some(m) = target.get(id) else { continue };
-            let probe = PeerRequest::Touch(Vec::new());
-            if self
-                .pool
-                .call(*id, &m.peer_addr, probe, PROBE_TIMEOUT)
-                .await
-                .is_ok()
-            {
-                let cluster = crate::upgrade::cluster_version(self);
-                if let Some(speaks) = self.local.versions.get(*id).filter(|s| *s < cluster) {
-                    return Err(ReconfigError::BadArguments(format!(
-                        "server.{id} runs an older release (peer protocol {speaks}) than the \
-                         cluster version ({cluster})"
-                    )));
-                }
-                ok.insert(*id);
+            let cluster = crate::upgrade::cluster_version(self);
+            if let Some(speaks) = self.local.versions.get(id).filter(|s| *s < cluster) {
+                return Err(ReconfigError::BadArguments(format!(
+                    "server.{id} runs an older release (peer protocol {speaks}) than the \
+                     cluster version ({cluster})"
+                )));
             }
+            ok.insert(id);
         }
         for (name, set) in [("new", new), ("current", old)] {
             let up = set.intersection(&ok).count();
