@@ -572,13 +572,46 @@ impl DataTree {
         Ok((acl, n.stat()))
     }
 
-    /// The number of descendants of `path`.
+    /// The number of descendants of `path` that `auth` could find by listing children from
+    /// `path` down: each one whose ancestors below `path` it may all READ (a node's name shows
+    /// in its parent's children, whatever the node's own ACL). ZooKeeper counts every
+    /// descendant, which tells a reader of a shared node how many nodes another tenant keeps
+    /// private below it; the two agree wherever the caller may read the whole subtree.
     pub fn all_children_number(&self, path: &str, auth: &[Id]) -> OpResult<i32> {
         let n = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         if !self.may_read(path, n, perms::READ, auth) {
             return Err(ErrorCode::NoAuth);
         }
-        Ok(i32::try_from(self.descendants(path).count()).unwrap_or(i32::MAX))
+        let auth = self.tenants.resolve(auth);
+        // Most nodes share a few ACLs: the last one's answer is kept (the quota tree's nodes
+        // have a guard of their own, so they are always asked).
+        let mut last: Option<(SharedAcl, bool)> = None;
+        let mut listable = |k: &str, n: &Node| match &last {
+            _ if k.starts_with(quota::QUOTA_ROOT) => self.may_read_node(k, n, perms::READ, &auth),
+            Some((acl, may)) if SharedAcl::ptr_eq(acl, &n.acl) => *may,
+            _ => {
+                let may = acl::check(&n.acl, perms::READ, &auth);
+                last = Some((n.acl.clone(), may));
+                may
+            }
+        };
+        // Counted nodes the caller may not list: what lies below them is out of its sight.
+        let mut unlisted: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut count: u64 = 0;
+        for (k, node) in self.descendants(path) {
+            let hidden = !unlisted.is_empty()
+                && synod_proto::path::ancestors_or_self(parent(k))
+                    .take_while(|a| *a != path)
+                    .any(|a| unlisted.contains(a));
+            if hidden {
+                continue;
+            }
+            count += 1;
+            if !listable(k, node) {
+                unlisted.insert(k);
+            }
+        }
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
     /// The session's ephemerals whose path starts with `prefix` (`/` for all).
@@ -2384,6 +2417,29 @@ mod tests {
         assert_eq!(t.tenants().usage("lab").znodes, 1);
         t.close_session(18, S);
         assert_eq!(t.tenants().usage("lab"), tenants::Usage::default());
+    }
+
+    /// getAllChildrenNumber counts what the caller could find by listing: a private node
+    /// itself (its name shows in its readable parent's children), nothing below it.
+    #[test]
+    fn all_children_number_counts_only_what_the_caller_could_list() {
+        let mut t = tree();
+        let owner = [id("digest", "alice:h")];
+        let private = vec![Acl::new(perms::ALL, "digest", "alice:h")];
+        for p in ["/s", "/s/a", "/s/a/b"] {
+            t.apply(txn(1, &owner), &create(p, CreateMode::Persistent));
+        }
+        let mut req = create("/s/p", CreateMode::Persistent);
+        if let Request::Create2(r) = &mut req {
+            r.acl = private.clone();
+        }
+        assert_eq!(t.apply(txn(2, &owner), &req).err, ErrorCode::Ok);
+        for p in ["/s/p/x", "/s/p/x/y", "/s/p0"] {
+            t.apply(txn(3, &owner), &create(p, CreateMode::Persistent));
+        }
+        assert_eq!(t.all_children_number("/s", &owner), Ok(6));
+        assert_eq!(t.all_children_number("/s", &[]), Ok(4), "a, a/b, p, p0");
+        assert_eq!(t.all_children_number("/s/p", &[]), Err(ErrorCode::NoAuth));
     }
 
     /// A node of the quota tree is guarded by the path it mirrors (its limits and stats node by
