@@ -165,24 +165,30 @@ pub async fn handshake(
             .session(b.session_id)
             .map(|s| (s.timeout_ms, s.passwd.clone()))
     };
+    // A session restored from a backup has no password (backups leave them out): nobody can
+    // resume it, whatever they send.
+    let resumable = |found: &Option<(i32, Bytes)>| {
+        found
+            .as_ref()
+            .is_some_and(|(_, passwd)| !passwd.is_empty() && *passwd == b.passwd)
+    };
     let mut found = lookup(node);
-    if found.is_none() {
-        // It may have been created moments ago through another server: catch up, then look again.
+    if !resumable(&found) {
+        // Not here (it may have been created moments ago through another server), or not with
+        // this password: catch up, then look again. Both wait alike, so that how soon a resume
+        // is refused does not tell a guesser whether the session exists.
         if node.sync_barrier().await.is_err() {
             return Some((0, Duration::ZERO, Bytes::new()));
         }
         found = lookup(node);
     }
-    match found {
-        // A session restored from a backup has no password (backups leave them out): nobody
-        // can resume it, whatever they send.
-        Some((timeout_ms, passwd)) if !passwd.is_empty() && passwd == b.passwd => Some((
-            b.session_id,
-            Duration::from_millis(timeout_ms.max(0) as u64),
-            passwd,
-        )),
-        _ => None,
+    if !resumable(&found) {
+        return None;
     }
+    found.map(|(timeout_ms, passwd)| {
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        (b.session_id, timeout, passwd)
+    })
 }
 
 /// An encoded ConnectResponse granting `session_id` for `timeout_ms`; `read_only` for a
