@@ -40,6 +40,16 @@ pub use crate::znode::{Node, NodeKind, NodeMeta};
 /// messages carry paths and tenant names as strings.
 pub type Name = arcstr::ArcStr;
 
+/// The path P whose quota tree node `path` is (`/zookeeper/quota<P>`, or P's limits or stats
+/// node), if it is one below the quota root.
+fn mirrored(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(quota::QUOTA_ROOT)?;
+    if !rest.starts_with('/') {
+        return None;
+    }
+    Some(quota::quota_node(path).map_or(rest, |(p, _)| p))
+}
+
 /// What every path below `path` starts with: `path/`, or `/` for the root (whose own key it is
 /// too, which [`DataTree::children`] and the descendants skip).
 fn descendants_prefix(path: &str) -> String {
@@ -483,11 +493,12 @@ impl DataTree {
     /// The guard of `path` if it is a node of ZooKeeper's quota tree below its root
     /// (`/zookeeper/quota<P>`, or P's limits or stats node), as the tree is now.
     pub fn quota_guard(&self, path: &str) -> Option<QuotaGuard> {
-        let rest = path.strip_prefix(quota::QUOTA_ROOT)?;
-        if !rest.starts_with('/') {
-            return None;
+        let mut p = mirrored(path)?;
+        // A quota on a node of the quota tree itself counts that node's subtree: it is guarded
+        // by the path that node mirrors in turn, the first one outside the quota tree.
+        while let Some(outer) = mirrored(p) {
+            p = outer;
         }
-        let p = quota::quota_node(path).map_or(rest, |(p, _)| p);
         if let Some(n) = self.nodes.get(p) {
             return Some(QuotaGuard {
                 acl: n.acl.clone(),
@@ -595,20 +606,42 @@ impl DataTree {
                 may
             }
         };
-        // Counted nodes the caller may not list: what lies below them is out of its sight.
-        let mut unlisted: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        // The subtrees of counted nodes the caller may not list, not reached yet: each its
+        // keys' range, from `node/` to `node0` (`'0'` is the byte after `'/'`). The ranges are
+        // disjoint, and the walk skips each with one seek when it reaches it.
+        let mut out_of_sight: std::collections::BTreeMap<String, String> = Default::default();
+        let prefix = descendants_prefix(path);
+        let from = |key: &str| {
+            self.nodes
+                .range::<_, str>((Bound::Included(key), Bound::Unbounded))
+        };
+        let mut keys = from(&prefix);
         let mut count: u64 = 0;
-        for (k, node) in self.descendants(path) {
-            let hidden = !unlisted.is_empty()
-                && synod_proto::path::ancestors_or_self(parent(k))
-                    .take_while(|a| *a != path)
-                    .any(|a| unlisted.contains(a));
-            if hidden {
+        while let Some((k, node)) = keys.next() {
+            if !k.starts_with(&*prefix) {
+                break;
+            }
+            if &**k == "/" {
+                continue;
+            }
+            // A range the walk has passed without a key in it was an empty subtree.
+            while out_of_sight
+                .first_key_value()
+                .is_some_and(|(_, past)| **k >= **past)
+            {
+                out_of_sight.pop_first();
+            }
+            if let Some((_, past)) = out_of_sight
+                .first_key_value()
+                .filter(|(start, _)| k.starts_with(start.as_str()))
+            {
+                keys = from(past);
+                out_of_sight.pop_first();
                 continue;
             }
             count += 1;
             if !listable(k, node) {
-                unlisted.insert(k);
+                out_of_sight.insert(format!("{k}/"), format!("{k}0"));
             }
         }
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
@@ -2426,19 +2459,52 @@ mod tests {
         let mut t = tree();
         let owner = [id("digest", "alice:h")];
         let private = vec![Acl::new(perms::ALL, "digest", "alice:h")];
-        for p in ["/s", "/s/a", "/s/a/b"] {
-            t.apply(txn(1, &owner), &create(p, CreateMode::Persistent));
+        // Private: /s/p (with open nodes below it) and /s/e (empty). Their siblings /s/p-x and
+        // /s/p0 sort around /s/p's subtree ('-' < '/' < '0').
+        for (i, p) in [
+            "/s", "/s/a", "/s/a/b", "/s/p", "/s/p/x", "/s/p/x/y", "/s/p-x", "/s/p-x/q", "/s/p0",
+            "/s/e", "/s/f",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut req = create(p, CreateMode::Persistent);
+            if let (Request::Create2(r), "/s/p" | "/s/e") = (&mut req, p) {
+                r.acl = private.clone();
+            }
+            assert_eq!(
+                t.apply(txn(i as i64 + 1, &owner), &req).err,
+                ErrorCode::Ok,
+                "{p}"
+            );
         }
-        let mut req = create("/s/p", CreateMode::Persistent);
-        if let Request::Create2(r) = &mut req {
-            r.acl = private.clone();
+        assert_eq!(t.all_children_number("/s", &owner), Ok(10));
+        assert_eq!(
+            t.all_children_number("/s", &[]),
+            Ok(8),
+            "all but /s/p/x and /s/p/x/y"
+        );
+        // And /s, and the system nodes /zookeeper, /zookeeper/quota and /zookeeper/config.
+        assert_eq!(t.all_children_number("/", &[]), Ok(8 + 1 + 3));
+        // What listing children from the node down finds, one level at a time.
+        fn listed(t: &DataTree, path: &str, auth: &[Id]) -> i32 {
+            let children = t
+                .get_children(path, auth)
+                .map(|(c, _)| c)
+                .unwrap_or_default();
+            children
+                .iter()
+                .map(|c| 1 + listed(t, &synod_proto::path::child(path, c), auth))
+                .sum()
         }
-        assert_eq!(t.apply(txn(2, &owner), &req).err, ErrorCode::Ok);
-        for p in ["/s/p/x", "/s/p/x/y", "/s/p0"] {
-            t.apply(txn(3, &owner), &create(p, CreateMode::Persistent));
+        for auth in [&owner[..], &[]] {
+            for path in ["/", "/s", "/s/a", "/s/p-x"] {
+                assert_eq!(
+                    t.all_children_number(path, auth),
+                    Ok(listed(&t, path, auth))
+                );
+            }
         }
-        assert_eq!(t.all_children_number("/s", &owner), Ok(6));
-        assert_eq!(t.all_children_number("/s", &[]), Ok(4), "a, a/b, p, p0");
         assert_eq!(t.all_children_number("/s/p", &[]), Err(ErrorCode::NoAuth));
     }
 
@@ -2461,6 +2527,10 @@ mod tests {
         let missing = t.quota_guard("/zookeeper/quota/a/b/zookeeper_limits");
         assert_eq!(missing.as_ref().map(|g| g.perm), Some(perms::ADMIN));
         assert_eq!(missing.map(|g| g.acl), a_acl);
+        // A quota on /a's own mirror counts /a's quota nodes: guarded by /a too.
+        let nested = t.quota_guard("/zookeeper/quota/zookeeper/quota/a/zookeeper_stats");
+        assert_eq!(nested.as_ref().map(|g| g.perm), Some(perms::READ));
+        assert_eq!(nested.map(|g| g.acl), a_acl);
     }
 
     fn create(path: &str, mode: CreateMode) -> Request {
