@@ -2077,6 +2077,26 @@ fn persistent_watches_resume_only_where_their_missed_events_can_be_replayed() {
     );
 }
 
+/// The ACL of a node only the digest user `alice` (password `secret`) may use.
+fn alice_only() -> Vec<Acl> {
+    vec![Acl::new(
+        synod_client::perms::ALL,
+        "digest",
+        "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=",
+    )]
+}
+
+/// A secure cluster whose sessions live up to 60 s (for raw resumes), its client TLS
+/// configuration, its leader, and a client of the leader authenticated as `alice`.
+async fn cluster_with_alice() -> (SynodEnsemble, Arc<rustls::ClientConfig>, usize, Client) {
+    let ens = start_cluster(&["--max-session-timeout-ms", "60000"]);
+    let tls = raw_tls(&ens);
+    let leader = leader_of(&ens);
+    let owner = connect_only(&ens, leader).await;
+    must("addauth", owner.add_auth("digest", b"alice:secret")).await;
+    (ens, tls, leader, owner)
+}
+
 /// A resuming session's one-shot watches are left only where `exists` and `getData` would leave
 /// them: on a missing node or one it may READ. A setWatches2 naming a node only its owner may
 /// read leaves no watch there: left, it would be used up by the owner's next change, which
@@ -2087,16 +2107,8 @@ fn a_resumed_watch_is_left_only_where_the_session_may_read() {
         "a_resumed_watch_is_left_only_where_the_session_may_read",
         || async {
             use synod_proto::WatcherType::{Children, Data};
-            let ens = start_cluster(&["--max-session-timeout-ms", "60000"]);
-            let tls = raw_tls(&ens);
-            let leader = leader_of(&ens);
-            let owner = connect_only(&ens, leader).await;
-            must("addauth", owner.add_auth("digest", b"alice:secret")).await;
-            let private = vec![Acl::new(
-                synod_client::perms::ALL,
-                "digest",
-                "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=",
-            )];
+            let (ens, tls, leader, owner) = cluster_with_alice().await;
+            let private = alice_only();
             must(
                 "create the private node",
                 owner.create_full("/case", b"", &private, CreateMode::Persistent, None),
@@ -2147,11 +2159,7 @@ fn a_replay_tells_a_resuming_session_only_what_it_may_read() {
     run_test(
         "a_replay_tells_a_resuming_session_only_what_it_may_read",
         || async {
-            let ens = start_cluster(&["--max-session-timeout-ms", "60000"]);
-            let tls = raw_tls(&ens);
-            let leader = leader_of(&ens);
-            let owner = connect_only(&ens, leader).await;
-            must("addauth", owner.add_auth("digest", b"alice:secret")).await;
+            let (ens, tls, leader, owner) = cluster_with_alice().await;
             create_empty(&owner, "/shared").await;
             // The resuming session (the test client's certificate, not the owner): parked.
             let (id, passwd) = blocking(|| parked_session(&tls, ens.addrs()[leader]))
@@ -2160,11 +2168,7 @@ fn a_replay_tells_a_resuming_session_only_what_it_may_read() {
             let seen = stat.mzxid;
             // The owner's digest alone (its connection also carries the test certificate's
             // identity, which the resuming session shares: `creator_all` would grant it).
-            let private = vec![Acl::new(
-                synod_client::perms::ALL,
-                "digest",
-                "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=",
-            )];
+            let private = alice_only();
             must(
                 "create the private node",
                 owner.create_full(
