@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use synod_client::{
     perms, Acl, AddWatchMode, Client, ConnectOptions, CreateMode, Error, EventType, Op,
-    WatchedEvent,
+    WatchedEvent, WatcherType,
 };
 
 use crate::ensemble::Ensemble;
@@ -354,6 +354,13 @@ pub async fn sweep_with(
             "exists watch on a missing path the owner then creates for itself",
             owner_only_creation,
             "no event",
+        );
+        // Nor may the watch's fate tell of the creation: it is still set.
+        let still_set = c.remove_watches(&later, WatcherType::Data).await;
+        note(
+            "that watch, still set after the owner's creation",
+            short_ref(&still_set, |_| "()".into()),
+            "ok ()",
         );
         if let Ok((_, w)) = exists_watch {
             let got = tokio::time::timeout(Duration::from_millis(500), w)

@@ -19,6 +19,11 @@ const KNOWN: &[(&str, &str)] = &[
         "exists watch on the node",
         "the same: 3.8.0 answers and sets the watch (its events are then filtered at delivery)",
     ),
+    (
+        "that watch, still set after the owner's creation",
+        "ZooKeeper uses up a one-shot watch whose event it withholds, so removeWatches (or \
+         checkWatches) tells of a change the watcher may not see; synod keeps the watch",
+    ),
 ];
 
 fn main() -> std::process::ExitCode {

@@ -118,13 +118,20 @@ impl Applier {
 
     /// Records one event of the change at `zxid` and delivers it to every watching connection
     /// that may READ the node it is about (as of the change: see [`Event::acl`]; a one-shot
-    /// watch of a connection that may not is used up all the same, as in ZooKeeper); a
-    /// connection whose queue is full is closed rather than buffered without end. `tenants` is
-    /// the table as of the change.
+    /// watch of a connection that may not stays, unlike ZooKeeper's: [`WatchManager::trigger`]);
+    /// a connection whose queue is full is closed rather than buffered without end. `tenants`
+    /// is the table as of the change.
     pub fn notify(&mut self, tenants: &Tenants, zxid: i64, ev: &Event) {
         self.history.record(zxid, ev);
         let mut targets = Vec::new();
-        self.watches.trigger(ev.event_type, &ev.path, &mut targets);
+        let conns = &self.conns;
+        let hears = |c| {
+            conns
+                .get(c)
+                .is_some_and(|e| may_hear(ev, &tenants.resolve(&e.auth)))
+        };
+        self.watches
+            .trigger(ev.event_type, &ev.path, hears, &mut targets);
         if targets.is_empty() {
             return;
         }
@@ -132,9 +139,6 @@ impl Applier {
         let mut slow = Vec::new();
         for c in targets {
             if let Some(e) = self.conns.get(c) {
-                if !may_hear(ev, &tenants.resolve(&e.auth)) {
-                    continue;
-                }
                 if !e.out.try_send_event(frame.clone()) {
                     slow.push(c);
                 }
@@ -295,10 +299,10 @@ mod tests {
         );
         assert_eq!(paths(&mut alice_rx), 2);
         assert!(
-            !applier
+            applier
                 .watches
                 .has(1, "/secret", synod_proto::WatcherType::Data),
-            "the one-shot watch is used up all the same"
+            "the one-shot watch stays: its fate would tell of the change"
         );
         // addauth: from now on the identity counts.
         applier.conns.set_auth(1, Arc::new(vec![alice_id]));

@@ -208,17 +208,35 @@ impl WatchManager {
         self.conn_tenant.remove(&conn);
     }
 
-    /// The connections to notify of `event_type` on `path` (each once), consuming one-shot watches.
-    pub fn trigger(&mut self, event_type: EventType, path: &str, out: &mut Vec<ConnId>) {
+    /// The connections to tell of `event_type` on `path` (each once): those watching it that
+    /// `hears` lets hear it. A one-shot watch is used up only by a connection that hears the
+    /// event; one that may not keeps its watch, so that the watch's fate does not tell it of a
+    /// change it may not see (ZooKeeper uses it up all the same, and `checkWatches` then says
+    /// so).
+    pub fn trigger(
+        &mut self,
+        event_type: EventType,
+        path: &str,
+        hears: impl Fn(ConnId) -> bool,
+        out: &mut Vec<ConnId>,
+    ) {
         let start = out.len();
         // One-shot watches are consumed; a connection left with no watch leaves `by_conn` here,
         // so an event costs only the connections it fires for.
         let mut fire = |this: &mut Self, kind: WatchKind| {
             if let Some((name, conns)) = this.table(kind).remove_entry(path) {
                 let key = (kind, name);
+                let mut kept = HashSet::new();
                 for c in conns {
-                    this.unindex(c, &key);
-                    out.push(c);
+                    if hears(c) {
+                        this.unindex(c, &key);
+                        out.push(c);
+                    } else {
+                        kept.insert(c);
+                    }
+                }
+                if !kept.is_empty() {
+                    this.table(kind).insert(key.1, kept);
                 }
             }
         };
@@ -232,12 +250,12 @@ impl WatchManager {
             _ => return,
         }
         if let Some(conns) = self.persistent.get(path) {
-            out.extend(conns.iter().copied());
+            out.extend(conns.iter().copied().filter(|c| hears(*c)));
         }
         if event_type != EventType::NodeChildrenChanged {
             for p in synod_proto::path::ancestors_or_self(path) {
                 if let Some(conns) = self.recursive.get(p) {
-                    out.extend(conns.iter().copied());
+                    out.extend(conns.iter().copied().filter(|c| hears(*c)));
                 }
             }
         }
@@ -299,7 +317,7 @@ mod tests {
 
     fn fired(w: &mut WatchManager, t: EventType, p: &str) -> Vec<ConnId> {
         let mut out = Vec::new();
-        w.trigger(t, p, &mut out);
+        w.trigger(t, p, |_| true, &mut out);
         out
     }
 

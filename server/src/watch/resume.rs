@@ -75,12 +75,11 @@ impl Conn {
     /// DataTree.setWatches does), and every missed event of a persistent watch, in zxid order,
     /// from this node's recent history (ZooKeeper sends those none). Only what `auth` may READ
     /// is told, and a one-shot watch is left only where `exists` and `getData` would leave one:
-    /// on a missing node or one `auth` may READ. (Left on a node it may not read, a watch would
-    /// be used up by a change it is not told of, and `checkWatches` would tell it that much:
-    /// ZooKeeper registers it all the same.) Under the
-    /// replica lock this costs O(log n) plus the request's own paths: the missed events are
-    /// queued as one [`Replay`], filtered and encoded by the connection's writer, ahead of any
-    /// later event.
+    /// on a missing node or one `auth` may READ (ZooKeeper registers every one; used up
+    /// untold by the owner's next change, as ZooKeeper's are, such a watch let `checkWatches`
+    /// time another tenant's changes). Under the replica lock this costs O(log n) plus the
+    /// request's own paths: the missed events are queued as one [`Replay`], filtered and encoded
+    /// by the connection's writer, ahead of any later event.
     pub fn set_watches(
         &self,
         tree: &synod_raft_store::DataTree,
